@@ -1,0 +1,102 @@
+# One Makefile for the whole product. Objects go to build/<variant>/, binaries to bin/ (or
+# build/asan/bin/ for the sanitizer variant). Each process folder declares itself in a prog.mk:
+#
+#   PROGRAMS += bus-publisher
+#   bus-publisher_DIR := bus/publisher
+#
+# and every .c file in that folder is linked with lib/ into bin/<name>.
+
+CC       ?= cc
+VARIANT  ?= release
+PKGS     := rdkafka libpq libmaxminddb libcurl jansson libmicrohttpd libjwt libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wstrict-prototypes \
+            -Wmissing-prototypes -Wno-missing-field-initializers
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(WARN) -Ilib $(PKG_CFLAGS) -include lib/banned.h
+LDLIBS   := $(PKG_LIBS) -lpthread -lm
+
+ifeq ($(VARIANT),asan)
+  BUILD    ?= build/asan
+  BINDIR   ?= $(BUILD)/bin
+  CFLAGS   := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined
+  LDFLAGS  := -fsanitize=address,undefined
+else
+  BUILD    ?= build/release
+  BINDIR   ?= bin
+  CFLAGS   := $(CFLAGS_BASE) -O2
+  LDFLAGS  :=
+endif
+
+PROGRAMS :=
+include $(wildcard bus/*/prog.mk services/*/prog.mk notify/prog.mk tools/*/prog.mk)
+
+LIB_SRCS := $(wildcard lib/*.c)
+LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
+LIB_A    := $(BUILD)/libbus.a
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+
+define PROG_RULES
+$(1)_SRCS := $$(wildcard $$($(1)_DIR)/*.c)
+$(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS))
+$(BINDIR)/$(1): $$($(1)_OBJS) $(LIB_A)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIB_A) $$($(1)_LIBS) $$(LDLIBS)
+ALL_BINS += $(BINDIR)/$(1)
+endef
+ALL_BINS :=
+$(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
+
+.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config
+all: build
+build: $(ALL_BINS) $(UNIT_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIB_A): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_A) -lcmocka $(LDLIBS)
+
+asan:
+	$(MAKE) VARIANT=asan build
+
+# Installs Debian packages and the GeoIP database when missing; quick when all is there.
+deps:
+	@tools/deps.sh
+
+# make test [TESTS=pattern] [ASAN=0]: every test, then once more under ASan+UBSan.
+test: deps
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory VARIANT=asan build
+	@/usr/bin/python3 tests/run.py --bin bin --build build/release --asan-bin build/asan/bin \
+	    --asan-build build/asan $(if $(TESTS),--filter '$(TESTS)') $(if $(filter 0,$(ASAN)),--no-asan)
+
+unit: build
+	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit
+
+run: deps build
+	@tools/run.sh
+
+bench: deps build
+	@bench/run.sh
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+fmt-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

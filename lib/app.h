@@ -1,0 +1,48 @@
+/* app.h - what every process's main.c does first and last: command line, configuration,
+ * logger, signals.
+ *
+ * Usage in a main.c:
+ *
+ *   struct app app;
+ *   if (app_init(&app, argc, argv, "bus-publisher", "PUBLISHER", defs) != 0) return 2;
+ *   ... start modules ...
+ *   while ((sig = app_wait_signal(&app)) == SIGHUP) reload();
+ *   ... stop modules ...
+ *   app_release(&app);
+ *
+ * Command line: --config PATH (also env <PREFIX>_CONFIG), --help, --config-doc (prints the
+ * configuration table as Markdown and exits 0), --check-config (validates and exits).
+ * Every table gets "log.level" (debug|info|warn|error, default info) added automatically.
+ * Signals SIGTERM, SIGINT and SIGHUP are blocked in every thread (call app_init before creating
+ * threads) and delivered only through app_wait_signal(); SIGPIPE is ignored. */
+#ifndef APP_H
+#define APP_H
+
+#include <signal.h>
+
+#include "config.h"
+
+struct app {
+    const char *name;
+    struct config *cfg;
+    sigset_t signals;
+    int exit_now; /* set by app_init for --help/--config-doc: main returns 0 at once */
+};
+
+/* Returns 0 on success; on bad arguments or configuration logs why and returns -1. When
+ * app->exit_now is set after a 0 return, main should return 0 immediately. */
+int app_init(struct app *app, int argc, char **argv, const char *name, const char *env_prefix,
+             const struct config_def *defs);
+/* Blocks until SIGTERM, SIGINT or SIGHUP arrives; returns the signal number. */
+int app_wait_signal(struct app *app);
+/* Like app_wait_signal but gives up after timeout_ms and returns 0. */
+int app_wait_signal_for(struct app *app, long timeout_ms);
+void app_release(struct app *app);
+
+/* Monotonic clock in milliseconds / seconds. */
+long long app_now_ms(void);
+double app_now_s(void);
+/* Wall clock as RFC 3339 with milliseconds, UTC: "2026-11-25T04:18:31.123Z" (25 bytes). */
+void app_time_rfc3339(char out[32]);
+
+#endif

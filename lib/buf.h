@@ -1,0 +1,33 @@
+/* buf.h - a growable byte buffer with a hard cap.
+ *
+ * Every buffer whose size is driven by input is created with a cap (curl's curlx_dyn idea):
+ * appending past it fails with BUF_ETOOBIG instead of growing without end. Data is always kept
+ * NUL-terminated so it can be used as a C string. Not thread-safe. */
+#ifndef BUF_H
+#define BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#define BUF_ETOOBIG (-2)
+
+struct buf {
+    char *data; /* NUL-terminated; NULL until the first append */
+    size_t len;
+    size_t cap;     /* allocated bytes */
+    size_t max_len; /* hard limit on len; 0 = SIZE_MAX */
+};
+
+void buf_init(struct buf *b, size_t max_len);
+void buf_release(struct buf *b);
+void buf_reset(struct buf *b); /* len = 0, keeps memory */
+int buf_append(struct buf *b, const void *data, size_t n);
+int buf_appends(struct buf *b, const char *s);
+int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_vappendf(struct buf *b, const char *fmt, va_list ap);
+/* Appends s as a JSON string literal, quotes included. */
+int buf_append_json_string(struct buf *b, const char *s);
+/* Transfers ownership of the data to the caller (never NULL: "" when empty); b is reset. */
+char *buf_take(struct buf *b, size_t *len_out);
+
+#endif

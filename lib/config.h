@@ -1,0 +1,70 @@
+/* config.h - process configuration: one declarative table per process, a JSON file, env
+ * overrides.
+ *
+ * Each process declares a table of struct config_def (key, type, default, range, flags,
+ * description). config_load() reads an optional JSON file (a flat object, or nested objects whose
+ * keys are joined with '.': {"http": {"listen": ...}} is "http.listen"), then applies environment
+ * overrides, then validates every value against the table. An unknown key in the file, a value of
+ * the wrong type or out of range refuses the start with a message naming the key.
+ *
+ * Environment: every key K can be overridden by <PREFIX>_<K upper-cased, '.' and '-' as '_'>,
+ * where PREFIX is the table's env prefix (e.g. PUBLISHER_LISTEN for "listen"). A def may also
+ * name a product-wide variable in .env (e.g. "BUS_BOOTSTRAP", "DATABASE_URL"), which wins over
+ * the file but loses to the prefixed one.
+ *
+ * Keys starting with "kafka." are free-form: they are not declared in the table and are passed
+ * as they are to the Kafka client (see kafka.h). Env form: <PREFIX>_KAFKA__<NAME> is not
+ * supported; put them in the file.
+ *
+ * A config is immutable after load and may be read from any thread. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_BOOL, CONFIG_DOUBLE };
+
+#define CONFIG_SECRET 0x1u   /* redacted in logs and dumps */
+#define CONFIG_REQUIRED 0x2u /* must be set (no default) */
+
+struct config_def {
+    const char *key;
+    enum config_type type;
+    const char *default_value; /* as text; NULL = unset */
+    double min, max;           /* for INT/DOUBLE; both 0 = unbounded; for STRING: max length */
+    unsigned flags;
+    const char *env; /* optional product-wide env name, e.g. "BUS_BOOTSTRAP" */
+    const char *description;
+};
+#define CONFIG_DEF_END {NULL, 0, NULL, 0, 0, 0, NULL, NULL}
+
+struct config;
+
+/* Loads the table defs (terminated by CONFIG_DEF_END). path may be NULL (defaults and env only).
+ * env_prefix like "PUBLISHER". On failure returns -1 and writes a sentence to err. */
+int config_load(struct config **out, const struct config_def *defs, const char *env_prefix,
+                const char *path, char *err, size_t err_len);
+void config_free(struct config *c);
+
+/* Getters abort (programming error) when the key is not in the table or of another type.
+ * config_str returns NULL for an unset optional string; the pointer lives as long as c. */
+const char *config_str(const struct config *c, const char *key);
+long long config_int(const struct config *c, const char *key);
+bool config_bool(const struct config *c, const char *key);
+double config_double(const struct config *c, const char *key);
+
+/* The file's "kafka.*" keys as an object {"bootstrap.servers": "...", ...} without the prefix
+ * (borrowed; empty object when none). */
+json_t *config_kafka(const struct config *c);
+/* The whole parsed file (borrowed), for processes with structured sections beyond the table. */
+json_t *config_json(const struct config *c);
+
+/* Logs every effective value at info level, secrets as "[redacted]". */
+void config_log(const struct config *c);
+/* Writes the table as a Markdown reference (docs are generated from it and checked in CI). */
+void config_write_markdown(const struct config_def *defs, const char *env_prefix, FILE *out);
+
+#endif

@@ -1,0 +1,48 @@
+/* db.h - PostgreSQL access (the only module that includes libpq-fe.h).
+ *
+ * A small connection pool with parameterised statements only (no string-built SQL), automatic
+ * reconnection (a query that fails because the server went away is reported as DB_EUNAVAILABLE
+ * so the caller answers 503 and the bus retries), and versioned migrations: files
+ * sql/<schema>/NNN_name.sql applied in order inside a transaction each, recorded in
+ * <schema>.schema_migrations, guarded by an advisory lock so concurrent starts are safe.
+ *
+ * Thread-safe: each call takes a connection from the pool for its duration. */
+#ifndef DB_H
+#define DB_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define DB_OK 0
+#define DB_EUNAVAILABLE (-1) /* server unreachable or restarting: retry later (503) */
+#define DB_ECONFLICT (-2)    /* unique violation */
+#define DB_EQUERY (-3)       /* any other error: a bug or bad data */
+
+struct db;
+
+/* url: a libpq connection string or URI. size: pool connections. Does not fail when the server
+ * is down (connections are made on demand); returns NULL only on a malformed url. */
+struct db *db_new(const char *url, unsigned size, char *err, size_t err_len);
+void db_free(struct db *d);
+
+/* Applies pending migrations from dir (e.g. "sql/history") into schema. */
+int db_migrate(struct db *d, const char *schema, const char *dir, char *err, size_t err_len);
+
+/* Runs one parameterised statement ($1..$n, all parameters as text, NULL = SQL NULL).
+ * When rows is not NULL, *rows receives a JSON array of objects (column name -> text value or
+ * null; caller owns it). *affected (may be NULL) receives the number of rows affected. */
+int db_exec(struct db *d, const char *sql, const char *const *params, int n_params,
+            json_t **rows, long *affected, char *err, size_t err_len);
+
+/* Runs several statements in one transaction (all or nothing). */
+struct db_stmt {
+    const char *sql;
+    const char *const *params;
+    int n_params;
+};
+int db_exec_tx(struct db *d, const struct db_stmt *stmts, size_t n, char *err, size_t err_len);
+
+/* True when a connection can be made and answers SELECT 1 (for /readyz). */
+int db_ping(struct db *d);
+
+#endif

@@ -1,0 +1,76 @@
+/* http_server.h - the HTTP server layer over libmicrohttpd (the only module that includes
+ * microhttpd.h on the server side).
+ *
+ * Routing by method and path pattern ("/v1/topics/{}/events": each {} captures one segment),
+ * limits on body size, header memory, connections and time, JSON error bodies, and the three
+ * endpoints every process serves: GET /healthz, GET /readyz (through a ready callback) and
+ * GET /metrics (metrics.h). Optional static files for pages.
+ *
+ * Threading: libmicrohttpd's internal polling thread pool (threads option). Handlers run on those
+ * threads. A handler answers with http_respond*() exactly once: either before it returns, or later
+ * from any thread (asynchronous: the connection is suspended meanwhile, e.g. while the publisher
+ * waits for the broker's acknowledgement). The exchange is freed by the respond call; don't touch
+ * it afterwards. */
+#ifndef HTTP_SERVER_H
+#define HTTP_SERVER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define HTTP_MAX_PARAMS 4
+
+struct http_server;
+struct http_exchange; /* one request and its pending answer */
+
+typedef void (*http_handler_fn)(struct http_exchange *ex, void *ctx);
+/* Fills *reason (static string) and returns true when ready. */
+typedef bool (*http_ready_fn)(void *ctx, const char **reason);
+
+struct http_server_options {
+    const char *listen;       /* "127.0.0.1:8080" */
+    unsigned threads;         /* polling threads; 0 = 2 */
+    size_t max_body_bytes;    /* default cap for request bodies; 0 = 1 MiB */
+    unsigned max_connections; /* 0 = 1024 */
+    unsigned timeout_s;       /* idle/slow client time-out; 0 = 15 */
+    http_ready_fn ready;      /* NULL = always ready */
+    void *ready_ctx;
+};
+
+struct http_server *http_server_new(const struct http_server_options *opts);
+/* Registers a route. max_body_bytes 0 = the server default. Call before http_server_start. */
+void http_server_route(struct http_server *s, const char *method, const char *pattern,
+                       http_handler_fn fn, void *ctx, size_t max_body_bytes);
+/* Serves files under dir for GET requests whose path starts with prefix (e.g. "/" or "/ui/"),
+ * with strict security headers (CSP without inline script, frame-ancestors 'none', nosniff). */
+void http_server_static(struct http_server *s, const char *prefix, const char *dir);
+/* Binds and starts serving; returns -1 with err filled on failure (e.g. port in use). */
+int http_server_start(struct http_server *s, char *err, size_t err_len);
+/* The bound port (useful with port 0). */
+unsigned http_server_port(const struct http_server *s);
+/* Stops accepting, waits for handlers to finish (pending asynchronous exchanges are answered
+ * 503 by the server after grace_ms), and frees the server. NULL is a no-op. */
+void http_server_free(struct http_server *s, unsigned grace_ms);
+
+/* Request accessors: valid until the exchange is answered. */
+const char *http_method(const struct http_exchange *ex);
+const char *http_path(const struct http_exchange *ex);
+const char *http_param(const struct http_exchange *ex, unsigned i); /* i-th {} capture */
+const char *http_header(const struct http_exchange *ex, const char *name); /* case-insensitive */
+const char *http_query(const struct http_exchange *ex, const char *name);
+const char *http_body(const struct http_exchange *ex, size_t *len); /* NUL-terminated */
+/* The Bearer token of the Authorization header, or NULL. */
+const char *http_bearer(const struct http_exchange *ex);
+
+/* Adds a response header for the coming answer (e.g. "Retry-After"). */
+void http_add_header(struct http_exchange *ex, const char *name, const char *value);
+/* Answers with a body (copied) and content type (NULL = application/json). */
+void http_respond(struct http_exchange *ex, unsigned status, const char *content_type,
+                  const char *body, size_t len);
+/* Answers with a JSON value (stolen: the reference is consumed). */
+void http_respond_json(struct http_exchange *ex, unsigned status, json_t *body);
+/* Answers {"error": code, "message": message, ...extra fields} (extra stolen, may be NULL). */
+void http_respond_error(struct http_exchange *ex, unsigned status, const char *code,
+                        json_t *extra, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#endif

@@ -1,0 +1,402 @@
+"""Shared test harness: real processes on free ports, waiting on conditions, never on time.
+
+Tests are plain functions `test_*()` in tests/integration and tests/e2e. Inside a test:
+
+    ctx = harness.ctx()                      # the running test's context
+    b = ctx.broker()                         # the broker under test (mock or embedded)
+    pub = ctx.start("bus-publisher", config={...}, env={...}, http=True)
+    status, body, headers = harness.http("POST", pub.url + "/v1/topics/login/events", {...})
+    harness.wait_for(lambda: ..., timeout=10, what="event delivered")
+
+Every process started through ctx is stopped (SIGTERM, then SIGKILL) and every temp dir removed
+when the test ends, pass or fail. Logs of the test's processes are kept in the context and the
+tail is printed when the test fails.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_STATE = {"bin_dir": os.path.join(ROOT, "bin"), "mult": 1, "asan": False, "ctx": None}
+_SHARED = {}
+
+
+class Skip(Exception):
+    """Raise to skip a test (e.g. a binary not built yet)."""
+
+
+def configure(bin_dir, timeout_mult=1, asan=False):
+    _STATE.update(bin_dir=bin_dir, mult=timeout_mult, asan=asan)
+
+
+def timeout_mult():
+    return _STATE["mult"]
+
+
+def is_asan():
+    return _STATE["asan"]
+
+
+def bin_path(name):
+    return os.path.join(_STATE["bin_dir"], name)
+
+
+def set_context(ctx):
+    _STATE["ctx"] = ctx
+
+
+def ctx():
+    return _STATE["ctx"]
+
+
+def free_port():
+    """A port that was free a moment ago (bind to 0, read, close)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=10.0, what="condition", interval=0.02):
+    """Polls cond() until it returns a truthy value, which is returned. Raises AssertionError
+    naming `what` when timeout (stretched under sanitizers) runs out."""
+    deadline = time.monotonic() + timeout * _STATE["mult"]
+    last_exc = None
+    while True:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # the condition may fail while a process starts
+            last_exc = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" +
+                                 (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.25)
+
+
+def http(method, url, body=None, headers=None, timeout=10.0, raw=None):
+    """One HTTP request. body: a JSON-able value (sent as JSON) or None; raw: bytes sent as is.
+    Returns (status, parsed JSON body or text or None, headers dict lower-cased)."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout * _STATE["mult"]) as r:
+            status, payload, hdrs = r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        status, payload, hdrs = e.code, e.read(), e.headers
+    text = payload.decode(errors="replace")
+    try:
+        parsed = json.loads(text) if text else None
+    except ValueError:
+        parsed = text
+    return status, parsed, {k.lower(): v for k, v in hdrs.items()}
+
+
+class Proc:
+    """A process started by a test context."""
+
+    def __init__(self, name, popen, log_path, port=None):
+        self.name, self.popen, self.log_path, self.port = name, popen, log_path, port
+        self.url = f"http://127.0.0.1:{port}" if port else None
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def kill(self):
+        """SIGKILL, as a crash would."""
+        if self.alive():
+            self.popen.kill()
+        self.popen.wait()
+
+    def stop(self, timeout=10.0):
+        """SIGTERM and wait; returns the exit code (SIGKILL after timeout)."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout * _STATE["mult"])
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_lines(self):
+        """Parsed JSON log lines (lines that are not JSON are skipped)."""
+        out = []
+        for line in self.log().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+
+class Context:
+    """Everything one test started; cleaned up by the runner."""
+
+    def __init__(self, name, broker=None):
+        self.name = name
+        self.broker_kind = broker or os.environ.get("TEST_BROKER", "mock")
+        self.tmp = tempfile.mkdtemp(prefix="bustest-")
+        self.procs = []
+        self.servers = []
+        self._broker = None
+
+    def path(self, *parts):
+        p = os.path.join(self.tmp, *parts)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    def write_json(self, rel, value):
+        p = self.path(rel)
+        with open(p, "w") as f:
+            json.dump(value, f)
+        return p
+
+    def start(self, binary, args=(), config=None, env=None, http=True, port=None,
+              port_key="listen", wait=True, ready_path="/healthz", name=None):
+        """Starts bin/<binary>. config: a dict written to a JSON file and passed as --config.
+        http=True: a free port is put into config[port_key] as "127.0.0.1:<port>" (unless
+        the config already has it) and the process is waited on until GET ready_path answers
+        200. Returns a Proc."""
+        path = bin_path(binary)
+        if not os.path.exists(path):
+            raise Skip(f"{binary} not built")
+        config = dict(config or {})
+        if http:
+            if port_key not in config:
+                port = port or free_port()
+                config[port_key] = f"127.0.0.1:{port}"
+            else:
+                port = int(str(config[port_key]).rsplit(":", 1)[1])
+        argv = [path] + list(args)
+        if config:
+            argv += ["--config", self.write_json(f"{name or binary}-{len(self.procs)}.json",
+                                                 config)]
+        full_env = dict(os.environ)
+        full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        full_env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+        full_env.update(env or {})
+        log_path = self.path("logs", f"{name or binary}-{len(self.procs)}.log")
+        logf = open(log_path, "ab")
+        popen = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=full_env,
+                                 cwd=ROOT, start_new_session=True)
+        logf.close()
+        proc = Proc(name or binary, popen, log_path, port if http else None)
+        self.procs.append(proc)
+        if http and wait:
+            self.wait_http(proc, ready_path)
+        return proc
+
+    def wait_http(self, proc, path="/healthz", timeout=15.0):
+        def up():
+            if not proc.alive():
+                raise AssertionError(f"{proc.name} exited with {proc.popen.returncode}:\n"
+                                     + proc.log()[-3000:])
+            try:
+                return http("GET", proc.url + path, timeout=2)[0] == 200
+            except (OSError, urllib.error.URLError):
+                return False
+        wait_for(up, timeout, what=f"{proc.name} {path}")
+
+    def broker(self, kind=None):
+        """Starts (once per test) the broker under test and returns an object with
+        .bootstrap ("127.0.0.1:port"), .proc and .kind."""
+        if self._broker is None:
+            self._broker = start_broker(self, kind or self.broker_kind)
+        return self._broker
+
+    def serve(self, handler_fn):
+        """Starts an HTTP endpoint on a free port; handler_fn(method, path, headers, body_bytes)
+        returns (status, body_bytes_or_json, headers_dict). Returns (url_base, server)."""
+        srv = _serve(handler_fn)
+        self.servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}", srv
+
+    def log_tail(self):
+        out = []
+        for p in self.procs:
+            out.append(f"--- log of {p.name} (exit {p.popen.poll()}) ---\n" + p.log()[-3000:])
+        return "\n".join(out)
+
+    def cleanup(self):
+        errors = []
+        for p in reversed(self.procs):
+            try:
+                p.stop(timeout=5)
+            except Exception as e:  # keep cleaning
+                errors.append(repr(e))
+            try:
+                os.killpg(p.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for s in self.servers:
+            s.shutdown()
+            s.server_close()
+        if _STATE["asan"]:
+            for p in self.procs:
+                log = p.log()
+                if "ERROR: AddressSanitizer" in log or "runtime error:" in log or \
+                        "ERROR: LeakSanitizer" in log:
+                    errors.append(f"sanitizer report in {p.name}:\n{log[-4000:]}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if errors:
+            raise AssertionError("\n".join(errors))
+
+
+def _serve(handler_fn):
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, out, out_headers = handler_fn(self.command, self.path, headers, body)
+            if out is None:
+                data = b""
+            elif isinstance(out, (bytes, bytearray)):
+                data = bytes(out)
+            else:
+                data = json.dumps(out).encode()
+            self.send_response(status)
+            for k, v in (out_headers or {}).items():
+                self.send_header(k, v)
+            if data or status != 204:
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+
+        do_POST = do_GET = do_PUT = do_DELETE = _any
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+class Broker:
+    def __init__(self, kind, bootstrap, proc):
+        self.kind, self.bootstrap, self.proc = kind, bootstrap, proc
+
+
+def start_broker(context, kind):
+    """mock: bin/bus-mock hosting librdkafka's mock cluster; embedded: bin/bus-broker with its
+    data in the test's temp dir."""
+    if kind == "mock":
+        bfile = context.path("mock.bootstrap")
+        proc = context.start("bus-mock", args=["--bootstrap-file", bfile], http=False)
+        wait_for(lambda: os.path.exists(bfile) and open(bfile).read().strip(), 10,
+                 what="mock broker bootstrap file")
+        return Broker(kind, open(bfile).read().strip(), proc)
+    if kind == "embedded":
+        port = free_port()
+        proc = context.start("bus-broker", config={
+            "listen": f"127.0.0.1:{port}", "data_dir": context.path("broker-data", "x")[:-2],
+            "http.listen": f"127.0.0.1:{free_port()}"}, http=False)
+        wait_for(lambda: _tcp_open(port) or (_raise_exit(proc)), 10, what="broker port")
+        return Broker(kind, f"127.0.0.1:{port}", proc)
+    raise ValueError(kind)
+
+
+def _raise_exit(proc):
+    if not proc.alive():
+        raise AssertionError(f"{proc.name} exited:\n{proc.log()[-3000:]}")
+    return False
+
+
+def _tcp_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def kcat(args, input_bytes=None, timeout=20.0):
+    """Runs kcat with args; returns stdout bytes. Raises on a non-zero exit."""
+    if not shutil.which("kcat"):
+        raise Skip("kcat not installed")
+    p = subprocess.run(["kcat"] + list(args), input=input_bytes, capture_output=True,
+                       timeout=timeout * _STATE["mult"])
+    if p.returncode != 0:
+        raise AssertionError(f"kcat {' '.join(args)} failed: {p.stderr.decode()[-2000:]}")
+    return p.stdout
+
+
+def kcat_consume(bootstrap, topic, count, timeout=20.0):
+    """Reads `count` messages of topic from the beginning; returns a list of dicts with
+    key, value (bytes), headers (dict), partition, offset."""
+    fmt = "%p\\t%o\\t%k\\t%h\\t%S\\n%s\\n"
+    out = kcat(["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-c", str(count), "-e",
+                "-q", "-f", fmt], timeout=timeout)
+    msgs = []
+    lines = out.split(b"\n")
+    i = 0
+    while i + 1 < len(lines) and len(msgs) < count:
+        meta = lines[i].decode(errors="replace").split("\t")
+        if len(meta) < 5:
+            i += 1
+            continue
+        size = int(meta[4])
+        # The value may contain newlines: take `size` bytes after the meta line.
+        start = sum(len(x) + 1 for x in lines[:i + 1])
+        value = out[start:start + size]
+        rest = out[start + size + 1:]
+        headers = {}
+        for kv in meta[3].split(","):
+            if "=" in kv:
+                k, v = kv.split("=", 1)
+                headers[k] = v
+        msgs.append({"partition": int(meta[0]), "offset": int(meta[1]), "key": meta[2],
+                     "headers": headers, "value": value})
+        out = rest
+        lines = out.split(b"\n")
+        i = 0
+    return msgs
+
+
+def shared(name, factory):
+    """A resource shared by every test of the run (e.g. one PostgreSQL cluster), created on
+    first use by factory() and closed by shutdown_shared() (factory returns (value, closer))."""
+    if name not in _SHARED:
+        _SHARED[name] = factory()
+    return _SHARED[name][0]
+
+
+def shutdown_shared():
+    for name, (value, closer) in list(_SHARED.items()):
+        try:
+            closer()
+        except Exception:
+            pass
+        del _SHARED[name]

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""The test runner behind `make test`.
+
+Runs, in order: the cmocka unit test binaries (build/<variant>/tests/test_*), then every
+`test_*` function of tests/integration/test_*.py and tests/e2e/test_*.py, each in a fresh
+harness context whose processes and files are cleaned up even when the test fails. A module
+that sets BROKERS = ["mock", "embedded"] runs each of its tests once per broker (differential
+testing of our Kafka implementation against librdkafka's mock cluster).
+
+Then, unless --no-asan, the same again with the ASan+UBSan binaries (time-outs stretched).
+
+The last line is `N passed, N failed` (with `, N skipped` when some were skipped).
+Select tests with --filter REGEX (make test TESTS=regex), matched against names like
+`unit/test_buf:test_append_cap` or `integration/test_publisher:test_batch[mock]`.
+"""
+import argparse
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+
+import harness  # noqa: E402
+
+RESULTS = {"passed": 0, "failed": 0, "skipped": 0}
+FAILURES = []
+
+
+def record(name, outcome, detail=""):
+    RESULTS[outcome] += 1
+    tag = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[outcome]
+    line = f"{tag} {name}"
+    if detail and outcome != "passed":
+        line += f"  ({detail.strip().splitlines()[-1][:200] if detail.strip() else ''})"
+    print(line, flush=True)
+    if outcome == "failed":
+        FAILURES.append((name, detail))
+
+
+CMOCKA_RE = re.compile(r"^\[\s*(OK|FAILED|SKIPPED)\s*\]\s+(\S+)\s*$")
+
+
+def run_unit(build_dir, flt, label, mult):
+    tdir = os.path.join(build_dir, "tests")
+    if not os.path.isdir(tdir):
+        return
+    for exe in sorted(os.listdir(tdir)):
+        path = os.path.join(tdir, exe)
+        if not exe.startswith("test_") or not os.access(path, os.X_OK):
+            continue
+        base = f"{label}unit/{exe}"
+        env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT="stdout")
+        env["TEST_DATA_DIR"] = os.path.join(ROOT, "tests", "data")
+        try:
+            p = subprocess.run([path], capture_output=True, text=True, timeout=120 * mult,
+                               env=env, cwd=ROOT)
+            out = p.stdout + p.stderr
+            rc = p.returncode
+        except subprocess.TimeoutExpired as e:
+            out, rc = (e.stdout or b"").decode(errors="replace") + "\ntimeout", -1
+        seen = 0
+        for line in out.splitlines():
+            m = CMOCKA_RE.match(line.strip())
+            if not m or m.group(2) in ("test(s).", "test(s)"):
+                continue
+            name = f"{base}:{m.group(2)}"
+            if flt and not re.search(flt, name):
+                continue
+            seen += 1
+            outcome = {"OK": "passed", "FAILED": "failed", "SKIPPED": "skipped"}[m.group(1)]
+            record(name, outcome, out if outcome == "failed" else "")
+        if seen == 0 and (not flt or re.search(flt, base)):
+            # A binary that crashed before reporting, or reported nothing, is a failure.
+            record(base, "failed" if rc != 0 or not flt else "skipped", out[-2000:])
+        elif rc != 0 and "FAILED" not in out:
+            record(base + ":exit", "failed", f"exit code {rc}\n" + out[-2000:])
+
+
+def load_module(path):
+    name = "t_" + re.sub(r"\W", "_", os.path.relpath(path, ROOT))
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_python(flt, label, only):
+    for group in ("integration", "e2e"):
+        if only and only != group:
+            continue
+        gdir = os.path.join(ROOT, "tests", group)
+        if not os.path.isdir(gdir):
+            continue
+        for fname in sorted(os.listdir(gdir)):
+            if not (fname.startswith("test_") and fname.endswith(".py")):
+                continue
+            base = f"{label}{group}/{fname[:-3]}"
+            try:
+                mod = load_module(os.path.join(gdir, fname))
+            except Exception:
+                record(base + ":import", "failed", traceback.format_exc())
+                continue
+            brokers = getattr(mod, "BROKERS", [None])
+            for fn_name in sorted(n for n in dir(mod) if n.startswith("test_")):
+                fn = getattr(mod, fn_name)
+                if not callable(fn):
+                    continue
+                for broker in brokers:
+                    name = f"{base}:{fn_name}" + (f"[{broker}]" if broker else "")
+                    if flt and not re.search(flt, name):
+                        continue
+                    run_one(name, fn, broker)
+
+
+def run_one(name, fn, broker):
+    ctx = harness.Context(name, broker=broker)
+    t0 = time.monotonic()
+    try:
+        harness.set_context(ctx)
+        fn()
+        outcome, detail = "passed", ""
+    except harness.Skip as e:
+        outcome, detail = "skipped", str(e)
+    except BaseException:
+        outcome, detail = "failed", traceback.format_exc() + ctx.log_tail()
+    finally:
+        try:
+            ctx.cleanup()
+        except Exception:
+            if outcome == "passed":
+                outcome, detail = "failed", "cleanup: " + traceback.format_exc()
+        harness.set_context(None)
+    dt = time.monotonic() - t0
+    record(f"{name} ({dt:.1f}s)", outcome, detail)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="bin")
+    ap.add_argument("--build", default="build/release")
+    ap.add_argument("--asan-bin", default="build/asan/bin")
+    ap.add_argument("--asan-build", default="build/asan")
+    ap.add_argument("--filter", default=None)
+    ap.add_argument("--no-asan", action="store_true")
+    ap.add_argument("--only", choices=["unit", "integration", "e2e"], default=None)
+    args = ap.parse_args()
+    os.chdir(ROOT)
+
+    passes = [("", args.bin, args.build, 1)]
+    if not args.no_asan:
+        passes.append(("asan:", args.asan_bin, args.asan_build, 3))
+    try:
+        for label, bindir, builddir, mult in passes:
+            harness.configure(bin_dir=os.path.join(ROOT, bindir), timeout_mult=mult,
+                              asan=bool(label))
+            if args.only in (None, "unit"):
+                run_unit(os.path.join(ROOT, builddir), args.filter, label, mult)
+            if args.only != "unit":
+                run_python(args.filter, label, args.only)
+    finally:
+        harness.shutdown_shared()
+
+    for name, detail in FAILURES:
+        print(f"\n===== FAILED {name}\n{detail[-6000:]}")
+    summary = f"{RESULTS['passed']} passed, {RESULTS['failed']} failed"
+    if RESULTS["skipped"]:
+        summary += f", {RESULTS['skipped']} skipped"
+    print(summary)
+    total = RESULTS["passed"] + RESULTS["failed"]
+    sys.exit(1 if RESULTS["failed"] or total == 0 else 0)
+
+
+if __name__ == "__main__":
+    main()

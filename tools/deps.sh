@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# make deps: installs what the project needs when it is missing; quick when all is there.
+#  - Debian packages (libraries, PostgreSQL, kcat, test and bench tools)
+#  - the GeoIP database from the npm registry into var/geoip/ (git-ignored)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential pkg-config clang libclang-rt-14-dev
+  librdkafka-dev libpq-dev libmaxminddb-dev libcurl4-openssl-dev libjansson-dev
+  libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev
+  postgresql kcat mmdb-bin
+  python3 python3-jsonschema json-schema-test-suite
+  wrk hyperfine curl ca-certificates procps psmisc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# Node.js and npm (for the GeoIP package and the browser tests) may come from the image; take
+# Debian's only when there is none.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else
+    echo "deps: not root and no sudo: install these packages, then run make again:" >&2
+    echo "  apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -q >/dev/null || { echo "deps: apt-get update failed" >&2; exit 1; }
+  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || {
+    echo "deps: apt-get install failed; try by hand: apt-get install ${missing[*]}" >&2; exit 1; }
+fi
+
+# GeoIP country database (CC0) from the npm registry.
+GEO_DIR=var/geoip
+GEO_DB=$GEO_DIR/geo-whois-asn-country.mmdb
+if [ ! -s "$GEO_DB" ]; then
+  echo "deps: fetching @ip-location-db/geo-whois-asn-country-mmdb from the npm registry"
+  mkdir -p "$GEO_DIR"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  ( cd "$tmp" && npm pack --silent @ip-location-db/geo-whois-asn-country-mmdb >/dev/null 2>&1 ) || {
+    echo "deps: npm pack failed: check that the npm registry is reachable" >&2; exit 1; }
+  tar -xzf "$tmp"/*.tgz -C "$tmp"
+  mmdb=$(find "$tmp/package" -name '*.mmdb' | head -1)
+  [ -n "$mmdb" ] || { echo "deps: no .mmdb in the npm package" >&2; exit 1; }
+  cp "$mmdb" "$GEO_DB.tmp" && mv "$GEO_DB.tmp" "$GEO_DB"
+  echo "deps: GeoIP database at $GEO_DB"
+fi
