@@ -31,7 +31,7 @@ else
 endif
 
 PROGRAMS :=
-include $(wildcard bus/*/prog.mk services/*/prog.mk notify/prog.mk tools/*/prog.mk)
+include $(wildcard bus/*/prog.mk services/*/prog.mk notify/prog.mk tools/*/prog.mk bench/*/prog.mk)
 
 LIB_SRCS := $(wildcard lib/*.c)
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
@@ -51,7 +51,7 @@ endef
 ALL_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config
+.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz
 all: build
 build: $(ALL_BINS) $(UNIT_BINS)
 
@@ -78,8 +78,20 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory VARIANT=asan build
+	@$(MAKE) --no-print-directory fuzz
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --asan-bin build/asan/bin \
 	    --asan-build build/asan $(if $(TESTS),--filter '$(TESTS)') $(if $(filter 0,$(ASAN)),--no-asan)
+
+# make fuzz: libFuzzer targets (clang, ASan+UBSan) into build/fuzz/. Each tests/fuzz/fuzz_X.c
+# is linked with the sources listed in FUZZ_X_SRCS and lib/. A short run is part of the tests
+# (tests/integration/test_broker.py); longer: build/fuzz/fuzz_broker_decode -max_total_time=600.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Ilib $(PKG_CFLAGS) -include lib/banned.h \
+               -fsanitize=fuzzer,address,undefined
+FUZZ_broker_decode_SRCS := $(filter-out bus/broker/main.c,$(wildcard bus/broker/*.c))
+build/fuzz/fuzz_broker_decode: tests/fuzz/fuzz_broker_decode.c $(FUZZ_broker_decode_SRCS) $(LIB_SRCS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
+fuzz: build/fuzz/fuzz_broker_decode
 
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit

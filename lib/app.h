@@ -27,6 +27,7 @@ struct app {
     struct config *cfg;
     sigset_t signals;
     int exit_now; /* set by app_init for --help/--config-doc: main returns 0 at once */
+    struct config_def *defs_owned; /* the process's table plus the automatic keys */
 };
 
 /* Returns 0 on success; on bad arguments or configuration logs why and returns -1. When

@@ -1,4 +1,4 @@
-/* busconf.h - the bus configuration: topics and routes from config/bus/*.json.
+/* busconf.h - the bus configuration: topics and routes from config/bus/<name>.json.
  *
  * Each file is {"topics": [...], "routes": [...]} and is validated against
  * config/schema/bus.schema.json (JSON Schema 2020-12, jschema.h), then for meaning: unique
@@ -76,5 +76,9 @@ const struct busconf_route *busconf_route_find(const struct busconf *c, const ch
 /* True when token (as presented) is allowed to produce to topic; constant-time comparison of
  * the token's SHA-256 against each producer's hash. */
 bool busconf_topic_allows(const struct busconf_topic *t, const char *token);
+/* The producer whose token hash matches token (as presented), or NULL; constant-time like
+ * busconf_topic_allows. The publisher writes its name as ce-source. */
+const struct busconf_producer *busconf_topic_producer(const struct busconf_topic *t,
+                                                      const char *token);
 
 #endif

@@ -39,7 +39,9 @@ int http_client_request(struct http_client *c, const char *method, const char *u
                         struct http_result *result);
 
 struct http_pool;
-/* Called once per submitted request on the pool thread; takes ownership of result. */
+/* Called once per submitted request on the pool thread; takes ownership of result's heap fields
+ * (body, retry_after: http_result_release() them or keep them). The struct itself is valid only
+ * during the call. */
 typedef void (*http_pool_done_fn)(void *ctx, struct http_result *result);
 
 struct http_pool *http_pool_new(unsigned max_total_connections);

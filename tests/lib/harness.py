@@ -223,11 +223,12 @@ class Context:
                 return False
         wait_for(up, timeout, what=f"{proc.name} {path}")
 
-    def broker(self, kind=None):
+    def broker(self, kind=None, topics=None):
         """Starts (once per test) the broker under test and returns an object with
-        .bootstrap ("127.0.0.1:port"), .proc and .kind."""
+        .bootstrap ("127.0.0.1:port"), .proc and .kind. topics: optional {name: partitions}
+        created up front where the broker needs it (the mock answers no CreateTopics)."""
         if self._broker is None:
-            self._broker = start_broker(self, kind or self.broker_kind)
+            self._broker = start_broker(self, kind or self.broker_kind, topics=topics)
         return self._broker
 
     def serve(self, handler_fn):
@@ -309,12 +310,15 @@ class Broker:
         self.kind, self.bootstrap, self.proc = kind, bootstrap, proc
 
 
-def start_broker(context, kind):
+def start_broker(context, kind, topics=None):
     """mock: bin/bus-mock hosting librdkafka's mock cluster; embedded: bin/bus-broker with its
-    data in the test's temp dir."""
+    data in the test's temp dir. topics: optional {name: partitions} to create up front (mock)."""
     if kind == "mock":
         bfile = context.path("mock.bootstrap")
-        proc = context.start("bus-mock", args=["--bootstrap-file", bfile], http=False)
+        targs = []
+        for name, parts in (topics or {}).items():
+            targs += ["--topic", f"{name}:{parts}"]
+        proc = context.start("bus-mock", args=["--bootstrap-file", bfile] + targs, http=False)
         wait_for(lambda: os.path.exists(bfile) and open(bfile).read().strip(), 10,
                  what="mock broker bootstrap file")
         return Broker(kind, open(bfile).read().strip(), proc)

@@ -1,0 +1,77 @@
+/* bench-baseline-202 - the yardstick of bench/publisher.sh: a minimal libmicrohttpd server that
+ * reads the request body and answers 202 with a small JSON object, using the same threading
+ * model as lib/http_server.c (internal polling thread pool, MHD_USE_AUTO, N threads). The
+ * publisher's request rate is reported as a fraction of this one's, measured in the same run.
+ *
+ *   bench-baseline-202 PORT [THREADS]      (runs until SIGTERM/SIGINT) */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <string.h>
+
+static const char ANSWER[] = "{\"id\":\"0190b3c4-0000-7000-8000-000000000000\",\"topic\":\"login\","
+                             "\"partition\":0,\"offset\":0}";
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    (void)cls;
+    (void)url;
+    (void)method;
+    (void)version;
+    (void)upload_data;
+    static int first_call_marker;
+    if (*req_cls == NULL) {
+        *req_cls = &first_call_marker;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        *upload_data_size = 0; /* consume the body */
+        return MHD_YES;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        sizeof ANSWER - 1, (void *)(uintptr_t)ANSWER, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, 202, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench-baseline-202 PORT [THREADS]\n");
+        return 2;
+    }
+    unsigned port = (unsigned)atoi(argv[1]);
+    unsigned threads = argc > 2 ? (unsigned)atoi(argv[2]) : 2;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL,
+        on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, 1024u,
+        MHD_OPTION_CONNECTION_TIMEOUT, 15u, MHD_OPTION_END);
+    if (d == NULL) {
+        fprintf(stderr, "bench-baseline-202: cannot listen on port %u\n", port);
+        return 1;
+    }
+    int sig;
+    sigwait(&set, &sig);
+    MHD_stop_daemon(d);
+    return 0;
+}

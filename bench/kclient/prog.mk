@@ -1,0 +1,2 @@
+PROGRAMS += bus-kclient
+bus-kclient_DIR := bench/kclient

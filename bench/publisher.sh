@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench/publisher.sh - the publisher's speed against two yardsticks, side by side in one run:
+#
+#  1. single events: wrk (keep-alive) POSTing one login event per request to the publisher's
+#     full path (token, JSON, schema, produce, wait for the broker's acknowledgement) versus the
+#     same wrk run against bench-baseline-202, a bare libmicrohttpd server answering 202 with
+#     the same threading model. Target: ratio >= 0.60.
+#  2. batches: wrk POSTing batches of 100 events to /batch (events/s) versus `kcat -P`
+#     producing the same events straight to the same broker (events/s). Target: ratio >= 0.50.
+#
+# The broker is bus-mock (librdkafka's mock cluster) unless BUS_BOOTSTRAP names another one.
+# Knobs: BIN (bin), DURATION (10s), CONNS (128), WRK_THREADS (2), THREADS (publisher and
+# baseline HTTP threads, 2), KCAT_EVENTS (200000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${BIN:-bin}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-128}
+WRK_THREADS=${WRK_THREADS:-2}
+THREADS=${THREADS:-2}
+KCAT_EVENTS=${KCAT_EVENTS:-200000}
+
+for tool in wrk kcat python3; do
+  command -v $tool >/dev/null || { echo "bench/publisher.sh: $tool is not installed (make deps)" >&2; exit 1; }
+done
+for b in bus-publisher bus-mock bench-baseline-202; do
+  [ -x "$BIN/$b" ] || { echo "bench/publisher.sh: $BIN/$b is not built (make)" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d /tmp/bench-publisher.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_url() { # URL: until it answers 200, 20 s at most
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "bench/publisher.sh: $1 never became ready" >&2
+  return 1
+}
+
+if [ -n "${BUS_BOOTSTRAP:-}" ]; then
+  BOOTSTRAP=$BUS_BOOTSTRAP
+else
+  "$BIN/bus-mock" --bootstrap-file "$TMP/bootstrap" --topic login:3 >"$TMP/mock.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$TMP/bootstrap" ] && break; sleep 0.1; done
+  BOOTSTRAP=$(cat "$TMP/bootstrap")
+fi
+
+PUB_PORT=$(free_port)
+BASE_PORT=$(free_port)
+cat >"$TMP/publisher.json" <<JSON
+{"listen": "127.0.0.1:$PUB_PORT", "bootstrap": "$BOOTSTRAP", "threads": $THREADS,
+ "bus_config_dir": "$ROOT/config/bus", "bus_schema": "$ROOT/config/schema/bus.schema.json",
+ "max_inflight": 100000, "log.level": "warn"${PUBLISHER_EXTRA:+, $PUBLISHER_EXTRA}}
+JSON
+"$BIN/bus-publisher" --config "$TMP/publisher.json" >"$TMP/publisher.log" 2>&1 &
+PIDS+=($!)
+"$BIN/bench-baseline-202" "$BASE_PORT" "$THREADS" >"$TMP/baseline.log" 2>&1 &
+PIDS+=($!)
+wait_url "http://127.0.0.1:$PUB_PORT/readyz"
+
+# The request bodies: one login event, and a batch of 100 (distinct accounts, so every
+# partition gets its share).
+python3 - "$TMP" <<'PY'
+import json, sys
+tmp = sys.argv[1]
+def ev(i):
+    return {"account_id": f"acc-{i}", "ip": "203.0.113.7", "ts": "2026-11-25T04:18:31Z",
+            "session_id": f"s-{i}", "server": "login-1", "client": {"version": "1.2"}}
+open(f"{tmp}/event.json", "w").write(json.dumps(ev(1)))
+open(f"{tmp}/batch.json", "w").write(json.dumps([ev(i) for i in range(100)]))
+PY
+python3 - "$TMP" "$KCAT_EVENTS" <<'PY'
+import json, sys
+tmp, n = sys.argv[1], int(sys.argv[2])
+with open(f"{tmp}/kcat.txt", "w") as f:
+    for i in range(n):
+        ev = {"account_id": f"acc-{i % 100}", "ip": "203.0.113.7", "ts": "2026-11-25T04:18:31Z",
+              "session_id": f"s-{i}", "server": "login-1", "client": {"version": "1.2"}}
+        f.write(f"acc-{i % 100}\t{json.dumps(ev)}\n")
+PY
+
+# wrk script: POST the file named by BODY with the development token; counts non-2xx.
+cat >"$TMP/post.lua" <<'LUA'
+local f = assert(io.open(os.getenv("BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer dev-login-token"
+LUA
+
+rps() { # URL BODY -> prints requests/s; the full wrk output goes to $TMP/wrk.last
+  BODY=$2 wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$TMP/post.lua" "$1" >"$TMP/wrk.last" 2>&1
+  if grep -q "Non-2xx" "$TMP/wrk.last"; then
+    echo "bench/publisher.sh: $(grep Non-2xx "$TMP/wrk.last") from $1" >&2
+  fi
+  awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk.last"
+}
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+
+echo "broker: $BOOTSTRAP; wrk -t$WRK_THREADS -c$CONNS -d$DURATION; HTTP threads: $THREADS; $(nproc) CPUs"
+BASE_RPS=$(rps "http://127.0.0.1:$BASE_PORT/v1/topics/login/events" "$TMP/event.json")
+PUB_RPS=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
+echo "single: baseline 202 server ${BASE_RPS} req/s; publisher ${PUB_RPS} req/s;" \
+     "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.60)"
+
+BATCH_RPS=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/batch" "$TMP/batch.json")
+BATCH_EPS=$(python3 -c "print(f'{float(\"$BATCH_RPS\")*100:.0f}')")
+T0=$(date +%s.%N)
+kcat -P -b "$BOOTSTRAP" -t login -K $'\t' -X acks=all -X enable.idempotence=true \
+     -X linger.ms=5 -l "$TMP/kcat.txt"
+T1=$(date +%s.%N)
+KCAT_EPS=$(python3 -c "print(f'{$KCAT_EVENTS/($T1-$T0):.0f}')")
+echo "batch: publisher ${BATCH_EPS} events/s (100 per request); kcat -P ${KCAT_EPS} events/s;" \
+     "ratio $(ratio "$BATCH_EPS" "$KCAT_EPS") (target >= 0.50)"

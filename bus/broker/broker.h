@@ -1,0 +1,127 @@
+/* broker.h - the broker's shared state: the event loop, connections, ordered replies, and the
+ * request handlers' entry points (server.c: network and data APIs, group.c: the group
+ * coordinator and committed offsets).
+ *
+ * Threading: everything here belongs to the one event-loop thread (broker_run). The admin HTTP
+ * server runs on its own threads and only touches metrics (atomic). */
+#ifndef BROKER_BROKER_H
+#define BROKER_BROKER_H
+
+#include <stdint.h>
+
+#include "store.h"
+#include "wire.h"
+
+enum fsync_policy { FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER };
+
+struct broker_options {
+    const char *listen;
+    const char *advertised_host;
+    int advertised_port; /* 0 = the listening port */
+    const char *data_dir;
+    enum fsync_policy fsync;
+    long fsync_interval_ms;
+    struct topic_conf topic_defaults;
+    int default_partitions;
+    int auto_create_topics;
+    long max_request_bytes;
+    long max_connections;
+    long request_timeout_ms; /* a partial request older than this closes the connection */
+    long idle_timeout_ms;
+    long retention_check_ms;
+    long group_initial_rebalance_delay_ms;
+};
+
+struct conn;
+struct group;
+
+/* A piece of an answer sent from a segment file with sendfile(2), inserted at byte `at` of the
+ * reply's in-memory body. */
+struct fpart {
+    size_t at;
+    int fd; /* dup()ed; closed with the reply */
+    uint64_t pos;
+    uint32_t len;
+};
+
+/* One request's answer, queued on its connection in request order. A handler fills w (the body)
+ * and leaves is_ready set, or parks the reply (long-poll fetch, join/sync) and completes it
+ * later with reply_done(). wait_seq > 0 holds an acks=all answer until the store is synced. */
+struct reply {
+    struct reply *next;
+    struct conn *conn;
+    int32_t corr;
+    int16_t api_key, api_version;
+    int is_ready;
+    int is_silent; /* acks=0 produce: no answer at all */
+    char client_id[128]; /* from the request header (truncated), for DescribeGroups */
+    uint64_t wait_seq;
+    struct kw w;
+    struct fpart *parts; /* file pieces of the body (fetch), in order of `at` */
+    size_t n_parts;
+    /* Parked state. */
+    struct reply **backref;          /* cleared when the reply is freed */
+    struct reply *fprev, *fnext;     /* parked fetch list */
+    uint8_t *req;                    /* copy of a parked fetch request body */
+    size_t req_len;
+    long long deadline_ms;
+};
+
+struct broker {
+    struct broker_options opt;
+    struct store store;
+    int ep, lfd, wake_fd;
+    int port; /* advertised port */
+    struct conn **conns;
+    size_t n_conns;
+    uint64_t synced_seq;
+    uint64_t fetch_seen_seq;
+    struct reply *fetch_head; /* parked fetches */
+    long long next_sync_ms, next_retention_ms, next_gauges_ms;
+    int64_t next_pid, pid_limit;
+    struct groups *groups;
+    struct syncer *syncer; /* the fsync thread (fsync always/interval) */
+    volatile int stop;
+};
+
+int broker_init(struct broker *b, const struct broker_options *opt, char *err, size_t err_len);
+/* Runs the event loop until broker_stop(); then closes every connection. */
+void broker_run(struct broker *b);
+/* Thread-safe: asks broker_run to return. */
+void broker_stop(struct broker *b);
+void broker_release(struct broker *b);
+
+/* Marks a parked reply complete (body written) and sends what can be sent. */
+void reply_done(struct broker *b, struct reply *r);
+/* Detaches a parked reply from its owner without completing it. */
+void reply_park(struct reply *r, struct reply **slot);
+
+/* Group coordinator and offsets (group.c). Handlers return 0, or -1 for a malformed request
+ * (the connection is then closed). */
+struct groups *groups_new(struct broker *b, char *err, size_t err_len);
+void groups_free(struct groups *g);
+void groups_tick(struct broker *b, long long now_ms);
+long long groups_next_deadline(struct broker *b);
+int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q);
+int handle_join_group(struct broker *b, struct reply *r, struct kr *q);
+int handle_sync_group(struct broker *b, struct reply *r, struct kr *q);
+int handle_heartbeat(struct broker *b, struct reply *r, struct kr *q);
+int handle_leave_group(struct broker *b, struct reply *r, struct kr *q);
+int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q);
+int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q);
+int handle_list_groups(struct broker *b, struct reply *r, struct kr *q);
+int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q);
+/* The peer address of the reply's connection ("ip:port"). */
+const char *reply_peer(const struct reply *r);
+/* Forgets offsets of a deleted topic. */
+void groups_topic_deleted(struct broker *b, const char *topic);
+
+long long broker_now_ms(void);
+
+/* For the fuzz target: a connection without a socket, and feeding it bytes as if received
+ * (whole buffer processed, output discarded; the connection is freed before returning).
+ * Returns -1 when the broker would have closed the connection. */
+struct conn *broker_conn_detached(struct broker *b);
+int broker_conn_feed(struct broker *b, struct conn *c, const uint8_t *data, size_t len);
+
+#endif

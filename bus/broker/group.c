@@ -1,0 +1,1034 @@
+/* group.c - the consumer-group coordinator and committed offsets.
+ *
+ * One coordinator (this node) for every group. Group states follow Kafka's
+ * GroupCoordinator: EMPTY -> PREPARING (a join or leave started a rebalance; members rejoin,
+ * bounded by the largest rebalance timeout) -> AWAITING_SYNC (generation bumped, the leader got
+ * the member list and computes the assignment) -> STABLE (the leader's SyncGroup distributed
+ * it). Members are dropped when their session times out; a heartbeat during PREPARING answers
+ * REBALANCE_IN_PROGRESS so members rejoin.
+ *
+ * Committed offsets live in memory and in data_dir/consumer_offsets.log: CRC-framed records
+ *   u32 payload length | u32 CRC-32C(payload) | i16 group len, group | i16 topic len, topic |
+ *   i32 partition | i64 offset (-1 = deleted) | i16 metadata len (-1 = null), metadata
+ * appended on commit, synced per the fsync policy before the commit is answered, compacted on
+ * start (a torn tail is dropped). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "broker.h"
+#include "log.h"
+
+enum gstate { G_EMPTY, G_PREPARING, G_AWAITING_SYNC, G_STABLE };
+
+struct protocol {
+    char *name;
+    uint8_t *meta;
+    int32_t meta_len;
+};
+
+struct member {
+    struct member *next;
+    char *id;
+    char *client_id, *client_host;
+    char *instance_id;
+    int32_t session_timeout_ms, rebalance_timeout_ms;
+    struct protocol *protocols;
+    int32_t n_protocols;
+    uint8_t *assignment;
+    int32_t assignment_len;
+    long long last_seen_ms;
+    struct reply *join_reply, *sync_reply;
+};
+
+struct group {
+    struct group *next;
+    char *id;
+    enum gstate state;
+    int32_t generation;
+    char *protocol_type;
+    char *protocol;
+    char *leader;
+    struct member *members;
+    long long rebalance_deadline_ms;
+};
+
+struct committed {
+    char *group, *topic, *meta;
+    int32_t part;
+    int64_t offset;
+};
+
+struct groups {
+    struct group *list;
+    struct committed *offs;
+    size_t n_offs, cap_offs;
+    int fd;
+    char *path;
+    int is_dirty;
+    unsigned long member_seq;
+};
+
+/* ---- offsets file ---- */
+
+static struct committed *offset_find(struct groups *gs, const char *group, const char *topic,
+                                     int32_t part)
+{
+    for (size_t i = 0; i < gs->n_offs; i++) {
+        struct committed *c = &gs->offs[i];
+        if (c->part == part && !strcmp(c->topic, topic) && !strcmp(c->group, group))
+            return c;
+    }
+    return NULL;
+}
+
+static void offset_set(struct groups *gs, const char *group, const char *topic, int32_t part,
+                       int64_t offset, const char *meta)
+{
+    struct committed *c = offset_find(gs, group, topic, part);
+    if (offset < 0) {
+        if (c) {
+            free(c->group);
+            free(c->topic);
+            free(c->meta);
+            *c = gs->offs[--gs->n_offs];
+        }
+        return;
+    }
+    if (!c) {
+        if (gs->n_offs == gs->cap_offs) {
+            gs->cap_offs = gs->cap_offs ? gs->cap_offs * 2 : 64;
+            gs->offs = xrealloc(gs->offs, gs->cap_offs * sizeof *gs->offs);
+        }
+        c = &gs->offs[gs->n_offs++];
+        c->group = xstrdup(group);
+        c->topic = xstrdup(topic);
+        c->part = part;
+        c->meta = NULL;
+    }
+    free(c->meta);
+    c->meta = meta ? xstrdup(meta) : NULL;
+    c->offset = offset;
+}
+
+static void record_encode(struct kw *w, const char *group, const char *topic, int32_t part,
+                          int64_t offset, const char *meta)
+{
+    size_t start = w->len;
+    kw_i32(w, 0);
+    kw_i32(w, 0);
+    kw_str(w, group);
+    kw_str(w, topic);
+    kw_i32(w, part);
+    kw_i64(w, offset);
+    kw_str(w, meta);
+    size_t plen = w->len - start - 8;
+    put_be32(w->p + start, (uint32_t)plen);
+    put_be32(w->p + start + 4, crc32c(0, w->p + start + 8, plen));
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int offsets_load(struct groups *gs, char *err, size_t err_len)
+{
+    int fd = open(gs->path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        struct stat st;
+        uint8_t *data = NULL;
+        size_t size = 0;
+        if (fstat(fd, &st) == 0 && st.st_size > 0) {
+            size = (size_t)st.st_size;
+            data = xmalloc(size);
+            size_t got = 0;
+            while (got < size) {
+                ssize_t n = read(fd, data + got, size - got);
+                if (n <= 0)
+                    break;
+                got += (size_t)n;
+            }
+            size = got;
+        }
+        close(fd);
+        size_t pos = 0;
+        while (size - pos >= 8) {
+            uint32_t plen = be32(data + pos);
+            if (plen > size - pos - 8 || crc32c(0, data + pos + 8, plen) != be32(data + pos + 4))
+                break;
+            struct kr q;
+            kr_init(&q, data + pos + 8, plen);
+            char group[256], topic[STORE_MAX_NAME + 1], meta[4096];
+            struct kstr g = kr_str(&q), t = kr_str(&q);
+            int32_t part = kr_i32(&q);
+            int64_t off = kr_i64(&q);
+            struct kstr m = kr_str(&q);
+            if (q.err || kstr_copy(g, group, sizeof group) || kstr_copy(t, topic, sizeof topic))
+                break;
+            int has_meta = kstr_copy(m, meta, sizeof meta) == 0;
+            offset_set(gs, group, topic, part, off, has_meta ? meta : NULL);
+            pos += 8 + plen;
+        }
+        if (pos < size)
+            log_warn("%s: dropping %zu bytes of torn or corrupt tail", gs->path, size - pos);
+        free(data);
+    }
+    /* Compact: rewrite the live entries, then append from there. */
+    char *tmp = xasprintf("%s.tmp", gs->path);
+    struct kw w;
+    kw_init(&w);
+    for (size_t i = 0; i < gs->n_offs; i++) {
+        struct committed *c = &gs->offs[i];
+        record_encode(&w, c->group, c->topic, c->part, c->offset, c->meta);
+    }
+    int rc = -1;
+    int tfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (tfd >= 0 && write_all(tfd, w.p, w.len) == 0 && fsync(tfd) == 0 &&
+        rename(tmp, gs->path) == 0)
+        rc = 0;
+    if (tfd >= 0)
+        close(tfd);
+    kw_release(&w);
+    free(tmp);
+    if (rc == 0) {
+        gs->fd = open(gs->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (gs->fd < 0)
+            rc = -1;
+    }
+    if (rc != 0)
+        snprintf(err, err_len, "cannot write %s: %s", gs->path, strerror(errno));
+    return rc;
+}
+
+struct groups *groups_new(struct broker *b, char *err, size_t err_len)
+{
+    struct groups *gs = xcalloc(1, sizeof *gs);
+    gs->fd = -1;
+    gs->path = xasprintf("%s/consumer_offsets.log", b->opt.data_dir);
+    if (offsets_load(gs, err, err_len) != 0) {
+        groups_free(gs);
+        return NULL;
+    }
+    return gs;
+}
+
+static void member_free(struct member *m)
+{
+    if (m->join_reply)
+        m->join_reply->backref = NULL;
+    if (m->sync_reply)
+        m->sync_reply->backref = NULL;
+    for (int32_t i = 0; i < m->n_protocols; i++) {
+        free(m->protocols[i].name);
+        free(m->protocols[i].meta);
+    }
+    free(m->protocols);
+    free(m->assignment);
+    free(m->id);
+    free(m->client_id);
+    free(m->client_host);
+    free(m->instance_id);
+    free(m);
+}
+
+static void group_free(struct group *g)
+{
+    while (g->members) {
+        struct member *m = g->members;
+        g->members = m->next;
+        member_free(m);
+    }
+    free(g->id);
+    free(g->protocol_type);
+    free(g->protocol);
+    free(g->leader);
+    free(g);
+}
+
+void groups_free(struct groups *gs)
+{
+    if (!gs)
+        return;
+    while (gs->list) {
+        struct group *g = gs->list;
+        gs->list = g->next;
+        group_free(g);
+    }
+    for (size_t i = 0; i < gs->n_offs; i++) {
+        free(gs->offs[i].group);
+        free(gs->offs[i].topic);
+        free(gs->offs[i].meta);
+    }
+    free(gs->offs);
+    if (gs->fd >= 0) {
+        (void)fdatasync(gs->fd);
+        close(gs->fd);
+    }
+    free(gs->path);
+    free(gs);
+}
+
+void groups_topic_deleted(struct broker *b, const char *topic)
+{
+    struct groups *gs = b->groups;
+    struct kw w;
+    kw_init(&w);
+    for (size_t i = 0; i < gs->n_offs;) {
+        struct committed *c = &gs->offs[i];
+        if (!strcmp(c->topic, topic)) {
+            record_encode(&w, c->group, c->topic, c->part, -1, NULL);
+            offset_set(gs, c->group, topic, c->part, -1, NULL);
+        } else {
+            i++;
+        }
+    }
+    if (w.len && write_all(gs->fd, w.p, w.len) != 0)
+        log_error("%s: write failed: %s", gs->path, strerror(errno));
+    kw_release(&w);
+}
+
+/* ---- coordinator ---- */
+
+static struct group *group_find(struct groups *gs, const char *id, int create)
+{
+    for (struct group *g = gs->list; g; g = g->next)
+        if (!strcmp(g->id, id))
+            return g;
+    if (!create)
+        return NULL;
+    struct group *g = xcalloc(1, sizeof *g);
+    g->id = xstrdup(id);
+    g->next = gs->list;
+    gs->list = g;
+    return g;
+}
+
+static struct member *member_find(struct group *g, const char *id)
+{
+    for (struct member *m = g->members; m; m = m->next)
+        if (!strcmp(m->id, id))
+            return m;
+    return NULL;
+}
+
+static int group_size(const struct group *g)
+{
+    int n = 0;
+    for (struct member *m = g->members; m; m = m->next)
+        n++;
+    return n;
+}
+
+static void answer_join_error(struct broker *b, struct reply *r, int16_t err, const char *mid)
+{
+    struct kw *w = &r->w;
+    w->len = 0;
+    if (r->api_version >= 2)
+        kw_i32(w, 0);
+    kw_i16(w, err);
+    kw_i32(w, -1);
+    kw_str(w, "");
+    kw_str(w, "");
+    kw_str(w, mid ? mid : "");
+    kw_i32(w, 0);
+    if (r->is_ready == 0)
+        reply_done(b, r);
+}
+
+static void answer_sync(struct broker *b, struct reply *r, int16_t err, const uint8_t *a,
+                        int32_t alen)
+{
+    struct kw *w = &r->w;
+    w->len = 0;
+    if (r->api_version >= 1)
+        kw_i32(w, 0);
+    kw_i16(w, err);
+    kw_bytes(w, a ? a : (const uint8_t *)"", a ? alen : 0);
+    if (r->is_ready == 0)
+        reply_done(b, r);
+}
+
+static void start_rebalance(struct broker *b, struct group *g, const char *why)
+{
+    long long now = broker_now_ms();
+    /* Members waiting for an assignment of the old generation must rejoin. */
+    for (struct member *m = g->members; m; m = m->next)
+        if (m->sync_reply)
+            answer_sync(b, m->sync_reply, KERR_REBALANCE_IN_PROGRESS, NULL, 0);
+    int32_t t = 0;
+    for (struct member *m = g->members; m; m = m->next)
+        if (m->rebalance_timeout_ms > t)
+            t = m->rebalance_timeout_ms;
+    if (g->state == G_EMPTY && b->opt.group_initial_rebalance_delay_ms > 0)
+        t = (int32_t)b->opt.group_initial_rebalance_delay_ms;
+    g->rebalance_deadline_ms = now + t;
+    g->state = G_PREPARING;
+    log_info("group %s: rebalancing (%s), %d members", g->id, why, group_size(g));
+}
+
+static void member_remove(struct broker *b, struct group *g, struct member *m)
+{
+    for (struct member **pp = &g->members; *pp; pp = &(*pp)->next)
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    if (m->join_reply)
+        answer_join_error(b, m->join_reply, KERR_UNKNOWN_MEMBER_ID, m->id);
+    if (m->sync_reply)
+        answer_sync(b, m->sync_reply, KERR_UNKNOWN_MEMBER_ID, NULL, 0);
+    if (g->leader && !strcmp(g->leader, m->id)) {
+        free(g->leader);
+        g->leader = NULL;
+    }
+    member_free(m);
+}
+
+static const char *choose_protocol(struct group *g)
+{
+    struct member *first = g->members;
+    for (int32_t i = 0; first && i < first->n_protocols; i++) {
+        const char *name = first->protocols[i].name;
+        int all = 1;
+        for (struct member *m = first->next; m && all; m = m->next) {
+            int has = 0;
+            for (int32_t k = 0; k < m->n_protocols; k++)
+                has |= !strcmp(m->protocols[k].name, name);
+            all = has;
+        }
+        if (all)
+            return name;
+    }
+    return NULL;
+}
+
+static const struct protocol *member_protocol(const struct member *m, const char *name)
+{
+    for (int32_t k = 0; k < m->n_protocols; k++)
+        if (!strcmp(m->protocols[k].name, name))
+            return &m->protocols[k];
+    return NULL;
+}
+
+static void complete_join(struct broker *b, struct group *g)
+{
+    /* Members that did not rejoin in time are out. */
+    for (struct member *m = g->members, *next; m; m = next) {
+        next = m->next;
+        if (!m->join_reply) {
+            log_info("group %s: member %s did not rejoin in time", g->id, m->id);
+            member_remove(b, g, m);
+        }
+    }
+    if (!g->members) {
+        g->state = G_EMPTY;
+        g->generation++;
+        free(g->protocol);
+        g->protocol = NULL;
+        return;
+    }
+    const char *proto = choose_protocol(g);
+    if (!proto) {
+        for (struct member *m = g->members, *next; m; m = next) {
+            next = m->next;
+            answer_join_error(b, m->join_reply, KERR_INCONSISTENT_GROUP_PROTOCOL, m->id);
+            m->join_reply = NULL;
+        }
+        g->state = G_EMPTY;
+        return;
+    }
+    free(g->protocol);
+    g->protocol = xstrdup(proto);
+    g->generation++;
+    if (!g->leader || !member_find(g, g->leader)) {
+        free(g->leader);
+        g->leader = xstrdup(g->members->id);
+    }
+    g->state = G_AWAITING_SYNC;
+    long long now = broker_now_ms();
+    log_info("group %s: generation %d with %d members, leader %s, protocol %s", g->id,
+             (int)g->generation, group_size(g), g->leader, g->protocol);
+    for (struct member *m = g->members; m; m = m->next) {
+        struct reply *r = m->join_reply;
+        struct kw *w = &r->w;
+        int16_t v = r->api_version;
+        int is_leader = !strcmp(m->id, g->leader);
+        w->len = 0;
+        if (v >= 2)
+            kw_i32(w, 0);
+        kw_i16(w, 0);
+        kw_i32(w, g->generation);
+        kw_str(w, g->protocol);
+        kw_str(w, g->leader);
+        kw_str(w, m->id);
+        if (is_leader) {
+            kw_i32(w, group_size(g));
+            for (struct member *o = g->members; o; o = o->next) {
+                const struct protocol *p = member_protocol(o, g->protocol);
+                kw_str(w, o->id);
+                if (v >= 5)
+                    kw_str(w, o->instance_id);
+                kw_bytes(w, p->meta, p->meta_len);
+            }
+        } else {
+            kw_i32(w, 0);
+        }
+        m->last_seen_ms = now;
+        reply_done(b, r);
+    }
+}
+
+static void maybe_complete_join(struct broker *b, struct group *g)
+{
+    if (g->state != G_PREPARING)
+        return;
+    for (struct member *m = g->members; m; m = m->next)
+        if (!m->join_reply)
+            return;
+    if (b->opt.group_initial_rebalance_delay_ms > 0 && g->generation == 0 &&
+        broker_now_ms() < g->rebalance_deadline_ms)
+        return;
+    complete_join(b, g);
+}
+
+void groups_tick(struct broker *b, long long now)
+{
+    for (struct group *g = b->groups->list; g; g = g->next) {
+        if (g->state == G_PREPARING && now >= g->rebalance_deadline_ms)
+            complete_join(b, g);
+        int expired = 0;
+        for (struct member *m = g->members, *next; m; m = next) {
+            next = m->next;
+            if (!m->join_reply && now - m->last_seen_ms > m->session_timeout_ms) {
+                log_info("group %s: member %s session timed out", g->id, m->id);
+                member_remove(b, g, m);
+                expired = 1;
+            }
+        }
+        if (expired) {
+            if (g->members)
+                start_rebalance(b, g, "session timeout");
+            else
+                g->state = G_EMPTY;
+            maybe_complete_join(b, g);
+        }
+    }
+    if (b->groups->is_dirty && b->opt.fsync == FSYNC_INTERVAL) {
+        (void)fdatasync(b->groups->fd);
+        b->groups->is_dirty = 0;
+    }
+}
+
+long long groups_next_deadline(struct broker *b)
+{
+    long long d = -1;
+    for (struct group *g = b->groups->list; g; g = g->next)
+        if (g->state == G_PREPARING && (d < 0 || g->rebalance_deadline_ms < d))
+            d = g->rebalance_deadline_ms;
+    return d;
+}
+
+/* ---- handlers ---- */
+
+int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q)
+{
+    int16_t v = r->api_version;
+    (void)kr_str(q);
+    if (v >= 1)
+        (void)kr_i8(q); /* key_type: group or transaction; we coordinate groups only */
+    if (q->err)
+        return -1;
+    struct kw *w = &r->w;
+    if (v >= 1)
+        kw_i32(w, 0);
+    kw_i16(w, 0);
+    if (v >= 1)
+        kw_str(w, NULL);
+    kw_i32(w, 0);
+    kw_str(w, b->opt.advertised_host);
+    kw_i32(w, b->port);
+    return 0;
+}
+
+int handle_join_group(struct broker *b, struct reply *r, struct kr *q)
+{
+    int16_t v = r->api_version;
+    char gid[256], mid[256], ptype[256];
+    struct kstr g_s = kr_str(q);
+    int32_t session = kr_i32(q);
+    int32_t rebalance = v >= 1 ? kr_i32(q) : session;
+    struct kstr m_s = kr_str(q);
+    struct kstr inst = {NULL, -1};
+    if (v >= 5)
+        inst = kr_str(q);
+    struct kstr pt = kr_str(q);
+    int32_t np = kr_array(q, 6);
+    if (q->err || np < 0 || np > 64)
+        return -1;
+    struct protocol protos[64];
+    for (int32_t i = 0; i < np; i++) {
+        struct kstr name = kr_str(q);
+        int32_t mlen;
+        const uint8_t *meta = kr_bytes(q, &mlen);
+        if (q->err || !name.ptr) {
+            for (int32_t k = 0; k < i; k++) {
+                free(protos[k].name);
+                free(protos[k].meta);
+            }
+            return -1;
+        }
+        char *nm = xstrndup(name.ptr, (size_t)name.len);
+        protos[i].name = nm;
+        protos[i].meta_len = mlen < 0 ? 0 : mlen;
+        protos[i].meta = NULL;
+        if (mlen > 0) {
+            protos[i].meta = xmalloc((size_t)mlen);
+            memcpy(protos[i].meta, meta, (size_t)mlen);
+        }
+    }
+    int16_t err = 0;
+    if (kstr_copy(g_s, gid, sizeof gid) != 0 || !gid[0])
+        err = KERR_INVALID_GROUP_ID;
+    else if (kstr_copy(m_s, mid, sizeof mid) != 0)
+        err = KERR_UNKNOWN_MEMBER_ID;
+    else if (kstr_copy(pt, ptype, sizeof ptype) != 0 || np == 0)
+        err = KERR_INCONSISTENT_GROUP_PROTOCOL;
+    else if (session < 1000 || session > 1800000)
+        err = KERR_INVALID_SESSION_TIMEOUT;
+    struct group *g = NULL;
+    struct member *m = NULL;
+    if (!err) {
+        g = group_find(b->groups, gid, 1);
+        if (g->members && g->protocol_type && strcmp(g->protocol_type, ptype))
+            err = KERR_INCONSISTENT_GROUP_PROTOCOL;
+        else if (mid[0] && !(m = member_find(g, mid)))
+            err = KERR_UNKNOWN_MEMBER_ID;
+    }
+    if (err) {
+        for (int32_t i = 0; i < np; i++) {
+            free(protos[i].name);
+            free(protos[i].meta);
+        }
+        answer_join_error(b, r, err, mid[0] ? mid : NULL);
+        return 0;
+    }
+    if (!m) {
+        m = xcalloc(1, sizeof *m);
+        m->id = xasprintf("%s-%lu-%lld", gid, ++b->groups->member_seq, broker_now_ms());
+        if (inst.ptr)
+            m->instance_id = xstrndup(inst.ptr, (size_t)inst.len);
+        m->client_id = xstrdup(r->client_id);
+        const char *peer = reply_peer(r);
+        const char *colon = strrchr(peer, ':');
+        m->client_host = xasprintf("/%.*s", (int)(colon ? colon - peer : (long)strlen(peer)), peer);
+        /* Append: the first member stays first (and the natural leader). */
+        struct member **pp = &g->members;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = m;
+    }
+    for (int32_t i = 0; i < m->n_protocols; i++) {
+        free(m->protocols[i].name);
+        free(m->protocols[i].meta);
+    }
+    free(m->protocols);
+    m->protocols = xmalloc((size_t)np * sizeof *m->protocols);
+    memcpy(m->protocols, protos, (size_t)np * sizeof *protos);
+    m->n_protocols = np;
+    m->session_timeout_ms = session;
+    m->rebalance_timeout_ms = rebalance;
+    m->last_seen_ms = broker_now_ms();
+    free(g->protocol_type);
+    g->protocol_type = xstrdup(ptype);
+    if (m->join_reply)
+        answer_join_error(b, m->join_reply, KERR_REBALANCE_IN_PROGRESS, m->id);
+    reply_park(r, &m->join_reply);
+    if (g->state != G_PREPARING)
+        start_rebalance(b, g, "member joined");
+    maybe_complete_join(b, g);
+    return 0;
+}
+
+int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
+{
+    int16_t v = r->api_version;
+    char gid[256], mid[256];
+    struct kstr g_s = kr_str(q);
+    int32_t gen = kr_i32(q);
+    struct kstr m_s = kr_str(q);
+    if (v >= 3)
+        (void)kr_str(q);
+    int32_t na = kr_array(q, 6);
+    size_t assign_at = q->pos;
+    for (int32_t i = 0; i < na && !q->err; i++) {
+        int32_t alen;
+        (void)kr_str(q);
+        (void)kr_bytes(q, &alen);
+    }
+    if (q->err)
+        return -1;
+    struct group *g = NULL;
+    struct member *m = NULL;
+    if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
+        (g = group_find(b->groups, gid, 0)))
+        m = member_find(g, mid);
+    if (!m) {
+        answer_sync(b, r, KERR_UNKNOWN_MEMBER_ID, NULL, 0);
+        return 0;
+    }
+    m->last_seen_ms = broker_now_ms();
+    if (gen != g->generation) {
+        answer_sync(b, r, KERR_ILLEGAL_GENERATION, NULL, 0);
+        return 0;
+    }
+    if (g->state == G_PREPARING) {
+        answer_sync(b, r, KERR_REBALANCE_IN_PROGRESS, NULL, 0);
+        return 0;
+    }
+    if (g->state == G_STABLE) {
+        answer_sync(b, r, 0, m->assignment, m->assignment_len);
+        return 0;
+    }
+    if (m->sync_reply)
+        answer_sync(b, m->sync_reply, KERR_REBALANCE_IN_PROGRESS, NULL, 0);
+    reply_park(r, &m->sync_reply);
+    if (strcmp(m->id, g->leader ? g->leader : ""))
+        return 0;
+    /* The leader's assignment: store it and answer every waiting member. */
+    struct kr a;
+    kr_init(&a, q->p + assign_at, q->pos - assign_at);
+    for (struct member *o = g->members; o; o = o->next) {
+        free(o->assignment);
+        o->assignment = NULL;
+        o->assignment_len = 0;
+    }
+    for (int32_t i = 0; i < na; i++) {
+        char who[256];
+        struct kstr w_s = kr_str(&a);
+        int32_t alen;
+        const uint8_t *data = kr_bytes(&a, &alen);
+        struct member *o;
+        if (kstr_copy(w_s, who, sizeof who) != 0 || !(o = member_find(g, who)) || alen <= 0)
+            continue;
+        free(o->assignment);
+        o->assignment = xmalloc((size_t)alen);
+        memcpy(o->assignment, data, (size_t)alen);
+        o->assignment_len = alen;
+    }
+    g->state = G_STABLE;
+    for (struct member *o = g->members; o; o = o->next)
+        if (o->sync_reply)
+            answer_sync(b, o->sync_reply, 0, o->assignment, o->assignment_len);
+    return 0;
+}
+
+int handle_heartbeat(struct broker *b, struct reply *r, struct kr *q)
+{
+    int16_t v = r->api_version;
+    char gid[256], mid[256];
+    struct kstr g_s = kr_str(q);
+    int32_t gen = kr_i32(q);
+    struct kstr m_s = kr_str(q);
+    if (v >= 3)
+        (void)kr_str(q);
+    if (q->err)
+        return -1;
+    struct group *g = NULL;
+    struct member *m = NULL;
+    if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
+        (g = group_find(b->groups, gid, 0)))
+        m = member_find(g, mid);
+    int16_t err = 0;
+    if (!m)
+        err = KERR_UNKNOWN_MEMBER_ID;
+    else {
+        m->last_seen_ms = broker_now_ms();
+        if (g->state == G_PREPARING)
+            err = KERR_REBALANCE_IN_PROGRESS;
+        else if (gen != g->generation)
+            err = KERR_ILLEGAL_GENERATION;
+    }
+    if (v >= 1)
+        kw_i32(&r->w, 0);
+    kw_i16(&r->w, err);
+    return 0;
+}
+
+int handle_leave_group(struct broker *b, struct reply *r, struct kr *q)
+{
+    char gid[256], mid[256];
+    struct kstr g_s = kr_str(q);
+    struct kstr m_s = kr_str(q);
+    if (q->err)
+        return -1;
+    struct group *g = NULL;
+    struct member *m = NULL;
+    if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
+        (g = group_find(b->groups, gid, 0)))
+        m = member_find(g, mid);
+    if (r->api_version >= 1)
+        kw_i32(&r->w, 0);
+    kw_i16(&r->w, m ? 0 : KERR_UNKNOWN_MEMBER_ID);
+    if (m) {
+        log_info("group %s: member %s left", g->id, m->id);
+        member_remove(b, g, m);
+        if (g->members) {
+            start_rebalance(b, g, "member left");
+            maybe_complete_join(b, g);
+        } else {
+            g->state = G_EMPTY;
+        }
+    }
+    return 0;
+}
+
+int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
+{
+    int16_t v = r->api_version;
+    char gid[256], mid[256] = "";
+    struct kstr g_s = kr_str(q);
+    int32_t gen = kr_i32(q);
+    struct kstr m_s = kr_str(q);
+    if (v >= 7)
+        (void)kr_str(q);
+    if (v >= 2 && v <= 4)
+        (void)kr_i64(q); /* retention_time_ms */
+    int16_t gerr = 0;
+    if (kstr_copy(g_s, gid, sizeof gid) != 0 || !gid[0])
+        gerr = KERR_INVALID_GROUP_ID;
+    else if (kstr_copy(m_s, mid, sizeof mid) != 0)
+        gerr = KERR_UNKNOWN_MEMBER_ID;
+    if (!gerr && (gen >= 0 || mid[0])) {
+        struct group *g = group_find(b->groups, gid, 0);
+        struct member *m = g ? member_find(g, mid) : NULL;
+        if (!m)
+            gerr = KERR_UNKNOWN_MEMBER_ID;
+        else if (gen != g->generation)
+            gerr = KERR_ILLEGAL_GENERATION;
+        else if (g->state == G_AWAITING_SYNC)
+            gerr = KERR_REBALANCE_IN_PROGRESS; /* as Kafka: commits are fine while preparing */
+        else
+            m->last_seen_ms = broker_now_ms();
+    } else if (!gerr) {
+        struct group *g = group_find(b->groups, gid, 0);
+        if (g && g->members)
+            gerr = KERR_UNKNOWN_MEMBER_ID; /* a simple commit into an active group */
+    }
+    struct kw *w = &r->w;
+    if (v >= 3)
+        kw_i32(w, 0);
+    int32_t nt = kr_array(q, 4);
+    kw_i32(w, nt < 0 ? 0 : nt);
+    struct kw rec;
+    kw_init(&rec);
+    for (int32_t i = 0; i < nt && !q->err; i++) {
+        struct kstr t_s = kr_str(q);
+        int32_t np = kr_array(q, 14);
+        if (t_s.ptr)
+            kw_strn(w, t_s.ptr, (size_t)t_s.len);
+        else
+            kw_i16(w, -1);
+        kw_i32(w, np < 0 ? 0 : np);
+        char topic[STORE_MAX_NAME + 1];
+        int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
+        struct topic *t = has_topic ? store_topic_find(&b->store, topic) : NULL;
+        for (int32_t k = 0; k < np && !q->err; k++) {
+            int32_t part = kr_i32(q);
+            int64_t off = kr_i64(q);
+            if (v >= 6)
+                (void)kr_i32(q);
+            struct kstr meta_s = kr_str(q);
+            char meta[4096];
+            int has_meta = kstr_copy(meta_s, meta, sizeof meta) == 0;
+            int16_t err = gerr;
+            if (!err && (!t || part < 0 || part >= t->n_parts))
+                err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
+            if (!err && off < 0)
+                err = KERR_OFFSET_OUT_OF_RANGE;
+            if (!err) {
+                offset_set(b->groups, gid, topic, part, off, has_meta ? meta : NULL);
+                record_encode(&rec, gid, topic, part, off, has_meta ? meta : NULL);
+            }
+            kw_i32(w, part);
+            kw_i16(w, err);
+        }
+    }
+    int rc = q->err ? -1 : 0;
+    if (rec.len) {
+        if (write_all(b->groups->fd, rec.p, rec.len) != 0)
+            log_error("%s: write failed: %s", b->groups->path, strerror(errno));
+        else if (b->opt.fsync == FSYNC_ALWAYS)
+            (void)fdatasync(b->groups->fd);
+        else
+            b->groups->is_dirty = 1;
+    }
+    kw_release(&rec);
+    return rc;
+}
+
+int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
+{
+    int16_t v = r->api_version;
+    char gid[256];
+    struct kstr g_s = kr_str(q);
+    int has_gid = kstr_copy(g_s, gid, sizeof gid) == 0;
+    struct kw *w = &r->w;
+    if (v >= 3)
+        kw_i32(w, 0);
+    int32_t nt = kr_array(q, 4);
+    struct groups *gs = b->groups;
+    if (nt < 0) {
+        /* All committed offsets of the group, one topic entry per partition. */
+        size_t mark = kw_mark_i32(w);
+        int32_t n = 0;
+        for (size_t i = 0; has_gid && i < gs->n_offs; i++) {
+            struct committed *c = &gs->offs[i];
+            if (strcmp(c->group, gid))
+                continue;
+            n++;
+            kw_str(w, c->topic);
+            kw_i32(w, 1);
+            kw_i32(w, c->part);
+            kw_i64(w, c->offset);
+            if (v >= 5)
+                kw_i32(w, -1);
+            kw_str(w, c->meta ? c->meta : "");
+            kw_i16(w, 0);
+        }
+        kw_patch_i32(w, mark, n);
+    } else {
+        kw_i32(w, nt);
+        for (int32_t i = 0; i < nt && !q->err; i++) {
+            struct kstr t_s = kr_str(q);
+            char topic[STORE_MAX_NAME + 1];
+            int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
+            int32_t np = kr_array(q, 4);
+            if (t_s.ptr)
+                kw_strn(w, t_s.ptr, (size_t)t_s.len);
+            else
+                kw_i16(w, -1);
+            kw_i32(w, np < 0 ? 0 : np);
+            for (int32_t k = 0; k < np && !q->err; k++) {
+                int32_t part = kr_i32(q);
+                struct committed *c =
+                    has_gid && has_topic ? offset_find(gs, gid, topic, part) : NULL;
+                kw_i32(w, part);
+                kw_i64(w, c ? c->offset : -1);
+                if (v >= 5)
+                    kw_i32(w, -1);
+                kw_str(w, c && c->meta ? c->meta : "");
+                kw_i16(w, 0);
+            }
+        }
+    }
+    if (v >= 2)
+        kw_i16(w, has_gid ? 0 : KERR_INVALID_GROUP_ID);
+    return q->err ? -1 : 0;
+}
+
+static const char *state_name(enum gstate s)
+{
+    switch (s) {
+    case G_PREPARING:
+        return "PreparingRebalance";
+    case G_AWAITING_SYNC:
+        return "CompletingRebalance";
+    case G_STABLE:
+        return "Stable";
+    default:
+        return "Empty";
+    }
+}
+
+/* ListGroups v0-v2: every group the coordinator knows (with members or committed offsets). */
+int handle_list_groups(struct broker *b, struct reply *r, struct kr *q)
+{
+    (void)q;
+    struct kw *w = &r->w;
+    if (r->api_version >= 1)
+        kw_i32(w, 0);
+    kw_i16(w, 0);
+    size_t mark = kw_mark_i32(w);
+    int32_t n = 0;
+    for (struct group *g = b->groups->list; g; g = g->next) {
+        kw_str(w, g->id);
+        kw_str(w, g->protocol_type ? g->protocol_type : "consumer");
+        n++;
+    }
+    /* Groups known only by their committed offsets (e.g. after a restart). */
+    struct groups *gs = b->groups;
+    for (size_t i = 0; i < gs->n_offs; i++) {
+        const char *id = gs->offs[i].group;
+        int seen = group_find(gs, id, 0) != NULL;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = !strcmp(gs->offs[k].group, id);
+        if (seen)
+            continue;
+        kw_str(w, id);
+        kw_str(w, "consumer");
+        n++;
+    }
+    kw_patch_i32(w, mark, n);
+    return 0;
+}
+
+/* DescribeGroups v0-v4. */
+int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q)
+{
+    int16_t v = r->api_version;
+    int32_t n = kr_array(q, 2);
+    struct kw *w = &r->w;
+    if (v >= 1)
+        kw_i32(w, 0);
+    kw_i32(w, n < 0 ? 0 : n);
+    for (int32_t i = 0; i < n && !q->err; i++) {
+        struct kstr s = kr_str(q);
+        char gid[256];
+        struct group *g = kstr_copy(s, gid, sizeof gid) == 0 ? group_find(b->groups, gid, 0)
+                                                              : NULL;
+        kw_i16(w, 0);
+        if (s.ptr)
+            kw_strn(w, s.ptr, (size_t)s.len);
+        else
+            kw_str(w, "");
+        kw_str(w, g ? state_name(g->state) : "Dead");
+        kw_str(w, g && g->protocol_type ? g->protocol_type : "");
+        kw_str(w, g && g->protocol && g->state != G_PREPARING ? g->protocol : "");
+        size_t mark = kw_mark_i32(w);
+        int32_t nm = 0;
+        for (struct member *m = g ? g->members : NULL; m; m = m->next) {
+            const struct protocol *p =
+                g->protocol && g->state == G_STABLE ? member_protocol(m, g->protocol) : NULL;
+            kw_str(w, m->id);
+            if (v >= 4)
+                kw_str(w, m->instance_id);
+            kw_str(w, m->client_id ? m->client_id : "");
+            kw_str(w, m->client_host ? m->client_host : "");
+            kw_bytes(w, p ? p->meta : NULL, p ? p->meta_len : 0);
+            kw_bytes(w, m->assignment, m->assignment ? m->assignment_len : 0);
+            nm++;
+        }
+        kw_patch_i32(w, mark, nm);
+        if (v >= 3)
+            kw_i32(w, INT32_MIN);
+    }
+    if (v >= 3)
+        (void)kr_i8(q);
+    return q->err ? -1 : 0;
+}

@@ -1,0 +1,2 @@
+PROGRAMS += bus-broker
+bus-broker_DIR := bus/broker

@@ -1,0 +1,2 @@
+PROGRAMS += bus-dispatcher
+bus-dispatcher_DIR := bus/dispatcher

@@ -1,0 +1,1025 @@
+/* route.c - one route's thread: consume, schedule, deliver, retry, dead-letter, stream, commit.
+ *
+ * State machine of an event (owned by the route thread):
+ *   WAITING  --due and allowed by ordering/concurrency-->  SENDING (HTTP request in the pool)
+ *   SENDING  --2xx / 204-->                                 finished
+ *   SENDING  --200/201/202 in a streaming route-->          PRODUCING (outputs queued)
+ *   SENDING  --408/429/5xx/no answer-->                     WAITING (next_at = now + back-off)
+ *   SENDING  --other 4xx or attempts spent-->               PRODUCING (dead-letter copy queued)
+ *   PRODUCING --every record acknowledged-->                finished
+ *   PRODUCING --a record failed-->                          WAITING (delivered again later)
+ * "finished" marks the offset done in the partition's offset tracker; the contiguous prefix of
+ * done offsets is committed. Callbacks from the pool and producer threads only queue a
+ * completion and wake the route thread. */
+#include "route.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "app.h"
+#include "backoff.h"
+#include "crypto.h"
+#include "ids.h"
+#include "kafka_consumer.h"
+#include "log.h"
+#include "metrics.h"
+#include "offset_tracker.h"
+
+#define ROUTE_BREAKER_FAILURES 5   /* consecutive failed attempts that open the breaker */
+#define ROUTE_COMMIT_INTERVAL_MS 200 /* asynchronous commits at most this often per route */
+#define ROUTE_STATUS_INTERVAL_MS 500
+#define ROUTE_MAX_ANSWER_BYTES (1024 * 1024)
+#define ROUTE_EXCERPT_BYTES 512
+
+enum event_state { EV_WAITING, EV_SENDING, EV_PRODUCING };
+
+struct part;
+
+struct event {
+    struct part *part; /* NULL once the partition was revoked (orphan) */
+    struct kafka_record *rec;
+    const char *key; /* rec->key, or NULL (no ordering constraint) */
+    enum event_state state;
+    int attempt;         /* attempts made so far */
+    long long next_at_ms; /* WAITING: not before */
+    int outstanding;      /* callbacks still to come (1 HTTP, or n produce acks) */
+    bool has_produce_failed;
+    bool is_dead_letter; /* PRODUCING a dead-letter copy (not outputs) */
+    double sent_at_s;
+    char span[TRACEPARENT_LEN + 1]; /* the traceparent sent to the endpoint */
+    struct event *prev, *next;      /* the partition's unfinished events, in offset order */
+};
+
+struct part {
+    int32_t id;
+    struct offset_tracker tracker;
+    struct event *head, *tail;
+    size_t n_events;
+    int64_t next_commit;  /* to commit (-1 = nothing new) */
+    int64_t committed;    /* last committed next-offset (-1 unknown) */
+    int64_t high_watermark;
+    bool is_paused_full;
+    struct part *next;
+};
+
+enum completion_kind { DONE_HTTP, DONE_PRODUCE };
+
+struct completion {
+    struct event *ev;
+    enum completion_kind kind;
+    int status; /* HTTP status, or kafka status */
+    char *body;
+    size_t body_len;
+    char *retry_after;
+    char error[128];
+    struct completion *next;
+};
+
+struct route {
+    /* configuration (copied) */
+    char *name, *topic, *endpoint, *output, *output_key, *dead_letter, *secret;
+    bool is_streaming;
+    enum busconf_ordering ordering;
+    int concurrency, timeout_ms, retry_initial_ms, retry_max_ms, retry_max_attempts;
+    json_t *raw;
+    const struct route_env *env;
+
+    struct kafka_consumer *consumer;
+    pthread_t thread;
+    atomic_bool stop;
+    long long stop_deadline_ms;
+
+    pthread_mutex_t lock; /* guards: completions, status, wake */
+    struct kafka_consumer *wake; /* = consumer while it exists */
+    struct completion *done_head, *done_tail;
+    json_t *status;
+
+    /* route thread only */
+    struct part *parts;
+    int in_flight; /* events SENDING or PRODUCING */
+    int orphans_outstanding;
+    int consecutive_failures;
+    bool is_breaker_open;
+    bool is_dirty; /* something changed: scan for work */
+    long long next_commit_ms, next_status_ms;
+
+    struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_in_flight,
+        *m_lag;
+    struct metric *m_delivered[600]; /* by status, created on first use */
+};
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static char *dup_or_null(const char *s) { return s ? xstrdup(s) : NULL; }
+
+static struct metric *route_metric(struct route *r, int kind, const char *name, const char *help)
+{
+    (void)kind;
+    char labels[256];
+    snprintf(labels, sizeof labels, "route=\"%s\"", r->name);
+    return metrics_counter(name, help, labels);
+}
+
+static void count_delivered(struct route *r, int status)
+{
+    if (status < 100 || status > 599)
+        return;
+    if (r->m_delivered[status] == NULL) {
+        char labels[256];
+        snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", r->name, status);
+        r->m_delivered[status] = metrics_counter(
+            "bus_dispatcher_delivered_total", "Deliveries answered, by route and status.", labels);
+    }
+    metric_inc(r->m_delivered[status]);
+}
+
+static uint32_t random_u32(void)
+{
+    uint32_t v;
+    random_bytes(&v, sizeof v);
+    return v;
+}
+
+/* Value at a JSON pointer ("/a/b/0"), or NULL. */
+static json_t *json_at_pointer(json_t *doc, const char *ptr)
+{
+    if (ptr == NULL || ptr[0] != '/')
+        return NULL;
+    json_t *cur = doc;
+    const char *p = ptr + 1;
+    char token[256];
+    for (;;) {
+        size_t n = 0;
+        while (*p && *p != '/' && n + 1 < sizeof token) {
+            if (p[0] == '~' && p[1] == '1') {
+                token[n++] = '/';
+                p += 2;
+            } else if (p[0] == '~' && p[1] == '0') {
+                token[n++] = '~';
+                p += 2;
+            } else {
+                token[n++] = *p++;
+            }
+        }
+        token[n] = '\0';
+        if (json_is_object(cur))
+            cur = json_object_get(cur, token);
+        else if (json_is_array(cur))
+            cur = json_array_get(cur, (size_t)strtoul(token, NULL, 10));
+        else
+            return NULL;
+        if (cur == NULL)
+            return NULL;
+        if (*p != '/')
+            return cur;
+        p++;
+    }
+}
+
+/* ---- completions (any thread) ------------------------------------------------------------- */
+
+static void completion_push(struct route *r, struct completion *c)
+{
+    pthread_mutex_lock(&r->lock);
+    if (r->done_tail)
+        r->done_tail->next = c;
+    else
+        r->done_head = c;
+    r->done_tail = c;
+    if (r->wake != NULL)
+        kafka_consumer_wake(r->wake);
+    pthread_mutex_unlock(&r->lock);
+}
+
+struct send_ctx {
+    struct route *route;
+    struct event *ev;
+};
+
+static void on_http_done(void *ctx, struct http_result *res)
+{
+    struct send_ctx *sc = ctx;
+    struct completion *c = xcalloc(1, sizeof *c);
+    c->ev = sc->ev;
+    c->kind = DONE_HTTP;
+    c->status = res->status;
+    c->body = res->body;
+    c->body_len = res->body_len;
+    c->retry_after = res->retry_after;
+    snprintf(c->error, sizeof c->error, "%s", res->error);
+    res->body = NULL;
+    res->retry_after = NULL;
+    struct route *r = sc->route;
+    free(sc);
+    completion_push(r, c);
+}
+
+static void on_produced(void *opaque, int status, const char *errstr, int32_t partition,
+                        int64_t offset)
+{
+    (void)partition;
+    (void)offset;
+    struct send_ctx *sc = opaque;
+    struct completion *c = xcalloc(1, sizeof *c);
+    c->ev = sc->ev;
+    c->kind = DONE_PRODUCE;
+    c->status = status;
+    if (errstr)
+        snprintf(c->error, sizeof c->error, "%s", errstr);
+    struct route *r = sc->route;
+    free(sc);
+    completion_push(r, c);
+}
+
+static void completion_free(struct completion *c)
+{
+    free(c->body);
+    free(c->retry_after);
+    free(c);
+}
+
+/* ---- partitions and events (route thread) ------------------------------------------------- */
+
+static struct part *part_find(struct route *r, int32_t id)
+{
+    for (struct part *p = r->parts; p; p = p->next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+static void event_unlink(struct event *ev)
+{
+    struct part *p = ev->part;
+    if (ev->prev)
+        ev->prev->next = ev->next;
+    else
+        p->head = ev->next;
+    if (ev->next)
+        ev->next->prev = ev->prev;
+    else
+        p->tail = ev->prev;
+    ev->prev = ev->next = NULL;
+    p->n_events--;
+}
+
+static void event_free(struct event *ev)
+{
+    kafka_record_free(ev->rec);
+    free(ev);
+}
+
+static void commit_part(struct route *r, struct part *p, bool is_sync)
+{
+    int64_t next = offset_tracker_take_committable(&p->tracker);
+    if (next >= 0)
+        p->next_commit = next;
+    if (p->next_commit >= 0 && p->next_commit != p->committed) {
+        if (kafka_consumer_commit(r->consumer, p->id, p->next_commit, is_sync) == 0)
+            p->committed = p->next_commit;
+    }
+}
+
+static void part_drop(struct route *r, struct part *p, bool is_commit)
+{
+    if (is_commit)
+        commit_part(r, p, true);
+    struct event *ev = p->head;
+    while (ev) {
+        struct event *next = ev->next;
+        if (ev->outstanding > 0) {
+            /* in flight: its callbacks will still come; freed then, never committed */
+            ev->part = NULL;
+            ev->prev = ev->next = NULL;
+            r->in_flight--;
+            r->orphans_outstanding++;
+        } else {
+            event_free(ev);
+        }
+        ev = next;
+    }
+    offset_tracker_release(&p->tracker);
+    free(p);
+}
+
+static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, size_t n)
+{
+    struct route *r = opaque;
+    for (size_t i = 0; i < n; i++) {
+        if (is_assigned) {
+            if (part_find(r, ids[i]))
+                continue;
+            struct part *p = xcalloc(1, sizeof *p);
+            p->id = ids[i];
+            offset_tracker_init(&p->tracker, r->env->max_pending_per_partition + 2048);
+            p->next_commit = p->committed = p->high_watermark = -1;
+            p->next = r->parts;
+            r->parts = p;
+            if (r->is_breaker_open)
+                kafka_consumer_pause(r->consumer, p->id);
+            log_info("route %s: partition %d assigned", r->name, (int)ids[i]);
+        } else {
+            struct part **pp = &r->parts;
+            while (*pp && (*pp)->id != ids[i])
+                pp = &(*pp)->next;
+            if (*pp == NULL)
+                continue;
+            struct part *p = *pp;
+            *pp = p->next;
+            log_info("route %s: partition %d revoked", r->name, (int)ids[i]);
+            part_drop(r, p, true);
+        }
+    }
+    r->is_dirty = true;
+}
+
+static void event_finish(struct route *r, struct event *ev)
+{
+    struct part *p = ev->part;
+    offset_tracker_finish(&p->tracker, ev->rec->offset);
+    event_unlink(ev);
+    event_free(ev);
+    if (p->is_paused_full && p->n_events < r->env->max_pending_per_partition / 2) {
+        p->is_paused_full = false;
+        if (!r->is_breaker_open)
+            kafka_consumer_resume(r->consumer, p->id);
+    }
+    r->is_dirty = true;
+}
+
+static void event_retry_later(struct route *r, struct event *ev, const char *retry_after)
+{
+    ev->state = EV_WAITING;
+    ev->next_at_ms = app_now_ms() + backoff_delay_ms(r->retry_initial_ms, r->retry_max_ms,
+                                                     ev->attempt, retry_after, random_u32());
+    r->is_dirty = true;
+}
+
+static void breaker_note(struct route *r, bool is_success)
+{
+    if (is_success) {
+        r->consecutive_failures = 0;
+        if (r->is_breaker_open) {
+            r->is_breaker_open = false;
+            log_info("route %s: endpoint answers again, breaker closed", r->name);
+            for (struct part *p = r->parts; p; p = p->next)
+                if (!p->is_paused_full)
+                    kafka_consumer_resume(r->consumer, p->id);
+        }
+        return;
+    }
+    if (++r->consecutive_failures >= ROUTE_BREAKER_FAILURES && !r->is_breaker_open) {
+        r->is_breaker_open = true;
+        log_warn("route %s: %d failures in a row, breaker open: partitions paused, probing",
+                 r->name, r->consecutive_failures);
+        kafka_consumer_pause(r->consumer, -1);
+    }
+}
+
+/* ---- producing: streaming outputs and dead letters --------------------------------------- */
+
+static int produce_one(struct route *r, struct event *ev, const char *topic, const char *key,
+                       const char *value, size_t value_len, const struct kafka_header *h,
+                       size_t n_h)
+{
+    struct send_ctx *sc = xmalloc(sizeof *sc);
+    sc->route = r;
+    sc->ev = ev;
+    int rc = kafka_producer_send(r->env->producer, topic, -1, key, key ? strlen(key) : 0, value,
+                                 value_len, h, n_h, on_produced, sc);
+    if (rc != KAFKA_OK) {
+        free(sc);
+        return -1;
+    }
+    ev->outstanding++;
+    return 0;
+}
+
+#define HDR(n, v) ((struct kafka_header){(n), (v), strlen(v)})
+
+/* Queues the dead-letter copy: returns 1 (PRODUCING; counts as in flight again) or 0 (ev
+ * finished or waiting: don't touch it). Without a dead-letter topic the event is dropped
+ * (logged; the caller counted it as failed). The caller took ev out of in_flight. */
+static int dead_letter(struct route *r, struct event *ev, int status, const char *answer,
+                       size_t answer_len, const char *why)
+{
+    const char *ce_id = kafka_record_header(ev->rec, "ce-id");
+    if (r->dead_letter == NULL) {
+        log_ev(LOG_LEVEL_ERROR, NULL, ce_id,
+               "route %s: event %s[%d]@%lld dropped (%s, status %d) and no dead_letter topic",
+               r->name, r->topic, (int)ev->rec->partition, (long long)ev->rec->offset, why,
+               status);
+        event_finish(r, ev);
+        return 0;
+    }
+    char st[16], att[16], part[16], off[32], excerpt[ROUTE_EXCERPT_BYTES + 1];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(att, sizeof att, "%d", ev->attempt);
+    snprintf(part, sizeof part, "%d", (int)ev->rec->partition);
+    snprintf(off, sizeof off, "%lld", (long long)ev->rec->offset);
+    size_t n = answer ? answer_len : 0;
+    if (n > ROUTE_EXCERPT_BYTES)
+        n = ROUTE_EXCERPT_BYTES;
+    if (n)
+        memcpy(excerpt, answer, n);
+    excerpt[n] = '\0';
+    struct kafka_header h[32];
+    size_t nh = 0;
+    for (size_t i = 0; i < ev->rec->n_headers && nh < 22; i++)
+        if (strncmp(ev->rec->headers[i].name, "x-bus-", 6) != 0)
+            h[nh++] = ev->rec->headers[i];
+    h[nh++] = HDR("x-bus-status", st);
+    h[nh++] = HDR("x-bus-attempts", att);
+    h[nh++] = HDR("x-bus-answer", excerpt);
+    h[nh++] = HDR("x-bus-error", why);
+    h[nh++] = HDR("x-bus-route", r->name);
+    h[nh++] = HDR("x-bus-topic", r->topic);
+    h[nh++] = HDR("x-bus-partition", part);
+    h[nh++] = HDR("x-bus-offset", off);
+    ev->state = EV_PRODUCING;
+    ev->is_dead_letter = true;
+    ev->has_produce_failed = false;
+    if (produce_one(r, ev, r->dead_letter, ev->rec->key, ev->rec->value, ev->rec->value_len, h,
+                    nh) != 0) {
+        log_warn("route %s: dead letter to %s not queued; trying again later", r->name,
+                 r->dead_letter);
+        event_retry_later(r, ev, NULL);
+        return 0;
+    }
+    log_ev(LOG_LEVEL_WARN, NULL, ce_id, "route %s: event %s[%d]@%lld dead-lettered to %s (%s)",
+           r->name, r->topic, (int)ev->rec->partition, (long long)ev->rec->offset, r->dead_letter,
+           why);
+    return 1;
+}
+
+/* Streams a 200/201/202 answer to the output topic. Returns 0 when queued (or nothing to
+ * queue), -1 when the answer is not a JSON object or array of objects. */
+static int stream_outputs(struct route *r, struct event *ev, const char *body, size_t len)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(body, len, 0, &jerr);
+    if (doc == NULL || !(json_is_object(doc) || json_is_array(doc))) {
+        json_decref(doc);
+        return -1;
+    }
+    size_t n = json_is_array(doc) ? json_array_size(doc) : 1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_is_array(doc) ? json_array_get(doc, i) : doc;
+        if (!json_is_object(o)) {
+            json_decref(doc);
+            return -1;
+        }
+    }
+    const char *in_id = kafka_record_header(ev->rec, "ce-id");
+    struct trace span;
+    char tp[TRACEPARENT_LEN + 1];
+    if (trace_parse(ev->span, &span) != 0)
+        trace_new(&span);
+    struct trace child;
+    trace_child(&span, &child);
+    trace_format(&child, tp);
+    char now[32];
+    app_time_rfc3339(now);
+    ev->state = EV_PRODUCING;
+    ev->is_dead_letter = false;
+    ev->has_produce_failed = false;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_is_array(doc) ? json_array_get(doc, i) : doc;
+        char *value = json_dumps(o, JSON_COMPACT);
+        char id[ID_UUID_LEN + 1];
+        id_uuid7(id);
+        char keybuf[64];
+        const char *key = NULL;
+        json_t *k = json_at_pointer(o, r->output_key);
+        if (json_is_string(k))
+            key = json_string_value(k);
+        else if (json_is_integer(k)) {
+            snprintf(keybuf, sizeof keybuf, "%lld", (long long)json_integer_value(k));
+            key = keybuf;
+        }
+        struct kafka_header h[7];
+        size_t nh = 0;
+        h[nh++] = HDR("ce-id", id);
+        h[nh++] = HDR("ce-type", r->output);
+        h[nh++] = HDR("ce-source", r->name);
+        h[nh++] = HDR("ce-time", now);
+        h[nh++] = HDR("traceparent", tp);
+        if (in_id)
+            h[nh++] = HDR("causation-id", in_id);
+        int rc = produce_one(r, ev, r->output, key, value, strlen(value), h, nh);
+        free(value);
+        if (rc != 0) {
+            ev->has_produce_failed = true;
+            break;
+        }
+    }
+    json_decref(doc);
+    if (ev->outstanding == 0) {
+        if (ev->has_produce_failed)
+            event_retry_later(r, ev, NULL);
+        else
+            event_finish(r, ev); /* empty array: nothing to produce */
+        r->in_flight--;
+    }
+    return 0;
+}
+
+/* ---- delivery ------------------------------------------------------------------------------ */
+
+static void deliver(struct route *r, struct event *ev)
+{
+    struct kafka_record *rec = ev->rec;
+    ev->attempt++;
+    ev->state = EV_SENDING;
+    ev->outstanding = 1;
+    r->in_flight++;
+
+    struct trace parent, child;
+    if (trace_parse(kafka_record_header(rec, "traceparent"), &parent) == 0)
+        trace_child(&parent, &child);
+    else
+        trace_new(&child);
+    trace_format(&child, ev->span);
+
+    char part[16], off[32], att[16], sig[72];
+    snprintf(part, sizeof part, "%d", (int)rec->partition);
+    snprintf(off, sizeof off, "%lld", (long long)rec->offset);
+    snprintf(att, sizeof att, "%d", ev->attempt);
+    struct http_header_kv h[40];
+    size_t n = 0;
+    h[n++] = (struct http_header_kv){"Content-Type", "application/json"};
+    h[n++] = (struct http_header_kv){"ce-specversion", "1.0"};
+    bool has_type = false;
+    for (size_t i = 0; i < rec->n_headers && n < 28; i++) {
+        const char *name = rec->headers[i].name;
+        if (strncmp(name, "ce-", 3) == 0 && strcmp(name, "ce-specversion") != 0) {
+            h[n++] = (struct http_header_kv){name, rec->headers[i].value};
+            has_type |= strcmp(name, "ce-type") == 0;
+        } else if (strcmp(name, "causation-id") == 0) {
+            h[n++] = (struct http_header_kv){"causation-id", rec->headers[i].value};
+        }
+    }
+    if (!has_type)
+        h[n++] = (struct http_header_kv){"ce-type", r->topic};
+    h[n++] = (struct http_header_kv){"traceparent", ev->span};
+    h[n++] = (struct http_header_kv){"X-Bus-Route", r->name};
+    h[n++] = (struct http_header_kv){"X-Bus-Topic", r->topic};
+    h[n++] = (struct http_header_kv){"X-Bus-Partition", part};
+    h[n++] = (struct http_header_kv){"X-Bus-Offset", off};
+    h[n++] = (struct http_header_kv){"X-Bus-Attempt", att};
+    if (r->secret) {
+        crypto_sign_body(r->secret, rec->value, rec->value_len, sig);
+        h[n++] = (struct http_header_kv){"X-Bus-Signature", sig};
+    }
+    struct send_ctx *sc = xmalloc(sizeof *sc);
+    sc->route = r;
+    sc->ev = ev;
+    ev->sent_at_s = app_now_s();
+    if (http_pool_submit(r->env->pool, "POST", r->endpoint, h, n, rec->value, rec->value_len,
+                         r->timeout_ms, ROUTE_MAX_ANSWER_BYTES, on_http_done, sc) != 0) {
+        free(sc);
+        ev->outstanding = 0;
+        r->in_flight--;
+        ev->attempt--;
+        event_retry_later(r, ev, NULL);
+    }
+}
+
+static bool is_retryable(int status)
+{
+    return status == 0 || status == 408 || status == 429 || status >= 500;
+}
+
+static void handle_http(struct route *r, struct event *ev, struct completion *c)
+{
+    const char *ce_id = kafka_record_header(ev->rec, "ce-id");
+    metric_observe(r->m_seconds, app_now_s() - ev->sent_at_s);
+    if (c->status >= 200 && c->status < 300) {
+        count_delivered(r, c->status);
+        breaker_note(r, true);
+        if (c->status == 204) {
+            metric_inc(r->m_no_content);
+        } else if (r->is_streaming && c->status <= 202 && c->body_len > 0) {
+            if (stream_outputs(r, ev, c->body, c->body_len) == 0)
+                return; /* in_flight stays until the outputs are acknowledged */
+            metric_inc(r->m_failed);
+            r->in_flight--;
+            if (dead_letter(r, ev, c->status, c->body, c->body_len,
+                            "streaming answer is not a JSON object or array of objects"))
+                r->in_flight++;
+            return;
+        }
+        r->in_flight--;
+        event_finish(r, ev);
+        return;
+    }
+    if (c->status > 0)
+        count_delivered(r, c->status);
+    bool is_spent = r->retry_max_attempts > 0 && ev->attempt >= r->retry_max_attempts;
+    if (is_retryable(c->status) && !is_spent) {
+        metric_inc(r->m_retried);
+        breaker_note(r, false);
+        log_ev(LOG_LEVEL_WARN, NULL, ce_id, "route %s: attempt %d failed (%d%s%s), retrying",
+               r->name, ev->attempt, c->status, c->error[0] ? " " : "", c->error);
+        r->in_flight--;
+        event_retry_later(r, ev, c->retry_after);
+        return;
+    }
+    if (is_retryable(c->status))
+        breaker_note(r, false);
+    else
+        breaker_note(r, true); /* the endpoint answers; it refuses this event */
+    metric_inc(r->m_failed);
+    char why[160];
+    if (is_spent)
+        snprintf(why, sizeof why, "max_attempts spent (last: %d %s)", c->status, c->error);
+    else
+        snprintf(why, sizeof why, "rejected with %d", c->status);
+    r->in_flight--;
+    if (dead_letter(r, ev, c->status, c->body, c->body_len, why))
+        r->in_flight++;
+}
+
+static void handle_produce(struct route *r, struct event *ev, struct completion *c)
+{
+    if (c->status != KAFKA_OK) {
+        ev->has_produce_failed = true;
+        log_warn("route %s: producing to %s failed: %s", r->name,
+                 ev->is_dead_letter ? r->dead_letter : r->output, c->error);
+    }
+    if (ev->outstanding > 0)
+        return;
+    r->in_flight--;
+    if (ev->has_produce_failed) {
+        event_retry_later(r, ev, NULL); /* delivered again: at least once */
+        return;
+    }
+    if (ev->is_dead_letter)
+        metric_inc(r->m_dead);
+    event_finish(r, ev);
+}
+
+static void drain_completions(struct route *r)
+{
+    pthread_mutex_lock(&r->lock);
+    struct completion *c = r->done_head;
+    r->done_head = r->done_tail = NULL;
+    pthread_mutex_unlock(&r->lock);
+    while (c) {
+        struct completion *next = c->next;
+        struct event *ev = c->ev;
+        ev->outstanding--;
+        if (ev->part == NULL) { /* partition revoked meanwhile */
+            if (ev->outstanding == 0) {
+                r->orphans_outstanding--;
+                event_free(ev);
+            }
+        } else if (c->kind == DONE_HTTP) {
+            handle_http(r, ev, c);
+        } else {
+            handle_produce(r, ev, c);
+        }
+        completion_free(c);
+        c = next;
+    }
+}
+
+/* ---- scheduling ---------------------------------------------------------------------------- */
+
+/* Keys seen during one partition scan: an event may start only when no earlier unfinished
+ * event of its partition has the same key. Open addressing over a fixed table sized above
+ * the partition's bound. */
+struct keyset {
+    const char **slots;
+    size_t cap;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h;
+}
+
+/* Returns true when key was already present; adds it otherwise. */
+static bool keyset_test_add(struct keyset *ks, const char *key)
+{
+    size_t i = hash_str(key) & (ks->cap - 1);
+    while (ks->slots[i]) {
+        if (strcmp(ks->slots[i], key) == 0)
+            return true;
+        i = (i + 1) & (ks->cap - 1);
+    }
+    ks->slots[i] = key;
+    return false;
+}
+
+/* Starts what may start; returns the earliest time a waiting event becomes due (or -1). */
+static long long schedule(struct route *r, struct keyset *ks)
+{
+    long long now = app_now_ms(), next_due = -1;
+    int limit = r->is_breaker_open ? 1 : r->concurrency;
+    for (struct part *p = r->parts; p && r->in_flight < limit; p = p->next) {
+        if (r->ordering == BUSCONF_ORDER_KEY)
+            memset(ks->slots, 0, ks->cap * sizeof *ks->slots);
+        for (struct event *ev = p->head; ev && r->in_flight < limit; ev = ev->next) {
+            bool is_blocked = false;
+            if (r->ordering == BUSCONF_ORDER_KEY && ev->key)
+                is_blocked = keyset_test_add(ks, ev->key);
+            if (ev->state == EV_WAITING && !is_blocked) {
+                if (ev->next_at_ms <= now) {
+                    deliver(r, ev);
+                } else if (next_due < 0 || ev->next_at_ms < next_due) {
+                    next_due = ev->next_at_ms;
+                }
+            }
+            if (r->ordering == BUSCONF_ORDER_PARTITION)
+                break; /* only the oldest unfinished event of the partition */
+        }
+    }
+    return next_due;
+}
+
+/* ---- the route thread ---------------------------------------------------------------------- */
+
+static void take_record(struct route *r, struct kafka_record *rec)
+{
+    struct part *p = part_find(r, rec->partition);
+    if (p == NULL) { /* not (or no longer) ours: its owner reads it */
+        kafka_record_free(rec);
+        return;
+    }
+    if (offset_tracker_add(&p->tracker, rec->offset) != 0) {
+        if (p->tail == NULL || rec->offset > p->tail->rec->offset) {
+            /* no room: read it again once there is */
+            kafka_consumer_pause(r->consumer, p->id);
+            p->is_paused_full = true;
+            kafka_consumer_seek(r->consumer, p->id, rec->offset);
+        }
+        kafka_record_free(rec); /* else a duplicate from before a seek */
+        return;
+    }
+    struct event *ev = xcalloc(1, sizeof *ev);
+    ev->part = p;
+    ev->rec = rec;
+    ev->key = rec->key;
+    ev->state = EV_WAITING;
+    ev->prev = p->tail;
+    if (p->tail)
+        p->tail->next = ev;
+    else
+        p->head = ev;
+    p->tail = ev;
+    p->n_events++;
+    if (p->n_events >= r->env->max_pending_per_partition && !p->is_paused_full) {
+        p->is_paused_full = true;
+        kafka_consumer_pause(r->consumer, p->id);
+    }
+    r->is_dirty = true;
+}
+
+static void update_status(struct route *r)
+{
+    bool is_retrying = false;
+    json_t *parts = json_array();
+    double lag_total = 0;
+    for (struct part *p = r->parts; p; p = p->next) {
+        p->high_watermark = kafka_consumer_high_watermark(r->consumer, p->id);
+        long long lag = -1;
+        int64_t base = p->committed;
+        if (p->high_watermark >= 0 && base >= 0)
+            lag = p->high_watermark - base;
+        else if (p->high_watermark >= 0 && p->head)
+            lag = p->high_watermark - p->head->rec->offset;
+        if (lag > 0)
+            lag_total += (double)lag;
+        int in_flight = 0;
+        for (struct event *ev = p->head; ev; ev = ev->next) {
+            in_flight += ev->state != EV_WAITING;
+            is_retrying |= ev->attempt > 0 && ev->state == EV_WAITING;
+        }
+        json_array_append_new(
+            parts, json_pack("{s:i, s:I, s:I, s:I, s:i, s:i, s:b}", "partition", (int)p->id,
+                             "committed", (json_int_t)p->committed, "high_watermark",
+                             (json_int_t)p->high_watermark, "lag", (json_int_t)lag, "pending",
+                             (int)p->n_events, "in_flight", in_flight, "paused",
+                             p->is_paused_full || r->is_breaker_open));
+    }
+    const char *state = r->is_breaker_open ? "breaker-open" : is_retrying ? "retrying" : "running";
+    json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:o}", "name", r->name,
+                           "topic", r->topic, "endpoint", r->endpoint, "mode",
+                           r->is_streaming ? "streaming" : "one-way", "output", r->output,
+                           "state", state, "in_flight", r->in_flight, "concurrency",
+                           r->concurrency, "partitions", parts);
+    metric_set(r->m_in_flight, r->in_flight);
+    metric_set(r->m_lag, lag_total);
+    pthread_mutex_lock(&r->lock);
+    json_decref(r->status);
+    r->status = st;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void *route_main(void *arg)
+{
+    struct route *r = arg;
+    struct keyset ks;
+    ks.cap = 1;
+    while (ks.cap < 2 * (r->env->max_pending_per_partition + 2048))
+        ks.cap <<= 1;
+    ks.slots = xcalloc(ks.cap, sizeof *ks.slots);
+    bool is_stopping = false;
+    long long next_due = -1;
+    for (;;) {
+        long long now = app_now_ms();
+        if (!is_stopping && atomic_load(&r->stop)) {
+            is_stopping = true;
+            kafka_consumer_pause(r->consumer, -1); /* stop fetching */
+            log_info("route %s: stopping, %d deliveries in flight", r->name, r->in_flight);
+        }
+        if (is_stopping && (r->in_flight == 0 || now >= r->stop_deadline_ms))
+            break;
+        int timeout = 100;
+        if (next_due >= 0)
+            timeout = next_due <= now ? 0 : (int)(next_due - now < 100 ? next_due - now : 100);
+        struct kafka_record *rec = NULL;
+        int got = kafka_consumer_poll(r->consumer, r->is_dirty ? 0 : timeout, &rec);
+        if (got == 1) {
+            if (is_stopping)
+                kafka_record_free(rec); /* not taken: read again after the restart */
+            else
+                take_record(r, rec);
+            /* take what is already there before scheduling */
+            for (int i = 0; i < 256 && got == 1; i++) {
+                got = kafka_consumer_poll(r->consumer, 0, &rec);
+                if (got == 1) {
+                    if (is_stopping)
+                        kafka_record_free(rec);
+                    else
+                        take_record(r, rec);
+                }
+            }
+        }
+        drain_completions(r);
+        now = app_now_ms();
+        if (r->is_dirty || (next_due >= 0 && next_due <= now)) {
+            r->is_dirty = false;
+            next_due = is_stopping ? -1 : schedule(r, &ks);
+        }
+        if (now >= r->next_commit_ms) {
+            for (struct part *p = r->parts; p; p = p->next)
+                commit_part(r, p, false);
+            r->next_commit_ms = now + ROUTE_COMMIT_INTERVAL_MS;
+        }
+        if (now >= r->next_status_ms) {
+            update_status(r);
+            r->next_status_ms = now + ROUTE_STATUS_INTERVAL_MS;
+        }
+    }
+    for (struct part *p = r->parts; p; p = p->next)
+        commit_part(r, p, true);
+    free(ks.slots);
+    return NULL;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static void route_free_fields(struct route *r)
+{
+    free(r->name);
+    free(r->topic);
+    free(r->endpoint);
+    free(r->output);
+    free(r->output_key);
+    free(r->dead_letter);
+    free(r->secret);
+    json_decref(r->raw);
+    json_decref(r->status);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+struct route *route_start(const struct route_env *env, const struct busconf_route *conf,
+                          const struct busconf_topic *output_topic, char *err, size_t err_len)
+{
+    struct route *r = xcalloc(1, sizeof *r);
+    r->env = env;
+    r->name = xstrdup(conf->name);
+    r->topic = xstrdup(conf->topic);
+    r->endpoint = xstrdup(conf->endpoint);
+    r->is_streaming = conf->mode == BUSCONF_STREAMING;
+    r->output = dup_or_null(conf->output);
+    r->output_key = output_topic ? dup_or_null(output_topic->key) : NULL;
+    r->dead_letter = dup_or_null(conf->dead_letter);
+    r->secret = dup_or_null(conf->secret);
+    r->ordering = conf->ordering;
+    r->concurrency = conf->concurrency > 0 ? conf->concurrency : 1;
+    r->timeout_ms = conf->timeout_ms;
+    r->retry_initial_ms = conf->retry_initial_ms;
+    r->retry_max_ms = conf->retry_max_ms;
+    r->retry_max_attempts = conf->retry_max_attempts;
+    r->raw = conf->raw ? json_deep_copy(conf->raw) : json_object();
+    atomic_init(&r->stop, false);
+    pthread_mutex_init(&r->lock, NULL);
+
+    r->m_failed = route_metric(r, 0, "bus_dispatcher_failed_total",
+                               "Events that could not be delivered (dead-lettered or dropped).");
+    r->m_retried = route_metric(r, 0, "bus_dispatcher_retried_total",
+                                "Attempts that failed and will be retried.");
+    r->m_dead = route_metric(r, 0, "bus_dispatcher_dead_lettered_total",
+                             "Events whose dead-letter copy was acknowledged.");
+    r->m_no_content = route_metric(r, 0, "bus_dispatcher_no_content_total",
+                                   "Deliveries answered 204 (nothing to stream).");
+    char labels[256];
+    snprintf(labels, sizeof labels, "route=\"%s\"", r->name);
+    r->m_seconds = metrics_histogram("bus_dispatcher_delivery_seconds",
+                                     "Time from sending a delivery to its answer.", labels, NULL,
+                                     0);
+    r->m_in_flight =
+        metrics_gauge("bus_dispatcher_in_flight", "Deliveries in flight per route.", labels);
+    r->m_lag = metrics_gauge("bus_dispatcher_lag",
+                             "Events not yet committed (high watermark - committed), summed "
+                             "over the route's partitions.",
+                             labels);
+
+    char group[300];
+    snprintf(group, sizeof group, "bus.route.%s", r->name);
+    r->consumer = kafka_consumer_new(env->bootstrap, group, r->topic, env->kafka_props,
+                                     on_rebalance, r, err, err_len);
+    if (r->consumer == NULL) {
+        route_free_fields(r);
+        return NULL;
+    }
+    r->wake = r->consumer;
+    update_status(r);
+    if (pthread_create(&r->thread, NULL, route_main, r) != 0) {
+        snprintf(err, err_len, "route %s: cannot start its thread", r->name);
+        kafka_consumer_free(r->consumer);
+        route_free_fields(r);
+        return NULL;
+    }
+    log_info("route %s: started (%s -> %s, group %s)", r->name, r->topic, r->endpoint, group);
+    return r;
+}
+
+void route_stop(struct route *r, long deadline_ms)
+{
+    if (r == NULL)
+        return;
+    r->stop_deadline_ms = app_now_ms() + deadline_ms;
+    atomic_store(&r->stop, true);
+    kafka_consumer_wake(r->consumer);
+    pthread_join(r->thread, NULL);
+    /* Leaving the group revokes the partitions: on_rebalance commits the finished prefix and
+     * orphans what is still in flight (never committed: delivered again by the next owner). */
+    pthread_mutex_lock(&r->lock);
+    r->wake = NULL;
+    pthread_mutex_unlock(&r->lock);
+    kafka_consumer_free(r->consumer);
+    r->consumer = NULL;
+    struct part *p = r->parts;
+    while (p) {
+        struct part *next = p->next;
+        part_drop(r, p, false);
+        p = next;
+    }
+    r->parts = NULL;
+    /* Late callbacks reference r: wait for them (bounded by the HTTP time-out and the
+     * producer's message time-out). */
+    while (r->orphans_outstanding > 0) {
+        drain_completions(r);
+        if (r->orphans_outstanding > 0) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    log_info("route %s: stopped", r->name);
+    route_free_fields(r);
+}
+
+const char *route_name(const struct route *r) { return r->name; }
+
+bool route_is_same(const struct route *r, const struct busconf_route *conf,
+                   const struct busconf_topic *output_topic)
+{
+    const char *k = output_topic ? output_topic->key : NULL;
+    bool is_same_key = (k == NULL && r->output_key == NULL) ||
+                       (k && r->output_key && strcmp(k, r->output_key) == 0);
+    bool is_same_secret = (conf->secret == NULL && r->secret == NULL) ||
+                          (conf->secret && r->secret && strcmp(conf->secret, r->secret) == 0);
+    return conf->raw && json_equal(conf->raw, r->raw) && is_same_key && is_same_secret;
+}
+
+json_t *route_status(struct route *r)
+{
+    pthread_mutex_lock(&r->lock);
+    json_t *st = json_deep_copy(r->status);
+    pthread_mutex_unlock(&r->lock);
+    return st;
+}

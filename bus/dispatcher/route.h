@@ -1,0 +1,45 @@
+/* route.h - one running route: its consumer group, its deliveries, its commits.
+ *
+ * Each route runs on its own thread with its own consumer (group "bus.route.<name>"), so a slow
+ * route never slows another and reloading one leaves the others alone. Deliveries go through the
+ * shared http_pool; streaming outputs and dead letters through the shared producer. Their
+ * completions come back on other threads and are queued to the route thread, which owns all
+ * delivery state: scheduling (concurrency, ordering), retries, the breaker and commits. */
+#ifndef ROUTE_H
+#define ROUTE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "busconf.h"
+#include "http_client.h"
+#include "kafka.h"
+
+/* What every route shares (borrowed; outlives the routes). */
+struct route_env {
+    const char *bootstrap;
+    json_t *kafka_props;
+    struct http_pool *pool;
+    struct kafka_producer *producer;
+    unsigned max_pending_per_partition;
+};
+
+struct route;
+
+/* Starts the route (copies everything it needs from conf and the output topic, which may be
+ * NULL). Returns NULL with err filled when the consumer cannot be created. */
+struct route *route_start(const struct route_env *env, const struct busconf_route *conf,
+                          const struct busconf_topic *output_topic, char *err, size_t err_len);
+/* Stops fetching, lets deliveries in flight finish (at most deadline_ms, then abandons them
+ * uncommitted), commits what finished, leaves the group and frees. NULL is a no-op. */
+void route_stop(struct route *r, long deadline_ms);
+
+const char *route_name(const struct route *r);
+/* True when conf (and its output topic's key) is what the route runs with. */
+bool route_is_same(const struct route *r, const struct busconf_route *conf,
+                   const struct busconf_topic *output_topic);
+/* The admin view: {name, topic, endpoint, mode, state, in_flight, partitions: [...]} (new
+ * reference). */
+json_t *route_status(struct route *r);
+
+#endif

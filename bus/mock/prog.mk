@@ -1,0 +1,2 @@
+PROGRAMS += bus-mock
+bus-mock_DIR := bus/mock

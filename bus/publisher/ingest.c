@@ -1,0 +1,643 @@
+/* ingest.c - the publisher's request path (see ingest.h).
+ *
+ * A request becomes a struct pub_req holding the suspended exchange. Each event produced
+ * holds one reference on it, and the handler holds one more while it is queueing; whoever
+ * drops the last reference answers: 202 when every event was acknowledged, otherwise 503 with
+ * Retry-After (the caller retries; events carry ids, so consumers drop repeats). Delivery
+ * reports arrive on the producer's delivery thread. */
+#include "ingest.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "app.h"
+#include "ids.h"
+#include "jschema.h"
+#include "log.h"
+#include "metrics.h"
+
+#define INGEST_ID_MAX 128
+
+enum reject_reason {
+    REJ_UNAUTHORIZED,
+    REJ_FORBIDDEN,
+    REJ_UNKNOWN_TOPIC,
+    REJ_TOO_LARGE,
+    REJ_MALFORMED,
+    REJ_SCHEMA,
+    REJ_OVERLOADED,
+    REJ_BROKER,
+    REJ_SHUTTING_DOWN,
+    REJ_COUNT
+};
+
+static const char *const reject_names[REJ_COUNT] = {
+    "unauthorized", "forbidden",  "unknown_topic", "too_large",    "malformed",
+    "schema",       "overloaded", "broker",        "shutting_down"};
+
+/* Metric series of one topic, created at start so hot paths only update atomics. */
+struct topic_metrics {
+    struct metric *accepted;
+    struct metric *failed;
+    struct metric *rejected[REJ_COUNT];
+};
+
+struct ingest {
+    const struct busconf *conf;
+    struct kafka_producer *producer;
+    struct ingest_options opts;
+    struct topic_metrics *tm;       /* one per conf->topics[i] */
+    struct topic_metrics unknown;   /* requests naming an undeclared topic */
+    struct metric *produce_seconds; /* delivery latency histogram */
+    struct metric *inflight_gauge;
+    atomic_uint inflight; /* shared: request threads add, the delivery thread subtracts */
+    atomic_bool is_closing;
+};
+
+struct pub_req {
+    struct ingest *in;
+    struct http_exchange *ex;
+    const struct busconf_topic *topic;
+    const struct busconf_producer *producer; /* whose token it was: the events' ce-source */
+    struct topic_metrics *tm;
+    double t0;
+    bool is_batch;
+    size_t n_events;
+    char (*ids)[INGEST_ID_MAX + 1];
+    atomic_int refs;
+    atomic_int status; /* first failure (kafka_status), 0 = none */
+    int32_t partition; /* single event only */
+    int64_t offset;
+};
+
+static struct topic_metrics *metrics_of(struct ingest *in, const struct busconf_topic *t)
+{
+    if (t == NULL)
+        return &in->unknown;
+    return &in->tm[t - in->conf->topics];
+}
+
+static void topic_metrics_init(struct topic_metrics *m, const char *topic)
+{
+    char labels[300];
+    snprintf(labels, sizeof labels, "topic=\"%s\",result=\"accepted\"", topic);
+    m->accepted = metrics_counter("bus_publisher_events_total",
+                                  "Events by topic and result (accepted = acknowledged).", labels);
+    snprintf(labels, sizeof labels, "topic=\"%s\",result=\"failed\"", topic);
+    m->failed = metrics_counter("bus_publisher_events_total",
+                                "Events by topic and result (accepted = acknowledged).", labels);
+    for (int r = 0; r < REJ_COUNT; r++) {
+        snprintf(labels, sizeof labels, "topic=\"%s\",reason=\"%s\"", topic, reject_names[r]);
+        m->rejected[r] = metrics_counter("bus_publisher_rejected_total",
+                                         "Requests rejected, by topic and reason.", labels);
+    }
+}
+
+static void on_render(void *ctx)
+{
+    struct ingest *in = ctx;
+    metric_set(in->inflight_gauge, (double)atomic_load(&in->inflight));
+}
+
+struct ingest *ingest_new(const struct busconf *conf, struct kafka_producer *producer,
+                          const struct ingest_options *opts)
+{
+    struct ingest *in = xcalloc(1, sizeof *in);
+    in->conf = conf;
+    in->producer = producer;
+    in->opts = *opts;
+    if (in->opts.batch_max_events == 0)
+        in->opts.batch_max_events = 1000;
+    if (in->opts.retry_after_s == 0)
+        in->opts.retry_after_s = 1;
+    in->tm = xcalloc(conf->n_topics ? conf->n_topics : 1, sizeof *in->tm);
+    for (size_t i = 0; i < conf->n_topics; i++)
+        topic_metrics_init(&in->tm[i], conf->topics[i].name);
+    topic_metrics_init(&in->unknown, "_unknown");
+    in->produce_seconds = metrics_histogram(
+        "bus_publisher_produce_seconds",
+        "Time from produce to the broker's acknowledgement, per event.", NULL, NULL, 0);
+    in->inflight_gauge = metrics_gauge("bus_publisher_inflight",
+                                       "Events produced and not yet acknowledged.", NULL);
+    atomic_init(&in->inflight, 0);
+    atomic_init(&in->is_closing, false);
+    metrics_on_render(on_render, in);
+    return in;
+}
+
+void ingest_close(struct ingest *in)
+{
+    atomic_store(&in->is_closing, true);
+}
+
+unsigned ingest_inflight(const struct ingest *in)
+{
+    return atomic_load(&((struct ingest *)in)->inflight);
+}
+
+void ingest_free(struct ingest *in)
+{
+    if (in == NULL)
+        return;
+    free(in->tm);
+    free(in);
+}
+
+static void reject(struct http_exchange *ex, struct topic_metrics *tm, enum reject_reason r,
+                   unsigned status, const char *code, json_t *extra, const char *msg)
+{
+    metric_inc(tm->rejected[r]);
+    http_respond_error(ex, status, code, extra, "%s", msg);
+}
+
+static void reject_retry(struct ingest *in, struct http_exchange *ex, struct topic_metrics *tm,
+                         enum reject_reason r, const char *code, const char *msg)
+{
+    char ra[16];
+    snprintf(ra, sizeof ra, "%u", in->opts.retry_after_s);
+    http_add_header(ex, "Retry-After", ra);
+    reject(ex, tm, r, 503, code, NULL, msg);
+}
+
+/* RFC 6901: resolves pointer in doc (borrowed result), or NULL. */
+static json_t *json_pointer_get(json_t *doc, const char *pointer)
+{
+    json_t *cur = doc;
+    const char *p = pointer;
+    char token[256];
+    while (cur != NULL && *p == '/') {
+        p++;
+        size_t n = 0;
+        while (*p != '\0' && *p != '/') {
+            char c = *p++;
+            if (c == '~' && (*p == '0' || *p == '1'))
+                c = *p++ == '0' ? '~' : '/';
+            if (n + 1 >= sizeof token)
+                return NULL;
+            token[n++] = c;
+        }
+        token[n] = '\0';
+        if (json_is_object(cur)) {
+            cur = json_object_get(cur, token);
+        } else if (json_is_array(cur)) {
+            char *end;
+            unsigned long i = strtoul(token, &end, 10);
+            cur = (n == 0 || *end != '\0') ? NULL : json_array_get(cur, i);
+        } else {
+            cur = NULL;
+        }
+    }
+    return *p == '\0' ? cur : NULL;
+}
+
+/* The Kafka key of event: the string (or stringified number) at the topic's key pointer.
+ * Returns 0 (key may be "" when the topic has no key pointer) or -1 when missing. */
+static int event_key(const struct busconf_topic *t, json_t *event, char *key, size_t key_len)
+{
+    key[0] = '\0';
+    if (t->key == NULL)
+        return 0;
+    json_t *v = json_pointer_get(event, t->key);
+    int n;
+    if (json_is_string(v)) {
+        size_t len = json_string_length(v);
+        if (len >= key_len)
+            return -1;
+        memcpy(key, json_string_value(v), len + 1);
+        return 0;
+    }
+    if (json_is_integer(v))
+        n = snprintf(key, key_len, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v))
+        n = snprintf(key, key_len, "%.17g", json_real_value(v));
+    else
+        return -1;
+    return (n < 0 || (size_t)n >= key_len) ? -1 : 0;
+}
+
+/* Validates one event: object, size, schema, key. On failure answers and returns -1. prefix
+ * names the batch index ("" for a single event). */
+static int check_event(struct http_exchange *ex, struct pub_req *r, json_t *ev, long index,
+                       size_t size, char *key, size_t key_len)
+{
+    const struct busconf_topic *t = r->topic;
+    json_t *extra = index >= 0 ? json_pack("{s:i}", "index", (json_int_t)index) : json_object();
+    char msg[600];
+    char at[48] = "";
+    if (index >= 0)
+        snprintf(at, sizeof at, "event %ld: ", index);
+    if (!json_is_object(ev)) {
+        snprintf(msg, sizeof msg, "%san event must be a JSON object.", at);
+        reject(ex, r->tm, REJ_MALFORMED, 400, "not_object", extra, msg);
+        return -1;
+    }
+    if (size > t->max_event_bytes) {
+        json_object_set_new(extra, "max_event_bytes", json_integer((json_int_t)t->max_event_bytes));
+        snprintf(msg, sizeof msg, "%sthe event has %zu bytes; topic %s takes at most %zu.", at,
+                 size, t->name, t->max_event_bytes);
+        reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_large", extra, msg);
+        return -1;
+    }
+    struct jschema_error verr;
+    if (t->schema != NULL && jschema_validate(t->schema, ev, &verr) != 0) {
+        json_object_set_new(extra, "pointer", json_string(verr.pointer));
+        snprintf(msg, sizeof msg, "%s%s: %s", at, verr.pointer[0] ? verr.pointer : "/",
+                 verr.message);
+        reject(ex, r->tm, REJ_SCHEMA, 422, "schema_violation", extra, msg);
+        return -1;
+    }
+    if (event_key(t, ev, key, key_len) != 0) {
+        json_object_set_new(extra, "pointer", json_string(t->key));
+        snprintf(msg, sizeof msg, "%s%s: the key must be a string or a number (at most %zu bytes).",
+                 at, t->key, key_len - 1);
+        reject(ex, r->tm, REJ_SCHEMA, 422, "schema_violation", extra, msg);
+        return -1;
+    }
+    json_decref(extra);
+    return 0;
+}
+
+static void req_free(struct pub_req *r)
+{
+    free(r->ids);
+    free(r);
+}
+
+/* Drops one reference; the last one answers the request and frees it. */
+static void req_release(struct pub_req *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    struct ingest *in = r->in;
+    int st = atomic_load(&r->status);
+    if (st == KAFKA_OK) {
+        json_t *body;
+        if (r->is_batch) {
+            json_t *ids = json_array();
+            for (size_t i = 0; i < r->n_events; i++)
+                json_array_append_new(ids, json_string(r->ids[i]));
+            body = json_pack("{s:s, s:I, s:o}", "topic", r->topic->name, "accepted",
+                             (json_int_t)r->n_events, "ids", ids);
+        } else {
+            body = json_pack("{s:s, s:s, s:i, s:I}", "id", r->ids[0], "topic", r->topic->name,
+                             "partition", (int)r->partition, "offset", (json_int_t)r->offset);
+        }
+        http_respond_json(r->ex, 202, body);
+    } else if (st == KAFKA_TOO_LARGE) {
+        reject(r->ex, r->tm, REJ_TOO_LARGE, 413, "too_large", NULL,
+               "The broker refused the event as too large.");
+    } else if (st == KAFKA_QUEUE_FULL) {
+        reject_retry(in, r->ex, r->tm, REJ_OVERLOADED, "overloaded",
+                     "The publisher's queue is full; retry later.");
+    } else {
+        reject_retry(in, r->ex, r->tm, REJ_BROKER, "broker_unavailable",
+                     r->is_batch ? "Not every event of the batch was acknowledged by the broker; "
+                                   "retry the batch."
+                                 : "The broker did not acknowledge the event; retry later.");
+    }
+    req_free(r);
+}
+
+static void fail_status(struct pub_req *r, int status)
+{
+    int none = KAFKA_OK;
+    atomic_compare_exchange_strong(&r->status, &none, status);
+}
+
+/* Delivery report, on the producer's delivery thread. */
+static void on_delivered(void *opaque, int status, const char *errstr, int32_t partition,
+                         int64_t offset)
+{
+    struct pub_req *r = opaque;
+    struct ingest *in = r->in;
+    metric_observe(in->produce_seconds, app_now_s() - r->t0);
+    atomic_fetch_sub(&in->inflight, 1);
+    if (status == KAFKA_OK) {
+        metric_inc(r->tm->accepted);
+        r->partition = partition;
+        r->offset = offset;
+    } else {
+        metric_inc(r->tm->failed);
+        log_warn("topic %s: delivery failed: %s", r->topic->name, errstr ? errstr : "?");
+        fail_status(r, status);
+    }
+    req_release(r);
+}
+
+/* Common front of both handlers: closing, token, topic. Returns the request or NULL (answered). */
+static struct pub_req *req_begin(struct ingest *in, struct http_exchange *ex, bool is_batch)
+{
+    const char *name = http_param(ex, 0);
+    const struct busconf_topic *t = busconf_topic_find(in->conf, name);
+    struct topic_metrics *tm = metrics_of(in, t);
+    if (atomic_load(&in->is_closing)) {
+        reject_retry(in, ex, tm, REJ_SHUTTING_DOWN, "shutting_down",
+                     "The publisher is shutting down; retry on another instance or later.");
+        return NULL;
+    }
+    const char *token = http_bearer(ex);
+    if (token == NULL) {
+        http_add_header(ex, "WWW-Authenticate", "Bearer");
+        reject(ex, tm, REJ_UNAUTHORIZED, 401, "unauthorized", NULL,
+               "An Authorization: Bearer <token> header is required.");
+        return NULL;
+    }
+    if (t == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "Topic %.200s is not declared in the bus configuration.",
+                 name ? name : "");
+        reject(ex, tm, REJ_UNKNOWN_TOPIC, 404, "unknown_topic", NULL, msg);
+        return NULL;
+    }
+    const struct busconf_producer *prod = busconf_topic_producer(t, token);
+    if (prod == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "This token may not publish to topic %s.", t->name);
+        reject(ex, tm, REJ_FORBIDDEN, 403, "forbidden", NULL, msg);
+        return NULL;
+    }
+    struct pub_req *r = xcalloc(1, sizeof *r);
+    r->in = in;
+    r->ex = ex;
+    r->topic = t;
+    r->producer = prod;
+    r->tm = tm;
+    r->is_batch = is_batch;
+    atomic_init(&r->refs, 1);
+    atomic_init(&r->status, KAFKA_OK);
+    return r;
+}
+
+/* Reserves n in-flight slots; false (nothing reserved) when that would pass the bound. */
+static bool reserve_inflight(struct ingest *in, unsigned n)
+{
+    unsigned cur = atomic_load(&in->inflight);
+    do {
+        if (cur + n > in->opts.max_inflight)
+            return false;
+    } while (!atomic_compare_exchange_weak(&in->inflight, &cur, cur + n));
+    return true;
+}
+
+/* Produces event i of r. Returns a kafka_status; on failure the slot is given back. */
+static int produce_one(struct pub_req *r, size_t i, const char *key, const void *value,
+                       size_t value_len, const char *source, const char *traceparent,
+                       const char *time)
+{
+    struct kafka_header h[5] = {
+        {"ce-id", r->ids[i], strlen(r->ids[i])},
+        {"ce-type", r->topic->name, strlen(r->topic->name)},
+        {"ce-source", source, strlen(source)},
+        {"ce-time", time, strlen(time)},
+        {"traceparent", traceparent, strlen(traceparent)},
+    };
+    atomic_fetch_add(&r->refs, 1);
+    int st = kafka_producer_send(r->in->producer, r->topic->name, -1, key[0] ? key : NULL,
+                                 strlen(key), value, value_len, h, 5, on_delivered, r);
+    if (st != KAFKA_OK) {
+        atomic_fetch_sub(&r->refs, 1);
+        atomic_fetch_sub(&r->in->inflight, 1);
+    }
+    return st;
+}
+
+/* Trace context for the request: the caller's trace (a new span of it) or a new trace. */
+static void request_trace(struct http_exchange *ex, char out[TRACEPARENT_LEN + 1],
+                          char trace_id[33])
+{
+    struct trace parent, child;
+    const char *tp = http_header(ex, "traceparent");
+    if (tp == NULL || trace_parse(tp, &parent) != 0)
+        trace_new(&parent);
+    trace_child(&parent, &child);
+    trace_format(&child, out);
+    memcpy(trace_id, child.trace_id, 33);
+}
+
+static void handle_event(struct http_exchange *ex, void *ctx)
+{
+    struct ingest *in = ctx;
+    struct pub_req *r = req_begin(in, ex, false);
+    if (r == NULL)
+        return;
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    json_t *ev = NULL;
+    char key[512];
+    r->n_events = 1;
+    r->ids = xcalloc(1, sizeof *r->ids);
+
+    if (len > r->topic->max_event_bytes) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "The event has %zu bytes; topic %s takes at most %zu.", len,
+                 r->topic->name, r->topic->max_event_bytes);
+        reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_large",
+               json_pack("{s:I}", "max_event_bytes", (json_int_t)r->topic->max_event_bytes), msg);
+        goto done;
+    }
+    json_error_t jerr;
+    ev = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (ev == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
+        goto done;
+    }
+    if (check_event(ex, r, ev, -1, len, key, sizeof key) != 0)
+        goto done;
+    const char *ce_id = http_header(ex, "ce-id");
+    if (ce_id != NULL && !id_is_valid(ce_id)) {
+        reject(ex, r->tm, REJ_MALFORMED, 400, "bad_event_id", NULL,
+               "ce-id must be 1 to 128 printable ASCII characters without spaces or quotes.");
+        goto done;
+    }
+    if (ce_id != NULL)
+        snprintf(r->ids[0], sizeof r->ids[0], "%s", ce_id);
+    else
+        id_uuid7(r->ids[0]);
+    if (!reserve_inflight(in, 1)) {
+        reject_retry(in, ex, r->tm, REJ_OVERLOADED, "overloaded",
+                     "Too many events in flight; retry later.");
+        goto done;
+    }
+    char tp[TRACEPARENT_LEN + 1], trace_id[33], now[32];
+    request_trace(ex, tp, trace_id);
+    app_time_rfc3339(now);
+    r->t0 = app_now_s();
+    int st = produce_one(r, 0, key, body, len, r->producer->name, tp, now);
+    json_decref(ev);
+    if (st != KAFKA_OK)
+        fail_status(r, st);
+    else
+        log_ev(LOG_LEVEL_DEBUG, trace_id, r->ids[0], "produced to %s", r->topic->name);
+    req_release(r); /* answers now on failure, or from the delivery report */
+    return;
+done:
+    json_decref(ev);
+    req_free(r);
+}
+
+static bool is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Splits the text of a JSON array that jansson already accepted into its n elements' byte
+ * ranges, so each event is produced exactly as the caller wrote it (no re-serialisation).
+ * Returns 0, or -1 if the text does not have n elements (cannot happen for valid JSON). */
+static int split_array(const char *s, size_t len, size_t n, const char **starts, size_t *lens)
+{
+    size_t i = 0, k = 0;
+    while (i < len && is_json_space(s[i]))
+        i++;
+    if (i >= len || s[i] != '[')
+        return -1;
+    i++;
+    while (k < n) {
+        while (i < len && is_json_space(s[i]))
+            i++;
+        size_t start = i;
+        int depth = 0;
+        bool in_string = false;
+        for (; i < len; i++) {
+            char c = s[i];
+            if (in_string) {
+                if (c == '\\')
+                    i++;
+                else if (c == '"')
+                    in_string = false;
+            } else if (c == '"') {
+                in_string = true;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (depth == 0)
+                    break; /* the array's own ']' */
+                depth--;
+            } else if (c == ',' && depth == 0) {
+                break;
+            }
+        }
+        if (i >= len)
+            return -1;
+        size_t end = i;
+        while (end > start && is_json_space(s[end - 1]))
+            end--;
+        starts[k] = s + start;
+        lens[k] = end - start;
+        k++;
+        i++; /* past ',' or ']' */
+    }
+    return 0;
+}
+
+static void handle_batch(struct http_exchange *ex, void *ctx)
+{
+    struct ingest *in = ctx;
+    struct pub_req *r = req_begin(in, ex, true);
+    if (r == NULL)
+        return;
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    const char **values = NULL; /* borrowed slices of body */
+    size_t *value_lens = NULL;
+    char (*keys)[512] = NULL;
+    size_t n = 0;
+    json_error_t jerr;
+    json_t *arr =
+        json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (arr == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
+        goto done;
+    }
+    if (!json_is_array(arr) || json_array_size(arr) == 0) {
+        reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
+               "A batch must be a non-empty JSON array of event objects.");
+        goto done;
+    }
+    n = json_array_size(arr);
+    if (n > in->opts.batch_max_events) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "A batch takes at most %u events; this one has %zu.",
+                 in->opts.batch_max_events, n);
+        reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_many_events",
+               json_pack("{s:i}", "max_events", (json_int_t)in->opts.batch_max_events), msg);
+        goto done;
+    }
+    const char *ce_id = http_header(ex, "ce-id");
+    if (ce_id != NULL && (!id_is_valid(ce_id) || strlen(ce_id) > INGEST_ID_MAX - 8)) {
+        reject(ex, r->tm, REJ_MALFORMED, 400, "bad_event_id", NULL,
+               "ce-id must be 1 to 120 printable ASCII characters without spaces or quotes.");
+        goto done;
+    }
+    r->ids = xcalloc(n, sizeof *r->ids);
+    r->n_events = n;
+    values = xcalloc(n, sizeof *values);
+    value_lens = xcalloc(n, sizeof *value_lens);
+    keys = xcalloc(n, sizeof *keys);
+    if (split_array(body, len, n, values, value_lens) != 0) {
+        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL,
+               "The batch could not be split into its events.");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *ev = json_array_get(arr, i);
+        if (check_event(ex, r, ev, (long)i, value_lens[i], keys[i], sizeof keys[i]) != 0)
+            goto done;
+        /* A ce-id on the batch makes the ids deterministic ("<ce-id>-<index>"), so a retried
+         * batch carries the same ids and consumers can drop the repeats. */
+        if (ce_id != NULL)
+            snprintf(r->ids[i], sizeof r->ids[i], "%s-%zu", ce_id, i);
+        else
+            id_uuid7(r->ids[i]);
+    }
+    if (!reserve_inflight(in, (unsigned)n)) {
+        reject_retry(in, ex, r->tm, REJ_OVERLOADED, "overloaded",
+                     "Too many events in flight; retry later.");
+        goto done;
+    }
+    char tp[TRACEPARENT_LEN + 1], trace_id[33], now[32];
+    request_trace(ex, tp, trace_id);
+    app_time_rfc3339(now);
+    r->t0 = app_now_s();
+    const char *source = r->producer->name;
+    for (size_t i = 0; i < n; i++) {
+        int st = produce_one(r, i, keys[i], values[i], value_lens[i], source, tp, now);
+        if (st != KAFKA_OK) {
+            /* The events already queued will be delivered; the batch as a whole fails and is
+             * retried by the caller. Give back the slots of the events never queued. */
+            atomic_fetch_sub(&in->inflight, (unsigned)(n - i - 1));
+            fail_status(r, st);
+            break;
+        }
+    }
+    free(values);
+    free(value_lens);
+    free(keys);
+    json_decref(arr);
+    req_release(r);
+    return;
+done:
+    free(values);
+    free(value_lens);
+    free(keys);
+    json_decref(arr);
+    req_free(r);
+}
+
+void ingest_routes(struct ingest *in, struct http_server *s, size_t batch_max_bytes)
+{
+    size_t max_event = 1024;
+    for (size_t i = 0; i < in->conf->n_topics; i++)
+        if (in->conf->topics[i].max_event_bytes > max_event)
+            max_event = in->conf->topics[i].max_event_bytes;
+    http_server_route(s, "POST", "/v1/topics/{}/events", handle_event, in, max_event);
+    http_server_route(s, "POST", "/v1/topics/{}/batch", handle_batch, in, batch_max_bytes);
+}

@@ -1,0 +1,146 @@
+/* bus-publisher - the bus's HTTP front: producers POST JSON events, the publisher writes them
+ * to Kafka and answers 202 once the broker acknowledged them (see docs/publisher.md).
+ *
+ * main wires the modules: configuration (the table below), the bus configuration (topics,
+ * producer tokens, event schemas), the Kafka producer, the ingest handlers and the HTTP server,
+ * then waits for SIGTERM: stop accepting, wait for in-flight acknowledgements, exit 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "app.h"
+#include "busconf.h"
+#include "http_server.h"
+#include "ingest.h"
+#include "kafka.h"
+#include "log.h"
+
+static const struct config_def defs[] = {
+    {"listen", CONFIG_STRING, "127.0.0.1:8080", 0, 0, 0, NULL,
+     "Address and port the HTTP API listens on."},
+    {"bootstrap", CONFIG_STRING, "127.0.0.1:9092", 0, 0, 0, "BUS_BOOTSTRAP",
+     "Kafka bootstrap servers (host:port,...)."},
+    {"bus_config_dir", CONFIG_STRING, "config/bus", 0, 0, 0, NULL,
+     "Directory of the bus configuration files (topics, producers, routes)."},
+    {"bus_schema", CONFIG_STRING, "config/schema/bus.schema.json", 0, 0, 0, NULL,
+     "JSON Schema the bus configuration files are validated against."},
+    {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP polling threads."},
+    {"max_connections", CONFIG_INT, "1024", 1, 65536, 0, NULL,
+     "Concurrent HTTP connections accepted."},
+    {"client_timeout_s", CONFIG_INT, "15", 1, 3600, 0, NULL,
+     "Idle or slow client time-out: a connection sending nothing for this long is closed."},
+    {"max_inflight", CONFIG_INT, "20000", 1, 10000000, 0, NULL,
+     "Events produced but not yet acknowledged by the broker; beyond it requests get 503."},
+    {"queue_max_messages", CONFIG_INT, "100000", 1, 10000000, 0, NULL,
+     "Bound of the Kafka client's local queue (queue.buffering.max.messages)."},
+    {"produce_timeout_ms", CONFIG_INT, "10000", 100, 300000, 0, NULL,
+     "How long an event may wait for the broker's acknowledgement (message.timeout.ms); then "
+     "the request gets 503."},
+    {"batch_max_events", CONFIG_INT, "1000", 1, 100000, 0, NULL, "Events per batch request."},
+    {"batch_max_bytes", CONFIG_INT, "8388608", 1024, 268435456, 0, NULL,
+     "Largest batch request body in bytes."},
+    {"retry_after_s", CONFIG_INT, "1", 1, 3600, 0, NULL, "Retry-After sent with 503 answers."},
+    {"shutdown_grace_ms", CONFIG_INT, "10000", 0, 600000, 0, NULL,
+     "On SIGTERM, how long to wait for in-flight acknowledgements before exiting."},
+    CONFIG_DEF_END,
+};
+
+struct publisher {
+    struct kafka_producer *producer;
+};
+
+static bool is_ready(void *ctx, const char **reason)
+{
+    struct publisher *p = ctx;
+    if (!kafka_producer_is_connected(p->producer)) {
+        *reason = "Kafka broker unreachable";
+        return false;
+    }
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    if (app_init(&app, argc, argv, "bus-publisher", "PUBLISHER", defs) != 0)
+        return 2;
+    if (app.exit_now)
+        return 0;
+
+    int rc = 1;
+    struct busconf *bus = NULL;
+    struct publisher pub = {0};
+    struct ingest *in = NULL;
+    struct http_server *srv = NULL;
+    json_t *props = NULL;
+    char err[8192];
+    const struct config *cfg = app.cfg;
+
+    if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &bus, err,
+                     sizeof err) != 0) {
+        log_error("bus configuration invalid:\n%s", err);
+        goto out;
+    }
+    props = json_deep_copy(config_kafka(cfg));
+    if (json_object_get(props, "message.timeout.ms") == NULL &&
+        json_object_get(props, "delivery.timeout.ms") == NULL)
+        json_object_set_new(props, "message.timeout.ms",
+                            json_integer(config_int(cfg, "produce_timeout_ms")));
+    pub.producer = kafka_producer_new(config_str(cfg, "bootstrap"), props,
+                                      (unsigned)config_int(cfg, "queue_max_messages"), err,
+                                      sizeof err);
+    if (pub.producer == NULL) {
+        log_error("%s", err);
+        goto out;
+    }
+    struct ingest_options io = {
+        .max_inflight = (unsigned)config_int(cfg, "max_inflight"),
+        .batch_max_events = (unsigned)config_int(cfg, "batch_max_events"),
+        .retry_after_s = (unsigned)config_int(cfg, "retry_after_s"),
+    };
+    in = ingest_new(bus, pub.producer, &io);
+    struct http_server_options ho = {
+        .listen = config_str(cfg, "listen"),
+        .threads = (unsigned)config_int(cfg, "threads"),
+        .max_connections = (unsigned)config_int(cfg, "max_connections"),
+        .timeout_s = (unsigned)config_int(cfg, "client_timeout_s"),
+        .ready = is_ready,
+        .ready_ctx = &pub,
+    };
+    srv = http_server_new(&ho);
+    ingest_routes(in, srv, (size_t)config_int(cfg, "batch_max_bytes"));
+    if (http_server_start(srv, err, sizeof err) != 0) {
+        log_error("cannot listen on %s: %s", ho.listen, err);
+        goto out;
+    }
+    log_info("publishing %zu topics to %s; listening on %s", bus->n_topics,
+             config_str(cfg, "bootstrap"), ho.listen);
+
+    int sig;
+    while ((sig = app_wait_signal(&app)) == SIGHUP)
+        log_info("SIGHUP ignored: restart to reload the bus configuration");
+
+    /* Shutdown: refuse new requests, let the in-flight ones reach their acknowledgement (the
+     * delivery reports answer them), then stop the server. */
+    log_info("signal %d: draining %u events in flight", sig, ingest_inflight(in));
+    ingest_close(in);
+    int grace = (int)config_int(cfg, "shutdown_grace_ms");
+    int left = kafka_producer_flush(pub.producer, grace);
+    long long deadline = app_now_ms() + grace;
+    while (ingest_inflight(in) > 0 && app_now_ms() < deadline)
+        app_wait_signal_for(&app, 10);
+    if (left > 0 || ingest_inflight(in) > 0)
+        log_warn("%d events still unacknowledged at shutdown", left);
+    rc = 0;
+out:
+    /* The producer goes first: freeing it fails what is left, and those delivery reports
+     * still answer their exchanges through the live server. */
+    kafka_producer_free(pub.producer, 100);
+    http_server_free(srv, 1000);
+    ingest_free(in);
+    busconf_free(bus);
+    json_decref(props);
+    app_release(&app);
+    return rc;
+}

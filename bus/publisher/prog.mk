@@ -1,0 +1,2 @@
+PROGRAMS += bus-publisher
+bus-publisher_DIR := bus/publisher

@@ -1,0 +1,156 @@
+/* app.c - command line, configuration, logger and signals for every process (see app.h). */
+#include "app.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "log.h"
+
+static const struct config_def AUTO_DEFS[] = {
+    {"log.level", CONFIG_STRING, "info", 0, 0, 0, NULL, "debug, info, warn or error"},
+};
+
+static void usage(const char *name, const char *env_prefix)
+{
+    printf("usage: %s [--config FILE] [--check-config] [--config-doc] [--help]\n"
+           "  --config FILE   JSON configuration (also %s_CONFIG); every key can be overridden\n"
+           "                  by the environment as %s_<KEY>\n"
+           "  --check-config  validate the configuration and exit\n"
+           "  --config-doc    print the configuration reference (Markdown) and exit\n",
+           name, env_prefix, env_prefix);
+}
+
+int app_init(struct app *app, int argc, char **argv, const char *name, const char *env_prefix,
+             const struct config_def *defs)
+{
+    char err[1024];
+    const char *path = NULL;
+    int check_only = 0, doc = 0;
+    memset(app, 0, sizeof *app);
+    app->name = name;
+    log_init(name, LOG_LEVEL_INFO);
+
+    size_t n = 0;
+    while (defs[n].key)
+        n++;
+    size_t n_auto = sizeof AUTO_DEFS / sizeof AUTO_DEFS[0];
+    app->defs_owned = xcalloc(n + n_auto + 1, sizeof *app->defs_owned);
+    memcpy(app->defs_owned, defs, n * sizeof *defs);
+    memcpy(app->defs_owned + n, AUTO_DEFS, sizeof AUTO_DEFS);
+
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) && i + 1 < argc) {
+            path = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            path = argv[i] + 9;
+        } else if (!strcmp(argv[i], "--check-config")) {
+            check_only = 1;
+        } else if (!strcmp(argv[i], "--config-doc")) {
+            doc = 1;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(name, env_prefix);
+            app->exit_now = 1;
+            return 0;
+        } else {
+            log_error("unknown argument \"%s\" (try --help)", argv[i]);
+            return -1;
+        }
+    }
+    if (doc) {
+        config_write_markdown(app->defs_owned, env_prefix, stdout);
+        app->exit_now = 1;
+        return 0;
+    }
+    if (!path) {
+        char var[128];
+        snprintf(var, sizeof var, "%s_CONFIG", env_prefix);
+        path = getenv(var);
+    }
+    if (config_load(&app->cfg, app->defs_owned, env_prefix, path, err, sizeof err) != 0) {
+        log_error("configuration refused: %s", err);
+        return -1;
+    }
+    enum log_level level;
+    if (log_level_parse(config_str(app->cfg, "log.level"), &level) != 0) {
+        log_error("configuration refused: \"log.level\" must be debug, info, warn or error");
+        return -1;
+    }
+    log_init(name, level);
+    if (check_only) {
+        printf("configuration OK\n");
+        app->exit_now = 1;
+        return 0;
+    }
+
+    /* A background job of a non-interactive shell starts with SIGINT ignored, and an ignored
+     * signal is never pending: restore the defaults, then block so only sigwait sees them. */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&app->signals);
+    sigaddset(&app->signals, SIGTERM);
+    sigaddset(&app->signals, SIGINT);
+    sigaddset(&app->signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &app->signals, NULL);
+    return 0;
+}
+
+int app_wait_signal(struct app *app)
+{
+    int sig = 0;
+    while (sigwait(&app->signals, &sig) != 0) {
+    }
+    return sig;
+}
+
+int app_wait_signal_for(struct app *app, long timeout_ms)
+{
+    struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(&app->signals, NULL, &ts);
+        if (sig > 0)
+            return sig;
+        if (errno == EAGAIN)
+            return 0;
+        /* EINTR: retry (the remaining time is not tracked; a small overrun is harmless) */
+    }
+}
+
+void app_release(struct app *app)
+{
+    config_free(app->cfg);
+    app->cfg = NULL;
+    free(app->defs_owned);
+    app->defs_owned = NULL;
+}
+
+long long app_now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
+double app_now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+void app_time_rfc3339(char out[32])
+{
+    struct timespec t;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &t);
+    gmtime_r(&t.tv_sec, &tm);
+    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (tm.tm_year + 1900) % 10000,
+             (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100,
+             tm.tm_sec % 100, (int)(t.tv_nsec / 1000000) % 1000);
+}

@@ -1,0 +1,135 @@
+/* buf.c - growable byte buffer with a hard cap (see buf.h). */
+#include "buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+
+void buf_init(struct buf *b, size_t max_len)
+{
+    memset(b, 0, sizeof *b);
+    b->max_len = max_len;
+}
+
+void buf_release(struct buf *b)
+{
+    free(b->data);
+    size_t max = b->max_len;
+    memset(b, 0, sizeof *b);
+    b->max_len = max;
+}
+
+void buf_reset(struct buf *b)
+{
+    b->len = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+static int reserve(struct buf *b, size_t extra)
+{
+    if (b->max_len && (extra > b->max_len || b->len > b->max_len - extra))
+        return BUF_ETOOBIG;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+    return 0;
+}
+
+int buf_append(struct buf *b, const void *data, size_t n)
+{
+    int rc = reserve(b, n);
+    if (rc)
+        return rc;
+    if (n)
+        memcpy(b->data + b->len, data, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int buf_appends(struct buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+int buf_vappendf(struct buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    char small[256];
+    int n = vsnprintf(small, sizeof small, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return -1;
+    if ((size_t)n < sizeof small)
+        return buf_append(b, small, (size_t)n);
+    int rc = reserve(b, (size_t)n);
+    if (rc)
+        return rc;
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+int buf_appendf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = buf_vappendf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int buf_append_json_string(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = buf_append(b, "\"", 1);
+    const char *run = s;
+    for (const unsigned char *p = (const unsigned char *)s; !rc && *p; p++) {
+        const char *esc = NULL;
+        char u[7];
+        switch (*p) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default:
+            if (*p < 0x20) {
+                u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+                u[4] = hex[*p >> 4]; u[5] = hex[*p & 15]; u[6] = '\0';
+                esc = u;
+            }
+        }
+        if (esc) {
+            rc = buf_append(b, run, (size_t)((const char *)p - run));
+            if (!rc)
+                rc = buf_appends(b, esc);
+            run = (const char *)p + 1;
+        }
+    }
+    if (!rc)
+        rc = buf_appends(b, run);
+    if (!rc)
+        rc = buf_append(b, "\"", 1);
+    return rc;
+}
+
+char *buf_take(struct buf *b, size_t *len_out)
+{
+    char *d = b->data ? b->data : xstrdup("");
+    if (len_out)
+        *len_out = b->len;
+    size_t max = b->max_len;
+    memset(b, 0, sizeof *b);
+    b->max_len = max;
+    return d;
+}

@@ -1,0 +1,324 @@
+/* config.c - process configuration: declarative table, JSON file, env overrides (see
+ * config.h). Values are validated once at load; a config is immutable afterwards. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+
+struct config {
+    const struct config_def *defs;
+    json_t *file;   /* the parsed file, or an empty object */
+    json_t *kafka;  /* "kafka.*" keys without the prefix */
+    json_t *values; /* key -> effective value (absent = unset) */
+};
+
+static const struct config_def *find_def(const struct config_def *defs, const char *key)
+{
+    for (const struct config_def *d = defs; d->key; d++) {
+        if (strcmp(d->key, key) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+/* Converts text (from a default or the environment) to a JSON value of the def's type. */
+static json_t *parse_text(const struct config_def *d, const char *text)
+{
+    char *end = NULL;
+    switch (d->type) {
+    case CONFIG_STRING:
+        return json_string(text);
+    case CONFIG_INT: {
+        errno = 0;
+        long long v = strtoll(text, &end, 10);
+        if (errno || end == text || *end)
+            return NULL;
+        return json_integer(v);
+    }
+    case CONFIG_DOUBLE: {
+        errno = 0;
+        double v = strtod(text, &end);
+        if (errno || end == text || *end)
+            return NULL;
+        return json_real(v);
+    }
+    case CONFIG_BOOL:
+        if (!strcmp(text, "true") || !strcmp(text, "1") || !strcmp(text, "yes"))
+            return json_true();
+        if (!strcmp(text, "false") || !strcmp(text, "0") || !strcmp(text, "no"))
+            return json_false();
+        return NULL;
+    }
+    return NULL;
+}
+
+/* Checks a file value against the def's type; returns a new reference or NULL. */
+static json_t *coerce(const struct config_def *d, json_t *v)
+{
+    switch (d->type) {
+    case CONFIG_STRING:
+        return json_is_string(v) ? json_incref(v) : NULL;
+    case CONFIG_INT:
+        return json_is_integer(v) ? json_incref(v) : NULL;
+    case CONFIG_DOUBLE:
+        return json_is_number(v) ? json_real(json_number_value(v)) : NULL;
+    case CONFIG_BOOL:
+        return json_is_boolean(v) ? json_incref(v) : NULL;
+    }
+    return NULL;
+}
+
+static const char *type_name(enum config_type t)
+{
+    static const char *const names[] = {"string", "integer", "boolean", "number"};
+    return names[t];
+}
+
+/* Flattens nested objects into "a.b" keys; "kafka" subtrees go to kafka props. */
+static int flatten(struct config *c, json_t *obj, const char *prefix, const char *path,
+                   char *err, size_t err_len)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        char key[256];
+        int n = snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", k);
+        if (n < 0 || (size_t)n >= sizeof key) {
+            snprintf(err, err_len, "%s: configuration key too long: %.64s...", path, key);
+            return -1;
+        }
+        if (strncmp(key, "kafka.", 6) == 0 && !json_is_object(v)) {
+            json_t *s = json_is_string(v) ? json_incref(v) : NULL;
+            if (!s && (json_is_integer(v) || json_is_boolean(v) || json_is_real(v))) {
+                char *txt = json_dumps(v, JSON_ENCODE_ANY);
+                s = json_string(txt);
+                free(txt);
+            }
+            if (!s) {
+                snprintf(err, err_len, "%s: \"%s\" must be a string, number or boolean", path,
+                         key);
+                return -1;
+            }
+            json_object_set_new(c->kafka, key + 6, s);
+            continue;
+        }
+        if (json_is_object(v) && !find_def(c->defs, key)) {
+            if (flatten(c, v, key, path, err, err_len) != 0)
+                return -1;
+            continue;
+        }
+        const struct config_def *d = find_def(c->defs, key);
+        if (!d) {
+            snprintf(err, err_len, "%s: unknown configuration key \"%s\"", path, key);
+            return -1;
+        }
+        json_t *val = coerce(d, v);
+        if (!val) {
+            snprintf(err, err_len, "%s: \"%s\" must be of type %s", path, key, type_name(d->type));
+            return -1;
+        }
+        json_object_set_new(c->values, key, val);
+    }
+    return 0;
+}
+
+static void env_name(const char *prefix, const char *key, char *out, size_t len)
+{
+    size_t i = 0;
+    int n = snprintf(out, len, "%s_", prefix);
+    if (n < 0 || (size_t)n >= len) {
+        out[0] = '\0';
+        return;
+    }
+    i = (size_t)n;
+    for (const char *p = key; *p && i + 1 < len; p++)
+        out[i++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+    out[i] = '\0';
+}
+
+static int apply_env(struct config *c, const struct config_def *d, const char *name, char *err,
+                     size_t err_len)
+{
+    const char *text = getenv(name);
+    if (!text)
+        return 0;
+    json_t *v = parse_text(d, text);
+    if (!v) {
+        snprintf(err, err_len, "environment %s: \"%s\" must be of type %s", name, d->key,
+                 type_name(d->type));
+        return -1;
+    }
+    json_object_set_new(c->values, d->key, v);
+    return 0;
+}
+
+static int check_range(const struct config_def *d, json_t *v, char *err, size_t err_len)
+{
+    if (d->min == 0 && d->max == 0)
+        return 0;
+    if (d->type == CONFIG_INT || d->type == CONFIG_DOUBLE) {
+        double x = json_number_value(v);
+        if (x < d->min || x > d->max) {
+            snprintf(err, err_len, "\"%s\" = %g is out of range [%g, %g]", d->key, x, d->min,
+                     d->max);
+            return -1;
+        }
+    } else if (d->type == CONFIG_STRING && d->max > 0 &&
+               (double)strlen(json_string_value(v)) > d->max) {
+        snprintf(err, err_len, "\"%s\" is longer than %g characters", d->key, d->max);
+        return -1;
+    }
+    return 0;
+}
+
+int config_load(struct config **out, const struct config_def *defs, const char *env_prefix,
+                const char *path, char *err, size_t err_len)
+{
+    struct config *c = xcalloc(1, sizeof *c);
+    c->defs = defs;
+    c->kafka = json_object();
+    c->values = json_object();
+    c->file = NULL;
+
+    for (const struct config_def *d = defs; d->key; d++) {
+        if (!d->default_value)
+            continue;
+        json_t *v = parse_text(d, d->default_value);
+        if (!v) {
+            snprintf(err, err_len, "built-in default of \"%s\" is not a valid %s", d->key,
+                     type_name(d->type));
+            goto fail;
+        }
+        json_object_set_new(c->values, d->key, v);
+    }
+    if (path) {
+        json_error_t je;
+        c->file = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+        if (!c->file) {
+            snprintf(err, err_len, "%s:%d: %s", path, je.line, je.text);
+            goto fail;
+        }
+        if (!json_is_object(c->file)) {
+            snprintf(err, err_len, "%s: the configuration must be a JSON object", path);
+            goto fail;
+        }
+        if (flatten(c, c->file, "", path, err, err_len) != 0)
+            goto fail;
+    } else {
+        c->file = json_object();
+    }
+    for (const struct config_def *d = defs; d->key; d++) {
+        char name[256];
+        if (d->env && apply_env(c, d, d->env, err, err_len) != 0)
+            goto fail;
+        env_name(env_prefix, d->key, name, sizeof name);
+        if (apply_env(c, d, name, err, err_len) != 0)
+            goto fail;
+        json_t *v = json_object_get(c->values, d->key);
+        if (!v && (d->flags & CONFIG_REQUIRED)) {
+            snprintf(err, err_len, "\"%s\" is required (set it in the file or %s)", d->key, name);
+            goto fail;
+        }
+        if (v && check_range(d, v, err, err_len) != 0)
+            goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    config_free(c);
+    return -1;
+}
+
+void config_free(struct config *c)
+{
+    if (!c)
+        return;
+    json_decref(c->file);
+    json_decref(c->kafka);
+    json_decref(c->values);
+    free(c);
+}
+
+static json_t *value_of(const struct config *c, const char *key, enum config_type type)
+{
+    const struct config_def *d = find_def(c->defs, key);
+    if (!d || d->type != type) {
+        log_error("configuration key \"%s\" read as %s but declared %s", key, type_name(type),
+                  d ? type_name(d->type) : "nowhere");
+        abort();
+    }
+    return json_object_get(c->values, key);
+}
+
+const char *config_str(const struct config *c, const char *key)
+{
+    return json_string_value(value_of(c, key, CONFIG_STRING));
+}
+
+long long config_int(const struct config *c, const char *key)
+{
+    return json_integer_value(value_of(c, key, CONFIG_INT));
+}
+
+bool config_bool(const struct config *c, const char *key)
+{
+    return json_is_true(value_of(c, key, CONFIG_BOOL));
+}
+
+double config_double(const struct config *c, const char *key)
+{
+    return json_number_value(value_of(c, key, CONFIG_DOUBLE));
+}
+
+json_t *config_kafka(const struct config *c)
+{
+    return c->kafka;
+}
+
+json_t *config_json(const struct config *c)
+{
+    return c->file;
+}
+
+void config_log(const struct config *c)
+{
+    json_t *extra = json_object();
+    for (const struct config_def *d = c->defs; d->key; d++) {
+        json_t *v = json_object_get(c->values, d->key);
+        if (!v)
+            continue;
+        json_object_set_new(extra, d->key,
+                            (d->flags & CONFIG_SECRET) ? json_string("[redacted]") : json_incref(v));
+    }
+    log_at(LOG_LEVEL_INFO, NULL, NULL, extra, "configuration");
+    json_decref(extra);
+}
+
+void config_write_markdown(const struct config_def *defs, const char *env_prefix, FILE *out)
+{
+    fprintf(out, "| key | environment | type | default | range | description |\n");
+    fprintf(out, "|---|---|---|---|---|---|\n");
+    for (const struct config_def *d = defs; d->key; d++) {
+        char name[256];
+        env_name(env_prefix, d->key, name, sizeof name);
+        char range[64] = "";
+        if (d->min != 0 || d->max != 0) {
+            if (d->type == CONFIG_STRING)
+                snprintf(range, sizeof range, "≤ %g chars", d->max);
+            else
+                snprintf(range, sizeof range, "%g – %g", d->min, d->max);
+        }
+        fprintf(out, "| `%s` | `%s`%s%s%s | %s | %s%s%s | %s | %s%s |\n", d->key, name,
+                d->env ? ", `" : "", d->env ? d->env : "", d->env ? "`" : "", type_name(d->type),
+                d->default_value ? "`" : "", d->default_value ? d->default_value : "—",
+                d->default_value ? "`" : "", range, d->description ? d->description : "",
+                (d->flags & CONFIG_SECRET) ? " (secret)" : "");
+    }
+}

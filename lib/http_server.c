@@ -1,0 +1,1116 @@
+/* http_server.c - the HTTP server layer over libmicrohttpd (see http_server.h).
+ *
+ * libmicrohttpd runs its own pool of polling threads (epoll where available). Each request gets
+ * one struct http_exchange, created on the access handler's first call and freed once both sides
+ * are done with it: libmicrohttpd (request-completed notification) and the handler (its one
+ * http_respond*() call). In between the exchange goes through these steps:
+ *
+ *   headers  -> route found? Content-Length within the route's cap? (else 404/405/413 at once)
+ *   body     -> accumulated into a capped buffer; past the cap the rest is discarded, then 413
+ *   handler  -> runs on the polling thread; answers now, or later from any thread
+ *   answer   -> queued on the polling thread (after MHD_resume_connection when asynchronous)
+ *
+ * The race between a handler returning and another thread answering is settled under the
+ * exchange's lock: whichever comes second queues the response (suspending the connection when the
+ * handler returned first). The server keeps a list of suspended exchanges so that
+ * http_server_free() can wait for them and answer the late ones 503.
+ *
+ * Lock order: server->lock, then exchange->lock. http_respond*() takes only the exchange's lock,
+ * so it may be called after the server is gone for an exchange the server already answered. */
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "log.h"
+#include "metrics.h"
+
+#define HTTP_DEFAULT_THREADS 2
+#define HTTP_DEFAULT_MAX_BODY_BYTES (1024 * 1024)
+#define HTTP_DEFAULT_MAX_CONNECTIONS 1024
+#define HTTP_DEFAULT_TIMEOUT_S 15
+/* Per-connection memory pool of libmicrohttpd: bounds the request line plus headers (larger
+ * requests are answered 431 by libmicrohttpd itself) and the body chunk handed over per call. */
+#define HTTP_CONNECTION_MEMORY_BYTES (64 * 1024)
+#define HTTP_MAX_SEGMENTS 16
+/* Time given to 503 answers forced at shutdown to reach the client before the daemon stops. */
+#define HTTP_SHUTDOWN_FLUSH_MS 1000
+
+static const char HTTP_STATIC_CSP[] =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+enum route_kind { ROUTE_HANDLER, ROUTE_STATIC, ROUTE_UNMATCHED };
+
+/* Status classes counted by http_requests_total: 1xx .. 5xx. */
+#define HTTP_STATUS_CLASSES 5
+
+struct route {
+    enum route_kind kind;
+    char *method;
+    char *pattern; /* as registered; the metrics label */
+    char *segments_mem; /* the one allocation segments point into */
+    char **segments;
+    size_t n_segments;
+    http_handler_fn fn;
+    void *ctx;
+    size_t max_body_bytes;
+    char *dir; /* ROUTE_STATIC: directory, realpath'd at registration */
+    struct metric *requests[HTTP_STATUS_CLASSES];
+    struct metric *duration;
+};
+
+struct resp_header {
+    char *name;
+    char *value;
+};
+
+struct http_server {
+    struct http_server_options opts;
+    char *listen;
+    struct route *routes;
+    size_t n_routes;
+    struct route unmatched; /* metrics of 404/405 and rejected requests */
+    struct MHD_Daemon *daemon;
+    unsigned port;
+    struct metric *connections_total; /* accepted connections (reuse shows as few of them) */
+    struct metric *connections_open;
+
+    /* Shared between polling threads and http_server_free(), behind lock: */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct http_exchange *suspended; /* doubly linked list of suspended exchanges */
+    size_t n_active;                 /* exchanges created and not yet completed */
+    bool is_stopping;
+};
+
+struct http_exchange {
+    struct http_server *server; /* NULL once the server forced an answer (may be gone) */
+    struct MHD_Connection *conn;
+    const struct route *route;
+    const char *method; /* owned by libmicrohttpd, valid for the request */
+    char *path;
+    char *seg_copy; /* path split into NUL-separated segments; params point into it */
+    const char *params[HTTP_MAX_PARAMS];
+    struct buf body;
+    size_t discarded_bytes;
+    bool is_too_big;
+    bool is_handled; /* handler invoked: the handler holds a reference until it responds */
+    struct timespec started;
+    struct resp_header *headers;
+    size_t n_headers;
+
+    /* Shared between the polling thread and the answering thread, behind lock: */
+    pthread_mutex_t lock;
+    struct MHD_Response *response; /* built by http_respond*, queued on the polling thread */
+    unsigned status;
+    bool is_answered;   /* a response exists (from the handler or forced by the server) */
+    bool is_responded;  /* the handler's http_respond*() happened */
+    bool is_suspended;  /* connection suspended, waiting for the answer */
+    bool is_completed;  /* libmicrohttpd is done with the request */
+    bool is_forced;     /* the server answered 503 at shutdown in the handler's place */
+    struct http_exchange *prev, *next; /* server->suspended list, under server->lock */
+};
+
+/* ---- small helpers ---- */
+
+static double elapsed_s(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - since->tv_sec) + (double)(now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
+static char **split_segments(char *copy, size_t *n_out, size_t max)
+{
+    char **segs = xcalloc(max, sizeof *segs);
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+        if (n == max) {
+            free(segs);
+            return NULL;
+        }
+        segs[n++] = tok;
+    }
+    *n_out = n;
+    return segs;
+}
+
+static void append_label_value(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            buf_append(b, "\\", 1);
+        }
+        if (*s == '\n') {
+            buf_appends(b, "\\n");
+            continue;
+        }
+        buf_append(b, s, 1);
+    }
+}
+
+static void route_init_metrics(struct route *r)
+{
+    static const char *const classes[HTTP_STATUS_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    struct buf labels;
+    buf_init(&labels, 4096);
+    for (size_t i = 0; i < HTTP_STATUS_CLASSES; i++) {
+        buf_reset(&labels);
+        buf_appends(&labels, "route=\"");
+        append_label_value(&labels, r->pattern);
+        buf_appends(&labels, "\",method=\"");
+        append_label_value(&labels, r->method);
+        buf_appendf(&labels, "\",status=\"%s\"", classes[i]);
+        r->requests[i] = metrics_counter("http_requests_total",
+                                         "HTTP requests answered, by route pattern, method and "
+                                         "status class.",
+                                         labels.data);
+    }
+    buf_reset(&labels);
+    buf_appends(&labels, "route=\"");
+    append_label_value(&labels, r->pattern);
+    buf_appends(&labels, "\",method=\"");
+    append_label_value(&labels, r->method);
+    buf_appends(&labels, "\"");
+    r->duration = metrics_histogram("http_request_duration_seconds",
+                                    "Time from the request's headers to its completion.",
+                                    labels.data, NULL, 0);
+    buf_release(&labels);
+}
+
+static void route_release(struct route *r)
+{
+    free(r->method);
+    free(r->pattern);
+    free(r->segments_mem);
+    free(r->segments);
+    free(r->dir);
+}
+
+/* ---- exchange lifetime ---- */
+
+static void exchange_free(struct http_exchange *ex)
+{
+    for (size_t i = 0; i < ex->n_headers; i++) {
+        free(ex->headers[i].name);
+        free(ex->headers[i].value);
+    }
+    free(ex->headers);
+    if (ex->response) {
+        MHD_destroy_response(ex->response);
+    }
+    buf_release(&ex->body);
+    free(ex->path);
+    free(ex->seg_copy);
+    pthread_mutex_destroy(&ex->lock);
+    free(ex);
+}
+
+/* Builds the response. Takes ex->lock. Returns true when the connection must be resumed by the
+ * caller (the exchange is suspended on the polling thread). */
+static bool exchange_answer(struct http_exchange *ex, unsigned status, const char *content_type,
+                            const char *body, size_t len, bool is_from_handler)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) {
+        log_error("http: cannot create a response (out of memory)");
+        abort();
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            content_type ? content_type : "application/json");
+    bool must_resume = false;
+    bool must_free = false;
+    pthread_mutex_lock(&ex->lock);
+    if (is_from_handler) {
+        if (ex->is_responded) {
+            pthread_mutex_unlock(&ex->lock);
+            MHD_destroy_response(resp);
+            log_error("http: an exchange was answered twice (ignored)");
+            return false;
+        }
+        ex->is_responded = true;
+    }
+    if (ex->is_answered) {
+        /* The server answered 503 at shutdown already; the exchange only waited for us. */
+        must_free = ex->is_completed;
+        pthread_mutex_unlock(&ex->lock);
+        MHD_destroy_response(resp);
+        if (must_free) {
+            exchange_free(ex);
+        }
+        return false;
+    }
+    for (size_t i = 0; i < ex->n_headers; i++) {
+        MHD_add_response_header(resp, ex->headers[i].name, ex->headers[i].value);
+    }
+    ex->response = resp;
+    ex->status = status;
+    ex->is_answered = true;
+    if (ex->is_suspended) {
+        ex->is_suspended = false;
+        must_resume = true;
+    }
+    pthread_mutex_unlock(&ex->lock);
+    return must_resume;
+}
+
+static void exchange_resume(struct http_exchange *ex, bool must_resume)
+{
+    /* Only the thread that answered a suspended exchange resumes it, and the exchange cannot be
+     * completed (freed) before it is resumed, so ex->conn is still valid here. */
+    if (must_resume) {
+        MHD_resume_connection(ex->conn);
+    }
+}
+
+/* An answer produced by the server itself (404, 413, built-ins ...): no handler holds the
+ * exchange. Called on the polling thread. */
+static void server_answer(struct http_exchange *ex, unsigned status, const char *content_type,
+                          const char *body, size_t len)
+{
+    exchange_answer(ex, status, content_type, body, len, false);
+}
+
+static void server_answer_error(struct http_exchange *ex, unsigned status, const char *code,
+                                const char *message)
+{
+    json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
+    char *text = json_dumps(o, JSON_COMPACT);
+    server_answer(ex, status, NULL, text, strlen(text));
+    free(text);
+    json_decref(o);
+}
+
+/* ---- the public request accessors and answers ---- */
+
+const char *http_method(const struct http_exchange *ex)
+{
+    return ex->method;
+}
+
+const char *http_path(const struct http_exchange *ex)
+{
+    return ex->path;
+}
+
+const char *http_param(const struct http_exchange *ex, unsigned i)
+{
+    return i < HTTP_MAX_PARAMS ? ex->params[i] : NULL;
+}
+
+const char *http_header(const struct http_exchange *ex, const char *name)
+{
+    return MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(const struct http_exchange *ex, const char *name)
+{
+    return MHD_lookup_connection_value(ex->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_body(const struct http_exchange *ex, size_t *len)
+{
+    if (len) {
+        *len = ex->body.len;
+    }
+    return ex->body.data ? ex->body.data : "";
+}
+
+const char *http_bearer(const struct http_exchange *ex)
+{
+    const char *v = http_header(ex, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!v || strncasecmp(v, "Bearer ", 7) != 0) {
+        return NULL;
+    }
+    v += 7;
+    while (*v == ' ') {
+        v++;
+    }
+    return *v ? v : NULL;
+}
+
+void http_add_header(struct http_exchange *ex, const char *name, const char *value)
+{
+    ex->headers = xrealloc(ex->headers, (ex->n_headers + 1) * sizeof *ex->headers);
+    ex->headers[ex->n_headers].name = xstrdup(name);
+    ex->headers[ex->n_headers].value = xstrdup(value);
+    ex->n_headers++;
+}
+
+void http_respond(struct http_exchange *ex, unsigned status, const char *content_type,
+                  const char *body, size_t len)
+{
+    bool must_resume = exchange_answer(ex, status, content_type, body ? body : "", len, true);
+    exchange_resume(ex, must_resume);
+}
+
+void http_respond_json(struct http_exchange *ex, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (!text) {
+        text = xstrdup("null");
+    }
+    http_respond(ex, status, NULL, text, strlen(text));
+    free(text);
+    json_decref(body);
+}
+
+void http_respond_error(struct http_exchange *ex, unsigned status, const char *code,
+                        json_t *extra, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        message[0] = '\0';
+    }
+    /* A truncated message is still a sentence for a person; nothing to do when n >= size. */
+    json_t *o = json_object();
+    if (extra && json_is_object(extra)) {
+        json_object_update(o, extra);
+    }
+    json_decref(extra);
+    json_object_set_new(o, "error", json_string(code));
+    json_t *m = json_string(message);
+    if (!m) {
+        /* Not UTF-8 (e.g. echoes a raw request byte): keep the ASCII part readable. */
+        for (char *p = message; *p; p++) {
+            if ((unsigned char)*p >= 0x80) {
+                *p = '?';
+            }
+        }
+        m = json_string(message);
+    }
+    json_object_set_new(o, "message", m);
+    http_respond_json(ex, status, o);
+}
+
+/* ---- built-in endpoints ---- */
+
+static void builtin_healthz(struct http_exchange *ex, void *ctx)
+{
+    (void)ctx;
+    static const char body[] = "{\"status\":\"ok\"}";
+    http_respond(ex, 200, NULL, body, sizeof body - 1);
+}
+
+static void builtin_readyz(struct http_exchange *ex, void *ctx)
+{
+    struct http_server *s = ctx;
+    const char *reason = NULL;
+    if (s->opts.ready && !s->opts.ready(s->opts.ready_ctx, &reason)) {
+        http_respond_error(ex, 503, "not_ready", NULL, "%s", reason ? reason : "not ready");
+        return;
+    }
+    static const char body[] = "{\"status\":\"ready\"}";
+    http_respond(ex, 200, NULL, body, sizeof body - 1);
+}
+
+static void builtin_metrics(struct http_exchange *ex, void *ctx)
+{
+    (void)ctx;
+    struct buf out;
+    buf_init(&out, 0);
+    if (metrics_render(&out) != 0) {
+        buf_release(&out);
+        http_respond_error(ex, 500, "internal", NULL, "The metrics could not be rendered.");
+        return;
+    }
+    http_respond(ex, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len);
+    buf_release(&out);
+}
+
+/* ---- static files ---- */
+
+static const char *content_type_for(const char *path)
+{
+    static const struct {
+        const char *ext;
+        const char *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".htm", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".json", "application/json"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+    };
+    const char *dot = strrchr(path, '.');
+    const char *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash)) {
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+            if (strcasecmp(dot, types[i].ext) == 0) {
+                return types[i].type;
+            }
+        }
+    }
+    return "application/octet-stream";
+}
+
+static void add_security_headers(struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "Content-Security-Policy", HTTP_STATIC_CSP);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+}
+
+/* Resolves the request path under the route's directory; NULL when it is not a regular file
+ * inside it. Rejects "." and ".." segments and anything that resolves (through symlinks) outside
+ * the directory. Returns a heap path. */
+static char *static_resolve(const struct route *r, const char *rel)
+{
+    char *copy = xstrdup(rel);
+    char *save = NULL;
+    struct buf path;
+    buf_init(&path, PATH_MAX);
+    buf_appends(&path, r->dir);
+    bool is_ok = true;
+    for (char *seg = strtok_r(copy, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+        if (strcmp(seg, ".") == 0 || strcmp(seg, "..") == 0 || strchr(seg, '\\')) {
+            is_ok = false;
+            break;
+        }
+        if (buf_appendf(&path, "/%s", seg) != 0) {
+            is_ok = false;
+            break;
+        }
+    }
+    free(copy);
+    char *resolved = NULL;
+    if (is_ok) {
+        struct stat st;
+        if (stat(path.data, &st) == 0 && S_ISDIR(st.st_mode)) {
+            is_ok = buf_appends(&path, "/index.html") == 0;
+        }
+    }
+    if (is_ok) {
+        resolved = realpath(path.data, NULL);
+    }
+    buf_release(&path);
+    if (!resolved) {
+        return NULL;
+    }
+    size_t dlen = strlen(r->dir);
+    struct stat st;
+    if (strncmp(resolved, r->dir, dlen) != 0 || resolved[dlen] != '/' || stat(resolved, &st) != 0 ||
+        !S_ISREG(st.st_mode)) {
+        free(resolved);
+        return NULL;
+    }
+    return resolved;
+}
+
+/* Serves a static file; on the polling thread, before any handler. */
+static void static_serve(struct http_exchange *ex, const struct route *r, const char *rel)
+{
+    char *file = static_resolve(r, rel);
+    int fd = file ? open(file, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        free(file);
+        server_answer_error(ex, 404, "not_found", "No such file.");
+        return;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    if (!resp) {
+        close(fd);
+        free(file);
+        server_answer_error(ex, 500, "internal", "The file could not be served.");
+        return;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type_for(file));
+    add_security_headers(resp);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    free(file);
+    pthread_mutex_lock(&ex->lock);
+    ex->response = resp;
+    ex->status = 200;
+    ex->is_answered = true;
+    pthread_mutex_unlock(&ex->lock);
+}
+
+/* ---- routing ---- */
+
+static bool route_matches(const struct route *r, char **segs, size_t n, const char **params)
+{
+    if (r->n_segments != n) {
+        return false;
+    }
+    unsigned k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(r->segments[i], "{}") == 0) {
+            if (k < HTTP_MAX_PARAMS) {
+                params[k++] = segs[i];
+            }
+        } else if (strcmp(r->segments[i], segs[i]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool static_matches(const struct route *r, const char *path)
+{
+    size_t plen = strlen(r->pattern);
+    if (strncmp(path, r->pattern, plen) == 0) {
+        return true;
+    }
+    /* "/ui" for a "/ui/" prefix */
+    return plen > 1 && r->pattern[plen - 1] == '/' && strlen(path) == plen - 1 &&
+           strncmp(path, r->pattern, plen - 1) == 0;
+}
+
+/* Finds the route for the exchange; answers 404/405 itself (returns NULL) when there is none. */
+static const struct route *route_find(struct http_server *s, struct http_exchange *ex)
+{
+    size_t n = 0;
+    char **segs = split_segments(ex->seg_copy, &n, HTTP_MAX_SEGMENTS);
+    struct buf allow;
+    buf_init(&allow, 1024);
+    const struct route *found = NULL;
+    bool is_get = strcmp(ex->method, "GET") == 0 || strcmp(ex->method, "HEAD") == 0;
+    for (size_t i = 0; segs && i < s->n_routes && !found; i++) {
+        const struct route *r = &s->routes[i];
+        if (r->kind != ROUTE_HANDLER) {
+            continue;
+        }
+        const char *params[HTTP_MAX_PARAMS] = {NULL};
+        if (!route_matches(r, segs, n, params)) {
+            continue;
+        }
+        if (strcmp(r->method, ex->method) == 0) {
+            memcpy(ex->params, params, sizeof params);
+            found = r;
+        } else if (!allow.data || !strstr(allow.data, r->method)) {
+            if (allow.len) {
+                buf_appends(&allow, ", ");
+            }
+            buf_appends(&allow, r->method);
+        }
+    }
+    free(segs);
+    /* Static files come after the API routes, whatever the registration order. */
+    for (size_t i = 0; is_get && !found && !allow.len && i < s->n_routes; i++) {
+        const struct route *r = &s->routes[i];
+        if (r->kind == ROUTE_STATIC && static_matches(r, ex->path)) {
+            found = r;
+        }
+    }
+    if (!found) {
+        ex->route = &s->unmatched;
+        if (allow.len) {
+            http_add_header(ex, "Allow", allow.data);
+            char msg[256];
+            snprintf(msg, sizeof msg, "Method %.32s is not allowed here; allowed: %.128s.",
+                     ex->method, allow.data);
+            server_answer_error(ex, 405, "method_not_allowed", msg);
+        } else {
+            server_answer_error(ex, 404, "not_found", "No such resource.");
+        }
+    }
+    buf_release(&allow);
+    return found;
+}
+
+/* ---- libmicrohttpd callbacks ---- */
+
+static enum MHD_Result queue_answer(struct http_exchange *ex)
+{
+    return MHD_queue_response(ex->conn, ex->status, ex->response);
+}
+
+static enum MHD_Result on_first_call(struct http_server *s, struct MHD_Connection *conn,
+                                     const char *url, const char *method, void **req_cls)
+{
+    struct http_exchange *ex = xcalloc(1, sizeof *ex);
+    pthread_mutex_init(&ex->lock, NULL);
+    ex->server = s;
+    ex->conn = conn;
+    ex->method = method;
+    ex->path = xstrdup(url);
+    ex->seg_copy = xstrdup(url);
+    clock_gettime(CLOCK_MONOTONIC, &ex->started);
+    *req_cls = ex;
+    pthread_mutex_lock(&s->lock);
+    s->n_active++;
+    pthread_mutex_unlock(&s->lock);
+
+    const struct route *r = route_find(s, ex);
+    if (!r) {
+        return queue_answer(ex); /* 404 / 405 */
+    }
+    ex->route = r;
+    if (r->kind == ROUTE_STATIC) {
+        /* The part after the prefix, keeping its leading '/'. */
+        size_t plen = strlen(r->pattern);
+        const char *rel = strlen(ex->path) >= plen ? ex->path + plen : "";
+        static_serve(ex, r, rel);
+        return queue_answer(ex);
+    }
+    buf_init(&ex->body, r->max_body_bytes);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && v > r->max_body_bytes) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "The request body is larger than %zu bytes.",
+                     r->max_body_bytes);
+            server_answer_error(ex, 413, "too_large", msg);
+            return queue_answer(ex);
+        }
+    }
+    return MHD_YES;
+}
+
+/* Called with s->lock held. */
+static void suspended_remove(struct http_server *s, struct http_exchange *ex)
+{
+    if (ex->prev || ex->next || s->suspended == ex) {
+        if (ex->prev) {
+            ex->prev->next = ex->next;
+        } else {
+            s->suspended = ex->next;
+        }
+        if (ex->next) {
+            ex->next->prev = ex->prev;
+        }
+        ex->prev = ex->next = NULL;
+        pthread_cond_broadcast(&s->cond);
+    }
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **req_cls)
+{
+    (void)version;
+    struct http_server *s = cls;
+    struct http_exchange *ex = *req_cls;
+    if (!ex) {
+        return on_first_call(s, conn, url, method, req_cls);
+    }
+    if (ex->is_handled) {
+        /* Resumed: the answer is there (from the handler or forced at shutdown). */
+        pthread_mutex_lock(&s->lock);
+        suspended_remove(s, ex);
+        pthread_mutex_lock(&ex->lock);
+        enum MHD_Result rc = ex->response ? queue_answer(ex) : MHD_NO;
+        pthread_mutex_unlock(&ex->lock);
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
+    if (ex->response) {
+        /* Answered by the server at the first call (404/405/413, static file): whatever still
+         * comes is dropped. */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (!ex->is_too_big && buf_append(&ex->body, upload_data, n) == 0) {
+            return MHD_YES;
+        }
+        /* Past the cap: keep nothing more, read on to answer 413 at the end; give up (close)
+         * when the client sends as much again. */
+        ex->is_too_big = true;
+        ex->discarded_bytes += n;
+        return ex->discarded_bytes > ex->route->max_body_bytes + HTTP_CONNECTION_MEMORY_BYTES
+                   ? MHD_NO
+                   : MHD_YES;
+    }
+    if (ex->is_too_big) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "The request body is larger than %zu bytes.",
+                 ex->route->max_body_bytes);
+        server_answer_error(ex, 413, "too_large", msg);
+        return queue_answer(ex);
+    }
+
+    /* The whole request is here: run the handler. */
+    ex->is_handled = true;
+    ex->route->fn(ex, ex->route->ctx);
+
+    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&ex->lock);
+    enum MHD_Result rc = MHD_YES;
+    if (ex->is_answered) {
+        rc = queue_answer(ex);
+    } else if (s->is_stopping) {
+        /* Too late to wait for an asynchronous answer: the server answers for the handler. */
+        pthread_mutex_unlock(&ex->lock);
+        server_answer_error(ex, 503, "shutting_down", "The server is shutting down.");
+        pthread_mutex_lock(&ex->lock);
+        ex->is_forced = true;
+        ex->server = NULL;
+        rc = queue_answer(ex);
+    } else {
+        MHD_suspend_connection(conn);
+        ex->is_suspended = true;
+        ex->next = s->suspended;
+        if (s->suspended) {
+            s->suspended->prev = ex;
+        }
+        s->suspended = ex;
+    }
+    pthread_mutex_unlock(&ex->lock);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    struct http_server *s = cls;
+    struct http_exchange *ex = *req_cls;
+    if (!ex) {
+        return;
+    }
+    *req_cls = NULL;
+    const struct route *r = ex->route ? ex->route : &s->unmatched;
+    pthread_mutex_lock(&ex->lock);
+    unsigned status = ex->is_answered ? ex->status : 0;
+    ex->is_completed = true;
+    /* A handler that holds the exchange and has not answered yet frees it when it does. */
+    bool must_free = !ex->is_handled || ex->is_responded;
+    pthread_mutex_unlock(&ex->lock);
+
+    if (status >= 100 && status < 600) {
+        metric_inc(r->requests[status / 100 - 1]);
+    }
+    metric_observe(r->duration, elapsed_s(&ex->started));
+
+    pthread_mutex_lock(&s->lock);
+    /* A resumed connection whose client went away completes without another access call. */
+    suspended_remove(s, ex);
+    s->n_active--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (must_free) {
+        exchange_free(ex);
+    }
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)conn;
+    (void)socket_ctx;
+    struct http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        metric_inc(s->connections_total);
+        metric_add(s->connections_open, 1);
+    } else {
+        metric_add(s->connections_open, -1);
+    }
+}
+
+/* ---- server lifecycle ---- */
+
+static void add_route(struct http_server *s, enum route_kind kind, const char *method,
+                      const char *pattern, http_handler_fn fn, void *ctx, size_t max_body_bytes)
+{
+    s->routes = xrealloc(s->routes, (s->n_routes + 1) * sizeof *s->routes);
+    struct route *r = &s->routes[s->n_routes];
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->method = xstrdup(method);
+    r->pattern = xstrdup(pattern);
+    r->fn = fn;
+    r->ctx = ctx;
+    r->max_body_bytes = max_body_bytes ? max_body_bytes : s->opts.max_body_bytes;
+    if (kind == ROUTE_HANDLER) {
+        r->segments_mem = xstrdup(pattern);
+        r->segments = split_segments(r->segments_mem, &r->n_segments, HTTP_MAX_SEGMENTS);
+        if (!r->segments || r->n_segments == 0) {
+            log_error("http: route pattern '%s' is invalid", pattern);
+            abort(); /* a programming error in the process's wiring */
+        }
+    }
+    route_init_metrics(r);
+    s->n_routes++;
+}
+
+struct http_server *http_server_new(const struct http_server_options *opts)
+{
+    struct http_server *s = xcalloc(1, sizeof *s);
+    s->opts = *opts;
+    s->listen = xstrdup(opts->listen ? opts->listen : "127.0.0.1:8080");
+    s->opts.listen = s->listen;
+    if (!s->opts.threads) {
+        s->opts.threads = HTTP_DEFAULT_THREADS;
+    }
+    if (!s->opts.max_body_bytes) {
+        s->opts.max_body_bytes = HTTP_DEFAULT_MAX_BODY_BYTES;
+    }
+    if (!s->opts.max_connections) {
+        s->opts.max_connections = HTTP_DEFAULT_MAX_CONNECTIONS;
+    }
+    if (!s->opts.timeout_s) {
+        s->opts.timeout_s = HTTP_DEFAULT_TIMEOUT_S;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->unmatched.kind = ROUTE_UNMATCHED;
+    s->unmatched.method = xstrdup("any");
+    s->unmatched.pattern = xstrdup("unmatched");
+    route_init_metrics(&s->unmatched);
+    struct buf labels;
+    buf_init(&labels, 1024);
+    buf_appends(&labels, "listen=\"");
+    append_label_value(&labels, s->listen);
+    buf_appends(&labels, "\"");
+    s->connections_total = metrics_counter("http_connections_total",
+                                           "TCP connections accepted by the HTTP server.",
+                                           labels.data);
+    s->connections_open = metrics_gauge("http_connections_open",
+                                        "TCP connections open on the HTTP server.", labels.data);
+    buf_release(&labels);
+    add_route(s, ROUTE_HANDLER, "GET", "/healthz", builtin_healthz, s, 0);
+    add_route(s, ROUTE_HANDLER, "GET", "/readyz", builtin_readyz, s, 0);
+    add_route(s, ROUTE_HANDLER, "GET", "/metrics", builtin_metrics, s, 0);
+    return s;
+}
+
+void http_server_route(struct http_server *s, const char *method, const char *pattern,
+                       http_handler_fn fn, void *ctx, size_t max_body_bytes)
+{
+    add_route(s, ROUTE_HANDLER, method, pattern, fn, ctx, max_body_bytes);
+}
+
+void http_server_static(struct http_server *s, const char *prefix, const char *dir)
+{
+    char *real = realpath(dir, NULL);
+    if (!real) {
+        log_error("http: static directory '%s' not found: %s", dir, strerror(errno));
+        real = xstrdup(dir); /* serves nothing: every lookup fails */
+    }
+    add_route(s, ROUTE_STATIC, "GET", prefix, NULL, NULL, 0);
+    s->routes[s->n_routes - 1].dir = real;
+}
+
+/* libmicrohttpd's own error messages, into our log. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    if (n > 0) {
+        size_t len = strlen(line);
+        while (len > 0 && line[len - 1] == '\n') {
+            line[--len] = '\0';
+        }
+        log_warn("http: libmicrohttpd: %s", line);
+    }
+}
+
+/* Parses "host:port" / "[v6]:port" into a socket address. */
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *ss_len,
+                        char *err, size_t err_len)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || (size_t)(colon - listen) >= sizeof host) {
+        snprintf(err, err_len, "listen address '%s' is not host:port", listen);
+        return -1;
+    }
+    const char *h = listen;
+    size_t hlen = (size_t)(colon - listen);
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || port < 0 || port > 65535) {
+        snprintf(err, err_len, "listen address '%s' has a bad port", listen);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char port_s[8];
+    snprintf(port_s, sizeof port_s, "%ld", port);
+    int rc = getaddrinfo(hlen ? host : NULL, port_s, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, err_len, "listen address '%s': %s", listen, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *ss_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int http_server_start(struct http_server *s, char *err, size_t err_len)
+{
+    struct sockaddr_storage ss;
+    socklen_t ss_len = 0;
+    if (parse_listen(s->listen, &ss, &ss_len, err, err_len) != 0) {
+        return -1;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6) {
+        flags |= MHD_USE_IPv6;
+    }
+    uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+    errno = 0;
+    struct MHD_OptionItem options[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL}, /* first, to catch everything */
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)s->opts.timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)s->opts.max_connections, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY_BYTES, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
+        /* One polling thread is the daemon's own; a pool only from two on. */
+        {s->opts.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+         (intptr_t)s->opts.threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    s->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_access, s, MHD_OPTION_ARRAY,
+                                 options, MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, err_len, "cannot listen on %s: %s", s->listen,
+                 errno ? strerror(errno) : "libmicrohttpd refused to start");
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : 0;
+    log_info("http: listening on %s (port %u)", s->listen, s->port);
+    return 0;
+}
+
+unsigned http_server_port(const struct http_server *s)
+{
+    return s->port;
+}
+
+/* Waits on s->cond until pred holds or the deadline passes. Called with s->lock held. */
+static void wait_until(struct http_server *s, bool (*pred)(const struct http_server *),
+                       unsigned timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (!pred(s)) {
+        if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT) {
+            break;
+        }
+    }
+}
+
+static bool has_no_suspended(const struct http_server *s)
+{
+    return s->suspended == NULL;
+}
+
+static bool has_no_active(const struct http_server *s)
+{
+    return s->n_active == 0;
+}
+
+void http_server_free(struct http_server *s, unsigned grace_ms)
+{
+    if (!s) {
+        return;
+    }
+    if (s->daemon) {
+        MHD_socket lsock = MHD_quiesce_daemon(s->daemon);
+        pthread_mutex_lock(&s->lock);
+        s->is_stopping = true;
+        wait_until(s, has_no_suspended, grace_ms);
+        /* Answer the rest in their handlers' place; a handler answering later finds
+         * is_answered set and only frees the exchange. The connections are resumed outside
+         * s->lock (libmicrohttpd takes its own locks there); until resumed they stay valid. */
+        size_t n_resume = 0;
+        for (struct http_exchange *ex = s->suspended; ex; ex = ex->next) {
+            n_resume++;
+        }
+        struct http_exchange **resume = xcalloc(n_resume + 1, sizeof *resume);
+        n_resume = 0;
+        for (struct http_exchange *ex = s->suspended; ex; ex = ex->next) {
+            bool must_resume = false;
+            pthread_mutex_lock(&ex->lock);
+            bool is_pending = !ex->is_answered;
+            pthread_mutex_unlock(&ex->lock);
+            if (is_pending) {
+                static const char body[] =
+                    "{\"error\":\"shutting_down\",\"message\":\"The server is shutting down.\"}";
+                must_resume = exchange_answer(ex, 503, NULL, body, sizeof body - 1, false);
+                pthread_mutex_lock(&ex->lock);
+                ex->is_forced = true;
+                ex->server = NULL;
+                pthread_mutex_unlock(&ex->lock);
+            }
+            if (must_resume) {
+                resume[n_resume++] = ex;
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+        for (size_t i = 0; i < n_resume; i++) {
+            exchange_resume(resume[i], true);
+        }
+        free(resume);
+        pthread_mutex_lock(&s->lock);
+        wait_until(s, has_no_active, HTTP_SHUTDOWN_FLUSH_MS);
+        pthread_mutex_unlock(&s->lock);
+        MHD_stop_daemon(s->daemon);
+        if (lsock != MHD_INVALID_SOCKET) {
+            close(lsock);
+        }
+    }
+    for (size_t i = 0; i < s->n_routes; i++) {
+        route_release(&s->routes[i]);
+    }
+    free(s->routes);
+    route_release(&s->unmatched);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    free(s->listen);
+    free(s);
+}

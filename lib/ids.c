@@ -1,0 +1,128 @@
+/* ids.c - UUIDv7 event ids and W3C trace context (see ids.h). */
+#include "ids.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+void random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            abort(); /* no entropy source: nothing safe to do */
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+}
+
+static void to_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+void id_uuid7(char out[ID_UUID_LEN + 1])
+{
+    /* RFC 9562 section 5.7: 48-bit Unix milliseconds, version 7, variant 0b10, random rest. */
+    unsigned char b[16];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    random_bytes(b + 6, 10);
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0f));
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
+    char hex[33];
+    to_hex(b, 16, hex);
+    snprintf(out, ID_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
+}
+
+bool id_is_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128)
+        return false;
+    for (; *s; s++) {
+        if (*s <= 32 || *s >= 127 || *s == '"' || *s == '\'' || *s == '\\')
+            return false;
+    }
+    return true;
+}
+
+static bool is_lower_hex(const char *s, size_t n, bool *all_zero)
+{
+    *all_zero = true;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+        if (c != '0')
+            *all_zero = false;
+    }
+    return true;
+}
+
+int trace_parse(const char *tp, struct trace *out)
+{
+    /* https://www.w3.org/TR/trace-context/#traceparent-header-field-values */
+    bool zero;
+    if (!tp || strlen(tp) < TRACEPARENT_LEN || strncmp(tp, "00-", 3) != 0 || tp[35] != '-' ||
+        tp[52] != '-')
+        return -1;
+    if (!is_lower_hex(tp + 3, 32, &zero) || zero)
+        return -1;
+    if (!is_lower_hex(tp + 36, 16, &zero) || zero)
+        return -1;
+    if (!is_lower_hex(tp + 53, 2, &zero))
+        return -1;
+    if (tp[55] != '\0')
+        return -1;
+    memcpy(out->trace_id, tp + 3, 32);
+    out->trace_id[32] = '\0';
+    memcpy(out->span_id, tp + 36, 16);
+    out->span_id[16] = '\0';
+    memcpy(out->flags, tp + 53, 2);
+    out->flags[2] = '\0';
+    return 0;
+}
+
+static void random_hex(char *out, size_t n_bytes)
+{
+    unsigned char b[16];
+    random_bytes(b, n_bytes);
+    b[0] |= 1; /* never all zero */
+    to_hex(b, n_bytes, out);
+}
+
+void trace_new(struct trace *out)
+{
+    random_hex(out->trace_id, 16);
+    random_hex(out->span_id, 8);
+    memcpy(out->flags, "01", 3);
+}
+
+void trace_child(const struct trace *parent, struct trace *out)
+{
+    *out = *parent;
+    random_hex(out->span_id, 8);
+}
+
+void trace_format(const struct trace *t, char out[TRACEPARENT_LEN + 1])
+{
+    snprintf(out, TRACEPARENT_LEN + 1, "00-%s-%s-%s", t->trace_id, t->span_id, t->flags);
+}

@@ -1,0 +1,244 @@
+/* kafka.c - the Kafka producer over librdkafka (see kafka.h).
+ *
+ * One rd_kafka_t per producer, configured idempotent (enable.idempotence=true implies acks=all
+ * and retries without reordering or duplicates), with a short linger so concurrent requests
+ * share batches, a bound on the local queue, and a message time-out so that a dead broker
+ * turns into a failed delivery report instead of a request that hangs. A dedicated thread
+ * polls delivery reports and runs the callers' callbacks. librdkafka's own log lines go to
+ * log.h. */
+#include "kafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+
+struct kafka_producer {
+    rd_kafka_t *rk;
+    pthread_t poll_thread;
+    atomic_bool stop; /* shared: set by kafka_producer_free, read by the poll thread */
+};
+
+/* What a queued record carries to its delivery report. */
+struct kafka_pending {
+    kafka_delivery_fn cb;
+    void *opaque;
+};
+
+static int map_err(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return KAFKA_OK;
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+        return KAFKA_QUEUE_FULL;
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        return KAFKA_UNKNOWN_TOPIC;
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+        return KAFKA_TOO_LARGE;
+    default:
+        return KAFKA_ERROR;
+    }
+}
+
+/* librdkafka logs with syslog levels (0 emergency .. 7 debug). */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    enum log_level l = level <= 3   ? LOG_LEVEL_ERROR
+                       : level == 4 ? LOG_LEVEL_WARN
+                       : level <= 6 ? LOG_LEVEL_INFO
+                                    : LOG_LEVEL_DEBUG;
+    if (l < log_min_level)
+        return;
+    json_t *extra = json_pack("{s:s, s:s}", "component", "librdkafka", "facility", fac);
+    log_write(l, NULL, NULL, extra, "%s", buf);
+    json_decref(extra);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
+        log_error("kafka fatal error %s: %s", rd_kafka_err2name(orig), why);
+        return;
+    }
+    /* Transport errors repeat while a broker is down; they are warnings, the delivery
+     * reports carry the consequences. */
+    log_warn("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    struct kafka_pending *p = m->_private;
+    if (p == NULL)
+        return;
+    int status = map_err(m->err);
+    p->cb(p->opaque, status, m->err ? rd_kafka_err2str(m->err) : NULL, m->partition, m->offset);
+    free(p);
+}
+
+static void *poll_main(void *arg)
+{
+    struct kafka_producer *p = arg;
+    while (!atomic_load(&p->stop))
+        rd_kafka_poll(p->rk, 100);
+    return NULL;
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *err, size_t len)
+{
+    if (rd_kafka_conf_set(conf, k, v, err, len) != RD_KAFKA_CONF_OK)
+        return -1;
+    return 0;
+}
+
+struct kafka_producer *kafka_producer_new(const char *bootstrap, json_t *props,
+                                          unsigned max_queue_messages, char *err, size_t err_len)
+{
+    char errstr[512];
+    char num[32];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    struct kafka_producer *p = NULL;
+
+    snprintf(num, sizeof num, "%u", max_queue_messages ? max_queue_messages : 100000u);
+    /* Our defaults first; the caller's props may override any of them. */
+    if (conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
+        conf_set(conf, "enable.idempotence", "true", errstr, sizeof errstr) ||
+        conf_set(conf, "acks", "all", errstr, sizeof errstr) ||
+        conf_set(conf, "linger.ms", "5", errstr, sizeof errstr) ||
+        conf_set(conf, "message.timeout.ms", "10000", errstr, sizeof errstr) ||
+        conf_set(conf, "queue.buffering.max.messages", num, errstr, sizeof errstr) ||
+        conf_set(conf, "socket.keepalive.enable", "true", errstr, sizeof errstr)) {
+        snprintf(err, err_len, "kafka configuration: %s", errstr);
+        goto fail;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(props, key, val)
+    {
+        char text[64];
+        const char *v = text;
+        if (json_is_string(val))
+            v = json_string_value(val);
+        else if (json_is_integer(val))
+            snprintf(text, sizeof text, "%lld", (long long)json_integer_value(val));
+        else if (json_is_boolean(val))
+            v = json_is_true(val) ? "true" : "false";
+        else if (json_is_real(val))
+            snprintf(text, sizeof text, "%g", json_real_value(val));
+        else {
+            snprintf(err, err_len, "kafka.%s: not a string, number or boolean", key);
+            goto fail;
+        }
+        if (conf_set(conf, key, v, errstr, sizeof errstr)) {
+            snprintf(err, err_len, "kafka.%s: %s", key, errstr);
+            goto fail;
+        }
+    }
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+
+    p = xcalloc(1, sizeof *p);
+    atomic_init(&p->stop, false);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (p->rk == NULL) {
+        snprintf(err, err_len, "kafka producer: %s", errstr);
+        goto fail; /* conf is still ours */
+    }
+    conf = NULL; /* owned by rk now */
+    if (pthread_create(&p->poll_thread, NULL, poll_main, p) != 0) {
+        snprintf(err, err_len, "kafka producer: cannot start the delivery thread");
+        rd_kafka_destroy(p->rk);
+        free(p);
+        return NULL;
+    }
+    return p;
+fail:
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    free(p);
+    return NULL;
+}
+
+int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t partition,
+                        const void *key, size_t key_len, const void *value, size_t value_len,
+                        const struct kafka_header *headers, size_t n_headers,
+                        kafka_delivery_fn cb, void *opaque)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
+    for (size_t i = 0; i < n_headers; i++)
+        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                            (ssize_t)headers[i].len);
+    struct kafka_pending *pend = xmalloc(sizeof *pend);
+    pend->cb = cb;
+    pend->opaque = opaque;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(pend), RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* On failure the headers stay ours. */
+        rd_kafka_headers_destroy(hdrs);
+        free(pend);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            log_warn("kafka produce to %s: %s", topic, rd_kafka_err2str(err));
+        return map_err(err) == KAFKA_OK ? KAFKA_ERROR : map_err(err);
+    }
+    return KAFKA_OK;
+}
+
+int kafka_producer_flush(struct kafka_producer *p, int timeout_ms)
+{
+    /* rd_kafka_flush polls too; delivery callbacks may then also run on this thread, which
+     * the callers' callbacks tolerate (they only must not block). */
+    rd_kafka_flush(p->rk, timeout_ms);
+    return rd_kafka_outq_len(p->rk);
+}
+
+int kafka_producer_outstanding(struct kafka_producer *p)
+{
+    return rd_kafka_outq_len(p->rk);
+}
+
+int kafka_producer_is_connected(struct kafka_producer *p)
+{
+    /* A metadata request for no topic answers only when a broker is reachable. */
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(p->rk, 0, NULL, &md, 1000);
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+void kafka_producer_free(struct kafka_producer *p, int timeout_ms)
+{
+    if (p == NULL)
+        return;
+    int left = kafka_producer_flush(p, timeout_ms);
+    if (left > 0) {
+        log_warn("kafka producer: %d records undelivered at shutdown", left);
+        /* Fail them now so every callback still runs exactly once. */
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(p->rk, 1000);
+    }
+    atomic_store(&p->stop, true);
+    pthread_join(p->poll_thread, NULL);
+    rd_kafka_poll(p->rk, 0);
+    rd_kafka_destroy(p->rk);
+    free(p);
+}

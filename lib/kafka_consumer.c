@@ -1,0 +1,332 @@
+/* kafka_consumer.c - one topic, one group, manual commits (see kafka_consumer.h). */
+#include "kafka_consumer.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+
+struct kafka_consumer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue; /* the consumer queue, for kafka_consumer_wake */
+    char *topic;
+    kafka_rebalance_fn on_rebalance;
+    void *opaque;
+};
+
+void kafka_record_free(struct kafka_record *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        free((char *)r->headers[i].name);
+        free((void *)r->headers[i].value);
+    }
+    free(r->headers);
+    free(r->topic);
+    free(r->key);
+    free(r->value);
+    free(r);
+}
+
+const char *kafka_record_header(const struct kafka_record *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    enum log_level l = level <= 3   ? LOG_LEVEL_ERROR
+                       : level == 4 ? LOG_LEVEL_WARN
+                       : level <= 6 ? LOG_LEVEL_INFO
+                                    : LOG_LEVEL_DEBUG;
+    if (l < log_min_level)
+        return;
+    json_t *extra = json_pack("{s:s, s:s}", "component", "librdkafka", "facility", fac);
+    log_write(l, NULL, NULL, extra, "%s", buf);
+    json_decref(extra);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    log_warn("kafka consumer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void report(struct kafka_consumer *c, bool is_assigned,
+                   const rd_kafka_topic_partition_list_t *parts)
+{
+    if (c->on_rebalance == NULL || parts == NULL || parts->cnt == 0)
+        return;
+    int32_t *ids = xcalloc((size_t)parts->cnt, sizeof *ids);
+    for (int i = 0; i < parts->cnt; i++)
+        ids[i] = parts->elems[i].partition;
+    c->on_rebalance(c->opaque, is_assigned, ids, (size_t)parts->cnt);
+    free(ids);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct kafka_consumer *c = opaque;
+    bool is_cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (is_cooperative) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+            if (e != NULL) {
+                log_error("kafka incremental assign: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+        } else {
+            rd_kafka_assign(rk, parts);
+        }
+        report(c, true, parts);
+        return;
+    }
+    /* Revocation (or lost): the owner commits what finished before we let go. */
+    report(c, false, parts);
+    if (is_cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e != NULL) {
+            log_error("kafka incremental unassign: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static int set_props(rd_kafka_conf_t *conf, json_t *props, char *err, size_t err_len)
+{
+    char errstr[512];
+    const char *key;
+    json_t *val;
+    json_object_foreach(props, key, val)
+    {
+        char text[64];
+        const char *v = text;
+        if (json_is_string(val))
+            v = json_string_value(val);
+        else if (json_is_integer(val))
+            snprintf(text, sizeof text, "%lld", (long long)json_integer_value(val));
+        else if (json_is_boolean(val))
+            v = json_is_true(val) ? "true" : "false";
+        else if (json_is_real(val))
+            snprintf(text, sizeof text, "%g", json_real_value(val));
+        else {
+            snprintf(err, err_len, "kafka.%s: not a string, number or boolean", key);
+            return -1;
+        }
+        if (rd_kafka_conf_set(conf, key, v, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            snprintf(err, err_len, "kafka.%s: %s", key, errstr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *group_id,
+                                          const char *topic, json_t *props,
+                                          kafka_rebalance_fn on_rebalance_fn, void *opaque,
+                                          char *err, size_t err_len)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    struct kafka_consumer *c = xcalloc(1, sizeof *c);
+    c->on_rebalance = on_rebalance_fn;
+    c->opaque = opaque;
+    c->topic = xstrdup(topic);
+
+    static const char *const defaults[][2] = {
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"enable.partition.eof", "false"},
+        {"session.timeout.ms", "10000"},
+        {"heartbeat.interval.ms", "1000"},
+        {"topic.metadata.refresh.interval.ms", "5000"},
+        {"queued.min.messages", "1000"},
+        {"socket.keepalive.enable", "true"},
+    };
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "group.id", group_id, errstr, sizeof errstr)) {
+        snprintf(err, err_len, "kafka consumer configuration: %s", errstr);
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr)) {
+            snprintf(err, err_len, "kafka consumer configuration: %s", errstr);
+            goto fail;
+        }
+    if (props != NULL && set_props(conf, props, err, err_len) != 0)
+        goto fail;
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_opaque(conf, c);
+
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (c->rk == NULL) {
+        snprintf(err, err_len, "kafka consumer: %s", errstr);
+        goto fail;
+    }
+    conf = NULL;
+    rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, err_len, "kafka subscribe %s: %s", topic, rd_kafka_err2str(e));
+        rd_kafka_queue_destroy(c->queue);
+        rd_kafka_destroy(c->rk);
+        c->rk = NULL;
+        goto fail;
+    }
+    return c;
+fail:
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    free(c->topic);
+    free(c);
+    return NULL;
+}
+
+static struct kafka_record *record_copy(const rd_kafka_message_t *m)
+{
+    struct kafka_record *r = xcalloc(1, sizeof *r);
+    r->topic = xstrdup(rd_kafka_topic_name(m->rkt));
+    r->partition = m->partition;
+    r->offset = m->offset;
+    if (m->key != NULL) {
+        r->key = xstrndup(m->key, m->key_len);
+        r->key_len = m->key_len;
+    }
+    r->value = xstrndup(m->payload ? m->payload : "", m->payload ? m->len : 0);
+    r->value_len = m->payload ? m->len : 0;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL) {
+        size_t n = rd_kafka_header_cnt(hdrs);
+        r->headers = xcalloc(n ? n : 1, sizeof *r->headers);
+        const char *name;
+        const void *val;
+        size_t len;
+        for (size_t i = 0; i < n; i++) {
+            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                break;
+            r->headers[r->n_headers].name = xstrdup(name);
+            r->headers[r->n_headers].value = xstrndup(val ? val : "", val ? len : 0);
+            r->headers[r->n_headers].len = val ? len : 0;
+            r->n_headers++;
+        }
+    }
+    return r;
+}
+
+int kafka_consumer_poll(struct kafka_consumer *c, int timeout_ms, struct kafka_record **out)
+{
+    *out = NULL;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    if (m == NULL)
+        return 0;
+    if (m->err) {
+        bool is_eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        if (!is_eof)
+            log_warn("kafka consume %s: %s", c->topic, rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return is_eof ? 0 : -1;
+    }
+    *out = record_copy(m);
+    rd_kafka_message_destroy(m);
+    return 1;
+}
+
+int kafka_consumer_commit(struct kafka_consumer *c, int32_t partition, int64_t next_offset,
+                          bool is_sync)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset = next_offset;
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, is_sync ? 0 : 1);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_warn("kafka commit %s[%d]@%lld: %s", c->topic, (int)partition,
+                 (long long)next_offset, rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+static int pause_resume(struct kafka_consumer *c, int32_t partition, bool is_pause)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (partition < 0) {
+        if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return -1;
+    } else {
+        l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, c->topic, partition);
+    }
+    rd_kafka_resp_err_t e = is_pause ? rd_kafka_pause_partitions(c->rk, l)
+                                     : rd_kafka_resume_partitions(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+}
+
+void kafka_consumer_wake(struct kafka_consumer *c)
+{
+    rd_kafka_queue_yield(c->queue);
+}
+
+int kafka_consumer_seek(struct kafka_consumer *c, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset = offset;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 2000);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e != NULL) {
+        log_warn("kafka seek %s[%d]@%lld: %s", c->topic, (int)partition, (long long)offset,
+                 rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return -1;
+    }
+    return 0;
+}
+
+int kafka_consumer_pause(struct kafka_consumer *c, int32_t partition)
+{
+    return pause_resume(c, partition, true);
+}
+
+int kafka_consumer_resume(struct kafka_consumer *c, int32_t partition)
+{
+    return pause_resume(c, partition, false);
+}
+
+int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partition)
+{
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(c->rk, c->topic, partition, &lo, &hi) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    return hi;
+}
+
+void kafka_consumer_free(struct kafka_consumer *c)
+{
+    if (c == NULL)
+        return;
+    rd_kafka_consumer_close(c->rk); /* runs the revocation callback, leaves the group */
+    rd_kafka_queue_destroy(c->queue);
+    rd_kafka_destroy(c->rk);
+    free(c->topic);
+    free(c);
+}

@@ -1,0 +1,65 @@
+/* kafka_consumer.h - a Kafka consumer of one topic in one consumer group, with manual commits
+ * (part of the Kafka module: only lib/kafka*.c include rdkafka.h).
+ *
+ * Auto-commit is off: the owner commits exactly the offsets it finished. Starts from the
+ * earliest offset when the group has none. Partition assignment changes are reported through
+ * a callback that runs inside kafka_consumer_poll() (so on the polling thread): for a
+ * revocation it runs before the partitions are given up, so the owner may still commit them.
+ * Not thread-safe: one thread polls, commits, pauses. */
+#ifndef KAFKA_CONSUMER_H
+#define KAFKA_CONSUMER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kafka.h"
+
+/* One consumed record, owned by the caller (kafka_record_free). */
+struct kafka_record {
+    char *topic;
+    int32_t partition;
+    int64_t offset;
+    char *key; /* NUL-terminated copy, or NULL */
+    size_t key_len;
+    char *value; /* NUL-terminated copy */
+    size_t value_len;
+    struct kafka_header *headers; /* names and values are NUL-terminated copies */
+    size_t n_headers;
+};
+void kafka_record_free(struct kafka_record *r);
+/* The value of header name (first match, NUL-terminated), or NULL. */
+const char *kafka_record_header(const struct kafka_record *r, const char *name);
+
+/* is_assigned: partitions were assigned (true) or are being revoked (false). */
+typedef void (*kafka_rebalance_fn)(void *opaque, bool is_assigned, const int32_t *partitions,
+                                   size_t n);
+
+struct kafka_consumer;
+
+/* props (borrowed, may be NULL): extra librdkafka properties, e.g. config_kafka(cfg). */
+struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *group_id,
+                                          const char *topic, json_t *props,
+                                          kafka_rebalance_fn on_rebalance, void *opaque,
+                                          char *err, size_t err_len);
+/* Waits up to timeout_ms. Returns 1 with *out set, 0 when nothing arrived, -1 on a consume
+ * error (logged; keep polling). */
+int kafka_consumer_poll(struct kafka_consumer *c, int timeout_ms, struct kafka_record **out);
+/* Commits next_offset (the next offset to read) for partition; synchronous when is_sync. */
+int kafka_consumer_commit(struct kafka_consumer *c, int32_t partition, int64_t next_offset,
+                          bool is_sync);
+/* Makes a kafka_consumer_poll() blocked in another thread return early (any thread). */
+void kafka_consumer_wake(struct kafka_consumer *c);
+/* Moves the fetch position of partition back to offset (e.g. a record that could not be taken
+ * in is fetched again later). */
+int kafka_consumer_seek(struct kafka_consumer *c, int32_t partition, int64_t offset);
+/* Stops/restarts fetching from partition (-1 = every assigned partition). */
+int kafka_consumer_pause(struct kafka_consumer *c, int32_t partition);
+int kafka_consumer_resume(struct kafka_consumer *c, int32_t partition);
+/* The cached high watermark of partition (from the last fetch), or -1 when unknown. */
+int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partition);
+/* Leaves the group (the revocation callback runs first) and frees. NULL is a no-op. */
+void kafka_consumer_free(struct kafka_consumer *c);
+
+#endif

@@ -1,0 +1,645 @@
+/* test_http_server.c - http_server.h over real loopback HTTP.
+ *
+ * The client is a raw socket so that requests reach the server byte for byte (no client-side
+ * path normalisation: the traversal tests need "../" on the wire). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "http_server.h"
+#include "log.h"
+
+#define WAIT_MS 10000
+
+/* ---- a raw HTTP/1.1 client ---- */
+
+struct reply {
+    int status;
+    char head[8192];
+    char *body;
+    size_t body_len;
+};
+
+static int connect_port(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void send_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return; /* the server may close early (413); the reply tells */
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads until the server closes; parses status line, headers and body (Content-Length or
+ * until EOF; the requests say Connection: close). */
+static void read_reply(int fd, struct reply *r)
+{
+    struct buf in;
+    buf_init(&in, 16 * 1024 * 1024);
+    char chunk[4096];
+    for (;;) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        assert_int_equal(buf_append(&in, chunk, (size_t)n), 0);
+    }
+    close(fd);
+    memset(r, 0, sizeof *r);
+    assert_non_null(in.data);
+    char *sep = strstr(in.data, "\r\n\r\n");
+    assert_non_null(sep);
+    size_t hlen = (size_t)(sep - in.data);
+    assert_true(hlen < sizeof r->head);
+    memcpy(r->head, in.data, hlen);
+    r->head[hlen] = '\0';
+    assert_int_equal(sscanf(r->head, "HTTP/1.%*d %d", &r->status), 1);
+    r->body_len = in.len - hlen - 4;
+    r->body = xstrndup(sep + 4, r->body_len);
+    buf_release(&in);
+}
+
+static void reply_release(struct reply *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/* Value of a response header (case-insensitive name), copied into out; NULL when absent. */
+static const char *reply_header(const struct reply *r, const char *name, char *out, size_t n)
+{
+    size_t nlen = strlen(name);
+    for (const char *line = strstr(r->head, "\r\n"); line; line = strstr(line, "\r\n")) {
+        line += 2;
+        if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+            const char *v = line + nlen + 1;
+            while (*v == ' ') {
+                v++;
+            }
+            const char *end = strstr(v, "\r\n");
+            size_t len = end ? (size_t)(end - v) : strlen(v);
+            snprintf(out, n, "%.*s", (int)len, v);
+            return out;
+        }
+    }
+    return NULL;
+}
+
+static void request(unsigned port, const char *method, const char *target, const char *extra,
+                    const char *body, size_t body_len, struct reply *r)
+{
+    int fd = connect_port(port);
+    struct buf req;
+    buf_init(&req, 0);
+    buf_appendf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s", method,
+                target, extra ? extra : "");
+    if (body) {
+        buf_appendf(&req, "Content-Length: %zu\r\n", body_len);
+    }
+    buf_appends(&req, "\r\n");
+    send_all(fd, req.data, req.len);
+    if (body) {
+        send_all(fd, body, body_len);
+    }
+    buf_release(&req);
+    read_reply(fd, r);
+}
+
+static void get(unsigned port, const char *target, struct reply *r)
+{
+    request(port, "GET", target, NULL, NULL, 0, r);
+}
+
+/* Checks that the body is {"error": code, "message": <non-empty string>}. */
+static void assert_error_body(const struct reply *r, const char *code)
+{
+    json_error_t jerr;
+    json_t *o = json_loads(r->body, 0, &jerr);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "error")), code);
+    const char *msg = json_string_value(json_object_get(o, "message"));
+    assert_non_null(msg);
+    assert_true(strlen(msg) > 0);
+    json_decref(o);
+}
+
+/* ---- handlers ---- */
+
+static void h_echo_params(struct http_exchange *ex, void *ctx)
+{
+    (void)ctx;
+    json_t *o = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?}", "path", http_path(ex), "a",
+                          http_param(ex, 0), "b", http_param(ex, 1), "q", http_query(ex, "q"),
+                          "token", http_bearer(ex));
+    http_respond_json(ex, 200, o);
+}
+
+static void h_echo_body(struct http_exchange *ex, void *ctx)
+{
+    (void)ctx;
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    assert_int_equal(strlen(body), len); /* NUL-terminated */
+    http_add_header(ex, "X-Body-Len", "set");
+    http_respond(ex, 201, "text/plain", body, len);
+}
+
+/* Async: the handler only records the exchange; the test thread answers. */
+static _Atomic(struct http_exchange *) parked;
+
+static void h_park(struct http_exchange *ex, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&parked, ex);
+}
+
+static struct http_exchange *wait_parked(void)
+{
+    for (int i = 0; i < WAIT_MS; i++) {
+        struct http_exchange *ex = atomic_exchange(&parked, NULL);
+        if (ex) {
+            return ex;
+        }
+        struct timespec ts = {.tv_nsec = 1000000};
+        nanosleep(&ts, NULL); /* polling interval for the condition, not a stand-in for it */
+    }
+    fail_msg("the handler was not called");
+    return NULL;
+}
+
+/* Async from a fresh thread that answers at once: races the handler's return. */
+static void *answer_thread(void *arg)
+{
+    struct http_exchange *ex = arg;
+    const char *id = http_param(ex, 0);
+    char body[64];
+    snprintf(body, sizeof body, "{\"id\":\"%s\"}", id);
+    http_respond(ex, 200, NULL, body, strlen(body));
+    return NULL;
+}
+
+static void h_race(struct http_exchange *ex, void *ctx)
+{
+    (void)ctx;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, answer_thread, ex), 0);
+    pthread_detach(t);
+}
+
+static atomic_bool is_ready_flag;
+
+static bool ready_fn(void *ctx, const char **reason)
+{
+    (void)ctx;
+    if (!atomic_load(&is_ready_flag)) {
+        *reason = "broker unreachable";
+        return false;
+    }
+    return true;
+}
+
+/* ---- fixture ---- */
+
+static char static_dir[256];
+
+static void write_file(const char *rel, const char *content)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", static_dir, rel);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+}
+
+static struct http_server *start_server(unsigned threads)
+{
+    struct http_server_options o = {.listen = "127.0.0.1:0", .threads = threads,
+                                    .max_body_bytes = 1024, .ready = ready_fn};
+    struct http_server *s = http_server_new(&o);
+    http_server_route(s, "GET", "/v1/items/{}/parts/{}", h_echo_params, NULL, 0);
+    http_server_route(s, "GET", "/v1/items/{}", h_echo_params, NULL, 0);
+    http_server_route(s, "DELETE", "/v1/items/{}", h_echo_params, NULL, 0);
+    http_server_route(s, "POST", "/v1/echo", h_echo_body, NULL, 0);
+    http_server_route(s, "POST", "/v1/big", h_echo_body, NULL, 100000);
+    http_server_route(s, "POST", "/v1/park", h_park, NULL, 0);
+    http_server_route(s, "GET", "/v1/race/{}", h_race, NULL, 0);
+    http_server_static(s, "/ui/", static_dir);
+    char err[256];
+    assert_int_equal(http_server_start(s, err, sizeof err), 0);
+    assert_true(http_server_port(s) > 0);
+    return s;
+}
+
+static int setup(void **state)
+{
+    snprintf(static_dir, sizeof static_dir, "/tmp/test_http_server.%d", (int)getpid());
+    assert_int_equal(mkdir(static_dir, 0700), 0);
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/img", static_dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    write_file("index.html", "<!doctype html><title>t</title>");
+    write_file("app.js", "console.log(1);");
+    write_file("style.css", "body{}");
+    write_file("img/logo.svg", "<svg/>");
+    write_file("img/dot.png", "PNG");
+    write_file("data.json", "{}");
+    char link[300];
+    snprintf(link, sizeof link, "%s/escape", static_dir);
+    assert_int_equal(symlink("/etc/passwd", link), 0);
+    atomic_store(&is_ready_flag, true);
+    *state = start_server(2);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    http_server_free(*state, 1000);
+    const char *files[] = {"index.html", "app.js", "style.css", "img/logo.svg", "img/dot.png",
+                           "data.json", "escape", "img", ""};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", static_dir, files[i]);
+        remove(path);
+    }
+    return 0;
+}
+
+static unsigned port_of(void **state)
+{
+    return http_server_port(*state);
+}
+
+/* ---- tests ---- */
+
+static void test_route_captures_segments_and_query(void **state)
+{
+    struct reply r;
+    request(port_of(state), "GET", "/v1/items/abc/parts/42?q=x%20y",
+            "Authorization: Bearer tok123\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "path")), "/v1/items/abc/parts/42");
+    assert_string_equal(json_string_value(json_object_get(o, "a")), "abc");
+    assert_string_equal(json_string_value(json_object_get(o, "b")), "42");
+    assert_string_equal(json_string_value(json_object_get(o, "q")), "x y");
+    assert_string_equal(json_string_value(json_object_get(o, "token")), "tok123");
+    json_decref(o);
+    reply_release(&r);
+
+    get(port_of(state), "/v1/items/only", &r);
+    assert_int_equal(r.status, 200);
+    o = json_loads(r.body, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(o, "a")), "only");
+    assert_true(json_is_null(json_object_get(o, "b")));
+    assert_true(json_is_null(json_object_get(o, "token")));
+    json_decref(o);
+    reply_release(&r);
+}
+
+static void test_unknown_path_is_404_json(void **state)
+{
+    struct reply r;
+    get(port_of(state), "/v1/nothing/here", &r);
+    assert_int_equal(r.status, 404);
+    char v[128];
+    assert_non_null(reply_header(&r, "Content-Type", v, sizeof v));
+    assert_string_equal(v, "application/json");
+    assert_error_body(&r, "not_found");
+    reply_release(&r);
+    /* a pattern segment must match in full */
+    get(port_of(state), "/v1/items/a/parts", &r);
+    assert_int_equal(r.status, 404);
+    reply_release(&r);
+}
+
+static void test_other_method_is_405_with_allow(void **state)
+{
+    struct reply r;
+    request(port_of(state), "PUT", "/v1/items/abc", NULL, "{}", 2, &r);
+    assert_int_equal(r.status, 405);
+    char v[128];
+    assert_non_null(reply_header(&r, "Allow", v, sizeof v));
+    assert_string_equal(v, "GET, DELETE");
+    assert_error_body(&r, "method_not_allowed");
+    reply_release(&r);
+}
+
+static void test_body_within_cap_reaches_handler(void **state)
+{
+    struct reply r;
+    const char body[] = "{\"hello\":\"world\"}";
+    request(port_of(state), "POST", "/v1/echo", NULL, body, sizeof body - 1, &r);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(r.body, body);
+    char v[64];
+    assert_non_null(reply_header(&r, "X-Body-Len", v, sizeof v));
+    reply_release(&r);
+
+    /* a per-route cap larger than the server default */
+    char *big = xmalloc(50000);
+    memset(big, 'x', 50000);
+    request(port_of(state), "POST", "/v1/big", NULL, big, 50000, &r);
+    assert_int_equal(r.status, 201);
+    assert_int_equal(r.body_len, 50000);
+    reply_release(&r);
+    free(big);
+}
+
+static void test_content_length_over_cap_is_413_before_body(void **state)
+{
+    /* Only the headers are sent: the answer must come without the body being read. */
+    int fd = connect_port(port_of(state));
+    const char req[] = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                       "Connection: close\r\n\r\n";
+    send_all(fd, req, sizeof req - 1);
+    struct reply r;
+    read_reply(fd, &r);
+    assert_int_equal(r.status, 413);
+    assert_error_body(&r, "too_large");
+    reply_release(&r);
+}
+
+static void test_chunked_body_over_cap_is_413(void **state)
+{
+    int fd = connect_port(port_of(state));
+    const char head[] = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                        "Connection: close\r\n\r\n";
+    send_all(fd, head, sizeof head - 1);
+    char chunk[600];
+    memset(chunk, 'a', sizeof chunk);
+    for (int i = 0; i < 3; i++) { /* 1800 bytes > 1024 */
+        char size[16];
+        snprintf(size, sizeof size, "%zx\r\n", sizeof chunk);
+        send_all(fd, size, strlen(size));
+        send_all(fd, chunk, sizeof chunk);
+        send_all(fd, "\r\n", 2);
+    }
+    send_all(fd, "0\r\n\r\n", 5);
+    struct reply r;
+    read_reply(fd, &r);
+    assert_int_equal(r.status, 413);
+    assert_error_body(&r, "too_large");
+    reply_release(&r);
+}
+
+static void test_async_answer_from_another_thread(void **state)
+{
+    int fd = connect_port(port_of(state));
+    const char req[] = "POST /v1/park HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                       "Connection: close\r\n\r\n{}";
+    send_all(fd, req, sizeof req - 1);
+    struct http_exchange *ex = wait_parked();
+    /* Still waiting: nothing was answered yet. */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 50), 0);
+    http_add_header(ex, "Retry-After", "7");
+    http_respond_error(ex, 503, "unavailable", json_pack("{s:i}", "attempt", 3), "Try in %d s.",
+                       7);
+    struct reply r;
+    read_reply(fd, &r);
+    assert_int_equal(r.status, 503);
+    char v[32];
+    assert_non_null(reply_header(&r, "Retry-After", v, sizeof v));
+    assert_string_equal(v, "7");
+    assert_error_body(&r, "unavailable");
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(o, "attempt")), 3);
+    assert_string_equal(json_string_value(json_object_get(o, "message")), "Try in 7 s.");
+    json_decref(o);
+    reply_release(&r);
+}
+
+static void test_answer_racing_handler_return(void **state)
+{
+    /* 200 requests whose answer comes from a new thread at once, racing the suspension. Eight
+     * connections at a time. */
+    enum { TOTAL = 200, PARALLEL = 8 };
+    for (int i = 0; i < TOTAL; i += PARALLEL) {
+        int fds[PARALLEL];
+        for (int k = 0; k < PARALLEL; k++) {
+            fds[k] = connect_port(port_of(state));
+            char req[128];
+            snprintf(req, sizeof req, "GET /v1/race/r%d HTTP/1.1\r\nHost: x\r\n"
+                                      "Connection: close\r\n\r\n", i + k);
+            send_all(fds[k], req, strlen(req));
+        }
+        for (int k = 0; k < PARALLEL; k++) {
+            struct reply r;
+            read_reply(fds[k], &r);
+            assert_int_equal(r.status, 200);
+            char want[64];
+            snprintf(want, sizeof want, "{\"id\":\"r%d\"}", i + k);
+            assert_string_equal(r.body, want);
+            reply_release(&r);
+        }
+    }
+}
+
+static void test_healthz_readyz_metrics(void **state)
+{
+    struct reply r;
+    get(port_of(state), "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"status\":\"ok\"}");
+    reply_release(&r);
+
+    get(port_of(state), "/readyz", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"status\":\"ready\"}");
+    reply_release(&r);
+
+    atomic_store(&is_ready_flag, false);
+    get(port_of(state), "/readyz", &r);
+    atomic_store(&is_ready_flag, true);
+    assert_int_equal(r.status, 503);
+    assert_error_body(&r, "not_ready");
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(o, "message")), "broker unreachable");
+    json_decref(o);
+    reply_release(&r);
+
+    get(port_of(state), "/metrics", &r);
+    assert_int_equal(r.status, 200);
+    char v[128];
+    assert_non_null(reply_header(&r, "Content-Type", v, sizeof v));
+    assert_string_equal(v, "text/plain; version=0.0.4");
+    /* The route pattern, not the raw path, is the label; the /readyz requests above count. */
+    assert_non_null(strstr(r.body, "http_requests_total{route=\"/readyz\",method=\"GET\","
+                                   "status=\"2xx\"}"));
+    assert_non_null(strstr(r.body, "http_requests_total{route=\"/readyz\",method=\"GET\","
+                                   "status=\"5xx\"}"));
+    assert_non_null(strstr(r.body, "http_request_duration_seconds_bucket{route=\"/healthz\""));
+    assert_null(strstr(r.body, "/v1/items/abc"));
+    reply_release(&r);
+}
+
+static void assert_static(unsigned port, const char *target, const char *type, const char *body)
+{
+    struct reply r;
+    get(port, target, &r);
+    assert_int_equal(r.status, 200);
+    char v[512];
+    assert_non_null(reply_header(&r, "Content-Type", v, sizeof v));
+    assert_string_equal(v, type);
+    assert_string_equal(r.body, body);
+    assert_non_null(reply_header(&r, "Content-Security-Policy", v, sizeof v));
+    assert_string_equal(v, "default-src 'self'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                           "base-uri 'none'");
+    assert_non_null(reply_header(&r, "X-Content-Type-Options", v, sizeof v));
+    assert_string_equal(v, "nosniff");
+    assert_non_null(reply_header(&r, "Referrer-Policy", v, sizeof v));
+    assert_string_equal(v, "no-referrer");
+    assert_non_null(reply_header(&r, "X-Frame-Options", v, sizeof v));
+    assert_string_equal(v, "DENY");
+    reply_release(&r);
+}
+
+static void test_static_files_with_types_and_security_headers(void **state)
+{
+    unsigned p = port_of(state);
+    assert_static(p, "/ui/", "text/html; charset=utf-8", "<!doctype html><title>t</title>");
+    assert_static(p, "/ui/index.html", "text/html; charset=utf-8",
+                  "<!doctype html><title>t</title>");
+    assert_static(p, "/ui/app.js", "text/javascript; charset=utf-8", "console.log(1);");
+    assert_static(p, "/ui/style.css", "text/css; charset=utf-8", "body{}");
+    assert_static(p, "/ui/img/logo.svg", "image/svg+xml", "<svg/>");
+    assert_static(p, "/ui/img/dot.png", "image/png", "PNG");
+    assert_static(p, "/ui/data.json", "application/json", "{}");
+    struct reply r;
+    get(p, "/ui/missing.js", &r);
+    assert_int_equal(r.status, 404);
+    assert_error_body(&r, "not_found");
+    reply_release(&r);
+}
+
+static void test_static_path_traversal_is_refused(void **state)
+{
+    const char *attempts[] = {
+        "/ui/../../../../etc/passwd", "/ui/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/ui/img/../../../etc/passwd", "/ui/..%2f..%2f..%2fetc%2fpasswd",
+        "/ui/escape", /* a symlink pointing outside the directory */
+        "/ui/img/..\\..\\etc\\passwd",
+    };
+    for (size_t i = 0; i < sizeof attempts / sizeof attempts[0]; i++) {
+        struct reply r;
+        get(port_of(state), attempts[i], &r);
+        assert_int_not_equal(r.status, 200);
+        assert_null(strstr(r.body, "root:"));
+        reply_release(&r);
+    }
+}
+
+static void test_oversized_headers_are_refused(void **state)
+{
+    /* Just over the per-connection memory limit (64 KiB): libmicrohttpd answers itself. */
+    enum { N = 66 * 1024 };
+    char *big = xmalloc(N + 64);
+    memcpy(big, "X-Big: ", 7);
+    memset(big + 7, 'b', N);
+    memcpy(big + 7 + N, "\r\n", 3);
+    struct reply r;
+    request(port_of(state), "GET", "/healthz", big, NULL, 0, &r);
+    free(big);
+    assert_int_equal(r.status, 431);
+    reply_release(&r);
+}
+
+static void test_port_in_use_fails_with_reason(void **state)
+{
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", port_of(state));
+    struct http_server_options o = {.listen = listen};
+    struct http_server *s = http_server_new(&o);
+    char err[256] = "";
+    assert_int_equal(http_server_start(s, err, sizeof err), -1);
+    assert_true(strlen(err) > 0);
+    http_server_free(s, 0);
+
+    struct http_server_options bad = {.listen = "nonsense"};
+    s = http_server_new(&bad);
+    assert_int_equal(http_server_start(s, err, sizeof err), -1);
+    http_server_free(s, 0);
+}
+
+static void test_free_answers_pending_503_and_late_respond_is_safe(void **state)
+{
+    (void)state;
+    struct http_server *s = start_server(1);
+    int fd = connect_port(http_server_port(s));
+    const char req[] = "POST /v1/park HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                       "Connection: close\r\n\r\n{}";
+    send_all(fd, req, sizeof req - 1);
+    struct http_exchange *ex = wait_parked();
+    http_server_free(s, 50);
+    struct reply r;
+    read_reply(fd, &r);
+    assert_int_equal(r.status, 503);
+    assert_error_body(&r, "shutting_down");
+    reply_release(&r);
+    /* The handler answers after all: ignored, and frees the exchange (ASan checks). */
+    http_respond(ex, 200, NULL, "{}", 2);
+}
+
+int main(void)
+{
+    log_init("test_http_server", LOG_LEVEL_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route_captures_segments_and_query),
+        cmocka_unit_test(test_unknown_path_is_404_json),
+        cmocka_unit_test(test_other_method_is_405_with_allow),
+        cmocka_unit_test(test_body_within_cap_reaches_handler),
+        cmocka_unit_test(test_content_length_over_cap_is_413_before_body),
+        cmocka_unit_test(test_chunked_body_over_cap_is_413),
+        cmocka_unit_test(test_async_answer_from_another_thread),
+        cmocka_unit_test(test_answer_racing_handler_return),
+        cmocka_unit_test(test_healthz_readyz_metrics),
+        cmocka_unit_test(test_static_files_with_types_and_security_headers),
+        cmocka_unit_test(test_static_path_traversal_is_refused),
+        cmocka_unit_test(test_oversized_headers_are_refused),
+        cmocka_unit_test(test_port_in_use_fails_with_reason),
+        cmocka_unit_test(test_free_answers_pending_503_and_late_respond_is_safe),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# make run: the whole product in the foreground on embedded defaults.
+#
+#   embedded broker (var/broker) or BUS_BOOTSTRAP, private PostgreSQL (var/pg) or DATABASE_URL,
+#   busctl apply, the bus (publisher, dispatcher), every service, the game server stub and
+#   simulated login servers (LOGINSIM_RATE logins/s, default 5; 0 = none).
+#
+# SIGINT or SIGTERM stops everything it started within 10 s. Logs go to var/log/<name>.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VAR=$ROOT/var
+LOGDIR=$VAR/log
+mkdir -p "$LOGDIR" "$VAR/outbox"
+
+export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-dev-signing-secret}
+export AUTH_SECRET=${AUTH_SECRET:-dev-auth-secret}
+LOGINSIM_RATE=${LOGINSIM_RATE:-5}
+
+PIDS=()
+NAMES=()
+PG_STARTED=0
+STOPPING=0
+
+say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }
+
+stop_all() {
+  [ "$STOPPING" = 1 ] && return
+  STOPPING=1
+  say "stopping..."
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${PIDS[$i]}" 2>/dev/null
+  done
+  local deadline=$((SECONDS + 8))
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    while kill -0 "${PIDS[$i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -KILL "${PIDS[$i]}" 2>/dev/null
+  done
+  if [ "$PG_STARTED" = 1 ]; then tools/pg.sh stop "$VAR/pg" >/dev/null 2>&1; fi
+  say "stopped."
+}
+trap 'stop_all; exit 0' INT TERM
+trap 'stop_all' EXIT
+
+# start NAME CMD... : starts a process in the background with its log under var/log.
+start() {
+  local name=$1
+  shift
+  if [ ! -x "$1" ]; then
+    say "skipping $name: $1 is not built"
+    return 1
+  fi
+  "$@" >>"$LOGDIR/$name.log" 2>&1 &
+  PIDS+=($!)
+  NAMES+=("$name")
+}
+
+# wait_url NAME URL: waits until URL answers 200 (the process's /readyz), up to 30 s.
+wait_url() {
+  local name=$1 url=$2 i
+  for ((i = 0; i < 300; i++)); do
+    curl -fs -o /dev/null --max-time 1 "$url" && return 0
+    local pid=${PIDS[${#PIDS[@]} - 1]}
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "$name exited; last lines of $LOGDIR/$name.log:"
+      tail -n 20 "$LOGDIR/$name.log"
+      exit 1
+    fi
+    sleep 0.1
+  done
+  say "$name did not become ready at $url; see $LOGDIR/$name.log"
+  exit 1
+}
+
+# wait_port NAME PORT
+wait_port() {
+  local name=$1 port=$2 i
+  for ((i = 0; i < 300; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  say "$name did not open port $port; see $LOGDIR/$name.log"
+  exit 1
+}
+
+# 1. PostgreSQL
+if [ -z "${DATABASE_URL:-}" ]; then
+  if [ -x tools/pg.sh ]; then
+    tools/pg.sh start "$VAR/pg" 55432 >>"$LOGDIR/postgres.log" 2>&1 || {
+      say "PostgreSQL did not start; see $LOGDIR/postgres.log"; exit 1; }
+    PG_STARTED=1
+    export DATABASE_URL=postgresql://bus@127.0.0.1:55432/bus
+  fi
+fi
+
+# 2. Broker
+if [ -z "${BUS_BOOTSTRAP:-}" ]; then
+  if [ -x bin/bus-broker ]; then
+    start bus-broker bin/bus-broker && wait_port bus-broker 9092
+    export BUS_BOOTSTRAP=127.0.0.1:9092
+  else
+    rm -f "$VAR/mock.bootstrap"
+    start bus-mock bin/bus-mock --bootstrap-file "$VAR/mock.bootstrap" --bus-config config/bus
+    for ((i = 0; i < 100; i++)); do [ -s "$VAR/mock.bootstrap" ] && break; sleep 0.1; done
+    export BUS_BOOTSTRAP=$(cat "$VAR/mock.bootstrap")
+    say "no embedded broker built: using librdkafka's mock cluster at $BUS_BOOTSTRAP (memory only)"
+  fi
+fi
+
+# 3. Topics
+if [ -x bin/busctl ]; then
+  bin/busctl apply config/bus >>"$LOGDIR/busctl.log" 2>&1 || say "busctl apply failed; see $LOGDIR/busctl.log"
+fi
+
+# 4. Services first (so the dispatcher finds its endpoints), then the bus.
+start gamesim bin/gamesim && wait_url gamesim http://127.0.0.1:8109/healthz
+start ipcheck bin/ipcheck && wait_url ipcheck http://127.0.0.1:8101/readyz
+start history bin/history && wait_url history http://127.0.0.1:8102/readyz
+start guard bin/guard && wait_url guard http://127.0.0.1:8103/readyz
+start notify bin/notify && wait_url notify http://127.0.0.1:8104/readyz
+start campaign bin/campaign && wait_url campaign http://127.0.0.1:8105/readyz
+start bus-publisher bin/bus-publisher && wait_url bus-publisher http://127.0.0.1:8080/readyz
+start bus-dispatcher bin/bus-dispatcher && wait_url bus-dispatcher http://127.0.0.1:8081/healthz
+
+if [ "$LOGINSIM_RATE" != 0 ]; then
+  LOGINSIM_RATE=$LOGINSIM_RATE start loginsim bin/loginsim
+fi
+
+cat <<EOF
+
+  The product is running (logs: var/log/*.log; Ctrl-C stops everything).
+
+  Publish a login:
+    curl -s -H 'Authorization: Bearer dev-login-token' -H 'Content-Type: application/json' \\
+      -d '{"account_id":"alice","ip":"8.8.8.8","ts":"$(date -u +%Y-%m-%dT%H:%M:%SZ)"}' \\
+      http://127.0.0.1:8080/v1/topics/login/events
+  A player's history (mint a token first):
+    TOKEN=\$(bin/mktoken player alice)
+    curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8102/v1/accounts/alice/logins
+  Lock on logins from abroad, then look at the status:
+    curl -s -X PUT -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+      -d '{"action":"lock","channels":["email"]}' http://127.0.0.1:8103/v1/accounts/alice/policy
+    curl -s http://127.0.0.1:8103/v1/accounts/alice/status
+  Unlock as support staff:
+    STAFF=\$(bin/mktoken staff sam)
+    curl -s -X POST -H "Authorization: Bearer \$STAFF" -H 'Content-Type: application/json' \\
+      -d '{"reason":"verified by phone"}' http://127.0.0.1:8103/v1/support/accounts/alice/unlock
+  Pages: player http://127.0.0.1:8102/  support http://127.0.0.1:8103/support/
+  Bus dashboard: http://127.0.0.1:8081/   metrics: http://127.0.0.1:8081/metrics
+  Emails: var/outbox/   in-game messages and kicks: http://127.0.0.1:8109/v1/received
+
+EOF
+
+# Stay in the foreground until a signal, until a process dies, or until our parent (make) is
+# gone: `kill <make's pid>` then also stops everything.
+PARENT=$PPID
+while :; do
+  if ! kill -0 "$PARENT" 2>/dev/null; then
+    exit 0
+  fi
+  for i in "${!PIDS[@]}"; do
+    if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+      say "${NAMES[$i]} exited; see $LOGDIR/${NAMES[$i]}.log"
+      tail -n 20 "$LOGDIR/${NAMES[$i]}.log"
+      exit 1
+    fi
+  done
+  sleep 1 &
+  wait $!
+done
