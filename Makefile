@@ -92,6 +92,10 @@ build/fuzz/fuzz_broker_decode: tests/fuzz/fuzz_broker_decode.c $(FUZZ_broker_dec
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
 fuzz: build/fuzz/fuzz_broker_decode
+build/fuzz/fuzz_jschema: tests/fuzz/fuzz_jschema.c $(LIB_SRCS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
+fuzz: build/fuzz/fuzz_jschema
 
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit

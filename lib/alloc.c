@@ -10,7 +10,8 @@
 static void oom(size_t n)
 {
     char msg[96];
-    int len = snprintf(msg, sizeof msg, "{\"level\":\"error\",\"msg\":\"out of memory (%zu bytes)\"}\n", n);
+    int len = snprintf(msg, sizeof msg,
+                       "{\"level\":\"error\",\"msg\":\"out of memory (%zu bytes)\"}\n", n);
     if (len > 0) {
         ssize_t w = write(2, msg, (size_t)len);
         (void)w;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,13 @@ static void usage(const char *name, const char *env_prefix)
            name, env_prefix, env_prefix);
 }
 
+/* Frees what app_init allocated when main is going to return without app_release. */
+static int finish_early(struct app *app, int rc)
+{
+    app_release(app);
+    return rc;
+}
+
 int app_init(struct app *app, int argc, char **argv, const char *name, const char *env_prefix,
              const struct config_def *defs)
 {
@@ -36,56 +44,75 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
     log_init(name, LOG_LEVEL_INFO);
 
     size_t n = 0;
-    while (defs[n].key)
+    while (defs && defs[n].key)
         n++;
     size_t n_auto = sizeof AUTO_DEFS / sizeof AUTO_DEFS[0];
     app->defs_owned = xcalloc(n + n_auto + 1, sizeof *app->defs_owned);
-    memcpy(app->defs_owned, defs, n * sizeof *defs);
-    memcpy(app->defs_owned + n, AUTO_DEFS, sizeof AUTO_DEFS);
+    if (n)
+        memcpy(app->defs_owned, defs, n * sizeof *defs);
+    /* A process may declare an automatic key itself (e.g. another default): its entry wins. */
+    for (size_t i = 0; i < n_auto; i++) {
+        bool declared = false;
+        for (size_t j = 0; j < n; j++)
+            declared = declared || strcmp(defs[j].key, AUTO_DEFS[i].key) == 0;
+        if (!declared)
+            app->defs_owned[n++] = AUTO_DEFS[i];
+    }
 
     for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) && i + 1 < argc) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--config") || !strcmp(arg, "-c")) {
+            if (i + 1 >= argc) {
+                log_error("%s needs a file name (try --help)", arg);
+                return finish_early(app, -1);
+            }
             path = argv[++i];
-        } else if (!strncmp(argv[i], "--config=", 9)) {
-            path = argv[i] + 9;
-        } else if (!strcmp(argv[i], "--check-config")) {
+        } else if (!strncmp(arg, "--config=", 9)) {
+            path = arg + 9;
+        } else if (!strcmp(arg, "--check-config")) {
             check_only = 1;
-        } else if (!strcmp(argv[i], "--config-doc")) {
+        } else if (!strcmp(arg, "--config-doc")) {
             doc = 1;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
             usage(name, env_prefix);
             app->exit_now = 1;
-            return 0;
+            return finish_early(app, 0);
         } else {
-            log_error("unknown argument \"%s\" (try --help)", argv[i]);
-            return -1;
+            log_error("unknown argument \"%s\" (try --help)", arg);
+            return finish_early(app, -1);
         }
     }
     if (doc) {
         config_write_markdown(app->defs_owned, env_prefix, stdout);
+        fflush(stdout);
         app->exit_now = 1;
-        return 0;
+        return finish_early(app, 0);
     }
     if (!path) {
         char var[128];
         snprintf(var, sizeof var, "%s_CONFIG", env_prefix);
         path = getenv(var);
+        if (path && !*path)
+            path = NULL;
     }
     if (config_load(&app->cfg, app->defs_owned, env_prefix, path, err, sizeof err) != 0) {
         log_error("configuration refused: %s", err);
-        return -1;
+        return finish_early(app, -1);
     }
     enum log_level level;
     if (log_level_parse(config_str(app->cfg, "log.level"), &level) != 0) {
         log_error("configuration refused: \"log.level\" must be debug, info, warn or error");
-        return -1;
+        return finish_early(app, -1);
     }
     log_init(name, level);
     if (check_only) {
         printf("configuration OK\n");
+        fflush(stdout);
         app->exit_now = 1;
-        return 0;
+        return finish_early(app, 0);
     }
+
+    config_log(app->cfg); /* a log always tells which settings were in force */
 
     /* A background job of a non-interactive shell starts with SIGINT ignored, and an ignored
      * signal is never pending: restore the defaults, then block so only sigwait sees them. */

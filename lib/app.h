@@ -12,7 +12,8 @@
  *
  * Command line: --config PATH (also env <PREFIX>_CONFIG), --help, --config-doc (prints the
  * configuration table as Markdown and exits 0), --check-config (validates and exits).
- * Every table gets "log.level" (debug|info|warn|error, default info) added automatically.
+ * Every table gets "log.level" (debug|info|warn|error, default info) added automatically. On a
+ * normal start the effective configuration is logged once (config_log, secrets redacted).
  * Signals SIGTERM, SIGINT and SIGHUP are blocked in every thread (call app_init before creating
  * threads) and delivered only through app_wait_signal(); SIGPIPE is ignored. */
 #ifndef APP_H
@@ -38,6 +39,8 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
 int app_wait_signal(struct app *app);
 /* Like app_wait_signal but gives up after timeout_ms and returns 0. */
 int app_wait_signal_for(struct app *app, long timeout_ms);
+/* Frees the configuration and the table. Safe after a failed app_init, after an exit_now return
+ * (app_init has then already released everything) and when called twice. */
 void app_release(struct app *app);
 
 /* Monotonic clock in milliseconds / seconds. */

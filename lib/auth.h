@@ -8,6 +8,10 @@
 
 #include <stddef.h>
 
+/* The development default of every service's auth_secret and of bin/mktoken. DEVELOPMENT ONLY:
+ * production sets AUTH_SECRET. */
+#define AUTH_DEV_SECRET "dev-only-auth-secret-change-me"
+
 enum auth_role { AUTH_NONE = 0, AUTH_PLAYER, AUTH_STAFF };
 
 struct auth_identity {

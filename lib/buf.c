@@ -88,25 +88,75 @@ int buf_appendf(struct buf *b, const char *fmt, ...)
     return rc;
 }
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, at most
+ * U+10FFFF), or 0 when the bytes there are not one. */
+static size_t utf8_seq_len(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        unsigned char lo = p[0] == 0xe0 ? 0xa0 : 0x80;
+        unsigned char hi = p[0] == 0xed ? 0x9f : 0xbf;
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
+            return 0;
+        return 3;
+    }
+    if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        unsigned char lo = p[0] == 0xf0 ? 0x90 : 0x80;
+        unsigned char hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
 int buf_append_json_string(struct buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     int rc = buf_append(b, "\"", 1);
-    const char *run = s;
-    for (const unsigned char *p = (const unsigned char *)s; !rc && *p; p++) {
+    const char *run = s; /* start of the bytes copied as they are */
+    const unsigned char *p = (const unsigned char *)s;
+    while (!rc && *p) {
         const char *esc = NULL;
         char u[7];
+        size_t seq = 1;
         switch (*p) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
         default:
             if (*p < 0x20) {
-                u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
-                u[4] = hex[*p >> 4]; u[5] = hex[*p & 15]; u[6] = '\0';
+                u[0] = '\\';
+                u[1] = 'u';
+                u[2] = '0';
+                u[3] = '0';
+                u[4] = hex[*p >> 4];
+                u[5] = hex[*p & 15];
+                u[6] = '\0';
                 esc = u;
+            } else if (*p >= 0x80) {
+                /* Invalid UTF-8 would make the whole line unparseable: replace the byte. The
+                 * checks stop at the NUL terminator, so they never read past the string. */
+                seq = utf8_seq_len(p);
+                if (seq == 0) {
+                    esc = "\\ufffd";
+                    seq = 1;
+                }
             }
         }
         if (esc) {
@@ -115,6 +165,7 @@ int buf_append_json_string(struct buf *b, const char *s)
                 rc = buf_appends(b, esc);
             run = (const char *)p + 1;
         }
+        p += seq;
     }
     if (!rc)
         rc = buf_appends(b, run);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -49,9 +50,9 @@ static json_t *parse_text(const struct config_def *d, const char *text)
         return json_real(v);
     }
     case CONFIG_BOOL:
-        if (!strcmp(text, "true") || !strcmp(text, "1") || !strcmp(text, "yes"))
+        if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "yes"))
             return json_true();
-        if (!strcmp(text, "false") || !strcmp(text, "0") || !strcmp(text, "no"))
+        if (!strcasecmp(text, "false") || !strcmp(text, "0") || !strcasecmp(text, "no"))
             return json_false();
         return NULL;
     }
@@ -81,8 +82,8 @@ static const char *type_name(enum config_type t)
 }
 
 /* Flattens nested objects into "a.b" keys; "kafka" subtrees go to kafka props. */
-static int flatten(struct config *c, json_t *obj, const char *prefix, const char *path,
-                   char *err, size_t err_len)
+static int flatten(struct config *c, json_t *obj, const char *prefix, const char *path, char *err,
+                   size_t err_len)
 {
     const char *k;
     json_t *v;
@@ -102,8 +103,7 @@ static int flatten(struct config *c, json_t *obj, const char *prefix, const char
                 free(txt);
             }
             if (!s) {
-                snprintf(err, err_len, "%s: \"%s\" must be a string, number or boolean", path,
-                         key);
+                snprintf(err, err_len, "%s: \"%s\" must be a string, number or boolean", path, key);
                 return -1;
             }
             json_object_set_new(c->kafka, key + 6, s);
@@ -166,8 +166,8 @@ static int check_range(const struct config_def *d, json_t *v, char *err, size_t 
     if (d->type == CONFIG_INT || d->type == CONFIG_DOUBLE) {
         double x = json_number_value(v);
         if (x < d->min || x > d->max) {
-            snprintf(err, err_len, "\"%s\" = %g is out of range [%g, %g]", d->key, x, d->min,
-                     d->max);
+            snprintf(err, err_len, "\"%s\" = %.15g is out of range [%.15g, %.15g]", d->key, x,
+                     d->min, d->max);
             return -1;
         }
     } else if (d->type == CONFIG_STRING && d->max > 0 &&
@@ -202,7 +202,10 @@ int config_load(struct config **out, const struct config_def *defs, const char *
         json_error_t je;
         c->file = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
         if (!c->file) {
-            snprintf(err, err_len, "%s:%d: %s", path, je.line, je.text);
+            if (je.line > 0)
+                snprintf(err, err_len, "%s:%d: %s", path, je.line, je.text);
+            else
+                snprintf(err, err_len, "%s", je.text); /* "unable to open PATH: reason" */
             goto fail;
         }
         if (!json_is_object(c->file)) {
@@ -294,11 +297,24 @@ void config_log(const struct config *c)
         json_t *v = json_object_get(c->values, d->key);
         if (!v)
             continue;
-        json_object_set_new(extra, d->key,
-                            (d->flags & CONFIG_SECRET) ? json_string("[redacted]") : json_incref(v));
+        json_object_set_new(
+            extra, d->key, (d->flags & CONFIG_SECRET) ? json_string("[redacted]") : json_incref(v));
     }
     log_at(LOG_LEVEL_INFO, NULL, NULL, extra, "configuration");
     json_decref(extra);
+}
+
+/* Writes text into a Markdown table cell: '|' escaped, newlines as spaces. */
+static void md_cell(FILE *out, const char *text)
+{
+    for (const char *p = text; *p; p++) {
+        if (*p == '|')
+            fputs("\\|", out);
+        else if (*p == '\n' || *p == '\r')
+            fputc(' ', out);
+        else
+            fputc(*p, out);
+    }
 }
 
 void config_write_markdown(const struct config_def *defs, const char *env_prefix, FILE *out)
@@ -312,13 +328,23 @@ void config_write_markdown(const struct config_def *defs, const char *env_prefix
         if (d->min != 0 || d->max != 0) {
             if (d->type == CONFIG_STRING)
                 snprintf(range, sizeof range, "≤ %g chars", d->max);
+            else if (d->type == CONFIG_INT)
+                snprintf(range, sizeof range, "%.0f – %.0f", d->min, d->max);
             else
                 snprintf(range, sizeof range, "%g – %g", d->min, d->max);
         }
-        fprintf(out, "| `%s` | `%s`%s%s%s | %s | %s%s%s | %s | %s%s |\n", d->key, name,
-                d->env ? ", `" : "", d->env ? d->env : "", d->env ? "`" : "", type_name(d->type),
-                d->default_value ? "`" : "", d->default_value ? d->default_value : "—",
-                d->default_value ? "`" : "", range, d->description ? d->description : "",
-                (d->flags & CONFIG_SECRET) ? " (secret)" : "");
+        fprintf(out, "| `%s` | `%s`", d->key, name);
+        if (d->env)
+            fprintf(out, ", `%s`", d->env);
+        fprintf(out, " | %s | ", type_name(d->type));
+        if (d->default_value && (d->flags & CONFIG_SECRET) && *d->default_value)
+            fputs("(secret)", out);
+        else if (d->default_value)
+            fprintf(out, "`%s`", d->default_value);
+        else
+            fputs((d->flags & CONFIG_REQUIRED) ? "required" : "—", out);
+        fprintf(out, " | %s | ", range);
+        md_cell(out, d->description ? d->description : "");
+        fprintf(out, "%s |\n", (d->flags & CONFIG_SECRET) ? " (secret)" : "");
     }
 }

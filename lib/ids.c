@@ -79,18 +79,21 @@ static bool is_lower_hex(const char *s, size_t n, bool *all_zero)
 
 int trace_parse(const char *tp, struct trace *out)
 {
-    /* https://www.w3.org/TR/trace-context/#traceparent-header-field-values */
+    /* https://www.w3.org/TR/trace-context/#traceparent-header-field-values: version 00 is
+     * exactly 55 characters; a later version may append fields after a '-', and "ff" is
+     * forbidden. */
     bool zero;
-    if (!tp || strlen(tp) < TRACEPARENT_LEN || strncmp(tp, "00-", 3) != 0 || tp[35] != '-' ||
-        tp[52] != '-')
+    if (!tp || strlen(tp) < TRACEPARENT_LEN || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')
+        return -1;
+    if (!is_lower_hex(tp, 2, &zero) || strncmp(tp, "ff", 2) == 0)
+        return -1;
+    if (strncmp(tp, "00", 2) == 0 ? tp[55] != '\0' : (tp[55] != '\0' && tp[55] != '-'))
         return -1;
     if (!is_lower_hex(tp + 3, 32, &zero) || zero)
         return -1;
     if (!is_lower_hex(tp + 36, 16, &zero) || zero)
         return -1;
     if (!is_lower_hex(tp + 53, 2, &zero))
-        return -1;
-    if (tp[55] != '\0')
         return -1;
     memcpy(out->trace_id, tp + 3, 32);
     out->trace_id[32] = '\0';

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -303,8 +304,11 @@ static size_t rx_bracket(const char *s, struct rx_out *o, const char **why)
     bool has_rbracket = false, has_dash = false, has_caret = false, has_backslash = false;
     struct rx_out body = {0};
     rx_put(&body, "");
+    bool after_class = false; /* the previous member was \d, \w or \s */
     for (;;) {
         char ch = s[i];
+        bool prev_class = after_class;
+        after_class = false;
         if (ch == '\0') {
             *why = "unterminated character class";
             goto fail;
@@ -319,12 +323,9 @@ static size_t rx_bracket(const char *s, struct rx_out *o, const char **why)
         }
         if (ch == '\\') {
             char e = s[i + 1];
-            if (e == 'd') {
-                rx_put(&body, "0-9");
-            } else if (e == 'w') {
-                rx_put(&body, "A-Za-z0-9_");
-            } else if (e == 's') {
-                rx_put(&body, "[:space:]");
+            if (e == 'd' || e == 'w' || e == 's') {
+                rx_put(&body, e == 'd' ? "0-9" : e == 'w' ? "A-Za-z0-9_" : "[:space:]");
+                after_class = true;
             } else if (e == 'D' || e == 'W' || e == 'S') {
                 *why = "negated classes (\\D \\W \\S) inside a character class are not supported";
                 goto fail;
@@ -333,8 +334,9 @@ static size_t rx_bracket(const char *s, struct rx_out *o, const char **why)
             } else if (e == 'u' || e == 'x') {
                 size_t n = 0;
                 long cp = rx_hex_escape(s + i, &n);
-                if (cp < 0 || cp >= 0x80) {
-                    *why = "only ASCII \\u/\\x escapes are supported in a character class";
+                if (cp <= 0 || cp >= 0x80) {
+                    *why = "only ASCII \\u/\\x escapes (not NUL) are supported in a character "
+                           "class";
                     goto fail;
                 }
                 if (cp == ']') {
@@ -373,8 +375,9 @@ static size_t rx_bracket(const char *s, struct rx_out *o, const char **why)
             *why = "POSIX bracket syntax ([: [. [=) is not ECMA-262";
             goto fail;
         }
-        if (ch == '-' && (body.len == 0 || s[i + 1] == ']')) {
-            has_dash = true; /* literal at either end */
+        bool next_is_class = s[i + 1] == '\\' && s[i + 2] != '\0' && strchr("dws", s[i + 2]);
+        if (ch == '-' && (body.len == 0 || s[i + 1] == ']' || prev_class || next_is_class)) {
+            has_dash = true; /* literal at either end or next to a class (Annex B) */
             i++;
             continue;
         }
@@ -447,16 +450,39 @@ static bool rx_is_quantifier_brace(const char *s, size_t *len)
     return true;
 }
 
-/* Returns the ERE (caller frees) or NULL with *why set. */
+/* glibc expands counted repetition by copying the repeated expression, so nested counts
+ * multiply; beyond this product a pattern is refused rather than allowed to exhaust memory. */
+#define RX_MAX_REPEAT 1000
+#define RX_MAX_GROUPS 32
+
+static unsigned long rx_brace_bound(const char *s)
+{
+    unsigned long lo = strtoul(s + 1, NULL, 10);
+    const char *comma = strchr(s, ',');
+    const char *close = strchr(s, '}');
+    if (comma != NULL && comma < close && comma[1] != '}') {
+        return strtoul(comma + 1, NULL, 10);
+    }
+    return lo;
+}
+
+/* Returns the ERE (caller frees) or NULL with *why set. ECMA syntax errors that ERE would
+ * accept with another meaning ("a++", "*a", unbalanced parentheses) are refused. */
 static char *rx_translate(const char *src, const char **why)
 {
     struct rx_out o = {0};
     rx_put(&o, "");
     bool after_quantifier = false;
+    bool can_quantify = false;         /* the previous token is an atom or a group */
+    unsigned long group_repeat[RX_MAX_GROUPS + 1] = {1}; /* largest count inside each group */
+    unsigned long last_repeat = 1;     /* repetition inside the previous atom */
+    int depth = 0;
     size_t i = 0;
     while (src[i] != '\0') {
         char ch = src[i];
         bool quantifier = false;
+        bool atom = true;
+        unsigned long atom_repeat = 1;
         if (ch == '\\') {
             char e = src[i + 1];
             size_t n = 2;
@@ -483,12 +509,13 @@ static char *rx_translate(const char *src, const char **why)
             case 'B':
                 rx_putc(&o, '\\'); /* word boundaries: a glibc extension to ERE */
                 rx_putc(&o, e);
+                atom = false;
                 break;
             case 'u':
             case 'x': {
                 long cp = rx_hex_escape(src + i, &n);
-                if (cp < 0) {
-                    *why = "malformed \\u or \\x escape";
+                if (cp <= 0) {
+                    *why = "malformed \\u or \\x escape, or NUL";
                     goto fail;
                 }
                 rx_put_codepoint(&o, cp);
@@ -528,28 +555,61 @@ static char *rx_translate(const char *src, const char **why)
             } else {
                 i++;
             }
+            if (depth == RX_MAX_GROUPS) {
+                *why = "groups nested too deeply";
+                goto fail;
+            }
+            group_repeat[++depth] = 1;
             rx_putc(&o, '(');
+            atom = false;
+        } else if (ch == ')') {
+            if (depth == 0) {
+                *why = "unbalanced parenthesis";
+                goto fail;
+            }
+            atom_repeat = group_repeat[depth--];
+            rx_putc(&o, ')');
+            i++;
+        } else if (ch == '|' || ch == '^' || ch == '$') {
+            rx_putc(&o, ch);
+            atom = false;
+            i++;
         } else if (ch == '.') {
             rx_put_negated(&o, "\n\r");
             i++;
         } else if (ch == '?' && after_quantifier) {
             i++; /* lazy quantifier: the same set of matches, and we only ask "any match?" */
-        } else if (ch == '*' || ch == '+' || ch == '?') {
-            rx_putc(&o, ch);
-            quantifier = true;
-            i++;
-        } else if (ch == '{') {
-            size_t n = 0;
-            if (rx_is_quantifier_brace(src + i, &n)) {
-                for (size_t k = 0; k < n; k++) {
-                    rx_putc(&o, src[i + k]);
-                }
-                quantifier = true;
-                i += n;
-            } else {
-                rx_put(&o, "\\{"); /* Annex B: a literal brace */
-                i++;
+            atom = false;
+        } else if (ch == '*' || ch == '+' || ch == '?' ||
+                   (ch == '{' && rx_is_quantifier_brace(src + i, &(size_t){0}))) {
+            if (!can_quantify) {
+                *why = "nothing to repeat";
+                goto fail;
             }
+            size_t n = 1;
+            unsigned long count = 1;
+            if (ch == '{') {
+                rx_is_quantifier_brace(src + i, &n);
+                count = rx_brace_bound(src + i);
+                count = count == 0 ? 1 : count;
+            }
+            unsigned long total = count > RX_MAX_REPEAT ? RX_MAX_REPEAT + 1 : last_repeat * count;
+            if (total > RX_MAX_REPEAT) {
+                *why = "repetition counts (multiplied through nesting) above 1000";
+                goto fail;
+            }
+            if (total > group_repeat[depth]) {
+                group_repeat[depth] = total;
+            }
+            for (size_t k = 0; k < n; k++) {
+                rx_putc(&o, src[i + k]);
+            }
+            quantifier = true;
+            atom = false;
+            i += n;
+        } else if (ch == '{') {
+            rx_put(&o, "\\{"); /* Annex B: a literal brace */
+            i++;
         } else if (ch == '}') {
             rx_put(&o, "\\}");
             i++;
@@ -558,6 +618,12 @@ static char *rx_translate(const char *src, const char **why)
             i++;
         }
         after_quantifier = quantifier;
+        can_quantify = atom;
+        last_repeat = atom ? atom_repeat : 1;
+    }
+    if (depth != 0) {
+        *why = "unbalanced parenthesis";
+        goto fail;
     }
     return o.buf;
 fail:
@@ -1037,13 +1103,17 @@ __attribute__((format(printf, 4, 5))) static int fail(struct jschema_error *e,
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    /* "%V" in fmt stands for the value; expanded here so callers stay printf-checked. */
+    /* VAL ("\x01") in fmt stands for the rendered value; expanded here so that the format
+     * string stays checked by the compiler. */
     char *mark = strstr(what, "\x01");
     if (mark != NULL) {
         *mark = '\0';
-        snprintf(e->message, sizeof e->message, "%s%s%s", what, shown, mark + 1);
+        int w = snprintf(e->message, sizeof e->message, "%s%s%s", what, shown, mark + 1);
+        if (w < 0 || (size_t)w >= sizeof e->message) {
+            memcpy(e->message + sizeof e->message - 4, "...", 4); /* cut, and say so */
+        }
     } else {
-        snprintf(e->message, sizeof e->message, "%s", what);
+        memcpy(e->message, what, sizeof e->message);
     }
     return 1;
 }

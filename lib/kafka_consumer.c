@@ -153,7 +153,8 @@ struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *gro
         {"session.timeout.ms", "10000"},
         {"heartbeat.interval.ms", "1000"},
         {"topic.metadata.refresh.interval.ms", "5000"},
-        {"queued.min.messages", "1000"},
+        {"queued.min.messages", "20000"},
+        {"fetch.wait.max.ms", "100"}, /* brokers that don't answer a fetch early (the mock) */
         {"socket.keepalive.enable", "true"},
     };
     if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
@@ -207,6 +208,7 @@ static struct kafka_record *record_copy(const rd_kafka_message_t *m)
     r->topic = xstrdup(rd_kafka_topic_name(m->rkt));
     r->partition = m->partition;
     r->offset = m->offset;
+    r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
     if (m->key != NULL) {
         r->key = xstrndup(m->key, m->key_len);
         r->key_len = m->key_len;

@@ -21,6 +21,7 @@ struct kafka_record {
     char *topic;
     int32_t partition;
     int64_t offset;
+    int64_t timestamp_ms; /* the record's timestamp (producer create time), or -1 */
     char *key; /* NUL-terminated copy, or NULL */
     size_t key_len;
     char *value; /* NUL-terminated copy */

@@ -2,6 +2,7 @@
  * (see metrics.h). Series are created under one lock and updated lock-free. */
 #include "metrics.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdatomic.h>
@@ -11,14 +12,16 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "log.h"
 
 enum kind { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM };
+static const char *const KIND_NAMES[] = {"counter", "gauge", "histogram"};
 
 struct metric {
     enum kind kind;
     char *name;
     char *help;
-    char *labels; /* "" when none */
+    char *labels;                /* "" when none */
     _Atomic uint64_t value_bits; /* double, as bits, for counters and gauges */
     double *bounds;
     size_t n_bounds;
@@ -29,7 +32,7 @@ struct metric {
 };
 
 static const double DEFAULT_BOUNDS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                        0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct metric *registry_head, *registry_tail; /* creation order */
@@ -73,6 +76,12 @@ static struct metric *get_or_create(enum kind kind, const char *name, const char
     for (m = registry_head; m; m = m->next) {
         if (strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0)
             break;
+    }
+    if (m && m->kind != kind) {
+        /* Two kinds under one name would make the exposition invalid: a programming error. */
+        log_error("metric %s{%s} requested as %s but registered as %s", name, labels,
+                  KIND_NAMES[kind], KIND_NAMES[m->kind]);
+        abort();
     }
     if (!m) {
         m = xcalloc(1, sizeof *m);
@@ -123,13 +132,15 @@ void metric_inc(struct metric *m)
 
 void metric_add(struct metric *m, double v)
 {
-    if (m->kind == KIND_HISTOGRAM)
-        return;
+    if (m->kind == KIND_HISTOGRAM || (m->kind == KIND_COUNTER && !(v >= 0)))
+        return; /* a counter only goes up */
     atomic_add_double(&m->value_bits, v);
 }
 
 void metric_set(struct metric *m, double v)
 {
+    if (m->kind != KIND_GAUGE)
+        return;
     atomic_store_explicit(&m->value_bits, double_to_bits(v), memory_order_relaxed);
 }
 
@@ -163,21 +174,84 @@ void metrics_on_render(void (*fn)(void *ctx), void *ctx)
     pthread_mutex_unlock(&registry_lock);
 }
 
-static void series(struct buf *out, const char *name, const char *suffix, const char *labels,
-                   const char *extra_label, double v)
+/* Shortest of %.15g / %.17g that reads back as v (like Go's strconv, which Prometheus uses). */
+static void format_double(char out[32], double v)
 {
-    buf_appends(out, name);
-    buf_appends(out, suffix);
+    snprintf(out, 32, "%.15g", v);
+    if (strtod(out, NULL) != v)
+        snprintf(out, 32, "%.17g", v);
+}
+
+static int append_value(struct buf *out, double v)
+{
+    char txt[32];
+    if (isnan(v))
+        return buf_appends(out, "NaN");
+    if (isinf(v))
+        return buf_appends(out, v > 0 ? "+Inf" : "-Inf");
+    format_double(txt, v);
+    return buf_appends(out, txt);
+}
+
+static int series(struct buf *out, const char *name, const char *suffix, const char *labels,
+                  const char *extra_label, double v)
+{
+    int rc = 0;
+    rc |= buf_appends(out, name);
+    rc |= buf_appends(out, suffix);
     if (*labels || extra_label) {
-        buf_appendf(out, "{%s%s%s}", labels, (*labels && extra_label) ? "," : "",
-                    extra_label ? extra_label : "");
+        rc |= buf_appendf(out, "{%s%s%s}", labels, (*labels && extra_label) ? "," : "",
+                          extra_label ? extra_label : "");
     }
-    buf_appendf(out, " %.15g\n", v);
+    rc |= buf_appends(out, " ");
+    rc |= append_value(out, v);
+    rc |= buf_appends(out, "\n");
+    return rc;
+}
+
+/* HELP text escapes backslash and newline (exposition format 0.0.4). */
+static int append_help(struct buf *out, const char *help)
+{
+    int rc = 0;
+    for (const char *p = help; *p && !rc; p++) {
+        if (*p == '\\')
+            rc = buf_appends(out, "\\\\");
+        else if (*p == '\n')
+            rc = buf_appends(out, "\\n");
+        else
+            rc = buf_append(out, p, 1);
+    }
+    return rc;
+}
+
+static int render_series(struct buf *out, struct metric *m)
+{
+    if (m->kind != KIND_HISTOGRAM)
+        return series(out, m->name, "", m->labels, NULL, metric_value(m));
+    int rc = 0;
+    uint64_t cumulative = 0;
+    char le[64], bound[32];
+    for (size_t i = 0; i <= m->n_bounds; i++) {
+        cumulative += atomic_load_explicit(&m->buckets[i], memory_order_relaxed);
+        if (i < m->n_bounds) {
+            format_double(bound, m->bounds[i]);
+            snprintf(le, sizeof le, "le=\"%s\"", bound);
+        } else {
+            snprintf(le, sizeof le, "le=\"+Inf\"");
+        }
+        rc |= series(out, m->name, "_bucket", m->labels, le, (double)cumulative);
+    }
+    rc |= series(out, m->name, "_sum", m->labels, NULL,
+                 bits_to_double(atomic_load_explicit(&m->sum_bits, memory_order_relaxed)));
+    /* _count from the same bucket loads, so it always equals the +Inf bucket. */
+    rc |= series(out, m->name, "_count", m->labels, NULL, (double)cumulative);
+    return rc;
 }
 
 int metrics_render(struct buf *out)
 {
     size_t nh;
+    int rc = 0;
     pthread_mutex_lock(&registry_lock);
     nh = n_hooks;
     pthread_mutex_unlock(&registry_lock);
@@ -185,37 +259,25 @@ int metrics_render(struct buf *out)
         hooks[i].fn(hooks[i].ctx);
 
     pthread_mutex_lock(&registry_lock);
-    for (struct metric *m = registry_head; m; m = m->next) {
-        bool first = true; /* HELP and TYPE once per name: at its first series */
+    for (struct metric *m = registry_head; m && !rc; m = m->next) {
+        bool first = true; /* each name is rendered as one group, at its first series */
         for (struct metric *p = registry_head; p != m; p = p->next) {
             if (strcmp(p->name, m->name) == 0) {
                 first = false;
                 break;
             }
         }
-        if (first) {
-            static const char *const types[] = {"counter", "gauge", "histogram"};
-            buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
-                        types[m->kind]);
-        }
-        if (m->kind != KIND_HISTOGRAM) {
-            series(out, m->name, "", m->labels, NULL, metric_value(m));
+        if (!first)
             continue;
+        rc |= buf_appendf(out, "# HELP %s ", m->name);
+        rc |= append_help(out, m->help);
+        rc |= buf_appendf(out, "\n# TYPE %s %s\n", m->name, KIND_NAMES[m->kind]);
+        for (struct metric *p = m; p; p = p->next) {
+            if (strcmp(p->name, m->name) == 0)
+                rc |= render_series(out, p);
         }
-        uint64_t cumulative = 0;
-        char le[64];
-        for (size_t i = 0; i <= m->n_bounds; i++) {
-            cumulative += atomic_load_explicit(&m->buckets[i], memory_order_relaxed);
-            if (i < m->n_bounds)
-                snprintf(le, sizeof le, "le=\"%.15g\"", m->bounds[i]);
-            else
-                snprintf(le, sizeof le, "le=\"+Inf\"");
-            series(out, m->name, "_bucket", m->labels, le, (double)cumulative);
-        }
-        series(out, m->name, "_sum", m->labels, NULL,
-               bits_to_double(atomic_load_explicit(&m->sum_bits, memory_order_relaxed)));
-        series(out, m->name, "_count", m->labels, NULL, (double)cumulative);
     }
     pthread_mutex_unlock(&registry_lock);
-    return 0;
+    /* A cut exposition must not be served: the caller answers 500 instead. */
+    return rc ? BUF_ETOOBIG : 0;
 }

@@ -7,8 +7,10 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "app.h"
 #include "broker.h"
 #include "http_server.h"
@@ -24,8 +26,8 @@ static const struct config_def BROKER_CONFIG[] = {
     {"data_dir", CONFIG_STRING, "var/broker", 0, 4000, 0, NULL,
      "Directory of the log, topic metadata and committed offsets."},
     {"fsync", CONFIG_STRING, "always", 0, 16, 0, NULL,
-     "always: fsync before answering acks=all (group commit per loop turn); interval: fsync "
-     "every fsync_interval_ms, acks=all waits for it; never: leave it to the OS."},
+     "always: fsync (in group-commit rounds) before answering acks=all; interval: fsync every "
+     "fsync_interval_ms, acks=all waits for it; never: leave it to the OS."},
     {"fsync_interval_ms", CONFIG_INT, "100", 1, 60000, 0, NULL,
      "Period of the interval fsync policy."},
     {"segment_bytes", CONFIG_INT, "67108864", 4096, 1073741824, 0, NULL,
@@ -34,9 +36,9 @@ static const struct config_def BROKER_CONFIG[] = {
      "Partitions of an auto-created topic and of CreateTopics with -1 partitions."},
     {"auto_create_topics", CONFIG_BOOL, "true", 0, 0, 0, NULL,
      "Create a topic when a client asks for its metadata (like Kafka's auto.create.topics.enable)."},
-    {"retention_ms", CONFIG_INT, "604800000", -1, 0, 0, NULL,
+    {"retention_ms", CONFIG_INT, "604800000", -1, 1e15, 0, NULL,
      "Default retention by age in ms (-1 = forever); whole segments are deleted."},
-    {"retention_bytes", CONFIG_INT, "-1", -1, 0, 0, NULL,
+    {"retention_bytes", CONFIG_INT, "-1", -1, 1e15, 0, NULL,
      "Default retention by size per partition in bytes (-1 = unlimited)."},
     {"retention_check_ms", CONFIG_INT, "30000", 10, 3600000, 0, NULL,
      "How often retention is enforced."},
@@ -50,10 +52,42 @@ static const struct config_def BROKER_CONFIG[] = {
      "A connection silent for this long is closed (Kafka's connections.max.idle.ms)."},
     {"group_initial_rebalance_delay_ms", CONFIG_INT, "0", 0, 60000, 0, NULL,
      "Wait this long for more members before the first generation of an empty group."},
+    {"topics", CONFIG_STRING, "", 0, 65536, 0, NULL,
+     "Topics to create at start when missing: \"name:partitions,name2:partitions\" (the bus "
+     "normally creates its topics with busctl apply)."},
     {"http.listen", CONFIG_STRING, "127.0.0.1:9093", 0, 200, 0, NULL,
      "Admin HTTP listener: /healthz, /readyz, /metrics. Empty = none."},
     CONFIG_DEF_END,
 };
+
+/* Creates the missing topics of a "name:partitions,..." list; -1 on a malformed list. */
+static int create_topics(struct broker *b, const char *list)
+{
+    if (!list || !list[0])
+        return 0;
+    char *copy = xstrdup(list), *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(tok, ':');
+        char *end = NULL;
+        long n = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || end == colon + 1 || *end || n < 1 || n > 10000) {
+            log_error("config key topics: expected name:partitions, got \"%s\"", tok);
+            rc = -1;
+            break;
+        }
+        *colon = 0;
+        if (store_topic_find(&b->store, tok))
+            continue;
+        char err[256];
+        if (store_topic_create(&b->store, tok, (int32_t)n, NULL, err, sizeof err) != 0) {
+            log_error("config key topics: cannot create %s: %s", tok, err);
+            rc = -1;
+        }
+    }
+    free(copy);
+    return rc;
+}
 
 static void *loop_main(void *arg)
 {
@@ -113,6 +147,8 @@ int main(int argc, char **argv)
         log_error("cannot start: %s", err);
         goto out;
     }
+    if (create_topics(&b, config_str(cfg, "topics")) != 0)
+        goto out;
     const char *hl = config_str(cfg, "http.listen");
     if (hl && hl[0]) {
         struct http_server_options ho = {.listen = hl, .threads = 1};

@@ -34,7 +34,7 @@ static const struct config_def defs[] = {
     {"routes", CONFIG_STRING, "", 0, 0, 0, NULL,
      "Comma-separated route names to run (empty = every route): to split routes between "
      "dispatcher processes."},
-    {"max_pending_per_partition", CONFIG_INT, "1000", 16, 100000, 0, NULL,
+    {"max_pending_per_partition", CONFIG_INT, "5000", 16, 100000, 0, NULL,
      "Events taken in but not finished per partition; beyond it the partition is paused."},
     {"http_connections", CONFIG_INT, "256", 1, 65536, 0, NULL,
      "Connections the delivery HTTP pool keeps open at most."},

@@ -109,8 +109,8 @@ struct route {
     bool is_dirty; /* something changed: scan for work */
     long long next_commit_ms, next_status_ms;
 
-    struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_in_flight,
-        *m_lag;
+    struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_age,
+        *m_in_flight, *m_lag;
     struct metric *m_delivered[600]; /* by status, created on first use */
 };
 
@@ -602,6 +602,12 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c)
     metric_observe(r->m_seconds, app_now_s() - ev->sent_at_s);
     if (c->status >= 200 && c->status < 300) {
         count_delivered(r, c->status);
+        if (ev->rec->timestamp_ms > 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            double age_s = (double)now.tv_sec + now.tv_nsec / 1e9 - ev->rec->timestamp_ms / 1e3;
+            metric_observe(r->m_age, age_s > 0 ? age_s : 0);
+        }
         breaker_note(r, true);
         if (c->status == 204) {
             metric_inc(r->m_no_content);
@@ -764,6 +770,14 @@ static void take_record(struct route *r, struct kafka_record *rec)
             kafka_consumer_seek(r->consumer, p->id, rec->offset);
         }
         kafka_record_free(rec); /* else a duplicate from before a seek */
+        return;
+    }
+    /* A dead letter replayed for another route (busctl dlq replay): not ours to deliver. */
+    const char *replay_for = kafka_record_header(rec, "x-bus-replay-route");
+    if (replay_for != NULL && strcmp(replay_for, r->name) != 0) {
+        offset_tracker_finish(&p->tracker, rec->offset);
+        kafka_record_free(rec);
+        r->is_dirty = true;
         return;
     }
     struct event *ev = xcalloc(1, sizeof *ev);
@@ -941,6 +955,10 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
     r->m_seconds = metrics_histogram("bus_dispatcher_delivery_seconds",
                                      "Time from sending a delivery to its answer.", labels, NULL,
                                      0);
+    r->m_age = metrics_histogram("bus_dispatcher_event_age_seconds",
+                                 "Time from the record's Kafka timestamp to its successful "
+                                 "delivery (end-to-end latency through the bus).",
+                                 labels, NULL, 0);
     r->m_in_flight =
         metrics_gauge("bus_dispatcher_in_flight", "Deliveries in flight per route.", labels);
     r->m_lag = metrics_gauge("bus_dispatcher_lag",

@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "app.h"
+#include "buf.h"
 #include "ids.h"
 #include "jschema.h"
 #include "log.h"
@@ -274,18 +275,29 @@ static void req_release(struct pub_req *r)
     struct ingest *in = r->in;
     int st = atomic_load(&r->status);
     if (st == KAFKA_OK) {
-        json_t *body;
         if (r->is_batch) {
             json_t *ids = json_array();
             for (size_t i = 0; i < r->n_events; i++)
                 json_array_append_new(ids, json_string(r->ids[i]));
-            body = json_pack("{s:s, s:I, s:o}", "topic", r->topic->name, "accepted",
-                             (json_int_t)r->n_events, "ids", ids);
+            json_t *body = json_pack("{s:s, s:I, s:o}", "topic", r->topic->name, "accepted",
+                                     (json_int_t)r->n_events, "ids", ids);
+            http_respond_json(r->ex, 202, body);
         } else {
-            body = json_pack("{s:s, s:s, s:i, s:I}", "id", r->ids[0], "topic", r->topic->name,
-                             "partition", (int)r->partition, "offset", (json_int_t)r->offset);
+            /* The hot path: formatted directly rather than built and dumped by jansson. */
+            struct buf b;
+            buf_init(&b, 1024);
+            int rc = buf_appends(&b, "{\"id\":");
+            rc |= buf_append_json_string(&b, r->ids[0]);
+            rc |= buf_appends(&b, ",\"topic\":");
+            rc |= buf_append_json_string(&b, r->topic->name);
+            rc |= buf_appendf(&b, ",\"partition\":%d,\"offset\":%lld}", (int)r->partition,
+                              (long long)r->offset);
+            if (rc == 0)
+                http_respond(r->ex, 202, NULL, b.data, b.len);
+            else
+                http_respond_error(r->ex, 500, "internal", NULL, "The answer did not fit.");
+            buf_release(&b);
         }
-        http_respond_json(r->ex, 202, body);
     } else if (st == KAFKA_TOO_LARGE) {
         reject(r->ex, r->tm, REJ_TOO_LARGE, 413, "too_large", NULL,
                "The broker refused the event as too large.");
@@ -410,9 +422,10 @@ static void request_trace(struct http_exchange *ex, char out[TRACEPARENT_LEN + 1
 {
     struct trace parent, child;
     const char *tp = http_header(ex, "traceparent");
-    if (tp == NULL || trace_parse(tp, &parent) != 0)
-        trace_new(&parent);
-    trace_child(&parent, &child);
+    if (tp != NULL && trace_parse(tp, &parent) == 0)
+        trace_child(&parent, &child);
+    else
+        trace_new(&child); /* a new trace's span is already ours */
     trace_format(&child, out);
     memcpy(trace_id, child.trace_id, 33);
 }

@@ -63,10 +63,14 @@ static bool is_ready(void *ctx, const char **reason)
 int main(int argc, char **argv)
 {
     struct app app;
-    if (app_init(&app, argc, argv, "bus-publisher", "PUBLISHER", defs) != 0)
+    if (app_init(&app, argc, argv, "bus-publisher", "PUBLISHER", defs) != 0) {
+        app_release(&app);
         return 2;
-    if (app.exit_now)
+    }
+    if (app.exit_now) {
+        app_release(&app);
         return 0;
+    }
 
     int rc = 1;
     struct busconf *bus = NULL;

@@ -312,7 +312,7 @@ class Broker:
 
 def start_broker(context, kind, topics=None):
     """mock: bin/bus-mock hosting librdkafka's mock cluster; embedded: bin/bus-broker with its
-    data in the test's temp dir. topics: optional {name: partitions} to create up front (mock)."""
+    data in the test's temp dir. topics: optional {name: partitions} to create up front."""
     if kind == "mock":
         bfile = context.path("mock.bootstrap")
         targs = []
@@ -324,9 +324,11 @@ def start_broker(context, kind, topics=None):
         return Broker(kind, open(bfile).read().strip(), proc)
     if kind == "embedded":
         port = free_port()
-        proc = context.start("bus-broker", config={
-            "listen": f"127.0.0.1:{port}", "data_dir": context.path("broker-data", "x")[:-2],
-            "http.listen": f"127.0.0.1:{free_port()}"}, http=False)
+        cfg = {"listen": f"127.0.0.1:{port}", "data_dir": context.path("broker-data", "x")[:-2],
+               "http.listen": f"127.0.0.1:{free_port()}"}
+        if topics:
+            cfg["topics"] = ",".join(f"{name}:{parts}" for name, parts in topics.items())
+        proc = context.start("bus-broker", config=cfg, http=False)
         wait_for(lambda: _tcp_open(port) or (_raise_exit(proc)), 10, what="broker port")
         return Broker(kind, f"127.0.0.1:{port}", proc)
     raise ValueError(kind)

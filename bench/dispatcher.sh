@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# bench/dispatcher.sh - the dispatcher's speed against the endpoint it delivers to, in one run:
+#
+#  1. one-way: wrk (keep-alive) POSTs one event per request to bench-baseline-202 (a bare
+#     libmicrohttpd server answering 202) -> R_wrk req/s. Then N events are put in topic `in`
+#     and bus-dispatcher delivers them (consume, POST with every delivery header, commit) to
+#     the same server -> R_disp events/s. Target: R_disp / R_wrk >= 0.50.
+#  2. latency: events produced at 50% of R_disp for LAT_SECONDS; p50/p99 of the time from the
+#     record's Kafka timestamp to its acknowledged delivery (histogram
+#     bus_dispatcher_event_age_seconds).
+#  3. streaming hop: a streaming route (consume, POST, produce the 202 body to `out` with
+#     acks=all, commit after the ack) over the same backlog -> R_stream events/s.
+#     Target: R_stream / R_wrk >= 0.30.
+#
+# The broker is bus-mock unless BUS_BOOTSTRAP names another one (topics in and out must exist).
+# Knobs: BIN (bin), DURATION (10s), CONNS (64), WRK_THREADS (2), THREADS (baseline HTTP
+# threads, 2), EVENTS (50000), CONCURRENCY (64), LAT_SECONDS (10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${BIN:-bin}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+THREADS=${THREADS:-2}
+EVENTS=${EVENTS:-50000}
+CONCURRENCY=${CONCURRENCY:-64}
+LAT_SECONDS=${LAT_SECONDS:-10}
+
+for tool in wrk kcat python3 curl; do
+  command -v $tool >/dev/null || { echo "bench/dispatcher.sh: $tool is not installed (make deps)" >&2; exit 1; }
+done
+for b in bus-dispatcher bus-mock bench-baseline-202; do
+  [ -x "$BIN/$b" ] || { echo "bench/dispatcher.sh: $BIN/$b is not built (make)" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d /tmp/bench-dispatcher.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_url() { # URL: until it answers 200, 30 s at most
+  for _ in $(seq 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "bench/dispatcher.sh: $1 never became ready" >&2
+  return 1
+}
+
+if [ -n "${BUS_BOOTSTRAP:-}" ]; then
+  BOOTSTRAP=$BUS_BOOTSTRAP
+else
+  "$BIN/bus-mock" --bootstrap-file "$TMP/bootstrap" --topic in:3 --topic out:3 >"$TMP/mock.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$TMP/bootstrap" ] && break; sleep 0.1; done
+  BOOTSTRAP=$(cat "$TMP/bootstrap")
+fi
+
+BASE_PORT=$(free_port)
+"$BIN/bench-baseline-202" "$BASE_PORT" "$THREADS" >"$TMP/baseline.log" 2>&1 &
+PIDS+=($!)
+
+mkdir -p "$TMP/bus"
+cat >"$TMP/bus/bench.json" <<JSON
+{"topics": [{"name": "in", "partitions": 3, "key": "/account_id"},
+            {"name": "out", "partitions": 3, "key": "/topic"}],
+ "routes": [
+  {"name": "oneway", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
+   "concurrency": $CONCURRENCY, "ordering": "key"},
+  {"name": "stream", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
+   "mode": "streaming", "output": "out", "concurrency": $CONCURRENCY, "ordering": "key"}]}
+JSON
+
+python3 - "$TMP" "$EVENTS" <<'PY'
+import json, sys
+tmp, n = sys.argv[1], int(sys.argv[2])
+ev = lambda i: {"account_id": f"acc-{i % 1000}", "ip": "203.0.113.7",
+                "ts": "2026-11-25T04:18:31Z", "session_id": f"s-{i}", "server": "login-1"}
+open(f"{tmp}/event.json", "w").write(json.dumps(ev(1)))
+with open(f"{tmp}/events.txt", "w") as f:
+    for i in range(n):
+        f.write(f"acc-{i % 1000}\t{json.dumps(ev(i))}\n")
+PY
+
+cat >"$TMP/post.lua" <<'LUA'
+local f = assert(io.open(os.getenv("BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+# Metrics helpers: counter sum for a route; histogram quantiles of the delta between two dumps.
+cat >"$TMP/metrics.py" <<'PY'
+import re, sys, urllib.request
+def fetch(url):
+    return urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+def counter(text, name, route):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'route="{route}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+def buckets(text, name, route):
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{") and f'route="{route}"' in line:
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+def quantile(b0, b1, q):
+    bounds = sorted(b1)
+    d = [b1[b] - b0.get(b, 0.0) for b in bounds]
+    total = d[-1]
+    if total <= 0:
+        return float("nan")
+    prev_b, prev_c = 0.0, 0.0
+    for b, c in zip(bounds, d):
+        if c >= q * total:
+            if b == float("inf"):
+                return prev_b
+            return prev_b + (b - prev_b) * ((q * total - prev_c) / max(c - prev_c, 1e-9))
+        prev_b, prev_c = b, c
+    return bounds[-2]
+cmd = sys.argv[1]
+if cmd == "counter":
+    print(counter(fetch(sys.argv[2]), sys.argv[3], sys.argv[4]))
+elif cmd == "dump":
+    open(sys.argv[5], "w").write(fetch(sys.argv[2]))
+elif cmd == "quantiles":
+    t0, t1 = open(sys.argv[2]).read(), open(sys.argv[3]).read()
+    b0, b1 = buckets(t0, sys.argv[4], sys.argv[5]), buckets(t1, sys.argv[4], sys.argv[5])
+    print(f"{quantile(b0, b1, 0.5) * 1000:.1f} {quantile(b0, b1, 0.99) * 1000:.1f}")
+PY
+counter() { python3 "$TMP/metrics.py" counter "$1" bus_dispatcher_delivered_total "$2"; }
+
+# delivery_rate URL ROUTE TARGET -> events/s between the first delivery and TARGET deliveries
+delivery_rate() {
+  local url=$1 route=$2 target=$3 c0="" t0="" c t
+  for _ in $(seq 6000); do
+    c=$(counter "$url" "$route")
+    t=$(date +%s.%N)
+    if [ -z "$c0" ] && python3 -c "import sys; sys.exit(0 if float('$c') > 0 else 1)"; then
+      c0=$c; t0=$t
+    fi
+    if python3 -c "import sys; sys.exit(0 if float('$c') >= $target else 1)"; then
+      python3 -c "print(f'{($c - $c0) / max($t - $t0, 1e-6):.0f}')"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "bench/dispatcher.sh: route $route never reached $target deliveries" >&2
+  return 1
+}
+
+start_dispatcher() { # ROUTES PORT -> pid in DISP_PID
+  cat >"$TMP/dispatcher-$1.json" <<JSON
+{"listen": "127.0.0.1:$2", "bootstrap": "$BOOTSTRAP", "bus_config_dir": "$TMP/bus",
+ "bus_schema": "$ROOT/config/schema/bus.schema.json", "routes": "$1", "log.level": "warn"}
+JSON
+  "$BIN/bus-dispatcher" --config "$TMP/dispatcher-$1.json" >"$TMP/dispatcher-$1.log" 2>&1 &
+  DISP_PID=$!
+  PIDS+=($DISP_PID)
+  wait_url "http://127.0.0.1:$2/readyz"
+}
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+
+echo "broker: $BOOTSTRAP; $EVENTS events; route concurrency $CONCURRENCY; wrk -t$WRK_THREADS -c$CONNS -d$DURATION; $(nproc) CPUs"
+for _ in $(seq 100); do # the baseline answers 202: wait until it answers at all
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$BASE_PORT/")" != 000 ] && break
+  sleep 0.1
+done
+BODY=$TMP/event.json wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$TMP/post.lua" \
+  "http://127.0.0.1:$BASE_PORT/deliver" >"$TMP/wrk.txt" 2>&1
+WRK_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk.txt")
+
+kcat -P -b "$BOOTSTRAP" -t in -K $'\t' -H ce-type=in -H ce-source=bench -H ce-id=bench \
+     -X linger.ms=5 -l "$TMP/events.txt"
+
+P1=$(free_port)
+start_dispatcher oneway "$P1"
+ONEWAY_EPS=$(delivery_rate "http://127.0.0.1:$P1" oneway "$EVENTS")
+echo "one-way: wrk -> endpoint ${WRK_RPS} req/s; dispatcher -> endpoint ${ONEWAY_EPS} events/s;" \
+     "ratio $(ratio "$ONEWAY_EPS" "$WRK_RPS") (target >= 0.50)"
+
+# Latency at half the measured maximum: paced producing through kcat.
+HALF=$(python3 -c "print(max(1, int(float('$ONEWAY_EPS') / 2)))")
+python3 "$TMP/metrics.py" dump "http://127.0.0.1:$P1" x x "$TMP/m0.txt"
+python3 - "$HALF" "$LAT_SECONDS" <<'PY' | kcat -P -b "$BOOTSTRAP" -t in -K $'\t' -H ce-type=in -H ce-id=bench -X linger.ms=1
+import json, sys, time
+rate, secs = int(sys.argv[1]), float(sys.argv[2])
+start, sent, step = time.monotonic(), 0, 0.01
+while time.monotonic() - start < secs:
+    due = int((time.monotonic() - start) * rate)
+    while sent < due:
+        ev = {"account_id": f"acc-{sent % 1000}", "ip": "203.0.113.7", "ts": "2026-11-25T04:18:31Z"}
+        sys.stdout.write(f"acc-{sent % 1000}\t{json.dumps(ev)}\n")
+        sent += 1
+    sys.stdout.flush()
+    time.sleep(step)
+PY
+PACED=$(python3 -c "print(int($HALF * $LAT_SECONDS))")
+TOTAL=$((EVENTS + PACED))
+for _ in $(seq 300); do
+  python3 -c "import sys; sys.exit(0 if float('$(counter "http://127.0.0.1:$P1" oneway)') >= $TOTAL * 0.999 else 1)" && break
+  sleep 0.1
+done
+python3 "$TMP/metrics.py" dump "http://127.0.0.1:$P1" x x "$TMP/m1.txt"
+read -r P50 P99 < <(python3 "$TMP/metrics.py" quantiles "$TMP/m0.txt" "$TMP/m1.txt" bus_dispatcher_event_age_seconds oneway)
+echo "latency at ${HALF} events/s (50% of max): p50 ${P50} ms, p99 ${P99} ms (Kafka timestamp -> delivered)"
+kill -TERM "$DISP_PID"; wait "$DISP_PID" 2>/dev/null || true
+
+P2=$(free_port)
+IN_TOTAL=$(python3 - "$TMP" <<PY
+print($EVENTS)
+PY
+)
+start_dispatcher stream "$P2"
+STREAM_EPS=$(delivery_rate "http://127.0.0.1:$P2" stream "$IN_TOTAL")
+echo "streaming hop: dispatcher ${STREAM_EPS} events/s (consume, POST, produce, commit);" \
+     "ratio $(ratio "$STREAM_EPS" "$WRK_RPS") (target >= 0.30)"

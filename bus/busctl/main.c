@@ -1,0 +1,544 @@
+/* busctl - the bus configuration from git to the running bus (see docs/bus.md).
+ *
+ *   busctl validate [DIR]     schema + meaning; errors "file: /json/pointer: message"; exit 1
+ *   busctl plan [DIR]         what apply would change on the broker and the dispatchers
+ *   busctl apply [DIR]        create topics / partitions, then POST /v1/reload to dispatchers
+ *   busctl lag                committed offset, high watermark and lag per route and partition
+ *   busctl tail TOPIC [-n N] [--from-beginning]   print events as JSON lines
+ *   busctl dlq replay ROUTE   send ROUTE's dead letters through ROUTE again
+ *
+ * DIR defaults to config/bus. Environment: BUS_BOOTSTRAP (127.0.0.1:9092), DISPATCHER_URLS
+ * (comma list, http://127.0.0.1:8081), BUS_SCHEMA (config/schema/bus.schema.json). Exit codes:
+ * 0 ok, 1 invalid configuration or failed operation, 2 usage. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "busconf.h"
+#include "http_client.h"
+#include "kafka.h"
+#include "kafka_admin.h"
+#include "kafka_consumer.h"
+#include "log.h"
+
+#define BUSCTL_TIMEOUT_MS 10000
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: busctl validate [DIR] | plan [DIR] | apply [DIR] | lag |\n"
+                    "              tail TOPIC [-n N] [--from-beginning] | dlq replay ROUTE\n");
+    return 2;
+}
+
+static struct busconf *load(const char *dir)
+{
+    static char err[65536];
+    struct busconf *c = NULL;
+    if (busconf_load(dir, env_or("BUS_SCHEMA", "config/schema/bus.schema.json"), &c, err,
+                     sizeof err) != 0) {
+        fputs(err, stderr);
+        if (err[0] && err[strlen(err) - 1] != '\n')
+            fputc('\n', stderr);
+        return NULL;
+    }
+    return c;
+}
+
+static int cmd_validate(const char *dir)
+{
+    struct busconf *c = load(dir);
+    if (c == NULL)
+        return 1;
+    printf("%s: valid (%zu topics, %zu routes)\n", dir, c->n_topics, c->n_routes);
+    busconf_free(c);
+    return 0;
+}
+
+/* ---- dispatchers -------------------------------------------------------------------------- */
+
+/* Calls fn for every URL of DISPATCHER_URLS. */
+static int each_dispatcher(int (*fn)(const char *url, void *ctx), void *ctx)
+{
+    const char *urls = getenv("DISPATCHER_URLS"); /* set but empty: no dispatcher */
+    char *list = xstrdup(urls ? urls : "http://127.0.0.1:8081");
+    char *save = NULL;
+    int rc = 0;
+    for (char *u = strtok_r(list, ", ", &save); u; u = strtok_r(NULL, ", ", &save))
+        if (fn(u, ctx) != 0)
+            rc = -1;
+    free(list);
+    return rc;
+}
+
+static json_t *get_json(const char *method, const char *url, int *status, char *err,
+                        size_t err_len)
+{
+    struct http_client *hc = http_client_new();
+    struct http_result res = {0};
+    json_t *doc = NULL;
+    *status = 0;
+    if (http_client_request(hc, method, url, NULL, 0, method[0] == 'P' ? "" : NULL, 0,
+                            BUSCTL_TIMEOUT_MS, 1 << 20, &res) != 0) {
+        snprintf(err, err_len, "%s", res.error);
+    } else {
+        *status = res.status;
+        doc = json_loadb(res.body ? res.body : "", res.body_len, 0, NULL);
+        if (doc == NULL)
+            snprintf(err, err_len, "answer %d is not JSON", res.status);
+    }
+    http_result_release(&res);
+    http_client_free(hc);
+    return doc;
+}
+
+struct routes_acc {
+    json_t *routes; /* name -> status object */
+    int failures;
+};
+
+static int collect_routes(const char *base, void *ctx)
+{
+    struct routes_acc *acc = ctx;
+    char url[1024], err[256];
+    int status;
+    snprintf(url, sizeof url, "%s/v1/routes", base);
+    json_t *doc = get_json("GET", url, &status, err, sizeof err);
+    if (doc == NULL || status != 200) {
+        fprintf(stderr, "dispatcher %s: %s\n", base, doc ? "unexpected answer" : err);
+        json_decref(doc);
+        acc->failures++;
+        return -1;
+    }
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(doc, "routes"), i, r)
+    {
+        json_object_set_new(r, "dispatcher", json_string(base));
+        const char *name = json_string_value(json_object_get(r, "name"));
+        json_t *prev = json_object_get(acc->routes, name);
+        if (prev == NULL) {
+            json_t *arr = json_array();
+            json_object_set_new(acc->routes, name, arr);
+            prev = arr;
+        }
+        json_array_append(prev, r);
+    }
+    json_decref(doc);
+    return 0;
+}
+
+static int reload_one(const char *base, void *ctx)
+{
+    (void)ctx;
+    char url[1024], err[256];
+    int status;
+    snprintf(url, sizeof url, "%s/v1/reload", base);
+    json_t *doc = get_json("POST", url, &status, err, sizeof err);
+    if (doc == NULL || status != 200) {
+        char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        fprintf(stderr, "reload %s: %s\n", base, text ? text : err);
+        free(text);
+        json_decref(doc);
+        return -1;
+    }
+    char *names = json_dumps(json_object_get(doc, "routes"), JSON_COMPACT);
+    printf("reloaded %s: routes %s\n", base, names);
+    free(names);
+    json_decref(doc);
+    return 0;
+}
+
+/* ---- plan / apply ------------------------------------------------------------------------- */
+
+static struct kafka_admin *admin(void)
+{
+    char err[512];
+    struct kafka_admin *a =
+        kafka_admin_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), NULL, err, sizeof err);
+    if (a == NULL)
+        fprintf(stderr, "%s\n", err);
+    return a;
+}
+
+/* Prints the plan; with is_apply, carries out the topic part. Returns the number of failed
+ * steps (apply) or 0. */
+static int plan_topics(struct busconf *c, json_t *live, struct kafka_admin *a, bool is_apply,
+                       int *changes)
+{
+    int failed = 0;
+    char err[512];
+    for (size_t i = 0; i < c->n_topics; i++) {
+        const struct busconf_topic *t = &c->topics[i];
+        json_t *have = json_object_get(live, t->name);
+        if (have == NULL) {
+            printf("+ topic %s (%d partitions, retention %d h)\n", t->name, t->partitions,
+                   t->retention_hours);
+            (*changes)++;
+            if (is_apply && kafka_admin_create_topic(a, t->name, t->partitions,
+                                                     t->retention_hours, BUSCTL_TIMEOUT_MS, err,
+                                                     sizeof err) != 0) {
+                if (strncmp(err, "unsupported:", 12) == 0)
+                    printf("  ! broker does not create topics (%s); with bin/bus-mock, "
+                           "start it with --bus-config DIR\n",
+                           err);
+                else {
+                    fprintf(stderr, "  ! creating topic %s: %s\n", t->name, err);
+                    failed++;
+                }
+            }
+        } else if (json_integer_value(have) < t->partitions) {
+            printf("~ topic %s partitions %lld -> %d\n", t->name,
+                   (long long)json_integer_value(have), t->partitions);
+            (*changes)++;
+            if (is_apply && kafka_admin_create_partitions(a, t->name, t->partitions,
+                                                          BUSCTL_TIMEOUT_MS, err,
+                                                          sizeof err) != 0) {
+                if (strncmp(err, "unsupported:", 12) == 0)
+                    printf("  ! broker does not add partitions (%s)\n", err);
+                else {
+                    fprintf(stderr, "  ! adding partitions to %s: %s\n", t->name, err);
+                    failed++;
+                }
+            }
+        } else if (json_integer_value(have) > t->partitions) {
+            printf("! topic %s has %lld partitions, configured %d: Kafka cannot remove "
+                   "partitions (left as is)\n",
+                   t->name, (long long)json_integer_value(have), t->partitions);
+        }
+    }
+    return failed;
+}
+
+static void plan_routes(struct busconf *c, json_t *running, int *changes)
+{
+    for (size_t i = 0; i < c->n_routes; i++) {
+        const struct busconf_route *r = &c->routes[i];
+        json_t *have = json_array_get(json_object_get(running, r->name), 0);
+        if (have == NULL) {
+            printf("+ route %s (%s -> %s)\n", r->name, r->topic, r->endpoint);
+            (*changes)++;
+            continue;
+        }
+        const char *ep = json_string_value(json_object_get(have, "endpoint"));
+        const char *tp = json_string_value(json_object_get(have, "topic"));
+        int conc = (int)json_integer_value(json_object_get(have, "concurrency"));
+        if ((ep && strcmp(ep, r->endpoint) != 0) || (tp && strcmp(tp, r->topic) != 0) ||
+            conc != r->concurrency) {
+            printf("~ route %s (%s -> %s, concurrency %d)\n", r->name, r->topic, r->endpoint,
+                   r->concurrency);
+            (*changes)++;
+        }
+    }
+    const char *name;
+    json_t *v;
+    json_object_foreach(running, name, v)
+    {
+        if (busconf_route_find(c, name) == NULL) {
+            printf("- route %s\n", name);
+            (*changes)++;
+        }
+    }
+}
+
+static int cmd_plan_apply(const char *dir, bool is_apply)
+{
+    int rc = 1;
+    struct busconf *c = load(dir);
+    struct kafka_admin *a = NULL;
+    json_t *live = NULL;
+    struct routes_acc acc = {json_object(), 0};
+    char err[512];
+    int changes = 0;
+    if (c == NULL)
+        goto out;
+    a = admin();
+    if (a == NULL)
+        goto out;
+    live = kafka_admin_topics(a, BUSCTL_TIMEOUT_MS, err, sizeof err);
+    if (live == NULL) {
+        fprintf(stderr, "broker %s: %s\n", env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), err);
+        goto out;
+    }
+    /* librdkafka's mock cluster (bin/bus-mock) answers no CreateTopics: its topics come from
+     * bus-mock --bus-config DIR. */
+    char cid[128];
+    bool is_mock = kafka_admin_cluster_id(a, cid, sizeof cid) == 0 &&
+                   strncmp(cid, "mockCluster", 11) == 0;
+    if (is_mock && is_apply)
+        printf("broker is librdkafka's mock cluster (%s): topics are not created by apply "
+               "(start bin/bus-mock with --bus-config DIR)\n",
+               cid);
+    int failed = plan_topics(c, live, a, is_apply && !is_mock, &changes);
+    each_dispatcher(collect_routes, &acc);
+    plan_routes(c, acc.routes, &changes);
+    if (changes == 0)
+        printf("no changes\n");
+    if (!is_apply) {
+        rc = acc.failures ? 1 : 0;
+        goto out;
+    }
+    if (failed) {
+        fprintf(stderr, "apply: %d topic steps failed; dispatchers not reloaded\n", failed);
+        goto out;
+    }
+    rc = each_dispatcher(reload_one, NULL) == 0 ? 0 : 1;
+out:
+    json_decref(acc.routes);
+    json_decref(live);
+    kafka_admin_free(a);
+    busconf_free(c);
+    return rc;
+}
+
+/* ---- lag ------------------------------------------------------------------------------------ */
+
+static int cmd_lag(void)
+{
+    struct routes_acc acc = {json_object(), 0};
+    each_dispatcher(collect_routes, &acc);
+    printf("%-24s %-5s %12s %12s %8s %8s  %s\n", "ROUTE", "PART", "COMMITTED", "HIGH", "LAG",
+           "PENDING", "STATE");
+    const char *name;
+    json_t *arr;
+    json_object_foreach(acc.routes, name, arr)
+    {
+        size_t i, j;
+        json_t *r, *p;
+        json_array_foreach(arr, i, r)
+        {
+            json_array_foreach(json_object_get(r, "partitions"), j, p)
+            {
+                printf("%-24s %-5lld %12lld %12lld %8lld %8lld  %s\n", name,
+                       (long long)json_integer_value(json_object_get(p, "partition")),
+                       (long long)json_integer_value(json_object_get(p, "committed")),
+                       (long long)json_integer_value(json_object_get(p, "high_watermark")),
+                       (long long)json_integer_value(json_object_get(p, "lag")),
+                       (long long)json_integer_value(json_object_get(p, "pending")),
+                       json_string_value(json_object_get(r, "state")));
+            }
+        }
+    }
+    int rc = acc.failures ? 1 : 0;
+    json_decref(acc.routes);
+    return rc;
+}
+
+/* ---- tail ----------------------------------------------------------------------------------- */
+
+static json_t *record_json(const struct kafka_record *rec)
+{
+    json_t *h = json_object();
+    for (size_t i = 0; i < rec->n_headers; i++)
+        json_object_set_new(h, rec->headers[i].name, json_string(rec->headers[i].value));
+    json_t *value = json_loadb(rec->value, rec->value_len, 0, NULL);
+    if (value == NULL)
+        value = json_stringn(rec->value, rec->value_len);
+    return json_pack("{s:s, s:i, s:I, s:s?, s:o, s:o}", "topic", rec->topic, "partition",
+                     (int)rec->partition, "offset", (json_int_t)rec->offset, "key", rec->key,
+                     "headers", h, "value", value ? value : json_null());
+}
+
+static int cmd_tail(const char *topic, long count, bool is_from_beginning)
+{
+    char group[128], err[512];
+    snprintf(group, sizeof group, "busctl.tail.%ld.%ld", (long)getpid(), (long)time(NULL));
+    json_t *props = json_pack("{s:s}", "auto.offset.reset",
+                              is_from_beginning ? "earliest" : "latest");
+    struct kafka_consumer *c = kafka_consumer_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"),
+                                                  group, topic, props, NULL, NULL, err,
+                                                  sizeof err);
+    json_decref(props);
+    if (c == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    long seen = 0;
+    while (count <= 0 || seen < count) {
+        struct kafka_record *rec = NULL;
+        if (kafka_consumer_poll(c, 500, &rec) != 1)
+            continue;
+        json_t *j = record_json(rec);
+        char *line = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", line);
+        fflush(stdout);
+        free(line);
+        json_decref(j);
+        kafka_record_free(rec);
+        seen++;
+    }
+    kafka_consumer_free(c);
+    return 0;
+}
+
+/* ---- dlq replay ----------------------------------------------------------------------------- */
+
+struct replay {
+    atomic_int outstanding;
+    atomic_int failed;
+    bool is_assigned;
+};
+
+static void on_replay_assigned(void *opaque, bool is_assigned, const int32_t *partitions,
+                               size_t n)
+{
+    (void)partitions;
+    (void)n;
+    struct replay *rp = opaque;
+    if (is_assigned)
+        rp->is_assigned = true;
+}
+
+static void on_replayed(void *opaque, int status, const char *errstr, int32_t partition,
+                        int64_t offset)
+{
+    (void)partition;
+    (void)offset;
+    struct replay *rp = opaque;
+    if (status != KAFKA_OK) {
+        fprintf(stderr, "replay: produce failed: %s\n", errstr ? errstr : "?");
+        atomic_fetch_add(&rp->failed, 1);
+    }
+    atomic_fetch_sub(&rp->outstanding, 1);
+}
+
+/* Dead letters of ROUTE are produced again to the route's topic with the header
+ * x-bus-replay-route: ROUTE, so that only that route delivers them (the dispatcher's other routes
+ * of the topic skip them), with its usual retries, ordering and dead-lettering. The DLQ is read
+ * by the consumer group bus.dlq-replay.<route>, committed once the copies are acknowledged, so
+ * a second replay sends only dead letters that arrived since. */
+static int cmd_dlq_replay(const char *dir, const char *route_name, long idle_ms)
+{
+    int rc = 1;
+    char err[512], group[300];
+    struct busconf *c = load(dir);
+    struct kafka_consumer *cons = NULL;
+    struct kafka_producer *prod = NULL;
+    struct replay rp = {.is_assigned = false};
+    atomic_init(&rp.outstanding, 0);
+    atomic_init(&rp.failed, 0);
+    if (c == NULL)
+        return 1;
+    const struct busconf_route *r = busconf_route_find(c, route_name);
+    if (r == NULL || r->dead_letter == NULL) {
+        fprintf(stderr, "route %s %s\n", route_name,
+                r ? "has no dead_letter topic" : "not found in the configuration");
+        goto out;
+    }
+    const char *bootstrap = env_or("BUS_BOOTSTRAP", "127.0.0.1:9092");
+    snprintf(group, sizeof group, "bus.dlq-replay.%s", r->name);
+    cons = kafka_consumer_new(bootstrap, group, r->dead_letter, NULL, on_replay_assigned, &rp,
+                              err, sizeof err);
+    prod = cons ? kafka_producer_new(bootstrap, NULL, 0, err, sizeof err) : NULL;
+    if (cons == NULL || prod == NULL) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    /* partition -> next offset to commit */
+    int64_t next[256];
+    for (size_t i = 0; i < 256; i++)
+        next[i] = -1;
+    long replayed = 0, skipped = 0;
+    long waited = 0, joining = 0;
+    /* Read until the dead-letter topic stays quiet for idle_ms after joining the group. */
+    while (waited < idle_ms) {
+        struct kafka_record *rec = NULL;
+        if (kafka_consumer_poll(cons, 200, &rec) != 1) {
+            if (rp.is_assigned)
+                waited += 200;
+            else if ((joining += 200) > 60000) {
+                fprintf(stderr, "replay: no partition of %s assigned within 60 s\n",
+                        r->dead_letter);
+                goto out;
+            }
+            continue;
+        }
+        waited = 0;
+        if (rec->partition >= 0 && rec->partition < 256)
+            next[rec->partition] = rec->offset + 1;
+        const char *for_route = kafka_record_header(rec, "x-bus-route");
+        if (for_route == NULL || strcmp(for_route, r->name) != 0) {
+            skipped++;
+            kafka_record_free(rec);
+            continue;
+        }
+        struct kafka_header h[32];
+        size_t nh = 0;
+        for (size_t i = 0; i < rec->n_headers && nh < 30; i++)
+            if (strncmp(rec->headers[i].name, "x-bus-", 6) != 0)
+                h[nh++] = rec->headers[i];
+        h[nh++] = (struct kafka_header){"x-bus-replay-route", r->name, strlen(r->name)};
+        atomic_fetch_add(&rp.outstanding, 1);
+        if (kafka_producer_send(prod, r->topic, -1, rec->key, rec->key_len, rec->value,
+                                rec->value_len, h, nh, on_replayed, &rp) != KAFKA_OK) {
+            atomic_fetch_sub(&rp.outstanding, 1);
+            atomic_fetch_add(&rp.failed, 1);
+        }
+        replayed++;
+        kafka_record_free(rec);
+    }
+    kafka_producer_flush(prod, BUSCTL_TIMEOUT_MS);
+    if (atomic_load(&rp.failed) > 0 || atomic_load(&rp.outstanding) > 0) {
+        fprintf(stderr, "replay of %s: %d copies not acknowledged; nothing committed, run it "
+                        "again\n",
+                r->name, atomic_load(&rp.failed) + atomic_load(&rp.outstanding));
+        goto out;
+    }
+    for (int32_t p = 0; p < 256; p++)
+        if (next[p] >= 0)
+            kafka_consumer_commit(cons, p, next[p], true);
+    printf("replayed %ld dead letters of route %s to topic %s (%ld of other routes skipped)\n",
+           replayed, r->name, r->topic, skipped);
+    rc = 0;
+out:
+    kafka_consumer_free(cons);
+    kafka_producer_free(prod, 1000);
+    busconf_free(c);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    log_init("busctl", LOG_LEVEL_WARN);
+    if (argc < 2)
+        return usage();
+    const char *cmd = argv[1];
+    const char *dir = argc > 2 && argv[2][0] != '-' ? argv[2] : "config/bus";
+    if (strcmp(cmd, "validate") == 0)
+        return cmd_validate(dir);
+    if (strcmp(cmd, "plan") == 0)
+        return cmd_plan_apply(dir, false);
+    if (strcmp(cmd, "apply") == 0)
+        return cmd_plan_apply(dir, true);
+    if (strcmp(cmd, "lag") == 0)
+        return cmd_lag();
+    if (strcmp(cmd, "tail") == 0) {
+        if (argc < 3)
+            return usage();
+        long count = 0;
+        bool is_from_beginning = false;
+        for (int i = 3; i < argc; i++) {
+            if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+                count = strtol(argv[++i], NULL, 10);
+            else if (strcmp(argv[i], "--from-beginning") == 0)
+                is_from_beginning = true;
+            else
+                return usage();
+        }
+        return cmd_tail(argv[2], count, is_from_beginning);
+    }
+    if (strcmp(cmd, "dlq") == 0 && argc >= 4 && strcmp(argv[2], "replay") == 0) {
+        const char *rdir = argc > 4 ? argv[4] : "config/bus";
+        return cmd_dlq_replay(rdir, argv[3], 2000);
+    }
+    return usage();
+}

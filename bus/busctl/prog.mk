@@ -1,0 +1,2 @@
+PROGRAMS += busctl
+busctl_DIR := bus/busctl

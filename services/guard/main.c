@@ -1,0 +1,1016 @@
+/* guard - per-account security policy applied to logins from abroad.
+ *
+ * Bus delivery (route `guard`, streaming): POST /v1/deliveries/login.checked. A login from a
+ * country that is neither a home country (config) nor allowed by the account (optionally until a
+ * date, for travel) triggers the account's policy: notify, kick, block_abroad or lock. The answer
+ * is the account.action event (200), or 204 when the login needs nothing. Decisions are stored per
+ * login_id, so a redelivered login gets the same answer and never a second lock or code. The
+ * unlock code of a lock is derived as HMAC(code_secret, account_id, login_id) so a redelivery
+ * answers the same code, and only a salted SHA-256 of it is stored.
+ *
+ * Player API (player token of that account): PUT /v1/accounts/{id}/policy, PUT .../contacts,
+ * GET .../policy, POST .../unlock {"code"} (attempts limited, codes expire).
+ * Login servers: GET /v1/accounts/{id}/status, served from an in-memory cache (write-through:
+ * every change is committed to PostgreSQL first, then the cache entry is dropped and reloaded).
+ * Staff: POST /v1/support/accounts/{id}/unlock {"reason"}, GET /v1/support/audit?account_id=.
+ * Tables live in the `guard` schema (sql/guard/). */
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "app.h"
+#include "auth.h"
+#include "crypto.h"
+#include "db.h"
+#include "http_server.h"
+#include "ids.h"
+#include "log.h"
+#include "metrics.h"
+
+#define ID_MAX 128
+#define CACHE_BUCKETS 65536u
+#define MAX_ALLOWED 64
+
+static const struct config_def GUARD_CONFIG[] = {
+    {"listen", CONFIG_STRING, "127.0.0.1:8103", 0, 256, 0, NULL, "HTTP listen address"},
+    {"database_url", CONFIG_STRING, "postgresql://bus@127.0.0.1:55432/bus", 0, 4096, CONFIG_SECRET,
+     "DATABASE_URL", "PostgreSQL connection URL"},
+    {"db_pool", CONFIG_INT, "6", 1, 100, 0, NULL, "Database connections"},
+    {"migrations_dir", CONFIG_STRING, "sql/guard", 0, 4096, 0, NULL,
+     "Migrations applied at start"},
+    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_SECRET, "AUTH_SECRET",
+     "HS256 secret of player and staff tokens (the default is for development only)"},
+    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
+     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    {"code_secret", CONFIG_STRING, "dev-only-guard-code-secret", 1, 4096, CONFIG_SECRET, NULL,
+     "Secret the unlock codes are derived with (the default is for development only)"},
+    {"home_countries", CONFIG_STRING, "KR", 0, 1024, 0, NULL,
+     "Comma-separated ISO alpha-2 countries that never trigger a policy"},
+    {"default_policy", CONFIG_STRING, "none", 0, 32, 0, NULL,
+     "Policy of accounts that never set one (none|notify|kick|block_abroad|lock)"},
+    {"ignore_unknown_country", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "Logins whose country is unknown (ZZ: private or unlisted address) trigger nothing"},
+    {"code_ttl_s", CONFIG_INT, "900", 30, 604800, 0, NULL, "How long an unlock code is valid"},
+    {"code_attempts", CONFIG_INT, "5", 1, 100, 0, NULL, "Wrong codes before the code is void"},
+    {"cache_max", CONFIG_INT, "1000000", 1, 100000000, 0, NULL,
+     "Accounts kept in the status cache (the cache is emptied when full)"},
+    {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    CONFIG_DEF_END,
+};
+
+static const char *const POLICIES[] = {"none", "notify", "kick", "block_abroad", "lock"};
+
+/* ---- status cache ---- */
+
+struct entry {
+    struct entry *next;
+    char *status;      /* the status JSON answered to login servers */
+    long long expires; /* wall-clock s when an allowed country's "until" passes; 0 = never */
+    char id[];
+};
+
+struct guard {
+    struct db *db;
+    const struct config *cfg;
+    const char *auth_secret, *bus_secret, *code_secret;
+    char home[32][3];
+    int n_home;
+    pthread_rwlock_t mu;
+    struct entry **buckets;
+    long long n_cached;
+    struct metric *m_actions, *m_status_hit, *m_status_miss;
+};
+
+static unsigned hash_id(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h % CACHE_BUCKETS;
+}
+
+static void cache_clear_locked(struct guard *g)
+{
+    for (unsigned i = 0; i < CACHE_BUCKETS; i++) {
+        struct entry *e = g->buckets[i];
+        while (e) {
+            struct entry *n = e->next;
+            free(e->status);
+            free(e);
+            e = n;
+        }
+        g->buckets[i] = NULL;
+    }
+    g->n_cached = 0;
+}
+
+static void cache_drop(struct guard *g, const char *id)
+{
+    pthread_rwlock_wrlock(&g->mu);
+    struct entry **pp = &g->buckets[hash_id(id)];
+    while (*pp) {
+        if (strcmp((*pp)->id, id) == 0) {
+            struct entry *e = *pp;
+            *pp = e->next;
+            free(e->status);
+            free(e);
+            g->n_cached--;
+            break;
+        }
+        pp = &(*pp)->next;
+    }
+    pthread_rwlock_unlock(&g->mu);
+}
+
+/* ---- helpers ---- */
+
+static int valid_id(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > ID_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x21 || c == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int policy_index(const char *p)
+{
+    for (int i = 0; p && i < 5; i++) {
+        if (strcmp(p, POLICIES[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static int valid_country(const char *c)
+{
+    return c && strlen(c) == 2 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z';
+}
+
+static void db_fail(struct http_exchange *ex, int rc, const char *err)
+{
+    if (rc == DB_EUNAVAILABLE) {
+        http_add_header(ex, "Retry-After", "1");
+        http_respond_error(ex, 503, "unavailable", NULL, "database unavailable; retry later");
+    } else {
+        log_error("database error: %s", err);
+        http_respond_error(ex, 500, "internal", NULL, "database error");
+    }
+}
+
+static const char *row_str(json_t *rows, size_t i, const char *col)
+{
+    return json_string_value(json_object_get(json_array_get(rows, i), col));
+}
+
+/* The account's settings row and its current allowed countries. acct and allowed are owned by
+ * the caller. */
+static int load_account(struct guard *g, const char *id, json_t **acct, json_t **allowed,
+                        char *err, size_t err_len)
+{
+    const char *p[] = {id};
+    *acct = NULL;
+    *allowed = NULL;
+    int rc = db_exec(g->db,
+                     "SELECT policy, channels, email, phone, locked::text AS locked "
+                     "FROM guard.accounts WHERE account_id = $1",
+                     p, 1, acct, NULL, err, err_len);
+    if (rc == DB_OK) {
+        rc = db_exec(g->db,
+                     "SELECT country, to_char(until AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS until, "
+                     "coalesce(extract(epoch FROM until)::bigint, 0)::text AS until_s "
+                     "FROM guard.allowed WHERE account_id = $1 AND (until IS NULL OR until > now()) "
+                     "ORDER BY country",
+                     p, 1, allowed, NULL, err, err_len);
+    }
+    if (rc != DB_OK) {
+        json_decref(*acct);
+        json_decref(*allowed);
+        *acct = *allowed = NULL;
+    }
+    return rc;
+}
+
+static const char *acct_policy(struct guard *g, json_t *acct)
+{
+    const char *p = row_str(acct, 0, "policy");
+    return p ? p : config_str(g->cfg, "default_policy");
+}
+
+static json_t *allowed_json(json_t *allowed, long long *expires)
+{
+    json_t *a = json_array();
+    *expires = 0;
+    for (size_t i = 0; i < json_array_size(allowed); i++) {
+        const char *until = row_str(allowed, i, "until");
+        long long s = atoll(row_str(allowed, i, "until_s") ? row_str(allowed, i, "until_s") : "0");
+        if (s > 0 && (*expires == 0 || s < *expires)) {
+            *expires = s;
+        }
+        json_array_append_new(a, json_pack("{s:s, s:o}", "country", row_str(allowed, i, "country"),
+                                           "until", until ? json_string(until) : json_null()));
+    }
+    return a;
+}
+
+static json_t *home_json(struct guard *g)
+{
+    json_t *h = json_array();
+    for (int i = 0; i < g->n_home; i++) {
+        json_array_append_new(h, json_string(g->home[i]));
+    }
+    return h;
+}
+
+/* ---- GET /v1/accounts/{id}/status ---- */
+
+static void handle_status(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    long long now = (long long)time(NULL);
+    pthread_rwlock_rdlock(&g->mu);
+    for (struct entry *e = g->buckets[hash_id(id)]; e; e = e->next) {
+        if (strcmp(e->id, id) == 0 && (e->expires == 0 || e->expires > now)) {
+            http_respond(ex, 200, NULL, e->status, strlen(e->status));
+            pthread_rwlock_unlock(&g->mu);
+            metric_inc(g->m_status_hit);
+            return;
+        }
+    }
+    pthread_rwlock_unlock(&g->mu);
+    metric_inc(g->m_status_miss);
+
+    json_t *acct, *allowed;
+    char err[512];
+    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    long long expires;
+    const char *policy = acct_policy(g, acct);
+    const char *locked = row_str(acct, 0, "locked");
+    json_t *st = json_pack("{s:s, s:b, s:b, s:s, s:o, s:o}", "account_id", id, "locked",
+                           locked && strcmp(locked, "true") == 0, "blocked_abroad",
+                           strcmp(policy, "block_abroad") == 0, "policy", policy,
+                           "home_countries", home_json(g), "allowed_countries",
+                           allowed_json(allowed, &expires));
+    json_decref(acct);
+    json_decref(allowed);
+    char *text = json_dumps(st, JSON_COMPACT);
+    json_decref(st);
+
+    size_t idlen = strlen(id);
+    struct entry *e = xmalloc(sizeof(*e) + idlen + 1);
+    memcpy(e->id, id, idlen + 1);
+    e->status = xstrdup(text);
+    e->expires = expires;
+    pthread_rwlock_wrlock(&g->mu);
+    if (g->n_cached >= config_int(g->cfg, "cache_max")) {
+        cache_clear_locked(g);
+    }
+    struct entry **pp = &g->buckets[hash_id(id)];
+    while (*pp && strcmp((*pp)->id, id) != 0) {
+        pp = &(*pp)->next;
+    }
+    if (*pp) { /* another thread loaded it meanwhile: replace (both read committed state) */
+        struct entry *old = *pp;
+        e->next = old->next;
+        *pp = e;
+        free(old->status);
+        free(old);
+    } else {
+        e->next = NULL;
+        *pp = e;
+        g->n_cached++;
+    }
+    pthread_rwlock_unlock(&g->mu);
+    http_respond(ex, 200, NULL, text, strlen(text));
+    free(text);
+}
+
+/* ---- tokens ---- */
+
+/* Player token of that account (or staff when staff_ok). Answers 401/403 itself. */
+static int authorize(struct guard *g, struct http_exchange *ex, const char *id, int staff_ok,
+                     struct auth_identity *who)
+{
+    const char *tok = http_bearer(ex);
+    char err[256];
+    if (!tok || auth_verify(g->auth_secret, tok, who, err, sizeof(err)) != 0) {
+        http_respond_error(ex, 401, "unauthorized", NULL, "a valid bearer token is required");
+        return -1;
+    }
+    if (who->role == AUTH_STAFF && (staff_ok || !id)) {
+        return 0;
+    }
+    if (id && who->role == AUTH_PLAYER && strcmp(who->subject, id) == 0) {
+        return 0;
+    }
+    http_respond_error(ex, 403, "forbidden", NULL, "this token may not act on this account");
+    return -1;
+}
+
+static json_t *body_object(struct http_exchange *ex)
+{
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    json_error_t jerr;
+    json_t *b = json_loadb(body, len, 0, &jerr);
+    if (!json_is_object(b)) {
+        json_decref(b);
+        http_respond_error(ex, 400, "bad_request", NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return b;
+}
+
+/* ---- policy & contacts ---- */
+
+static void handle_get_policy(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    struct auth_identity who;
+    if (!valid_id(id) || authorize(g, ex, id, 1, &who) != 0) {
+        if (!valid_id(id)) {
+            http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        }
+        return;
+    }
+    json_t *acct, *allowed;
+    char err[512];
+    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    long long exp;
+    const char *ch = row_str(acct, 0, "channels");
+    json_error_t jerr;
+    json_t *channels = json_loads(ch ? ch : "[\"ingame\"]", 0, &jerr);
+    const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
+    json_t *out = json_pack(
+        "{s:s, s:s, s:o, s:o, s:{s:o, s:o}}", "account_id", id, "action", acct_policy(g, acct),
+        "channels", channels ? channels : json_array(), "allowed_countries",
+        allowed_json(allowed, &exp), "contacts", "email", email ? json_string(email) : json_null(),
+        "phone", phone ? json_string(phone) : json_null());
+    json_decref(acct);
+    json_decref(allowed);
+    http_respond_json(ex, 200, out);
+}
+
+static void handle_put_policy(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    struct auth_identity who;
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    if (authorize(g, ex, id, 0, &who) != 0) {
+        return;
+    }
+    json_t *b = body_object(ex);
+    if (!b) {
+        return;
+    }
+    const char *action = json_string_value(json_object_get(b, "action"));
+    json_t *channels = json_object_get(b, "channels");
+    json_t *allowed = json_object_get(b, "allowed_countries");
+    const char *bad = NULL;
+    if (policy_index(action) < 0) {
+        bad = "\"action\" must be one of none, notify, kick, block_abroad, lock";
+    } else if (channels && !json_is_array(channels)) {
+        bad = "\"channels\" must be an array";
+    } else if (allowed && !json_is_array(allowed)) {
+        bad = "\"allowed_countries\" must be an array";
+    } else if (json_array_size(allowed) > MAX_ALLOWED) {
+        bad = "too many allowed countries";
+    }
+    for (size_t i = 0; !bad && i < json_array_size(channels); i++) {
+        const char *c = json_string_value(json_array_get(channels, i));
+        if (!c || (strcmp(c, "email") && strcmp(c, "sms") && strcmp(c, "ingame"))) {
+            bad = "channels are email, sms or ingame";
+        }
+    }
+    /* allowed: "US" or {"country": "US", "until": "2026-12-31T00:00:00Z"} */
+    const char *countries[MAX_ALLOWED], *untils[MAX_ALLOWED];
+    size_t n_allowed = json_array_size(allowed);
+    for (size_t i = 0; !bad && i < n_allowed; i++) {
+        json_t *a = json_array_get(allowed, i);
+        countries[i] = json_is_string(a) ? json_string_value(a)
+                                         : json_string_value(json_object_get(a, "country"));
+        untils[i] = json_is_object(a) ? json_string_value(json_object_get(a, "until")) : NULL;
+        if (!valid_country(countries[i])) {
+            bad = "allowed countries are ISO alpha-2 codes like \"US\"";
+        } else if (json_is_object(a) && json_object_get(a, "until") &&
+                   !json_is_null(json_object_get(a, "until")) && !untils[i]) {
+            bad = "\"until\" must be an RFC 3339 time";
+        }
+    }
+    if (bad) {
+        http_respond_error(ex, 400, "bad_request", NULL, "%s", bad);
+        json_decref(b);
+        return;
+    }
+    char *ch = channels ? json_dumps(channels, JSON_COMPACT) : xstrdup("[\"ingame\"]");
+    struct db_stmt st[2 + MAX_ALLOWED];
+    const char *p0[] = {id, action, ch};
+    const char *p1[] = {id};
+    const char *pa[MAX_ALLOWED][3];
+    st[0] = (struct db_stmt){"INSERT INTO guard.accounts (account_id, policy, channels) "
+                             "VALUES ($1, $2, $3) ON CONFLICT (account_id) DO UPDATE SET "
+                             "policy = $2, channels = $3, updated_at = now()",
+                             p0, 3};
+    st[1] = (struct db_stmt){"DELETE FROM guard.allowed WHERE account_id = $1", p1, 1};
+    for (size_t i = 0; i < n_allowed; i++) {
+        pa[i][0] = id;
+        pa[i][1] = countries[i];
+        pa[i][2] = untils[i];
+        st[2 + i] = (struct db_stmt){"INSERT INTO guard.allowed (account_id, country, until) "
+                                     "VALUES ($1, $2, $3::timestamptz) ON CONFLICT "
+                                     "(account_id, country) DO UPDATE SET until = $3::timestamptz",
+                                     pa[i], 3};
+    }
+    char err[512];
+    int rc = db_exec_tx(g->db, st, 2 + n_allowed, err, sizeof(err));
+    free(ch);
+    json_decref(b);
+    cache_drop(g, id);
+    if (rc == DB_EQUERY && strstr(err, "timestamp")) {
+        http_respond_error(ex, 400, "bad_request", NULL, "\"until\" must be an RFC 3339 time");
+        return;
+    }
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    handle_get_policy(ex, arg);
+}
+
+static void handle_put_contacts(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    struct auth_identity who;
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    if (authorize(g, ex, id, 0, &who) != 0) {
+        return;
+    }
+    json_t *b = body_object(ex);
+    if (!b) {
+        return;
+    }
+    const char *email = json_string_value(json_object_get(b, "email"));
+    const char *phone = json_string_value(json_object_get(b, "phone"));
+    if ((email && (strlen(email) > 320 || !strchr(email, '@') || strpbrk(email, " \r\n<>"))) ||
+        (phone && (strlen(phone) > 32 || strspn(phone, "+0123456789 -") != strlen(phone)))) {
+        http_respond_error(ex, 400, "bad_request", NULL, "invalid email or phone");
+        json_decref(b);
+        return;
+    }
+    const char *p[] = {id, email, phone, config_str(g->cfg, "default_policy")};
+    char err[512];
+    int rc = db_exec(g->db,
+                     "INSERT INTO guard.accounts (account_id, policy, email, phone) "
+                     "VALUES ($1, $4, $2, $3) ON CONFLICT (account_id) DO UPDATE SET "
+                     "email = $2, phone = $3, updated_at = now()",
+                     p, 4, NULL, NULL, err, sizeof(err));
+    json_decref(b);
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    handle_get_policy(ex, arg);
+}
+
+/* ---- deliveries ---- */
+
+static void unlock_code(struct guard *g, const char *account, const char *login_id, char out[9])
+{
+    char msg[2 * ID_MAX + 16], mac[CRYPTO_SHA256_HEX_LEN + 1];
+    snprintf(msg, sizeof(msg), "unlock\n%s\n%s", account, login_id);
+    crypto_hmac_sha256_hex(g->code_secret, strlen(g->code_secret), msg, strlen(msg), mac);
+    char first[17];
+    memcpy(first, mac, 16);
+    first[16] = '\0';
+    unsigned long long v = strtoull(first, NULL, 16);
+    snprintf(out, 9, "%08llu", v % 100000000ull);
+}
+
+static void code_hash(const char *salt, const char *code, char out[CRYPTO_SHA256_HEX_LEN + 1])
+{
+    char buf[128];
+    int n = snprintf(buf, sizeof(buf), "%s:%s", salt, code);
+    crypto_sha256_hex(buf, (size_t)n, out);
+}
+
+/* Answers a stored decision (event text without the code); adds the code back for a lock. */
+static void answer_decision(struct guard *g, struct http_exchange *ex, const char *event_text,
+                            const char *account, const char *login_id)
+{
+    json_error_t jerr;
+    json_t *ev = json_loads(event_text, 0, &jerr);
+    if (!ev) {
+        http_respond_error(ex, 500, "internal", NULL, "stored decision unreadable");
+        return;
+    }
+    const char *action = json_string_value(json_object_get(ev, "action"));
+    if (action && strcmp(action, "lock") == 0) {
+        char code[9];
+        unlock_code(g, account, login_id, code);
+        json_object_set_new(ev, "code", json_string(code));
+    }
+    http_respond_json(ex, 200, ev);
+}
+
+static const char *ev_str(json_t *ev, const char *k)
+{
+    const char *s = json_string_value(json_object_get(ev, k));
+    return s && strlen(s) <= 256 ? s : NULL;
+}
+
+static void handle_login(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    if (g->bus_secret && *g->bus_secret &&
+        !crypto_verify_signature(g->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
+        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+        return;
+    }
+    json_error_t jerr;
+    json_t *ev = json_loadb(body, len, 0, &jerr);
+    const char *account = ev_str(ev, "account_id"), *country = ev_str(ev, "country");
+    const char *login_id = ev_str(ev, "login_id");
+    if (!login_id || !*login_id) {
+        login_id = http_header(ex, "ce-id");
+    }
+    if (!json_is_object(ev) || !valid_id(account) || !valid_id(login_id) ||
+        !valid_country(country) || !ev_str(ev, "ip") || !ev_str(ev, "ts")) {
+        json_decref(ev);
+        http_respond_error(ex, 422, "invalid_event", NULL,
+                           "account_id, login_id, country, ip and ts are required");
+        return;
+    }
+    /* own copies: ev is released before the database work */
+    char account_buf[ID_MAX + 1], login_buf[ID_MAX + 1], country_buf[3];
+    snprintf(account_buf, sizeof(account_buf), "%s", account);
+    snprintf(login_buf, sizeof(login_buf), "%s", login_id);
+    snprintf(country_buf, sizeof(country_buf), "%s", country);
+    account = account_buf;
+    login_id = login_buf;
+    country = country_buf;
+    for (int i = 0; i < g->n_home; i++) {
+        if (strcmp(country, g->home[i]) == 0) {
+            json_decref(ev);
+            http_respond(ex, 204, NULL, "", 0);
+            return;
+        }
+    }
+    if (strcmp(country, "ZZ") == 0 && config_bool(g->cfg, "ignore_unknown_country")) {
+        json_decref(ev);
+        http_respond(ex, 204, NULL, "", 0);
+        return;
+    }
+    char err[512];
+    json_t *rows = NULL;
+    const char *pl[] = {login_id};
+    int rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl, 1, &rows,
+                     NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(ev);
+        db_fail(ex, rc, err);
+        return;
+    }
+    if (json_array_size(rows) > 0) { /* a redelivery: the same answer again */
+        answer_decision(g, ex, row_str(rows, 0, "event"), account, login_id);
+        json_decref(rows);
+        json_decref(ev);
+        return;
+    }
+    json_decref(rows);
+    json_t *acct, *allowed;
+    rc = load_account(g, account, &acct, &allowed, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(ev);
+        db_fail(ex, rc, err);
+        return;
+    }
+    char policy_buf[16];
+    snprintf(policy_buf, sizeof(policy_buf), "%s", acct_policy(g, acct));
+    const char *policy = policy_buf;
+    int allowed_here = 0;
+    for (size_t i = 0; i < json_array_size(allowed); i++) {
+        if (strcmp(row_str(allowed, i, "country"), country) == 0) {
+            allowed_here = 1;
+        }
+    }
+    if (allowed_here || strcmp(policy, "none") == 0) {
+        json_decref(acct);
+        json_decref(allowed);
+        json_decref(ev);
+        http_respond(ex, 204, NULL, "", 0);
+        return;
+    }
+    const char *ch = row_str(acct, 0, "channels");
+    json_t *channels = json_loads(ch ? ch : "[\"ingame\"]", 0, &jerr);
+    const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}}", "account_id",
+                            account, "action", policy, "login_id", login_id, "country", country,
+                            "ip", ev_str(ev, "ip"), "ts", ev_str(ev, "ts"), "channels",
+                            channels ? channels : json_array(), "contacts", "email",
+                            email ? json_string(email) : json_null(), "phone",
+                            phone ? json_string(phone) : json_null());
+    if (ev_str(ev, "server")) {
+        json_object_set_new(out, "server", json_string(ev_str(ev, "server")));
+    }
+    if (ev_str(ev, "session_id")) {
+        json_object_set_new(out, "session_id", json_string(ev_str(ev, "session_id")));
+    }
+    /* contacts: only the ones that are set (the schema wants strings) */
+    json_t *contacts = json_object_get(out, "contacts");
+    if (!email) {
+        json_object_del(contacts, "email");
+    }
+    if (!phone) {
+        json_object_del(contacts, "phone");
+    }
+    json_decref(acct);
+    json_decref(allowed);
+    json_decref(ev);
+    char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+
+    const char *pd[] = {login_id, account, policy, text};
+    struct db_stmt st[3];
+    size_t n = 0;
+    st[n++] = (struct db_stmt){"INSERT INTO guard.decisions (login_id, account_id, action, event) "
+                               "VALUES ($1, $2, $3, $4)",
+                               pd, 4};
+    char salt[33], hash[CRYPTO_SHA256_HEX_LEN + 1], ttl[24], code[9];
+    const char *pc[5] = {account, login_id, salt, hash, ttl};
+    if (strcmp(policy, "lock") == 0) {
+        unsigned char raw[16];
+        random_bytes(raw, sizeof(raw));
+        for (int i = 0; i < 16; i++) {
+            snprintf(salt + 2 * i, 3, "%02x", raw[i]);
+        }
+        unlock_code(g, account, login_id, code);
+        code_hash(salt, code, hash);
+        snprintf(ttl, sizeof(ttl), "%lld", config_int(g->cfg, "code_ttl_s"));
+        st[n++] = (struct db_stmt){
+            "INSERT INTO guard.codes (account_id, login_id, salt, hash, expires_at, attempts) "
+            "VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::int), 0) "
+            "ON CONFLICT (account_id) DO UPDATE SET login_id = $2, salt = $3, hash = $4, "
+            "expires_at = now() + make_interval(secs => $5::int), attempts = 0",
+            pc, 5};
+        st[n++] = (struct db_stmt){"INSERT INTO guard.accounts (account_id, policy, locked) "
+                                   "VALUES ($1, 'lock', true) ON CONFLICT (account_id) DO UPDATE "
+                                   "SET locked = true, updated_at = now()",
+                                   pc, 1};
+    }
+    rc = db_exec_tx(g->db, st, n, err, sizeof(err));
+    free(text);
+    if (rc == DB_ECONFLICT) { /* a concurrent copy of this delivery won: answer what it stored */
+        json_decref(out);
+        rows = NULL;
+        rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl, 1, &rows,
+                     NULL, err, sizeof(err));
+        if (rc != DB_OK || json_array_size(rows) == 0) {
+            json_decref(rows);
+            db_fail(ex, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);
+            return;
+        }
+        answer_decision(g, ex, row_str(rows, 0, "event"), account, login_id);
+        json_decref(rows);
+        return;
+    }
+    if (rc != DB_OK) {
+        json_decref(out);
+        db_fail(ex, rc, err);
+        return;
+    }
+    cache_drop(g, account);
+    if (strcmp(policy, "lock") == 0) {
+        json_object_set_new(out, "code", json_string(code));
+    }
+    metric_inc(g->m_actions);
+    log_info("login %s of %s from %s: %s", login_id, account, country, policy);
+    http_respond_json(ex, 200, out);
+}
+
+/* ---- unlock ---- */
+
+static void handle_unlock(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    struct auth_identity who;
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    if (authorize(g, ex, id, 0, &who) != 0) {
+        return;
+    }
+    json_t *b = body_object(ex);
+    if (!b) {
+        return;
+    }
+    const char *code = json_string_value(json_object_get(b, "code"));
+    if (!code || strlen(code) > 16) {
+        json_decref(b);
+        http_respond_error(ex, 400, "bad_request", NULL, "\"code\" is required");
+        return;
+    }
+    char max[24], err[512];
+    snprintf(max, sizeof(max), "%lld", config_int(g->cfg, "code_attempts"));
+    const char *p[] = {id, max};
+    json_t *rows = NULL;
+    /* Spend one attempt first (atomically), then compare: concurrent guesses can't exceed max. */
+    int rc = db_exec(g->db,
+                     "UPDATE guard.codes SET attempts = attempts + 1 WHERE account_id = $1 AND "
+                     "attempts < $2::int RETURNING salt, hash, attempts::text AS attempts, "
+                     "(expires_at < now())::text AS expired",
+                     p, 2, &rows, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(b);
+        db_fail(ex, rc, err);
+        return;
+    }
+    if (json_array_size(rows) == 0) {
+        json_decref(rows);
+        json_t *r2 = NULL;
+        rc = db_exec(g->db, "SELECT 1 FROM guard.codes WHERE account_id = $1", p, 1, &r2, NULL, err,
+                     sizeof(err));
+        int exists = rc == DB_OK && json_array_size(r2) > 0;
+        json_decref(r2);
+        json_decref(b);
+        if (exists) {
+            http_respond_error(ex, 423, "attempts_exhausted", NULL,
+                               "too many wrong codes: ask support to unlock the account");
+        } else {
+            http_respond_error(ex, 409, "no_code", NULL, "the account has no pending unlock code");
+        }
+        return;
+    }
+    const char *salt = row_str(rows, 0, "salt"), *hash = row_str(rows, 0, "hash");
+    const char *expired = row_str(rows, 0, "expired");
+    int attempts = atoi(row_str(rows, 0, "attempts"));
+    char want[CRYPTO_SHA256_HEX_LEN + 1];
+    code_hash(salt, code, want);
+    int ok = crypto_equal(want, strlen(want), hash, strlen(hash));
+    json_decref(b);
+    if (strcmp(expired, "true") == 0) {
+        json_decref(rows);
+        http_respond_error(ex, 410, "code_expired", NULL, "the code has expired: ask support");
+        return;
+    }
+    if (!ok) {
+        long left = config_int(g->cfg, "code_attempts") - attempts;
+        json_decref(rows);
+        if (left <= 0) {
+            http_respond_error(ex, 423, "attempts_exhausted", NULL,
+                               "too many wrong codes: ask support to unlock the account");
+        } else {
+            http_respond_error(ex, 403, "wrong_code", json_pack("{s:I}", "attempts_left",
+                                                                (json_int_t)left),
+                               "wrong code");
+        }
+        return;
+    }
+    json_decref(rows);
+    struct db_stmt st[2] = {
+        {"DELETE FROM guard.codes WHERE account_id = $1", p, 1},
+        {"UPDATE guard.accounts SET locked = false, updated_at = now() WHERE account_id = $1", p,
+         1},
+    };
+    rc = db_exec_tx(g->db, st, 2, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    cache_drop(g, id);
+    log_info("account %s unlocked with its code", id);
+    http_respond_json(ex, 200, json_pack("{s:s, s:b}", "account_id", id, "locked", 0));
+}
+
+static void handle_support_unlock(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    struct auth_identity who;
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    if (authorize(g, ex, NULL, 1, &who) != 0) {
+        return;
+    }
+    json_t *b = body_object(ex);
+    if (!b) {
+        return;
+    }
+    const char *reason = json_string_value(json_object_get(b, "reason"));
+    if (!reason || strspn(reason, " \t\r\n") == strlen(reason) || strlen(reason) > 1000) {
+        json_decref(b);
+        http_respond_error(ex, 400, "reason_required", NULL,
+                           "\"reason\" (1-1000 characters) is required");
+        return;
+    }
+    const char *p[] = {id, who.subject, reason};
+    struct db_stmt st[3] = {
+        {"DELETE FROM guard.codes WHERE account_id = $1", p, 1},
+        {"UPDATE guard.accounts SET locked = false, updated_at = now() WHERE account_id = $1", p,
+         1},
+        {"INSERT INTO guard.audit (staff, action, account_id, reason) VALUES ($2, 'unlock', $1, "
+         "$3)",
+         p, 3},
+    };
+    char err[512];
+    int rc = db_exec_tx(g->db, st, 3, err, sizeof(err));
+    json_decref(b);
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    cache_drop(g, id);
+    log_info("account %s unlocked by staff %s", id, who.subject);
+    http_respond_json(ex, 200, json_pack("{s:s, s:b, s:s}", "account_id", id, "locked", 0,
+                                         "unlocked_by", who.subject));
+}
+
+static void handle_audit(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    struct auth_identity who;
+    if (authorize(g, ex, NULL, 1, &who) != 0) {
+        return;
+    }
+    const char *account = http_query(ex, "account_id");
+    if (account && !valid_id(account)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    const char *p[] = {account};
+    json_t *rows = NULL;
+    char err[512];
+    int rc = db_exec(g->db,
+                     "SELECT id::text AS id, to_char(ts AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, staff, action, account_id, reason "
+                     "FROM guard.audit WHERE ($1::text IS NULL OR account_id = $1) "
+                     "ORDER BY id DESC LIMIT 100",
+                     p, 1, &rows, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    http_respond_json(ex, 200, json_pack("{s:o}", "entries", rows));
+}
+
+static bool ready(void *ctx, const char **reason)
+{
+    struct guard *g = ctx;
+    if (!db_ping(g->db)) {
+        *reason = "database unreachable";
+        return false;
+    }
+    return true;
+}
+
+static int parse_home(struct guard *g, const char *list)
+{
+    char tmp[1025];
+    snprintf(tmp, sizeof(tmp), "%s", list);
+    char *save = NULL;
+    for (char *t = strtok_r(tmp, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (!valid_country(t) || g->n_home >= 32) {
+            log_error("home_countries: \"%s\" is not an ISO alpha-2 code", t);
+            return -1;
+        }
+        memcpy(g->home[g->n_home++], t, 3);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    char err[512];
+    int rc = 1;
+    struct http_server *srv = NULL;
+    struct guard g;
+    memset(&g, 0, sizeof(g));
+
+    if (app_init(&app, argc, argv, "guard", "GUARD", GUARD_CONFIG) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        app_release(&app);
+        return 0;
+    }
+    pthread_rwlock_init(&g.mu, NULL);
+    g.buckets = xcalloc(CACHE_BUCKETS, sizeof(*g.buckets));
+    g.cfg = app.cfg;
+    g.auth_secret = config_str(app.cfg, "auth_secret");
+    g.bus_secret = config_str(app.cfg, "bus_secret");
+    g.code_secret = config_str(app.cfg, "code_secret");
+    if (policy_index(config_str(app.cfg, "default_policy")) < 0) {
+        log_error("default_policy must be none, notify, kick, block_abroad or lock");
+        goto out;
+    }
+    if (parse_home(&g, config_str(app.cfg, "home_countries")) != 0) {
+        goto out;
+    }
+    g.m_actions = metrics_counter("guard_actions_total", "Logins that triggered a policy", NULL);
+    g.m_status_hit =
+        metrics_counter("guard_status_cache_hits_total", "Status answers from the cache", NULL);
+    g.m_status_miss = metrics_counter("guard_status_cache_misses_total",
+                                      "Status answers loaded from the database", NULL);
+    g.db = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"),
+                  err, sizeof(err));
+    if (!g.db) {
+        log_error("database_url: %s", err);
+        goto out;
+    }
+    for (;;) {
+        int m = db_migrate(g.db, "guard", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
+        if (m == DB_OK) {
+            break;
+        }
+        if (m != DB_EUNAVAILABLE) {
+            log_error("migrations failed: %s", err);
+            goto out;
+        }
+        log_warn("database unavailable, retrying migrations: %s", err);
+        int sig = app_wait_signal_for(&app, 1000);
+        if (sig == SIGTERM || sig == SIGINT) {
+            rc = 0;
+            goto out;
+        }
+    }
+    struct http_server_options opts = {
+        .listen = config_str(app.cfg, "listen"),
+        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .ready = ready,
+        .ready_ctx = &g,
+    };
+    srv = http_server_new(&opts);
+    http_server_route(srv, "POST", "/v1/deliveries/login.checked", handle_login, &g, 65536);
+    http_server_route(srv, "GET", "/v1/accounts/{}/status", handle_status, &g, 0);
+    http_server_route(srv, "GET", "/v1/accounts/{}/policy", handle_get_policy, &g, 0);
+    http_server_route(srv, "PUT", "/v1/accounts/{}/policy", handle_put_policy, &g, 65536);
+    http_server_route(srv, "PUT", "/v1/accounts/{}/contacts", handle_put_contacts, &g, 4096);
+    http_server_route(srv, "POST", "/v1/accounts/{}/unlock", handle_unlock, &g, 4096);
+    http_server_route(srv, "POST", "/v1/support/accounts/{}/unlock", handle_support_unlock, &g,
+                      8192);
+    http_server_route(srv, "GET", "/v1/support/audit", handle_audit, &g, 0);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
+        log_error("cannot listen: %s", err);
+        goto out;
+    }
+    log_info("guard listening on %s%s", opts.listen,
+             g.bus_secret && *g.bus_secret ? ", signatures required" : "");
+    for (;;) {
+        int sig = app_wait_signal(&app);
+        if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+    }
+    rc = 0;
+out:
+    http_server_free(srv, 2000);
+    if (g.buckets) {
+        cache_clear_locked(&g);
+        free(g.buckets);
+    }
+    pthread_rwlock_destroy(&g.mu);
+    db_free(g.db);
+    app_release(&app);
+    return rc;
+}

@@ -1,0 +1,2 @@
+PROGRAMS += guard
+guard_DIR := services/guard

@@ -1,0 +1,213 @@
+/* api.c - GET /v1/accounts/{id}/logins?limit=N&cursor=C (see docs/api/history.yaml).
+ *
+ * A player token reads its own account only (403 otherwise); a staff token reads any. Keyset
+ * pagination, newest first, on (ts, id): the cursor is base64url("<ts in µs since epoch>,<id>") of
+ * the last row returned, so a page costs one index range scan however deep it is, and rows
+ * inserted meanwhile never shift the pages. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "auth.h"
+#include "history.h"
+#include "log.h"
+
+#define API_LIMIT_DEFAULT 20
+#define API_LIMIT_MAX 100
+#define API_ID_MAX 128
+
+struct api {
+    struct db *db;
+    const char *auth_secret;
+};
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void b64url_encode(const unsigned char *in, size_t n, char *out, size_t out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 5 < out_len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16;
+        v |= i + 1 < n ? (unsigned)in[i + 1] << 8 : 0;
+        v |= i + 2 < n ? in[i + 2] : 0;
+        out[o++] = B64[(v >> 18) & 63];
+        out[o++] = B64[(v >> 12) & 63];
+        if (i + 1 < n) {
+            out[o++] = B64[(v >> 6) & 63];
+        }
+        if (i + 2 < n) {
+            out[o++] = B64[v & 63];
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Returns the decoded length, or -1 on a character outside the alphabet or overflow. */
+static long b64url_decode(const char *in, unsigned char *out, size_t out_len)
+{
+    unsigned v = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (const char *p = in; *p; p++) {
+        const char *q = strchr(B64, *p);
+        if (!q || *p == '\0') {
+            return -1;
+        }
+        v = (v << 6) | (unsigned)(q - B64);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o >= out_len) {
+                return -1;
+            }
+            out[o++] = (unsigned char)((v >> bits) & 0xff);
+        }
+    }
+    return (long)o;
+}
+
+/* Parses a cursor into its µs timestamp and id (both NUL-terminated text). */
+static int cursor_parse(const char *c, char us[24], char id[API_ID_MAX + 1])
+{
+    unsigned char raw[24 + API_ID_MAX + 2];
+    if (strlen(c) > 4 * sizeof(raw) / 3) {
+        return -1;
+    }
+    long n = b64url_decode(c, raw, sizeof(raw) - 1);
+    if (n <= 0) {
+        return -1;
+    }
+    raw[n] = '\0';
+    char *comma = memchr(raw, ',', (size_t)n);
+    if (!comma || comma == (char *)raw || comma - (char *)raw > 20) {
+        return -1;
+    }
+    size_t ul = (size_t)(comma - (char *)raw);
+    for (size_t i = 0; i < ul; i++) {
+        if ((raw[i] < '0' || raw[i] > '9') && !(i == 0 && raw[i] == '-')) {
+            return -1;
+        }
+    }
+    memcpy(us, raw, ul);
+    us[ul] = '\0';
+    const char *rest = comma + 1;
+    size_t rl = strlen(rest);
+    if (rl == 0 || rl > API_ID_MAX || rl != (size_t)(n - (long)ul - 1)) {
+        return -1;
+    }
+    memcpy(id, rest, rl + 1);
+    return 0;
+}
+
+static int parse_limit(const char *s, long *out)
+{
+    if (!s) {
+        *out = API_LIMIT_DEFAULT;
+        return 0;
+    }
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 1 || v > API_LIMIT_MAX) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void handle_logins(struct http_exchange *ex, void *arg)
+{
+    struct api *api = arg;
+    const char *account = http_param(ex, 0);
+    struct auth_identity who;
+    char err[256];
+
+    const char *token = http_bearer(ex);
+    if (!token) {
+        http_add_header(ex, "WWW-Authenticate", "Bearer");
+        http_respond_error(ex, 401, "unauthorized", NULL, "a Bearer token is required");
+        return;
+    }
+    if (auth_verify(api->auth_secret, token, &who, err, sizeof(err)) != 0) {
+        http_add_header(ex, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        http_respond_error(ex, 401, "unauthorized", NULL, "invalid token: %s", err);
+        return;
+    }
+    if (!account || !*account || strlen(account) > API_ID_MAX) {
+        http_respond_error(ex, 400, "bad_request", NULL, "invalid account id");
+        return;
+    }
+    if (who.role != AUTH_STAFF && !(who.role == AUTH_PLAYER && strcmp(who.subject, account) == 0)) {
+        http_respond_error(ex, 403, "forbidden", NULL, "this token may not read that account");
+        return;
+    }
+    long limit;
+    if (parse_limit(http_query(ex, "limit"), &limit) != 0) {
+        http_respond_error(ex, 400, "bad_request", NULL, "limit must be an integer 1..%d",
+                           API_LIMIT_MAX);
+        return;
+    }
+    char us[24] = "", cid[API_ID_MAX + 1] = "";
+    const char *cursor = http_query(ex, "cursor");
+    if (cursor && *cursor && cursor_parse(cursor, us, cid) != 0) {
+        http_respond_error(ex, 400, "bad_request", NULL, "invalid cursor");
+        return;
+    }
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%ld", limit + 1);
+    const char *params[] = {account, lim, *us ? us : NULL, *us ? cid : NULL};
+    json_t *rows = NULL;
+    int rc = db_exec(
+        api->db,
+        "SELECT l.id, to_char(l.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, "
+        "l.ip, l.country, l.server, a.action, "
+        "(extract(epoch FROM l.ts) * 1000000)::bigint AS us "
+        "FROM history.logins l LEFT JOIN history.actions a ON a.login_id = l.id "
+        "WHERE l.account_id = $1 AND ($3::bigint IS NULL OR (l.ts, l.id) < "
+        "(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::text)) "
+        "ORDER BY l.ts DESC, l.id DESC LIMIT $2::int",
+        params, 4, &rows, NULL, err, sizeof(err));
+    if (rc == DB_EUNAVAILABLE) {
+        http_add_header(ex, "Retry-After", "1");
+        http_respond_error(ex, 503, "db_unavailable", NULL, "the database is unavailable");
+        return;
+    }
+    if (rc != DB_OK) {
+        log_error("history query failed: %s", err);
+        http_respond_error(ex, 500, "db_error", NULL, "the history could not be read");
+        return;
+    }
+    json_t *logins = json_array();
+    json_t *next = json_null();
+    size_t n = json_array_size(rows);
+    for (size_t i = 0; i < n && (long)i < limit; i++) {
+        json_t *r = json_array_get(rows, i);
+        json_t *o = json_pack("{s:O,s:O,s:O,s:O,s:O,s:O}", "id", json_object_get(r, "id"), "ts",
+                              json_object_get(r, "ts"), "ip", json_object_get(r, "ip"), "country",
+                              json_object_get(r, "country"), "server", json_object_get(r, "server"),
+                              "action", json_object_get(r, "action"));
+        json_array_append_new(logins, o);
+        if ((long)i == limit - 1 && (long)n > limit) {
+            char raw[24 + API_ID_MAX + 2];
+            char enc[2 * sizeof(raw)];
+            int k = snprintf(raw, sizeof(raw), "%s,%s", json_string_value(json_object_get(r, "us")),
+                             json_string_value(json_object_get(r, "id")));
+            if (k > 0 && (size_t)k < sizeof(raw)) {
+                b64url_encode((const unsigned char *)raw, (size_t)k, enc, sizeof(enc));
+                json_decref(next);
+                next = json_string(enc);
+            }
+        }
+    }
+    json_decref(rows);
+    http_respond_json(ex, 200, json_pack("{s:o,s:o}", "logins", logins, "next_cursor", next));
+}
+
+void api_register(struct http_server *s, struct db *d, const struct api_options *o)
+{
+    static struct api api; /* one per process, lives as long as the server */
+    api.db = d;
+    api.auth_secret = o->auth_secret;
+    http_server_route(s, "GET", "/v1/accounts/{}/logins", handle_logins, &api, 0);
+}

@@ -1,0 +1,159 @@
+/* history - every login, once, and the player-facing login history API.
+ *
+ * Bus deliveries (routes `history` and `history-actions`, one-way): login.checked rows are
+ * batched into PostgreSQL (ingest.c), account.action sets the action shown next to a login.
+ * GET /v1/accounts/{id}/logins serves the history (api.c). Tables live in the `history` schema
+ * (sql/history/, applied at start); logins are partitioned by day and partitions older than
+ * retention_days are dropped by the maintenance pass run at start and every
+ * maintenance_interval_s on the main thread. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "app.h"
+#include "auth.h"
+#include "db.h"
+#include "history.h"
+#include "http_server.h"
+#include "log.h"
+
+static const struct config_def HISTORY_CONFIG[] = {
+    {"listen", CONFIG_STRING, "127.0.0.1:8102", 0, 256, 0, NULL, "HTTP listen address"},
+    {"database_url", CONFIG_STRING, "postgresql://bus@127.0.0.1:55432/bus", 0, 4096, CONFIG_SECRET,
+     "DATABASE_URL",
+     "PostgreSQL connection URL (default: the private development cluster of tools/pg.sh)"},
+    {"db_pool", CONFIG_INT, "6", 1, 100, 0, NULL, "Database connections"},
+    {"migrations_dir", CONFIG_STRING, "sql/history", 0, 4096, 0, NULL,
+     "Migrations applied at start"},
+    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_SECRET, "AUTH_SECRET",
+     "HS256 secret of player and staff tokens (the default is for development only)"},
+    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
+     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    {"retention_days", CONFIG_INT, "90", 1, 36500, 0, NULL,
+     "Days of history kept (older daily partitions are dropped)"},
+    {"partitions_ahead_days", CONFIG_INT, "3", 0, 60, 0, NULL,
+     "Future daily partitions created in advance"},
+    {"maintenance_interval_s", CONFIG_INT, "3600", 1, 86400, 0, NULL,
+     "How often partitions are created and dropped"},
+    {"batch_max", CONFIG_INT, "100", 1, 1000, 0, NULL, "Most logins per INSERT"},
+    {"batch_wait_ms", CONFIG_INT, "5", 0, 1000, 0, NULL,
+     "How long a login waits for others to share its INSERT"},
+    {"batch_workers", CONFIG_INT, "2", 1, 32, 0, NULL, "Threads writing batches"},
+    {"max_pending", CONFIG_INT, "10000", 1, 1000000, 0, NULL,
+     "Queued logins before deliveries are answered 503"},
+    {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    CONFIG_DEF_END,
+};
+
+static bool ready(void *ctx, const char **reason)
+{
+    if (!db_ping(ctx)) {
+        *reason = "database unreachable";
+        return false;
+    }
+    return true;
+}
+
+static void maintain(struct db *d, const struct config *cfg)
+{
+    char ret[24], ahead[24], err[512];
+    json_t *rows = NULL;
+    snprintf(ret, sizeof(ret), "%lld", config_int(cfg, "retention_days"));
+    snprintf(ahead, sizeof(ahead), "%lld", config_int(cfg, "partitions_ahead_days"));
+    const char *params[] = {ret, ahead};
+    int rc = db_exec(d, "SELECT history.maintain($1::int, $2::int) AS dropped", params, 2, &rows,
+                     NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        log_warn("partition maintenance failed (retried later): %s", err);
+    } else {
+        const char *dropped =
+            json_string_value(json_object_get(json_array_get(rows, 0), "dropped"));
+        if (dropped && strcmp(dropped, "0") != 0) {
+            log_info("retention: dropped %s partition(s) older than %s days", dropped, ret);
+        }
+    }
+    json_decref(rows);
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    char err[512];
+    int rc = 1;
+    struct db *d = NULL;
+    struct http_server *srv = NULL;
+    struct ingest *in = NULL;
+
+    if (app_init(&app, argc, argv, "history", "HISTORY", HISTORY_CONFIG) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        app_release(&app);
+        return 0;
+    }
+    d = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"), err,
+               sizeof(err));
+    if (!d) {
+        log_error("database_url: %s", err);
+        goto out;
+    }
+    /* Migrations must be in place before serving; while the database is still starting, wait. */
+    for (;;) {
+        int m = db_migrate(d, "history", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
+        if (m == DB_OK) {
+            break;
+        }
+        if (m != DB_EUNAVAILABLE) {
+            log_error("migrations failed: %s", err);
+            goto out;
+        }
+        log_warn("database unavailable, retrying migrations: %s", err);
+        int sig = app_wait_signal_for(&app, 1000);
+        if (sig == SIGTERM || sig == SIGINT) {
+            rc = 0;
+            goto out;
+        }
+    }
+    maintain(d, app.cfg);
+
+    struct http_server_options opts = {
+        .listen = config_str(app.cfg, "listen"),
+        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .ready = ready,
+        .ready_ctx = d,
+    };
+    srv = http_server_new(&opts);
+    const char *bus_secret = config_str(app.cfg, "bus_secret");
+    struct ingest_options io = {
+        .bus_secret = bus_secret,
+        .batch_max = (unsigned)config_int(app.cfg, "batch_max"),
+        .batch_wait_ms = (unsigned)config_int(app.cfg, "batch_wait_ms"),
+        .max_pending = (unsigned)config_int(app.cfg, "max_pending"),
+        .workers = (unsigned)config_int(app.cfg, "batch_workers"),
+    };
+    in = ingest_new(d, srv, &io);
+    struct api_options ao = {.auth_secret = config_str(app.cfg, "auth_secret")};
+    api_register(srv, d, &ao);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
+        log_error("cannot listen: %s", err);
+        goto out;
+    }
+    log_info("history listening on %s%s", opts.listen,
+             bus_secret && *bus_secret ? ", signatures required" : "");
+    long interval_ms = (long)config_int(app.cfg, "maintenance_interval_s") * 1000;
+    for (;;) {
+        int sig = app_wait_signal_for(&app, interval_ms);
+        if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+        maintain(d, app.cfg);
+    }
+    rc = 0;
+out:
+    ingest_stop(in);
+    http_server_free(srv, 2000);
+    ingest_free(in);
+    db_free(d);
+    app_release(&app);
+    return rc;
+}

@@ -1,0 +1,2 @@
+PROGRAMS += history
+history_DIR := services/history

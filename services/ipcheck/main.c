@@ -1,0 +1,149 @@
+/* ipcheck - adds the country to login events (streaming route `ipcheck`: login → login.checked).
+ *
+ * POST /v1/deliveries/login with a login event answers 200 with the same event plus "login_id"
+ * (the delivery's ce-id) and "country" (ISO 3166-1 alpha-2, "ZZ" when private, reserved or
+ * unknown); the dispatcher publishes that body to login.checked. An invalid IP is a 422, which
+ * the dispatcher dead-letters. The answer is a pure function of the delivery, so a redelivered
+ * event (same ce-id) gets the same answer: deduplication is free here.
+ *
+ * The GeoIP database is re-checked every reload_check_ms on the main thread and swapped in
+ * without dropping a request (see geo.h). */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "app.h"
+#include "crypto.h"
+#include "geo.h"
+#include "http_server.h"
+#include "log.h"
+#include "metrics.h"
+
+static const struct config_def IPCHECK_CONFIG[] = {
+    {"listen", CONFIG_STRING, "127.0.0.1:8101", 0, 256, 0, NULL, "HTTP listen address"},
+    {"geoip_db", CONFIG_STRING, "var/geoip/geo-whois-asn-country.mmdb", 0, 4096, 0, NULL,
+     "MaxMind-format database (npm geo-whois-asn-country or GeoLite2-Country layout)"},
+    {"reload_check_ms", CONFIG_INT, "1000", 50, 3600000, 0, NULL,
+     "How often the database file is checked for replacement"},
+    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
+     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    CONFIG_DEF_END,
+};
+
+struct ipcheck {
+    struct geo *geo;
+    const char *bus_secret; /* NULL or "" = not checked */
+    struct metric *m_ok;
+    struct metric *m_invalid;
+    struct metric *m_unknown;
+};
+
+static void handle_login(struct http_exchange *ex, void *arg)
+{
+    struct ipcheck *ic = arg;
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+
+    if (ic->bus_secret && *ic->bus_secret &&
+        !crypto_verify_signature(ic->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
+        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+        return;
+    }
+    json_error_t jerr;
+    json_t *ev = json_loadb(body, len, 0, &jerr);
+    if (!json_is_object(ev)) {
+        json_decref(ev);
+        metric_inc(ic->m_invalid);
+        http_respond_error(ex, 422, "invalid_event", NULL, "the body is not a JSON object");
+        return;
+    }
+    const char *ip = json_string_value(json_object_get(ev, "ip"));
+    char country[3];
+    if (!ip || geo_country(ic->geo, ip, country) != 0) {
+        json_decref(ev);
+        metric_inc(ic->m_invalid);
+        http_respond_error(ex, 422, "invalid_ip", NULL, "\"ip\" is not an IPv4 or IPv6 address");
+        return;
+    }
+    const char *ce_id = http_header(ex, "ce-id");
+    if (ce_id && *ce_id) {
+        json_object_set_new(ev, "login_id", json_string(ce_id));
+    } else if (!json_is_string(json_object_get(ev, "login_id"))) {
+        json_decref(ev);
+        metric_inc(ic->m_invalid);
+        http_respond_error(ex, 422, "missing_id", NULL, "no ce-id header and no \"login_id\"");
+        return;
+    }
+    json_object_set_new(ev, "country", json_string(country));
+    if (strcmp(country, GEO_UNKNOWN) == 0) {
+        metric_inc(ic->m_unknown);
+    }
+    metric_inc(ic->m_ok);
+    http_respond_json(ex, 200, ev);
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    char err[512];
+    struct ipcheck ic = {0};
+    int rc = 1;
+    struct http_server *srv = NULL;
+
+    if (app_init(&app, argc, argv, "ipcheck", "IPCHECK", IPCHECK_CONFIG) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        app_release(&app);
+        return 0;
+    }
+    ic.geo = geo_new(config_str(app.cfg, "geoip_db"), err, sizeof(err));
+    if (!ic.geo) {
+        log_error("%s (make deps fetches it)", err);
+        goto out;
+    }
+    ic.bus_secret = config_str(app.cfg, "bus_secret");
+    ic.m_ok = metrics_counter("ipcheck_lookups_total", "Logins enriched with a country", NULL);
+    ic.m_invalid =
+        metrics_counter("ipcheck_invalid_total", "Deliveries refused with 422 (bad IP)", NULL);
+    ic.m_unknown = metrics_counter("ipcheck_unknown_country_total",
+                                   "Lookups answered ZZ (private, reserved, unknown)", NULL);
+    struct metric *m_reloads =
+        metrics_counter("ipcheck_db_reloads_total", "GeoIP database reloads", NULL);
+
+    struct http_server_options opts = {
+        .listen = config_str(app.cfg, "listen"),
+        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .max_body_bytes = 64 * 1024,
+    };
+    srv = http_server_new(&opts);
+    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &ic, 0);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
+        log_error("cannot listen: %s", err);
+        goto out;
+    }
+    log_info("ipcheck listening on %s, database %s%s", opts.listen, config_str(app.cfg, "geoip_db"),
+             ic.bus_secret && *ic.bus_secret ? ", signatures required" : "");
+    long check_ms = (long)config_int(app.cfg, "reload_check_ms");
+    for (;;) {
+        int sig = app_wait_signal_for(&app, check_ms);
+        if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+        int r = geo_reload_if_changed(ic.geo, err, sizeof(err));
+        if (r == 1) {
+            metric_inc(m_reloads);
+            log_info("GeoIP database reloaded");
+        } else if (r < 0) {
+            log_warn("GeoIP reload skipped: %s", err);
+        }
+    }
+    rc = 0;
+out:
+    http_server_free(srv, 2000);
+    geo_free(ic.geo);
+    app_release(&app);
+    return rc;
+}

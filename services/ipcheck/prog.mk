@@ -1,0 +1,2 @@
+PROGRAMS += ipcheck
+ipcheck_DIR := services/ipcheck

@@ -1,0 +1,196 @@
+"""busctl: validate agrees with an independent validator (Debian's python3-jsonschema) on every
+config/bus file and on broken variants; plan/apply against a broker and a running dispatcher;
+tail; dlq replay delivers dead letters through their route again and nowhere else."""
+import copy
+import glob
+import json
+import os
+import subprocess
+
+import importlib.util
+
+import jsonschema
+
+import harness
+
+# the dispatcher tests' helpers (sinks, producing with kcat, bus configs)
+_spec = importlib.util.spec_from_file_location(
+    "dispatcher_helpers", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "test_dispatcher.py"))
+td = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(td)
+
+BROKERS = ["mock", "embedded"]
+ROOT = harness.ROOT
+SCHEMA_PATH = os.path.join(ROOT, "config", "schema", "bus.schema.json")
+
+
+def busctl(*args, env=None, timeout=30):
+    path = harness.bin_path("busctl")
+    if not os.path.exists(path):
+        raise harness.Skip("busctl not built")
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([path] + list(args), capture_output=True, text=True, cwd=ROOT, env=e,
+                       timeout=timeout * harness.timeout_mult())
+    return p.returncode, p.stdout, p.stderr
+
+
+def jsonschema_ok(doc):
+    schema = json.load(open(SCHEMA_PATH))
+    v = jsonschema.Draft202012Validator(schema)
+    return not list(v.iter_errors(doc))
+
+
+def busctl_ok(doc, name="x.json"):
+    ctx = harness.ctx()
+    d = ctx.path("v", str(len(os.listdir(ctx.tmp))), name)
+    with open(d, "w") as f:
+        json.dump(doc, f)
+    rc, out, err = busctl("validate", os.path.dirname(d))
+    return rc == 0, err
+
+
+# test_busctl runs once per broker, but these two need none.
+def test_repo_configs_valid_for_both_validators():
+    files = sorted(glob.glob(os.path.join(ROOT, "config", "bus", "*.json")))
+    assert files, "no config/bus files"
+    for f in files:
+        doc = json.load(open(f))
+        assert jsonschema_ok(doc), f"{f}: python3-jsonschema rejects it"
+    rc, out, err = busctl("validate", os.path.join(ROOT, "config", "bus"))
+    assert rc == 0, err
+    assert "valid" in out
+
+
+def test_validators_agree_on_broken_variants():
+    base = {"topics": [{"name": "a", "partitions": 3, "key": "/k"}, {"name": "b"}],
+            "routes": [{"name": "r", "topic": "a", "endpoint": "http://127.0.0.1:1/x",
+                        "mode": "streaming", "output": "b"}]}
+    assert jsonschema_ok(base)
+    ok, err = busctl_ok(base)
+    assert ok, err
+
+    def variant(fn):
+        d = copy.deepcopy(base)
+        fn(d)
+        return d
+    schema_broken = [
+        variant(lambda d: d["routes"][0].update(endpoint="ftp://x")),
+        variant(lambda d: d["routes"][0].update(concurrency=0)),
+        variant(lambda d: d["routes"][0].update(ordering="random")),
+        variant(lambda d: d["routes"][0].update(unknown_key=1)),
+        variant(lambda d: d["topics"][0].update(partitions="3")),
+        variant(lambda d: d["routes"][0].pop("endpoint")),
+        variant(lambda d: d["routes"][0].update(retry={"initial_ms": -1})),
+        variant(lambda d: d.update(extra=[])),
+    ]
+    for i, doc in enumerate(schema_broken):
+        assert not jsonschema_ok(doc), f"variant {i}: python3-jsonschema accepts it"
+        ok, err = busctl_ok(doc, "team.json")
+        assert not ok, f"variant {i}: busctl accepts it"
+        line = err.strip().splitlines()[0]
+        # "file: /json/pointer: message"
+        assert line.split(": ")[0].endswith("team.json") and line.split(": ")[1].startswith("/"), \
+            line
+    # valid for the schema, wrong in meaning: only busctl sees it
+    meaning_broken = [
+        variant(lambda d: d["routes"][0].update(topic="nope")),
+        variant(lambda d: d["routes"][0].update(output="nope")),
+        variant(lambda d: d["routes"].append(copy.deepcopy(d["routes"][0]))),
+        variant(lambda d: d["routes"].append({"name": "back", "topic": "b", "mode": "streaming",
+                                              "output": "a",
+                                              "endpoint": "http://127.0.0.1:1/y"})),
+    ]
+    for i, doc in enumerate(meaning_broken):
+        assert jsonschema_ok(doc), f"meaning variant {i}"
+        ok, err = busctl_ok(doc)
+        assert not ok, f"meaning variant {i}: busctl accepts it"
+
+
+def _setup(routes, topics):
+    ctx = harness.ctx()
+    broker = td.broker_with({t["name"]: t.get("partitions", 3) for t in topics})
+    d = td.bus_config(topics, routes)
+    return ctx, broker, d
+
+
+def test_plan_and_apply_reload_dispatcher():
+    ctx = harness.ctx()
+    sink_a, sink_b = td.Sink(), td.Sink()
+    ua, ub = ctx.serve(sink_a)[0], ctx.serve(sink_b)[0]
+    topics = [td.topic("t", 3)]
+    ctx, broker, d = _setup([td.route("ra", "t", ua)], topics)
+    disp = td.start_dispatcher(broker, d)
+    env = {"BUS_BOOTSTRAP": broker.bootstrap, "DISPATCHER_URLS": disp.url,
+           "BUS_SCHEMA": td.SCHEMA}
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0, err
+    assert "no changes" in out, out
+    # the team adds a route and a topic
+    td.bus_config(topics + [td.topic("newtopic", 2)],
+                  [td.route("ra", "t", ua), td.route("rb", "t", ub)])
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0, err
+    assert "+ route rb" in out and "+ topic newtopic" in out, out
+    rc, out, err = busctl("apply", d, env=env)
+    assert rc == 0, out + err
+    if broker.kind == "mock":
+        assert "mock cluster" in out and "not created" in out, out
+    assert "reloaded" in out
+    evs = td.events(30)
+    td.produce(broker, "t", evs)
+    td.wait_all(sink_b, [e["id"] for e in evs])
+    td.wait_all(sink_a, [e["id"] for e in evs])
+    rc, out, err = busctl("lag", env=env)
+    assert rc == 0 and "rb" in out, out + err
+
+
+def test_tail_prints_events():
+    ctx, broker, d = _setup([], [td.topic("t", 1)])
+    evs = td.events(3)
+    td.produce(broker, "t", evs)
+    rc, out, err = busctl("tail", "t", "-n", "3", "--from-beginning",
+                          env={"BUS_BOOTSTRAP": broker.bootstrap})
+    assert rc == 0, err
+    lines = [json.loads(x) for x in out.strip().splitlines()]
+    assert [x["value"]["id"] for x in lines] == ["e0", "e1", "e2"]  # one partition: in order
+    assert lines[0]["headers"]["ce-type"] == "t" and lines[0]["key"] == "acc-0"
+
+
+def test_dlq_replay_through_the_route_only():
+    ctx = harness.ctx()
+    state = {"reject": True}
+
+    def answer(ev, h):
+        if state["reject"] and ev["seq"] % 4 == 0:
+            return 400, {"error": "not yet"}, None
+        return 200, None, None
+    picky, other = td.Sink(answer), td.Sink()
+    up, uo = ctx.serve(picky)[0], ctx.serve(other)[0]
+    topics = [td.topic("t", 2), td.topic("t.dlq", 1)]
+    ctx, broker, d = _setup([td.route("picky", "t", up, dead_letter="t.dlq"),
+                             td.route("other", "t", uo)], topics)
+    disp = td.start_dispatcher(broker, d)
+    evs = td.events(40)
+    td.produce(broker, "t", evs)
+    ids = [e["id"] for e in evs]
+    td.wait_all(other, ids)
+    rejected = [e["id"] for e in evs if e["seq"] % 4 == 0]
+    harness.wait_for(lambda: td.metric(disp, "bus_dispatcher_dead_lettered_total") == 10, 20,
+                     what="10 dead letters")
+    assert picky.missing(ids) == rejected
+    state["reject"] = False
+    rc, out, err = busctl("dlq", "replay", "picky", d,
+                          env={"BUS_BOOTSTRAP": broker.bootstrap, "BUS_SCHEMA": td.SCHEMA})
+    assert rc == 0, out + err
+    assert "replayed 10" in out, out
+    td.wait_all(picky, ids)
+    # the other route did not get them again
+    harness.wait_for(lambda: td.metric(disp, "bus_dispatcher_delivered_total",
+                                       'route="picky"') >= 40, 10, what="picky delivered")
+    assert all(v == 1 for v in other.seen.values()), "replay reached another route"
+    # a second replay has nothing new
+    rc, out, err = busctl("dlq", "replay", "picky", d,
+                          env={"BUS_BOOTSTRAP": broker.bootstrap, "BUS_SCHEMA": td.SCHEMA})
+    assert rc == 0 and "replayed 0" in out, out + err

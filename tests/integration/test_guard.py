@@ -1,0 +1,249 @@
+"""guard: policies applied to login.checked deliveries, status API, unlock by code and by support.
+
+Deliveries are POSTed as the dispatcher would (ce-id, X-Bus-Signature); each test gets a fresh
+database in the run's private PostgreSQL cluster (tests/lib/pg.py)."""
+import datetime
+import hashlib
+import hmac
+import json
+import subprocess
+import time
+import uuid
+
+import harness
+import pg
+
+AUTH = "test-auth-secret"
+BUS = "test-bus-secret"
+
+
+def start(db_url, **cfg):
+    config = {"database_url": db_url, "home_countries": "KR"}
+    config.update(cfg)
+    return harness.ctx().start("guard", config=config,
+                               env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS,
+                                    "GUARD_DATABASE_URL": db_url},
+                               ready_path="/readyz")
+
+
+def token(role, subject):
+    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
+                       text=True, env={"AUTH_SECRET": AUTH}, timeout=10)
+    if r.returncode != 0:
+        raise harness.Skip("mktoken not built")
+    return r.stdout.strip()
+
+
+def auth(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def login(account, country, login_id=None):
+    return {"account_id": account, "ip": "11.2.3.4", "country": country,
+            "ts": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "session_id": "s-1", "server": "kr-1", "login_id": login_id or str(uuid.uuid4())}
+
+
+def deliver(svc, event, secret=BUS):
+    body = json.dumps(event).encode()
+    headers = {"Content-Type": "application/json", "ce-id": str(uuid.uuid4()),
+               "ce-type": "login.checked", "ce-source": "ipcheck"}
+    if secret:
+        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
+                                                          hashlib.sha256).hexdigest()
+    return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
+                        headers=headers)
+
+
+def set_policy(svc, account, action, channels=("ingame",), allowed=()):
+    st, body, _ = harness.http("PUT", f"{svc.url}/v1/accounts/{account}/policy",
+                               {"action": action, "channels": list(channels),
+                                "allowed_countries": list(allowed)},
+                               headers=auth(token("player", account)))
+    assert st == 200, (st, body)
+    return body
+
+
+def status(svc, account):
+    st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/status")
+    assert st == 200, (st, body)
+    return body
+
+
+def dbname(url):
+    return url.rsplit("/", 1)[1]
+
+
+def test_home_and_policy_none_need_nothing():
+    url = pg.fresh_db()
+    svc = start(url)
+    assert deliver(svc, login("a1", "KR"))[0] == 204
+    assert deliver(svc, login("a1", "US"))[0] == 204  # default policy none
+    set_policy(svc, "a1", "lock")
+    assert deliver(svc, login("a1", "KR"))[0] == 204
+    assert deliver(svc, login("a1", "ZZ"))[0] == 204  # unknown country ignored by default
+    assert status(svc, "a1")["locked"] is False
+
+
+def test_signature_and_validation():
+    url = pg.fresh_db()
+    svc = start(url)
+    assert deliver(svc, login("a1", "US"), secret=None)[0] == 401
+    assert deliver(svc, login("a1", "US"), secret="wrong")[0] == 401
+    bad = login("a1", "US")
+    del bad["country"]
+    assert deliver(svc, bad)[0] == 422
+
+
+def test_each_policy_effect():
+    url = pg.fresh_db()
+    svc = start(url)
+    contacts = {"email": "p@example.com", "phone": "+821012345678"}
+    for action in ["notify", "kick", "block_abroad", "lock"]:
+        acct = "acct-" + action
+        st, _, _ = harness.http("PUT", f"{svc.url}/v1/accounts/{acct}/contacts", contacts,
+                                headers=auth(token("player", acct)))
+        assert st == 200
+        set_policy(svc, acct, action, channels=["email", "sms", "ingame"])
+        assert status(svc, acct)["locked"] is False  # cached before the login
+        ev = login(acct, "US")
+        st, body, _ = deliver(svc, ev)
+        assert st == 200, (st, body)
+        assert body["action"] == action and body["account_id"] == acct
+        assert body["login_id"] == ev["login_id"] and body["country"] == "US"
+        assert body["session_id"] == "s-1" and body["channels"] == ["email", "sms", "ingame"]
+        assert body["contacts"] == contacts
+        assert ("code" in body) == (action == "lock")
+        s = status(svc, acct)
+        assert s["locked"] is (action == "lock"), s
+        assert s["blocked_abroad"] is (action == "block_abroad"), s
+    # the code is never stored in clear
+    rows = pg.cluster().psql(dbname(url), "SELECT event, hash FROM guard.decisions d "
+                             "JOIN guard.codes c USING (account_id)")
+    assert len(rows) == 1 and '"code"' not in rows[0][0]
+
+
+def test_allowed_country_and_travel_until():
+    url = pg.fresh_db()
+    svc = start(url)
+    future = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+    past = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = set_policy(svc, "t1", "kick", allowed=["JP", {"country": "US", "until": future},
+                                                  {"country": "DE", "until": past}])
+    assert sorted(a["country"] for a in body["allowed_countries"]) == ["JP", "US"]
+    assert deliver(svc, login("t1", "JP"))[0] == 204
+    assert deliver(svc, login("t1", "US"))[0] == 204
+    st, ev, _ = deliver(svc, login("t1", "DE"))  # the trip to Germany is over
+    assert st == 200 and ev["action"] == "kick"
+    st, _, _ = harness.http("PUT", f"{svc.url}/v1/accounts/t1/policy", {"action": "boom"},
+                            headers=auth(token("player", "t1")))
+    assert st == 400
+    st, _, _ = harness.http("PUT", f"{svc.url}/v1/accounts/t1/policy", {"action": "none"},
+                            headers=auth(token("player", "someone-else")))
+    assert st == 403
+    st, _, _ = harness.http("PUT", f"{svc.url}/v1/accounts/t1/policy", {"action": "none"})
+    assert st == 401
+
+
+def test_redelivery_same_answer_no_second_code():
+    url = pg.fresh_db()
+    svc = start(url)
+    set_policy(svc, "r1", "lock")
+    ev = login("r1", "US")
+    st1, b1, _ = deliver(svc, ev)
+    st2, b2, _ = deliver(svc, ev)
+    assert st1 == st2 == 200 and b1 == b2
+    rows = pg.cluster().psql(dbname(url), "SELECT count(*) FROM guard.decisions")
+    assert rows[0][0] == "1"
+    # a second login from abroad makes a new code; the old one is void
+    st3, b3, _ = deliver(svc, login("r1", "US"))
+    assert st3 == 200 and b3["code"] != b1["code"]
+
+
+def unlock(svc, account, code, tok=None):
+    return harness.http("POST", f"{svc.url}/v1/accounts/{account}/unlock", {"code": code},
+                        headers=auth(tok or token("player", account)))
+
+
+def test_unlock_with_code_and_wrong_codes():
+    url = pg.fresh_db()
+    svc = start(url, code_attempts=3)
+    set_policy(svc, "u1", "lock")
+    st, ev, _ = deliver(svc, login("u1", "CN"))
+    assert st == 200 and status(svc, "u1")["locked"] is True
+    code = ev["code"]
+    wrong = "00000000" if code != "00000000" else "11111111"
+    st, body, _ = unlock(svc, "u1", wrong)
+    assert st == 403 and body["attempts_left"] == 2
+    assert unlock(svc, "u1", code, tok=token("player", "other"))[0] == 403
+    st, body, _ = unlock(svc, "u1", code)
+    assert st == 200 and body["locked"] is False
+    assert status(svc, "u1")["locked"] is False
+    assert unlock(svc, "u1", code)[0] == 409  # used up
+
+    # attempts run out: even the right code is refused afterwards
+    st, ev, _ = deliver(svc, login("u1", "CN"))
+    code = ev["code"]
+    wrong = "00000000" if code != "00000000" else "11111111"
+    assert unlock(svc, "u1", wrong)[0] == 403
+    assert unlock(svc, "u1", wrong)[0] == 403
+    assert unlock(svc, "u1", wrong)[0] == 423
+    assert unlock(svc, "u1", code)[0] == 423
+    assert status(svc, "u1")["locked"] is True
+
+
+def test_code_expires():
+    url = pg.fresh_db()
+    svc = start(url)
+    set_policy(svc, "e1", "lock")
+    st, ev, _ = deliver(svc, login("e1", "CN"))
+    pg.cluster().psql(dbname(url), "UPDATE guard.codes SET expires_at = now() - interval '1 s'")
+    assert unlock(svc, "e1", ev["code"])[0] == 410
+    assert status(svc, "e1")["locked"] is True
+
+
+def test_support_unlock_and_audit():
+    url = pg.fresh_db()
+    svc = start(url)
+    set_policy(svc, "s1", "lock")
+    deliver(svc, login("s1", "BR"))
+    assert status(svc, "s1")["locked"] is True
+    staff = token("staff", "alice")
+    path = f"{svc.url}/v1/support/accounts/s1/unlock"
+    assert harness.http("POST", path, {"reason": ""}, headers=auth(staff))[0] == 400
+    assert harness.http("POST", path, {"reason": "x"},
+                        headers=auth(token("player", "s1")))[0] == 403
+    st, body, _ = harness.http("POST", path, {"reason": "verified by phone call"},
+                               headers=auth(staff))
+    assert st == 200 and body["unlocked_by"] == "alice"
+    assert status(svc, "s1")["locked"] is False
+    st, body, _ = harness.http("GET", f"{svc.url}/v1/support/audit?account_id=s1",
+                               headers=auth(staff))
+    assert st == 200 and len(body["entries"]) == 1
+    e = body["entries"][0]
+    assert (e["staff"], e["action"], e["account_id"], e["reason"]) == \
+        ("alice", "unlock", "s1", "verified by phone call")
+    assert harness.http("GET", f"{svc.url}/v1/support/audit",
+                        headers=auth(token("player", "s1")))[0] == 403
+
+
+def test_status_fast_from_cache():
+    url = pg.fresh_db()
+    svc = start(url)
+    status(svc, "fast")
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=5)
+    n = 200
+    t0 = time.perf_counter()
+    for _ in range(n):
+        conn.request("GET", "/v1/accounts/fast/status")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+    per = (time.perf_counter() - t0) / n
+    conn.close()
+    # the round trip includes python's HTTP client; the service's own share is far smaller
+    limit = 0.005 * harness.timeout_mult() * (10 if harness.is_asan() else 1)
+    assert per < limit, per

@@ -1,0 +1,91 @@
+"""One private PostgreSQL cluster for the whole test run (tools/pg.sh), plus a fresh database
+per test.
+
+    import pg
+    url = pg.fresh_db()            # postgresql://bus@127.0.0.1:<port>/t_<random>
+    cluster = pg.cluster()         # .url, .port, .dir, .restart(), .stop(), .start(), .psql(db, sql)
+
+The cluster lives in a temp dir on a free port, started on first use through
+harness.shared("postgres", ...) and stopped by harness.shutdown_shared() at the end of the run.
+Tests raise harness.Skip when PostgreSQL is not installed.
+"""
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+
+import harness
+
+PG_SH = os.path.join(harness.ROOT, "tools", "pg.sh")
+
+
+class Cluster:
+    def __init__(self, base, port):
+        self.dir = base
+        self.port = port
+        self.url = f"postgresql://bus@127.0.0.1:{port}/bus"
+
+    def _pg(self, *args, timeout=90):
+        r = subprocess.run([PG_SH, *args], capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError(f"tools/pg.sh {' '.join(args)} failed: {r.stderr[-2000:]}")
+        return r.stdout
+
+    def start(self):
+        self._pg("start", self.dir, str(self.port))
+
+    def stop(self):
+        self._pg("stop", self.dir)
+
+    def restart(self):
+        self._pg("restart", self.dir)
+
+    def running(self):
+        return subprocess.run([PG_SH, "status", self.dir]).returncode == 0
+
+    def db_url(self, name):
+        return f"postgresql://bus@127.0.0.1:{self.port}/{name}"
+
+    def psql(self, db, sql):
+        """Runs sql in database db; returns stdout rows as lists of strings (tab separated)."""
+        r = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-F", "\t",
+                            self.db_url(db), "-c", sql],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError(f"psql failed: {r.stderr[-2000:]}")
+        return [line.split("\t") for line in r.stdout.splitlines() if line != ""]
+
+
+def _factory():
+    if shutil.which("initdb") is None and not any(
+            os.path.exists(os.path.join(d, "initdb"))
+            for d in __import__("glob").glob("/usr/lib/postgresql/*/bin")):
+        raise harness.Skip("PostgreSQL not installed")
+    base = tempfile.mkdtemp(prefix="bustest-pg-")
+    os.chmod(base, 0o755)
+    c = Cluster(os.path.join(base, "pg"), harness.free_port())
+    c.start()
+
+    def close():
+        try:
+            c.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+    return c, close
+
+
+def cluster():
+    """The run's shared cluster (started on first call). Starts it again if a test stopped it."""
+    c = harness.shared("postgres", _factory)
+    if not c.running():
+        c.start()
+    return c
+
+
+def fresh_db():
+    """Creates an empty database owned by bus and returns its URL."""
+    c = cluster()
+    name = "t_" + uuid.uuid4().hex[:16]
+    c.psql("bus", f"CREATE DATABASE {name} OWNER bus")
+    return c.db_url(name)

@@ -1,0 +1,258 @@
+/* gamesim - the game server stub: records what the product sends to a game server and serves it.
+ *
+ * POST /v1/kick      an account.action event (route gamesim-kick): kick, block_abroad and lock
+ *                    are recorded as kicks (200); notify needs no kick (204).
+ * POST /v1/messages  an in-game message {"account_id", "text", ...} from notify (200).
+ * POST /v1/sms       an SMS {"to", "text", ...} from notify (the development SMS provider, 200).
+ * GET  /v1/received  {"kicks": [...], "messages": [...], "sms": [...]}, oldest first; each list
+ *                    keeps the newest `keep` entries.
+ * DELETE /v1/received empties the lists.
+ * fail_next (config, or POST /v1/fail {"count": N}) answers the next N posts 503, so tests can
+ * play a provider outage. Kicks are deduplicated by ce-id (a redelivery is not a second kick). */
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "crypto.h"
+#include "http_server.h"
+#include "log.h"
+
+static const struct config_def GAMESIM_CONFIG[] = {
+    {"listen", CONFIG_STRING, "127.0.0.1:8109", 0, 256, 0, NULL, "HTTP listen address"},
+    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
+     "Bus signing secret: when set, kick deliveries must carry a valid X-Bus-Signature"},
+    {"keep", CONFIG_INT, "10000", 1, 1000000, 0, NULL, "Entries kept per list"},
+    {"threads", CONFIG_INT, "2", 1, 64, 0, NULL, "HTTP worker threads"},
+    CONFIG_DEF_END,
+};
+
+struct sim {
+    pthread_mutex_t mu;
+    json_t *kicks, *messages, *sms;
+    json_t *seen; /* ce-id -> true for kicks */
+    size_t keep;
+    long fail_next;
+    const char *bus_secret;
+};
+
+static void push(struct sim *s, json_t *list, json_t *item)
+{
+    json_array_append_new(list, item);
+    while (json_array_size(list) > s->keep) {
+        json_array_remove(list, 0);
+    }
+}
+
+/* Takes one simulated failure if any is pending (then answers 503 and returns 1). */
+static int fail_one(struct sim *s, struct http_exchange *ex)
+{
+    pthread_mutex_lock(&s->mu);
+    int fail = s->fail_next > 0;
+    if (fail) {
+        s->fail_next--;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (fail) {
+        http_add_header(ex, "Retry-After", "1");
+        http_respond_error(ex, 503, "unavailable", NULL, "simulated outage");
+    }
+    return fail;
+}
+
+static json_t *body_object(struct http_exchange *ex, size_t *len_out, const char **raw)
+{
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    json_error_t jerr;
+    json_t *b = json_loadb(body, len, 0, &jerr);
+    if (!json_is_object(b)) {
+        json_decref(b);
+        http_respond_error(ex, 400, "bad_request", NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    if (len_out) {
+        *len_out = len;
+        *raw = body;
+    }
+    return b;
+}
+
+static void handle_kick(struct http_exchange *ex, void *arg)
+{
+    struct sim *s = arg;
+    size_t len = 0;
+    const char *raw = NULL;
+    const char *body = http_body(ex, &len);
+    if (s->bus_secret && *s->bus_secret &&
+        !crypto_verify_signature(s->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
+        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+        return;
+    }
+    if (fail_one(s, ex)) {
+        return;
+    }
+    json_t *b = body_object(ex, &len, &raw);
+    if (!b) {
+        return;
+    }
+    const char *action = json_string_value(json_object_get(b, "action"));
+    if (!json_is_string(json_object_get(b, "account_id")) || !action) {
+        json_decref(b);
+        http_respond_error(ex, 422, "invalid_event", NULL, "account_id and action are required");
+        return;
+    }
+    if (strcmp(action, "kick") && strcmp(action, "block_abroad") && strcmp(action, "lock")) {
+        json_decref(b);
+        http_respond(ex, 204, NULL, "", 0);
+        return;
+    }
+    json_object_del(b, "code"); /* a game server has no business with unlock codes */
+    const char *ce_id = http_header(ex, "ce-id");
+    pthread_mutex_lock(&s->mu);
+    if (ce_id && json_object_get(s->seen, ce_id)) {
+        pthread_mutex_unlock(&s->mu);
+        json_decref(b);
+        http_respond_json(ex, 200, json_pack("{s:b}", "duplicate", 1));
+        return;
+    }
+    if (ce_id) {
+        if (json_object_size(s->seen) >= s->keep) {
+            json_object_clear(s->seen);
+        }
+        json_object_set_new(s->seen, ce_id, json_true());
+    }
+    push(s, s->kicks, b);
+    pthread_mutex_unlock(&s->mu);
+    http_respond_json(ex, 200, json_pack("{s:b}", "kicked", 1));
+}
+
+static void record(struct http_exchange *ex, struct sim *s, json_t *list, const char *need)
+{
+    if (fail_one(s, ex)) {
+        return;
+    }
+    json_t *b = body_object(ex, NULL, NULL);
+    if (!b) {
+        return;
+    }
+    if (!json_is_string(json_object_get(b, need)) || !json_is_string(json_object_get(b, "text"))) {
+        json_decref(b);
+        http_respond_error(ex, 422, "invalid", NULL, "\"%s\" and \"text\" are required", need);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    push(s, list, b);
+    pthread_mutex_unlock(&s->mu);
+    http_respond_json(ex, 200, json_pack("{s:b}", "accepted", 1));
+}
+
+static void handle_message(struct http_exchange *ex, void *arg)
+{
+    struct sim *s = arg;
+    record(ex, s, s->messages, "account_id");
+}
+
+static void handle_sms(struct http_exchange *ex, void *arg)
+{
+    struct sim *s = arg;
+    record(ex, s, s->sms, "to");
+}
+
+static void handle_received(struct http_exchange *ex, void *arg)
+{
+    struct sim *s = arg;
+    pthread_mutex_lock(&s->mu);
+    json_t *out = json_pack("{s:O, s:O, s:O}", "kicks", s->kicks, "messages", s->messages, "sms",
+                            s->sms);
+    char *text = json_dumps(out, JSON_COMPACT);
+    pthread_mutex_unlock(&s->mu);
+    json_decref(out);
+    http_respond(ex, 200, NULL, text, strlen(text));
+    free(text);
+}
+
+static void handle_clear(struct http_exchange *ex, void *arg)
+{
+    struct sim *s = arg;
+    pthread_mutex_lock(&s->mu);
+    json_array_clear(s->kicks);
+    json_array_clear(s->messages);
+    json_array_clear(s->sms);
+    json_object_clear(s->seen);
+    pthread_mutex_unlock(&s->mu);
+    http_respond(ex, 204, NULL, "", 0);
+}
+
+static void handle_fail(struct http_exchange *ex, void *arg)
+{
+    struct sim *s = arg;
+    json_t *b = body_object(ex, NULL, NULL);
+    if (!b) {
+        return;
+    }
+    json_int_t n = json_integer_value(json_object_get(b, "count"));
+    json_decref(b);
+    pthread_mutex_lock(&s->mu);
+    s->fail_next = n < 0 ? 0 : (long)n;
+    pthread_mutex_unlock(&s->mu);
+    http_respond(ex, 204, NULL, "", 0);
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    char err[512];
+    int rc = 1;
+    struct sim s;
+    memset(&s, 0, sizeof(s));
+    if (app_init(&app, argc, argv, "gamesim", "GAMESIM", GAMESIM_CONFIG) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        app_release(&app);
+        return 0;
+    }
+    pthread_mutex_init(&s.mu, NULL);
+    s.kicks = json_array();
+    s.messages = json_array();
+    s.sms = json_array();
+    s.seen = json_object();
+    s.keep = (size_t)config_int(app.cfg, "keep");
+    s.bus_secret = config_str(app.cfg, "bus_secret");
+    struct http_server_options opts = {
+        .listen = config_str(app.cfg, "listen"),
+        .threads = (unsigned)config_int(app.cfg, "threads"),
+    };
+    struct http_server *srv = http_server_new(&opts);
+    http_server_route(srv, "POST", "/v1/kick", handle_kick, &s, 65536);
+    http_server_route(srv, "POST", "/v1/messages", handle_message, &s, 65536);
+    http_server_route(srv, "POST", "/v1/sms", handle_sms, &s, 65536);
+    http_server_route(srv, "GET", "/v1/received", handle_received, &s, 0);
+    http_server_route(srv, "DELETE", "/v1/received", handle_clear, &s, 0);
+    http_server_route(srv, "POST", "/v1/fail", handle_fail, &s, 1024);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
+        log_error("cannot listen: %s", err);
+        goto out;
+    }
+    log_info("gamesim listening on %s", opts.listen);
+    for (;;) {
+        int sig = app_wait_signal(&app);
+        if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+    }
+    rc = 0;
+out:
+    http_server_free(srv, 2000);
+    json_decref(s.kicks);
+    json_decref(s.messages);
+    json_decref(s.sms);
+    json_decref(s.seen);
+    pthread_mutex_destroy(&s.mu);
+    app_release(&app);
+    return rc;
+}

@@ -1,0 +1,2 @@
+PROGRAMS += gamesim
+gamesim_DIR := tools/gamesim

@@ -1,0 +1,2 @@
+PROGRAMS += mktoken
+mktoken_DIR := tools/mktoken

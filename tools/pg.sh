@@ -1,0 +1,151 @@
+#!/bin/sh
+# tools/pg.sh - a private PostgreSQL cluster for development and tests.
+#
+#   tools/pg.sh init   [DIR] [PORT]   create the cluster (if missing), role and database "bus"
+#   tools/pg.sh start  [DIR] [PORT]   init if needed, start, wait until it accepts connections
+#   tools/pg.sh stop   [DIR]          fast shutdown
+#   tools/pg.sh restart [DIR]         fast restart (used by tests: DB down under load)
+#   tools/pg.sh status [DIR]          exit 0 when running
+#   tools/pg.sh url    [DIR] [PORT]   prints the DATABASE_URL of the cluster
+#
+# Defaults: DIR=var/pg, PORT=55432 (env PG_DIR / PG_PORT also work). The cluster listens on
+# 127.0.0.1 only with trust authentication: DEVELOPMENT ONLY. Production points the product at a
+# real server with DATABASE_URL (e.g. postgresql://bus:PASSWORD@db.example:5432/bus) and never
+# runs this script.
+#
+# PostgreSQL refuses to run as root: as root, initdb/pg_ctl run as the "postgres" system user
+# (runuser) and DIR is chown'ed to it; as a normal user they run directly.
+set -eu
+
+cmd=${1:-}
+DIR=${2:-${PG_DIR:-var/pg}}
+PORT=${3:-${PG_PORT:-55432}}
+
+find_bin() {
+    if command -v "$1" >/dev/null 2>&1; then
+        command -v "$1"
+        return
+    fi
+    for d in /usr/lib/postgresql/*/bin; do
+        if [ -x "$d/$1" ]; then
+            echo "$d/$1"
+            return
+        fi
+    done
+    echo "pg.sh: $1 not found (install postgresql: make deps)" >&2
+    exit 1
+}
+
+INITDB=$(find_bin initdb)
+PG_CTL=$(find_bin pg_ctl)
+PSQL=$(find_bin psql)
+
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+DATA="$DIR/data"
+LOG="$DIR/postgres.log"
+SOCK="$DIR/sock"
+
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+own_dir() {
+    if [ "$(id -u)" = 0 ]; then
+        id postgres >/dev/null 2>&1 || {
+            echo "pg.sh: running as root needs the 'postgres' system user" >&2
+            exit 1
+        }
+        chown postgres: "$DIR"
+        [ -d "$DATA" ] && chown -R postgres: "$DATA"
+        [ -d "$SOCK" ] && chown postgres: "$SOCK"
+        [ -f "$LOG" ] && chown postgres: "$LOG"
+        # The postgres user must be able to reach DIR through its parents.
+        p=$DIR
+        while [ "$p" != / ]; do
+            p=$(dirname "$p")
+            chmod o+x "$p" 2>/dev/null || true
+        done
+    fi
+    return 0
+}
+
+do_init() {
+    mkdir -p "$SOCK"
+    own_dir
+    if [ ! -f "$DATA/PG_VERSION" ]; then
+        as_pg "$INITDB" -D "$DATA" -U postgres -A trust -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 || {
+            cat "$DIR/initdb.log" >&2
+            exit 1
+        }
+        # Only local TCP on 127.0.0.1 with trust: development only (see header).
+        cat >"$DATA/pg_hba.conf" <<EOF
+local all all trust
+host all all 127.0.0.1/32 trust
+EOF
+        cat >>"$DATA/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$SOCK'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+EOF
+        [ "$(id -u)" = 0 ] && chown postgres: "$DATA/pg_hba.conf" "$DATA/postgresql.conf"
+        NEW=1
+    else
+        NEW=0
+    fi
+}
+
+do_start() {
+    do_init
+    if as_pg "$PG_CTL" -D "$DATA" status >/dev/null 2>&1; then
+        return 0
+    fi
+    as_pg "$PG_CTL" -D "$DATA" -l "$LOG" -o "-p $PORT -k $SOCK" -w -t 60 start >/dev/null || {
+        tail -n 30 "$LOG" >&2
+        exit 1
+    }
+    if [ "$NEW" = 1 ] || ! as_pg "$PSQL" -h "$SOCK" -p "$PORT" -U postgres -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'bus'" | grep -q 1; then
+        as_pg "$PSQL" -q -h "$SOCK" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<EOF
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bus') THEN CREATE ROLE bus LOGIN CREATEDB; END IF;
+END \$\$;
+SELECT 'CREATE DATABASE bus OWNER bus' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'bus')\gexec
+EOF
+    fi
+}
+
+case "$cmd" in
+init)
+    do_init
+    ;;
+start)
+    do_start
+    echo "postgresql://bus@127.0.0.1:$PORT/bus"
+    ;;
+stop)
+    if [ -f "$DATA/PG_VERSION" ]; then
+        as_pg "$PG_CTL" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    ;;
+restart)
+    as_pg "$PG_CTL" -D "$DATA" -m fast -w -t 60 restart -l "$LOG" >/dev/null
+    ;;
+status)
+    as_pg "$PG_CTL" -D "$DATA" status >/dev/null 2>&1
+    ;;
+url)
+    echo "postgresql://bus@127.0.0.1:$PORT/bus"
+    ;;
+*)
+    echo "usage: tools/pg.sh init|start|stop|restart|status|url [DIR] [PORT]" >&2
+    exit 2
+    ;;
+esac
