@@ -76,9 +76,9 @@ deps:
 
 # make test [TESTS=pattern] [ASAN=0]: every test, then once more under ASan+UBSan.
 test: deps
-	@$(MAKE) --no-print-directory build
-	@$(MAKE) --no-print-directory VARIANT=asan build
-	@$(MAKE) --no-print-directory fuzz
+	@$(MAKE) -j2 --no-print-directory build
+	@$(MAKE) -j2 --no-print-directory VARIANT=asan build
+	@$(MAKE) -j2 --no-print-directory fuzz
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --asan-bin build/asan/bin \
 	    --asan-build build/asan $(if $(TESTS),--filter '$(TESTS)') $(if $(filter 0,$(ASAN)),--no-asan)
 

@@ -14,7 +14,7 @@ LOGDIR=$VAR/log
 mkdir -p "$LOGDIR" "$VAR/outbox"
 
 export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-dev-signing-secret}
-export AUTH_SECRET=${AUTH_SECRET:-dev-auth-secret}
+# AUTH_SECRET: unset = the services' and bin/mktoken's shared development default (lib/auth.h).
 LOGINSIM_RATE=${LOGINSIM_RATE:-5}
 
 PIDS=()
@@ -110,7 +110,8 @@ fi
 
 # 3. Topics
 if [ -x bin/busctl ]; then
-  bin/busctl apply config/bus >>"$LOGDIR/busctl.log" 2>&1 || say "busctl apply failed; see $LOGDIR/busctl.log"
+  # The dispatcher is not running yet (it reads the bus config at start): no reload.
+  DISPATCHER_URLS= bin/busctl apply config/bus >>"$LOGDIR/busctl.log" 2>&1 || say "busctl apply failed; see $LOGDIR/busctl.log"
 fi
 
 # 4. Services first (so the dispatcher finds its endpoints), then the bus.

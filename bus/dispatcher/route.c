@@ -64,6 +64,7 @@ struct part {
     int64_t next_commit;  /* to commit (-1 = nothing new) */
     int64_t committed;    /* last committed next-offset (-1 unknown) */
     int64_t high_watermark;
+    int64_t next_offset;  /* offset after the last record taken in (-1 none yet) */
     bool is_paused_full;
     struct part *next;
 };
@@ -318,7 +319,7 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
             struct part *p = xcalloc(1, sizeof *p);
             p->id = ids[i];
             offset_tracker_init(&p->tracker, r->env->max_pending_per_partition + 2048);
-            p->next_commit = p->committed = p->high_watermark = -1;
+            p->next_commit = p->committed = p->high_watermark = p->next_offset = -1;
             p->next = r->parts;
             r->parts = p;
             if (r->is_breaker_open)
@@ -339,6 +340,17 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
     r->is_dirty = true;
 }
 
+/* Resumes fetching from a paused partition. librdkafka drops what it prefetched when a partition
+ * is paused and may resume at its fetch position rather than after the last record we took in,
+ * so the fetch position is set back explicitly: nothing skipped. */
+static void part_resume(struct route *r, struct part *p)
+{
+    kafka_consumer_resume(r->consumer, p->id);
+    int64_t at = p->next_offset >= 0 ? p->next_offset : p->committed;
+    if (at >= 0)
+        kafka_consumer_seek(r->consumer, p->id, at);
+}
+
 static void event_finish(struct route *r, struct event *ev)
 {
     struct part *p = ev->part;
@@ -348,7 +360,7 @@ static void event_finish(struct route *r, struct event *ev)
     if (p->is_paused_full && p->n_events < r->env->max_pending_per_partition / 2) {
         p->is_paused_full = false;
         if (!r->is_breaker_open)
-            kafka_consumer_resume(r->consumer, p->id);
+            part_resume(r, p);
     }
     r->is_dirty = true;
 }
@@ -370,7 +382,7 @@ static void breaker_note(struct route *r, bool is_success)
             log_info("route %s: endpoint answers again, breaker closed", r->name);
             for (struct part *p = r->parts; p; p = p->next)
                 if (!p->is_paused_full)
-                    kafka_consumer_resume(r->consumer, p->id);
+                    part_resume(r, p);
         }
         return;
     }
@@ -762,24 +774,27 @@ static void take_record(struct route *r, struct kafka_record *rec)
         kafka_record_free(rec);
         return;
     }
+    if (p->next_offset >= 0 && rec->offset < p->next_offset) {
+        kafka_record_free(rec); /* fetched again after a seek: already taken in */
+        return;
+    }
     if (offset_tracker_add(&p->tracker, rec->offset) != 0) {
-        if (p->tail == NULL || rec->offset > p->tail->rec->offset) {
-            /* no room: read it again once there is */
-            kafka_consumer_pause(r->consumer, p->id);
-            p->is_paused_full = true;
-            kafka_consumer_seek(r->consumer, p->id, rec->offset);
-        }
-        kafka_record_free(rec); /* else a duplicate from before a seek */
+        /* no room: read it again (from next_offset) once there is */
+        kafka_consumer_pause(r->consumer, p->id);
+        p->is_paused_full = true;
+        kafka_record_free(rec);
         return;
     }
     /* A dead letter replayed for another route (busctl dlq replay): not ours to deliver. */
     const char *replay_for = kafka_record_header(rec, "x-bus-replay-route");
     if (replay_for != NULL && strcmp(replay_for, r->name) != 0) {
+        p->next_offset = rec->offset + 1;
         offset_tracker_finish(&p->tracker, rec->offset);
         kafka_record_free(rec);
         r->is_dirty = true;
         return;
     }
+    p->next_offset = rec->offset + 1;
     struct event *ev = xcalloc(1, sizeof *ev);
     ev->part = p;
     ev->rec = rec;

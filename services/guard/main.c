@@ -41,8 +41,7 @@ static const struct config_def GUARD_CONFIG[] = {
     {"database_url", CONFIG_STRING, "postgresql://bus@127.0.0.1:55432/bus", 0, 4096, CONFIG_SECRET,
      "DATABASE_URL", "PostgreSQL connection URL"},
     {"db_pool", CONFIG_INT, "6", 1, 100, 0, NULL, "Database connections"},
-    {"migrations_dir", CONFIG_STRING, "sql/guard", 0, 4096, 0, NULL,
-     "Migrations applied at start"},
+    {"migrations_dir", CONFIG_STRING, "sql/guard", 0, 4096, 0, NULL, "Migrations applied at start"},
     {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_SECRET, "AUTH_SECRET",
      "HS256 secret of player and staff tokens (the default is for development only)"},
     {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
@@ -178,8 +177,8 @@ static const char *row_str(json_t *rows, size_t i, const char *col)
 
 /* The account's settings row and its current allowed countries. acct and allowed are owned by
  * the caller. */
-static int load_account(struct guard *g, const char *id, json_t **acct, json_t **allowed,
-                        char *err, size_t err_len)
+static int load_account(struct guard *g, const char *id, json_t **acct, json_t **allowed, char *err,
+                        size_t err_len)
 {
     const char *p[] = {id};
     *acct = NULL;
@@ -189,13 +188,14 @@ static int load_account(struct guard *g, const char *id, json_t **acct, json_t *
                      "FROM guard.accounts WHERE account_id = $1",
                      p, 1, acct, NULL, err, err_len);
     if (rc == DB_OK) {
-        rc = db_exec(g->db,
-                     "SELECT country, to_char(until AT TIME ZONE 'UTC', "
-                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS until, "
-                     "coalesce(extract(epoch FROM until)::bigint, 0)::text AS until_s "
-                     "FROM guard.allowed WHERE account_id = $1 AND (until IS NULL OR until > now()) "
-                     "ORDER BY country",
-                     p, 1, allowed, NULL, err, err_len);
+        rc =
+            db_exec(g->db,
+                    "SELECT country, to_char(until AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS until, "
+                    "coalesce(extract(epoch FROM until)::bigint, 0)::text AS until_s "
+                    "FROM guard.allowed WHERE account_id = $1 AND (until IS NULL OR until > now()) "
+                    "ORDER BY country",
+                    p, 1, allowed, NULL, err, err_len);
     }
     if (rc != DB_OK) {
         json_decref(*acct);
@@ -271,9 +271,8 @@ static void handle_status(struct http_exchange *ex, void *arg)
     const char *locked = row_str(acct, 0, "locked");
     json_t *st = json_pack("{s:s, s:b, s:b, s:s, s:o, s:o}", "account_id", id, "locked",
                            locked && strcmp(locked, "true") == 0, "blocked_abroad",
-                           strcmp(policy, "block_abroad") == 0, "policy", policy,
-                           "home_countries", home_json(g), "allowed_countries",
-                           allowed_json(allowed, &expires));
+                           strcmp(policy, "block_abroad") == 0, "policy", policy, "home_countries",
+                           home_json(g), "allowed_countries", allowed_json(allowed, &expires));
     json_decref(acct);
     json_decref(allowed);
     char *text = json_dumps(st, JSON_COMPACT);
@@ -369,11 +368,11 @@ static void handle_get_policy(struct http_exchange *ex, void *arg)
     json_error_t jerr;
     json_t *channels = json_loads(ch ? ch : "[\"ingame\"]", 0, &jerr);
     const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
-    json_t *out = json_pack(
-        "{s:s, s:s, s:o, s:o, s:{s:o, s:o}}", "account_id", id, "action", acct_policy(g, acct),
-        "channels", channels ? channels : json_array(), "allowed_countries",
-        allowed_json(allowed, &exp), "contacts", "email", email ? json_string(email) : json_null(),
-        "phone", phone ? json_string(phone) : json_null());
+    json_t *out = json_pack("{s:s, s:s, s:o, s:o, s:{s:o, s:o}}", "account_id", id, "action",
+                            acct_policy(g, acct), "channels", channels ? channels : json_array(),
+                            "allowed_countries", allowed_json(allowed, &exp), "contacts", "email",
+                            email ? json_string(email) : json_null(), "phone",
+                            phone ? json_string(phone) : json_null());
     json_decref(acct);
     json_decref(allowed);
     http_respond_json(ex, 200, out);
@@ -798,9 +797,8 @@ static void handle_unlock(struct http_exchange *ex, void *arg)
             http_respond_error(ex, 423, "attempts_exhausted", NULL,
                                "too many wrong codes: ask support to unlock the account");
         } else {
-            http_respond_error(ex, 403, "wrong_code", json_pack("{s:I}", "attempts_left",
-                                                                (json_int_t)left),
-                               "wrong code");
+            http_respond_error(ex, 403, "wrong_code",
+                               json_pack("{s:I}", "attempts_left", (json_int_t)left), "wrong code");
         }
         return;
     }
@@ -861,8 +859,9 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
     }
     cache_drop(g, id);
     log_info("account %s unlocked by staff %s", id, who.subject);
-    http_respond_json(ex, 200, json_pack("{s:s, s:b, s:s}", "account_id", id, "locked", 0,
-                                         "unlocked_by", who.subject));
+    http_respond_json(
+        ex, 200,
+        json_pack("{s:s, s:b, s:s}", "account_id", id, "locked", 0, "unlocked_by", who.subject));
 }
 
 static void handle_audit(struct http_exchange *ex, void *arg)
@@ -880,12 +879,13 @@ static void handle_audit(struct http_exchange *ex, void *arg)
     const char *p[] = {account};
     json_t *rows = NULL;
     char err[512];
-    int rc = db_exec(g->db,
-                     "SELECT id::text AS id, to_char(ts AT TIME ZONE 'UTC', "
-                     "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, staff, action, account_id, reason "
-                     "FROM guard.audit WHERE ($1::text IS NULL OR account_id = $1) "
-                     "ORDER BY id DESC LIMIT 100",
-                     p, 1, &rows, NULL, err, sizeof(err));
+    int rc =
+        db_exec(g->db,
+                "SELECT id::text AS id, to_char(ts AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, staff, action, account_id, reason "
+                "FROM guard.audit WHERE ($1::text IS NULL OR account_id = $1) "
+                "ORDER BY id DESC LIMIT 100",
+                p, 1, &rows, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         db_fail(ex, rc, err);
         return;

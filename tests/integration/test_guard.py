@@ -10,8 +10,12 @@ import subprocess
 import time
 import uuid
 
+import jsonschema
+
 import harness
 import pg
+
+SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/account.action.json"))
 
 AUTH = "test-auth-secret"
 BUS = "test-bus-secret"
@@ -114,6 +118,7 @@ def test_each_policy_effect():
         assert body["session_id"] == "s-1" and body["channels"] == ["email", "sms", "ingame"]
         assert body["contacts"] == contacts
         assert ("code" in body) == (action == "lock")
+        jsonschema.validate(body, SCHEMA)
         s = status(svc, acct)
         assert s["locked"] is (action == "lock"), s
         assert s["blocked_abroad"] is (action == "block_abroad"), s

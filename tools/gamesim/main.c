@@ -166,8 +166,8 @@ static void handle_received(struct http_exchange *ex, void *arg)
 {
     struct sim *s = arg;
     pthread_mutex_lock(&s->mu);
-    json_t *out = json_pack("{s:O, s:O, s:O}", "kicks", s->kicks, "messages", s->messages, "sms",
-                            s->sms);
+    json_t *out =
+        json_pack("{s:O, s:O, s:O}", "kicks", s->kicks, "messages", s->messages, "sms", s->sms);
     char *text = json_dumps(out, JSON_COMPACT);
     pthread_mutex_unlock(&s->mu);
     json_decref(out);

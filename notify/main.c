@@ -1,0 +1,478 @@
+/* notify - sends the product's messages: email (SMTP), SMS (provider HTTP API), in-game (game
+ * server HTTP API).
+ *
+ * Deliveries (one-way routes): POST /v1/deliveries/account.action (guard's decisions: kinds
+ * login_abroad for notify, kicked for kick/block_abroad, lock_code for lock) and
+ * POST /v1/deliveries/notification (any kind, e.g. campaign_password). Each event is sent on each
+ * of its channels at most once: notify.sent holds (dedupe key, channel) rows written only after
+ * the provider accepted the message, so a redelivery skips what was sent and retries the rest.
+ * The dedupe key is the event's dedupe_key, else its ce-id. When a provider fails the delivery is
+ * answered 503 and the bus retries it later.
+ *
+ * Templates: templates_dir/<kind>.<lang>.txt, first line "Subject: ...", a blank line, the text;
+ * {{name}} is replaced by the event's parameter name. Development defaults: email written as
+ * .eml files under outbox_dir (no smtp_url), SMS and in-game to gamesim. The unlock code is never
+ * logged. */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "alloc.h"
+#include "app.h"
+#include "buf.h"
+#include "crypto.h"
+#include "db.h"
+#include "http_client.h"
+#include "http_server.h"
+#include "ids.h"
+#include "log.h"
+#include "metrics.h"
+#include "notify.h"
+
+#define ID_MAX 256
+
+static const struct config_def NOTIFY_CONFIG[] = {
+    {"listen", CONFIG_STRING, "127.0.0.1:8104", 0, 256, 0, NULL, "HTTP listen address"},
+    {"database_url", CONFIG_STRING, "postgresql://bus@127.0.0.1:55432/bus", 0, 4096, CONFIG_SECRET,
+     "DATABASE_URL", "PostgreSQL connection URL"},
+    {"db_pool", CONFIG_INT, "4", 1, 100, 0, NULL, "Database connections"},
+    {"migrations_dir", CONFIG_STRING, "sql/notify", 0, 4096, 0, NULL,
+     "Migrations applied at start"},
+    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
+     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    {"smtp_url", CONFIG_STRING, "", 0, 4096, CONFIG_SECRET, NULL,
+     "SMTP server (smtp://host:port); empty = write .eml files to outbox_dir"},
+    {"mail_from", CONFIG_STRING, "security@game.example", 1, 320, 0, NULL, "Sender address"},
+    {"outbox_dir", CONFIG_STRING, "var/outbox", 1, 4096, 0, NULL,
+     "Where emails are written when smtp_url is empty"},
+    {"sms_url", CONFIG_STRING, "http://127.0.0.1:8109/v1/sms", 1, 4096, 0, NULL,
+     "SMS provider API: POST {\"to\", \"text\"} (default: the gamesim stub)"},
+    {"game_url", CONFIG_STRING, "http://127.0.0.1:8109", 1, 4096, 0, NULL,
+     "Game server API; in-game messages are POSTed to <game_url>/v1/messages"},
+    {"templates_dir", CONFIG_STRING, "notify/templates", 1, 4096, 0, NULL,
+     "Message templates <kind>.<lang>.txt"},
+    {"default_lang", CONFIG_STRING, "ko", 2, 8, 0, NULL, "Template language when none is given"},
+    {"provider_timeout_ms", CONFIG_INT, "5000", 100, 120000, 0, NULL,
+     "Time-out of one provider call"},
+    {"threads", CONFIG_INT, "8", 1, 64, 0, NULL, "HTTP worker threads"},
+    CONFIG_DEF_END,
+};
+
+struct notify {
+    struct db *db;
+    struct http_client *http;
+    const struct config *cfg;
+    const char *bus_secret;
+    struct metric *m_sent, *m_failed;
+};
+
+struct message {
+    const char *account, *kind, *lang, *email, *phone, *dedupe;
+    json_t *channels; /* borrowed */
+    json_t *params;   /* borrowed: template parameters */
+};
+
+/* Renders templates_dir/<kind>.<lang>.txt; *subject and *text heap strings. -1 when missing. */
+static int render(struct notify *n, const struct message *m, char **subject, char **text)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s.%s.txt", config_str(n->cfg, "templates_dir"), m->kind,
+             m->lang);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(path, sizeof(path), "%s/%s.en.txt", config_str(n->cfg, "templates_dir"), m->kind);
+        f = fopen(path, "r");
+    }
+    if (!f) {
+        return -1;
+    }
+    char raw[8192];
+    size_t len = fread(raw, 1, sizeof(raw) - 1, f);
+    fclose(f);
+    raw[len] = '\0';
+    struct buf out;
+    buf_init(&out, 65536);
+    for (const char *p = raw; *p;) {
+        const char *open = strstr(p, "{{");
+        const char *close = open ? strstr(open + 2, "}}") : NULL;
+        if (!open || !close || close - open > 66) {
+            buf_appends(&out, p);
+            break;
+        }
+        buf_append(&out, p, (size_t)(open - p));
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(close - open - 2), open + 2);
+        json_t *v = json_object_get(m->params, name);
+        if (json_is_string(v)) {
+            buf_appends(&out, json_string_value(v));
+        } else if (json_is_integer(v)) {
+            buf_appendf(&out, "%lld", (long long)json_integer_value(v));
+        }
+        p = close + 2;
+    }
+    char *all = buf_take(&out, NULL);
+    *subject = NULL;
+    char *body = all;
+    if (strncmp(all, "Subject: ", 9) == 0) {
+        char *nl = strchr(all, '\n');
+        *subject = nl ? xstrndup(all + 9, (size_t)(nl - all - 9)) : xstrdup(all + 9);
+        body = nl ? nl + 1 : all + strlen(all);
+        while (*body == '\n') {
+            body++;
+        }
+    }
+    if (!*subject) {
+        *subject = xstrdup(m->kind);
+    }
+    *text = xstrdup(body);
+    free(all);
+    return 0;
+}
+
+/* 0 sent, 1 skipped (no address), -1 transient failure. */
+static int send_email(struct notify *n, const struct message *m, const char *subject,
+                      const char *text, char *err, size_t err_len)
+{
+    if (!m->email || !*m->email) {
+        return 1;
+    }
+    char date[32], id[ID_UUID_LEN + 1];
+    app_time_rfc3339(date);
+    id_uuid7(id);
+    struct buf msg;
+    buf_init(&msg, 1 << 20);
+    buf_appendf(&msg, "From: %s\r\nTo: %s\r\nSubject: =?UTF-8?B?", config_str(n->cfg, "mail_from"),
+                m->email);
+    /* RFC 2047 encoded subject (Korean text) */
+    static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *s = (const unsigned char *)subject;
+    size_t sl = strlen(subject);
+    for (size_t i = 0; i < sl; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < sl ? (unsigned)s[i + 1] << 8 : 0) |
+                     (i + 2 < sl ? s[i + 2] : 0);
+        char q[5] = {B64[(v >> 18) & 63], B64[(v >> 12) & 63],
+                     i + 1 < sl ? B64[(v >> 6) & 63] : '=', i + 2 < sl ? B64[v & 63] : '=', 0};
+        buf_appends(&msg, q);
+    }
+    buf_appendf(
+        &msg,
+        "?=\r\nMessage-ID: <%s@notify>\r\nX-Notify-Date: %s\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        id, date);
+    for (const char *p = text; *p; p++) { /* LF -> CRLF */
+        if (*p == '\n') {
+            buf_appends(&msg, "\r\n");
+        } else {
+            buf_append(&msg, p, 1);
+        }
+    }
+    buf_appends(&msg, "\r\n");
+    int rc = 0;
+    const char *url = config_str(n->cfg, "smtp_url");
+    if (url && *url) {
+        rc = smtp_send(url, config_str(n->cfg, "mail_from"), m->email, msg.data,
+                       (long)config_int(n->cfg, "provider_timeout_ms"), err, err_len);
+    } else {
+        const char *dir = config_str(n->cfg, "outbox_dir");
+        char path[4400], tmp[4410];
+        mkdir(dir, 0755);
+        snprintf(path, sizeof(path), "%s/%s.eml", dir, id);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fwrite(msg.data, 1, msg.len, f) != msg.len || fclose(f) != 0 ||
+            rename(tmp, path) != 0) {
+            snprintf(err, err_len, "outbox %s: %s", dir, strerror(errno));
+            rc = -1;
+        }
+    }
+    buf_release(&msg);
+    return rc;
+}
+
+static int post_json(struct notify *n, const char *url, json_t *body, char *err, size_t err_len)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    struct http_header_kv h[] = {{"Content-Type", "application/json"}};
+    struct http_result r;
+    memset(&r, 0, sizeof(r));
+    int rc = http_client_request(n->http, "POST", url, h, 1, text, strlen(text),
+                                 (long)config_int(n->cfg, "provider_timeout_ms"), 65536, &r);
+    free(text);
+    int out = 0;
+    if (rc != 0) {
+        snprintf(err, err_len, "%s: %s", url, r.error);
+        out = -1;
+    } else if (r.status < 200 || r.status > 299) {
+        snprintf(err, err_len, "%s answered %d", url, r.status);
+        out = -1;
+    }
+    http_result_release(&r);
+    return out;
+}
+
+/* Sends m on its channels not yet sent; answers the exchange. */
+static void deliver(struct notify *n, struct http_exchange *ex, const struct message *m)
+{
+    char *subject = NULL, *text = NULL;
+    if (render(n, m, &subject, &text) != 0) {
+        http_respond_error(ex, 422, "unknown_kind", NULL, "no template for kind \"%s\"", m->kind);
+        return;
+    }
+    int failed = 0, sent = 0;
+    char err[512];
+    for (size_t i = 0; i < json_array_size(m->channels); i++) {
+        const char *ch = json_string_value(json_array_get(m->channels, i));
+        if (!ch || (strcmp(ch, "email") && strcmp(ch, "sms") && strcmp(ch, "ingame"))) {
+            continue;
+        }
+        const char *p[] = {m->dedupe, ch, m->account, m->kind};
+        json_t *rows = NULL;
+        int rc = db_exec(n->db, "SELECT 1 FROM notify.sent WHERE dedupe_key = $1 AND channel = $2",
+                         p, 2, &rows, NULL, err, sizeof(err));
+        if (rc != DB_OK) {
+            log_warn("dedupe lookup failed: %s", err);
+            failed = 1;
+            break;
+        }
+        size_t seen = json_array_size(rows);
+        json_decref(rows);
+        if (seen) {
+            continue;
+        }
+        int r;
+        err[0] = '\0';
+        if (strcmp(ch, "email") == 0) {
+            r = send_email(n, m, subject, text, err, sizeof(err));
+        } else if (strcmp(ch, "sms") == 0) {
+            if (!m->phone || !*m->phone) {
+                r = 1;
+            } else {
+                json_t *b =
+                    json_pack("{s:s, s:s, s:s}", "to", m->phone, "text", text, "kind", m->kind);
+                r = post_json(n, config_str(n->cfg, "sms_url"), b, err, sizeof(err));
+                json_decref(b);
+            }
+        } else {
+            char url[4200];
+            snprintf(url, sizeof(url), "%s/v1/messages", config_str(n->cfg, "game_url"));
+            json_t *b = json_pack("{s:s, s:s, s:s, s:s}", "account_id", m->account, "kind", m->kind,
+                                  "subject", subject, "text", text);
+            r = post_json(n, url, b, err, sizeof(err));
+            json_decref(b);
+        }
+        if (r == 1) {
+            log_info("%s for %s: no %s address, channel skipped", m->kind, m->account, ch);
+            continue;
+        }
+        if (r != 0) {
+            log_warn("%s for %s over %s failed (retried): %s", m->kind, m->account, ch, err);
+            metric_inc(n->m_failed);
+            failed = 1;
+            continue; /* other channels still go out now */
+        }
+        rc = db_exec(n->db,
+                     "INSERT INTO notify.sent (dedupe_key, channel, account_id, kind) "
+                     "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                     p, 4, NULL, NULL, err, sizeof(err));
+        if (rc != DB_OK) {
+            log_warn("recording a sent message failed: %s", err);
+            failed = 1;
+        }
+        metric_inc(n->m_sent);
+        sent++;
+        log_info("%s sent to %s over %s", m->kind, m->account, ch);
+    }
+    free(subject);
+    free(text);
+    if (failed) {
+        http_add_header(ex, "Retry-After", "1");
+        http_respond_error(ex, 503, "provider_unavailable", NULL,
+                           "a provider or the database failed; retry later");
+        return;
+    }
+    http_respond_json(ex, 200, json_pack("{s:i}", "sent", sent));
+}
+
+static json_t *verified_body(struct notify *n, struct http_exchange *ex)
+{
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    if (n->bus_secret && *n->bus_secret &&
+        !crypto_verify_signature(n->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
+        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *ev = json_loadb(body, len, 0, &jerr);
+    const char *ce_id = http_header(ex, "ce-id");
+    if (!json_is_object(ev) || !json_is_string(json_object_get(ev, "account_id")) || !ce_id ||
+        !*ce_id || strlen(ce_id) > ID_MAX) {
+        json_decref(ev);
+        http_respond_error(ex, 422, "invalid_event", NULL, "account_id and ce-id are required");
+        return NULL;
+    }
+    return ev;
+}
+
+static const char *str_or(json_t *o, const char *k, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s && *s ? s : dflt;
+}
+
+static void handle_action(struct http_exchange *ex, void *arg)
+{
+    struct notify *n = arg;
+    json_t *ev = verified_body(n, ex);
+    if (!ev) {
+        return;
+    }
+    const char *action = str_or(ev, "action", "");
+    const char *kind = strcmp(action, "lock") == 0     ? "lock_code"
+                       : strcmp(action, "notify") == 0 ? "login_abroad"
+                       : strcmp(action, "kick") == 0 || strcmp(action, "block_abroad") == 0
+                           ? "kicked"
+                           : NULL;
+    if (!kind) {
+        json_decref(ev);
+        http_respond_error(ex, 422, "invalid_event", NULL, "unknown action");
+        return;
+    }
+    json_t *contacts = json_object_get(ev, "contacts");
+    json_t *channels = json_object_get(ev, "channels");
+    struct message m = {
+        .account = json_string_value(json_object_get(ev, "account_id")),
+        .kind = kind,
+        .lang = str_or(ev, "lang", config_str(n->cfg, "default_lang")),
+        .email = str_or(contacts, "email", NULL),
+        .phone = str_or(contacts, "phone", NULL),
+        .dedupe = http_header(ex, "ce-id"),
+        .channels = json_is_array(channels) ? channels : NULL,
+        .params = ev, /* country, ip, ts, code, server */
+    };
+    json_t *dflt = NULL;
+    if (!m.channels) {
+        dflt = json_pack("[s]", "ingame");
+        m.channels = dflt;
+    }
+    deliver(n, ex, &m);
+    json_decref(dflt);
+    json_decref(ev);
+}
+
+static void handle_notification(struct http_exchange *ex, void *arg)
+{
+    struct notify *n = arg;
+    json_t *ev = verified_body(n, ex);
+    if (!ev) {
+        return;
+    }
+    const char *kind = str_or(ev, "kind", NULL);
+    json_t *channels = json_object_get(ev, "channels");
+    if (!kind || strspn(kind, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(kind) ||
+        strlen(kind) > 64 || !json_is_array(channels)) {
+        json_decref(ev);
+        http_respond_error(ex, 422, "invalid_event", NULL, "kind and channels are required");
+        return;
+    }
+    json_t *contacts = json_object_get(ev, "contacts");
+    json_t *params = json_object_get(ev, "params");
+    const char *lang = str_or(ev, "lang", config_str(n->cfg, "default_lang"));
+    struct message m = {
+        .account = json_string_value(json_object_get(ev, "account_id")),
+        .kind = kind,
+        .lang = strcmp(lang, "en") == 0 ? "en" : "ko",
+        .email = str_or(contacts, "email", NULL),
+        .phone = str_or(contacts, "phone", NULL),
+        .dedupe = str_or(ev, "dedupe_key", http_header(ex, "ce-id")),
+        .channels = channels,
+        .params = json_is_object(params) ? params : ev,
+    };
+    deliver(n, ex, &m);
+    json_decref(ev);
+}
+
+static bool ready(void *ctx, const char **reason)
+{
+    struct notify *n = ctx;
+    if (!db_ping(n->db)) {
+        *reason = "database unreachable";
+        return false;
+    }
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    char err[512];
+    int rc = 1;
+    struct http_server *srv = NULL;
+    struct notify n;
+    memset(&n, 0, sizeof(n));
+    if (app_init(&app, argc, argv, "notify", "NOTIFY", NOTIFY_CONFIG) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        app_release(&app);
+        return 0;
+    }
+    n.cfg = app.cfg;
+    n.bus_secret = config_str(app.cfg, "bus_secret");
+    n.http = http_client_new();
+    n.m_sent = metrics_counter("notify_sent_total", "Messages sent (per channel)", NULL);
+    n.m_failed = metrics_counter("notify_failed_total", "Provider failures (retried)", NULL);
+    n.db = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"),
+                  err, sizeof(err));
+    if (!n.db) {
+        log_error("database_url: %s", err);
+        goto out;
+    }
+    for (;;) {
+        int m = db_migrate(n.db, "notify", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
+        if (m == DB_OK) {
+            break;
+        }
+        if (m != DB_EUNAVAILABLE) {
+            log_error("migrations failed: %s", err);
+            goto out;
+        }
+        log_warn("database unavailable, retrying migrations: %s", err);
+        int sig = app_wait_signal_for(&app, 1000);
+        if (sig == SIGTERM || sig == SIGINT) {
+            rc = 0;
+            goto out;
+        }
+    }
+    struct http_server_options opts = {
+        .listen = config_str(app.cfg, "listen"),
+        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .ready = ready,
+        .ready_ctx = &n,
+    };
+    srv = http_server_new(&opts);
+    http_server_route(srv, "POST", "/v1/deliveries/account.action", handle_action, &n, 65536);
+    http_server_route(srv, "POST", "/v1/deliveries/notification", handle_notification, &n, 65536);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
+        log_error("cannot listen: %s", err);
+        goto out;
+    }
+    log_info("notify listening on %s", opts.listen);
+    for (;;) {
+        int sig = app_wait_signal(&app);
+        if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+    }
+    rc = 0;
+out:
+    http_server_free(srv, 2000);
+    http_client_free(n.http);
+    db_free(n.db);
+    app_release(&app);
+    return rc;
+}

@@ -1,0 +1,237 @@
+/* campaign - the password-change campaign, added to the product by configuration alone.
+ *
+ * Route `campaign` (streaming) delivers every login: POST /v1/deliveries/login. The first login of
+ * an account on the campaign list answers 200 with a notification event (kind
+ * "campaign_password", channel ingame) that the bus publishes to `notification`; every other
+ * login answers 204. "Once per account" is a row in campaign.sent inserted in the same statement
+ * that decides, keyed by (campaign, account); a redelivery of that same login gets the same 200.
+ * The list (list_file, one account id per line, # comments) is loaded into campaign.targets at
+ * start. */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "crypto.h"
+#include "db.h"
+#include "http_server.h"
+#include "log.h"
+
+#define ID_MAX 128
+
+static const struct config_def CAMPAIGN_CONFIG[] = {
+    {"listen", CONFIG_STRING, "127.0.0.1:8105", 0, 256, 0, NULL, "HTTP listen address"},
+    {"database_url", CONFIG_STRING, "postgresql://bus@127.0.0.1:55432/bus", 0, 4096, CONFIG_SECRET,
+     "DATABASE_URL", "PostgreSQL connection URL"},
+    {"db_pool", CONFIG_INT, "4", 1, 100, 0, NULL, "Database connections"},
+    {"migrations_dir", CONFIG_STRING, "sql/campaign", 0, 4096, 0, NULL,
+     "Migrations applied at start"},
+    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
+     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    {"campaign", CONFIG_STRING, "password-2026", 1, 128, 0, NULL, "Campaign name"},
+    {"list_file", CONFIG_STRING, "config/campaign/password-2026.txt", 0, 4096, 0, NULL,
+     "Accounts of the campaign, one per line (loaded at start; empty = the table as it is)"},
+    {"kind", CONFIG_STRING, "campaign_password", 1, 64, 0, NULL,
+     "Message kind (notify template) of the notification"},
+    {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    CONFIG_DEF_END,
+};
+
+struct campaign {
+    struct db *db;
+    const char *bus_secret, *name, *kind;
+};
+
+static int load_list(struct campaign *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        log_error("list_file %s: cannot open", path);
+        return -1;
+    }
+    char line[512], err[512];
+    json_t *batch = json_array();
+    long total = 0;
+    int rc = 0;
+    for (;;) {
+        int eof = !fgets(line, sizeof(line), f);
+        if (!eof) {
+            line[strcspn(line, "\r\n")] = '\0';
+            char *s = line + strspn(line, " \t");
+            size_t n = strlen(s);
+            while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) {
+                s[--n] = '\0';
+            }
+            if (n > 0 && s[0] != '#' && n <= ID_MAX) {
+                json_array_append_new(batch, json_string(s));
+            }
+        }
+        if (json_array_size(batch) >= 5000 || (eof && json_array_size(batch) > 0)) {
+            char *arr = json_dumps(batch, JSON_COMPACT);
+            const char *p[] = {c->name, arr};
+            rc = db_exec(c->db,
+                         "INSERT INTO campaign.targets (campaign, account_id) SELECT $1, value "
+                         "FROM json_array_elements_text($2::json) ON CONFLICT DO NOTHING",
+                         p, 2, NULL, NULL, err, sizeof(err));
+            free(arr);
+            total += (long)json_array_size(batch);
+            json_array_clear(batch);
+            if (rc != DB_OK) {
+                log_error("loading %s: %s", path, err);
+                break;
+            }
+        }
+        if (eof) {
+            break;
+        }
+    }
+    fclose(f);
+    json_decref(batch);
+    if (rc == DB_OK) {
+        log_info("campaign %s: %ld account(s) from %s", c->name, total, path);
+    }
+    return rc;
+}
+
+static void handle_login(struct http_exchange *ex, void *arg)
+{
+    struct campaign *c = arg;
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    if (c->bus_secret && *c->bus_secret &&
+        !crypto_verify_signature(c->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
+        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+        return;
+    }
+    json_error_t jerr;
+    json_t *ev = json_loadb(body, len, 0, &jerr);
+    const char *account = json_string_value(json_object_get(ev, "account_id"));
+    const char *login_id = http_header(ex, "ce-id");
+    if (!account || !*account || strlen(account) > ID_MAX || !login_id || !*login_id ||
+        strlen(login_id) > ID_MAX) {
+        json_decref(ev);
+        http_respond_error(ex, 422, "invalid_event", NULL, "account_id and ce-id are required");
+        return;
+    }
+    const char *p[] = {c->name, account, login_id};
+    json_t *rows = NULL;
+    char err[512];
+    int rc = db_exec(c->db,
+                     "WITH ins AS (INSERT INTO campaign.sent (campaign, account_id, login_id) "
+                     "SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM campaign.targets "
+                     "WHERE campaign = $1 AND account_id = $2) "
+                     "ON CONFLICT (campaign, account_id) DO NOTHING RETURNING login_id) "
+                     "SELECT login_id FROM ins UNION ALL SELECT login_id FROM campaign.sent "
+                     "WHERE campaign = $1 AND account_id = $2",
+                     p, 3, &rows, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(ev);
+        if (rc == DB_EUNAVAILABLE) {
+            http_add_header(ex, "Retry-After", "1");
+            http_respond_error(ex, 503, "unavailable", NULL, "database unavailable");
+        } else {
+            log_error("campaign: %s", err);
+            http_respond_error(ex, 500, "internal", NULL, "database error");
+        }
+        return;
+    }
+    const char *sent_for = json_string_value(json_object_get(json_array_get(rows, 0), "login_id"));
+    if (!sent_for || strcmp(sent_for, login_id) != 0) {
+        json_decref(rows);
+        json_decref(ev);
+        http_respond(ex, 204, NULL, "", 0);
+        return;
+    }
+    char dedupe[300];
+    snprintf(dedupe, sizeof(dedupe), "%s/%s", c->name, account);
+    json_t *out =
+        json_pack("{s:s, s:s, s:[s], s:{s:s}, s:s}", "account_id", account, "kind", c->kind,
+                  "channels", "ingame", "params", "campaign", c->name, "dedupe_key", dedupe);
+    json_decref(rows);
+    json_decref(ev);
+    http_respond_json(ex, 200, out);
+}
+
+static bool ready(void *ctx, const char **reason)
+{
+    struct campaign *c = ctx;
+    if (!db_ping(c->db)) {
+        *reason = "database unreachable";
+        return false;
+    }
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    char err[512];
+    int rc = 1;
+    struct http_server *srv = NULL;
+    struct campaign c;
+    memset(&c, 0, sizeof(c));
+    if (app_init(&app, argc, argv, "campaign", "CAMPAIGN", CAMPAIGN_CONFIG) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        app_release(&app);
+        return 0;
+    }
+    c.bus_secret = config_str(app.cfg, "bus_secret");
+    c.name = config_str(app.cfg, "campaign");
+    c.kind = config_str(app.cfg, "kind");
+    c.db = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"),
+                  err, sizeof(err));
+    if (!c.db) {
+        log_error("database_url: %s", err);
+        goto out;
+    }
+    for (;;) {
+        int m =
+            db_migrate(c.db, "campaign", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
+        if (m == DB_OK) {
+            break;
+        }
+        if (m != DB_EUNAVAILABLE) {
+            log_error("migrations failed: %s", err);
+            goto out;
+        }
+        log_warn("database unavailable, retrying migrations: %s", err);
+        int sig = app_wait_signal_for(&app, 1000);
+        if (sig == SIGTERM || sig == SIGINT) {
+            rc = 0;
+            goto out;
+        }
+    }
+    const char *list = config_str(app.cfg, "list_file");
+    if (list && *list && load_list(&c, list) != 0) {
+        goto out;
+    }
+    struct http_server_options opts = {
+        .listen = config_str(app.cfg, "listen"),
+        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .ready = ready,
+        .ready_ctx = &c,
+    };
+    srv = http_server_new(&opts);
+    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &c, 65536);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
+        log_error("cannot listen: %s", err);
+        goto out;
+    }
+    log_info("campaign %s listening on %s", c.name, opts.listen);
+    for (;;) {
+        int sig = app_wait_signal(&app);
+        if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+    }
+    rc = 0;
+out:
+    http_server_free(srv, 2000);
+    db_free(c.db);
+    app_release(&app);
+    return rc;
+}

@@ -1,0 +1,2 @@
+PROGRAMS += campaign
+campaign_DIR := services/campaign

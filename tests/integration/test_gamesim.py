@@ -1,0 +1,78 @@
+"""gamesim: the game server stub records kicks (from account.action deliveries), in-game
+messages and SMS, and serves them at GET /v1/received."""
+import hashlib
+import hmac
+import json
+import uuid
+
+import harness
+
+BUS = "test-bus-secret"
+
+
+def kick(gs, action, ce_id=None, secret=BUS):
+    body = json.dumps({"account_id": "g1", "action": action, "login_id": "l1", "country": "US",
+                       "ip": "1.2.3.4", "ts": "2026-11-25T06:00:00Z", "session_id": "s9",
+                       "code": "12345678"}).encode()
+    headers = {"Content-Type": "application/json", "ce-id": ce_id or str(uuid.uuid4())}
+    if secret:
+        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
+                                                          hashlib.sha256).hexdigest()
+    return harness.http("POST", f"{gs.url}/v1/kick", raw=body, headers=headers)[0]
+
+
+def test_records_kicks_messages_sms():
+    gs = harness.ctx().start("gamesim", config={"keep": 3}, env={"BUS_SIGNING_SECRET": BUS})
+    assert kick(gs, "notify") == 204
+    ce = str(uuid.uuid4())
+    for action in ["kick", "block_abroad", "lock"]:
+        assert kick(gs, action, ce_id=ce if action == "kick" else None) == 200
+    assert kick(gs, "kick", ce_id=ce) == 200  # redelivery: not a second kick
+    assert kick(gs, "kick", secret=None) == 401
+    assert harness.http("POST", f"{gs.url}/v1/messages", {"account_id": "g1", "text": "hi"})[0] \
+        == 200
+    assert harness.http("POST", f"{gs.url}/v1/sms", {"to": "+8210", "text": "yo"})[0] == 200
+    assert harness.http("POST", f"{gs.url}/v1/sms", {"text": "no to"})[0] == 422
+    st, body, _ = harness.http("GET", f"{gs.url}/v1/received")
+    assert st == 200
+    assert [k["action"] for k in body["kicks"]] == ["kick", "block_abroad", "lock"]
+    assert all("code" not in k for k in body["kicks"])
+    assert body["messages"][0]["text"] == "hi" and body["sms"][0]["to"] == "+8210"
+    for _ in range(4):  # bounded: the newest `keep` entries remain
+        harness.http("POST", f"{gs.url}/v1/messages", {"account_id": "g1", "text": "x"})
+    assert len(harness.http("GET", f"{gs.url}/v1/received")[1]["messages"]) == 3
+    assert harness.http("POST", f"{gs.url}/v1/fail", {"count": 1})[0] == 204
+    assert harness.http("POST", f"{gs.url}/v1/messages", {"account_id": "g1", "text": "x"})[0] \
+        == 503
+    assert harness.http("DELETE", f"{gs.url}/v1/received")[0] == 204
+    assert harness.http("GET", f"{gs.url}/v1/received")[1]["kicks"] == []
+
+
+def test_loginsim_posts_at_rate_and_backs_off():
+    """loginsim against a recording publisher that first answers 503 + Retry-After."""
+    import threading
+    got, lock = [], threading.Lock()
+    state = {"refuse": 1}
+
+    def publisher(method, path, headers, body):
+        with lock:
+            if state["refuse"] > 0:
+                state["refuse"] -= 1
+                return 503, {"error": "overloaded"}, {"Retry-After": "1"}
+            got.append((path, headers.get("authorization"), json.loads(body)))
+        return 202, {"id": str(uuid.uuid4())}, {}
+
+    url, _ = harness.ctx().serve(publisher)
+    p = harness.ctx().start("loginsim", http=False, config={
+        "publisher_url": url + "/v1/topics/login/events", "rate": 200, "count": 40,
+        "accounts": 5, "abroad_share": 0.5, "threads": 2})
+    harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
+    assert p.popen.returncode == 0, p.log()
+    assert len(got) == 40
+    assert all(a == "Bearer dev-login-token" and path == "/v1/topics/login/events"
+               for path, a, _ in got)
+    accounts = {e["account_id"] for _, _, e in got}
+    assert accounts <= {f"user-{i:05d}" for i in range(1, 6)}
+    countries = [e["client"]["sim_country"] for _, _, e in got]
+    assert "KR" in countries and any(c != "KR" for c in countries)
+    assert '"retried": 1' in p.log() or '"retried": 2' in p.log()

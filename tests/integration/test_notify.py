@@ -1,0 +1,194 @@
+"""notify: email over a real SMTP conversation (a small SMTP server in the test), SMS and in-game
+at the gamesim stub, once-only sending, provider outage answered 503 then sent on retry."""
+import glob
+import hashlib
+import hmac
+import json
+import os
+import socketserver
+import threading
+import uuid
+
+import harness
+import pg
+
+BUS = "test-bus-secret"
+
+
+class SmtpSink:
+    """A minimal SMTP server (RFC 5321 commands HELO/EHLO, MAIL, RCPT, DATA, QUIT) recording
+    (mail_from, rcpts, data) tuples."""
+
+    def __init__(self):
+        self.messages = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                def say(line):
+                    self.wfile.write((line + "\r\n").encode())
+                    self.wfile.flush()
+                say("220 sink ESMTP")
+                mail_from, rcpts = None, []
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    cmd = line.decode(errors="replace").strip()
+                    up = cmd.upper()
+                    if up.startswith("EHLO"):
+                        say("250-sink")
+                        say("250 8BITMIME")
+                    elif up.startswith("HELO"):
+                        say("250 sink")
+                    elif up.startswith("MAIL FROM:"):
+                        mail_from, rcpts = cmd[10:].strip(), []
+                        say("250 ok")
+                    elif up.startswith("RCPT TO:"):
+                        rcpts.append(cmd[8:].strip())
+                        say("250 ok")
+                    elif up == "DATA":
+                        say("354 go ahead")
+                        data = []
+                        while True:
+                            dl = self.rfile.readline()
+                            if not dl or dl in (b".\r\n", b".\n"):
+                                break
+                            data.append(dl)
+                        with sink.lock:
+                            sink.messages.append((mail_from, rcpts,
+                                                  b"".join(data).decode(errors="replace")))
+                        say("250 queued")
+                    elif up == "QUIT":
+                        say("221 bye")
+                        return
+                    else:
+                        say("250 ok")
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_gamesim():
+    return harness.ctx().start("gamesim", env={"BUS_SIGNING_SECRET": ""})
+
+
+def start_notify(db_url, gamesim, **cfg):
+    config = {"database_url": db_url, "sms_url": f"{gamesim.url}/v1/sms",
+              "game_url": gamesim.url, "provider_timeout_ms": 2000}
+    config.update(cfg)
+    return harness.ctx().start("notify", config=config,
+                               env={"BUS_SIGNING_SECRET": BUS, "NOTIFY_DATABASE_URL": db_url},
+                               ready_path="/readyz")
+
+
+def deliver(svc, topic, event, ce_id=None, secret=BUS):
+    body = json.dumps(event).encode()
+    headers = {"Content-Type": "application/json", "ce-id": ce_id or str(uuid.uuid4()),
+               "ce-type": topic, "ce-source": "test"}
+    if secret:
+        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
+                                                          hashlib.sha256).hexdigest()
+    return harness.http("POST", f"{svc.url}/v1/deliveries/{topic}", raw=body, headers=headers)
+
+
+def received(gamesim):
+    st, body, _ = harness.http("GET", f"{gamesim.url}/v1/received")
+    assert st == 200
+    return body
+
+
+def lock_action(account="n1", channels=("email", "sms", "ingame")):
+    return {"account_id": account, "action": "lock", "login_id": str(uuid.uuid4()),
+            "country": "US", "ip": "11.2.3.4", "ts": "2026-11-25T06:00:00Z", "server": "kr-1",
+            "session_id": "s1", "channels": list(channels),
+            "contacts": {"email": "player@example.com", "phone": "+821012345678"},
+            "code": "12345678"}
+
+
+def test_lock_code_on_every_channel_once():
+    sink = SmtpSink()
+    try:
+        gs = start_gamesim()
+        svc = start_notify(pg.fresh_db(), gs, smtp_url=f"smtp://127.0.0.1:{sink.port}")
+        ev = lock_action()
+        ce = str(uuid.uuid4())
+        st, body, _ = deliver(svc, "account.action", ev, ce_id=ce)
+        assert st == 200 and body["sent"] == 3, (st, body)
+        assert len(sink.messages) == 1
+        mail_from, rcpts, data = sink.messages[0]
+        assert rcpts == ["<player@example.com>"] and "security@" in mail_from
+        assert "12345678" in data and "US" in data
+        r = received(gs)
+        assert len(r["sms"]) == 1 and r["sms"][0]["to"] == "+821012345678"
+        assert "12345678" in r["sms"][0]["text"]
+        assert len(r["messages"]) == 1 and r["messages"][0]["account_id"] == "n1"
+        # the same event again: nothing is sent twice
+        st, body, _ = deliver(svc, "account.action", ev, ce_id=ce)
+        assert st == 200 and body["sent"] == 0
+        assert len(sink.messages) == 1
+        r = received(gs)
+        assert len(r["sms"]) == 1 and len(r["messages"]) == 1
+        # the code never reaches the log
+        assert "12345678" not in svc.log()
+    finally:
+        sink.close()
+
+
+def test_provider_down_then_retry_sends_rest_once():
+    sink = SmtpSink()
+    try:
+        gs = start_gamesim()
+        svc = start_notify(pg.fresh_db(), gs, smtp_url=f"smtp://127.0.0.1:{sink.port}")
+        assert harness.http("POST", f"{gs.url}/v1/fail", {"count": 1})[0] == 204
+        ev = lock_action(channels=["email", "sms"])
+        ce = str(uuid.uuid4())
+        st, _, hdrs = deliver(svc, "account.action", ev, ce_id=ce)
+        assert st == 503 and hdrs.get("retry-after")
+        assert len(sink.messages) == 1  # email went out, SMS failed
+        assert received(gs)["sms"] == []
+        st, body, _ = deliver(svc, "account.action", ev, ce_id=ce)  # the bus retries
+        assert st == 200 and body["sent"] == 1
+        assert len(sink.messages) == 1 and len(received(gs)["sms"]) == 1
+    finally:
+        sink.close()
+
+
+def test_smtp_down_is_503():
+    gs = start_gamesim()
+    port = harness.free_port()  # nothing listens there
+    svc = start_notify(pg.fresh_db(), gs, smtp_url=f"smtp://127.0.0.1:{port}")
+    st, _, _ = deliver(svc, "account.action", lock_action(channels=["email"]))
+    assert st == 503
+
+
+def test_outbox_files_and_campaign_ingame():
+    gs = start_gamesim()
+    outbox = harness.ctx().path("outbox")
+    svc = start_notify(pg.fresh_db(), gs, outbox_dir=outbox)
+    ev = dict(lock_action(channels=["email"]), action="notify")
+    del ev["code"]
+    assert deliver(svc, "account.action", ev)[0] == 200
+    files = glob.glob(os.path.join(outbox, "*.eml"))
+    assert len(files) == 1
+    text = open(files[0], encoding="utf-8").read()
+    assert "To: player@example.com" in text and "11.2.3.4" in text
+    note = {"account_id": "c1", "kind": "campaign_password", "channels": ["ingame"],
+            "params": {"campaign": "password-2026"}, "dedupe_key": "password-2026/c1"}
+    assert deliver(svc, "notification", note)[0] == 200
+    assert deliver(svc, "notification", note)[0] == 200  # another event id, same dedupe key
+    msgs = [m for m in received(gs)["messages"] if m["account_id"] == "c1"]
+    assert len(msgs) == 1 and msgs[0]["kind"] == "campaign_password"
+    assert "비밀번호" in msgs[0]["text"]  # Korean by default
+    assert deliver(svc, "notification", dict(note, kind="no_such_kind"))[0] == 422
+    assert deliver(svc, "notification", note, secret=None)[0] == 401

@@ -1,0 +1,229 @@
+/* loginsim - simulated login servers: POSTs login events to the publisher at a steady rate.
+ *
+ * Accounts user-00001 .. user-<accounts>; each login picks an account at random, a home country
+ * (home, default KR) or, with probability abroad_share, another country of the built-in table,
+ * and an IPv4 address inside one of that country's sample ranges (ranges that the GeoIP database
+ * maps to the country). Runs until count logins were accepted or duration_s passed (0 = until
+ * SIGTERM). A 503 or 429 is retried after its Retry-After (default 1 s): the simulator slows
+ * down instead of dropping logins. Prints a summary line at the end. */
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app.h"
+#include "http_client.h"
+#include "ids.h"
+#include "log.h"
+
+static const struct config_def LOGINSIM_CONFIG[] = {
+    {"publisher_url", CONFIG_STRING, "http://127.0.0.1:8080/v1/topics/login/events", 1, 4096, 0,
+     NULL, "Where login events are POSTed"},
+    {"token", CONFIG_STRING, "dev-login-token", 1, 4096, CONFIG_SECRET, NULL,
+     "Producer bearer token of the login topic (the default is the development token)"},
+    {"rate", CONFIG_DOUBLE, "5", 0, 1000000, 0, NULL, "Logins per second (0 = do nothing)"},
+    {"accounts", CONFIG_INT, "1000", 1, 100000000, 0, NULL, "Number of simulated accounts"},
+    {"home", CONFIG_STRING, "KR", 2, 2, 0, NULL, "Home country of the players"},
+    {"abroad_share", CONFIG_DOUBLE, "0.05", 0, 1, 0, NULL, "Share of logins from abroad"},
+    {"count", CONFIG_INT, "0", 0, 1000000000, 0, NULL, "Stop after this many logins (0 = no)"},
+    {"duration_s", CONFIG_DOUBLE, "0", 0, 1e9, 0, NULL, "Stop after this long (0 = no)"},
+    {"threads", CONFIG_INT, "2", 1, 64, 0, NULL, "Sending threads"},
+    {"timeout_ms", CONFIG_INT, "5000", 10, 600000, 0, NULL, "Time-out of one POST"},
+    CONFIG_DEF_END,
+};
+
+struct range {
+    const char *country;
+    unsigned a, b, c; /* first three octets of a /24 base */
+    unsigned span;    /* how many consecutive /24s */
+};
+
+/* Sample IPv4 blocks per country, inside allocations the GeoIP database maps to them. */
+static const struct range RANGES[] = {
+    {"KR", 211, 234, 0, 64}, {"KR", 121, 128, 0, 64}, {"US", 8, 8, 8, 1},
+    {"US", 12, 0, 0, 64},    {"JP", 126, 0, 0, 64},   {"CN", 36, 96, 0, 64},
+    {"CN", 114, 240, 0, 16}, {"DE", 217, 0, 0, 64},   {"BR", 177, 0, 0, 64},
+    {"BR", 189, 0, 0, 64},
+};
+#define N_RANGES (sizeof(RANGES) / sizeof(RANGES[0]))
+
+struct sim {
+    const struct config *cfg;
+    volatile sig_atomic_t stop;
+    pthread_mutex_t mu;
+    long long sent, accepted, retried, failed;
+    long long started_ms;
+};
+
+static unsigned long long rng_next(unsigned long long *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void pick_ip(struct sim *s, unsigned long long *rng, char *country, char *ip, size_t len)
+{
+    const char *home = config_str(s->cfg, "home");
+    int abroad = (double)(rng_next(rng) % 1000000) / 1e6 < config_double(s->cfg, "abroad_share");
+    size_t cand[N_RANGES], n = 0;
+    for (size_t i = 0; i < N_RANGES; i++) {
+        if ((strcmp(RANGES[i].country, home) != 0) == abroad) {
+            cand[n++] = i;
+        }
+    }
+    if (n == 0) { /* a home without sample ranges: any range */
+        for (size_t i = 0; i < N_RANGES; i++) {
+            cand[n++] = i;
+        }
+    }
+    const struct range *r = &RANGES[cand[rng_next(rng) % n]];
+    unsigned third = r->c + (unsigned)(rng_next(rng) % r->span);
+    snprintf(country, 3, "%s", r->country);
+    snprintf(ip, len, "%u.%u.%u.%u", r->a, r->b + third / 256, third % 256,
+             1 + (unsigned)(rng_next(rng) % 254));
+}
+
+static void *worker(void *arg)
+{
+    struct sim *s = arg;
+    struct http_client *hc = http_client_new();
+    unsigned long long rng = (unsigned long long)app_now_ms() ^ (unsigned long long)(size_t)&rng;
+    random_bytes(&rng, sizeof(rng));
+    rng |= 1;
+    double rate = config_double(s->cfg, "rate");
+    long long count = config_int(s->cfg, "count");
+    double duration = config_double(s->cfg, "duration_s");
+    unsigned threads = (unsigned)config_int(s->cfg, "threads");
+    char auth[4200];
+    snprintf(auth, sizeof(auth), "Bearer %s", config_str(s->cfg, "token"));
+    struct http_header_kv h[] = {{"Content-Type", "application/json"}, {"Authorization", auth}};
+    long long accounts = config_int(s->cfg, "accounts");
+    while (!s->stop && rate > 0) {
+        pthread_mutex_lock(&s->mu);
+        long long n = s->sent;
+        if (count > 0 && n >= count) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        s->sent++;
+        pthread_mutex_unlock(&s->mu);
+        /* pacing: login n is due at started + n / rate */
+        long long due = s->started_ms + (long long)((double)n * 1000.0 / rate);
+        long long now = app_now_ms();
+        if (duration > 0 && (double)(now - s->started_ms) >= duration * 1000.0) {
+            break;
+        }
+        if (due > now) {
+            struct timespec ts = {(time_t)((due - now) / 1000),
+                                  (long)((due - now) % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        char country[3], ip[32], account[32], ts[32], session[ID_UUID_LEN + 1];
+        pick_ip(s, &rng, country, ip, sizeof(ip));
+        snprintf(account, sizeof(account), "user-%05llu",
+                 1 + (unsigned long long)(rng_next(&rng) % (unsigned long long)accounts));
+        app_time_rfc3339(ts);
+        id_uuid7(session);
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "account_id", account, "ip",
+                               ip, "ts", ts, "session_id", session, "server", "loginsim-1",
+                               "client", "sim_country", country);
+        char *body = json_dumps(ev, JSON_COMPACT);
+        json_decref(ev);
+        for (;;) {
+            struct http_result r;
+            memset(&r, 0, sizeof(r));
+            int rc = http_client_request(hc, "POST", config_str(s->cfg, "publisher_url"), h, 2,
+                                         body, strlen(body), (long)config_int(s->cfg, "timeout_ms"),
+                                         65536, &r);
+            int status = rc == 0 ? r.status : 0;
+            long wait_ms = r.retry_after ? atol(r.retry_after) * 1000 : 1000;
+            http_result_release(&r);
+            if (status >= 200 && status < 300) {
+                pthread_mutex_lock(&s->mu);
+                s->accepted++;
+                pthread_mutex_unlock(&s->mu);
+                break;
+            }
+            if ((status == 503 || status == 429 || status == 0) && !s->stop) {
+                pthread_mutex_lock(&s->mu);
+                s->retried++;
+                pthread_mutex_unlock(&s->mu);
+                if (wait_ms <= 0 || wait_ms > 60000) {
+                    wait_ms = 1000;
+                }
+                struct timespec ts2 = {wait_ms / 1000, (wait_ms % 1000) * 1000000L};
+                nanosleep(&ts2, NULL);
+                continue;
+            }
+            log_warn("login refused by the publisher: status %d", status);
+            pthread_mutex_lock(&s->mu);
+            s->failed++;
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        free(body);
+    }
+    (void)threads;
+    http_client_free(hc);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    struct sim s;
+    memset(&s, 0, sizeof(s));
+    if (app_init(&app, argc, argv, "loginsim", "LOGINSIM", LOGINSIM_CONFIG) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        app_release(&app);
+        return 0;
+    }
+    s.cfg = app.cfg;
+    pthread_mutex_init(&s.mu, NULL);
+    s.started_ms = app_now_ms();
+    unsigned n = (unsigned)config_int(app.cfg, "threads");
+    pthread_t *t = calloc(n, sizeof(*t));
+    for (unsigned i = 0; i < n; i++) {
+        pthread_create(&t[i], NULL, worker, &s);
+    }
+    /* wait for the workers to finish or a signal */
+    for (;;) {
+        int sig = app_wait_signal_for(&app, 200);
+        if (sig == SIGTERM || sig == SIGINT) {
+            s.stop = 1;
+            break;
+        }
+        pthread_mutex_lock(&s.mu);
+        long long done = s.accepted + s.failed;
+        pthread_mutex_unlock(&s.mu);
+        long long count = config_int(app.cfg, "count");
+        double dur = config_double(app.cfg, "duration_s");
+        if ((count > 0 && done >= count) ||
+            (dur > 0 && (double)(app_now_ms() - s.started_ms) >= dur * 1000.0 + 1000.0) ||
+            config_double(app.cfg, "rate") <= 0) {
+            if (config_double(app.cfg, "rate") <= 0) {
+                continue; /* rate 0: idle until a signal */
+            }
+            s.stop = 1;
+            break;
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+    }
+    free(t);
+    double el = (double)(app_now_ms() - s.started_ms) / 1000.0;
+    printf("{\"accepted\": %lld, \"failed\": %lld, \"retried\": %lld, \"seconds\": %.3f}\n",
+           s.accepted, s.failed, s.retried, el);
+    fflush(stdout);
+    pthread_mutex_destroy(&s.mu);
+    app_release(&app);
+    return s.failed ? 1 : 0;
+}

@@ -1,0 +1,2 @@
+PROGRAMS += loginsim
+loginsim_DIR := tools/loginsim
