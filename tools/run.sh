@@ -147,8 +147,7 @@ cat <<EOF
     STAFF=\$(bin/mktoken staff sam)
     curl -s -X POST -H "Authorization: Bearer \$STAFF" -H 'Content-Type: application/json' \\
       -d '{"reason":"verified by phone"}' http://127.0.0.1:8103/v1/support/accounts/alice/unlock
-  Pages: player http://127.0.0.1:8102/  support http://127.0.0.1:8103/support/
-  Bus dashboard: http://127.0.0.1:8081/   metrics: http://127.0.0.1:8081/metrics
+  Bus routes: http://127.0.0.1:8081/v1/routes   metrics: http://127.0.0.1:<port>/metrics
   Emails: var/outbox/   in-game messages and kicks: http://127.0.0.1:8109/v1/received
 
 EOF
