@@ -51,7 +51,9 @@ start() {
     say "skipping $name: $1 is not built"
     return 1
   fi
-  "$@" >>"$LOGDIR/$name.log" 2>&1 &
+  # Its own session: a Ctrl-C on the terminal reaches make and this script only, and the
+  # processes are then stopped in order by stop_all (not all at once by the terminal).
+  setsid "$@" >>"$LOGDIR/$name.log" 2>&1 &
   PIDS+=($!)
   NAMES+=("$name")
 }
