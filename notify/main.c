@@ -31,7 +31,7 @@
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
-#include "notify.h"
+#include "smtp_client.h"
 
 #define ID_MAX 256
 
@@ -174,7 +174,7 @@ static int send_email(struct notify *n, const struct message *m, const char *sub
     int rc = 0;
     const char *url = config_str(n->cfg, "smtp_url");
     if (url && *url) {
-        rc = smtp_send(url, config_str(n->cfg, "mail_from"), m->email, msg.data,
+        rc = smtp_client_send(url, config_str(n->cfg, "mail_from"), m->email, msg.data,
                        (long)config_int(n->cfg, "provider_timeout_ms"), err, err_len);
     } else {
         const char *dir = config_str(n->cfg, "outbox_dir");

@@ -1,10 +1,9 @@
-/* smtp.c - one email over SMTP with libcurl's smtp:// (see notify.h). http_client.c stays the
- * only HTTP user of curl; this file is the only SMTP one. */
+/* smtp_client.c - one email over SMTP with libcurl's smtp:// (see smtp_client.h). */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "notify.h"
+#include "smtp_client.h"
 
 struct upload {
     const char *data;
@@ -21,7 +20,7 @@ static size_t read_cb(char *out, size_t size, size_t n, void *arg)
     return k;
 }
 
-int smtp_send(const char *url, const char *from, const char *to, const char *message,
+int smtp_client_send(const char *url, const char *from, const char *to, const char *message,
               long timeout_ms, char *err, size_t err_len)
 {
     CURL *c = curl_easy_init();
