@@ -110,6 +110,10 @@ def run_python(flt, label, only):
             except Exception:
                 record(base + ":import", "failed", traceback.format_exc())
                 continue
+            if label and not getattr(mod, "ASAN", True):
+                # A module with ASAN = False (a load or browser test whose C paths the other
+                # modules already cover) runs in the first pass only, to keep make test short.
+                continue
             brokers = getattr(mod, "BROKERS", [None])
             if label and len(brokers) > 1:
                 # Under sanitizers, one broker is enough: the differential run against both
