@@ -128,6 +128,14 @@ def run_python(flt, label, only):
                     if flt and not re.search(flt, name):
                         continue
                     run_one(name, fn, broker)
+            # A module may share processes between its tests (started on first use, e.g. the
+            # whole product in tests/e2e/test_product.py); teardown_module() stops them.
+            teardown = getattr(mod, "teardown_module", None)
+            if callable(teardown):
+                try:
+                    teardown()
+                except Exception:
+                    record(base + ":teardown_module", "failed", traceback.format_exc())
 
 
 def run_one(name, fn, broker):

@@ -26,6 +26,8 @@
 
 #define INGEST_COLS 8
 #define INGEST_FIELD_MAX 256
+#define INGEST_CLIENT_COL 7    /* "client": free-form object of the login (stored as JSON) */
+#define INGEST_CLIENT_MAX 4096 /* its largest JSON text */
 
 struct pending {
     struct http_exchange *ex;
@@ -139,10 +141,24 @@ static void handle_login(struct http_exchange *ex, void *arg)
         return;
     }
     const char *v[INGEST_COLS];
+    char *client_json = NULL; /* the login schema's "client" is an object: kept as its JSON */
     for (int i = 0; i < INGEST_COLS; i++) {
+        json_t *c = json_object_get(ev, COLS[i]);
+        if (i == INGEST_CLIENT_COL && (json_is_object(c) || json_is_array(c))) {
+            client_json = json_dumps(c, JSON_COMPACT);
+            if (!client_json || strlen(client_json) > INGEST_CLIENT_MAX) {
+                free(client_json);
+                http_respond_error(ex, 422, "invalid_event", NULL, "\"client\" is too large");
+                json_decref(ev);
+                return;
+            }
+            v[i] = client_json;
+            continue;
+        }
         if (get_str(ev, COLS[i], &v[i]) != 0) {
             http_respond_error(ex, 422, "invalid_event", NULL, "\"%s\" must be a short string",
                                COLS[i]);
+            free(client_json);
             json_decref(ev);
             return;
         }
@@ -158,11 +174,13 @@ static void handle_login(struct http_exchange *ex, void *arg)
                                             : NULL;
     if (missing) {
         http_respond_error(ex, 422, "invalid_event", NULL, "\"%s\" is required", missing);
+        free(client_json);
         json_decref(ev);
         return;
     }
     if (!valid_ts(v[1])) {
         http_respond_error(ex, 422, "invalid_event", NULL, "\"ts\" is not an RFC 3339 time");
+        free(client_json);
         json_decref(ev);
         return;
     }
@@ -171,6 +189,7 @@ static void handle_login(struct http_exchange *ex, void *arg)
     for (int i = 0; i < INGEST_COLS; i++) {
         p->f[i] = v[i] ? xstrdup(v[i]) : NULL;
     }
+    free(client_json);
     json_decref(ev);
 
     pthread_mutex_lock(&in->mu);

@@ -5,7 +5,10 @@
  * and an IPv4 address inside one of that country's sample ranges (ranges that the GeoIP database
  * maps to the country). Runs until count logins were accepted or duration_s passed (0 = until
  * SIGTERM). A 503 or 429 is retried after its Retry-After (default 1 s): the simulator slows
- * down instead of dropping logins. Prints a summary line at the end. */
+ * down instead of dropping logins. Every login carries its own ce-id, the same on every retry,
+ * so a retry after a lost answer is one event for the consumers. Prints a summary line at the
+ * end (with the achieved rate); ids_file records each accepted login's id and the time of its
+ * 2xx (for end-to-end latency measurements and exactly-once checks). */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,8 +33,10 @@ static const struct config_def LOGINSIM_CONFIG[] = {
     {"abroad_share", CONFIG_DOUBLE, "0.05", 0, 1, 0, NULL, "Share of logins from abroad"},
     {"count", CONFIG_INT, "0", 0, 1000000000, 0, NULL, "Stop after this many logins (0 = no)"},
     {"duration_s", CONFIG_DOUBLE, "0", 0, 1e9, 0, NULL, "Stop after this long (0 = no)"},
-    {"threads", CONFIG_INT, "2", 1, 64, 0, NULL, "Sending threads"},
+    {"threads", CONFIG_INT, "2", 1, 256, 0, NULL, "Sending threads"},
     {"timeout_ms", CONFIG_INT, "5000", 10, 600000, 0, NULL, "Time-out of one POST"},
+    {"ids_file", CONFIG_STRING, "", 0, 4096, 0, NULL,
+     "When set: one line per accepted login: <event id> TAB <unix time in ms of its 2xx>"},
     CONFIG_DEF_END,
 };
 
@@ -55,7 +60,10 @@ struct sim {
     volatile sig_atomic_t stop;
     pthread_mutex_t mu;
     long long sent, accepted, retried, failed;
+    unsigned finished;     /* worker threads that returned */
+    long long finished_ms; /* when the last of them returned */
     long long started_ms;
+    FILE *ids; /* ids_file or NULL; written under mu */
 };
 
 static unsigned long long rng_next(unsigned long long *s)
@@ -101,7 +109,9 @@ static void *worker(void *arg)
     unsigned threads = (unsigned)config_int(s->cfg, "threads");
     char auth[4200];
     snprintf(auth, sizeof(auth), "Bearer %s", config_str(s->cfg, "token"));
-    struct http_header_kv h[] = {{"Content-Type", "application/json"}, {"Authorization", auth}};
+    char ce_id[ID_UUID_LEN + 1];
+    struct http_header_kv h[] = {
+        {"Content-Type", "application/json"}, {"Authorization", auth}, {"ce-id", ce_id}};
     long long accounts = config_int(s->cfg, "accounts");
     while (!s->stop && rate > 0) {
         pthread_mutex_lock(&s->mu);
@@ -129,6 +139,7 @@ static void *worker(void *arg)
                  1 + (unsigned long long)(rng_next(&rng) % (unsigned long long)accounts));
         app_time_rfc3339(ts);
         id_uuid7(session);
+        id_uuid7(ce_id);
         json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "account_id", account, "ip",
                                ip, "ts", ts, "session_id", session, "server", "loginsim-1",
                                "client", "sim_country", country);
@@ -137,15 +148,21 @@ static void *worker(void *arg)
         for (;;) {
             struct http_result r;
             memset(&r, 0, sizeof(r));
-            int rc = http_client_request(hc, "POST", config_str(s->cfg, "publisher_url"), h, 2,
+            int rc = http_client_request(hc, "POST", config_str(s->cfg, "publisher_url"), h, 3,
                                          body, strlen(body), (long)config_int(s->cfg, "timeout_ms"),
                                          65536, &r);
             int status = rc == 0 ? r.status : 0;
             long wait_ms = r.retry_after ? atol(r.retry_after) * 1000 : 1000;
             http_result_release(&r);
             if (status >= 200 && status < 300) {
+                struct timespec wall;
+                clock_gettime(CLOCK_REALTIME, &wall); /* compared with other processes' clocks */
+                double at_ms = (double)wall.tv_sec * 1000.0 + (double)wall.tv_nsec / 1e6;
                 pthread_mutex_lock(&s->mu);
                 s->accepted++;
+                if (s->ids) {
+                    fprintf(s->ids, "%s\t%.3f\n", ce_id, at_ms);
+                }
                 pthread_mutex_unlock(&s->mu);
                 break;
             }
@@ -170,6 +187,10 @@ static void *worker(void *arg)
     }
     (void)threads;
     http_client_free(hc);
+    pthread_mutex_lock(&s->mu);
+    s->finished++;
+    s->finished_ms = app_now_ms();
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
@@ -186,6 +207,16 @@ int main(int argc, char **argv)
         return 0;
     }
     s.cfg = app.cfg;
+    const char *ids_path = config_str(app.cfg, "ids_file");
+    if (ids_path[0] != '\0') {
+        s.ids = fopen(ids_path, "a");
+        if (!s.ids) {
+            log_error("cannot open ids_file %s", ids_path);
+            app_release(&app);
+            return 2;
+        }
+        setvbuf(s.ids, NULL, _IOLBF, 0); /* whole lines, readable while the run goes on */
+    }
     pthread_mutex_init(&s.mu, NULL);
     s.started_ms = app_now_ms();
     unsigned n = (unsigned)config_int(app.cfg, "threads");
@@ -202,7 +233,11 @@ int main(int argc, char **argv)
         }
         pthread_mutex_lock(&s.mu);
         long long done = s.accepted + s.failed;
+        unsigned finished = s.finished;
         pthread_mutex_unlock(&s.mu);
+        if (finished == n && config_double(app.cfg, "rate") > 0) {
+            break; /* every worker reached count or duration_s */
+        }
         long long count = config_int(app.cfg, "count");
         double dur = config_double(app.cfg, "duration_s");
         if ((count > 0 && done >= count) ||
@@ -219,9 +254,17 @@ int main(int argc, char **argv)
         pthread_join(t[i], NULL);
     }
     free(t);
-    double el = (double)(app_now_ms() - s.started_ms) / 1000.0;
-    printf("{\"accepted\": %lld, \"failed\": %lld, \"retried\": %lld, \"seconds\": %.3f}\n",
-           s.accepted, s.failed, s.retried, el);
+    /* the run's length: until the last worker's last answer (not the 200 ms wait above) */
+    long long end_ms = s.finished == n ? s.finished_ms : app_now_ms();
+    double el = (double)(end_ms - s.started_ms) / 1000.0;
+    if (s.ids && fclose(s.ids) != 0) {
+        log_error("writing ids_file failed");
+        s.failed++;
+    }
+    printf("{\"accepted\": %lld, \"failed\": %lld, \"retried\": %lld, \"seconds\": %.3f, "
+           "\"rate\": %.1f, \"target_rate\": %.1f}\n",
+           s.accepted, s.failed, s.retried, el, el > 0 ? (double)s.accepted / el : 0.0,
+           config_double(app.cfg, "rate"));
     fflush(stdout);
     pthread_mutex_destroy(&s.mu);
     app_release(&app);

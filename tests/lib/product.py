@@ -1,0 +1,217 @@
+"""The whole product on free ports, for end-to-end tests and bench/product.sh.
+
+    import product
+    p = product.start(ctx)                  # ctx: a harness.Context (a test's, or a module's)
+    p.publish({"account_id": ..., "ip": ..., "ts": ...})    # -> (status, body)
+    p.svc["history"].url, p.svc["guard"].url, ...           # the processes (harness.Proc)
+    p.restart("history")                     # same port, same config
+    p.history_count_by_id()                  # {login id: rows} straight from PostgreSQL
+
+What runs: the embedded broker (topics of config/bus/*.json created at start), gamesim, ipcheck
+(the GeoIP database of var/geoip), history, guard, notify (emails as files under the context's
+outbox/, SMS and in-game messages to gamesim), campaign, the publisher and the dispatcher, all
+with the repository's real bus configuration (config/bus/*.json), of which only the endpoints are
+rewritten from the fixed development ports to the processes' free ports (and, optionally, the
+retry back-off shortened so tests of outages do not wait 30 s between attempts). Every service
+shares one PostgreSQL database (pg.fresh_db()), each in its own schema, as in `make run`.
+"""
+import glob
+import json
+import os
+import re
+import uuid
+
+import harness
+import pg
+
+ROOT = harness.ROOT
+GEOIP_DB = os.path.join(ROOT, "var", "geoip", "geo-whois-asn-country.mmdb")
+AUTH_SECRET = "e2e-product-auth-secret"
+LOGIN_TOKEN = "dev-login-token"  # the development producer token of config/bus/login.json
+
+# Development port of each endpoint in config/bus/*.json -> the service that owns it.
+DEV_PORTS = {8101: "ipcheck", 8102: "history", 8103: "guard", 8104: "notify", 8105: "campaign",
+             8109: "gamesim"}
+SERVICES = ["gamesim", "ipcheck", "history", "guard", "notify", "campaign"]
+BUS = ["bus-publisher", "bus-dispatcher"]
+
+
+def require_binaries():
+    for b in SERVICES + BUS + ["bus-broker", "mktoken"]:
+        if not os.path.exists(harness.bin_path(b)):
+            raise harness.Skip(f"{b} not built")
+    if not os.path.exists(GEOIP_DB):
+        raise harness.Skip(f"GeoIP database missing: {GEOIP_DB} (make deps)")
+
+
+def bus_topics():
+    """{topic: partitions} of every topic declared in config/bus/*.json."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "config", "bus", "*.json"))):
+        for t in json.load(open(path)).get("topics", []):
+            out[t["name"]] = t.get("partitions", 3)
+    return out
+
+
+def write_bus_config(dst_dir, urls, retry_max_ms=None, route_overrides=None):
+    """Copies config/bus/*.json into dst_dir with each endpoint's http://127.0.0.1:<dev port>
+    replaced by urls[<service>] and schema paths made absolute. A route whose endpoint names
+    an unknown port is an error (a new route must be wired here, not silently skipped).
+    route_overrides: keys set in every route (experiments, e.g. {"concurrency": 64})."""
+    os.makedirs(dst_dir, exist_ok=True)
+    for path in sorted(glob.glob(os.path.join(ROOT, "config", "bus", "*.json"))):
+        doc = json.load(open(path))
+        for t in doc.get("topics", []):
+            if "schema" in t and not os.path.isabs(t["schema"]):
+                t["schema"] = os.path.join(ROOT, t["schema"])
+        for r in doc.get("routes", []):
+            m = re.match(r"^http://127\.0\.0\.1:(\d+)(/.*)$", r["endpoint"])
+            if not m or int(m.group(1)) not in DEV_PORTS:
+                raise AssertionError(f"route {r['name']}: endpoint {r['endpoint']} is not one "
+                                     "of the product's development ports (tests/lib/product.py)")
+            r["endpoint"] = urls[DEV_PORTS[int(m.group(1))]] + m.group(2)
+            if retry_max_ms is not None:
+                retry = dict(r.get("retry", {}))
+                retry["max_ms"] = min(retry.get("max_ms", 30000), retry_max_ms)
+                retry["initial_ms"] = min(retry.get("initial_ms", 200), retry_max_ms)
+                r["retry"] = retry
+            r.update(route_overrides or {})
+        with open(os.path.join(dst_dir, os.path.basename(path)), "w") as f:
+            json.dump(doc, f, indent=1)
+    return dst_dir
+
+
+class Product:
+    def __init__(self, ctx, db_url, campaign_accounts, retry_max_ms, service_config, bus_env,
+                 route_overrides):
+        self.ctx = ctx
+        self.db_url = db_url
+        self.published_ok = 0  # logins published through publish() and answered 202
+        self.svc = {}
+        self._cfg = {}
+        self._env = {}
+        self.outbox = ctx.path("outbox", "x")[:-2]
+        os.makedirs(self.outbox, exist_ok=True)
+        self.broker = harness.start_broker(ctx, "embedded", topics=bus_topics())
+        self.signing_secret = os.environ.get("BUS_SIGNING_SECRET") or "e2e-signing-secret"
+        base_env = {"AUTH_SECRET": AUTH_SECRET, "BUS_SIGNING_SECRET": self.signing_secret,
+                    "BUS_BOOTSTRAP": self.broker.bootstrap, "DATABASE_URL": db_url}
+        base_env.update(bus_env or {})
+        list_file = ctx.path("campaign-list.txt")
+        with open(list_file, "w") as f:
+            f.write("# e2e campaign list\n" + "".join(a + "\n" for a in campaign_accounts))
+        ports = {name: harness.free_port() for name in SERVICES}
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        cfg = {
+            "gamesim": {},
+            "ipcheck": {"geoip_db": GEOIP_DB},
+            "history": {"database_url": db_url},
+            "guard": {"database_url": db_url, "home_countries": "KR"},
+            "notify": {"database_url": db_url, "outbox_dir": self.outbox,
+                       "sms_url": urls["gamesim"] + "/v1/sms", "game_url": urls["gamesim"],
+                       "provider_timeout_ms": 2000},
+            "campaign": {"database_url": db_url, "list_file": list_file},
+        }
+        for name in SERVICES:
+            c = dict(cfg[name], listen=f"127.0.0.1:{ports[name]}")
+            c.update((service_config or {}).get(name, {}))
+            self._cfg[name] = c
+            prefix = name.upper()
+            self._env[name] = dict(base_env, **{f"{prefix}_DATABASE_URL": db_url})
+        self.bus_dir = write_bus_config(ctx.path("bus", "x")[:-2], urls, retry_max_ms,
+                                        route_overrides)
+        common = {"bootstrap": self.broker.bootstrap, "bus_config_dir": self.bus_dir,
+                  "bus_schema": os.path.join(ROOT, "config", "schema", "bus.schema.json")}
+        self._cfg["bus-publisher"] = dict(common, listen=f"127.0.0.1:{harness.free_port()}")
+        self._cfg["bus-dispatcher"] = dict(common, listen=f"127.0.0.1:{harness.free_port()}",
+                                           shutdown_timeout_ms=5000)
+        for name in BUS:
+            self._cfg[name].update((service_config or {}).get(name, {}))
+            self._env[name] = dict(base_env, PUBLISHER_BOOTSTRAP=self.broker.bootstrap,
+                                   DISPATCHER_BOOTSTRAP=self.broker.bootstrap)
+        # Services first, so the dispatcher finds its endpoints (as tools/run.sh does).
+        for name in SERVICES + BUS:
+            self.start(name)
+
+    def start(self, name):
+        ready = "/healthz" if name in ("gamesim", "bus-dispatcher") else "/readyz"
+        self.svc[name] = self.ctx.start(name, config=self._cfg[name], env=self._env[name],
+                                        ready_path=ready)
+        return self.svc[name]
+
+    def restart(self, name, kill=False):
+        p = self.svc[name]
+        if kill:
+            p.kill()
+        else:
+            p.stop()
+        return self.start(name)
+
+    @property
+    def publisher(self):
+        return self.svc["bus-publisher"]
+
+    @property
+    def dispatcher(self):
+        return self.svc["bus-dispatcher"]
+
+    def url(self, name):
+        return self.svc[name].url
+
+    def publish(self, event, ce_id=None):
+        headers = {"Authorization": "Bearer " + LOGIN_TOKEN}
+        if ce_id:
+            headers["ce-id"] = ce_id
+        st, body, _ = harness.http("POST", self.publisher.url + "/v1/topics/login/events",
+                                   event, headers=headers)
+        if st == 202:
+            self.published_ok += 1
+        return st, body
+
+    def psql(self, sql):
+        return pg.cluster().psql(self.db_url.rsplit("/", 1)[1], sql)
+
+    def history_count_by_id(self, ids=None):
+        """{login id: number of rows in history.logins}, for ids (all rows when None)."""
+        where = ""
+        if ids is not None:
+            where = " WHERE id IN (" + ",".join("'" + i.replace("'", "") + "'"
+                                                for i in ids) + ")"
+        rows = self.psql("SELECT id, count(*) FROM history.logins" + where + " GROUP BY id")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def route_lag(self):
+        """{route: lag} from the dispatcher's bus_dispatcher_lag gauge."""
+        st, text, _ = harness.http("GET", self.dispatcher.url + "/metrics")
+        out = {}
+        if st != 200 or not isinstance(text, str):
+            return out
+        for line in text.splitlines():
+            m = re.match(r'^bus_dispatcher_lag\{[^}]*route="([^"]+)"[^}]*\}\s+(\S+)$', line)
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+        return out
+
+    def log_tail(self):
+        return self.ctx.log_tail()
+
+
+def start(ctx, db_url=None, campaign_accounts=(), retry_max_ms=None, service_config=None,
+          bus_env=None, route_overrides=None):
+    """Starts the whole product in ctx (see the module comment); returns a Product. Every
+    process is stopped by ctx.cleanup()."""
+    require_binaries()
+    return Product(ctx, db_url or pg.fresh_db(), list(campaign_accounts), retry_max_ms,
+                   service_config, bus_env, route_overrides)
+
+
+def login(account, ip, **extra):
+    """A login event at the current time."""
+    import datetime
+    ev = {"account_id": account, "ip": ip,
+          "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+          .replace("+00:00", "Z"),
+          "session_id": "s-" + uuid.uuid4().hex[:8], "server": "e2e-1",
+          "client": {"version": "1.2.3", "platform": "pc"}}
+    ev.update(extra)
+    return ev
