@@ -53,9 +53,15 @@
 /* Time given to 503 answers forced at shutdown to reach the client before the daemon stops. */
 #define HTTP_SHUTDOWN_FLUSH_MS 1000
 
-static const char HTTP_STATIC_CSP[] =
+/* The CSP of static files; connect-src gets the CORS origins appended (the pages call them). */
+static const char HTTP_STATIC_CSP_HEAD[] =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+    "connect-src 'self'";
+static const char HTTP_STATIC_CSP_TAIL[] = "; frame-ancestors 'none'; base-uri 'none'";
+#define HTTP_MAX_CORS_ORIGINS 16
+#define HTTP_MAX_ORIGIN_BYTES 256
+/* How long a browser may reuse a preflight's answer. */
+#define HTTP_CORS_MAX_AGE_S "600"
 
 enum route_kind { ROUTE_HANDLER, ROUTE_STATIC, ROUTE_UNMATCHED };
 
@@ -92,6 +98,9 @@ struct http_server {
     unsigned port;
     struct metric *connections_total; /* accepted connections (reuse shows as few of them) */
     struct metric *connections_open;
+    char *cors[HTTP_MAX_CORS_ORIGINS]; /* allowed origins (exact match) */
+    size_t n_cors;
+    char *static_csp;
 
     /* Shared between polling threads and http_server_free(), behind lock: */
     pthread_mutex_t lock;
@@ -116,6 +125,8 @@ struct http_exchange {
     struct timespec started;
     struct resp_header *headers;
     size_t n_headers;
+    char *cors_origin; /* the request's Origin when it is on the allow-list, else NULL */
+    bool has_cors;     /* the server has an allow-list: answers vary by Origin */
 
     /* Shared between the polling thread and the answering thread, behind lock: */
     pthread_mutex_t lock;
@@ -215,6 +226,7 @@ static void exchange_free(struct http_exchange *ex)
         free(ex->headers[i].value);
     }
     free(ex->headers);
+    free(ex->cors_origin);
     if (ex->response) {
         MHD_destroy_response(ex->response);
     }
@@ -262,6 +274,12 @@ static bool exchange_answer(struct http_exchange *ex, unsigned status, const cha
     }
     for (size_t i = 0; i < ex->n_headers; i++) {
         MHD_add_response_header(resp, ex->headers[i].name, ex->headers[i].value);
+    }
+    if (ex->cors_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", ex->cors_origin);
+    }
+    if (ex->has_cors) {
+        MHD_add_response_header(resp, "Vary", "Origin");
     }
     ex->response = resp;
     ex->status = status;
@@ -473,9 +491,9 @@ static const char *content_type_for(const char *path)
     return "application/octet-stream";
 }
 
-static void add_security_headers(struct MHD_Response *resp)
+static void add_security_headers(struct MHD_Response *resp, const char *csp)
 {
-    MHD_add_response_header(resp, "Content-Security-Policy", HTTP_STATIC_CSP);
+    MHD_add_response_header(resp, "Content-Security-Policy", csp);
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY");
@@ -549,7 +567,7 @@ static void static_serve(struct http_exchange *ex, const struct route *r, const 
         return;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type_for(file));
-    add_security_headers(resp);
+    add_security_headers(resp, ex->server->static_csp);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     free(file);
     pthread_mutex_lock(&ex->lock);
@@ -642,6 +660,160 @@ static const struct route *route_find(struct http_server *s, struct http_exchang
     return found;
 }
 
+/* ---- CORS (https://fetch.spec.whatwg.org/#http-cors-protocol) ---- */
+
+static const char *cors_find(const struct http_server *s, const char *origin)
+{
+    for (size_t i = 0; origin && i < s->n_cors; i++) {
+        if (strcmp(s->cors[i], origin) == 0) {
+            return s->cors[i];
+        }
+    }
+    return NULL;
+}
+
+/* Answers an OPTIONS preflight on the polling thread: 204 with the methods of the routes the path
+ * matches when the origin is allowed, 403 when it is not, 404 when no route matches. */
+static void cors_preflight(struct http_server *s, struct http_exchange *ex)
+{
+    char *copy = xstrdup(ex->path);
+    size_t n = 0;
+    char **segs = split_segments(copy, &n, HTTP_MAX_SEGMENTS);
+    struct buf methods;
+    buf_init(&methods, 1024);
+    for (size_t i = 0; segs && i < s->n_routes; i++) {
+        const struct route *r = &s->routes[i];
+        const char *params[HTTP_MAX_PARAMS] = {NULL};
+        if (r->kind != ROUTE_HANDLER || !route_matches(r, segs, n, params)) {
+            continue;
+        }
+        if (!methods.data || !strstr(methods.data, r->method)) {
+            if (methods.len) {
+                buf_appends(&methods, ", ");
+            }
+            buf_appends(&methods, r->method);
+        }
+    }
+    free(segs);
+    free(copy);
+    ex->route = &s->unmatched;
+    if (!methods.len) {
+        server_answer_error(ex, 404, "not_found", "No such resource.");
+    } else if (!ex->cors_origin) {
+        server_answer_error(ex, 403, "cors_refused",
+                            "This origin may not call this service from a browser.");
+    } else {
+        http_add_header(ex, "Access-Control-Allow-Methods", methods.data);
+        http_add_header(ex, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        http_add_header(ex, "Access-Control-Max-Age", HTTP_CORS_MAX_AGE_S);
+        server_answer(ex, 204, NULL, "", 0);
+    }
+    buf_release(&methods);
+}
+
+static bool origin_is_valid(const char *o, size_t len)
+{
+    size_t skip = 0;
+    if (len > 7 && strncmp(o, "http://", 7) == 0) {
+        skip = 7;
+    } else if (len > 8 && strncmp(o, "https://", 8) == 0) {
+        skip = 8;
+    }
+    if (!skip || len >= HTTP_MAX_ORIGIN_BYTES) {
+        return false;
+    }
+    for (size_t i = skip; i < len; i++) {
+        char c = o[i];
+        bool is_ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '.' || c == '-' || c == ':' || c == '[' || c == ']';
+        if (!is_ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Calls fn for each comma-separated entry of list (trimmed, non-empty). Stops at the first
+ * non-zero return, which it returns. */
+static int cors_each(const char *list, int (*fn)(const char *o, size_t len, void *arg), void *arg)
+{
+    const char *p = list ? list : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',') {
+            p++;
+        }
+        const char *end = p;
+        while (*end && *end != ',' && *end != ' ') {
+            end++;
+        }
+        if (end > p) {
+            int rc = fn(p, (size_t)(end - p), arg);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        p = end;
+    }
+    return 0;
+}
+
+struct cors_check {
+    char *err;
+    size_t err_len;
+    size_t n;
+};
+
+static int cors_check_one(const char *o, size_t len, void *arg)
+{
+    struct cors_check *c = arg;
+    if (++c->n > HTTP_MAX_CORS_ORIGINS) {
+        snprintf(c->err, c->err_len, "more than %d CORS origins", HTTP_MAX_CORS_ORIGINS);
+        return -1;
+    }
+    if (!origin_is_valid(o, len)) {
+        snprintf(c->err, c->err_len,
+                 "CORS origin '%.*s' is not http(s)://host[:port] (no path, no trailing '/')",
+                 (int)(len < 128 ? len : 128), o);
+        return -1;
+    }
+    return 0;
+}
+
+int http_cors_validate(const char *origins, char *err, size_t err_len)
+{
+    struct cors_check c = {err, err_len, 0};
+    return cors_each(origins, cors_check_one, &c);
+}
+
+static int cors_add_one(const char *o, size_t len, void *arg)
+{
+    struct http_server *s = arg;
+    if (s->n_cors == HTTP_MAX_CORS_ORIGINS || !origin_is_valid(o, len)) {
+        log_error("http: CORS origin '%.*s' ignored (invalid or too many)",
+                  (int)(len < 128 ? len : 128), o);
+        return 0;
+    }
+    char *copy = xmalloc(len + 1);
+    memcpy(copy, o, len);
+    copy[len] = '\0';
+    s->cors[s->n_cors++] = copy;
+    return 0;
+}
+
+static void cors_init(struct http_server *s, const char *origins)
+{
+    cors_each(origins, cors_add_one, s);
+    struct buf csp;
+    buf_init(&csp, 8192);
+    buf_appends(&csp, HTTP_STATIC_CSP_HEAD);
+    for (size_t i = 0; i < s->n_cors; i++) {
+        buf_appendf(&csp, " %s", s->cors[i]);
+    }
+    buf_appends(&csp, HTTP_STATIC_CSP_TAIL);
+    s->static_csp = xstrdup(csp.data);
+    buf_release(&csp);
+}
+
 /* ---- libmicrohttpd callbacks ---- */
 
 static enum MHD_Result queue_answer(struct http_exchange *ex)
@@ -664,6 +836,17 @@ static enum MHD_Result on_first_call(struct http_server *s, struct MHD_Connectio
     pthread_mutex_lock(&s->lock);
     s->n_active++;
     pthread_mutex_unlock(&s->lock);
+
+    if (s->n_cors > 0) {
+        const char *allowed =
+            cors_find(s, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"));
+        ex->cors_origin = allowed ? xstrdup(allowed) : NULL;
+        ex->has_cors = true;
+        if (strcmp(method, "OPTIONS") == 0) {
+            cors_preflight(s, ex);
+            return queue_answer(ex);
+        }
+    }
 
     const struct route *r = route_find(s, ex);
     if (!r) {
@@ -890,6 +1073,8 @@ struct http_server *http_server_new(const struct http_server_options *opts)
     s->unmatched.method = xstrdup("any");
     s->unmatched.pattern = xstrdup("unmatched");
     route_init_metrics(&s->unmatched);
+    cors_init(s, opts->cors_origins);
+    s->opts.cors_origins = NULL; /* the caller's string is not kept */
     struct buf labels;
     buf_init(&labels, 1024);
     buf_appends(&labels, "listen=\"");
@@ -1109,6 +1294,10 @@ void http_server_free(struct http_server *s, unsigned grace_ms)
     }
     free(s->routes);
     route_release(&s->unmatched);
+    for (size_t i = 0; i < s->n_cors; i++) {
+        free(s->cors[i]);
+    }
+    free(s->static_csp);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s->listen);

@@ -35,7 +35,18 @@ struct http_server_options {
     unsigned timeout_s;       /* idle/slow client time-out; 0 = 15 */
     http_ready_fn ready;      /* NULL = always ready */
     void *ready_ctx;
+    /* CORS allow-list: comma-separated exact origins ("http://127.0.0.1:8103") whose pages may
+     * call the routes from a browser. For a listed Origin the answers carry
+     * Access-Control-Allow-Origin (the origin echoed) and OPTIONS preflights of routed paths are
+     * answered 204; an unlisted Origin gets no CORS header and its preflight is refused 403. The
+     * origins are also added to connect-src of the static files' CSP. NULL/"" = no CORS (OPTIONS
+     * is then routed like any other method). Copied; check it first with http_cors_validate(). */
+    const char *cors_origins;
 };
+
+/* Checks a cors_origins list: every entry is http(s)://host[:port] without path, quote, space or
+ * ';'. Returns 0, or -1 with a sentence naming the bad entry in err. */
+int http_cors_validate(const char *origins, char *err, size_t err_len);
 
 struct http_server *http_server_new(const struct http_server_options *opts);
 /* Registers a route. max_body_bytes 0 = the server default. Call before http_server_start. */

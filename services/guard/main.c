@@ -12,8 +12,11 @@
  * GET .../policy, POST .../unlock {"code"} (attempts limited, codes expire).
  * Login servers: GET /v1/accounts/{id}/status, served from an in-memory cache (write-through:
  * every change is committed to PostgreSQL first, then the cache entry is dropped and reloaded).
- * Staff: POST /v1/support/accounts/{id}/unlock {"reason"}, GET /v1/support/audit?account_id=.
- * Tables live in the `guard` schema (sql/guard/). */
+ * Staff: POST /v1/support/accounts/{id}/unlock {"reason"}, GET /v1/support/audit?account_id=,
+ * and for the support console GET /v1/support/accounts?prefix= (find), .../accounts/{id} (details)
+ * and .../accounts/{id}/locks (lock history, guard.lock_events, written in the transaction of each
+ * lock and unlock). The console's static files are served at /support/ (web.dir), with CORS for
+ * the player page's origin (http.cors_origins). Tables live in the `guard` schema (sql/guard/). */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -59,6 +62,17 @@ static const struct config_def GUARD_CONFIG[] = {
     {"cache_max", CONFIG_INT, "1000000", 1, 100000000, 0, NULL,
      "Accounts kept in the status cache (the cache is emptied when full)"},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    {"http.cors_origins", CONFIG_STRING, "http://127.0.0.1:8102,http://localhost:8102", 0, 4096, 0,
+     NULL,
+     "Comma-separated origins whose pages may call this API from a browser (the player page at "
+     "history); also where the support console may connect"},
+    {"web.dir", CONFIG_STRING, "services/guard/web/support", 0, 4096, 0, NULL,
+     "Directory of the support console served at /support/ (relative to the working directory; "
+     "empty: no console)"},
+    {"web.history_url", CONFIG_STRING, "http://127.0.0.1:8102", 0, 256, 0, NULL,
+     "Base URL of history as the staff's browser reaches it (given to the console in "
+     "/support/config.json; list its origin in history's http.cors_origins and in this "
+     "http.cors_origins)"},
     CONFIG_DEF_END,
 };
 
@@ -666,13 +680,14 @@ static void handle_login(struct http_exchange *ex, void *arg)
     char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
 
     const char *pd[] = {login_id, account, policy, text};
-    struct db_stmt st[3];
+    struct db_stmt st[4];
     size_t n = 0;
     st[n++] = (struct db_stmt){"INSERT INTO guard.decisions (login_id, account_id, action, event) "
                                "VALUES ($1, $2, $3, $4)",
                                pd, 4};
     char salt[33], hash[CRYPTO_SHA256_HEX_LEN + 1], ttl[24], code[9];
     const char *pc[5] = {account, login_id, salt, hash, ttl};
+    const char *pe[4] = {account, login_id, country, json_string_value(json_object_get(out, "ip"))};
     if (strcmp(policy, "lock") == 0) {
         unsigned char raw[16];
         random_bytes(raw, sizeof(raw));
@@ -692,6 +707,10 @@ static void handle_login(struct http_exchange *ex, void *arg)
                                    "VALUES ($1, 'lock', true) ON CONFLICT (account_id) DO UPDATE "
                                    "SET locked = true, updated_at = now()",
                                    pc, 1};
+        st[n++] = (struct db_stmt){"INSERT INTO guard.lock_events (account_id, event, actor, "
+                                   "login_id, country, ip) VALUES ($1, 'locked', 'policy', $2, "
+                                   "$3, $4)",
+                                   pe, 4};
     }
     rc = db_exec_tx(g->db, st, n, err, sizeof(err));
     free(text);
@@ -803,12 +822,14 @@ static void handle_unlock(struct http_exchange *ex, void *arg)
         return;
     }
     json_decref(rows);
-    struct db_stmt st[2] = {
+    struct db_stmt st[3] = {
         {"DELETE FROM guard.codes WHERE account_id = $1", p, 1},
         {"UPDATE guard.accounts SET locked = false, updated_at = now() WHERE account_id = $1", p,
          1},
+        {"INSERT INTO guard.lock_events (account_id, event, actor) VALUES ($1, 'unlocked', 'code')",
+         p, 1},
     };
-    rc = db_exec_tx(g->db, st, 2, err, sizeof(err));
+    rc = db_exec_tx(g->db, st, 3, err, sizeof(err));
     if (rc != DB_OK) {
         db_fail(ex, rc, err);
         return;
@@ -842,7 +863,12 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
         return;
     }
     const char *p[] = {id, who.subject, reason};
-    struct db_stmt st[3] = {
+    struct db_stmt st[4] = {
+        /* recorded in the lock history only when there was a lock to lift */
+        {"INSERT INTO guard.lock_events (account_id, event, actor, staff, reason) "
+         "SELECT $1, 'unlocked', 'staff', $2, $3 WHERE EXISTS "
+         "(SELECT 1 FROM guard.accounts WHERE account_id = $1 AND locked)",
+         p, 3},
         {"DELETE FROM guard.codes WHERE account_id = $1", p, 1},
         {"UPDATE guard.accounts SET locked = false, updated_at = now() WHERE account_id = $1", p,
          1},
@@ -851,7 +877,7 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
          p, 3},
     };
     char err[512];
-    int rc = db_exec_tx(g->db, st, 3, err, sizeof(err));
+    int rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
     json_decref(b);
     if (rc != DB_OK) {
         db_fail(ex, rc, err);
@@ -893,6 +919,184 @@ static void handle_audit(struct http_exchange *ex, void *arg)
     http_respond_json(ex, 200, json_pack("{s:o}", "entries", rows));
 }
 
+/* ---- support console: find an account, its details and lock history ---- */
+
+static const char SQL_SUPPORT_FIND[] =
+    "SELECT account_id, policy, locked::text AS locked, "
+    "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS updated_at "
+    "FROM guard.accounts WHERE starts_with(account_id, $1) "
+    "AND ($3::bool IS NULL OR locked = $3::bool) ORDER BY account_id LIMIT $2::int";
+
+/* One row whether or not the account has settings or a pending code. */
+static const char SQL_SUPPORT_ACCOUNT[] =
+    "SELECT to_char(a.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+    "AS updated_at, "
+    "to_char(c.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+    "AS code_expires_at, c.attempts::text AS code_attempts, "
+    "(c.expires_at < now())::text AS code_expired "
+    "FROM (SELECT $1::text AS id) k LEFT JOIN guard.accounts a ON a.account_id = k.id "
+    "LEFT JOIN guard.codes c ON c.account_id = k.id";
+
+static const char SQL_SUPPORT_LOCKS[] =
+    "SELECT id::text AS id, "
+    "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS ts, "
+    "event, actor, staff, reason, login_id, country, ip FROM guard.lock_events "
+    "WHERE account_id = $1 ORDER BY ts DESC, id DESC LIMIT $2::int";
+
+/* Parses ?limit= (1..max, default def); answers 400 itself and returns -1 when bad. */
+static int query_limit(struct http_exchange *ex, long def, long max, char out[16])
+{
+    const char *s = http_query(ex, "limit");
+    long v = def;
+    if (s) {
+        char *end = NULL;
+        v = strtol(s, &end, 10);
+        if (!*s || *end || v < 1 || v > max) {
+            http_respond_error(ex, 400, "bad_request", NULL, "limit must be an integer 1..%ld",
+                               max);
+            return -1;
+        }
+    }
+    snprintf(out, 16, "%ld", v);
+    return 0;
+}
+
+/* GET /v1/support/accounts?prefix=P&locked=true&limit=N: accounts with settings, by id. */
+static void handle_support_find(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    struct auth_identity who;
+    if (authorize(g, ex, NULL, 1, &who) != 0) {
+        return;
+    }
+    const char *prefix = http_query(ex, "prefix");
+    const char *locked = http_query(ex, "locked");
+    char limit[16];
+    if (prefix && strlen(prefix) > ID_MAX) {
+        http_respond_error(ex, 400, "bad_request", NULL, "prefix is longer than %d", ID_MAX);
+        return;
+    }
+    if (locked && strcmp(locked, "true") != 0 && strcmp(locked, "false") != 0) {
+        http_respond_error(ex, 400, "bad_request", NULL, "locked must be true or false");
+        return;
+    }
+    if (query_limit(ex, 20, 100, limit) != 0) {
+        return;
+    }
+    const char *p[] = {prefix ? prefix : "", limit, locked};
+    json_t *rows = NULL;
+    char err[512];
+    int rc = db_exec(g->db, SQL_SUPPORT_FIND, p, 3, &rows, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    json_t *out = json_array();
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        const char *l = row_str(rows, i, "locked");
+        json_array_append_new(out, json_pack("{s:s, s:s, s:b, s:s}", "account_id",
+                                             row_str(rows, i, "account_id"), "policy",
+                                             row_str(rows, i, "policy"), "locked",
+                                             l && strcmp(l, "true") == 0, "updated_at",
+                                             row_str(rows, i, "updated_at")));
+    }
+    json_decref(rows);
+    http_respond_json(ex, 200, json_pack("{s:o}", "accounts", out));
+}
+
+/* GET /v1/support/accounts/{id}: settings, state and the pending code's state (never the code). */
+static void handle_support_account(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    struct auth_identity who;
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    if (authorize(g, ex, NULL, 1, &who) != 0) {
+        return;
+    }
+    json_t *acct, *allowed, *extra = NULL;
+    char err[512];
+    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
+    if (rc == DB_OK) {
+        const char *p[] = {id};
+        rc = db_exec(g->db, SQL_SUPPORT_ACCOUNT, p, 1, &extra, NULL, err, sizeof(err));
+        if (rc != DB_OK) {
+            json_decref(acct);
+            json_decref(allowed);
+        }
+    }
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    long long exp;
+    const char *policy = acct_policy(g, acct);
+    const char *locked = row_str(acct, 0, "locked");
+    const char *ch = row_str(acct, 0, "channels");
+    json_error_t jerr;
+    json_t *channels = json_loads(ch ? ch : "[\"ingame\"]", 0, &jerr);
+    const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
+    const char *updated = row_str(extra, 0, "updated_at");
+    const char *code_exp = row_str(extra, 0, "code_expires_at");
+    json_t *code = json_null();
+    if (code_exp) {
+        const char *expired = row_str(extra, 0, "code_expired");
+        code = json_pack("{s:s, s:I, s:I, s:b}", "expires_at", code_exp, "attempts",
+                         (json_int_t)atoll(row_str(extra, 0, "code_attempts")), "attempts_max",
+                         (json_int_t)config_int(g->cfg, "code_attempts"), "expired",
+                         expired && strcmp(expired, "true") == 0);
+    }
+    json_t *out = json_pack("{s:s, s:b, s:s, s:o, s:{s:o, s:o}, s:b, s:b, s:o, s:o, s:o, s:o}",
+                            "account_id", id, "known", json_array_size(acct) > 0, "policy", policy,
+                            "channels", channels ? channels : json_array(), "contacts", "email",
+                            email ? json_string(email) : json_null(), "phone",
+                            phone ? json_string(phone) : json_null(), "locked",
+                            locked && strcmp(locked, "true") == 0, "blocked_abroad",
+                            strcmp(policy, "block_abroad") == 0, "home_countries", home_json(g),
+                            "allowed_countries", allowed_json(allowed, &exp), "updated_at",
+                            updated ? json_string(updated) : json_null(), "pending_code", code);
+    json_decref(acct);
+    json_decref(allowed);
+    json_decref(extra);
+    http_respond_json(ex, 200, out);
+}
+
+/* GET /v1/support/accounts/{id}/locks?limit=N: lock history, newest first. */
+static void handle_support_locks(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    struct auth_identity who;
+    char limit[16];
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    if (authorize(g, ex, NULL, 1, &who) != 0 || query_limit(ex, 50, 200, limit) != 0) {
+        return;
+    }
+    const char *p[] = {id, limit};
+    json_t *rows = NULL;
+    char err[512];
+    int rc = db_exec(g->db, SQL_SUPPORT_LOCKS, p, 2, &rows, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    http_respond_json(ex, 200, json_pack("{s:s, s:o}", "account_id", id, "events", rows));
+}
+
+/* GET /support/config.json: what the support console needs to know (ctx: the JSON text). */
+static void handle_page_config(struct http_exchange *ex, void *ctx)
+{
+    const char *text = ctx;
+    http_add_header(ex, "Cache-Control", "no-cache");
+    http_respond(ex, 200, NULL, text, strlen(text));
+}
+
 static bool ready(void *ctx, const char **reason)
 {
     struct guard *g = ctx;
@@ -924,6 +1128,7 @@ int main(int argc, char **argv)
     char err[512];
     int rc = 1;
     struct http_server *srv = NULL;
+    char *page_config = NULL;
     struct guard g;
     memset(&g, 0, sizeof(g));
 
@@ -974,11 +1179,26 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    const char *cors = config_str(app.cfg, "http.cors_origins");
+    const char *history_url = config_str(app.cfg, "web.history_url");
+    if (http_cors_validate(cors, err, sizeof(err)) != 0) {
+        log_error("http.cors_origins: %s", err);
+        goto out;
+    }
+    if (history_url && *history_url && http_cors_validate(history_url, err, sizeof(err)) != 0) {
+        log_error("web.history_url: %s", err);
+        goto out;
+    }
+    json_t *pc =
+        json_pack("{s:s, s:s}", "guard_url", "", "history_url", history_url ? history_url : "");
+    page_config = json_dumps(pc, JSON_COMPACT);
+    json_decref(pc);
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
         .ready = ready,
         .ready_ctx = &g,
+        .cors_origins = cors,
     };
     srv = http_server_new(&opts);
     http_server_route(srv, "POST", "/v1/deliveries/login.checked", handle_login, &g, 65536);
@@ -990,6 +1210,14 @@ int main(int argc, char **argv)
     http_server_route(srv, "POST", "/v1/support/accounts/{}/unlock", handle_support_unlock, &g,
                       8192);
     http_server_route(srv, "GET", "/v1/support/audit", handle_audit, &g, 0);
+    http_server_route(srv, "GET", "/v1/support/accounts", handle_support_find, &g, 0);
+    http_server_route(srv, "GET", "/v1/support/accounts/{}", handle_support_account, &g, 0);
+    http_server_route(srv, "GET", "/v1/support/accounts/{}/locks", handle_support_locks, &g, 0);
+    const char *web_dir = config_str(app.cfg, "web.dir");
+    if (web_dir && *web_dir) {
+        http_server_route(srv, "GET", "/support/config.json", handle_page_config, page_config, 0);
+        http_server_static(srv, "/support/", web_dir);
+    }
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;
@@ -1011,6 +1239,7 @@ out:
     }
     pthread_rwlock_destroy(&g.mu);
     db_free(g.db);
+    free(page_config);
     app_release(&app);
     return rc;
 }

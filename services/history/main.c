@@ -2,12 +2,16 @@
  *
  * Bus deliveries (routes `history` and `history-actions`, one-way): login.checked rows are
  * batched into PostgreSQL (ingest.c), account.action sets the action shown next to a login.
- * GET /v1/accounts/{id}/logins serves the history (api.c). Tables live in the `history` schema
+ * GET /v1/accounts/{id}/logins serves the history (api.c); the player page's static files are
+ * served at / (web.dir, with /config.json telling it where guard is) and CORS answered for guard's
+ * support console (http.cors_origins). Tables live in the `history` schema
  * (sql/history/, applied at start); logins are partitioned by day and partitions older than
  * retention_days are dropped by the maintenance pass run at start and every
  * maintenance_interval_s on the main thread. */
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
@@ -42,6 +46,16 @@ static const struct config_def HISTORY_CONFIG[] = {
     {"max_pending", CONFIG_INT, "10000", 1, 1000000, 0, NULL,
      "Queued logins before deliveries are answered 503"},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    {"http.cors_origins", CONFIG_STRING, "http://127.0.0.1:8103,http://localhost:8103", 0, 4096, 0,
+     NULL,
+     "Comma-separated origins whose pages may call this API from a browser (the support "
+     "console at guard); also where the player page may connect"},
+    {"web.dir", CONFIG_STRING, "services/history/web", 0, 4096, 0, NULL,
+     "Directory of the player page served at / (relative to the working directory; empty: no "
+     "page)"},
+    {"web.guard_url", CONFIG_STRING, "http://127.0.0.1:8103", 0, 256, 0, NULL,
+     "Base URL of guard as the player's browser reaches it (given to the page in /config.json; "
+     "list its origin in guard's http.cors_origins and in this http.cors_origins)"},
     CONFIG_DEF_END,
 };
 
@@ -52,6 +66,14 @@ static bool ready(void *ctx, const char **reason)
         return false;
     }
     return true;
+}
+
+/* GET /config.json: what the player page needs to know (ctx: the JSON text, lives in main). */
+static void handle_page_config(struct http_exchange *ex, void *ctx)
+{
+    const char *text = ctx;
+    http_add_header(ex, "Cache-Control", "no-cache");
+    http_respond(ex, 200, NULL, text, strlen(text));
 }
 
 static void maintain(struct db *d, const struct config *cfg)
@@ -83,6 +105,7 @@ int main(int argc, char **argv)
     struct db *d = NULL;
     struct http_server *srv = NULL;
     struct ingest *in = NULL;
+    char *page_config = NULL;
 
     if (app_init(&app, argc, argv, "history", "HISTORY", HISTORY_CONFIG) != 0) {
         return 2;
@@ -116,11 +139,27 @@ int main(int argc, char **argv)
     }
     maintain(d, app.cfg);
 
+    const char *cors = config_str(app.cfg, "http.cors_origins");
+    const char *guard_url = config_str(app.cfg, "web.guard_url");
+    if (http_cors_validate(cors, err, sizeof(err)) != 0) {
+        log_error("http.cors_origins: %s", err);
+        goto out;
+    }
+    if (guard_url && *guard_url && http_cors_validate(guard_url, err, sizeof(err)) != 0) {
+        log_error("web.guard_url: %s", err);
+        goto out;
+    }
+    json_t *pc =
+        json_pack("{s:s, s:s}", "history_url", "", "guard_url", guard_url ? guard_url : "");
+    page_config = json_dumps(pc, JSON_COMPACT);
+    json_decref(pc);
+
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
         .ready = ready,
         .ready_ctx = d,
+        .cors_origins = cors,
     };
     srv = http_server_new(&opts);
     const char *bus_secret = config_str(app.cfg, "bus_secret");
@@ -134,6 +173,11 @@ int main(int argc, char **argv)
     in = ingest_new(d, srv, &io);
     struct api_options ao = {.auth_secret = config_str(app.cfg, "auth_secret")};
     api_register(srv, d, &ao);
+    const char *web_dir = config_str(app.cfg, "web.dir");
+    if (web_dir && *web_dir) {
+        http_server_route(srv, "GET", "/config.json", handle_page_config, page_config, 0);
+        http_server_static(srv, "/", web_dir);
+    }
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;
@@ -154,6 +198,7 @@ out:
     http_server_free(srv, 2000);
     ingest_free(in);
     db_free(d);
+    free(page_config);
     app_release(&app);
     return rc;
 }

@@ -571,6 +571,96 @@ static void test_static_path_traversal_is_refused(void **state)
     }
 }
 
+static void test_cors_validate_accepts_origins_only(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(http_cors_validate(NULL, err, sizeof err), 0);
+    assert_int_equal(http_cors_validate("", err, sizeof err), 0);
+    assert_int_equal(http_cors_validate("http://127.0.0.1:8102, https://x.example,http://[::1]:80",
+                                        err, sizeof err),
+                     0);
+    const char *bad[] = {
+        "http://x.example/",     "http://x.example/path", "ftp://x.example", "x.example",
+        "http://x;script-src *", "http://'self'",         "http://"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(http_cors_validate(bad[i], err, sizeof err), -1);
+        assert_non_null(strstr(err, "CORS origin"));
+    }
+}
+
+static void test_without_cors_options_is_405_and_no_cors_header(void **state)
+{
+    struct reply r;
+    request(port_of(state), "OPTIONS", "/v1/items/1", "Origin: http://127.0.0.1:9999\r\n", NULL, 0,
+            &r);
+    assert_int_equal(r.status, 405);
+    char v[256];
+    assert_null(reply_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    assert_null(reply_header(&r, "Vary", v, sizeof v));
+    reply_release(&r);
+}
+
+static void test_cors_echoes_listed_origin_and_answers_preflight(void **state)
+{
+    (void)state;
+    struct http_server_options o = {.listen = "127.0.0.1:0",
+                                    .cors_origins = "http://a.example:8102, http://b.example"};
+    struct http_server *s = http_server_new(&o);
+    http_server_route(s, "GET", "/v1/items/{}", h_echo_params, NULL, 0);
+    http_server_route(s, "DELETE", "/v1/items/{}", h_echo_params, NULL, 0);
+    http_server_static(s, "/ui/", static_dir);
+    char err[256];
+    assert_int_equal(http_server_start(s, err, sizeof err), 0);
+    unsigned p = http_server_port(s);
+    char v[512];
+    struct reply r;
+
+    request(p, "GET", "/v1/items/7", "Origin: http://b.example\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(reply_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    assert_string_equal(v, "http://b.example");
+    assert_non_null(reply_header(&r, "Vary", v, sizeof v));
+    assert_string_equal(v, "Origin");
+    reply_release(&r);
+
+    request(p, "GET", "/v1/items/7", "Origin: http://b.example.evil\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_null(reply_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    reply_release(&r);
+
+    request(p, "OPTIONS", "/v1/items/7",
+            "Origin: http://a.example:8102\r\nAccess-Control-Request-Method: DELETE\r\n", NULL, 0,
+            &r);
+    assert_int_equal(r.status, 204);
+    assert_non_null(reply_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    assert_string_equal(v, "http://a.example:8102");
+    assert_non_null(reply_header(&r, "Access-Control-Allow-Methods", v, sizeof v));
+    assert_string_equal(v, "GET, DELETE");
+    assert_non_null(reply_header(&r, "Access-Control-Allow-Headers", v, sizeof v));
+    assert_non_null(strstr(v, "Authorization"));
+    reply_release(&r);
+
+    request(p, "OPTIONS", "/v1/items/7", "Origin: http://c.example\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    assert_error_body(&r, "cors_refused");
+    assert_null(reply_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+    reply_release(&r);
+
+    request(p, "OPTIONS", "/v1/nothing", "Origin: http://b.example\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 404);
+    reply_release(&r);
+
+    get(p, "/ui/app.js", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(reply_header(&r, "Content-Security-Policy", v, sizeof v));
+    assert_string_equal(v, "default-src 'self'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self' data:; connect-src 'self' http://a.example:8102 "
+                           "http://b.example; frame-ancestors 'none'; base-uri 'none'");
+    reply_release(&r);
+    http_server_free(s, 1000);
+}
+
 static void test_oversized_headers_are_refused(void **state)
 {
     /* Just over the per-connection memory limit (64 KiB): libmicrohttpd answers itself. */
@@ -637,6 +727,9 @@ int main(void)
         cmocka_unit_test(test_healthz_readyz_metrics),
         cmocka_unit_test(test_static_files_with_types_and_security_headers),
         cmocka_unit_test(test_static_path_traversal_is_refused),
+        cmocka_unit_test(test_cors_validate_accepts_origins_only),
+        cmocka_unit_test(test_without_cors_options_is_405_and_no_cors_header),
+        cmocka_unit_test(test_cors_echoes_listed_origin_and_answers_preflight),
         cmocka_unit_test(test_oversized_headers_are_refused),
         cmocka_unit_test(test_port_in_use_fails_with_reason),
         cmocka_unit_test(test_free_answers_pending_503_and_late_respond_is_safe),

@@ -1,0 +1,301 @@
+// The support console: sign in with a staff token, find an account, see its state, recent logins,
+// lock history and audit trail, unlock it with a reason. Served by guard (GET /support/), calls
+// guard and history (history's address comes from config.json). DOM calls and textContent only.
+import { t, applyStatic, setLang, currentLang, countryName, formatTime } from './i18n.js';
+import { api, loadConfig, session, saveSession, clearSession, tokenClaims } from './api.js';
+
+const $ = (id) => document.getElementById(id);
+const state = { staff: null, results: null, query: '', account: null, detail: null, logins: [],
+  locks: [], audit: [] };
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k in e) e[k] = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function showAlert(text, kind = 'error') {
+  const a = $('alert');
+  a.textContent = text;
+  a.className = kind === 'info' ? 'alert info' : 'alert';
+  a.hidden = !text;
+}
+
+function setMsg(id, text, kind) {
+  $(id).textContent = text || '';
+  $(id).className = `msg ${kind || ''}`;
+}
+
+function apiError(r) {
+  if (r.status === 503) return t('err_unavailable');
+  return t('err_generic', { msg: (r.body && r.body.message) || `HTTP ${r.status}` });
+}
+
+// Returns the response, or null after showing why (network, token refused).
+async function request(fn) {
+  let r;
+  try {
+    r = await fn();
+  } catch {
+    showAlert(t('err_network'));
+    return null;
+  }
+  if (r.status === 401) {
+    signOut(t('err_token'));
+    return null;
+  }
+  if (r.status === 403 && r.body && r.body.error === 'forbidden') {
+    signOut(t('err_forbidden'));
+    return null;
+  }
+  return r;
+}
+
+// ---- sign in / out ----
+
+function showSignin() {
+  $('signin').hidden = false;
+  $('app').hidden = true;
+  $('signout').hidden = true;
+  $('staff-name').textContent = '';
+  $('token').value = '';
+  $('token').focus();
+}
+
+function signOut(message) {
+  clearSession();
+  Object.assign(state, { staff: null, account: null, detail: null, results: null });
+  $('account').hidden = true;
+  $('results').replaceChildren();
+  setMsg('find-msg', '');
+  showSignin();
+  showAlert(message || '');
+}
+
+function enter() {
+  const claims = tokenClaims(session().token);
+  state.staff = claims && claims.sub;
+  $('staff-name').textContent = t('signed_in_as', { name: state.staff || '?' });
+  $('signin').hidden = true;
+  $('app').hidden = false;
+  $('signout').hidden = false;
+  $('query').focus();
+}
+
+function onSignin(ev) {
+  ev.preventDefault();
+  const token = $('token').value.trim();
+  const claims = tokenClaims(token);
+  if (!claims || claims.role !== 'staff') {
+    showAlert(t('err_not_staff'));
+    return;
+  }
+  saveSession(token);
+  showAlert('');
+  enter();
+}
+
+// ---- find ----
+
+async function find(prefix, lockedOnly) {
+  setMsg('find-msg', '');
+  const r = await request(() => api.find(prefix, lockedOnly));
+  if (!r) return;
+  if (r.status !== 200) {
+    setMsg('find-msg', apiError(r), 'error');
+    return;
+  }
+  state.results = r.body.accounts || [];
+  state.query = lockedOnly ? '' : prefix;
+  renderResults();
+}
+
+function renderResults() {
+  const list = $('results');
+  list.replaceChildren();
+  if (!state.results) return;
+  const exact = state.query && !state.results.some((a) => a.account_id === state.query);
+  setMsg('find-msg', state.results.length ? t('found', { n: state.results.length })
+    : (state.query ? t('found_none') : t('none_yet')));
+  const item = (id, label, badge) => {
+    const b = el('button', { type: 'button', class: 'secondary' }, el('span', { class: 'mono', text: label }));
+    if (badge) b.append(badge);
+    b.addEventListener('click', () => openAccount(id));
+    return el('li', {}, b);
+  };
+  for (const a of state.results) {
+    list.append(item(a.account_id, a.account_id, el('span', {
+      class: a.locked ? 'badge locked' : `badge ${a.policy}`,
+      text: a.locked ? t('state_locked') : t(`policy_${a.policy}`) })));
+  }
+  // An account that never changed its settings has no row in guard but may have logins.
+  if (exact) list.append(item(state.query, t('open_exact', { id: state.query })));
+}
+
+async function onFind(ev) {
+  ev.preventDefault();
+  const q = $('query').value.trim();
+  if (!q) {
+    setMsg('find-msg', t('err_query'), 'error');
+    return;
+  }
+  await find(q, false);
+}
+
+// ---- one account ----
+
+async function openAccount(id) {
+  state.account = id;
+  showAlert('');
+  setMsg('unlock-msg', '');
+  $('reason').value = '';
+  await loadAccount();
+}
+
+async function loadAccount() {
+  const id = state.account;
+  const [d, l, k, a] = await Promise.all([
+    request(() => api.account(id)), request(() => api.logins(id)),
+    request(() => api.locks(id)), request(() => api.audit(id))]);
+  if (!d || !l || !k || !a) return;
+  for (const r of [d, l, k, a]) {
+    if (r.status !== 200) {
+      showAlert(apiError(r));
+      return;
+    }
+  }
+  state.detail = d.body;
+  state.logins = l.body.logins || [];
+  state.locks = k.body.events || [];
+  state.audit = a.body.entries || [];
+  renderAccount();
+}
+
+function fact(label, ...value) {
+  return [el('dt', { text: label }), el('dd', {}, ...value)];
+}
+
+function renderAccount() {
+  const d = state.detail;
+  if (!d) return;
+  $('account').hidden = false;
+  $('acct-id').textContent = d.account_id;
+  const st = $('acct-state');
+  st.textContent = d.locked ? t('state_locked') : t('state_ok');
+  st.className = d.locked ? 'badge locked' : 'badge ok';
+  $('unlock').hidden = !d.locked;
+
+  const allowed = (d.allowed_countries || []).map((c) => `${countryName(c.country)} (${c.country}) — ${
+    c.until ? t('until', { date: formatTime(c.until) }) : t('forever')}`).join('; ') || '—';
+  let code = t('code_none');
+  if (d.pending_code) {
+    const pc = d.pending_code;
+    code = pc.expired ? t('code_expired', { date: formatTime(pc.expires_at) })
+      : t('code_pending', { date: formatTime(pc.expires_at), n: pc.attempts, max: pc.attempts_max });
+  }
+  const contacts = [d.contacts && d.contacts.email, d.contacts && d.contacts.phone].filter(Boolean)
+    .join(', ') || '—';
+  $('facts').replaceChildren(
+    ...fact(t('f_policy'), el('span', { class: `badge ${d.policy}`, text: t(`policy_${d.policy}`) }),
+      d.blocked_abroad ? ` ${t('blocked_abroad')}` : ''),
+    ...fact(t('f_channels'), (d.channels || []).join(', ') || '—'),
+    ...fact(t('f_contacts'), contacts),
+    ...fact(t('f_allowed'), allowed),
+    ...fact(t('f_home'), (d.home_countries || []).map((c) => `${countryName(c)} (${c})`).join(', ')),
+    ...fact(t('f_code'), code),
+    ...fact(t('f_updated'), d.known ? formatTime(d.updated_at) : t('known_no')));
+
+  $('logins').replaceChildren(...state.logins.map((l) => el('tr', {},
+    el('td', { text: formatTime(l.ts) }),
+    el('td', { text: `${countryName(l.country)} (${l.country || '?'})` }),
+    el('td', { class: 'mono', text: l.ip || '' }),
+    el('td', { text: l.server || '—' }),
+    el('td', {}, el('span', { class: `badge ${l.action || 'none'}`,
+      text: t(l.action ? `action_${l.action}` : 'action_null') })))));
+  $('logins-empty').hidden = state.logins.length > 0;
+
+  $('locks').replaceChildren(...state.locks.map((e) => {
+    const by = e.actor === 'staff' ? t('by_staff', { name: e.staff || '?' }) : t(`by_${e.actor}`);
+    const details = e.event === 'locked' && e.country
+      ? t('login_from', { country: `${countryName(e.country)} (${e.country})`, ip: e.ip || '?' })
+      : (e.reason || '');
+    return el('tr', {},
+      el('td', { text: formatTime(e.ts) }),
+      el('td', {}, el('span', { class: e.event === 'locked' ? 'badge locked' : 'badge ok',
+        text: t(`ev_${e.event}`) })),
+      el('td', { text: by }),
+      el('td', { text: details }));
+  }));
+  $('locks-empty').hidden = state.locks.length > 0;
+
+  $('audit').replaceChildren(...state.audit.map((e) => el('tr', {},
+    el('td', { text: formatTime(e.ts) }),
+    el('td', { text: e.staff }),
+    el('td', { text: e.action }),
+    el('td', { text: e.reason }))));
+  $('audit-empty').hidden = state.audit.length > 0;
+}
+
+async function onUnlock(ev) {
+  ev.preventDefault();
+  const reason = $('reason').value.trim();
+  if (!reason) {
+    setMsg('unlock-msg', t('err_reason'), 'error');
+    $('reason').focus();
+    return;
+  }
+  const r = await request(() => api.unlock(state.account, reason));
+  if (!r) return;
+  if (r.status !== 200) {
+    setMsg('unlock-msg', r.body && r.body.error === 'reason_required' ? t('err_reason') : apiError(r),
+      'error');
+    return;
+  }
+  $('reason').value = '';
+  for (const a of state.results || []) {
+    if (a.account_id === state.account) a.locked = false;
+  }
+  renderResults();
+  await loadAccount();
+  showAlert(t('unlocked'), 'info');
+}
+
+// ---- language ----
+
+function renderLang() {
+  applyStatic();
+  $('lang').textContent = t('lang_other');
+  $('lang').setAttribute('aria-label', currentLang() === 'en' ? 'Language: 한국어' : '언어: English');
+  if (state.staff) $('staff-name').textContent = t('signed_in_as', { name: state.staff });
+  renderResults();
+  renderAccount();
+}
+
+async function main() {
+  renderLang();
+  $('lang').addEventListener('click', () => {
+    setLang(currentLang() === 'en' ? 'ko' : 'en');
+    renderLang();
+  });
+  $('signin-form').addEventListener('submit', onSignin);
+  $('signout').addEventListener('click', () => signOut(''));
+  $('find-form').addEventListener('submit', onFind);
+  $('list-locked').addEventListener('click', () => find('', true));
+  $('unlock-form').addEventListener('submit', onUnlock);
+  try {
+    await loadConfig();
+  } catch {
+    showAlert(t('err_network'));
+    return;
+  }
+  if (session().token) enter();
+  else showSignin();
+}
+
+main();

@@ -1,0 +1,381 @@
+// The player page: sign in with a player token, the login history (paged, newest first), the
+// security settings of guard, and unlock with the code. Served by history (GET /), calls history
+// and guard (their addresses come from config.json). Everything is built with DOM calls and
+// textContent: no inline script or style, no HTML from data.
+import { t, applyStatic, setLang, currentLang, countryName, formatTime } from './i18n.js';
+import { api, loadConfig, session, saveSession, clearSession, tokenClaims } from './api.js';
+
+const PAGE_SIZE = 10;
+const POLICIES = ['none', 'notify', 'kick', 'block_abroad', 'lock'];
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  account: null,
+  cursors: [null], // cursor of each page visited; the last is the current page's
+  next: null,
+  logins: [],
+  status: null,
+  policy: null,
+};
+
+// ---- small helpers ----
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k in e) e[k] = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// IPv4: the last octet hidden (203.0.113.*); IPv6: only the first 48 bits shown
+// (2001:db8:85a3:*:*:*:*:*). What remains tells a country and a provider, not a household.
+export function maskIp(ip) {
+  if (!ip) return '';
+  const v4 = ip.match(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/);
+  if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.*`;
+  if (ip.includes(':')) {
+    const [head, tail = ''] = ip.split('::');
+    const h = head ? head.split(':') : [];
+    const tl = ip.includes('::') && tail ? tail.split(':') : [];
+    const groups = ip.includes('::') ? [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl] : h;
+    return groups.slice(0, 3).map((g) => g.replace(/^0+(?=.)/, '').toLowerCase()).join(':') + ':*:*:*:*:*';
+  }
+  return '*';
+}
+
+function showAlert(text, kind = 'error') {
+  const a = $('alert');
+  a.textContent = text;
+  a.className = kind === 'info' ? 'alert info' : 'alert';
+  a.hidden = !text;
+}
+
+function setMsg(id, text, kind) {
+  const m = $(id);
+  m.textContent = text || '';
+  m.className = `msg ${kind || ''}`;
+}
+
+function apiError(r) {
+  if (r.status === 503) return t('err_unavailable');
+  return t('err_generic', { msg: (r.body && r.body.message) || `HTTP ${r.status}` });
+}
+
+// 401 and 403 on the account's own data end the session: the token is wrong for this page.
+function handleAuthFailure(r) {
+  if (r.status === 401) {
+    signOut(t('err_token'));
+    return true;
+  }
+  if (r.status === 403) {
+    signOut(t('err_other_account', { id: state.account }));
+    return true;
+  }
+  return false;
+}
+
+async function guarded(fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    showAlert(t('err_network'));
+    return null;
+  }
+}
+
+// ---- sign in / out ----
+
+function showSignin() {
+  $('signin').hidden = false;
+  $('app').hidden = true;
+  $('signout').hidden = true;
+  $('token').value = '';
+  $('token').focus();
+}
+
+function signOut(message) {
+  clearSession();
+  state.account = null;
+  showSignin();
+  showAlert(message || '', 'error');
+}
+
+async function onSignin(ev) {
+  ev.preventDefault();
+  const token = $('token').value.trim();
+  const claims = tokenClaims(token);
+  if (!claims || !claims.sub || claims.role !== 'player') {
+    showAlert(t('err_token_format'));
+    return;
+  }
+  const account = $('account').value.trim() || claims.sub;
+  saveSession(token, account);
+  showAlert('');
+  await enter();
+}
+
+async function enter() {
+  const { account } = session();
+  state.account = account;
+  state.cursors = [null];
+  $('who').textContent = account;
+  $('signin').hidden = true;
+  $('app').hidden = false;
+  $('signout').hidden = false;
+  // The policy read proves the token is the account's; the rest follows only then.
+  const ok = await loadSettings();
+  if (!ok) return;
+  await Promise.all([loadStatus(), loadHistory()]);
+}
+
+// ---- status and unlock ----
+
+async function loadStatus() {
+  const r = await guarded(() => api.status(state.account));
+  if (!r) return;
+  if (r.status !== 200) {
+    showAlert(apiError(r));
+    return;
+  }
+  state.status = r.body;
+  renderStatus();
+}
+
+function renderStatus() {
+  const s = state.status;
+  if (!s) return;
+  $('locked').hidden = !s.locked;
+  const badge = $('state-badge');
+  badge.textContent = s.locked ? t('state_locked') : t('state_ok');
+  badge.className = s.locked ? 'badge locked' : 'badge ok';
+  const home = (s.home_countries || []).map((c) => `${countryName(c)} (${c})`).join(', ');
+  $('home-note').textContent = home ? t('home_note', { list: home }) : '';
+}
+
+async function onUnlock(ev) {
+  ev.preventDefault();
+  const code = $('code').value.trim();
+  if (!code) {
+    setMsg('unlock-msg', t('err_code_required'), 'error');
+    return;
+  }
+  const r = await guarded(() => api.unlock(state.account, code));
+  if (!r) return;
+  const err = r.body && r.body.error;
+  if (r.status === 200) {
+    $('code').value = '';
+    setMsg('unlock-msg', '');
+    showAlert(t('unlocked'), 'info');
+    await loadStatus();
+    return;
+  }
+  if (r.status === 403 && err === 'wrong_code') {
+    setMsg('unlock-msg', t('err_wrong_code', { n: r.body.attempts_left }), 'error');
+  } else if (r.status === 423) {
+    setMsg('unlock-msg', t('err_attempts'), 'error');
+  } else if (r.status === 410) {
+    setMsg('unlock-msg', t('err_expired'), 'error');
+  } else if (r.status === 409) {
+    setMsg('unlock-msg', t('err_no_code'), 'error');
+  } else if (!handleAuthFailure(r)) {
+    setMsg('unlock-msg', apiError(r), 'error');
+  }
+}
+
+// ---- history ----
+
+async function loadHistory() {
+  const cursor = state.cursors[state.cursors.length - 1];
+  const r = await guarded(() => api.logins(state.account, PAGE_SIZE, cursor));
+  if (!r) return;
+  if (r.status !== 200) {
+    if (!handleAuthFailure(r)) showAlert(apiError(r));
+    return;
+  }
+  state.logins = r.body.logins || [];
+  state.next = r.body.next_cursor || null;
+  renderHistory();
+}
+
+function renderHistory() {
+  const rows = $('rows');
+  rows.replaceChildren();
+  for (const l of state.logins) {
+    const action = l.action || null;
+    rows.append(el('tr', {},
+      el('td', { text: formatTime(l.ts) }),
+      el('td', { text: `${countryName(l.country)}${l.country && l.country !== 'ZZ' ? ` (${l.country})` : ''}` }),
+      el('td', { class: 'mono', text: maskIp(l.ip) }),
+      el('td', { text: l.server || '—' }),
+      el('td', {}, action
+        ? el('span', { class: `badge ${action}`, text: t(`action_${action}`) })
+        : el('span', { class: 'badge none', text: t('action_null') }))));
+  }
+  $('empty').hidden = state.logins.length > 0;
+  $('newer').disabled = state.cursors.length <= 1;
+  $('older').disabled = !state.next;
+  $('page-no').textContent = t('page', { n: state.cursors.length });
+}
+
+// ---- settings ----
+
+async function loadSettings() {
+  const r = await guarded(() => api.policy(state.account));
+  if (!r) return false;
+  if (r.status !== 200) {
+    if (!handleAuthFailure(r)) showAlert(apiError(r));
+    return false;
+  }
+  state.policy = r.body;
+  renderSettings();
+  return true;
+}
+
+function renderPolicies(selected) {
+  const box = $('policies');
+  box.replaceChildren();
+  for (const p of POLICIES) {
+    const input = el('input', { type: 'radio', name: 'policy', value: p, id: `policy-${p}` });
+    input.checked = p === selected;
+    box.append(el('label', { htmlFor: `policy-${p}` }, input,
+      el('span', {}, el('strong', { text: t(`policy_${p}`) }), ' ',
+        el('span', { class: 'desc', text: t(`policy_${p}_desc`) }))));
+  }
+}
+
+function allowedRow(country = '', until = '') {
+  const cc = el('input', { type: 'text', class: 'cc', maxLength: 2, value: country,
+    'aria-label': t('col_country_code') });
+  const name = el('td', { class: 'cname' });
+  const date = el('input', { type: 'date', value: until ? until.slice(0, 10) : '',
+    'aria-label': t('col_until') });
+  const remove = el('button', { type: 'button', class: 'secondary', text: t('remove') });
+  const tr = el('tr', {}, el('td', {}, cc), name, el('td', {}, date), el('td', {}, remove));
+  const refresh = () => {
+    const v = cc.value.trim().toUpperCase();
+    name.textContent = /^[A-Z]{2}$/.test(v) ? countryName(v) : (v ? t('bad_country') : '');
+  };
+  cc.addEventListener('input', refresh);
+  remove.addEventListener('click', () => tr.remove());
+  refresh();
+  return tr;
+}
+
+function renderSettings() {
+  const p = state.policy;
+  renderPolicies(p.action);
+  for (const box of document.querySelectorAll('input[name=channel]')) {
+    box.checked = (p.channels || []).includes(box.value);
+  }
+  const body = $('allowed');
+  body.replaceChildren(...(p.allowed_countries || []).map((a) => allowedRow(a.country, a.until || '')));
+  $('email').value = (p.contacts && p.contacts.email) || '';
+  $('phone').value = (p.contacts && p.contacts.phone) || '';
+}
+
+async function onSave(ev) {
+  ev.preventDefault();
+  setMsg('settings-msg', '');
+  const chosen = document.querySelector('input[name=policy]:checked');
+  const channels = [...document.querySelectorAll('input[name=channel]:checked')].map((c) => c.value);
+  const allowed = [];
+  for (const tr of $('allowed').querySelectorAll('tr')) {
+    const [cc, date] = tr.querySelectorAll('input');
+    const country = cc.value.trim().toUpperCase();
+    if (!country) continue;
+    if (!/^[A-Z]{2}$/.test(country)) {
+      setMsg('settings-msg', `${country}: ${t('bad_country')}`, 'error');
+      cc.focus();
+      return;
+    }
+    // The end date is inclusive: allowed until the end of that day (UTC).
+    allowed.push({ country, until: date.value ? `${date.value}T23:59:59Z` : null });
+  }
+  const policy = { action: chosen ? chosen.value : 'none', channels, allowed_countries: allowed };
+  const r = await guarded(() => api.putPolicy(state.account, policy));
+  if (!r) return;
+  if (r.status !== 200) {
+    if (!handleAuthFailure(r)) setMsg('settings-msg', apiError(r), 'error');
+    return;
+  }
+  const email = $('email').value.trim();
+  const phone = $('phone').value.trim();
+  const old = r.body.contacts || {};
+  let final = r.body;
+  if (email !== (old.email || '') || phone !== (old.phone || '')) {
+    const c = await guarded(() => api.putContacts(state.account,
+      { email: email || null, phone: phone || null }));
+    if (!c) return;
+    if (c.status !== 200) {
+      if (!handleAuthFailure(c)) setMsg('settings-msg', apiError(c), 'error');
+      return;
+    }
+    final = c.body;
+  }
+  state.policy = final;
+  renderSettings();
+  setMsg('settings-msg', t('saved'), 'ok');
+  await loadStatus();
+}
+
+// ---- language ----
+
+function renderLang() {
+  applyStatic();
+  $('lang').textContent = t('lang_other');
+  $('lang').setAttribute('aria-label', currentLang() === 'en' ? 'Language: 한국어' : '언어: English');
+  if (state.account && state.policy) {
+    const chosen = document.querySelector('input[name=policy]:checked');
+    renderPolicies(chosen ? chosen.value : state.policy.action);
+    for (const tr of $('allowed').querySelectorAll('tr')) {
+      tr.querySelector('input.cc').dispatchEvent(new Event('input'));
+      tr.querySelector('button').textContent = t('remove');
+    }
+    renderHistory();
+    renderStatus();
+  }
+}
+
+// ---- start ----
+
+async function main() {
+  renderLang();
+  $('lang').addEventListener('click', () => {
+    setLang(currentLang() === 'en' ? 'ko' : 'en');
+    renderLang();
+  });
+  $('signin-form').addEventListener('submit', onSignin);
+  $('signout').addEventListener('click', () => signOut(''));
+  $('unlock-form').addEventListener('submit', onUnlock);
+  $('settings-form').addEventListener('submit', onSave);
+  $('add-country').addEventListener('click', () => {
+    const tr = allowedRow();
+    $('allowed').append(tr);
+    tr.querySelector('input').focus();
+  });
+  $('older').addEventListener('click', async () => {
+    if (!state.next) return;
+    state.cursors.push(state.next);
+    await loadHistory();
+  });
+  $('newer').addEventListener('click', async () => {
+    if (state.cursors.length <= 1) return;
+    state.cursors.pop();
+    await loadHistory();
+  });
+  try {
+    await loadConfig();
+  } catch (e) {
+    showAlert(t('err_network'));
+    return;
+  }
+  if (session().token) await enter();
+  else showSignin();
+}
+
+main();

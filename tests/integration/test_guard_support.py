@@ -1,0 +1,211 @@
+"""guard: the support console's endpoints (find accounts, account details, lock history), CORS for
+the pages, and the console's static files and config.json.
+
+Deliveries are POSTed as the dispatcher would (ce-id, X-Bus-Signature); each test gets a fresh
+database in the run's private PostgreSQL cluster (tests/lib/pg.py)."""
+import datetime
+import hashlib
+import hmac
+import json
+import subprocess
+import uuid
+
+import harness
+import pg
+
+AUTH = "test-auth-secret"
+BUS = "test-bus-secret"
+PAGE_ORIGIN = "http://127.0.0.1:18102"  # a page origin allowed by the tests' guard
+
+
+def start(db_url, **cfg):
+    config = {"database_url": db_url, "home_countries": "KR", "code_attempts": 3,
+              "http": {"cors_origins": PAGE_ORIGIN + ",http://localhost:18102"},
+              "web": {"history_url": PAGE_ORIGIN}}
+    config.update(cfg)
+    return harness.ctx().start("guard", config=config,
+                               env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS,
+                                    "GUARD_DATABASE_URL": db_url},
+                               ready_path="/readyz")
+
+
+def token(role, subject):
+    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
+                       text=True, env={"AUTH_SECRET": AUTH}, timeout=10)
+    if r.returncode != 0:
+        raise harness.Skip("mktoken not built")
+    return r.stdout.strip()
+
+
+def auth(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def deliver(svc, account, country, ip="11.2.3.4"):
+    event = {"account_id": account, "ip": ip, "country": country,
+             "ts": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "session_id": "s-1", "server": "kr-1", "login_id": str(uuid.uuid4())}
+    body = json.dumps(event).encode()
+    headers = {"Content-Type": "application/json", "ce-id": str(uuid.uuid4()),
+               "ce-type": "login.checked", "ce-source": "ipcheck",
+               "X-Bus-Signature": "sha256=" + hmac.new(BUS.encode(), body,
+                                                       hashlib.sha256).hexdigest()}
+    return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
+                        headers=headers)
+
+
+def set_policy(svc, account, action):
+    st, body, _ = harness.http("PUT", f"{svc.url}/v1/accounts/{account}/policy",
+                               {"action": action, "channels": ["ingame"]},
+                               headers=auth(token("player", account)))
+    assert st == 200, (st, body)
+
+
+def get(svc, path, tok):
+    return harness.http("GET", svc.url + path, headers=auth(tok) if tok else {})
+
+
+def test_find_accounts_by_prefix_and_locked():
+    svc = start(pg.fresh_db())
+    for a in ["team-a", "team-b", "team-c", "other"]:
+        set_policy(svc, a, "lock")
+    assert deliver(svc, "team-b", "US")[0] == 200
+    staff = token("staff", "alice")
+    st, body, _ = get(svc, "/v1/support/accounts?prefix=team-", staff)
+    assert st == 200, body
+    assert [a["account_id"] for a in body["accounts"]] == ["team-a", "team-b", "team-c"]
+    assert [a["locked"] for a in body["accounts"]] == [False, True, False]
+    assert body["accounts"][0]["policy"] == "lock" and body["accounts"][0]["updated_at"]
+    st, body, _ = get(svc, "/v1/support/accounts?prefix=team-&limit=2", staff)
+    assert st == 200 and len(body["accounts"]) == 2
+    st, body, _ = get(svc, "/v1/support/accounts?locked=true", staff)
+    assert [a["account_id"] for a in body["accounts"]] == ["team-b"]
+    # LIKE wildcards are plain characters in a prefix
+    assert get(svc, "/v1/support/accounts?prefix=%25", staff)[1]["accounts"] == []
+    assert get(svc, "/v1/support/accounts?prefix=_", staff)[1]["accounts"] == []
+    for bad in ["limit=0", "limit=101", "limit=x", "locked=maybe", "prefix=" + "x" * 200]:
+        st, body, _ = get(svc, "/v1/support/accounts?" + bad, staff)
+        assert st == 400 and body["error"] in ("bad_request",), (bad, st, body)
+    assert get(svc, "/v1/support/accounts", token("player", "team-a"))[0] == 403
+    assert get(svc, "/v1/support/accounts", None)[0] == 401
+
+
+def test_account_details_show_pending_code_never_the_code():
+    svc = start(pg.fresh_db())
+    staff = token("staff", "alice")
+    st, body, _ = get(svc, "/v1/support/accounts/nobody", staff)
+    assert st == 200, body
+    assert body["known"] is False and body["locked"] is False and body["policy"] == "none"
+    assert body["pending_code"] is None and body["updated_at"] is None
+    assert body["home_countries"] == ["KR"]
+
+    set_policy(svc, "d1", "lock")
+    harness.http("PUT", f"{svc.url}/v1/accounts/d1/contacts", {"email": "d1@example.com"},
+                 headers=auth(token("player", "d1")))
+    st, ev, _ = deliver(svc, "d1", "US")
+    assert st == 200 and ev["code"]
+    wrong = "00000000" if ev["code"] != "00000000" else "11111111"
+    assert harness.http("POST", f"{svc.url}/v1/accounts/d1/unlock", {"code": wrong},
+                        headers=auth(token("player", "d1")))[0] == 403
+    st, body, _ = get(svc, "/v1/support/accounts/d1", staff)
+    assert st == 200, body
+    assert body["known"] is True and body["locked"] is True and body["policy"] == "lock"
+    assert body["contacts"] == {"email": "d1@example.com", "phone": None}
+    pc = body["pending_code"]
+    assert pc["attempts"] == 1 and pc["attempts_max"] == 3 and pc["expired"] is False
+    assert pc["expires_at"].endswith("Z")
+    assert ev["code"] not in json.dumps(body)
+    assert get(svc, "/v1/support/accounts/d1", token("player", "d1"))[0] == 403
+    assert get(svc, "/v1/support/accounts/d1", None)[0] == 401
+
+
+def test_lock_history_records_locks_and_both_unlocks():
+    url = pg.fresh_db()
+    svc = start(url)
+    staff = token("staff", "bob")
+    set_policy(svc, "h1", "lock")
+    st, ev, _ = deliver(svc, "h1", "US", ip="203.0.113.9")
+    assert st == 200
+    assert harness.http("POST", f"{svc.url}/v1/accounts/h1/unlock", {"code": ev["code"]},
+                        headers=auth(token("player", "h1")))[0] == 200
+    assert deliver(svc, "h1", "BR")[0] == 200
+    # a staff unlock of an account that is not locked is audited but is no lock event
+    path = f"{svc.url}/v1/support/accounts/h1/unlock"
+    assert harness.http("POST", path, {"reason": "ID checked, ticket 7"},
+                        headers=auth(staff))[0] == 200
+    assert harness.http("POST", path, {"reason": "again"}, headers=auth(staff))[0] == 200
+
+    st, body, _ = get(svc, "/v1/support/accounts/h1/locks", staff)
+    assert st == 200, body
+    evs = body["events"]
+    assert [(e["event"], e["actor"]) for e in evs] == [
+        ("unlocked", "staff"), ("locked", "policy"), ("unlocked", "code"), ("locked", "policy")]
+    assert evs[0]["staff"] == "bob" and evs[0]["reason"] == "ID checked, ticket 7"
+    assert evs[3]["country"] == "US" and evs[3]["ip"] == "203.0.113.9" and evs[3]["login_id"]
+    assert evs[1]["country"] == "BR"
+    assert all(e["ts"].endswith("Z") for e in evs)
+    st, body, _ = get(svc, "/v1/support/accounts/h1/locks?limit=1", staff)
+    assert st == 200 and len(body["events"]) == 1
+    assert get(svc, "/v1/support/accounts/h1/locks?limit=201", staff)[0] == 400
+    assert get(svc, "/v1/support/accounts/h1/locks", token("player", "h1"))[0] == 403
+    audit = get(svc, "/v1/support/audit?account_id=h1", staff)[1]["entries"]
+    assert len(audit) == 2
+
+
+def test_cors_allowed_origin_unknown_origin_and_preflight():
+    svc = start(pg.fresh_db())
+    path = svc.url + "/v1/accounts/c1/status"
+    st, _, h = harness.http("GET", path, headers={"Origin": PAGE_ORIGIN})
+    assert st == 200 and h.get("access-control-allow-origin") == PAGE_ORIGIN
+    assert "Origin" in h.get("vary", "")
+    st, _, h = harness.http("GET", path, headers={"Origin": "http://evil.example"})
+    assert st == 200 and "access-control-allow-origin" not in h
+    st, _, h = harness.http("GET", path)
+    assert "access-control-allow-origin" not in h
+    # errors carry the header too, so the page can read them
+    st, _, h = harness.http("GET", svc.url + "/v1/support/audit", headers={"Origin": PAGE_ORIGIN})
+    assert st == 401 and h.get("access-control-allow-origin") == PAGE_ORIGIN
+
+    pre = {"Origin": PAGE_ORIGIN, "Access-Control-Request-Method": "PUT",
+           "Access-Control-Request-Headers": "authorization, content-type"}
+    st, _, h = harness.http("OPTIONS", svc.url + "/v1/accounts/c1/policy", headers=pre)
+    assert st == 204
+    assert h["access-control-allow-origin"] == PAGE_ORIGIN
+    assert set(h["access-control-allow-methods"].split(", ")) == {"GET", "PUT"}
+    assert "Authorization" in h["access-control-allow-headers"]
+    assert int(h["access-control-max-age"]) > 0
+    st, body, h = harness.http("OPTIONS", svc.url + "/v1/accounts/c1/policy",
+                               headers=dict(pre, Origin="http://evil.example"))
+    assert st == 403 and body["error"] == "cors_refused"
+    assert "access-control-allow-origin" not in h
+    st, _, _ = harness.http("OPTIONS", svc.url + "/v1/nothing/here", headers=pre)
+    assert st == 404
+
+
+def test_cors_origin_config_is_validated():
+    url = pg.fresh_db()
+    for bad in ["http://x.example/path", "ftp://x.example", "http://a b", "http://x;script-src *"]:
+        proc = harness.ctx().start("guard", config={"database_url": url,
+                                                    "http": {"cors_origins": bad}},
+                                   env={"GUARD_DATABASE_URL": url}, wait=False)
+        harness.wait_for(lambda: not proc.alive(), timeout=15, what="guard refusing " + bad)
+        assert proc.popen.returncode != 0
+        assert "cors_origins" in proc.log()
+
+
+def test_console_files_and_config_json():
+    svc = start(pg.fresh_db())
+    st, body, h = harness.http("GET", svc.url + "/support/")
+    assert st == 200 and "support.js" in body
+    csp = h["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert f"connect-src 'self' {PAGE_ORIGIN} http://localhost:18102;" in csp
+    assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff"
+    for f in ["support.js", "i18n.js", "api.js", "style.css"]:
+        st, _, h = harness.http("GET", svc.url + "/support/" + f)
+        assert st == 200 and "frame-ancestors 'none'" in h["content-security-policy"], f
+    st, body, _ = harness.http("GET", svc.url + "/support/config.json")
+    assert st == 200 and body == {"guard_url": "", "history_url": PAGE_ORIGIN}
+    assert harness.http("GET", svc.url + "/support/../main.c")[0] == 404
+    assert harness.http("GET", svc.url + "/")[0] == 404
