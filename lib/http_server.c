@@ -39,6 +39,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "ids.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -48,7 +49,7 @@
 #define HTTP_DEFAULT_TIMEOUT_S 15
 /* Per-connection memory pool of libmicrohttpd: bounds the request line plus headers (larger
  * requests are answered 431 by libmicrohttpd itself) and the body chunk handed over per call. */
-#define HTTP_CONNECTION_MEMORY_BYTES (64 * 1024)
+#define HTTP_CONNECTION_MEMORY_BYTES (16 * 1024)
 #define HTTP_MAX_SEGMENTS 16
 /* Time given to 503 answers forced at shutdown to reach the client before the daemon stops. */
 #define HTTP_SHUTDOWN_FLUSH_MS 1000
@@ -974,6 +975,34 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     return rc;
 }
 
+/* One debug line per request that belongs to a trace (it carries a traceparent: a publish, a
+ * delivery), with the trace and event ids, so every hop of an event's journey is in the log
+ * (docs/logging.md, busctl trace). Scrapes and probes carry none and stay out of the log. */
+static void log_traced_request(struct MHD_Connection *conn, const struct http_exchange *ex,
+                               unsigned status)
+{
+    const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+    struct trace t;
+    if (tp == NULL || trace_parse(tp, &t) != 0) {
+        return;
+    }
+    const char *ce_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "ce-id");
+    const char *bus_route = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Bus-Route");
+    const char *attempt = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Bus-Attempt");
+    json_t *extra = json_pack("{s:s, s:s, s:i, s:f}", "method", ex->method ? ex->method : "",
+                              "path", ex->path ? ex->path : "", "status", (int)status, "seconds",
+                              elapsed_s(&ex->started));
+    if (extra && bus_route) {
+        json_object_set_new(extra, "route", json_string(bus_route));
+    }
+    if (extra && attempt) {
+        json_object_set_new(extra, "attempt", json_integer(atoi(attempt)));
+    }
+    log_at(LOG_LEVEL_DEBUG, t.trace_id, ce_id, extra, "http: %s %s answered %u",
+           ex->method ? ex->method : "?", ex->path ? ex->path : "?", status);
+    json_decref(extra);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -988,6 +1017,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     const struct route *r = ex->route ? ex->route : &s->unmatched;
     pthread_mutex_lock(&ex->lock);
     unsigned status = ex->is_answered ? ex->status : 0;
+    if (log_min_level <= LOG_LEVEL_DEBUG) {
+        log_traced_request(conn, ex, status); /* before is_completed: ex is still ours */
+    }
     ex->is_completed = true;
     /* A handler that holds the exchange and has not answered yet frees it when it does. */
     bool must_free = !ex->is_handled || ex->is_responded;

@@ -29,6 +29,9 @@ int trace_parse(const char *traceparent, struct trace *out);
 void trace_new(struct trace *out);
 /* Same trace id, new span id: the context to send on the next hop. */
 void trace_child(const struct trace *parent, struct trace *out);
+/* The trace id of a traceparent header, copied to out; NULL (out untouched) when traceparent is
+ * NULL or malformed. For log lines: log_ev(level, trace_id_of(tp, buf), ce_id, ...). */
+const char *trace_id_of(const char *traceparent, char out[33]);
 /* Formats "00-trace-span-flags". */
 void trace_format(const struct trace *t, char out[TRACEPARENT_LEN + 1]);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "app.h"
 #include "log.h"
 
 struct kafka_consumer {
@@ -331,4 +332,123 @@ void kafka_consumer_free(struct kafka_consumer *c)
     rd_kafka_destroy(c->rk);
     free(c->topic);
     free(c);
+}
+
+/* ---- one-off tail reader (no group) ------------------------------------------------------- */
+
+int kafka_read_tail(const char *bootstrap, json_t *props, const char *topic, int64_t per_partition,
+                    int timeout_ms, kafka_record_fn fn, void *opaque, json_t **ends, char *err,
+                    size_t err_len)
+{
+    char errstr[512];
+    int rc = -1;
+    rd_kafka_t *rk = NULL;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_partition_list_t *assign = NULL;
+    int64_t *his = NULL, *pos = NULL;
+    json_t *parts = json_array();
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* Never joins the group (assign, no subscribe) and never commits: group.id only satisfies
+     * librdkafka's consumer set-up. */
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "group.id", "bus.tail-reader", errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "100", errstr, sizeof errstr)) {
+        snprintf(err, err_len, "kafka reader configuration: %s", errstr);
+        goto out;
+    }
+    if (props != NULL && set_props(conf, props, err, err_len) != 0)
+        goto out;
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (rk == NULL) {
+        snprintf(err, err_len, "kafka reader: %s", errstr);
+        goto out;
+    }
+    conf = NULL;
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err) {
+        snprintf(err, err_len, "topic %s: %s", topic,
+                 rd_kafka_err2str(e               ? e
+                                  : md->topic_cnt ? md->topics[0].err
+                                                  : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        goto out;
+    }
+    int n = md->topics[0].partition_cnt;
+    his = xcalloc((size_t)n + 1, sizeof *his);
+    pos = xcalloc((size_t)n + 1, sizeof *pos);
+    assign = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    for (int i = 0; i < n; i++) {
+        int32_t id = md->topics[0].partitions[i].id;
+        int64_t lo = 0, hi = 0;
+        e = rd_kafka_query_watermark_offsets(rk, topic, id, &lo, &hi, timeout_ms);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            snprintf(err, err_len, "topic %s[%d] offsets: %s", topic, (int)id, rd_kafka_err2str(e));
+            goto out;
+        }
+        json_array_append_new(parts, json_pack("{s:i, s:I, s:I}", "partition", (int)id, "start",
+                                               (json_int_t)lo, "end", (json_int_t)hi));
+        int64_t from = hi - per_partition > lo ? hi - per_partition : lo;
+        his[i] = hi;
+        pos[i] = from;
+        if (per_partition > 0 && from < hi)
+            rd_kafka_topic_partition_list_add(assign, topic, id)->offset = from;
+    }
+    if (assign->cnt > 0) {
+        e = rd_kafka_assign(rk, assign);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            snprintf(err, err_len, "topic %s: assign: %s", topic, rd_kafka_err2str(e));
+            goto out;
+        }
+    }
+    long long deadline = app_now_ms() + timeout_ms;
+    for (;;) {
+        bool is_done = true;
+        for (int i = 0; i < n; i++)
+            if (pos[i] < his[i] && per_partition > 0)
+                is_done = false;
+        if (is_done)
+            break;
+        long long left = deadline - app_now_ms();
+        if (left <= 0) {
+            snprintf(err, err_len, "topic %s: reading timed out", topic);
+            goto out;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, left > 200 ? 200 : (int)left);
+        if (m == NULL)
+            continue;
+        int i = 0;
+        while (i < n && md->topics[0].partitions[i].id != m->partition)
+            i++;
+        /* Records that arrived after the watermarks were read are left for the next call: the
+         * reader stays bounded by per_partition. */
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && i < n && m->offset < his[i]) {
+            if (m->offset + 1 > pos[i])
+                pos[i] = m->offset + 1;
+            fn(opaque, record_copy(m));
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rc = 0;
+out:
+    if (rc == 0 && ends != NULL)
+        *ends = json_incref(parts);
+    json_decref(parts);
+    if (assign != NULL)
+        rd_kafka_topic_partition_list_destroy(assign);
+    free(his);
+    free(pos);
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    if (rk != NULL) {
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+    }
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    return rc;
 }

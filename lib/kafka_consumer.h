@@ -63,4 +63,17 @@ int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partitio
 /* Leaves the group (the revocation callback runs first) and frees. NULL is a no-op. */
 void kafka_consumer_free(struct kafka_consumer *c);
 
+/* Receives one record of kafka_read_tail(); takes ownership (kafka_record_free). */
+typedef void (*kafka_record_fn)(void *opaque, struct kafka_record *rec);
+/* Reads the last per_partition records of every partition of topic, as they were when called,
+ * without joining a consumer group and without committing (for inspecting a topic, e.g. a
+ * dead-letter topic on the dashboard). fn gets each record, in offset order per partition, on the
+ * calling thread. With ends non-NULL, *ends receives [{"partition", "start", "end"}] (the low and
+ * high watermarks; new reference). per_partition 0 reads nothing and only fills *ends. Returns
+ * 0, or -1 with err filled (unknown topic, broker unreachable, timeout_ms spent). Thread-safe
+ * (each call has its own client). */
+int kafka_read_tail(const char *bootstrap, json_t *props, const char *topic, int64_t per_partition,
+                    int timeout_ms, kafka_record_fn fn, void *opaque, json_t **ends, char *err,
+                    size_t err_len);
+
 #endif

@@ -284,7 +284,9 @@ static void deliver(struct notify *n, struct http_exchange *ex, const struct mes
         }
         metric_inc(n->m_sent);
         sent++;
-        log_info("%s sent to %s over %s", m->kind, m->account, ch);
+        char trace_id[33];
+        log_ev(LOG_LEVEL_INFO, trace_id_of(http_header(ex, "traceparent"), trace_id),
+               http_header(ex, "ce-id"), "%s sent to %s over %s", m->kind, m->account, ch);
     }
     free(subject);
     free(text);

@@ -11,7 +11,7 @@ PACKAGES=(
   libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
   python3 python3-jsonschema json-schema-test-suite
-  wrk hyperfine curl ca-certificates procps psmisc
+  wrk hyperfine curl ca-certificates procps psmisc prometheus
   chromium fonts-noto-cjk
 )
 

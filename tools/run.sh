@@ -16,6 +16,13 @@ mkdir -p "$LOGDIR" "$VAR/outbox"
 export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-dev-signing-secret}
 # AUTH_SECRET: unset = the services' and bin/mktoken's shared development default (lib/auth.h).
 LOGINSIM_RATE=${LOGINSIM_RATE:-5}
+# LOG_LEVEL=debug make run: every process logs each delivery it makes or handles, with the
+# event's trace id (the lines `bin/busctl trace EVENT_ID` follows; docs/logging.md).
+if [ -n "${LOG_LEVEL:-}" ]; then
+  for p in BROKER PUBLISHER DISPATCHER IPCHECK HISTORY GUARD NOTIFY CAMPAIGN GAMESIM LOGINSIM; do
+    export "${p}_LOG_LEVEL=$LOG_LEVEL"
+  done
+fi
 
 PIDS=()
 NAMES=()
@@ -134,6 +141,11 @@ cat <<EOF
 
   The product is running (logs: var/log/*.log; Ctrl-C stops everything).
 
+  Pages (sign in with a token from bin/mktoken):
+    Player page       http://127.0.0.1:8102/          bin/mktoken player alice
+    Support console   http://127.0.0.1:8103/support/  bin/mktoken staff sam
+    Bus dashboard     http://127.0.0.1:8081/          admin token: \$BUS_ADMIN_TOKEN (dev: dev-admin-token)
+
   Publish a login:
     curl -s -H 'Authorization: Bearer dev-login-token' -H 'Content-Type: application/json' \\
       -d '{"account_id":"alice","ip":"8.8.8.8","ts":"$(date -u +%Y-%m-%dT%H:%M:%SZ)"}' \\
@@ -150,6 +162,7 @@ cat <<EOF
     curl -s -X POST -H "Authorization: Bearer \$STAFF" -H 'Content-Type: application/json' \\
       -d '{"reason":"verified by phone"}' http://127.0.0.1:8103/v1/support/accounts/alice/unlock
   Bus routes: http://127.0.0.1:8081/v1/routes   metrics: http://127.0.0.1:<port>/metrics
+  An event's journey: bin/busctl trace EVENT_ID   (every delivery: LOG_LEVEL=debug make run)
   Emails: var/outbox/   in-game messages and kicks: http://127.0.0.1:8109/v1/received
 
 EOF

@@ -6,12 +6,13 @@
  *   busctl lag                committed offset, high watermark and lag per route and partition
  *   busctl tail TOPIC [-n N] [--from-beginning]   print events as JSON lines
  *   busctl dlq replay ROUTE   send ROUTE's dead letters through ROUTE again
+ *   busctl trace EVENT_ID [--logs DIR] [--json]   the event's journey (trace.c)
  *
  * DIR defaults to config/bus. Environment: BUS_BOOTSTRAP (127.0.0.1:9092), DISPATCHER_URLS
- * (comma list, http://127.0.0.1:8081), BUS_SCHEMA (config/schema/bus.schema.json). Exit codes:
+ * (comma list, http://127.0.0.1:8081), BUS_ADMIN_TOKEN (the dispatchers' admin token,
+ * dev-admin-token), BUS_SCHEMA (config/schema/bus.schema.json). Exit codes:
  * 0 ok, 1 invalid configuration or failed operation, 2 usage. */
 #include <dirent.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,13 @@
 
 #include "alloc.h"
 #include "busconf.h"
+#include "dlq.h"
 #include "http_client.h"
 #include "kafka.h"
 #include "kafka_admin.h"
 #include "kafka_consumer.h"
 #include "log.h"
+#include "trace.h"
 
 #define BUSCTL_TIMEOUT_MS 10000
 
@@ -37,7 +40,8 @@ static const char *env_or(const char *name, const char *def)
 static int usage(void)
 {
     fprintf(stderr, "usage: busctl validate [DIR] | plan [DIR] | apply [DIR] | lag |\n"
-                    "              tail TOPIC [-n N] [--from-beginning] | dlq replay ROUTE\n");
+                    "              tail TOPIC [-n N] [--from-beginning] | dlq replay ROUTE |\n"
+                    "              trace EVENT_ID [--logs DIR] [--json] [--scan N]\n");
     return 2;
 }
 
@@ -129,7 +133,11 @@ static json_t *get_json(const char *method, const char *url, int *status, char *
     struct http_result res = {0};
     json_t *doc = NULL;
     *status = 0;
-    if (http_client_request(hc, method, url, NULL, 0, method[0] == 'P' ? "" : NULL, 0,
+    /* The dispatchers' admin API wants its token (docs/bus.md, "Admin token"). */
+    char auth[600];
+    snprintf(auth, sizeof auth, "Bearer %s", env_or("BUS_ADMIN_TOKEN", "dev-admin-token"));
+    const struct http_header_kv hdr[] = {{"Authorization", auth}};
+    if (http_client_request(hc, method, url, hdr, 1, method[0] == 'P' ? "" : NULL, 0,
                             BUSCTL_TIMEOUT_MS, 1 << 20, &res) != 0) {
         snprintf(err, err_len, "%s", res.error);
     } else {
@@ -424,126 +432,30 @@ static int cmd_tail(const char *topic, long count, bool is_from_beginning)
 
 /* ---- dlq replay ----------------------------------------------------------------------------- */
 
-struct replay {
-    atomic_int outstanding;
-    atomic_int failed;
-    bool is_assigned;
-};
-
-static void on_replay_assigned(void *opaque, bool is_assigned, const int32_t *partitions,
-                               size_t n)
-{
-    (void)partitions;
-    (void)n;
-    struct replay *rp = opaque;
-    if (is_assigned)
-        rp->is_assigned = true;
-}
-
-static void on_replayed(void *opaque, int status, const char *errstr, int32_t partition,
-                        int64_t offset)
-{
-    (void)partition;
-    (void)offset;
-    struct replay *rp = opaque;
-    if (status != KAFKA_OK) {
-        fprintf(stderr, "replay: produce failed: %s\n", errstr ? errstr : "?");
-        atomic_fetch_add(&rp->failed, 1);
-    }
-    atomic_fetch_sub(&rp->outstanding, 1);
-}
-
-/* Dead letters of ROUTE are produced again to the route's topic with the header
- * x-bus-replay-route: ROUTE, so that only that route delivers them (the dispatcher's other routes
- * of the topic skip them), with its usual retries, ordering and dead-lettering. The DLQ is read
- * by the consumer group bus.dlq-replay.<route>, committed once the copies are acknowledged, so
- * a second replay sends only dead letters that arrived since. */
+/* lib/dlq.c does the work (the dispatcher's dashboard replays with the same code). */
 static int cmd_dlq_replay(const char *dir, const char *route_name, long idle_ms)
 {
-    int rc = 1;
-    char err[512], group[300];
+    char err[512];
     struct busconf *c = load(dir);
-    struct kafka_consumer *cons = NULL;
-    struct kafka_producer *prod = NULL;
-    struct replay rp = {.is_assigned = false};
-    atomic_init(&rp.outstanding, 0);
-    atomic_init(&rp.failed, 0);
     if (c == NULL)
         return 1;
+    int rc = 1;
     const struct busconf_route *r = busconf_route_find(c, route_name);
     if (r == NULL || r->dead_letter == NULL) {
         fprintf(stderr, "route %s %s\n", route_name,
                 r ? "has no dead_letter topic" : "not found in the configuration");
         goto out;
     }
-    const char *bootstrap = env_or("BUS_BOOTSTRAP", "127.0.0.1:9092");
-    snprintf(group, sizeof group, "bus.dlq-replay.%s", r->name);
-    cons = kafka_consumer_new(bootstrap, group, r->dead_letter, NULL, on_replay_assigned, &rp,
-                              err, sizeof err);
-    prod = cons ? kafka_producer_new(bootstrap, NULL, 0, err, sizeof err) : NULL;
-    if (cons == NULL || prod == NULL) {
-        fprintf(stderr, "%s\n", err);
-        goto out;
-    }
-    /* partition -> next offset to commit */
-    int64_t next[256];
-    for (size_t i = 0; i < 256; i++)
-        next[i] = -1;
     long replayed = 0, skipped = 0;
-    long waited = 0, joining = 0;
-    /* Read until the dead-letter topic stays quiet for idle_ms after joining the group. */
-    while (waited < idle_ms) {
-        struct kafka_record *rec = NULL;
-        if (kafka_consumer_poll(cons, 200, &rec) != 1) {
-            if (rp.is_assigned)
-                waited += 200;
-            else if ((joining += 200) > 60000) {
-                fprintf(stderr, "replay: no partition of %s assigned within 60 s\n",
-                        r->dead_letter);
-                goto out;
-            }
-            continue;
-        }
-        waited = 0;
-        if (rec->partition >= 0 && rec->partition < 256)
-            next[rec->partition] = rec->offset + 1;
-        const char *for_route = kafka_record_header(rec, "x-bus-route");
-        if (for_route == NULL || strcmp(for_route, r->name) != 0) {
-            skipped++;
-            kafka_record_free(rec);
-            continue;
-        }
-        struct kafka_header h[32];
-        size_t nh = 0;
-        for (size_t i = 0; i < rec->n_headers && nh < 30; i++)
-            if (strncmp(rec->headers[i].name, "x-bus-", 6) != 0)
-                h[nh++] = rec->headers[i];
-        h[nh++] = (struct kafka_header){"x-bus-replay-route", r->name, strlen(r->name)};
-        atomic_fetch_add(&rp.outstanding, 1);
-        if (kafka_producer_send(prod, r->topic, -1, rec->key, rec->key_len, rec->value,
-                                rec->value_len, h, nh, on_replayed, &rp) != KAFKA_OK) {
-            atomic_fetch_sub(&rp.outstanding, 1);
-            atomic_fetch_add(&rp.failed, 1);
-        }
-        replayed++;
-        kafka_record_free(rec);
-    }
-    kafka_producer_flush(prod, BUSCTL_TIMEOUT_MS);
-    if (atomic_load(&rp.failed) > 0 || atomic_load(&rp.outstanding) > 0) {
-        fprintf(stderr, "replay of %s: %d copies not acknowledged; nothing committed, run it "
-                        "again\n",
-                r->name, atomic_load(&rp.failed) + atomic_load(&rp.outstanding));
+    if (dlq_replay(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), NULL, r->name, r->topic,
+                   r->dead_letter, idle_ms, 60000, &replayed, &skipped, err, sizeof err) != 0) {
+        fprintf(stderr, "replay of %s: %s\n", r->name, err);
         goto out;
     }
-    for (int32_t p = 0; p < 256; p++)
-        if (next[p] >= 0)
-            kafka_consumer_commit(cons, p, next[p], true);
     printf("replayed %ld dead letters of route %s to topic %s (%ld of other routes skipped)\n",
            replayed, r->name, r->topic, skipped);
     rc = 0;
 out:
-    kafka_consumer_free(cons);
-    kafka_producer_free(prod, 1000);
     busconf_free(c);
     return rc;
 }
@@ -578,6 +490,8 @@ int main(int argc, char **argv)
         }
         return cmd_tail(argv[2], count, is_from_beginning);
     }
+    if (strcmp(cmd, "trace") == 0)
+        return busctl_trace_main(argc - 1, argv + 1);
     if (strcmp(cmd, "dlq") == 0 && argc >= 4 && strcmp(argv[2], "replay") == 0) {
         const char *rdir = argc > 4 ? argv[4] : "config/bus";
         return cmd_dlq_replay(rdir, argv[3], 2000);

@@ -5,7 +5,11 @@
  * shared HTTP pool and Kafka producer, one struct route per route (route.c: its consumer group,
  * deliveries and commits) and the admin HTTP server. SIGHUP or POST /v1/reload re-reads the bus
  * configuration and starts, restarts or stops only the routes that changed. SIGTERM stops every
- * route (stop fetching, finish in flight up to shutdown_timeout_ms, commit, leave the group). */
+ * route (stop fetching, finish in flight up to shutdown_timeout_ms, commit, leave the group).
+ *
+ * The admin API (/v1/..., Authorization: Bearer <admin.token>) also feeds the bus dashboard, static
+ * files from web.dir served at / (bus/dispatcher/web/): topology, live route figures, a route's
+ * dead letters and their replay (lib/dlq.c, shared with busctl). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +20,8 @@
 #include "alloc.h"
 #include "app.h"
 #include "busconf.h"
+#include "crypto.h"
+#include "dlq.h"
 #include "http_client.h"
 #include "http_server.h"
 #include "kafka.h"
@@ -24,7 +30,14 @@
 
 static const struct config_def defs[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8081", 0, 0, 0, NULL,
-     "Address and port of the admin HTTP API (/v1/routes, /v1/reload, /metrics)."},
+     "Address and port of the admin HTTP API (/v1/routes, /v1/reload, /metrics) and of the bus "
+     "dashboard (/)."},
+    {"admin.token", CONFIG_STRING, "dev-admin-token", 0, 512, CONFIG_SECRET, "BUS_ADMIN_TOKEN",
+     "Bearer token the admin API (/v1/*) and the dashboard require. The default is for "
+     "development only: set your own in production."},
+    {"web.dir", CONFIG_STRING, "bus/dispatcher/web", 0, 4096, 0, NULL,
+     "Directory of the bus dashboard served at / (relative to the working directory; empty: no "
+     "dashboard)."},
     {"bootstrap", CONFIG_STRING, "127.0.0.1:9092", 0, 0, 0, "BUS_BOOTSTRAP",
      "Kafka bootstrap servers (host:port,...)."},
     {"bus_config_dir", CONFIG_STRING, "config/bus", 0, 0, 0, NULL,
@@ -43,12 +56,22 @@ static const struct config_def defs[] = {
     CONFIG_DEF_END,
 };
 
+/* Dead letters shown per route at most (the page asks for fewer). */
+#define DISPATCHER_DLQ_PEEK_DEFAULT 50
+#define DISPATCHER_DLQ_TIMEOUT_MS 10000
+/* A replay reads the dead-letter topic until it stays quiet this long. */
+#define DISPATCHER_REPLAY_IDLE_MS 1500
+#define DISPATCHER_REPLAY_JOIN_MS 30000
+
 struct dispatcher {
     const struct config *cfg;
+    const char *admin_token;
     struct route_env env;
-    pthread_mutex_t lock; /* guards routes */
+    pthread_mutex_t lock; /* guards routes and bus */
     struct route **routes;
     size_t n_routes;
+    struct busconf *bus;         /* the configuration the routes run with (topology) */
+    pthread_mutex_t replay_lock; /* one dead-letter replay at a time */
 };
 
 static bool is_selected(const char *list, const char *name)
@@ -132,15 +155,178 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
     free(d->routes);
     d->routes = next;
     d->n_routes = n_next;
+    struct busconf *old = d->bus;
+    d->bus = bus;
     pthread_mutex_unlock(&d->lock);
-    busconf_free(bus);
+    busconf_free(old);
     log_info("routes: %d started, %d stopped, %d unchanged", started, stopped, kept);
     return 0;
+}
+
+/* The admin API's gate: answers 401 (no token) or 403 (another token) and returns false, or
+ * returns true. Constant-time comparison. */
+static bool is_admin(struct http_exchange *ex, const struct dispatcher *d)
+{
+    const char *token = http_bearer(ex);
+    if (token == NULL || *token == '\0') {
+        http_add_header(ex, "WWW-Authenticate", "Bearer");
+        http_respond_error(ex, 401, "unauthorized", NULL,
+                           "The admin API needs Authorization: Bearer <admin token>.");
+        return false;
+    }
+    if (!crypto_equal(token, strlen(token), d->admin_token, strlen(d->admin_token))) {
+        http_respond_error(ex, 403, "forbidden", NULL, "This is not the admin token.");
+        return false;
+    }
+    return true;
+}
+
+static const char *const ORDERING_NAMES[] = {"key", "partition", "none"};
+
+/* GET /v1/topology: what the dashboard draws. Topics and routes of the loaded configuration
+ * (only the routes this process runs, see "routes"), with which topics are outputs and dead-letter
+ * topics of which routes. */
+static void handle_topology(struct http_exchange *ex, void *ctx)
+{
+    struct dispatcher *d = ctx;
+    if (!is_admin(ex, d))
+        return;
+    json_t *topics = json_array();
+    json_t *routes = json_array();
+    pthread_mutex_lock(&d->lock);
+    const struct busconf *bus = d->bus;
+    for (size_t i = 0; bus && i < bus->n_topics; i++) {
+        const struct busconf_topic *t = &bus->topics[i];
+        json_array_append_new(topics, json_pack("{s:s, s:i, s:s?, s:i}", "name", t->name,
+                                                "partitions", t->partitions, "key", t->key,
+                                                "retention_hours", t->retention_hours));
+    }
+    for (size_t i = 0; i < d->n_routes; i++) {
+        const struct busconf_route *rc = busconf_route_find(bus, route_name(d->routes[i]));
+        if (rc == NULL)
+            continue;
+        json_array_append_new(
+            routes,
+            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:i, s:s, s:i, s:i}", "name", rc->name,
+                      "topic", rc->topic, "endpoint", rc->endpoint, "mode",
+                      rc->mode == BUSCONF_STREAMING ? "streaming" : "one-way", "output", rc->output,
+                      "dead_letter", rc->dead_letter, "concurrency", rc->concurrency, "ordering",
+                      ORDERING_NAMES[rc->ordering], "timeout_ms", rc->timeout_ms, "max_attempts",
+                      rc->retry_max_attempts));
+    }
+    pthread_mutex_unlock(&d->lock);
+    http_respond_json(ex, 200, json_pack("{s:o, s:o}", "topics", topics, "routes", routes));
+}
+
+/* The route's topic and dead-letter topic (copies), or false when the route does not run here or
+ * has no dead-letter topic (answered 404). */
+static bool route_dlq_find(struct http_exchange *ex, struct dispatcher *d, const char *name,
+                           char **topic, char **dead_letter)
+{
+    *topic = NULL;
+    *dead_letter = NULL;
+    bool is_running = false;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->n_routes; i++)
+        if (strcmp(route_name(d->routes[i]), name) == 0)
+            is_running = true;
+    const struct busconf_route *rc = is_running ? busconf_route_find(d->bus, name) : NULL;
+    if (rc != NULL && rc->dead_letter != NULL) {
+        *topic = xstrdup(rc->topic);
+        *dead_letter = xstrdup(rc->dead_letter);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (rc == NULL) {
+        http_respond_error(ex, 404, "unknown_route", json_pack("{s:s}", "route", name),
+                           "No route of that name runs in this dispatcher.");
+        return false;
+    }
+    if (*dead_letter == NULL) {
+        http_respond_error(ex, 404, "no_dead_letter", json_pack("{s:s}", "route", name),
+                           "This route has no dead-letter topic.");
+        return false;
+    }
+    return true;
+}
+
+/* GET /v1/routes/{name}/dead-letters?limit=N: the route's newest dead letters (lib/dlq.c). */
+static void handle_dead_letters(struct http_exchange *ex, void *ctx)
+{
+    struct dispatcher *d = ctx;
+    if (!is_admin(ex, d))
+        return;
+    char *topic = NULL, *dead_letter = NULL;
+    if (!route_dlq_find(ex, d, http_param(ex, 0), &topic, &dead_letter))
+        return;
+    long limit = DISPATCHER_DLQ_PEEK_DEFAULT;
+    const char *q = http_query(ex, "limit");
+    if (q != NULL) {
+        char *end = NULL;
+        limit = strtol(q, &end, 10);
+        if (end == q || *end != '\0' || limit < 1 || limit > DLQ_PEEK_MAX) {
+            http_respond_error(ex, 400, "bad_limit", NULL, "limit must be 1 to %d.", DLQ_PEEK_MAX);
+            goto out;
+        }
+    }
+    char err[512];
+    json_t *doc = dlq_peek(d->env.bootstrap, d->env.kafka_props, http_param(ex, 0), dead_letter,
+                           (int)limit, DISPATCHER_DLQ_TIMEOUT_MS, err, sizeof err);
+    if (doc == NULL) {
+        http_add_header(ex, "Retry-After", "5");
+        http_respond_error(ex, 503, "broker_unavailable", NULL, "Cannot read %s: %s", dead_letter,
+                           err);
+        goto out;
+    }
+    http_respond_json(ex, 200, doc);
+out:
+    free(topic);
+    free(dead_letter);
+}
+
+/* POST /v1/routes/{name}/dead-letters/replay: sends the route's dead letters through the route
+ * again (lib/dlq.c; what busctl dlq replay does). Blocks this handler thread for the replay
+ * (seconds): one at a time, a second one meanwhile is answered 409. */
+static void handle_replay(struct http_exchange *ex, void *ctx)
+{
+    struct dispatcher *d = ctx;
+    if (!is_admin(ex, d))
+        return;
+    char *topic = NULL, *dead_letter = NULL;
+    const char *name = http_param(ex, 0);
+    if (!route_dlq_find(ex, d, name, &topic, &dead_letter))
+        return;
+    if (pthread_mutex_trylock(&d->replay_lock) != 0) {
+        http_respond_error(ex, 409, "replay_running", NULL,
+                           "A replay is running; try again when it has finished.");
+        goto out;
+    }
+    char err[512];
+    long replayed = 0, skipped = 0;
+    int rc = dlq_replay(d->env.bootstrap, d->env.kafka_props, name, topic, dead_letter,
+                        DISPATCHER_REPLAY_IDLE_MS, DISPATCHER_REPLAY_JOIN_MS, &replayed, &skipped,
+                        err, sizeof err);
+    pthread_mutex_unlock(&d->replay_lock);
+    if (rc != 0) {
+        log_error("route %s: dead-letter replay failed: %s", name, err);
+        http_add_header(ex, "Retry-After", "5");
+        http_respond_error(ex, 503, "replay_failed", NULL, "Replay failed: %s", err);
+        goto out;
+    }
+    log_info("route %s: replayed %ld dead letters to %s", name, replayed, topic);
+    http_respond_json(ex, 200,
+                      json_pack("{s:s, s:s, s:s, s:I, s:I}", "route", name, "from", dead_letter,
+                                "to", topic, "replayed", (json_int_t)replayed, "skipped",
+                                (json_int_t)skipped));
+out:
+    free(topic);
+    free(dead_letter);
 }
 
 static void handle_routes(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
+    if (!is_admin(ex, d))
+        return;
     json_t *list = json_array();
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < d->n_routes; i++)
@@ -152,6 +338,8 @@ static void handle_routes(struct http_exchange *ex, void *ctx)
 static void handle_reload(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
+    if (!is_admin(ex, d))
+        return;
     char err[8192];
     if (reconcile(d, err, sizeof err) != 0) {
         log_error("reload refused, bus configuration invalid:\n%s", err);
@@ -188,9 +376,17 @@ int main(int argc, char **argv)
     int rc = 1;
     char err[8192];
     struct http_server *srv = NULL;
-    struct dispatcher d = {.cfg = app.cfg};
+    struct dispatcher d = {.cfg = app.cfg, .admin_token = config_str(app.cfg, "admin.token")};
     pthread_mutex_init(&d.lock, NULL);
+    pthread_mutex_init(&d.replay_lock, NULL);
     const struct config *cfg = app.cfg;
+    if (d.admin_token == NULL || d.admin_token[0] == '\0') {
+        log_error("admin.token is empty: set a token (the admin API and the dashboard need it)");
+        goto out;
+    }
+    if (strcmp(d.admin_token, "dev-admin-token") == 0)
+        log_warn("admin.token is the development default: set DISPATCHER_ADMIN_TOKEN or "
+                 "BUS_ADMIN_TOKEN in production");
     d.env.bootstrap = config_str(cfg, "bootstrap");
     d.env.kafka_props = config_kafka(cfg);
     d.env.max_pending_per_partition = (unsigned)config_int(cfg, "max_pending_per_partition");
@@ -204,17 +400,23 @@ int main(int argc, char **argv)
         log_error("bus configuration invalid:\n%s", err);
         goto out;
     }
+    /* Four threads: a dead-letter replay holds one for seconds. */
     struct http_server_options ho = {
-        .listen = config_str(cfg, "listen"), .ready = is_ready, .ready_ctx = &d};
+        .listen = config_str(cfg, "listen"), .threads = 4, .ready = is_ready, .ready_ctx = &d};
     srv = http_server_new(&ho);
     http_server_route(srv, "GET", "/v1/routes", handle_routes, &d, 0);
     http_server_route(srv, "POST", "/v1/reload", handle_reload, &d, 0);
+    http_server_route(srv, "GET", "/v1/topology", handle_topology, &d, 0);
+    http_server_route(srv, "GET", "/v1/routes/{}/dead-letters", handle_dead_letters, &d, 0);
+    http_server_route(srv, "POST", "/v1/routes/{}/dead-letters/replay", handle_replay, &d, 0);
+    const char *web = config_str(cfg, "web.dir");
+    if (web != NULL && web[0] != '\0')
+        http_server_static(srv, "/", web);
     if (http_server_start(srv, err, sizeof err) != 0) {
         log_error("cannot listen on %s: %s", ho.listen, err);
         goto out;
     }
-    log_info("dispatching %zu routes from %s; admin on %s", d.n_routes, d.env.bootstrap,
-             ho.listen);
+    log_info("dispatching %zu routes from %s; admin on %s", d.n_routes, d.env.bootstrap, ho.listen);
 
     int sig;
     while ((sig = app_wait_signal(&app)) == SIGHUP) {
@@ -235,6 +437,8 @@ out:
     http_server_free(srv, 1000);
     kafka_producer_free(d.env.producer, 2000);
     http_pool_free(d.env.pool);
+    busconf_free(d.bus);
+    pthread_mutex_destroy(&d.replay_lock);
     pthread_mutex_destroy(&d.lock);
     app_release(&app);
     return rc;

@@ -110,8 +110,8 @@ struct route {
     bool is_dirty; /* something changed: scan for work */
     long long next_commit_ms, next_status_ms;
 
-    struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_age,
-        *m_in_flight, *m_lag;
+    struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_age, *m_in_flight,
+        *m_lag, *m_breaker_open;
     struct metric *m_delivered[600]; /* by status, created on first use */
 };
 
@@ -379,6 +379,7 @@ static void breaker_note(struct route *r, bool is_success)
         r->consecutive_failures = 0;
         if (r->is_breaker_open) {
             r->is_breaker_open = false;
+            metric_set(r->m_breaker_open, 0);
             log_info("route %s: endpoint answers again, breaker closed", r->name);
             for (struct part *p = r->parts; p; p = p->next)
                 if (!p->is_paused_full)
@@ -388,6 +389,7 @@ static void breaker_note(struct route *r, bool is_success)
     }
     if (++r->consecutive_failures >= ROUTE_BREAKER_FAILURES && !r->is_breaker_open) {
         r->is_breaker_open = true;
+        metric_set(r->m_breaker_open, 1);
         log_warn("route %s: %d failures in a row, breaker open: partitions paused, probing",
                  r->name, r->consecutive_failures);
         kafka_consumer_pause(r->consumer, -1);
@@ -415,6 +417,17 @@ static int produce_one(struct route *r, struct event *ev, const char *topic, con
 
 #define HDR(n, v) ((struct kafka_header){(n), (v), strlen(v)})
 
+/* The event's trace id for log lines (out, or NULL when it has no valid traceparent). */
+static const char *event_trace_id(const struct event *ev, char out[33])
+{
+    struct trace t;
+    const char *tp = ev->span[0] ? ev->span : kafka_record_header(ev->rec, "traceparent");
+    if (tp == NULL || trace_parse(tp, &t) != 0)
+        return NULL;
+    memcpy(out, t.trace_id, sizeof t.trace_id);
+    return out;
+}
+
 /* Queues the dead-letter copy: returns 1 (PRODUCING; counts as in flight again) or 0 (ev
  * finished or waiting: don't touch it). Without a dead-letter topic the event is dropped
  * (logged; the caller counted it as failed). The caller took ev out of in_flight. */
@@ -422,11 +435,11 @@ static int dead_letter(struct route *r, struct event *ev, int status, const char
                        size_t answer_len, const char *why)
 {
     const char *ce_id = kafka_record_header(ev->rec, "ce-id");
+    char trace_id[33];
     if (r->dead_letter == NULL) {
-        log_ev(LOG_LEVEL_ERROR, NULL, ce_id,
+        log_ev(LOG_LEVEL_ERROR, event_trace_id(ev, trace_id), ce_id,
                "route %s: event %s[%d]@%lld dropped (%s, status %d) and no dead_letter topic",
-               r->name, r->topic, (int)ev->rec->partition, (long long)ev->rec->offset, why,
-               status);
+               r->name, r->topic, (int)ev->rec->partition, (long long)ev->rec->offset, why, status);
         event_finish(r, ev);
         return 0;
     }
@@ -464,9 +477,9 @@ static int dead_letter(struct route *r, struct event *ev, int status, const char
         event_retry_later(r, ev, NULL);
         return 0;
     }
-    log_ev(LOG_LEVEL_WARN, NULL, ce_id, "route %s: event %s[%d]@%lld dead-lettered to %s (%s)",
-           r->name, r->topic, (int)ev->rec->partition, (long long)ev->rec->offset, r->dead_letter,
-           why);
+    log_ev(LOG_LEVEL_WARN, event_trace_id(ev, trace_id), ce_id,
+           "route %s: event %s[%d]@%lld dead-lettered to %s (%s)", r->name, r->topic,
+           (int)ev->rec->partition, (long long)ev->rec->offset, r->dead_letter, why);
     return 1;
 }
 
@@ -526,6 +539,13 @@ static int stream_outputs(struct route *r, struct event *ev, const char *body, s
             h[nh++] = HDR("causation-id", in_id);
         int rc = produce_one(r, ev, r->output, key, value, strlen(value), h, nh);
         free(value);
+        if (rc == 0 && log_min_level <= LOG_LEVEL_DEBUG) {
+            json_t *extra = json_pack("{s:s, s:s, s:s?}", "route", r->name, "topic", r->output,
+                                      "causation_id", in_id);
+            log_at(LOG_LEVEL_DEBUG, child.trace_id, id, extra, "route %s: produced %s to %s",
+                   r->name, id, r->output);
+            json_decref(extra);
+        }
         if (rc != 0) {
             ev->has_produce_failed = true;
             break;
@@ -611,7 +631,21 @@ static bool is_retryable(int status)
 static void handle_http(struct route *r, struct event *ev, struct completion *c)
 {
     const char *ce_id = kafka_record_header(ev->rec, "ce-id");
-    metric_observe(r->m_seconds, app_now_s() - ev->sent_at_s);
+    double seconds = app_now_s() - ev->sent_at_s;
+    char trace_id[33];
+    metric_observe(r->m_seconds, seconds);
+    if (log_min_level <= LOG_LEVEL_DEBUG) {
+        /* One line per delivery attempt: the hop of the event's journey (busctl trace). */
+        json_t *extra = json_pack("{s:s, s:s, s:s, s:i, s:I, s:i, s:i, s:f}", "route", r->name,
+                                  "endpoint", r->endpoint, "topic", r->topic, "partition",
+                                  (int)ev->rec->partition, "offset", (json_int_t)ev->rec->offset,
+                                  "attempt", ev->attempt, "status", c->status, "seconds", seconds);
+        log_at(LOG_LEVEL_DEBUG, event_trace_id(ev, trace_id), ce_id, extra,
+               "route %s: delivered %s[%d]@%lld, attempt %d: %d%s%s", r->name, r->topic,
+               (int)ev->rec->partition, (long long)ev->rec->offset, ev->attempt, c->status,
+               c->error[0] ? " " : "", c->error);
+        json_decref(extra);
+    }
     if (c->status >= 200 && c->status < 300) {
         count_delivered(r, c->status);
         if (ev->rec->timestamp_ms > 0) {
@@ -643,8 +677,9 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c)
     if (is_retryable(c->status) && !is_spent) {
         metric_inc(r->m_retried);
         breaker_note(r, false);
-        log_ev(LOG_LEVEL_WARN, NULL, ce_id, "route %s: attempt %d failed (%d%s%s), retrying",
-               r->name, ev->attempt, c->status, c->error[0] ? " " : "", c->error);
+        log_ev(LOG_LEVEL_WARN, event_trace_id(ev, trace_id), ce_id,
+               "route %s: attempt %d failed (%d%s%s), retrying", r->name, ev->attempt, c->status,
+               c->error[0] ? " " : "", c->error);
         r->in_flight--;
         event_retry_later(r, ev, c->retry_after);
         return;
@@ -814,6 +849,33 @@ static void take_record(struct route *r, struct kafka_record *rec)
     r->is_dirty = true;
 }
 
+/* The dashboard's figures (docs/bus.md, GET /v1/routes): this process's counters since it
+ * started, read from the route's metrics. Route thread only (m_delivered grows there). */
+static void status_add_counters(struct route *r, json_t *st, double lag_total)
+{
+    json_t *answers = json_object();
+    double ok = 0;
+    for (int status = 100; status < 600; status++) {
+        if (r->m_delivered[status] == NULL)
+            continue;
+        double v = metric_value(r->m_delivered[status]);
+        char code[16];
+        snprintf(code, sizeof code, "%d", status);
+        json_object_set_new(answers, code, json_integer((json_int_t)v));
+        if (status >= 200 && status < 300)
+            ok += v;
+    }
+    json_object_set_new(st, "dead_letter",
+                        r->dead_letter ? json_string(r->dead_letter) : json_null());
+    json_object_set_new(st, "lag", json_integer((json_int_t)lag_total));
+    json_object_set_new(st, "counters",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "delivered", (json_int_t)ok,
+                                  "retried", (json_int_t)metric_value(r->m_retried), "failed",
+                                  (json_int_t)metric_value(r->m_failed), "dead_lettered",
+                                  (json_int_t)metric_value(r->m_dead), "no_content",
+                                  (json_int_t)metric_value(r->m_no_content), "answers", answers));
+}
+
 static void update_status(struct route *r)
 {
     bool is_retrying = false;
@@ -849,6 +911,7 @@ static void update_status(struct route *r)
                            r->concurrency, "partitions", parts);
     metric_set(r->m_in_flight, r->in_flight);
     metric_set(r->m_lag, lag_total);
+    status_add_counters(r, st, lag_total);
     pthread_mutex_lock(&r->lock);
     json_decref(r->status);
     r->status = st;
@@ -976,6 +1039,11 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
                                  labels, NULL, 0);
     r->m_in_flight =
         metrics_gauge("bus_dispatcher_in_flight", "Deliveries in flight per route.", labels);
+    r->m_breaker_open = metrics_gauge("bus_dispatcher_breaker_open",
+                                      "1 while the route's circuit breaker is open (endpoint "
+                                      "failing: partitions paused, one probe at a time), else 0.",
+                                      labels);
+    metric_set(r->m_breaker_open, 0); /* a reloaded route starts closed */
     r->m_lag = metrics_gauge("bus_dispatcher_lag",
                              "Events not yet committed (high watermark - committed), summed "
                              "over the route's partitions.",

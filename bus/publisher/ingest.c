@@ -15,6 +15,7 @@
 #include "alloc.h"
 #include "app.h"
 #include "buf.h"
+#include "crypto.h"
 #include "ids.h"
 #include "jschema.h"
 #include "log.h"
@@ -56,6 +57,7 @@ struct ingest {
     struct metric *inflight_gauge;
     atomic_uint inflight; /* shared: request threads add, the delivery thread subtracts */
     atomic_bool is_closing;
+    unsigned generation; /* tells this ingest's token memos from an earlier one's */
 };
 
 struct pub_req {
@@ -73,6 +75,43 @@ struct pub_req {
     int32_t partition; /* single event only */
     int64_t offset;
 };
+
+/* Per-thread memo of the last token that passed a topic's check, so that a keep-alive producer
+ * sending the same token does not cost a SHA-256 per request (it was ~3% of the single-event
+ * path). Compared in constant time; only accepted tokens are remembered. Thread-local: each HTTP
+ * polling thread keeps its own, nothing is shared. */
+#define INGEST_TOKEN_MEMO_MAX 256
+
+struct token_memo {
+    unsigned generation; /* ingest.generation it belongs to; 0 = empty */
+    const struct busconf_topic *topic;
+    const struct busconf_producer *producer;
+    size_t len;
+    char token[INGEST_TOKEN_MEMO_MAX];
+};
+
+static _Thread_local struct token_memo token_memo;
+static atomic_uint ingest_generations;
+
+static const struct busconf_producer *token_producer(struct ingest *in,
+                                                    const struct busconf_topic *t,
+                                                    const char *token)
+{
+    struct token_memo *m = &token_memo;
+    size_t len = strlen(token);
+    if (m->generation == in->generation && m->topic == t &&
+        crypto_equal(token, len, m->token, m->len))
+        return m->producer;
+    const struct busconf_producer *prod = busconf_topic_producer(t, token);
+    if (prod != NULL && len < sizeof m->token) {
+        m->generation = in->generation;
+        m->topic = t;
+        m->producer = prod;
+        m->len = len;
+        memcpy(m->token, token, len);
+    }
+    return prod;
+}
 
 static struct topic_metrics *metrics_of(struct ingest *in, const struct busconf_topic *t)
 {
@@ -121,10 +160,11 @@ struct ingest *ingest_new(const struct busconf *conf, struct kafka_producer *pro
     in->produce_seconds = metrics_histogram(
         "bus_publisher_produce_seconds",
         "Time from produce to the broker's acknowledgement, per event.", NULL, NULL, 0);
-    in->inflight_gauge = metrics_gauge("bus_publisher_inflight",
-                                       "Events produced and not yet acknowledged.", NULL);
+    in->inflight_gauge =
+        metrics_gauge("bus_publisher_in_flight", "Events produced and not yet acknowledged.", NULL);
     atomic_init(&in->inflight, 0);
     atomic_init(&in->is_closing, false);
+    in->generation = atomic_fetch_add(&ingest_generations, 1) + 1;
     metrics_on_render(on_render, in);
     return in;
 }
@@ -276,12 +316,24 @@ static void req_release(struct pub_req *r)
     int st = atomic_load(&r->status);
     if (st == KAFKA_OK) {
         if (r->is_batch) {
-            json_t *ids = json_array();
-            for (size_t i = 0; i < r->n_events; i++)
-                json_array_append_new(ids, json_string(r->ids[i]));
-            json_t *body = json_pack("{s:s, s:I, s:o}", "topic", r->topic->name, "accepted",
-                                     (json_int_t)r->n_events, "ids", ids);
-            http_respond_json(r->ex, 202, body);
+            /* Formatted directly too: building and dumping 1 + n jansson values was ~4% of the
+             * batch path. */
+            struct buf b;
+            buf_init(&b, 64 + r->n_events * (INGEST_ID_MAX + 4) + 6 * strlen(r->topic->name));
+            int rc = buf_appends(&b, "{\"topic\":");
+            rc |= buf_append_json_string(&b, r->topic->name);
+            rc |= buf_appendf(&b, ",\"accepted\":%zu,\"ids\":[", r->n_events);
+            for (size_t i = 0; i < r->n_events; i++) {
+                if (i > 0)
+                    rc |= buf_appends(&b, ",");
+                rc |= buf_append_json_string(&b, r->ids[i]);
+            }
+            rc |= buf_appends(&b, "]}");
+            if (rc == 0)
+                http_respond(r->ex, 202, NULL, b.data, b.len);
+            else
+                http_respond_error(r->ex, 500, "internal", NULL, "The answer did not fit.");
+            buf_release(&b);
         } else {
             /* The hot path: formatted directly rather than built and dumped by jansson. */
             struct buf b;
@@ -364,7 +416,7 @@ static struct pub_req *req_begin(struct ingest *in, struct http_exchange *ex, bo
         reject(ex, tm, REJ_UNKNOWN_TOPIC, 404, "unknown_topic", NULL, msg);
         return NULL;
     }
-    const struct busconf_producer *prod = busconf_topic_producer(t, token);
+    const struct busconf_producer *prod = token_producer(in, t, token);
     if (prod == NULL) {
         char msg[300];
         snprintf(msg, sizeof msg, "This token may not publish to topic %s.", t->name);

@@ -18,6 +18,7 @@
 #include "db.h"
 #include "http_server.h"
 #include "log.h"
+#include "metrics.h"
 
 #define ID_MAX 128
 
@@ -42,6 +43,7 @@ static const struct config_def CAMPAIGN_CONFIG[] = {
 struct campaign {
     struct db *db;
     const char *bus_secret, *name, *kind;
+    struct metric *m_messages; /* notifications streamed out */
 };
 
 static int load_list(struct campaign *c, const char *path)
@@ -151,6 +153,7 @@ static void handle_login(struct http_exchange *ex, void *arg)
                   "channels", "ingame", "params", "campaign", c->name, "dedupe_key", dedupe);
     json_decref(rows);
     json_decref(ev);
+    metric_inc(c->m_messages);
     http_respond_json(ex, 200, out);
 }
 
@@ -182,6 +185,9 @@ int main(int argc, char **argv)
     c.bus_secret = config_str(app.cfg, "bus_secret");
     c.name = config_str(app.cfg, "campaign");
     c.kind = config_str(app.cfg, "kind");
+    c.m_messages =
+        metrics_counter("campaign_messages_total",
+                        "Campaign notifications streamed to the notification topic", NULL);
     c.db = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"),
                   err, sizeof(err));
     if (!c.db) {

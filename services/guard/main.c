@@ -738,7 +738,10 @@ static void handle_login(struct http_exchange *ex, void *arg)
         json_object_set_new(out, "code", json_string(code));
     }
     metric_inc(g->m_actions);
-    log_info("login %s of %s from %s: %s", login_id, account, country, policy);
+    char trace_id[33];
+    log_ev(LOG_LEVEL_INFO, trace_id_of(http_header(ex, "traceparent"), trace_id),
+           http_header(ex, "ce-id"), "login %s of %s from %s: %s", login_id, account, country,
+           policy);
     http_respond_json(ex, 200, out);
 }
 

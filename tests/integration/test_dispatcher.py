@@ -15,6 +15,8 @@ import harness
 BROKERS = ["mock", "embedded"]
 ROOT = harness.ROOT
 SCHEMA = os.path.join(ROOT, "config", "schema", "bus.schema.json")
+# The admin API wants the admin token (the development default here).
+ADMIN = {"Authorization": "Bearer dev-admin-token"}
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ def test_fan_out_to_three_routes():
     tp = h["traceparent"].split("-")
     assert tp[1] == "0af7651916cd43dd8448eb211c80319c" and tp[2] != "b7ad6b7169203331"
     assert "x-bus-signature" not in h
-    _, body, _ = harness.http("GET", disp.url + "/v1/routes")
+    _, body, _ = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)
     routes = {r["name"]: r for r in body["routes"]}
     assert set(routes) == {"r0", "r1", "r2"}
     harness.wait_for(lambda: metric(disp, "bus_dispatcher_delivered_total", 'route="r1"') >= 300,
@@ -253,12 +255,12 @@ def test_endpoint_down_then_back_nothing_skipped():
     harness.wait_for(lambda: metric(disp, "bus_dispatcher_retried_total") >= 10, 20,
                      what="refused deliveries retried")
     harness.wait_for(lambda: any(r["state"] in ("retrying", "breaker-open") for r in
-                                 harness.http("GET", disp.url + "/v1/routes")[1]["routes"]),
+                                 harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)[1]["routes"]),
                      10, what="route shows retrying or breaker-open")
     sink = Sink()
     serve_on(port, sink)
     wait_all(sink, [e["id"] for e in evs], timeout=40)
-    harness.wait_for(lambda: harness.http("GET", disp.url + "/v1/routes")[1]["routes"][0]
+    harness.wait_for(lambda: harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)[1]["routes"][0]
                      ["state"] == "running", 10, what="route running again")
 
 
@@ -348,7 +350,7 @@ def test_two_dispatchers_one_killed():
     b = start_dispatcher(broker, d, name="disp-b")
 
     def owned(p):
-        _, body, _ = harness.http("GET", p.url + "/v1/routes")
+        _, body, _ = harness.http("GET", p.url + "/v1/routes", headers=ADMIN)
         return len(body["routes"][0]["partitions"])
     harness.wait_for(lambda: owned(a) > 0 and owned(b) > 0 and owned(a) + owned(b) == 4, 30,
                      what="partitions split between both dispatchers")
@@ -397,7 +399,7 @@ def test_live_route_change_under_load():
     bus_config([topic("t")], [route("keep", "t", u1, concurrency=4),
                               route("moving", "t", u3, concurrency=8),
                               route("added", "t", u4, concurrency=4)])
-    status, body, _ = harness.http("POST", disp.url + "/v1/reload")
+    status, body, _ = harness.http("POST", disp.url + "/v1/reload", headers=ADMIN)
     assert status == 200, body
     assert sorted(body["routes"]) == ["added", "keep", "moving"]
     second = events(300, prefix="b")
@@ -412,9 +414,9 @@ def test_live_route_change_under_load():
     assert log.count('route keep: started') == 1, "unchanged route was restarted"
     # an invalid config is refused and changes nothing
     bus_config([topic("t")], [route("keep", "t", "ftp://nope")])
-    status, body, _ = harness.http("POST", disp.url + "/v1/reload")
+    status, body, _ = harness.http("POST", disp.url + "/v1/reload", headers=ADMIN)
     assert status == 422
-    _, body, _ = harness.http("GET", disp.url + "/v1/routes")
+    _, body, _ = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)
     assert len(body["routes"]) == 3
 
 
@@ -434,7 +436,7 @@ def test_backpressure_pause_resume_skips_nothing():
     assert all(v == 1 for v in sink.seen.values())
 
     def committed_to_end():
-        parts = harness.http("GET", disp.url + "/v1/routes")[1]["routes"][0]["partitions"]
+        parts = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)[1]["routes"][0]["partitions"]
         return parts and all(p["committed"] == p["high_watermark"] for p in parts) and \
             sum(p["committed"] for p in parts) >= 1500
     harness.wait_for(committed_to_end, 10, what="committed up to the end of each partition")

@@ -320,7 +320,7 @@ def test_sigterm_stops_accepting_waits_for_acks_and_exits_0():
     th = threading.Thread(target=fire)
     th.start()
     started.wait(10)
-    harness.wait_for(lambda: metric(pub, "bus_publisher_inflight") > 0, 10,
+    harness.wait_for(lambda: metric(pub, "bus_publisher_in_flight") > 0, 10,
                      what="events in flight")
     pub.signal(signal.SIGTERM)
     th.join(60)

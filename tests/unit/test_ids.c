@@ -149,6 +149,21 @@ static void test_trace_new_and_child(void **state)
     assert_string_equal(child.flags, a.flags);
 }
 
+static void test_trace_id_of(void **state)
+{
+    (void)state;
+    char out[33] = "untouched";
+    assert_string_equal(trace_id_of("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", out),
+                        "0af7651916cd43dd8448eb211c80319c");
+    assert_ptr_equal(trace_id_of("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", out),
+                     out);
+    char other[33] = "untouched";
+    assert_null(trace_id_of(NULL, other));
+    assert_null(trace_id_of("not-a-traceparent", other));
+    assert_null(trace_id_of("00-00000000000000000000000000000000-b7ad6b7169203331-01", other));
+    assert_string_equal(other, "untouched");
+}
+
 static void test_random_bytes_fills(void **state)
 {
     (void)state;
@@ -172,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_trace_parse_valid),
         cmocka_unit_test(test_trace_parse_rejects_malformed),
         cmocka_unit_test(test_trace_new_and_child),
+        cmocka_unit_test(test_trace_id_of),
         cmocka_unit_test(test_random_bytes_fills),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
