@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "db.h"
 #include "log.h"
 
 static const struct config_def AUTO_DEFS[] = {
@@ -146,6 +147,46 @@ int app_wait_signal_for(struct app *app, long timeout_ms)
         if (errno == EAGAIN)
             return 0;
         /* EINTR: retry (the remaining time is not tracked; a small overrun is harmless) */
+    }
+}
+
+static bool is_stop(int sig)
+{
+    return sig == SIGTERM || sig == SIGINT;
+}
+
+int app_run(struct app *app)
+{
+    for (;;) {
+        int sig = app_wait_signal(app);
+        if (is_stop(sig)) {
+            return sig;
+        }
+    }
+}
+
+int app_wait_stop_for(struct app *app, long timeout_ms)
+{
+    int sig = app_wait_signal_for(app, timeout_ms);
+    return is_stop(sig) ? sig : 0;
+}
+
+int app_db_migrate(struct app *app, struct db *d, const char *schema, const char *dir)
+{
+    char err[512];
+    for (;;) {
+        int rc = db_migrate(d, schema, dir, err, sizeof err);
+        if (rc == DB_OK) {
+            return 0;
+        }
+        if (rc != DB_EUNAVAILABLE) {
+            log_error("migrations failed: %s", err);
+            return -1;
+        }
+        log_warn("database unavailable, retrying migrations: %s", err);
+        if (app_wait_stop_for(app, 1000)) {
+            return APP_STOPPED;
+        }
     }
 }
 

@@ -8,6 +8,9 @@
  *   ... start modules ...
  *   while ((sig = app_wait_signal(&app)) == SIGHUP) reload();
  *   ... stop modules ...
+ *
+ * A process without SIGHUP handling runs app_db_migrate() (when it has a database), starts its
+ * modules, then blocks in app_run() (or loops `while (!app_wait_stop_for(&app, ms)) tick();`).
  *   app_release(&app);
  *
  * Command line: --config PATH (also env <PREFIX>_CONFIG), --help, --config-doc (prints the
@@ -39,6 +42,21 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
 int app_wait_signal(struct app *app);
 /* Like app_wait_signal but gives up after timeout_ms and returns 0. */
 int app_wait_signal_for(struct app *app, long timeout_ms);
+/* Blocks until SIGTERM or SIGINT arrives and returns it; SIGHUP is ignored. */
+int app_run(struct app *app);
+/* Waits up to timeout_ms for SIGTERM or SIGINT: returns that signal, or 0 when the time passed or
+ * SIGHUP arrived (so a periodic task also runs on SIGHUP). */
+int app_wait_stop_for(struct app *app, long timeout_ms);
+
+#define APP_STOPPED 1 /* app_db_migrate: a stop signal came before the database did */
+
+struct db;
+/* Applies the migrations of dir to schema (db_migrate), retrying every second while the database
+ * is unavailable, so a process can start before its database. Returns 0 once applied,
+ * APP_STOPPED when SIGTERM or SIGINT arrived while waiting (main should exit 0), -1 on any other
+ * error (logged). */
+int app_db_migrate(struct app *app, struct db *d, const char *schema, const char *dir);
+
 /* Frees the configuration and the table. Safe after a failed app_init, after an exit_now return
  * (app_init has then already released everything) and when called twice. */
 void app_release(struct app *app);

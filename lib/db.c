@@ -320,6 +320,15 @@ int db_ping(struct db *d)
     return rc == DB_OK;
 }
 
+bool db_ready(void *ctx, const char **reason)
+{
+    if (!db_ping(ctx)) {
+        *reason = "database unreachable";
+        return false;
+    }
+    return true;
+}
+
 /* ---- migrations ---- */
 
 static int valid_ident(const char *s)

@@ -11,6 +11,7 @@
 #define DB_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define DB_OK 0
@@ -44,5 +45,8 @@ int db_exec_tx(struct db *d, const struct db_stmt *stmts, size_t n, char *err, s
 
 /* True when a connection can be made and answers SELECT 1 (for /readyz). */
 int db_ping(struct db *d);
+/* An http_ready_fn (http_server.h) for a process that is ready when its database is: ctx is the
+ * struct db. Not ready: *reason = "database unreachable". */
+bool db_ready(void *ctx, const char **reason);
 
 #endif

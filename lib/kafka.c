@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "kafka_conf.h"
 #include "log.h"
 
 struct kafka_producer {
@@ -47,21 +48,6 @@ static int map_err(rd_kafka_resp_err_t err)
     default:
         return KAFKA_ERROR;
     }
-}
-
-/* librdkafka logs with syslog levels (0 emergency .. 7 debug). */
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    enum log_level l = level <= 3   ? LOG_LEVEL_ERROR
-                       : level == 4 ? LOG_LEVEL_WARN
-                       : level <= 6 ? LOG_LEVEL_INFO
-                                    : LOG_LEVEL_DEBUG;
-    if (l < log_min_level)
-        return;
-    json_t *extra = json_pack("{s:s, s:s}", "component", "librdkafka", "facility", fac);
-    log_write(l, NULL, NULL, extra, "%s", buf);
-    json_decref(extra);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -98,57 +84,27 @@ static void *poll_main(void *arg)
     return NULL;
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *err, size_t len)
-{
-    if (rd_kafka_conf_set(conf, k, v, err, len) != RD_KAFKA_CONF_OK)
-        return -1;
-    return 0;
-}
-
 struct kafka_producer *kafka_producer_new(const char *bootstrap, json_t *props,
                                           unsigned max_queue_messages, char *err, size_t err_len)
 {
     char errstr[512];
     char num[32];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     struct kafka_producer *p = NULL;
 
     snprintf(num, sizeof num, "%u", max_queue_messages ? max_queue_messages : 100000u);
     /* Our defaults first; the caller's props may override any of them. */
-    if (conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
-        conf_set(conf, "enable.idempotence", "true", errstr, sizeof errstr) ||
-        conf_set(conf, "acks", "all", errstr, sizeof errstr) ||
-        conf_set(conf, "linger.ms", "5", errstr, sizeof errstr) ||
-        conf_set(conf, "message.timeout.ms", "10000", errstr, sizeof errstr) ||
-        conf_set(conf, "queue.buffering.max.messages", num, errstr, sizeof errstr) ||
-        conf_set(conf, "socket.keepalive.enable", "true", errstr, sizeof errstr)) {
-        snprintf(err, err_len, "kafka configuration: %s", errstr);
+    const char *const defaults[][2] = {
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "5"},
+        {"message.timeout.ms", "10000"},
+        {"queue.buffering.max.messages", num},
+        {"socket.keepalive.enable", "true"},
+    };
+    rd_kafka_conf_t *conf = kafka_conf_new(
+        "kafka", bootstrap, defaults, sizeof defaults / sizeof defaults[0], props, err, err_len);
+    if (conf == NULL)
         goto fail;
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach(props, key, val)
-    {
-        char text[64];
-        const char *v = text;
-        if (json_is_string(val))
-            v = json_string_value(val);
-        else if (json_is_integer(val))
-            snprintf(text, sizeof text, "%lld", (long long)json_integer_value(val));
-        else if (json_is_boolean(val))
-            v = json_is_true(val) ? "true" : "false";
-        else if (json_is_real(val))
-            snprintf(text, sizeof text, "%g", json_real_value(val));
-        else {
-            snprintf(err, err_len, "kafka.%s: not a string, number or boolean", key);
-            goto fail;
-        }
-        if (conf_set(conf, key, v, errstr, sizeof errstr)) {
-            snprintf(err, err_len, "kafka.%s: %s", key, errstr);
-            goto fail;
-        }
-    }
-    rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
 

@@ -8,6 +8,7 @@
 
 #include "alloc.h"
 #include "app.h"
+#include "kafka_conf.h"
 #include "log.h"
 
 struct kafka_consumer {
@@ -39,20 +40,6 @@ const char *kafka_record_header(const struct kafka_record *r, const char *name)
         if (strcmp(r->headers[i].name, name) == 0)
             return r->headers[i].value;
     return NULL;
-}
-
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    enum log_level l = level <= 3   ? LOG_LEVEL_ERROR
-                       : level == 4 ? LOG_LEVEL_WARN
-                       : level <= 6 ? LOG_LEVEL_INFO
-                                    : LOG_LEVEL_DEBUG;
-    if (l < log_min_level)
-        return;
-    json_t *extra = json_pack("{s:s, s:s}", "component", "librdkafka", "facility", fac);
-    log_write(l, NULL, NULL, extra, "%s", buf);
-    json_decref(extra);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -105,48 +92,19 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static int set_props(rd_kafka_conf_t *conf, json_t *props, char *err, size_t err_len)
-{
-    char errstr[512];
-    const char *key;
-    json_t *val;
-    json_object_foreach(props, key, val)
-    {
-        char text[64];
-        const char *v = text;
-        if (json_is_string(val))
-            v = json_string_value(val);
-        else if (json_is_integer(val))
-            snprintf(text, sizeof text, "%lld", (long long)json_integer_value(val));
-        else if (json_is_boolean(val))
-            v = json_is_true(val) ? "true" : "false";
-        else if (json_is_real(val))
-            snprintf(text, sizeof text, "%g", json_real_value(val));
-        else {
-            snprintf(err, err_len, "kafka.%s: not a string, number or boolean", key);
-            return -1;
-        }
-        if (rd_kafka_conf_set(conf, key, v, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            snprintf(err, err_len, "kafka.%s: %s", key, errstr);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *group_id,
                                           const char *topic, json_t *props,
                                           kafka_rebalance_fn on_rebalance_fn, void *opaque,
                                           char *err, size_t err_len)
 {
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     struct kafka_consumer *c = xcalloc(1, sizeof *c);
     c->on_rebalance = on_rebalance_fn;
     c->opaque = opaque;
     c->topic = xstrdup(topic);
 
-    static const char *const defaults[][2] = {
+    const char *const defaults[][2] = {
+        {"group.id", group_id},
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
         {"auto.offset.reset", "earliest"},
@@ -158,19 +116,11 @@ struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *gro
         {"fetch.wait.max.ms", "100"}, /* brokers that don't answer a fetch early (the mock) */
         {"socket.keepalive.enable", "true"},
     };
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "group.id", group_id, errstr, sizeof errstr)) {
-        snprintf(err, err_len, "kafka consumer configuration: %s", errstr);
+    rd_kafka_conf_t *conf =
+        kafka_conf_new("kafka consumer", bootstrap, defaults, sizeof defaults / sizeof defaults[0],
+                       props, err, err_len);
+    if (conf == NULL)
         goto fail;
-    }
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
-        if (rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr, sizeof errstr)) {
-            snprintf(err, err_len, "kafka consumer configuration: %s", errstr);
-            goto fail;
-        }
-    if (props != NULL && set_props(conf, props, err, err_len) != 0)
-        goto fail;
-    rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_opaque(conf, c);
@@ -347,20 +297,19 @@ int kafka_read_tail(const char *bootstrap, json_t *props, const char *topic, int
     rd_kafka_topic_partition_list_t *assign = NULL;
     int64_t *his = NULL, *pos = NULL;
     json_t *parts = json_array();
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* Never joins the group (assign, no subscribe) and never commits: group.id only satisfies
      * librdkafka's consumer set-up. */
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "group.id", "bus.tail-reader", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "100", errstr, sizeof errstr)) {
-        snprintf(err, err_len, "kafka reader configuration: %s", errstr);
+    static const char *const defaults[][2] = {
+        {"group.id", "bus.tail-reader"},
+        {"enable.auto.commit", "false"},
+        {"enable.partition.eof", "false"},
+        {"fetch.wait.max.ms", "100"},
+    };
+    rd_kafka_conf_t *conf = kafka_conf_new("kafka reader", bootstrap, defaults,
+                                           sizeof defaults / sizeof defaults[0], props, err,
+                                           err_len);
+    if (conf == NULL)
         goto out;
-    }
-    if (props != NULL && set_props(conf, props, err, err_len) != 0)
-        goto out;
-    rd_kafka_conf_set_log_cb(conf, on_log);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (rk == NULL) {
         snprintf(err, err_len, "kafka reader: %s", errstr);

@@ -15,7 +15,6 @@
  * logged. */
 #include <errno.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +23,8 @@
 #include "alloc.h"
 #include "app.h"
 #include "buf.h"
-#include "crypto.h"
 #include "db.h"
+#include "delivery.h"
 #include "http_client.h"
 #include "http_server.h"
 #include "ids.h"
@@ -175,7 +174,7 @@ static int send_email(struct notify *n, const struct message *m, const char *sub
     const char *url = config_str(n->cfg, "smtp_url");
     if (url && *url) {
         rc = smtp_client_send(url, config_str(n->cfg, "mail_from"), m->email, msg.data,
-                       (long)config_int(n->cfg, "provider_timeout_ms"), err, err_len);
+                              (long)config_int(n->cfg, "provider_timeout_ms"), err, err_len);
     } else {
         const char *dir = config_str(n->cfg, "outbox_dir");
         char path[4400], tmp[4410];
@@ -299,20 +298,20 @@ static void deliver(struct notify *n, struct http_exchange *ex, const struct mes
     http_respond_json(ex, 200, json_pack("{s:i}", "sent", sent));
 }
 
+/* The event of a delivery (owned by the caller), or NULL when it was refused (and answered). */
 static json_t *verified_body(struct notify *n, struct http_exchange *ex)
 {
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
-    if (n->bus_secret && *n->bus_secret &&
-        !crypto_verify_signature(n->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
-        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+    const struct delivery_rules rules = {
+        .secret = n->bus_secret,
+        .needs_event_id = true,
+        .event_id_max = ID_MAX,
+        .refusal = {.message = "account_id and ce-id are required"},
+    };
+    json_t *ev = NULL;
+    if (delivery_accept(ex, &rules, &ev, NULL) != 0) {
         return NULL;
     }
-    json_error_t jerr;
-    json_t *ev = json_loadb(body, len, 0, &jerr);
-    const char *ce_id = http_header(ex, "ce-id");
-    if (!json_is_object(ev) || !json_is_string(json_object_get(ev, "account_id")) || !ce_id ||
-        !*ce_id || strlen(ce_id) > ID_MAX) {
+    if (!json_is_string(json_object_get(ev, "account_id"))) {
         json_decref(ev);
         http_respond_error(ex, 422, "invalid_event", NULL, "account_id and ce-id are required");
         return NULL;
@@ -398,16 +397,6 @@ static void handle_notification(struct http_exchange *ex, void *arg)
     json_decref(ev);
 }
 
-static bool ready(void *ctx, const char **reason)
-{
-    struct notify *n = ctx;
-    if (!db_ping(n->db)) {
-        *reason = "database unreachable";
-        return false;
-    }
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     struct app app;
@@ -434,27 +423,16 @@ int main(int argc, char **argv)
         log_error("database_url: %s", err);
         goto out;
     }
-    for (;;) {
-        int m = db_migrate(n.db, "notify", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
-        if (m == DB_OK) {
-            break;
-        }
-        if (m != DB_EUNAVAILABLE) {
-            log_error("migrations failed: %s", err);
-            goto out;
-        }
-        log_warn("database unavailable, retrying migrations: %s", err);
-        int sig = app_wait_signal_for(&app, 1000);
-        if (sig == SIGTERM || sig == SIGINT) {
-            rc = 0;
-            goto out;
-        }
+    int m = app_db_migrate(&app, n.db, "notify", config_str(app.cfg, "migrations_dir"));
+    if (m != 0) {
+        rc = m == APP_STOPPED ? 0 : 1;
+        goto out;
     }
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
-        .ready = ready,
-        .ready_ctx = &n,
+        .ready = db_ready,
+        .ready_ctx = n.db,
     };
     srv = http_server_new(&opts);
     http_server_route(srv, "POST", "/v1/deliveries/account.action", handle_action, &n, 65536);
@@ -464,12 +442,7 @@ int main(int argc, char **argv)
         goto out;
     }
     log_info("notify listening on %s", opts.listen);
-    for (;;) {
-        int sig = app_wait_signal(&app);
-        if (sig == SIGTERM || sig == SIGINT) {
-            break;
-        }
-    }
+    app_run(&app);
     rc = 0;
 out:
     http_server_free(srv, 2000);

@@ -161,7 +161,8 @@ cat <<EOF
     STAFF=\$(bin/mktoken staff sam)
     curl -s -X POST -H "Authorization: Bearer \$STAFF" -H 'Content-Type: application/json' \\
       -d '{"reason":"verified by phone"}' http://127.0.0.1:8103/v1/support/accounts/alice/unlock
-  Bus routes: http://127.0.0.1:8081/v1/routes   metrics: http://127.0.0.1:<port>/metrics
+  Bus routes (admin token): curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:8081/v1/routes
+  Metrics of any process: http://127.0.0.1:<port>/metrics
   An event's journey: bin/busctl trace EVENT_ID   (every delivery: LOG_LEVEL=debug make run)
   Emails: var/outbox/   in-game messages and kicks: http://127.0.0.1:8109/v1/received
 

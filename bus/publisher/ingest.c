@@ -261,21 +261,34 @@ static int event_key(const struct busconf_topic *t, json_t *event, char *key, si
 
 /* Validates one event: object, size, schema, key. On failure answers and returns -1. prefix
  * names the batch index ("" for a single event). */
+/* The error body's extra members and the message prefix of event index (-1 = a single event).
+ * Built only on failure: on the per-event path they were ~10% of a batch's time. */
+static json_t *event_extra(long index, char at[48])
+{
+    at[0] = '\0';
+    if (index < 0)
+        return json_object();
+    snprintf(at, 48, "event %ld: ", index);
+    return json_pack("{s:i}", "index", (json_int_t)index);
+}
+
+/* Validates one event: object, size, schema, key. On failure answers and returns -1. index
+ * names the batch index (-1 for a single event). */
 static int check_event(struct http_exchange *ex, struct pub_req *r, json_t *ev, long index,
                        size_t size, char *key, size_t key_len)
 {
     const struct busconf_topic *t = r->topic;
-    json_t *extra = index >= 0 ? json_pack("{s:i}", "index", (json_int_t)index) : json_object();
     char msg[600];
-    char at[48] = "";
-    if (index >= 0)
-        snprintf(at, sizeof at, "event %ld: ", index);
+    char at[48];
+    json_t *extra;
     if (!json_is_object(ev)) {
+        extra = event_extra(index, at);
         snprintf(msg, sizeof msg, "%san event must be a JSON object.", at);
         reject(ex, r->tm, REJ_MALFORMED, 400, "not_object", extra, msg);
         return -1;
     }
     if (size > t->max_event_bytes) {
+        extra = event_extra(index, at);
         json_object_set_new(extra, "max_event_bytes", json_integer((json_int_t)t->max_event_bytes));
         snprintf(msg, sizeof msg, "%sthe event has %zu bytes; topic %s takes at most %zu.", at,
                  size, t->name, t->max_event_bytes);
@@ -284,6 +297,7 @@ static int check_event(struct http_exchange *ex, struct pub_req *r, json_t *ev, 
     }
     struct jschema_error verr;
     if (t->schema != NULL && jschema_validate(t->schema, ev, &verr) != 0) {
+        extra = event_extra(index, at);
         json_object_set_new(extra, "pointer", json_string(verr.pointer));
         snprintf(msg, sizeof msg, "%s%s: %s", at, verr.pointer[0] ? verr.pointer : "/",
                  verr.message);
@@ -291,13 +305,13 @@ static int check_event(struct http_exchange *ex, struct pub_req *r, json_t *ev, 
         return -1;
     }
     if (event_key(t, ev, key, key_len) != 0) {
+        extra = event_extra(index, at);
         json_object_set_new(extra, "pointer", json_string(t->key));
         snprintf(msg, sizeof msg, "%s%s: the key must be a string or a number (at most %zu bytes).",
                  at, t->key, key_len - 1);
         reject(ex, r->tm, REJ_SCHEMA, 422, "schema_violation", extra, msg);
         return -1;
     }
-    json_decref(extra);
     return 0;
 }
 

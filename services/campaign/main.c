@@ -8,14 +8,13 @@
  * The list (list_file, one account id per line, # comments) is loaded into campaign.targets at
  * start. */
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
-#include "crypto.h"
 #include "db.h"
+#include "delivery.h"
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
@@ -100,19 +99,19 @@ static int load_list(struct campaign *c, const char *path)
 static void handle_login(struct http_exchange *ex, void *arg)
 {
     struct campaign *c = arg;
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
-    if (c->bus_secret && *c->bus_secret &&
-        !crypto_verify_signature(c->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
-        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+    const struct delivery_rules rules = {
+        .secret = c->bus_secret,
+        .needs_event_id = true,
+        .event_id_max = ID_MAX,
+        .refusal = {.message = "account_id and ce-id are required"},
+    };
+    json_t *ev = NULL;
+    const char *login_id = NULL;
+    if (delivery_accept(ex, &rules, &ev, &login_id) != 0) {
         return;
     }
-    json_error_t jerr;
-    json_t *ev = json_loadb(body, len, 0, &jerr);
     const char *account = json_string_value(json_object_get(ev, "account_id"));
-    const char *login_id = http_header(ex, "ce-id");
-    if (!account || !*account || strlen(account) > ID_MAX || !login_id || !*login_id ||
-        strlen(login_id) > ID_MAX) {
+    if (!account || !*account || strlen(account) > ID_MAX) {
         json_decref(ev);
         http_respond_error(ex, 422, "invalid_event", NULL, "account_id and ce-id are required");
         return;
@@ -157,16 +156,6 @@ static void handle_login(struct http_exchange *ex, void *arg)
     http_respond_json(ex, 200, out);
 }
 
-static bool ready(void *ctx, const char **reason)
-{
-    struct campaign *c = ctx;
-    if (!db_ping(c->db)) {
-        *reason = "database unreachable";
-        return false;
-    }
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     struct app app;
@@ -194,22 +183,10 @@ int main(int argc, char **argv)
         log_error("database_url: %s", err);
         goto out;
     }
-    for (;;) {
-        int m =
-            db_migrate(c.db, "campaign", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
-        if (m == DB_OK) {
-            break;
-        }
-        if (m != DB_EUNAVAILABLE) {
-            log_error("migrations failed: %s", err);
-            goto out;
-        }
-        log_warn("database unavailable, retrying migrations: %s", err);
-        int sig = app_wait_signal_for(&app, 1000);
-        if (sig == SIGTERM || sig == SIGINT) {
-            rc = 0;
-            goto out;
-        }
+    int m = app_db_migrate(&app, c.db, "campaign", config_str(app.cfg, "migrations_dir"));
+    if (m != 0) {
+        rc = m == APP_STOPPED ? 0 : 1;
+        goto out;
     }
     const char *list = config_str(app.cfg, "list_file");
     if (list && *list && load_list(&c, list) != 0) {
@@ -218,8 +195,8 @@ int main(int argc, char **argv)
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
-        .ready = ready,
-        .ready_ctx = &c,
+        .ready = db_ready,
+        .ready_ctx = c.db,
     };
     srv = http_server_new(&opts);
     http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &c, 65536);
@@ -228,12 +205,7 @@ int main(int argc, char **argv)
         goto out;
     }
     log_info("campaign %s listening on %s", c.name, opts.listen);
-    for (;;) {
-        int sig = app_wait_signal(&app);
-        if (sig == SIGTERM || sig == SIGINT) {
-            break;
-        }
-    }
+    app_run(&app);
     rc = 0;
 out:
     http_server_free(srv, 2000);

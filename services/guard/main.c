@@ -19,7 +19,6 @@
  * the player page's origin (http.cors_origins). Tables live in the `guard` schema (sql/guard/). */
 #include <jansson.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +29,7 @@
 #include "auth.h"
 #include "crypto.h"
 #include "db.h"
+#include "delivery.h"
 #include "http_server.h"
 #include "ids.h"
 #include "log.h"
@@ -570,22 +570,22 @@ static const char *ev_str(json_t *ev, const char *k)
 static void handle_login(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
-    if (g->bus_secret && *g->bus_secret &&
-        !crypto_verify_signature(g->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
-        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+    const struct delivery_rules rules = {
+        .secret = g->bus_secret,
+        .refusal = {.message = "account_id, login_id, country, ip and ts are required"},
+    };
+    json_t *ev = NULL;
+    const char *ce_id = NULL;
+    if (delivery_accept(ex, &rules, &ev, &ce_id) != 0) {
         return;
     }
-    json_error_t jerr;
-    json_t *ev = json_loadb(body, len, 0, &jerr);
     const char *account = ev_str(ev, "account_id"), *country = ev_str(ev, "country");
     const char *login_id = ev_str(ev, "login_id");
     if (!login_id || !*login_id) {
-        login_id = http_header(ex, "ce-id");
+        login_id = ce_id;
     }
-    if (!json_is_object(ev) || !valid_id(account) || !valid_id(login_id) ||
-        !valid_country(country) || !ev_str(ev, "ip") || !ev_str(ev, "ts")) {
+    if (!valid_id(account) || !valid_id(login_id) || !valid_country(country) || !ev_str(ev, "ip") ||
+        !ev_str(ev, "ts")) {
         json_decref(ev);
         http_respond_error(ex, 422, "invalid_event", NULL,
                            "account_id, login_id, country, ip and ts are required");
@@ -652,6 +652,7 @@ static void handle_login(struct http_exchange *ex, void *arg)
         return;
     }
     const char *ch = row_str(acct, 0, "channels");
+    json_error_t jerr;
     json_t *channels = json_loads(ch ? ch : "[\"ingame\"]", 0, &jerr);
     const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
     json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}}", "account_id",
@@ -1100,16 +1101,6 @@ static void handle_page_config(struct http_exchange *ex, void *ctx)
     http_respond(ex, 200, NULL, text, strlen(text));
 }
 
-static bool ready(void *ctx, const char **reason)
-{
-    struct guard *g = ctx;
-    if (!db_ping(g->db)) {
-        *reason = "database unreachable";
-        return false;
-    }
-    return true;
-}
-
 static int parse_home(struct guard *g, const char *list)
 {
     char tmp[1025];
@@ -1166,21 +1157,10 @@ int main(int argc, char **argv)
         log_error("database_url: %s", err);
         goto out;
     }
-    for (;;) {
-        int m = db_migrate(g.db, "guard", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
-        if (m == DB_OK) {
-            break;
-        }
-        if (m != DB_EUNAVAILABLE) {
-            log_error("migrations failed: %s", err);
-            goto out;
-        }
-        log_warn("database unavailable, retrying migrations: %s", err);
-        int sig = app_wait_signal_for(&app, 1000);
-        if (sig == SIGTERM || sig == SIGINT) {
-            rc = 0;
-            goto out;
-        }
+    int m = app_db_migrate(&app, g.db, "guard", config_str(app.cfg, "migrations_dir"));
+    if (m != 0) {
+        rc = m == APP_STOPPED ? 0 : 1;
+        goto out;
     }
     const char *cors = config_str(app.cfg, "http.cors_origins");
     const char *history_url = config_str(app.cfg, "web.history_url");
@@ -1199,8 +1179,8 @@ int main(int argc, char **argv)
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
-        .ready = ready,
-        .ready_ctx = &g,
+        .ready = db_ready,
+        .ready_ctx = g.db,
         .cors_origins = cors,
     };
     srv = http_server_new(&opts);
@@ -1227,12 +1207,7 @@ int main(int argc, char **argv)
     }
     log_info("guard listening on %s%s", opts.listen,
              g.bus_secret && *g.bus_secret ? ", signatures required" : "");
-    for (;;) {
-        int sig = app_wait_signal(&app);
-        if (sig == SIGTERM || sig == SIGINT) {
-            break;
-        }
-    }
+    app_run(&app);
     rc = 0;
 out:
     http_server_free(srv, 2000);

@@ -19,7 +19,7 @@
 
 #include "alloc.h"
 #include "buf.h"
-#include "crypto.h"
+#include "delivery.h"
 #include "history.h"
 #include "log.h"
 #include "metrics.h"
@@ -99,17 +99,6 @@ static int valid_ts(const char *s)
            p[6] == '\0';
 }
 
-static int check_signature(struct ingest *in, struct http_exchange *ex, const char *body,
-                           size_t len)
-{
-    if (in->o.bus_secret && *in->o.bus_secret &&
-        !crypto_verify_signature(in->o.bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
-        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
-        return -1;
-    }
-    return 0;
-}
-
 /* A string field (NULL when absent or null); -1 when present with another type or too long. */
 static int get_str(json_t *ev, const char *key, const char **out)
 {
@@ -128,16 +117,10 @@ static int get_str(json_t *ev, const char *key, const char **out)
 static void handle_login(struct http_exchange *ex, void *arg)
 {
     struct ingest *in = arg;
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
-    if (check_signature(in, ex, body, len) != 0) {
-        return;
-    }
-    json_error_t jerr;
-    json_t *ev = json_loadb(body, len, 0, &jerr);
-    if (!json_is_object(ev)) {
-        json_decref(ev);
-        http_respond_error(ex, 422, "invalid_event", NULL, "the body is not a JSON object");
+    const struct delivery_rules rules = {.secret = in->o.bus_secret};
+    json_t *ev = NULL;
+    const char *ce_id = NULL;
+    if (delivery_accept(ex, &rules, &ev, &ce_id) != 0) {
         return;
     }
     const char *v[INGEST_COLS];
@@ -164,7 +147,7 @@ static void handle_login(struct http_exchange *ex, void *arg)
         }
     }
     if (!v[0] || !*v[0]) {
-        v[0] = http_header(ex, "ce-id"); /* login_id is the original login's id */
+        v[0] = ce_id; /* login_id is the original login's id */
     }
     const char *missing = !v[0] || !*v[0]   ? "login_id"
                           : !v[1]           ? "ts"
@@ -351,22 +334,22 @@ static int valid_action(const char *a)
 static void handle_action(struct http_exchange *ex, void *arg)
 {
     struct ingest *in = arg;
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
     char err[512];
-    if (check_signature(in, ex, body, len) != 0) {
+    static const char INVALID[] =
+        "an account.action event needs login_id, account_id and a known action";
+    const struct delivery_rules rules = {.secret = in->o.bus_secret,
+                                         .refusal = {.message = INVALID}};
+    json_t *ev = NULL;
+    if (delivery_accept(ex, &rules, &ev, NULL) != 0) {
         return;
     }
-    json_error_t jerr;
-    json_t *ev = json_loadb(body, len, 0, &jerr);
     const char *login_id = NULL, *account_id = NULL, *action = NULL, *ts = NULL;
-    if (!json_is_object(ev) || get_str(ev, "login_id", &login_id) != 0 ||
-        get_str(ev, "account_id", &account_id) != 0 || get_str(ev, "action", &action) != 0 ||
-        get_str(ev, "ts", &ts) != 0 || !login_id || !*login_id || !account_id || !*account_id ||
-        !action || !valid_action(action) || (ts && !valid_ts(ts))) {
+    if (get_str(ev, "login_id", &login_id) != 0 || get_str(ev, "account_id", &account_id) != 0 ||
+        get_str(ev, "action", &action) != 0 || get_str(ev, "ts", &ts) != 0 || !login_id ||
+        !*login_id || !account_id || !*account_id || !action || !valid_action(action) ||
+        (ts && !valid_ts(ts))) {
         json_decref(ev);
-        http_respond_error(ex, 422, "invalid_event", NULL,
-                           "an account.action event needs login_id, account_id and a known action");
+        http_respond_error(ex, 422, "invalid_event", NULL, "%s", INVALID);
         return;
     }
     const char *params[] = {login_id, account_id, action, ts};

@@ -9,7 +9,6 @@
  * retention_days are dropped by the maintenance pass run at start and every
  * maintenance_interval_s on the main thread. */
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,15 +57,6 @@ static const struct config_def HISTORY_CONFIG[] = {
      "list its origin in guard's http.cors_origins and in this http.cors_origins)"},
     CONFIG_DEF_END,
 };
-
-static bool ready(void *ctx, const char **reason)
-{
-    if (!db_ping(ctx)) {
-        *reason = "database unreachable";
-        return false;
-    }
-    return true;
-}
 
 /* GET /config.json: what the player page needs to know (ctx: the JSON text, lives in main). */
 static void handle_page_config(struct http_exchange *ex, void *ctx)
@@ -121,21 +111,10 @@ int main(int argc, char **argv)
         goto out;
     }
     /* Migrations must be in place before serving; while the database is still starting, wait. */
-    for (;;) {
-        int m = db_migrate(d, "history", config_str(app.cfg, "migrations_dir"), err, sizeof(err));
-        if (m == DB_OK) {
-            break;
-        }
-        if (m != DB_EUNAVAILABLE) {
-            log_error("migrations failed: %s", err);
-            goto out;
-        }
-        log_warn("database unavailable, retrying migrations: %s", err);
-        int sig = app_wait_signal_for(&app, 1000);
-        if (sig == SIGTERM || sig == SIGINT) {
-            rc = 0;
-            goto out;
-        }
+    int m = app_db_migrate(&app, d, "history", config_str(app.cfg, "migrations_dir"));
+    if (m != 0) {
+        rc = m == APP_STOPPED ? 0 : 1;
+        goto out;
     }
     maintain(d, app.cfg);
 
@@ -157,7 +136,7 @@ int main(int argc, char **argv)
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
-        .ready = ready,
+        .ready = db_ready,
         .ready_ctx = d,
         .cors_origins = cors,
     };
@@ -185,11 +164,7 @@ int main(int argc, char **argv)
     log_info("history listening on %s%s", opts.listen,
              bus_secret && *bus_secret ? ", signatures required" : "");
     long interval_ms = (long)config_int(app.cfg, "maintenance_interval_s") * 1000;
-    for (;;) {
-        int sig = app_wait_signal_for(&app, interval_ms);
-        if (sig == SIGTERM || sig == SIGINT) {
-            break;
-        }
+    while (!app_wait_stop_for(&app, interval_ms)) {
         maintain(d, app.cfg);
     }
     rc = 0;

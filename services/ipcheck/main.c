@@ -9,12 +9,11 @@
  * The GeoIP database is re-checked every reload_check_ms on the main thread and swapped in
  * without dropping a request (see geo.h). */
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "app.h"
-#include "crypto.h"
+#include "delivery.h"
 #include "geo.h"
 #include "http_server.h"
 #include "log.h"
@@ -43,20 +42,14 @@ struct ipcheck {
 static void handle_login(struct http_exchange *ex, void *arg)
 {
     struct ipcheck *ic = arg;
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
-
-    if (ic->bus_secret && *ic->bus_secret &&
-        !crypto_verify_signature(ic->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
-        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
-        return;
-    }
-    json_error_t jerr;
-    json_t *ev = json_loadb(body, len, 0, &jerr);
-    if (!json_is_object(ev)) {
-        json_decref(ev);
-        metric_inc(ic->m_invalid);
-        http_respond_error(ex, 422, "invalid_event", NULL, "the body is not a JSON object");
+    const struct delivery_rules rules = {.secret = ic->bus_secret};
+    json_t *ev = NULL;
+    const char *ce_id = NULL;
+    int refused = delivery_accept(ex, &rules, &ev, &ce_id);
+    if (refused != 0) {
+        if (refused != 401) {
+            metric_inc(ic->m_invalid);
+        }
         return;
     }
     const char *ip = json_string_value(json_object_get(ev, "ip"));
@@ -67,7 +60,6 @@ static void handle_login(struct http_exchange *ex, void *arg)
         http_respond_error(ex, 422, "invalid_ip", NULL, "\"ip\" is not an IPv4 or IPv6 address");
         return;
     }
-    const char *ce_id = http_header(ex, "ce-id");
     if (ce_id && *ce_id) {
         json_object_set_new(ev, "login_id", json_string(ce_id));
     } else if (!json_is_string(json_object_get(ev, "login_id"))) {
@@ -127,11 +119,7 @@ int main(int argc, char **argv)
     log_info("ipcheck listening on %s, database %s%s", opts.listen, config_str(app.cfg, "geoip_db"),
              ic.bus_secret && *ic.bus_secret ? ", signatures required" : "");
     long check_ms = (long)config_int(app.cfg, "reload_check_ms");
-    for (;;) {
-        int sig = app_wait_signal_for(&app, check_ms);
-        if (sig == SIGTERM || sig == SIGINT) {
-            break;
-        }
+    while (!app_wait_stop_for(&app, check_ms)) {
         int r = geo_reload_if_changed(ic.geo, err, sizeof(err));
         if (r == 1) {
             metric_inc(m_reloads);

@@ -11,13 +11,12 @@
  * play a provider outage. Kicks are deduplicated by ce-id (a redelivery is not a second kick). */
 #include <jansson.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
-#include "crypto.h"
+#include "delivery.h"
 #include "http_server.h"
 #include "log.h"
 
@@ -63,7 +62,10 @@ static int fail_one(struct sim *s, struct http_exchange *ex)
     return fail;
 }
 
-static json_t *body_object(struct http_exchange *ex, size_t *len_out, const char **raw)
+#define BODY_NOT_OBJECT "the body must be a JSON object"
+
+/* The body as a JSON object (owned by the caller), or NULL after answering 400. */
+static json_t *body_object(struct http_exchange *ex)
 {
     size_t len = 0;
     const char *body = http_body(ex, &len);
@@ -71,12 +73,8 @@ static json_t *body_object(struct http_exchange *ex, size_t *len_out, const char
     json_t *b = json_loadb(body, len, 0, &jerr);
     if (!json_is_object(b)) {
         json_decref(b);
-        http_respond_error(ex, 400, "bad_request", NULL, "the body must be a JSON object");
+        http_respond_error(ex, 400, "bad_request", NULL, BODY_NOT_OBJECT);
         return NULL;
-    }
-    if (len_out) {
-        *len_out = len;
-        *raw = body;
     }
     return b;
 }
@@ -84,19 +82,17 @@ static json_t *body_object(struct http_exchange *ex, size_t *len_out, const char
 static void handle_kick(struct http_exchange *ex, void *arg)
 {
     struct sim *s = arg;
-    size_t len = 0;
-    const char *raw = NULL;
-    const char *body = http_body(ex, &len);
-    if (s->bus_secret && *s->bus_secret &&
-        !crypto_verify_signature(s->bus_secret, body, len, http_header(ex, "X-Bus-Signature"))) {
-        http_respond_error(ex, 401, "bad_signature", NULL, "X-Bus-Signature is missing or wrong");
+    /* The signature first, then a simulated outage, then the body (a provider that is down does
+     * not read what it is sent). */
+    if (delivery_verify(ex, s->bus_secret) != 0 || fail_one(s, ex)) {
         return;
     }
-    if (fail_one(s, ex)) {
-        return;
-    }
-    json_t *b = body_object(ex, &len, &raw);
-    if (!b) {
+    const struct delivery_rules rules = {
+        .refusal = {.status = 400, .code = "bad_request", .message = BODY_NOT_OBJECT},
+    };
+    json_t *b = NULL;
+    const char *ce_id = NULL;
+    if (delivery_accept(ex, &rules, &b, &ce_id) != 0) {
         return;
     }
     const char *action = json_string_value(json_object_get(b, "action"));
@@ -111,7 +107,6 @@ static void handle_kick(struct http_exchange *ex, void *arg)
         return;
     }
     json_object_del(b, "code"); /* a game server has no business with unlock codes */
-    const char *ce_id = http_header(ex, "ce-id");
     pthread_mutex_lock(&s->mu);
     if (ce_id && json_object_get(s->seen, ce_id)) {
         pthread_mutex_unlock(&s->mu);
@@ -135,7 +130,7 @@ static void record(struct http_exchange *ex, struct sim *s, json_t *list, const 
     if (fail_one(s, ex)) {
         return;
     }
-    json_t *b = body_object(ex, NULL, NULL);
+    json_t *b = body_object(ex);
     if (!b) {
         return;
     }
@@ -190,7 +185,7 @@ static void handle_clear(struct http_exchange *ex, void *arg)
 static void handle_fail(struct http_exchange *ex, void *arg)
 {
     struct sim *s = arg;
-    json_t *b = body_object(ex, NULL, NULL);
+    json_t *b = body_object(ex);
     if (!b) {
         return;
     }
@@ -239,12 +234,7 @@ int main(int argc, char **argv)
         goto out;
     }
     log_info("gamesim listening on %s", opts.listen);
-    for (;;) {
-        int sig = app_wait_signal(&app);
-        if (sig == SIGTERM || sig == SIGINT) {
-            break;
-        }
-    }
+    app_run(&app);
     rc = 0;
 out:
     http_server_free(srv, 2000);
