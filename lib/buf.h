@@ -21,6 +21,9 @@ struct buf {
 void buf_init(struct buf *b, size_t max_len);
 void buf_release(struct buf *b);
 void buf_reset(struct buf *b); /* len = 0, keeps memory */
+/* Makes room for extra more bytes at once (e.g. a body of known Content-Length), so that
+ * appending them does not grow the buffer step by step. BUF_ETOOBIG past max_len. */
+int buf_reserve(struct buf *b, size_t extra);
 int buf_append(struct buf *b, const void *data, size_t n);
 int buf_appends(struct buf *b, const char *s);
 int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

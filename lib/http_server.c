@@ -875,6 +875,10 @@ static enum MHD_Result on_first_call(struct http_server *s, struct MHD_Connectio
             server_answer_error(ex, 413, "too_large", msg);
             return queue_answer(ex);
         }
+        /* One allocation for the announced body instead of doubling through it (~5% of the
+         * publisher's batch path); bounded by the route's cap checked just above. */
+        if (errno == 0 && end != cl && v > 0)
+            (void)buf_reserve(&ex->body, (size_t)v);
     }
     return MHD_YES;
 }

@@ -603,6 +603,13 @@ static void *syncer_main(void *arg)
         pthread_mutex_unlock(&y->mu);
         struct timespec a, z;
         clock_gettime(CLOCK_MONOTONIC, &a);
+        /* Start the write-back of every dirty file first, then wait for each: the disk gets
+         * the whole round at once instead of one partition after another. fdatasync still
+         * runs on every file (sync_file_range alone syncs no metadata and flushes no cache). */
+        if (n > 1) {
+            for (size_t i = 0; i < n; i++)
+                (void)sync_file_range(fds[i], 0, 0, SYNC_FILE_RANGE_WRITE);
+        }
         for (size_t i = 0; i < n; i++) {
             if (fdatasync(fds[i]) != 0)
                 log_error("fdatasync failed: %s", strerror(errno));

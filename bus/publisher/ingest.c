@@ -259,8 +259,6 @@ static int event_key(const struct busconf_topic *t, json_t *event, char *key, si
     return (n < 0 || (size_t)n >= key_len) ? -1 : 0;
 }
 
-/* Validates one event: object, size, schema, key. On failure answers and returns -1. prefix
- * names the batch index ("" for a single event). */
 /* The error body's extra members and the message prefix of event index (-1 = a single event).
  * Built only on failure: on the per-event path they were ~10% of a batch's time. */
 static json_t *event_extra(long index, char at[48])

@@ -161,6 +161,23 @@ static void test_json_string_respects_cap(void **state)
     buf_release(&b);
 }
 
+static void test_reserve_allocates_once_and_respects_cap(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 100);
+    assert_int_equal(buf_reserve(&b, 90), 0);
+    assert_true(b.cap > 90);
+    char *before = b.data;
+    for (int i = 0; i < 9; i++)
+        assert_int_equal(buf_append(&b, "0123456789", 10), 0);
+    assert_ptr_equal(b.data, before); /* no growth while filling the reserved room */
+    assert_int_equal(b.len, 90);
+    assert_int_equal(buf_reserve(&b, 11), BUF_ETOOBIG);
+    assert_int_equal(b.len, 90);
+    buf_release(&b);
+}
+
 static void test_alloc_wrappers(void **state)
 {
     (void)state;
@@ -199,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_json_string_escapes),
         cmocka_unit_test(test_json_string_replaces_invalid_utf8),
         cmocka_unit_test(test_json_string_respects_cap),
+        cmocka_unit_test(test_reserve_allocates_once_and_respects_cap),
         cmocka_unit_test(test_alloc_wrappers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
