@@ -14,7 +14,10 @@
 #
 # The broker is bus-mock unless BUS_BOOTSTRAP names another one (topics in and out must exist).
 # Knobs: BIN (bin), DURATION (10s), CONNS (64), WRK_THREADS (2), THREADS (baseline HTTP
-# threads, 2), EVENTS (50000), CONCURRENCY (64), LAT_SECONDS (10).
+# threads, 2), EVENTS (50000), CONCURRENCY (64), LAT_SECONDS (10), DISPATCHER_EXTRA (extra JSON
+# members for the dispatcher's config, e.g. '"kafka.fetch.wait.max.ms": 10'). EVENTS above ~80000
+# overflow bus-mock's per-partition log (librdkafka's mock drops its oldest segments), so
+# the count never reaches EVENTS: use a real broker for bigger runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -162,7 +165,7 @@ delivery_rate() {
 start_dispatcher() { # ROUTES PORT -> pid in DISP_PID
   cat >"$TMP/dispatcher-$1.json" <<JSON
 {"listen": "127.0.0.1:$2", "bootstrap": "$BOOTSTRAP", "bus_config_dir": "$TMP/bus",
- "bus_schema": "$ROOT/config/schema/bus.schema.json", "routes": "$1", "log.level": "warn"}
+ "bus_schema": "$ROOT/config/schema/bus.schema.json", "routes": "$1", "log.level": "warn"${DISPATCHER_EXTRA:+, $DISPATCHER_EXTRA}}
 JSON
   "$BIN/bus-dispatcher" --config "$TMP/dispatcher-$1.json" >"$TMP/dispatcher-$1.log" 2>&1 &
   DISP_PID=$!

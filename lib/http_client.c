@@ -381,9 +381,10 @@ static void in_flight_remove(struct http_pool *p, struct transfer *t)
     t->in_prev = t->in_next = NULL;
 }
 
+/* Puts t on the free list as it is: the submitter that takes it resets it (transfer_reset frees
+ * the header list and the answer's leftovers), which keeps that work off the pool thread. */
 static void pool_recycle(struct http_pool *p, struct transfer *t)
 {
-    transfer_reset(t);
     pthread_mutex_lock(&p->lock);
     if (p->n_free < HTTP_POOL_MAX_FREE) {
         t->next = p->free_list;
@@ -539,7 +540,9 @@ int http_pool_submit(struct http_pool *p, const char *method, const char *url,
         t->next = NULL;
     }
     pthread_mutex_unlock(&p->lock);
-    if (!t) {
+    if (t) {
+        transfer_reset(t);
+    } else {
         t = transfer_new();
     }
     /* The body is copied into the transfer's own buffer, whose memory is kept across reuse. */
@@ -564,6 +567,10 @@ int http_pool_submit(struct http_pool *p, const char *method, const char *url,
         pool_recycle(p, t);
         return -1;
     }
+    /* Only a submission to an empty queue wakes the pool thread: it takes the whole queue at
+     * once after each wake-up, so a non-empty queue has a wake-up pending (one syscall and one
+     * context switch per batch instead of per request). */
+    bool is_first = p->queue_head == NULL;
     if (p->queue_tail) {
         p->queue_tail->next = t;
     } else {
@@ -571,6 +578,8 @@ int http_pool_submit(struct http_pool *p, const char *method, const char *url,
     }
     p->queue_tail = t;
     pthread_mutex_unlock(&p->lock);
-    curl_multi_wakeup(p->multi);
+    if (is_first) {
+        curl_multi_wakeup(p->multi);
+    }
     return 0;
 }

@@ -66,6 +66,7 @@ struct part {
     int64_t high_watermark;
     int64_t next_offset;  /* offset after the last record taken in (-1 none yet) */
     bool is_paused_full;
+    bool is_resume_pending; /* a resume whose seek failed: retried by the route loop */
     struct part *next;
 };
 
@@ -104,6 +105,9 @@ struct route {
     /* route thread only */
     struct part *parts;
     int in_flight; /* events SENDING or PRODUCING */
+    int n_sending; /* events SENDING (HTTP request out): what `concurrency` bounds. Events
+                    * PRODUCING wait only for Kafka's acknowledgement, so they don't hold a
+                    * delivery slot; they still hold their key (ordering) and their offset. */
     int orphans_outstanding;
     int consecutive_failures;
     bool is_breaker_open;
@@ -188,12 +192,15 @@ static json_t *json_at_pointer(json_t *doc, const char *ptr)
 static void completion_push(struct route *r, struct completion *c)
 {
     pthread_mutex_lock(&r->lock);
+    /* Only the first completion of a batch wakes the route thread: it drains the whole list
+     * after every poll, so a non-empty list means a wake-up is already on its way. */
+    bool is_first = r->done_head == NULL;
     if (r->done_tail)
         r->done_tail->next = c;
     else
         r->done_head = c;
     r->done_tail = c;
-    if (r->wake != NULL)
+    if (is_first && r->wake != NULL)
         kafka_consumer_wake(r->wake);
     pthread_mutex_unlock(&r->lock);
 }
@@ -296,6 +303,8 @@ static void part_drop(struct route *r, struct part *p, bool is_commit)
         struct event *next = ev->next;
         if (ev->outstanding > 0) {
             /* in flight: its callbacks will still come; freed then, never committed */
+            if (ev->state == EV_SENDING)
+                r->n_sending--;
             ev->part = NULL;
             ev->prev = ev->next = NULL;
             r->in_flight--;
@@ -342,13 +351,20 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
 
 /* Resumes fetching from a paused partition. librdkafka drops what it prefetched when a partition
  * is paused and may resume at its fetch position rather than after the last record we took in,
- * so the fetch position is set back explicitly: nothing skipped. */
+ * so the fetch position is set back explicitly: nothing skipped. The seek happens while the
+ * partition is still paused, and fetching resumes only once it succeeded: resuming first let
+ * records from librdkafka's own (later) position arrive before a slow seek took effect (seeks
+ * do time out under load), which could skip events. When the seek fails the partition stays
+ * paused and is_resume_pending makes the route loop try again. */
 static void part_resume(struct route *r, struct part *p)
 {
-    kafka_consumer_resume(r->consumer, p->id);
     int64_t at = p->next_offset >= 0 ? p->next_offset : p->committed;
-    if (at >= 0)
-        kafka_consumer_seek(r->consumer, p->id, at);
+    if (at >= 0 && kafka_consumer_seek(r->consumer, p->id, at) != 0) {
+        p->is_resume_pending = true;
+        return;
+    }
+    p->is_resume_pending = false;
+    kafka_consumer_resume(r->consumer, p->id);
 }
 
 static void event_finish(struct route *r, struct event *ev)
@@ -571,6 +587,7 @@ static void deliver(struct route *r, struct event *ev)
     ev->state = EV_SENDING;
     ev->outstanding = 1;
     r->in_flight++;
+    r->n_sending++;
 
     struct trace parent, child;
     if (trace_parse(kafka_record_header(rec, "traceparent"), &parent) == 0)
@@ -618,6 +635,7 @@ static void deliver(struct route *r, struct event *ev)
         free(sc);
         ev->outstanding = 0;
         r->in_flight--;
+        r->n_sending--;
         ev->attempt--;
         event_retry_later(r, ev, NULL);
     }
@@ -734,6 +752,7 @@ static void drain_completions(struct route *r)
                 event_free(ev);
             }
         } else if (c->kind == DONE_HTTP) {
+            r->n_sending--;
             handle_http(r, ev, c);
         } else {
             handle_produce(r, ev, c);
@@ -750,8 +769,18 @@ static void drain_completions(struct route *r)
  * the partition's bound. */
 struct keyset {
     const char **slots;
+    uint32_t *gens; /* a slot is in the set only when its gen equals gen: clearing is gen++ */
+    uint32_t gen;
     size_t cap;
 };
+
+static void keyset_clear(struct keyset *ks)
+{
+    if (++ks->gen == 0) { /* wrapped: old stamps could match again */
+        memset(ks->gens, 0, ks->cap * sizeof *ks->gens);
+        ks->gen = 1;
+    }
+}
 
 static uint64_t hash_str(const char *s)
 {
@@ -765,12 +794,13 @@ static uint64_t hash_str(const char *s)
 static bool keyset_test_add(struct keyset *ks, const char *key)
 {
     size_t i = hash_str(key) & (ks->cap - 1);
-    while (ks->slots[i]) {
+    while (ks->gens[i] == ks->gen) {
         if (strcmp(ks->slots[i], key) == 0)
             return true;
         i = (i + 1) & (ks->cap - 1);
     }
     ks->slots[i] = key;
+    ks->gens[i] = ks->gen;
     return false;
 }
 
@@ -779,10 +809,10 @@ static long long schedule(struct route *r, struct keyset *ks)
 {
     long long now = app_now_ms(), next_due = -1;
     int limit = r->is_breaker_open ? 1 : r->concurrency;
-    for (struct part *p = r->parts; p && r->in_flight < limit; p = p->next) {
+    for (struct part *p = r->parts; p && r->n_sending < limit; p = p->next) {
         if (r->ordering == BUSCONF_ORDER_KEY)
-            memset(ks->slots, 0, ks->cap * sizeof *ks->slots);
-        for (struct event *ev = p->head; ev && r->in_flight < limit; ev = ev->next) {
+            keyset_clear(ks);
+        for (struct event *ev = p->head; ev && r->n_sending < limit; ev = ev->next) {
             bool is_blocked = false;
             if (r->ordering == BUSCONF_ORDER_KEY && ev->key)
                 is_blocked = keyset_test_add(ks, ev->key);
@@ -926,6 +956,8 @@ static void *route_main(void *arg)
     while (ks.cap < 2 * (r->env->max_pending_per_partition + 2048))
         ks.cap <<= 1;
     ks.slots = xcalloc(ks.cap, sizeof *ks.slots);
+    ks.gens = xcalloc(ks.cap, sizeof *ks.gens);
+    ks.gen = 1;
     bool is_stopping = false;
     long long next_due = -1;
     for (;;) {
@@ -965,8 +997,12 @@ static void *route_main(void *arg)
             next_due = is_stopping ? -1 : schedule(r, &ks);
         }
         if (now >= r->next_commit_ms) {
-            for (struct part *p = r->parts; p; p = p->next)
+            for (struct part *p = r->parts; p; p = p->next) {
                 commit_part(r, p, false);
+                if (p->is_resume_pending && !p->is_paused_full && !r->is_breaker_open &&
+                    !is_stopping)
+                    part_resume(r, p);
+            }
             r->next_commit_ms = now + ROUTE_COMMIT_INTERVAL_MS;
         }
         if (now >= r->next_status_ms) {
@@ -977,6 +1013,7 @@ static void *route_main(void *arg)
     for (struct part *p = r->parts; p; p = p->next)
         commit_part(r, p, true);
     free(ks.slots);
+    free(ks.gens);
     return NULL;
 }
 
