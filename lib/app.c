@@ -190,6 +190,25 @@ int app_db_migrate(struct app *app, struct db *d, const char *schema, const char
     }
 }
 
+int app_db_open(struct app *app, const char *schema, struct db **out)
+{
+    char err[512];
+    *out = NULL;
+    struct db *d = db_new(config_str(app->cfg, "database_url"),
+                          (unsigned)config_int(app->cfg, "db_pool"), err, sizeof err);
+    if (!d) {
+        log_error("database_url: %s", err);
+        return -1;
+    }
+    int rc = app_db_migrate(app, d, schema, config_str(app->cfg, "migrations_dir"));
+    if (rc != 0) {
+        db_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
 void app_release(struct app *app)
 {
     config_free(app->cfg);

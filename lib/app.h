@@ -8,10 +8,11 @@
  *   ... start modules ...
  *   while ((sig = app_wait_signal(&app)) == SIGHUP) reload();
  *   ... stop modules ...
- *
- * A process without SIGHUP handling runs app_db_migrate() (when it has a database), starts its
- * modules, then blocks in app_run() (or loops `while (!app_wait_stop_for(&app, ms)) tick();`).
  *   app_release(&app);
+ *
+ * A process without SIGHUP handling opens its database with app_db_open() (or migrates with
+ * app_db_migrate()), starts its modules, then blocks in app_run() instead of the SIGHUP loop
+ * (or loops `while (!app_wait_stop_for(&app, ms)) tick();` when it has periodic work).
  *
  * Command line: --config PATH (also env <PREFIX>_CONFIG), --help, --config-doc (prints the
  * configuration table as Markdown and exits 0), --check-config (validates and exits).
@@ -56,6 +57,11 @@ struct db;
  * APP_STOPPED when SIGTERM or SIGINT arrived while waiting (main should exit 0), -1 on any other
  * error (logged). */
 int app_db_migrate(struct app *app, struct db *d, const char *schema, const char *dir);
+/* For a process whose table declares "database_url" (string), "db_pool" (int) and
+ * "migrations_dir" (string): opens the pool (db_new) and runs app_db_migrate into schema.
+ * Returns 0 with *out set (the caller db_free()s it), or APP_STOPPED / -1 (logged) with *out
+ * NULL. */
+int app_db_open(struct app *app, const char *schema, struct db **out);
 
 /* Frees the configuration and the table. Safe after a failed app_init, after an exit_now return
  * (app_init has then already released everything) and when called twice. */

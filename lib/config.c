@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h> /* environ (_GNU_SOURCE) */
 
 #include "alloc.h"
 #include "log.h"
@@ -159,6 +160,76 @@ static int apply_env(struct config *c, const struct config_def *d, const char *n
     return 0;
 }
 
+/* The kafka.* key of an environment variable's tail after "<PREFIX>_KAFKA_": upper-case letters
+ * and digits, '_' for '.', "__" for '_' (librdkafka names are lower-case words joined by dots,
+ * a few with an underscore: log_level). Returns -1 when the tail is not of that form. */
+static int kafka_env_key(const char *tail, size_t tail_len, char *out, size_t len)
+{
+    size_t o = 0;
+    if (tail_len == 0 || tail[0] == '_' || tail[tail_len - 1] == '_')
+        return -1;
+    for (size_t i = 0; i < tail_len; i++) {
+        char ch = tail[i];
+        if (ch == '_' && i + 1 < tail_len && tail[i + 1] == '_') {
+            if (i + 2 < tail_len && tail[i + 2] == '_')
+                return -1; /* "___" reads two ways */
+            ch = '_';
+            i++;
+        } else if (ch == '_') {
+            ch = '.';
+        } else if ((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) {
+            ch = (char)tolower((unsigned char)ch);
+        } else {
+            return -1;
+        }
+        if (o + 1 >= len)
+            return -1;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* Applies <PREFIX>_KAFKA_<NAME> variables to the kafka.* props (over the file). A variable that
+ * is the env name of a declared key belongs to that key. */
+static int apply_kafka_env(struct config *c, const char *prefix, char *err, size_t err_len)
+{
+    char head[128];
+    int n = snprintf(head, sizeof head, "%s_KAFKA_", prefix);
+    if (n < 0 || (size_t)n >= sizeof head)
+        return 0;
+    size_t head_len = (size_t)n;
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || strncmp(*e, head, head_len) != 0)
+            continue;
+        size_t name_len = (size_t)(eq - *e);
+        bool is_declared = false;
+        for (const struct config_def *d = c->defs; d->key && !is_declared; d++) {
+            char name[256];
+            env_name(prefix, d->key, name, sizeof name);
+            is_declared = strlen(name) == name_len && strncmp(name, *e, name_len) == 0;
+        }
+        if (is_declared)
+            continue;
+        char key[256];
+        if (kafka_env_key(*e + head_len, name_len - head_len, key, sizeof key) != 0) {
+            snprintf(err, err_len,
+                     "environment %.*s: not a kafka.* setting (after %s: upper-case words, '_' "
+                     "for '.', \"__\" for '_')",
+                     (int)name_len, *e, head);
+            return -1;
+        }
+        json_object_set_new(c->kafka, key, json_string(eq + 1));
+    }
+    return 0;
+}
+
+bool config_kafka_is_secret(const char *key)
+{
+    return strstr(key, "password") || strstr(key, "secret") || strcmp(key, "ssl.key.pem") == 0;
+}
+
 static int check_range(const struct config_def *d, json_t *v, char *err, size_t err_len)
 {
     if (d->min == 0 && d->max == 0)
@@ -232,6 +303,8 @@ int config_load(struct config **out, const struct config_def *defs, const char *
         if (v && check_range(d, v, err, err_len) != 0)
             goto fail;
     }
+    if (apply_kafka_env(c, env_prefix, err, err_len) != 0)
+        goto fail;
     *out = c;
     return 0;
 fail:
@@ -299,6 +372,15 @@ void config_log(const struct config *c)
             continue;
         json_object_set_new(
             extra, d->key, (d->flags & CONFIG_SECRET) ? json_string("[redacted]") : json_incref(v));
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(c->kafka, k, v)
+    {
+        char key[300];
+        snprintf(key, sizeof key, "kafka.%s", k);
+        json_object_set_new(extra, key,
+                            config_kafka_is_secret(k) ? json_string("[redacted]") : json_incref(v));
     }
     log_at(LOG_LEVEL_INFO, NULL, NULL, extra, "configuration");
     json_decref(extra);

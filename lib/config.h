@@ -13,8 +13,12 @@
  * the file but loses to the prefixed one.
  *
  * Keys starting with "kafka." are free-form: they are not declared in the table and are passed
- * as they are to the Kafka client (see kafka.h). Env form: <PREFIX>_KAFKA__<NAME> is not
- * supported; put them in the file.
+ * as they are to the Kafka client (see kafka.h). Env form: <PREFIX>_KAFKA_<NAME>, NAME in
+ * upper case with '_' for '.' and "__" for '_' (PUBLISHER_KAFKA_SASL_PASSWORD is
+ * kafka.sasl.password, PUBLISHER_KAFKA_LOG__LEVEL is kafka.log_level); it wins over the file. A
+ * variable of another form after <PREFIX>_KAFKA_ refuses the start (unless it is the env name of
+ * a declared key). kafka.* keys naming a password or secret are redacted like CONFIG_SECRET
+ * keys (config_kafka_is_secret).
  *
  * A config is immutable after load and may be read from any thread. */
 #ifndef CONFIG_H
@@ -56,13 +60,17 @@ long long config_int(const struct config *c, const char *key);
 bool config_bool(const struct config *c, const char *key);
 double config_double(const struct config *c, const char *key);
 
-/* The file's "kafka.*" keys as an object {"bootstrap.servers": "...", ...} without the prefix
- * (borrowed; empty object when none). */
+/* The "kafka.*" keys (file, then environment) as an object {"bootstrap.servers": "...", ...}
+ * without the prefix (borrowed; empty object when none). */
 json_t *config_kafka(const struct config *c);
+/* True when a kafka.* property (name without the prefix) holds a secret: any name containing
+ * "password" or "secret" (sasl.password, ssl.key.password, ssl.keystore.password,
+ * sasl.oauthbearer.client.secret), and ssl.key.pem. */
+bool config_kafka_is_secret(const char *key);
 /* The whole parsed file (borrowed), for processes with structured sections beyond the table. */
 json_t *config_json(const struct config *c);
 
-/* Logs every effective value at info level, secrets as "[redacted]". */
+/* Logs every effective value at info level (kafka.* keys included), secrets as "[redacted]". */
 void config_log(const struct config *c);
 /* Writes the table as a Markdown reference (docs are generated from it and checked in CI). */
 void config_write_markdown(const struct config_def *defs, const char *env_prefix, FILE *out);

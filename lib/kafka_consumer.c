@@ -273,6 +273,16 @@ int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partitio
     return hi;
 }
 
+int64_t kafka_consumer_query_high_watermark(struct kafka_consumer *c, int32_t partition,
+                                            int timeout_ms)
+{
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_query_watermark_offsets(c->rk, c->topic, partition, &lo, &hi, timeout_ms) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    return hi;
+}
+
 void kafka_consumer_free(struct kafka_consumer *c)
 {
     if (c == NULL)
@@ -305,9 +315,9 @@ int kafka_read_tail(const char *bootstrap, json_t *props, const char *topic, int
         {"enable.partition.eof", "false"},
         {"fetch.wait.max.ms", "100"},
     };
-    rd_kafka_conf_t *conf = kafka_conf_new("kafka reader", bootstrap, defaults,
-                                           sizeof defaults / sizeof defaults[0], props, err,
-                                           err_len);
+    rd_kafka_conf_t *conf =
+        kafka_conf_new("kafka reader", bootstrap, defaults, sizeof defaults / sizeof defaults[0],
+                       props, err, err_len);
     if (conf == NULL)
         goto out;
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);

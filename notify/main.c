@@ -417,13 +417,7 @@ int main(int argc, char **argv)
     n.http = http_client_new();
     n.m_sent = metrics_counter("notify_sent_total", "Messages sent (per channel)", NULL);
     n.m_failed = metrics_counter("notify_failed_total", "Provider failures (retried)", NULL);
-    n.db = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"),
-                  err, sizeof(err));
-    if (!n.db) {
-        log_error("database_url: %s", err);
-        goto out;
-    }
-    int m = app_db_migrate(&app, n.db, "notify", config_str(app.cfg, "migrations_dir"));
+    int m = app_db_open(&app, "notify", &n.db);
     if (m != 0) {
         rc = m == APP_STOPPED ? 0 : 1;
         goto out;

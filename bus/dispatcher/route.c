@@ -34,6 +34,8 @@
 #define ROUTE_BREAKER_FAILURES 5   /* consecutive failed attempts that open the breaker */
 #define ROUTE_COMMIT_INTERVAL_MS 200 /* asynchronous commits at most this often per route */
 #define ROUTE_STATUS_INTERVAL_MS 500
+#define ROUTE_PAUSED_WATERMARK_MS 5000 /* broker watermark query of a paused partition */
+#define ROUTE_WATERMARK_TIMEOUT_MS 200
 #define ROUTE_MAX_ANSWER_BYTES (1024 * 1024)
 #define ROUTE_EXCERPT_BYTES 512
 
@@ -64,6 +66,8 @@ struct part {
     int64_t next_commit;  /* to commit (-1 = nothing new) */
     int64_t committed;    /* last committed next-offset (-1 unknown) */
     int64_t high_watermark;
+    int64_t queried_watermark;         /* asked of the broker while paused (-1 never) */
+    long long next_watermark_query_ms; /* when it may be asked again */
     int64_t next_offset;  /* offset after the last record taken in (-1 none yet) */
     bool is_paused_full;
     bool is_resume_pending; /* a resume whose seek failed: retried by the route loop */
@@ -329,6 +333,8 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
             p->id = ids[i];
             offset_tracker_init(&p->tracker, r->env->max_pending_per_partition + 2048);
             p->next_commit = p->committed = p->high_watermark = p->next_offset = -1;
+            p->queried_watermark = -1;
+            p->next_watermark_query_ms = 0;
             p->next = r->parts;
             r->parts = p;
             if (r->is_breaker_open)
@@ -911,8 +917,22 @@ static void update_status(struct route *r)
     bool is_retrying = false;
     json_t *parts = json_array();
     double lag_total = 0;
+    long long now = app_now_ms();
     for (struct part *p = r->parts; p; p = p->next) {
-        p->high_watermark = kafka_consumer_high_watermark(r->consumer, p->id);
+        int64_t hw = kafka_consumer_high_watermark(r->consumer, p->id);
+        /* A paused partition is not fetched, so the cached watermark stops moving and the lag
+         * (and the lag alert) would freeze exactly when the endpoint is down: ask the broker,
+         * at most every ROUTE_PAUSED_WATERMARK_MS and briefly. */
+        if ((p->is_paused_full || r->is_breaker_open) && now >= p->next_watermark_query_ms) {
+            p->next_watermark_query_ms = now + ROUTE_PAUSED_WATERMARK_MS;
+            int64_t queried = kafka_consumer_query_high_watermark(r->consumer, p->id,
+                                                                  ROUTE_WATERMARK_TIMEOUT_MS);
+            if (queried > p->queried_watermark)
+                p->queried_watermark = queried;
+        }
+        if (p->queried_watermark > hw)
+            hw = p->queried_watermark;
+        p->high_watermark = hw;
         long long lag = -1;
         int64_t base = p->committed;
         if (p->high_watermark >= 0 && base >= 0)

@@ -177,13 +177,7 @@ int main(int argc, char **argv)
     c.m_messages =
         metrics_counter("campaign_messages_total",
                         "Campaign notifications streamed to the notification topic", NULL);
-    c.db = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"),
-                  err, sizeof(err));
-    if (!c.db) {
-        log_error("database_url: %s", err);
-        goto out;
-    }
-    int m = app_db_migrate(&app, c.db, "campaign", config_str(app.cfg, "migrations_dir"));
+    int m = app_db_open(&app, "campaign", &c.db);
     if (m != 0) {
         rc = m == APP_STOPPED ? 0 : 1;
         goto out;

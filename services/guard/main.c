@@ -34,6 +34,7 @@
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
+#include "webpage.h"
 
 #define ID_MAX 128
 #define CACHE_BUCKETS 65536u
@@ -343,6 +344,27 @@ static int authorize(struct guard *g, struct http_exchange *ex, const char *id, 
     return -1;
 }
 
+/* Who may call an account route. */
+enum caller { CALLER_PLAYER, CALLER_PLAYER_OR_STAFF, CALLER_STAFF };
+
+/* The {id} of an /accounts/{id}/... route, checked before anything else: a valid id (else 400
+ * bad_account), then a token of that player or of staff as `caller` says (401/403 by
+ * authorize). Returns the id (borrowed from the exchange), or NULL when answered. */
+static const char *account_param(struct guard *g, struct http_exchange *ex, enum caller caller,
+                                 struct auth_identity *who)
+{
+    const char *id = http_param(ex, 0);
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return NULL;
+    }
+    const char *subject = caller == CALLER_STAFF ? NULL : id;
+    if (authorize(g, ex, subject, caller != CALLER_PLAYER, who) != 0) {
+        return NULL;
+    }
+    return id;
+}
+
 static json_t *body_object(struct http_exchange *ex)
 {
     size_t len = 0;
@@ -362,12 +384,9 @@ static json_t *body_object(struct http_exchange *ex)
 static void handle_get_policy(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    const char *id = http_param(ex, 0);
     struct auth_identity who;
-    if (!valid_id(id) || authorize(g, ex, id, 1, &who) != 0) {
-        if (!valid_id(id)) {
-            http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        }
+    const char *id = account_param(g, ex, CALLER_PLAYER_OR_STAFF, &who);
+    if (!id) {
         return;
     }
     json_t *acct, *allowed;
@@ -395,13 +414,9 @@ static void handle_get_policy(struct http_exchange *ex, void *arg)
 static void handle_put_policy(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    const char *id = http_param(ex, 0);
     struct auth_identity who;
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
-    if (authorize(g, ex, id, 0, &who) != 0) {
+    const char *id = account_param(g, ex, CALLER_PLAYER, &who);
+    if (!id) {
         return;
     }
     json_t *b = body_object(ex);
@@ -485,13 +500,9 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
 static void handle_put_contacts(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    const char *id = http_param(ex, 0);
     struct auth_identity who;
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
-    if (authorize(g, ex, id, 0, &who) != 0) {
+    const char *id = account_param(g, ex, CALLER_PLAYER, &who);
+    if (!id) {
         return;
     }
     json_t *b = body_object(ex);
@@ -751,13 +762,9 @@ static void handle_login(struct http_exchange *ex, void *arg)
 static void handle_unlock(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    const char *id = http_param(ex, 0);
     struct auth_identity who;
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
-    if (authorize(g, ex, id, 0, &who) != 0) {
+    const char *id = account_param(g, ex, CALLER_PLAYER, &who);
+    if (!id) {
         return;
     }
     json_t *b = body_object(ex);
@@ -846,13 +853,9 @@ static void handle_unlock(struct http_exchange *ex, void *arg)
 static void handle_support_unlock(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    const char *id = http_param(ex, 0);
     struct auth_identity who;
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
-    if (authorize(g, ex, NULL, 1, &who) != 0) {
+    const char *id = account_param(g, ex, CALLER_STAFF, &who);
+    if (!id) {
         return;
     }
     json_t *b = body_object(ex);
@@ -1012,13 +1015,9 @@ static void handle_support_find(struct http_exchange *ex, void *arg)
 static void handle_support_account(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    const char *id = http_param(ex, 0);
     struct auth_identity who;
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
-    if (authorize(g, ex, NULL, 1, &who) != 0) {
+    const char *id = account_param(g, ex, CALLER_STAFF, &who);
+    if (!id) {
         return;
     }
     json_t *acct, *allowed, *extra = NULL;
@@ -1072,14 +1071,10 @@ static void handle_support_account(struct http_exchange *ex, void *arg)
 static void handle_support_locks(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
-    const char *id = http_param(ex, 0);
     struct auth_identity who;
     char limit[16];
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
-    if (authorize(g, ex, NULL, 1, &who) != 0 || query_limit(ex, 50, 200, limit) != 0) {
+    const char *id = account_param(g, ex, CALLER_STAFF, &who);
+    if (!id || query_limit(ex, 50, 200, limit) != 0) {
         return;
     }
     const char *p[] = {id, limit};
@@ -1091,14 +1086,6 @@ static void handle_support_locks(struct http_exchange *ex, void *arg)
         return;
     }
     http_respond_json(ex, 200, json_pack("{s:s, s:o}", "account_id", id, "events", rows));
-}
-
-/* GET /support/config.json: what the support console needs to know (ctx: the JSON text). */
-static void handle_page_config(struct http_exchange *ex, void *ctx)
-{
-    const char *text = ctx;
-    http_add_header(ex, "Cache-Control", "no-cache");
-    http_respond(ex, 200, NULL, text, strlen(text));
 }
 
 static int parse_home(struct guard *g, const char *list)
@@ -1122,7 +1109,7 @@ int main(int argc, char **argv)
     char err[512];
     int rc = 1;
     struct http_server *srv = NULL;
-    char *page_config = NULL;
+    struct webpage *page = NULL;
     struct guard g;
     memset(&g, 0, sizeof(g));
 
@@ -1151,31 +1138,18 @@ int main(int argc, char **argv)
         metrics_counter("guard_status_cache_hits_total", "Status answers from the cache", NULL);
     g.m_status_miss = metrics_counter("guard_status_cache_misses_total",
                                       "Status answers loaded from the database", NULL);
-    g.db = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"),
-                  err, sizeof(err));
-    if (!g.db) {
-        log_error("database_url: %s", err);
-        goto out;
-    }
-    int m = app_db_migrate(&app, g.db, "guard", config_str(app.cfg, "migrations_dir"));
+    int m = app_db_open(&app, "guard", &g.db);
     if (m != 0) {
         rc = m == APP_STOPPED ? 0 : 1;
         goto out;
     }
     const char *cors = config_str(app.cfg, "http.cors_origins");
-    const char *history_url = config_str(app.cfg, "web.history_url");
-    if (http_cors_validate(cors, err, sizeof(err)) != 0) {
-        log_error("http.cors_origins: %s", err);
+    page = webpage_new("guard", "history", cors, config_str(app.cfg, "web.history_url"), err,
+                       sizeof(err));
+    if (!page) {
+        log_error("%s", err);
         goto out;
     }
-    if (history_url && *history_url && http_cors_validate(history_url, err, sizeof(err)) != 0) {
-        log_error("web.history_url: %s", err);
-        goto out;
-    }
-    json_t *pc =
-        json_pack("{s:s, s:s}", "guard_url", "", "history_url", history_url ? history_url : "");
-    page_config = json_dumps(pc, JSON_COMPACT);
-    json_decref(pc);
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
@@ -1196,11 +1170,7 @@ int main(int argc, char **argv)
     http_server_route(srv, "GET", "/v1/support/accounts", handle_support_find, &g, 0);
     http_server_route(srv, "GET", "/v1/support/accounts/{}", handle_support_account, &g, 0);
     http_server_route(srv, "GET", "/v1/support/accounts/{}/locks", handle_support_locks, &g, 0);
-    const char *web_dir = config_str(app.cfg, "web.dir");
-    if (web_dir && *web_dir) {
-        http_server_route(srv, "GET", "/support/config.json", handle_page_config, page_config, 0);
-        http_server_static(srv, "/support/", web_dir);
-    }
+    webpage_serve(page, srv, "/support/", config_str(app.cfg, "web.dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;
@@ -1217,7 +1187,7 @@ out:
     }
     pthread_rwlock_destroy(&g.mu);
     db_free(g.db);
-    free(page_config);
+    webpage_free(page);
     app_release(&app);
     return rc;
 }

@@ -19,6 +19,7 @@
 #include "history.h"
 #include "http_server.h"
 #include "log.h"
+#include "webpage.h"
 
 static const struct config_def HISTORY_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8102", 0, 256, 0, NULL, "HTTP listen address"},
@@ -58,14 +59,6 @@ static const struct config_def HISTORY_CONFIG[] = {
     CONFIG_DEF_END,
 };
 
-/* GET /config.json: what the player page needs to know (ctx: the JSON text, lives in main). */
-static void handle_page_config(struct http_exchange *ex, void *ctx)
-{
-    const char *text = ctx;
-    http_add_header(ex, "Cache-Control", "no-cache");
-    http_respond(ex, 200, NULL, text, strlen(text));
-}
-
 static void maintain(struct db *d, const struct config *cfg)
 {
     char ret[24], ahead[24], err[512];
@@ -95,7 +88,7 @@ int main(int argc, char **argv)
     struct db *d = NULL;
     struct http_server *srv = NULL;
     struct ingest *in = NULL;
-    char *page_config = NULL;
+    struct webpage *page = NULL;
 
     if (app_init(&app, argc, argv, "history", "HISTORY", HISTORY_CONFIG) != 0) {
         return 2;
@@ -104,14 +97,8 @@ int main(int argc, char **argv)
         app_release(&app);
         return 0;
     }
-    d = db_new(config_str(app.cfg, "database_url"), (unsigned)config_int(app.cfg, "db_pool"), err,
-               sizeof(err));
-    if (!d) {
-        log_error("database_url: %s", err);
-        goto out;
-    }
     /* Migrations must be in place before serving; while the database is still starting, wait. */
-    int m = app_db_migrate(&app, d, "history", config_str(app.cfg, "migrations_dir"));
+    int m = app_db_open(&app, "history", &d);
     if (m != 0) {
         rc = m == APP_STOPPED ? 0 : 1;
         goto out;
@@ -119,19 +106,12 @@ int main(int argc, char **argv)
     maintain(d, app.cfg);
 
     const char *cors = config_str(app.cfg, "http.cors_origins");
-    const char *guard_url = config_str(app.cfg, "web.guard_url");
-    if (http_cors_validate(cors, err, sizeof(err)) != 0) {
-        log_error("http.cors_origins: %s", err);
+    page = webpage_new("history", "guard", cors, config_str(app.cfg, "web.guard_url"), err,
+                       sizeof(err));
+    if (!page) {
+        log_error("%s", err);
         goto out;
     }
-    if (guard_url && *guard_url && http_cors_validate(guard_url, err, sizeof(err)) != 0) {
-        log_error("web.guard_url: %s", err);
-        goto out;
-    }
-    json_t *pc =
-        json_pack("{s:s, s:s}", "history_url", "", "guard_url", guard_url ? guard_url : "");
-    page_config = json_dumps(pc, JSON_COMPACT);
-    json_decref(pc);
 
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
@@ -152,11 +132,7 @@ int main(int argc, char **argv)
     in = ingest_new(d, srv, &io);
     struct api_options ao = {.auth_secret = config_str(app.cfg, "auth_secret")};
     api_register(srv, d, &ao);
-    const char *web_dir = config_str(app.cfg, "web.dir");
-    if (web_dir && *web_dir) {
-        http_server_route(srv, "GET", "/config.json", handle_page_config, page_config, 0);
-        http_server_static(srv, "/", web_dir);
-    }
+    webpage_serve(page, srv, "/", config_str(app.cfg, "web.dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;
@@ -173,7 +149,7 @@ out:
     http_server_free(srv, 2000);
     ingest_free(in);
     db_free(d);
-    free(page_config);
+    webpage_free(page);
     app_release(&app);
     return rc;
 }

@@ -264,3 +264,18 @@ def test_config_keys_documented():
     for key in re.findall(r"^\| `([a-z_.]+)`", out.stdout, re.M):
         assert f"`{key}`" in doc, f"config key {key} missing from docs/bus.md"
     assert "dev-admin-token" not in out.stdout, "a secret's default printed by --config-doc"
+
+
+def test_lag_of_a_paused_route_follows_new_events():
+    """With the breaker open a route's partitions are paused (not fetched), so librdkafka's cached
+    watermark stops: the dispatcher asks the broker, or the lag (and the lag alert) would freeze
+    through the outage."""
+    bus = Bus()
+    bus.publish(6)
+    harness.wait_for(lambda: bus.route("orders-down")["state"] == "breaker-open", 20,
+                     what="breaker of orders-down open")
+    harness.wait_for(lambda: bus.route("orders-down")["lag"] >= 6, 10, what="lag of orders-down")
+    bus.publish(5)
+    harness.wait_for(lambda: bus.route("orders-down")["lag"] >= 11, 20,
+                     what="lag of the paused orders-down follows new events")
+    assert bus.route("orders-down")["state"] == "breaker-open"

@@ -34,9 +34,26 @@ static const struct config_def REQUIRED_DEFS[] = {
 };
 
 static const char *const ENV_NAMES[] = {
-    "TCFG_HTTP_LISTEN", "TCFG_WORKERS", "TCFG_RATIO",          "TCFG_VERBOSE",
-    "TCFG_BOOTSTRAP",   "TCFG_TOKEN",   "TCFG_TEST_BOOTSTRAP", "TCFG_NAME",
-    "TCFG_MAX_BYTES",   "TCFG_DB_URL",  "TCFG_CONFIG",         "TCFG_LOG_LEVEL",
+    "TCFG_HTTP_LISTEN",
+    "TCFG_WORKERS",
+    "TCFG_RATIO",
+    "TCFG_VERBOSE",
+    "TCFG_BOOTSTRAP",
+    "TCFG_TOKEN",
+    "TCFG_TEST_BOOTSTRAP",
+    "TCFG_NAME",
+    "TCFG_MAX_BYTES",
+    "TCFG_DB_URL",
+    "TCFG_CONFIG",
+    "TCFG_LOG_LEVEL",
+    "TCFG_KAFKA_SASL_PASSWORD",
+    "TCFG_KAFKA_SECURITY_PROTOCOL",
+    "TCFG_KAFKA_LOG__LEVEL",
+    "TCFG_KAFKA_SSL_KEY_PASSWORD",
+    "TCFG_KAFKA_sasl_username",
+    "TCFG_KAFKA_",
+    "TCFG_KAFKA_A___B",
+    "TCFG_KAFKA_GROUP",
 };
 
 static int clear_env(void **state)
@@ -255,15 +272,9 @@ static void test_kafka_keys_pass_through(void **state)
     expect_refused(DEFS, "{\"kafka\": {\"x\": [1]}}", "\"kafka.x\"", NULL);
 }
 
-static void test_config_log_redacts_secrets(void **state)
+/* config_log's line for c, parsed (caller frees). */
+static json_t *logged_config(const struct config *c)
 {
-    (void)state;
-    struct config *c = NULL;
-    char err[256] = "";
-    assert_int_equal(load_text(DEFS, "{\"token\": \"super-secret-value\"}", &c, err, sizeof err),
-                     0);
-    assert_string_equal(config_str(c, "token"), "super-secret-value");
-
     log_init("test", LOG_LEVEL_INFO);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -278,10 +289,93 @@ static void test_config_log_redacts_secrets(void **state)
     close(fds[0]);
     assert_true(n > 0);
     out[n] = '\0';
-    assert_null(strstr(out, "super-secret-value"));
+    assert_null(strstr(out, "pw-from-env")); /* never in the log, whatever the key */
     json_error_t je;
     json_t *line = json_loads(out, 0, &je);
     assert_non_null(line);
+    return line;
+}
+
+static void test_kafka_env_sets_kafka_keys_and_secrets_are_redacted(void **state)
+{
+    (void)state;
+    struct config *c = NULL;
+    char err[256] = "";
+    setenv("TCFG_KAFKA_SASL_PASSWORD", "pw-from-env", 1);
+    setenv("TCFG_KAFKA_SSL_KEY_PASSWORD", "pw-from-env-2", 1);
+    setenv("TCFG_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", 1);
+    setenv("TCFG_KAFKA_LOG__LEVEL", "7", 1);
+    const char *text = "{\"kafka\": {\"security.protocol\": \"PLAINTEXT\", \"acks\": \"all\"}}";
+    assert_int_equal(load_text(DEFS, text, &c, err, sizeof err), 0);
+    json_t *k = config_kafka(c);
+    assert_int_equal(json_object_size(k), 5);
+    assert_string_equal(json_string_value(json_object_get(k, "sasl.password")), "pw-from-env");
+    assert_string_equal(json_string_value(json_object_get(k, "ssl.key.password")), "pw-from-env-2");
+    assert_string_equal(json_string_value(json_object_get(k, "security.protocol")), "SASL_SSL");
+    assert_string_equal(json_string_value(json_object_get(k, "log_level")), "7"); /* "__" is '_' */
+    assert_string_equal(json_string_value(json_object_get(k, "acks")), "all");
+
+    json_t *line = logged_config(c);
+    assert_string_equal(json_string_value(json_object_get(line, "kafka.sasl.password")),
+                        "[redacted]");
+    assert_string_equal(json_string_value(json_object_get(line, "kafka.ssl.key.password")),
+                        "[redacted]");
+    assert_string_equal(json_string_value(json_object_get(line, "kafka.security.protocol")),
+                        "SASL_SSL");
+    json_decref(line);
+    config_free(c);
+
+    assert_true(config_kafka_is_secret("sasl.password"));
+    assert_true(config_kafka_is_secret("ssl.keystore.password"));
+    assert_true(config_kafka_is_secret("sasl.oauthbearer.client.secret"));
+    assert_false(config_kafka_is_secret("sasl.username"));
+}
+
+static void test_kafka_env_of_another_form_is_refused_by_name(void **state)
+{
+    (void)state;
+    static const char *const BAD[] = {"TCFG_KAFKA_sasl_username", "TCFG_KAFKA_",
+                                      "TCFG_KAFKA_A___B"};
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        struct config *c = NULL;
+        char err[256] = "";
+        setenv(BAD[i], "x", 1);
+        assert_int_equal(load_text(DEFS, NULL, &c, err, sizeof err), -1);
+        if (!strstr(err, BAD[i]))
+            fail_msg("%s: error does not name it: %s", BAD[i], err);
+        unsetenv(BAD[i]);
+    }
+}
+
+static void test_kafka_env_leaves_declared_keys_alone(void **state)
+{
+    (void)state;
+    static const struct config_def defs[] = {
+        {"kafka_group", CONFIG_STRING, "g", 0, 0, 0, NULL, "a declared key named kafka_*"},
+        CONFIG_DEF_END,
+    };
+    struct config *c = NULL;
+    char err[256] = "";
+    setenv("TCFG_KAFKA_GROUP", "from-env", 1);
+    assert_int_equal(load_text(defs, NULL, &c, err, sizeof err), 0);
+    assert_string_equal(config_str(c, "kafka_group"), "from-env");
+    assert_int_equal(json_object_size(config_kafka(c)), 0);
+    config_free(c);
+}
+
+static void test_config_log_redacts_secrets(void **state)
+{
+    (void)state;
+    struct config *c = NULL;
+    char err[256] = "";
+    assert_int_equal(load_text(DEFS, "{\"token\": \"super-secret-value\"}", &c, err, sizeof err),
+                     0);
+    assert_string_equal(config_str(c, "token"), "super-secret-value");
+
+    json_t *line = logged_config(c);
+    char *text = json_dumps(line, JSON_COMPACT);
+    assert_null(strstr(text, "super-secret-value"));
+    free(text);
     assert_string_equal(json_string_value(json_object_get(line, "token")), "[redacted]");
     assert_string_equal(json_string_value(json_object_get(line, "http.listen")), "127.0.0.1:8080");
     assert_int_equal(json_integer_value(json_object_get(line, "workers")), 4);
@@ -403,6 +497,9 @@ int main(void)
         cmocka_unit_test_setup(test_bad_file_is_refused, clear_env),
         cmocka_unit_test_setup(test_required_key, clear_env),
         cmocka_unit_test_setup(test_kafka_keys_pass_through, clear_env),
+        cmocka_unit_test_setup(test_kafka_env_sets_kafka_keys_and_secrets_are_redacted, clear_env),
+        cmocka_unit_test_setup(test_kafka_env_of_another_form_is_refused_by_name, clear_env),
+        cmocka_unit_test_setup(test_kafka_env_leaves_declared_keys_alone, clear_env),
         cmocka_unit_test_setup(test_config_log_redacts_secrets, clear_env),
         cmocka_unit_test_setup(test_markdown_lists_every_key, clear_env),
         cmocka_unit_test_setup(test_app_init_loads_file_and_log_level, clear_env),
