@@ -190,7 +190,11 @@ def main():
         harness.shutdown_shared()
 
     for name, detail in FAILURES:
-        print(f"\n===== FAILED {name}\n{detail[-6000:]}")
+        # The traceback comes first and must survive; the processes' logs after it are cut
+        # from the front.
+        if len(detail) > 8000:
+            detail = detail[:3000] + "\n[...]\n" + detail[-5000:]
+        print(f"\n===== FAILED {name}\n{detail}")
     summary = f"{RESULTS['passed']} passed, {RESULTS['failed']} failed"
     if RESULTS["skipped"]:
         summary += f", {RESULTS['skipped']} skipped"

@@ -154,8 +154,10 @@ def status(p, acct):
 
 
 def code_in(text):
-    m = re.findall(r"(?<![0-9])([0-9]{8})(?![0-9])", text)
-    assert len(m) == 1, f"expected one 8-digit code in the message: {text!r}"
+    # The code's sentence of notify/templates/lock_code.*.txt, not any 8 digits: the headers
+    # (Message-ID, Date) can hold a run of 8 digits by chance.
+    m = re.findall(r"(?:unlock code is|잠금 해제 코드:) ([0-9]{8})(?![0-9])", text)
+    assert len(m) == 1, f"expected one unlock code in the message: {text!r}"
     return m[0]
 
 
