@@ -638,11 +638,17 @@ static const struct route *route_find(struct http_server *s, struct http_exchang
         }
     }
     free(segs);
-    /* Static files come after the API routes, whatever the registration order. */
-    for (size_t i = 0; is_get && !found && !allow.len && i < s->n_routes; i++) {
-        const struct route *r = &s->routes[i];
-        if (r->kind == ROUTE_STATIC && static_matches(r, ex->path)) {
-            found = r;
+    /* Static files come after the API routes, whatever the registration order; the longest
+     * matching prefix wins ("/support/common/" before "/support/"). */
+    if (is_get && !found && !allow.len) {
+        size_t best = 0;
+        for (size_t i = 0; i < s->n_routes; i++) {
+            const struct route *r = &s->routes[i];
+            size_t plen = strlen(r->pattern);
+            if (r->kind == ROUTE_STATIC && plen > best && static_matches(r, ex->path)) {
+                found = r;
+                best = plen;
+            }
         }
     }
     if (!found) {

@@ -41,7 +41,22 @@ static void handle_config(struct http_exchange *ex, void *ctx)
     http_respond(ex, 200, NULL, w->config_json, strlen(w->config_json));
 }
 
-void webpage_serve(struct webpage *w, struct http_server *s, const char *prefix, const char *dir)
+void webpage_serve_files(struct http_server *s, const char *prefix, const char *dir,
+                         const char *common_dir)
+{
+    if (!dir || !*dir) {
+        return;
+    }
+    if (common_dir && *common_dir) {
+        char common[256];
+        snprintf(common, sizeof common, "%scommon/", prefix);
+        http_server_static(s, common, common_dir);
+    }
+    http_server_static(s, prefix, dir);
+}
+
+void webpage_serve(struct webpage *w, struct http_server *s, const char *prefix, const char *dir,
+                   const char *common_dir)
 {
     if (!dir || !*dir) {
         return;
@@ -49,7 +64,7 @@ void webpage_serve(struct webpage *w, struct http_server *s, const char *prefix,
     char path[256];
     snprintf(path, sizeof path, "%sconfig.json", prefix);
     http_server_route(s, "GET", path, handle_config, w, 0);
-    http_server_static(s, prefix, dir);
+    webpage_serve_files(s, prefix, dir, common_dir);
 }
 
 void webpage_free(struct webpage *w)

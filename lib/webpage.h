@@ -20,9 +20,14 @@ struct webpage;
  * NULL with a sentence naming the bad key in err. */
 struct webpage *webpage_new(const char *self, const char *peer, const char *cors,
                             const char *peer_url, char *err, size_t err_len);
-/* When dir is set (not NULL or ""): serves GET <prefix>config.json and the static files of dir
- * under prefix ("/" or "/support/"). The page must outlive the server. */
-void webpage_serve(struct webpage *w, struct http_server *s, const char *prefix, const char *dir);
+/* When dir is set (not NULL or ""): serves GET <prefix>config.json and the page's files (see
+ * webpage_serve_files). The page must outlive the server. */
+void webpage_serve(struct webpage *w, struct http_server *s, const char *prefix, const char *dir,
+                   const char *common_dir);
+/* When dir is set: serves the static files of dir under prefix ("/" or "/support/") and those
+ * of common_dir (lib/web: the pages' shared sheet and scripts) under <prefix>common/. */
+void webpage_serve_files(struct http_server *s, const char *prefix, const char *dir,
+                         const char *common_dir);
 /* NULL is a no-op. */
 void webpage_free(struct webpage *w);
 

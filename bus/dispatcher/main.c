@@ -27,6 +27,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "route.h"
+#include "webpage.h"
 
 static const struct config_def defs[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8081", 0, 0, 0, NULL,
@@ -38,6 +39,9 @@ static const struct config_def defs[] = {
     {"web.dir", CONFIG_STRING, "bus/dispatcher/web", 0, 4096, 0, NULL,
      "Directory of the bus dashboard served at / (relative to the working directory; empty: no "
      "dashboard)."},
+    {"web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,
+     "Directory of the pages' shared sheet and scripts, served under /common/ (relative to the "
+     "working directory)"},
     {"bootstrap", CONFIG_STRING, "127.0.0.1:9092", 0, 0, 0, "BUS_BOOTSTRAP",
      "Kafka bootstrap servers (host:port,...)."},
     {"bus_config_dir", CONFIG_STRING, "config/bus", 0, 0, 0, NULL,
@@ -409,9 +413,7 @@ int main(int argc, char **argv)
     http_server_route(srv, "GET", "/v1/topology", handle_topology, &d, 0);
     http_server_route(srv, "GET", "/v1/routes/{}/dead-letters", handle_dead_letters, &d, 0);
     http_server_route(srv, "POST", "/v1/routes/{}/dead-letters/replay", handle_replay, &d, 0);
-    const char *web = config_str(cfg, "web.dir");
-    if (web != NULL && web[0] != '\0')
-        http_server_static(srv, "/", web);
+    webpage_serve_files(srv, "/", config_str(cfg, "web.dir"), config_str(cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof err) != 0) {
         log_error("cannot listen on %s: %s", ho.listen, err);
         goto out;

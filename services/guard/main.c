@@ -70,6 +70,9 @@ static const struct config_def GUARD_CONFIG[] = {
     {"web.dir", CONFIG_STRING, "services/guard/web/support", 0, 4096, 0, NULL,
      "Directory of the support console served at /support/ (relative to the working directory; "
      "empty: no console)"},
+    {"web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,
+     "Directory of the pages' shared sheet and scripts, served under /support/common/ (relative to the "
+     "working directory)"},
     {"web.history_url", CONFIG_STRING, "http://127.0.0.1:8102", 0, 256, 0, NULL,
      "Base URL of history as the staff's browser reaches it (given to the console in "
      "/support/config.json; list its origin in history's http.cors_origins and in this "
@@ -1170,7 +1173,8 @@ int main(int argc, char **argv)
     http_server_route(srv, "GET", "/v1/support/accounts", handle_support_find, &g, 0);
     http_server_route(srv, "GET", "/v1/support/accounts/{}", handle_support_account, &g, 0);
     http_server_route(srv, "GET", "/v1/support/accounts/{}/locks", handle_support_locks, &g, 0);
-    webpage_serve(page, srv, "/support/", config_str(app.cfg, "web.dir"));
+    webpage_serve(page, srv, "/support/", config_str(app.cfg, "web.dir"),
+                  config_str(app.cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;

@@ -53,6 +53,9 @@ static const struct config_def HISTORY_CONFIG[] = {
     {"web.dir", CONFIG_STRING, "services/history/web", 0, 4096, 0, NULL,
      "Directory of the player page served at / (relative to the working directory; empty: no "
      "page)"},
+    {"web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,
+     "Directory of the pages' shared sheet and scripts, served under /common/ (relative to the "
+     "working directory)"},
     {"web.guard_url", CONFIG_STRING, "http://127.0.0.1:8103", 0, 256, 0, NULL,
      "Base URL of guard as the player's browser reaches it (given to the page in /config.json; "
      "list its origin in guard's http.cors_origins and in this http.cors_origins)"},
@@ -132,7 +135,8 @@ int main(int argc, char **argv)
     in = ingest_new(d, srv, &io);
     struct api_options ao = {.auth_secret = config_str(app.cfg, "auth_secret")};
     api_register(srv, d, &ao);
-    webpage_serve(page, srv, "/", config_str(app.cfg, "web.dir"));
+    webpage_serve(page, srv, "/", config_str(app.cfg, "web.dir"),
+                  config_str(app.cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;

@@ -102,10 +102,15 @@ def test_page_headers_and_config():
     assert "<style" not in body and " style=" not in body and "onclick" not in body
     csp = check_page_headers(h)
     assert f"connect-src 'self' {p.guard_url};" in csp, csp
-    for f in ["app.js", "api.js", "i18n.js", "style.css", "index.html"]:
+    for f in ["app.js", "api.js", "i18n.js", "index.html", "common/base.css", "common/api.js",
+              "common/i18n.js"]:
         st, _, h = harness.http("GET", p.history_url + "/" + f)
         assert st == 200, f
         check_page_headers(h)
+    # the shared files are served under each page's prefix, the page's own files still win below
+    for f in ["style.css", "support.js", "common/base.css", "common/api.js"]:
+        assert harness.http("GET", p.guard_url + "/support/" + f)[0] == 200, f
+    assert harness.http("GET", p.history_url + "/common/../app.js")[0] == 404
     st, body, _ = harness.http("GET", p.history_url + "/config.json")
     assert st == 200 and body == {"history_url": "", "guard_url": p.guard_url}
     st, body, h = harness.http("GET", p.guard_url + "/support/")

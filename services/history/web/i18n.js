@@ -1,5 +1,6 @@
-// Texts of the player page in English and Korean. The language comes from localStorage (the
-// visible toggle remembers the choice), else from navigator.language.
+// Texts of the player page in English and Korean; the language logic is common/i18n.js.
+import { createI18n } from './common/i18n.js';
+
 const TEXT = {
   en: {
     title: 'Account security',
@@ -155,44 +156,5 @@ const TEXT = {
   },
 };
 
-const KEY = 'player.lang';
-let lang = localStorage.getItem(KEY) ||
-  ((navigator.language || 'en').toLowerCase().startsWith('ko') ? 'ko' : 'en');
-if (!TEXT[lang]) lang = 'en';
-
-export function currentLang() { return lang; }
-
-export function setLang(l) {
-  lang = TEXT[l] ? l : 'en';
-  localStorage.setItem(KEY, lang);
-}
-
-// The text of key in the current language, with {name} placeholders filled from vars.
-export function t(key, vars = {}) {
-  const s = TEXT[lang][key] ?? TEXT.en[key] ?? key;
-  return s.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));
-}
-
-// Fills every [data-i18n] element under root with its text.
-export function applyStatic(root = document) {
-  document.documentElement.lang = lang;
-  document.title = t('title');
-  for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
-}
-
-// The country's name in the current language ("Germany"), or "Unknown" for ZZ/missing codes.
-export function countryName(code) {
-  if (!code || !/^[A-Z]{2}$/.test(code) || code === 'ZZ') return t('unknown_country');
-  try {
-    const name = new Intl.DisplayNames([lang], { type: 'region' }).of(code);
-    return name && name !== code ? name : t('unknown_country');
-  } catch {
-    return t('unknown_country');
-  }
-}
-
-export function formatTime(ts) {
-  const d = new Date(ts);
-  if (Number.isNaN(d.getTime())) return ts || '';
-  return new Intl.DateTimeFormat(lang, { dateStyle: 'medium', timeStyle: 'medium' }).format(d);
-}
+export const { t, applyStatic, setLang, currentLang, countryName, formatTime } =
+  createI18n(TEXT, 'player.lang');
