@@ -106,6 +106,10 @@ run: deps build
 bench: deps build
 	@bench/run.sh
 
+# make docs-config: rewrites the configuration tables in docs/ from each binary's --config-doc.
+docs-config: build
+	@/usr/bin/python3 tools/config_docs.py --bin $(BINDIR) --write
+
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 

@@ -6,8 +6,16 @@
  * login answers 204. "Once per account" is a row in campaign.sent inserted in the same statement
  * that decides, keyed by (campaign, account); a redelivery of that same login gets the same 200.
  * The list (list_file, one account id per line, # comments) is loaded into campaign.targets at
- * start. */
+ * start.
+ *
+ * Most logins are of accounts that are not listed or were already told: those are answered from
+ * memory. The listed accounts are read from campaign.targets at start and every
+ * targets_refresh_s (so rows added by hand are picked up); an account this process saw
+ * notified is remembered with the login that notified it. Only a listed account not yet known
+ * as notified costs a statement. */
 #include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +26,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
+#include "strmap.h"
 
 #define ID_MAX 128
 
@@ -36,14 +45,108 @@ static const struct config_def CAMPAIGN_CONFIG[] = {
     {"kind", CONFIG_STRING, "campaign_password", 1, 64, 0, NULL,
      "Message kind (notify template) of the notification"},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    {"targets_refresh_s", CONFIG_INT, "60", 1, 86400, 0, NULL,
+     "Seconds between two reads of campaign.targets into memory"},
+    {"cache_max", CONFIG_INT, "1000000", 0, 100000000, 0, NULL,
+     "Listed accounts kept in memory; a longer list (or 0) makes every login ask the database"},
     CONFIG_DEF_END,
 };
 
 struct campaign {
     struct db *db;
     const char *bus_secret, *name, *kind;
+    long long cache_max;
     struct metric *m_messages; /* notifications streamed out */
+    struct metric *m_memory;   /* logins answered without the database */
+
+    /* Shared by the HTTP threads and the refresh in main, behind lock: */
+    pthread_mutex_t lock;
+    struct strmap *targets; /* listed accounts; NULL = not in memory: ask the database */
+    struct strmap *sent;    /* account -> the login whose answer notified it */
 };
+
+/* Reads the listed accounts into a fresh set and swaps it in; on failure the old set stays. */
+static void targets_refresh(struct campaign *c)
+{
+    if (c->cache_max <= 0) {
+        return;
+    }
+    char limit[24], err[512];
+    snprintf(limit, sizeof limit, "%lld", c->cache_max + 1);
+    const char *p[] = {c->name, limit};
+    json_t *rows = NULL;
+    int rc = db_exec(c->db,
+                     "SELECT account_id FROM campaign.targets WHERE campaign = $1 LIMIT $2::bigint",
+                     p, 2, &rows, NULL, err, sizeof err);
+    if (rc != DB_OK) {
+        log_warn("campaign %s: cannot read the list (keeping the one in memory): %s", c->name,
+                 err);
+        return;
+    }
+    struct strmap *set = NULL;
+    if ((long long)json_array_size(rows) <= c->cache_max) {
+        set = strmap_new();
+        size_t i;
+        json_t *row;
+        json_array_foreach(rows, i, row)
+        {
+            strmap_put(set, json_string_value(json_object_get(row, "account_id")), NULL);
+        }
+    } else {
+        log_warn("campaign %s: more than cache_max=%lld listed accounts: every login asks the "
+                 "database",
+                 c->name, c->cache_max);
+    }
+    json_decref(rows);
+    pthread_mutex_lock(&c->lock);
+    struct strmap *old = c->targets;
+    c->targets = set;
+    pthread_mutex_unlock(&c->lock);
+    strmap_free(old);
+}
+
+/* Answers from memory when it can: 204 for an unlisted account or one notified by another login,
+ * the same 200 again for a redelivery of the login that notified it. Returns 0 when it answered
+ * (*answer_200 tells which), -1 when the database must decide. */
+static int answer_from_memory(struct campaign *c, const char *account, const char *login_id,
+                              bool *answer_200)
+{
+    int rc = -1;
+    const char *sent_for = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (c->targets && !strmap_get(c->targets, account, NULL)) {
+        *answer_200 = false;
+        rc = 0;
+    } else if (strmap_get(c->sent, account, &sent_for)) {
+        *answer_200 = sent_for && strcmp(sent_for, login_id) == 0;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+static void remember_sent(struct campaign *c, const char *account, const char *login_id)
+{
+    pthread_mutex_lock(&c->lock);
+    if ((long long)strmap_len(c->sent) >= c->cache_max) {
+        strmap_clear(c->sent); /* only a cache: the database still knows */
+    }
+    if (c->cache_max > 0) {
+        strmap_put(c->sent, account, login_id);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void respond_notification(struct campaign *c, struct http_exchange *ex,
+                                 const char *account)
+{
+    char dedupe[300];
+    snprintf(dedupe, sizeof(dedupe), "%s/%s", c->name, account);
+    json_t *out =
+        json_pack("{s:s, s:s, s:[s], s:{s:s}, s:s}", "account_id", account, "kind", c->kind,
+                  "channels", "ingame", "params", "campaign", c->name, "dedupe_key", dedupe);
+    http_respond_json(ex, 200, out);
+}
 
 static int load_list(struct campaign *c, const char *path)
 {
@@ -116,6 +219,17 @@ static void handle_login(struct http_exchange *ex, void *arg)
         http_respond_error(ex, 422, "invalid_event", NULL, "account_id and ce-id are required");
         return;
     }
+    bool is_200 = false;
+    if (answer_from_memory(c, account, login_id, &is_200) == 0) {
+        metric_inc(c->m_memory);
+        if (is_200) {
+            respond_notification(c, ex, account);
+        } else {
+            http_respond(ex, 204, NULL, "", 0);
+        }
+        json_decref(ev);
+        return;
+    }
     const char *p[] = {c->name, account, login_id};
     json_t *rows = NULL;
     char err[512];
@@ -139,21 +253,19 @@ static void handle_login(struct http_exchange *ex, void *arg)
         return;
     }
     const char *sent_for = json_string_value(json_object_get(json_array_get(rows, 0), "login_id"));
+    if (sent_for) {
+        remember_sent(c, account, sent_for);
+    }
     if (!sent_for || strcmp(sent_for, login_id) != 0) {
         json_decref(rows);
         json_decref(ev);
         http_respond(ex, 204, NULL, "", 0);
         return;
     }
-    char dedupe[300];
-    snprintf(dedupe, sizeof(dedupe), "%s/%s", c->name, account);
-    json_t *out =
-        json_pack("{s:s, s:s, s:[s], s:{s:s}, s:s}", "account_id", account, "kind", c->kind,
-                  "channels", "ingame", "params", "campaign", c->name, "dedupe_key", dedupe);
+    metric_inc(c->m_messages);
+    respond_notification(c, ex, account);
     json_decref(rows);
     json_decref(ev);
-    metric_inc(c->m_messages);
-    http_respond_json(ex, 200, out);
 }
 
 int main(int argc, char **argv)
@@ -174,9 +286,16 @@ int main(int argc, char **argv)
     c.bus_secret = config_str(app.cfg, "bus_secret");
     c.name = config_str(app.cfg, "campaign");
     c.kind = config_str(app.cfg, "kind");
+    c.cache_max = config_int(app.cfg, "cache_max");
+    pthread_mutex_init(&c.lock, NULL);
+    c.sent = strmap_new();
     c.m_messages =
         metrics_counter("campaign_messages_total",
                         "Campaign notifications streamed to the notification topic", NULL);
+    c.m_memory = metrics_counter("campaign_memory_answers_total",
+                                 "Logins answered from memory (account not listed, or already "
+                                 "notified) without a database statement",
+                                 NULL);
     int m = app_db_open(&app, "campaign", &c.db);
     if (m != 0) {
         rc = m == APP_STOPPED ? 0 : 1;
@@ -186,6 +305,7 @@ int main(int argc, char **argv)
     if (list && *list && load_list(&c, list) != 0) {
         goto out;
     }
+    targets_refresh(&c);
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),
@@ -199,11 +319,16 @@ int main(int argc, char **argv)
         goto out;
     }
     log_info("campaign %s listening on %s", c.name, opts.listen);
-    app_run(&app);
+    while (!app_wait_stop_for(&app, config_int(app.cfg, "targets_refresh_s") * 1000L)) {
+        targets_refresh(&c);
+    }
     rc = 0;
 out:
     http_server_free(srv, 2000);
     db_free(c.db);
+    strmap_free(c.targets);
+    strmap_free(c.sent);
+    pthread_mutex_destroy(&c.lock);
     app_release(&app);
     return rc;
 }

@@ -2,6 +2,7 @@
 import hashlib
 import hmac
 import json
+import re
 import uuid
 
 import jsonschema
@@ -12,11 +13,12 @@ import pg
 BUS = "test-bus-secret"
 
 
-def start(db_url, accounts):
-    path = harness.ctx().path("list.txt")
+def start(db_url, accounts, **config):
+    path = harness.ctx().path(f"list-{uuid.uuid4().hex[:6]}.txt")
     with open(path, "w") as f:
         f.write("# test list\n" + "".join(a + "\n" for a in accounts) + "\n")
-    return harness.ctx().start("campaign", config={"database_url": db_url, "list_file": path},
+    return harness.ctx().start("campaign",
+                               config={"database_url": db_url, "list_file": path, **config},
                                env={"BUS_SIGNING_SECRET": BUS, "CAMPAIGN_DATABASE_URL": db_url},
                                ready_path="/readyz")
 
@@ -32,8 +34,24 @@ def deliver(svc, account, ce_id=None, secret=BUS):
     return harness.http("POST", f"{svc.url}/v1/deliveries/login", raw=body, headers=headers)
 
 
+def memory_answers(svc):
+    st, text, _ = harness.http("GET", svc.url + "/metrics")
+    assert st == 200
+    m = re.search(r"^campaign_memory_answers_total (\d+)", text, re.M)
+    return int(m.group(1))
+
+
 def test_once_per_listed_account():
-    svc = start(pg.fresh_db(), ["p1", "p2"])
+    once_per_listed_account(start(pg.fresh_db(), ["p1", "p2"]))
+
+
+def test_once_per_listed_account_without_memory():
+    svc = start(pg.fresh_db(), ["p1", "p2"], cache_max=0)
+    once_per_listed_account(svc)
+    assert memory_answers(svc) == 0
+
+
+def once_per_listed_account(svc):
     first = str(uuid.uuid4())
     st, body, _ = deliver(svc, "p1", ce_id=first)
     assert st == 200, (st, body)
@@ -54,3 +72,34 @@ def test_signature_required():
     assert deliver(svc, "p1", secret=None)[0] == 401
     assert deliver(svc, "p1", secret="nope")[0] == 401
     assert deliver(svc, "p1")[0] == 200
+
+
+def test_memory_answers_and_rows_added_by_hand():
+    """Unlisted accounts and later logins are answered from memory; accounts added to
+    campaign.targets by hand are picked up at the next refresh."""
+    url = pg.fresh_db()
+    svc = start(url, ["p1"], targets_refresh_s=1)
+    before = memory_answers(svc)
+    assert deliver(svc, "nobody")[0] == 204
+    assert memory_answers(svc) == before + 1
+    first = str(uuid.uuid4())
+    assert deliver(svc, "p1", ce_id=first)[0] == 200    # the database decides
+    assert deliver(svc, "p1")[0] == 204                 # memory: notified by another login
+    assert deliver(svc, "p1", ce_id=first)[0] == 200    # memory: the same login again
+    assert memory_answers(svc) == before + 3
+    pg.cluster().psql(url.rsplit("/", 1)[1], "INSERT INTO campaign.targets (campaign, account_id) "
+                      "VALUES ('password-2026', 'late')")
+    harness.wait_for(lambda: deliver(svc, "late")[0] == 200, 15,
+                     "an account added by hand is picked up")
+
+
+def test_two_processes_share_the_database():
+    """What one process notified, another answers the same way: its memory only skips work."""
+    url = pg.fresh_db()
+    a, b = start(url, ["p1"]), start(url, ["p1"])
+    first = str(uuid.uuid4())
+    st, body, _ = deliver(a, "p1", ce_id=first)
+    assert st == 200
+    assert deliver(b, "p1")[0] == 204                   # b learns from the database
+    assert deliver(b, "p1", ce_id=first)[:2] == (200, body)
+    assert deliver(a, "p1")[0] == 204
