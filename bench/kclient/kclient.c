@@ -13,8 +13,10 @@
  *   bus-kclient describe BOOTSTRAP TOPIC      prints "name=value" lines
  *   bus-kclient groups BOOTSTRAP              prints "GROUP <id> <state> <members> <protocol>"
  *   bus-kclient bench-produce BOOTSTRAP TOPIC COUNT SIZE   prints "msgs/s MB/s"
- *   bus-kclient bench-consume BOOTSTRAP TOPIC COUNT        prints "msgs/s MB/s"
- * Admin calls print "OK" or "ERR <code name> <message>" and exit 0 / 1. */
+ *   bus-kclient bench-consume BOOTSTRAP TOPIC COUNT        prints "msgs/s MB/s first_s"
+ *       (first_s: seconds from assign() to the first message)
+ * Admin calls print "OK" or "ERR <code name> <message>" and exit 0 / 1.
+ * KCLIENT_DEBUG=<contexts> sets librdkafka's "debug" (e.g. protocol,fetch) for diagnosis. */
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,6 +54,9 @@ static rd_kafka_conf_t *base_conf(const char *bootstrap)
     if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err) !=
         RD_KAFKA_CONF_OK)
         die("conf", err);
+    const char *dbg = getenv("KCLIENT_DEBUG"); /* librdkafka debug contexts, for diagnosis */
+    if (dbg && *dbg && rd_kafka_conf_set(conf, "debug", dbg, err, sizeof err) != RD_KAFKA_CONF_OK)
+        die("debug", err);
     return conf;
 }
 
@@ -342,13 +347,14 @@ static int cmd_bench_consume(int argc, char **argv)
     rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     long count = atol(argv[4]), got = 0;
-    double bytes = 0, t0 = now_s();
+    double bytes = 0, t0 = now_s(), t_first = 0;
     while (got < count && !stop && now_s() - t0 < 120) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
             continue;
         if (!m->err) {
-            got++;
+            if (got++ == 0)
+                t_first = now_s() - t0;
             bytes += (double)m->len;
         }
         rd_kafka_message_destroy(m);
@@ -356,7 +362,7 @@ static int cmd_bench_consume(int argc, char **argv)
     double dt = now_s() - t0;
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
-    printf("%.0f %.2f\n", (double)got / dt, bytes / dt / 1e6);
+    printf("%.0f %.2f %.3f\n", (double)got / dt, bytes / dt / 1e6, t_first);
     return got == count ? 0 : 1;
 }
 

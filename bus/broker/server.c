@@ -37,6 +37,11 @@
 #define REPLIES_MAX 64
 #define OUT_MAX_BYTES (64u << 20)
 #define FETCH_MAX_BYTES (64 << 20)
+/* At most this much per partition in one fetch answer (still at least one whole batch, and
+ * never less than the request's min_bytes), whatever the client's partition_max_bytes: a
+ * consumer of many partitions gets its first messages after a few hundred KiB instead of
+ * partitions x 1 MiB, and its parsing overlaps the next fetch (docs/performance.md). */
+#define FETCH_PART_MAX_BYTES (256 << 10)
 
 enum api {
     API_PRODUCE = 0,
@@ -489,7 +494,16 @@ static void conn_read(struct broker *b, struct conn *c)
                 c->in_cap = cap;
             }
         }
-        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        /* A large request is read up to its own end, not into the next one: the bytes of a
+         * partial next request would otherwise be moved to the front of the buffer after
+         * this one is handled (up to a whole produce request copied once more). */
+        size_t room = c->in_cap - c->in_len;
+        if (c->in_len >= 4) {
+            size_t frame = 4 + (size_t)be32(c->in);
+            if (frame >= 65536 && frame > c->in_len && frame - c->in_len < room)
+                room = frame - c->in_len;
+        }
+        ssize_t n = read(c->fd, c->in + c->in_len, room);
         if (n == 0) {
             conn_close(c, NULL);
             return;
@@ -957,6 +971,7 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
         *max_wait_out = max_wait;
     if (max_bytes <= 0 || max_bytes > FETCH_MAX_BYTES)
         max_bytes = FETCH_MAX_BYTES;
+    int32_t part_cap = min_bytes > FETCH_PART_MAX_BYTES ? min_bytes : FETCH_PART_MAX_BYTES;
     struct kw w;
     kw_init(&w);
     int use_files = r->conn->fd >= 0;
@@ -986,6 +1001,8 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
             int32_t pmax = kr_i32(q);
             if (q->err)
                 break;
+            if (pmax > part_cap)
+                pmax = part_cap;
             struct partition *p = find_partition(b, tname, idx, NULL);
             kw_i32(&w, idx);
             size_t err_at = w.len;

@@ -23,6 +23,7 @@
 #include "log.h"
 
 #define INDEX_INTERVAL_BYTES 4096
+#define INDEX_FLUSH_MAX 512 /* pending index entries (~2 MiB of log) written at the latest */
 #define MAX_PRODUCERS_PER_PARTITION 256
 
 static long long wall_ms(void)
@@ -116,6 +117,34 @@ static void seg_path(const struct partition *p, int64_t base, const char *ext, c
         out[0] = 0;
 }
 
+/* Appends the index entries not yet in the .index file (one write per INDEX_FLUSH_MAX). */
+static void seg_idx_flush(struct segment *g)
+{
+    size_t n = g->n_idx - g->n_idx_written;
+    if (n == 0)
+        return;
+    if (g->idx_fd >= 0) {
+        uint8_t b[8 * INDEX_FLUSH_MAX];
+        while (n > 0) {
+            size_t k = n < INDEX_FLUSH_MAX ? n : INDEX_FLUSH_MAX;
+            for (size_t i = 0; i < k; i++) {
+                put_be32(b + 8 * i, g->idx[g->n_idx_written + i].rel);
+                put_be32(b + 8 * i + 4, g->idx[g->n_idx_written + i].pos);
+            }
+            if (write_all(g->idx_fd, b, 8 * k) != 0) {
+                log_warn("index write failed: %s", strerror(errno));
+                break; /* the index is advisory: a damaged one is rebuilt by a scan */
+            }
+            g->n_idx_written += k;
+            n -= k;
+        }
+    }
+    g->n_idx_written = g->n_idx;
+}
+
+/* Adds an index entry in memory; with write_file it goes to the .index file with the next
+ * seg_idx_flush (which runs every INDEX_FLUSH_MAX entries at the latest), else it is already
+ * there. */
 static void seg_idx_add(struct segment *g, int64_t offset, uint64_t pos, int write_file)
 {
     if (g->n_idx == g->cap_idx) {
@@ -125,17 +154,15 @@ static void seg_idx_add(struct segment *g, int64_t offset, uint64_t pos, int wri
     struct idx_entry e = {(uint32_t)(offset - g->base), (uint32_t)pos};
     g->idx[g->n_idx++] = e;
     g->last_idx_pos = pos;
-    if (write_file && g->idx_fd >= 0) {
-        uint8_t b[8];
-        put_be32(b, e.rel);
-        put_be32(b + 4, e.pos);
-        if (write_all(g->idx_fd, b, 8) != 0)
-            log_warn("index write failed: %s", strerror(errno));
-    }
+    if (!write_file)
+        g->n_idx_written = g->n_idx;
+    else if (g->n_idx - g->n_idx_written >= INDEX_FLUSH_MAX)
+        seg_idx_flush(g);
 }
 
 static void seg_release(struct segment *g)
 {
+    seg_idx_flush(g);
     if (g->fd >= 0)
         close(g->fd);
     if (g->idx_fd >= 0)
@@ -159,7 +186,7 @@ static int seg_scan(struct partition *p, struct segment *g, int verify, int reco
     int64_t expect = g->base;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
-    g->n_idx = 0;
+    g->n_idx = g->n_idx_written = 0;
     g->last_idx_pos = 0;
     if (g->idx_fd >= 0 && ftruncate(g->idx_fd, 0) != 0)
         log_warn("index truncate failed: %s", strerror(errno));
@@ -209,6 +236,7 @@ static int seg_scan(struct partition *p, struct segment *g, int verify, int reco
         pos += total;
     }
     free(buf);
+    seg_idx_flush(g);
     if (why) {
         log_warn("truncating %s segment %lld at byte %llu of %llu: %s", p->dir,
                  (long long)g->base, (unsigned long long)pos, (unsigned long long)size, why);
@@ -230,7 +258,7 @@ static int seg_load_index(struct segment *g)
     size_t n = (size_t)st.st_size / 8;
     uint8_t *b = xmalloc((size_t)st.st_size);
     int rc = read_full(g->idx_fd, b, (size_t)st.st_size, 0);
-    g->n_idx = 0;
+    g->n_idx = g->n_idx_written = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         struct idx_entry e = {be32(b + 8 * i), be32(b + 8 * i + 4)};
         if (e.pos >= g->size || (g->n_idx && (e.rel < g->idx[g->n_idx - 1].rel ||
@@ -689,6 +717,7 @@ static void mark_dirty(struct store *s, struct partition *p)
 static int partition_roll(struct partition *p)
 {
     struct segment *old = &p->segs[p->n_segs - 1];
+    seg_idx_flush(old);
     if (fdatasync(old->fd) != 0)
         return -1;
     struct segment g;

@@ -5,7 +5,10 @@
  *   <topic>-<partition>/<base>.log       record batches (v2) exactly as received, base offset
  *                                        rewritten; <base> is the first offset, 20 digits
  *   <topic>-<partition>/<base>.index     sparse index: (uint32 offset - base, uint32 position)
- *                                        big-endian, one entry per ~4 KiB of log
+ *                                        big-endian, one entry per ~4 KiB of log; appended in
+ *                                        batches (every 512 entries, on roll and on close), not
+ *                                        synced: the active segment's is rebuilt on open, an
+ *                                        older one's is checked and rebuilt when damaged
  *
  * On open the active (last) segment of every partition is scanned: a torn or CRC-bad tail is
  * truncated, its index rebuilt, and the idempotent producers' last sequences recovered. Older
@@ -44,6 +47,7 @@ struct segment {
     uint64_t last_idx_pos;
     struct idx_entry *idx;
     size_t n_idx, cap_idx;
+    size_t n_idx_written; /* entries of idx already in the .index file (the rest pending) */
     int64_t mtime_ms; /* last append (or file mtime when loaded) */
 };
 
