@@ -8,6 +8,9 @@
 #  2. batches: wrk POSTing batches of 100 events to /batch (events/s) versus `kcat -P`
 #     producing the same events straight to the same broker (events/s). Target: ratio >= 0.50.
 #
+# Also prints the CPU time per request (single) and per event (batch) of the publisher, the
+# baseline and kcat (utime+stime over the run / requests or events): steadier than the rates on
+# a shared machine.
 # The broker is bus-mock (librdkafka's mock cluster) unless BUS_BOOTSTRAP names another one.
 # Knobs: BIN (bin), DURATION (10s), CONNS (128), WRK_THREADS (2), THREADS (publisher and
 # baseline HTTP threads, 2), KCAT_EVENTS (200000).
@@ -66,9 +69,11 @@ cat >"$TMP/publisher.json" <<JSON
  "max_inflight": 100000, "log.level": "warn"${PUBLISHER_EXTRA:+, $PUBLISHER_EXTRA}}
 JSON
 "$BIN/bus-publisher" --config "$TMP/publisher.json" >"$TMP/publisher.log" 2>&1 &
-PIDS+=($!)
+PUB_PID=$!
+PIDS+=($PUB_PID)
 "$BIN/bench-baseline-202" "$BASE_PORT" "$THREADS" >"$TMP/baseline.log" 2>&1 &
-PIDS+=($!)
+BASE_PID=$!
+PIDS+=($BASE_PID)
 wait_url "http://127.0.0.1:$PUB_PORT/readyz"
 
 # The request bodies: one login event, and a batch of 100 (distinct accounts, so every
@@ -102,6 +107,16 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer dev-login-token"
 LUA
 
+cpu_ticks() { # PID -> utime+stime in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+# us_per PID TICKS_BEFORE COUNT -> the process's CPU microseconds per COUNT since TICKS_BEFORE
+us_per() {
+  python3 -c "import os,sys; t=int(sys.argv[2])-int(sys.argv[1]); n=float(sys.argv[3]);
+print(f'{t*1e6/os.sysconf(\"SC_CLK_TCK\")/n:.1f}' if n else 'n/a')" "$2" "$(cpu_ticks "$1")" "$3"
+}
+requests() { awk '/requests in/ {print $1}' "$TMP/wrk.last"; }
+
 rps() { # URL BODY -> prints requests/s; the full wrk output goes to $TMP/wrk.last
   BODY=$2 wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$TMP/post.lua" "$1" >"$TMP/wrk.last" 2>&1
   if grep -q "Non-2xx" "$TMP/wrk.last"; then
@@ -112,17 +127,26 @@ rps() { # URL BODY -> prints requests/s; the full wrk output goes to $TMP/wrk.la
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 echo "broker: $BOOTSTRAP; wrk -t$WRK_THREADS -c$CONNS -d$DURATION; HTTP threads: $THREADS; $(nproc) CPUs"
+T=$(cpu_ticks $BASE_PID)
 BASE_RPS=$(rps "http://127.0.0.1:$BASE_PORT/v1/topics/login/events" "$TMP/event.json")
+BASE_US=$(us_per $BASE_PID "$T" "$(requests)")
+T=$(cpu_ticks $PUB_PID)
 PUB_RPS=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
+PUB_US=$(us_per $PUB_PID "$T" "$(requests)")
 echo "single: baseline 202 server ${BASE_RPS} req/s; publisher ${PUB_RPS} req/s;" \
      "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.60)"
+echo "single: CPU per request: baseline ${BASE_US} us; publisher ${PUB_US} us"
 
+T=$(cpu_ticks $PUB_PID)
 BATCH_RPS=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/batch" "$TMP/batch.json")
+BATCH_US=$(us_per $PUB_PID "$T" "$(requests)00")
 BATCH_EPS=$(python3 -c "print(f'{float(\"$BATCH_RPS\")*100:.0f}')")
 T0=$(date +%s.%N)
-kcat -P -b "$BOOTSTRAP" -t login -K $'\t' -X acks=all -X enable.idempotence=true \
+/usr/bin/time -f '%U %S' -o "$TMP/kcat.time" kcat -P -b "$BOOTSTRAP" -t login -K $'\t' -X acks=all -X enable.idempotence=true \
      -X linger.ms=5 -l "$TMP/kcat.txt"
 T1=$(date +%s.%N)
 KCAT_EPS=$(python3 -c "print(f'{$KCAT_EVENTS/($T1-$T0):.0f}')")
+KCAT_US=$(python3 -c "import sys; u,s=map(float,open(sys.argv[1]).read().split()[-2:]); print(f'{(u+s)*1e6/$KCAT_EVENTS:.1f}')" "$TMP/kcat.time")
 echo "batch: publisher ${BATCH_EPS} events/s (100 per request); kcat -P ${KCAT_EPS} events/s;" \
      "ratio $(ratio "$BATCH_EPS" "$KCAT_EPS") (target >= 0.50)"
+echo "batch: CPU per event: publisher ${BATCH_US} us; kcat -P ${KCAT_US} us"

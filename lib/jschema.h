@@ -33,4 +33,33 @@ struct jschema_error {
 /* Returns 0 when doc is valid; otherwise 1 with the first failure described in *error. */
 int jschema_validate(const struct jschema *s, json_t *doc, struct jschema_error *error);
 
+/* The fast path: checks JSON text against s without building a jansson tree. */
+enum jschema_capture_kind {
+    JSCHEMA_CAP_ABSENT,  /* the member is not there (or the value is not an object) */
+    JSCHEMA_CAP_STRING,  /* str/len: the string's contents (the fast path takes no escapes) */
+    JSCHEMA_CAP_INTEGER, /* integer */
+    JSCHEMA_CAP_OTHER,   /* any other value */
+};
+
+struct jschema_capture {
+    const char *name; /* in: a member of the top-level object (not NUL-terminated) */
+    size_t name_len;
+    enum jschema_capture_kind kind; /* out */
+    const char *str;
+    size_t len;
+    long long integer;
+};
+
+/* Returns 0 only when text is certainly valid: json_loadb(text, len, JSON_REJECT_DUPLICATES |
+ * JSON_DECODE_ANY) would succeed and jschema_validate() would accept the result (s == NULL: any
+ * JSON value). Returns 1 when not sure (invalid, or outside what the fast path handles: string
+ * escapes, non-ASCII text, exponents, reals under numeric keywords, enum/const of numbers or
+ * containers, deep nesting, more than 64 members); the caller then takes the jansson path for
+ * the exact answer and error. With used == NULL the text must hold one value (whitespace
+ * around it); otherwise the value starts at text (no leading whitespace skipped for the count)
+ * and *used receives the bytes up to its end, anything after it is not looked at. cap, when
+ * not NULL, receives the value of one top-level member. Allocates nothing; thread-safe. */
+int jschema_check_text(const struct jschema *s, const char *text, size_t len, size_t *used,
+                       struct jschema_capture *cap);
+
 #endif

@@ -22,6 +22,7 @@
 #include "metrics.h"
 
 #define INGEST_ID_MAX 128
+#define INGEST_KEY_MAX 512 /* key bytes + 1 */
 
 enum reject_reason {
     REJ_UNAUTHORIZED,
@@ -69,7 +70,8 @@ struct pub_req {
     double t0;
     bool is_batch;
     size_t n_events;
-    char (*ids)[INGEST_ID_MAX + 1];
+    char (*ids)[INGEST_ID_MAX + 1]; /* n_events ids; a single event's is id1 */
+    char id1[INGEST_ID_MAX + 1];
     atomic_int refs;
     atomic_int status; /* first failure (kafka_status), 0 = none */
     int32_t partition; /* single event only */
@@ -315,8 +317,37 @@ static int check_event(struct http_exchange *ex, struct pub_req *r, json_t *ev, 
 
 static void req_free(struct pub_req *r)
 {
-    free(r->ids);
+    if (r->ids != &r->id1)
+        free(r->ids);
     free(r);
+}
+
+/* An event id into a JSON string: ids never need escaping (id_uuid7, or a ce-id that passed
+ * id_is_valid: printable ASCII without quotes or backslashes), so no per-byte escaping. */
+static int append_id(struct buf *b, const char *id)
+{
+    int rc = buf_append(b, "\"", 1);
+    rc |= buf_append(b, id, strlen(id));
+    return rc | buf_append(b, "\"", 1);
+}
+
+/* Decimal text of v in out (at least 21 bytes); returns out. snprintf was ~2% of the
+ * single-event path. */
+static const char *format_int(char *out, long long v)
+{
+    char tmp[24];
+    size_t n = 0, at = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0)
+        out[at++] = '-';
+    while (n > 0)
+        out[at++] = tmp[--n];
+    out[at] = '\0';
+    return out;
 }
 
 /* Drops one reference; the last one answers the request and frees it. */
@@ -338,7 +369,7 @@ static void req_release(struct pub_req *r)
             for (size_t i = 0; i < r->n_events; i++) {
                 if (i > 0)
                     rc |= buf_appends(&b, ",");
-                rc |= buf_append_json_string(&b, r->ids[i]);
+                rc |= append_id(&b, r->ids[i]);
             }
             rc |= buf_appends(&b, "]}");
             if (rc == 0)
@@ -350,12 +381,16 @@ static void req_release(struct pub_req *r)
             /* The hot path: formatted directly rather than built and dumped by jansson. */
             struct buf b;
             buf_init(&b, 1024);
+            char num[64];
             int rc = buf_appends(&b, "{\"id\":");
-            rc |= buf_append_json_string(&b, r->ids[0]);
+            rc |= append_id(&b, r->ids[0]);
             rc |= buf_appends(&b, ",\"topic\":");
             rc |= buf_append_json_string(&b, r->topic->name);
-            rc |= buf_appendf(&b, ",\"partition\":%d,\"offset\":%lld}", (int)r->partition,
-                              (long long)r->offset);
+            rc |= buf_appends(&b, ",\"partition\":");
+            rc |= buf_appends(&b, format_int(num, r->partition));
+            rc |= buf_appends(&b, ",\"offset\":");
+            rc |= buf_appends(&b, format_int(num, r->offset));
+            rc |= buf_appends(&b, "}");
             if (rc == 0)
                 http_respond(r->ex, 202, NULL, b.data, b.len);
             else
@@ -459,9 +494,9 @@ static bool reserve_inflight(struct ingest *in, unsigned n)
 }
 
 /* Produces event i of r. Returns a kafka_status; on failure the slot is given back. */
-static int produce_one(struct pub_req *r, size_t i, const char *key, const void *value,
-                       size_t value_len, const char *source, const char *traceparent,
-                       const char *time)
+static int produce_one(struct pub_req *r, size_t i, const char *key, size_t key_len,
+                       const void *value, size_t value_len, const char *source,
+                       const char *traceparent, const char *time)
 {
     struct kafka_header h[5] = {
         {"ce-id", r->ids[i], strlen(r->ids[i])},
@@ -471,8 +506,8 @@ static int produce_one(struct pub_req *r, size_t i, const char *key, const void 
         {"traceparent", traceparent, strlen(traceparent)},
     };
     atomic_fetch_add(&r->refs, 1);
-    int st = kafka_producer_send(r->in->producer, r->topic->name, -1, key[0] ? key : NULL,
-                                 strlen(key), value, value_len, h, 5, on_delivered, r);
+    int st = kafka_producer_send(r->in->producer, r->topic->name, -1, key_len ? key : NULL,
+                                 key_len, value, value_len, h, 5, on_delivered, r);
     if (st != KAFKA_OK) {
         atomic_fetch_sub(&r->refs, 1);
         atomic_fetch_sub(&r->in->inflight, 1);
@@ -494,6 +529,56 @@ static void request_trace(struct http_exchange *ex, char out[TRACEPARENT_LEN + 1
     memcpy(trace_id, child.trace_id, 33);
 }
 
+static bool is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The fast path's view of the topic's key pointer: the top-level member it names, when it is
+ * a plain "/name" (no escapes, no nesting); otherwise NULL and the jansson path extracts it. */
+static const char *key_member(const struct busconf_topic *t, size_t *len)
+{
+    if (t->key == NULL || t->key[0] != '/' || strpbrk(t->key + 1, "/~") != NULL)
+        return NULL;
+    *len = strlen(t->key + 1);
+    return t->key + 1;
+}
+
+/* The fast path for one event's text (a value starting at text, at most avail bytes): a JSON
+ * object that jschema_check_text() finds valid, within the topic's size, with a string or
+ * integer key. Sets *used to the event's length and key/key_len (the key points into text, or
+ * into num for an integer key). Returns 0, or -1 when the jansson path must decide (it gives
+ * the exact answer and error). */
+static int fast_event(const struct busconf_topic *t, const char *text, size_t avail,
+                      size_t *used, const char **key, size_t *key_len, char num[24])
+{
+    struct jschema_capture cap = {0};
+    *key = NULL;
+    *key_len = 0;
+    if (avail == 0 || text[0] != '{')
+        return -1;
+    if (t->key != NULL && (cap.name = key_member(t, &cap.name_len)) == NULL)
+        return -1;
+    if (jschema_check_text(t->schema, text, avail, used, t->key ? &cap : NULL) != 0 ||
+        *used > t->max_event_bytes)
+        return -1;
+    if (t->key == NULL)
+        return 0;
+    if (cap.kind == JSCHEMA_CAP_STRING && cap.len < INGEST_KEY_MAX) {
+        *key = cap.str;
+        *key_len = cap.len;
+        return 0;
+    }
+    if (cap.kind == JSCHEMA_CAP_INTEGER) {
+        int w = snprintf(num, 24, "%lld", cap.integer);
+        *key = num;
+        *key_len = (size_t)w;
+        return 0;
+    }
+    return -1;
+}
+
+static size_t skip_json_space(const char *s, size_t i, size_t len);
 static void handle_event(struct http_exchange *ex, void *ctx)
 {
     struct ingest *in = ctx;
@@ -503,9 +588,9 @@ static void handle_event(struct http_exchange *ex, void *ctx)
     size_t len = 0;
     const char *body = http_body(ex, &len);
     json_t *ev = NULL;
-    char key[512];
+    char key[INGEST_KEY_MAX];
     r->n_events = 1;
-    r->ids = xcalloc(1, sizeof *r->ids);
+    r->ids = &r->id1;
 
     if (len > r->topic->max_event_bytes) {
         char msg[300];
@@ -515,17 +600,32 @@ static void handle_event(struct http_exchange *ex, void *ctx)
                json_pack("{s:I}", "max_event_bytes", (json_int_t)r->topic->max_event_bytes), msg);
         goto done;
     }
-    json_error_t jerr;
-    ev = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (ev == NULL) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
-        goto done;
+    /* The fast path checks the text in place; when it is not sure, jansson decides. */
+    const char *key_ptr = NULL;
+    size_t key_len = 0;
+    char num[24];
+    size_t at = body ? skip_json_space(body, 0, len) : 0;
+    size_t end = len;
+    while (body && end > at && is_json_space(body[end - 1]))
+        end--;
+    size_t used = 0;
+    if (body == NULL ||
+        fast_event(r->topic, body + at, end - at, &used, &key_ptr, &key_len, num) != 0 ||
+        used != end - at) {
+        json_error_t jerr;
+        ev = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        if (ev == NULL) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
+                     jerr.column, jerr.text);
+            reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
+            goto done;
+        }
+        if (check_event(ex, r, ev, -1, len, key, sizeof key) != 0)
+            goto done;
+        key_ptr = key;
+        key_len = strlen(key);
     }
-    if (check_event(ex, r, ev, -1, len, key, sizeof key) != 0)
-        goto done;
     const char *ce_id = http_header(ex, "ce-id");
     if (ce_id != NULL && !id_is_valid(ce_id)) {
         reject(ex, r->tm, REJ_MALFORMED, 400, "bad_event_id", NULL,
@@ -545,7 +645,7 @@ static void handle_event(struct http_exchange *ex, void *ctx)
     request_trace(ex, tp, trace_id);
     app_time_rfc3339(now);
     r->t0 = app_now_s();
-    int st = produce_one(r, 0, key, body, len, r->producer->name, tp, now);
+    int st = produce_one(r, 0, key_ptr, key_len, body, len, r->producer->name, tp, now);
     json_decref(ev);
     if (st != KAFKA_OK)
         fail_status(r, st);
@@ -558,9 +658,11 @@ done:
     req_free(r);
 }
 
-static bool is_json_space(char c)
+static size_t skip_json_space(const char *s, size_t i, size_t len)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+    while (i < len && is_json_space(s[i]))
+        i++;
+    return i;
 }
 
 /* Splits the text of a JSON array that jansson already accepted into its n elements' byte
@@ -612,19 +714,83 @@ static int split_array(const char *s, size_t len, size_t n, const char **starts,
     return 0;
 }
 
-static void handle_batch(struct http_exchange *ex, void *ctx)
+/* One event of a batch: its text (a slice of the body, produced as is) and its key. */
+struct batch_event {
+    const char *value;
+    size_t value_len;
+    const char *key; /* NULL with key_len > 0: the key is num */
+    size_t key_len;
+    char num[24];
+};
+
+static const char *batch_key(const struct batch_event *e)
 {
-    struct ingest *in = ctx;
-    struct pub_req *r = req_begin(in, ex, true);
-    if (r == NULL)
-        return;
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
+    return e->key != NULL ? e->key : e->num;
+}
+
+/* The fast path for a batch: one pass over the body, every event checked in place by
+ * fast_event(). Returns the number of events (evs allocated), or 0 when the jansson path must
+ * decide: anything unusual, any invalid event, an empty or oversized batch. */
+static size_t fast_batch(struct ingest *in, const struct busconf_topic *t, const char *body,
+                         size_t len, struct batch_event *stack, size_t stack_n,
+                         struct batch_event **evs_out)
+{
+    size_t i = skip_json_space(body, 0, len);
+    if (i >= len || body[i] != '[')
+        return 0;
+    size_t cap = stack_n, n = 0;
+    struct batch_event *evs = stack;
+    i = skip_json_space(body, i + 1, len);
+    for (;;) {
+        if (n == in->opts.batch_max_events || i >= len || body[i] != '{')
+            goto unsure;
+        if (n == cap) {
+            cap *= 2;
+            if (evs == stack) {
+                evs = xmalloc(cap * sizeof *evs);
+                memcpy(evs, stack, n * sizeof *evs);
+            } else {
+                evs = xrealloc(evs, cap * sizeof *evs);
+            }
+        }
+        struct batch_event *e = &evs[n++];
+        size_t used;
+        e->value = body + i;
+        if (fast_event(t, e->value, len - i, &used, &e->key, &e->key_len, e->num) != 0)
+            goto unsure;
+        e->value_len = used;
+        if (e->key == e->num)
+            e->key = NULL; /* evs may move */
+        i = skip_json_space(body, i + used, len);
+        if (i < len && body[i] == ',') {
+            i = skip_json_space(body, i + 1, len);
+            continue;
+        }
+        if (i < len && body[i] == ']' && skip_json_space(body, i + 1, len) == len)
+            break;
+        goto unsure;
+    }
+    *evs_out = evs;
+    return n;
+unsure:
+    if (evs != stack)
+        free(evs);
+    return 0;
+}
+
+/* The jansson path for a batch: parses, checks and answers every error exactly. Returns the
+ * number of events (evs and *keys allocated) or 0 when it answered. ce_id is checked here, in
+ * the order the errors have always come. */
+static size_t slow_batch(struct ingest *in, struct http_exchange *ex, struct pub_req *r,
+                         const char *body, size_t len, const char *ce_id,
+                         struct batch_event **evs_out, char (**keys_out)[INGEST_KEY_MAX])
+{
+    json_error_t jerr;
+    struct batch_event *evs = NULL;
     const char **values = NULL; /* borrowed slices of body */
     size_t *value_lens = NULL;
-    char (*keys)[512] = NULL;
+    char(*keys)[INGEST_KEY_MAX] = NULL;
     size_t n = 0;
-    json_error_t jerr;
     json_t *arr =
         json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (arr == NULL) {
@@ -632,12 +798,12 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
         snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
                  jerr.column, jerr.text);
         reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
-        goto done;
+        goto fail;
     }
     if (!json_is_array(arr) || json_array_size(arr) == 0) {
         reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
                "A batch must be a non-empty JSON array of event objects.");
-        goto done;
+        goto fail;
     }
     n = json_array_size(arr);
     if (n > in->opts.batch_max_events) {
@@ -646,30 +812,77 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
                  in->opts.batch_max_events, n);
         reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_many_events",
                json_pack("{s:i}", "max_events", (json_int_t)in->opts.batch_max_events), msg);
-        goto done;
+        goto fail;
     }
-    const char *ce_id = http_header(ex, "ce-id");
     if (ce_id != NULL && (!id_is_valid(ce_id) || strlen(ce_id) > INGEST_ID_MAX - 8)) {
         reject(ex, r->tm, REJ_MALFORMED, 400, "bad_event_id", NULL,
                "ce-id must be 1 to 120 printable ASCII characters without spaces or quotes.");
-        goto done;
+        goto fail;
     }
-    r->ids = xcalloc(n, sizeof *r->ids);
-    r->n_events = n;
     values = xcalloc(n, sizeof *values);
     value_lens = xcalloc(n, sizeof *value_lens);
     keys = xcalloc(n, sizeof *keys);
     if (split_array(body, len, n, values, value_lens) != 0) {
         reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL,
                "The batch could not be split into its events.");
-        goto done;
+        goto fail;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *ev = json_array_get(arr, i);
         if (check_event(ex, r, ev, (long)i, value_lens[i], keys[i], sizeof keys[i]) != 0)
+            goto fail;
+    }
+    evs = xcalloc(n, sizeof *evs);
+    for (size_t i = 0; i < n; i++) {
+        evs[i].value = values[i];
+        evs[i].value_len = value_lens[i];
+        evs[i].key = keys[i];
+        evs[i].key_len = strlen(keys[i]);
+    }
+    free(values);
+    free(value_lens);
+    json_decref(arr);
+    *evs_out = evs;
+    *keys_out = keys;
+    return n;
+fail:
+    free(values);
+    free(value_lens);
+    free(keys);
+    json_decref(arr);
+    return 0;
+}
+
+static void handle_batch(struct http_exchange *ex, void *ctx)
+{
+    struct ingest *in = ctx;
+    struct pub_req *r = req_begin(in, ex, true);
+    if (r == NULL)
+        return;
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    const char *ce_id = http_header(ex, "ce-id");
+    struct batch_event stack[128]; /* the fast path's events, while they fit */
+    struct batch_event *evs = NULL;
+    char(*keys)[INGEST_KEY_MAX] = NULL; /* the jansson path's keys */
+    size_t n = body != NULL ? fast_batch(in, r->topic, body, len, stack, 128, &evs) : 0;
+    if (n > 0) {
+        if (ce_id != NULL && (!id_is_valid(ce_id) || strlen(ce_id) > INGEST_ID_MAX - 8)) {
+            reject(ex, r->tm, REJ_MALFORMED, 400, "bad_event_id", NULL,
+                   "ce-id must be 1 to 120 printable ASCII characters without spaces or "
+                   "quotes.");
             goto done;
-        /* A ce-id on the batch makes the ids deterministic ("<ce-id>-<index>"), so a retried
-         * batch carries the same ids and consumers can drop the repeats. */
+        }
+    } else {
+        n = slow_batch(in, ex, r, body, len, ce_id, &evs, &keys);
+        if (n == 0)
+            goto done;
+    }
+    r->ids = xmalloc(n * sizeof *r->ids);
+    r->n_events = n;
+    /* A ce-id on the batch makes the ids deterministic ("<ce-id>-<index>"), so a retried
+     * batch carries the same ids and consumers can drop the repeats. */
+    for (size_t i = 0; i < n; i++) {
         if (ce_id != NULL)
             snprintf(r->ids[i], sizeof r->ids[i], "%s-%zu", ce_id, i);
         else
@@ -686,7 +899,9 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
     r->t0 = app_now_s();
     const char *source = r->producer->name;
     for (size_t i = 0; i < n; i++) {
-        int st = produce_one(r, i, keys[i], values[i], value_lens[i], source, tp, now);
+        const struct batch_event *e = &evs[i];
+        int st = produce_one(r, i, batch_key(e), e->key_len, e->value, e->value_len, source, tp,
+                             now);
         if (st != KAFKA_OK) {
             /* The events already queued will be delivered; the batch as a whole fails and is
              * retried by the caller. Give back the slots of the events never queued. */
@@ -695,17 +910,15 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
             break;
         }
     }
-    free(values);
-    free(value_lens);
+    if (evs != stack)
+        free(evs);
     free(keys);
-    json_decref(arr);
     req_release(r);
     return;
 done:
-    free(values);
-    free(value_lens);
+    if (evs != stack)
+        free(evs);
     free(keys);
-    json_decref(arr);
     req_free(r);
 }
 

@@ -192,6 +192,68 @@ def test_bad_inputs_get_json_errors_and_leave_nothing_behind():
     assert metric(pub, "bus_publisher_rejected_total", 'reason="unknown_topic"') == 1
 
 
+def test_fast_and_jansson_paths_agree():
+    """Events the fast path takes (plain ASCII) and events it leaves to jansson (escapes,
+    non-ASCII, exponents) are accepted alike, stored byte for byte, keyed alike; and what only
+    jansson can refuse (duplicate members, in any event of a batch) is still refused."""
+    broker, pub = start(config={"batch_max_events": 10})
+    fast = b'{"account_id":"k-fast","ip":"10.0.0.1","ts":"2026-11-25T04:18:31Z","n":-0}'
+    slow = [
+        '{"account_id":"k-esc","ip":"10.0.0.1","ts":"2026-11-25T04:18:31Z","s":"a\\u00e9\\n"}',
+        '{"account_id":"k-utf8","ip":"10.0.0.1","ts":"2026-11-25T04:18:31Z","s":"\u00e9"}',
+        '{"account_id":"k-exp","ip":"10.0.0.1","ts":"2026-11-25T04:18:31Z","n":1.5e3}',
+        '{"account_id":"k\\u002dkey","ip":"10.0.0.1","ts":"2026-11-25T04:18:31Z"}',
+    ]
+    slow = [e.encode() for e in slow]
+    for ev in [fast] + slow:
+        status, body, _ = post(pub, raw=b"\n " + ev + b" \n")
+        assert status == 202, (ev, status, body)
+    # A batch mixing both kinds goes through whole, each event byte for byte.
+    batch_evs = [e.replace(b'"k', b'"b') for e in [fast] + slow]
+    status, body, _ = post(pub, raw=b"[" + b",".join(batch_evs) + b"]", batch=True)
+    assert status == 202 and body["accepted"] == 5, body
+    status, body, _ = post(pub, raw=b"[" + b", ".join([fast] * 3) + b"]", batch=True,
+                           headers={"ce-id": "fast-batch"})
+    assert status == 202 and body["ids"] == ["fast-batch-0", "fast-batch-1", "fast-batch-2"]
+    msgs = consume(broker, "login", 13)
+    by_key = {}
+    for m in msgs:
+        by_key.setdefault(m["key"], []).append(m["value"])
+    # A single event is stored as the body was sent (whitespace included); batch events as
+    # their slice of the array.
+    ws = lambda e: b"\n " + e + b" \n"
+    assert sorted(by_key["k-fast"]) == sorted([ws(fast)] + [fast] * 3), by_key["k-fast"]
+    assert by_key["k-esc"] == [ws(slow[0])] and by_key["k-utf8"] == [ws(slow[1])]
+    assert by_key["k-exp"] == [ws(slow[2])] and by_key["k-esc"] == [ws(slow[0])]
+    assert by_key["b-fast"] == [batch_evs[0]] and by_key["b-esc"] == [batch_evs[1]]
+    assert by_key["b-utf8"] == [batch_evs[2]] and by_key["b-exp"] == [batch_evs[3]]
+    assert by_key["k-key"] == [ws(slow[3])] and by_key["b-key"] == [batch_evs[4]]  # unescaped
+    # Duplicate members are malformed, in a single event or in any event of a batch.
+    dup = b'{"account_id":"d","ip":"10.0.0.1","ts":"2026-11-25T04:18:31Z","ip":"10.0.0.2"}'
+    status, body, _ = post(pub, raw=dup)
+    assert status == 400 and body["error"] == "malformed_json", body
+    assert "duplicate" in body["message"], body
+    nested = b'{"account_id":"d","ip":"10.0.0.1","ts":"2026-11-25T04:18:31Z","client":{"a":1,"a":1}}'
+    status, body, _ = post(pub, raw=b"[" + fast + b"," + nested + b"]", batch=True)
+    assert status == 400 and body["error"] == "malformed_json", body
+    # A valid batch with a bad ce-id; an empty batch; trailing garbage; too many events.
+    status, body, _ = post(pub, raw=b"[" + fast + b"]", batch=True, headers={"ce-id": "a b"})
+    assert status == 400 and body["error"] == "bad_event_id", body
+    status, body, _ = post(pub, raw=b" [ ] ", batch=True)
+    assert status == 400 and body["error"] == "not_array", body
+    status, body, _ = post(pub, raw=b"[" + fast + b"] x", batch=True)
+    assert status == 400 and body["error"] == "malformed_json", body
+    status, body, _ = post(pub, raw=fast + b" x")
+    assert status == 400 and body["error"] == "malformed_json", body
+    status, body, _ = post(pub, raw=b"[" + b",".join([fast] * 11) + b"]", batch=True)
+    assert status == 413 and body["error"] == "too_many_events", body
+    # A schema violation in a batch of plain events names its index and pointer.
+    bad = fast.replace(b'"10.0.0.1"', b'"10.0.0"')
+    status, body, _ = post(pub, raw=b"[" + fast + b"," + fast + b"," + bad + b"]", batch=True)
+    assert status == 422 and body["index"] == 2 and body["pointer"] == "/ip", body
+    assert len(all_messages(broker, "login")) == 13
+
+
 def test_oversized_events_and_batches_get_413():
     broker, pub = start(config={"batch_max_events": 10, "batch_max_bytes": 20000},
                         max_event_bytes=512)

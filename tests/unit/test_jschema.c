@@ -59,6 +59,7 @@ void *realloc(void *p, size_t n)
 
 struct suite_totals {
     int files, groups, groups_skipped, cases, cases_skipped, failures;
+    int fast_valid, fast_unsure; /* jschema_check_text() on the valid cases' text */
 };
 static struct suite_totals totals;
 
@@ -183,6 +184,18 @@ static void run_suite_file(const char *rel)
             struct jschema_error verr;
             bool got = jschema_validate(js, json_object_get(t, "data"), &verr) == 0;
             ran++;
+            /* The fast path over the case's text may say "not sure", never "valid" wrongly. */
+            char *text = json_dumps(json_object_get(t, "data"), JSON_ENCODE_ANY | JSON_COMPACT);
+            bool fast = jschema_check_text(js, text, strlen(text), NULL, NULL) == 0;
+            free(text);
+            if (fast && !want) {
+                failures++;
+                printf("  FAIL %s: \"%s\" / \"%s\": the fast path accepted an invalid instance\n",
+                       rel, gdesc, json_string_value(json_object_get(t, "description")));
+            }
+            if (want) {
+                fast ? totals.fast_valid++ : totals.fast_unsure++;
+            }
             if (got != want) {
                 failures++;
                 printf("  FAIL %s: \"%s\" / \"%s\": expected %s, got %s (%s: %s)\n", rel, gdesc,
@@ -242,6 +255,9 @@ static void test_suite_ran_enough_cases(void **state)
            totals.failures);
     assert_int_equal(totals.files, 20);
     assert_true(totals.cases >= SUITE_MIN_CASES);
+    printf("  fast path on the valid cases: %d valid, %d not sure\n", totals.fast_valid,
+           totals.fast_unsure);
+    assert_true(totals.fast_valid > totals.fast_unsure); /* it does take the common cases */
 }
 
 /* ---- hand-written ---- */
@@ -724,6 +740,152 @@ static void test_random_patterns_compile_or_fail_cleanly(void **state)
 
 /* ---- the hot path does not allocate ---- */
 
+/* ---- the raw-text fast path ---- */
+
+static int fast(const struct jschema *js, const char *text)
+{
+    return jschema_check_text(js, text, strlen(text), NULL, NULL);
+}
+
+/* What the jansson path says of text: 0 valid, 1 schema violation, 2 not loadable. */
+static int slow(const struct jschema *js, const char *text, size_t len)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (doc == NULL) {
+        return 2;
+    }
+    int rc = js != NULL ? jschema_validate(js, doc, NULL) : 0;
+    json_decref(doc);
+    return rc;
+}
+
+static void test_fast_path_cases(void **state)
+{
+    (void)state;
+    struct jschema *js = compile_text(LOGIN_SCHEMA);
+    const char *ok = "{\"account_id\":\"acc-42\",\"ip\":\"192.168.1.20\","
+                     "\"ts\":\"2026-11-25T06:00:00.123+01:00\",\"success\":true,"
+                     "\"tags\":[\"web\",\"eu\"],\"score\":0}";
+    assert_int_equal(fast(js, ok), 0);
+    assert_int_equal(slow(js, ok, strlen(ok)), 0);
+    assert_int_equal(fast(js, " \n{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}\t"), 0);
+    /* every one of these must go to jansson: invalid, or beyond the fast path */
+    const char *unsure[] = {
+        "{\"account_id\":\"a\",\"account_id\":\"b\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\"}",                                   /* required */
+        "{\"account_id\":\"a\",\"ip\":\"1.2.3.4.5\",\"ts\":\"2026-01-01T00:00:00Z\"}", /* format */
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-13-01T00:00:00Z\"}",       /* format */
+        "{\"account_id\":\"a\\u0041\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}", /* escape */
+        "{\"account_id\":\"\xc3\xa9\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}", /* UTF-8 */
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"} x",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":01}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":1e3}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":[1,]}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":tru}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":1234567890123456789}",
+        "[1]",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"tags\":[\"A\"]}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"score\":1}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"score\":0.5}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"other\":1}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"",
+        "",
+    };
+    for (size_t i = 0; i < sizeof unsure / sizeof unsure[0]; i++) {
+        if (fast(js, unsure[i]) != 1) {
+            fail_msg("the fast path accepted case %zu: %s", i, unsure[i]);
+        }
+    }
+    /* a nested duplicate, and a NUL byte inside the text */
+    assert_int_equal(fast(NULL, "{\"a\":{\"b\":1,\"b\":1}}"), 1);
+    assert_int_equal(jschema_check_text(NULL, "{\"a\":\"x\0\"}", 9, NULL, NULL), 1);
+    assert_int_equal(fast(NULL, "[1,-0,2.5,\"x\",null,false,{}]"), 0);
+
+    /* used: the extent of one value, the rest not looked at */
+    size_t used = 0;
+    const char *two = "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"} , junk";
+    assert_int_equal(jschema_check_text(js, two, strlen(two), &used, NULL), 0);
+    assert_int_equal(used, strlen(two) - strlen(" , junk"));
+
+    /* the captured member */
+    struct jschema_capture cap = {.name = "account_id", .name_len = 10};
+    assert_int_equal(jschema_check_text(js, ok, strlen(ok), NULL, &cap), 0);
+    assert_int_equal(cap.kind, JSCHEMA_CAP_STRING);
+    assert_int_equal(cap.len, 6);
+    assert_memory_equal(cap.str, "acc-42", 6);
+    cap = (struct jschema_capture){.name = "k", .name_len = 1};
+    assert_int_equal(fast(NULL, "{\"k\":-0}"), 0);
+    assert_int_equal(jschema_check_text(NULL, "{\"k\":-17,\"x\":{\"k\":\"no\"}}", 24, NULL, &cap), 0);
+    assert_int_equal(cap.kind, JSCHEMA_CAP_INTEGER);
+    assert_int_equal(cap.integer, -17);
+    cap = (struct jschema_capture){.name = "k", .name_len = 1};
+    assert_int_equal(jschema_check_text(NULL, "{\"x\":{\"k\":\"no\"}}", 16, NULL, &cap), 0);
+    assert_int_equal(cap.kind, JSCHEMA_CAP_ABSENT); /* only the top level counts */
+    cap = (struct jschema_capture){.name = "k", .name_len = 1};
+    assert_int_equal(jschema_check_text(NULL, "{\"k\":1.5}", 9, NULL, &cap), 0);
+    assert_int_equal(cap.kind, JSCHEMA_CAP_OTHER);
+    jschema_free(js);
+}
+
+/* Random documents, dumped and then mutated byte by byte: whenever the fast path says "valid",
+ * jansson and jschema_validate() must agree. */
+static void test_fast_path_never_accepts_what_jansson_rejects(void **state)
+{
+    (void)state;
+    const char *schemas[] = {
+        LOGIN_SCHEMA,
+        "{\"properties\":{\"next\":{\"$ref\":\"#\"},\"a/b\":{\"items\":{\"$ref\":\"#\"}},"
+        "\"~\":{\"enum\":[null,1,\"abc\"]}},\"additionalProperties\":{\"type\":[\"object\","
+        "\"array\",\"string\"],\"minLength\":2,\"maxItems\":2}}",
+        "{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\",\"minimum\":0,"
+        "\"exclusiveMaximum\":1000000},\"v\":{\"const\":\"abc\"},\"success\":{\"enum\":[true,"
+        "null]},\"tags\":{\"type\":\"array\",\"minItems\":1,\"items\":{\"type\":\"string\","
+        "\"maxLength\":3}}},\"additionalProperties\":false}",
+    };
+    static const char mutations[] = "{}[],:\"\\ 0-.e1tnx\x01\xc3";
+    int fast_valid = 0, checked = 0;
+    for (size_t s = 0; s < sizeof schemas / sizeof schemas[0]; s++) {
+        struct jschema *js = compile_text(schemas[s]);
+        for (int i = 0; i < 3000; i++) {
+            json_t *doc = random_value(0);
+            char *text = json_dumps(doc, JSON_ENCODE_ANY | (i % 2 ? JSON_COMPACT : JSON_INDENT(1)));
+            json_decref(doc);
+            size_t len = strlen(text);
+            for (int m = 0; m < 4; m++) {
+                if (m > 0 && len > 0) { /* overwrite, or cut short */
+                    size_t at = rnd() % len;
+                    if (m == 3) {
+                        len = at;
+                    } else {
+                        text[at] = mutations[rnd() % (sizeof mutations - 1)];
+                    }
+                }
+                checked++;
+                if (jschema_check_text(js, text, len, NULL, NULL) == 0) {
+                    fast_valid++;
+                    if (slow(js, text, len) != 0) {
+                        fail_msg("fast path valid, jansson path not: %.*s", (int)len, text);
+                    }
+                }
+                size_t used = 0;
+                if (jschema_check_text(js, text, len, &used, NULL) == 0) {
+                    assert_true(used <= len);
+                    if (slow(js, text, used) != 0) {
+                        fail_msg("fast path valid for %zu bytes, jansson path not: %.*s", used,
+                                 (int)len, text);
+                    }
+                }
+            }
+            free(text);
+        }
+        jschema_free(js);
+    }
+    printf("  fast path: %d of %d texts valid\n", fast_valid, checked);
+    assert_true(fast_valid > checked / 20);
+}
+
 static void test_validation_does_not_allocate(void **state)
 {
     (void)state;
@@ -743,12 +905,15 @@ static void test_validation_does_not_allocate(void **state)
     struct jschema_error e;
     assert_int_equal(jschema_validate(js, ok, &e), 0); /* warm-up */
     long before = alloc_calls;
+    const char *ok_text = "{\"account_id\":\"acc-42\",\"ip\":\"192.168.1.20\","
+                          "\"ts\":\"2026-11-25T06:00:00Z\",\"tags\":[\"web\",\"eu\"]}";
     for (int i = 0; i < 1000; i++) {
         assert_int_equal(jschema_validate(js, ok, &e), 0);
         assert_int_equal(jschema_validate(js, bad, &e), 1);
+        assert_int_equal(jschema_check_text(js, ok_text, strlen(ok_text), NULL, NULL), 0);
     }
     long used = alloc_calls - before;
-    printf("  allocations in 2000 validations: %ld\n", used);
+    printf("  allocations in 2000 validations and 1000 fast-path checks: %ld\n", used);
     assert_int_equal(used, 0);
     json_decref(ok);
     json_decref(bad);
@@ -792,6 +957,8 @@ int main(void)
         cmocka_unit_test(test_random_instances_report_resolvable_pointers),
         cmocka_unit_test(test_random_patterns_compile_or_fail_cleanly),
         cmocka_unit_test(test_validation_does_not_allocate),
+        cmocka_unit_test(test_fast_path_cases),
+        cmocka_unit_test(test_fast_path_never_accepts_what_jansson_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
