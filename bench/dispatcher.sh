@@ -39,9 +39,12 @@ done
 
 TMP=$(mktemp -d /tmp/bench-dispatcher.XXXXXX)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+cleanup() { # last started first: a dispatcher stops before its broker (or its shutdown waits)
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
   rm -rf "$TMP"
 }
 trap cleanup EXIT

@@ -4,10 +4,13 @@
  * - http_client_request(): synchronous, for services that call a provider now and then. Each
  *   http_client keeps its connections alive (one curl easy handle per thread-cache slot); a
  *   client may be shared by threads (internally locked pool of handles).
- * - struct http_pool: asynchronous, for the dispatcher's many deliveries in flight. One thread
- *   runs curl's multi interface; http_pool_submit() queues a request from any thread and the
- *   callback runs on the pool thread when it completes, fails or times out. Connections are
- *   reused per host. */
+ * - struct http_pool: asynchronous, for the dispatcher's many deliveries in flight.
+ *   http_pool_submit() queues a request from any thread and the callback runs on a pool thread
+ *   when it completes, fails or times out. Plain http:// URLs go to a native HTTP/1.1
+ *   keep-alive engine (one epoll thread, idle connections reused per host:port, a stale one
+ *   retried once on a fresh connection); https:// and anything else to curl's multi interface on
+ *   a second thread, started on first use. Connections are reused per host; at most
+ *   max_total_connections per engine. */
 #ifndef HTTP_CLIENT_H
 #define HTTP_CLIENT_H
 
@@ -19,11 +22,11 @@ struct http_header_kv {
 };
 
 struct http_result {
-    int status;           /* HTTP status, or 0 when no answer (see error) */
-    char *body;           /* heap, NUL-terminated, capped (see max_body_bytes); caller frees */
+    int status; /* HTTP status, or 0 when no answer (see error) */
+    char *body; /* heap, NUL-terminated, capped (see max_body_bytes); caller frees */
     size_t body_len;
-    char *retry_after;    /* value of Retry-After, heap or NULL */
-    char error[128];      /* "" or why no answer: "connection refused", "timeout", ... */
+    char *retry_after; /* value of Retry-After, heap or NULL */
+    char error[128];   /* "" or why no answer: "connection refused", "timeout", ... */
     double elapsed_s;
 };
 void http_result_release(struct http_result *r);

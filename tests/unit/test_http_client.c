@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -110,8 +111,7 @@ static void release_parked(void)
 static int setup(void **state)
 {
     (void)state;
-    struct http_server_options o = {.listen = "127.0.0.1:0", .threads = 2,
-                                    .max_connections = 512};
+    struct http_server_options o = {.listen = "127.0.0.1:0", .threads = 2, .max_connections = 512};
     server = http_server_new(&o);
     http_server_route(server, "POST", "/echo", h_echo, NULL, 0);
     http_server_route(server, "PUT", "/echo", h_echo, NULL, 0);
@@ -138,8 +138,7 @@ static int teardown(void **state)
 /* Connections the test server accepted so far (http_server's own counter). */
 static double connections_accepted(void)
 {
-    return metric_value(metrics_counter("http_connections_total", "",
-                                        "listen=\"127.0.0.1:0\""));
+    return metric_value(metrics_counter("http_connections_total", "", "listen=\"127.0.0.1:0\""));
 }
 
 static char *url(const char *path)
@@ -335,8 +334,7 @@ static void test_pool_completes_200_concurrent_requests(void **state)
         snprintf(body, sizeof body, "{\"n\":%u}", i);
         /* the pool copies url, headers and body: free them at once */
         assert_int_equal(
-            http_pool_submit(p, "POST", u, h, 1, body, strlen(body), 10000, 4096, on_done, &w),
-            0);
+            http_pool_submit(p, "POST", u, h, 1, body, strlen(body), 10000, 4096, on_done, &w), 0);
         free(u);
     }
     wait_done(&w, N);
@@ -357,8 +355,7 @@ static void test_pool_completes_200_concurrent_requests(void **state)
         char path[32];
         snprintf(path, sizeof path, "/id/%u", i);
         char *u = url(path);
-        assert_int_equal(http_pool_submit(p, "POST", u, NULL, 0, "{}", 2, 10000, 4096, on_done,
-                                          &w),
+        assert_int_equal(http_pool_submit(p, "POST", u, NULL, 0, "{}", 2, 10000, 4096, on_done, &w),
                          0);
         free(u);
     }
@@ -429,6 +426,438 @@ static void test_pool_free_completes_pending_with_shutdown(void **state)
     free(u);
 }
 
+static void test_pool_sends_other_urls_through_curl(void **state)
+{
+    (void)state;
+    /* A URL the native engine does not take (user info here, https in production) goes to the
+     * pool's curl engine, created on first use, with the same callback contract. */
+    struct pool_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct http_pool *p = http_pool_new(4);
+    char *u = xasprintf("http://user:pw@%s/id/7", base + strlen("http://"));
+    assert_int_equal(http_pool_submit(p, "POST", u, NULL, 0, "{}", 2, 10000, 4096, on_done, &w), 0);
+    wait_done(&w, 1);
+    assert_int_equal(w.done, 1);
+    assert_int_equal(w.ok, 1);
+    assert_true(w.seen[7]);
+    free(u);
+    http_pool_free(p);
+}
+
+/* ---- native pool against a scripted raw-socket server ----
+ *
+ * http_server (libmicrohttpd) always answers well; these tests need answers it never gives:
+ * chunked bodies in pieces, HTTP/1.0, a close without Connection: close, a request dropped on a
+ * kept-alive connection. The raw server runs one thread per connection and answers by path. */
+
+static int raw_listen_fd = -1;
+static unsigned raw_port;
+static pthread_t raw_thread;
+static atomic_uint raw_accepted;
+static atomic_uint raw_requests;
+static atomic_uint raw_open; /* connection threads still running */
+
+static void raw_send(int fd, const char *s)
+{
+    size_t len = strlen(s), off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, s + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0) {
+            return;
+        }
+        off += (size_t)n;
+    }
+}
+
+/* Reads one request; copies its path to path and drops it from buf. False once the client
+ * closed. */
+static bool raw_read_request(int fd, char *buf, size_t size, size_t *have, char *path,
+                             size_t path_size)
+{
+    for (;;) {
+        buf[*have] = '\0';
+        char *end = memmem(buf, *have, "\r\n\r\n", 4);
+        if (end) {
+            size_t head = (size_t)(end - buf) + 4;
+            size_t body = 0;
+            char *cl = strcasestr(buf, "\r\ncontent-length:");
+            if (cl && cl < end) {
+                body = strtoul(cl + 17, NULL, 10);
+            }
+            if (*have >= head + body) {
+                const char *sp = strchr(buf, ' ');
+                size_t plen = sp ? strcspn(sp + 1, " ") : 0;
+                snprintf(path, path_size, "%.*s", (int)plen, sp ? sp + 1 : "");
+                memmove(buf, buf + head + body, *have - head - body);
+                *have -= head + body;
+                return true;
+            }
+        }
+        if (*have + 1 >= size) {
+            return false;
+        }
+        ssize_t n = recv(fd, buf + *have, size - 1 - *have, 0);
+        if (n <= 0) {
+            return false;
+        }
+        *have += (size_t)n;
+    }
+}
+
+static void *raw_conn_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    enum { SIZE = 65536 };
+    char *buf = xmalloc(SIZE);
+    size_t have = 0;
+    char path[128];
+    bool is_drop_next = false;
+    while (raw_read_request(fd, buf, SIZE, &have, path, sizeof path)) {
+        atomic_fetch_add(&raw_requests, 1);
+        if (is_drop_next) {
+            break; /* as if the server had closed this idle connection just before */
+        }
+        if (strcmp(path, "/cl") == 0) {
+            raw_send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Other: a\r\n\r\nhello");
+        } else if (strcmp(path, "/chunked") == 0) {
+            raw_send(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nhel");
+            raw_send(fd, "\r\n2\r\nlo\r\n");
+            raw_send(fd, "0\r\nX-Trailer: t\r\n\r\n");
+        } else if (strcmp(path, "/chunked-big") == 0) {
+            char chunk[1100];
+            memset(chunk, 'c', sizeof chunk);
+            memcpy(chunk, "400\r\n", 5);
+            memcpy(chunk + 5 + 1024, "\r\n", 3);
+            raw_send(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for (int i = 0; i < 8; i++) {
+                raw_send(fd, chunk);
+            }
+            raw_send(fd, "0\r\n\r\n");
+        } else if (strcmp(path, "/close") == 0) {
+            raw_send(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye");
+            break;
+        } else if (strcmp(path, "/http10") == 0) {
+            raw_send(fd, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            break;
+        } else if (strcmp(path, "/204") == 0) {
+            raw_send(fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
+        } else if (strcmp(path, "/retry-after") == 0) {
+            raw_send(fd,
+                     "HTTP/1.1 429 Too Many\r\nretry-after:  7 \r\nContent-Length: 4\r\n\r\nslow");
+        } else if (strcmp(path, "/big") == 0) {
+            raw_send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        } else if (strcmp(path, "/drop-next") == 0) {
+            raw_send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            is_drop_next = true;
+        } else if (strcmp(path, "/close-idle") == 0) {
+            raw_send(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            break; /* keep-alive announced, closed right after */
+        } else if (strcmp(path, "/empty") == 0) {
+            break;
+        } else if (strcmp(path, "/hang") == 0) {
+            continue; /* never answers; the client times out and closes */
+        } else if (strncmp(path, "/n/", 3) == 0) {
+            char ans[256];
+            snprintf(ans, sizeof ans, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(path + 3), path + 3);
+            raw_send(fd, ans);
+        } else {
+            raw_send(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    }
+    free(buf);
+    close(fd);
+    atomic_fetch_sub(&raw_open, 1);
+    return NULL;
+}
+
+static void *raw_accept_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int fd = accept(raw_listen_fd, NULL, NULL);
+        if (fd < 0) {
+            return NULL; /* shut down by raw_stop */
+        }
+        atomic_fetch_add(&raw_accepted, 1);
+        atomic_fetch_add(&raw_open, 1);
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        assert_int_equal(pthread_create(&t, &attr, raw_conn_main, (void *)(intptr_t)fd), 0);
+        pthread_attr_destroy(&attr);
+    }
+}
+
+static int raw_setup(void **state)
+{
+    (void)state;
+    raw_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(raw_listen_fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(raw_listen_fd, 128), 0);
+    socklen_t len = sizeof a;
+    getsockname(raw_listen_fd, (struct sockaddr *)&a, &len);
+    raw_port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&raw_thread, NULL, raw_accept_main, NULL), 0);
+    return 0;
+}
+
+static int raw_teardown(void **state)
+{
+    (void)state;
+    shutdown(raw_listen_fd, SHUT_RDWR);
+    pthread_join(raw_thread, NULL);
+    close(raw_listen_fd);
+    /* Connection threads end when the pools close their connections. */
+    for (int i = 0; i < 2000 && atomic_load(&raw_open) > 0; i++) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static char *raw_url(const char *path)
+{
+    return xasprintf("http://127.0.0.1:%u%s", raw_port, path);
+}
+
+/* One request through pool p, waited for; the result is the caller's to release. */
+static void raw_one(struct http_pool *p, const char *method, const char *path, long timeout_ms,
+                    size_t max_body_bytes, struct http_result *out)
+{
+    struct pool_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct one_result o = {.w = &w};
+    char *u = raw_url(path);
+    struct http_header_kv h[] = {{"Content-Type", "application/json"}, {"ce-id", "abc"}};
+    const char *body = strcmp(method, "POST") == 0 ? "{\"a\":1}" : NULL;
+    assert_int_equal(http_pool_submit(p, method, u, h, 2, body, body ? strlen(body) : 0, timeout_ms,
+                                      max_body_bytes, on_one, &o),
+                     0);
+    free(u);
+    wait_done(&w, 1);
+    assert_int_equal(w.done, 1);
+    *out = o.r;
+}
+
+static void test_native_keep_alive_reuse_and_bodies(void **state)
+{
+    (void)state;
+    struct http_pool *p = http_pool_new(4);
+    unsigned before = atomic_load(&raw_accepted);
+    struct http_result r;
+    for (int i = 0; i < 5; i++) {
+        raw_one(p, "POST", "/cl", 5000, 4096, &r);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.body_len, 5);
+        assert_string_equal(r.body, "hello");
+        assert_null(r.retry_after);
+        http_result_release(&r);
+        raw_one(p, "GET", "/chunked", 5000, 4096, &r);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "hello");
+        http_result_release(&r);
+    }
+    /* ten sequential requests, one connection */
+    assert_int_equal(atomic_load(&raw_accepted) - before, 1);
+
+    raw_one(p, "GET", "/chunked-big", 5000, 100000, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 8 * 1024);
+    http_result_release(&r);
+    raw_one(p, "POST", "/204", 5000, 4096, &r);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(r.body_len, 0);
+    http_result_release(&r);
+    raw_one(p, "GET", "/retry-after", 5000, 4096, &r);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(r.body, "slow");
+    assert_non_null(r.retry_after);
+    assert_string_equal(r.retry_after, "7");
+    http_result_release(&r);
+    raw_one(p, "HEAD", "/cl", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    http_result_release(&r);
+    assert_int_equal(atomic_load(&raw_accepted) - before, 1);
+    http_pool_free(p);
+}
+
+static void test_native_connection_close_and_http10(void **state)
+{
+    (void)state;
+    struct http_pool *p = http_pool_new(4);
+    unsigned before = atomic_load(&raw_accepted);
+    struct http_result r;
+    raw_one(p, "POST", "/close", 5000, 4096, &r); /* body delimited by the close */
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "bye");
+    http_result_release(&r);
+    raw_one(p, "POST", "/http10", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok");
+    http_result_release(&r);
+    raw_one(p, "POST", "/cl", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    http_result_release(&r);
+    /* neither answer left its connection for reuse */
+    assert_int_equal(atomic_load(&raw_accepted) - before, 3);
+    http_pool_free(p);
+}
+
+static void test_native_stale_keep_alive_is_retried(void **state)
+{
+    (void)state;
+    struct http_pool *p = http_pool_new(4);
+    unsigned before = atomic_load(&raw_accepted);
+    unsigned requests_before = atomic_load(&raw_requests);
+    struct http_result r;
+    /* The server keeps the connection after /drop-next but drops the next request on it
+     * unanswered: the pool retries that request once on a fresh connection. */
+    raw_one(p, "POST", "/drop-next", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    http_result_release(&r);
+    raw_one(p, "POST", "/cl", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello");
+    assert_string_equal(r.error, "");
+    http_result_release(&r);
+    assert_int_equal(atomic_load(&raw_accepted) - before, 2);
+    assert_int_equal(atomic_load(&raw_requests) - requests_before, 3);
+
+    /* A server that closes right after answering (keep-alive announced): the next request
+     * works, on a new connection. */
+    raw_one(p, "POST", "/close-idle", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    http_result_release(&r);
+    raw_one(p, "POST", "/cl", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    http_result_release(&r);
+
+    http_pool_free(p);
+
+    /* A fresh connection closed without an answer is not retried. */
+    p = http_pool_new(4);
+    requests_before = atomic_load(&raw_requests);
+    raw_one(p, "POST", "/empty", 5000, 4096, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.error, "empty reply");
+    http_result_release(&r);
+    assert_int_equal(atomic_load(&raw_requests) - requests_before, 1);
+    http_pool_free(p);
+}
+
+static void test_native_errors(void **state)
+{
+    (void)state;
+    struct http_pool *p = http_pool_new(4);
+    struct http_result r;
+    raw_one(p, "GET", "/big", 5000, 4096, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.error, "response too large");
+    http_result_release(&r);
+    raw_one(p, "GET", "/chunked-big", 5000, 4096, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.error, "response too large");
+    http_result_release(&r);
+    raw_one(p, "POST", "/hang", 200, 4096, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.error, "timeout");
+    assert_true(r.elapsed_s >= 0.19 && r.elapsed_s < 5);
+    http_result_release(&r);
+    /* the pool still works after all that */
+    raw_one(p, "POST", "/cl", 5000, 4096, &r);
+    assert_int_equal(r.status, 200);
+    http_result_release(&r);
+
+    char u[64];
+    snprintf(u, sizeof u, "http://127.0.0.1:%u/x", closed_port());
+    struct pool_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct one_result o = {.w = &w};
+    assert_int_equal(http_pool_submit(p, "POST", u, NULL, 0, "{}", 2, 5000, 4096, on_one, &o), 0);
+    wait_done(&w, 1);
+    assert_int_equal(o.r.status, 0);
+    assert_string_equal(o.r.error, "connection refused");
+    http_result_release(&o.r);
+    /* bad arguments are refused at once */
+    struct http_header_kv bad[] = {{"X-Evil", "a\r\nInjected: 1"}};
+    assert_int_equal(http_pool_submit(p, "POST", u, bad, 1, "{}", 2, 5000, 4096, on_one, &o), -1);
+    http_pool_free(p);
+}
+
+struct many_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned done, ok;
+};
+
+static void on_many(void *ctx, struct http_result *r)
+{
+    struct many_wait *w = ctx;
+    pthread_mutex_lock(&w->lock);
+    w->done++;
+    /* the body is the number in the path: each answer came back to its own request */
+    if (r->status == 200 && r->body_len > 0) {
+        w->ok++;
+    }
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    http_result_release(r);
+}
+
+struct many_req {
+    struct many_wait *w;
+    unsigned n;
+    bool is_right;
+};
+
+static void on_many_checked(void *ctx, struct http_result *r)
+{
+    struct many_req *m = ctx;
+    char want[16];
+    snprintf(want, sizeof want, "%u", m->n);
+    m->is_right = r->status == 200 && strcmp(r->body, want) == 0;
+    on_many(m->w, r);
+}
+
+static void test_native_many_concurrent_requests(void **state)
+{
+    (void)state;
+    enum { N = 2000, CONNS = 8 };
+    struct http_pool *p = http_pool_new(CONNS);
+    struct many_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct many_req *reqs = xcalloc(N, sizeof *reqs);
+    unsigned before = atomic_load(&raw_accepted);
+    for (unsigned i = 0; i < N; i++) {
+        reqs[i] = (struct many_req){.w = &w, .n = i};
+        char path[32];
+        snprintf(path, sizeof path, "/n/%u", i);
+        char *u = raw_url(path);
+        assert_int_equal(http_pool_submit(p, "POST", u, NULL, 0, "{}", 2, 20000, 4096,
+                                          on_many_checked, &reqs[i]),
+                         0);
+        free(u);
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += WAIT_S;
+    pthread_mutex_lock(&w.lock);
+    while (w.done < N && pthread_cond_timedwait(&w.cond, &w.lock, &deadline) == 0) {
+    }
+    unsigned done = w.done, ok = w.ok;
+    pthread_mutex_unlock(&w.lock);
+    assert_int_equal(done, N);
+    assert_int_equal(ok, N);
+    for (unsigned i = 0; i < N; i++) {
+        assert_true(reqs[i].is_right);
+    }
+    unsigned opened = atomic_load(&raw_accepted) - before;
+    printf("native pool: %u connections for %d requests\n", opened, N);
+    assert_true(opened >= 1 && opened <= CONNS);
+    free(reqs);
+    http_pool_free(p);
+}
+
 int main(void)
 {
     log_init("test_http_client", LOG_LEVEL_WARN);
@@ -441,6 +870,15 @@ int main(void)
         cmocka_unit_test(test_pool_completes_200_concurrent_requests),
         cmocka_unit_test(test_pool_reports_refused_and_timeout),
         cmocka_unit_test(test_pool_free_completes_pending_with_shutdown),
+        cmocka_unit_test(test_pool_sends_other_urls_through_curl),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest native_tests[] = {
+        cmocka_unit_test(test_native_keep_alive_reuse_and_bodies),
+        cmocka_unit_test(test_native_connection_close_and_http10),
+        cmocka_unit_test(test_native_stale_keep_alive_is_retried),
+        cmocka_unit_test(test_native_errors),
+        cmocka_unit_test(test_native_many_concurrent_requests),
+    };
+    return failed + cmocka_run_group_tests(native_tests, raw_setup, raw_teardown);
 }
