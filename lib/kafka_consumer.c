@@ -273,14 +273,16 @@ int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partitio
     return hi;
 }
 
-int64_t kafka_consumer_query_high_watermark(struct kafka_consumer *c, int32_t partition,
-                                            int timeout_ms)
+int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition, int timeout_ms,
+                                    int64_t *low, int64_t *high)
 {
     int64_t lo = -1, hi = -1;
     if (rd_kafka_query_watermark_offsets(c->rk, c->topic, partition, &lo, &hi, timeout_ms) !=
         RD_KAFKA_RESP_ERR_NO_ERROR)
         return -1;
-    return hi;
+    *low = lo;
+    *high = hi;
+    return 0;
 }
 
 void kafka_consumer_free(struct kafka_consumer *c)

@@ -60,10 +60,11 @@ int kafka_consumer_pause(struct kafka_consumer *c, int32_t partition);
 int kafka_consumer_resume(struct kafka_consumer *c, int32_t partition);
 /* The cached high watermark of partition (from the last fetch), or -1 when unknown. */
 int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partition);
-/* The high watermark of partition asked of its leader now (blocks up to timeout_ms), for a
- * paused partition whose cached value no longer moves; -1 on error or time-out. */
-int64_t kafka_consumer_query_high_watermark(struct kafka_consumer *c, int32_t partition,
-                                            int timeout_ms);
+/* The low and high watermarks of partition asked of its leader now (blocks up to timeout_ms),
+ * for a paused partition whose cached value no longer moves. Returns 0, or -1 on error or
+ * time-out (*low and *high untouched). */
+int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition, int timeout_ms,
+                                    int64_t *low, int64_t *high);
 /* Leaves the group (the revocation callback runs first) and frees. NULL is a no-op. */
 void kafka_consumer_free(struct kafka_consumer *c);
 

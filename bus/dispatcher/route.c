@@ -67,6 +67,7 @@ struct part {
     int64_t committed;    /* last committed next-offset (-1 unknown) */
     int64_t high_watermark;
     int64_t queried_watermark;         /* asked of the broker while paused (-1 never) */
+    int64_t queried_low;               /* the log start then (-1 never asked) */
     long long next_watermark_query_ms; /* when it may be asked again */
     int64_t next_offset;  /* offset after the last record taken in (-1 none yet) */
     bool is_paused_full;
@@ -333,7 +334,7 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
             p->id = ids[i];
             offset_tracker_init(&p->tracker, r->env->max_pending_per_partition + 2048);
             p->next_commit = p->committed = p->high_watermark = p->next_offset = -1;
-            p->queried_watermark = -1;
+            p->queried_watermark = p->queried_low = -1;
             p->next_watermark_query_ms = 0;
             p->next = r->parts;
             r->parts = p;
@@ -925,10 +926,13 @@ static void update_status(struct route *r)
          * at most every ROUTE_PAUSED_WATERMARK_MS and briefly. */
         if ((p->is_paused_full || r->is_breaker_open) && now >= p->next_watermark_query_ms) {
             p->next_watermark_query_ms = now + ROUTE_PAUSED_WATERMARK_MS;
-            int64_t queried = kafka_consumer_query_high_watermark(r->consumer, p->id,
-                                                                  ROUTE_WATERMARK_TIMEOUT_MS);
-            if (queried > p->queried_watermark)
-                p->queried_watermark = queried;
+            int64_t low = -1, high = -1;
+            if (kafka_consumer_query_watermarks(r->consumer, p->id, ROUTE_WATERMARK_TIMEOUT_MS,
+                                                &low, &high) == 0) {
+                if (high > p->queried_watermark)
+                    p->queried_watermark = high;
+                p->queried_low = low;
+            }
         }
         if (p->queried_watermark > hw)
             hw = p->queried_watermark;
@@ -939,6 +943,11 @@ static void update_status(struct route *r)
             lag = p->high_watermark - base;
         else if (p->high_watermark >= 0 && p->head)
             lag = p->high_watermark - p->head->rec->offset;
+        else if (p->high_watermark >= 0 && p->next_offset >= 0)
+            lag = p->high_watermark - p->next_offset;
+        else if (p->high_watermark >= 0 && p->queried_low >= 0)
+            lag = p->high_watermark - p->queried_low; /* never committed nor fetched: the group
+                                                       * starts at the earliest offset */
         if (lag > 0)
             lag_total += (double)lag;
         int in_flight = 0;
