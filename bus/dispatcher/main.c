@@ -36,12 +36,7 @@ static const struct config_def defs[] = {
     {"admin.token", CONFIG_STRING, "dev-admin-token", 0, 512, CONFIG_SECRET, "BUS_ADMIN_TOKEN",
      "Bearer token the admin API (/v1/*) and the dashboard require. The default is for "
      "development only: set your own in production."},
-    {"web.dir", CONFIG_STRING, "bus/dispatcher/web", 0, 4096, 0, NULL,
-     "Directory of the bus dashboard served at / (relative to the working directory; empty: no "
-     "dashboard)."},
-    {"web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,
-     "Directory of the pages' shared sheet and scripts, served under /common/ (relative to the "
-     "working directory)"},
+    WEBPAGE_CONFIG_DEFS("bus/dispatcher/web", "the bus dashboard", "/"),
     {"bootstrap", CONFIG_STRING, "127.0.0.1:9092", 0, 0, 0, "BUS_BOOTSTRAP",
      "Kafka bootstrap servers (host:port,...)."},
     {"bus_config_dir", CONFIG_STRING, "config/bus", 0, 0, 0, NULL,

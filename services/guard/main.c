@@ -67,12 +67,7 @@ static const struct config_def GUARD_CONFIG[] = {
      NULL,
      "Comma-separated origins whose pages may call this API from a browser (the player page at "
      "history); also where the support console may connect"},
-    {"web.dir", CONFIG_STRING, "services/guard/web/support", 0, 4096, 0, NULL,
-     "Directory of the support console served at /support/ (relative to the working directory; "
-     "empty: no console)"},
-    {"web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,
-     "Directory of the pages' shared sheet and scripts, served under /support/common/ (relative to the "
-     "working directory)"},
+    WEBPAGE_CONFIG_DEFS("services/guard/web/support", "the support console", "/support/"),
     {"web.history_url", CONFIG_STRING, "http://127.0.0.1:8102", 0, 256, 0, NULL,
      "Base URL of history as the staff's browser reaches it (given to the console in "
      "/support/config.json; list its origin in history's http.cors_origins and in this "

@@ -50,12 +50,7 @@ static const struct config_def HISTORY_CONFIG[] = {
      NULL,
      "Comma-separated origins whose pages may call this API from a browser (the support "
      "console at guard); also where the player page may connect"},
-    {"web.dir", CONFIG_STRING, "services/history/web", 0, 4096, 0, NULL,
-     "Directory of the player page served at / (relative to the working directory; empty: no "
-     "page)"},
-    {"web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,
-     "Directory of the pages' shared sheet and scripts, served under /common/ (relative to the "
-     "working directory)"},
+    WEBPAGE_CONFIG_DEFS("services/history/web", "the player page", "/"),
     {"web.guard_url", CONFIG_STRING, "http://127.0.0.1:8103", 0, 256, 0, NULL,
      "Base URL of guard as the player's browser reaches it (given to the page in /config.json; "
      "list its origin in guard's http.cors_origins and in this http.cors_origins)"},
