@@ -288,11 +288,18 @@ static void event_free(struct event *ev)
     free(ev);
 }
 
-static void commit_part(struct route *r, struct part *p, bool is_sync)
+/* The finished prefix leaves the tracker as soon as it is finished (its offset is committed on
+ * the next commit tick): the tracker holds only offsets from the oldest unfinished event on. */
+static void part_pop_finished(struct part *p)
 {
     int64_t next = offset_tracker_take_committable(&p->tracker);
     if (next >= 0)
         p->next_commit = next;
+}
+
+static void commit_part(struct route *r, struct part *p, bool is_sync)
+{
+    part_pop_finished(p);
     if (p->next_commit >= 0 && p->next_commit != p->committed) {
         if (kafka_consumer_commit(r->consumer, p->id, p->next_commit, is_sync) == 0)
             p->committed = p->next_commit;
@@ -374,17 +381,29 @@ static void part_resume(struct route *r, struct part *p)
     kafka_consumer_resume(r->consumer, p->id);
 }
 
-static void event_finish(struct route *r, struct event *ev)
+/* A partition paused for want of room (too many unfinished events, or a tracker full of
+ * finished offsets waiting behind an unfinished one) fetches again once the unfinished events
+ * are down to half and the tracker has room for max_pending_per_partition more offsets:
+ * called whenever either shrinks. */
+static void part_resume_if_room(struct route *r, struct part *p)
 {
-    struct part *p = ev->part;
-    offset_tracker_finish(&p->tracker, ev->rec->offset);
-    event_unlink(ev);
-    event_free(ev);
-    if (p->is_paused_full && p->n_events < r->env->max_pending_per_partition / 2) {
+    unsigned max = r->env->max_pending_per_partition;
+    if (p->is_paused_full && p->n_events < max / 2 &&
+        offset_tracker_count(&p->tracker) + max <= p->tracker.cap) {
         p->is_paused_full = false;
         if (!r->is_breaker_open)
             part_resume(r, p);
     }
+}
+
+static void event_finish(struct route *r, struct event *ev)
+{
+    struct part *p = ev->part;
+    offset_tracker_finish(&p->tracker, ev->rec->offset);
+    part_pop_finished(p);
+    event_unlink(ev);
+    event_free(ev);
+    part_resume_if_room(r, p);
     r->is_dirty = true;
 }
 
@@ -862,6 +881,7 @@ static void take_record(struct route *r, struct kafka_record *rec)
     if (replay_for != NULL && strcmp(replay_for, r->name) != 0) {
         p->next_offset = rec->offset + 1;
         offset_tracker_finish(&p->tracker, rec->offset);
+        part_pop_finished(p);
         kafka_record_free(rec);
         r->is_dirty = true;
         return;
