@@ -147,11 +147,19 @@ PY
 counter() { python3 "$TMP/metrics.py" counter "$1" bus_dispatcher_delivered_total "$2"; }
 
 # delivery_rate URL ROUTE TARGET -> events/s between the first delivery and TARGET deliveries
+# Gives up when the count has not moved for 30 s (a stalled route, not a slow one).
 delivery_rate() {
-  local url=$1 route=$2 target=$3 c0="" t0="" c t
+  local url=$1 route=$2 target=$3 c0="" t0="" c t last="" last_t
+  last_t=$(date +%s)
   for _ in $(seq 6000); do
     c=$(counter "$url" "$route")
     t=$(date +%s.%N)
+    if [ "$c" != "$last" ]; then
+      last=$c; last_t=${t%.*}
+    elif [ $((${t%.*} - last_t)) -ge 30 ]; then
+      echo "bench/dispatcher.sh: route $route stalled at $c of $target deliveries" >&2
+      return 1
+    fi
     if [ -z "$c0" ] && python3 -c "import sys; sys.exit(0 if float('$c') > 0 else 1)"; then
       c0=$c; t0=$t
     fi

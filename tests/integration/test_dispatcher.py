@@ -440,38 +440,3 @@ def test_backpressure_pause_resume_skips_nothing():
         return parts and all(p["committed"] == p["high_watermark"] for p in parts) and \
             sum(p["committed"] for p in parts) >= 1500
     harness.wait_for(committed_to_end, 10, what="committed up to the end of each partition")
-
-
-def test_tracker_full_behind_a_retried_event_resumes():
-    """One event is retried while the events after it (other keys) are delivered: the
-    partition's offset tracker (max_pending_per_partition + 2048 offsets) fills with finished
-    offsets waiting behind it and the partition is paused. Once the event goes through, the
-    partition fetches again and everything is delivered (a pause that nothing resumed used to
-    leave the partition stuck with no event in flight). Retries are slow enough that successes
-    come between them: the breaker stays closed."""
-    ctx = harness.ctx()
-    broker = broker_with({"t": 1})
-    release = threading.Event()
-
-    def answer(ev, h):
-        if ev["id"] == "e0" and not release.is_set():
-            return 503, {"error": "not yet"}, None
-        return 200, None, None
-    sink = Sink(answer)
-    url, _ = ctx.serve(sink)
-    d = bus_config([topic("t", 1)], [route("held", "t", url, concurrency=16,
-                                               retry={"initial_ms": 500, "max_ms": 500,
-                                                      "max_attempts": 0})])
-    disp = start_dispatcher(broker, d, max_pending_per_partition=256)  # tracker: 2304
-    evs = events(3000, keys=1000)
-    produce(broker, "t", evs)
-
-    def paused_behind_e0():
-        parts = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)[1]["routes"][0]["partitions"]
-        # paused with few unfinished events: the tracker is what is full
-        return parts and parts[0]["paused"] and parts[0]["pending"] < 128 and \
-            sink.count() >= 2200
-    harness.wait_for(paused_behind_e0, 60, what="partition paused with its tracker full")
-    release.set()
-    wait_all(sink, [e["id"] for e in evs], timeout=60)
-    assert all(v == 1 for v in sink.seen.values())
