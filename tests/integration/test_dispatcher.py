@@ -440,3 +440,44 @@ def test_backpressure_pause_resume_skips_nothing():
         return parts and all(p["committed"] == p["high_watermark"] for p in parts) and \
             sum(p["committed"] for p in parts) >= 1500
     harness.wait_for(committed_to_end, 10, what="committed up to the end of each partition")
+
+
+def test_tracker_full_behind_a_retried_event_resumes():
+    """One event is answered 503 while the events after it (other keys) are delivered: their
+    finished offsets wait behind it in the partition's offset tracker (max_pending_per_partition
+    + 2,048 offsets). Fed in small steps, so that the partition is never paused for too many
+    unfinished events, the tracker fills exactly and the partition pauses with nothing in
+    flight. Once the endpoint takes the held event the partition must fetch again and every
+    event arrive, each once. (Before the fix it paused again for good: the tracker was emptied
+    only at the next commit tick, after the resumed fetch had found it still full.)"""
+    ctx = harness.ctx()
+    broker = broker_with({"t": 1})
+    release = threading.Event()
+
+    def answer(ev, h):
+        if ev["id"] == "e0" and not release.is_set():
+            return 503, None, None
+        return 200, None, None
+    sink = Sink(answer)
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("t", 1)], [route("held", "t", url, concurrency=16,
+                                           retry={"initial_ms": 1000, "max_ms": 1000,
+                                                  "max_attempts": 0})])
+    disp = start_dispatcher(broker, d, max_pending_per_partition=256)
+    cap = 256 + 2048
+    evs = events(cap + 300, keys=1000)
+    evs[0]["account_id"] = "acc-held"
+    for lo in range(0, cap, 200):  # never 256 unfinished at once
+        hi = min(lo + 200, cap)
+        produce(broker, "t", evs[lo:hi])
+        wait_all(sink, [e["id"] for e in evs[max(lo, 1):hi]], timeout=30)
+    produce(broker, "t", evs[cap:])  # no room for these: the partition pauses
+
+    def paused():
+        st = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)[1]["routes"][0]
+        return st["partitions"] and st["partitions"][0]["paused"]
+    harness.wait_for(paused, 30, what="the partition paused on a full tracker")
+    assert sink.count() == cap - 1
+    release.set()
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    assert all(v == 1 for v in sink.seen.values())
