@@ -117,6 +117,7 @@ struct route {
     int consecutive_failures;
     bool is_breaker_open;
     bool is_dirty; /* something changed: scan for work */
+    size_t sched_turn; /* which partition schedule() scans first */
     long long next_commit_ms, next_status_ms;
 
     struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_age, *m_in_flight,
@@ -779,6 +780,7 @@ static void drain_completions(struct route *r)
             }
         } else if (c->kind == DONE_HTTP) {
             r->n_sending--;
+            r->is_dirty = true; /* a delivery slot is free, whatever becomes of ev */
             handle_http(r, ev, c);
         } else {
             handle_produce(r, ev, c);
@@ -835,7 +837,17 @@ static long long schedule(struct route *r, struct keyset *ks)
 {
     long long now = app_now_ms(), next_due = -1;
     int limit = r->is_breaker_open ? 1 : r->concurrency;
-    for (struct part *p = r->parts; p && r->n_sending < limit; p = p->next) {
+    /* The first partition scanned takes the free slots: each call starts one partition
+     * further, so that one partition with a deep backlog does not starve the others. */
+    size_t n_parts = 0;
+    for (struct part *p = r->parts; p; p = p->next)
+        n_parts++;
+    struct part *start = r->parts;
+    for (size_t i = n_parts ? r->sched_turn++ % n_parts : 0; i > 0; i--)
+        start = start->next;
+    for (size_t i = 0; i < n_parts && r->n_sending < limit; i++) {
+        struct part *p = start;
+        start = start->next ? start->next : r->parts;
         if (r->ordering == BUSCONF_ORDER_KEY)
             keyset_clear(ks);
         for (struct event *ev = p->head; ev && r->n_sending < limit; ev = ev->next) {
@@ -983,10 +995,10 @@ static void update_status(struct route *r)
                              p->is_paused_full || r->is_breaker_open));
     }
     const char *state = r->is_breaker_open ? "breaker-open" : is_retrying ? "retrying" : "running";
-    json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:o}", "name", r->name,
+    json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:i, s:o}", "name", r->name,
                            "topic", r->topic, "endpoint", r->endpoint, "mode",
                            r->is_streaming ? "streaming" : "one-way", "output", r->output,
-                           "state", state, "in_flight", r->in_flight, "concurrency",
+                           "state", state, "in_flight", r->in_flight, "sending", r->n_sending, "concurrency",
                            r->concurrency, "partitions", parts);
     metric_set(r->m_in_flight, r->in_flight);
     metric_set(r->m_lag, lag_total);
