@@ -28,6 +28,12 @@ else
   BINDIR   ?= bin
   CFLAGS   := $(CFLAGS_BASE) -O2
   LDFLAGS  :=
+  # jemalloc for the programs of release builds: events are allocated on one thread and freed
+  # on another (HTTP thread -> Kafka delivery thread), where glibc's arenas contend; 20-30 %
+  # more throughput for the publisher's batches and the dispatcher (docs/performance.md).
+  # The sanitizer build keeps glibc's malloc, which ASan replaces, and so do the unit tests
+  # (test_jschema counts allocations by wrapping glibc's).
+  MALLOC_LIBS := -Wl,--no-as-needed -ljemalloc -Wl,--as-needed
 endif
 
 PROGRAMS :=
@@ -45,7 +51,7 @@ $(1)_SRCS := $$(wildcard $$($(1)_DIR)/*.c)
 $(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS))
 $(BINDIR)/$(1): $$($(1)_OBJS) $(LIB_A)
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIB_A) $$($(1)_LIBS) $$(LDLIBS)
+	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIB_A) $$($(1)_LIBS) $$(LDLIBS) $$(MALLOC_LIBS)
 ALL_BINS += $(BINDIR)/$(1)
 endef
 ALL_BINS :=
