@@ -178,6 +178,8 @@ def main():
         svc_cfg["guard"]["default_policy"] = "kick"
         svc_cfg["campaign"]["list_file"] = os.path.join(ROOT, "config", "campaign",
                                                         "password-2026.txt")
+        extra = json.loads(os.environ.get("BENCH_DISPATCHER_EXTRA") or "{}")
+        svc_cfg["bus-dispatcher"].update(extra)
         t0 = time.monotonic()
         overrides = json.loads(os.environ.get("BENCH_ROUTE_OVERRIDES") or "{}")
         p = product.start(ctx, service_config=svc_cfg, route_overrides=overrides)
@@ -190,7 +192,8 @@ def main():
               "of logins from abroad trigger actions); loginsim 100000 accounts, "
               "max(8, rate/25) threads" +
               (f"; every route {json.dumps(overrides)} (BENCH_ROUTE_OVERRIDES)" if overrides
-               else ""))
+               else "") +
+              (f"; dispatcher {json.dumps(extra)} (BENCH_DISPATCHER_EXTRA)" if extra else ""))
         if step_s < 60:
             print(f"steps of {step_s:.0f} s (shortened from the 60 s of issue 5; "
                   "BENCH_SECONDS=60 runs the full one)")
