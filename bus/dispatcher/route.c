@@ -995,11 +995,11 @@ static void update_status(struct route *r)
                              p->is_paused_full || r->is_breaker_open));
     }
     const char *state = r->is_breaker_open ? "breaker-open" : is_retrying ? "retrying" : "running";
-    json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:i, s:o}", "name", r->name,
-                           "topic", r->topic, "endpoint", r->endpoint, "mode",
+    json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:i, s:o}", "name",
+                           r->name, "topic", r->topic, "endpoint", r->endpoint, "mode",
                            r->is_streaming ? "streaming" : "one-way", "output", r->output,
-                           "state", state, "in_flight", r->in_flight, "sending", r->n_sending, "concurrency",
-                           r->concurrency, "partitions", parts);
+                           "state", state, "in_flight", r->in_flight, "sending", r->n_sending,
+                           "concurrency", r->concurrency, "partitions", parts);
     metric_set(r->m_in_flight, r->in_flight);
     metric_set(r->m_lag, lag_total);
     status_add_counters(r, st, lag_total);
