@@ -481,3 +481,25 @@ def test_tracker_full_behind_a_retried_event_resumes():
     release.set()
     wait_all(sink, [e["id"] for e in evs], timeout=60)
     assert all(v == 1 for v in sink.seen.values())
+
+
+def test_partitions_take_free_slots_in_turn():
+    """Two partitions with a backlog each and one delivery slot: the route serves them in turn
+    instead of draining the first partition in its list while the other waits."""
+    ctx = harness.ctx()
+    broker = broker_with({"t": 2})
+    sink = Sink()
+    url, _ = ctx.serve(sink)
+    evs = events(1000, keys=200)
+    produce(broker, "t", evs)  # the backlog is there before the route starts
+    d = bus_config([topic("t", 2)], [route("one-slot", "t", url, concurrency=1)])
+    start_dispatcher(broker, d)
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    with sink.lock:
+        order = [h.get("X-Bus-Partition") or h.get("x-bus-partition") for h in sink.headers]
+    counts = {p: order.count(p) for p in set(order)}
+    assert len(counts) == 2, counts
+    m = min(counts.values())
+    head = order[:m]  # while both partitions still have events waiting
+    assert all(head.count(p) >= m // 4 for p in counts), \
+        f"first {m} deliveries by partition: { {p: head.count(p) for p in counts} }"
