@@ -48,8 +48,9 @@ static const struct config_def defs[] = {
      "dispatcher processes."},
     {"max_pending_per_partition", CONFIG_INT, "5000", 16, 100000, 0, NULL,
      "Events taken in but not finished per partition; beyond it the partition is paused."},
-    {"http_connections", CONFIG_INT, "256", 1, 65536, 0, NULL,
-     "Connections the delivery HTTP pool keeps open at most."},
+    {"http_connections", CONFIG_INT, "1024", 1, 65536, 0, NULL,
+     "Connections the delivery HTTP pool keeps open at most; keep it at or above the sum of "
+     "the routes' concurrency (every delivery in flight holds one)."},
     {"shutdown_timeout_ms", CONFIG_INT, "10000", 0, 600000, 0, NULL,
      "On SIGTERM or when a route is removed, how long deliveries in flight may finish."},
     CONFIG_DEF_END,
@@ -110,6 +111,7 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
     struct route **next = xcalloc(bus->n_routes + 1, sizeof *next);
     size_t n_next = 0;
     int started = 0, stopped = 0, kept = 0;
+    long total = 0; /* the selected routes' concurrency */
 
     pthread_mutex_lock(&d->lock);
     bool *is_kept = xcalloc(d->n_routes + 1, sizeof *is_kept);
@@ -117,6 +119,7 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
         const struct busconf_route *rc = &bus->routes[i];
         if (!is_selected(only, rc->name))
             continue;
+        total += rc->concurrency;
         const struct busconf_topic *out = rc->output ? busconf_topic_find(bus, rc->output) : NULL;
         struct route *cur = NULL;
         size_t j;
@@ -159,6 +162,14 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
     pthread_mutex_unlock(&d->lock);
     busconf_free(old);
     log_info("routes: %d started, %d stopped, %d unchanged", started, stopped, kept);
+    /* Every delivery in flight holds a connection: a pool smaller than the routes' concurrency
+     * closes one endpoint's idle connections to open another's, over and over, under load. */
+    long cap = (long)config_int(d->cfg, "http_connections");
+    if (total > cap)
+        log_warn("the routes' concurrency adds up to %ld, above http_connections (%ld): under "
+                 "load connections to one endpoint are closed to open another's; raise "
+                 "http_connections to at least %ld",
+                 total, cap, total);
     return 0;
 }
 

@@ -503,3 +503,22 @@ def test_partitions_take_free_slots_in_turn():
     head = order[:m]  # while both partitions still have events waiting
     assert all(head.count(p) >= m // 4 for p in counts), \
         f"first {m} deliveries by partition: { {p: head.count(p) for p in counts} }"
+
+
+def test_warns_when_routes_outgrow_the_connection_pool():
+    """Every delivery in flight holds a connection: routes whose concurrency adds up to more
+    than http_connections get a warning naming both numbers (under load the pool would close
+    one endpoint's connections to open another's). Deliveries still work."""
+    ctx = harness.ctx()
+    broker = broker_with({"t": 1})
+    sink = Sink()
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("t", 1)], [route("a", "t", url, concurrency=8),
+                                     route("b", "t", url, concurrency=8)])
+    disp = start_dispatcher(broker, d, http_connections=10)
+    harness.wait_for(lambda: any("adds up to 16, above http_connections (10)" in l.get("msg", "")
+                                 for l in disp.log_lines()), 10, what="the pool warning")
+    evs = events(50)
+    produce(broker, "t", evs)
+    harness.wait_for(lambda: sink.count() == 50 and
+                     all(v == 2 for v in sink.seen.values()), 30, what="both routes delivered")
