@@ -109,9 +109,10 @@ f:close()
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
-# Metrics helpers: counter sum for a route; histogram quantiles of the delta between two dumps.
+# Metrics helpers: delivery rate and wait on a route's delivered counter; histogram quantiles
+# of the delta between two dumps.
 cat >"$TMP/metrics.py" <<'PY'
-import re, sys, urllib.request
+import re, sys, time, urllib.request
 def fetch(url):
     return urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
 def counter(text, name, route):
@@ -141,9 +142,35 @@ def quantile(b0, b1, q):
             return prev_b + (b - prev_b) * ((q * total - prev_c) / max(c - prev_c, 1e-9))
         prev_b, prev_c = b, c
     return bounds[-2]
+def sample(url, route):
+    try:
+        return counter(fetch(url), "bus_dispatcher_delivered_total", route)
+    except OSError:
+        return 0.0  # not listening yet
+def rate(url, route, target):
+    """events/s from the first sample with a delivery to `target` deliveries, sampled every
+    50 ms; exits with a message when the count stood still for 30 s (a stalled route, not a
+    slow one)."""
+    c0 = t0 = None
+    last, last_t = -1.0, time.monotonic()
+    while True:
+        c, t = sample(url, route), time.monotonic()
+        if c != last:
+            last, last_t = c, t
+        elif t - last_t >= 30:
+            sys.exit(f"bench/dispatcher.sh: route {route} stalled at {c:.0f} of {target:.0f} deliveries")
+        if c0 is None and c > 0:
+            c0, t0 = c, t
+        if c >= target:
+            return (c - c0) / max(t - t0, 1e-6)
+        time.sleep(0.05)
 cmd = sys.argv[1]
-if cmd == "counter":
-    print(counter(fetch(sys.argv[2]), sys.argv[3], sys.argv[4]))
+if cmd == "rate":
+    print(f"{rate(sys.argv[2], sys.argv[3], float(sys.argv[4])):.0f}")
+elif cmd == "wait":  # until TARGET deliveries or TIMEOUT seconds
+    deadline = time.monotonic() + float(sys.argv[5])
+    while sample(sys.argv[2], sys.argv[3]) < float(sys.argv[4]) and time.monotonic() < deadline:
+        time.sleep(0.1)
 elif cmd == "dump":
     open(sys.argv[5], "w").write(fetch(sys.argv[2]))
 elif cmd == "quantiles":
@@ -151,41 +178,12 @@ elif cmd == "quantiles":
     b0, b1 = buckets(t0, sys.argv[4], sys.argv[5]), buckets(t1, sys.argv[4], sys.argv[5])
     print(f"{quantile(b0, b1, 0.5) * 1000:.1f} {quantile(b0, b1, 0.99) * 1000:.1f}")
 PY
-counter() { python3 "$TMP/metrics.py" counter "$1" bus_dispatcher_delivered_total "$2"; }
 
-# delivery_rate URL ROUTE TARGET -> events/s from the first sample with a delivery to TARGET
-# deliveries. One sampler process polls /metrics every 50 ms from the moment the dispatcher is
-# launched (a shell loop spawning python per sample cost the 2-CPU box a third of a core and
-# started after /readyz, when much of the backlog could already be delivered). Gives up when the
-# count has not moved for 30 s (a stalled route, not a slow one).
-delivery_rate() {
-  python3 - "$1" "$2" "$3" <<'PY'
-import sys, time, urllib.request
-url, route, target = sys.argv[1], sys.argv[2], float(sys.argv[3])
-name = "bus_dispatcher_delivered_total{"
-def count():
-    try:
-        text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    except OSError:
-        return 0.0  # not listening yet
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if l.startswith(name) and f'route="{route}"' in l)
-c0 = t0 = None
-last, last_t = -1.0, time.monotonic()
-while True:
-    c, t = count(), time.monotonic()
-    if c != last:
-        last, last_t = c, t
-    elif t - last_t >= 30:
-        sys.exit(f"bench/dispatcher.sh: route {route} stalled at {c:.0f} of {target:.0f} deliveries")
-    if c0 is None and c > 0:
-        c0, t0 = c, t
-    if c >= target:
-        print(f"{(c - c0) / max(t - t0, 1e-6):.0f}")
-        break
-    time.sleep(0.05)
-PY
-}
+# delivery_rate URL ROUTE TARGET -> events/s (metrics.py rate). One sampler process polls
+# /metrics every 50 ms from the moment the dispatcher is launched: a shell loop spawning python
+# per sample cost the 2-CPU box a third of a core and started after /readyz, when much of the
+# backlog could already be delivered.
+delivery_rate() { python3 "$TMP/metrics.py" rate "$1" "$2" "$3"; }
 
 start_dispatcher() { # ROUTES PORT -> pid in DISP_PID
   cat >"$TMP/dispatcher-$1.json" <<JSON
@@ -235,10 +233,7 @@ while time.monotonic() - start < secs:
 PY
 PACED=$(python3 -c "print(int($HALF * $LAT_SECONDS))")
 TOTAL=$((EVENTS + PACED))
-for _ in $(seq 300); do
-  python3 -c "import sys; sys.exit(0 if float('$(counter "http://127.0.0.1:$P1" oneway)') >= $TOTAL * 0.999 else 1)" && break
-  sleep 0.1
-done
+python3 "$TMP/metrics.py" wait "http://127.0.0.1:$P1" oneway "$(( TOTAL * 999 / 1000 ))" 30
 python3 "$TMP/metrics.py" dump "http://127.0.0.1:$P1" x x "$TMP/m1.txt"
 read -r P50 P99 < <(python3 "$TMP/metrics.py" quantiles "$TMP/m0.txt" "$TMP/m1.txt" bus_dispatcher_event_age_seconds oneway)
 echo "latency at ${HALF} events/s (50% of max): p50 ${P50} ms, p99 ${P99} ms (Kafka timestamp -> delivered)"
