@@ -101,6 +101,9 @@ void reply_park(struct reply *r, struct reply **slot);
 struct groups *groups_new(struct broker *b, char *err, size_t err_len);
 void groups_free(struct groups *g);
 void groups_tick(struct broker *b, long long now_ms);
+/* A dup() of the offsets file's descriptor when commits were written since the last call (for
+ * the fsync thread's next round), else -1. */
+int groups_take_dirty_fd(struct broker *b);
 long long groups_next_deadline(struct broker *b);
 int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q);
 int handle_join_group(struct broker *b, struct reply *r, struct kr *q);

@@ -529,10 +529,17 @@ void groups_tick(struct broker *b, long long now)
             maybe_complete_join(b, g);
         }
     }
-    if (b->groups->is_dirty && b->opt.fsync == FSYNC_INTERVAL) {
-        (void)fdatasync(b->groups->fd);
-        b->groups->is_dirty = 0;
-    }
+}
+
+int groups_take_dirty_fd(struct broker *b)
+{
+    if (!b->groups->is_dirty)
+        return -1;
+    b->groups->is_dirty = 0;
+    int fd = dup(b->groups->fd);
+    if (fd < 0 && fdatasync(b->groups->fd) != 0) /* out of descriptors: sync here instead */
+        log_error("%s: fdatasync failed: %s", b->groups->path, strerror(errno));
+    return fd;
 }
 
 long long groups_next_deadline(struct broker *b)
@@ -871,12 +878,15 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
     }
     int rc = q->err ? -1 : 0;
     if (rec.len) {
-        if (write_all(b->groups->fd, rec.p, rec.len) != 0)
+        if (write_all(b->groups->fd, rec.p, rec.len) != 0) {
             log_error("%s: write failed: %s", b->groups->path, strerror(errno));
-        else if (b->opt.fsync == FSYNC_ALWAYS)
-            (void)fdatasync(b->groups->fd);
-        else
+        } else if (b->opt.fsync != FSYNC_NEVER) {
+            /* Synced by the next round of the fsync thread with the logs (group commit), not
+             * here on the loop; the answer waits for that round like an acks=all produce. */
             b->groups->is_dirty = 1;
+            b->store.write_seq++;
+            r->wait_seq = b->store.write_seq;
+        }
     }
     kw_release(&rec);
     return rc;

@@ -658,6 +658,11 @@ static void sync_start(struct broker *b)
     if (!y->is_busy && b->store.write_seq > y->done_seq) {
         size_t n;
         int *fds = store_take_dirty(&b->store, &n);
+        int gfd = groups_take_dirty_fd(b);
+        if (gfd >= 0) {
+            fds = xrealloc(fds, (n + 1) * sizeof *fds);
+            fds[n++] = gfd;
+        }
         if (n == 0) {
             free(fds);
             y->done_seq = b->store.write_seq; /* nothing dirty left (e.g. topic deleted) */
@@ -734,6 +739,12 @@ static void sync_now(struct broker *b)
     if (b->store.write_seq == b->synced_seq)
         return;
     store_sync(&b->store);
+    int gfd = groups_take_dirty_fd(b);
+    if (gfd >= 0) {
+        if (fdatasync(gfd) != 0)
+            log_error("offsets file: fdatasync failed: %s", strerror(errno));
+        close(gfd);
+    }
     b->synced_seq = b->store.write_seq;
     flush_waiting(b);
 }
