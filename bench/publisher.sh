@@ -12,13 +12,15 @@
 # baseline and kcat (utime+stime over the run / requests or events): steadier than the rates on
 # a shared machine.
 # The broker is bus-mock (librdkafka's mock cluster) unless BUS_BOOTSTRAP names another one.
-# Knobs: BIN (bin), DURATION (10s), CONNS (128), WRK_THREADS (2), THREADS (publisher and
-# baseline HTTP threads, 2), KCAT_EVENTS (200000).
+# Each yardstick and the publisher run in ROUNDS alternating rounds; each side keeps its best.
+# Knobs: BIN (bin), DURATION (6s, one round), ROUNDS (3), CONNS (128), WRK_THREADS (2), THREADS
+# (publisher and baseline HTTP threads, 2), KCAT_EVENTS (200000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=${BIN:-bin}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-6s}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-128}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
@@ -126,27 +128,43 @@ rps() { # URL BODY -> prints requests/s; the full wrk output goes to $TMP/wrk.la
 }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
-echo "broker: $BOOTSTRAP; wrk -t$WRK_THREADS -c$CONNS -d$DURATION; HTTP threads: $THREADS; $(nproc) CPUs"
-T=$(cpu_ticks $BASE_PID)
-BASE_RPS=$(rps "http://127.0.0.1:$BASE_PORT/v1/topics/login/events" "$TMP/event.json")
-BASE_US=$(us_per $BASE_PID "$T" "$(requests)")
-T=$(cpu_ticks $PUB_PID)
-PUB_RPS=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
-PUB_US=$(us_per $PUB_PID "$T" "$(requests)")
+echo "broker: $BOOTSTRAP; wrk -t$WRK_THREADS -c$CONNS -d$DURATION; HTTP threads: $THREADS; $(nproc) CPUs;" \
+     "best of $ROUNDS alternating rounds per side"
+better() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$1" "$2"; }
+
+# Single events: baseline and publisher in alternating rounds (a noisy moment of the shared
+# machine then hits both sides alike); each side keeps its best round.
+BASE_RPS=0; PUB_RPS=0; BASE_US=n/a; PUB_US=n/a
+for _ in $(seq 1 "$ROUNDS"); do
+  T=$(cpu_ticks $BASE_PID)
+  R=$(rps "http://127.0.0.1:$BASE_PORT/v1/topics/login/events" "$TMP/event.json")
+  U=$(us_per $BASE_PID "$T" "$(requests)")
+  if better "$R" "$BASE_RPS"; then BASE_RPS=$R; BASE_US=$U; fi
+  T=$(cpu_ticks $PUB_PID)
+  R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
+  U=$(us_per $PUB_PID "$T" "$(requests)")
+  if better "$R" "$PUB_RPS"; then PUB_RPS=$R; PUB_US=$U; fi
+done
 echo "single: baseline 202 server ${BASE_RPS} req/s; publisher ${PUB_RPS} req/s;" \
      "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.60)"
 echo "single: CPU per request: baseline ${BASE_US} us; publisher ${PUB_US} us"
 
-T=$(cpu_ticks $PUB_PID)
-BATCH_RPS=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/batch" "$TMP/batch.json")
-BATCH_US=$(us_per $PUB_PID "$T" "$(requests)00")
-BATCH_EPS=$(python3 -c "print(f'{float(\"$BATCH_RPS\")*100:.0f}')")
-T0=$(date +%s.%N)
-/usr/bin/time -f '%U %S' -o "$TMP/kcat.time" kcat -P -b "$BOOTSTRAP" -t login -K $'\t' -X acks=all -X enable.idempotence=true \
-     -X linger.ms=5 -l "$TMP/kcat.txt"
-T1=$(date +%s.%N)
-KCAT_EPS=$(python3 -c "print(f'{$KCAT_EVENTS/($T1-$T0):.0f}')")
-KCAT_US=$(python3 -c "import sys; u,s=map(float,open(sys.argv[1]).read().split()[-2:]); print(f'{(u+s)*1e6/$KCAT_EVENTS:.1f}')" "$TMP/kcat.time")
+# Batches of 100 against kcat -P producing the same events, alternating likewise.
+BATCH_EPS=0; KCAT_EPS=0; BATCH_US=n/a; KCAT_US=n/a
+for _ in $(seq 1 "$ROUNDS"); do
+  T=$(cpu_ticks $PUB_PID)
+  R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/batch" "$TMP/batch.json")
+  U=$(us_per $PUB_PID "$T" "$(requests)00")
+  E=$(python3 -c "print(f'{float(\"$R\")*100:.0f}')")
+  if better "$E" "$BATCH_EPS"; then BATCH_EPS=$E; BATCH_US=$U; fi
+  T0=$(date +%s.%N)
+  /usr/bin/time -f '%U %S' -o "$TMP/kcat.time" kcat -P -b "$BOOTSTRAP" -t login -K $'\t' \
+       -X acks=all -X enable.idempotence=true -X linger.ms=5 -l "$TMP/kcat.txt"
+  T1=$(date +%s.%N)
+  E=$(python3 -c "print(f'{$KCAT_EVENTS/($T1-$T0):.0f}')")
+  U=$(python3 -c "import sys; u,s=map(float,open(sys.argv[1]).read().split()[-2:]); print(f'{(u+s)*1e6/$KCAT_EVENTS:.1f}')" "$TMP/kcat.time")
+  if better "$E" "$KCAT_EPS"; then KCAT_EPS=$E; KCAT_US=$U; fi
+done
 echo "batch: publisher ${BATCH_EPS} events/s (100 per request); kcat -P ${KCAT_EPS} events/s;" \
      "ratio $(ratio "$BATCH_EPS" "$KCAT_EPS") (target >= 0.50)"
 echo "batch: CPU per event: publisher ${BATCH_US} us; kcat -P ${KCAT_US} us"
