@@ -21,6 +21,9 @@ import pg  # noqa: E402
 import product  # noqa: E402
 
 GOAL = 5000.0  # logins/s (issue 5)
+# Logins per publisher request (loginsim batch): 1 = one POST per login, as a small login
+# server sends them; more = a busy login server gathering the logins that fall due together.
+LOGIN_BATCH = int(os.environ.get("BENCH_LOGIN_BATCH") or 1)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -88,7 +91,7 @@ class Bench:
         threads = int(min(256, max(8, rate // 25)))
         cfg = {"publisher_url": self.p.publisher.url + "/v1/topics/login/events",
                "rate": rate, "duration_s": seconds, "accounts": 100000, "threads": threads,
-               "log.level": "warn"}
+               "batch": LOGIN_BATCH, "log.level": "warn"}
         if ids_file:
             cfg["ids_file"] = ids_file
         sim = self.ctx.start("loginsim", http=False, config=cfg, name=f"loginsim-{int(rate)}")
@@ -191,6 +194,8 @@ def main():
         print("defaults except: log.level warn everywhere; guard default_policy kick (so the 5% "
               "of logins from abroad trigger actions); loginsim 100000 accounts, "
               "max(8, rate/25) threads" +
+              (f", {LOGIN_BATCH} logins per request (BENCH_LOGIN_BATCH)" if LOGIN_BATCH > 1
+               else "") +
               (f"; every route {json.dumps(overrides)} (BENCH_ROUTE_OVERRIDES)" if overrides
                else "") +
               (f"; dispatcher {json.dumps(extra)} (BENCH_DISPATCHER_EXTRA)" if extra else ""))
@@ -208,7 +213,7 @@ def main():
                   f"{'sustained' if r['ok'] else 'NOT sustained'}; lag at end: "
                   f"{fmt_lag(r['end_lag'])}; drained in "
                   f"{'%.1f s' % r['drain_s'] if r['drain_s'] is not None else '>120 s'}; "
-                  f"CPU: {fmt_cpu(r['cpu'])}", flush=True)
+                  f"CPU: {fmt_cpu(r['cpu'], 20)}", flush=True)
             return r
 
         # Doubling from BENCH_START up (or halving down) to the first rate that fails (holds),

@@ -76,3 +76,35 @@ def test_loginsim_posts_at_rate_and_backs_off():
     countries = [e["client"]["sim_country"] for _, _, e in got]
     assert "KR" in countries and any(c != "KR" for c in countries)
     assert '"retried": 1' in p.log() or '"retried": 2' in p.log()
+
+
+def test_loginsim_batches_gather_logins_under_one_id():
+    """batch > 1: the logins go to /batch in arrays of at most `batch`, each request with its
+    own ce-id, and ids_file names event i of a batch "<ce-id>-<i>" (the publisher's ids)."""
+    import threading
+    got, lock = [], threading.Lock()
+
+    def publisher(method, path, headers, body):
+        with lock:
+            got.append((path, headers.get("ce-id"), json.loads(body)))
+        return 202, {"accepted": len(json.loads(body))}, {}
+
+    url, _ = harness.ctx().serve(publisher)
+    ids = harness.ctx().path("ids.txt")
+    p = harness.ctx().start("loginsim", http=False, config={
+        "publisher_url": url + "/v1/topics/login/events", "rate": 500, "count": 30,
+        "batch": 7, "threads": 2, "ids_file": ids})
+    harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
+    assert p.popen.returncode == 0, p.log()
+    assert all(path == "/v1/topics/login/batch" for path, _, _ in got)
+    assert sorted(len(b) for _, _, b in got) == [2, 7, 7, 7, 7]
+    assert all(isinstance(e, dict) and "account_id" in e for _, _, b in got for e in b)
+    want = {f"{cid}-{i}" for _, cid, b in got for i in range(len(b))}
+    lines = [line.split("\t")[0] for line in open(ids).read().splitlines()]
+    assert len(lines) == 30 and set(lines) == want
+    assert '"accepted": 30' in p.log()
+
+    bad = harness.ctx().start("loginsim", http=False, config={
+        "publisher_url": url + "/v1/topics/login", "rate": 10, "count": 1, "batch": 5})
+    harness.wait_for(lambda: bad.popen.poll() is not None, timeout=10, what="loginsim exit")
+    assert bad.popen.returncode == 2 and "ending in /events" in bad.log()

@@ -8,7 +8,11 @@
  * down instead of dropping logins. Every login carries its own ce-id, the same on every retry,
  * so a retry after a lost answer is one event for the consumers. Prints a summary line at the
  * end (with the achieved rate); ids_file records each accepted login's id and the time of its
- * 2xx (for end-to-end latency measurements and exactly-once checks). */
+ * 2xx (for end-to-end latency measurements and exactly-once checks).
+ *
+ * batch > 1: like a busy login server, each sending thread gathers up to batch logins as they
+ * fall due and POSTs them together to the topic's /batch endpoint when the last one is due (the
+ * batch's ce-id header makes event i's id "<ce-id>-<i>", the same on every retry). */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +22,7 @@
 #include <time.h>
 
 #include "app.h"
+#include "buf.h"
 #include "http_client.h"
 #include "ids.h"
 #include "log.h"
@@ -35,6 +40,9 @@ static const struct config_def LOGINSIM_CONFIG[] = {
     {"duration_s", CONFIG_DOUBLE, "0", 0, 1e9, 0, NULL, "Stop after this long (0 = no)"},
     {"threads", CONFIG_INT, "2", 1, 256, 0, NULL, "Sending threads"},
     {"timeout_ms", CONFIG_INT, "5000", 10, 600000, 0, NULL, "Time-out of one POST"},
+    {"batch", CONFIG_INT, "1", 1, 1000, 0, NULL,
+     "Logins per request; above 1 they go to the topic's /batch endpoint (publisher_url ending "
+     "in /events, with /batch in its place)"},
     {"ids_file", CONFIG_STRING, "", 0, 4096, 0, NULL,
      "When set: one line per accepted login: <event id> TAB <unix time in ms of its 2xx>"},
     CONFIG_DEF_END,
@@ -64,6 +72,7 @@ struct sim {
     long long finished_ms; /* when the last of them returned */
     long long started_ms;
     FILE *ids; /* ids_file or NULL; written under mu */
+    char batch_url[4200]; /* publisher_url with /batch for /events (batch > 1) */
 };
 
 static unsigned long long rng_next(unsigned long long *s)
@@ -96,6 +105,23 @@ static void pick_ip(struct sim *s, unsigned long long *rng, char *country, char 
              1 + (unsigned)(rng_next(rng) % 254));
 }
 
+/* One login event as JSON text (caller frees). */
+static char *login_json(struct sim *s, unsigned long long *rng, long long accounts)
+{
+    char country[3], ip[32], account[32], ts[32], session[ID_UUID_LEN + 1];
+    pick_ip(s, rng, country, ip, sizeof(ip));
+    snprintf(account, sizeof(account), "user-%05llu",
+             1 + (unsigned long long)(rng_next(rng) % (unsigned long long)accounts));
+    app_time_rfc3339(ts);
+    id_uuid7(session);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "account_id", account, "ip", ip,
+                           "ts", ts, "session_id", session, "server", "loginsim-1", "client",
+                           "sim_country", country);
+    char *body = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    return body;
+}
+
 static void *worker(void *arg)
 {
     struct sim *s = arg;
@@ -106,24 +132,28 @@ static void *worker(void *arg)
     double rate = config_double(s->cfg, "rate");
     long long count = config_int(s->cfg, "count");
     double duration = config_double(s->cfg, "duration_s");
-    unsigned threads = (unsigned)config_int(s->cfg, "threads");
+    long long batch = config_int(s->cfg, "batch");
+    const char *url = batch > 1 ? s->batch_url : config_str(s->cfg, "publisher_url");
     char auth[4200];
     snprintf(auth, sizeof(auth), "Bearer %s", config_str(s->cfg, "token"));
     char ce_id[ID_UUID_LEN + 1];
     struct http_header_kv h[] = {
         {"Content-Type", "application/json"}, {"Authorization", auth}, {"ce-id", ce_id}};
     long long accounts = config_int(s->cfg, "accounts");
+    struct buf body;
+    buf_init(&body, 1 << 20);
     while (!s->stop && rate > 0) {
+        /* claim logins n .. n + k - 1; the request is due when the last of them is */
         pthread_mutex_lock(&s->mu);
         long long n = s->sent;
-        if (count > 0 && n >= count) {
+        long long k = count > 0 && count - n < batch ? count - n : batch;
+        if (k <= 0) {
             pthread_mutex_unlock(&s->mu);
             break;
         }
-        s->sent++;
+        s->sent += k;
         pthread_mutex_unlock(&s->mu);
-        /* pacing: login n is due at started + n / rate */
-        long long due = s->started_ms + (long long)((double)n * 1000.0 / rate);
+        long long due = s->started_ms + (long long)((double)(n + k - 1) * 1000.0 / rate);
         long long now = app_now_ms();
         if (duration > 0 && (double)(now - s->started_ms) >= duration * 1000.0) {
             break;
@@ -133,24 +163,24 @@ static void *worker(void *arg)
                                   (long)((due - now) % 1000) * 1000000L};
             nanosleep(&ts, NULL);
         }
-        char country[3], ip[32], account[32], ts[32], session[ID_UUID_LEN + 1];
-        pick_ip(s, &rng, country, ip, sizeof(ip));
-        snprintf(account, sizeof(account), "user-%05llu",
-                 1 + (unsigned long long)(rng_next(&rng) % (unsigned long long)accounts));
-        app_time_rfc3339(ts);
-        id_uuid7(session);
+        buf_reset(&body);
+        if (batch > 1) {
+            buf_appends(&body, "[");
+        }
+        for (long long i = 0; i < k; i++) {
+            char *ev = login_json(s, &rng, accounts);
+            buf_appendf(&body, "%s%s", i ? "," : "", ev);
+            free(ev);
+        }
+        if (batch > 1) {
+            buf_appends(&body, "]");
+        }
         id_uuid7(ce_id);
-        json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "account_id", account, "ip",
-                               ip, "ts", ts, "session_id", session, "server", "loginsim-1",
-                               "client", "sim_country", country);
-        char *body = json_dumps(ev, JSON_COMPACT);
-        json_decref(ev);
         for (;;) {
             struct http_result r;
             memset(&r, 0, sizeof(r));
-            int rc = http_client_request(hc, "POST", config_str(s->cfg, "publisher_url"), h, 3,
-                                         body, strlen(body), (long)config_int(s->cfg, "timeout_ms"),
-                                         65536, &r);
+            int rc = http_client_request(hc, "POST", url, h, 3, body.data, body.len,
+                                         (long)config_int(s->cfg, "timeout_ms"), 65536, &r);
             int status = rc == 0 ? r.status : 0;
             long wait_ms = r.retry_after ? atol(r.retry_after) * 1000 : 1000;
             http_result_release(&r);
@@ -159,9 +189,13 @@ static void *worker(void *arg)
                 clock_gettime(CLOCK_REALTIME, &wall); /* compared with other processes' clocks */
                 double at_ms = (double)wall.tv_sec * 1000.0 + (double)wall.tv_nsec / 1e6;
                 pthread_mutex_lock(&s->mu);
-                s->accepted++;
-                if (s->ids) {
-                    fprintf(s->ids, "%s\t%.3f\n", ce_id, at_ms);
+                s->accepted += k;
+                for (long long i = 0; s->ids && i < k; i++) {
+                    if (batch > 1) {
+                        fprintf(s->ids, "%s-%lld\t%.3f\n", ce_id, i, at_ms);
+                    } else {
+                        fprintf(s->ids, "%s\t%.3f\n", ce_id, at_ms);
+                    }
                 }
                 pthread_mutex_unlock(&s->mu);
                 break;
@@ -179,13 +213,12 @@ static void *worker(void *arg)
             }
             log_warn("login refused by the publisher: status %d", status);
             pthread_mutex_lock(&s->mu);
-            s->failed++;
+            s->failed += k;
             pthread_mutex_unlock(&s->mu);
             break;
         }
-        free(body);
     }
-    (void)threads;
+    buf_release(&body);
     http_client_free(hc);
     pthread_mutex_lock(&s->mu);
     s->finished++;
@@ -207,6 +240,16 @@ int main(int argc, char **argv)
         return 0;
     }
     s.cfg = app.cfg;
+    if (config_int(app.cfg, "batch") > 1) {
+        const char *u = config_str(app.cfg, "publisher_url");
+        size_t ul = strlen(u);
+        if (ul < 7 || strcmp(u + ul - 7, "/events") != 0 || ul + 1 > sizeof(s.batch_url)) {
+            log_error("batch > 1 needs a publisher_url ending in /events, got %s", u);
+            app_release(&app);
+            return 2;
+        }
+        snprintf(s.batch_url, sizeof(s.batch_url), "%.*s/batch", (int)(ul - 7), u);
+    }
     const char *ids_path = config_str(app.cfg, "ids_file");
     if (ids_path[0] != '\0') {
         s.ids = fopen(ids_path, "a");
