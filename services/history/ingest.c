@@ -35,6 +35,8 @@ struct pending {
     struct pending *next;
 };
 
+#define INGEST_DAYS_KNOWN 16
+
 struct ingest {
     struct db *db;
     struct ingest_options o;
@@ -48,6 +50,11 @@ struct ingest {
     struct metric *m_batches;
     struct metric *m_unavailable;
     struct metric *m_batch_size;
+    /* UTC days whose partition this process has ensured: a batch within them is one INSERT in
+     * autocommit (one round trip) instead of BEGIN, ensure_partitions, INSERT, COMMIT. */
+    pthread_mutex_t days_mu;
+    long days[INGEST_DAYS_KNOWN];
+    unsigned n_days, next_day;
 };
 
 static const char *const COLS[INGEST_COLS] = {"login_id", "ts",     "account_id", "ip",
@@ -97,6 +104,70 @@ static int valid_ts(const char *s)
     }
     return (*p == '+' || *p == '-') && digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2) &&
            p[6] == '\0';
+}
+
+static int num(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* The UTC day (days since 1970-01-01) of a ts that passed valid_ts(). */
+static long utc_day(const char *s)
+{
+    int y = num(s, 4), m = num(s + 5, 2), d = num(s + 8, 2);
+    /* days from civil (proleptic Gregorian), March-based year */
+    y -= m <= 2;
+    long era = (y >= 0 ? y : y - 399) / 400;
+    long yoe = y - era * 400;
+    long doy = (153L * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    long days = era * 146097 + doe - 719468;
+    long minutes = days * 1440 + num(s + 11, 2) * 60 + num(s + 14, 2);
+    const char *p = s + 19;
+    while (*p && *p != 'Z' && *p != 'z' && *p != '+' && *p != '-') {
+        p++;
+    }
+    if (*p == '+' || *p == '-') {
+        long off = num(p + 1, 2) * 60 + num(p + 4, 2);
+        minutes -= *p == '+' ? off : -off;
+    }
+    return minutes >= 0 ? minutes / 1440 : -((-minutes + 1439) / 1440);
+}
+
+static bool day_known(struct ingest *in, long day)
+{
+    bool known = false;
+    pthread_mutex_lock(&in->days_mu);
+    for (unsigned i = 0; i < in->n_days && !known; i++) {
+        known = in->days[i] == day;
+    }
+    pthread_mutex_unlock(&in->days_mu);
+    return known;
+}
+
+static void day_remember(struct ingest *in, long day)
+{
+    if (day_known(in, day)) {
+        return;
+    }
+    pthread_mutex_lock(&in->days_mu);
+    in->days[in->next_day] = day;
+    in->next_day = (in->next_day + 1) % INGEST_DAYS_KNOWN;
+    if (in->n_days < INGEST_DAYS_KNOWN) {
+        in->n_days++;
+    }
+    pthread_mutex_unlock(&in->days_mu);
+}
+
+static void days_forget(struct ingest *in)
+{
+    pthread_mutex_lock(&in->days_mu);
+    in->n_days = in->next_day = 0;
+    pthread_mutex_unlock(&in->days_mu);
 }
 
 /* A string field (NULL when absent or null); -1 when present with another type or too long. */
@@ -227,11 +298,30 @@ static void write_batch(struct ingest *in, struct pending *batch, unsigned n)
     buf_appends(&tss, "}");
     ts_param[0] = tss.data;
 
-    struct db_stmt stmts[2] = {
-        {"SELECT history.ensure_partitions($1::timestamptz[])", ts_param, 1},
-        {sql.data, params, (int)k},
-    };
-    int rc = db_exec_tx(in->db, stmts, 2, err, sizeof(err));
+    bool known = true;
+    for (struct pending *p = batch; p && known; p = p->next) {
+        known = day_known(in, utc_day(p->f[1]));
+    }
+    int rc = DB_EQUERY;
+    if (known) {
+        rc = db_exec(in->db, sql.data, params, (int)k, NULL, NULL, err, sizeof(err));
+        if (rc != DB_OK && rc != DB_EUNAVAILABLE) {
+            /* e.g. retention dropped a partition this process had ensured: ensure and retry */
+            log_warn("batch insert without ensuring partitions failed, retrying: %s", err);
+            days_forget(in);
+            known = false;
+        }
+    }
+    if (!known) {
+        struct db_stmt stmts[2] = {
+            {"SELECT history.ensure_partitions($1::timestamptz[])", ts_param, 1},
+            {sql.data, params, (int)k},
+        };
+        rc = db_exec_tx(in->db, stmts, 2, err, sizeof(err));
+        for (struct pending *p = batch; p && rc == DB_OK; p = p->next) {
+            day_remember(in, utc_day(p->f[1]));
+        }
+    }
     metric_inc(in->m_batches);
     metric_observe(in->m_batch_size, n);
     if (rc == DB_OK) {
@@ -388,6 +478,7 @@ struct ingest *ingest_new(struct db *d, struct http_server *s, const struct inge
         in->o.max_pending = 10000;
     }
     pthread_mutex_init(&in->mu, NULL);
+    pthread_mutex_init(&in->days_mu, NULL);
     pthread_cond_init(&in->cv, NULL);
     in->m_stored = metrics_counter("history_logins_written_total",
                                    "Login rows written (duplicates included)", NULL);
@@ -433,5 +524,6 @@ void ingest_free(struct ingest *in)
     ingest_stop(in);
     pthread_cond_destroy(&in->cv);
     pthread_mutex_destroy(&in->mu);
+    pthread_mutex_destroy(&in->days_mu);
     free(in);
 }

@@ -228,6 +228,11 @@ def test_retention_drops_old_partitions():
     ahead = (now + datetime.timedelta(days=2)).strftime("logins_p%Y%m%d")
     assert ahead in parts, parts
     assert (now - datetime.timedelta(days=10)).strftime("logins_p%Y%m%d") not in parts
+    # This process had ensured that day's partition before retention dropped it: the insert
+    # that skips ensuring fails, and the batch is retried with the partition ensured again.
+    late = login(account="acct-r", ts=iso(now - datetime.timedelta(days=10)))
+    assert deliver(svc, "login.checked", late)[0] == 200
+    assert "retrying" in svc.log()
 
 
 def test_database_down_under_load_stores_everything_once():
