@@ -17,8 +17,11 @@
 #     guard's default policy is set to kick for the bench so that the 5% of logins from abroad
 #     produce actions. Same host, same clock.
 #
+# loginsim sends BENCH_LOGIN_BATCH (20) logins per request to the publisher's batch endpoint,
+# as busy login servers would; BENCH_LOGIN_BATCH=1 sends one POST per login.
 # Knobs: BIN (bin), BENCH_SECONDS (20; issue 5 asks for 60), BENCH_START (1000 logins/s),
-# BENCH_MAX (16000). Needs kcat, psql/initdb (make deps) and the GeoIP database.
+# BENCH_MAX (16000), BENCH_LOGIN_BATCH (20). Needs kcat, psql/initdb (make deps) and the GeoIP
+# database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
