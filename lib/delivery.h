@@ -49,4 +49,57 @@ int delivery_verify(struct http_exchange *ex, const char *secret);
 int delivery_accept(struct http_exchange *ex, const struct delivery_rules *rules, json_t **event,
                     const char **event_id);
 
+/* ---- one code path for single and batched deliveries ---------------------------------------
+ *
+ * A route with "batch" > 1 may send several events in one request, in CloudEvents' batched
+ * content mode (docs/bus.md "Batched delivery"): Content-Type application/cloudevents-batch+json,
+ * the body a JSON array whose elements carry the event in "data" and its id in "id". A service
+ * that takes both forms accepts with delivery_accept_any(), decides every item (status, and for
+ * a streaming route its output) and answers with delivery_answer(), which keeps the single
+ * delivery's answers exactly as they were and answers a batch as the dispatcher expects:
+ *
+ *   - an item with a retryable outcome (0, 408, 429 or 5xx): that status for the whole batch
+ *     (with the largest Retry-After); the bus retries the batch, so deduplicate by event id;
+ *   - else an item refused (another 4xx): 422 "batch_refused" naming it; the bus then delivers
+ *     the batch's events one at a time, and each single answer decides as usual;
+ *   - else 204 when no item has an output, or 200 with an array of n elements, element i the
+ *     output of item i (an object or array of objects to publish) or null (nothing).
+ */
+#define DELIVERY_BATCH_TYPE "application/cloudevents-batch+json"
+#define DELIVERY_BATCH_MAX 1000 /* most events one batch may carry */
+
+struct delivery_item {
+    json_t *event;  /* the event (a JSON object; owned by the batch) */
+    const char *id; /* its id (ce-id header, or the batch element's "id"); NULL when absent */
+    /* the outcome, set by the service */
+    int status;          /* 0 = undecided (answered as 500); 2xx; 4xx refused; 5xx retry */
+    json_t *output;      /* what a streaming route publishes (owned; NULL = nothing) */
+    const char *code;    /* error code of a non-2xx outcome (NULL = "invalid_event") */
+    char message[160];   /* its message */
+    unsigned retry_after_s;
+};
+
+struct delivery_batch {
+    bool is_batch; /* the request was a batch (else n == 1) */
+    size_t n;
+    struct delivery_item *items;
+    json_t *doc; /* the parsed body the items borrow from */
+};
+
+/* True when the request carries a batch (by its Content-Type). */
+bool delivery_is_batch(struct http_exchange *ex);
+/* Checks the signature and parses a single delivery (as delivery_accept) or a batch (a non-empty
+ * array of at most DELIVERY_BATCH_MAX objects, each with an object "data" and, when
+ * rules->needs_event_id, a usable "id"). Returns 0 with b filled, or the status already answered
+ * (a batch that does not parse is refused whole; the bus then delivers its events one by one). */
+int delivery_accept_any(struct http_exchange *ex, const struct delivery_rules *rules,
+                        struct delivery_batch *b);
+/* Sets an item's outcome to a refusal or failure: status, code and a printf-style message. */
+void delivery_item_fail(struct delivery_item *it, int status, const char *code, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
+/* Answers the exchange from the items' outcomes (rules above) and frees b's contents. */
+void delivery_answer(struct http_exchange *ex, struct delivery_batch *b);
+/* Frees b's contents without answering. */
+void delivery_batch_free(struct delivery_batch *b);
+
 #endif
