@@ -185,6 +185,7 @@ static void load_route(struct loader *l, struct busconf *c, const char *file, si
                                                                  : BUSCONF_ONE_WAY;
     rt->output = opt_str(r, "output");
     rt->concurrency = opt_int(r, "concurrency", 4);
+    rt->batch = opt_int(r, "batch", 1);
     const char *ord = json_string_value(json_object_get(r, "ordering"));
     rt->ordering = BUSCONF_ORDER_KEY;
     if (ord != NULL && strcmp(ord, "partition") == 0)

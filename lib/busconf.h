@@ -7,7 +7,7 @@
  * Used by the publisher (topics, producers), the dispatcher (routes) and busctl (everything).
  *
  * Defaults (documented in the schema, applied here): partitions 3, retention_hours 168,
- * max_event_bytes 65536, mode one-way, concurrency 4, ordering key, timeout_ms 5000,
+ * max_event_bytes 65536, mode one-way, concurrency 4, batch 1, ordering key, timeout_ms 5000,
  * retry {initial_ms 200, max_ms 30000, max_attempts 0 = until retention}.
  *
  * A loaded struct busconf is immutable; a reload builds a new one. */
@@ -47,6 +47,7 @@ struct busconf_route {
     enum busconf_mode mode;
     char *output;      /* streaming only, else NULL */
     int concurrency;
+    int batch; /* most events per request (1 = one per request, CloudEvents binary mode) */
     enum busconf_ordering ordering;
     int timeout_ms;
     int retry_initial_ms;

@@ -24,7 +24,9 @@
 #include "alloc.h"
 #include "app.h"
 #include "backoff.h"
+#include "buf.h"
 #include "crypto.h"
+#include "delivery.h"
 #include "ids.h"
 #include "kafka_consumer.h"
 #include "log.h"
@@ -38,6 +40,7 @@
 #define ROUTE_WATERMARK_TIMEOUT_MS 200
 #define ROUTE_MAX_ANSWER_BYTES (1024 * 1024)
 #define ROUTE_EXCERPT_BYTES 512
+#define ROUTE_BATCH_MAX_BYTES (256 * 1024) /* event bytes one batched request carries at most */
 
 enum event_state { EV_WAITING, EV_SENDING, EV_PRODUCING };
 
@@ -53,6 +56,8 @@ struct event {
     int outstanding;      /* callbacks still to come (1 HTTP, or n produce acks) */
     bool has_produce_failed;
     bool is_dead_letter; /* PRODUCING a dead-letter copy (not outputs) */
+    bool is_batched;     /* SENDING in a batched request (which holds the delivery slot) */
+    bool is_solo;        /* its batch was refused: delivered alone from now on */
     double sent_at_s;
     char span[TRACEPARENT_LEN + 1]; /* the traceparent sent to the endpoint */
     struct event *prev, *next;      /* the partition's unfinished events, in offset order */
@@ -78,7 +83,9 @@ struct part {
 enum completion_kind { DONE_HTTP, DONE_PRODUCE };
 
 struct completion {
-    struct event *ev;
+    struct event *ev;    /* NULL for a batched request: */
+    struct event **evs;  /* its events (heap), n_evs of them */
+    size_t n_evs;
     enum completion_kind kind;
     int status; /* HTTP status, or kafka status */
     char *body;
@@ -93,7 +100,7 @@ struct route {
     char *name, *topic, *endpoint, *output, *output_key, *dead_letter, *secret;
     bool is_streaming;
     enum busconf_ordering ordering;
-    int concurrency, timeout_ms, retry_initial_ms, retry_max_ms, retry_max_attempts;
+    int concurrency, batch, timeout_ms, retry_initial_ms, retry_max_ms, retry_max_attempts;
     json_t *raw;
     const struct route_env *env;
 
@@ -110,9 +117,13 @@ struct route {
     /* route thread only */
     struct part *parts;
     int in_flight; /* events SENDING or PRODUCING */
-    int n_sending; /* events SENDING (HTTP request out): what `concurrency` bounds. Events
-                    * PRODUCING wait only for Kafka's acknowledgement, so they don't hold a
-                    * delivery slot; they still hold their key (ordering) and their offset. */
+    int n_sending; /* HTTP requests out (one per event, or per batch): what `concurrency`
+                    * bounds. Events PRODUCING wait only for Kafka's acknowledgement, so they
+                    * don't hold a delivery slot; they still hold their key (ordering) and their
+                    * offset. */
+    struct event **pend; /* schedule(): events gathered for the next batched request */
+    int n_pend;
+    size_t pend_bytes;
     int orphans_outstanding;
     int consecutive_failures;
     bool is_breaker_open;
@@ -214,6 +225,8 @@ static void completion_push(struct route *r, struct completion *c)
 struct send_ctx {
     struct route *route;
     struct event *ev;
+    struct event **evs; /* a batched request: its events (ev NULL) */
+    size_t n_evs;
 };
 
 static void on_http_done(void *ctx, struct http_result *res)
@@ -221,6 +234,8 @@ static void on_http_done(void *ctx, struct http_result *res)
     struct send_ctx *sc = ctx;
     struct completion *c = xcalloc(1, sizeof *c);
     c->ev = sc->ev;
+    c->evs = sc->evs;
+    c->n_evs = sc->n_evs;
     c->kind = DONE_HTTP;
     c->status = res->status;
     c->body = res->body;
@@ -253,6 +268,7 @@ static void on_produced(void *opaque, int status, const char *errstr, int32_t pa
 
 static void completion_free(struct completion *c)
 {
+    free(c->evs);
     free(c->body);
     free(c->retry_after);
     free(c);
@@ -315,8 +331,9 @@ static void part_drop(struct route *r, struct part *p, bool is_commit)
     while (ev) {
         struct event *next = ev->next;
         if (ev->outstanding > 0) {
-            /* in flight: its callbacks will still come; freed then, never committed */
-            if (ev->state == EV_SENDING)
+            /* in flight: its callbacks will still come; freed then, never committed. A
+             * batched request frees its slot when it completes. */
+            if (ev->state == EV_SENDING && !ev->is_batched)
                 r->n_sending--;
             ev->part = NULL;
             ev->prev = ev->next = NULL;
@@ -607,21 +624,37 @@ static int stream_outputs(struct route *r, struct event *ev, const char *body, s
 
 /* ---- delivery ------------------------------------------------------------------------------ */
 
-static void deliver(struct route *r, struct event *ev)
+/* An attempt starts: its bookkeeping and its span (a child of the event's traceparent). */
+static void attempt_begin(struct route *r, struct event *ev)
 {
-    struct kafka_record *rec = ev->rec;
     ev->attempt++;
     ev->state = EV_SENDING;
     ev->outstanding = 1;
     r->in_flight++;
-    r->n_sending++;
-
     struct trace parent, child;
-    if (trace_parse(kafka_record_header(rec, "traceparent"), &parent) == 0)
+    if (trace_parse(kafka_record_header(ev->rec, "traceparent"), &parent) == 0)
         trace_child(&parent, &child);
     else
         trace_new(&child);
     trace_format(&child, ev->span);
+    ev->sent_at_s = app_now_s();
+}
+
+/* The request could not even be queued: the attempt did not happen. */
+static void attempt_undo(struct route *r, struct event *ev)
+{
+    ev->outstanding = 0;
+    ev->is_batched = false;
+    r->in_flight--;
+    ev->attempt--;
+    event_retry_later(r, ev, NULL);
+}
+
+static void deliver(struct route *r, struct event *ev)
+{
+    struct kafka_record *rec = ev->rec;
+    attempt_begin(r, ev);
+    r->n_sending++;
 
     char part[16], off[32], att[16], sig[72];
     snprintf(part, sizeof part, "%d", (int)rec->partition);
@@ -653,19 +686,97 @@ static void deliver(struct route *r, struct event *ev)
         crypto_sign_body(r->secret, rec->value, rec->value_len, sig);
         h[n++] = (struct http_header_kv){"X-Bus-Signature", sig};
     }
-    struct send_ctx *sc = xmalloc(sizeof *sc);
+    struct send_ctx *sc = xcalloc(1, sizeof *sc);
     sc->route = r;
     sc->ev = ev;
-    ev->sent_at_s = app_now_s();
     if (http_pool_submit(r->env->pool, "POST", r->endpoint, h, n, rec->value, rec->value_len,
                          r->timeout_ms, ROUTE_MAX_ANSWER_BYTES, on_http_done, sc) != 0) {
         free(sc);
-        ev->outstanding = 0;
-        r->in_flight--;
         r->n_sending--;
-        ev->attempt--;
-        event_retry_later(r, ev, NULL);
+        attempt_undo(r, ev);
     }
+}
+
+/* A CloudEvents attribute name: lower-case letters and digits only. */
+static bool is_attr_name(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
+}
+
+/* One request for n events, in CloudEvents' batched content mode (docs/bus.md "Batched
+ * delivery"). Each element carries as attributes what a single delivery sends as headers: the
+ * record's ce-* headers without "ce-", causationid, traceparent, buspartition, busoffset and
+ * busattempt, and the event itself in "data". */
+static void deliver_batch(struct route *r, struct event **evs, size_t n)
+{
+    r->n_sending++;
+    struct buf body;
+    buf_init(&body, 0);
+    buf_reserve(&body, r->pend_bytes + n * 400 + 2);
+    buf_appends(&body, "[");
+    for (size_t i = 0; i < n; i++) {
+        struct event *ev = evs[i];
+        struct kafka_record *rec = ev->rec;
+        attempt_begin(r, ev);
+        ev->is_batched = true;
+        buf_appends(&body, i ? ",{\"specversion\":\"1.0\"" : "{\"specversion\":\"1.0\"");
+        bool has_type = false;
+        for (size_t k = 0; k < rec->n_headers; k++) {
+            const char *name = rec->headers[k].name, *attr = NULL;
+            if (strncmp(name, "ce-", 3) == 0 && strcmp(name, "ce-specversion") != 0)
+                attr = name + 3;
+            else if (strcmp(name, "causation-id") == 0)
+                attr = "causationid";
+            if (attr == NULL || !is_attr_name(attr))
+                continue;
+            has_type |= strcmp(attr, "type") == 0;
+            buf_appendf(&body, ",\"%s\":", attr);
+            buf_append_json_string(&body, rec->headers[k].value);
+        }
+        if (!has_type) {
+            buf_appends(&body, ",\"type\":");
+            buf_append_json_string(&body, r->topic);
+        }
+        buf_appendf(&body,
+                    ",\"traceparent\":\"%s\",\"buspartition\":%d,\"busoffset\":%lld,"
+                    "\"busattempt\":%d,\"datacontenttype\":\"application/json\",\"data\":",
+                    ev->span, (int)rec->partition, (long long)rec->offset, ev->attempt);
+        buf_append(&body, rec->value, rec->value_len);
+        buf_appends(&body, "}");
+    }
+    buf_appends(&body, "]");
+
+    char count[16], sig[72];
+    snprintf(count, sizeof count, "%zu", n);
+    struct http_header_kv h[6];
+    size_t nh = 0;
+    h[nh++] = (struct http_header_kv){"Content-Type", DELIVERY_BATCH_TYPE};
+    h[nh++] = (struct http_header_kv){"X-Bus-Route", r->name};
+    h[nh++] = (struct http_header_kv){"X-Bus-Topic", r->topic};
+    h[nh++] = (struct http_header_kv){"X-Bus-Batch", count};
+    if (r->secret) {
+        crypto_sign_body(r->secret, body.data, body.len, sig);
+        h[nh++] = (struct http_header_kv){"X-Bus-Signature", sig};
+    }
+    struct send_ctx *sc = xcalloc(1, sizeof *sc);
+    sc->route = r;
+    sc->evs = xmalloc(n * sizeof *sc->evs);
+    memcpy(sc->evs, evs, n * sizeof *sc->evs);
+    sc->n_evs = n;
+    if (http_pool_submit(r->env->pool, "POST", r->endpoint, h, nh, body.data, body.len,
+                         r->timeout_ms, ROUTE_MAX_ANSWER_BYTES, on_http_done, sc) != 0) {
+        free(sc->evs);
+        free(sc);
+        r->n_sending--;
+        for (size_t i = 0; i < n; i++)
+            attempt_undo(r, evs[i]);
+    }
+    buf_release(&body);
 }
 
 static bool is_retryable(int status)
@@ -673,7 +784,9 @@ static bool is_retryable(int status)
     return status == 0 || status == 408 || status == 429 || status >= 500;
 }
 
-static void handle_http(struct route *r, struct event *ev, struct completion *c)
+/* The answer to one event's attempt. For an event of a batch, c is that event's share of the
+ * batch's answer, and the batch (not each event) counts for the breaker and the retry log. */
+static void handle_http(struct route *r, struct event *ev, struct completion *c, bool is_batched)
 {
     const char *ce_id = kafka_record_header(ev->rec, "ce-id");
     double seconds = app_now_s() - ev->sent_at_s;
@@ -699,7 +812,8 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c)
             double age_s = (double)now.tv_sec + now.tv_nsec / 1e9 - ev->rec->timestamp_ms / 1e3;
             metric_observe(r->m_age, age_s > 0 ? age_s : 0);
         }
-        breaker_note(r, true);
+        if (!is_batched)
+            breaker_note(r, true);
         if (c->status == 204) {
             metric_inc(r->m_no_content);
         } else if (r->is_streaming && c->status <= 202 && c->body_len > 0) {
@@ -721,18 +835,18 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c)
     bool is_spent = r->retry_max_attempts > 0 && ev->attempt >= r->retry_max_attempts;
     if (is_retryable(c->status) && !is_spent) {
         metric_inc(r->m_retried);
-        breaker_note(r, false);
-        log_ev(LOG_LEVEL_WARN, event_trace_id(ev, trace_id), ce_id,
-               "route %s: attempt %d failed (%d%s%s), retrying", r->name, ev->attempt, c->status,
-               c->error[0] ? " " : "", c->error);
+        if (!is_batched) {
+            breaker_note(r, false);
+            log_ev(LOG_LEVEL_WARN, event_trace_id(ev, trace_id), ce_id,
+                   "route %s: attempt %d failed (%d%s%s), retrying", r->name, ev->attempt,
+                   c->status, c->error[0] ? " " : "", c->error);
+        }
         r->in_flight--;
         event_retry_later(r, ev, c->retry_after);
         return;
     }
-    if (is_retryable(c->status))
-        breaker_note(r, false);
-    else
-        breaker_note(r, true); /* the endpoint answers; it refuses this event */
+    if (!is_batched)
+        breaker_note(r, !is_retryable(c->status)); /* a refusal: the endpoint does answer */
     metric_inc(r->m_failed);
     char why[160];
     if (is_spent)
@@ -742,6 +856,78 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c)
     r->in_flight--;
     if (dead_letter(r, ev, c->status, c->body, c->body_len, why))
         r->in_flight++;
+}
+
+/* Element i of a streaming batch's answer as that event's own answer: null is a 204, an
+ * object or array its body. -1 when the answer is not an array of one element per event. */
+static int batch_item(json_t *doc, size_t i, size_t n, int *status, char **body)
+{
+    if (!json_is_array(doc) || json_array_size(doc) != n)
+        return -1;
+    json_t *el = json_array_get(doc, i);
+    if (json_is_null(el)) {
+        *status = 204;
+        return 0;
+    }
+    if (!json_is_object(el) && !json_is_array(el))
+        return -1;
+    *body = json_dumps(el, JSON_COMPACT);
+    return *body ? 0 : -1;
+}
+
+/* The answer to a batched request, event by event: 2xx finishes every event (a streaming
+ * route's 200/201/202 body is an array with each event's answer); a retryable answer retries
+ * every event; anything else (a refusal, an answer that does not fit) sends the events again one
+ * by one, so that each gets its own answer and only a refused one is dead-lettered. */
+static void handle_batch(struct route *r, struct completion *c)
+{
+    json_t *doc = NULL;
+    bool is_ok = c->status >= 200 && c->status < 300;
+    bool has_items = is_ok && r->is_streaming && c->status <= 202 && c->body_len > 0;
+    if (has_items) {
+        json_error_t jerr;
+        doc = json_loadb(c->body, c->body_len, 0, &jerr);
+        if (!json_is_array(doc) || json_array_size(doc) != c->n_evs)
+            is_ok = false;
+    }
+    bool is_retry = !is_ok && is_retryable(c->status);
+    bool is_split = !is_ok && !is_retry;
+    breaker_note(r, !is_retry);
+    if (is_retry)
+        log_warn("route %s: batch of %zu failed (%d%s%s), retrying", r->name, c->n_evs,
+                 c->status, c->error[0] ? " " : "", c->error);
+    else if (is_split)
+        log_warn("route %s: batch of %zu answered %d, not as a batch: delivering its events one "
+                 "by one", r->name, c->n_evs, c->status);
+    for (size_t i = 0; i < c->n_evs; i++) {
+        struct event *ev = c->evs[i];
+        ev->outstanding--;
+        ev->is_batched = false;
+        if (ev->part == NULL) { /* partition revoked meanwhile */
+            if (ev->outstanding == 0) {
+                r->orphans_outstanding--;
+                event_free(ev);
+            }
+            continue;
+        }
+        struct completion one = *c;
+        one.body = NULL;
+        one.body_len = 0;
+        if (is_split || (has_items && batch_item(doc, i, c->n_evs, &one.status, &one.body))) {
+            ev->is_solo = true;
+            ev->attempt--; /* not an answer about this event */
+            ev->state = EV_WAITING;
+            ev->next_at_ms = 0;
+            r->in_flight--;
+            r->is_dirty = true;
+            continue;
+        }
+        if (one.body)
+            one.body_len = strlen(one.body);
+        handle_http(r, ev, &one, true);
+        free(one.body);
+    }
+    json_decref(doc);
 }
 
 static void handle_produce(struct route *r, struct event *ev, struct completion *c)
@@ -772,6 +958,14 @@ static void drain_completions(struct route *r)
     while (c) {
         struct completion *next = c->next;
         struct event *ev = c->ev;
+        if (ev == NULL) { /* a batched request */
+            r->n_sending--;
+            r->is_dirty = true;
+            handle_batch(r, c);
+            completion_free(c);
+            c = next;
+            continue;
+        }
         ev->outstanding--;
         if (ev->part == NULL) { /* partition revoked meanwhile */
             if (ev->outstanding == 0) {
@@ -781,7 +975,7 @@ static void drain_completions(struct route *r)
         } else if (c->kind == DONE_HTTP) {
             r->n_sending--;
             r->is_dirty = true; /* a delivery slot is free, whatever becomes of ev */
-            handle_http(r, ev, c);
+            handle_http(r, ev, c, false);
         } else {
             handle_produce(r, ev, c);
         }
@@ -832,6 +1026,46 @@ static bool keyset_test_add(struct keyset *ks, const char *key)
     return false;
 }
 
+/* Sends the events gathered for a batched request (one alone goes as a single delivery). */
+static void flush_pending(struct route *r)
+{
+    if (r->n_pend == 0)
+        return;
+    r->n_sending--; /* the gathered request's slot: deliver() and deliver_batch() take it */
+    if (r->n_pend == 1)
+        deliver(r, r->pend[0]);
+    else
+        deliver_batch(r, r->pend, (size_t)r->n_pend);
+    r->n_pend = 0;
+    r->pend_bytes = 0;
+}
+
+/* Starts an event: alone, or gathered into the next batched request. The first event gathered
+ * takes the request's delivery slot. A probe (breaker open), an event whose batch was refused
+ * and an event that is not a JSON object go alone. */
+static void start_event(struct route *r, struct event *ev)
+{
+    const struct kafka_record *rec = ev->rec;
+    if (r->batch <= 1 || r->is_breaker_open || ev->is_solo || rec->value_len == 0 ||
+        rec->value[0] != '{') {
+        deliver(r, ev);
+        return;
+    }
+    if (r->n_pend > 0 && (r->n_pend >= r->batch ||
+                          r->pend_bytes + rec->value_len > ROUTE_BATCH_MAX_BYTES))
+        flush_pending(r);
+    if (r->n_pend == 0)
+        r->n_sending++;
+    r->pend[r->n_pend++] = ev;
+    r->pend_bytes += rec->value_len;
+}
+
+/* Room for one more event: a free delivery slot, or room in the batch being gathered. */
+static bool has_room(const struct route *r, int limit)
+{
+    return r->n_sending < limit || (r->n_pend > 0 && r->n_pend < r->batch);
+}
+
 /* Starts what may start; returns the earliest time a waiting event becomes due (or -1). */
 static long long schedule(struct route *r, struct keyset *ks)
 {
@@ -845,18 +1079,18 @@ static long long schedule(struct route *r, struct keyset *ks)
     struct part *start = r->parts;
     for (size_t i = n_parts ? r->sched_turn++ % n_parts : 0; i > 0; i--)
         start = start->next;
-    for (size_t i = 0; i < n_parts && r->n_sending < limit; i++) {
+    for (size_t i = 0; i < n_parts && has_room(r, limit); i++) {
         struct part *p = start;
         start = start->next ? start->next : r->parts;
         if (r->ordering == BUSCONF_ORDER_KEY)
             keyset_clear(ks);
-        for (struct event *ev = p->head; ev && r->n_sending < limit; ev = ev->next) {
+        for (struct event *ev = p->head; ev && has_room(r, limit); ev = ev->next) {
             bool is_blocked = false;
             if (r->ordering == BUSCONF_ORDER_KEY && ev->key)
                 is_blocked = keyset_test_add(ks, ev->key);
             if (ev->state == EV_WAITING && !is_blocked) {
                 if (ev->next_at_ms <= now) {
-                    deliver(r, ev);
+                    start_event(r, ev);
                 } else if (next_due < 0 || ev->next_at_ms < next_due) {
                     next_due = ev->next_at_ms;
                 }
@@ -865,6 +1099,7 @@ static long long schedule(struct route *r, struct keyset *ks)
                 break; /* only the oldest unfinished event of the partition */
         }
     }
+    flush_pending(r);
     return next_due;
 }
 
@@ -995,11 +1230,11 @@ static void update_status(struct route *r)
                              p->is_paused_full || r->is_breaker_open));
     }
     const char *state = r->is_breaker_open ? "breaker-open" : is_retrying ? "retrying" : "running";
-    json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:i, s:o}", "name",
+    json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:i, s:i, s:o}", "name",
                            r->name, "topic", r->topic, "endpoint", r->endpoint, "mode",
                            r->is_streaming ? "streaming" : "one-way", "output", r->output,
                            "state", state, "in_flight", r->in_flight, "sending", r->n_sending,
-                           "concurrency", r->concurrency, "partitions", parts);
+                           "concurrency", r->concurrency, "batch", r->batch, "partitions", parts);
     metric_set(r->m_in_flight, r->in_flight);
     metric_set(r->m_lag, lag_total);
     status_add_counters(r, st, lag_total);
@@ -1089,6 +1324,7 @@ static void route_free_fields(struct route *r)
     free(r->output_key);
     free(r->dead_letter);
     free(r->secret);
+    free(r->pend);
     json_decref(r->raw);
     json_decref(r->status);
     pthread_mutex_destroy(&r->lock);
@@ -1110,6 +1346,10 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
     r->secret = dup_or_null(conf->secret);
     r->ordering = conf->ordering;
     r->concurrency = conf->concurrency > 0 ? conf->concurrency : 1;
+    r->batch = conf->batch > 1 ? (conf->batch < DELIVERY_BATCH_MAX ? conf->batch
+                                                                   : DELIVERY_BATCH_MAX)
+                               : 1;
+    r->pend = xcalloc((size_t)r->batch, sizeof *r->pend);
     r->timeout_ms = conf->timeout_ms;
     r->retry_initial_ms = conf->retry_initial_ms;
     r->retry_max_ms = conf->retry_max_ms;

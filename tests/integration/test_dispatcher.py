@@ -522,3 +522,170 @@ def test_warns_when_routes_outgrow_the_connection_pool():
     produce(broker, "t", evs)
     harness.wait_for(lambda: sink.count() == 50 and
                      all(v == 2 for v in sink.seen.values()), 30, what="both routes delivered")
+
+
+# ---- batched delivery (route "batch" > 1: CloudEvents batched content mode) ------------------
+
+BATCH_TYPE = "application/cloudevents-batch+json"
+
+
+class BatchSink(Sink):
+    """A recording endpoint that takes single and batched deliveries. `answer(event, headers)`
+    decides each event; a batch is answered as the bus expects (docs/bus.md): the first
+    retryable status for all, else 422 when any event is refused, else 204 or an array of the
+    events' outputs. Keeps the size of every request and the elements of every batch."""
+
+    def __init__(self, answer=None, batch_answer=None, secret=None):
+        super().__init__(answer)
+        self.sizes = []         # events per request, in arrival order
+        self.elements = []      # every batch element (attributes), as received
+        self.batch_answer = batch_answer  # (events) -> (status, body, headers) or None
+        self.secret = secret
+        self.bad_signatures = 0
+
+    def __call__(self, method, path, headers, body):
+        if self.secret:
+            import hashlib
+            import hmac
+            want = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+            if headers.get("x-bus-signature") != want:
+                with self.lock:
+                    self.bad_signatures += 1
+                return 401, {"error": "bad_signature"}, None
+        if headers.get("content-type", "").split(";")[0] != BATCH_TYPE:
+            with self.lock:
+                self.sizes.append(1)
+            return super().__call__(method, path, headers, body)
+        elements = json.loads(body)
+        assert headers.get("x-bus-batch") == str(len(elements))
+        with self.lock:
+            self.sizes.append(len(elements))
+            self.elements.extend(elements)
+        evs = [el["data"] for el in elements]
+        forced = self.batch_answer(evs) if self.batch_answer else None
+        if forced:
+            return forced
+        answers = [self.answer(ev, headers) for ev in evs]
+        retry = [a for a in answers if a[0] in (408, 429) or a[0] >= 500]
+        if retry:
+            return retry[0]
+        if any(not 200 <= a[0] < 300 for a in answers):
+            return 422, {"error": "batch_refused"}, None
+        with self.lock:
+            for ev in evs:
+                self.seen[ev["id"]] = self.seen.get(ev["id"], 0) + 1
+                self.order.setdefault(ev.get("account_id"), []).append(ev["seq"])
+        outs = [a[1] if a[0] != 204 else None for a in answers]
+        if all(o is None for o in outs):
+            return 204, None, None
+        return 200, outs, None
+
+    def batched(self):
+        with self.lock:
+            return sum(1 for n in self.sizes if n > 1), max(self.sizes or [0])
+
+
+def test_batch_route_gathers_events_in_key_order_signed():
+    ctx = harness.ctx()
+    broker = broker_with({"t": 3})
+    sink = BatchSink(secret="batch-secret")
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("t")], [route("gather", "t", url, concurrency=2, batch=50,
+                                        secret="batch-secret")])
+    disp = start_dispatcher(broker, d)
+    evs = events(3000, keys=400)
+    produce(broker, "t", evs)
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    assert sink.bad_signatures == 0
+    assert all(n == 1 for n in sink.seen.values()), "an event delivered twice without a failure"
+    for key, seqs in sink.order.items():
+        assert seqs == sorted(seqs), f"key {key} out of order"
+    n_batched, biggest = sink.batched()
+    assert n_batched > 0 and 1 < biggest <= 50, (n_batched, biggest, sink.sizes[:20])
+    el = sink.elements[0]
+    assert el["specversion"] == "1.0" and el["type"] == "t" and el["source"] == "test"
+    assert el["datacontenttype"] == "application/json" and el["busattempt"] == 1
+    assert el["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert isinstance(el["buspartition"], int) and isinstance(el["busoffset"], int)
+    harness.wait_for(lambda: metric(disp, "bus_dispatcher_lag", 'route="gather"') == 0, 20,
+                     what="lag 0 (offsets committed)")
+    _, st, _ = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)
+    assert [r["batch"] for r in st["routes"] if r["name"] == "gather"] == [50]
+
+
+def test_batch_streaming_answers_event_by_event():
+    ctx = harness.ctx()
+    broker = broker_with({"in": 3, "out": 3})
+
+    def answer(ev, h):
+        if ev["seq"] % 2:
+            return 204, None, None
+        return 200, {"account_id": ev["account_id"], "from": ev["id"]}, None
+    sink = BatchSink(answer)
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("in"), topic("out")],
+                   [route("enrich", "in", url, mode="streaming", output="out", concurrency=2,
+                          batch=20)])
+    disp = start_dispatcher(broker, d)
+    evs = events(400, keys=100)
+    produce(broker, "in", evs)
+    wait_all(sink, [e["id"] for e in evs])
+    msgs = harness.wait_for(lambda: (lambda m: m if len(m) >= 200 else None)(
+        harness.kcat_consume(broker.bootstrap, "out", 200, timeout=10)), 30,
+        what="200 outputs")
+    assert sorted(json.loads(m["value"])["from"] for m in msgs) == \
+        sorted(e["id"] for e in evs if e["seq"] % 2 == 0)
+    m = msgs[0]
+    assert m["headers"]["ce-source"] == "enrich" and m["headers"]["causation-id"] == "kcat"
+    assert m["key"] == json.loads(m["value"])["account_id"]
+    assert sink.batched()[0] > 0
+    harness.wait_for(lambda: metric(disp, "bus_dispatcher_no_content_total",
+                                    'route="enrich"') == 200, 10, what="200 answers of 204")
+
+
+def test_batch_refused_goes_one_by_one_and_only_the_bad_event_is_dead_lettered():
+    ctx = harness.ctx()
+    broker = broker_with({"t": 1, "t.dlq": 1})
+
+    def answer(ev, h):
+        return (422, {"error": "bad"}, None) if ev["seq"] % 50 == 7 else (200, None, None)
+    sink = BatchSink(answer)
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("t", 1), topic("t.dlq", 1)],
+                   [route("picky", "t", url, dead_letter="t.dlq", concurrency=1, batch=25)])
+    start_dispatcher(broker, d)
+    evs = events(500, keys=200)
+    produce(broker, "t", evs)
+    bad = sorted(e["id"] for e in evs if e["seq"] % 50 == 7)
+    wait_all(sink, [e["id"] for e in evs if e["seq"] % 50 != 7], timeout=60)
+    dl = harness.wait_for(lambda: (lambda m: m if len(m) >= len(bad) else None)(
+        harness.kcat_consume(broker.bootstrap, "t.dlq", len(bad), timeout=10)), 30,
+        what=f"{len(bad)} dead letters")
+    assert sorted(json.loads(m["value"])["id"] for m in dl) == bad
+    # the refused batch was not an answer about each event: one attempt, the single one
+    assert {m["headers"]["x-bus-attempts"] for m in dl} == {"1"}
+    assert sink.batched()[0] > 0
+
+
+def test_batch_retried_when_the_endpoint_fails_then_recovers():
+    ctx = harness.ctx()
+    broker = broker_with({"t": 3})
+    failures = {"left": 5}
+    lock = threading.Lock()
+
+    def batch_answer(evs):
+        with lock:
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                return 503, {"error": "busy"}, {"Retry-After": "0"}
+        return None
+    sink = BatchSink(batch_answer=batch_answer)
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("t")], [route("flaky", "t", url, concurrency=2, batch=100)])
+    disp = start_dispatcher(broker, d)
+    evs = events(1000, keys=300)
+    produce(broker, "t", evs)
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    assert failures["left"] == 0
+    harness.wait_for(lambda: metric(disp, "bus_dispatcher_retried_total", 'route="flaky"') > 0,
+                     10, what="retries counted")
