@@ -1,5 +1,6 @@
 /* test_delivery.c - delivery.h over real loopback HTTP: signature (401), body not an object and
- * missing or oversized ce-id (the service's refusal), and what a handler gets on success. */
+ * missing or oversized ce-id (the service's refusal), and what a handler gets on success; the
+ * one path for single and batched deliveries (delivery_accept_any, delivery_answer). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@ struct fixture {
     struct http_client *client;
     char url_strict[128]; /* signed, ce-id required (≤ 8 bytes), default refusal */
     char url_lax[128];    /* unsigned, ce-id optional, 400 bad_request refusal */
+    char url_any[128];    /* as strict, single or batched (handle_any) */
 };
 
 static const struct delivery_rules STRICT = {
@@ -51,6 +53,31 @@ static void handle(struct http_exchange *ex, void *ctx)
     json_decref(ev);
 }
 
+/* Decides each item from its event: {"out":1} -> 200 {"echo": id}, {"skip":1} -> 204,
+ * {"refuse":1} -> 422, {"retry":1} -> 503 with Retry-After 2. */
+static void handle_any(struct http_exchange *ex, void *ctx)
+{
+    struct delivery_batch b;
+    if (delivery_accept_any(ex, ctx, &b) != 0) {
+        return;
+    }
+    for (size_t i = 0; i < b.n; i++) {
+        struct delivery_item *it = &b.items[i];
+        if (json_object_get(it->event, "out")) {
+            it->status = 200;
+            it->output = json_pack("{s:s?}", "echo", it->id);
+        } else if (json_object_get(it->event, "skip")) {
+            it->status = 204;
+        } else if (json_object_get(it->event, "refuse")) {
+            delivery_item_fail(it, 422, "invalid_event", "refused %zu", i);
+        } else if (json_object_get(it->event, "retry")) {
+            delivery_item_fail(it, 503, "unavailable", "try later");
+            it->retry_after_s = 2;
+        }
+    }
+    delivery_answer(ex, &b);
+}
+
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
@@ -59,10 +86,12 @@ static int setup(void **state)
     f->srv = http_server_new(&o);
     http_server_route(f->srv, "POST", "/strict", handle, (void *)&STRICT, 4096);
     http_server_route(f->srv, "POST", "/lax", handle, (void *)&LAX, 4096);
+    http_server_route(f->srv, "POST", "/any", handle_any, (void *)&STRICT, 4096);
     assert_int_equal(http_server_start(f->srv, err, sizeof err), 0);
     unsigned port = http_server_port(f->srv);
     snprintf(f->url_strict, sizeof f->url_strict, "http://127.0.0.1:%u/strict", port);
     snprintf(f->url_lax, sizeof f->url_lax, "http://127.0.0.1:%u/lax", port);
+    snprintf(f->url_any, sizeof f->url_any, "http://127.0.0.1:%u/any", port);
     f->client = http_client_new();
     *state = f;
     return 0;
@@ -162,6 +191,86 @@ static void test_unsigned_route_takes_any_object_and_optional_id(void **state)
     assert_string_equal(out, "x");
 }
 
+/* POSTs a signed batch (or, when ce_id is set, a signed single delivery) to /any; returns the
+ * status, the body in out (compact JSON, "" for none) and the Retry-After header in ra. */
+static int post_any(struct fixture *f, const char *body, const char *ce_id, char out[256],
+                    char ra[16])
+{
+    char sig[72];
+    crypto_sign_body(SECRET, body, strlen(body), sig);
+    struct http_header_kv h[3] = {
+        {"Content-Type", ce_id ? "application/json" : DELIVERY_BATCH_TYPE},
+        {"X-Bus-Signature", sig},
+        {"ce-id", ce_id},
+    };
+    struct http_result r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(http_client_request(f->client, "POST", f->url_any, h, ce_id ? 3 : 2, body,
+                                         strlen(body), 5000, 65536, &r),
+                     0);
+    snprintf(out, 256, "%s", r.body ? r.body : "");
+    snprintf(ra, 16, "%s", r.retry_after ? r.retry_after : "");
+    int status = r.status;
+    http_result_release(&r);
+    return status;
+}
+
+#define EL(id, data) "{\"specversion\":\"1.0\",\"id\":\"" id "\",\"data\":" data "}"
+
+static void test_batch_answer_holds_each_events_output_in_order(void **state)
+{
+    struct fixture *f = *state;
+    char out[256], ra[16];
+    assert_int_equal(post_any(f, "[" EL("a", "{\"out\":1}") "," EL("b", "{\"skip\":1}") ","
+                                 EL("c", "{\"out\":1}") "]", NULL, out, ra),
+                     200);
+    assert_string_equal(out, "[{\"echo\":\"a\"},null,{\"echo\":\"c\"}]");
+    /* nothing to publish for any event: 204 */
+    assert_int_equal(
+        post_any(f, "[" EL("a", "{\"skip\":1}") "," EL("b", "{\"skip\":1}") "]", NULL, out, ra),
+        204);
+}
+
+static void test_batch_refused_whole_and_retry_wins_over_refusal(void **state)
+{
+    struct fixture *f = *state;
+    char out[256], ra[16];
+    assert_int_equal(
+        post_any(f, "[" EL("a", "{\"out\":1}") "," EL("b", "{\"refuse\":1}") "]", NULL, out, ra),
+        422);
+    assert_non_null(strstr(out, "\"batch_refused\""));
+    assert_non_null(strstr(out, "event 1 (b)"));
+    assert_int_equal(post_any(f, "[" EL("a", "{\"refuse\":1}") "," EL("b", "{\"retry\":1}") "]",
+                              NULL, out, ra),
+                     503);
+    assert_string_equal(ra, "2");
+}
+
+static void test_batch_that_does_not_parse_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    char out[256], ra[16];
+    assert_int_equal(post_any(f, "{\"not\":\"an array\"}", NULL, out, ra), 422);
+    assert_non_null(strstr(out, "batch_refused"));
+    assert_int_equal(post_any(f, "[]", NULL, out, ra), 422);
+    assert_int_equal(post_any(f, "[{\"id\":\"a\",\"data\":[1]}]", NULL, out, ra), 422);
+    assert_int_equal(post_any(f, "[{\"data\":{\"out\":1}}]", NULL, out, ra), 422); /* no id */
+    assert_int_equal(post_any(f, "[" EL("123456789", "{}") "]", NULL, out, ra), 422); /* > 8 */
+}
+
+static void test_single_delivery_through_the_same_path_answers_as_before(void **state)
+{
+    struct fixture *f = *state;
+    char out[256], ra[16];
+    assert_int_equal(post_any(f, "{\"out\":1}", "ev-1", out, ra), 200);
+    assert_string_equal(out, "{\"echo\":\"ev-1\"}");
+    assert_int_equal(post_any(f, "{\"skip\":1}", "ev-1", out, ra), 204);
+    assert_int_equal(post_any(f, "{\"refuse\":1}", "ev-1", out, ra), 422);
+    assert_non_null(strstr(out, "\"invalid_event\""));
+    assert_int_equal(post_any(f, "{\"retry\":1}", "ev-1", out, ra), 503);
+    assert_string_equal(ra, "2");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +279,10 @@ int main(void)
         cmocka_unit_test(test_body_not_an_object_gets_the_services_refusal),
         cmocka_unit_test(test_event_id_required_present_and_bounded),
         cmocka_unit_test(test_unsigned_route_takes_any_object_and_optional_id),
+        cmocka_unit_test(test_batch_answer_holds_each_events_output_in_order),
+        cmocka_unit_test(test_batch_refused_whole_and_retry_wins_over_refusal),
+        cmocka_unit_test(test_batch_that_does_not_parse_is_refused),
+        cmocka_unit_test(test_single_delivery_through_the_same_path_answers_as_before),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
