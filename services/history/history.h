@@ -1,7 +1,8 @@
 /* history.h - the history service's parts (see main.c for the overview):
  *
- *   ingest.c  POST /v1/deliveries/login.checked and /v1/deliveries/account.action: signature,
- *             validation, and the batcher that groups concurrent logins into one INSERT.
+ *   ingest.c  POST /v1/deliveries/login.checked and /v1/deliveries/account.action, single
+ *             deliveries or batches (delivery.h): signature, validation, and the batcher that
+ *             groups the logins of concurrent deliveries into one INSERT.
  *   api.c     GET /v1/accounts/{id}/logins: tokens, keyset pagination. */
 #ifndef HISTORY_H
 #define HISTORY_H

@@ -1,14 +1,20 @@
 /* ingest.c - deliveries into history (see history.h).
  *
- * Logins: the handler validates the event, copies its fields into a `struct pending` and queues it
- * with its exchange still open. Batcher threads take up to batch_max queued rows (waiting at most
- * batch_wait_ms after the first one for more), write them with one multi-row
- * INSERT ... ON CONFLICT DO NOTHING in one transaction, and only then answer every exchange of the
- * batch: 200 when committed (also for duplicates: the row is there), 503 + Retry-After when the
- * database is unavailable (the bus retries; the insert is idempotent so a retry is safe even when
- * the commit did happen but its answer was lost).
+ * Both routes take a single delivery or a batch (CloudEvents batched mode, delivery.h): every
+ * event of a delivery is validated first, and one invalid event refuses the whole delivery with
+ * nothing written (a batch then comes again one event at a time, see delivery_answer()).
  *
- * Actions: one upsert per delivery into history.actions, answered synchronously. */
+ * Logins: the handler copies each event's fields into a `struct pending` row, all rows of one
+ * delivery tied to one `struct group` that holds the exchange, still open, and queues them.
+ * Batcher threads take up to batch_max queued rows (waiting at most batch_wait_ms after the first
+ * one for more), write them with one multi-row INSERT ... ON CONFLICT DO NOTHING in one
+ * transaction, and only then set each row's outcome; whoever settles a group's last row answers
+ * it: 200 {"stored":true} for a single delivery, 204 for a batch (also for duplicates: the row is
+ * there), 503 + Retry-After when the database is unavailable (the bus retries; the insert is
+ * idempotent so a retry is safe even when the commit did happen but its answer was lost). A
+ * group's rows may be split across two INSERTs; one failed row fails the group.
+ *
+ * Actions: one upsert per event into history.actions, answered synchronously. */
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -28,10 +34,22 @@
 #define INGEST_FIELD_MAX 256
 #define INGEST_CLIENT_COL 7    /* "client": free-form object of the login (stored as JSON) */
 #define INGEST_CLIENT_MAX 4096 /* its largest JSON text */
+#define INGEST_MAX_BODY_BYTES (1024 * 1024) /* a batch of up to DELIVERY_BATCH_MAX events */
+
+/* One delivery (a single event or a batch) whose rows are queued. write_batch sets a row's item
+ * outcome before it decrements n_left under ingest.mu, so whoever takes n_left to 0 sees every
+ * outcome; it answers the exchange and frees the group. */
+struct group {
+    struct http_exchange *ex;
+    struct delivery_batch batch;
+    unsigned n_left;         /* rows not written yet; guarded by ingest.mu */
+    struct group *next_done; /* write_batch's list of groups to answer */
+};
 
 struct pending {
-    struct http_exchange *ex;
-    char *f[INGEST_COLS]; /* id, ts, account_id, ip, country, server, session_id, client */
+    struct group *g;          /* the delivery of this row (not owned) */
+    struct delivery_item *it; /* this row's item in g->batch, whose outcome write_batch sets */
+    char *f[INGEST_COLS];     /* id, ts, account_id, ip, country, server, session_id, client */
     struct pending *next;
 };
 
@@ -43,7 +61,7 @@ struct ingest {
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;
     struct pending *head, *tail;
-    unsigned n_pending;
+    unsigned n_pending; /* rows queued */
     int closing;
     pthread_t *threads;
     struct metric *m_stored;
@@ -185,40 +203,32 @@ static int get_str(json_t *ev, const char *key, const char **out)
     return 0;
 }
 
-static void handle_login(struct http_exchange *ex, void *arg)
+/* Checks one login and copies its columns into a new row (it->event is borrowed, the row owns
+ * copies). On refusal sets the item's outcome to 422 "invalid_event" and returns NULL. */
+static struct pending *login_row_new(struct delivery_item *it)
 {
-    struct ingest *in = arg;
-    const struct delivery_rules rules = {.secret = in->o.bus_secret};
-    json_t *ev = NULL;
-    const char *ce_id = NULL;
-    if (delivery_accept(ex, &rules, &ev, &ce_id) != 0) {
-        return;
-    }
+    json_t *ev = it->event;
     const char *v[INGEST_COLS];
     char *client_json = NULL; /* the login schema's "client" is an object: kept as its JSON */
+    struct pending *p = NULL;
     for (int i = 0; i < INGEST_COLS; i++) {
         json_t *c = json_object_get(ev, COLS[i]);
         if (i == INGEST_CLIENT_COL && (json_is_object(c) || json_is_array(c))) {
             client_json = json_dumps(c, JSON_COMPACT);
             if (!client_json || strlen(client_json) > INGEST_CLIENT_MAX) {
-                free(client_json);
-                http_respond_error(ex, 422, "invalid_event", NULL, "\"client\" is too large");
-                json_decref(ev);
-                return;
+                delivery_item_fail(it, 422, "invalid_event", "\"client\" is too large");
+                goto out;
             }
             v[i] = client_json;
             continue;
         }
         if (get_str(ev, COLS[i], &v[i]) != 0) {
-            http_respond_error(ex, 422, "invalid_event", NULL, "\"%s\" must be a short string",
-                               COLS[i]);
-            free(client_json);
-            json_decref(ev);
-            return;
+            delivery_item_fail(it, 422, "invalid_event", "\"%s\" must be a short string", COLS[i]);
+            goto out;
         }
     }
     if (!v[0] || !*v[0]) {
-        v[0] = ce_id; /* login_id is the original login's id */
+        v[0] = it->id; /* login_id is the original login's id */
     }
     const char *missing = !v[0] || !*v[0]   ? "login_id"
                           : !v[1]           ? "ts"
@@ -227,48 +237,131 @@ static void handle_login(struct http_exchange *ex, void *arg)
                           : !v[4]           ? "country"
                                             : NULL;
     if (missing) {
-        http_respond_error(ex, 422, "invalid_event", NULL, "\"%s\" is required", missing);
-        free(client_json);
-        json_decref(ev);
-        return;
+        delivery_item_fail(it, 422, "invalid_event", "\"%s\" is required", missing);
+        goto out;
     }
     if (!valid_ts(v[1])) {
-        http_respond_error(ex, 422, "invalid_event", NULL, "\"ts\" is not an RFC 3339 time");
-        free(client_json);
-        json_decref(ev);
-        return;
+        delivery_item_fail(it, 422, "invalid_event", "\"ts\" is not an RFC 3339 time");
+        goto out;
     }
-    struct pending *p = xcalloc(1, sizeof(*p));
-    p->ex = ex;
+    p = xcalloc(1, sizeof(*p));
+    p->it = it;
     for (int i = 0; i < INGEST_COLS; i++) {
         p->f[i] = v[i] ? xstrdup(v[i]) : NULL;
     }
+out:
     free(client_json);
-    json_decref(ev);
-
-    pthread_mutex_lock(&in->mu);
-    if (in->closing || in->n_pending >= in->o.max_pending) {
-        int closing = in->closing;
-        pthread_mutex_unlock(&in->mu);
-        pending_free(p);
-        http_add_header(ex, "Retry-After", "1");
-        http_respond_error(ex, 503, closing ? "shutting_down" : "overloaded", NULL,
-                           "history is %s; retry later", closing ? "stopping" : "overloaded");
-        return;
-    }
-    if (in->tail) {
-        in->tail->next = p;
-    } else {
-        in->head = p;
-    }
-    in->tail = p;
-    in->n_pending++;
-    pthread_cond_signal(&in->cv);
-    pthread_mutex_unlock(&in->mu);
-    /* answered by a batcher thread */
+    return p;
 }
 
-/* Writes one batch; answers every exchange in it; frees it. */
+/* A delivery with a refused event writes nothing. Its other events are marked accepted (200, no
+ * output) so that delivery_answer() reports the refusal (422 "invalid_event" for a single
+ * delivery, 422 "batch_refused" naming the first refused event for a batch) instead of taking an
+ * undecided event for a failure to retry. */
+static void settle_refused(struct delivery_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->items[i].status == 0) {
+            b->items[i].status = 200;
+        }
+    }
+}
+
+/* Sets an item's outcome from a db_exec result; what names the event in the 500 message. A
+ * stored event answers 200 {"stored":true} when single (as before batches); a batch of them 204:
+ * the routes are one-way, nothing is published. */
+static void set_outcome(struct delivery_item *it, bool is_batch, int rc, const char *what)
+{
+    if (rc == DB_OK) {
+        it->status = 200;
+        it->output = is_batch ? NULL : json_pack("{s:b}", "stored", 1);
+    } else if (rc == DB_EUNAVAILABLE) {
+        delivery_item_fail(it, 503, "db_unavailable", "the database is unavailable; retry later");
+        it->retry_after_s = 1;
+    } else {
+        delivery_item_fail(it, 500, "db_error", "the %s could not be stored", what);
+    }
+}
+
+static void rows_free(struct pending *p)
+{
+    struct pending *next;
+    for (; p; p = next) {
+        next = p->next;
+        pending_free(p);
+    }
+}
+
+static void group_answer(struct group *g)
+{
+    delivery_answer(g->ex, &g->batch);
+    free(g);
+}
+
+static void handle_login(struct http_exchange *ex, void *arg)
+{
+    struct ingest *in = arg;
+    const struct delivery_rules rules = {.secret = in->o.bus_secret};
+    struct group *g = xcalloc(1, sizeof(*g));
+    if (delivery_accept_any(ex, &rules, &g->batch) != 0) {
+        free(g);
+        return;
+    }
+    g->ex = ex;
+    struct pending *rows = NULL, *last = NULL;
+    bool is_refused = false;
+    for (size_t i = 0; i < g->batch.n; i++) {
+        struct pending *p = login_row_new(&g->batch.items[i]);
+        if (!p) {
+            is_refused = true;
+            continue;
+        }
+        p->g = g;
+        if (last) {
+            last->next = p;
+        } else {
+            rows = p;
+        }
+        last = p;
+    }
+    if (is_refused) {
+        settle_refused(&g->batch);
+        goto answer;
+    }
+    unsigned n = (unsigned)g->batch.n;
+    pthread_mutex_lock(&in->mu);
+    /* The group is queued whole or not at all. One larger than max_pending is taken when nothing
+     * is queued (else it would be refused forever): the queue stays bounded by max_pending plus
+     * one batch. */
+    int closing = in->closing;
+    if (closing || (in->n_pending > 0 && in->n_pending + n > in->o.max_pending)) {
+        pthread_mutex_unlock(&in->mu);
+        for (size_t i = 0; i < g->batch.n; i++) {
+            struct delivery_item *it = &g->batch.items[i];
+            delivery_item_fail(it, 503, closing ? "shutting_down" : "overloaded",
+                               "history is %s; retry later", closing ? "stopping" : "overloaded");
+            it->retry_after_s = 1;
+        }
+        goto answer;
+    }
+    g->n_left = n;
+    if (in->tail) {
+        in->tail->next = rows;
+    } else {
+        in->head = rows;
+    }
+    in->tail = last;
+    in->n_pending += n;
+    pthread_cond_signal(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    return; /* answered by a batcher thread; g may already be gone */
+answer:
+    rows_free(rows);
+    group_answer(g);
+}
+
+/* Writes one batch of rows; sets their outcomes, answers the groups whose last row this was;
+ * frees the rows. */
 static void write_batch(struct ingest *in, struct pending *batch, unsigned n)
 {
     struct buf sql;
@@ -328,23 +421,27 @@ static void write_batch(struct ingest *in, struct pending *batch, unsigned n)
         metric_add(in->m_stored, n);
     } else if (rc == DB_EUNAVAILABLE) {
         metric_add(in->m_unavailable, n);
-        log_warn("database unavailable, %u deliveries answered 503: %s", n, err);
+        log_warn("database unavailable, %u rows answered 503: %s", n, err);
     } else {
         log_error("batch insert of %u rows failed: %s", n, err);
     }
-    struct pending *next;
-    for (struct pending *p = batch; p; p = next) {
-        next = p->next;
-        if (rc == DB_OK) {
-            http_respond(p->ex, 200, "application/json", "{\"stored\":true}", 15);
-        } else if (rc == DB_EUNAVAILABLE) {
-            http_add_header(p->ex, "Retry-After", "1");
-            http_respond_error(p->ex, 503, "db_unavailable", NULL,
-                               "the database is unavailable; retry later");
-        } else {
-            http_respond_error(p->ex, 500, "db_error", NULL, "the login could not be stored");
+    for (struct pending *p = batch; p; p = p->next) {
+        set_outcome(p->it, p->g->batch.is_batch, rc, "login");
+    }
+    struct group *done = NULL;
+    pthread_mutex_lock(&in->mu);
+    for (struct pending *p = batch; p; p = p->next) {
+        if (--p->g->n_left == 0) {
+            p->g->next_done = done;
+            done = p->g;
         }
-        pending_free(p);
+    }
+    pthread_mutex_unlock(&in->mu);
+    rows_free(batch);
+    struct group *next;
+    for (struct group *g = done; g; g = next) {
+        next = g->next_done;
+        group_answer(g);
     }
     free(params);
     buf_release(&sql);
@@ -421,6 +518,23 @@ static int valid_action(const char *a)
     return 0;
 }
 
+/* The fields of an account.action event; -1 when it is not a valid one. */
+static int action_fields(json_t *ev, const char *params[4])
+{
+    const char *login_id = NULL, *account_id = NULL, *action = NULL, *ts = NULL;
+    if (get_str(ev, "login_id", &login_id) != 0 || get_str(ev, "account_id", &account_id) != 0 ||
+        get_str(ev, "action", &action) != 0 || get_str(ev, "ts", &ts) != 0 || !login_id ||
+        !*login_id || !account_id || !*account_id || !action || !valid_action(action) ||
+        (ts && !valid_ts(ts))) {
+        return -1;
+    }
+    params[0] = login_id;
+    params[1] = account_id;
+    params[2] = action;
+    params[3] = ts;
+    return 0;
+}
+
 static void handle_action(struct http_exchange *ex, void *arg)
 {
     struct ingest *in = arg;
@@ -429,38 +543,42 @@ static void handle_action(struct http_exchange *ex, void *arg)
         "an account.action event needs login_id, account_id and a known action";
     const struct delivery_rules rules = {.secret = in->o.bus_secret,
                                          .refusal = {.message = INVALID}};
-    json_t *ev = NULL;
-    if (delivery_accept(ex, &rules, &ev, NULL) != 0) {
+    struct delivery_batch b;
+    if (delivery_accept_any(ex, &rules, &b) != 0) {
         return;
     }
-    const char *login_id = NULL, *account_id = NULL, *action = NULL, *ts = NULL;
-    if (get_str(ev, "login_id", &login_id) != 0 || get_str(ev, "account_id", &account_id) != 0 ||
-        get_str(ev, "action", &action) != 0 || get_str(ev, "ts", &ts) != 0 || !login_id ||
-        !*login_id || !account_id || !*account_id || !action || !valid_action(action) ||
-        (ts && !valid_ts(ts))) {
-        json_decref(ev);
-        http_respond_error(ex, 422, "invalid_event", NULL, "%s", INVALID);
-        return;
+    const char *params[4];
+    bool is_refused = false;
+    for (size_t i = 0; i < b.n; i++) {
+        if (action_fields(b.items[i].event, params) != 0) {
+            delivery_item_fail(&b.items[i], 422, "invalid_event", "%s", INVALID);
+            is_refused = true;
+        }
     }
-    const char *params[] = {login_id, account_id, action, ts};
-    /* The latest action wins; the row may come before its login (see 001_logins.sql). */
-    int rc = db_exec(in->db,
-                     "INSERT INTO history.actions (login_id, account_id, action, ts) "
-                     "VALUES ($1, $2, $3, COALESCE($4::timestamptz, now())) "
-                     "ON CONFLICT (login_id) DO UPDATE SET action = EXCLUDED.action, "
-                     "ts = EXCLUDED.ts",
-                     params, 4, NULL, NULL, err, sizeof(err));
-    json_decref(ev);
-    if (rc == DB_OK) {
-        http_respond(ex, 200, "application/json", "{\"stored\":true}", 15);
-    } else if (rc == DB_EUNAVAILABLE) {
-        http_add_header(ex, "Retry-After", "1");
-        http_respond_error(ex, 503, "db_unavailable", NULL,
-                           "the database is unavailable; retry later");
-    } else {
-        log_error("action upsert failed: %s", err);
-        http_respond_error(ex, 500, "db_error", NULL, "the action could not be stored");
+    if (is_refused) {
+        settle_refused(&b);
+        goto answer;
     }
+    int rc = DB_OK;
+    for (size_t i = 0; i < b.n; i++) {
+        /* After a failure the rest is not tried: the batch is answered as failed and retried. */
+        if (rc == DB_OK) {
+            action_fields(b.items[i].event, params);
+            /* The latest action wins; the row may come before its login (see 001_logins.sql). */
+            rc = db_exec(in->db,
+                         "INSERT INTO history.actions (login_id, account_id, action, ts) "
+                         "VALUES ($1, $2, $3, COALESCE($4::timestamptz, now())) "
+                         "ON CONFLICT (login_id) DO UPDATE SET action = EXCLUDED.action, "
+                         "ts = EXCLUDED.ts",
+                         params, 4, NULL, NULL, err, sizeof(err));
+            if (rc != DB_OK && rc != DB_EUNAVAILABLE) {
+                log_error("action upsert failed: %s", err);
+            }
+        }
+        set_outcome(&b.items[i], b.is_batch, rc, "action");
+    }
+answer:
+    delivery_answer(ex, &b);
 }
 
 struct ingest *ingest_new(struct db *d, struct http_server *s, const struct ingest_options *o)
@@ -495,8 +613,10 @@ struct ingest *ingest_new(struct db *d, struct http_server *s, const struct inge
             abort();
         }
     }
-    http_server_route(s, "POST", "/v1/deliveries/login.checked", handle_login, in, 64 * 1024);
-    http_server_route(s, "POST", "/v1/deliveries/account.action", handle_action, in, 64 * 1024);
+    http_server_route(s, "POST", "/v1/deliveries/login.checked", handle_login, in,
+                      INGEST_MAX_BODY_BYTES);
+    http_server_route(s, "POST", "/v1/deliveries/account.action", handle_action, in,
+                      INGEST_MAX_BODY_BYTES);
     return in;
 }
 

@@ -56,6 +56,21 @@ def deliver(svc, topic, event, secret=BUS, ce_id=None):
     return harness.http("POST", f"{svc.url}/v1/deliveries/{topic}", raw=body, headers=headers)
 
 
+def batch_of(topic, events):
+    """CloudEvents batched mode: one element per event, its id in "id" and the event in "data"."""
+    return [{"specversion": "1.0", "id": str(uuid.uuid4()), "type": topic, "source": "test",
+             "time": ev.get("ts"), "data": ev} for ev in events]
+
+
+def deliver_batch(svc, topic, elements, secret=BUS):
+    body = json.dumps(elements).encode()
+    headers = {"Content-Type": "application/cloudevents-batch+json"}
+    if secret:
+        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
+                                                          hashlib.sha256).hexdigest()
+    return harness.http("POST", f"{svc.url}/v1/deliveries/{topic}", raw=body, headers=headers)
+
+
 def get_logins(svc, account, tok, **query):
     qs = "&".join(f"{k}={v}" for k, v in query.items())
     return harness.http("GET", f"{svc.url}/v1/accounts/{account}/logins" + ("?" + qs if qs else ""),
@@ -296,3 +311,69 @@ def test_concurrent_starts_migrate_once():
     for p in procs:  # all three serve the same table; the login is stored once
         assert deliver(p, "login.checked", ev)[0] == 200
     assert count(url) == 1
+
+
+def test_batch_of_logins_stored_once_answered_204():
+    url = pg.fresh_db()
+    svc = start(url, batch_max=2)  # the batch's rows are split across two INSERTs
+    evs = [login(account="acct-bt") for _ in range(3)]
+    elements = batch_of("login.checked", evs)
+    status, body, _ = deliver_batch(svc, "login.checked", elements)
+    assert (status, body) == (204, None), (status, body)
+    assert count(url) == 3
+    status, body, _ = get_logins(svc, "acct-bt", token("player", "acct-bt"))
+    assert status == 200, body
+    assert {r["id"] for r in body["logins"]} == {e["login_id"] for e in evs}, body
+    # the bus retries a batch whole: storing it again changes nothing
+    assert deliver_batch(svc, "login.checked", elements)[0] == 204
+    assert count(url) == 3
+    # login_id falls back to the element's id, as to ce-id for a single delivery
+    no_id = login(account="acct-bt")
+    del no_id["login_id"]
+    element = batch_of("login.checked", [no_id])
+    assert deliver_batch(svc, "login.checked", element)[0] == 204
+    assert count(url, f"id = '{element[0]['id']}'") == 1
+
+
+def test_batch_with_invalid_login_refused_whole():
+    url = pg.fresh_db()
+    svc = start(url)
+    evs = [login(account="acct-br") for _ in range(3)]
+    del evs[1]["ts"]
+    status, body, _ = deliver_batch(svc, "login.checked", batch_of("login.checked", evs))
+    assert status == 422 and body["error"] == "batch_refused", (status, body)
+    assert "event 1" in body["message"], body
+    assert count(url) == 0
+    # the bus then delivers the events one by one: the valid ones are stored
+    assert [deliver(svc, "login.checked", ev)[0] for ev in evs] == [200, 422, 200]
+    assert count(url) == 2
+
+
+def test_batch_with_bad_signature_stores_nothing():
+    url = pg.fresh_db()
+    svc = start(url)
+    elements = batch_of("login.checked", [login(account="acct-bs") for _ in range(3)])
+    for secret in ["wrong", None]:
+        status, body, _ = deliver_batch(svc, "login.checked", elements, secret=secret)
+        assert status == 401 and body["error"] == "bad_signature", (status, body)
+    assert count(url) == 0
+
+
+def test_batch_of_actions():
+    url = pg.fresh_db()
+    svc = start(url)
+    evs = [login(account="acct-ba") for _ in range(2)]
+    assert deliver_batch(svc, "login.checked", batch_of("login.checked", evs))[0] == 204
+    actions = [{"login_id": evs[0]["login_id"], "account_id": "acct-ba", "action": "notify"},
+               {"login_id": evs[1]["login_id"], "account_id": "acct-ba", "action": "kick"},
+               {"login_id": evs[0]["login_id"], "account_id": "acct-ba", "action": "lock"}]
+    status, body, _ = deliver_batch(svc, "account.action", batch_of("account.action", actions))
+    assert (status, body) == (204, None), (status, body)
+    body = get_logins(svc, "acct-ba", token("player", "acct-ba"))[1]
+    got = {r["id"]: r["action"] for r in body["logins"]}
+    assert got == {evs[0]["login_id"]: "lock", evs[1]["login_id"]: "kick"}, got
+    bad = actions[:1] + [dict(actions[1], action="explode")]
+    status, body, _ = deliver_batch(svc, "account.action", batch_of("account.action", bad))
+    assert status == 422 and body["error"] == "batch_refused", (status, body)
+    body = get_logins(svc, "acct-ba", token("player", "acct-ba"))[1]
+    assert {r["id"]: r["action"] for r in body["logins"]} == got  # nothing of it applied
