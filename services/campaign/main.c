@@ -5,6 +5,7 @@
  * "campaign_password", channel ingame) that the bus publishes to `notification`; every other
  * login answers 204. "Once per account" is a row in campaign.sent inserted in the same statement
  * that decides, keyed by (campaign, account); a redelivery of that same login gets the same 200.
+ * A batched delivery (delivery.h) answers the array of those answers (null for a 204), or 204.
  * The list (list_file, one account id per line, # comments) is loaded into campaign.targets at
  * start.
  *
@@ -29,6 +30,8 @@
 #include "strmap.h"
 
 #define ID_MAX 128
+/* A batched delivery carries up to DELIVERY_BATCH_MAX logins. */
+#define CAMPAIGN_DELIVERY_MAX_BYTES (1024 * 1024)
 
 static const struct config_def CAMPAIGN_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8105", 0, 256, 0, NULL, "HTTP listen address"},
@@ -137,15 +140,13 @@ static void remember_sent(struct campaign *c, const char *account, const char *l
     pthread_mutex_unlock(&c->lock);
 }
 
-static void respond_notification(struct campaign *c, struct http_exchange *ex,
-                                 const char *account)
+/* The notification event that tells account (a new reference). */
+static json_t *notification_new(const struct campaign *c, const char *account)
 {
     char dedupe[300];
     snprintf(dedupe, sizeof(dedupe), "%s/%s", c->name, account);
-    json_t *out =
-        json_pack("{s:s, s:s, s:[s], s:{s:s}, s:s}", "account_id", account, "kind", c->kind,
-                  "channels", "ingame", "params", "campaign", c->name, "dedupe_key", dedupe);
-    http_respond_json(ex, 200, out);
+    return json_pack("{s:s, s:s, s:[s], s:{s:s}, s:s}", "account_id", account, "kind", c->kind,
+                     "channels", "ingame", "params", "campaign", c->name, "dedupe_key", dedupe);
 }
 
 static int load_list(struct campaign *c, const char *path)
@@ -199,35 +200,22 @@ static int load_list(struct campaign *c, const char *path)
     return rc;
 }
 
-static void handle_login(struct http_exchange *ex, void *arg)
+/* Decides one login: 200 with the notification as its output for the login that notifies its
+ * account (again when redelivered), 204 for any other; 422 for an event without a usable
+ * account_id; 503 with Retry-After 1 while the database is unavailable, 500 on its errors. */
+static void campaign_decide(struct campaign *c, struct delivery_item *it)
 {
-    struct campaign *c = arg;
-    const struct delivery_rules rules = {
-        .secret = c->bus_secret,
-        .needs_event_id = true,
-        .event_id_max = ID_MAX,
-        .refusal = {.message = "account_id and ce-id are required"},
-    };
-    json_t *ev = NULL;
-    const char *login_id = NULL;
-    if (delivery_accept(ex, &rules, &ev, &login_id) != 0) {
-        return;
-    }
-    const char *account = json_string_value(json_object_get(ev, "account_id"));
+    const char *account = json_string_value(json_object_get(it->event, "account_id"));
+    const char *login_id = it->id;
     if (!account || !*account || strlen(account) > ID_MAX) {
-        json_decref(ev);
-        http_respond_error(ex, 422, "invalid_event", NULL, "account_id and ce-id are required");
+        delivery_item_fail(it, 422, "invalid_event", "account_id and ce-id are required");
         return;
     }
     bool is_200 = false;
     if (answer_from_memory(c, account, login_id, &is_200) == 0) {
         metric_inc(c->m_memory);
-        if (is_200) {
-            respond_notification(c, ex, account);
-        } else {
-            http_respond(ex, 204, NULL, "", 0);
-        }
-        json_decref(ev);
+        it->status = is_200 ? 200 : 204;
+        it->output = is_200 ? notification_new(c, account) : NULL;
         return;
     }
     const char *p[] = {c->name, account, login_id};
@@ -241,15 +229,14 @@ static void handle_login(struct http_exchange *ex, void *arg)
                      "SELECT login_id FROM ins UNION ALL SELECT login_id FROM campaign.sent "
                      "WHERE campaign = $1 AND account_id = $2",
                      p, 3, &rows, NULL, err, sizeof(err));
+    if (rc == DB_EUNAVAILABLE) {
+        delivery_item_fail(it, 503, "unavailable", "database unavailable");
+        it->retry_after_s = 1;
+        return;
+    }
     if (rc != DB_OK) {
-        json_decref(ev);
-        if (rc == DB_EUNAVAILABLE) {
-            http_add_header(ex, "Retry-After", "1");
-            http_respond_error(ex, 503, "unavailable", NULL, "database unavailable");
-        } else {
-            log_error("campaign: %s", err);
-            http_respond_error(ex, 500, "internal", NULL, "database error");
-        }
+        log_error("campaign: %s", err);
+        delivery_item_fail(it, 500, "internal", "database error");
         return;
     }
     const char *sent_for = json_string_value(json_object_get(json_array_get(rows, 0), "login_id"));
@@ -257,15 +244,41 @@ static void handle_login(struct http_exchange *ex, void *arg)
         remember_sent(c, account, sent_for);
     }
     if (!sent_for || strcmp(sent_for, login_id) != 0) {
-        json_decref(rows);
-        json_decref(ev);
-        http_respond(ex, 204, NULL, "", 0);
+        it->status = 204;
+    } else {
+        metric_inc(c->m_messages);
+        it->status = 200;
+        it->output = notification_new(c, account);
+    }
+    json_decref(rows);
+}
+
+/* One login, or a batch of them (delivery.h). Once an item must be retried the whole batch will
+ * be, so the items after it are not decided (nothing of theirs is stored). */
+static void handle_login(struct http_exchange *ex, void *arg)
+{
+    struct campaign *c = arg;
+    const struct delivery_rules rules = {
+        .secret = c->bus_secret,
+        .needs_event_id = true,
+        .event_id_max = ID_MAX,
+        .refusal = {.message = "account_id and ce-id are required"},
+    };
+    struct delivery_batch b;
+    if (delivery_accept_any(ex, &rules, &b) != 0) {
         return;
     }
-    metric_inc(c->m_messages);
-    respond_notification(c, ex, account);
-    json_decref(rows);
-    json_decref(ev);
+    bool is_retried = false;
+    for (size_t i = 0; i < b.n; i++) {
+        struct delivery_item *it = &b.items[i];
+        if (is_retried) {
+            delivery_item_fail(it, 503, "unavailable", "not decided: the batch is retried");
+            continue;
+        }
+        campaign_decide(c, it);
+        is_retried = it->status >= 500;
+    }
+    delivery_answer(ex, &b);
 }
 
 int main(int argc, char **argv)
@@ -313,7 +326,8 @@ int main(int argc, char **argv)
         .ready_ctx = c.db,
     };
     srv = http_server_new(&opts);
-    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &c, 65536);
+    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &c,
+                      CAMPAIGN_DELIVERY_MAX_BYTES);
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;

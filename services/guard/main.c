@@ -3,7 +3,8 @@
  * Bus delivery (route `guard`, streaming): POST /v1/deliveries/login.checked. A login from a
  * country that is neither a home country (config) nor allowed by the account (optionally until a
  * date, for travel) triggers the account's policy: notify, kick, block_abroad or lock. The answer
- * is the account.action event (200), or 204 when the login needs nothing. Decisions are stored per
+ * is the account.action event (200), or 204 when the login needs nothing; a batched delivery
+ * (delivery.h) answers the array of those events (null for a 204). Decisions are stored per
  * login_id, so a redelivered login gets the same answer and never a second lock or code. The
  * unlock code of a lock is derived as HMAC(code_secret, account_id, login_id) so a redelivery
  * answers the same code, and only a salted SHA-256 of it is stored.
@@ -19,6 +20,7 @@
  * the player page's origin (http.cors_origins). Tables live in the `guard` schema (sql/guard/). */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,8 @@
 #define ID_MAX 128
 #define CACHE_BUCKETS 65536u
 #define MAX_ALLOWED 64
+/* A batched delivery carries up to DELIVERY_BATCH_MAX logins. */
+#define GUARD_DELIVERY_MAX_BYTES (1024 * 1024)
 
 static const struct config_def GUARD_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8103", 0, 256, 0, NULL, "HTTP listen address"},
@@ -551,14 +555,27 @@ static void code_hash(const char *salt, const char *code, char out[CRYPTO_SHA256
     crypto_sha256_hex(buf, (size_t)n, out);
 }
 
-/* Answers a stored decision (event text without the code); adds the code back for a lock. */
-static void answer_decision(struct guard *g, struct http_exchange *ex, const char *event_text,
+/* The outcome db_fail answers, for a delivery item. */
+static void item_db_fail(struct delivery_item *it, int rc, const char *err)
+{
+    if (rc == DB_EUNAVAILABLE) {
+        delivery_item_fail(it, 503, "unavailable", "database unavailable; retry later");
+        it->retry_after_s = 1;
+    } else {
+        log_error("database error: %s", err);
+        delivery_item_fail(it, 500, "internal", "database error");
+    }
+}
+
+/* Decides an item by a stored decision (event text without the code); adds the code back for a
+ * lock. */
+static void stored_decision(struct guard *g, struct delivery_item *it, const char *event_text,
                             const char *account, const char *login_id)
 {
     json_error_t jerr;
     json_t *ev = json_loads(event_text, 0, &jerr);
     if (!ev) {
-        http_respond_error(ex, 500, "internal", NULL, "stored decision unreadable");
+        delivery_item_fail(it, 500, "internal", "stored decision unreadable");
         return;
     }
     const char *action = json_string_value(json_object_get(ev, "action"));
@@ -567,7 +584,8 @@ static void answer_decision(struct guard *g, struct http_exchange *ex, const cha
         unlock_code(g, account, login_id, code);
         json_object_set_new(ev, "code", json_string(code));
     }
-    http_respond_json(ex, 200, ev);
+    it->status = 200;
+    it->output = ev;
 }
 
 static const char *ev_str(json_t *ev, const char *k)
@@ -576,48 +594,31 @@ static const char *ev_str(json_t *ev, const char *k)
     return s && strlen(s) <= 256 ? s : NULL;
 }
 
-static void handle_login(struct http_exchange *ex, void *arg)
+/* Decides one login.checked event: 204 when it needs nothing, else 200 with the account.action
+ * event as its output (the stored one for a login already decided); 422 for an incomplete event;
+ * 503 with Retry-After 1 while the database is unavailable, 500 on its errors. traceparent (may
+ * be NULL) is only logged. */
+static void guard_decide(struct guard *g, struct delivery_item *it, const char *traceparent)
 {
-    struct guard *g = arg;
-    const struct delivery_rules rules = {
-        .secret = g->bus_secret,
-        .refusal = {.message = "account_id, login_id, country, ip and ts are required"},
-    };
-    json_t *ev = NULL;
-    const char *ce_id = NULL;
-    if (delivery_accept(ex, &rules, &ev, &ce_id) != 0) {
-        return;
-    }
+    json_t *ev = it->event;
     const char *account = ev_str(ev, "account_id"), *country = ev_str(ev, "country");
     const char *login_id = ev_str(ev, "login_id");
     if (!login_id || !*login_id) {
-        login_id = ce_id;
+        login_id = it->id;
     }
     if (!valid_id(account) || !valid_id(login_id) || !valid_country(country) || !ev_str(ev, "ip") ||
         !ev_str(ev, "ts")) {
-        json_decref(ev);
-        http_respond_error(ex, 422, "invalid_event", NULL,
+        delivery_item_fail(it, 422, "invalid_event",
                            "account_id, login_id, country, ip and ts are required");
         return;
     }
-    /* own copies: ev is released before the database work */
-    char account_buf[ID_MAX + 1], login_buf[ID_MAX + 1], country_buf[3];
-    snprintf(account_buf, sizeof(account_buf), "%s", account);
-    snprintf(login_buf, sizeof(login_buf), "%s", login_id);
-    snprintf(country_buf, sizeof(country_buf), "%s", country);
-    account = account_buf;
-    login_id = login_buf;
-    country = country_buf;
+    it->status = 204;
     for (int i = 0; i < g->n_home; i++) {
         if (strcmp(country, g->home[i]) == 0) {
-            json_decref(ev);
-            http_respond(ex, 204, NULL, "", 0);
             return;
         }
     }
     if (strcmp(country, "ZZ") == 0 && config_bool(g->cfg, "ignore_unknown_country")) {
-        json_decref(ev);
-        http_respond(ex, 204, NULL, "", 0);
         return;
     }
     char err[512];
@@ -626,22 +627,19 @@ static void handle_login(struct http_exchange *ex, void *arg)
     int rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl, 1, &rows,
                      NULL, err, sizeof(err));
     if (rc != DB_OK) {
-        json_decref(ev);
-        db_fail(ex, rc, err);
+        item_db_fail(it, rc, err);
         return;
     }
     if (json_array_size(rows) > 0) { /* a redelivery: the same answer again */
-        answer_decision(g, ex, row_str(rows, 0, "event"), account, login_id);
+        stored_decision(g, it, row_str(rows, 0, "event"), account, login_id);
         json_decref(rows);
-        json_decref(ev);
         return;
     }
     json_decref(rows);
     json_t *acct, *allowed;
     rc = load_account(g, account, &acct, &allowed, err, sizeof(err));
     if (rc != DB_OK) {
-        json_decref(ev);
-        db_fail(ex, rc, err);
+        item_db_fail(it, rc, err);
         return;
     }
     char policy_buf[16];
@@ -656,8 +654,6 @@ static void handle_login(struct http_exchange *ex, void *arg)
     if (allowed_here || strcmp(policy, "none") == 0) {
         json_decref(acct);
         json_decref(allowed);
-        json_decref(ev);
-        http_respond(ex, 204, NULL, "", 0);
         return;
     }
     const char *ch = row_str(acct, 0, "channels");
@@ -686,7 +682,6 @@ static void handle_login(struct http_exchange *ex, void *arg)
     }
     json_decref(acct);
     json_decref(allowed);
-    json_decref(ev);
     char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
 
     const char *pd[] = {login_id, account, policy, text};
@@ -731,16 +726,16 @@ static void handle_login(struct http_exchange *ex, void *arg)
                      NULL, err, sizeof(err));
         if (rc != DB_OK || json_array_size(rows) == 0) {
             json_decref(rows);
-            db_fail(ex, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);
+            item_db_fail(it, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);
             return;
         }
-        answer_decision(g, ex, row_str(rows, 0, "event"), account, login_id);
+        stored_decision(g, it, row_str(rows, 0, "event"), account, login_id);
         json_decref(rows);
         return;
     }
     if (rc != DB_OK) {
         json_decref(out);
-        db_fail(ex, rc, err);
+        item_db_fail(it, rc, err);
         return;
     }
     cache_drop(g, account);
@@ -749,10 +744,40 @@ static void handle_login(struct http_exchange *ex, void *arg)
     }
     metric_inc(g->m_actions);
     char trace_id[33];
-    log_ev(LOG_LEVEL_INFO, trace_id_of(http_header(ex, "traceparent"), trace_id),
-           http_header(ex, "ce-id"), "login %s of %s from %s: %s", login_id, account, country,
-           policy);
-    http_respond_json(ex, 200, out);
+    log_ev(LOG_LEVEL_INFO, trace_id_of(traceparent, trace_id), it->id, "login %s of %s from %s: %s",
+           login_id, account, country, policy);
+    it->status = 200;
+    it->output = out;
+}
+
+/* One login.checked event, or a batch of them (delivery.h). Once an item must be retried the
+ * whole batch will be, so the items after it are not decided (nothing of theirs is stored). */
+static void handle_login(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const struct delivery_rules rules = {
+        .secret = g->bus_secret,
+        .refusal = {.message = "account_id, login_id, country, ip and ts are required"},
+    };
+    struct delivery_batch b;
+    if (delivery_accept_any(ex, &rules, &b) != 0) {
+        return;
+    }
+    bool is_retried = false;
+    for (size_t i = 0; i < b.n; i++) {
+        struct delivery_item *it = &b.items[i];
+        if (is_retried) {
+            delivery_item_fail(it, 503, "unavailable", "not decided: the batch is retried");
+            continue;
+        }
+        /* a batch element carries its own trace context (CloudEvents distributed tracing) */
+        const char *traceparent =
+            b.is_batch ? json_string_value(json_object_get(json_array_get(b.doc, i), "traceparent"))
+                       : http_header(ex, "traceparent");
+        guard_decide(g, it, traceparent);
+        is_retried = it->status >= 500;
+    }
+    delivery_answer(ex, &b);
 }
 
 /* ---- unlock ---- */
@@ -1156,7 +1181,8 @@ int main(int argc, char **argv)
         .cors_origins = cors,
     };
     srv = http_server_new(&opts);
-    http_server_route(srv, "POST", "/v1/deliveries/login.checked", handle_login, &g, 65536);
+    http_server_route(srv, "POST", "/v1/deliveries/login.checked", handle_login, &g,
+                      GUARD_DELIVERY_MAX_BYTES);
     http_server_route(srv, "GET", "/v1/accounts/{}/status", handle_status, &g, 0);
     http_server_route(srv, "GET", "/v1/accounts/{}/policy", handle_get_policy, &g, 0);
     http_server_route(srv, "PUT", "/v1/accounts/{}/policy", handle_put_policy, &g, 65536);

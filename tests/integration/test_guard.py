@@ -252,3 +252,54 @@ def test_status_fast_from_cache():
     # the round trip includes python's HTTP client; the service's own share is far smaller
     limit = 0.005 * harness.timeout_mult() * (10 if harness.is_asan() else 1)
     assert per < limit, per
+
+
+BATCH_TYPE = "application/cloudevents-batch+json"
+
+
+def deliver_batch(svc, events, secret=BUS):
+    """POSTs events as one signed batch (CloudEvents batched content mode), as a route with
+    "batch" > 1 does."""
+    body = json.dumps([{"specversion": "1.0", "id": str(uuid.uuid4()), "type": "login.checked",
+                        "source": "ipcheck", "time": "2026-11-25T06:00:00Z",
+                        "traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "data": e}
+                       for e in events]).encode()
+    headers = {"Content-Type": BATCH_TYPE,
+               "X-Bus-Signature": "sha256=" + hmac.new(secret.encode(), body,
+                                                       hashlib.sha256).hexdigest()}
+    return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
+                        headers=headers)
+
+
+def test_batch_decides_each_login_and_redelivery_same_answer():
+    url = pg.fresh_db()
+    svc = start(url)
+    set_policy(svc, "b1", "lock")
+    home, abroad = login("b1", "KR"), login("b1", "US")
+    st, body, _ = deliver_batch(svc, [home, abroad])
+    assert st == 200, (st, body)
+    assert isinstance(body, list) and len(body) == 2 and body[0] is None, body
+    action = body[1]
+    assert action["action"] == "lock" and action["account_id"] == "b1", action
+    assert action["login_id"] == abroad["login_id"] and action["country"] == "US"
+    assert "code" in action
+    jsonschema.validate(action, SCHEMA)
+    assert status(svc, "b1")["locked"] is True
+    # the same batch again (new batch element ids, as a redelivery by the bus may have): the same
+    # decision, not a second lock or code
+    assert deliver_batch(svc, [home, abroad])[:2] == (200, body)
+    assert deliver(svc, abroad)[:2] == (200, action)
+    rows = pg.cluster().psql(dbname(url), "SELECT count(*) FROM guard.decisions")
+    assert rows[0][0] == "1"
+    # a batch of logins that need nothing: 204
+    assert deliver_batch(svc, [login("b1", "KR"), login("b2", "US")])[0] == 204
+
+
+def test_batch_with_an_invalid_event_is_refused_whole():
+    url = pg.fresh_db()
+    svc = start(url)
+    bad = login("a1", "US")
+    del bad["ts"]
+    st, body, _ = deliver_batch(svc, [login("a1", "KR"), bad])
+    assert st == 422 and body["error"] == "batch_refused", (st, body)
+    assert deliver_batch(svc, [login("a1", "KR")], secret="wrong")[0] == 401

@@ -198,3 +198,42 @@ def test_real_npm_database():
         cc = as_json(resp)["country"]
         assert len(cc) == 2 and cc.isupper() and cc != "ZZ", (ip, cc)
     assert as_json(deliver(svc, dict(LOGIN, ip="10.0.0.1"))[1])["country"] == "ZZ"
+
+
+BATCH_TYPE = "application/cloudevents-batch+json"
+
+
+def deliver_batch(svc, events, ids):
+    """POSTs events as one batch (CloudEvents batched content mode), as a route with "batch"
+    > 1 does."""
+    body = json.dumps([{"specversion": "1.0", "id": i, "type": "login", "source": "test",
+                        "time": e["ts"], "data": e} for e, i in zip(events, ids)]).encode()
+    status, resp, _ = harness.http("POST", svc.url + "/v1/deliveries/login", raw=body,
+                                   headers={"Content-Type": BATCH_TYPE})
+    return status, resp
+
+
+def test_batch_answers_enriched_events_in_order():
+    ctx = harness.ctx()
+    svc = start(make_mmdb(ctx.path("geo.mmdb"), {"11.0.0.0/8": "DE", "2a00:1450::/32": "FR"}))
+    events = [LOGIN, dict(LOGIN, ip="2a00:1450::1", account_id="acct-2"),
+              dict(LOGIN, ip="10.1.2.3", account_id="acct-3")]
+    ids = ["id-b1", "id-b2", "id-b3"]
+    status, resp = deliver_batch(svc, events, ids)
+    assert status == 200, (status, resp)
+    out = as_json(resp)
+    assert isinstance(out, list) and len(out) == 3, out
+    for ev, login_id, want, got in zip(events, ids, ["DE", "FR", "ZZ"], out):
+        assert got == dict(ev, login_id=login_id, country=want), got
+
+
+def test_batch_with_an_invalid_ip_is_refused_whole():
+    ctx = harness.ctx()
+    svc = start(make_mmdb(ctx.path("geo.mmdb"), {"11.0.0.0/8": "DE"}))
+    status, resp = deliver_batch(svc, [LOGIN, dict(LOGIN, ip="999.1.1.1"), LOGIN],
+                                 ["id-r1", "id-r2", "id-r3"])
+    assert status == 422, (status, resp)
+    assert as_json(resp)["error"] == "batch_refused", resp
+    # the bus then delivers the events one by one: each single answer decides as before
+    assert deliver(svc, dict(LOGIN, ip="999.1.1.1"), ce_id="id-r2")[0] == 422
+    assert deliver(svc, LOGIN, ce_id="id-r1")[0] == 200
