@@ -132,7 +132,7 @@ struct route {
     long long next_commit_ms, next_status_ms;
 
     struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_age, *m_in_flight,
-        *m_lag, *m_breaker_open;
+        *m_lag, *m_breaker_open, *m_request_events;
     struct metric *m_delivered[600]; /* by status, created on first use */
 };
 
@@ -655,6 +655,7 @@ static void deliver(struct route *r, struct event *ev)
     struct kafka_record *rec = ev->rec;
     attempt_begin(r, ev);
     r->n_sending++;
+    metric_observe(r->m_request_events, 1);
 
     char part[16], off[32], att[16], sig[72];
     snprintf(part, sizeof part, "%d", (int)rec->partition);
@@ -715,6 +716,7 @@ static bool is_attr_name(const char *s)
 static void deliver_batch(struct route *r, struct event **evs, size_t n)
 {
     r->n_sending++;
+    metric_observe(r->m_request_events, (double)n);
     struct buf body;
     buf_init(&body, 0);
     buf_reserve(&body, r->pend_bytes + n * 400 + 2);
@@ -1375,6 +1377,11 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
                                  "Time from the record's Kafka timestamp to its successful "
                                  "delivery (end-to-end latency through the bus).",
                                  labels, NULL, 0);
+    static const double sizes[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
+    r->m_request_events = metrics_histogram("bus_dispatcher_request_events",
+                                            "Events per delivery request (1 unless the route "
+                                            "batches).",
+                                            labels, sizes, sizeof sizes / sizeof sizes[0]);
     r->m_in_flight =
         metrics_gauge("bus_dispatcher_in_flight", "Deliveries in flight per route.", labels);
     r->m_breaker_open = metrics_gauge("bus_dispatcher_breaker_open",
