@@ -753,7 +753,7 @@ static void deliver_batch(struct route *r, struct event **evs, size_t n)
     }
     buf_appends(&body, "]");
 
-    char count[16], sig[72];
+    char count[24], sig[72];
     snprintf(count, sizeof count, "%zu", n);
     struct http_header_kv h[6];
     size_t nh = 0;
