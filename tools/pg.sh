@@ -8,7 +8,8 @@
 #   tools/pg.sh status [DIR]          exit 0 when running
 #   tools/pg.sh url    [DIR] [PORT]   prints the DATABASE_URL of the cluster
 #
-# Defaults: DIR=var/pg, PORT=55432 (env PG_DIR / PG_PORT also work). The cluster listens on
+# Defaults: DIR=var/pg, PORT=55432 (env PG_DIR / PG_PORT also work); PG_DURABLE=1 at init keeps
+# fsync and synchronous commits on (otherwise off: fast, not crash-safe). The cluster listens on
 # 127.0.0.1 only with trust authentication: DEVELOPMENT ONLY. Production points the product at a
 # real server with DATABASE_URL (e.g. postgresql://bus:PASSWORD@db.example:5432/bus) and never
 # runs this script.
@@ -87,12 +88,20 @@ do_init() {
 local all all trust
 host all all 127.0.0.1/32 trust
 EOF
+        # Tests and `make run` trade durability for speed (a crash of the machine may lose
+        # the last commits); PG_DURABLE=1 keeps PostgreSQL's durable defaults (the product
+        # benchmark uses it, like production).
+        if [ "${PG_DURABLE:-0}" = 1 ]; then
+            DURABILITY="# PG_DURABLE=1: fsync, synchronous_commit and full_page_writes on"
+        else
+            DURABILITY="fsync = off
+synchronous_commit = off
+full_page_writes = off"
+        fi
         cat >>"$DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$SOCK'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+$DURABILITY
 max_connections = 200
 EOF
         [ "$(id -u)" = 0 ] && chown postgres: "$DATA/pg_hba.conf" "$DATA/postgresql.conf"
