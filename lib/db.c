@@ -6,13 +6,19 @@
  * lock, and gives it back. A connection that is found broken after a failure is closed and its
  * slot left NULL, so the next user reconnects: that is the whole reconnection strategy, and it is
  * safe because every statement is either idempotent for the caller or inside a transaction that
- * the server rolls back when the connection dies. */
+ * the server rolls back when the connection dies.
+ *
+ * Prepared statements: db_exec and db_exec_tx prepare each distinct SQL text once per connection
+ * (up to DB_PREPARED_MAX of them, then plain) and execute it by name, so PostgreSQL parses,
+ * analyses and (after a few executions, with a generic plan) plans it once instead of every time:
+ * a third of the server's CPU in the product benchmark. The cache goes with the connection. */
 #include "db.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,15 +29,32 @@
 
 #define DB_MIGRATION_MAX_BYTES (4u << 20)
 #define DB_MIGRATIONS_MAX 1000
+#define DB_PREPARED_MAX 256 /* prepared statements per connection */
+
+/* The statements prepared on one connection: statement k is named "bus_<k>". */
+struct prepared {
+    unsigned n;
+    uint64_t hash[DB_PREPARED_MAX];
+    char *sql[DB_PREPARED_MAX];
+};
 
 struct db {
     char *conninfo;
     unsigned size;
     PGconn **conns;      /* size slots; NULL = not connected; shared, under mu */
     unsigned char *busy; /* size flags; shared, under mu */
+    struct prepared *prep; /* size caches, each owned with its slot */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
+
+static void prepared_forget(struct prepared *p)
+{
+    for (unsigned k = 0; k < p->n; k++) {
+        free(p->sql[k]);
+    }
+    p->n = 0;
+}
 
 static void set_err(char *err, size_t err_len, const char *fmt, const char *a, const char *b)
 {
@@ -59,6 +82,7 @@ struct db *db_new(const char *url, unsigned size, char *err, size_t err_len)
     d->size = size ? size : 4;
     d->conns = xcalloc(d->size, sizeof(*d->conns));
     d->busy = xcalloc(d->size, 1);
+    d->prep = xcalloc(d->size, sizeof(*d->prep));
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
     /* The url is expanded at connect time with a bounded connect time (see db_connect). */
@@ -75,7 +99,9 @@ void db_free(struct db *d)
         if (d->conns[i]) {
             PQfinish(d->conns[i]);
         }
+        prepared_forget(&d->prep[i]);
     }
+    free(d->prep);
     pthread_cond_destroy(&d->cv);
     pthread_mutex_destroy(&d->mu);
     free(d->conns);
@@ -152,6 +178,9 @@ static PGconn *slot_conn(struct db *d, unsigned i)
         c = NULL;
     }
     if (!c) {
+        prepared_forget(&d->prep[i]); /* a new connection has none */
+    }
+    if (!c) {
         c = db_connect(d);
     }
     d->conns[i] = c;
@@ -164,6 +193,7 @@ static void slot_drop(struct db *d, unsigned i)
         PQfinish(d->conns[i]);
         d->conns[i] = NULL;
     }
+    prepared_forget(&d->prep[i]);
 }
 
 /* Maps a failed result to DB_E*; drops the connection when it is no longer usable. */
@@ -195,6 +225,11 @@ static int classify(struct db *d, unsigned i, const PGresult *res, char *err, si
     }
     if (strcmp(state, "23505") == 0) {
         return DB_ECONFLICT;
+    }
+    if (strcmp(state, "0A000") == 0 && strstr(msg, "cached plan") != NULL) {
+        /* a prepared statement outlived a change of its table: start a fresh connection */
+        slot_drop(d, i);
+        return DB_EUNAVAILABLE;
     }
     return DB_EQUERY;
 }
@@ -231,6 +266,45 @@ static PGresult *run(PGconn *c, const char *sql, const char *const *params, int 
     return PQexecParams(c, sql, n_params, NULL, params, NULL, NULL, 0);
 }
 
+static uint64_t hash_sql(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s) {
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Runs sql on slot i's connection as a prepared statement, preparing it on first use. A failed
+ * preparation is returned as the statement's result (nothing is cached). */
+static PGresult *run_prepared(struct db *d, unsigned i, const char *sql, const char *const *params,
+                              int n_params)
+{
+    PGconn *c = d->conns[i];
+    struct prepared *p = &d->prep[i];
+    uint64_t h = hash_sql(sql);
+    char name[24];
+    for (unsigned k = 0; k < p->n; k++) {
+        if (p->hash[k] == h && strcmp(p->sql[k], sql) == 0) {
+            snprintf(name, sizeof(name), "bus_%u", k);
+            return PQexecPrepared(c, name, n_params, params, NULL, NULL, 0);
+        }
+    }
+    if (p->n == DB_PREPARED_MAX) {
+        return run(c, sql, params, n_params);
+    }
+    snprintf(name, sizeof(name), "bus_%u", p->n);
+    PGresult *res = PQprepare(c, name, sql, n_params, NULL);
+    if (!result_ok(res)) {
+        return res;
+    }
+    PQclear(res);
+    p->hash[p->n] = h;
+    p->sql[p->n] = xstrdup(sql);
+    p->n++;
+    return PQexecPrepared(c, name, n_params, params, NULL, NULL, 0);
+}
+
 int db_exec(struct db *d, const char *sql, const char *const *params, int n_params, json_t **rows,
             long *affected, char *err, size_t err_len)
 {
@@ -248,7 +322,7 @@ int db_exec(struct db *d, const char *sql, const char *const *params, int n_para
         rc = DB_EUNAVAILABLE;
         goto out;
     }
-    PGresult *res = run(c, sql, params, n_params);
+    PGresult *res = run_prepared(d, i, sql, params, n_params);
     if (!result_ok(res)) {
         rc = classify(d, i, res, err, err_len);
         PQclear(res);
@@ -291,7 +365,7 @@ int db_exec_tx(struct db *d, const struct db_stmt *stmts, size_t n, char *err, s
         goto out;
     }
     for (size_t k = 0; k < n; k++) {
-        PGresult *res = run(c, stmts[k].sql, stmts[k].params, stmts[k].n_params);
+        PGresult *res = run_prepared(d, i, stmts[k].sql, stmts[k].params, stmts[k].n_params);
         if (!result_ok(res)) {
             rc = classify(d, i, res, err, err_len);
             PQclear(res);
