@@ -352,6 +352,10 @@ static int simple(struct db *d, unsigned i, const char *sql, char *err, size_t e
 
 int db_exec_tx(struct db *d, const struct db_stmt *stmts, size_t n, char *err, size_t err_len)
 {
+    if (n == 1) { /* one statement is a transaction by itself: no BEGIN and COMMIT round trips */
+        return db_exec(d, stmts[0].sql, stmts[0].params, stmts[0].n_params, NULL, NULL, err,
+                       err_len);
+    }
     int rc = DB_OK;
     unsigned i = pool_take(d);
     PGconn *c = slot_conn(d, i);

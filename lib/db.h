@@ -35,7 +35,8 @@ int db_migrate(struct db *d, const char *schema, const char *dir, char *err, siz
 int db_exec(struct db *d, const char *sql, const char *const *params, int n_params,
             json_t **rows, long *affected, char *err, size_t err_len);
 
-/* Runs several statements in one transaction (all or nothing). */
+/* Runs several statements in one transaction (all or nothing; a single one runs alone, which is
+ * the same guarantee without the BEGIN and COMMIT round trips). */
 struct db_stmt {
     const char *sql;
     const char *const *params;

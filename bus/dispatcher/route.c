@@ -50,6 +50,7 @@ struct event {
     struct part *part; /* NULL once the partition was revoked (orphan) */
     struct kafka_record *rec;
     const char *key; /* rec->key, or NULL (no ordering constraint) */
+    uint64_t key_hash; /* of key, computed once (schedule() looks at it on every pass) */
     enum event_state state;
     int attempt;         /* attempts made so far */
     long long next_at_ms; /* WAITING: not before */
@@ -92,6 +93,7 @@ struct completion {
     size_t body_len;
     char *retry_after;
     char error[128];
+    json_t *answer; /* an event's share of a batch's streaming answer (borrowed), or NULL */
     struct completion *next;
 };
 
@@ -543,24 +545,28 @@ static int dead_letter(struct route *r, struct event *ev, int status, const char
     return 1;
 }
 
-/* Streams a 200/201/202 answer to the output topic. Returns 0 when queued (or nothing to
- * queue), -1 when the answer is not a JSON object or array of objects. */
-static int stream_outputs(struct route *r, struct event *ev, const char *body, size_t len)
+/* Whether a streaming answer is a JSON object or an array of objects. */
+static bool is_output(json_t *doc)
 {
-    json_error_t jerr;
-    json_t *doc = json_loadb(body, len, 0, &jerr);
-    if (doc == NULL || !(json_is_object(doc) || json_is_array(doc))) {
+    if (json_is_object(doc))
+        return true;
+    if (!json_is_array(doc))
+        return false;
+    for (size_t i = 0; i < json_array_size(doc); i++)
+        if (!json_is_object(json_array_get(doc, i)))
+            return false;
+    return true;
+}
+
+/* Streams a 200/201/202 answer (doc, stolen) to the output topic. Returns 0 when queued (or
+ * nothing to queue), -1 when the answer is not a JSON object or array of objects. */
+static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
+{
+    if (!is_output(doc)) {
         json_decref(doc);
         return -1;
     }
     size_t n = json_is_array(doc) ? json_array_size(doc) : 1;
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = json_is_array(doc) ? json_array_get(doc, i) : doc;
-        if (!json_is_object(o)) {
-            json_decref(doc);
-            return -1;
-        }
-    }
     const char *in_id = kafka_record_header(ev->rec, "ce-id");
     struct trace span;
     char tp[TRACEPARENT_LEN + 1];
@@ -818,8 +824,11 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c,
             breaker_note(r, true);
         if (c->status == 204) {
             metric_inc(r->m_no_content);
-        } else if (r->is_streaming && c->status <= 202 && c->body_len > 0) {
-            if (stream_outputs(r, ev, c->body, c->body_len) == 0)
+        } else if (r->is_streaming && c->status <= 202 && (c->answer || c->body_len > 0)) {
+            json_error_t jerr;
+            json_t *doc = c->answer ? json_incref(c->answer)
+                                    : json_loadb(c->body, c->body_len, 0, &jerr);
+            if (stream_outputs(r, ev, doc) == 0)
                 return; /* in_flight stays until the outputs are acknowledged */
             metric_inc(r->m_failed);
             r->in_flight--;
@@ -861,8 +870,9 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c,
 }
 
 /* Element i of a streaming batch's answer as that event's own answer: null is a 204, an
- * object or array its body. -1 when the answer is not an array of one element per event. */
-static int batch_item(json_t *doc, size_t i, size_t n, int *status, char **body)
+ * object or array of objects its outputs (*answer, borrowed from doc). -1 when the answer is
+ * not an array of one such element per event. */
+static int batch_item(json_t *doc, size_t i, size_t n, int *status, json_t **answer)
 {
     if (!json_is_array(doc) || json_array_size(doc) != n)
         return -1;
@@ -871,10 +881,10 @@ static int batch_item(json_t *doc, size_t i, size_t n, int *status, char **body)
         *status = 204;
         return 0;
     }
-    if (!json_is_object(el) && !json_is_array(el))
+    if (!is_output(el))
         return -1;
-    *body = json_dumps(el, JSON_COMPACT);
-    return *body ? 0 : -1;
+    *answer = el;
+    return 0;
 }
 
 /* The answer to a batched request, event by event: 2xx finishes every event (a streaming
@@ -915,7 +925,7 @@ static void handle_batch(struct route *r, struct completion *c)
         struct completion one = *c;
         one.body = NULL;
         one.body_len = 0;
-        if (is_split || (has_items && batch_item(doc, i, c->n_evs, &one.status, &one.body))) {
+        if (is_split || (has_items && batch_item(doc, i, c->n_evs, &one.status, &one.answer))) {
             ev->is_solo = true;
             ev->attempt--; /* not an answer about this event */
             ev->state = EV_WAITING;
@@ -924,10 +934,7 @@ static void handle_batch(struct route *r, struct completion *c)
             r->is_dirty = true;
             continue;
         }
-        if (one.body)
-            one.body_len = strlen(one.body);
         handle_http(r, ev, &one, true);
-        free(one.body);
     }
     json_decref(doc);
 }
@@ -993,6 +1000,7 @@ static void drain_completions(struct route *r)
  * the partition's bound. */
 struct keyset {
     const char **slots;
+    uint64_t *hashes;
     uint32_t *gens; /* a slot is in the set only when its gen equals gen: clearing is gen++ */
     uint32_t gen;
     size_t cap;
@@ -1014,16 +1022,17 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-/* Returns true when key was already present; adds it otherwise. */
-static bool keyset_test_add(struct keyset *ks, const char *key)
+/* Returns true when key (whose hash_str() is h) was already present; adds it otherwise. */
+static bool keyset_test_add(struct keyset *ks, const char *key, uint64_t h)
 {
-    size_t i = hash_str(key) & (ks->cap - 1);
+    size_t i = h & (ks->cap - 1);
     while (ks->gens[i] == ks->gen) {
-        if (strcmp(ks->slots[i], key) == 0)
+        if (ks->hashes[i] == h && strcmp(ks->slots[i], key) == 0)
             return true;
         i = (i + 1) & (ks->cap - 1);
     }
     ks->slots[i] = key;
+    ks->hashes[i] = h;
     ks->gens[i] = ks->gen;
     return false;
 }
@@ -1089,7 +1098,7 @@ static long long schedule(struct route *r, struct keyset *ks)
         for (struct event *ev = p->head; ev && has_room(r, limit); ev = ev->next) {
             bool is_blocked = false;
             if (r->ordering == BUSCONF_ORDER_KEY && ev->key)
-                is_blocked = keyset_test_add(ks, ev->key);
+                is_blocked = keyset_test_add(ks, ev->key, ev->key_hash);
             if (ev->state == EV_WAITING && !is_blocked) {
                 if (ev->next_at_ms <= now) {
                     start_event(r, ev);
@@ -1140,6 +1149,7 @@ static void take_record(struct route *r, struct kafka_record *rec)
     ev->part = p;
     ev->rec = rec;
     ev->key = rec->key;
+    ev->key_hash = rec->key ? hash_str(rec->key) : 0;
     ev->state = EV_WAITING;
     ev->prev = p->tail;
     if (p->tail)
@@ -1254,6 +1264,7 @@ static void *route_main(void *arg)
     while (ks.cap < 2 * (r->env->max_pending_per_partition + 2048))
         ks.cap <<= 1;
     ks.slots = xcalloc(ks.cap, sizeof *ks.slots);
+    ks.hashes = xcalloc(ks.cap, sizeof *ks.hashes);
     ks.gens = xcalloc(ks.cap, sizeof *ks.gens);
     ks.gen = 1;
     bool is_stopping = false;
@@ -1311,6 +1322,7 @@ static void *route_main(void *arg)
     for (struct part *p = r->parts; p; p = p->next)
         commit_part(r, p, true);
     free(ks.slots);
+    free(ks.hashes);
     free(ks.gens);
     return NULL;
 }

@@ -622,26 +622,31 @@ static void guard_decide(struct guard *g, struct delivery_item *it, const char *
         return;
     }
     char err[512];
-    json_t *rows = NULL;
-    const char *pl[] = {login_id};
-    int rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl, 1, &rows,
-                     NULL, err, sizeof(err));
+    /* One round trip: a decision already stored for this login (a redelivery gets the same
+     * answer), the account's settings and the countries it allows now. */
+    json_t *acct = NULL, *allowed = NULL;
+    const char *pl[] = {account, login_id};
+    int rc = db_exec(g->db,
+                     "SELECT d.event AS decided, a.policy, a.channels, a.email, a.phone, "
+                     "(SELECT coalesce(json_agg(json_build_object('country', al.country)), '[]') "
+                     "FROM guard.allowed al WHERE al.account_id = $1 "
+                     "AND (al.until IS NULL OR al.until > now()))::text AS allowed "
+                     "FROM (SELECT $1::text AS id) k "
+                     "LEFT JOIN guard.accounts a ON a.account_id = k.id "
+                     "LEFT JOIN guard.decisions d ON d.login_id = $2",
+                     pl, 2, &acct, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         item_db_fail(it, rc, err);
         return;
     }
-    if (json_array_size(rows) > 0) { /* a redelivery: the same answer again */
-        stored_decision(g, it, row_str(rows, 0, "event"), account, login_id);
-        json_decref(rows);
+    if (row_str(acct, 0, "decided")) { /* a redelivery: the same answer again */
+        stored_decision(g, it, row_str(acct, 0, "decided"), account, login_id);
+        json_decref(acct);
         return;
     }
-    json_decref(rows);
-    json_t *acct, *allowed;
-    rc = load_account(g, account, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        item_db_fail(it, rc, err);
-        return;
-    }
+    json_error_t aerr;
+    allowed = json_loads(row_str(acct, 0, "allowed") ? row_str(acct, 0, "allowed") : "[]", 0,
+                         &aerr);
     char policy_buf[16];
     snprintf(policy_buf, sizeof(policy_buf), "%s", acct_policy(g, acct));
     const char *policy = policy_buf;
@@ -721,9 +726,9 @@ static void guard_decide(struct guard *g, struct delivery_item *it, const char *
     free(text);
     if (rc == DB_ECONFLICT) { /* a concurrent copy of this delivery won: answer what it stored */
         json_decref(out);
-        rows = NULL;
-        rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl, 1, &rows,
-                     NULL, err, sizeof(err));
+        json_t *rows = NULL;
+        rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl + 1, 1,
+                     &rows, NULL, err, sizeof(err));
         if (rc != DB_OK || json_array_size(rows) == 0) {
             json_decref(rows);
             item_db_fail(it, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);
