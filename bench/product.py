@@ -190,7 +190,9 @@ def main():
         b = Bench(ctx, p)
         print(f"product up in {time.monotonic() - t0:.1f} s: embedded broker (fsync="
               f"{os.environ.get('BROKER_FSYNC', 'always')}), "
-              f"private PostgreSQL, {len(p.svc)} product processes, "
+              f"private PostgreSQL ("
+              f"{'durable' if os.environ.get('PG_DURABLE') == '1' else 'fsync off'}), "
+              f"{len(p.svc)} product processes, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
         print("defaults except: log.level warn everywhere; guard default_policy kick (so the 5% "
               "of logins from abroad trigger actions); loginsim 100000 accounts, "
