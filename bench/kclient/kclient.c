@@ -16,7 +16,8 @@
  *   bus-kclient bench-consume BOOTSTRAP TOPIC COUNT        prints "msgs/s MB/s first_s"
  *       (first_s: seconds from assign() to the first message)
  * Admin calls print "OK" or "ERR <code name> <message>" and exit 0 / 1.
- * KCLIENT_DEBUG=<contexts> sets librdkafka's "debug" (e.g. protocol,fetch) for diagnosis. */
+ * KCLIENT_DEBUG=<contexts> sets librdkafka's "debug" (e.g. protocol,fetch) for diagnosis;
+ * KCLIENT_LINGER_MS the producers' linger.ms (default 5). */
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,7 +96,8 @@ static rd_kafka_t *new_producer(const char *bootstrap)
     set(conf, "enable.idempotence", "true");
     set(conf, "acks", "all");
     set(conf, "message.timeout.ms", "120000");
-    set(conf, "linger.ms", "5");
+    const char *linger = getenv("KCLIENT_LINGER_MS"); /* experiments: the batching wait */
+    set(conf, "linger.ms", linger && *linger ? linger : "5");
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk)
