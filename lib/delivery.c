@@ -32,6 +32,33 @@ static int refuse(struct http_exchange *ex, const struct delivery_refusal *r)
     return (int)status;
 }
 
+static bool is_retryable(int status)
+{
+    return status == 0 || status == 408 || status == 429 || status >= 500;
+}
+
+static bool usable_id(const struct delivery_rules *rules, const char *id)
+{
+    return !rules->needs_event_id ||
+           (id && *id && (!rules->event_id_max || strlen(id) <= rules->event_id_max));
+}
+
+/* Checks the signature, then parses the body (*doc: NULL when it is not JSON). Returns 0, or
+ * the status of the refusal already answered. */
+static int verified_body(struct http_exchange *ex, const char *secret, json_t **doc)
+{
+    *doc = NULL;
+    int rc = delivery_verify(ex, secret);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t len = 0;
+    const char *body = http_body(ex, &len);
+    json_error_t jerr;
+    *doc = json_loadb(body, len, 0, &jerr);
+    return 0;
+}
+
 int delivery_accept(struct http_exchange *ex, const struct delivery_rules *rules, json_t **event,
                     const char **event_id)
 {
@@ -39,21 +66,17 @@ int delivery_accept(struct http_exchange *ex, const struct delivery_rules *rules
     if (event_id) {
         *event_id = NULL;
     }
-    int rc = delivery_verify(ex, rules->secret);
+    json_t *ev;
+    int rc = verified_body(ex, rules->secret, &ev);
     if (rc != 0) {
         return rc;
     }
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
-    json_error_t jerr;
-    json_t *ev = json_loadb(body, len, 0, &jerr);
     if (!json_is_object(ev)) {
         json_decref(ev);
         return refuse(ex, &rules->refusal);
     }
     const char *id = http_header(ex, "ce-id");
-    if (rules->needs_event_id &&
-        (!id || !*id || (rules->event_id_max && strlen(id) > rules->event_id_max))) {
+    if (!usable_id(rules, id)) {
         json_decref(ev);
         return refuse(ex, &rules->refusal);
     }
@@ -73,12 +96,6 @@ bool delivery_is_batch(struct http_exchange *ex)
     return ct && strncasecmp(ct, DELIVERY_BATCH_TYPE, n) == 0 && (ct[n] == '\0' || ct[n] == ';');
 }
 
-static bool usable_id(const struct delivery_rules *rules, const char *id)
-{
-    return !rules->needs_event_id ||
-           (id && *id && (!rules->event_id_max || strlen(id) <= rules->event_id_max));
-}
-
 int delivery_accept_any(struct http_exchange *ex, const struct delivery_rules *rules,
                         struct delivery_batch *b)
 {
@@ -95,16 +112,14 @@ int delivery_accept_any(struct http_exchange *ex, const struct delivery_rules *r
         b->items = xcalloc(1, sizeof *b->items);
         b->items[0].event = ev;
         b->items[0].id = id;
+        b->items[0].traceparent = http_header(ex, "traceparent");
         return 0;
     }
-    int rc = delivery_verify(ex, rules->secret);
+    json_t *doc;
+    int rc = verified_body(ex, rules->secret, &doc);
     if (rc != 0) {
         return rc;
     }
-    size_t len = 0;
-    const char *body = http_body(ex, &len);
-    json_error_t jerr;
-    json_t *doc = json_loadb(body, len, 0, &jerr);
     size_t n = json_array_size(doc);
     const char *why = !json_is_array(doc) ? "the batch is not a JSON array"
                       : n == 0            ? "the batch is empty"
@@ -131,8 +146,23 @@ int delivery_accept_any(struct http_exchange *ex, const struct delivery_rules *r
         json_t *el = json_array_get(doc, i);
         b->items[i].event = json_object_get(el, "data");
         b->items[i].id = json_string_value(json_object_get(el, "id"));
+        b->items[i].traceparent = json_string_value(json_object_get(el, "traceparent"));
     }
     return 0;
+}
+
+void delivery_decide_all(struct delivery_batch *b, delivery_decide_fn decide, void *ctx)
+{
+    bool is_retried = false;
+    for (size_t i = 0; i < b->n; i++) {
+        struct delivery_item *it = &b->items[i];
+        if (is_retried) {
+            delivery_item_fail(it, 503, "unavailable", "not decided: the batch is retried");
+            continue;
+        }
+        decide(ctx, it);
+        is_retried = is_retryable(it->status);
+    }
 }
 
 void delivery_item_fail(struct delivery_item *it, int status, const char *code, const char *fmt,
@@ -144,11 +174,6 @@ void delivery_item_fail(struct delivery_item *it, int status, const char *code, 
     va_start(ap, fmt);
     vsnprintf(it->message, sizeof it->message, fmt, ap);
     va_end(ap);
-}
-
-static bool is_retryable(int status)
-{
-    return status == 0 || status == 408 || status == 429 || status >= 500;
 }
 
 static void answer_failure(struct http_exchange *ex, const struct delivery_item *it,

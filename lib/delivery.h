@@ -71,6 +71,7 @@ int delivery_accept(struct http_exchange *ex, const struct delivery_rules *rules
 struct delivery_item {
     json_t *event;  /* the event (a JSON object; owned by the batch) */
     const char *id; /* its id (ce-id header, or the batch element's "id"); NULL when absent */
+    const char *traceparent; /* its trace context (header, or the element's attribute), or NULL */
     /* the outcome, set by the service */
     int status;          /* 0 = undecided (answered as 500); 2xx; 4xx refused; 5xx retry */
     json_t *output;      /* what a streaming route publishes (owned; NULL = nothing) */
@@ -94,6 +95,11 @@ bool delivery_is_batch(struct http_exchange *ex);
  * (a batch that does not parse is refused whole; the bus then delivers its events one by one). */
 int delivery_accept_any(struct http_exchange *ex, const struct delivery_rules *rules,
                         struct delivery_batch *b);
+/* Decides every item in order with decide(ctx, item). Once an item must be retried (0, 408,
+ * 429, 5xx) the whole batch will be, so the items after it are not decided: they are set to
+ * 503 and nothing of theirs is done. */
+typedef void (*delivery_decide_fn)(void *ctx, struct delivery_item *it);
+void delivery_decide_all(struct delivery_batch *b, delivery_decide_fn decide, void *ctx);
 /* Sets an item's outcome to a refusal or failure: status, code and a printf-style message. */
 void delivery_item_fail(struct delivery_item *it, int status, const char *code, const char *fmt,
                         ...) __attribute__((format(printf, 4, 5)));

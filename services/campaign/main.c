@@ -202,9 +202,11 @@ static int load_list(struct campaign *c, const char *path)
 
 /* Decides one login: 200 with the notification as its output for the login that notifies its
  * account (again when redelivered), 204 for any other; 422 for an event without a usable
- * account_id; 503 with Retry-After 1 while the database is unavailable, 500 on its errors. */
-static void campaign_decide(struct campaign *c, struct delivery_item *it)
+ * account_id; 503 with Retry-After 1 while the database is unavailable, 500 on its errors (a
+ * delivery_decide_fn; ctx is the campaign). */
+static void campaign_decide(void *ctx, struct delivery_item *it)
 {
+    struct campaign *c = ctx;
     const char *account = json_string_value(json_object_get(it->event, "account_id"));
     const char *login_id = it->id;
     if (!account || !*account || strlen(account) > ID_MAX) {
@@ -253,8 +255,7 @@ static void campaign_decide(struct campaign *c, struct delivery_item *it)
     json_decref(rows);
 }
 
-/* One login, or a batch of them (delivery.h). Once an item must be retried the whole batch will
- * be, so the items after it are not decided (nothing of theirs is stored). */
+/* One login, or a batch of them (delivery.h: after an item to retry, the rest is not decided). */
 static void handle_login(struct http_exchange *ex, void *arg)
 {
     struct campaign *c = arg;
@@ -268,16 +269,7 @@ static void handle_login(struct http_exchange *ex, void *arg)
     if (delivery_accept_any(ex, &rules, &b) != 0) {
         return;
     }
-    bool is_retried = false;
-    for (size_t i = 0; i < b.n; i++) {
-        struct delivery_item *it = &b.items[i];
-        if (is_retried) {
-            delivery_item_fail(it, 503, "unavailable", "not decided: the batch is retried");
-            continue;
-        }
-        campaign_decide(c, it);
-        is_retried = it->status >= 500;
-    }
+    delivery_decide_all(&b, campaign_decide, c);
     delivery_answer(ex, &b);
 }
 

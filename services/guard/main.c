@@ -596,10 +596,11 @@ static const char *ev_str(json_t *ev, const char *k)
 
 /* Decides one login.checked event: 204 when it needs nothing, else 200 with the account.action
  * event as its output (the stored one for a login already decided); 422 for an incomplete event;
- * 503 with Retry-After 1 while the database is unavailable, 500 on its errors. traceparent (may
- * be NULL) is only logged. */
-static void guard_decide(struct guard *g, struct delivery_item *it, const char *traceparent)
+ * 503 with Retry-After 1 while the database is unavailable, 500 on its errors (a
+ * delivery_decide_fn; ctx is the guard). */
+static void guard_decide(void *ctx, struct delivery_item *it)
 {
+    struct guard *g = ctx;
     json_t *ev = it->event;
     const char *account = ev_str(ev, "account_id"), *country = ev_str(ev, "country");
     const char *login_id = ev_str(ev, "login_id");
@@ -749,14 +750,14 @@ static void guard_decide(struct guard *g, struct delivery_item *it, const char *
     }
     metric_inc(g->m_actions);
     char trace_id[33];
-    log_ev(LOG_LEVEL_INFO, trace_id_of(traceparent, trace_id), it->id, "login %s of %s from %s: %s",
-           login_id, account, country, policy);
+    log_ev(LOG_LEVEL_INFO, trace_id_of(it->traceparent, trace_id), it->id,
+           "login %s of %s from %s: %s", login_id, account, country, policy);
     it->status = 200;
     it->output = out;
 }
 
-/* One login.checked event, or a batch of them (delivery.h). Once an item must be retried the
- * whole batch will be, so the items after it are not decided (nothing of theirs is stored). */
+/* One login.checked event, or a batch of them (delivery.h: after an item to retry, the rest is
+ * not decided). */
 static void handle_login(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
@@ -768,20 +769,7 @@ static void handle_login(struct http_exchange *ex, void *arg)
     if (delivery_accept_any(ex, &rules, &b) != 0) {
         return;
     }
-    bool is_retried = false;
-    for (size_t i = 0; i < b.n; i++) {
-        struct delivery_item *it = &b.items[i];
-        if (is_retried) {
-            delivery_item_fail(it, 503, "unavailable", "not decided: the batch is retried");
-            continue;
-        }
-        /* a batch element carries its own trace context (CloudEvents distributed tracing) */
-        const char *traceparent =
-            b.is_batch ? json_string_value(json_object_get(json_array_get(b.doc, i), "traceparent"))
-                       : http_header(ex, "traceparent");
-        guard_decide(g, it, traceparent);
-        is_retried = it->status >= 500;
-    }
+    delivery_decide_all(&b, guard_decide, g);
     delivery_answer(ex, &b);
 }
 
