@@ -18,43 +18,31 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "log.h"
+#include "strmap.h"
 #include "banned.h"
 
 #define DB_MIGRATION_MAX_BYTES (4u << 20)
 #define DB_MIGRATIONS_MAX 1000
 #define DB_PREPARED_MAX 256 /* prepared statements per connection */
 
-/* The statements prepared on one connection: statement k is named "bus_<k>". */
-struct prepared {
-    unsigned n;
-    uint64_t hash[DB_PREPARED_MAX];
-    char *sql[DB_PREPARED_MAX];
-};
 
 struct db {
     char *conninfo;
     unsigned size;
     PGconn **conns;      /* size slots; NULL = not connected; shared, under mu */
     unsigned char *busy; /* size flags; shared, under mu */
-    struct prepared *prep; /* size caches, each owned with its slot */
+    struct strmap **prep; /* size maps SQL text -> prepared statement name, each owned with its
+                           * slot (a new connection starts empty) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
 
-static void prepared_forget(struct prepared *p)
-{
-    for (unsigned k = 0; k < p->n; k++) {
-        free(p->sql[k]);
-    }
-    p->n = 0;
-}
 
 static void set_err(char *err, size_t err_len, const char *fmt, const char *a, const char *b)
 {
@@ -83,6 +71,9 @@ struct db *db_new(const char *url, unsigned size, char *err, size_t err_len)
     d->conns = xcalloc(d->size, sizeof(*d->conns));
     d->busy = xcalloc(d->size, 1);
     d->prep = xcalloc(d->size, sizeof(*d->prep));
+    for (unsigned i = 0; i < d->size; i++) {
+        d->prep[i] = strmap_new();
+    }
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
     /* The url is expanded at connect time with a bounded connect time (see db_connect). */
@@ -99,7 +90,7 @@ void db_free(struct db *d)
         if (d->conns[i]) {
             PQfinish(d->conns[i]);
         }
-        prepared_forget(&d->prep[i]);
+        strmap_free(d->prep[i]);
     }
     free(d->prep);
     pthread_cond_destroy(&d->cv);
@@ -178,7 +169,7 @@ static PGconn *slot_conn(struct db *d, unsigned i)
         c = NULL;
     }
     if (!c) {
-        prepared_forget(&d->prep[i]); /* a new connection has none */
+        strmap_clear(d->prep[i]); /* a new connection has none */
     }
     if (!c) {
         c = db_connect(d);
@@ -193,7 +184,7 @@ static void slot_drop(struct db *d, unsigned i)
         PQfinish(d->conns[i]);
         d->conns[i] = NULL;
     }
-    prepared_forget(&d->prep[i]);
+    strmap_clear(d->prep[i]);
 }
 
 /* Maps a failed result to DB_E*; drops the connection when it is no longer usable. */
@@ -266,43 +257,29 @@ static PGresult *run(PGconn *c, const char *sql, const char *const *params, int 
     return PQexecParams(c, sql, n_params, NULL, params, NULL, NULL, 0);
 }
 
-static uint64_t hash_sql(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s) {
-        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-    }
-    return h;
-}
-
 /* Runs sql on slot i's connection as a prepared statement, preparing it on first use. A failed
  * preparation is returned as the statement's result (nothing is cached). */
 static PGresult *run_prepared(struct db *d, unsigned i, const char *sql, const char *const *params,
                               int n_params)
 {
     PGconn *c = d->conns[i];
-    struct prepared *p = &d->prep[i];
-    uint64_t h = hash_sql(sql);
-    char name[24];
-    for (unsigned k = 0; k < p->n; k++) {
-        if (p->hash[k] == h && strcmp(p->sql[k], sql) == 0) {
-            snprintf(name, sizeof(name), "bus_%u", k);
-            return PQexecPrepared(c, name, n_params, params, NULL, NULL, 0);
-        }
+    struct strmap *p = d->prep[i];
+    const char *name = NULL;
+    if (strmap_get(p, sql, &name)) {
+        return PQexecPrepared(c, name, n_params, params, NULL, NULL, 0);
     }
-    if (p->n == DB_PREPARED_MAX) {
+    if (strmap_len(p) == DB_PREPARED_MAX) {
         return run(c, sql, params, n_params);
     }
-    snprintf(name, sizeof(name), "bus_%u", p->n);
-    PGresult *res = PQprepare(c, name, sql, n_params, NULL);
+    char fresh[24];
+    snprintf(fresh, sizeof(fresh), "bus_%zu", strmap_len(p));
+    PGresult *res = PQprepare(c, fresh, sql, n_params, NULL);
     if (!result_ok(res)) {
         return res;
     }
     PQclear(res);
-    p->hash[p->n] = h;
-    p->sql[p->n] = xstrdup(sql);
-    p->n++;
-    return PQexecPrepared(c, name, n_params, params, NULL, NULL, 0);
+    strmap_put(p, sql, fresh);
+    return PQexecPrepared(c, fresh, n_params, params, NULL, NULL, 0);
 }
 
 int db_exec(struct db *d, const char *sql, const char *const *params, int n_params, json_t **rows,

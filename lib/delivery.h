@@ -67,6 +67,9 @@ int delivery_accept(struct http_exchange *ex, const struct delivery_rules *rules
  */
 #define DELIVERY_BATCH_TYPE "application/cloudevents-batch+json"
 #define DELIVERY_BATCH_MAX 1000 /* most events one batch may carry */
+/* The body an endpoint that takes batches accepts (its route's max_body_bytes); the dispatcher
+ * keeps every batch well below it (a quarter of it in events, plus their attributes). */
+#define DELIVERY_MAX_BODY_BYTES (1024 * 1024)
 
 struct delivery_item {
     json_t *event;  /* the event (a JSON object; owned by the batch) */

@@ -40,7 +40,9 @@
 #define ROUTE_WATERMARK_TIMEOUT_MS 200
 #define ROUTE_MAX_ANSWER_BYTES (1024 * 1024)
 #define ROUTE_EXCERPT_BYTES 512
-#define ROUTE_BATCH_MAX_BYTES (256 * 1024) /* event bytes one batched request carries at most */
+/* Event bytes one batched request carries at most: with the attributes of up to
+ * DELIVERY_BATCH_MAX events (~400 bytes each) the body stays below what endpoints accept. */
+#define ROUTE_BATCH_MAX_BYTES (DELIVERY_MAX_BODY_BYTES / 4)
 
 enum event_state { EV_WAITING, EV_SENDING, EV_PRODUCING };
 

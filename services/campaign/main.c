@@ -30,8 +30,6 @@
 #include "strmap.h"
 
 #define ID_MAX 128
-/* A batched delivery carries up to DELIVERY_BATCH_MAX logins. */
-#define CAMPAIGN_DELIVERY_MAX_BYTES (1024 * 1024)
 
 static const struct config_def CAMPAIGN_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8105", 0, 256, 0, NULL, "HTTP listen address"},
@@ -319,7 +317,7 @@ int main(int argc, char **argv)
     };
     srv = http_server_new(&opts);
     http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &c,
-                      CAMPAIGN_DELIVERY_MAX_BYTES);
+                      DELIVERY_MAX_BODY_BYTES);
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;

@@ -41,8 +41,6 @@
 #define ID_MAX 128
 #define CACHE_BUCKETS 65536u
 #define MAX_ALLOWED 64
-/* A batched delivery carries up to DELIVERY_BATCH_MAX logins. */
-#define GUARD_DELIVERY_MAX_BYTES (1024 * 1024)
 
 static const struct config_def GUARD_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8103", 0, 256, 0, NULL, "HTTP listen address"},
@@ -1175,7 +1173,7 @@ int main(int argc, char **argv)
     };
     srv = http_server_new(&opts);
     http_server_route(srv, "POST", "/v1/deliveries/login.checked", handle_login, &g,
-                      GUARD_DELIVERY_MAX_BYTES);
+                      DELIVERY_MAX_BODY_BYTES);
     http_server_route(srv, "GET", "/v1/accounts/{}/status", handle_status, &g, 0);
     http_server_route(srv, "GET", "/v1/accounts/{}/policy", handle_get_policy, &g, 0);
     http_server_route(srv, "PUT", "/v1/accounts/{}/policy", handle_put_policy, &g, 65536);

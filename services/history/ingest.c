@@ -34,7 +34,6 @@
 #define INGEST_FIELD_MAX 256
 #define INGEST_CLIENT_COL 7    /* "client": free-form object of the login (stored as JSON) */
 #define INGEST_CLIENT_MAX 4096 /* its largest JSON text */
-#define INGEST_MAX_BODY_BYTES (1024 * 1024) /* a batch of up to DELIVERY_BATCH_MAX events */
 
 /* One delivery (a single event or a batch) whose rows are queued. write_batch sets a row's item
  * outcome before it decrements n_left under ingest.mu, so whoever takes n_left to 0 sees every
@@ -614,9 +613,9 @@ struct ingest *ingest_new(struct db *d, struct http_server *s, const struct inge
         }
     }
     http_server_route(s, "POST", "/v1/deliveries/login.checked", handle_login, in,
-                      INGEST_MAX_BODY_BYTES);
+                      DELIVERY_MAX_BODY_BYTES);
     http_server_route(s, "POST", "/v1/deliveries/account.action", handle_action, in,
-                      INGEST_MAX_BODY_BYTES);
+                      DELIVERY_MAX_BODY_BYTES);
     return in;
 }
 

@@ -21,9 +21,6 @@
 #include "log.h"
 #include "metrics.h"
 
-/* A batched delivery carries up to DELIVERY_BATCH_MAX events: its route takes more than the
- * server's default (64 KiB, ample for every other request). */
-#define IPCHECK_DELIVERY_MAX_BYTES (1024 * 1024)
 
 static const struct config_def IPCHECK_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8101", 0, 256, 0, NULL, "HTTP listen address"},
@@ -129,7 +126,7 @@ int main(int argc, char **argv)
     };
     srv = http_server_new(&opts);
     http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &ic,
-                      IPCHECK_DELIVERY_MAX_BYTES);
+                      DELIVERY_MAX_BODY_BYTES);
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         goto out;

@@ -542,6 +542,7 @@ class BatchSink(Sink):
         self.batch_answer = batch_answer  # (events) -> (status, body, headers) or None
         self.secret = secret
         self.bad_signatures = 0
+        self.bad_counts = 0     # batches whose X-Bus-Batch did not match their length
 
     def __call__(self, method, path, headers, body):
         if self.secret:
@@ -557,8 +558,8 @@ class BatchSink(Sink):
                 self.sizes.append(1)
             return super().__call__(method, path, headers, body)
         elements = json.loads(body)
-        assert headers.get("x-bus-batch") == str(len(elements))
         with self.lock:
+            self.bad_counts += headers.get("x-bus-batch") != str(len(elements))
             self.sizes.append(len(elements))
             self.elements.extend(elements)
         evs = [el["data"] for el in elements]
@@ -596,7 +597,7 @@ def test_batch_route_gathers_events_in_key_order_signed():
     evs = events(3000, keys=400)
     produce(broker, "t", evs)
     wait_all(sink, [e["id"] for e in evs], timeout=60)
-    assert sink.bad_signatures == 0
+    assert sink.bad_signatures == 0 and sink.bad_counts == 0
     assert all(n == 1 for n in sink.seen.values()), "an event delivered twice without a failure"
     for key, seqs in sink.order.items():
         assert seqs == sorted(seqs), f"key {key} out of order"
