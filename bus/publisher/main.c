@@ -92,13 +92,14 @@ int main(int argc, char **argv)
         json_object_set_new(props, "message.timeout.ms",
                             json_integer(config_int(cfg, "produce_timeout_ms")));
     /* Every request waits for its acknowledgement, so the linger is latency the client pays.
-     * 1 ms: the same connections carry more single events than at 2 ms (bench/publisher.sh,
-     * 2026-12-04: 41-51k against 37-42k requests/s) and concurrent requests still share
-     * batches. Not 0: the idempotent producer then re-polls without sleeping while a request
-     * is in flight, and the rate falls to a quarter. */
+     * 0.5 ms (librdkafka takes fractions): the same connections carry more single events than
+     * at 1 ms (bench/publisher.sh, 2026-12-05, alternating: 0.63-0.65 of the bare server
+     * against 0.59-0.63; 2 ms gave 0.46) and concurrent requests still share batches. Not 0:
+     * the idempotent producer then re-polls without sleeping while a request is in flight,
+     * and the rate falls to a quarter. */
     if (json_object_get(props, "linger.ms") == NULL &&
         json_object_get(props, "queue.buffering.max.ms") == NULL)
-        json_object_set_new(props, "linger.ms", json_integer(1));
+        json_object_set_new(props, "linger.ms", json_real(0.5));
     pub.producer = kafka_producer_new(config_str(cfg, "bootstrap"), props,
                                       (unsigned)config_int(cfg, "queue_max_messages"), err,
                                       sizeof err);
