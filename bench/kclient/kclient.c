@@ -326,7 +326,7 @@ enum { BENCH_CHUNK = 1024 };
 
 static void bench_produce_all(rd_kafka_t *rk, const char *topic, long count, int size)
 {
-    static char keys[16][4];
+    static char keys[16][16];
     rd_kafka_message_t *msgs = calloc(BENCH_CHUNK, sizeof *msgs);
     char *vals = malloc((size_t)BENCH_CHUNK * (size_t)size);
     if (!msgs || !vals || size < 24)
