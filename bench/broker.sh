@@ -4,16 +4,18 @@
 #  1. librdkafka's mock cluster (bin/bus-mock): the same librdkafka producer (idempotent,
 #     acks=all, 200-byte messages) and consumer (bench/kclient: bus-kclient bench-produce /
 #     bench-consume) against bus-broker and against bus-mock, in alternating rounds; best of
-#     ROUNDS (3) produce and CONSUME_ROUNDS (5) consume rounds each.
+#     ROUNDS (3) produce and CONSUME_ROUNDS (9) consume rounds each.
 #     Target: ratio >= 1.0 for both produce and consume. The mock keeps only ~5 MB per
 #     partition, so this part uses MOCK_MESSAGES (150000) over 16 partitions.
 #  2. dd: the log bytes bus-broker wrote per second while producing MESSAGES (1000000) messages
 #     into one partition (payload rate measured by the producer itself, times log bytes / payload
 #     bytes), versus dd on the same disk with the same sync behaviour as the broker's fsync
-#     policy in that very run. The broker's metrics say how many sync rounds it made (group
+#     policy in that very round. The broker's metrics say how many sync rounds it made (group
 #     commit: one fdatasync per round covering every write since the previous round), so dd
 #     writes the same number of bytes in as many chunks of (log bytes / rounds), each followed
 #     by its own sync (oflag=dsync = write + fdatasync). fsync=never: dd with no sync at all.
+#     LOG_ROUNDS (3) paired rounds, broker and dd back to back (alternating which goes first);
+#     the ratio is the median of the rounds' ratios.
 #     Target: ratio >= 0.70, with a producer that keeps the log busy: acks=all, up to 5
 #     requests in flight, not idempotent. librdkafka 2.0.2's idempotent producer (the
 #     publisher's) sends a partition's next request only once the previous one is acknowledged
@@ -24,7 +26,7 @@
 #     figure the disk gives.
 #
 # Knobs: BIN (bin), FSYNC (always|interval|never, default always), MESSAGES, MOCK_MESSAGES,
-# SIZE (200), ROUNDS (3), CONSUME_ROUNDS (5), LOG_ROUNDS (3, part 2), BENCH_DIR (directory on the disk to measure, default /tmp),
+# SIZE (200), ROUNDS (3), CONSUME_ROUNDS (9), LOG_ROUNDS (3, part 2), BENCH_DIR (directory on the disk to measure, default /tmp),
 # PERF=1: also count, with perf stat, the broker's CPU time and system calls per message and
 # the producer's / consumer's CPU time per message during part 2 (needs perf).
 set -euo pipefail
@@ -34,7 +36,7 @@ FSYNC=${FSYNC:-always}
 MESSAGES=${MESSAGES:-1000000}
 MOCK_MESSAGES=${MOCK_MESSAGES:-150000}
 ROUNDS=${ROUNDS:-3}
-CONSUME_ROUNDS=${CONSUME_ROUNDS:-5}
+CONSUME_ROUNDS=${CONSUME_ROUNDS:-9}
 LOG_ROUNDS=${LOG_ROUNDS:-3}
 SIZE=${SIZE:-200}
 BENCH_DIR=${BENCH_DIR:-/tmp}
@@ -154,17 +156,26 @@ dd_mb() {
   local out=$1; shift
   dd if=/dev/zero of="$out" "$@" 2>&1 | tail -1 | python3 -c "import re,sys; l=sys.stdin.read(); b=int(l.split()[0]); s=float(re.search(r'copied, ([0-9.e-]+) s', l).group(1)); print(f'{b/s/1e6:.1f}')"
 }
-# log_vs_dd TOPIC IDEMPOTENT LABEL: LOG_ROUNDS rounds, each producing MESSAGES into a new
-# one-partition topic TOPIC<r> and then dd writing the same bytes synced as often as the broker
-# synced them in that round. The disk's speed drifts within seconds on this VM (dd alone gave
-# 290-1 100 MB/s in one hour), so each side keeps its best round, as part 1 does. Sets
-# LOG_RATIO (best log MB/s / best dd MB/s) and LOG_RATIO_PLAIN (/ best plain dd).
+# log_vs_dd TOPIC IDEMPOTENT LABEL: LOG_ROUNDS paired rounds. A round produces MESSAGES into a
+# new one-partition topic TOPIC<r>, and dd writes the same bytes synced as often as the broker
+# synced them; odd rounds run the broker first, even rounds dd first. This VM's disk changes
+# speed by the minute (dd alone: ~350-400 MB/s for minutes, then 800-1 100 MB/s), so each round
+# compares the two under the same conditions, and the ratio is the median of the rounds'
+# ratios. Sets LOG_RATIO (that median), LOG_RATIO_PLAIN (the same against plain dd) and
+# LOG_BEST (best log MB/s / best dd MB/s, whichever rounds they came from).
 log_vs_dd() {
   local topic=$1 idem=$2 label=$3 r r0 r1 sp_msgs sp_mb log_bytes sync_n log_mb dd_bs dd_count
-  local dd_flags dd_now dd_raw best_log=0 best_dd=0 best_raw=0
-  echo "$label ($MESSAGES msgs into 1 partition; best of $LOG_ROUNDS rounds):"
+  local dd_flags dd_now dd_raw dd_first best_log=0 best_dd=0 ratios="" ratios_plain=""
+  echo "$label ($MESSAGES msgs into 1 partition, $LOG_ROUNDS paired rounds):"
   for r in $(seq 1 "$LOG_ROUNDS"); do
     "$BIN/bus-kclient" create "$BOOT" "$topic$r" 1 >/dev/null
+    dd_first=$(( r % 2 == 0 ))
+    if [ "$dd_first" = 1 ]; then # the same bytes as the last round's log: the best guess
+      # shellcheck disable=SC2086
+      dd_now=$(dd_mb "$WORK/dd-$topic$r.bin" bs="$dd_bs" count="$dd_count" $dd_flags)
+      dd_raw=$(dd_mb "$WORK/dd-$topic$r-plain.bin" bs=1M count=$(( log_bytes / 1048576 + 1 )) \
+        conv=fdatasync)
+    fi
     r0=$(sync_rounds)
     [ "$PERF" = 1 ] && [ "$idem" = 1 ] && [ "$r" = 1 ] && perf_start broker "$BROKER_PID"
     read -r sp_msgs sp_mb < <(KCLIENT_IDEMPOTENT=$idem \
@@ -176,19 +187,21 @@ log_vs_dd() {
     sync_n=$(( r1 - r0 ))
     log_mb=$(python3 -c "import sys; mb,logb,pay=map(float,sys.argv[1:]); print(f'{mb*logb/pay:.1f}')" \
       "$sp_mb" "$log_bytes" "$(( MESSAGES * SIZE ))")
-    case "$FSYNC" in
-      never)
-        dd_bs=1048576; dd_count=$(( log_bytes / 1048576 + 1 )); dd_flags="" ;;
-      *)
-        [ "$sync_n" -ge 1 ] || sync_n=1
-        # bytes per round, rounded up to whole 4 KiB pages (dd writes slightly more, not less)
-        dd_bs=$(( (log_bytes / sync_n + 4095) / 4096 * 4096 )); dd_count=$sync_n
-        dd_flags="oflag=dsync" ;;
-    esac
-    # shellcheck disable=SC2086
-    dd_now=$(dd_mb "$WORK/dd-$topic$r.bin" bs="$dd_bs" count="$dd_count" $dd_flags)
-    dd_raw=$(dd_mb "$WORK/dd-$topic$r-plain.bin" bs=1M count=$(( log_bytes / 1048576 + 1 )) \
-      conv=fdatasync)
+    if [ "$dd_first" = 0 ]; then
+      case "$FSYNC" in
+        never)
+          dd_bs=1048576; dd_count=$(( log_bytes / 1048576 + 1 )); dd_flags="" ;;
+        *)
+          [ "$sync_n" -ge 1 ] || sync_n=1
+          # bytes per sync round, rounded up to whole 4 KiB pages (dd writes slightly more)
+          dd_bs=$(( (log_bytes / sync_n + 4095) / 4096 * 4096 )); dd_count=$sync_n
+          dd_flags="oflag=dsync" ;;
+      esac
+      # shellcheck disable=SC2086
+      dd_now=$(dd_mb "$WORK/dd-$topic$r.bin" bs="$dd_bs" count="$dd_count" $dd_flags)
+      dd_raw=$(dd_mb "$WORK/dd-$topic$r-plain.bin" bs=1M count=$(( log_bytes / 1048576 + 1 )) \
+        conv=fdatasync)
+    fi
     if [ "$FSYNC" = never ]; then
       printf '  %d: %9.0f msg/s, log %6.1f MB/s, never synced | dd bs=1M (no sync) %6.1f MB/s' \
         "$r" "$sp_msgs" "$log_mb" "$dd_now"
@@ -196,19 +209,26 @@ log_vs_dd() {
       printf '  %d: %9.0f msg/s, log %6.1f MB/s in %d syncs of %d bytes | dd bs=%d count=%d oflag=dsync %6.1f MB/s' \
         "$r" "$sp_msgs" "$log_mb" "$sync_n" "$(( log_bytes / sync_n ))" "$dd_bs" "$dd_count" "$dd_now"
     fi
-    printf ' | plain dd %6.1f MB/s\n' "$dd_raw"
+    printf ' | plain dd %6.1f MB/s | %s first | ratio %s\n' "$dd_raw" \
+      "$([ "$dd_first" = 1 ] && echo dd || echo broker)" "$(ratio "$log_mb" "$dd_now")"
+    ratios="$ratios $(ratio "$log_mb" "$dd_now")"
+    ratios_plain="$ratios_plain $(ratio "$log_mb" "$dd_raw")"
     better "$log_mb" "$best_log" && best_log=$log_mb
     better "$dd_now" "$best_dd" && best_dd=$dd_now
-    better "$dd_raw" "$best_raw" && best_raw=$dd_raw
   done
-  echo "  best: log $best_log MB/s, dd $best_dd MB/s, plain dd $best_raw MB/s"
-  LOG_RATIO=$(ratio "$best_log" "$best_dd")
-  LOG_RATIO_PLAIN=$(ratio "$best_log" "$best_raw")
+  median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float,sys.argv[1:])):.2f}')" "$@"; }
+  # shellcheck disable=SC2086
+  LOG_RATIO=$(median $ratios)
+  # shellcheck disable=SC2086
+  LOG_RATIO_PLAIN=$(median $ratios_plain)
+  LOG_BEST=$(ratio "$best_log" "$best_dd")
 }
 log_vs_dd seqp 0 "plain producer, acks=all, up to 5 requests in flight"
-echo "ratio broker log bandwidth / dd: $LOG_RATIO   (target >= 0.70; / plain dd: $LOG_RATIO_PLAIN)"
+echo "ratio broker log bandwidth / dd: $LOG_RATIO   (target >= 0.70; median of the rounds;" \
+     "/ plain dd: $LOG_RATIO_PLAIN; best log / best dd: $LOG_BEST)"
 log_vs_dd seq 1 "idempotent producer (as the publisher), acks=all: one request in flight"
-echo "  ratio (idempotent producer) / dd: $LOG_RATIO   (/ plain dd: $LOG_RATIO_PLAIN)"
+echo "  ratio (idempotent producer) / dd: $LOG_RATIO   (median; / plain dd: $LOG_RATIO_PLAIN;" \
+     "best log / best dd: $LOG_BEST)"
 if [ "$PERF" = 1 ]; then
   echo "perf stat (CPU time and system calls per message):"
   echo "$PERF_P"
