@@ -13,14 +13,14 @@
 # a shared machine.
 # The broker is bus-mock (librdkafka's mock cluster) unless BUS_BOOTSTRAP names another one.
 # Each yardstick and the publisher run in ROUNDS alternating rounds; each side keeps its best.
-# Knobs: BIN (bin), DURATION (6s, one round), ROUNDS (3), CONNS (128), WRK_THREADS (2), THREADS
+# Knobs: BIN (bin), DURATION (6s, one round), ROUNDS (5), CONNS (128), WRK_THREADS (2), THREADS
 # (publisher and baseline HTTP threads, 2), KCAT_EVENTS (200000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=${BIN:-bin}
 DURATION=${DURATION:-6s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-128}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
