@@ -351,13 +351,23 @@ static void bench_produce_all(rd_kafka_t *rk, const char *topic, long count, int
                                            .key = keys[(i + j) % 16],
                                            .key_len = strlen(keys[(i + j) % 16])};
         }
-        int sent = rd_kafka_produce_batch(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-                                          msgs, n);
-        for (int j = 0; j < n; j++)
-            if (msgs[j].err && msgs[j].err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                die("produce", rd_kafka_err2str(msgs[j].err));
-        i += sent;
-        rd_kafka_poll(rk, sent < n ? 10 : 0); /* queue full: wait for deliveries */
+        /* A full queue refuses some messages (not necessarily the last ones): offer those
+         * again once deliveries have made room. */
+        for (int left = n; left > 0 && !stop;) {
+            rd_kafka_produce_batch(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, msgs, left);
+            int k = 0;
+            for (int j = 0; j < left; j++) {
+                if (msgs[j].err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                    msgs[j].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+                    msgs[k++] = msgs[j];
+                } else if (msgs[j].err) {
+                    die("produce", rd_kafka_err2str(msgs[j].err));
+                }
+            }
+            left = k;
+            rd_kafka_poll(rk, left ? 10 : 0);
+        }
+        i += n;
     }
     while (!stop && rd_kafka_outq_len(rk) > 0)
         rd_kafka_poll(rk, 50);
