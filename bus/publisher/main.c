@@ -94,7 +94,8 @@ int main(int argc, char **argv)
     /* Every request waits for its acknowledgement, so the linger is latency the client pays.
      * 0.5 ms (librdkafka takes fractions): the same connections carry more single events than
      * at 1 ms (bench/publisher.sh, 2026-12-05, alternating: 0.63-0.65 of the bare server
-     * against 0.59-0.63; 2 ms gave 0.46) and concurrent requests still share batches. Not 0:
+     * against 0.59-0.63; by hand 53-58k requests/s against 50-54k, 2 ms 39-42k, 0.2 ms
+     * 50-54k) and concurrent requests still share batches. Not 0:
      * the idempotent producer then re-polls without sleeping while a request is in flight,
      * and the rate falls to a quarter. */
     if (json_object_get(props, "linger.ms") == NULL &&
