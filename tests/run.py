@@ -197,6 +197,9 @@ def main():
         if len(detail) > 8000:
             detail = detail[:3000] + "\n[...]\n" + detail[-5000:]
         print(f"\n===== FAILED {name}\n{detail}")
+    # The names again, next to the summary: a log cut to its head and tail still says what failed.
+    for name, _ in FAILURES:
+        print(f"FAILED {name}")
     summary = f"{RESULTS['passed']} passed, {RESULTS['failed']} failed"
     if RESULTS["skipped"]:
         summary += f", {RESULTS['skipped']} skipped"
