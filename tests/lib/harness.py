@@ -58,11 +58,48 @@ def ctx():
     return _STATE["ctx"]
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out by free_port(), so that one run never hands out a port twice.
+_PORTS = {"given": set(), "next": None}
+_PORT_LOW = 10000
+
+
 def free_port():
-    """A port that was free a moment ago (bind to 0, read, close)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a process the test starts later.
+
+    Taken below the kernel's ephemeral range (net.ipv4.ip_local_port_range): bind(0) and
+    connect() never hand those out, so nothing (a mock broker, a test endpoint on port 0, an
+    outgoing connection) can take the port between now and the moment the process binds it.
+    Never the same port twice in one run; checked free by binding it; the walk starts at a
+    place drawn from the pid so that two runs on one machine keep apart."""
+    high = _ephemeral_low()
+    if high - _PORT_LOW < 1000:  # an unusual range: fall back on the kernel's choice
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    span = high - _PORT_LOW
+    if _PORTS["next"] is None:
+        _PORTS["next"] = (os.getpid() * 7919) % span
+    for _ in range(span):
+        port = _PORT_LOW + _PORTS["next"] % span
+        _PORTS["next"] += 1
+        if port in _PORTS["given"]:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS["given"].add(port)
+        return port
+    raise RuntimeError("no free port left below the ephemeral range")
 
 
 def wait_for(cond, timeout=10.0, what="condition", interval=0.02):
@@ -104,6 +141,32 @@ def http(method, url, body=None, headers=None, timeout=10.0, raw=None):
     except ValueError:
         parsed = text
     return status, parsed, {k.lower(): v for k, v in hdrs.items()}
+
+
+def _listens(pid, port):
+    """True when process pid holds the listening TCP socket on port (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 class Proc:
@@ -218,9 +281,13 @@ class Context:
                 raise AssertionError(f"{proc.name} exited with {proc.popen.returncode}:\n"
                                      + proc.log()[-3000:])
             try:
-                return http("GET", proc.url + path, timeout=2)[0] == 200
+                if http("GET", proc.url + path, timeout=2)[0] != 200:
+                    return False
             except (OSError, urllib.error.URLError):
                 return False
+            # Every process answers /healthz: make sure the one answering is ours, and not
+            # another that holds the port (ours then exits, unable to bind it).
+            return _listens(proc.popen.pid, proc.port)
         wait_for(up, timeout, what=f"{proc.name} {path}")
 
     def broker(self, kind=None, topics=None):
