@@ -293,13 +293,51 @@ static bool exchange_answer(struct http_exchange *ex, unsigned status, const cha
     return must_resume;
 }
 
+/* Connections answered inside http_defer_begin/end on this thread, not resumed yet. A fixed
+ * array: a full one is resumed at once, so nothing is allocated. */
+#define HTTP_DEFER_MAX 256
+static _Thread_local struct {
+    unsigned depth;
+    size_t n;
+    struct MHD_Connection *conns[HTTP_DEFER_MAX];
+} deferred;
+
+static void deferred_flush(void)
+{
+    for (size_t i = 0; i < deferred.n; i++) {
+        MHD_resume_connection(deferred.conns[i]);
+    }
+    deferred.n = 0;
+}
+
+void http_defer_begin(void)
+{
+    deferred.depth++;
+}
+
+void http_defer_end(void)
+{
+    if (deferred.depth > 0 && --deferred.depth == 0) {
+        deferred_flush();
+    }
+}
+
 static void exchange_resume(struct http_exchange *ex, bool must_resume)
 {
     /* Only the thread that answered a suspended exchange resumes it, and the exchange cannot be
-     * completed (freed) before it is resumed, so ex->conn is still valid here. */
-    if (must_resume) {
-        MHD_resume_connection(ex->conn);
+     * completed (freed) before it is resumed, so ex->conn is still valid here, and until the
+     * end of a deferred sweep. */
+    if (!must_resume) {
+        return;
     }
+    if (deferred.depth == 0) {
+        MHD_resume_connection(ex->conn);
+        return;
+    }
+    if (deferred.n == HTTP_DEFER_MAX) {
+        deferred_flush();
+    }
+    deferred.conns[deferred.n++] = ex->conn;
 }
 
 /* An answer produced by the server itself (404, 413, built-ins ...): no handler holds the

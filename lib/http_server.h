@@ -84,4 +84,12 @@ void http_respond_json(struct http_exchange *ex, unsigned status, json_t *body);
 void http_respond_error(struct http_exchange *ex, unsigned status, const char *code,
                         json_t *extra, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* Answers in sweeps. Between http_defer_begin() and http_defer_end() on one thread (they
+ * nest), answers given on that thread to exchanges whose handler already returned are built at
+ * once, but their connections are handed back to the polling threads only at the outermost
+ * http_defer_end(), all together: one wake-up of a polling thread then sends many answers.
+ * For a thread that answers in batches (the publisher's Kafka delivery thread). */
+void http_defer_begin(void);
+void http_defer_end(void);
+
 #endif

@@ -24,6 +24,9 @@ struct kafka_producer {
     rd_kafka_t *rk;
     pthread_t poll_thread;
     atomic_bool stop; /* shared: set by kafka_producer_free, read by the poll thread */
+    /* Sweep hooks (kafka_producer_set_sweep); set by the owner, read by the poll thread. */
+    _Atomic(void (*)(void)) sweep_begin;
+    _Atomic(void (*)(void)) sweep_end;
 };
 
 /* What a queued record carries to its delivery report. */
@@ -79,9 +82,22 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 static void *poll_main(void *arg)
 {
     struct kafka_producer *p = arg;
-    while (!atomic_load(&p->stop))
+    while (!atomic_load(&p->stop)) {
+        void (*begin)(void) = atomic_load(&p->sweep_begin);
+        void (*end)(void) = atomic_load(&p->sweep_end);
+        if (begin != NULL)
+            begin();
         rd_kafka_poll(p->rk, 100);
+        if (end != NULL)
+            end();
+    }
     return NULL;
+}
+
+void kafka_producer_set_sweep(struct kafka_producer *p, void (*begin)(void), void (*end)(void))
+{
+    atomic_store(&p->sweep_begin, begin);
+    atomic_store(&p->sweep_end, end);
 }
 
 struct kafka_producer *kafka_producer_new(const char *bootstrap, json_t *props,
@@ -110,6 +126,8 @@ struct kafka_producer *kafka_producer_new(const char *bootstrap, json_t *props,
 
     p = xcalloc(1, sizeof *p);
     atomic_init(&p->stop, false);
+    atomic_init(&p->sweep_begin, NULL);
+    atomic_init(&p->sweep_end, NULL);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (p->rk == NULL) {
         snprintf(err, err_len, "kafka producer: %s", errstr);

@@ -108,6 +108,8 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
+    /* The acknowledgements of one delivery-thread wake-up are answered in one sweep. */
+    kafka_producer_set_sweep(pub.producer, http_defer_begin, http_defer_end);
     struct ingest_options io = {
         .max_inflight = (unsigned)config_int(cfg, "max_inflight"),
         .batch_max_events = (unsigned)config_int(cfg, "batch_max_events"),

@@ -450,6 +450,50 @@ static void test_async_answer_from_another_thread(void **state)
     reply_release(&r);
 }
 
+/* Answers given inside http_defer_begin/end (nested) leave only at the outermost end. */
+static void test_deferred_answers_leave_together(void **state)
+{
+    const char req[] = "POST /v1/park HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                       "Connection: close\r\n\r\n{}";
+    int fds[2];
+    struct http_exchange *exs[2];
+    for (int i = 0; i < 2; i++) {
+        fds[i] = connect_port(port_of(state));
+        send_all(fds[i], req, sizeof req - 1);
+        exs[i] = wait_parked();
+        /* Waiting, and so suspended once its handler returned. */
+        struct pollfd pfd = {.fd = fds[i], .events = POLLIN};
+        assert_int_equal(poll(&pfd, 1, 50), 0);
+    }
+    http_defer_begin();
+    http_defer_begin();
+    http_respond(exs[0], 202, NULL, "{\"n\":0}", 7);
+    http_defer_end(); /* inner: nothing leaves yet */
+    http_respond(exs[1], 202, NULL, "{\"n\":1}", 7);
+    struct pollfd pfds[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+    assert_int_equal(poll(pfds, 2, 50), 0);
+    http_defer_end();
+    for (int i = 0; i < 2; i++) {
+        struct reply r;
+        read_reply(fds[i], &r);
+        assert_int_equal(r.status, 202);
+        assert_string_equal(r.body, i == 0 ? "{\"n\":0}" : "{\"n\":1}");
+        reply_release(&r);
+    }
+    /* Unbalanced ends are ignored; outside a sweep answers leave at once again. */
+    http_defer_end();
+    int fd = connect_port(port_of(state));
+    send_all(fd, req, sizeof req - 1);
+    struct http_exchange *ex = wait_parked();
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 50), 0);
+    http_respond(ex, 202, NULL, "{}", 2);
+    struct reply r;
+    read_reply(fd, &r);
+    assert_int_equal(r.status, 202);
+    reply_release(&r);
+}
+
 static void test_answer_racing_handler_return(void **state)
 {
     /* 200 requests whose answer comes from a new thread at once, racing the suspension. Eight
@@ -723,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_content_length_over_cap_is_413_before_body),
         cmocka_unit_test(test_chunked_body_over_cap_is_413),
         cmocka_unit_test(test_async_answer_from_another_thread),
+        cmocka_unit_test(test_deferred_answers_leave_together),
         cmocka_unit_test(test_answer_racing_handler_return),
         cmocka_unit_test(test_healthz_readyz_metrics),
         cmocka_unit_test(test_static_files_with_types_and_security_headers),
