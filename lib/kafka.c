@@ -83,12 +83,15 @@ static void *poll_main(void *arg)
 {
     struct kafka_producer *p = arg;
     while (!atomic_load(&p->stop)) {
+        /* Both hooks or neither: the owner sets them one after the other while this thread
+         * runs, and a begin without its end would leave the sweep open for good. */
         void (*begin)(void) = atomic_load(&p->sweep_begin);
         void (*end)(void) = atomic_load(&p->sweep_end);
-        if (begin != NULL)
+        bool is_sweep = begin != NULL && end != NULL;
+        if (is_sweep)
             begin();
         rd_kafka_poll(p->rk, 100);
-        if (end != NULL)
+        if (is_sweep)
             end();
     }
     return NULL;

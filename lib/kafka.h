@@ -45,7 +45,8 @@ int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t par
                         kafka_delivery_fn cb, void *opaque);
 /* Hooks run on the delivery thread around each wait for delivery reports: begin before it,
  * end after the last callback it ran (either may be NULL). Lets a caller treat the reports of
- * one wake-up as a batch (the publisher answers them in one sweep: http_defer_begin/end). */
+ * one wake-up as a batch (the publisher answers them in one sweep: http_defer_begin/end). Both
+ * or neither: with one of them NULL, no hook runs. */
 void kafka_producer_set_sweep(struct kafka_producer *p, void (*begin)(void), void (*end)(void));
 /* Waits up to timeout_ms for every queued record's delivery report; returns the number still
  * outstanding. */
