@@ -36,6 +36,10 @@ else
   MALLOC_LIBS := -Wl,--no-as-needed -ljemalloc -Wl,--as-needed
 endif
 
+# `make` alone: set-up (quick when all is there), then every program and unit test. Set here,
+# before the prog.mk files and their rules, which would otherwise make bin/<first program> the goal.
+.DEFAULT_GOAL := all
+
 PROGRAMS :=
 include $(wildcard bus/*/prog.mk services/*/prog.mk notify/prog.mk tools/*/prog.mk bench/*/prog.mk)
 
@@ -58,7 +62,8 @@ ALL_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
 .PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz
-all: build
+all: deps
+	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
 
 $(BUILD)/%.o: %.c
