@@ -150,19 +150,41 @@ static double elapsed_s(const struct timespec *since)
     return (double)(now.tv_sec - since->tv_sec) + (double)(now.tv_nsec - since->tv_nsec) / 1e9;
 }
 
+/* Splits copy in place at '/' into at most max segments (empty ones skipped). Returns their
+ * number, or -1 when there are more. No allocation: it runs for every request. */
+static int split_into(char *copy, char **segs, size_t max)
+{
+    size_t n = 0;
+    char *p = copy;
+    for (;;) {
+        while (*p == '/') {
+            p++;
+        }
+        if (*p == '\0') {
+            return (int)n;
+        }
+        if (n == max) {
+            return -1;
+        }
+        segs[n++] = p;
+        while (*p != '\0' && *p != '/') {
+            p++;
+        }
+        if (*p == '/') {
+            *p++ = '\0';
+        }
+    }
+}
+
 static char **split_segments(char *copy, size_t *n_out, size_t max)
 {
     char **segs = xcalloc(max, sizeof *segs);
-    size_t n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(copy, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
-        if (n == max) {
-            free(segs);
-            return NULL;
-        }
-        segs[n++] = tok;
+    int n = split_into(copy, segs, max);
+    if (n < 0) {
+        free(segs);
+        return NULL;
     }
-    *n_out = n;
+    *n_out = (size_t)n;
     return segs;
 }
 
@@ -650,8 +672,10 @@ static bool static_matches(const struct route *r, const char *path)
 /* Finds the route for the exchange; answers 404/405 itself (returns NULL) when there is none. */
 static const struct route *route_find(struct http_server *s, struct http_exchange *ex)
 {
-    size_t n = 0;
-    char **segs = split_segments(ex->seg_copy, &n, HTTP_MAX_SEGMENTS);
+    char *seg_mem[HTTP_MAX_SEGMENTS];
+    int n_segs = split_into(ex->seg_copy, seg_mem, HTTP_MAX_SEGMENTS);
+    char **segs = n_segs >= 0 ? seg_mem : NULL;
+    size_t n = n_segs >= 0 ? (size_t)n_segs : 0;
     struct buf allow;
     buf_init(&allow, 1024);
     const struct route *found = NULL;
@@ -675,7 +699,6 @@ static const struct route *route_find(struct http_server *s, struct http_exchang
             buf_appends(&allow, r->method);
         }
     }
-    free(segs);
     /* Static files come after the API routes, whatever the registration order; the longest
      * matching prefix wins ("/support/common/" before "/support/"). */
     if (is_get && !found && !allow.len) {

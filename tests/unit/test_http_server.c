@@ -337,6 +337,23 @@ static void test_route_captures_segments_and_query(void **state)
     reply_release(&r);
 }
 
+/* Paths are split at '/', empty segments skipped; more segments than a route can have is 404. */
+static void test_path_segments_edge_cases(void **state)
+{
+    struct reply r;
+    get(port_of(state), "//v1//items/abc/", &r);
+    assert_int_equal(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "a")), "abc");
+    json_decref(o);
+    reply_release(&r);
+
+    get(port_of(state), "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r", &r);
+    assert_int_equal(r.status, 404);
+    reply_release(&r);
+}
+
 static void test_unknown_path_is_404_json(void **state)
 {
     struct reply r;
@@ -761,6 +778,7 @@ int main(void)
     log_init("test_http_server", LOG_LEVEL_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_captures_segments_and_query),
+        cmocka_unit_test(test_path_segments_edge_cases),
         cmocka_unit_test(test_unknown_path_is_404_json),
         cmocka_unit_test(test_other_method_is_405_with_allow),
         cmocka_unit_test(test_body_within_cap_reaches_handler),
