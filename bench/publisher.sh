@@ -4,7 +4,9 @@
 #  1. single events: wrk (keep-alive) POSTing one login event per request to the publisher's
 #     full path (token, JSON, schema, produce, wait for the broker's acknowledgement) versus the
 #     same wrk run against bench-baseline-202, a bare libmicrohttpd server answering 202 with
-#     the same threading model. Target: ratio >= 0.60.
+#     the same threading model. Target: ratio >= 0.60. For diagnosis it also prints the bare
+#     server in --suspend mode (every request suspended and resumed from another thread, the
+#     least a server answering after an acknowledgement pays in libmicrohttpd).
 #  2. batches: wrk POSTing batches of 100 events to /batch (events/s) versus `kcat -P`
 #     producing the same records straight to the same broker (events/s): the same keys and
 #     values, and the five headers every event carries on the bus (ce-id, ce-type, ce-source,
@@ -80,6 +82,12 @@ PIDS+=($PUB_PID)
 "$BIN/bench-baseline-202" "$BASE_PORT" "$THREADS" >"$TMP/baseline.log" 2>&1 &
 BASE_PID=$!
 PIDS+=($BASE_PID)
+# The diagnostic: the bare server again, but suspending every request and resuming it from
+# another thread, as any libmicrohttpd server answering after an acknowledgement must.
+SUSP_PORT=$(free_port)
+"$BIN/bench-baseline-202" "$SUSP_PORT" "$THREADS" --suspend >"$TMP/suspend.log" 2>&1 &
+SUSP_PID=$!
+PIDS+=($SUSP_PID)
 wait_url "http://127.0.0.1:$PUB_PORT/readyz"
 
 # The request bodies: one login event, and a batch of 100 (distinct accounts, so every
@@ -138,12 +146,16 @@ better() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.
 
 # Single events: baseline and publisher in alternating rounds (a noisy moment of the shared
 # machine then hits both sides alike); each side keeps its best round.
-BASE_RPS=0; PUB_RPS=0; BASE_US=n/a; PUB_US=n/a
+BASE_RPS=0; PUB_RPS=0; SUSP_RPS=0; BASE_US=n/a; PUB_US=n/a; SUSP_US=n/a
 for _ in $(seq 1 "$ROUNDS"); do
   T=$(cpu_ticks $BASE_PID)
   R=$(rps "http://127.0.0.1:$BASE_PORT/v1/topics/login/events" "$TMP/event.json")
   U=$(us_per $BASE_PID "$T" "$(requests)")
   if better "$R" "$BASE_RPS"; then BASE_RPS=$R; BASE_US=$U; fi
+  T=$(cpu_ticks $SUSP_PID)
+  R=$(rps "http://127.0.0.1:$SUSP_PORT/v1/topics/login/events" "$TMP/event.json")
+  U=$(us_per $SUSP_PID "$T" "$(requests)")
+  if better "$R" "$SUSP_RPS"; then SUSP_RPS=$R; SUSP_US=$U; fi
   T=$(cpu_ticks $PUB_PID)
   R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
   U=$(us_per $PUB_PID "$T" "$(requests)")
@@ -152,6 +164,9 @@ done
 echo "single: baseline 202 server ${BASE_RPS} req/s; publisher ${PUB_RPS} req/s;" \
      "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.60)"
 echo "single: CPU per request: baseline ${BASE_US} us; publisher ${PUB_US} us"
+echo "single (diagnostic): the bare server suspending and resuming every request ${SUSP_RPS} req/s," \
+     "${SUSP_US} us per request: $(ratio "$SUSP_RPS" "$BASE_RPS") of the baseline; the publisher" \
+     "$(ratio "$PUB_RPS" "$SUSP_RPS") of it"
 
 # The headers of a record the publisher wrote (its answer names partition and offset), for
 # kcat to produce the same records: -H name=value each.
