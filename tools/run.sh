@@ -6,12 +6,16 @@
 #   simulated login servers (LOGINSIM_RATE logins/s, default 5; 0 = none).
 #
 # SIGINT or SIGTERM stops everything it started within 10 s. Logs go to var/log/<name>.log.
+# RUN_VAR moves the state (PostgreSQL, broker log, outbox, logs) from var/ elsewhere; the GeoIP
+# database stays in var/geoip (make deps).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VAR=$ROOT/var
+VAR=${RUN_VAR:-$ROOT/var}
 LOGDIR=$VAR/log
 mkdir -p "$LOGDIR" "$VAR/outbox"
+export BROKER_DATA_DIR=${BROKER_DATA_DIR:-$VAR/broker}
+export NOTIFY_OUTBOX_DIR=${NOTIFY_OUTBOX_DIR:-$VAR/outbox}
 
 export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-dev-signing-secret}
 # AUTH_SECRET: unset = the services' and bin/mktoken's shared development default (lib/auth.h).
