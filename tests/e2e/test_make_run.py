@@ -4,7 +4,6 @@ development token is answered 202, kcat reads the record back with its id and tr
 and SIGTERM stops everything. State goes to a temporary RUN_VAR, not the developer's var/."""
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -20,16 +19,8 @@ ROOT = harness.ROOT
 PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8109, 9092, 55432]
 
 
-def _is_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
 def test_make_run_publishes_a_login_that_kcat_reads_back():
-    busy = [p for p in PORTS if _is_open(p)]
+    busy = [p for p in PORTS if harness.tcp_open(p)]
     if busy:
         raise harness.Skip(f"ports {busy} are in use (is `make run` running?)")
     with tempfile.TemporaryDirectory() as var:
@@ -85,5 +76,5 @@ def test_make_run_publishes_a_login_that_kcat_reads_back():
                 rc = proc.wait()
             reader.join(timeout=5)
         assert rc == 0, "tools/run.sh did not stop cleanly:\n" + "".join(lines)
-        left = [p for p in PORTS if _is_open(p)]
+        left = [p for p in PORTS if harness.tcp_open(p)]
         assert not left, f"still listening after SIGTERM: {left}\n" + "".join(lines)

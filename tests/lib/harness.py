@@ -396,7 +396,7 @@ def start_broker(context, kind, topics=None):
         if topics:
             cfg["topics"] = ",".join(f"{name}:{parts}" for name, parts in topics.items())
         proc = context.start("bus-broker", config=cfg, http=False)
-        wait_for(lambda: _tcp_open(port) or (_raise_exit(proc)), 10, what="broker port")
+        wait_for(lambda: tcp_open(port) or (_raise_exit(proc)), 10, what="broker port")
         return Broker(kind, f"127.0.0.1:{port}", proc)
     raise ValueError(kind)
 
@@ -407,7 +407,8 @@ def _raise_exit(proc):
     return False
 
 
-def _tcp_open(port):
+def tcp_open(port):
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
