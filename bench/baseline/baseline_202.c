@@ -63,7 +63,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)method;
     (void)version;
     (void)upload_data;
-    /* The request's state: 0 reading, 1 suspended (--suspend), then answered. */
+    /* Where the request is: &reading until its body is in, &resumed once suspended (--suspend);
+     * the call after the resume answers. */
     static int reading, resumed;
     if (*req_cls == NULL) {
         *req_cls = &reading;
