@@ -97,7 +97,9 @@ int main(int argc, char **argv)
      * against 0.59-0.63; by hand 53-58k requests/s against 50-54k, 2 ms 39-42k, 0.2 ms
      * 50-54k) and concurrent requests still share batches. Not 0:
      * the idempotent producer then re-polls without sleeping while a request is in flight,
-     * and the rate falls to a quarter. */
+     * and the rate falls to a quarter (again 2026-12-06: 15-17k against 52-61k requests/s).
+     * librdkafka's broker thread sleeps in whole milliseconds, so an idle producer waits
+     * ~1 ms at any linger under 1 (docs/publisher.md); under load, answers wake it sooner. */
     if (json_object_get(props, "linger.ms") == NULL &&
         json_object_get(props, "queue.buffering.max.ms") == NULL)
         json_object_set_new(props, "linger.ms", json_real(0.5));
