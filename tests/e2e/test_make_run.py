@@ -2,6 +2,7 @@
 the build): the whole product comes up on its documented ports, a login POSTed with the
 development token is answered 202, kcat reads the record back with its id and trace headers,
 and SIGTERM stops everything. State goes to a temporary RUN_VAR, not the developer's var/."""
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import json
 
 import harness
 

@@ -1,4 +1,5 @@
-"""`make` alone builds every program (README: "`make` alone builds every executable into bin/")."""
+"""`make` alone builds every program (README: "`make` alone does the same set-up and builds every
+executable into `bin/`")."""
 import os
 import subprocess
 import tempfile
