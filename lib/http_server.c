@@ -1,21 +1,23 @@
 /* http_server.c - the HTTP server layer over libmicrohttpd (see http_server.h).
  *
- * libmicrohttpd runs its own pool of polling threads (epoll where available). Each request gets
- * one struct http_exchange, created on the access handler's first call and freed once both sides
- * are done with it: libmicrohttpd (request-completed notification) and the handler (its one
- * http_respond*() call). In between the exchange goes through these steps:
+ * Each polling thread runs a libmicrohttpd daemon of its own in external-select mode (struct
+ * http_loop; why: at http_server_start). Each request gets one struct http_exchange, created on
+ * the access handler's first call and freed once both sides are done with it: libmicrohttpd
+ * (request-completed notification) and the handler (its one http_respond*() call). In between
+ * the exchange goes through these steps:
  *
  *   headers  -> route found? Content-Length within the route's cap? (else 404/405/413 at once)
  *   body     -> accumulated into a capped buffer; past the cap the rest is discarded, then 413
  *   handler  -> runs on the polling thread; answers now, or later from any thread
- *   answer   -> queued on the polling thread (after MHD_resume_connection when asynchronous)
+ *   answer   -> queued on the polling thread (after MHD_resume_connection and a wake-up of
+ *               the connection's loop when asynchronous)
  *
  * The race between a handler returning and another thread answering is settled under the
  * exchange's lock: whichever comes second queues the response (suspending the connection when the
  * handler returned first). The server keeps a list of suspended exchanges so that
  * http_server_free() can wait for them and answer the late ones 503.
  *
- * Lock order: server->lock, then exchange->lock. http_respond*() takes only the exchange's lock,
+ * Lock order: loop->lock, then exchange->lock. http_respond*() takes only the exchange's lock,
  * so it may be called after the server is gone for an exchange the server already answered. */
 #include "http_server.h"
 
@@ -32,6 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -44,6 +49,7 @@
 #include "metrics.h"
 
 #define HTTP_DEFAULT_THREADS 2
+#define HTTP_MAX_THREADS 64
 #define HTTP_DEFAULT_MAX_BODY_BYTES (1024 * 1024)
 #define HTTP_DEFAULT_MAX_CONNECTIONS 1024
 #define HTTP_DEFAULT_TIMEOUT_S 15
@@ -89,30 +95,50 @@ struct resp_header {
     char *value;
 };
 
+/* One polling thread: a libmicrohttpd daemon of its own in external-select mode on the server's
+ * listening socket, and an eventfd that wakes it when another thread resumed one of its
+ * connections (written once per wake-up, not once per connection: see loop_wake). */
+struct http_loop {
+    struct http_server *server;
+    struct MHD_Daemon *daemon;
+    int wake_fd;
+    atomic_bool is_woken;     /* a wake-up is written and not consumed yet */
+    atomic_bool must_quiesce; /* http_server_free: stop accepting */
+    atomic_bool must_stop;
+    bool has_thread;
+    pthread_t thread;
+
+    /* Shared between the loop's thread, answering threads and http_server_free(), behind lock
+     * (one per loop: the loops do not contend): */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;             /* signalled only once is_stopping is set */
+    struct http_exchange *suspended; /* doubly linked list of suspended exchanges */
+    size_t n_active;                 /* exchanges created and not yet completed */
+    bool is_quiesced;
+    bool is_stopping;
+};
+
 struct http_server {
     struct http_server_options opts;
     char *listen;
     struct route *routes;
     size_t n_routes;
     struct route unmatched; /* metrics of 404/405 and rejected requests */
-    struct MHD_Daemon *daemon;
+    struct http_loop *loops;
+    unsigned n_loops; /* loops with a daemon */
+    int listen_fd;
+    atomic_uint n_waking; /* threads between resuming a connection and waking its loop */
     unsigned port;
     struct metric *connections_total; /* accepted connections (reuse shows as few of them) */
     struct metric *connections_open;
     char *cors[HTTP_MAX_CORS_ORIGINS]; /* allowed origins (exact match) */
     size_t n_cors;
     char *static_csp;
-
-    /* Shared between polling threads and http_server_free(), behind lock: */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct http_exchange *suspended; /* doubly linked list of suspended exchanges */
-    size_t n_active;                 /* exchanges created and not yet completed */
-    bool is_stopping;
 };
 
 struct http_exchange {
     struct http_server *server; /* NULL once the server forced an answer (may be gone) */
+    struct http_loop *loop;     /* the polling thread the connection belongs to */
     struct MHD_Connection *conn;
     const struct route *route;
     const char *method; /* owned by libmicrohttpd, valid for the request */
@@ -138,7 +164,7 @@ struct http_exchange {
     bool is_suspended;  /* connection suspended, waiting for the answer */
     bool is_completed;  /* libmicrohttpd is done with the request */
     bool is_forced;     /* the server answered 503 at shutdown in the handler's place */
-    struct http_exchange *prev, *next; /* server->suspended list, under server->lock */
+    struct http_exchange *prev, *next; /* loop->suspended list, under loop->lock */
 };
 
 /* ---- small helpers ---- */
@@ -315,19 +341,35 @@ static bool exchange_answer(struct http_exchange *ex, unsigned status, const cha
     return must_resume;
 }
 
-/* Connections answered inside http_defer_begin/end on this thread, not resumed yet. A fixed
- * array: a full one is resumed at once, so nothing is allocated. */
-#define HTTP_DEFER_MAX 256
+/* Wakes a polling thread after one of its connections was resumed. In external-select mode
+ * MHD_resume_connection only marks the connection; the loop takes it back on its next pass. Only
+ * the first wake-up since the loop last looked writes the eventfd: a sweep of answers costs one
+ * write per loop, where libmicrohttpd's own threads write theirs once per connection. */
+static void loop_wake(struct http_loop *l)
+{
+    if (!atomic_exchange(&l->is_woken, true)) {
+        uint64_t one = 1;
+        if (write(l->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN) {
+            log_error("http: cannot wake a polling thread: %s", strerror(errno));
+        }
+    }
+}
+
+/* The loops to wake at the end of an http_defer_begin/end sweep on this thread. A fixed array: a
+ * full one is flushed at once, so nothing is allocated. Each entry holds one n_waking count. */
+#define HTTP_DEFER_MAX 64
 static _Thread_local struct {
     unsigned depth;
     size_t n;
-    struct MHD_Connection *conns[HTTP_DEFER_MAX];
+    struct http_loop *loops[HTTP_DEFER_MAX];
 } deferred;
 
 static void deferred_flush(void)
 {
     for (size_t i = 0; i < deferred.n; i++) {
-        MHD_resume_connection(deferred.conns[i]);
+        struct http_server *s = deferred.loops[i]->server;
+        loop_wake(deferred.loops[i]);
+        atomic_fetch_sub(&s->n_waking, 1); /* the last touch of s */
     }
     deferred.n = 0;
 }
@@ -347,19 +389,32 @@ void http_defer_end(void)
 static void exchange_resume(struct http_exchange *ex, bool must_resume)
 {
     /* Only the thread that answered a suspended exchange resumes it, and the exchange cannot be
-     * completed (freed) before it is resumed, so ex->conn is still valid here, and until the
-     * end of a deferred sweep. */
+     * completed (freed) before it is resumed, so ex is valid up to MHD_resume_connection. After
+     * it only the loop is used, and n_waking keeps http_server_free() from closing it. */
     if (!must_resume) {
         return;
     }
-    if (deferred.depth == 0) {
+    struct http_loop *l = ex->loop;
+    struct http_server *s = l->server;
+    if (deferred.depth > 0) {
+        bool is_listed = false;
+        for (size_t i = 0; i < deferred.n && !is_listed; i++) {
+            is_listed = deferred.loops[i] == l;
+        }
+        if (!is_listed) {
+            if (deferred.n == HTTP_DEFER_MAX) {
+                deferred_flush();
+            }
+            atomic_fetch_add(&s->n_waking, 1);
+            deferred.loops[deferred.n++] = l;
+        }
         MHD_resume_connection(ex->conn);
         return;
     }
-    if (deferred.n == HTTP_DEFER_MAX) {
-        deferred_flush();
-    }
-    deferred.conns[deferred.n++] = ex->conn;
+    atomic_fetch_add(&s->n_waking, 1);
+    MHD_resume_connection(ex->conn);
+    loop_wake(l);
+    atomic_fetch_sub(&s->n_waking, 1);
 }
 
 /* An answer produced by the server itself (404, 413, built-ins ...): no handler holds the
@@ -889,21 +944,23 @@ static enum MHD_Result queue_answer(struct http_exchange *ex)
     return MHD_queue_response(ex->conn, ex->status, ex->response);
 }
 
-static enum MHD_Result on_first_call(struct http_server *s, struct MHD_Connection *conn,
+static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection *conn,
                                      const char *url, const char *method, void **req_cls)
 {
+    struct http_server *s = l->server;
     struct http_exchange *ex = xcalloc(1, sizeof *ex);
     pthread_mutex_init(&ex->lock, NULL);
     ex->server = s;
+    ex->loop = l;
     ex->conn = conn;
     ex->method = method;
     ex->path = xstrdup(url);
     ex->seg_copy = xstrdup(url);
     clock_gettime(CLOCK_MONOTONIC, &ex->started);
     *req_cls = ex;
-    pthread_mutex_lock(&s->lock);
-    s->n_active++;
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&l->lock);
+    l->n_active++;
+    pthread_mutex_unlock(&l->lock);
 
     if (s->n_cors > 0) {
         const char *allowed =
@@ -950,20 +1007,22 @@ static enum MHD_Result on_first_call(struct http_server *s, struct MHD_Connectio
     return MHD_YES;
 }
 
-/* Called with s->lock held. */
-static void suspended_remove(struct http_server *s, struct http_exchange *ex)
+/* Called with l->lock held. */
+static void suspended_remove(struct http_loop *l, struct http_exchange *ex)
 {
-    if (ex->prev || ex->next || s->suspended == ex) {
+    if (ex->prev || ex->next || l->suspended == ex) {
         if (ex->prev) {
             ex->prev->next = ex->next;
         } else {
-            s->suspended = ex->next;
+            l->suspended = ex->next;
         }
         if (ex->next) {
             ex->next->prev = ex->prev;
         }
         ex->prev = ex->next = NULL;
-        pthread_cond_broadcast(&s->cond);
+        if (l->is_stopping) {
+            pthread_cond_broadcast(&l->cond);
+        }
     }
 }
 
@@ -972,19 +1031,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                  size_t *upload_data_size, void **req_cls)
 {
     (void)version;
-    struct http_server *s = cls;
+    struct http_loop *l = cls;
     struct http_exchange *ex = *req_cls;
     if (!ex) {
-        return on_first_call(s, conn, url, method, req_cls);
+        return on_first_call(l, conn, url, method, req_cls);
     }
     if (ex->is_handled) {
         /* Resumed: the answer is there (from the handler or forced at shutdown). */
-        pthread_mutex_lock(&s->lock);
-        suspended_remove(s, ex);
+        pthread_mutex_lock(&l->lock);
+        suspended_remove(l, ex);
         pthread_mutex_lock(&ex->lock);
         enum MHD_Result rc = ex->response ? queue_answer(ex) : MHD_NO;
         pthread_mutex_unlock(&ex->lock);
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&l->lock);
         return rc;
     }
     if (ex->response) {
@@ -1019,12 +1078,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     ex->is_handled = true;
     ex->route->fn(ex, ex->route->ctx);
 
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&l->lock);
     pthread_mutex_lock(&ex->lock);
     enum MHD_Result rc = MHD_YES;
     if (ex->is_answered) {
         rc = queue_answer(ex);
-    } else if (s->is_stopping) {
+    } else if (l->is_stopping) {
         /* Too late to wait for an asynchronous answer: the server answers for the handler. */
         pthread_mutex_unlock(&ex->lock);
         server_answer_error(ex, 503, "shutting_down", "The server is shutting down.");
@@ -1035,14 +1094,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     } else {
         MHD_suspend_connection(conn);
         ex->is_suspended = true;
-        ex->next = s->suspended;
-        if (s->suspended) {
-            s->suspended->prev = ex;
+        ex->next = l->suspended;
+        if (l->suspended) {
+            l->suspended->prev = ex;
         }
-        s->suspended = ex;
+        l->suspended = ex;
     }
     pthread_mutex_unlock(&ex->lock);
-    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&l->lock);
     return rc;
 }
 
@@ -1079,7 +1138,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
     (void)conn;
     (void)toe;
-    struct http_server *s = cls;
+    struct http_loop *l = cls;
+    struct http_server *s = l->server;
     struct http_exchange *ex = *req_cls;
     if (!ex) {
         return;
@@ -1101,12 +1161,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     }
     metric_observe(r->duration, elapsed_s(&ex->started));
 
-    pthread_mutex_lock(&s->lock);
+    pthread_mutex_lock(&l->lock);
     /* A resumed connection whose client went away completes without another access call. */
-    suspended_remove(s, ex);
-    s->n_active--;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    suspended_remove(l, ex);
+    l->n_active--;
+    if (l->is_stopping) {
+        pthread_cond_broadcast(&l->cond);
+    }
+    pthread_mutex_unlock(&l->lock);
     if (must_free) {
         exchange_free(ex);
     }
@@ -1117,7 +1179,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 {
     (void)conn;
     (void)socket_ctx;
-    struct http_server *s = cls;
+    struct http_server *s = ((struct http_loop *)cls)->server;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         metric_inc(s->connections_total);
         metric_add(s->connections_open, 1);
@@ -1161,6 +1223,10 @@ struct http_server *http_server_new(const struct http_server_options *opts)
     if (!s->opts.threads) {
         s->opts.threads = HTTP_DEFAULT_THREADS;
     }
+    if (s->opts.threads > HTTP_MAX_THREADS) {
+        s->opts.threads = HTTP_MAX_THREADS;
+    }
+    s->listen_fd = -1;
     if (!s->opts.max_body_bytes) {
         s->opts.max_body_bytes = HTTP_DEFAULT_MAX_BODY_BYTES;
     }
@@ -1170,8 +1236,6 @@ struct http_server *http_server_new(const struct http_server_options *opts)
     if (!s->opts.timeout_s) {
         s->opts.timeout_s = HTTP_DEFAULT_TIMEOUT_S;
     }
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
     s->unmatched.kind = ROUTE_UNMATCHED;
     s->unmatched.method = xstrdup("any");
     s->unmatched.pattern = xstrdup("unmatched");
@@ -1267,6 +1331,125 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
+/* The listening socket every loop's daemon accepts from (non-blocking: the loop that loses the
+ * race for a new connection gets EAGAIN). Returns the socket, or -1 with errno set. */
+static int listen_socket(const struct sockaddr_storage *ss, socklen_t ss_len)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        (ss->ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) != 0) ||
+        bind(fd, (const struct sockaddr *)ss, ss_len) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* One polling thread: select() over its daemon's sockets and its wake-up eventfd, then let the
+ * daemon do what is ready (accept, read, run handlers, take back resumed connections, write,
+ * time out idle ones). */
+static void *loop_main(void *arg)
+{
+    struct http_loop *l = arg;
+    bool said_too_many = false;
+    while (!atomic_load(&l->must_stop)) {
+        if (atomic_load(&l->must_quiesce) && !l->is_quiesced) {
+            (void)MHD_quiesce_daemon(l->daemon); /* the socket is the server's to close */
+            pthread_mutex_lock(&l->lock);
+            l->is_quiesced = true;
+            pthread_cond_broadcast(&l->cond);
+            pthread_mutex_unlock(&l->lock);
+        }
+        fd_set rs, ws, es;
+        FD_ZERO(&rs);
+        FD_ZERO(&ws);
+        FD_ZERO(&es);
+        FD_SET(l->wake_fd, &rs);
+        MHD_socket max_fd = l->wake_fd;
+        /* libmicrohttpd refuses connections whose descriptor does not fit an fd_set, so this
+         * only fails when the process's other descriptors crowd them out. */
+        if (MHD_get_fdset2(l->daemon, &rs, &ws, &es, &max_fd, FD_SETSIZE) != MHD_YES &&
+            !said_too_many) {
+            log_error("http: more sockets than select() takes (%d); lower max_connections",
+                      FD_SETSIZE);
+            said_too_many = true;
+        }
+        struct timeval tv = {.tv_sec = 60};
+        MHD_UNSIGNED_LONG_LONG ms = 0;
+        if (MHD_get_timeout(l->daemon, &ms) == MHD_YES && ms < 60000) {
+            tv.tv_sec = (time_t)(ms / 1000);
+            tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+        }
+        int n = select(max_fd + 1, &rs, &ws, &es, &tv);
+        if (n < 0) {
+            if (errno != EINTR) {
+                log_error("http: select: %s", strerror(errno));
+            }
+            FD_ZERO(&rs);
+            FD_ZERO(&ws);
+            FD_ZERO(&es);
+        } else if (FD_ISSET(l->wake_fd, &rs)) {
+            uint64_t count;
+            if (read(l->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN) {
+                log_error("http: cannot read the wake-up eventfd: %s", strerror(errno));
+            }
+            /* Before the daemon looks at resumed connections: one resumed after this
+             * writes the eventfd again. */
+            atomic_store(&l->is_woken, false);
+        }
+        MHD_run_from_select(l->daemon, &rs, &ws, &es);
+    }
+    return NULL;
+}
+
+/* Stops and frees the loops (their threads first) and closes the listening socket. */
+static void loops_stop(struct http_server *s)
+{
+    for (unsigned i = 0; i < s->n_loops; i++) {
+        struct http_loop *l = &s->loops[i];
+        if (l->has_thread) {
+            atomic_store(&l->must_stop, true);
+            atomic_store(&l->is_woken, false);
+            loop_wake(l);
+        }
+    }
+    for (unsigned i = 0; i < s->n_loops; i++) {
+        struct http_loop *l = &s->loops[i];
+        if (l->has_thread) {
+            pthread_join(l->thread, NULL);
+        }
+        if (!l->is_quiesced) {
+            (void)MHD_quiesce_daemon(l->daemon); /* else MHD_stop_daemon closes the socket */
+        }
+        MHD_stop_daemon(l->daemon);
+    }
+    /* A thread that resumed a connection may not have woken its loop yet. */
+    while (atomic_load(&s->n_waking) > 0) {
+        sched_yield();
+    }
+    for (unsigned i = 0; i < s->n_loops; i++) {
+        close(s->loops[i].wake_fd);
+    }
+    for (unsigned i = 0; i < s->opts.threads && s->loops; i++) {
+        pthread_cond_destroy(&s->loops[i].cond);
+        pthread_mutex_destroy(&s->loops[i].lock);
+    }
+    free(s->loops);
+    s->loops = NULL;
+    s->n_loops = 0;
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+}
+
 int http_server_start(struct http_server *s, char *err, size_t err_len)
 {
     struct sockaddr_storage ss;
@@ -1274,42 +1457,75 @@ int http_server_start(struct http_server *s, char *err, size_t err_len)
     if (parse_listen(s->listen, &ss, &ss_len, err, err_len) != 0) {
         return -1;
     }
-    /* poll(), not epoll: every asynchronous answer suspends and resumes its connection, which
-     * with epoll costs two epoll_ctl calls per request (remove, add back), ~15 % of the
-     * publisher's CPU; with poll() a suspended connection is only left out of the next poll
-     * set. One poll() over a thread's connections (max_connections / threads) per wake-up is
-     * cheaper at these sizes: the publisher's single-event path spent 20-25 % less CPU per
-     * request and answered ~8 % more requests (docs/performance.md). */
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6) {
-        flags |= MHD_USE_IPv6;
-    }
-    uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                   : ((struct sockaddr_in *)&ss)->sin_port);
-    errno = 0;
-    struct MHD_OptionItem options[] = {
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL}, /* first, to catch everything */
-        {MHD_OPTION_SOCK_ADDR, 0, &ss},
-        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)s->opts.timeout_s, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)s->opts.max_connections, NULL},
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY_BYTES, NULL},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
-        /* One polling thread is the daemon's own; a pool only from two on. */
-        {s->opts.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-         (intptr_t)s->opts.threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    s->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_access, s, MHD_OPTION_ARRAY,
-                                 options, MHD_OPTION_END);
-    if (!s->daemon) {
-        snprintf(err, err_len, "cannot listen on %s: %s", s->listen,
-                 errno ? strerror(errno) : "libmicrohttpd refused to start");
+    s->listen_fd = listen_socket(&ss, ss_len);
+    if (s->listen_fd < 0) {
+        snprintf(err, err_len, "cannot listen on %s: %s", s->listen, strerror(errno));
         return -1;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : 0;
+    struct sockaddr_storage bound;
+    socklen_t bound_len = sizeof bound;
+    if (getsockname(s->listen_fd, (struct sockaddr *)&bound, &bound_len) == 0) {
+        s->port = ntohs(bound.ss_family == AF_INET6
+                            ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                            : ((struct sockaddr_in *)&bound)->sin_port);
+    }
+    /* Each polling thread runs a daemon of its own in external-select mode instead of
+     * libmicrohttpd's internal thread pool: there, every MHD_resume_connection() writes the
+     * daemon's eventfd, one system call per asynchronous answer (~25 % of the publisher's);
+     * here a resume only marks the connection and loop_wake() writes once per sweep
+     * (docs/performance.md). The cost is select()'s limit: descriptors up to FD_SETSIZE. */
+    unsigned per_loop = (s->opts.max_connections + s->opts.threads - 1) / s->opts.threads;
+    s->loops = xcalloc(s->opts.threads, sizeof *s->loops);
+    for (unsigned i = 0; i < s->opts.threads; i++) {
+        struct http_loop *l = &s->loops[i];
+        l->server = s;
+        pthread_mutex_init(&l->lock, NULL);
+        pthread_cond_init(&l->cond, NULL);
+        l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (l->wake_fd < 0) {
+            snprintf(err, err_len, "cannot create an eventfd: %s", strerror(errno));
+            loops_stop(s);
+            return -1;
+        }
+        struct MHD_OptionItem options[] = {
+            {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL}, /* first, to catch all */
+            {MHD_OPTION_LISTEN_SOCKET, s->listen_fd, NULL},
+            {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)s->opts.timeout_s, NULL},
+            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)per_loop, NULL},
+            {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY_BYTES, NULL},
+            {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, l},
+            {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, l},
+            {MHD_OPTION_END, 0, NULL},
+        };
+        unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        if (ss.ss_family == AF_INET6) {
+            flags |= MHD_USE_IPv6;
+        }
+        errno = 0;
+        l->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, l, MHD_OPTION_ARRAY,
+                                     options, MHD_OPTION_END);
+        if (!l->daemon) {
+            snprintf(err, err_len, "cannot listen on %s: %s", s->listen,
+                     errno ? strerror(errno) : "libmicrohttpd refused to start");
+            close(l->wake_fd);
+            loops_stop(s);
+            return -1;
+        }
+        s->n_loops++;
+    }
+    for (unsigned i = 0; i < s->n_loops; i++) {
+        struct http_loop *l = &s->loops[i];
+        int rc = pthread_create(&l->thread, NULL, loop_main, l);
+        if (rc != 0) {
+            snprintf(err, err_len, "cannot start a polling thread: %s", strerror(rc));
+            loops_stop(s);
+            return -1;
+        }
+        l->has_thread = true;
+        char name[16];
+        snprintf(name, sizeof name, "http-%u", i);
+        pthread_setname_np(l->thread, name);
+    }
     log_info("http: listening on %s (port %u)", s->listen, s->port);
     return 0;
 }
@@ -1319,9 +1535,7 @@ unsigned http_server_port(const struct http_server *s)
     return s->port;
 }
 
-/* Waits on s->cond until pred holds or the deadline passes. Called with s->lock held. */
-static void wait_until(struct http_server *s, bool (*pred)(const struct http_server *),
-                       unsigned timeout_ms)
+static struct timespec deadline_in(unsigned timeout_ms)
 {
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
@@ -1331,21 +1545,61 @@ static void wait_until(struct http_server *s, bool (*pred)(const struct http_ser
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000L;
     }
-    while (!pred(s)) {
-        if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT) {
+    return deadline;
+}
+
+/* Waits on l->cond until pred holds or the deadline passes. Called with l->lock held. */
+static void wait_until(struct http_loop *l, bool (*pred)(const struct http_loop *),
+                       const struct timespec *deadline)
+{
+    while (!pred(l)) {
+        if (pthread_cond_timedwait(&l->cond, &l->lock, deadline) == ETIMEDOUT) {
             break;
         }
     }
 }
 
-static bool has_no_suspended(const struct http_server *s)
+static bool is_quiesced(const struct http_loop *l)
 {
-    return s->suspended == NULL;
+    return l->is_quiesced;
 }
 
-static bool has_no_active(const struct http_server *s)
+static bool has_no_suspended(const struct http_loop *l)
 {
-    return s->n_active == 0;
+    return l->suspended == NULL;
+}
+
+static bool has_no_active(const struct http_loop *l)
+{
+    return l->n_active == 0;
+}
+
+/* Answers 503 in their handlers' place the exchanges of l still waiting; a handler answering
+ * later finds is_answered set and only frees the exchange. Called with l->lock held; the
+ * connections are resumed by the caller outside it (libmicrohttpd takes its own locks there),
+ * and stay valid until then. Returns how many of them went into resume. */
+static size_t force_answers(struct http_loop *l, struct http_exchange **resume)
+{
+    static const char body[] =
+        "{\"error\":\"shutting_down\",\"message\":\"The server is shutting down.\"}";
+    size_t n = 0;
+    for (struct http_exchange *ex = l->suspended; ex; ex = ex->next) {
+        pthread_mutex_lock(&ex->lock);
+        bool is_pending = !ex->is_answered;
+        pthread_mutex_unlock(&ex->lock);
+        if (!is_pending) {
+            continue;
+        }
+        bool must_resume = exchange_answer(ex, 503, NULL, body, sizeof body - 1, false);
+        pthread_mutex_lock(&ex->lock);
+        ex->is_forced = true;
+        ex->server = NULL;
+        pthread_mutex_unlock(&ex->lock);
+        if (must_resume) {
+            resume[n++] = ex;
+        }
+    }
+    return n;
 }
 
 void http_server_free(struct http_server *s, unsigned grace_ms)
@@ -1353,51 +1607,49 @@ void http_server_free(struct http_server *s, unsigned grace_ms)
     if (!s) {
         return;
     }
-    if (s->daemon) {
-        MHD_socket lsock = MHD_quiesce_daemon(s->daemon);
-        pthread_mutex_lock(&s->lock);
-        s->is_stopping = true;
-        wait_until(s, has_no_suspended, grace_ms);
-        /* Answer the rest in their handlers' place; a handler answering later finds
-         * is_answered set and only frees the exchange. The connections are resumed outside
-         * s->lock (libmicrohttpd takes its own locks there); until resumed they stay valid. */
-        size_t n_resume = 0;
-        for (struct http_exchange *ex = s->suspended; ex; ex = ex->next) {
-            n_resume++;
+    if (s->n_loops > 0) {
+        /* Stop accepting: each loop quiesces its own daemon. From then on a handler that goes
+         * asynchronous is answered 503 at once (is_stopping). */
+        for (unsigned i = 0; i < s->n_loops; i++) {
+            atomic_store(&s->loops[i].must_quiesce, true);
+            loop_wake(&s->loops[i]);
         }
-        struct http_exchange **resume = xcalloc(n_resume + 1, sizeof *resume);
-        n_resume = 0;
-        for (struct http_exchange *ex = s->suspended; ex; ex = ex->next) {
-            bool must_resume = false;
-            pthread_mutex_lock(&ex->lock);
-            bool is_pending = !ex->is_answered;
-            pthread_mutex_unlock(&ex->lock);
-            if (is_pending) {
-                static const char body[] =
-                    "{\"error\":\"shutting_down\",\"message\":\"The server is shutting down.\"}";
-                must_resume = exchange_answer(ex, 503, NULL, body, sizeof body - 1, false);
-                pthread_mutex_lock(&ex->lock);
-                ex->is_forced = true;
-                ex->server = NULL;
-                pthread_mutex_unlock(&ex->lock);
+        struct timespec deadline = deadline_in(HTTP_SHUTDOWN_FLUSH_MS);
+        for (unsigned i = 0; i < s->n_loops; i++) {
+            struct http_loop *l = &s->loops[i];
+            pthread_mutex_lock(&l->lock);
+            wait_until(l, is_quiesced, &deadline);
+            l->is_stopping = true;
+            pthread_mutex_unlock(&l->lock);
+        }
+        /* Wait for the suspended exchanges to be answered, then answer the rest. */
+        deadline = deadline_in(grace_ms);
+        for (unsigned i = 0; i < s->n_loops; i++) {
+            struct http_loop *l = &s->loops[i];
+            pthread_mutex_lock(&l->lock);
+            wait_until(l, has_no_suspended, &deadline);
+            size_t n = 0;
+            for (struct http_exchange *ex = l->suspended; ex; ex = ex->next) {
+                n++;
             }
-            if (must_resume) {
-                resume[n_resume++] = ex;
+            struct http_exchange **resume = xcalloc(n + 1, sizeof *resume);
+            n = force_answers(l, resume);
+            pthread_mutex_unlock(&l->lock);
+            for (size_t k = 0; k < n; k++) {
+                exchange_resume(resume[k], true);
             }
+            free(resume);
         }
-        pthread_mutex_unlock(&s->lock);
-        for (size_t i = 0; i < n_resume; i++) {
-            exchange_resume(resume[i], true);
-        }
-        free(resume);
-        pthread_mutex_lock(&s->lock);
-        wait_until(s, has_no_active, HTTP_SHUTDOWN_FLUSH_MS);
-        pthread_mutex_unlock(&s->lock);
-        MHD_stop_daemon(s->daemon);
-        if (lsock != MHD_INVALID_SOCKET) {
-            close(lsock);
+        /* Give the answers time to leave. */
+        deadline = deadline_in(HTTP_SHUTDOWN_FLUSH_MS);
+        for (unsigned i = 0; i < s->n_loops; i++) {
+            struct http_loop *l = &s->loops[i];
+            pthread_mutex_lock(&l->lock);
+            wait_until(l, has_no_active, &deadline);
+            pthread_mutex_unlock(&l->lock);
         }
     }
+    loops_stop(s);
     for (size_t i = 0; i < s->n_routes; i++) {
         route_release(&s->routes[i]);
     }
@@ -1407,8 +1659,6 @@ void http_server_free(struct http_server *s, unsigned grace_ms)
         free(s->cors[i]);
     }
     free(s->static_csp);
-    pthread_cond_destroy(&s->cond);
-    pthread_mutex_destroy(&s->lock);
     free(s->listen);
     free(s);
 }

@@ -6,7 +6,8 @@
  * endpoints every process serves: GET /healthz, GET /readyz (through a ready callback) and
  * GET /metrics (metrics.h). Optional static files for pages.
  *
- * Threading: libmicrohttpd's internal polling thread pool (threads option). Handlers run on those
+ * Threading: `threads` polling threads, each with a libmicrohttpd daemon of its own on the one
+ * listening socket (select(): at most ~1000 connections per process). Handlers run on those
  * threads. A handler answers with http_respond*() exactly once: either before it returns, or later
  * from any thread (asynchronous: the connection is suspended meanwhile, e.g. while the publisher
  * waits for the broker's acknowledgement). The exchange is freed by the respond call; don't touch
@@ -85,10 +86,10 @@ void http_respond_error(struct http_exchange *ex, unsigned status, const char *c
                         json_t *extra, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Answers in sweeps. Between http_defer_begin() and http_defer_end() on one thread (they
- * nest), answers given on that thread to exchanges whose handler already returned are built at
- * once, but their connections are handed back to the polling threads only at the outermost
- * http_defer_end(), all together: one wake-up of a polling thread then sends many answers.
- * For a thread that answers in batches (the publisher's Kafka delivery thread). */
+ * nest), answers given on that thread to exchanges whose handler already returned are built and
+ * their connections resumed at once, but the polling threads are woken only at the outermost
+ * http_defer_end(), each once: one wake-up then sends many answers. For a thread that answers
+ * in batches (the publisher's Kafka delivery thread). */
 void http_defer_begin(void);
 void http_defer_end(void);
 
