@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -755,6 +758,52 @@ static void test_port_in_use_fails_with_reason(void **state)
     http_server_free(s, 0);
 }
 
+static void test_connection_past_select_limit_is_refused_others_served(void **state)
+{
+    /* The polling threads use select(): libmicrohttpd closes at once a connection whose
+     * descriptor does not fit an fd_set, and the server goes on serving the others. Fill this
+     * process's descriptors up to FD_SETSIZE - 2, so that the client's socket gets the last one
+     * below the limit and the server's side of the connection the first one above. */
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    if (old.rlim_max < FD_SETSIZE + 64) {
+        skip(); /* the process cannot hold a descriptor past the limit: nothing to test */
+    }
+    struct rlimit raised = {.rlim_cur = FD_SETSIZE + 64, .rlim_max = old.rlim_max};
+    if (old.rlim_cur < raised.rlim_cur) {
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &raised), 0);
+    }
+    int *fillers = xcalloc(FD_SETSIZE, sizeof *fillers);
+    size_t n_fillers = 0;
+    for (;;) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        if (fd >= FD_SETSIZE - 1) {
+            close(fd);
+            break;
+        }
+        fillers[n_fillers++] = fd;
+    }
+    int fd = connect_port(port_of(state));
+    assert_int_equal(fd, FD_SETSIZE - 1);
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    send_all(fd, req, sizeof req - 1);
+    char c;
+    ssize_t n = recv(fd, &c, 1, 0);
+    assert_true(n == 0 || (n < 0 && errno == ECONNRESET)); /* closed, not answered */
+    close(fd);
+    for (size_t i = 0; i < n_fillers; i++) {
+        close(fillers[i]);
+    }
+    free(fillers);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+    struct reply r;
+    get(port_of(state), "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    reply_release(&r);
+}
+
 static void test_free_answers_pending_503_and_late_respond_is_safe(void **state)
 {
     (void)state;
@@ -796,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_cors_echoes_listed_origin_and_answers_preflight),
         cmocka_unit_test(test_oversized_headers_are_refused),
         cmocka_unit_test(test_port_in_use_fails_with_reason),
+        cmocka_unit_test(test_connection_past_select_limit_is_refused_others_served),
         cmocka_unit_test(test_free_answers_pending_503_and_late_respond_is_safe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
