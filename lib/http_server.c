@@ -51,7 +51,7 @@
 #define HTTP_DEFAULT_THREADS 2
 #define HTTP_MAX_THREADS 64
 #define HTTP_DEFAULT_MAX_BODY_BYTES (1024 * 1024)
-#define HTTP_DEFAULT_MAX_CONNECTIONS 1024
+#define HTTP_DEFAULT_MAX_CONNECTIONS 1000 /* select(): descriptors below FD_SETSIZE (1024) */
 #define HTTP_DEFAULT_TIMEOUT_S 15
 /* Per-connection memory pool of libmicrohttpd: bounds the request line plus headers (larger
  * requests are answered 431 by libmicrohttpd itself) and the body chunk handed over per call. */

@@ -32,7 +32,7 @@ struct http_server_options {
     const char *listen;       /* "127.0.0.1:8080" */
     unsigned threads;         /* polling threads; 0 = 2 */
     size_t max_body_bytes;    /* default cap for request bodies; 0 = 1 MiB */
-    unsigned max_connections; /* 0 = 1024 */
+    unsigned max_connections; /* 0 = 1000, the most select() allows in practice */
     unsigned timeout_s;       /* idle/slow client time-out; 0 = 15 */
     http_ready_fn ready;      /* NULL = always ready */
     void *ready_ctx;

@@ -26,8 +26,9 @@ static const struct config_def defs[] = {
     {"bus_schema", CONFIG_STRING, "config/schema/bus.schema.json", 0, 0, 0, NULL,
      "JSON Schema the bus configuration files are validated against."},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP polling threads."},
-    {"max_connections", CONFIG_INT, "1024", 1, 65536, 0, NULL,
-     "Concurrent HTTP connections accepted."},
+    {"max_connections", CONFIG_INT, "1000", 1, 1000, 0, NULL,
+     "Concurrent HTTP connections accepted (at most 1000 a process: the HTTP threads use "
+     "select(); run more publishers for more)."},
     {"client_timeout_s", CONFIG_INT, "15", 1, 3600, 0, NULL,
      "Idle or slow client time-out: a connection sending nothing for this long is closed."},
     {"max_inflight", CONFIG_INT, "20000", 1, 10000000, 0, NULL,
