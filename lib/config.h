@@ -33,6 +33,9 @@ enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_BOOL, CONFIG_DOUBLE };
 
 #define CONFIG_SECRET 0x1u   /* redacted in logs and dumps */
 #define CONFIG_REQUIRED 0x2u /* must be set (no default) */
+/* A cryptographic secret (implies CONFIG_SECRET): in production (BUS_ENV) it must be set, at least
+ * 32 bytes long and not equal to the table's default, which is its documented development value. */
+#define CONFIG_KEY 0x4u
 
 struct config_def {
     const char *key;
