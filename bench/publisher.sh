@@ -23,6 +23,8 @@
 # (publisher and baseline HTTP threads, 2), KCAT_EVENTS (200000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Benches run in development mode (docs/security.md): development secrets are accepted.
+export BUS_ENV=${BUS_ENV:-development}
 ROOT=$PWD
 BIN=${BIN:-bin}
 DURATION=${DURATION:-6s}
