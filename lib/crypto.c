@@ -100,8 +100,7 @@ static int webhook_mac(const char *key, size_t key_len, const char *id, long lon
     int ok = EVP_MAC_init(ctx, raw, (size_t)raw_len, params) == 1 &&
              EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) == 1 &&
              EVP_MAC_update(ctx, (const unsigned char *)head, (size_t)head_len) == 1 &&
-             EVP_MAC_update(ctx, body, len) == 1 &&
-             EVP_MAC_final(ctx, md, &md_len, sizeof md) == 1;
+             EVP_MAC_update(ctx, body, len) == 1 && EVP_MAC_final(ctx, md, &md_len, sizeof md) == 1;
     EVP_MAC_CTX_free(ctx);
     OPENSSL_cleanse(raw, sizeof raw);
     if (!ok || md_len != 32)
@@ -141,8 +140,8 @@ int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, c
     return n_keys > 0 ? 0 : -1;
 }
 
-bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp,
-                           const void *body, size_t len, const char *header)
+bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp, const void *body,
+                           size_t len, const char *header)
 {
     if (!header || !keys)
         return false;

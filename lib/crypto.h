@@ -35,7 +35,7 @@ int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, c
                         size_t len, char *out, size_t out_len);
 /* True when header (may be NULL) holds a "v1," signature of (id, timestamp, body) under one of
  * keys. Constant-time comparison of each candidate. */
-bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp,
-                           const void *body, size_t len, const char *header);
+bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp, const void *body,
+                           size_t len, const char *header);
 
 #endif
