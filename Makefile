@@ -70,6 +70,17 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# The version (git describe) goes into buildinfo.o alone, which is rebuilt when it changes: a
+# stamp file is rewritten only when the text differs, so other objects never rebuild for it.
+BUS_VERSION := $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(BUS_VERSION)' | cmp -s - $@ || echo '$(BUS_VERSION)' > $@
+$(BUILD)/lib/buildinfo.o: $(BUILD)/version.stamp
+$(BUILD)/lib/buildinfo.o: CFLAGS += -DBUS_VERSION='"$(BUS_VERSION)"'
+.PHONY: FORCE
+FORCE:
+
 $(LIB_A): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

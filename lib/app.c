@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "buildinfo.h"
 #include "db.h"
 #include "log.h"
 
@@ -19,11 +20,12 @@ static const struct config_def AUTO_DEFS[] = {
 
 static void usage(const char *name, const char *env_prefix)
 {
-    printf("usage: %s [--config FILE] [--check-config] [--config-doc] [--help]\n"
+    printf("usage: %s [--config FILE] [--check-config] [--config-doc] [--version] [--help]\n"
            "  --config FILE   JSON configuration (also %s_CONFIG); every key can be overridden\n"
            "                  by the environment as %s_<KEY>\n"
            "  --check-config  validate the configuration and exit\n"
-           "  --config-doc    print the configuration reference (Markdown) and exit\n",
+           "  --config-doc    print the configuration reference (Markdown) and exit\n"
+           "  --version       print the version, compiler and library versions and exit\n",
            name, env_prefix, env_prefix);
 }
 
@@ -74,6 +76,11 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
             check_only = 1;
         } else if (!strcmp(arg, "--config-doc")) {
             doc = 1;
+        } else if (!strcmp(arg, "--version")) {
+            buildinfo_print(stdout, name);
+            fflush(stdout);
+            app->exit_now = 1;
+            return finish_early(app, 0);
         } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
             usage(name, env_prefix);
             app->exit_now = 1;
@@ -113,7 +120,9 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
         return finish_early(app, 0);
     }
 
+    log_info("%s %s starting (%s)", name, buildinfo_version(), buildinfo_compiler());
     config_log(app->cfg); /* a log always tells which settings were in force */
+    buildinfo_register_metrics();
 
     /* A background job of a non-interactive shell starts with SIGINT ignored, and an ignored
      * signal is never pending: restore the defaults, then block so only sigwait sees them. */

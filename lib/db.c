@@ -44,6 +44,21 @@ struct db {
 };
 
 
+static char lib_version[24];
+
+static void format_lib_version(void)
+{
+    int v = PQlibVersion(); /* e.g. 150005 for 15.5 (since 10: major * 10000 + minor) */
+    snprintf(lib_version, sizeof lib_version, "%d.%d", v / 10000, v % 10000);
+}
+
+const char *db_lib_version(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, format_lib_version);
+    return lib_version;
+}
+
 static void set_err(char *err, size_t err_len, const char *fmt, const char *a, const char *b)
 {
     if (err && err_len > 0) {

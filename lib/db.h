@@ -14,6 +14,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The linked library's version, for --version and bus_build_info (static string). */
+const char *db_lib_version(void); /* libpq's version, e.g. "15.5" */
+
 #define DB_OK 0
 #define DB_EUNAVAILABLE (-1) /* server unreachable or restarting: retry later (503) */
 #define DB_ECONFLICT (-2)    /* unique violation */

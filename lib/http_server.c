@@ -169,6 +169,11 @@ struct http_exchange {
 
 /* ---- small helpers ---- */
 
+const char *http_server_lib_version(void)
+{
+    return MHD_get_version();
+}
+
 static double elapsed_s(const struct timespec *since)
 {
     struct timespec now;

@@ -19,6 +19,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The linked library's version, for --version and bus_build_info (static string). */
+const char *http_server_lib_version(void); /* libmicrohttpd's version */
+
 #define HTTP_MAX_PARAMS 4
 
 struct http_server;
