@@ -61,7 +61,7 @@ endef
 ALL_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz
+.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb
 all: deps
 	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
@@ -121,6 +121,16 @@ fuzz: build/fuzz/fuzz_jschema
 
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit
+
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]: programs, units, the release
+# tree (config, SQL, web assets, templates) and example configuration (tools/install.sh).
+install: build
+	@PREFIX='$(or $(PREFIX),/usr/local)' DESTDIR='$(DESTDIR)' SYSCONFDIR='$(or $(SYSCONFDIR),/etc)' \
+	    $(if $(UNITDIR),UNITDIR='$(UNITDIR)') tools/install.sh
+
+# make deb: build/deb/bus-account-security_<version>_<arch>.deb (tools/mkdeb.sh).
+deb: build
+	@tools/mkdeb.sh
 
 run: deps build
 	@tools/run.sh

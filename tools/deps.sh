@@ -11,7 +11,7 @@ PACKAGES=(
   libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
   python3 python3-jsonschema json-schema-test-suite
-  wrk hyperfine curl ca-certificates procps psmisc prometheus
+  wrk hyperfine curl ca-certificates procps psmisc prometheus dpkg-dev
   chromium fonts-noto-cjk
 )
 
