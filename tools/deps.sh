@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential pkg-config clang libclang-rt-14-dev
   librdkafka-dev libpq-dev libmaxminddb-dev libcurl4-openssl-dev libjansson-dev
-  libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev
+  libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev libsystemd-dev
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
   python3 python3-jsonschema json-schema-test-suite
   wrk hyperfine curl ca-certificates procps psmisc prometheus dpkg-dev

@@ -430,12 +430,24 @@ def test_ops_systemd_units_cover_every_process():
     for name in want:
         text = open(os.path.join(OPS, "systemd", name + ".service")).read()
         for key in ("ExecStart=", "Restart=on-failure", "ProtectSystem=strict",
-                    "NoNewPrivileges=yes", "[Install]"):
+                    "NoNewPrivileges=yes", "[Install]", "Type=notify", "NotifyAccess=main",
+                    "WatchdogSec="):
             assert key in text, (name, key)
         assert re.search(r"^ExecStart=/usr/local/bin/" + re.escape(name) + r"\b", text, re.M), \
             name
         assert "DynamicUser=yes" in text or re.search(r"^User=", text, re.M), name
     assert "StateDirectory=" in open(os.path.join(OPS, "systemd", "bus-broker.service")).read()
+    # The dispatcher reloads its routes on SIGHUP; the others would ignore it.
+    for name in want:
+        text = open(os.path.join(OPS, "systemd", name + ".service")).read()
+        assert ("ExecReload=/bin/kill -HUP $MAINPID" in text) == (name == "bus-dispatcher"), name
+        deps = " ".join(re.findall(r"^(?:Wants|After)=(.*)$", text, re.M))
+        if name in ("bus-publisher", "bus-dispatcher"):
+            assert re.search(r"^Wants=.*bus-broker\.service", text, re.M), name
+            assert "bus-broker.service" in deps, name
+        if name in ("history", "guard", "notify", "campaign"):
+            assert re.search(r"^Wants=.*postgresql\.service", text, re.M), name
+            assert re.search(r"^After=.*postgresql\.service", text, re.M), name
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         return
