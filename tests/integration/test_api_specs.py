@@ -7,8 +7,9 @@
     (http_server_route, the pages of webpage_serve / webpage_serve_files, and the probes every
     http_server serves) is in that process's spec, and every operation of the spec is registered;
 (c) every operation of every spec answers on the running product with something else than the
-    server's own 404 (no route) or 405 (no such method): the whole product starts once for the
-    module (tests/lib/product.py) plus an embedded broker with its admin port.
+    server's own 404 (no route) or 405 (no such method), and with a status, content type and
+    JSON body its spec declares: the whole product starts once for the module
+    (tests/lib/product.py) plus an embedded broker with its admin port.
 
 The specs describe INTERFACES.md's second-wave interfaces even where the code does not have them
 yet; those operations are named in PENDING. A pending operation that the code now registers
@@ -20,6 +21,7 @@ import re
 import subprocess
 
 import harness
+import jsonschema
 import product
 
 ASAN = False  # reads source and specs; (c) only calls the processes other tests cover
@@ -79,11 +81,11 @@ def json_docs(text):
 
 
 def bundles():
-    """{spec: the spec with every $ref to another file resolved (redocly bundle, JSON)}."""
+    """{spec: the spec with every $ref resolved (redocly bundle --dereferenced, JSON)}."""
     if "docs" not in _B:
         out = harness.ctx().path("bundle", "x")[:-2]
         r = redocly(["bundle"] + [os.path.join(API_DIR, f) for f in spec_files()]
-                    + ["-o", out, "--ext", "json"])
+                    + ["--dereferenced", "-o", out, "--ext", "json"])
         assert r.returncode == 0, r.stdout + r.stderr
         _B["docs"] = {f: json.load(open(os.path.join(out, f[:-5] + ".json")))
                       for f in spec_files()}
@@ -199,15 +201,37 @@ def teardown_module():
         ctx.cleanup()
 
 
+def check_answer(op, st, body, headers):
+    """What is wrong with an answer by the operation's spec: its status is not declared, its
+    content type is not, or its JSON body does not fit the declared schema. None when fine."""
+    resp = op["responses"].get(str(st)) or op["responses"].get("default")
+    if resp is None:
+        return f"status {st} is not in the spec ({body})"
+    content = resp.get("content") or {}
+    ctype = headers.get("content-type", "").split(";")[0].strip()
+    if not content:
+        return None if body in (None, "") else f"{st} with a body the spec does not declare"
+    media = next((v for k, v in content.items() if k.split(";")[0].strip() == ctype), None)
+    if media is None:
+        return f"{st} as {ctype!r}, the spec says {sorted(content)}"
+    if ctype == "application/json" and "schema" in media:
+        err = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(media["schema"]).iter_errors(body))
+        if err is not None:
+            return f"{st} body does not fit the spec: {err.message} at {list(err.absolute_path)}"
+    return None
+
+
 def test_every_spec_operation_answers():
     # No token, no signature, no body: protected operations answer 401, deliveries 401
     # (the product signs with a secret), others 400/422 — whatever the handler says proves the
     # route; only the server's own {"error": "not_found", "message": "No such resource."} and
     # 405 mean it is not there. Path parameters get a made-up value: a handler's own 404 (e.g.
-    # unknown_route) carries another error code.
+    # unknown_route) carries another error code. Each answer must also be one the spec declares:
+    # its status, its content type and, for JSON, a body that fits the schema.
     docs = bundles()
     procs = _processes()
-    wrong = []
+    wrong, answered = [], 0
     for spec, (_, name) in SPECS.items():
         for path, item in docs[spec]["paths"].items():
             for m in METHODS:
@@ -215,9 +239,15 @@ def test_every_spec_operation_answers():
                 if m not in item or (spec, m.upper(), templ) in PENDING:
                     continue
                 url = procs[name] + re.sub(r"\{[^}/]+\}", "spec-check", path)
-                st, body, _ = harness.http(m.upper(), url)
+                st, body, headers = harness.http(m.upper(), url)
                 is_router_404 = st == 404 and isinstance(body, dict) and \
                     body.get("error") == "not_found" and body.get("message") == "No such resource."
                 if st == 405 or is_router_404:
                     wrong.append(f"{spec}: {m.upper()} {path} -> {st} {body}")
+                    continue
+                why = check_answer(item[m], st, body, headers)
+                if why:
+                    wrong.append(f"{spec}: {m.upper()} {path}: {why}")
+                answered += 1
     assert not wrong, "\n".join(wrong)
+    assert answered >= 40, answered
