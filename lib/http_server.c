@@ -142,6 +142,8 @@ struct http_exchange {
     struct MHD_Connection *conn;
     const struct route *route;
     const char *method; /* owned by libmicrohttpd, valid for the request */
+    char *target;       /* the request target as received (still percent-encoded) */
+    bool is_started;    /* on_first_call ran: the head is complete */
     char *path;
     char *seg_copy; /* path split into NUL-separated segments; params point into it */
     const char *params[HTTP_MAX_PARAMS];
@@ -280,6 +282,7 @@ static void exchange_free(struct http_exchange *ex)
         MHD_destroy_response(ex->response);
     }
     buf_release(&ex->body);
+    free(ex->target);
     free(ex->path);
     free(ex->seg_copy);
     pthread_mutex_destroy(&ex->lock);
@@ -937,6 +940,162 @@ static void cors_init(struct http_server *s, const char *origins)
     buf_release(&csp);
 }
 
+/* ---- request checks made before routing ---- */
+
+/* UTF-8 decoding state for utf8_step (RFC 3629: no overlong forms, no surrogates, <= U+10FFFF). */
+struct utf8_state {
+    unsigned need; /* continuation bytes still expected */
+    unsigned char lo, hi; /* the range of the next continuation byte */
+};
+
+static bool utf8_step(struct utf8_state *u, unsigned char c)
+{
+    if (u->need > 0) {
+        if (c < u->lo || c > u->hi) {
+            return false;
+        }
+        u->need--;
+        u->lo = 0x80;
+        u->hi = 0xBF;
+        return true;
+    }
+    u->lo = 0x80;
+    u->hi = 0xBF;
+    if (c < 0x80) {
+        return true;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        u->need = 1;
+    } else if (c == 0xE0) {
+        u->need = 2;
+        u->lo = 0xA0;
+    } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+        u->need = 2;
+    } else if (c == 0xED) {
+        u->need = 2;
+        u->hi = 0x9F;
+    } else if (c == 0xF0) {
+        u->need = 3;
+        u->lo = 0x90;
+    } else if (c >= 0xF1 && c <= 0xF3) {
+        u->need = 3;
+    } else if (c == 0xF4) {
+        u->need = 3;
+        u->hi = 0x8F;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Checks one part (path or query) of a request target as received, [p, end): every '%' starts
+ * a two-digit hex escape, none decodes to NUL (it would cut the decoded string short: the
+ * path "/index.html%00.js" would serve index.html), and the decoded bytes are UTF-8 (an
+ * account id "%FF" must be refused here rather than fail later in JSON or SQL). */
+static bool target_part_is_valid(const char *p, const char *end)
+{
+    struct utf8_state u = {0};
+    for (; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '%') {
+            int hi = p + 2 < end ? hex_value(p[1]) : -1;
+            int lo = hi >= 0 ? hex_value(p[2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                return false;
+            }
+            c = (unsigned char)(hi * 16 + lo);
+            p += 2;
+        }
+        if (!utf8_step(&u, c)) {
+            return false;
+        }
+    }
+    return u.need == 0;
+}
+
+/* The framing headers of a request, collected by framing_header. */
+struct framing {
+    unsigned n_length;
+    bool is_length_conflict;
+    const char *length;
+    const char *encoding;
+    unsigned n_encoding;
+};
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->n_length > 0 && strcmp(f->length, value) != 0) {
+            f->is_length_conflict = true;
+        }
+        if (strchr(value, ',')) {
+            f->is_length_conflict = true; /* "5, 6" is a list of lengths */
+        }
+        f->length = value;
+        f->n_length++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->encoding = value;
+        f->n_encoding++;
+    }
+    return MHD_YES;
+}
+
+/* Checks what libmicrohttpd lets through but a request must not carry. Returns 0, or the
+ * status to refuse it with (code and message filled): 400 for a bad target or conflicting
+ * framing (two different Content-Lengths, or Content-Length beside Transfer-Encoding: RFC 9112
+ * section 6.3 calls both smuggling hazards), 501 for a transfer coding other than chunked
+ * (libmicrohttpd would wait for a body it cannot delimit until the time-out). */
+static unsigned request_check(struct http_exchange *ex, const char **code, const char **message)
+{
+    const char *t = ex->target ? ex->target : "";
+    const char *q = strchr(t, '?');
+    const char *t_end = q ? q : t + strlen(t);
+    if (!target_part_is_valid(t, t_end)) {
+        *code = "bad_path";
+        *message = "The path has an invalid percent-encoding, an encoded NUL or is not UTF-8.";
+        return 400;
+    }
+    if (q && !target_part_is_valid(q + 1, q + strlen(q))) {
+        *code = "bad_query";
+        *message = "The query has an invalid percent-encoding, an encoded NUL or is not UTF-8.";
+        return 400;
+    }
+    struct framing f = {0};
+    MHD_get_connection_values(ex->conn, MHD_HEADER_KIND, framing_header, &f);
+    if (f.is_length_conflict) {
+        *code = "bad_request";
+        *message = "The request carries conflicting Content-Length values.";
+        return 400;
+    }
+    if (f.n_encoding > 0 && f.n_length > 0) {
+        *code = "bad_request";
+        *message = "The request carries both Content-Length and Transfer-Encoding.";
+        return 400;
+    }
+    if (f.n_encoding > 1 || (f.n_encoding == 1 && strcasecmp(f.encoding, "chunked") != 0)) {
+        *code = "not_implemented";
+        *message = "Only the chunked transfer coding is supported.";
+        return 501;
+    }
+    return 0;
+}
+
 /* ---- libmicrohttpd callbacks ---- */
 
 static enum MHD_Result queue_answer(struct http_exchange *ex)
@@ -944,23 +1103,44 @@ static enum MHD_Result queue_answer(struct http_exchange *ex)
     return MHD_queue_response(ex->conn, ex->status, ex->response);
 }
 
-static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection *conn,
-                                     const char *url, const char *method, void **req_cls)
+/* libmicrohttpd's URI log callback: the request line is in, the headers are not yet. The
+ * exchange starts here, with the target as received (libmicrohttpd decodes it before the access
+ * handler sees it, and a decoded "%00" would cut it short). What this returns is the request's
+ * req_cls, and libmicrohttpd reports its completion whatever happens next. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    struct http_server *s = l->server;
+    struct http_loop *l = cls;
     struct http_exchange *ex = xcalloc(1, sizeof *ex);
     pthread_mutex_init(&ex->lock, NULL);
-    ex->server = s;
+    ex->server = l->server;
     ex->loop = l;
+    ex->conn = conn;
+    ex->target = xstrdup(uri ? uri : "");
+    clock_gettime(CLOCK_MONOTONIC, &ex->started);
+    pthread_mutex_lock(&l->lock);
+    l->n_active++;
+    pthread_mutex_unlock(&l->lock);
+    return ex;
+}
+
+static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection *conn,
+                                     const char *url, const char *method,
+                                     struct http_exchange *ex)
+{
+    struct http_server *s = l->server;
+    ex->is_started = true;
     ex->conn = conn;
     ex->method = method;
     ex->path = xstrdup(url);
     ex->seg_copy = xstrdup(url);
-    clock_gettime(CLOCK_MONOTONIC, &ex->started);
-    *req_cls = ex;
-    pthread_mutex_lock(&l->lock);
-    l->n_active++;
-    pthread_mutex_unlock(&l->lock);
+
+    const char *code = NULL, *message = NULL;
+    unsigned refuse = request_check(ex, &code, &message);
+    if (refuse != 0) {
+        ex->route = &s->unmatched;
+        server_answer_error(ex, refuse, code, message);
+        return queue_answer(ex);
+    }
 
     if (s->n_cors > 0) {
         const char *allowed =
@@ -1034,7 +1214,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     struct http_loop *l = cls;
     struct http_exchange *ex = *req_cls;
     if (!ex) {
-        return on_first_call(l, conn, url, method, req_cls);
+        /* Always set by on_request_line; without it there is nothing to answer with. */
+        log_error("http: a request reached the handler without its exchange");
+        return MHD_NO;
+    }
+    if (!ex->is_started) {
+        return on_first_call(l, conn, url, method, ex);
     }
     if (ex->is_handled) {
         /* Resumed: the answer is there (from the handler or forced at shutdown). */
@@ -1495,6 +1680,7 @@ int http_server_start(struct http_server *s, char *err, size_t err_len)
             {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY_BYTES, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, l},
             {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, l},
+            {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_request_line, l},
             {MHD_OPTION_END, 0, NULL},
         };
         unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;

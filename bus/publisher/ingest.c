@@ -115,6 +115,49 @@ static const struct busconf_producer *token_producer(struct ingest *in,
     return prod;
 }
 
+/* RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
+ * *"=", at most INGEST_TOKEN_MAX bytes. */
+#define INGEST_TOKEN_MAX 1024
+
+static bool token_is_wellformed(const char *token)
+{
+    size_t len = strlen(token);
+    size_t i = 0;
+    if (len == 0 || len > INGEST_TOKEN_MAX)
+        return false;
+    for (; i < len && token[i] != '='; i++) {
+        char c = token[i];
+        bool is_ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+        if (!is_ok)
+            return false;
+    }
+    if (i == 0)
+        return false;
+    for (; i < len; i++)
+        if (token[i] != '=')
+            return false;
+    return true;
+}
+
+/* Whether any producer of any topic holds this token (only on the refusal path: one SHA-256,
+ * then every producer's hash compared in constant time, without an early exit). */
+static bool token_is_known(const struct ingest *in, const char *token)
+{
+    char hex[CRYPTO_SHA256_HEX_LEN + 1];
+    crypto_sha256_hex(token, strlen(token), hex);
+    bool is_known = false;
+    for (size_t i = 0; i < in->conf->n_topics; i++) {
+        const struct busconf_topic *t = &in->conf->topics[i];
+        for (size_t k = 0; k < t->n_producers; k++) {
+            const char *h = t->producers[k].token_sha256;
+            if (h != NULL && crypto_equal(hex, CRYPTO_SHA256_HEX_LEN, h, strlen(h)))
+                is_known = true;
+        }
+    }
+    return is_known;
+}
+
 static struct topic_metrics *metrics_of(struct ingest *in, const struct busconf_topic *t)
 {
     if (t == NULL)
@@ -456,6 +499,16 @@ static struct pub_req *req_begin(struct ingest *in, struct http_exchange *ex, bo
                "An Authorization: Bearer <token> header is required.");
         return NULL;
     }
+    const struct busconf_producer *prod = t != NULL ? token_producer(in, t, token) : NULL;
+    /* RFC 6750 section 3.1: a token that is malformed or that no producer holds is 401
+     * (invalid_token), before anything about the topic is told; a known token without the
+     * right for this topic is 403. */
+    if (prod == NULL && (!token_is_wellformed(token) || !token_is_known(in, token))) {
+        http_add_header(ex, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        reject(ex, tm, REJ_UNAUTHORIZED, 401, "unauthorized", NULL,
+               "The bearer token is malformed or unknown.");
+        return NULL;
+    }
     if (t == NULL) {
         char msg[300];
         snprintf(msg, sizeof msg, "Topic %.200s is not declared in the bus configuration.",
@@ -463,10 +516,10 @@ static struct pub_req *req_begin(struct ingest *in, struct http_exchange *ex, bo
         reject(ex, tm, REJ_UNKNOWN_TOPIC, 404, "unknown_topic", NULL, msg);
         return NULL;
     }
-    const struct busconf_producer *prod = token_producer(in, t, token);
     if (prod == NULL) {
         char msg[300];
         snprintf(msg, sizeof msg, "This token may not publish to topic %s.", t->name);
+        http_add_header(ex, "WWW-Authenticate", "Bearer error=\"insufficient_scope\"");
         reject(ex, tm, REJ_FORBIDDEN, 403, "forbidden", NULL, msg);
         return NULL;
     }

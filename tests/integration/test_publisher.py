@@ -153,9 +153,18 @@ def test_bad_inputs_get_json_errors_and_leave_nothing_behind():
         ("unknown topic", dict(body=login_event(), topic="nope"), 404, "unknown_topic"),
         ("missing token", dict(body=login_event(), headers={"Authorization": ""}), 401,
          "unauthorized"),
-        ("wrong token", dict(body=login_event(), headers={"Authorization": "Bearer nope"}), 403,
-         "forbidden"),
+        # RFC 6750: a token no producer holds, or one that is not a b64token, is 401; a
+        # known token without the right for the topic is 403.
+        ("unknown token", dict(body=login_event(), headers={"Authorization": "Bearer nope"}),
+         401, "unauthorized"),
+        ("unknown token, unknown topic",
+         dict(body=login_event(), topic="nope", headers={"Authorization": "Bearer nope"}),
+         401, "unauthorized"),
+        ("malformed token", dict(body=login_event(), headers={"Authorization": "Bearer a\"b"}),
+         401, "unauthorized"),
         ("token of another topic", dict(body=login_event(), topic="other"), 403, "forbidden"),
+        ("token of another topic, batch", dict(body=[login_event()], topic="other", batch=True),
+         403, "forbidden"),
         ("bad ce-id", dict(body=login_event(), headers={"ce-id": "has space"}), 400,
          "bad_event_id"),
         ("batch not an array", dict(body=login_event(), batch=True), 400, "not_array"),
@@ -189,6 +198,7 @@ def test_bad_inputs_get_json_errors_and_leave_nothing_behind():
     assert [m["headers"]["ce-id"] for m in msgs] == [good["id"]], msgs
     assert metric(pub, "bus_publisher_rejected_total", 'topic="login",reason="schema"') == 4
     assert metric(pub, "bus_publisher_rejected_total", 'reason="forbidden"') == 2
+    assert metric(pub, "bus_publisher_rejected_total", 'reason="unauthorized"') == 4
     assert metric(pub, "bus_publisher_rejected_total", 'reason="unknown_topic"') == 1
 
 

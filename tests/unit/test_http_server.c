@@ -726,6 +726,79 @@ static void test_cors_echoes_listed_origin_and_answers_preflight(void **state)
     http_server_free(s, 1000);
 }
 
+static void test_bad_percent_encoding_in_path_is_400_json(void **state)
+{
+    /* Refused before routing, so every route (and the static files) gets the same answer. */
+    static const char *const bad[] = {
+        "/v1/items/%FF",            /* decodes to a byte that is not UTF-8 */
+        "/v1/items/%zz",            /* not hex */
+        "/v1/items/%4",             /* cut short */
+        "/v1/items/a%00b",          /* an encoded NUL */
+        "/ui/index.html%00.js",     /* would have served index.html */
+        "/v1/items/%C3%28",         /* a broken two-byte sequence */
+        "/v1/items/%ED%A0%80",      /* a UTF-16 surrogate */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct reply r;
+        get(port_of(state), bad[i], &r);
+        if (r.status != 400) {
+            fail_msg("%s: %d %s", bad[i], r.status, r.body);
+        }
+        assert_error_body(&r, "bad_path");
+        reply_release(&r);
+    }
+    struct reply r;
+    get(port_of(state), "/v1/items/x?q=%FF", &r);
+    assert_int_equal(r.status, 400);
+    assert_error_body(&r, "bad_query");
+    reply_release(&r);
+    /* Valid escapes still decode: "café" and a space. */
+    get(port_of(state), "/v1/items/caf%C3%A9?q=a%20b", &r);
+    assert_int_equal(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "a")), "caf\xc3\xa9");
+    assert_string_equal(json_string_value(json_object_get(o, "q")), "a b");
+    json_decref(o);
+    reply_release(&r);
+}
+
+static void test_conflicting_framing_is_400(void **state)
+{
+    struct reply r;
+    request(port_of(state), "POST", "/v1/echo", "Content-Length: 3\r\n", "ab", 2, &r);
+    assert_int_equal(r.status, 400); /* 3, then 2 from request() */
+    assert_error_body(&r, "bad_request");
+    reply_release(&r);
+    request(port_of(state), "POST", "/v1/echo", "Transfer-Encoding: chunked\r\n", "ab", 2, &r);
+    assert_int_equal(r.status, 400);
+    assert_error_body(&r, "bad_request");
+    reply_release(&r);
+    /* The same length twice is one length (RFC 9112 section 6.3). */
+    request(port_of(state), "POST", "/v1/echo", "Content-Length: 2\r\n", "ab", 2, &r);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(r.body, "ab");
+    reply_release(&r);
+}
+
+static void test_unknown_transfer_encoding_is_501_at_once(void **state)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct reply r;
+    request(port_of(state), "POST", "/v1/echo", "Transfer-Encoding: gzip\r\n", NULL, 0, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(r.status, 501);
+    assert_error_body(&r, "not_implemented");
+    reply_release(&r);
+    /* At once, not after the idle time-out (15 s) nor the client's wait (10 s). */
+    assert_true(t1.tv_sec - t0.tv_sec < 5);
+    request(port_of(state), "POST", "/v1/echo", "Transfer-Encoding: gzip, chunked\r\n", NULL, 0,
+            &r);
+    assert_int_equal(r.status, 501);
+    reply_release(&r);
+}
+
 static void test_oversized_headers_are_refused(void **state)
 {
     /* Just over the per-connection memory limit (64 KiB): libmicrohttpd answers itself. */
@@ -843,6 +916,9 @@ int main(void)
         cmocka_unit_test(test_cors_validate_accepts_origins_only),
         cmocka_unit_test(test_without_cors_options_is_405_and_no_cors_header),
         cmocka_unit_test(test_cors_echoes_listed_origin_and_answers_preflight),
+        cmocka_unit_test(test_bad_percent_encoding_in_path_is_400_json),
+        cmocka_unit_test(test_conflicting_framing_is_400),
+        cmocka_unit_test(test_unknown_transfer_encoding_is_501_at_once),
         cmocka_unit_test(test_oversized_headers_are_refused),
         cmocka_unit_test(test_port_in_use_fails_with_reason),
         cmocka_unit_test(test_connection_past_select_limit_is_refused_others_served),
