@@ -718,55 +718,6 @@ static size_t skip_json_space(const char *s, size_t i, size_t len)
     return i;
 }
 
-/* Splits the text of a JSON array that jansson already accepted into its n elements' byte
- * ranges, so each event is produced exactly as the caller wrote it (no re-serialisation).
- * Returns 0, or -1 if the text does not have n elements (cannot happen for valid JSON). */
-static int split_array(const char *s, size_t len, size_t n, const char **starts, size_t *lens)
-{
-    size_t i = 0, k = 0;
-    while (i < len && is_json_space(s[i]))
-        i++;
-    if (i >= len || s[i] != '[')
-        return -1;
-    i++;
-    while (k < n) {
-        while (i < len && is_json_space(s[i]))
-            i++;
-        size_t start = i;
-        int depth = 0;
-        bool in_string = false;
-        for (; i < len; i++) {
-            char c = s[i];
-            if (in_string) {
-                if (c == '\\')
-                    i++;
-                else if (c == '"')
-                    in_string = false;
-            } else if (c == '"') {
-                in_string = true;
-            } else if (c == '{' || c == '[') {
-                depth++;
-            } else if (c == '}' || c == ']') {
-                if (depth == 0)
-                    break; /* the array's own ']' */
-                depth--;
-            } else if (c == ',' && depth == 0) {
-                break;
-            }
-        }
-        if (i >= len)
-            return -1;
-        size_t end = i;
-        while (end > start && is_json_space(s[end - 1]))
-            end--;
-        starts[k] = s + start;
-        lens[k] = end - start;
-        k++;
-        i++; /* past ',' or ']' */
-    }
-    return 0;
-}
-
 /* One event of a batch: its text (a slice of the body, produced as is) and its key. */
 struct batch_event {
     const char *value;
@@ -831,78 +782,147 @@ unsure:
     return 0;
 }
 
-/* The jansson path for a batch: parses, checks and answers every error exactly. Returns the
- * number of events (evs and *keys allocated) or 0 when it answered. ce_id is checked here, in
- * the order the errors have always come. */
+/* The byte length of the JSON value starting at s[0] in a batch: up to the first ',' or the
+ * closing ']' outside any string, object or array (the array's own ']' when depth 0), with
+ * trailing spaces dropped. Returns (size_t)-1 when the text ends first. Valid JSON is cut
+ * exactly; anything else is cut somewhere and jansson then refuses the slice. */
+static size_t element_extent(const char *s, size_t len)
+{
+    int depth = 0;
+    bool in_string = false;
+    size_t i = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                break;
+            depth--;
+        } else if (c == ',' && depth == 0) {
+            break;
+        }
+    }
+    if (i >= len)
+        return (size_t)-1;
+    while (i > 0 && is_json_space(s[i - 1]))
+        i--;
+    return i;
+}
+
+/* The jansson path for a batch: checks and answers every error exactly, one event at a time,
+ * so that what it costs is bounded by one event and the batch limits, not by the body: the
+ * element past batch_max_events is refused before it is parsed, and an element over the
+ * topic's max_event_bytes is refused by its size alone (an 8 MiB hostile batch used to be
+ * parsed whole first: ~200 MB of jansson nodes). Returns the number of events (evs and *keys
+ * allocated) or 0 when it answered. */
 static size_t slow_batch(struct ingest *in, struct http_exchange *ex, struct pub_req *r,
                          const char *body, size_t len, const char *ce_id,
                          struct batch_event **evs_out, char (**keys_out)[INGEST_KEY_MAX])
 {
-    json_error_t jerr;
     struct batch_event *evs = NULL;
-    const char **values = NULL; /* borrowed slices of body */
-    size_t *value_lens = NULL;
     char(*keys)[INGEST_KEY_MAX] = NULL;
-    size_t n = 0;
-    json_t *arr =
-        json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (arr == NULL) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
-        goto fail;
-    }
-    if (!json_is_array(arr) || json_array_size(arr) == 0) {
-        reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
-               "A batch must be a non-empty JSON array of event objects.");
-        goto fail;
-    }
-    n = json_array_size(arr);
-    if (n > in->opts.batch_max_events) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "A batch takes at most %u events; this one has %zu.",
-                 in->opts.batch_max_events, n);
-        reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_many_events",
-               json_pack("{s:i}", "max_events", (json_int_t)in->opts.batch_max_events), msg);
-        goto fail;
-    }
+    size_t n = 0, cap = 0;
+    char msg[400];
     if (ce_id != NULL && (!id_is_valid(ce_id) || strlen(ce_id) > INGEST_ID_MAX - 8)) {
         reject(ex, r->tm, REJ_MALFORMED, 400, "bad_event_id", NULL,
                "ce-id must be 1 to 120 printable ASCII characters without spaces or quotes.");
-        goto fail;
+        return 0;
     }
-    values = xcalloc(n, sizeof *values);
-    value_lens = xcalloc(n, sizeof *value_lens);
-    keys = xcalloc(n, sizeof *keys);
-    if (split_array(body, len, n, values, value_lens) != 0) {
-        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL,
-               "The batch could not be split into its events.");
-        goto fail;
+    size_t i = skip_json_space(body, 0, len);
+    if (i >= len || body[i] != '[') {
+        json_error_t jerr;
+        json_t *whole = json_loadb(body, len, JSON_DECODE_ANY, &jerr);
+        if (whole == NULL) {
+            snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
+                     jerr.column, jerr.text);
+            reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
+        } else {
+            reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
+                   "A batch must be a non-empty JSON array of event objects.");
+        }
+        json_decref(whole);
+        return 0;
     }
-    for (size_t i = 0; i < n; i++) {
-        json_t *ev = json_array_get(arr, i);
-        if (check_event(ex, r, ev, (long)i, value_lens[i], keys[i], sizeof keys[i]) != 0)
+    i = skip_json_space(body, i + 1, len);
+    if (i < len && body[i] == ']') {
+        reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
+               "A batch must be a non-empty JSON array of event objects.");
+        return 0;
+    }
+    for (;;) {
+        if (n == in->opts.batch_max_events) {
+            snprintf(msg, sizeof msg, "A batch takes at most %u events; this one has more.",
+                     in->opts.batch_max_events);
+            reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_many_events",
+                   json_pack("{s:i}", "max_events", (json_int_t)in->opts.batch_max_events), msg);
             goto fail;
+        }
+        size_t elen = i < len ? element_extent(body + i, len - i) : (size_t)-1;
+        if (elen == (size_t)-1 || elen == 0) {
+            snprintf(msg, sizeof msg, "Malformed JSON: event %zu (byte %zu) is cut short or "
+                     "missing.", n, i);
+            reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json",
+                   json_pack("{s:i}", "index", (json_int_t)n), msg);
+            goto fail;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            evs = xrealloc(evs, cap * sizeof *evs);
+            keys = xrealloc(keys, cap * sizeof *keys);
+        }
+        struct batch_event *e = &evs[n];
+        e->value = body + i;
+        e->value_len = elen;
+        if (elen > r->topic->max_event_bytes) {
+            /* Refused by its size before it is parsed; check_event words the answer. */
+            json_t *placeholder = json_object();
+            (void)check_event(ex, r, placeholder, (long)n, elen, keys[n], sizeof keys[n]);
+            json_decref(placeholder);
+            goto fail;
+        }
+        json_error_t jerr;
+        json_t *ev = json_loadb(e->value, elen, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        if (ev == NULL) {
+            snprintf(msg, sizeof msg, "Malformed JSON in event %zu (byte %zu of the body): %s", n,
+                     i + (size_t)(jerr.position > 0 ? jerr.position : 0), jerr.text);
+            reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json",
+                   json_pack("{s:i}", "index", (json_int_t)n), msg);
+            goto fail;
+        }
+        int rc = check_event(ex, r, ev, (long)n, elen, keys[n], sizeof keys[n]);
+        json_decref(ev);
+        if (rc != 0)
+            goto fail;
+        e->key_len = strlen(keys[n]);
+        n++;
+        i = skip_json_space(body, i + elen, len);
+        if (i < len && body[i] == ',') {
+            i = skip_json_space(body, i + 1, len);
+            continue;
+        }
+        if (i < len && body[i] == ']' && skip_json_space(body, i + 1, len) == len)
+            break;
+        snprintf(msg, sizeof msg, "Malformed JSON after event %zu (byte %zu): expected ',' or "
+                 "the closing ']' and nothing after it.", n - 1, i);
+        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
+        goto fail;
     }
-    evs = xcalloc(n, sizeof *evs);
-    for (size_t i = 0; i < n; i++) {
-        evs[i].value = values[i];
-        evs[i].value_len = value_lens[i];
-        evs[i].key = keys[i];
-        evs[i].key_len = strlen(keys[i]);
-    }
-    free(values);
-    free(value_lens);
-    json_decref(arr);
+    for (size_t k = 0; k < n; k++)
+        evs[k].key = keys[k]; /* keys has stopped moving */
     *evs_out = evs;
     *keys_out = keys;
     return n;
 fail:
-    free(values);
-    free(value_lens);
+    free(evs);
     free(keys);
-    json_decref(arr);
     return 0;
 }
 

@@ -283,6 +283,56 @@ def test_oversized_events_and_batches_get_413():
     assert len(all_messages(broker, "login")) == 1
 
 
+def _vm(pid, field):
+    """A /proc/PID/status memory field (VmRSS, VmHWM) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_hostile_8mb_batches_cost_bounded_memory():
+    """Batches as large as batch_max_bytes (8 MiB) built to cost the most: 70,000 tiny events
+    (the count limit), 800 events of 10 KB with escapes (the jansson path) whose last one is
+    invalid, one 8 MB event. Each is refused after reading at most one event past the limit and
+    parsing at most one event at a time: the peak stays near the body itself (it was ~200 MB),
+    and the resident size comes back near where it started."""
+    broker, pub = start()
+    pid = pub.popen.pid
+    for i in range(20):  # warm up allocator and threads
+        assert post(pub, login_event(account=f"w{i}"))[0] == 202
+    rss0 = _vm(pid, "VmRSS")
+    tiny = json.dumps(login_event()).encode()
+    count_attack = b"[" + b",".join([tiny] * ((8 * 1024 * 1024 - 2) // (len(tiny) + 1))) + b"]"
+    assert len(count_attack) <= 8 * 1024 * 1024
+    pad = "\\u00e9" * 1400  # 8,400 bytes of escapes: the fast path leaves them to jansson
+    slow = [json.dumps(login_event(account=f"s{i}", note=pad)) for i in range(800)]
+    slow[-1] = json.dumps(login_event(account="s-last", ip="not an ip", note=pad))
+    slow_attack = ("[" + ",".join(slow) + "]").encode()
+    assert len(slow_attack) <= 8 * 1024 * 1024
+    one_big = json.dumps([login_event(note="x" * (8 * 1024 * 1024 - 300))]).encode()
+    for _ in range(3):
+        status, body, _ = post(pub, raw=count_attack, batch=True, timeout=60)
+        assert status == 413 and body["error"] == "too_many_events", (status, body)
+        status, body, _ = post(pub, raw=slow_attack, batch=True, timeout=60)
+        assert status == 422 and body["index"] == 799, (status, body)
+        status, body, _ = post(pub, raw=one_big, batch=True, timeout=60)
+        assert status == 413 and body["error"] == "too_large" and body["index"] == 0, body
+    peak = _vm(pid, "VmHWM") - rss0
+    # The body (8 MiB, reserved once from Content-Length) plus one event's tree and the
+    # allocator's slack; parsing a body whole cost 25 times the body.
+    assert peak < 40 * 1024 * 1024, f"peak {peak >> 20} MiB above the start"
+
+    def settled():
+        post(pub, login_event())  # a little traffic lets the allocator return its pages
+        grown = _vm(pid, "VmRSS") - rss0
+        return grown if grown < 16 * 1024 * 1024 else None
+    harness.wait_for(settled, 30, what="the publisher's RSS back within 16 MiB of its start")
+    # Nothing of the refused batches reached Kafka.
+    assert metric(pub, "bus_publisher_rejected_total", 'reason="too_large"') == 6
+
+
 def test_slow_client_is_timed_out_and_others_still_served():
     broker, pub = start(config={"client_timeout_s": 1})
     s = socket.create_connection(("127.0.0.1", pub.port))
