@@ -351,6 +351,93 @@ def test_slow_client_is_timed_out_and_others_still_served():
     assert len(all_messages(broker, "login")) == 1
 
 
+class Slowloris:
+    """n connections to port from the loopback addresses sources, each sending the request
+    line of a publish and then one header line per second, never the blank line; a connection
+    the server closes is opened again. Runs on its own thread until stop() (a few seconds in
+    the tests: bounded, loopback only)."""
+
+    def __init__(self, port, n, sources):
+        self.port, self.n, self.sources = port, n, sources
+        self.reopened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self.socks = []
+
+    def _open(self, i):
+        s = socket.socket()
+        s.bind((self.sources[i % len(self.sources)], 0))
+        s.settimeout(5)
+        s.connect(("127.0.0.1", self.port))
+        s.setblocking(False)
+        s.send(b"POST /v1/topics/login/events HTTP/1.1\r\nHost: x\r\n")
+        return s
+
+    def _run(self):
+        self.socks = [self._open(i) for i in range(self.n)]
+        self.opened = True
+        k = 0
+        while not self._stop.wait(1.0):  # one header line per connection per second
+            for i, s in enumerate(self.socks):
+                try:
+                    is_closed = s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    is_closed = False  # open, nothing to read
+                except OSError:
+                    is_closed = True
+                if not is_closed:
+                    try:
+                        s.send(b"X-Slow-%d: 1\r\n" % k)
+                    except OSError:
+                        is_closed = True
+                if is_closed:  # closed by the server: open it again, as an attacker would
+                    s.close()
+                    self.reopened += 1
+                    try:
+                        self.socks[i] = self._open(i)
+                    except OSError:
+                        pass
+            k += 1
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(30)
+        for s in self.socks:
+            s.close()
+
+
+def test_slowloris_does_not_stop_legitimate_requests():
+    """2,000 connections trickling their headers (from 127.0.0.2-5, 500 each) while a client at
+    127.0.0.1 publishes: every legitimate request is answered 202, the trickling connections are
+    closed at the head deadline (2 s here) however often they send, and the server's metrics
+    count them. (On select() loops 1,100 such connections shut the publisher: 41 of 45
+    requests failed.)"""
+    broker, pub = start(config={"request_head_timeout_s": 2})
+    attack = Slowloris(pub.port, 2000, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"])
+    attack.start()
+    try:
+        harness.wait_for(lambda: metric(pub, "http_connections_open") >= 2000, 30,
+                         what="2,000 trickling connections open")
+        statuses = []
+        for i in range(40):
+            statuses.append(post(pub, login_event(account=f"legit-{i}"), timeout=10)[0])
+        harness.wait_for(lambda: metric(pub, "http_connections_timed_out_total",
+                                        'phase="head"') >= 2000, 30,
+                         what="the trickling connections closed at the head deadline")
+        harness.wait_for(lambda: attack.reopened >= 1000, 30,
+                         what="the attacker reopening the closed connections")
+        statuses.append(post(pub, login_event(account="legit-last"), timeout=10)[0])
+    finally:
+        attack.stop()
+    assert statuses == [202] * 41, statuses
+    msgs = consume(broker, "login", 41)
+    assert {m["key"] for m in msgs} >= {f"legit-{i}" for i in range(40)}
+
+
 def _burst(pub, n_threads, per_thread, make_body, batch=False):
     results = []
     lock = threading.Lock()
