@@ -560,6 +560,25 @@ static bool is_output(json_t *doc)
     return true;
 }
 
+/* The id of the index-th output of ev: derived from the route and the input's id, so an input
+ * delivered again (a crash, a rebalance, a broker restart before its commit landed) produces
+ * outputs with the same ids, and the consumers that act on the world (notify, gamesim's kicks)
+ * deduplicating by ce-id act once. An input without ce-id is named by where it sits in the log
+ * (topic, partition, offset), which is as stable. */
+static void output_id(const struct route *r, const struct event *ev, size_t index,
+                      char out[ID_UUID_LEN + 1])
+{
+    const char *in_id = kafka_record_header(ev->rec, "ce-id");
+    if (in_id && *in_id && id_derived(r->name, in_id, index, out) == 0)
+        return;
+    /* no ce-id, or one of more than 1 KiB (not from our publisher, which takes 128 at most) */
+    char where[320];
+    snprintf(where, sizeof where, "%.255s/%d/%lld", r->topic, (int)ev->rec->partition,
+             (long long)ev->rec->offset);
+    if (id_derived(r->name, where, index, out) != 0)
+        id_uuid7(out); /* route names are short: never happens */
+}
+
 /* Streams a 200/201/202 answer (doc, stolen) to the output topic. Returns 0 when queued (or
  * nothing to queue), -1 when the answer is not a JSON object or array of objects. */
 static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
@@ -586,7 +605,7 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
         json_t *o = json_is_array(doc) ? json_array_get(doc, i) : doc;
         char *value = json_dumps(o, JSON_COMPACT);
         char id[ID_UUID_LEN + 1];
-        id_uuid7(id);
+        output_id(r, ev, i, id);
         char keybuf[64];
         const char *key = NULL;
         json_t *k = json_at_pointer(o, r->output_key);
