@@ -28,6 +28,8 @@
 # HOLD_SLOW (5000), HOLD_IDLE (10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Benches run in development mode (docs/security.md): development secrets are accepted.
+export BUS_ENV=${BUS_ENV:-development}
 ROOT=$PWD
 BIN=${BIN:-bin}
 DURATION=${DURATION:-6s}

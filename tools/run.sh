@@ -20,6 +20,8 @@ mkdir -p "$LOGDIR" "$VAR/outbox"
 export BROKER_DATA_DIR=${BROKER_DATA_DIR:-$VAR/broker}
 export NOTIFY_OUTBOX_DIR=${NOTIFY_OUTBOX_DIR:-$VAR/outbox}
 
+# Development mode (docs/security.md): every unset secret takes its documented development value.
+export BUS_ENV=development
 export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-dev-signing-secret}
 # AUTH_SECRET: unset = the services' and bin/mktoken's shared development default (lib/auth.h).
 LOGINSIM_RATE=${LOGINSIM_RATE:-5}
@@ -233,7 +235,7 @@ cat <<EOF
 
   The product is running (logs: var/log/*.log; Ctrl-C stops everything).
 
-  Pages (sign in with a token from bin/mktoken):
+  Pages (sign in with a token from bin/mktoken; first \`export BUS_ENV=development\` in your shell):
     Player page       http://127.0.0.1:8102/          bin/mktoken player alice
     Support console   http://127.0.0.1:8103/support/  bin/mktoken staff sam
     Bus dashboard     http://127.0.0.1:8081/          admin token: \$BUS_ADMIN_TOKEN (dev: dev-admin-token)

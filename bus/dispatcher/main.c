@@ -33,7 +33,7 @@ static const struct config_def defs[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8081", 0, 0, 0, NULL,
      "Address and port of the admin HTTP API (/v1/routes, /v1/reload, /metrics) and of the bus "
      "dashboard (/)."},
-    {"admin.token", CONFIG_STRING, "dev-admin-token", 0, 512, CONFIG_SECRET, "BUS_ADMIN_TOKEN",
+    {"admin.token", CONFIG_STRING, "dev-admin-token", 0, 512, CONFIG_KEY, "BUS_ADMIN_TOKEN",
      "Bearer token the admin API (/v1/*) and the dashboard require. The default is for "
      "development only: set your own in production."},
     WEBPAGE_CONFIG_DEFS("bus/dispatcher/web", "the bus dashboard", "/"),
@@ -395,9 +395,17 @@ int main(int argc, char **argv)
         log_error("admin.token is empty: set a token (the admin API and the dashboard need it)");
         goto out;
     }
-    if (strcmp(d.admin_token, "dev-admin-token") == 0)
-        log_warn("admin.token is the development default: set DISPATCHER_ADMIN_TOKEN or "
-                 "BUS_ADMIN_TOKEN in production");
+    /* The bus configuration is checked before anything connects, so a refusal (production:
+     * a development token, a weak route key) is the only line the start logs after the
+     * configuration. */
+    struct busconf *first = NULL;
+    if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &first,
+                     err, sizeof err) != 0) {
+        log_error("bus configuration invalid:\n%s", err);
+        rc = 2;
+        goto out;
+    }
+    busconf_free(first);
     d.env.bootstrap = config_str(cfg, "bootstrap");
     d.env.kafka_props = config_kafka(cfg);
     d.env.max_pending_per_partition = (unsigned)config_int(cfg, "max_pending_per_partition");
@@ -409,6 +417,7 @@ int main(int argc, char **argv)
     }
     if (reconcile(&d, err, sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
+        rc = 2; /* a configuration refused, as app_init's (production: docs/security.md) */
         goto out;
     }
     /* Four threads: a dead-letter replay holds one for seconds. */

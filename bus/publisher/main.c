@@ -93,8 +93,12 @@ int main(int argc, char **argv)
     if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &bus, err,
                      sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
+        rc = 2; /* a configuration refused, as app_init's (production: docs/security.md) */
         goto out;
     }
+    if (bus->n_development_skipped > 0)
+        log_warn("production: %zu development producer(s) of the bus configuration not loaded",
+                 bus->n_development_skipped);
     props = json_deep_copy(config_kafka(cfg));
     if (json_object_get(props, "message.timeout.ms") == NULL &&
         json_object_get(props, "delivery.timeout.ms") == NULL)

@@ -22,8 +22,7 @@
 
 static const struct config_def GAMESIM_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8109", 0, 256, 0, NULL, "HTTP listen address"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, kick deliveries must carry a valid X-Bus-Signature"},
+    DELIVERY_SECRET_CONFIG_DEF,
     {"keep", CONFIG_INT, "10000", 1, 1000000, 0, NULL, "Entries kept per list"},
     {"threads", CONFIG_INT, "2", 1, 64, 0, NULL, "HTTP worker threads"},
     CONFIG_DEF_END,

@@ -30,7 +30,7 @@
 static const struct config_def LOGINSIM_CONFIG[] = {
     {"publisher_url", CONFIG_STRING, "http://127.0.0.1:8080/v1/topics/login/events", 1, 4096, 0,
      NULL, "Where login events are POSTed"},
-    {"token", CONFIG_STRING, "dev-login-token", 1, 4096, CONFIG_SECRET, NULL,
+    {"token", CONFIG_STRING, "dev-login-token", 1, 4096, CONFIG_KEY, NULL,
      "Producer bearer token of the login topic (the default is the development token)"},
     {"rate", CONFIG_DOUBLE, "5", 0, 1000000, 0, NULL, "Logins per second (0 = do nothing)"},
     {"accounts", CONFIG_INT, "1000", 1, 100000000, 0, NULL, "Number of simulated accounts"},
