@@ -230,8 +230,10 @@ static void deliver(struct notify *n, struct http_exchange *ex, const struct mes
         }
         const char *p[] = {m->dedupe, ch, m->account, m->kind};
         json_t *rows = NULL;
-        int rc = db_exec(n->db, "SELECT 1 FROM notify.sent WHERE dedupe_key = $1 AND channel = $2",
-                         p, 2, &rows, NULL, err, sizeof(err));
+        int rc = db_exec(n->db,
+                         "SELECT 1 FROM notify.sent WHERE dedupe_key = $1 AND channel = $2 "
+                         "AND account_id = $3",
+                         p, 3, &rows, NULL, err, sizeof(err));
         if (rc != DB_OK) {
             log_warn("dedupe lookup failed: %s", err);
             failed = 1;
@@ -345,13 +347,22 @@ static void handle_action(struct http_exchange *ex, void *arg)
     }
     json_t *contacts = json_object_get(ev, "contacts");
     json_t *channels = json_object_get(ev, "channels");
+    /* One message per decision: guard answers a redelivered login with the same decision, which
+     * the bus publishes again under a new ce-id; the login id names the decision. */
+    char dedupe[ID_MAX + 16];
+    const char *login_id = str_or(ev, "login_id", NULL);
+    if (login_id && strlen(login_id) <= ID_MAX) {
+        snprintf(dedupe, sizeof(dedupe), "%s:%s", action, login_id);
+    } else {
+        snprintf(dedupe, sizeof(dedupe), "%s", http_header(ex, "ce-id"));
+    }
     struct message m = {
         .account = json_string_value(json_object_get(ev, "account_id")),
         .kind = kind,
         .lang = str_or(ev, "lang", config_str(n->cfg, "default_lang")),
         .email = str_or(contacts, "email", NULL),
         .phone = str_or(contacts, "phone", NULL),
-        .dedupe = http_header(ex, "ce-id"),
+        .dedupe = dedupe,
         .channels = json_is_array(channels) ? channels : NULL,
         .params = ev, /* country, ip, ts, code, server */
     };

@@ -95,7 +95,7 @@ def load_module(path):
 
 
 def run_python(flt, label, only):
-    for group in ("integration", "e2e"):
+    for group in ("integration", "e2e", "security"):
         if only and only != group:
             continue
         gdir = os.path.join(ROOT, "tests", group)

@@ -632,7 +632,7 @@ static void guard_decide(void *ctx, struct delivery_item *it)
                      "AND (al.until IS NULL OR al.until > now()))::text AS allowed "
                      "FROM (SELECT $1::text AS id) k "
                      "LEFT JOIN guard.accounts a ON a.account_id = k.id "
-                     "LEFT JOIN guard.decisions d ON d.login_id = $2",
+                     "LEFT JOIN guard.decisions d ON d.account_id = $1 AND d.login_id = $2",
                      pl, 2, &acct, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         item_db_fail(it, rc, err);
@@ -726,8 +726,9 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     if (rc == DB_ECONFLICT) { /* a concurrent copy of this delivery won: answer what it stored */
         json_decref(out);
         json_t *rows = NULL;
-        rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl + 1, 1,
-                     &rows, NULL, err, sizeof(err));
+        rc = db_exec(g->db,
+                     "SELECT event FROM guard.decisions WHERE account_id = $1 AND login_id = $2",
+                     pl, 2, &rows, NULL, err, sizeof(err));
         if (rc != DB_OK || json_array_size(rows) == 0) {
             json_decref(rows);
             item_db_fail(it, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);

@@ -1,0 +1,153 @@
+"""Attacks on the account-security services (issue 19, items 3-6), each a regression test: it
+fails on a33fd25 and passes now.
+
+Most tests run against the whole product (tests/lib/product.py: real broker, publisher,
+dispatcher, PostgreSQL), started once for the module; each test uses accounts of its own. Logins
+enter through the publisher as a login server's would, and every effect is observed where the
+player, an attacker or support would see it."""
+import functools
+import os
+import re
+import shutil
+import subprocess
+import uuid
+
+import harness
+import pg
+import product
+
+US_IP = "8.8.8.8"
+KR_IP = "211.234.10.20"
+RUN = uuid.uuid4().hex[:6]
+_P = {}
+
+
+def the_product():
+    if "error" in _P:
+        raise _P["error"]
+    if "p" not in _P:
+        ctx = harness.Context("security/test_accounts:module")
+        _P["ctx"] = ctx
+        try:
+            _P["p"] = product.start(ctx)
+        except BaseException as e:
+            _P["error"] = e if isinstance(e, harness.Skip) else AssertionError(
+                f"product start-up failed: {e!r}\n{ctx.log_tail()}")
+            raise _P["error"]
+    return _P["p"]
+
+
+def teardown_module():
+    ctx = _P.get("ctx")
+    _P.clear()
+    if ctx is not None:
+        ctx.cleanup()
+
+
+def with_product(fn):
+    @functools.wraps(fn)
+    def run():
+        p = the_product()
+        try:
+            fn(p)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{p.log_tail()}") from e
+    return run
+
+
+def token(role, subject):
+    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
+                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def auth(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def account(tag):
+    return f"{tag}-{RUN}-{uuid.uuid4().hex[:4]}"
+
+
+def set_policy(p, acct, action, channels=("ingame",), allowed=()):
+    st, body, _ = harness.http("PUT", f"{p.url('guard')}/v1/accounts/{acct}/policy",
+                               {"action": action, "channels": list(channels),
+                                "allowed_countries": list(allowed)},
+                               headers=auth(token("player", acct)))
+    assert st == 200, (st, body)
+
+
+def history_now(p, acct):
+    st, body, _ = harness.http("GET", f"{p.url('history')}/v1/accounts/{acct}/logins?limit=100",
+                               headers=auth(token("staff", "sec-sam")))
+    assert st == 200, (st, body)
+    return {r["id"]: r for r in body["logins"]}
+
+
+def support_account(p, acct):
+    st, body, _ = harness.http("GET", f"{p.url('guard')}/v1/support/accounts/{acct}",
+                               headers=auth(token("staff", "sec-sam")))
+    assert st == 200, (st, body)
+    return body
+
+
+# ---- item 4: decisions and history rows are keyed by (account, event id) ----
+
+@with_product
+def test_two_accounts_sharing_an_event_id_do_not_touch_each_other(p):
+    a, b = account("same-a"), account("same-b")
+    set_policy(p, a, "lock")
+    set_policy(p, b, "notify")
+    shared_id = str(uuid.uuid4())
+    for acct in (a, b):
+        st, body = p.publish(product.login(acct, US_IP), ce_id=shared_id)
+        assert st == 202, (st, body)
+    # each account's history holds its own login, with its own account's action
+    harness.wait_for(lambda: history_now(p, a).get(shared_id, {}).get("action") == "lock", 60,
+                     what=f"{a}'s login with its lock in history")
+    harness.wait_for(lambda: history_now(p, b).get(shared_id, {}).get("action") == "notify", 60,
+                     what=f"{b}'s login with its notify in history")
+    assert support_account(p, a)["locked"] is True
+    assert support_account(p, b)["locked"] is False
+    rows = p.psql(f"SELECT account_id, action FROM guard.decisions WHERE login_id = '{shared_id}'"
+                  " ORDER BY account_id")
+    assert sorted(tuple(r) for r in rows) == sorted([(a, "lock"), (b, "notify")]), rows
+
+
+def test_key_migrations_apply_on_an_existing_database():
+    """A database made by the previous release (its migrations only, with a decision and a login
+    in it) takes the new keys at the next start of guard and history, rows kept."""
+    url = pg.fresh_db()
+    db = url.rsplit("/", 1)[1]
+    ctx = harness.ctx()
+    env = {"AUTH_SECRET": "sec-auth", "BUS_SIGNING_SECRET": "sec-bus"}
+    for svc, new in (("guard", "003_decisions_per_account.sql"),
+                     ("history", "002_keys_per_account.sql")):
+        old_dir = ctx.path(f"old-{svc}", "x")[:-2]
+        os.makedirs(old_dir, exist_ok=True)
+        for f in sorted(os.listdir(os.path.join(harness.ROOT, "sql", svc))):
+            if f < new:
+                shutil.copy(os.path.join(harness.ROOT, "sql", svc, f), old_dir)
+        cfg = {"database_url": url, "migrations_dir": old_dir}
+        proc = ctx.start(svc, config=cfg, env=env, ready_path="/readyz")
+        proc.stop()
+    pg.cluster().psql(db, "INSERT INTO guard.decisions (login_id, account_id, action, event) "
+                          "VALUES ('l1', 'old-a', 'notify', '{}')")
+    pg.cluster().psql(db, "SELECT history.ensure_partition(current_date); "
+                          "INSERT INTO history.logins (id, ts, account_id, ip, country) "
+                          "VALUES ('l1', now(), 'old-a', '1.2.3.4', 'US')")
+    for svc in ("guard", "history"):
+        cfg = {"database_url": url, "migrations_dir": os.path.join(harness.ROOT, "sql", svc)}
+        proc = ctx.start(svc, config=cfg, env=env, ready_path="/readyz")
+        proc.stop()
+    keys = pg.cluster().psql(db, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) "
+                                 "FROM pg_constraint WHERE contype = 'p' AND conrelid IN "
+                                 "('guard.decisions'::regclass, 'history.logins'::regclass, "
+                                 "'history.actions'::regclass) ORDER BY 1")
+    assert [tuple(k) for k in keys] == [
+        ("guard.decisions", "PRIMARY KEY (account_id, login_id)"),
+        ("history.actions", "PRIMARY KEY (account_id, login_id)"),
+        ("history.logins", "PRIMARY KEY (account_id, id, ts)")], keys
+    assert pg.cluster().psql(db, "SELECT account_id FROM guard.decisions") == [["old-a"]]
+    assert pg.cluster().psql(db, "SELECT account_id FROM history.logins") == [["old-a"]]
