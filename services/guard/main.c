@@ -5,9 +5,11 @@
  * date, for travel) triggers the account's policy: notify, kick, block_abroad or lock. The answer
  * is the account.action event (200), or 204 when the login needs nothing; a batched delivery
  * (delivery.h) answers the array of those events (null for a 204). Decisions are stored per
- * login_id, so a redelivered login gets the same answer and never a second lock or code. The
- * unlock code of a lock is derived as HMAC(code_secret, account_id, login_id) so a redelivery
- * answers the same code, and only a salted SHA-256 of it is stored.
+ * (account_id, login_id), so a redelivered login gets the same answer and never a second lock or
+ * code. The unlock code of a lock is drawn from the CSPRNG once; guard keeps a salted SHA-256 of
+ * it, and the event carries it only sealed for notify (seal.h, "sealed_code"), which is how the
+ * decision is stored too: a redelivery re-emits the very code the player was sent. No topic, dead
+ * letter, HTTP answer or log line holds a code in the clear.
  *
  * Player API (player token of that account): PUT /v1/accounts/{id}/policy, PUT .../contacts,
  * GET .../policy, POST .../unlock {"code"} (attempts limited, codes expire).
@@ -21,6 +23,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,7 @@
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
+#include "seal.h"
 #include "webpage.h"
 
 #define ID_MAX 128
@@ -52,8 +56,10 @@ static const struct config_def GUARD_CONFIG[] = {
      "HS256 secret of player and staff tokens (the default is for development only)"},
     {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
      "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
-    {"code_secret", CONFIG_STRING, "dev-only-guard-code-secret", 1, 4096, CONFIG_SECRET, NULL,
-     "Secret the unlock codes are derived with (the default is for development only)"},
+    {"seal_keys", CONFIG_STRING, SEAL_DEV_KEYS, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
+     "CODE_SEAL_KEYS",
+     "Keys sealing the codes guard sends through notify, kid:secret[,kid:secret] (the first "
+     "seals; notify holds the same ring; the default is for development only)"},
     {"home_countries", CONFIG_STRING, "KR", 0, 1024, 0, NULL,
      "Comma-separated ISO alpha-2 countries that never trigger a policy"},
     {"default_policy", CONFIG_STRING, "none", 0, 32, 0, NULL,
@@ -91,7 +97,8 @@ struct entry {
 struct guard {
     struct db *db;
     const struct config *cfg;
-    const char *auth_secret, *bus_secret, *code_secret;
+    const char *auth_secret, *bus_secret;
+    struct seal_keys *seal; /* seals unlock codes for notify */
     char home[32][3];
     int n_home;
     pthread_rwlock_t mu;
@@ -534,16 +541,21 @@ static void handle_put_contacts(struct http_exchange *ex, void *arg)
 
 /* ---- deliveries ---- */
 
-static void unlock_code(struct guard *g, const char *account, const char *login_id, char out[9])
+/* A new unlock code: 8 decimal digits, uniform, from the system CSPRNG (nothing a caller chose,
+ * such as the login's ce-id, goes into it). */
+static void new_code(char out[9])
 {
-    char msg[2 * ID_MAX + 16], mac[CRYPTO_SHA256_HEX_LEN + 1];
-    snprintf(msg, sizeof(msg), "unlock\n%s\n%s", account, login_id);
-    crypto_hmac_sha256_hex(g->code_secret, strlen(g->code_secret), msg, strlen(msg), mac);
-    char first[17];
-    memcpy(first, mac, 16);
-    first[16] = '\0';
-    unsigned long long v = strtoull(first, NULL, 16);
-    snprintf(out, 9, "%08llu", v % 100000000ull);
+    uint32_t v;
+    do { /* 42 * 10^8 <= 2^32: rejecting the rest leaves every code equally likely */
+        random_bytes(&v, sizeof(v));
+    } while (v >= 4200000000u);
+    snprintf(out, 9, "%08u", (unsigned)(v % 100000000u));
+}
+
+/* The context a code is sealed for: the account, and what the code is for. */
+static void seal_context(const char *purpose, const char *account, char *out, size_t len)
+{
+    snprintf(out, len, "%s\n%s", purpose, account);
 }
 
 static void code_hash(const char *salt, const char *code, char out[CRYPTO_SHA256_HEX_LEN + 1])
@@ -565,22 +577,15 @@ static void item_db_fail(struct delivery_item *it, int rc, const char *err)
     }
 }
 
-/* Decides an item by a stored decision (event text without the code); adds the code back for a
- * lock. */
-static void stored_decision(struct guard *g, struct delivery_item *it, const char *event_text,
-                            const char *account, const char *login_id)
+/* Decides an item by a stored decision: the event exactly as first answered (a lock's code in it
+ * sealed), so a redelivery re-emits the code the player was sent, never a second one. */
+static void stored_decision(struct delivery_item *it, const char *event_text)
 {
     json_error_t jerr;
     json_t *ev = json_loads(event_text, 0, &jerr);
     if (!ev) {
         delivery_item_fail(it, 500, "internal", "stored decision unreadable");
         return;
-    }
-    const char *action = json_string_value(json_object_get(ev, "action"));
-    if (action && strcmp(action, "lock") == 0) {
-        char code[9];
-        unlock_code(g, account, login_id, code);
-        json_object_set_new(ev, "code", json_string(code));
     }
     it->status = 200;
     it->output = ev;
@@ -639,7 +644,7 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         return;
     }
     if (row_str(acct, 0, "decided")) { /* a redelivery: the same answer again */
-        stored_decision(g, it, row_str(acct, 0, "decided"), account, login_id);
+        stored_decision(it, row_str(acct, 0, "decided"));
         json_decref(acct);
         return;
     }
@@ -686,6 +691,21 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     }
     json_decref(acct);
     json_decref(allowed);
+    /* A lock's code: minted once here, kept only as a salted hash and, sealed for notify, in the
+     * decision itself (answered again as stored on a redelivery). */
+    char code[9] = "";
+    if (strcmp(policy, "lock") == 0) {
+        char sctx[ID_MAX + 16], *sealed = NULL;
+        new_code(code);
+        seal_context("unlock", account, sctx, sizeof(sctx));
+        if (seal_seal(g->seal, sctx, code, &sealed) != 0) {
+            json_decref(out);
+            delivery_item_fail(it, 500, "internal", "cannot seal the unlock code");
+            return;
+        }
+        json_object_set_new(out, "sealed_code", json_string(sealed));
+        free(sealed);
+    }
     char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
 
     const char *pd[] = {login_id, account, policy, text};
@@ -694,7 +714,7 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     st[n++] = (struct db_stmt){"INSERT INTO guard.decisions (login_id, account_id, action, event) "
                                "VALUES ($1, $2, $3, $4)",
                                pd, 4};
-    char salt[33], hash[CRYPTO_SHA256_HEX_LEN + 1], ttl[24], code[9];
+    char salt[33], hash[CRYPTO_SHA256_HEX_LEN + 1], ttl[24];
     const char *pc[5] = {account, login_id, salt, hash, ttl};
     const char *pe[4] = {account, login_id, country, json_string_value(json_object_get(out, "ip"))};
     if (strcmp(policy, "lock") == 0) {
@@ -703,7 +723,6 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         for (int i = 0; i < 16; i++) {
             snprintf(salt + 2 * i, 3, "%02x", raw[i]);
         }
-        unlock_code(g, account, login_id, code);
         code_hash(salt, code, hash);
         snprintf(ttl, sizeof(ttl), "%lld", config_int(g->cfg, "code_ttl_s"));
         st[n++] = (struct db_stmt){
@@ -734,7 +753,7 @@ static void guard_decide(void *ctx, struct delivery_item *it)
             item_db_fail(it, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);
             return;
         }
-        stored_decision(g, it, row_str(rows, 0, "event"), account, login_id);
+        stored_decision(it, row_str(rows, 0, "event"));
         json_decref(rows);
         return;
     }
@@ -743,10 +762,8 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         item_db_fail(it, rc, err);
         return;
     }
+    explicit_bzero(code, sizeof(code));
     cache_drop(g, account);
-    if (strcmp(policy, "lock") == 0) {
-        json_object_set_new(out, "code", json_string(code));
-    }
     metric_inc(g->m_actions);
     char trace_id[33];
     log_ev(LOG_LEVEL_INFO, trace_id_of(it->traceparent, trace_id), it->id,
@@ -1140,7 +1157,10 @@ int main(int argc, char **argv)
     g.cfg = app.cfg;
     g.auth_secret = config_str(app.cfg, "auth_secret");
     g.bus_secret = config_str(app.cfg, "bus_secret");
-    g.code_secret = config_str(app.cfg, "code_secret");
+    if (seal_keys_parse(config_str(app.cfg, "seal_keys"), &g.seal, err, sizeof(err)) != 0) {
+        log_error("seal_keys: %s", err);
+        goto out;
+    }
     if (policy_index(config_str(app.cfg, "default_policy")) < 0) {
         log_error("default_policy must be none, notify, kick, block_abroad or lock");
         goto out;
@@ -1204,6 +1224,7 @@ out:
     }
     pthread_rwlock_destroy(&g.mu);
     db_free(g.db);
+    seal_keys_free(g.seal);
     webpage_free(page);
     app_release(&app);
     return rc;

@@ -125,6 +125,7 @@ def test_dispatcher_killed_mid_flow_delivers_every_event():
     assert len(abroad) > LOGINS * 0.1, len(abroad)
 
     def kicked():
-        st, body, _ = harness.http("GET", p.url("gamesim") + "/v1/received")
+        st, body, _ = harness.http("GET", p.url("gamesim") + "/v1/received",
+                                   headers=product.GAMESIM_AUTH)
         return st == 200 and abroad <= {k.get("login_id") for k in body["kicks"]}
     harness.wait_for(kicked, 90, what=f"a kick for each of the {len(abroad)} logins from abroad")

@@ -14,6 +14,7 @@ import jsonschema
 
 import harness
 import pg
+import sealed
 
 SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/account.action.json"))
 
@@ -117,7 +118,9 @@ def test_each_policy_effect():
         assert body["login_id"] == ev["login_id"] and body["country"] == "US"
         assert body["session_id"] == "s-1" and body["channels"] == ["email", "sms", "ingame"]
         assert body["contacts"] == contacts
-        assert ("code" in body) == (action == "lock")
+        assert ("sealed_code" in body) == (action == "lock") and "code" not in body
+        if action == "lock":
+            code = sealed.unlock_code(body)
         jsonschema.validate(body, SCHEMA)
         s = status(svc, acct)
         assert s["locked"] is (action == "lock"), s
@@ -125,7 +128,7 @@ def test_each_policy_effect():
     # the code is never stored in clear
     rows = pg.cluster().psql(dbname(url), "SELECT event, hash FROM guard.decisions d "
                              "JOIN guard.codes c USING (account_id)")
-    assert len(rows) == 1 and '"code"' not in rows[0][0]
+    assert len(rows) == 1 and code not in rows[0][0] and code not in rows[0][1]
 
 
 def test_allowed_country_and_travel_until():
@@ -164,7 +167,7 @@ def test_redelivery_same_answer_no_second_code():
     assert rows[0][0] == "1"
     # a second login from abroad makes a new code; the old one is void
     st3, b3, _ = deliver(svc, login("r1", "US"))
-    assert st3 == 200 and b3["code"] != b1["code"]
+    assert st3 == 200 and sealed.unlock_code(b3) != sealed.unlock_code(b1)
 
 
 def unlock(svc, account, code, tok=None):
@@ -178,7 +181,7 @@ def test_unlock_with_code_and_wrong_codes():
     set_policy(svc, "u1", "lock")
     st, ev, _ = deliver(svc, login("u1", "CN"))
     assert st == 200 and status(svc, "u1")["locked"] is True
-    code = ev["code"]
+    code = sealed.unlock_code(ev)
     wrong = "00000000" if code != "00000000" else "11111111"
     st, body, _ = unlock(svc, "u1", wrong)
     assert st == 403 and body["attempts_left"] == 2
@@ -190,7 +193,7 @@ def test_unlock_with_code_and_wrong_codes():
 
     # attempts run out: even the right code is refused afterwards
     st, ev, _ = deliver(svc, login("u1", "CN"))
-    code = ev["code"]
+    code = sealed.unlock_code(ev)
     wrong = "00000000" if code != "00000000" else "11111111"
     assert unlock(svc, "u1", wrong)[0] == 403
     assert unlock(svc, "u1", wrong)[0] == 403
@@ -205,7 +208,7 @@ def test_code_expires():
     set_policy(svc, "e1", "lock")
     st, ev, _ = deliver(svc, login("e1", "CN"))
     pg.cluster().psql(dbname(url), "UPDATE guard.codes SET expires_at = now() - interval '1 s'")
-    assert unlock(svc, "e1", ev["code"])[0] == 410
+    assert unlock(svc, "e1", sealed.unlock_code(ev))[0] == 410
     assert status(svc, "e1")["locked"] is True
 
 
@@ -282,7 +285,7 @@ def test_batch_decides_each_login_and_redelivery_same_answer():
     action = body[1]
     assert action["action"] == "lock" and action["account_id"] == "b1", action
     assert action["login_id"] == abroad["login_id"] and action["country"] == "US"
-    assert "code" in action
+    assert len(sealed.unlock_code(action)) == 8
     jsonschema.validate(action, SCHEMA)
     assert status(svc, "b1")["locked"] is True
     # the same batch again (new batch element ids, as a redelivery by the bus may have): the same

@@ -6,6 +6,8 @@ dispatcher, PostgreSQL), started once for the module; each test uses accounts of
 enter through the publisher as a login server's would, and every effect is observed where the
 player, an attacker or support would see it."""
 import functools
+import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -151,3 +153,75 @@ def test_key_migrations_apply_on_an_existing_database():
         ("history.logins", "PRIMARY KEY (account_id, id, ts)")], keys
     assert pg.cluster().psql(db, "SELECT account_id FROM guard.decisions") == [["old-a"]]
     assert pg.cluster().psql(db, "SELECT account_id FROM history.logins") == [["old-a"]]
+
+
+# ---- item 3: unlock codes from a CSPRNG, sealed for notify, nowhere else in the clear ----
+
+def received(p, headers=product.GAMESIM_AUTH):
+    return harness.http("GET", f"{p.url('gamesim')}/v1/received", headers=headers)
+
+
+def ingame_code(p, acct):
+    """The unlock code in the in-game message the player was sent (waits for it)."""
+    def msgs():
+        st, body, _ = received(p)
+        assert st == 200, (st, body)
+        return [m for m in body["messages"] if m["account_id"] == acct]
+    found = harness.wait_for(msgs, 60, what=f"in-game message to {acct}")
+    codes = re.findall(r"(?:unlock code is|잠금 해제 코드:) ([0-9]{8})(?![0-9])", found[0]["text"])
+    assert len(codes) == 1, found
+    return codes[0]
+
+
+def lock(p, acct, ce_id=None):
+    set_policy(p, acct, "lock")
+    st, body = p.publish(product.login(acct, US_IP), ce_id=ce_id)
+    assert st == 202, (st, body)
+    return ingame_code(p, acct)
+
+
+def unlock(p, acct, code):
+    return harness.http("POST", f"{p.url('guard')}/v1/accounts/{acct}/unlock", {"code": code},
+                        headers=auth(token("player", acct)))
+
+
+@with_product
+def test_unlock_code_in_the_clear_nowhere_but_the_players_message(p):
+    acct = account("sealed")
+    code = lock(p, acct)
+    # every topic, dead letters included, read from the beginning: values, keys and headers
+    for topic in product.bus_topics():
+        out = harness.kcat(["-C", "-b", p.broker.bootstrap, "-t", topic, "-o", "beginning",
+                            "-e", "-q", "-f", "%k %h %s\n"])
+        assert code.encode() not in out, f"the unlock code is readable in topic {topic}"
+    # the account.action event carries it sealed (notify opened it; nobody else can)
+    out = harness.kcat(["-C", "-b", p.broker.bootstrap, "-t", "account.action", "-o",
+                        "beginning", "-e", "-q", "-f", "%s\n"]).decode()
+    assert re.search(r'"sealed_code":"v1\.dev\.[A-Za-z0-9_-]+"', out), out[-500:]
+    # no process logged it; gamesim's recordings need its admin token
+    for proc in p.svc.values():
+        assert code not in proc.log(), f"the unlock code is in the log of {proc.name}"
+    st, body, _ = received(p, headers={})
+    assert st == 401 and code not in str(body), (st, body)
+    # and it is the real code
+    assert unlock(p, acct, code)[0] == 200
+
+
+def offline_code(account_id, login_id, secret="dev-only-guard-code-secret"):
+    """The code as a33fd25 derived it: HMAC of the account and the caller-chosen ce-id."""
+    mac = hmac.new(secret.encode(), f"unlock\n{account_id}\n{login_id}".encode(),
+                   hashlib.sha256).hexdigest()
+    return "%08d" % (int(mac[:16], 16) % 100000000)
+
+
+@with_product
+def test_unlock_code_not_computable_from_the_event_id(p):
+    acct = account("offline")
+    ce_id = str(uuid.uuid4())
+    code = lock(p, acct, ce_id=ce_id)
+    guess = offline_code(acct, ce_id)
+    assert guess != code
+    st, body, _ = unlock(p, acct, guess)
+    assert st == 403 and body["error"] == "wrong_code", (st, body)
+    assert support_account(p, acct)["locked"] is True
+    assert unlock(p, acct, code)[0] == 200
