@@ -35,6 +35,7 @@
 #include "crypto.h"
 #include "db.h"
 #include "delivery.h"
+#include "geo.h"
 #include "http_server.h"
 #include "ids.h"
 #include "log.h"
@@ -45,6 +46,12 @@
 #define ID_MAX 128
 #define CACHE_BUCKETS 65536u
 #define MAX_ALLOWED 64
+
+/* SHA-256 of the development status token "dev-status-token" (docs/services/guard.md). */
+#define GUARD_DEV_STATUS_TOKENS                                                                   \
+    "dev-login-servers:16c99ebb2810c6df9c889c569c0954f906ef282f9ac5b341b5a1288f7ad7b965"
+#define STATUS_CLIENTS_MAX 32
+#define STATUS_CLIENT_NAME_MAX 64
 
 static const struct config_def GUARD_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8103", 0, 256, 0, NULL, "HTTP listen address"},
@@ -60,6 +67,14 @@ static const struct config_def GUARD_CONFIG[] = {
      "CODE_SEAL_KEYS",
      "Keys sealing the codes guard sends through notify, kid:secret[,kid:secret] (the first "
      "seals; notify holds the same ring; the default is for development only)"},
+    {"status_tokens", CONFIG_STRING, GUARD_DEV_STATUS_TOKENS, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
+     NULL,
+     "Service tokens of the status API, name:sha256hex[,name:sha256hex] (SHA-256 of each "
+     "client's bearer token; the default holds the development token dev-status-token)"},
+    {"geoip_db", CONFIG_STRING, "var/geoip/geo-whois-asn-country.mmdb", 1, 4096, 0, NULL,
+     "MaxMind-format database giving the status API the country of ?ip= (as ipcheck's)"},
+    {"geoip_reload_check_ms", CONFIG_INT, "5000", 50, 3600000, 0, NULL,
+     "How often the GeoIP database file is checked for replacement"},
     {"home_countries", CONFIG_STRING, "KR", 0, 1024, 0, NULL,
      "Comma-separated ISO alpha-2 countries that never trigger a policy"},
     {"default_policy", CONFIG_STRING, "none", 0, 32, 0, NULL,
@@ -94,8 +109,17 @@ struct entry {
     char id[];
 };
 
+/* A client of the status API (a login server fleet): its name and its token's SHA-256 (hex). */
+struct status_client {
+    char name[STATUS_CLIENT_NAME_MAX + 1];
+    char sha256[CRYPTO_SHA256_HEX_LEN + 1];
+};
+
 struct guard {
     struct db *db;
+    struct geo *geo; /* country of the status API's ?ip= */
+    struct status_client clients[STATUS_CLIENTS_MAX];
+    int n_clients;
     const struct config *cfg;
     const char *auth_secret, *bus_secret;
     struct seal_keys *seal; /* seals unlock codes for notify */
@@ -260,33 +284,30 @@ static json_t *home_json(struct guard *g)
 
 /* ---- GET /v1/accounts/{id}/status ---- */
 
-static void handle_status(struct http_exchange *ex, void *arg)
+/* The account's status JSON (heap, caller frees) from the cache, or loaded and cached. Returns
+ * DB_OK, or a db error with err filled. */
+static int status_text(struct guard *g, const char *id, char **out, char *err, size_t err_len)
 {
-    struct guard *g = arg;
-    const char *id = http_param(ex, 0);
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
     long long now = (long long)time(NULL);
+    *out = NULL;
     pthread_rwlock_rdlock(&g->mu);
     for (struct entry *e = g->buckets[hash_id(id)]; e; e = e->next) {
         if (strcmp(e->id, id) == 0 && (e->expires == 0 || e->expires > now)) {
-            http_respond(ex, 200, NULL, e->status, strlen(e->status));
-            pthread_rwlock_unlock(&g->mu);
-            metric_inc(g->m_status_hit);
-            return;
+            *out = xstrdup(e->status);
+            break;
         }
     }
     pthread_rwlock_unlock(&g->mu);
+    if (*out) {
+        metric_inc(g->m_status_hit);
+        return DB_OK;
+    }
     metric_inc(g->m_status_miss);
 
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
+    int rc = load_account(g, id, &acct, &allowed, err, err_len);
     if (rc != DB_OK) {
-        db_fail(ex, rc, err);
-        return;
+        return rc;
     }
     long long expires;
     const char *policy = acct_policy(g, acct);
@@ -325,8 +346,143 @@ static void handle_status(struct http_exchange *ex, void *arg)
         g->n_cached++;
     }
     pthread_rwlock_unlock(&g->mu);
-    http_respond(ex, 200, NULL, text, strlen(text));
+    *out = text;
+    return DB_OK;
+}
+
+/* Whether a login from country would be admitted now, by the status st (the cached JSON, parsed):
+ * sets "admit", "reason" (null, "locked" or "blocked_abroad") and "retry_after" (null: the answer
+ * changes only by the player's or support's action, not by waiting). */
+static void status_admit(struct guard *g, json_t *st, const char *country)
+{
+    const char *reason = NULL;
+    if (json_is_true(json_object_get(st, "locked"))) {
+        reason = "locked";
+    } else if (json_is_true(json_object_get(st, "blocked_abroad"))) {
+        int ok = strcmp(country, GEO_UNKNOWN) == 0 && config_bool(g->cfg, "ignore_unknown_country");
+        for (int i = 0; !ok && i < g->n_home; i++) {
+            ok = strcmp(country, g->home[i]) == 0;
+        }
+        json_t *allowed = json_object_get(st, "allowed_countries");
+        for (size_t i = 0; !ok && i < json_array_size(allowed); i++) {
+            const char *c = json_string_value(json_object_get(json_array_get(allowed, i), "country"));
+            ok = c && strcmp(c, country) == 0; /* expired ones are not cached (entry expires) */
+        }
+        reason = ok ? NULL : "blocked_abroad";
+    }
+    json_object_set_new(st, "admit", json_boolean(reason == NULL));
+    json_object_set_new(st, "reason", reason ? json_string(reason) : json_null());
+    json_object_set_new(st, "retry_after", json_null());
+}
+
+/* The status API's caller: a status client (service token), or a player of that account or
+ * staff (JWT). Answers 401 for a missing, malformed or unknown token, 403 for a valid token
+ * without the right to this account; returns 1 for a status client, 0 for a player or staff,
+ * -1 when answered. */
+static int authorize_status(struct guard *g, struct http_exchange *ex, const char *id)
+{
+    const char *tok = http_bearer(ex);
+    if (!tok || !*tok || strlen(tok) > 4096) {
+        http_respond_error(ex, 401, "unauthorized", NULL, "a valid bearer token is required");
+        return -1;
+    }
+    char h[CRYPTO_SHA256_HEX_LEN + 1];
+    crypto_sha256_hex(tok, strlen(tok), h);
+    int known = 0;
+    for (int i = 0; i < g->n_clients; i++) { /* every one compared: the time tells nothing */
+        known |= crypto_equal(h, CRYPTO_SHA256_HEX_LEN, g->clients[i].sha256,
+                              CRYPTO_SHA256_HEX_LEN);
+    }
+    if (known) {
+        return 1;
+    }
+    struct auth_identity who;
+    char err[256];
+    if (auth_verify(g->auth_secret, tok, &who, err, sizeof(err)) != 0) {
+        http_respond_error(ex, 401, "unauthorized", NULL, "a valid bearer token is required");
+        return -1;
+    }
+    if (who.role == AUTH_STAFF || (who.role == AUTH_PLAYER && strcmp(who.subject, id) == 0)) {
+        return 0;
+    }
+    http_respond_error(ex, 403, "forbidden", NULL, "this token may not read this account");
+    return -1;
+}
+
+/* GET /v1/accounts/{id}/status[?ip=ADDR]: the account's state; with ip, whether a login from
+ * there would be admitted now (for login servers, which need no GeoIP database of their own). */
+static void handle_status(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    int caller = authorize_status(g, ex, id);
+    if (caller < 0) {
+        return;
+    }
+    const char *ip = http_query(ex, "ip");
+    char country[3];
+    if (ip && (strlen(ip) > 64 || geo_country(g->geo, ip, country) != 0)) {
+        http_respond_error(ex, 400, "bad_ip", NULL, "ip must be an IPv4 or IPv6 address");
+        return;
+    }
+    char *text = NULL, err[512];
+    int rc = status_text(g, id, &text, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    if (!ip && caller == 0) { /* the player's or staff's view, as cached */
+        http_respond(ex, 200, NULL, text, strlen(text));
+        free(text);
+        return;
+    }
+    json_error_t jerr;
+    json_t *st = json_loads(text, 0, &jerr);
     free(text);
+    if (!st) {
+        http_respond_error(ex, 500, "internal", NULL, "status unreadable");
+        return;
+    }
+    if (ip) {
+        json_object_set_new(st, "ip", json_string(ip));
+        json_object_set_new(st, "country", json_string(country));
+        status_admit(g, st, country);
+    }
+    if (caller == 1) { /* a login server needs the verdict, not the player's settings or trips */
+        json_object_del(st, "policy");
+        json_object_del(st, "home_countries");
+        json_object_del(st, "allowed_countries");
+    }
+    http_respond_json(ex, 200, st);
+}
+
+/* Parses status_tokens ("name:sha256hex[,...]") into g->clients. */
+static int parse_status_clients(struct guard *g, const char *spec)
+{
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *colon = memchr(p, ':', len);
+        size_t name_len = colon ? (size_t)(colon - p) : 0;
+        size_t hash_len = colon ? len - name_len - 1 : 0;
+        if (!colon || name_len == 0 || name_len > STATUS_CLIENT_NAME_MAX ||
+            hash_len != CRYPTO_SHA256_HEX_LEN || strspn(colon + 1, "0123456789abcdef") < hash_len ||
+            g->n_clients == STATUS_CLIENTS_MAX) {
+            log_error("status_tokens: entry %d is not name:<64 lowercase hex digits> (at most %d)",
+                      g->n_clients + 1, STATUS_CLIENTS_MAX);
+            return -1;
+        }
+        struct status_client *c = &g->clients[g->n_clients++];
+        memcpy(c->name, p, name_len);
+        memcpy(c->sha256, colon + 1, CRYPTO_SHA256_HEX_LEN);
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
 }
 
 /* ---- tokens ---- */
@@ -1165,7 +1321,13 @@ int main(int argc, char **argv)
         log_error("default_policy must be none, notify, kick, block_abroad or lock");
         goto out;
     }
-    if (parse_home(&g, config_str(app.cfg, "home_countries")) != 0) {
+    if (parse_home(&g, config_str(app.cfg, "home_countries")) != 0 ||
+        parse_status_clients(&g, config_str(app.cfg, "status_tokens")) != 0) {
+        goto out;
+    }
+    g.geo = geo_new(config_str(app.cfg, "geoip_db"), err, sizeof(err));
+    if (!g.geo) {
+        log_error("geoip_db: %s", err);
         goto out;
     }
     g.m_actions = metrics_counter("guard_actions_total", "Logins that triggered a policy", NULL);
@@ -1214,10 +1376,19 @@ int main(int argc, char **argv)
     }
     log_info("guard listening on %s%s", opts.listen,
              g.bus_secret && *g.bus_secret ? ", signatures required" : "");
-    app_run(&app);
+    long check_ms = (long)config_int(app.cfg, "geoip_reload_check_ms");
+    while (!app_wait_stop_for(&app, check_ms)) {
+        int r = geo_reload_if_changed(g.geo, err, sizeof(err));
+        if (r == 1) {
+            log_info("GeoIP database reloaded");
+        } else if (r < 0) {
+            log_warn("GeoIP reload skipped: %s", err);
+        }
+    }
     rc = 0;
 out:
     http_server_free(srv, 2000);
+    geo_free(g.geo);
     if (g.buckets) {
         cache_clear_locked(&g);
         free(g.buckets);

@@ -149,7 +149,8 @@ def emails_to(p, acct):
 
 
 def status(p, acct):
-    st, body, _ = harness.http("GET", f"{p.url('guard')}/v1/accounts/{acct}/status")
+    st, body, _ = harness.http("GET", f"{p.url('guard')}/v1/accounts/{acct}/status",
+                               headers=auth(token("staff", "e2e-sam")))
     assert st == 200, (st, body)
     return body
 

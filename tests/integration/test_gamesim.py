@@ -69,7 +69,7 @@ def test_loginsim_posts_at_rate_and_backs_off():
     url, _ = harness.ctx().serve(publisher)
     p = harness.ctx().start("loginsim", http=False, config={
         "publisher_url": url + "/v1/topics/login/events", "rate": 200, "count": 40,
-        "accounts": 5, "abroad_share": 0.5, "threads": 2})
+        "accounts": 5, "abroad_share": 0.5, "threads": 2, "status_url": ""})
     harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
     assert p.popen.returncode == 0, p.log()
     assert len(got) == 40
@@ -97,7 +97,7 @@ def test_loginsim_batches_gather_logins_under_one_id():
     ids = harness.ctx().path("ids.txt")
     p = harness.ctx().start("loginsim", http=False, config={
         "publisher_url": url + "/v1/topics/login/events", "rate": 500, "count": 30,
-        "batch": 7, "threads": 2, "ids_file": ids})
+        "batch": 7, "threads": 2, "ids_file": ids, "status_url": ""})
     harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
     assert p.popen.returncode == 0, p.log()
     assert all(path == "/v1/topics/login/batch" for path, _, _ in got)

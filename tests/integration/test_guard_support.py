@@ -156,12 +156,13 @@ def test_lock_history_records_locks_and_both_unlocks():
 def test_cors_allowed_origin_unknown_origin_and_preflight():
     svc = start(pg.fresh_db())
     path = svc.url + "/v1/accounts/c1/status"
-    st, _, h = harness.http("GET", path, headers={"Origin": PAGE_ORIGIN})
+    tok = auth(token("player", "c1"))
+    st, _, h = harness.http("GET", path, headers=dict(tok, Origin=PAGE_ORIGIN))
     assert st == 200 and h.get("access-control-allow-origin") == PAGE_ORIGIN
     assert "Origin" in h.get("vary", "")
-    st, _, h = harness.http("GET", path, headers={"Origin": "http://evil.example"})
+    st, _, h = harness.http("GET", path, headers=dict(tok, Origin="http://evil.example"))
     assert st == 200 and "access-control-allow-origin" not in h
-    st, _, h = harness.http("GET", path)
+    st, _, h = harness.http("GET", path, headers=tok)
     assert "access-control-allow-origin" not in h
     # errors carry the header too, so the page can read them
     st, _, h = harness.http("GET", svc.url + "/v1/support/audit", headers={"Origin": PAGE_ORIGIN})

@@ -167,7 +167,8 @@ def test_player_page_history_settings_and_unlock():
     wrong = "00000000" if code != "00000000" else "11111111"
     browser.run("player", {"URL": p.history_url + "/", "ACCOUNT": acct, "TOKEN": tok,
                            "PHASE": "unlock", "CODE": code, "WRONG_CODE": wrong})
-    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status")
+    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status",
+                                 headers=auth(token("staff", "st-sam")))
     assert st == 200 and status["locked"] is False
 
 
@@ -185,7 +186,8 @@ def test_support_console_find_and_unlock_with_reason():
     browser.run("support", {"URL": p.guard_url + "/support/", "ACCOUNT": acct,
                             "STAFF_TOKEN": token("staff", "alice"), "STAFF": "alice",
                             "PLAYER_TOKEN": token("player", acct), "REASON": reason})
-    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status")
+    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status",
+                                 headers=auth(token("staff", "st-sam")))
     assert st == 200 and status["locked"] is False
     st, body, _ = harness.http("GET", f"{p.guard_url}/v1/support/audit?account_id={acct}",
                                headers=auth(token("staff", "bob")))

@@ -108,7 +108,7 @@ class Product:
             "gamesim": {},
             "ipcheck": {"geoip_db": GEOIP_DB},
             "history": {"database_url": db_url},
-            "guard": {"database_url": db_url, "home_countries": "KR"},
+            "guard": {"database_url": db_url, "home_countries": "KR", "geoip_db": GEOIP_DB},
             "notify": {"database_url": db_url, "outbox_dir": self.outbox,
                        "sms_url": urls["gamesim"] + "/v1/sms", "game_url": urls["gamesim"],
                        "provider_timeout_ms": 2000},

@@ -225,3 +225,58 @@ def test_unlock_code_not_computable_from_the_event_id(p):
     assert st == 403 and body["error"] == "wrong_code", (st, body)
     assert support_account(p, acct)["locked"] is True
     assert unlock(p, acct, code)[0] == 200
+
+
+# ---- item 5: the status API takes a token and tells login servers whom to admit ----
+
+@with_product
+def test_status_api_without_a_token_is_401(p):
+    acct = account("status")
+    set_policy(p, acct, "block_abroad", allowed=[{"country": "JP",
+                                                   "until": "2099-01-01T00:00:00Z"}])
+    url = f"{p.url('guard')}/v1/accounts/{acct}/status"
+    for headers in ({}, auth("dev-login-token"), auth("guess"), auth(token("player", "other"))):
+        st, body, _ = harness.http("GET", url + "?ip=8.8.8.8", headers=headers)
+        assert st in (401, 403) and "allowed_countries" not in body, (headers, st, body)
+        assert "JP" not in str(body)
+    assert harness.http("GET", url)[0] == 401
+    st, body, _ = harness.http("GET", url + "?ip=8.8.8.8", headers=auth("dev-status-token"))
+    assert st == 200 and (body["admit"], body["reason"]) == (False, "blocked_abroad"), body
+    assert "allowed_countries" not in body  # a login server does not learn the player's trips
+
+
+def run_loginsim(p, count, abroad_share):
+    sim = harness.ctx().start("loginsim", http=False, config={
+        "publisher_url": p.publisher.url + "/v1/topics/login/events",
+        "status_url": p.url("guard"), "rate": 200, "count": count, "accounts": 1,
+        "abroad_share": abroad_share, "threads": 2})
+    harness.wait_for(lambda: sim.popen.poll() is not None, 60, what="loginsim finished")
+    assert sim.popen.returncode == 0, sim.log()
+    summary = [line for line in sim.log().splitlines() if line.startswith('{"accepted"')]
+    assert len(summary) == 1, sim.log()
+    import json
+    return json.loads(summary[0])
+
+
+@with_product
+def test_loginsim_refuses_what_guard_refuses(p):
+    acct = "user-00001"  # loginsim's only account with accounts = 1 (no other test uses it)
+    set_policy(p, acct, "lock")
+    st, body = p.publish(product.login(acct, US_IP))
+    assert st == 202, (st, body)
+    harness.wait_for(lambda: support_account(p, acct)["locked"], 60, what=f"{acct} locked")
+    before = len(history_now(p, acct))
+    out = run_loginsim(p, 20, 0.5)
+    assert (out["accepted"], out["refused"], out["failed"]) == (0, 20, 0), out
+    # unlocked and blocked abroad: the home logins pass, the ones from abroad do not
+    st, body, _ = harness.http("POST", f"{p.url('guard')}/v1/support/accounts/{acct}/unlock",
+                               {"reason": "test"}, headers=auth(token("staff", "sec-sam")))
+    assert st == 200, (st, body)
+    set_policy(p, acct, "block_abroad")
+    out = run_loginsim(p, 40, 0.5)
+    assert out["accepted"] + out["refused"] == 40 and out["failed"] == 0, out
+    assert out["accepted"] > 0 and out["refused"] > 0, out
+    harness.wait_for(lambda: len(history_now(p, acct)) == before + out["accepted"], 60,
+                     what="the admitted logins in history")
+    rows = history_now(p, acct).values()
+    assert sum(r["country"] != "KR" for r in rows) == 1, rows  # only the login that locked it
