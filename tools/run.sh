@@ -250,7 +250,8 @@ cat <<EOF
   Lock on logins from abroad, then look at the status:
     curl -s -X PUT -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
       -d '{"action":"lock","channels":["email"]}' http://127.0.0.1:8103/v1/accounts/alice/policy
-    curl -s http://127.0.0.1:8103/v1/accounts/alice/status
+    curl -s -H 'Authorization: Bearer dev-status-token' \\
+      'http://127.0.0.1:8103/v1/accounts/alice/status?ip=8.8.8.8'   # as a login server asks
   Unlock as support staff:
     STAFF=\$(bin/mktoken staff sam)
     curl -s -X POST -H "Authorization: Bearer \$STAFF" -H 'Content-Type: application/json' \\
@@ -258,7 +259,8 @@ cat <<EOF
   Bus routes (admin token): curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:8081/v1/routes
   Metrics of any process: http://127.0.0.1:<port>/metrics
   An event's journey: bin/busctl trace EVENT_ID   (every delivery: LOG_LEVEL=debug make run)
-  Emails: var/outbox/   in-game messages and kicks: http://127.0.0.1:8109/v1/received
+  Emails: var/outbox/   in-game messages and kicks (gamesim's admin token):
+    curl -s -H 'Authorization: Bearer dev-only-gamesim-admin-token' http://127.0.0.1:8109/v1/received
 
 EOF
 

@@ -225,7 +225,8 @@ static void handle_logins(struct http_exchange *ex, void *arg)
         "SELECT l.id, to_char(l.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, "
         "l.ip, l.country, l.server, a.action, "
         "(extract(epoch FROM l.ts) * 1000000)::bigint AS us "
-        "FROM history.logins l LEFT JOIN history.actions a ON a.login_id = l.id "
+        "FROM history.logins l LEFT JOIN history.actions a "
+        "ON a.account_id = l.account_id AND a.login_id = l.id "
         "WHERE l.account_id = $1 AND ($3::bigint IS NULL OR (l.ts, l.id) < "
         "(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::text)) "
         "ORDER BY l.ts DESC, l.id DESC LIMIT $2::int",
