@@ -8,9 +8,13 @@
 #   tools/pg.sh status [DIR]          exit 0 when running
 #   tools/pg.sh url    [DIR] [PORT]   prints the DATABASE_URL of the cluster (with the password)
 #
-# Defaults: DIR=var/pg, PORT=55432 (env PG_DIR / PG_PORT also work); PG_DURABLE=1 at init keeps
-# fsync and synchronous commits on (otherwise off: fast, not crash-safe). DEVELOPMENT ONLY:
-# production points the product at a real server with DATABASE_URL (e.g.
+# Defaults: DIR=var/pg, PORT=55432 (env PG_DIR / PG_PORT also work). Durable: fsync,
+# full_page_writes and synchronous_commit on, given on the server's command line at every start
+# (so a cluster made by an older pg.sh, whose postgresql.conf says "fsync = off", is durable
+# too). PG_FSYNC=off trades fsync and full_page_writes for speed (tests: survives a process
+# crash, not a power loss; PG_DURABLE=0 is its old name); synchronous commits stay on whatever is
+# asked, and lib/db.c sets them on every connection anyway. DEVELOPMENT ONLY: production points
+# the product at a real server with DATABASE_URL (e.g.
 # postgresql://bus:PASSWORD@db.example:5432/bus) and never runs this script.
 #
 # Security (docs/security.md): the cluster listens on 127.0.0.1 and on a socket in DIR/sock
@@ -118,32 +122,18 @@ do_init() {
             exit 1
         }
         write_hba
-        # Tests and `make run` trade durability for speed (a crash of the machine may lose
-        # the last commits); PG_DURABLE=1 keeps PostgreSQL's durable defaults (the product
-        # benchmark uses it, like production).
-        if [ "${PG_DURABLE:-0}" = 1 ]; then
-            DURABILITY="# PG_DURABLE=1: fsync, synchronous_commit and full_page_writes on"
-        else
-            DURABILITY="fsync = off
-synchronous_commit = off
-full_page_writes = off"
-        fi
         cat >>"$DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$SOCK'
 unix_socket_permissions = 0700
 password_encryption = 'scram-sha-256'
-$DURABILITY
 max_connections = 200
 EOF
         [ "$(id -u)" = 0 ] && chown postgres: "$DATA/pg_hba.conf" "$DATA/postgresql.conf"
-        NEW=1
     elif grep -q trust "$DATA/pg_hba.conf"; then
         # A cluster of an older pg.sh: set the superuser's password while trust still lets us
         # in, then require passwords (provision fixes the role bus).
         OLD_TRUST=1
-    else
-        NEW=0
     fi
 }
 
@@ -156,13 +146,24 @@ SELECT 'CREATE DATABASE bus OWNER bus' WHERE NOT EXISTS (SELECT 1 FROM pg_databa
 EOF
 }
 
+url() {
+    echo "postgresql://bus:$(cat "$BUS_PW")@127.0.0.1:$PORT/bus"
+}
+
 do_start() {
     OLD_TRUST=0
     do_init
     if as_pg "$PG_CTL" -D "$DATA" status >/dev/null 2>&1; then
         return 0
     fi
-    as_pg "$PG_CTL" -D "$DATA" -l "$LOG" -o "-p $PORT -k $SOCK" -w -t 60 start >/dev/null || {
+    # fsync: see the header. `pg_ctl restart` reuses these options (postmaster.opts).
+    FSYNC=on
+    if [ "${PG_FSYNC:-on}" = off ] || [ "${PG_DURABLE:-1}" = 0 ]; then
+        FSYNC=off
+    fi
+    DURABILITY="-c fsync=$FSYNC -c full_page_writes=$FSYNC -c synchronous_commit=on"
+    as_pg "$PG_CTL" -D "$DATA" -l "$LOG" -o "-p $PORT -k $SOCK $DURABILITY" -w -t 60 start \
+        >/dev/null || {
         tail -n 30 "$LOG" >&2
         exit 1
     }
@@ -173,10 +174,6 @@ do_start() {
         as_pg "$PG_CTL" -D "$DATA" reload >/dev/null
     fi
     provision
-}
-
-url() {
-    echo "postgresql://bus:$(cat "$BUS_PW")@127.0.0.1:$PORT/bus"
 }
 
 case "$cmd" in

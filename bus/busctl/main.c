@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "buildinfo.h"
 #include "busconf.h"
 #include "dlq.h"
 #include "http_client.h"
@@ -468,6 +469,10 @@ int main(int argc, char **argv)
     if (argc < 2)
         return usage();
     const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0) {
+        buildinfo_print(stdout, "busctl");
+        return 0;
+    }
     const char *dir = argc > 2 && argv[2][0] != '-' ? argv[2] : "config/bus";
     if (strcmp(cmd, "validate") == 0)
         return cmd_validate(dir);

@@ -451,17 +451,34 @@ int main(int argc, char **argv)
     log_info("signal %d: stopping %zu routes", sig, d.n_routes);
     rc = 0;
 out:
-    /* Routes first (they finish deliveries through the pool and producer), then the server. */
+    /* Everything ends within shutdown_timeout_ms, whatever the broker and the endpoints do
+     * (issue 21): every route stops at once (not one after the other), by the deadline less a
+     * tail for the producer's last acknowledgements; routes with callbacks still due are freed
+     * after the pool and the producer, whose freeing runs those callbacks. */
+    long long stop_at = app_now_ms();
+    long long budget = (long long)config_int(cfg, "shutdown_timeout_ms");
+    long long tail = budget / 5 < 1000 ? budget / 5 : 1000;
     pthread_mutex_lock(&d.lock);
     for (size_t i = 0; i < d.n_routes; i++)
-        route_stop(d.routes[i], (long)config_int(cfg, "shutdown_timeout_ms"));
+        route_stop_begin(d.routes[i], stop_at + budget - tail);
+    struct route **late = xcalloc(d.n_routes + 1, sizeof *late);
+    size_t n_late = 0;
+    for (size_t i = 0; i < d.n_routes; i++) {
+        struct route *r = route_stop_end(d.routes[i], true);
+        if (r)
+            late[n_late++] = r;
+    }
     free(d.routes);
     d.routes = NULL;
     d.n_routes = 0;
     pthread_mutex_unlock(&d.lock);
-    http_server_free(srv, 1000);
-    kafka_producer_free(d.env.producer, 2000);
+    http_server_free(srv, 200);
+    long long left = stop_at + budget - app_now_ms();
+    kafka_producer_free(d.env.producer, left > 0 ? (int)left : 0);
     http_pool_free(d.env.pool);
+    for (size_t i = 0; i < n_late; i++)
+        route_free_late(late[i]);
+    free(late);
     busconf_free(d.bus);
     pthread_mutex_destroy(&d.replay_lock);
     pthread_mutex_destroy(&d.lock);

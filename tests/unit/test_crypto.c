@@ -1,5 +1,5 @@
-/* test_crypto.c - SHA-256, HMAC-SHA256 (RFC 4231 vectors), X-Bus-Signature, constant-time
- * comparison. */
+/* test_crypto.c - SHA-256, HMAC-SHA256 (RFC 4231 vectors), Standard Webhooks signatures,
+ * constant-time comparison. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -13,9 +13,14 @@
 #include <string.h>
 
 #include "auth.h"
+#include "buildinfo.h"
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        buildinfo_print(stdout, "mktoken");
+        return 0;
+    }
     if (argc != 3 || (strcmp(argv[1], "player") != 0 && strcmp(argv[1], "staff") != 0)) {
         fprintf(stderr, "usage: mktoken player ACCOUNT_ID | staff NAME\n"
                         "  signs with env AUTH_SECRET (with BUS_ENV=development: the development "
