@@ -497,7 +497,7 @@ void config_write_markdown(const struct config_def *defs, const char *env_prefix
         md_cell(out, d->description ? d->description : "");
         if (d->flags & CONFIG_KEY)
             fputs(" (secret key: in production required, at least 32 bytes, not the development "
-                  "value; several keys separated by spaces; also `_FILE`)",
+                  "value; a list: items separated by spaces or commas; also `_FILE`)",
                   out);
         else if (is_secret(d))
             fputs(" (secret; also `_FILE`)", out);

@@ -3,6 +3,7 @@
 Deliveries are POSTed as the dispatcher would (harness.delivery_headers); each test gets a fresh
 database in the run's private PostgreSQL cluster (tests/lib/pg.py)."""
 import datetime
+import hashlib
 import json
 import subprocess
 import time
