@@ -176,6 +176,9 @@ def main():
     # The repo's bus config signs every route with ${BUS_SIGNING_SECRET}: tests run with a
     # test secret unless the caller gives one.
     os.environ.setdefault("BUS_SIGNING_SECRET", "test-signing-secret")
+    # Everything the tests start (processes, busctl, mktoken) runs in development mode
+    # (docs/security.md); tests/security starts processes in production on purpose.
+    os.environ.setdefault("BUS_ENV", "development")
 
     passes = [("", args.bin, args.build, 1)]
     if not args.no_asan:

@@ -2,7 +2,9 @@
  *
  * main reads the configuration, opens the log (recovering it), starts the admin HTTP server
  * (/healthz, /readyz, /metrics) and runs the Kafka event loop on its own thread until SIGTERM or
- * SIGINT; then it stops the loop, which syncs the log before returning. */
+ * SIGINT; then it stops the loop, which syncs the log before returning. SIGHUP reloads the users
+ * and ACL files. `bus-broker --scram-user NAME` prints a users-file entry for the password read
+ * from stdin and exits. */
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,6 +15,7 @@
 #include "alloc.h"
 #include "app.h"
 #include "broker.h"
+#include "crypto_scram.h"
 #include "http_server.h"
 #include "log.h"
 
@@ -35,7 +38,8 @@ static const struct config_def BROKER_CONFIG[] = {
     {"default_partitions", CONFIG_INT, "4", 1, 10000, 0, NULL,
      "Partitions of an auto-created topic and of CreateTopics with -1 partitions."},
     {"auto_create_topics", CONFIG_BOOL, "true", 0, 0, 0, NULL,
-     "Create a topic when a client asks for its metadata (like Kafka's auto.create.topics.enable)."},
+     "Create a topic when a client asks for its metadata (like Kafka's auto.create.topics.enable). "
+     "Unset: true in development, false in production (BUS_ENV)."},
     {"retention_ms", CONFIG_INT, "604800000", -1, 1e15, 0, NULL,
      "Default retention by age in ms (-1 = forever); whole segments are deleted."},
     {"retention_bytes", CONFIG_INT, "-1", -1, 1e15, 0, NULL,
@@ -55,6 +59,15 @@ static const struct config_def BROKER_CONFIG[] = {
     {"topics", CONFIG_STRING, "", 0, 65536, 0, NULL,
      "Topics to create at start when missing: \"name:partitions,name2:partitions\" (the bus "
      "normally creates its topics with busctl apply)."},
+    {"sasl.users_file", CONFIG_STRING, "", 0, 4000, 0, NULL,
+     "JSON file of SCRAM credentials (bus-broker --scram-user NAME makes an entry); reloaded on "
+     "SIGHUP. Empty = no users."},
+    {"sasl.required", CONFIG_BOOL, "false", 0, 0, 0, NULL,
+     "Refuse every request but ApiVersions and SASL before authentication. Unset: false in "
+     "development, true in production (BUS_ENV)."},
+    {"sasl.plain", CONFIG_BOOL, "false", 0, 0, 0, NULL,
+     "Also offer SASL PLAIN (checked against the SCRAM credentials; the password crosses the "
+     "network in clear: only behind TLS or on loopback)."},
     {"http.listen", CONFIG_STRING, "127.0.0.1:9093", 0, 200, 0, NULL,
      "Admin HTTP listener: /healthz, /readyz, /metrics. Empty = none."},
     CONFIG_DEF_END,
@@ -89,6 +102,79 @@ static int create_topics(struct broker *b, const char *list)
     return rc;
 }
 
+/* The product's mode: production unless BUS_ENV=development (docs/security.md). Kept in one
+ * function so it can move to lib/app's mode helper. */
+static int is_production(void)
+{
+    const char *env = getenv("BUS_ENV");
+    return !env || strcmp(env, "development") != 0;
+}
+
+/* Whether key was given in the config file (flat "a.b" or nested {"a": {"b": ...}}) or in the
+ * environment (BROKER_A_B): a key whose default depends on the mode keeps an explicit value. */
+static int is_set(struct config *cfg, const char *key)
+{
+    char env[128];
+    size_t k = (size_t)snprintf(env, sizeof env, "BROKER_");
+    for (const char *p = key; *p && k + 1 < sizeof env; p++)
+        env[k++] = (*p == '.' || *p == '-') ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    env[k] = 0;
+    if (getenv(env))
+        return 1;
+    json_t *file = config_json(cfg);
+    if (!file)
+        return 0;
+    if (json_object_get(file, key))
+        return 1;
+    const char *dot = strchr(key, '.');
+    if (!dot)
+        return 0;
+    char head[64];
+    snprintf(head, sizeof head, "%.*s", (int)(dot - key), key);
+    json_t *sub = json_object_get(file, head);
+    return json_is_object(sub) && json_object_get(sub, dot + 1) != NULL;
+}
+
+static int mode_bool(struct config *cfg, const char *key, int production_default)
+{
+    if (is_set(cfg, key) || !is_production())
+        return config_bool(cfg, key);
+    return production_default;
+}
+
+/* bus-broker --scram-user NAME [ITERATIONS]: reads the password (first line of stdin) and
+ * prints the users-file entry with both SCRAM mechanisms. */
+static int scram_user_main(int argc, char **argv)
+{
+    if (argc < 3 || argc > 4) {
+        fprintf(stderr, "usage: bus-broker --scram-user NAME [ITERATIONS] < password\n");
+        return 2;
+    }
+    int iterations = argc == 4 ? atoi(argv[3]) : 8192;
+    char pw[1024];
+    if (!fgets(pw, sizeof pw, stdin)) {
+        fprintf(stderr, "bus-broker: no password on stdin\n");
+        return 2;
+    }
+    pw[strcspn(pw, "\r\n")] = 0;
+    if (!pw[0]) {
+        fprintf(stderr, "bus-broker: empty password\n");
+        return 2;
+    }
+    json_t *entry = sasl_user_entry_new(argv[2], pw, iterations);
+    crypto_cleanse(pw, sizeof pw);
+    if (!entry) {
+        fprintf(stderr, "bus-broker: bad name, or iterations not in %d..%d\n",
+                SCRAM_MIN_ITERATIONS, SCRAM_MAX_ITERATIONS);
+        return 2;
+    }
+    char *text = json_dumps(entry, JSON_INDENT(2));
+    printf("%s\n", text);
+    free(text);
+    json_decref(entry);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 static void *loop_main(void *arg)
 {
     broker_run(arg);
@@ -97,6 +183,8 @@ static void *loop_main(void *arg)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "--scram-user"))
+        return scram_user_main(argc, argv);
     struct app app;
     if (app_init(&app, argc, argv, "bus-broker", "BROKER", BROKER_CONFIG) != 0)
         return 2;
@@ -117,7 +205,7 @@ int main(int argc, char **argv)
         .topic_defaults = {config_int(cfg, "retention_ms"), config_int(cfg, "retention_bytes"),
                            config_int(cfg, "segment_bytes")},
         .default_partitions = (int)config_int(cfg, "default_partitions"),
-        .auto_create_topics = config_bool(cfg, "auto_create_topics"),
+        .auto_create_topics = mode_bool(cfg, "auto_create_topics", 0),
         .max_request_bytes = (long)config_int(cfg, "max_request_bytes"),
         .max_connections = (long)config_int(cfg, "max_connections"),
         .request_timeout_ms = (long)config_int(cfg, "request_timeout_ms"),
@@ -125,7 +213,16 @@ int main(int argc, char **argv)
         .retention_check_ms = (long)config_int(cfg, "retention_check_ms"),
         .group_initial_rebalance_delay_ms =
             (long)config_int(cfg, "group_initial_rebalance_delay_ms"),
+        .sasl_users_file = config_str(cfg, "sasl.users_file"),
+        .is_sasl_required = mode_bool(cfg, "sasl.required", 1),
+        .is_sasl_plain = config_bool(cfg, "sasl.plain"),
     };
+    if (opt.is_sasl_required && !(opt.sasl_users_file && opt.sasl_users_file[0])) {
+        log_error("configuration refused: sasl.users_file must be set when sasl.required is true "
+                  "(the default in production)");
+        app_release(&app);
+        return 2;
+    }
     const char *fs = config_str(cfg, "fsync");
     if (!strcmp(fs, "always"))
         opt.fsync = FSYNC_ALWAYS;
@@ -164,8 +261,10 @@ int main(int argc, char **argv)
     }
     started = 1;
     int sig;
-    while ((sig = app_wait_signal(&app)) == SIGHUP)
-        log_info("SIGHUP ignored: restart to change the configuration");
+    while ((sig = app_wait_signal(&app)) == SIGHUP) {
+        log_info("SIGHUP: reloading the users and ACL files (other settings need a restart)");
+        broker_reload(&b);
+    }
     log_info("signal %d: shutting down", sig);
     rc = 0;
 out:

@@ -57,10 +57,12 @@ enum api {
     API_SYNC_GROUP = 14,
     API_DESCRIBE_GROUPS = 15,
     API_LIST_GROUPS = 16,
+    API_SASL_HANDSHAKE = 17,
     API_API_VERSIONS = 18,
     API_CREATE_TOPICS = 19,
     API_DELETE_TOPICS = 20,
     API_INIT_PRODUCER_ID = 22,
+    API_SASL_AUTHENTICATE = 36,
     API_DESCRIBE_CONFIGS = 32,
     API_CREATE_PARTITIONS = 37,
 };
@@ -98,10 +100,12 @@ static const struct api_def {
     {API_SYNC_GROUP, 0, 3, "SyncGroup", handle_sync_group},
     {API_DESCRIBE_GROUPS, 0, 4, "DescribeGroups", handle_describe_groups},
     {API_LIST_GROUPS, 0, 2, "ListGroups", handle_list_groups},
+    {API_SASL_HANDSHAKE, 0, 1, "SaslHandshake", handle_sasl_handshake},
     {API_API_VERSIONS, 0, 3, "ApiVersions", handle_api_versions},
     {API_CREATE_TOPICS, 0, 4, "CreateTopics", handle_create_topics},
     {API_DELETE_TOPICS, 0, 3, "DeleteTopics", handle_delete_topics},
     {API_INIT_PRODUCER_ID, 0, 1, "InitProducerId", handle_init_producer_id},
+    {API_SASL_AUTHENTICATE, 0, 2, "SaslAuthenticate", handle_sasl_authenticate},
     {API_DESCRIBE_CONFIGS, 0, 2, "DescribeConfigs", handle_describe_configs},
     {API_CREATE_PARTITIONS, 0, 1, "CreatePartitions", handle_create_partitions},
 };
@@ -120,10 +124,17 @@ struct conn {
     size_t chunk, chunk_off;
     long long partial_since_ms, last_active_ms;
     int is_closing, wants_out;
+    int is_closing_after_send; /* reply_close_after: no more requests, close once sent */
+    struct sasl_session sasl;
 };
 
 static struct metric *m_bytes_in, *m_bytes_out, *m_conns, *m_fsync, *m_requests[N_APIS];
 static struct metric *m_bad_requests;
+/* bus_broker_connections_refused_total{reason} */
+enum refused { REFUSED_MAX_CONNECTIONS, REFUSED_PER_ADDRESS, REFUSED_UNAUTHENTICATED, N_REFUSED };
+static const char *const REFUSED_REASONS[N_REFUSED] = {"max_connections", "per_address",
+                                                       "unauthenticated"};
+static struct metric *m_refused[N_REFUSED];
 
 long long broker_now_ms(void)
 {
@@ -197,6 +208,16 @@ const char *reply_peer(const struct reply *r)
     return r->conn->peer;
 }
 
+struct sasl_session *reply_session(struct reply *r)
+{
+    return &r->conn->sasl;
+}
+
+void reply_close_after(struct reply *r)
+{
+    r->conn->is_closing_after_send = 1;
+}
+
 static void conn_close(struct conn *c, const char *why)
 {
     if (c->is_closing)
@@ -219,6 +240,7 @@ static void conn_destroy(struct broker *b, struct conn *c)
         epoll_ctl(b->ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
     }
+    sasl_session_release(&c->sasl);
     free(c->in);
     free(c->out);
     free(c);
@@ -310,6 +332,10 @@ static void conn_write(struct broker *b, struct conn *c)
             c->sending = NULL;
         }
     }
+    if (c->is_closing_after_send && c->out_len == 0 && !c->sending && !c->rhead) {
+        conn_close(c, NULL);
+        return;
+    }
     conn_set_out(b, c, c->out_off < c->out_len || c->sending != NULL);
 }
 
@@ -347,9 +373,9 @@ static void conn_flush(struct broker *b, struct conn *c)
             for (size_t i = 0; i < r->n_parts; i++)
                 body += r->parts[i].len;
             uint8_t hdr[8];
-            put_be32(hdr, (uint32_t)(4 + body));
+            put_be32(hdr, (uint32_t)(r->is_raw ? body : 4 + body));
             put_be32(hdr + 4, (uint32_t)r->corr);
-            out_append(c, hdr, 8);
+            out_append(c, hdr, r->is_raw ? 4 : 8);
             if (r->n_parts) {
                 out_append(c, r->w.p, r->parts[0].at);
                 r->next = NULL;
@@ -408,8 +434,14 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
         kr_init(&q, NULL, 0);
         q.err = 2;
     }
-    if (key == API_API_VERSIONS && ver >= 3)
+    if ((key == API_API_VERSIONS && ver >= 3) || (key == API_SASL_AUTHENTICATE && ver >= 2))
         kr_skip_tagged(&q); /* request header v2 */
+    if (!sasl_may_serve(b, &c->sasl, key)) {
+        log_warn("%s request from %s before SASL authentication: closing", api->name, c->peer);
+        metric_inc(m_refused[REFUSED_UNAUTHENTICATED]);
+        conn_close(c, NULL);
+        return -1;
+    }
     metric_inc(m_requests[api - APIS]);
     struct reply *r = xcalloc(1, sizeof *r);
     r->conn = c;
@@ -443,15 +475,37 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
     return 0;
 }
 
+/* A bare SASL frame after SaslHandshake v0: answered with a bare frame, in order. */
+static int handle_raw_sasl(struct broker *b, struct conn *c, uint8_t *frame, size_t len)
+{
+    struct reply *r = xcalloc(1, sizeof *r);
+    r->conn = c;
+    r->is_ready = 1;
+    r->is_raw = 1;
+    kw_init(&r->w);
+    if (c->rtail)
+        c->rtail->next = r;
+    else
+        c->rhead = r;
+    c->rtail = r;
+    c->n_replies++;
+    if (sasl_raw_authenticate(b, r, frame, len) != 0) {
+        conn_close(c, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 static void conn_process(struct broker *b, struct conn *c)
 {
     size_t off = 0;
-    while (!c->is_closing && c->n_replies < REPLIES_MAX &&
+    while (!c->is_closing && !c->is_closing_after_send && c->n_replies < REPLIES_MAX &&
            c->out_len - c->out_off < OUT_MAX_BYTES) {
         if (c->in_len - off < 4)
             break;
         uint32_t size = be32(c->in + off);
-        if (size < 10 || size > (uint32_t)b->opt.max_request_bytes) {
+        int is_raw = c->sasl.is_raw;
+        if ((is_raw ? size > 65536 : size < 10) || size > (uint32_t)b->opt.max_request_bytes) {
             log_warn("request size %u from %s out of bounds (10..%ld)", size, c->peer,
                      b->opt.max_request_bytes);
             conn_close(c, "bad request size");
@@ -459,7 +513,8 @@ static void conn_process(struct broker *b, struct conn *c)
         }
         if (c->in_len - off - 4 < size)
             break;
-        if (handle_frame(b, c, c->in + off + 4, size) != 0)
+        if ((is_raw ? handle_raw_sasl(b, c, c->in + off + 4, size)
+                    : handle_frame(b, c, c->in + off + 4, size)) != 0)
             break;
         off += 4 + (size_t)size;
     }
@@ -531,6 +586,7 @@ static struct conn *conn_add(struct broker *b, int fd, const char *peer)
     c->fd = fd;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     c->last_active_ms = broker_now_ms();
+    sasl_session_init(&c->sasl);
     b->conns = xrealloc(b->conns, (b->n_conns + 1) * sizeof *b->conns);
     b->conns[b->n_conns++] = c;
     metric_add(m_conns, 1);
@@ -556,6 +612,7 @@ static void accept_all(struct broker *b)
         if ((long)b->n_conns >= b->opt.max_connections) {
             log_warn("refusing connection from %s: max_connections (%ld) reached", peer,
                      b->opt.max_connections);
+            metric_inc(m_refused[REFUSED_MAX_CONNECTIONS]);
             close(fd);
             continue;
         }
@@ -1564,6 +1621,14 @@ static void metrics_init(void)
                                 NULL, NULL, 0);
     m_bad_requests = metrics_counter("bus_broker_bad_requests_total",
                                      "Requests refused as malformed or unsupported", NULL);
+    for (int i = 0; i < N_REFUSED; i++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "reason=\"%s\"", REFUSED_REASONS[i]);
+        m_refused[i] = metrics_counter("bus_broker_connections_refused_total",
+                                       "Connections refused or closed by a limit or for want of "
+                                       "authentication, by reason",
+                                       labels);
+    }
     for (size_t i = 0; i < N_APIS; i++) {
         char labels[64];
         snprintf(labels, sizeof labels, "api=\"%s\"", APIS[i].name);
@@ -1578,6 +1643,8 @@ int broker_init(struct broker *b, const struct broker_options *opt, char *err, s
     b->ep = b->lfd = b->wake_fd = -1;
     metrics_init();
     if (store_open(&b->store, opt->data_dir, &opt->topic_defaults, err, err_len) != 0)
+        return -1;
+    if (security_load(b, 1, err, err_len) != 0)
         return -1;
     b->groups = groups_new(b, err, err_len);
     if (!b->groups)
@@ -1688,6 +1755,11 @@ void broker_run(struct broker *b)
                 }
             }
         }
+        if (__atomic_exchange_n(&b->reload, 0, __ATOMIC_SEQ_CST)) {
+            char err[512];
+            if (security_load(b, 0, err, sizeof err) == 0)
+                log_info("SIGHUP: users and ACLs reloaded");
+        }
         now = broker_now_ms();
         if (b->opt.fsync == FSYNC_ALWAYS) {
             sync_start(b);
@@ -1725,6 +1797,14 @@ void broker_run(struct broker *b)
     reap_closed(b);
 }
 
+void broker_reload(struct broker *b)
+{
+    __atomic_store_n(&b->reload, 1, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    if (b->wake_fd >= 0)
+        (void)!write(b->wake_fd, &one, sizeof one);
+}
+
 void broker_stop(struct broker *b)
 {
     b->stop = 1;
@@ -1740,6 +1820,7 @@ void broker_release(struct broker *b)
         conn_close(b->conns[i], NULL);
     reap_closed(b);
     free(b->conns);
+    security_release(b);
     groups_free(b->groups);
     store_close(&b->store);
     if (b->lfd >= 0)
