@@ -217,6 +217,8 @@ static int cmd_consume(int argc, char **argv)
         if (!m->err)
             printf("MSG %d %lld %.*s\n", (int)m->partition, (long long)m->offset, (int)m->len,
                    (const char *)m->payload);
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            printf("ERR %s\n", rd_kafka_err2name(m->err));
         fflush(stdout);
         rd_kafka_message_destroy(m);
     }

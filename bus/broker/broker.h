@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "acl.h"
 #include "sasl.h"
 #include "store.h"
 #include "wire.h"
@@ -35,6 +36,7 @@ struct broker_options {
     const char *sasl_users_file; /* NULL or "" = no users */
     int is_sasl_required;        /* unauthenticated clients may only authenticate */
     int is_sasl_plain;           /* PLAIN offered (checked against the SCRAM credentials) */
+    const char *acl_file;        /* NULL or "" = every request allowed */
 };
 
 struct conn;
@@ -88,6 +90,7 @@ struct broker {
     struct groups *groups;
     struct syncer *syncer; /* the fsync thread (fsync always/interval) */
     struct sasl_users *users; /* NULL = nobody can authenticate */
+    struct acl_set *acls;     /* NULL = everything allowed */
     volatile int stop;
     volatile int reload; /* set by broker_reload (another thread), handled by the loop */
 };
@@ -102,12 +105,20 @@ void broker_release(struct broker *b);
  * keeps the rules in force and is logged. */
 void broker_reload(struct broker *b);
 
-/* Security (sasl.c). security_load reads the users file named in b->opt; at start (is_initial)
- * a bad file fails, later it keeps the old contents. Returns 0 or -1 (err filled). */
+/* Security (sasl.c). security_load reads the users and ACL files named in b->opt; at start
+ * (is_initial) a bad file fails, later a bad file keeps its old contents (each file on its own).
+ * Returns 0 or -1 (err filled). */
 int security_load(struct broker *b, int is_initial, char *err, size_t err_len);
 void security_release(struct broker *b);
 /* Whether a connection in session s may make a request of api_key now (Kafka's rule: before
  * authentication only ApiVersions, SaslHandshake and SaslAuthenticate when SASL is required). */
+/* Whether the principal of the reply's connection may do op on the resource (acl.h); a denial
+ * is counted in bus_broker_acl_denied_total. */
+int reply_allowed(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
+                  enum acl_op op);
+/* The same without counting a denial (to filter lists, e.g. Metadata of every topic). */
+int reply_may(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
+              enum acl_op op);
 int sasl_may_serve(const struct broker *b, const struct sasl_session *s, int16_t api_key);
 int handle_sasl_handshake(struct broker *b, struct reply *r, struct kr *q);
 int handle_sasl_authenticate(struct broker *b, struct reply *r, struct kr *q);

@@ -68,6 +68,9 @@ static const struct config_def BROKER_CONFIG[] = {
     {"sasl.plain", CONFIG_BOOL, "false", 0, 0, 0, NULL,
      "Also offer SASL PLAIN (checked against the SCRAM credentials; the password crosses the "
      "network in clear: only behind TLS or on loopback)."},
+    {"acl.file", CONFIG_STRING, "", 0, 4000, 0, NULL,
+     "JSON file of ACLs and super users (docs/broker.md, Security); reloaded on SIGHUP. Empty = "
+     "every request of every principal is allowed."},
     {"http.listen", CONFIG_STRING, "127.0.0.1:9093", 0, 200, 0, NULL,
      "Admin HTTP listener: /healthz, /readyz, /metrics. Empty = none."},
     CONFIG_DEF_END,
@@ -216,6 +219,7 @@ int main(int argc, char **argv)
         .sasl_users_file = config_str(cfg, "sasl.users_file"),
         .is_sasl_required = mode_bool(cfg, "sasl.required", 1),
         .is_sasl_plain = config_bool(cfg, "sasl.plain"),
+        .acl_file = config_str(cfg, "acl.file"),
     };
     if (opt.is_sasl_required && !(opt.sasl_users_file && opt.sasl_users_file[0])) {
         log_error("configuration refused: sasl.users_file must be set when sasl.required is true "

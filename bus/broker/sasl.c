@@ -265,22 +265,72 @@ int security_load(struct broker *b, int is_initial, char *err, size_t err_len)
 {
     const char *path = b->opt.sasl_users_file;
     struct sasl_users *u = NULL;
+    int rc = 0;
     if (path && path[0] && sasl_users_load(path, &u, err, err_len) != 0) {
-        if (!is_initial)
-            log_error("reload: keeping the previous users: %s", err);
-        return -1;
+        if (is_initial)
+            return -1;
+        log_error("reload: keeping the previous users: %s", err);
+        rc = -1;
+    } else {
+        sasl_users_free(b->users);
+        b->users = u;
+        if (path && path[0])
+            log_info("users file %s: %zu users", path, sasl_users_count(u));
     }
-    sasl_users_free(b->users);
-    b->users = u;
-    if (path && path[0])
-        log_info("users file %s: %zu users", path, sasl_users_count(u));
-    return 0;
+    path = b->opt.acl_file;
+    struct acl_set *a = NULL;
+    if (path && path[0] && acl_set_load(path, &a, err, err_len) != 0) {
+        if (is_initial)
+            return -1;
+        log_error("reload: keeping the previous ACLs: %s", err);
+        rc = -1;
+    } else {
+        acl_set_free(b->acls);
+        b->acls = a;
+        if (path && path[0])
+            log_info("ACL file %s: %zu rules", path, acl_set_count(a));
+    }
+    return rc;
 }
 
 void security_release(struct broker *b)
 {
     sasl_users_free(b->users);
     b->users = NULL;
+    acl_set_free(b->acls);
+    b->acls = NULL;
+}
+
+/* bus_broker_acl_denied_total{operation, resource} */
+static struct metric *m_denied[ACL_N_OPS][ACL_N_RESOURCES];
+
+int reply_may(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
+              enum acl_op op)
+{
+    if (!b->acls)
+        return 1;
+    return acl_set_allows(b->acls, reply_session(r)->principal, res, name, op);
+}
+
+int reply_allowed(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
+                  enum acl_op op)
+{
+    if (reply_may(b, r, res, name, op))
+        return 1;
+    if (!m_denied[op][res]) {
+        char labels[96];
+        snprintf(labels, sizeof labels, "operation=\"%s\",resource=\"%s\"", acl_op_name(op),
+                 acl_resource_name(res));
+        m_denied[op][res] = metrics_counter("bus_broker_acl_denied_total",
+                                            "Requests denied by the ACLs, by operation and "
+                                            "resource type",
+                                            labels);
+    }
+    metric_inc(m_denied[op][res]);
+    /* Debug only: a client retrying a denied request would flood the log otherwise. */
+    log_debug("denied %s on %s %s to %s from %s", acl_op_name(op), acl_resource_name(res),
+              name ? name : "", reply_session(r)->principal, reply_peer(r));
+    return 0;
 }
 
 /* ---- SaslHandshake v0-v1 ---- */

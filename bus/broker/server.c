@@ -822,6 +822,16 @@ static struct partition *find_partition(struct broker *b, struct kstr topic, int
     return t->parts[part];
 }
 
+/* ACLs on a topic named in a request (acl.h): allowed when no ACL file is loaded. A name that
+ * cannot be a topic is let through to the handler's own error. */
+static int topic_allowed(struct broker *b, struct reply *r, struct kstr t, enum acl_op op)
+{
+    char name[STORE_MAX_NAME + 1];
+    if (!b->acls || kstr_copy(t, name, sizeof name) != 0)
+        return 1;
+    return reply_allowed(b, r, ACL_TOPIC, name, op);
+}
+
 static void kw_kstr(struct kw *w, struct kstr s)
 {
     if (!s.ptr)
@@ -924,9 +934,17 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
         kw_i32(w, 0); /* controller */
     int all = n < 0 || (v == 0 && n == 0);
     if (all) {
-        kw_i32(w, (int32_t)b->store.n_topics);
-        for (size_t i = 0; i < b->store.n_topics; i++)
-            metadata_topic(b, w, v, 0, b->store.topics[i]->name, b->store.topics[i]);
+        /* Only the topics the principal may describe (Kafka filters them silently). */
+        size_t mark = kw_mark_i32(w);
+        int32_t count = 0;
+        for (size_t i = 0; i < b->store.n_topics; i++) {
+            struct topic *t = b->store.topics[i];
+            if (!reply_may(b, r, ACL_TOPIC, t->name, ACL_DESCRIBE))
+                continue;
+            metadata_topic(b, w, v, 0, t->name, t);
+            count++;
+        }
+        kw_patch_i32(w, mark, count);
     } else {
         kw_i32(w, n);
         for (int32_t i = 0; i < n; i++) {
@@ -941,8 +959,14 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
                     kw_i32(w, INT32_MIN);
                 continue;
             }
+            if (!reply_allowed(b, r, ACL_TOPIC, name, ACL_DESCRIBE)) {
+                metadata_topic(b, w, v, KERR_TOPIC_AUTHORIZATION_FAILED, name, NULL);
+                continue;
+            }
             struct topic *t = store_topic_find(&b->store, name);
-            if (!t && b->opt.auto_create_topics && allow_create) {
+            if (!t && b->opt.auto_create_topics && allow_create &&
+                (reply_may(b, r, ACL_CLUSTER, NULL, ACL_CREATE) ||
+                 reply_allowed(b, r, ACL_TOPIC, name, ACL_CREATE))) {
                 char err[128];
                 if (store_topic_create(&b->store, name, b->opt.default_partitions, NULL, err,
                                        sizeof err) == 0)
@@ -974,6 +998,7 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
         int32_t np = kr_array(q, 8);
         kw_kstr(w, tname);
         kw_i32(w, np < 0 ? 0 : np);
+        int may_write = np > 0 ? topic_allowed(b, r, tname, ACL_WRITE) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
             int32_t rlen;
@@ -985,6 +1010,8 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
             struct partition *p = find_partition(b, tname, idx, NULL);
             if (txn.ptr)
                 err = KERR_INVALID_REQUEST; /* transactions are not implemented */
+            else if (!may_write)
+                err = KERR_TOPIC_AUTHORIZATION_FAILED;
             else if (acks != 0 && acks != 1 && acks != -1)
                 err = KERR_INVALID_REQUIRED_ACKS;
             else if (!p)
@@ -995,7 +1022,8 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
                 err = store_append(&b->store, p, (uint8_t *)rec, (size_t)rlen, &base, now);
             if (err == 0 && base >= 0)
                 appended = 1;
-            if (err != 0 && err != KERR_UNKNOWN_TOPIC_OR_PARTITION)
+            if (err != 0 && err != KERR_UNKNOWN_TOPIC_OR_PARTITION &&
+                err != KERR_TOPIC_AUTHORIZATION_FAILED)
                 log_debug("produce to %.*s/%d rejected: error %d", (int)tname.len,
                           tname.ptr ? tname.ptr : "", (int)idx, err);
             kw_i32(w, idx);
@@ -1059,6 +1087,7 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
         int32_t np = kr_array(q, 12);
         kw_kstr(&w, tname);
         kw_i32(&w, np < 0 ? 0 : np);
+        int may_read = np > 0 ? topic_allowed(b, r, tname, ACL_READ) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
             if (v >= 9)
@@ -1071,7 +1100,7 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
                 break;
             if (pmax > part_cap)
                 pmax = part_cap;
-            struct partition *p = find_partition(b, tname, idx, NULL);
+            struct partition *p = may_read ? find_partition(b, tname, idx, NULL) : NULL;
             kw_i32(&w, idx);
             size_t err_at = w.len;
             kw_i16(&w, 0);
@@ -1085,7 +1114,9 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
             size_t mark = kw_mark_i32(&w);
             int err = 0;
             uint32_t file_len = 0;
-            if (!p) {
+            if (!may_read) {
+                err = KERR_TOPIC_AUTHORIZATION_FAILED;
+            } else if (!p) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             } else if (total < max_bytes && pmax > 0) {
                 int32_t lim = pmax < max_bytes - (int32_t)total ? pmax : max_bytes - (int32_t)total;
@@ -1218,19 +1249,22 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
         int32_t np = kr_array(q, 12);
         kw_kstr(w, tname);
         kw_i32(w, np < 0 ? 0 : np);
+        int may_describe = np > 0 ? topic_allowed(b, r, tname, ACL_DESCRIBE) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
             if (v >= 4)
                 (void)kr_i32(q);
             int64_t ts = kr_i64(q);
-            struct partition *p = find_partition(b, tname, idx, NULL);
+            struct partition *p = may_describe ? find_partition(b, tname, idx, NULL) : NULL;
             int64_t off = -1;
             if (p)
                 off = ts == -1 ? p->next_offset
                     : ts == -2 ? p->log_start
                                : store_offset_for_time(p, ts);
             kw_i32(w, idx);
-            kw_i16(w, p ? 0 : KERR_UNKNOWN_TOPIC_OR_PARTITION);
+            kw_i16(w, !may_describe ? KERR_TOPIC_AUTHORIZATION_FAILED
+                      : p           ? 0
+                                    : KERR_UNKNOWN_TOPIC_OR_PARTITION);
             kw_i64(w, -1);
             kw_i64(w, off);
             if (v >= 4)
@@ -1302,6 +1336,15 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
     kw_i32(w, 0);
     if (txn.ptr) {
         kw_i16(w, KERR_INVALID_REQUEST); /* transactional producers are not supported */
+        kw_i64(w, -1);
+        kw_i16(w, -1);
+        return 0;
+    }
+    /* Kafka (KIP-679): IdempotentWrite on the cluster, or Write on any topic. */
+    if (b->acls && !acl_set_allows_any(b->acls, reply_session(r)->principal, ACL_TOPIC,
+                                       ACL_WRITE) &&
+        !reply_allowed(b, r, ACL_CLUSTER, NULL, ACL_IDEMPOTENT_WRITE)) {
+        kw_i16(w, KERR_CLUSTER_AUTHORIZATION_FAILED);
         kw_i64(w, -1);
         kw_i16(w, -1);
         return 0;
@@ -1400,6 +1443,11 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
     kw_i32(w, nt < 0 ? 0 : nt);
     for (int32_t i = 0; i < nt; i++) {
         struct pending *p = &ps[i];
+        if (!p->err && !reply_may(b, r, ACL_CLUSTER, NULL, ACL_CREATE) &&
+            !reply_allowed(b, r, ACL_TOPIC, p->name, ACL_CREATE)) {
+            p->err = KERR_TOPIC_AUTHORIZATION_FAILED;
+            snprintf(p->msg, sizeof p->msg, "not authorized to create this topic");
+        }
         if (!p->err) {
             if (!store_topic_name_valid(p->name)) {
                 p->err = KERR_INVALID_TOPIC_EXCEPTION;
@@ -1436,7 +1484,9 @@ static int handle_delete_topics(struct broker *b, struct reply *r, struct kr *q)
         struct kstr s = kr_str(q);
         char name[STORE_MAX_NAME + 1];
         int err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
-        if (kstr_copy(s, name, sizeof name) == 0) {
+        if (!topic_allowed(b, r, s, ACL_DELETE)) {
+            err = KERR_TOPIC_AUTHORIZATION_FAILED;
+        } else if (kstr_copy(s, name, sizeof name) == 0) {
             err = store_topic_delete(&b->store, name);
             if (err == 0)
                 groups_topic_deleted(b, name);
@@ -1482,7 +1532,10 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
             const char *msg = NULL;
             if (kstr_copy(s, name, sizeof name) == 0)
                 t = store_topic_find(&b->store, name);
-            if (!t) {
+            if (!topic_allowed(b, r, s, ACL_ALTER)) {
+                err = KERR_TOPIC_AUTHORIZATION_FAILED;
+                msg = "not authorized to alter this topic";
+            } else if (!t) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
                 msg = "unknown topic";
             } else if (count <= t->n_parts || count > 10000) {
@@ -1538,11 +1591,19 @@ static int handle_describe_configs(struct broker *b, struct reply *r, struct kr 
         struct topic *t = NULL;
         if (kstr_copy(rname, name, sizeof name) == 0 && type == 2)
             t = store_topic_find(&b->store, name);
-        int err = (type == 2 && !t) ? KERR_UNKNOWN_TOPIC_OR_PARTITION
-                : (type != 2 && type != 4) ? KERR_INVALID_REQUEST
-                                           : 0;
+        int err = (type == 2 && !topic_allowed(b, r, rname, ACL_DESCRIBE_CONFIGS))
+                      ? KERR_TOPIC_AUTHORIZATION_FAILED
+                  : (type == 4 && !reply_allowed(b, r, ACL_CLUSTER, NULL, ACL_DESCRIBE_CONFIGS))
+                      ? KERR_CLUSTER_AUTHORIZATION_FAILED
+                  : (type == 2 && !t)        ? KERR_UNKNOWN_TOPIC_OR_PARTITION
+                  : (type != 2 && type != 4) ? KERR_INVALID_REQUEST
+                                             : 0;
         kw_i16(w, (int16_t)err);
-        kw_str(w, err ? "unknown resource" : NULL);
+        kw_str(w, !err                                      ? NULL
+                  : err == KERR_TOPIC_AUTHORIZATION_FAILED ||
+                          err == KERR_CLUSTER_AUTHORIZATION_FAILED
+                      ? "not authorized"
+                      : "unknown resource");
         kw_i8(w, type);
         kw_kstr(w, rname);
         struct topic_conf c = t ? t->conf : b->store.defaults;

@@ -45,9 +45,10 @@ def _sasl(user, pw, mech="SCRAM-SHA-256"):
             "-X", f"sasl.username={user}", "-X", f"sasl.password={pw}"]
 
 
-def _kcat_fails(args, timeout=20):
+def _kcat_fails(args, timeout=20, input=None):
     """Runs kcat expecting a failure; returns its stderr."""
-    p = subprocess.run(["kcat"] + args, capture_output=True, timeout=timeout * harness.timeout_mult())
+    p = subprocess.run(["kcat"] + args, capture_output=True, input=input,
+                       timeout=timeout * harness.timeout_mult())
     assert p.returncode != 0, f"kcat {args} succeeded: {p.stdout[-500:]}"
     return p.stderr.decode(errors="replace")
 
@@ -165,3 +166,140 @@ def test_users_file_reloaded_on_sighup_and_a_broken_file_keeps_the_old_users():
     assert "iterations must be" in proc.log()
     harness.kcat(["-L", "-b", boot] + _sasl("bob", "bob-password-1"))
     harness.kcat(["-L", "-b", boot] + _sasl("alice", "alice-password-1"))
+
+
+# ---- ACLs ----
+
+PASSWORDS = {"admin": "admin-password-1", "writer": "writer-password-1",
+             "reader": "reader-password-1", "nobody": "nobody-password-1"}
+ACLS = {
+    "super_users": ["User:admin"],
+    "acls": [
+        {"principal": "User:writer", "resource": "topic", "name": "orders", "pattern": "prefixed",
+         "operations": ["Write"]},
+        {"principal": "User:reader", "resource": "topic", "name": "orders",
+         "operations": ["Read"]},
+        {"principal": "User:reader", "resource": "group", "name": "g-", "pattern": "prefixed",
+         "operations": ["Read"]},
+        {"principal": "User:*", "resource": "topic", "name": "secret", "permission": "deny",
+         "operations": ["All"]},
+        {"principal": "User:*", "resource": "topic", "name": "*", "operations": ["Describe"]},
+    ],
+}
+
+
+def _acl_broker(ctx, acls=None, **extra):
+    users = _users_file(ctx, PASSWORDS)
+    acl_path = ctx.write_json("acl.json", acls or ACLS)
+    proc, boot, murl = _start(ctx, **{"sasl.users_file": users, "sasl.required": True,
+                                      "acl.file": acl_path, **extra})
+    return proc, boot, murl, acl_path
+
+
+def _as(user):
+    return _sasl(user, PASSWORDS[user])
+
+
+def _kclient_as(user, *args, timeout=60):
+    conf = ";".join(["security.protocol=SASL_PLAINTEXT", "sasl.mechanisms=SCRAM-SHA-256",
+                     f"sasl.username={user}", f"sasl.password={PASSWORDS[user]}"])
+    p = subprocess.run([harness.bin_path("bus-kclient")] + [str(a) for a in args],
+                       capture_output=True, timeout=timeout * harness.timeout_mult(),
+                       env=dict(os.environ, KCLIENT_CONF=conf))
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def test_acls_on_create_delete_produce_consume_and_metadata():
+    ctx = harness.ctx()
+    _, boot, murl, _ = _acl_broker(ctx)
+    for user in ("writer", "reader", "nobody"):
+        rc, out, err = _kclient_as(user, "create", boot, "orders", 2)
+        assert rc == 1 and "TOPIC_AUTHORIZATION_FAILED" in out, (user, out, err)
+    assert _kclient_as("admin", "create", boot, "orders", 2)[1].strip() == "OK"
+    assert _kclient_as("admin", "create", boot, "secret", 1)[1].strip() == "OK"
+    # Write: writer only; reader and nobody get TOPIC_AUTHORIZATION_FAILED.
+    harness.kcat(["-P", "-b", boot, "-t", "orders", "-p", "0"] + _as("writer"),
+                 input_bytes=b"o1\no2\no3\n")
+    for user in ("reader", "nobody"):
+        err = _kcat_fails(["-P", "-b", boot, "-t", "orders", "-p", "0"] + _as(user),
+                          input=b"x\n")
+        assert "Topic authorization failed" in err, (user, err[-1500:])
+    # Read: reader only.
+    out = harness.kcat(["-C", "-b", boot, "-t", "orders", "-p", "0", "-o", "beginning", "-e",
+                        "-q", "-c", "3"] + _as("reader")).decode().split()
+    assert out == ["o1", "o2", "o3"]
+    err = _kcat_fails(["-C", "-b", boot, "-t", "orders", "-p", "0", "-o", "beginning", "-e",
+                       "-c", "1"] + _as("writer"))
+    assert "Topic authorization failed" in err, err[-1500:]
+    # Metadata of every topic lists what the principal may describe; deny wins over allow.
+    md = harness.kcat(["-L", "-b", boot] + _as("nobody")).decode()
+    assert 'topic "orders"' in md and '"secret"' not in md, md
+    assert '"secret"' in harness.kcat(["-L", "-b", boot] + _as("admin")).decode()
+    # Delete and CreatePartitions: admin only.
+    rc, out, _ = _kclient_as("writer", "delete", boot, "orders")
+    assert rc == 1 and "TOPIC_AUTHORIZATION_FAILED" in out, out
+    rc, out, _ = _kclient_as("writer", "partitions", boot, "orders", 4)
+    assert rc == 1 and "TOPIC_AUTHORIZATION_FAILED" in out, out
+    rc, out, _ = _kclient_as("reader", "describe", boot, "orders")
+    assert rc == 1 and "TOPIC_AUTHORIZATION_FAILED" in out, out
+    assert _kclient_as("admin", "partitions", boot, "orders", 4)[1].strip() == "OK"
+    assert _kclient_as("admin", "delete", boot, "secret")[1].strip() == "OK"
+    assert _metric(murl, "bus_broker_acl_denied_total", operation="Write", resource="topic") >= 2
+    assert _metric(murl, "bus_broker_acl_denied_total", operation="Create", resource="topic") >= 3
+
+
+def test_acls_on_consumer_groups():
+    ctx = harness.ctx()
+    _, boot, murl, _ = _acl_broker(ctx, topics="orders:2")
+    harness.kcat(["-P", "-b", boot, "-t", "orders"] + _as("admin"),
+                 input_bytes=b"".join(b"m%d\n" % i for i in range(20)))
+    ok = ctx.start("bus-kclient", args=["consume", boot, "g-ok", "orders", "60"], http=False,
+                   name="ok", env={"KCLIENT_CONF": ";".join(
+                       ["security.protocol=SASL_PLAINTEXT", "sasl.mechanisms=SCRAM-SHA-256",
+                        "sasl.username=reader", f"sasl.password={PASSWORDS['reader']}"])})
+    harness.wait_for(lambda: ok.log().count("MSG ") >= 20, 30, what="reader consumed in g-ok")
+    # Group Read is missing for "other": JoinGroup answers GROUP_AUTHORIZATION_FAILED.
+    bad = ctx.start("bus-kclient", args=["consume", boot, "other", "orders", "60"], http=False,
+                    name="bad", env={"KCLIENT_CONF": ";".join(
+                        ["security.protocol=SASL_PLAINTEXT", "sasl.mechanisms=SCRAM-SHA-256",
+                         "sasl.username=reader", f"sasl.password={PASSWORDS['reader']}"])})
+    harness.wait_for(lambda: _metric(murl, "bus_broker_acl_denied_total", resource="group") >= 1,
+                     30, what="a group request denied")
+    harness.wait_for(lambda: "ERR GROUP_AUTHORIZATION_FAILED" in bad.log(), 30,
+                     what="the client reports the group authorization failure")
+    assert "MSG " not in bad.log()
+
+
+def test_acl_file_reloaded_on_sighup_and_a_broken_file_keeps_the_old_rules():
+    ctx = harness.ctx()
+    proc, boot, _, acl_path = _acl_broker(ctx, topics="orders:1")
+    err = _kcat_fails(["-P", "-b", boot, "-t", "orders"] + _as("reader"), input=b"x\n")
+    assert "Topic authorization failed" in err, err[-1500:]
+    rules = json.loads(json.dumps(ACLS))
+    rules["acls"].append({"principal": "User:reader", "resource": "topic", "name": "orders",
+                          "operations": ["Write"]})
+    with open(acl_path, "w") as f:
+        json.dump(rules, f)
+    proc.signal(signal.SIGHUP)
+    n = len(rules["acls"])
+    harness.wait_for(lambda: f"ACL file {acl_path}: {n} rules" in proc.log(), 10,
+                     what="ACLs reloaded")
+    harness.kcat(["-P", "-b", boot, "-t", "orders"] + _as("reader"), input_bytes=b"r1\n")
+    for broken, why in (('{"acls": [{"principal": "alice", "resource": "topic", "name": "x", '
+                         '"operations": ["Read"]}]}', "principal"),
+                        ('{"acls": [{"principal": "User:a", "resource": "topic", "name": "x", '
+                         '"operations": ["Fly"]}]}', "unknown operation"),
+                        ('{"acls": [', "")):
+        with open(acl_path, "w") as f:
+            f.write(broken)
+        before = proc.log().count("keeping the previous ACLs")
+        proc.signal(signal.SIGHUP)
+        harness.wait_for(lambda: proc.log().count("keeping the previous ACLs") > before, 10,
+                         what="broken ACL file refused")
+        assert why in proc.log().split("keeping the previous ACLs")[-1].splitlines()[0]
+    harness.kcat(["-P", "-b", boot, "-t", "orders"] + _as("reader"), input_bytes=b"r2\n")
+    err = _kcat_fails(["-P", "-b", boot, "-t", "orders"] + _as("nobody"), input=b"x\n")
+    assert "Topic authorization failed" in err, "the old rules still deny"
+    out = harness.kcat(["-C", "-b", boot, "-t", "orders", "-o", "beginning", "-e", "-q", "-c",
+                        "2"] + _as("admin")).decode().split()
+    assert out == ["r1", "r2"]
