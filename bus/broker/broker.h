@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "acl.h"
+#include "limits.h"
 #include "sasl.h"
 #include "store.h"
 #include "wire.h"
@@ -37,6 +38,13 @@ struct broker_options {
     int is_sasl_required;        /* unauthenticated clients may only authenticate */
     int is_sasl_plain;           /* PLAIN offered (checked against the SCRAM credentials) */
     const char *acl_file;        /* NULL or "" = every request allowed */
+    long sasl_handshake_timeout_ms; /* sasl.required: unauthenticated connections closed after */
+    /* Limits (limits.c, server.c). */
+    long max_connections_per_address;
+    long max_buffered_bytes; /* unsent answer bytes per connection before reading pauses */
+    long max_topics;
+    long max_partitions_per_topic;
+    long max_partitions;
 };
 
 struct conn;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "alloc.h"
 #include "app.h"
@@ -50,10 +51,22 @@ static const struct config_def BROKER_CONFIG[] = {
      "Largest request frame accepted; larger closes the connection."},
     {"max_connections", CONFIG_INT, "1024", 1, 100000, 0, NULL,
      "Client connections beyond this are refused."},
+    {"max_connections_per_address", CONFIG_INT, "100", 1, 100000, 0, NULL,
+     "Client connections from one IP address beyond this are refused (closed at once)."},
+    {"max_buffered_bytes", CONFIG_INT, "16777216", 65536, 1073741824, 0, NULL,
+     "Unsent answer bytes held per connection before the broker stops reading its requests."},
+    {"max_topics", CONFIG_INT, "1000", 1, 100000, 0, NULL,
+     "Topics the broker holds at most; CreateTopics or auto-create beyond: POLICY_VIOLATION."},
+    {"max_partitions_per_topic", CONFIG_INT, "1000", 1, 10000, 0, NULL,
+     "Partitions of one topic at most; beyond: INVALID_PARTITIONS."},
+    {"max_partitions", CONFIG_INT, "4000", 1, 1000000, 0, NULL,
+     "Partitions of all topics at most; beyond: POLICY_VIOLATION (also refused when the open "
+     "file limit could not hold their segments)."},
     {"request_timeout_ms", CONFIG_INT, "30000", 100, 3600000, 0, NULL,
      "A connection that leaves a request incomplete for this long is closed."},
-    {"idle_timeout_ms", CONFIG_INT, "600000", 1000, 86400000, 0, NULL,
-     "A connection silent for this long is closed (Kafka's connections.max.idle.ms)."},
+    {"idle_timeout_ms", CONFIG_INT, "120000", 1000, 86400000, 0, NULL,
+     "A connection silent for this long is closed (Kafka's connections.max.idle.ms, whose 10 "
+     "minutes let idle clients hold every slot); clients reconnect when they need to."},
     {"group_initial_rebalance_delay_ms", CONFIG_INT, "0", 0, 60000, 0, NULL,
      "Wait this long for more members before the first generation of an empty group."},
     {"topics", CONFIG_STRING, "", 0, 65536, 0, NULL,
@@ -65,6 +78,8 @@ static const struct config_def BROKER_CONFIG[] = {
     {"sasl.required", CONFIG_BOOL, "false", 0, 0, 0, NULL,
      "Refuse every request but ApiVersions and SASL before authentication. Unset: false in "
      "development, true in production (BUS_ENV)."},
+    {"sasl.handshake_timeout_ms", CONFIG_INT, "10000", 100, 600000, 0, NULL,
+     "When sasl.required: a connection not authenticated this long after it opened is closed."},
     {"sasl.plain", CONFIG_BOOL, "false", 0, 0, 0, NULL,
      "Also offer SASL PLAIN (checked against the SCRAM credentials; the password crosses the "
      "network in clear: only behind TLS or on loopback)."},
@@ -178,6 +193,20 @@ static int scram_user_main(int argc, char **argv)
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* Each segment keeps two descriptors open (limits.h): take the hard limit of open files, as
+ * Kafka's packaging does, so the partitions the limits allow fit. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log_info("open file limit raised from %lu to %lu", (unsigned long)was,
+                 (unsigned long)rl.rlim_max);
+}
+
 static void *loop_main(void *arg)
 {
     broker_run(arg);
@@ -220,6 +249,12 @@ int main(int argc, char **argv)
         .is_sasl_required = mode_bool(cfg, "sasl.required", 1),
         .is_sasl_plain = config_bool(cfg, "sasl.plain"),
         .acl_file = config_str(cfg, "acl.file"),
+        .sasl_handshake_timeout_ms = (long)config_int(cfg, "sasl.handshake_timeout_ms"),
+        .max_connections_per_address = (long)config_int(cfg, "max_connections_per_address"),
+        .max_buffered_bytes = (long)config_int(cfg, "max_buffered_bytes"),
+        .max_topics = (long)config_int(cfg, "max_topics"),
+        .max_partitions_per_topic = (long)config_int(cfg, "max_partitions_per_topic"),
+        .max_partitions = (long)config_int(cfg, "max_partitions"),
     };
     if (opt.is_sasl_required && !(opt.sasl_users_file && opt.sasl_users_file[0])) {
         log_error("configuration refused: sasl.users_file must be set when sasl.required is true "
@@ -239,6 +274,7 @@ int main(int argc, char **argv)
         app_release(&app);
         return 2;
     }
+    raise_nofile();
     struct broker b;
     char err[512] = "";
     struct http_server *http = NULL;

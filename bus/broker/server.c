@@ -8,9 +8,11 @@
  * long-poll for data, group joins wait for the rebalance. The queue is sent from its head as
  * soon as the head is ready.
  *
- * Limits: max_request_bytes per frame, max_connections, at most REPLIES_MAX queued replies and
- * OUT_MAX_BYTES unsent bytes per connection (reading pauses beyond), request_timeout_ms for a
- * partial request, idle_timeout_ms for a silent connection. A malformed frame, an unknown API
+ * Limits: max_request_bytes per frame, max_connections in all and max_connections_per_address
+ * (refused at accept), at most REPLIES_MAX queued replies and max_buffered_bytes unsent bytes per
+ * connection (reading pauses beyond), request_timeout_ms for a partial request, idle_timeout_ms
+ * for a silent connection, sasl_handshake_timeout_ms for one that does not authenticate when
+ * SASL is required. Topic and partition counts: limits.c. A malformed frame, an unknown API
  * key or an unsupported version closes that connection with a log line. */
 #include "broker.h"
 
@@ -35,7 +37,6 @@
 #include "metrics.h"
 
 #define REPLIES_MAX 64
-#define OUT_MAX_BYTES (64u << 20)
 #define FETCH_MAX_BYTES (64 << 20)
 /* At most this much per partition in one fetch answer (still at least one whole batch, and
  * never less than the request's min_bytes), whatever the client's partition_max_bytes: a
@@ -114,6 +115,8 @@ static const struct api_def {
 struct conn {
     int fd;
     char peer[64];
+    char ip[INET_ADDRSTRLEN]; /* for max_connections_per_address */
+    long long created_ms;
     uint8_t *in;
     size_t in_len, in_cap;
     uint8_t *out;
@@ -500,7 +503,7 @@ static void conn_process(struct broker *b, struct conn *c)
 {
     size_t off = 0;
     while (!c->is_closing && !c->is_closing_after_send && c->n_replies < REPLIES_MAX &&
-           c->out_len - c->out_off < OUT_MAX_BYTES) {
+           c->out_len - c->out_off < (size_t)b->opt.max_buffered_bytes) {
         if (c->in_len - off < 4)
             break;
         uint32_t size = be32(c->in + off);
@@ -532,7 +535,7 @@ static void conn_read(struct broker *b, struct conn *c)
     /* A bounded number of reads per readiness event, so one fast client cannot starve the
      * others (epoll is level-triggered: the rest is read on the next turn). */
     for (int reads = 0; reads < 16; reads++) {
-        if (c->n_replies >= REPLIES_MAX || c->out_len - c->out_off >= OUT_MAX_BYTES)
+        if (c->n_replies >= REPLIES_MAX || c->out_len - c->out_off >= (size_t)b->opt.max_buffered_bytes)
             break; /* back-pressure: leave the rest in the socket */
         if (c->in_cap - c->in_len < 65536) {
             size_t want = c->in_len + 65536;
@@ -585,7 +588,7 @@ static struct conn *conn_add(struct broker *b, int fd, const char *peer)
     struct conn *c = xcalloc(1, sizeof *c);
     c->fd = fd;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
-    c->last_active_ms = broker_now_ms();
+    c->last_active_ms = c->created_ms = broker_now_ms();
     sasl_session_init(&c->sasl);
     b->conns = xrealloc(b->conns, (b->n_conns + 1) * sizeof *b->conns);
     b->conns[b->n_conns++] = c;
@@ -616,9 +619,21 @@ static void accept_all(struct broker *b)
             close(fd);
             continue;
         }
+        long same = 0;
+        for (size_t i = 0; i < b->n_conns; i++)
+            same += !b->conns[i]->is_closing && !strcmp(b->conns[i]->ip, ip);
+        if (same >= b->opt.max_connections_per_address) {
+            /* Debug: a client hammering the port would flood the log; the metric counts. */
+            log_debug("refusing connection from %s: max_connections_per_address (%ld) reached",
+                      peer, b->opt.max_connections_per_address);
+            metric_inc(m_refused[REFUSED_PER_ADDRESS]);
+            close(fd);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct conn *c = conn_add(b, fd, peer);
+        snprintf(c->ip, sizeof c->ip, "%s", ip);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
             conn_close(c, "epoll_ctl failed");
@@ -964,15 +979,21 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
                 continue;
             }
             struct topic *t = store_topic_find(&b->store, name);
+            int terr = 0;
             if (!t && b->opt.auto_create_topics && allow_create &&
                 (reply_may(b, r, ACL_CLUSTER, NULL, ACL_CREATE) ||
                  reply_allowed(b, r, ACL_TOPIC, name, ACL_CREATE))) {
-                char err[128];
-                if (store_topic_create(&b->store, name, b->opt.default_partitions, NULL, err,
-                                       sizeof err) == 0)
+                char err[160];
+                terr = limits_check_partitions(b, 1, b->opt.default_partitions,
+                                               b->opt.default_partitions, err, sizeof err);
+                if (terr)
+                    log_debug("auto-create of %s refused: %s", name, err);
+                else if (store_topic_create(&b->store, name, b->opt.default_partitions, NULL, err,
+                                            sizeof err) == 0)
                     t = store_topic_find(&b->store, name);
             }
-            metadata_topic(b, w, v, t ? 0 : KERR_UNKNOWN_TOPIC_OR_PARTITION, name, t);
+            metadata_topic(b, w, v, t ? 0 : terr ? terr : KERR_UNKNOWN_TOPIC_OR_PARTITION, name,
+                           t);
         }
     }
     if (v >= 8)
@@ -1380,7 +1401,7 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
         int32_t n;
         struct topic_conf conf;
         int err;
-        char msg[128];
+        char msg[192];
     } *ps = xcalloc(nt > 0 ? (size_t)nt : 1, sizeof *ps);
     for (int32_t i = 0; i < nt && !q->err; i++) {
         struct pending *p = &ps[i];
@@ -1455,9 +1476,9 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
             } else if (store_topic_find(&b->store, p->name)) {
                 p->err = KERR_TOPIC_ALREADY_EXISTS;
                 snprintf(p->msg, sizeof p->msg, "topic already exists");
-            } else if (p->n < 1 || p->n > 10000) {
-                p->err = KERR_INVALID_PARTITIONS;
-                snprintf(p->msg, sizeof p->msg, "partition count must be 1..10000");
+            } else if ((p->err = limits_check_partitions(b, 1, p->n, p->n, p->msg,
+                                                         sizeof p->msg)) != 0) {
+                /* past a limit: nothing written */
             } else if (!validate_only) {
                 p->err = store_topic_create(&b->store, p->name, p->n, &p->conf, p->msg,
                                             sizeof p->msg);
@@ -1530,6 +1551,7 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
             struct topic *t = NULL;
             int err = 0;
             const char *msg = NULL;
+            char lmsg[160];
             if (kstr_copy(s, name, sizeof name) == 0)
                 t = store_topic_find(&b->store, name);
             if (!topic_allowed(b, r, s, ACL_ALTER)) {
@@ -1538,9 +1560,12 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
             } else if (!t) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
                 msg = "unknown topic";
-            } else if (count <= t->n_parts || count > 10000) {
+            } else if (count <= t->n_parts) {
                 err = KERR_INVALID_PARTITIONS;
-                msg = "the partition count can only grow (up to 10000)";
+                msg = "the partition count can only grow";
+            } else if ((err = limits_check_partitions(b, 0, count, count - t->n_parts, lmsg,
+                                                      sizeof lmsg)) != 0) {
+                msg = lmsg;
             } else if (!validate_only) {
                 err = store_topic_add_partitions(&b->store, t, count);
                 msg = err ? "cannot create partitions" : NULL;
@@ -1768,6 +1793,11 @@ static void check_timeouts(struct broker *b, long long now)
             conn_close(c, "partial request stalled past request_timeout_ms");
         else if (!c->rhead && now - c->last_active_ms > b->opt.idle_timeout_ms)
             conn_close(c, "idle past idle_timeout_ms");
+        else if (b->opt.is_sasl_required && c->sasl.state != SASL_AUTHENTICATED &&
+                 now - c->created_ms > b->opt.sasl_handshake_timeout_ms) {
+            metric_inc(m_refused[REFUSED_UNAUTHENTICATED]);
+            conn_close(c, "not authenticated within sasl.handshake_timeout_ms");
+        }
     }
 }
 

@@ -303,3 +303,92 @@ def test_acl_file_reloaded_on_sighup_and_a_broken_file_keeps_the_old_rules():
     out = harness.kcat(["-C", "-b", boot, "-t", "orders", "-o", "beginning", "-e", "-q", "-c",
                         "2"] + _as("admin")).decode().split()
     assert out == ["r1", "r2"]
+
+
+# ---- limits ----
+
+def _kclient(*args):
+    p = subprocess.run([harness.bin_path("bus-kclient")] + [str(a) for a in args],
+                       capture_output=True, timeout=60 * harness.timeout_mult())
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
+def test_topic_and_partition_limits_answer_kafka_errors_and_the_broker_restarts():
+    ctx = harness.ctx()
+    data = ctx.path("data", "x")[:-2]
+    port = harness.free_port()
+    limits = {"max_partitions_per_topic": 50, "max_partitions": 60, "max_topics": 3,
+              "default_partitions": 30}
+
+    def start(name):
+        cfg = {"listen": f"127.0.0.1:{port}", "data_dir": data, "http.listen": "", **limits}
+        proc = ctx.start("bus-broker", config=cfg, http=False, name=name)
+        harness.wait_for(lambda: harness.tcp_open(port) or harness._raise_exit(proc), 10,
+                         what="broker port")
+        return proc, f"127.0.0.1:{port}"
+
+    proc, boot = start("broker-1")
+    rc, out = _kclient("create", boot, "huge", 600)
+    assert rc == 1 and "INVALID_PARTITIONS" in out and "max_partitions_per_topic" in out, out
+    assert _kclient("create", boot, "a", 40) == (0, "OK\n")
+    rc, out = _kclient("create", boot, "b", 30)
+    assert rc == 1 and "POLICY_VIOLATION" in out and "max_partitions" in out, out
+    rc, out = _kclient("partitions", boot, "a", 55)
+    assert rc == 1 and "INVALID_PARTITIONS" in out, out
+    rc, out = _kclient("partitions", boot, "a", 45)
+    assert rc == 0, out
+    assert _kclient("create", boot, "c", 1)[0] == 0
+    assert _kclient("create", boot, "d", 1)[0] == 0
+    rc, out = _kclient("create", boot, "e", 1)
+    assert rc == 1 and "POLICY_VIOLATION" in out and "max_topics" in out, out
+    # Auto-create past the limits: refused, nothing created.
+    md = subprocess.run(["kcat", "-L", "-b", boot, "-t", "auto1"], capture_output=True,
+                        timeout=20).stdout.decode()
+    assert 'topic "auto1" with 0 partitions: Broker: Policy violation' in md, md
+    assert not [d for d in os.listdir(data) if d.startswith(("huge-", "b-", "e-", "auto1-"))]
+    assert proc.stop() == 0
+    proc, boot = start("broker-2")
+    md = harness.kcat(["-L", "-b", boot]).decode()
+    assert 'topic "a" with 45 partitions' in md and '"c"' in md and '"d"' in md, md
+    assert "huge" not in md and '"b"' not in md
+
+
+def test_connections_per_address_are_capped_and_refused_ones_counted():
+    import socket
+    ctx = harness.ctx()
+    proc, boot, murl = _start(ctx, max_connections_per_address=4, topics="t:1")
+    host, port = boot.split(":")
+    # The start-up probe's connection must be gone first: it counts until the broker reaps it.
+    harness.wait_for(lambda: _metric(murl, "bus_broker_connections") == 0, 10,
+                     what="no connection open")
+    held = [socket.create_connection((host, int(port))) for _ in range(4)]
+    try:
+        harness.wait_for(lambda: _metric(murl, "bus_broker_connections") == 4, 10,
+                         what="4 connections open")
+        extra = socket.create_connection((host, int(port)))
+        extra.settimeout(5)
+        assert extra.recv(1) == b"", "the 5th connection from 127.0.0.1 is closed at once"
+        extra.close()
+        assert _metric(murl, "bus_broker_connections_refused_total", reason="per_address") >= 1
+    finally:
+        for s in held:
+            s.close()
+    harness.wait_for(lambda: _metric(murl, "bus_broker_connections") == 0, 10,
+                     what="held connections gone")
+    assert 'topic "t"' in harness.kcat(["-L", "-b", boot]).decode()
+
+
+def test_unauthenticated_connection_is_closed_after_the_handshake_timeout():
+    import socket
+    ctx = harness.ctx()
+    users = _users_file(ctx, {"alice": "alice-password-1"})
+    _, boot, murl = _start(ctx, **{"sasl.users_file": users, "sasl.required": True,
+                                   "sasl.handshake_timeout_ms": 500})
+    host, port = boot.split(":")
+    s = socket.create_connection((host, int(port)))
+    s.settimeout(10 * harness.timeout_mult())
+    try:
+        assert s.recv(1) == b"", "closed by the broker"
+    finally:
+        s.close()
+    assert _metric(murl, "bus_broker_connections_refused_total", reason="unauthenticated") >= 1
