@@ -535,8 +535,10 @@ static void conn_read(struct broker *b, struct conn *c)
     /* A bounded number of reads per readiness event, so one fast client cannot starve the
      * others (epoll is level-triggered: the rest is read on the next turn). */
     for (int reads = 0; reads < 16; reads++) {
-        if (c->n_replies >= REPLIES_MAX || c->out_len - c->out_off >= (size_t)b->opt.max_buffered_bytes)
-            break; /* back-pressure: leave the rest in the socket */
+        if (c->n_replies >= REPLIES_MAX ||
+            c->out_len - c->out_off >= (size_t)b->opt.max_buffered_bytes ||
+            c->is_closing_after_send)
+            break; /* back-pressure (or closing): leave the rest in the socket */
         if (c->in_cap - c->in_len < 65536) {
             size_t want = c->in_len + 65536;
             if (c->in_len >= 4) {
