@@ -515,3 +515,124 @@ def test_confluent_kafka_and_kafka_python_authenticate_with_scram():
     assert p.returncode != 0, p.stdout
     assert "SCRAM-SHA-256 authentication from" in proc.log()
     assert "failed: invalid credentials" in proc.log()
+
+
+# ---- the protocol itself, byte by byte (what no installed client sends: SaslAuthenticate v2,
+# errors of a handshake out of order) ----
+
+def _frame(key, ver, corr, body, flexible=False):
+    import struct
+    cid = b"sec-test"
+    hdr = struct.pack(">hhih", key, ver, corr, len(cid)) + cid + (b"\x00" if flexible else b"")
+    return struct.pack(">i", len(hdr) + len(body)) + hdr + body
+
+
+def _read_answer(sock):
+    import struct
+    buf = b""
+    while len(buf) < 4:
+        chunk = sock.recv(4 - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    n = struct.unpack(">i", buf)[0]
+    body = b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        assert chunk, "connection closed mid-answer"
+        body += chunk
+    return body[4:]  # without the correlation id
+
+
+def _compact_bytes(b):
+    n, out = len(b) + 1, b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7f) | 0x80])
+        n >>= 7
+    return out + bytes([n]) + b
+
+
+def _uvarint(b, i):
+    shift = v = 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7f) << shift
+        if not c & 0x80:
+            return v, i
+        shift += 7
+
+
+def _scram_client_proof(password, client_first_bare, server_first, final_without_proof, hname):
+    import base64
+    import hashlib
+    import hmac
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    salt, it = base64.b64decode(attrs["s"]), int(attrs["i"])
+    salted = hashlib.pbkdf2_hmac(hname, password.encode(), salt, it)
+    ckey = hmac.new(salted, b"Client Key", hname).digest()
+    stored = hashlib.new(hname, ckey).digest()
+    auth = f"{client_first_bare},{server_first},{final_without_proof}".encode()
+    sig = hmac.new(stored, auth, hname).digest()
+    proof = bytes(a ^ b for a, b in zip(ckey, sig))
+    skey = hmac.new(salted, b"Server Key", hname).digest()
+    server_sig = base64.b64encode(hmac.new(skey, auth, hname).digest()).decode()
+    return base64.b64encode(proof).decode(), server_sig
+
+
+def test_sasl_authenticate_v2_flexible_encoding_and_handshake_errors_at_the_byte_level():
+    import socket
+    import struct
+    ctx = harness.ctx()
+    users = _users_file(ctx, {"alice": "alice-password-1"})
+    _, boot, _ = _start(ctx, **{"sasl.users_file": users, "sasl.required": True})
+    host, port = boot.split(":")
+
+    def s16(x):
+        return struct.pack(">h", len(x)) + x.encode()
+
+    # An unknown mechanism: UNSUPPORTED_SASL_MECHANISM (33) with the list, then closed.
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(_frame(17, 1, 1, s16("GSSAPI")))
+    ans = _read_answer(s)
+    err, n = struct.unpack(">hi", ans[:6])
+    assert err == 33 and n == 2 and b"SCRAM-SHA-256" in ans and b"SCRAM-SHA-512" in ans
+    assert _read_answer(s) is None, "closed after the error"
+    s.close()
+    # SaslAuthenticate before SaslHandshake: ILLEGAL_SASL_STATE (34) with a message, then closed.
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(_frame(36, 1, 1, struct.pack(">i", 3) + b"abc"))
+    ans = _read_answer(s)
+    assert struct.unpack(">h", ans[:2])[0] == 34 and b"before SaslHandshake" in ans
+    assert _read_answer(s) is None
+    s.close()
+    # A whole SCRAM-SHA-512 exchange in SaslAuthenticate v2 (flexible: compact bytes, tagged
+    # fields, response header v1), then an authenticated Metadata request is served.
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(_frame(17, 1, 1, s16("SCRAM-SHA-512")))
+    assert struct.unpack(">h", _read_answer(s)[:2])[0] == 0
+    bare = "n=alice,r=clientnonce123"
+    first = ("n,," + bare).encode()
+    s.sendall(_frame(36, 2, 2, _compact_bytes(first) + b"\x00", flexible=True))
+    ans = _read_answer(s)
+    assert ans[0] == 0, "response header v1: no tagged fields"
+    err = struct.unpack(">h", ans[1:3])[0]
+    assert err == 0 and ans[3] == 0, "no error, null message"
+    ln, i = _uvarint(ans, 4)
+    server_first = ans[i:i + ln - 1].decode()
+    assert server_first.startswith("r=clientnonce123") and ",i=4096" in server_first
+    nonce = server_first.split(",")[0][2:]
+    without = f"c=biws,r={nonce}"
+    proof, server_sig = _scram_client_proof("alice-password-1", bare, server_first, without,
+                                            "sha512")
+    final = f"{without},p={proof}".encode()
+    s.sendall(_frame(36, 2, 3, _compact_bytes(final) + b"\x00", flexible=True))
+    ans = _read_answer(s)
+    assert struct.unpack(">h", ans[1:3])[0] == 0
+    ln, i = _uvarint(ans, 4)
+    assert ans[i:i + ln - 1].decode() == "v=" + server_sig, "the server proves it knows the key"
+    assert struct.unpack(">q", ans[i + ln - 1:i + ln + 7])[0] == 0  # session_lifetime_ms
+    s.sendall(_frame(3, 1, 4, struct.pack(">i", -1)))
+    ans = _read_answer(s)
+    assert ans is not None and struct.unpack(">i", ans[:4])[0] == 1, "one broker in Metadata"
+    s.close()
