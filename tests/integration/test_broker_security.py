@@ -243,6 +243,13 @@ def test_acls_on_create_delete_produce_consume_and_metadata():
     rc, out, _ = _kclient_as("reader", "describe", boot, "orders")
     assert rc == 1 and "TOPIC_AUTHORIZATION_FAILED" in out, out
     assert _kclient_as("admin", "partitions", boot, "orders", 4)[1].strip() == "OK"
+    # Idempotent producers: InitProducerId needs Write on some topic (writer has it, reader
+    # not: CLUSTER_AUTHORIZATION_FAILED, fatal for librdkafka).
+    rc, out, err = _kclient_as("writer", "produce", boot, "orders", 5)
+    assert rc == 0 and "delivered 5 failed 0" in out + err, out + err
+    rc, out, err = _kclient_as("reader", "produce", boot, "orders", 3)
+    assert "Cluster authorization failed" in err and "delivered 0 failed 3" in out + err, \
+        out + err
     assert _kclient_as("admin", "delete", boot, "secret")[1].strip() == "OK"
     assert _metric(murl, "bus_broker_acl_denied_total", operation="Write", resource="topic") >= 2
     assert _metric(murl, "bus_broker_acl_denied_total", operation="Create", resource="topic") >= 3
