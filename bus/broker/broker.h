@@ -34,10 +34,10 @@ struct broker_options {
     long retention_check_ms;
     long group_initial_rebalance_delay_ms;
     /* Security (sasl.c, docs/broker.md "Security"). */
-    const char *sasl_users_file; /* NULL or "" = no users */
-    int is_sasl_required;        /* unauthenticated clients may only authenticate */
-    int is_sasl_plain;           /* PLAIN offered (checked against the SCRAM credentials) */
-    const char *acl_file;        /* NULL or "" = every request allowed */
+    const char *sasl_users_file;    /* NULL or "" = no users */
+    int is_sasl_required;           /* unauthenticated clients may only authenticate */
+    int is_sasl_plain;              /* PLAIN offered (checked against the SCRAM credentials) */
+    const char *acl_file;           /* NULL or "" = every request allowed */
     long sasl_handshake_timeout_ms; /* sasl.required: unauthenticated connections closed after */
     /* Limits (limits.c, server.c). */
     long max_connections_per_address;

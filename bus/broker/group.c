@@ -808,9 +808,7 @@ int handle_leave_group(struct broker *b, struct reply *r, struct kr *q)
         m = NULL; /* denied: the member stays */
     if (r->api_version >= 1)
         kw_i32(&r->w, 0);
-    kw_i16(&r->w, !may_leave ? KERR_GROUP_AUTHORIZATION_FAILED
-                  : m        ? 0
-                             : KERR_UNKNOWN_MEMBER_ID);
+    kw_i16(&r->w, !may_leave ? KERR_GROUP_AUTHORIZATION_FAILED : m ? 0 : KERR_UNKNOWN_MEMBER_ID);
     if (m) {
         log_info("group %s: member %s left", g->id, m->id);
         member_remove(b, g, m);
@@ -876,8 +874,8 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         char topic[STORE_MAX_NAME + 1];
         int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
         struct topic *t = has_topic ? store_topic_find(&b->store, topic) : NULL;
-        int may_read = gerr || !has_topic || np <= 0 ||
-                       reply_allowed(b, r, ACL_TOPIC, topic, ACL_READ);
+        int may_read =
+            gerr || !has_topic || np <= 0 || reply_allowed(b, r, ACL_TOPIC, topic, ACL_READ);
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t part = kr_i32(q);
             int64_t off = kr_i64(q);

@@ -182,8 +182,8 @@ static int scram_user_main(int argc, char **argv)
     json_t *entry = sasl_user_entry_new(argv[2], pw, iterations);
     crypto_cleanse(pw, sizeof pw);
     if (!entry) {
-        fprintf(stderr, "bus-broker: bad name, or iterations not in %d..%d\n",
-                SCRAM_MIN_ITERATIONS, SCRAM_MAX_ITERATIONS);
+        fprintf(stderr, "bus-broker: bad name, or iterations not in %d..%d\n", SCRAM_MIN_ITERATIONS,
+                SCRAM_MAX_ITERATIONS);
         return 2;
     }
     char *text = json_dumps(entry, JSON_INDENT(2));

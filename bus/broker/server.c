@@ -994,8 +994,7 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
                                             sizeof err) == 0)
                     t = store_topic_find(&b->store, name);
             }
-            metadata_topic(b, w, v, t ? 0 : terr ? terr : KERR_UNKNOWN_TOPIC_OR_PARTITION, name,
-                           t);
+            metadata_topic(b, w, v, t ? 0 : terr ? terr : KERR_UNKNOWN_TOPIC_OR_PARTITION, name, t);
         }
     }
     if (v >= 8)
@@ -1364,8 +1363,8 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
         return 0;
     }
     /* Kafka (KIP-679): IdempotentWrite on the cluster, or Write on any topic. */
-    if (b->acls && !acl_set_allows_any(b->acls, reply_session(r)->principal, ACL_TOPIC,
-                                       ACL_WRITE) &&
+    if (b->acls &&
+        !acl_set_allows_any(b->acls, reply_session(r)->principal, ACL_TOPIC, ACL_WRITE) &&
         !reply_allowed(b, r, ACL_CLUSTER, NULL, ACL_IDEMPOTENT_WRITE)) {
         kw_i16(w, KERR_CLUSTER_AUTHORIZATION_FAILED);
         kw_i64(w, -1);
@@ -1626,11 +1625,11 @@ static int handle_describe_configs(struct broker *b, struct reply *r, struct kr 
                   : (type != 2 && type != 4) ? KERR_INVALID_REQUEST
                                              : 0;
         kw_i16(w, (int16_t)err);
-        kw_str(w, !err                                      ? NULL
-                  : err == KERR_TOPIC_AUTHORIZATION_FAILED ||
-                          err == KERR_CLUSTER_AUTHORIZATION_FAILED
-                      ? "not authorized"
-                      : "unknown resource");
+        kw_str(w,
+               !err ? NULL
+               : err == KERR_TOPIC_AUTHORIZATION_FAILED || err == KERR_CLUSTER_AUTHORIZATION_FAILED
+                   ? "not authorized"
+                   : "unknown resource");
         kw_i8(w, type);
         kw_kstr(w, rname);
         struct topic_conf c = t ? t->conf : b->store.defaults;
