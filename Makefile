@@ -61,7 +61,7 @@ endef
 ALL_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb
+.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb compdb
 all: deps
 	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
@@ -141,6 +141,10 @@ bench: deps build
 # make docs-config: rewrites the configuration tables in docs/ from each binary's --config-doc.
 docs-config: build
 	@/usr/bin/python3 tools/config_docs.py --bin $(BINDIR) --write
+
+# make compdb: compile_commands.json (clangd, clang-tidy) from the Makefile's own commands.
+compdb:
+	@/usr/bin/python3 tools/compdb.py
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -114,6 +114,24 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
         return finish_early(app, -1);
     }
     log_init(name, level);
+    /* Fail closed: a production process never runs on a missing, short or published secret
+     * (docs/security.md). One line names the setting; main exits 2. */
+    if (config_check_mode(err, sizeof err) != 0) {
+        log_error("configuration refused: %s", err);
+        return finish_early(app, -1);
+    }
+    bool is_production = config_is_production();
+    if (is_production && config_check_keys(app->cfg, env_prefix, true, err, sizeof err) != 0) {
+        log_error("configuration refused: %s", err);
+        return finish_early(app, -1);
+    }
+    if (is_production) {
+        log_info("mode: production (BUS_ENV)");
+    } else {
+        log_warn("mode: development (BUS_ENV=development): development secrets are accepted; "
+                 "never expose this process");
+        config_check_keys(app->cfg, env_prefix, false, err, sizeof err);
+    }
     if (check_only) {
         printf("configuration OK\n");
         fflush(stdout);

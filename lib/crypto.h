@@ -1,5 +1,5 @@
 /* crypto.h - hashing, HMAC signatures and constant-time comparison (the only module that
- * includes OpenSSL headers).
+ * includes OpenSSL headers), and the AEAD that seals secrets in transit (seal.h builds on it).
  *
  * Bus signatures: the dispatcher sends X-Bus-Signature: sha256=<hex HMAC-SHA256(secret, body)>
  * for routes with a signing secret; services check it with crypto_verify_signature(). */
@@ -19,6 +19,28 @@ void crypto_sha256_hex(const void *data, size_t len, char out[CRYPTO_SHA256_HEX_
 /* Lowercase hex HMAC-SHA256(key, data). */
 void crypto_hmac_sha256_hex(const char *key, size_t key_len, const void *data, size_t len,
                             char out[CRYPTO_SHA256_HEX_LEN + 1]);
+/* HMAC-SHA256(key, data) as 32 raw bytes. */
+void crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+                        unsigned char out[32]);
+
+/* AEAD: AES-256-GCM (NIST SP 800-38D) with a 96-bit nonce and a 128-bit tag. A nonce must never
+ * be used twice with one key: callers draw it at random (random_bytes), which is safe for far
+ * more messages than a key seals before rotation (2^32). */
+#define CRYPTO_AEAD_KEY_BYTES 32
+#define CRYPTO_AEAD_NONCE_BYTES 12
+#define CRYPTO_AEAD_TAG_BYTES 16
+/* Encrypts len bytes of plain, authenticating aad too; out receives the ciphertext (len bytes)
+ * followed by the tag (len + CRYPTO_AEAD_TAG_BYTES in all). Returns 0, or -1 on a library error. */
+int crypto_aead_seal(const unsigned char key[CRYPTO_AEAD_KEY_BYTES],
+                     const unsigned char nonce[CRYPTO_AEAD_NONCE_BYTES], const void *aad,
+                     size_t aad_len, const void *plain, size_t len, unsigned char *out);
+/* Decrypts in (ciphertext then tag, len >= CRYPTO_AEAD_TAG_BYTES) into out (len - tag bytes).
+ * Returns 0, or -1 when the tag does not verify (wrong key, aad or altered bytes): then out holds
+ * nothing to use. */
+int crypto_aead_open(const unsigned char key[CRYPTO_AEAD_KEY_BYTES],
+                     const unsigned char nonce[CRYPTO_AEAD_NONCE_BYTES], const void *aad,
+                     size_t aad_len, const unsigned char *in, size_t len, unsigned char *out);
+
 /* Constant-time equality of two byte strings (the lengths are not secret). */
 bool crypto_equal(const void *a, size_t a_len, const void *b, size_t b_len);
 

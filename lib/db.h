@@ -6,6 +6,10 @@
  * sql/<schema>/NNN_name.sql applied in order inside a transaction each, recorded in
  * <schema>.schema_migrations, guarded by an advisory lock so concurrent starts are safe.
  *
+ * Durable: every connection runs with synchronous_commit at least "on" whatever the server's,
+ * role's or database's default (raised at connect), so a statement or transaction that returned
+ * DB_OK survives a crash of the server: callers may answer 2xx right after it.
+ *
  * Thread-safe: each call takes a connection from the pool for its duration. */
 #ifndef DB_H
 #define DB_H

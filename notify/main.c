@@ -11,8 +11,9 @@
  *
  * Templates: templates_dir/<kind>.<lang>.txt, first line "Subject: ...", a blank line, the text;
  * {{name}} is replaced by the event's parameter name. Development defaults: email written as
- * .eml files under outbox_dir (no smtp_url), SMS and in-game to gamesim. The unlock code is never
- * logged. */
+ * .eml files under outbox_dir (no smtp_url), SMS and in-game to gamesim. The unlock code arrives
+ * sealed by guard (seal.h, seal_keys) and is opened only into the message to the player; it is
+ * never logged. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
+#include "seal.h"
 #include "smtp_client.h"
 
 #define ID_MAX 256
@@ -41,8 +43,7 @@ static const struct config_def NOTIFY_CONFIG[] = {
     {"db_pool", CONFIG_INT, "4", 1, 100, 0, NULL, "Database connections"},
     {"migrations_dir", CONFIG_STRING, "sql/notify", 0, 4096, 0, NULL,
      "Migrations applied at start"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    DELIVERY_SECRET_CONFIG_DEF,
     {"smtp_url", CONFIG_STRING, "", 0, 4096, CONFIG_SECRET, NULL,
      "SMTP server (smtp://host:port); empty = write .eml files to outbox_dir"},
     {"mail_from", CONFIG_STRING, "security@game.example", 1, 320, 0, NULL, "Sender address"},
@@ -58,6 +59,10 @@ static const struct config_def NOTIFY_CONFIG[] = {
     {"provider_timeout_ms", CONFIG_INT, "5000", 100, 120000, 0, NULL,
      "Time-out of one provider call"},
     {"threads", CONFIG_INT, "8", 1, 64, 0, NULL, "HTTP worker threads"},
+    {"seal_keys", CONFIG_STRING, SEAL_DEV_KEYS, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
+     "CODE_SEAL_KEYS",
+     "Keys that open the codes guard seals, kid:secret[,kid:secret] (every key opens: list the "
+     "new key here before guard seals with it; the default is for development only)"},
     CONFIG_DEF_END,
 };
 
@@ -66,6 +71,7 @@ struct notify {
     struct http_client *http;
     const struct config *cfg;
     const char *bus_secret;
+    struct seal_keys *seal; /* opens guard's sealed codes */
     struct metric *m_sent, *m_failed;
 };
 
@@ -230,8 +236,10 @@ static void deliver(struct notify *n, struct http_exchange *ex, const struct mes
         }
         const char *p[] = {m->dedupe, ch, m->account, m->kind};
         json_t *rows = NULL;
-        int rc = db_exec(n->db, "SELECT 1 FROM notify.sent WHERE dedupe_key = $1 AND channel = $2",
-                         p, 2, &rows, NULL, err, sizeof(err));
+        int rc = db_exec(n->db,
+                         "SELECT 1 FROM notify.sent WHERE dedupe_key = $1 AND channel = $2 "
+                         "AND account_id = $3",
+                         p, 3, &rows, NULL, err, sizeof(err));
         if (rc != DB_OK) {
             log_warn("dedupe lookup failed: %s", err);
             failed = 1;
@@ -345,16 +353,41 @@ static void handle_action(struct http_exchange *ex, void *arg)
     }
     json_t *contacts = json_object_get(ev, "contacts");
     json_t *channels = json_object_get(ev, "channels");
+    /* One message per decision: guard answers a redelivered login with the same decision, which
+     * the bus publishes again under a new ce-id; the login id names the decision. */
+    char dedupe[ID_MAX + 16];
+    const char *login_id = str_or(ev, "login_id", NULL);
+    if (login_id && strlen(login_id) <= ID_MAX) {
+        snprintf(dedupe, sizeof(dedupe), "%s:%s", action, login_id);
+    } else {
+        snprintf(dedupe, sizeof(dedupe), "%s", http_header(ex, "ce-id"));
+    }
     struct message m = {
         .account = json_string_value(json_object_get(ev, "account_id")),
         .kind = kind,
         .lang = str_or(ev, "lang", config_str(n->cfg, "default_lang")),
         .email = str_or(contacts, "email", NULL),
         .phone = str_or(contacts, "phone", NULL),
-        .dedupe = http_header(ex, "ce-id"),
+        .dedupe = dedupe,
         .channels = json_is_array(channels) ? channels : NULL,
         .params = ev, /* country, ip, ts, code, server */
     };
+    /* A lock's code comes sealed for us (seal.h); it is opened only into the template's
+     * parameters, never into a log line or an answer. */
+    char *code = NULL;
+    if (strcmp(action, "lock") == 0) {
+        char ctx[ID_MAX + 16];
+        snprintf(ctx, sizeof(ctx), "unlock\n%s", m.account);
+        int rc = seal_open(n->seal, ctx, str_or(ev, "sealed_code", NULL), &code);
+        if (rc != 0) {
+            json_decref(ev);
+            http_respond_error(ex, 422, rc == SEAL_EKEY ? "unknown_seal_key" : "bad_seal", NULL,
+                               "a lock needs a \"sealed_code\" sealed for this account with a "
+                               "key notify holds");
+            return;
+        }
+        json_object_set_new(ev, "code", json_string(code));
+    }
     json_t *dflt = NULL;
     if (!m.channels) {
         dflt = json_pack("[s]", "ingame");
@@ -363,6 +396,10 @@ static void handle_action(struct http_exchange *ex, void *arg)
     deliver(n, ex, &m);
     json_decref(dflt);
     json_decref(ev);
+    if (code) {
+        explicit_bzero(code, strlen(code));
+        free(code);
+    }
 }
 
 static void handle_notification(struct http_exchange *ex, void *arg)
@@ -414,6 +451,10 @@ int main(int argc, char **argv)
     }
     n.cfg = app.cfg;
     n.bus_secret = config_str(app.cfg, "bus_secret");
+    if (seal_keys_parse(config_str(app.cfg, "seal_keys"), &n.seal, err, sizeof(err)) != 0) {
+        log_error("seal_keys: %s", err);
+        goto out;
+    }
     n.http = http_client_new();
     n.m_sent = metrics_counter("notify_sent_total", "Messages sent (per channel)", NULL);
     n.m_failed = metrics_counter("notify_failed_total", "Provider failures (retried)", NULL);
@@ -441,6 +482,7 @@ int main(int argc, char **argv)
 out:
     http_server_free(srv, 2000);
     http_client_free(n.http);
+    seal_keys_free(n.seal);
     db_free(n.db);
     app_release(&app);
     return rc;

@@ -58,3 +58,10 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   ( cd tests/browser && npm ci --no-audit --no-fund --silent ) || {
     echo "deps: npm ci in tests/browser failed: check that the npm registry is reachable" >&2; exit 1; }
 fi
+
+# @redocly/cli for the OpenAPI specs' lint (docs/api/; tests/integration/test_api_specs.py).
+if [ ! -x tools/apicheck/node_modules/.bin/redocly ]; then
+  echo "deps: installing @redocly/cli from the npm registry into tools/apicheck/"
+  ( cd tools/apicheck && npm ci --no-audit --no-fund --silent ) || {
+    echo "deps: npm ci in tools/apicheck failed: check that the npm registry is reachable" >&2; exit 1; }
+fi

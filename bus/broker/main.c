@@ -47,8 +47,9 @@ static const struct config_def BROKER_CONFIG[] = {
      "Default retention by size per partition in bytes (-1 = unlimited)."},
     {"retention_check_ms", CONFIG_INT, "30000", 10, 3600000, 0, NULL,
      "How often retention is enforced."},
-    {"max_request_bytes", CONFIG_INT, "104857600", 1024, 1073741824, 0, NULL,
-     "Largest request frame accepted; larger closes the connection."},
+    {"max_request_bytes", CONFIG_INT, "16777216", 1024, 1073741824, 0, NULL,
+     "Largest request frame accepted, and so the most one connection buffers of a request; "
+     "larger closes the connection."},
     {"max_connections", CONFIG_INT, "1024", 1, 100000, 0, NULL,
      "Client connections beyond this are refused."},
     {"max_connections_per_address", CONFIG_INT, "100", 1, 100000, 0, NULL,
@@ -120,14 +121,6 @@ static int create_topics(struct broker *b, const char *list)
     return rc;
 }
 
-/* The product's mode: production unless BUS_ENV=development (docs/security.md). Kept in one
- * function so it can move to lib/app's mode helper. */
-static int is_production(void)
-{
-    const char *env = getenv("BUS_ENV");
-    return !env || strcmp(env, "development") != 0;
-}
-
 /* Whether key was given in the config file (flat "a.b" or nested {"a": {"b": ...}}) or in the
  * environment (BROKER_A_B): a key whose default depends on the mode keeps an explicit value. */
 static int is_set(struct config *cfg, const char *key)
@@ -155,7 +148,7 @@ static int is_set(struct config *cfg, const char *key)
 
 static int mode_bool(struct config *cfg, const char *key, int production_default)
 {
-    if (is_set(cfg, key) || !is_production())
+    if (is_set(cfg, key) || !config_is_production())
         return config_bool(cfg, key);
     return production_default;
 }

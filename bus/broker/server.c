@@ -8,12 +8,14 @@
  * long-poll for data, group joins wait for the rebalance. The queue is sent from its head as
  * soon as the head is ready.
  *
- * Limits: max_request_bytes per frame, max_connections in all and max_connections_per_address
- * (refused at accept), at most REPLIES_MAX queued replies and max_buffered_bytes unsent bytes per
- * connection (reading pauses beyond), request_timeout_ms for a partial request, idle_timeout_ms
- * for a silent connection, sasl_handshake_timeout_ms for one that does not authenticate when
- * SASL is required. Topic and partition counts: limits.c. A malformed frame, an unknown API
- * key or an unsupported version closes that connection with a log line. */
+ * Limits: max_request_bytes per frame (and so per connection's input buffer, which is freed
+ * again once a request larger than IN_KEEP_BYTES was handled), max_connections in all and
+ * max_connections_per_address (refused at accept), at most REPLIES_MAX queued replies and
+ * max_buffered_bytes unsent bytes per connection (reading pauses beyond), request_timeout_ms for
+ * a partial request, idle_timeout_ms for a silent connection, sasl_handshake_timeout_ms for one
+ * that does not authenticate when SASL is required. Topic and partition counts: limits.c. A
+ * malformed frame, an unknown API key or an unsupported version closes that connection with a
+ * log line. */
 #include "broker.h"
 
 #include <arpa/inet.h>
@@ -37,6 +39,8 @@
 #include "metrics.h"
 
 #define REPLIES_MAX 64
+/* An empty input buffer larger than this is freed (it grew for one large request). */
+#define IN_KEEP_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (64 << 20)
 /* At most this much per partition in one fetch answer (still at least one whole batch, and
  * never less than the request's min_bytes), whatever the client's partition_max_bytes: a
@@ -524,6 +528,13 @@ static void conn_process(struct broker *b, struct conn *c)
     if (off) {
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
+    }
+    if (c->in_len == 0 && c->in_cap > IN_KEEP_BYTES) {
+        /* A large request was handled: give its buffer back rather than keep it for the
+         * connection's life (max_connections of them would hold max_request_bytes each). */
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
     }
     c->partial_since_ms = c->in_len ? (c->partial_since_ms ? c->partial_since_ms : broker_now_ms())
                                     : 0;

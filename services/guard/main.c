@@ -5,9 +5,11 @@
  * date, for travel) triggers the account's policy: notify, kick, block_abroad or lock. The answer
  * is the account.action event (200), or 204 when the login needs nothing; a batched delivery
  * (delivery.h) answers the array of those events (null for a 204). Decisions are stored per
- * login_id, so a redelivered login gets the same answer and never a second lock or code. The
- * unlock code of a lock is derived as HMAC(code_secret, account_id, login_id) so a redelivery
- * answers the same code, and only a salted SHA-256 of it is stored.
+ * (account_id, login_id), so a redelivered login gets the same answer and never a second lock or
+ * code. The unlock code of a lock is drawn from the CSPRNG once; guard keeps a salted SHA-256 of
+ * it, and the event carries it only sealed for notify (seal.h, "sealed_code"), which is how the
+ * decision is stored too: a redelivery re-emits the very code the player was sent. No topic, dead
+ * letter, HTTP answer or log line holds a code in the clear.
  *
  * Player API (player token of that account): PUT /v1/accounts/{id}/policy, PUT .../contacts,
  * GET .../policy, POST .../unlock {"code"} (attempts limited, codes expire).
@@ -21,6 +23,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,15 +35,23 @@
 #include "crypto.h"
 #include "db.h"
 #include "delivery.h"
+#include "geo.h"
 #include "http_server.h"
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
+#include "seal.h"
 #include "webpage.h"
 
 #define ID_MAX 128
 #define CACHE_BUCKETS 65536u
 #define MAX_ALLOWED 64
+
+/* SHA-256 of the development status token "dev-status-token" (docs/services/guard.md). */
+#define GUARD_DEV_STATUS_TOKENS                                                                   \
+    "dev-login-servers:16c99ebb2810c6df9c889c569c0954f906ef282f9ac5b341b5a1288f7ad7b965"
+#define STATUS_CLIENTS_MAX 32
+#define STATUS_CLIENT_NAME_MAX 64
 
 static const struct config_def GUARD_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8103", 0, 256, 0, NULL, "HTTP listen address"},
@@ -48,12 +59,21 @@ static const struct config_def GUARD_CONFIG[] = {
      "DATABASE_URL", "PostgreSQL connection URL"},
     {"db_pool", CONFIG_INT, "6", 1, 100, 0, NULL, "Database connections"},
     {"migrations_dir", CONFIG_STRING, "sql/guard", 0, 4096, 0, NULL, "Migrations applied at start"},
-    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_SECRET, "AUTH_SECRET",
+    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_KEY, "AUTH_SECRET",
      "HS256 secret of player and staff tokens (the default is for development only)"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
-    {"code_secret", CONFIG_STRING, "dev-only-guard-code-secret", 1, 4096, CONFIG_SECRET, NULL,
-     "Secret the unlock codes are derived with (the default is for development only)"},
+    DELIVERY_SECRET_CONFIG_DEF,
+    {"seal_keys", CONFIG_STRING, SEAL_DEV_KEYS, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
+     "CODE_SEAL_KEYS",
+     "Keys sealing the codes guard sends through notify, kid:secret[,kid:secret] (the first "
+     "seals; notify holds the same ring; the default is for development only)"},
+    {"status_tokens", CONFIG_STRING, GUARD_DEV_STATUS_TOKENS, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
+     NULL,
+     "Service tokens of the status API, name:sha256hex[,name:sha256hex] (SHA-256 of each "
+     "client's bearer token; the default holds the development token dev-status-token)"},
+    {"geoip_db", CONFIG_STRING, "var/geoip/geo-whois-asn-country.mmdb", 1, 4096, 0, NULL,
+     "MaxMind-format database giving the status API the country of ?ip= (as ipcheck's)"},
+    {"geoip_reload_check_ms", CONFIG_INT, "5000", 50, 3600000, 0, NULL,
+     "How often the GeoIP database file is checked for replacement"},
     {"home_countries", CONFIG_STRING, "KR", 0, 1024, 0, NULL,
      "Comma-separated ISO alpha-2 countries that never trigger a policy"},
     {"default_policy", CONFIG_STRING, "none", 0, 32, 0, NULL,
@@ -88,10 +108,20 @@ struct entry {
     char id[];
 };
 
+/* A client of the status API (a login server fleet): its name and its token's SHA-256 (hex). */
+struct status_client {
+    char name[STATUS_CLIENT_NAME_MAX + 1];
+    char sha256[CRYPTO_SHA256_HEX_LEN + 1];
+};
+
 struct guard {
     struct db *db;
+    struct geo *geo; /* country of the status API's ?ip= */
+    struct status_client clients[STATUS_CLIENTS_MAX];
+    int n_clients;
     const struct config *cfg;
-    const char *auth_secret, *bus_secret, *code_secret;
+    const char *auth_secret, *bus_secret;
+    struct seal_keys *seal; /* seals unlock codes for notify */
     char home[32][3];
     int n_home;
     pthread_rwlock_t mu;
@@ -253,33 +283,30 @@ static json_t *home_json(struct guard *g)
 
 /* ---- GET /v1/accounts/{id}/status ---- */
 
-static void handle_status(struct http_exchange *ex, void *arg)
+/* The account's status JSON (heap, caller frees) from the cache, or loaded and cached. Returns
+ * DB_OK, or a db error with err filled. */
+static int status_text(struct guard *g, const char *id, char **out, char *err, size_t err_len)
 {
-    struct guard *g = arg;
-    const char *id = http_param(ex, 0);
-    if (!valid_id(id)) {
-        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
-        return;
-    }
     long long now = (long long)time(NULL);
+    *out = NULL;
     pthread_rwlock_rdlock(&g->mu);
     for (struct entry *e = g->buckets[hash_id(id)]; e; e = e->next) {
         if (strcmp(e->id, id) == 0 && (e->expires == 0 || e->expires > now)) {
-            http_respond(ex, 200, NULL, e->status, strlen(e->status));
-            pthread_rwlock_unlock(&g->mu);
-            metric_inc(g->m_status_hit);
-            return;
+            *out = xstrdup(e->status);
+            break;
         }
     }
     pthread_rwlock_unlock(&g->mu);
+    if (*out) {
+        metric_inc(g->m_status_hit);
+        return DB_OK;
+    }
     metric_inc(g->m_status_miss);
 
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
+    int rc = load_account(g, id, &acct, &allowed, err, err_len);
     if (rc != DB_OK) {
-        db_fail(ex, rc, err);
-        return;
+        return rc;
     }
     long long expires;
     const char *policy = acct_policy(g, acct);
@@ -318,8 +345,143 @@ static void handle_status(struct http_exchange *ex, void *arg)
         g->n_cached++;
     }
     pthread_rwlock_unlock(&g->mu);
-    http_respond(ex, 200, NULL, text, strlen(text));
+    *out = text;
+    return DB_OK;
+}
+
+/* Whether a login from country would be admitted now, by the status st (the cached JSON, parsed):
+ * sets "admit", "reason" (null, "locked" or "blocked_abroad") and "retry_after" (null: the answer
+ * changes only by the player's or support's action, not by waiting). */
+static void status_admit(struct guard *g, json_t *st, const char *country)
+{
+    const char *reason = NULL;
+    if (json_is_true(json_object_get(st, "locked"))) {
+        reason = "locked";
+    } else if (json_is_true(json_object_get(st, "blocked_abroad"))) {
+        int ok = strcmp(country, GEO_UNKNOWN) == 0 && config_bool(g->cfg, "ignore_unknown_country");
+        for (int i = 0; !ok && i < g->n_home; i++) {
+            ok = strcmp(country, g->home[i]) == 0;
+        }
+        json_t *allowed = json_object_get(st, "allowed_countries");
+        for (size_t i = 0; !ok && i < json_array_size(allowed); i++) {
+            const char *c = json_string_value(json_object_get(json_array_get(allowed, i), "country"));
+            ok = c && strcmp(c, country) == 0; /* expired ones are not cached (entry expires) */
+        }
+        reason = ok ? NULL : "blocked_abroad";
+    }
+    json_object_set_new(st, "admit", json_boolean(reason == NULL));
+    json_object_set_new(st, "reason", reason ? json_string(reason) : json_null());
+    json_object_set_new(st, "retry_after", json_null());
+}
+
+/* The status API's caller: a status client (service token), or a player of that account or
+ * staff (JWT). Answers 401 for a missing, malformed or unknown token, 403 for a valid token
+ * without the right to this account; returns 1 for a status client, 0 for a player or staff,
+ * -1 when answered. */
+static int authorize_status(struct guard *g, struct http_exchange *ex, const char *id)
+{
+    const char *tok = http_bearer(ex);
+    if (!tok || !*tok || strlen(tok) > 4096) {
+        http_respond_error(ex, 401, "unauthorized", NULL, "a valid bearer token is required");
+        return -1;
+    }
+    char h[CRYPTO_SHA256_HEX_LEN + 1];
+    crypto_sha256_hex(tok, strlen(tok), h);
+    int known = 0;
+    for (int i = 0; i < g->n_clients; i++) { /* every one compared: the time tells nothing */
+        known |= crypto_equal(h, CRYPTO_SHA256_HEX_LEN, g->clients[i].sha256,
+                              CRYPTO_SHA256_HEX_LEN);
+    }
+    if (known) {
+        return 1;
+    }
+    struct auth_identity who;
+    char err[256];
+    if (auth_verify(g->auth_secret, tok, &who, err, sizeof(err)) != 0) {
+        http_respond_error(ex, 401, "unauthorized", NULL, "a valid bearer token is required");
+        return -1;
+    }
+    if (who.role == AUTH_STAFF || (who.role == AUTH_PLAYER && strcmp(who.subject, id) == 0)) {
+        return 0;
+    }
+    http_respond_error(ex, 403, "forbidden", NULL, "this token may not read this account");
+    return -1;
+}
+
+/* GET /v1/accounts/{id}/status[?ip=ADDR]: the account's state; with ip, whether a login from
+ * there would be admitted now (for login servers, which need no GeoIP database of their own). */
+static void handle_status(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    const char *id = http_param(ex, 0);
+    if (!valid_id(id)) {
+        http_respond_error(ex, 400, "bad_account", NULL, "invalid account id");
+        return;
+    }
+    int caller = authorize_status(g, ex, id);
+    if (caller < 0) {
+        return;
+    }
+    const char *ip = http_query(ex, "ip");
+    char country[3];
+    if (ip && (strlen(ip) > 64 || geo_country(g->geo, ip, country) != 0)) {
+        http_respond_error(ex, 400, "bad_ip", NULL, "ip must be an IPv4 or IPv6 address");
+        return;
+    }
+    char *text = NULL, err[512];
+    int rc = status_text(g, id, &text, err, sizeof(err));
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    if (!ip && caller == 0) { /* the player's or staff's view, as cached */
+        http_respond(ex, 200, NULL, text, strlen(text));
+        free(text);
+        return;
+    }
+    json_error_t jerr;
+    json_t *st = json_loads(text, 0, &jerr);
     free(text);
+    if (!st) {
+        http_respond_error(ex, 500, "internal", NULL, "status unreadable");
+        return;
+    }
+    if (ip) {
+        json_object_set_new(st, "ip", json_string(ip));
+        json_object_set_new(st, "country", json_string(country));
+        status_admit(g, st, country);
+    }
+    if (caller == 1) { /* a login server needs the verdict, not the player's settings or trips */
+        json_object_del(st, "policy");
+        json_object_del(st, "home_countries");
+        json_object_del(st, "allowed_countries");
+    }
+    http_respond_json(ex, 200, st);
+}
+
+/* Parses status_tokens ("name:sha256hex[,...]") into g->clients. */
+static int parse_status_clients(struct guard *g, const char *spec)
+{
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *colon = memchr(p, ':', len);
+        size_t name_len = colon ? (size_t)(colon - p) : 0;
+        size_t hash_len = colon ? len - name_len - 1 : 0;
+        if (!colon || name_len == 0 || name_len > STATUS_CLIENT_NAME_MAX ||
+            hash_len != CRYPTO_SHA256_HEX_LEN || strspn(colon + 1, "0123456789abcdef") < hash_len ||
+            g->n_clients == STATUS_CLIENTS_MAX) {
+            log_error("status_tokens: entry %d is not name:<64 lowercase hex digits> (at most %d)",
+                      g->n_clients + 1, STATUS_CLIENTS_MAX);
+            return -1;
+        }
+        struct status_client *c = &g->clients[g->n_clients++];
+        memcpy(c->name, p, name_len);
+        memcpy(c->sha256, colon + 1, CRYPTO_SHA256_HEX_LEN);
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
 }
 
 /* ---- tokens ---- */
@@ -534,16 +696,21 @@ static void handle_put_contacts(struct http_exchange *ex, void *arg)
 
 /* ---- deliveries ---- */
 
-static void unlock_code(struct guard *g, const char *account, const char *login_id, char out[9])
+/* A new unlock code: 8 decimal digits, uniform, from the system CSPRNG (nothing a caller chose,
+ * such as the login's ce-id, goes into it). */
+static void new_code(char out[9])
 {
-    char msg[2 * ID_MAX + 16], mac[CRYPTO_SHA256_HEX_LEN + 1];
-    snprintf(msg, sizeof(msg), "unlock\n%s\n%s", account, login_id);
-    crypto_hmac_sha256_hex(g->code_secret, strlen(g->code_secret), msg, strlen(msg), mac);
-    char first[17];
-    memcpy(first, mac, 16);
-    first[16] = '\0';
-    unsigned long long v = strtoull(first, NULL, 16);
-    snprintf(out, 9, "%08llu", v % 100000000ull);
+    uint32_t v;
+    do { /* 42 * 10^8 <= 2^32: rejecting the rest leaves every code equally likely */
+        random_bytes(&v, sizeof(v));
+    } while (v >= 4200000000u);
+    snprintf(out, 9, "%08u", (unsigned)(v % 100000000u));
+}
+
+/* The context a code is sealed for: the account, and what the code is for. */
+static void seal_context(const char *purpose, const char *account, char *out, size_t len)
+{
+    snprintf(out, len, "%s\n%s", purpose, account);
 }
 
 static void code_hash(const char *salt, const char *code, char out[CRYPTO_SHA256_HEX_LEN + 1])
@@ -565,22 +732,15 @@ static void item_db_fail(struct delivery_item *it, int rc, const char *err)
     }
 }
 
-/* Decides an item by a stored decision (event text without the code); adds the code back for a
- * lock. */
-static void stored_decision(struct guard *g, struct delivery_item *it, const char *event_text,
-                            const char *account, const char *login_id)
+/* Decides an item by a stored decision: the event exactly as first answered (a lock's code in it
+ * sealed), so a redelivery re-emits the code the player was sent, never a second one. */
+static void stored_decision(struct delivery_item *it, const char *event_text)
 {
     json_error_t jerr;
     json_t *ev = json_loads(event_text, 0, &jerr);
     if (!ev) {
         delivery_item_fail(it, 500, "internal", "stored decision unreadable");
         return;
-    }
-    const char *action = json_string_value(json_object_get(ev, "action"));
-    if (action && strcmp(action, "lock") == 0) {
-        char code[9];
-        unlock_code(g, account, login_id, code);
-        json_object_set_new(ev, "code", json_string(code));
     }
     it->status = 200;
     it->output = ev;
@@ -632,14 +792,14 @@ static void guard_decide(void *ctx, struct delivery_item *it)
                      "AND (al.until IS NULL OR al.until > now()))::text AS allowed "
                      "FROM (SELECT $1::text AS id) k "
                      "LEFT JOIN guard.accounts a ON a.account_id = k.id "
-                     "LEFT JOIN guard.decisions d ON d.login_id = $2",
+                     "LEFT JOIN guard.decisions d ON d.account_id = $1 AND d.login_id = $2",
                      pl, 2, &acct, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         item_db_fail(it, rc, err);
         return;
     }
     if (row_str(acct, 0, "decided")) { /* a redelivery: the same answer again */
-        stored_decision(g, it, row_str(acct, 0, "decided"), account, login_id);
+        stored_decision(it, row_str(acct, 0, "decided"));
         json_decref(acct);
         return;
     }
@@ -686,6 +846,21 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     }
     json_decref(acct);
     json_decref(allowed);
+    /* A lock's code: minted once here, kept only as a salted hash and, sealed for notify, in the
+     * decision itself (answered again as stored on a redelivery). */
+    char code[9] = "";
+    if (strcmp(policy, "lock") == 0) {
+        char sctx[ID_MAX + 16], *sealed = NULL;
+        new_code(code);
+        seal_context("unlock", account, sctx, sizeof(sctx));
+        if (seal_seal(g->seal, sctx, code, &sealed) != 0) {
+            json_decref(out);
+            delivery_item_fail(it, 500, "internal", "cannot seal the unlock code");
+            return;
+        }
+        json_object_set_new(out, "sealed_code", json_string(sealed));
+        free(sealed);
+    }
     char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
 
     const char *pd[] = {login_id, account, policy, text};
@@ -694,7 +869,7 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     st[n++] = (struct db_stmt){"INSERT INTO guard.decisions (login_id, account_id, action, event) "
                                "VALUES ($1, $2, $3, $4)",
                                pd, 4};
-    char salt[33], hash[CRYPTO_SHA256_HEX_LEN + 1], ttl[24], code[9];
+    char salt[33], hash[CRYPTO_SHA256_HEX_LEN + 1], ttl[24];
     const char *pc[5] = {account, login_id, salt, hash, ttl};
     const char *pe[4] = {account, login_id, country, json_string_value(json_object_get(out, "ip"))};
     if (strcmp(policy, "lock") == 0) {
@@ -703,7 +878,6 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         for (int i = 0; i < 16; i++) {
             snprintf(salt + 2 * i, 3, "%02x", raw[i]);
         }
-        unlock_code(g, account, login_id, code);
         code_hash(salt, code, hash);
         snprintf(ttl, sizeof(ttl), "%lld", config_int(g->cfg, "code_ttl_s"));
         st[n++] = (struct db_stmt){
@@ -726,14 +900,15 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     if (rc == DB_ECONFLICT) { /* a concurrent copy of this delivery won: answer what it stored */
         json_decref(out);
         json_t *rows = NULL;
-        rc = db_exec(g->db, "SELECT event FROM guard.decisions WHERE login_id = $1", pl + 1, 1,
-                     &rows, NULL, err, sizeof(err));
+        rc = db_exec(g->db,
+                     "SELECT event FROM guard.decisions WHERE account_id = $1 AND login_id = $2",
+                     pl, 2, &rows, NULL, err, sizeof(err));
         if (rc != DB_OK || json_array_size(rows) == 0) {
             json_decref(rows);
             item_db_fail(it, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);
             return;
         }
-        stored_decision(g, it, row_str(rows, 0, "event"), account, login_id);
+        stored_decision(it, row_str(rows, 0, "event"));
         json_decref(rows);
         return;
     }
@@ -742,10 +917,8 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         item_db_fail(it, rc, err);
         return;
     }
+    explicit_bzero(code, sizeof(code));
     cache_drop(g, account);
-    if (strcmp(policy, "lock") == 0) {
-        json_object_set_new(out, "code", json_string(code));
-    }
     metric_inc(g->m_actions);
     char trace_id[33];
     log_ev(LOG_LEVEL_INFO, trace_id_of(it->traceparent, trace_id), it->id,
@@ -1139,12 +1312,21 @@ int main(int argc, char **argv)
     g.cfg = app.cfg;
     g.auth_secret = config_str(app.cfg, "auth_secret");
     g.bus_secret = config_str(app.cfg, "bus_secret");
-    g.code_secret = config_str(app.cfg, "code_secret");
+    if (seal_keys_parse(config_str(app.cfg, "seal_keys"), &g.seal, err, sizeof(err)) != 0) {
+        log_error("seal_keys: %s", err);
+        goto out;
+    }
     if (policy_index(config_str(app.cfg, "default_policy")) < 0) {
         log_error("default_policy must be none, notify, kick, block_abroad or lock");
         goto out;
     }
-    if (parse_home(&g, config_str(app.cfg, "home_countries")) != 0) {
+    if (parse_home(&g, config_str(app.cfg, "home_countries")) != 0 ||
+        parse_status_clients(&g, config_str(app.cfg, "status_tokens")) != 0) {
+        goto out;
+    }
+    g.geo = geo_new(config_str(app.cfg, "geoip_db"), err, sizeof(err));
+    if (!g.geo) {
+        log_error("geoip_db: %s", err);
         goto out;
     }
     g.m_actions = metrics_counter("guard_actions_total", "Logins that triggered a policy", NULL);
@@ -1193,16 +1375,26 @@ int main(int argc, char **argv)
     }
     log_info("guard listening on %s%s", opts.listen,
              g.bus_secret && *g.bus_secret ? ", signatures required" : "");
-    app_run(&app);
+    long check_ms = (long)config_int(app.cfg, "geoip_reload_check_ms");
+    while (!app_wait_stop_for(&app, check_ms)) {
+        int r = geo_reload_if_changed(g.geo, err, sizeof(err));
+        if (r == 1) {
+            log_info("GeoIP database reloaded");
+        } else if (r < 0) {
+            log_warn("GeoIP reload skipped: %s", err);
+        }
+    }
     rc = 0;
 out:
     http_server_free(srv, 2000);
+    geo_free(g.geo);
     if (g.buckets) {
         cache_clear_locked(&g);
         free(g.buckets);
     }
     pthread_rwlock_destroy(&g.mu);
     db_free(g.db);
+    seal_keys_free(g.seal);
     webpage_free(page);
     app_release(&app);
     return rc;

@@ -567,7 +567,7 @@ static void handle_action(struct http_exchange *ex, void *arg)
             rc = db_exec(in->db,
                          "INSERT INTO history.actions (login_id, account_id, action, ts) "
                          "VALUES ($1, $2, $3, COALESCE($4::timestamptz, now())) "
-                         "ON CONFLICT (login_id) DO UPDATE SET action = EXCLUDED.action, "
+                         "ON CONFLICT (account_id, login_id) DO UPDATE SET action = EXCLUDED.action, "
                          "ts = EXCLUDED.ts",
                          params, 4, NULL, NULL, err, sizeof(err));
             if (rc != DB_OK && rc != DB_EUNAVAILABLE) {

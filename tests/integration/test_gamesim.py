@@ -9,11 +9,13 @@ import harness
 
 BUS = "test-bus-secret"
 
+GS_AUTH = {"Authorization": "Bearer dev-only-gamesim-admin-token"}  # the development token
+
 
 def kick(gs, action, ce_id=None, secret=BUS):
     body = json.dumps({"account_id": "g1", "action": action, "login_id": "l1", "country": "US",
                        "ip": "1.2.3.4", "ts": "2026-11-25T06:00:00Z", "session_id": "s9",
-                       "code": "12345678"}).encode()
+                       "sealed_code": "v1.dev." + "A" * 48}).encode()
     headers = {"Content-Type": "application/json", "ce-id": ce_id or str(uuid.uuid4())}
     if secret:
         headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
@@ -33,19 +35,21 @@ def test_records_kicks_messages_sms():
         == 200
     assert harness.http("POST", f"{gs.url}/v1/sms", {"to": "+8210", "text": "yo"})[0] == 200
     assert harness.http("POST", f"{gs.url}/v1/sms", {"text": "no to"})[0] == 422
-    st, body, _ = harness.http("GET", f"{gs.url}/v1/received")
+    st, body, _ = harness.http("GET", f"{gs.url}/v1/received", headers=GS_AUTH)
     assert st == 200
     assert [k["action"] for k in body["kicks"]] == ["kick", "block_abroad", "lock"]
-    assert all("code" not in k for k in body["kicks"])
+    assert all("sealed_code" not in k for k in body["kicks"])
     assert body["messages"][0]["text"] == "hi" and body["sms"][0]["to"] == "+8210"
     for _ in range(4):  # bounded: the newest `keep` entries remain
         harness.http("POST", f"{gs.url}/v1/messages", {"account_id": "g1", "text": "x"})
-    assert len(harness.http("GET", f"{gs.url}/v1/received")[1]["messages"]) == 3
-    assert harness.http("POST", f"{gs.url}/v1/fail", {"count": 1})[0] == 204
+    assert len(harness.http("GET", f"{gs.url}/v1/received",
+                            headers=GS_AUTH)[1]["messages"]) == 3
+    assert harness.http("POST", f"{gs.url}/v1/fail", {"count": 1},
+                        headers=GS_AUTH)[0] == 204
     assert harness.http("POST", f"{gs.url}/v1/messages", {"account_id": "g1", "text": "x"})[0] \
         == 503
-    assert harness.http("DELETE", f"{gs.url}/v1/received")[0] == 204
-    assert harness.http("GET", f"{gs.url}/v1/received")[1]["kicks"] == []
+    assert harness.http("DELETE", f"{gs.url}/v1/received", headers=GS_AUTH)[0] == 204
+    assert harness.http("GET", f"{gs.url}/v1/received", headers=GS_AUTH)[1]["kicks"] == []
 
 
 def test_loginsim_posts_at_rate_and_backs_off():
@@ -65,7 +69,7 @@ def test_loginsim_posts_at_rate_and_backs_off():
     url, _ = harness.ctx().serve(publisher)
     p = harness.ctx().start("loginsim", http=False, config={
         "publisher_url": url + "/v1/topics/login/events", "rate": 200, "count": 40,
-        "accounts": 5, "abroad_share": 0.5, "threads": 2})
+        "accounts": 5, "abroad_share": 0.5, "threads": 2, "status_url": ""})
     harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
     assert p.popen.returncode == 0, p.log()
     assert len(got) == 40
@@ -93,7 +97,7 @@ def test_loginsim_batches_gather_logins_under_one_id():
     ids = harness.ctx().path("ids.txt")
     p = harness.ctx().start("loginsim", http=False, config={
         "publisher_url": url + "/v1/topics/login/events", "rate": 500, "count": 30,
-        "batch": 7, "threads": 2, "ids_file": ids})
+        "batch": 7, "threads": 2, "ids_file": ids, "status_url": ""})
     harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
     assert p.popen.returncode == 0, p.log()
     assert all(path == "/v1/topics/login/batch" for path, _, _ in got)
@@ -108,3 +112,20 @@ def test_loginsim_batches_gather_logins_under_one_id():
         "publisher_url": url + "/v1/topics/login", "rate": 10, "count": 1, "batch": 5})
     harness.wait_for(lambda: bad.popen.poll() is not None, timeout=10, what="loginsim exit")
     assert bad.popen.returncode == 2 and "ending in /events" in bad.log()
+
+
+def test_recordings_need_the_admin_token():
+    """The recordings hold what players were sent (unlock codes): only the admin token reads,
+    empties them or switches failures on."""
+    gs = harness.ctx().start("gamesim", config={"admin_token": "a-test-admin-token"},
+                             env={"BUS_SIGNING_SECRET": BUS})
+    good = {"Authorization": "Bearer a-test-admin-token"}
+    for headers in ({}, GS_AUTH, {"Authorization": "Bearer a-test-admin-tokem"},
+                    {"Authorization": "Basic a-test-admin-token"}):
+        st, body, _ = harness.http("GET", f"{gs.url}/v1/received", headers=headers)
+        assert st == 401 and body["error"] == "unauthorized", (headers, st, body)
+        assert harness.http("DELETE", f"{gs.url}/v1/received", headers=headers)[0] == 401
+        assert harness.http("POST", f"{gs.url}/v1/fail", {"count": 5}, headers=headers)[0] == 401
+    assert kick(gs, "kick") == 200  # no failure was switched on
+    st, body, _ = harness.http("GET", f"{gs.url}/v1/received", headers=good)
+    assert st == 200 and len(body["kicks"]) == 1, body

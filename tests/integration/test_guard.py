@@ -14,6 +14,7 @@ import jsonschema
 
 import harness
 import pg
+import sealed
 
 SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/account.action.json"))
 
@@ -69,9 +70,14 @@ def set_policy(svc, account, action, channels=("ingame",), allowed=()):
 
 
 def status(svc, account):
-    st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/status")
+    st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/status",
+                               headers=auth(token("staff", "st-sam")))
     assert st == 200, (st, body)
     return body
+
+
+# The development service token of the status API (guard's default status_tokens).
+STATUS_AUTH = {"Authorization": "Bearer dev-status-token"}
 
 
 def dbname(url):
@@ -117,7 +123,9 @@ def test_each_policy_effect():
         assert body["login_id"] == ev["login_id"] and body["country"] == "US"
         assert body["session_id"] == "s-1" and body["channels"] == ["email", "sms", "ingame"]
         assert body["contacts"] == contacts
-        assert ("code" in body) == (action == "lock")
+        assert ("sealed_code" in body) == (action == "lock") and "code" not in body
+        if action == "lock":
+            code = sealed.unlock_code(body)
         jsonschema.validate(body, SCHEMA)
         s = status(svc, acct)
         assert s["locked"] is (action == "lock"), s
@@ -125,7 +133,7 @@ def test_each_policy_effect():
     # the code is never stored in clear
     rows = pg.cluster().psql(dbname(url), "SELECT event, hash FROM guard.decisions d "
                              "JOIN guard.codes c USING (account_id)")
-    assert len(rows) == 1 and '"code"' not in rows[0][0]
+    assert len(rows) == 1 and code not in rows[0][0] and code not in rows[0][1]
 
 
 def test_allowed_country_and_travel_until():
@@ -164,7 +172,7 @@ def test_redelivery_same_answer_no_second_code():
     assert rows[0][0] == "1"
     # a second login from abroad makes a new code; the old one is void
     st3, b3, _ = deliver(svc, login("r1", "US"))
-    assert st3 == 200 and b3["code"] != b1["code"]
+    assert st3 == 200 and sealed.unlock_code(b3) != sealed.unlock_code(b1)
 
 
 def unlock(svc, account, code, tok=None):
@@ -178,7 +186,7 @@ def test_unlock_with_code_and_wrong_codes():
     set_policy(svc, "u1", "lock")
     st, ev, _ = deliver(svc, login("u1", "CN"))
     assert st == 200 and status(svc, "u1")["locked"] is True
-    code = ev["code"]
+    code = sealed.unlock_code(ev)
     wrong = "00000000" if code != "00000000" else "11111111"
     st, body, _ = unlock(svc, "u1", wrong)
     assert st == 403 and body["attempts_left"] == 2
@@ -190,7 +198,7 @@ def test_unlock_with_code_and_wrong_codes():
 
     # attempts run out: even the right code is refused afterwards
     st, ev, _ = deliver(svc, login("u1", "CN"))
-    code = ev["code"]
+    code = sealed.unlock_code(ev)
     wrong = "00000000" if code != "00000000" else "11111111"
     assert unlock(svc, "u1", wrong)[0] == 403
     assert unlock(svc, "u1", wrong)[0] == 403
@@ -205,7 +213,7 @@ def test_code_expires():
     set_policy(svc, "e1", "lock")
     st, ev, _ = deliver(svc, login("e1", "CN"))
     pg.cluster().psql(dbname(url), "UPDATE guard.codes SET expires_at = now() - interval '1 s'")
-    assert unlock(svc, "e1", ev["code"])[0] == 410
+    assert unlock(svc, "e1", sealed.unlock_code(ev))[0] == 410
     assert status(svc, "e1")["locked"] is True
 
 
@@ -243,7 +251,7 @@ def test_status_fast_from_cache():
     n = 200
     t0 = time.perf_counter()
     for _ in range(n):
-        conn.request("GET", "/v1/accounts/fast/status")
+        conn.request("GET", "/v1/accounts/fast/status?ip=8.8.8.8", headers=STATUS_AUTH)
         r = conn.getresponse()
         r.read()
         assert r.status == 200
@@ -282,7 +290,7 @@ def test_batch_decides_each_login_and_redelivery_same_answer():
     action = body[1]
     assert action["action"] == "lock" and action["account_id"] == "b1", action
     assert action["login_id"] == abroad["login_id"] and action["country"] == "US"
-    assert "code" in action
+    assert len(sealed.unlock_code(action)) == 8
     jsonschema.validate(action, SCHEMA)
     assert status(svc, "b1")["locked"] is True
     # the same batch again (new batch element ids, as a redelivery by the bus may have): the same
@@ -303,3 +311,62 @@ def test_batch_with_an_invalid_event_is_refused_whole():
     st, body, _ = deliver_batch(svc, [login("a1", "KR"), bad])
     assert st == 422 and body["error"] == "batch_refused", (st, body)
     assert deliver_batch(svc, [login("a1", "KR")], secret="wrong")[0] == 401
+
+
+def status_as(svc, account, headers, ip=None):
+    q = f"?ip={ip}" if ip else ""
+    return harness.http("GET", f"{svc.url}/v1/accounts/{account}/status{q}", headers=headers)
+
+
+def test_status_api_tokens():
+    """Service tokens (hashed in config, per client), the player's own and staff tokens read a
+    status; nothing else does."""
+    ours = "a-login-server-token-of-our-own"
+    digest = hashlib.sha256(ours.encode()).hexdigest()
+    svc = start(pg.fresh_db(), status_tokens=f"eu-login:{'0' * 64},kr-login:{digest}")
+    st, body, _ = status_as(svc, "t1", auth(ours), ip="8.8.8.8")
+    assert st == 200 and body["admit"] is True, (st, body)
+    # a login server sees the verdict, not the player's settings or trips
+    assert set(body) == {"account_id", "locked", "blocked_abroad", "admit", "reason",
+                         "retry_after", "ip", "country"}, body
+    for headers in ({}, auth(""), auth("dev-status-token"), auth(ours + "x"), auth(digest),
+                    {"Authorization": "Basic " + ours}, auth(token("player", "t1")[:-2] + "xx")):
+        st, body, _ = status_as(svc, "t1", headers)
+        assert st == 401 and body["error"] == "unauthorized", (headers, st, body)
+    st, body, _ = status_as(svc, "t1", auth(token("player", "someone-else")))
+    assert st == 403 and body["error"] == "forbidden", (st, body)
+    assert status_as(svc, "t1", auth(token("player", "t1")))[0] == 200
+    assert "policy" in status_as(svc, "t1", auth(token("staff", "sam")))[1]
+    st, body, _ = status_as(svc, "t1", auth(ours), ip="not-an-ip")
+    assert st == 400 and body["error"] == "bad_ip", (st, body)
+    # a malformed client list refuses the start, naming the setting
+    bad = harness.ctx().start("guard", config={"database_url": pg.fresh_db(),
+                                               "status_tokens": "kr-login:abc"},
+                              env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS}, wait=False)
+    harness.wait_for(lambda: not bad.alive(), 10, what="guard refusing its config")
+    assert "status_tokens" in bad.log()
+
+
+def test_status_api_admits_or_refuses_a_login():
+    svc = start(pg.fresh_db())
+    until = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+    set_policy(svc, "ba", "block_abroad", allowed=[{"country": "JP", "until": until}])
+    set_policy(svc, "lk", "lock")
+    cases = [  # account, ip, admit, reason
+        ("ba", "211.234.10.20", True, None),        # home (KR)
+        ("ba", "126.0.0.77", True, None),           # JP: allowed for the trip
+        ("ba", "8.8.8.8", False, "blocked_abroad"),  # US
+        ("ba", "10.1.2.3", True, None),             # ZZ, ignore_unknown_country
+        ("nobody", "8.8.8.8", True, None),          # default policy none
+        ("lk", "8.8.8.8", True, None),              # lock: nothing until a lock happens
+    ]
+    for acct, ip, admit, reason in cases:
+        st, body, _ = status_as(svc, acct, STATUS_AUTH, ip=ip)
+        assert st == 200, (st, body)
+        assert (body["admit"], body["reason"], body["retry_after"]) == (admit, reason, None), \
+            (acct, ip, body)
+    assert deliver(svc, login("lk", "US"))[0] == 200  # locked now
+    for ip in ("211.234.10.20", "8.8.8.8"):
+        body = status_as(svc, "lk", STATUS_AUTH, ip=ip)[1]
+        assert (body["admit"], body["reason"], body["locked"]) == (False, "locked", True), body

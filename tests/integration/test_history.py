@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import threading
 import uuid
@@ -15,6 +16,8 @@ import harness
 import pg
 
 AUTH = "test-auth-secret"
+MIGRATIONS = sorted(f for f in os.listdir(os.path.join(harness.ROOT, "sql", "history"))
+                    if f.endswith(".sql"))
 BUS = "test-bus-secret"
 
 
@@ -116,7 +119,7 @@ def test_stored_once_and_read_back():
     assert get_logins(svc, "acct-1", token("staff", "alice"))[1]["logins"][0]["id"] == \
         evs[0]["login_id"]
     rows = pg.cluster().psql(dbname(url), "SELECT count(*) FROM history.schema_migrations")
-    assert rows == [["1"]], rows
+    assert rows == [[str(len(MIGRATIONS))]], rows
 
 
 def test_batches_concurrent_deliveries():
@@ -186,10 +189,24 @@ def test_pagination_newest_first():
     want = sorted(evs[:45], key=lambda e: (e["ts"], e["login_id"]), reverse=True)
     assert [r["id"] for r in seen] == [e["login_id"] for e in want]
     assert len(get_logins(svc, "acct-p", tok)[1]["logins"]) == 20  # default limit
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    # Cursors that decode but name what PostgreSQL cannot hold (a timestamp past int64 or past
+    # year 9999, an id that is not UTF-8) are refused 400 before the query, never 500.
     for bad in [{"limit": 0}, {"limit": 101}, {"limit": "x"}, {"cursor": "%21%21"},
-                {"cursor": "bm9jb21tYQ"}]:
+                {"cursor": "bm9jb21tYQ"}, {"cursor": b64(b"99999999999999999999,x")},
+                {"cursor": b64(b"-99999999999999999,x")},
+                {"cursor": b64(b"253402300800000000,x")}, {"cursor": b64(b"1,\xff")}]:
         status, body, _ = get_logins(svc, "acct-p", tok, **bad)
         assert status == 400 and body["error"], (bad, status, body)
+    # A cursor at the edge of the range is a valid, empty page.
+    status, body, _ = get_logins(svc, "acct-p", tok, cursor=b64(b"-62135596800000000,x"))
+    assert status == 200 and body["logins"] == [], body
+    # An account id that is not UTF-8 or carries an encoded NUL: 400 from the HTTP layer.
+    for raw in ["%FF", "a%00b", "%zz"]:
+        status, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{raw}/logins",
+                                       headers={"Authorization": f"Bearer {tok}"})
+        assert status == 400 and body["error"] == "bad_path", (raw, status, body)
 
 
 def test_tokens_and_permissions():
@@ -305,8 +322,9 @@ def test_concurrent_starts_migrate_once():
              for _ in range(3)]
     for p in procs:
         ctx.wait_http(p, "/readyz")
-    rows = pg.cluster().psql(dbname(url), "SELECT version FROM history.schema_migrations")
-    assert rows == [["001_logins.sql"]], rows
+    rows = pg.cluster().psql(dbname(url),
+                             "SELECT version FROM history.schema_migrations ORDER BY version")
+    assert rows == [[m] for m in MIGRATIONS], rows
     ev = login(account="acct-c")
     for p in procs:  # all three serve the same table; the login is stored once
         assert deliver(p, "login.checked", ev)[0] == 200

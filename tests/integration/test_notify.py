@@ -11,6 +11,7 @@ import uuid
 
 import harness
 import pg
+import sealed
 
 BUS = "test-bus-secret"
 
@@ -78,6 +79,8 @@ class SmtpSink:
         self.server.shutdown()
         self.server.server_close()
 
+GS_AUTH = {"Authorization": "Bearer dev-only-gamesim-admin-token"}  # the development token
+
 
 def start_gamesim():
     return harness.ctx().start("gamesim", env={"BUS_SIGNING_SECRET": ""})
@@ -103,7 +106,7 @@ def deliver(svc, topic, event, ce_id=None, secret=BUS):
 
 
 def received(gamesim):
-    st, body, _ = harness.http("GET", f"{gamesim.url}/v1/received")
+    st, body, _ = harness.http("GET", f"{gamesim.url}/v1/received", headers=GS_AUTH)
     assert st == 200
     return body
 
@@ -113,7 +116,7 @@ def lock_action(account="n1", channels=("email", "sms", "ingame")):
             "country": "US", "ip": "11.2.3.4", "ts": "2026-11-25T06:00:00Z", "server": "kr-1",
             "session_id": "s1", "channels": list(channels),
             "contacts": {"email": "player@example.com", "phone": "+821012345678"},
-            "code": "12345678"}
+            "sealed_code": sealed.seal("12345678", "unlock\n" + account)}
 
 
 def test_lock_code_on_every_channel_once():
@@ -150,7 +153,8 @@ def test_provider_down_then_retry_sends_rest_once():
     try:
         gs = start_gamesim()
         svc = start_notify(pg.fresh_db(), gs, smtp_url=f"smtp://127.0.0.1:{sink.port}")
-        assert harness.http("POST", f"{gs.url}/v1/fail", {"count": 1})[0] == 204
+        assert harness.http("POST", f"{gs.url}/v1/fail", {"count": 1},
+                            headers=GS_AUTH)[0] == 204
         ev = lock_action(channels=["email", "sms"])
         ce = str(uuid.uuid4())
         st, _, hdrs = deliver(svc, "account.action", ev, ce_id=ce)
@@ -177,7 +181,7 @@ def test_outbox_files_and_campaign_ingame():
     outbox = harness.ctx().path("outbox")
     svc = start_notify(pg.fresh_db(), gs, outbox_dir=outbox)
     ev = dict(lock_action(channels=["email"]), action="notify")
-    del ev["code"]
+    del ev["sealed_code"]
     assert deliver(svc, "account.action", ev)[0] == 200
     files = glob.glob(os.path.join(outbox, "*.eml"))
     assert len(files) == 1
@@ -192,3 +196,50 @@ def test_outbox_files_and_campaign_ingame():
     assert "비밀번호" in msgs[0]["text"]  # Korean by default
     assert deliver(svc, "notification", dict(note, kind="no_such_kind"))[0] == 422
     assert deliver(svc, "notification", note, secret=None)[0] == 401
+
+
+def test_lock_code_opened_only_with_the_right_key_and_account():
+    """A lock's code comes sealed by guard: notify opens it with a key of its ring (rotation:
+    any listed key id), for the event's account only, and refuses anything else (dead letter)
+    without sending or logging a code."""
+    gs = start_gamesim()
+    old, new = "k1:the-old-key-of-at-least-thirty-two-bytes", "k2:the-new-key-of-thirty-two-bytes!!"
+    svc = start_notify(pg.fresh_db(), gs, seal_keys=new + "," + old)
+    for keys, code in ((old, "11112222"), (new, "33334444")):
+        ev = dict(lock_action("r1", channels=["ingame"]),
+                  sealed_code=sealed.seal(code, "unlock\nr1", keys))
+        st, body, _ = deliver(svc, "account.action", ev)
+        assert st == 200 and body["sent"] == 1, (st, body)
+        assert code in received(gs)["messages"][-1]["text"]
+    cases = [
+        ("bad_seal", sealed.seal("55556666", "unlock\nsomeone-else", new)),  # another account
+        ("bad_seal", sealed.seal("55556666", "unlock\nr1", "k2:not-the-key-notify-holds-at-all")),
+        ("unknown_seal_key", sealed.seal("55556666", "unlock\nr1", "k9:a-key-id-notify-has-not")),
+        ("bad_seal", "55556666"),
+        ("bad_seal", None),
+    ]
+    for code, value in cases:
+        ev = lock_action("r1", channels=["ingame"])
+        ev.pop("sealed_code")
+        if value:
+            ev["sealed_code"] = value
+        else:
+            ev["code"] = "55556666"  # a code in the clear is not taken
+        st, body, _ = deliver(svc, "account.action", ev)
+        assert st == 422 and body["error"] == code, (value, st, body)
+    assert len(received(gs)["messages"]) == 2
+    assert "55556666" not in svc.log() and "11112222" not in svc.log()
+
+
+def test_republished_decision_sent_once():
+    """guard answers a redelivered login with the same decision, which the bus publishes under
+    a new ce-id: the player is sent it once (dedupe on the login id, per account)."""
+    gs = start_gamesim()
+    svc = start_notify(pg.fresh_db(), gs)
+    ev = lock_action("d1", channels=["ingame"])
+    assert deliver(svc, "account.action", ev)[1]["sent"] == 1
+    assert deliver(svc, "account.action", ev)[1]["sent"] == 0  # new ce-id, same decision
+    # another account's decision on the same login id is its own
+    other = dict(ev, account_id="d2", sealed_code=sealed.seal("12345678", "unlock\nd2"))
+    assert deliver(svc, "account.action", other)[1]["sent"] == 1
+    assert [m["account_id"] for m in received(gs)["messages"]] == ["d1", "d2"]

@@ -15,6 +15,7 @@ import uuid
 import browser
 import harness
 import pg
+import sealed
 
 AUTH = "test-auth-secret"
 BUS = "test-bus-secret"
@@ -80,7 +81,7 @@ class Product:
         return ev, action
 
     def action(self, event):
-        ev = {k: v for k, v in event.items() if k != "code"}
+        ev = {k: v for k, v in event.items() if k != "sealed_code"}
         st, body, _ = self._post(self.history_url, "account.action", ev)
         assert st == 200, (st, body)
 
@@ -161,12 +162,13 @@ def test_player_page_history_settings_and_unlock():
     # a login from the US (not allowed) locks the account; Japan would not
     assert p.login(acct, "JP", "11.2.3.6", to_guard=True)[1] is None
     _, action = p.login(acct, "US", "203.0.113.50", to_guard=True)
-    assert action["action"] == "lock" and action["code"]
-    code = action["code"]
+    assert action["action"] == "lock" and sealed.unlock_code(action)
+    code = sealed.unlock_code(action)
     wrong = "00000000" if code != "00000000" else "11111111"
     browser.run("player", {"URL": p.history_url + "/", "ACCOUNT": acct, "TOKEN": tok,
                            "PHASE": "unlock", "CODE": code, "WRONG_CODE": wrong})
-    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status")
+    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status",
+                                 headers=auth(token("staff", "st-sam")))
     assert st == 200 and status["locked"] is False
 
 
@@ -184,7 +186,8 @@ def test_support_console_find_and_unlock_with_reason():
     browser.run("support", {"URL": p.guard_url + "/support/", "ACCOUNT": acct,
                             "STAFF_TOKEN": token("staff", "alice"), "STAFF": "alice",
                             "PLAYER_TOKEN": token("player", acct), "REASON": reason})
-    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status")
+    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status",
+                                 headers=auth(token("staff", "st-sam")))
     assert st == 200 and status["locked"] is False
     st, body, _ = harness.http("GET", f"{p.guard_url}/v1/support/audit?account_id={acct}",
                                headers=auth(token("staff", "bob")))

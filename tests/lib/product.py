@@ -27,7 +27,9 @@ import pg
 ROOT = harness.ROOT
 GEOIP_DB = os.path.join(ROOT, "var", "geoip", "geo-whois-asn-country.mmdb")
 AUTH_SECRET = "e2e-product-auth-secret"
-LOGIN_TOKEN = "dev-login-token"  # the development producer token of config/bus/login.json
+LOGIN_TOKEN = "dev-login-token"
+GAMESIM_TOKEN = "dev-only-gamesim-admin-token"  # gamesim's development admin_token
+GAMESIM_AUTH = {"Authorization": "Bearer " + GAMESIM_TOKEN}  # the development producer token of config/bus/login.json
 
 # Development port of each endpoint in config/bus/*.json -> the service that owns it.
 DEV_PORTS = {8101: "ipcheck", 8102: "history", 8103: "guard", 8104: "notify", 8105: "campaign",
@@ -106,7 +108,7 @@ class Product:
             "gamesim": {},
             "ipcheck": {"geoip_db": GEOIP_DB},
             "history": {"database_url": db_url},
-            "guard": {"database_url": db_url, "home_countries": "KR"},
+            "guard": {"database_url": db_url, "home_countries": "KR", "geoip_db": GEOIP_DB},
             "notify": {"database_url": db_url, "outbox_dir": self.outbox,
                        "sms_url": urls["gamesim"] + "/v1/sms", "game_url": urls["gamesim"],
                        "provider_timeout_ms": 2000},

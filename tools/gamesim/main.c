@@ -8,22 +8,31 @@
  *                    keeps the newest `keep` entries.
  * DELETE /v1/received empties the lists.
  * fail_next (config, or POST /v1/fail {"count": N}) answers the next N posts 503, so tests can
- * play a provider outage. Kicks are deduplicated by ce-id (a redelivery is not a second kick). */
+ * play a provider outage. Kicks are deduplicated by ce-id (a redelivery is not a second kick).
+ * The recordings hold what players were sent (unlock codes among them), so reading, emptying
+ * and the failure switch take the admin token (Authorization: Bearer, admin_token). */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
+#include "crypto.h"
 #include "delivery.h"
 #include "http_server.h"
 #include "log.h"
 
+#define GAMESIM_DEV_ADMIN_TOKEN "dev-only-gamesim-admin-token"
+
 static const struct config_def GAMESIM_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8109", 0, 256, 0, NULL, "HTTP listen address"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, kick deliveries must carry a valid X-Bus-Signature"},
+    DELIVERY_SECRET_CONFIG_DEF,
+    {"admin_token", CONFIG_STRING, GAMESIM_DEV_ADMIN_TOKEN, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
+     NULL,
+     "Bearer token of GET/DELETE /v1/received and POST /v1/fail (the default is for development "
+     "only)"},
     {"keep", CONFIG_INT, "10000", 1, 1000000, 0, NULL, "Entries kept per list"},
     {"threads", CONFIG_INT, "2", 1, 64, 0, NULL, "HTTP worker threads"},
     CONFIG_DEF_END,
@@ -36,7 +45,24 @@ struct sim {
     size_t keep;
     long fail_next;
     const char *bus_secret;
+    char admin_sha256[CRYPTO_SHA256_HEX_LEN + 1]; /* of admin_token */
 };
+
+/* True when the request carries the admin token; else answers 401 and returns false. The token's
+ * hash is compared in constant time (the lengths of two hashes give nothing away). */
+static bool is_admin(struct sim *s, struct http_exchange *ex)
+{
+    const char *tok = http_bearer(ex);
+    char h[CRYPTO_SHA256_HEX_LEN + 1];
+    if (tok) {
+        crypto_sha256_hex(tok, strlen(tok), h);
+        if (crypto_equal(h, strlen(h), s->admin_sha256, strlen(s->admin_sha256))) {
+            return true;
+        }
+    }
+    http_respond_error(ex, 401, "unauthorized", NULL, "the admin bearer token is required");
+    return false;
+}
 
 static void push(struct sim *s, json_t *list, json_t *item)
 {
@@ -106,7 +132,7 @@ static void handle_kick(struct http_exchange *ex, void *arg)
         http_respond(ex, 204, NULL, "", 0);
         return;
     }
-    json_object_del(b, "code"); /* a game server has no business with unlock codes */
+    json_object_del(b, "sealed_code"); /* a game server has no business with unlock codes */
     pthread_mutex_lock(&s->mu);
     if (ce_id && json_object_get(s->seen, ce_id)) {
         pthread_mutex_unlock(&s->mu);
@@ -160,6 +186,9 @@ static void handle_sms(struct http_exchange *ex, void *arg)
 static void handle_received(struct http_exchange *ex, void *arg)
 {
     struct sim *s = arg;
+    if (!is_admin(s, ex)) {
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     json_t *out =
         json_pack("{s:O, s:O, s:O}", "kicks", s->kicks, "messages", s->messages, "sms", s->sms);
@@ -173,6 +202,9 @@ static void handle_received(struct http_exchange *ex, void *arg)
 static void handle_clear(struct http_exchange *ex, void *arg)
 {
     struct sim *s = arg;
+    if (!is_admin(s, ex)) {
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     json_array_clear(s->kicks);
     json_array_clear(s->messages);
@@ -185,6 +217,9 @@ static void handle_clear(struct http_exchange *ex, void *arg)
 static void handle_fail(struct http_exchange *ex, void *arg)
 {
     struct sim *s = arg;
+    if (!is_admin(s, ex)) {
+        return;
+    }
     json_t *b = body_object(ex);
     if (!b) {
         return;
@@ -218,6 +253,8 @@ int main(int argc, char **argv)
     s.seen = json_object();
     s.keep = (size_t)config_int(app.cfg, "keep");
     s.bus_secret = config_str(app.cfg, "bus_secret");
+    const char *admin = config_str(app.cfg, "admin_token");
+    crypto_sha256_hex(admin, strlen(admin), s.admin_sha256);
     struct http_server_options opts = {
         .listen = config_str(app.cfg, "listen"),
         .threads = (unsigned)config_int(app.cfg, "threads"),

@@ -10,12 +10,19 @@
  * end (with the achieved rate); ids_file records each accepted login's id and the time of its
  * 2xx (for end-to-end latency measurements and exactly-once checks).
  *
+ * Before publishing a login it asks guard, as a real login server does, whether the login may be
+ * admitted (GET <status_url>/v1/accounts/{id}/status?ip=, status_token): a login guard refuses
+ * (account locked, or blocked abroad) is not published and is counted as refused. A 503, 429 or
+ * no answer is retried like the publisher's; any other answer (a bad token, say) fails the login
+ * closed (counted as failed). An empty status_url publishes without asking (benches of the bus).
+ *
  * batch > 1: like a busy login server, each sending thread gathers up to batch logins as they
  * fall due and POSTs them together to the topic's /batch endpoint when the last one is due (the
  * batch's ce-id header makes event i's id "<ce-id>-<i>", the same on every retry). */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +37,12 @@
 static const struct config_def LOGINSIM_CONFIG[] = {
     {"publisher_url", CONFIG_STRING, "http://127.0.0.1:8080/v1/topics/login/events", 1, 4096, 0,
      NULL, "Where login events are POSTed"},
-    {"token", CONFIG_STRING, "dev-login-token", 1, 4096, CONFIG_SECRET, NULL,
+    {"token", CONFIG_STRING, "dev-login-token", 1, 4096, CONFIG_KEY, NULL,
      "Producer bearer token of the login topic (the default is the development token)"},
+    {"status_url", CONFIG_STRING, "http://127.0.0.1:8103", 0, 4096, 0, NULL,
+     "Base URL of guard's status API, asked before each login (empty = publish without asking)"},
+    {"status_token", CONFIG_STRING, "dev-status-token", 1, 4096, CONFIG_SECRET | CONFIG_KEY, NULL,
+     "Service token of guard's status API (the default is the development token)"},
     {"rate", CONFIG_DOUBLE, "5", 0, 1000000, 0, NULL, "Logins per second (0 = do nothing)"},
     {"accounts", CONFIG_INT, "1000", 1, 100000000, 0, NULL, "Number of simulated accounts"},
     {"home", CONFIG_STRING, "KR", 2, 2, 0, NULL, "Home country of the players"},
@@ -67,7 +78,7 @@ struct sim {
     const struct config *cfg;
     volatile sig_atomic_t stop;
     pthread_mutex_t mu;
-    long long sent, accepted, retried, failed;
+    long long sent, accepted, retried, failed, refused;
     unsigned finished;     /* worker threads that returned */
     long long finished_ms; /* when the last of them returned */
     long long started_ms;
@@ -105,12 +116,13 @@ static void pick_ip(struct sim *s, unsigned long long *rng, char *country, char 
              1 + (unsigned)(rng_next(rng) % 254));
 }
 
-/* One login event as JSON text (caller frees). */
-static char *login_json(struct sim *s, unsigned long long *rng, long long accounts)
+/* One login event as JSON text (caller frees); account and ip receive its account and address. */
+static char *login_json(struct sim *s, unsigned long long *rng, long long accounts,
+                        char account[32], char ip[32])
 {
-    char country[3], ip[32], account[32], ts[32], session[ID_UUID_LEN + 1];
-    pick_ip(s, rng, country, ip, sizeof(ip));
-    snprintf(account, sizeof(account), "user-%05llu",
+    char country[3], ts[32], session[ID_UUID_LEN + 1];
+    pick_ip(s, rng, country, ip, 32);
+    snprintf(account, 32, "user-%05llu",
              1 + (unsigned long long)(rng_next(rng) % (unsigned long long)accounts));
     app_time_rfc3339(ts);
     id_uuid7(session);
@@ -120,6 +132,57 @@ static char *login_json(struct sim *s, unsigned long long *rng, long long accoun
     char *body = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
     return body;
+}
+
+/* Sleeps for a Retry-After value (default 1 s, at most a minute). */
+static void wait_retry(struct sim *s, long wait_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    s->retried++;
+    pthread_mutex_unlock(&s->mu);
+    if (wait_ms <= 0 || wait_ms > 60000) {
+        wait_ms = 1000;
+    }
+    struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+enum admission { ADMIT, REFUSE, CHECK_FAILED };
+
+/* Asks guard whether this login may be admitted, retrying while guard is unavailable. */
+static enum admission ask_guard(struct sim *s, struct http_client *hc, const char *account,
+                                const char *ip)
+{
+    char url[4400], auth[4200];
+    snprintf(url, sizeof(url), "%s/v1/accounts/%s/status?ip=%s", config_str(s->cfg, "status_url"),
+             account, ip); /* both are ours: letters, digits, '-' and '.' need no escaping */
+    snprintf(auth, sizeof(auth), "Bearer %s", config_str(s->cfg, "status_token"));
+    struct http_header_kv h[] = {{"Authorization", auth}};
+    while (!s->stop) {
+        struct http_result r;
+        memset(&r, 0, sizeof(r));
+        int rc = http_client_request(hc, "GET", url, h, 1, NULL, 0,
+                                     (long)config_int(s->cfg, "timeout_ms"), 65536, &r);
+        int status = rc == 0 ? r.status : 0;
+        long wait_ms = r.retry_after ? atol(r.retry_after) * 1000 : 1000;
+        json_error_t jerr;
+        json_t *st = status == 200 ? json_loads(r.body, 0, &jerr) : NULL;
+        http_result_release(&r);
+        json_t *admit = json_object_get(st, "admit");
+        if (json_is_boolean(admit)) {
+            enum admission a = json_is_true(admit) ? ADMIT : REFUSE;
+            json_decref(st);
+            return a;
+        }
+        json_decref(st);
+        if (status == 503 || status == 429 || status == 0) {
+            wait_retry(s, wait_ms);
+            continue;
+        }
+        log_warn("guard's status API answered %d: login refused (fail closed)", status);
+        return CHECK_FAILED;
+    }
+    return CHECK_FAILED;
 }
 
 static void *worker(void *arg)
@@ -140,6 +203,7 @@ static void *worker(void *arg)
     struct http_header_kv h[] = {
         {"Content-Type", "application/json"}, {"Authorization", auth}, {"ce-id", ce_id}};
     long long accounts = config_int(s->cfg, "accounts");
+    bool asks_guard = config_str(s->cfg, "status_url")[0] != '\0';
     struct buf body;
     buf_init(&body, 1 << 20);
     while (!s->stop && rate > 0) {
@@ -167,13 +231,27 @@ static void *worker(void *arg)
         if (batch > 1) {
             buf_appends(&body, "[");
         }
+        long long admitted = 0;
         for (long long i = 0; i < k; i++) {
-            char *ev = login_json(s, &rng, accounts);
-            buf_appendf(&body, "%s%s", i ? "," : "", ev);
+            char account[32], ip[32];
+            char *ev = login_json(s, &rng, accounts, account, ip);
+            enum admission a = asks_guard ? ask_guard(s, hc, account, ip) : ADMIT;
+            if (a == ADMIT) {
+                buf_appendf(&body, "%s%s", admitted ? "," : "", ev);
+                admitted++;
+            } else {
+                pthread_mutex_lock(&s->mu);
+                *(a == REFUSE ? &s->refused : &s->failed) += 1;
+                pthread_mutex_unlock(&s->mu);
+            }
             free(ev);
         }
         if (batch > 1) {
             buf_appends(&body, "]");
+        }
+        k = admitted;
+        if (k == 0) {
+            continue;
         }
         id_uuid7(ce_id);
         for (;;) {
@@ -201,14 +279,7 @@ static void *worker(void *arg)
                 break;
             }
             if ((status == 503 || status == 429 || status == 0) && !s->stop) {
-                pthread_mutex_lock(&s->mu);
-                s->retried++;
-                pthread_mutex_unlock(&s->mu);
-                if (wait_ms <= 0 || wait_ms > 60000) {
-                    wait_ms = 1000;
-                }
-                struct timespec ts2 = {wait_ms / 1000, (wait_ms % 1000) * 1000000L};
-                nanosleep(&ts2, NULL);
+                wait_retry(s, wait_ms);
                 continue;
             }
             log_warn("login refused by the publisher: status %d", status);
@@ -275,7 +346,7 @@ int main(int argc, char **argv)
             break;
         }
         pthread_mutex_lock(&s.mu);
-        long long done = s.accepted + s.failed;
+        long long done = s.accepted + s.failed + s.refused;
         unsigned finished = s.finished;
         pthread_mutex_unlock(&s.mu);
         if (finished == n && config_double(app.cfg, "rate") > 0) {
@@ -304,9 +375,9 @@ int main(int argc, char **argv)
         log_error("writing ids_file failed");
         s.failed++;
     }
-    printf("{\"accepted\": %lld, \"failed\": %lld, \"retried\": %lld, \"seconds\": %.3f, "
-           "\"rate\": %.1f, \"target_rate\": %.1f}\n",
-           s.accepted, s.failed, s.retried, el, el > 0 ? (double)s.accepted / el : 0.0,
+    printf("{\"accepted\": %lld, \"refused\": %lld, \"failed\": %lld, \"retried\": %lld, "
+           "\"seconds\": %.3f, \"rate\": %.1f, \"target_rate\": %.1f}\n",
+           s.accepted, s.refused, s.failed, s.retried, el, el > 0 ? (double)s.accepted / el : 0.0,
            config_double(app.cfg, "rate"));
     fflush(stdout);
     pthread_mutex_destroy(&s.mu);

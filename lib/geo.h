@@ -1,5 +1,6 @@
 /* geo.h - country of an IP address from a MaxMind-format database (the only place that includes
- * maxminddb.h), reloaded in place when the file is replaced.
+ * maxminddb.h), reloaded in place when the file is replaced. Used by ipcheck (every login) and
+ * guard (the status API's admission answer).
  *
  * Readers never block on a reload: each lookup takes a reference to the current database under a
  * short mutex, looks up without any lock, and drops the reference; geo_reload_if_changed() opens
