@@ -437,10 +437,12 @@ def test_ops_systemd_units_cover_every_process():
             name
         assert "DynamicUser=yes" in text or re.search(r"^User=", text, re.M), name
     assert "StateDirectory=" in open(os.path.join(OPS, "systemd", "bus-broker.service")).read()
-    # The dispatcher reloads its routes on SIGHUP; the others would ignore it.
+    # The dispatcher reloads its routes on SIGHUP, the broker its users and ACLs; the others
+    # would ignore it.
     for name in want:
         text = open(os.path.join(OPS, "systemd", name + ".service")).read()
-        assert ("ExecReload=/bin/kill -HUP $MAINPID" in text) == (name == "bus-dispatcher"), name
+        assert ("ExecReload=/bin/kill -HUP $MAINPID" in text) == (
+            name in ("bus-dispatcher", "bus-broker")), name
         deps = " ".join(re.findall(r"^(?:Wants|After)=(.*)$", text, re.M))
         if name in ("bus-publisher", "bus-dispatcher"):
             assert re.search(r"^Wants=.*bus-broker\.service", text, re.M), name
