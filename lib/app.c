@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "buildinfo.h"
 #include "db.h"
+#include "kafka.h"
 #include "log.h"
 
 static const struct config_def AUTO_DEFS[] = {
@@ -143,6 +144,10 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
         log_warn("mode: development (BUS_ENV=development): development secrets are accepted; "
                  "never expose this process");
         config_check_keys(app->cfg, env_prefix, false, err, sizeof err);
+    }
+    if (check_only && kafka_conf_validate(config_kafka(app->cfg), err, sizeof err) != 0) {
+        log_error("configuration refused: %s", err);
+        return finish_early(app, -1);
     }
     if (check_only) {
         printf("configuration OK\n");
