@@ -7,6 +7,8 @@
  *   busctl tail TOPIC [-n N] [--from-beginning]   print events as JSON lines
  *   busctl dlq replay ROUTE   send ROUTE's dead letters through ROUTE again
  *   busctl trace EVENT_ID [--logs DIR] [--json]   the event's journey (trace.c)
+ *   busctl sync --repo URL ...  apply config/bus from a git branch when a merge changes it
+ *                               (sync.c)
  *
  * DIR defaults to config/bus. Environment: BUS_BOOTSTRAP (127.0.0.1:9092), DISPATCHER_URLS
  * (comma list, http://127.0.0.1:8081), BUS_ADMIN_TOKEN (the dispatchers' admin token,
@@ -32,6 +34,8 @@
 #include "kafka_admin.h"
 #include "kafka_consumer.h"
 #include "log.h"
+#include "busctl.h"
+#include "sync.h"
 #include "trace.h"
 
 #define BUSCTL_TIMEOUT_MS 10000
@@ -45,7 +49,9 @@ static const char *env_or(const char *name, const char *def)
 static const char USAGE[] =
     "usage: busctl validate [DIR] | plan [DIR] | apply [DIR] | lag |\n"
     "              tail TOPIC [-n N] [--from-beginning] | dlq replay ROUTE [DIR] |\n"
-    "              trace EVENT_ID [--logs DIR] [--json] [--scan N] | --version | --help\n"
+    "              trace EVENT_ID [--logs DIR] [--json] [--scan N] |\n"
+    "              sync --repo URL [--branch B] [--path P] [--workdir DIR] [--interval S]\n"
+    "                   [--once] | --version | --help\n"
     "  DIR: the bus configuration (default config/bus)\n"
     "  environment: BUS_BOOTSTRAP, DISPATCHER_URLS, BUS_ADMIN_TOKEN, BUS_SCHEMA,\n"
     "               BUSCTL_CONFIG (JSON with kafka.* keys), BUSCTL_KAFKA_<NAME> (docs/bus.md)\n";
@@ -152,7 +158,7 @@ static struct busconf *load(const char *dir)
     return c;
 }
 
-static int cmd_validate(const char *dir)
+int busctl_validate(const char *dir)
 {
     struct busconf *c = load(dir);
     if (c == NULL)
@@ -397,7 +403,7 @@ static void plan_routes(struct busconf *c, json_t *running, int *changes)
     }
 }
 
-static int cmd_plan_apply(const char *dir, bool is_apply)
+int busctl_plan_apply(const char *dir, bool is_apply)
 {
     int rc = 1;
     struct busconf *c = load(dir);
@@ -591,8 +597,8 @@ int main(int argc, char **argv)
             return usage();
         const char *dir = argc == 3 ? argv[2] : "config/bus";
         if (strcmp(cmd, "validate") == 0)
-            return cmd_validate(dir);
-        return cmd_plan_apply(dir, strcmp(cmd, "apply") == 0);
+            return busctl_validate(dir);
+        return busctl_plan_apply(dir, strcmp(cmd, "apply") == 0);
     }
     if (strcmp(cmd, "lag") == 0)
         return argc == 2 ? cmd_lag() : usage();
@@ -613,6 +619,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "trace") == 0)
         return busctl_trace_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "sync") == 0)
+        return busctl_sync_main(argc - 1, argv + 1);
     if (strcmp(cmd, "dlq") == 0 && (argc == 4 || argc == 5) && strcmp(argv[2], "replay") == 0 &&
         argv[3][0] != '-' && (argc == 4 || argv[4][0] != '-')) {
         const char *rdir = argc > 4 ? argv[4] : "config/bus";

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "busctl.h"
 #include "ids.h"
 #include "kafka_admin.h"
 #include "kafka_consumer.h"

@@ -27,6 +27,7 @@
 #include "http_server.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "route.h"
 #include "webpage.h"
 
@@ -62,6 +63,10 @@ static const struct config_def defs[] = {
     CONFIG_DEF_END,
 };
 
+/* busctl sync writes the applied commit here, inside bus_config_dir (docs/bus.md). */
+#define DISPATCHER_COMMIT_FILE ".bus-commit"
+#define DISPATCHER_COMMIT_MAX 64 /* a SHA-256 object id in hex */
+
 /* Dead letters shown per route at most (the page asks for fewer). */
 #define DISPATCHER_DLQ_PEEK_DEFAULT 50
 #define DISPATCHER_DLQ_TIMEOUT_MS 10000
@@ -77,8 +82,36 @@ struct dispatcher {
     struct route **routes;
     size_t n_routes;
     struct busconf *bus;         /* the configuration the routes run with (topology) */
+    /* The git commit the configuration came from (DISPATCHER_COMMIT_FILE in bus_config_dir,
+     * written by busctl sync), "" when unknown; guarded by lock. */
+    char config_commit[DISPATCHER_COMMIT_MAX + 1];
+    struct metric *commit_info; /* bus_dispatcher_config_info{commit=...}; guarded by lock */
     pthread_mutex_t replay_lock; /* one dead-letter replay at a time */
 };
+
+/* Reads the commit busctl sync recorded beside the configuration: one line of hex (a git object
+ * id), else "" (a configuration applied by hand). */
+static void read_config_commit(const char *dir, char out[DISPATCHER_COMMIT_MAX + 1])
+{
+    out[0] = '\0';
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, DISPATCHER_COMMIT_FILE) >= (int)sizeof path)
+        return;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    char line[DISPATCHER_COMMIT_MAX + 2];
+    if (fgets(line, sizeof line, f) != NULL) {
+        size_t n = strcspn(line, "\r\n");
+        line[n] = '\0';
+        bool is_hex = n >= 7 && n <= DISPATCHER_COMMIT_MAX;
+        for (size_t i = 0; is_hex && i < n; i++)
+            is_hex = (line[i] >= '0' && line[i] <= '9') || (line[i] >= 'a' && line[i] <= 'f');
+        if (is_hex)
+            memcpy(out, line, n + 1);
+    }
+    fclose(f);
+}
 
 static bool is_selected(const char *list, const char *name)
 {
@@ -165,9 +198,24 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
     d->n_routes = n_next;
     struct busconf *old = d->bus;
     d->bus = bus;
+    char commit[DISPATCHER_COMMIT_MAX + 1];
+    read_config_commit(config_str(d->cfg, "bus_config_dir"), commit);
+    if (strcmp(commit, d->config_commit) != 0 || d->commit_info == NULL) {
+        if (d->commit_info)
+            metric_set(d->commit_info, 0);
+        char labels[DISPATCHER_COMMIT_MAX + 16];
+        snprintf(labels, sizeof labels, "commit=\"%s\"", commit);
+        d->commit_info = metrics_gauge("bus_dispatcher_config_info",
+                                       "1 for the git commit the running routes were applied "
+                                       "from (busctl sync; empty: applied by hand)",
+                                       labels);
+        metric_set(d->commit_info, 1);
+        memcpy(d->config_commit, commit, sizeof commit);
+    }
     pthread_mutex_unlock(&d->lock);
     busconf_free(old);
-    log_info("routes: %d started, %d stopped, %d unchanged", started, stopped, kept);
+    log_info("routes: %d started, %d stopped, %d unchanged%s%s", started, stopped, kept,
+             commit[0] ? "; configuration from commit " : "", commit);
     /* Every delivery in flight holds a connection: a pool smaller than the routes' concurrency
      * closes one endpoint's idle connections to open another's, over and over, under load. */
     long cap = (long)config_int(d->cfg, "http_connections");
@@ -348,8 +396,9 @@ static void handle_routes(struct http_exchange *ex, void *ctx)
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < d->n_routes; i++)
         json_array_append_new(list, route_status(d->routes[i]));
+    json_t *commit = d->config_commit[0] ? json_string(d->config_commit) : json_null();
     pthread_mutex_unlock(&d->lock);
-    http_respond_json(ex, 200, json_pack("{s:o}", "routes", list));
+    http_respond_json(ex, 200, json_pack("{s:o, s:o}", "routes", list, "config_commit", commit));
 }
 
 static void handle_reload(struct http_exchange *ex, void *ctx)
