@@ -8,7 +8,7 @@
 
 CC       ?= cc
 VARIANT  ?= release
-PKGS     := rdkafka libpq libmaxminddb libcurl jansson libmicrohttpd libjwt libcrypto
+PKGS     := rdkafka libpq libmaxminddb libcurl jansson libmicrohttpd libjwt libcrypto libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -61,7 +61,7 @@ endef
 ALL_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz
+.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb compdb
 all: deps
 	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
@@ -69,6 +69,17 @@ build: $(ALL_BINS) $(UNIT_BINS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# The version (git describe) goes into buildinfo.o alone, which is rebuilt when it changes: a
+# stamp file is rewritten only when the text differs, so other objects never rebuild for it.
+BUS_VERSION := $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(BUS_VERSION)' | cmp -s - $@ || echo '$(BUS_VERSION)' > $@
+$(BUILD)/lib/buildinfo.o: $(BUILD)/version.stamp
+$(BUILD)/lib/buildinfo.o: CFLAGS += -DBUS_VERSION='"$(BUS_VERSION)"'
+.PHONY: FORCE
+FORCE:
 
 $(LIB_A): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -111,6 +122,16 @@ fuzz: build/fuzz/fuzz_jschema
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit
 
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]: programs, units, the release
+# tree (config, SQL, web assets, templates) and example configuration (tools/install.sh).
+install: build
+	@PREFIX='$(or $(PREFIX),/usr/local)' DESTDIR='$(DESTDIR)' SYSCONFDIR='$(or $(SYSCONFDIR),/etc)' \
+	    $(if $(UNITDIR),UNITDIR='$(UNITDIR)') tools/install.sh
+
+# make deb: build/deb/bus-account-security_<version>_<arch>.deb (tools/mkdeb.sh).
+deb: build
+	@tools/mkdeb.sh
+
 run: deps build
 	@tools/run.sh
 
@@ -120,6 +141,10 @@ bench: deps build
 # make docs-config: rewrites the configuration tables in docs/ from each binary's --config-doc.
 docs-config: build
 	@/usr/bin/python3 tools/config_docs.py --bin $(BINDIR) --write
+
+# make compdb: compile_commands.json (clangd, clang-tidy) from the Makefile's own commands.
+compdb:
+	@/usr/bin/python3 tools/compdb.py
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -33,6 +33,8 @@
 # the producer's / consumer's CPU time per message during part 2 (needs perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Benches run in development mode (docs/security.md): development secrets are accepted.
+export BUS_ENV=${BUS_ENV:-development}
 BIN=${BIN:-bin}
 FSYNC=${FSYNC:-always}
 MESSAGES=${MESSAGES:-1000000}

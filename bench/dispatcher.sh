@@ -24,6 +24,8 @@
 # (librdkafka's mock drops its oldest segments), so the count never reaches EVENTS there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Benches run in development mode (docs/security.md): development secrets are accepted.
+export BUS_ENV=${BUS_ENV:-development}
 ROOT=$PWD
 BIN=${BIN:-bin}
 DURATION=${DURATION:-10s}

@@ -25,6 +25,8 @@
 # database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Benches run in development mode (docs/security.md): development secrets are accepted.
+export BUS_ENV=${BUS_ENV:-development}
 BIN=${BIN:-bin}
 # PostgreSQL as in production: fsync and synchronous commits on (tools/pg.sh; the test cluster
 # runs without them). PG_DURABLE=0 measures the faster, not crash-safe, set-up.

@@ -19,10 +19,17 @@
 # a shared machine.
 # The broker is bus-mock (librdkafka's mock cluster) unless BUS_BOOTSTRAP names another one.
 # Each yardstick and the publisher run in ROUNDS alternating rounds; each side keeps its best.
+#  3. under attack: single events with 5,000 slowloris connections open against the same rounds
+#     without them (target >= 0.80, no failed request), and with 10,000 idle keep-alive
+#     connections open against the bare server of 1. (target >= 0.60); bench/hold_connections.py
+#     holds them.
 # Knobs: BIN (bin), DURATION (6s, one round), ROUNDS (5), CONNS (128), WRK_THREADS (2), THREADS
-# (publisher and baseline HTTP threads, 2), KCAT_EVENTS (200000).
+# (publisher and baseline HTTP threads, 2), KCAT_EVENTS (200000), ATTACK (1; 0 skips 3.),
+# HOLD_SLOW (5000), HOLD_IDLE (10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Benches run in development mode (docs/security.md): development secrets are accepted.
+export BUS_ENV=${BUS_ENV:-development}
 ROOT=$PWD
 BIN=${BIN:-bin}
 DURATION=${DURATION:-6s}
@@ -71,10 +78,11 @@ fi
 
 PUB_PORT=$(free_port)
 BASE_PORT=$(free_port)
+# client_timeout_s 600: section 3's idle connections stay open for the whole bench.
 cat >"$TMP/publisher.json" <<JSON
 {"listen": "127.0.0.1:$PUB_PORT", "bootstrap": "$BOOTSTRAP", "threads": $THREADS,
  "bus_config_dir": "$ROOT/config/bus", "bus_schema": "$ROOT/config/schema/bus.schema.json",
- "max_inflight": 100000, "log.level": "warn"${PUBLISHER_EXTRA:+, $PUBLISHER_EXTRA}}
+ "max_inflight": 100000, "log.level": "warn", "client_timeout_s": 600${PUBLISHER_EXTRA:+, $PUBLISHER_EXTRA}}
 JSON
 "$BIN/bus-publisher" --config "$TMP/publisher.json" >"$TMP/publisher.log" 2>&1 &
 PUB_PID=$!
@@ -208,3 +216,59 @@ echo "batch: publisher ${BATCH_EPS} events/s (100 per request); kcat -P ${KCAT_E
 echo "batch: CPU per event: publisher ${BATCH_US} us; kcat -P ${KCAT_US} us"
 echo "batch (for reference): kcat -P without headers ${BARE_EPS} events/s, ${BARE_US} us per event;" \
      "ratio $(ratio "$BATCH_EPS" "$BARE_EPS")"
+
+# 3. Under attack (ATTACK=0 skips it): single events again, (a) with HOLD_SLOW slowloris
+#    connections open (a request line, then a header line per second, reopened when the server
+#    closes them at its head deadline) against the same rounds without them: ratio >= 0.80 and
+#    no failed request; (b) with HOLD_IDLE idle keep-alive connections open, against the bare
+#    server of section 1: ratio >= 0.60. The holders connect from 127.0.0.2 on (500 per
+#    address), so the per-client cap lets them in and the bench measures what they cost.
+ATTACK=${ATTACK:-1}
+HOLD_SLOW=${HOLD_SLOW:-5000}
+HOLD_IDLE=${HOLD_IDLE:-10000}
+failures() { # socket errors + non-2xx of the last wrk run
+  awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $5} END {print n + 0}' "$TMP/wrk.last"
+}
+hold() { # MODE N -> starts a holder, waits until N are open; sets HOLD_PID
+  rm -f "$TMP/hold.status"
+  python3 "$ROOT/bench/hold_connections.py" "$PUB_PORT" "$2" "$1" "$TMP/hold.status" &
+  HOLD_PID=$!
+  PIDS+=($HOLD_PID)
+  for _ in $(seq 600); do
+    if [ -s "$TMP/hold.status" ] && [ "$(cut -d' ' -f1 "$TMP/hold.status")" -ge "$2" ]; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench/publisher.sh: $1 holder never reached $2 connections ($(cat "$TMP/hold.status" 2>/dev/null))" >&2
+}
+unhold() { kill -TERM "$HOLD_PID" 2>/dev/null || true; wait "$HOLD_PID" 2>/dev/null || true; }
+open_conns() { curl -s "http://127.0.0.1:$PUB_PORT/metrics" | awk '/^http_connections_open/ {print $2}'; }
+if [ "$ATTACK" = 1 ]; then
+  CALM_RPS=0; SLOW_RPS=0; SLOW_FAIL=0; CALM_FAIL=0
+  for _ in $(seq 1 "$ROUNDS"); do
+    R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
+    CALM_FAIL=$((CALM_FAIL + $(failures)))
+    if better "$R" "$CALM_RPS"; then CALM_RPS=$R; fi
+    hold slowloris "$HOLD_SLOW"
+    R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
+    SLOW_FAIL=$((SLOW_FAIL + $(failures)))
+    SLOW_STATUS=$(cat "$TMP/hold.status")
+    unhold
+    if better "$R" "$SLOW_RPS"; then SLOW_RPS=$R; fi
+  done
+  echo "attack: single events with $HOLD_SLOW slowloris connections open ${SLOW_RPS} req/s; without" \
+       "${CALM_RPS} req/s; ratio $(ratio "$SLOW_RPS" "$CALM_RPS") (target >= 0.80);" \
+       "failed requests: ${SLOW_FAIL} under attack, ${CALM_FAIL} without (target 0);" \
+       "holder at the end of the last round (open, reopened): ${SLOW_STATUS}"
+  hold idle "$HOLD_IDLE"
+  echo "attack: $(open_conns) connections open on the publisher with the idle holder"
+  IDLE_RPS=0; IDLE_FAIL=0
+  for _ in $(seq 1 "$ROUNDS"); do
+    R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
+    IDLE_FAIL=$((IDLE_FAIL + $(failures)))
+    if better "$R" "$IDLE_RPS"; then IDLE_RPS=$R; fi
+  done
+  unhold
+  echo "attack: single events with $HOLD_IDLE idle connections open ${IDLE_RPS} req/s; bare 202" \
+       "server (section 1) ${BASE_RPS} req/s; ratio $(ratio "$IDLE_RPS" "$BASE_RPS") (target >= 0.60);" \
+       "failed requests: ${IDLE_FAIL}"
+fi

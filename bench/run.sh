@@ -4,6 +4,8 @@
 # exits non-zero only when it could not run. BIN (default bin) selects the binaries.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Benches run in development mode (docs/security.md): development secrets are accepted.
+export BUS_ENV=${BUS_ENV:-development}
 status=0
 for b in bench/*.sh; do
   [ "$(basename "$b")" = run.sh ] && continue

@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 
 #include "alloc.h"
+#include "buildinfo.h"
 #include "db.h"
 #include "log.h"
 
@@ -19,11 +21,12 @@ static const struct config_def AUTO_DEFS[] = {
 
 static void usage(const char *name, const char *env_prefix)
 {
-    printf("usage: %s [--config FILE] [--check-config] [--config-doc] [--help]\n"
+    printf("usage: %s [--config FILE] [--check-config] [--config-doc] [--version] [--help]\n"
            "  --config FILE   JSON configuration (also %s_CONFIG); every key can be overridden\n"
            "                  by the environment as %s_<KEY>\n"
            "  --check-config  validate the configuration and exit\n"
-           "  --config-doc    print the configuration reference (Markdown) and exit\n",
+           "  --config-doc    print the configuration reference (Markdown) and exit\n"
+           "  --version       print the version, compiler and library versions and exit\n",
            name, env_prefix, env_prefix);
 }
 
@@ -74,6 +77,11 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
             check_only = 1;
         } else if (!strcmp(arg, "--config-doc")) {
             doc = 1;
+        } else if (!strcmp(arg, "--version")) {
+            buildinfo_print(stdout, name);
+            fflush(stdout);
+            app->exit_now = 1;
+            return finish_early(app, 0);
         } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
             usage(name, env_prefix);
             app->exit_now = 1;
@@ -106,6 +114,24 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
         return finish_early(app, -1);
     }
     log_init(name, level);
+    /* Fail closed: a production process never runs on a missing, short or published secret
+     * (docs/security.md). One line names the setting; main exits 2. */
+    if (config_check_mode(err, sizeof err) != 0) {
+        log_error("configuration refused: %s", err);
+        return finish_early(app, -1);
+    }
+    bool is_production = config_is_production();
+    if (is_production && config_check_keys(app->cfg, env_prefix, true, err, sizeof err) != 0) {
+        log_error("configuration refused: %s", err);
+        return finish_early(app, -1);
+    }
+    if (is_production) {
+        log_info("mode: production (BUS_ENV)");
+    } else {
+        log_warn("mode: development (BUS_ENV=development): development secrets are accepted; "
+                 "never expose this process");
+        config_check_keys(app->cfg, env_prefix, false, err, sizeof err);
+    }
     if (check_only) {
         printf("configuration OK\n");
         fflush(stdout);
@@ -113,7 +139,9 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
         return finish_early(app, 0);
     }
 
+    log_info("%s %s starting (%s)", name, buildinfo_version(), buildinfo_compiler());
     config_log(app->cfg); /* a log always tells which settings were in force */
+    buildinfo_register_metrics();
 
     /* A background job of a non-interactive shell starts with SIGINT ignored, and an ignored
      * signal is never pending: restore the defaults, then block so only sigwait sees them. */
@@ -129,24 +157,88 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
     return 0;
 }
 
+/* ---- the service manager (systemd Type=notify) ----------------------------------------------
+ *
+ * A process is started once it first waits for a signal: every main.c starts its modules, then
+ * waits. That moment sends READY=1 (and, after a SIGHUP, again: the reload is done by the time
+ * the process waits anew); a stop signal sends STOPPING=1, a SIGHUP RELOADING=1. When the unit
+ * sets WatchdogSec=, the waiting thread pings WATCHDOG=1 at half the interval. Without a service
+ * manager (no NOTIFY_SOCKET) sd_notify does nothing. */
+
+/* What the service manager was last told; one process, one state (the main thread's). */
+static enum { SD_STARTING, SD_READY, SD_RELOADING, SD_STOPPING } sd_state;
+
+/* The watchdog interval in ms (half of WATCHDOG_USEC), or 0 when none is asked for. */
+static long watchdog_ms(void)
+{
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return 0;
+    long ms = (long)(usec / 2000);
+    return ms > 0 ? ms : 1;
+}
+
+static void notify_signal(int sig)
+{
+    if (sig == SIGHUP && sd_state != SD_STOPPING) {
+        sd_state = SD_RELOADING;
+        sd_notify(0, "RELOADING=1");
+    } else if ((sig == SIGTERM || sig == SIGINT) && sd_state != SD_STOPPING) {
+        sd_state = SD_STOPPING;
+        sd_notify(0, "STOPPING=1");
+    }
+}
+
+/* Waits for a signal up to timeout_ms (< 0: forever). is_started: the caller has started its
+ * modules (every public wait), unlike a wait for the database during start-up. */
+static int wait_for(struct app *app, long timeout_ms, bool is_started);
+
 int app_wait_signal(struct app *app)
 {
-    int sig = 0;
-    while (sigwait(&app->signals, &sig) != 0) {
-    }
-    return sig;
+    return wait_for(app, -1, true);
 }
 
 int app_wait_signal_for(struct app *app, long timeout_ms)
 {
-    struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+    return wait_for(app, timeout_ms < 0 ? 0 : timeout_ms, true);
+}
+
+static int wait_for(struct app *app, long timeout_ms, bool is_started)
+{
+    if (is_started && (sd_state == SD_STARTING || sd_state == SD_RELOADING)) {
+        sd_state = SD_READY;
+        sd_notify(0, "READY=1");
+    }
+    long ping_ms = watchdog_ms();
+    long long deadline = timeout_ms >= 0 ? app_now_ms() + timeout_ms : -1;
     for (;;) {
-        int sig = sigtimedwait(&app->signals, NULL, &ts);
-        if (sig > 0)
+        long slice = -1; /* forever */
+        if (deadline >= 0) {
+            long long left = deadline - app_now_ms();
+            slice = left > 0 ? (long)left : 0;
+        }
+        if (ping_ms > 0 && (slice < 0 || slice > ping_ms))
+            slice = ping_ms;
+        int sig = 0;
+        if (slice < 0) {
+            if (sigwait(&app->signals, &sig) != 0)
+                continue;
+        } else {
+            struct timespec ts = {slice / 1000, (slice % 1000) * 1000000L};
+            sig = sigtimedwait(&app->signals, NULL, &ts);
+            if (sig < 0 && errno == EINTR)
+                continue;
+            if (sig < 0)
+                sig = 0; /* EAGAIN: this slice is over */
+        }
+        if (sig > 0) {
+            notify_signal(sig);
             return sig;
-        if (errno == EAGAIN)
+        }
+        if (ping_ms > 0)
+            sd_notify(0, "WATCHDOG=1");
+        if (deadline >= 0 && app_now_ms() >= deadline)
             return 0;
-        /* EINTR: retry (the remaining time is not tracked; a small overrun is harmless) */
     }
 }
 
@@ -184,7 +276,7 @@ int app_db_migrate(struct app *app, struct db *d, const char *schema, const char
             return -1;
         }
         log_warn("database unavailable, retrying migrations: %s", err);
-        if (app_wait_stop_for(app, 1000)) {
+        if (is_stop(wait_for(app, 1000, false))) {
             return APP_STOPPED;
         }
     }

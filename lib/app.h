@@ -18,6 +18,10 @@
  * configuration table as Markdown and exits 0), --check-config (validates and exits).
  * Every table gets "log.level" (debug|info|warn|error, default info) added automatically. On a
  * normal start the effective configuration is logged once (config_log, secrets redacted).
+ * Modes (docs/security.md): BUS_ENV=production, the default, or development. The mode is logged
+ * at start. In production a CONFIG_KEY that is missing, shorter than 32 bytes or its development
+ * default refuses the start with one line naming it (config_check_keys; main exits 2); in
+ * development each development value in use is one warning.
  * Signals SIGTERM, SIGINT and SIGHUP are blocked in every thread (call app_init before creating
  * threads) and delivered only through app_wait_signal(); SIGPIPE is ignored. */
 #ifndef APP_H

@@ -16,7 +16,9 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "config.h"
 #include "crypto.h"
+#include "delivery.h"
 
 #define BUSCONF_MAX_FILES 1024
 #define BUSCONF_MAX_ERR_LINES 64
@@ -25,6 +27,7 @@ struct loader {
     struct buf err;
     int n_errors;
     const char *dir;
+    bool is_production; /* BUS_ENV (config_is_production) */
 };
 
 static void problem(struct loader *l, const char *file, const char *pointer, const char *fmt, ...)
@@ -83,7 +86,8 @@ static int opt_int(json_t *obj, const char *key, int dflt)
     return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
 }
 
-/* Expands ${NAME} from the environment. Returns NULL (and reports) when a variable is unset. */
+/* Expands ${NAME} from the environment, and ${NAME:-TEXT} (TEXT when NAME is unset, as in the
+ * shell). Returns NULL (and reports) when a variable without a default is unset. */
 static char *expand_env(struct loader *l, const char *file, const char *pointer, const char *s)
 {
     struct buf b;
@@ -104,7 +108,14 @@ static char *expand_env(struct loader *l, const char *file, const char *pointer,
             }
             memcpy(name, p + 2, n);
             name[n] = '\0';
+            char *dflt = strstr(name, ":-");
+            if (dflt != NULL) {
+                *dflt = '\0';
+                dflt += 2;
+            }
             const char *val = getenv(name);
+            if (val == NULL)
+                val = dflt;
             if (val == NULL) {
                 problem(l, file, pointer, "environment variable %s is not set", name);
                 goto fail;
@@ -136,6 +147,41 @@ static char *resolve_schema_path(const struct loader *l, const char *path)
     return xstrdup(path); /* reported as missing by the caller */
 }
 
+/* The producer tokens the repository publishes for development (config/bus/login.json,
+ * bin/loginsim's default; config/bus/product.json, guard's publisher_token default): their hashes
+ * are refused in production unless flagged development. */
+static const char *const BUSCONF_DEV_TOKENS[] = {"dev-login-token",
+                                                 "dev-only-guard-producer-token"};
+
+/* A token hash after expansion: 64 lowercase hex digits, or empty (a producer nobody can be: its
+ * variable is unset, which production refuses), and in production never a development token's. */
+static void check_token_hash(struct loader *l, const char *file, const char *pointer,
+                             const char *hash)
+{
+    size_t len = strlen(hash);
+    bool is_hex = len == CRYPTO_SHA256_HEX_LEN;
+    for (size_t i = 0; i < len && is_hex; i++)
+        is_hex = (hash[i] >= '0' && hash[i] <= '9') || (hash[i] >= 'a' && hash[i] <= 'f');
+    if (len == 0) {
+        if (l->is_production)
+            problem(l, file, pointer,
+                    "production: the token hash is empty (its environment variable is unset)");
+        return;
+    }
+    if (!is_hex) {
+        problem(l, file, pointer, "token_sha256 must be 64 lowercase hex digits");
+        return;
+    }
+    for (size_t i = 0; i < sizeof BUSCONF_DEV_TOKENS / sizeof *BUSCONF_DEV_TOKENS; i++) {
+        char dev[CRYPTO_SHA256_HEX_LEN + 1];
+        crypto_sha256_hex(BUSCONF_DEV_TOKENS[i], strlen(BUSCONF_DEV_TOKENS[i]), dev);
+        if (l->is_production && strcmp(dev, hash) == 0)
+            problem(l, file, pointer,
+                    "production: this is the hash of the development token %s (docs/security.md)",
+                    BUSCONF_DEV_TOKENS[i]);
+    }
+}
+
 static void load_topic(struct loader *l, struct busconf *c, const char *file, size_t idx,
                        json_t *t)
 {
@@ -161,12 +207,24 @@ static void load_topic(struct loader *l, struct busconf *c, const char *file, si
     size_t n = json_array_size(prods);
     if (n > 0)
         tp->producers = xcalloc(n, sizeof *tp->producers);
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *p = json_array_get(prods, i);
-        tp->producers[i].name = opt_str(p, "name");
-        tp->producers[i].token_sha256 = opt_str(p, "token_sha256");
+        char pp[128];
+        snprintf(pp, sizeof pp, "%s/producers/%zu/token_sha256", ptr, i);
+        if (json_is_true(json_object_get(p, "development")) && l->is_production) {
+            c->n_development_skipped++; /* never loaded in production (docs/security.md) */
+            continue;
+        }
+        char *hash = expand_env(l, file, pp, json_string_value(json_object_get(p, "token_sha256")));
+        if (hash == NULL)
+            continue;
+        check_token_hash(l, file, pp, hash);
+        tp->producers[k].name = opt_str(p, "name");
+        tp->producers[k].token_sha256 = hash;
+        k++;
     }
-    tp->n_producers = n;
+    tp->n_producers = k;
 }
 
 static void load_route(struct loader *l, struct busconf *c, const char *file, size_t idx,
@@ -203,6 +261,12 @@ static void load_route(struct loader *l, struct busconf *c, const char *file, si
         char sp[80];
         snprintf(sp, sizeof sp, "%s/secret", ptr);
         rt->secret = expand_env(l, file, sp, secret);
+        char why[512];
+        bool is_dev = false;
+        if (rt->secret != NULL &&
+            config_check_key_value("the route's signing key", rt->secret, DELIVERY_DEV_SECRET,
+                                   l->is_production, &is_dev, why, sizeof why) != 0)
+            problem(l, file, sp, "production: %s (docs/security.md)", why);
     }
     rt->raw = json_incref(r);
 
@@ -335,7 +399,7 @@ static void check_meaning(struct loader *l, struct busconf *c, const struct orig
 int busconf_load(const char *dir, const char *schema_path, struct busconf **out, char *err,
                  size_t err_len)
 {
-    struct loader l = {.dir = dir};
+    struct loader l = {.dir = dir, .is_production = config_is_production()};
     buf_init(&l.err, 64 * 1024);
     struct busconf *c = xcalloc(1, sizeof *c);
     struct origin *tor = NULL, *ror = NULL;

@@ -10,6 +10,12 @@
  * max_event_bytes 65536, mode one-way, concurrency 4, batch 1, ordering key, timeout_ms 5000,
  * retry {initial_ms 200, max_ms 30000, max_attempts 0 = until retention}.
  *
+ * Modes (BUS_ENV, config_is_production; docs/security.md): a producer flagged "development" is
+ * loaded only in development; in production it is skipped (counted in n_development_skipped),
+ * and a load fails when a producer's token hash is a development token's or empty, or a route's
+ * signing secret is shorter than 32 bytes or the development value. token_sha256 and secret
+ * expand ${NAME} and ${NAME:-TEXT} from the environment.
+ *
  * A loaded struct busconf is immutable; a reload builds a new one. */
 #ifndef BUSCONF_H
 #define BUSCONF_H
@@ -22,7 +28,8 @@
 
 struct busconf_producer {
     char *name;
-    char *token_sha256; /* lowercase hex SHA-256 of the bearer token; never the token itself */
+    char *token_sha256; /* lowercase hex SHA-256 of the bearer token; never the token itself;
+                         * "" = nobody (its ${VAR:-} was unset) */
 };
 
 struct busconf_topic {
@@ -59,6 +66,7 @@ struct busconf_route {
 };
 
 struct busconf {
+    size_t n_development_skipped; /* producers flagged "development" not loaded (production) */
     struct busconf_topic *topics;
     size_t n_topics;
     struct busconf_route *routes;

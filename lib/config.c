@@ -13,6 +13,8 @@
 #include "alloc.h"
 #include "log.h"
 
+#define CONFIG_SECRET_FILE_MAX (64 * 1024)
+
 struct config {
     const struct config_def *defs;
     json_t *file;   /* the parsed file, or an empty object */
@@ -144,13 +146,68 @@ static void env_name(const char *prefix, const char *key, char *out, size_t len)
     out[i] = '\0';
 }
 
+static bool is_secret(const struct config_def *d)
+{
+    return (d->flags & (CONFIG_SECRET | CONFIG_KEY)) != 0;
+}
+
+/* Reads the secret a <NAME>_FILE variable points to (a mounted secret, e.g. Docker or systemd
+ * credentials): the whole file, at most CONFIG_SECRET_FILE_MAX bytes, without trailing line
+ * breaks. Returns a heap string, or NULL with err naming the variable. */
+static char *read_secret_file(const char *var, const char *path, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_len, "environment %s: cannot read %s", var, path);
+        return NULL;
+    }
+    char *text = xmalloc(CONFIG_SECRET_FILE_MAX + 1);
+    size_t n = fread(text, 1, CONFIG_SECRET_FILE_MAX + 1, f);
+    bool is_error = ferror(f) != 0;
+    fclose(f);
+    if (is_error || n > CONFIG_SECRET_FILE_MAX) {
+        snprintf(err, err_len, "environment %s: %s is unreadable or larger than %d bytes", var,
+                 path, CONFIG_SECRET_FILE_MAX);
+        free(text);
+        return NULL;
+    }
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+        n--;
+    text[n] = '\0';
+    if (memchr(text, '\0', n)) {
+        snprintf(err, err_len, "environment %s: %s holds a NUL byte", var, path);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* Applies the environment variable name to d; for a secret also name_FILE (the secret read from
+ * that file). Both set is refused: which one wins would be a guess. */
 static int apply_env(struct config *c, const struct config_def *d, const char *name, char *err,
                      size_t err_len)
 {
     const char *text = getenv(name);
+    char *from_file = NULL;
+    if (is_secret(d)) {
+        char file_var[300];
+        snprintf(file_var, sizeof file_var, "%s_FILE", name);
+        const char *path = getenv(file_var);
+        if (path && *path) {
+            if (text) {
+                snprintf(err, err_len, "environment: set %s or %s, not both", name, file_var);
+                return -1;
+            }
+            from_file = read_secret_file(file_var, path, err, err_len);
+            if (!from_file)
+                return -1;
+            text = from_file;
+        }
+    }
     if (!text)
         return 0;
     json_t *v = parse_text(d, text);
+    free(from_file);
     if (!v) {
         snprintf(err, err_len, "environment %s: \"%s\" must be of type %s", name, d->key,
                  type_name(d->type));
@@ -296,6 +353,15 @@ int config_load(struct config **out, const struct config_def *defs, const char *
         if (apply_env(c, d, name, err, err_len) != 0)
             goto fail;
         json_t *v = json_object_get(c->values, d->key);
+        if ((d->flags & CONFIG_KEY) && json_is_string(v) && json_string_value(v)[0] == '\0') {
+            /* An empty key is no key: its development value applies (config_check_keys then
+             * refuses it in production), or it stays unset. */
+            if (d->default_value)
+                json_object_set_new(c->values, d->key, json_string(d->default_value));
+            else
+                json_object_del(c->values, d->key);
+            v = json_object_get(c->values, d->key);
+        }
         if (!v && (d->flags & CONFIG_REQUIRED)) {
             snprintf(err, err_len, "\"%s\" is required (set it in the file or %s)", d->key, name);
             goto fail;
@@ -371,7 +437,7 @@ void config_log(const struct config *c)
         if (!v)
             continue;
         json_object_set_new(
-            extra, d->key, (d->flags & CONFIG_SECRET) ? json_string("[redacted]") : json_incref(v));
+            extra, d->key, is_secret(d) ? json_string("[redacted]") : json_incref(v));
     }
     const char *k;
     json_t *v;
@@ -419,7 +485,9 @@ void config_write_markdown(const struct config_def *defs, const char *env_prefix
         if (d->env)
             fprintf(out, ", `%s`", d->env);
         fprintf(out, " | %s | ", type_name(d->type));
-        if (d->default_value && (d->flags & CONFIG_SECRET) && *d->default_value)
+        if (d->default_value && (d->flags & CONFIG_KEY) && *d->default_value)
+            fputs("(development value)", out);
+        else if (d->default_value && is_secret(d) && *d->default_value)
             fputs("(secret)", out);
         else if (d->default_value)
             fprintf(out, "`%s`", d->default_value);
@@ -427,6 +495,89 @@ void config_write_markdown(const struct config_def *defs, const char *env_prefix
             fputs((d->flags & CONFIG_REQUIRED) ? "required" : "—", out);
         fprintf(out, " | %s | ", range);
         md_cell(out, d->description ? d->description : "");
-        fprintf(out, "%s |\n", (d->flags & CONFIG_SECRET) ? " (secret)" : "");
+        if (d->flags & CONFIG_KEY)
+            fputs(" (secret key: in production required, at least 32 bytes, not the development "
+                  "value; several keys separated by spaces; also `_FILE`)",
+                  out);
+        else if (is_secret(d))
+            fputs(" (secret; also `_FILE`)", out);
+        fputs(" |\n", out);
     }
+}
+
+bool config_is_production(void)
+{
+    const char *mode = getenv("BUS_ENV");
+    return !(mode && strcmp(mode, "development") == 0);
+}
+
+int config_check_mode(char *err, size_t err_len)
+{
+    const char *mode = getenv("BUS_ENV");
+    if (!mode || !*mode || strcmp(mode, "production") == 0 || strcmp(mode, "development") == 0)
+        return 0;
+    snprintf(err, err_len, "BUS_ENV must be production or development, not \"%.64s\"", mode);
+    return -1;
+}
+
+int config_check_key_value(const char *name, const char *value, const char *dev_value,
+                           bool is_production, bool *is_dev, char *err, size_t err_len)
+{
+    *is_dev = false;
+    if (!value || !*value) {
+        snprintf(err, err_len, "%s is missing", name);
+        return is_production ? -1 : 0;
+    }
+    /* A key may be a list (rotation: "new old"); each one must hold on its own. */
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *end = p;
+        while (*end && *end != ' ')
+            end++;
+        size_t n = (size_t)(end - p);
+        if (n == 0)
+            break;
+        bool is_default = dev_value && strlen(dev_value) == n && strncmp(p, dev_value, n) == 0;
+        if (is_default) {
+            *is_dev = true;
+            snprintf(err, err_len, "%s is the development value", name);
+            if (is_production)
+                return -1;
+        } else if (is_production && n < CONFIG_KEY_MIN_BYTES) {
+            snprintf(err, err_len, "%s is shorter than %d bytes", name, CONFIG_KEY_MIN_BYTES);
+            return -1;
+        }
+        p = end;
+    }
+    return 0;
+}
+
+int config_check_keys(const struct config *c, const char *env_prefix, bool is_production,
+                      char *err, size_t err_len)
+{
+    for (const struct config_def *d = c->defs; d->key; d++) {
+        if (!(d->flags & CONFIG_KEY) || d->type != CONFIG_STRING)
+            continue;
+        char env[256], name[700];
+        env_name(env_prefix, d->key, env, sizeof env);
+        if (d->env)
+            snprintf(name, sizeof name, "\"%s\" (%s or %s, or %s_FILE)", d->key, d->env, env,
+                     d->env);
+        else
+            snprintf(name, sizeof name, "\"%s\" (%s or %s_FILE)", d->key, env, env);
+        const char *v = json_string_value(json_object_get(c->values, d->key));
+        bool is_dev = false;
+        char why[1024];
+        if (config_check_key_value(name, v, d->default_value, is_production, &is_dev, why,
+                                   sizeof why) != 0) {
+            snprintf(err, err_len, "production: %s; generate one with `openssl rand -base64 32` "
+                     "(docs/security.md)", why);
+            return -1;
+        }
+        if (is_dev)
+            log_warn("development: %s (never in production)", why);
+    }
+    return 0;
 }

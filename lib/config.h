@@ -20,6 +20,11 @@
  * a declared key). kafka.* keys naming a password or secret are redacted like CONFIG_SECRET
  * keys (config_kafka_is_secret).
  *
+ * Secrets (CONFIG_SECRET, CONFIG_KEY) may also come from a file: <VAR>_FILE names a file whose
+ * content (without trailing line breaks) is the value of <VAR>, for every environment name of the
+ * key; setting both <VAR> and <VAR>_FILE refuses the start. An empty CONFIG_KEY value counts as
+ * unset (its development default applies, which production refuses).
+ *
  * A config is immutable after load and may be read from any thread. */
 #ifndef CONFIG_H
 #define CONFIG_H
@@ -72,6 +77,27 @@ json_t *config_kafka(const struct config *c);
 bool config_kafka_is_secret(const char *key);
 /* The whole parsed file (borrowed), for processes with structured sections beyond the table. */
 json_t *config_json(const struct config *c);
+
+/* ---- modes (docs/security.md) ----------------------------------------------------------------
+ * BUS_ENV=production (the default: unset or empty) or development. */
+#define CONFIG_KEY_MIN_BYTES 32
+/* True unless BUS_ENV is "development". */
+bool config_is_production(void);
+/* 0 when BUS_ENV is unset, empty, "production" or "development"; else -1 and a sentence. */
+int config_check_mode(char *err, size_t err_len);
+/* Checks one secret key named name (for messages) against the mode's rules: value may be a
+ * space-separated list of keys (rotation), each checked. In production returns -1 with a
+ * sentence in err when value is NULL or empty, a key is shorter than CONFIG_KEY_MIN_BYTES, or
+ * equal to dev_value (may be NULL). Otherwise 0; *is_dev tells whether dev_value is in use
+ * (err then says so, for a warning). */
+int config_check_key_value(const char *name, const char *value, const char *dev_value,
+                           bool is_production, bool *is_dev, char *err, size_t err_len);
+/* Checks every CONFIG_KEY of c (its default is its development value) with
+ * config_check_key_value: in production returns -1 and one sentence naming the first key that
+ * fails and its environment variables; in development logs one warning per development value in
+ * use and returns 0. */
+int config_check_keys(const struct config *c, const char *env_prefix, bool is_production,
+                      char *err, size_t err_len);
 
 /* Logs every effective value at info level (kafka.* keys included), secrets as "[redacted]". */
 void config_log(const struct config *c);

@@ -9,6 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *crypto_lib_version(void)
+{
+    return OpenSSL_version(OPENSSL_VERSION);
+}
+
 static void to_hex(const unsigned char *in, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";

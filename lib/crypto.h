@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The linked library's version, for --version and bus_build_info (static string). */
+const char *crypto_lib_version(void); /* OpenSSL's version text */
+
 #define CRYPTO_SHA256_HEX_LEN 64
 
 /* Lowercase hex SHA-256 of data. */

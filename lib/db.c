@@ -44,6 +44,21 @@ struct db {
 };
 
 
+static char lib_version[24];
+
+static void format_lib_version(void)
+{
+    int v = PQlibVersion(); /* e.g. 150005 for 15.5 (since 10: major * 10000 + minor) */
+    snprintf(lib_version, sizeof lib_version, "%d.%d", v / 10000, v % 10000);
+}
+
+const char *db_lib_version(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, format_lib_version);
+    return lib_version;
+}
+
 static void set_err(char *err, size_t err_len, const char *fmt, const char *a, const char *b)
 {
     if (err && err_len > 0) {
@@ -124,6 +139,19 @@ static PGconn *db_connect(const struct db *d)
         return NULL;
     }
     PQsetNoticeProcessor(c, notice_quiet, NULL);
+    /* Every write we answer 2xx for must be durable when answered: a cluster (or a role or a
+     * database) whose default is synchronous_commit = off loses acknowledged commits in a crash
+     * (issue 21: 10-17 logins per postmaster SIGKILL). Only "off" is raised to "on": local,
+     * remote_write and remote_apply are at least as durable on this server and are kept. */
+    PGresult *res = PQexec(c, "SELECT set_config('synchronous_commit', 'on', false) "
+                              "WHERE current_setting('synchronous_commit') = 'off'");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_warn("database connect: cannot set synchronous_commit: %s", PQerrorMessage(c));
+        PQclear(res);
+        PQfinish(c);
+        return NULL;
+    }
+    PQclear(res);
     return c;
 }
 

@@ -6,6 +6,10 @@
  * sql/<schema>/NNN_name.sql applied in order inside a transaction each, recorded in
  * <schema>.schema_migrations, guarded by an advisory lock so concurrent starts are safe.
  *
+ * Durable: every connection runs with synchronous_commit at least "on" whatever the server's,
+ * role's or database's default (raised at connect), so a statement or transaction that returned
+ * DB_OK survives a crash of the server: callers may answer 2xx right after it.
+ *
  * Thread-safe: each call takes a connection from the pool for its duration. */
 #ifndef DB_H
 #define DB_H
@@ -13,6 +17,9 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+/* The linked library's version, for --version and bus_build_info (static string). */
+const char *db_lib_version(void); /* libpq's version, e.g. "15.5" */
 
 #define DB_OK 0
 #define DB_EUNAVAILABLE (-1) /* server unreachable or restarting: retry later (503) */

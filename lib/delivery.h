@@ -21,7 +21,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "config.h"
 #include "http_server.h"
+
+/* The documented development value of the bus signing key (docs/security.md): used only in
+ * development, when BUS_SIGNING_SECRET is not set; production refuses to start with it. */
+#define DELIVERY_DEV_SECRET "dev-only-bus-signing-secret-change-me"
+/* The configuration entry every receiving process declares (key bus_secret, env
+ * BUS_SIGNING_SECRET): one key, or several separated by spaces while keys rotate. */
+#define DELIVERY_SECRET_CONFIG_DEF                                                                \
+    {"bus_secret", CONFIG_STRING, DELIVERY_DEV_SECRET, 0, 4096, CONFIG_KEY, "BUS_SIGNING_SECRET", \
+     "Bus signing key(s) every delivery's signature is checked with (docs/security.md)"}
 
 /* How a malformed delivery is answered. */
 struct delivery_refusal {

@@ -61,6 +61,11 @@ struct transfer {
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
+const char *http_client_lib_version(void)
+{
+    return curl_version_info(CURLVERSION_NOW)->version;
+}
+
 static void curl_init_once(void)
 {
     CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);

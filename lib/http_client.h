@@ -16,6 +16,9 @@
 
 #include <stddef.h>
 
+/* The linked library's version, for --version and bus_build_info (static string). */
+const char *http_client_lib_version(void); /* libcurl's version */
+
 struct http_header_kv {
     const char *name;
     const char *value;

@@ -1,6 +1,6 @@
 /* http_server.c - the HTTP server layer over libmicrohttpd (see http_server.h).
  *
- * Each polling thread runs a libmicrohttpd daemon of its own in external-select mode (struct
+ * Each polling thread runs a libmicrohttpd daemon of its own in external-epoll mode (struct
  * http_loop; why: at http_server_start). Each request gets one struct http_exchange, created on
  * the access handler's first call and freed once both sides are done with it: libmicrohttpd
  * (request-completed notification) and the handler (its one http_respond*() call). In between
@@ -35,8 +35,9 @@
 #include <string.h>
 #include <strings.h>
 #include <stdatomic.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/select.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -51,8 +52,18 @@
 #define HTTP_DEFAULT_THREADS 2
 #define HTTP_MAX_THREADS 64
 #define HTTP_DEFAULT_MAX_BODY_BYTES (1024 * 1024)
-#define HTTP_DEFAULT_MAX_CONNECTIONS 1000 /* select(): descriptors below FD_SETSIZE (1024) */
+#define HTTP_DEFAULT_MAX_CONNECTIONS 16384
+#define HTTP_DEFAULT_MAX_PER_CLIENT 1024
 #define HTTP_DEFAULT_TIMEOUT_S 15
+#define HTTP_DEFAULT_HEAD_TIMEOUT_S 10
+#define HTTP_DEFAULT_BODY_TIMEOUT_S 30
+/* Descriptors kept for everything else of the process when max_connections is fitted under
+ * RLIMIT_NOFILE (log files, Kafka and database sockets, static files being served). */
+#define HTTP_FD_RESERVE 256
+/* A connection refused for a cap waits this long for its request head to answer it 503. */
+#define HTTP_REFUSED_LINGER_MS 2000
+/* How often each loop looks for connections past their deadline. */
+#define HTTP_SWEEP_MS 250
 /* Per-connection memory pool of libmicrohttpd: bounds the request line plus headers (larger
  * requests are answered 431 by libmicrohttpd itself) and the body chunk handed over per call. */
 #define HTTP_CONNECTION_MEMORY_BYTES (16 * 1024)
@@ -95,13 +106,56 @@ struct resp_header {
     char *value;
 };
 
-/* One polling thread: a libmicrohttpd daemon of its own in external-select mode on the server's
- * listening socket, and an eventfd that wakes it when another thread resumed one of its
- * connections (written once per wake-up, not once per connection: see loop_wake). */
+/* Where a connection is in its request cycle, for its deadline (struct http_conn). */
+enum conn_phase {
+    PHASE_WAIT,    /* for a request line: head_timeout_s from accept, timeout_s after a request */
+    PHASE_HEAD,    /* request line in, headers coming: head_timeout_s */
+    PHASE_BODY,    /* head in, body coming: body_timeout_s */
+    PHASE_HANDLER, /* the handler has it: no deadline (the handler answers) */
+    PHASE_REFUSED, /* over a cap: answered 503 when its head comes, closed after a short wait */
+    PHASE_CLOSING, /* shut down by the server, libmicrohttpd closes it */
+};
+
+enum refuse_reason { REFUSE_MAX_CONNECTIONS, REFUSE_MAX_PER_CLIENT, REFUSE_COUNT };
+enum timeout_kind { TIMEOUT_HEAD, TIMEOUT_BODY, TIMEOUT_IDLE, TIMEOUT_COUNT };
+
+/* One TCP connection, from libmicrohttpd's connect notification to its close notification;
+ * its socket context. Touched only by its loop's thread. */
+struct http_conn {
+    int fd;
+    enum conn_phase phase;
+    bool is_first;               /* no request answered on it yet */
+    enum refuse_reason refused;  /* when phase is PHASE_REFUSED */
+    int64_t deadline_ms;         /* CLOCK_MONOTONIC ms; 0 = none */
+    unsigned char addr[16];      /* client address, IPv4 mapped into IPv6 */
+    struct http_conn *prev, *next; /* loop->conns */
+};
+
+/* Open connections per client address, for max_connections_per_client. Shared by the loops,
+ * behind lock; touched only when a connection opens or closes. */
+struct client_count {
+    unsigned char addr[16];
+    unsigned n;
+    struct client_count *next;
+};
+
+#define HTTP_CLIENT_BUCKETS 4096
+
+struct client_table {
+    pthread_mutex_t lock;
+    struct client_count *buckets[HTTP_CLIENT_BUCKETS];
+};
+
+/* One polling thread: a libmicrohttpd daemon of its own in external-epoll mode on the server's
+ * listening socket, and an eventfd in that daemon's epoll set that wakes it when another
+ * thread resumed one of its connections (written once per wake-up, not once per connection:
+ * see loop_wake). */
 struct http_loop {
     struct http_server *server;
     struct MHD_Daemon *daemon;
     int wake_fd;
+    struct http_conn *conns; /* every open connection of this loop (loop thread only) */
+    int64_t next_sweep_ms;
     atomic_bool is_woken;     /* a wake-up is written and not consumed yet */
     atomic_bool must_quiesce; /* http_server_free: stop accepting */
     atomic_bool must_stop;
@@ -131,6 +185,10 @@ struct http_server {
     unsigned port;
     struct metric *connections_total; /* accepted connections (reuse shows as few of them) */
     struct metric *connections_open;
+    struct metric *refused[REFUSE_COUNT];
+    struct metric *timed_out[TIMEOUT_COUNT];
+    atomic_uint n_open; /* connections open, all loops */
+    struct client_table clients;
     char *cors[HTTP_MAX_CORS_ORIGINS]; /* allowed origins (exact match) */
     size_t n_cors;
     char *static_csp;
@@ -140,8 +198,11 @@ struct http_exchange {
     struct http_server *server; /* NULL once the server forced an answer (may be gone) */
     struct http_loop *loop;     /* the polling thread the connection belongs to */
     struct MHD_Connection *conn;
+    struct http_conn *hconn;    /* the connection's state (outlives the exchange) */
     const struct route *route;
     const char *method; /* owned by libmicrohttpd, valid for the request */
+    char *target;       /* the request target as received (still percent-encoded) */
+    bool is_started;    /* on_first_call ran: the head is complete */
     char *path;
     char *seg_copy; /* path split into NUL-separated segments; params point into it */
     const char *params[HTTP_MAX_PARAMS];
@@ -168,6 +229,11 @@ struct http_exchange {
 };
 
 /* ---- small helpers ---- */
+
+const char *http_server_lib_version(void)
+{
+    return MHD_get_version();
+}
 
 static double elapsed_s(const struct timespec *since)
 {
@@ -280,6 +346,7 @@ static void exchange_free(struct http_exchange *ex)
         MHD_destroy_response(ex->response);
     }
     buf_release(&ex->body);
+    free(ex->target);
     free(ex->path);
     free(ex->seg_copy);
     pthread_mutex_destroy(&ex->lock);
@@ -341,7 +408,7 @@ static bool exchange_answer(struct http_exchange *ex, unsigned status, const cha
     return must_resume;
 }
 
-/* Wakes a polling thread after one of its connections was resumed. In external-select mode
+/* Wakes a polling thread after one of its connections was resumed. In external-epoll mode
  * MHD_resume_connection only marks the connection; the loop takes it back on its next pass. Only
  * the first wake-up since the loop last looked writes the eventfd: a sweep of answers costs one
  * write per loop, where libmicrohttpd's own threads write theirs once per connection. */
@@ -937,6 +1004,284 @@ static void cors_init(struct http_server *s, const char *origins)
     buf_release(&csp);
 }
 
+/* ---- request checks made before routing ---- */
+
+/* UTF-8 decoding state for utf8_step (RFC 3629: no overlong forms, no surrogates, <= U+10FFFF). */
+struct utf8_state {
+    unsigned need; /* continuation bytes still expected */
+    unsigned char lo, hi; /* the range of the next continuation byte */
+};
+
+static bool utf8_step(struct utf8_state *u, unsigned char c)
+{
+    if (u->need > 0) {
+        if (c < u->lo || c > u->hi) {
+            return false;
+        }
+        u->need--;
+        u->lo = 0x80;
+        u->hi = 0xBF;
+        return true;
+    }
+    u->lo = 0x80;
+    u->hi = 0xBF;
+    if (c < 0x80) {
+        return true;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        u->need = 1;
+    } else if (c == 0xE0) {
+        u->need = 2;
+        u->lo = 0xA0;
+    } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+        u->need = 2;
+    } else if (c == 0xED) {
+        u->need = 2;
+        u->hi = 0x9F;
+    } else if (c == 0xF0) {
+        u->need = 3;
+        u->lo = 0x90;
+    } else if (c >= 0xF1 && c <= 0xF3) {
+        u->need = 3;
+    } else if (c == 0xF4) {
+        u->need = 3;
+        u->hi = 0x8F;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Checks one part (path or query) of a request target as received, [p, end): every '%' starts
+ * a two-digit hex escape, none decodes to NUL (it would cut the decoded string short: the
+ * path "/index.html%00.js" would serve index.html), and the decoded bytes are UTF-8 (an
+ * account id "%FF" must be refused here rather than fail later in JSON or SQL). */
+static bool target_part_is_valid(const char *p, const char *end)
+{
+    struct utf8_state u = {0};
+    for (; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '%') {
+            int hi = p + 2 < end ? hex_value(p[1]) : -1;
+            int lo = hi >= 0 ? hex_value(p[2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                return false;
+            }
+            c = (unsigned char)(hi * 16 + lo);
+            p += 2;
+        }
+        if (!utf8_step(&u, c)) {
+            return false;
+        }
+    }
+    return u.need == 0;
+}
+
+/* The framing headers of a request, collected by framing_header. */
+struct framing {
+    unsigned n_length;
+    bool is_length_conflict;
+    const char *length;
+    const char *encoding;
+    unsigned n_encoding;
+};
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->n_length > 0 && strcmp(f->length, value) != 0) {
+            f->is_length_conflict = true;
+        }
+        if (strchr(value, ',')) {
+            f->is_length_conflict = true; /* "5, 6" is a list of lengths */
+        }
+        f->length = value;
+        f->n_length++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->encoding = value;
+        f->n_encoding++;
+    }
+    return MHD_YES;
+}
+
+/* Checks what libmicrohttpd lets through but a request must not carry. Returns 0, or the
+ * status to refuse it with (code and message filled): 400 for a bad target or conflicting
+ * framing (two different Content-Lengths, or Content-Length beside Transfer-Encoding: RFC 9112
+ * section 6.3 calls both smuggling hazards), 501 for a transfer coding other than chunked
+ * (libmicrohttpd would wait for a body it cannot delimit until the time-out). */
+static unsigned request_check(struct http_exchange *ex, const char **code, const char **message)
+{
+    const char *t = ex->target ? ex->target : "";
+    const char *q = strchr(t, '?');
+    const char *t_end = q ? q : t + strlen(t);
+    if (!target_part_is_valid(t, t_end)) {
+        *code = "bad_path";
+        *message = "The path has an invalid percent-encoding, an encoded NUL or is not UTF-8.";
+        return 400;
+    }
+    if (q && !target_part_is_valid(q + 1, q + strlen(q))) {
+        *code = "bad_query";
+        *message = "The query has an invalid percent-encoding, an encoded NUL or is not UTF-8.";
+        return 400;
+    }
+    struct framing f = {0};
+    MHD_get_connection_values(ex->conn, MHD_HEADER_KIND, framing_header, &f);
+    if (f.is_length_conflict) {
+        *code = "bad_request";
+        *message = "The request carries conflicting Content-Length values.";
+        return 400;
+    }
+    if (f.n_encoding > 0 && f.n_length > 0) {
+        *code = "bad_request";
+        *message = "The request carries both Content-Length and Transfer-Encoding.";
+        return 400;
+    }
+    if (f.n_encoding > 1 || (f.n_encoding == 1 && strcasecmp(f.encoding, "chunked") != 0)) {
+        *code = "not_implemented";
+        *message = "Only the chunked transfer coding is supported.";
+        return 501;
+    }
+    return 0;
+}
+
+/* ---- connections: caps and deadlines ---- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a vDSO read: it runs a few times a request */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t client_bucket(const unsigned char addr[16])
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < 16; i++) {
+        h = (h ^ addr[i]) * 16777619u;
+    }
+    return h % HTTP_CLIENT_BUCKETS;
+}
+
+/* Counts one more connection of addr; returns how many it has now. */
+static unsigned client_add(struct client_table *t, const unsigned char addr[16])
+{
+    size_t b = client_bucket(addr);
+    pthread_mutex_lock(&t->lock);
+    struct client_count *c = t->buckets[b];
+    while (c && memcmp(c->addr, addr, 16) != 0) {
+        c = c->next;
+    }
+    if (!c) {
+        c = xcalloc(1, sizeof *c);
+        memcpy(c->addr, addr, 16);
+        c->next = t->buckets[b];
+        t->buckets[b] = c;
+    }
+    unsigned n = ++c->n;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+static void client_remove(struct client_table *t, const unsigned char addr[16])
+{
+    size_t b = client_bucket(addr);
+    pthread_mutex_lock(&t->lock);
+    struct client_count **pc = &t->buckets[b];
+    while (*pc && memcmp((*pc)->addr, addr, 16) != 0) {
+        pc = &(*pc)->next;
+    }
+    if (*pc && --(*pc)->n == 0) {
+        struct client_count *gone = *pc;
+        *pc = gone->next;
+        free(gone);
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void client_table_release(struct client_table *t)
+{
+    for (size_t b = 0; b < HTTP_CLIENT_BUCKETS; b++) {
+        while (t->buckets[b]) {
+            struct client_count *c = t->buckets[b];
+            t->buckets[b] = c->next;
+            free(c);
+        }
+    }
+    pthread_mutex_destroy(&t->lock);
+}
+
+/* The client's address as 16 bytes (IPv4 as ::ffff:a.b.c.d, so both families share a key). */
+static void client_addr(struct MHD_Connection *conn, unsigned char out[16])
+{
+    memset(out, 0, 16);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET) {
+        out[10] = 0xff;
+        out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+    }
+}
+
+static struct http_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void conn_phase(struct http_conn *c, enum conn_phase phase, unsigned after_s)
+{
+    if (!c || c->phase == PHASE_REFUSED || c->phase == PHASE_CLOSING) {
+        return;
+    }
+    c->phase = phase;
+    c->deadline_ms = after_s ? now_ms() + (int64_t)after_s * 1000 : 0;
+}
+
+/* Closes the loop's connections past their deadline: shutdown() of the socket, which
+ * libmicrohttpd then sees as the client gone (it owns the descriptor and closes it). No answer
+ * is sent: the client is too slow to be waiting for one (nginx's client_header_timeout does the
+ * same). Runs on the loop's thread every HTTP_SWEEP_MS. */
+static void loop_sweep(struct http_loop *l, int64_t now)
+{
+    struct http_server *s = l->server;
+    for (struct http_conn *c = l->conns; c; c = c->next) {
+        if (c->deadline_ms == 0 || now < c->deadline_ms) {
+            continue;
+        }
+        if (c->phase == PHASE_HEAD || (c->phase == PHASE_WAIT && c->is_first)) {
+            metric_inc(s->timed_out[TIMEOUT_HEAD]);
+        } else if (c->phase == PHASE_BODY) {
+            metric_inc(s->timed_out[TIMEOUT_BODY]);
+        } else if (c->phase == PHASE_WAIT) {
+            metric_inc(s->timed_out[TIMEOUT_IDLE]);
+        }
+        (void)shutdown(c->fd, SHUT_RDWR);
+        c->phase = PHASE_CLOSING;
+        c->deadline_ms = 0;
+    }
+}
+
 /* ---- libmicrohttpd callbacks ---- */
 
 static enum MHD_Result queue_answer(struct http_exchange *ex)
@@ -944,23 +1289,65 @@ static enum MHD_Result queue_answer(struct http_exchange *ex)
     return MHD_queue_response(ex->conn, ex->status, ex->response);
 }
 
-static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection *conn,
-                                     const char *url, const char *method, void **req_cls)
+/* libmicrohttpd's URI log callback: the request line is in, the headers are not yet. The
+ * exchange starts here, with the target as received (libmicrohttpd decodes it before the access
+ * handler sees it, and a decoded "%00" would cut it short). What this returns is the request's
+ * req_cls, and libmicrohttpd reports its completion whatever happens next. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    struct http_server *s = l->server;
+    struct http_loop *l = cls;
     struct http_exchange *ex = xcalloc(1, sizeof *ex);
     pthread_mutex_init(&ex->lock, NULL);
-    ex->server = s;
+    ex->server = l->server;
     ex->loop = l;
+    ex->conn = conn;
+    ex->target = xstrdup(uri ? uri : "");
+    clock_gettime(CLOCK_MONOTONIC, &ex->started);
+    ex->hconn = conn_of(conn);
+    /* A fresh connection keeps the deadline it got at accept for its whole first head. */
+    if (ex->hconn && !(ex->hconn->is_first && ex->hconn->phase == PHASE_WAIT)) {
+        conn_phase(ex->hconn, PHASE_HEAD, l->server->opts.head_timeout_s);
+    } else if (ex->hconn) {
+        ex->hconn->phase = PHASE_HEAD;
+    }
+    pthread_mutex_lock(&l->lock);
+    l->n_active++;
+    pthread_mutex_unlock(&l->lock);
+    return ex;
+}
+
+static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection *conn,
+                                     const char *url, const char *method,
+                                     struct http_exchange *ex)
+{
+    struct http_server *s = l->server;
+    ex->is_started = true;
     ex->conn = conn;
     ex->method = method;
     ex->path = xstrdup(url);
     ex->seg_copy = xstrdup(url);
-    clock_gettime(CLOCK_MONOTONIC, &ex->started);
-    *req_cls = ex;
-    pthread_mutex_lock(&l->lock);
-    l->n_active++;
-    pthread_mutex_unlock(&l->lock);
+
+    if (ex->hconn && ex->hconn->phase == PHASE_REFUSED) {
+        bool is_global = ex->hconn->refused == REFUSE_MAX_CONNECTIONS;
+        ex->route = &s->unmatched;
+        http_add_header(ex, "Retry-After", "1");
+        http_add_header(ex, MHD_HTTP_HEADER_CONNECTION, "close");
+        server_answer_error(ex, 503, "too_many_connections",
+                            is_global ? "The server has as many connections open as it takes; "
+                                        "retry later."
+                                      : "This client address has as many connections open as "
+                                        "the server takes from one; reuse them or retry later.");
+        return queue_answer(ex);
+    }
+    conn_phase(ex->hconn, PHASE_BODY, s->opts.body_timeout_s);
+
+    const char *code = NULL, *message = NULL;
+    unsigned refuse = request_check(ex, &code, &message);
+    if (refuse != 0) {
+        ex->route = &s->unmatched;
+        server_answer_error(ex, refuse, code, message);
+        return queue_answer(ex);
+    }
 
     if (s->n_cors > 0) {
         const char *allowed =
@@ -1034,7 +1421,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     struct http_loop *l = cls;
     struct http_exchange *ex = *req_cls;
     if (!ex) {
-        return on_first_call(l, conn, url, method, req_cls);
+        /* Always set by on_request_line; without it there is nothing to answer with. */
+        log_error("http: a request reached the handler without its exchange");
+        return MHD_NO;
+    }
+    if (!ex->is_started) {
+        return on_first_call(l, conn, url, method, ex);
     }
     if (ex->is_handled) {
         /* Resumed: the answer is there (from the handler or forced at shutdown). */
@@ -1076,6 +1468,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
     /* The whole request is here: run the handler. */
     ex->is_handled = true;
+    conn_phase(ex->hconn, PHASE_HANDLER, 0);
     ex->route->fn(ex, ex->route->ctx);
 
     pthread_mutex_lock(&l->lock);
@@ -1145,6 +1538,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     }
     *req_cls = NULL;
+    if (ex->hconn) {
+        conn_phase(ex->hconn, PHASE_WAIT, s->opts.timeout_s);
+        ex->hconn->is_first = false;
+    }
     const struct route *r = ex->route ? ex->route : &s->unmatched;
     pthread_mutex_lock(&ex->lock);
     unsigned status = ex->is_answered ? ex->status : 0;
@@ -1174,18 +1571,59 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     }
 }
 
+/* A connection opens or closes (on its loop's thread). Opening counts it against the caps; one
+ * over a cap is still accepted, to be answered 503 when its head comes (closing it at once
+ * would look like a network fault to the client, not knowing would look like a hang). */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
-    (void)conn;
-    (void)socket_ctx;
-    struct http_server *s = ((struct http_loop *)cls)->server;
+    struct http_loop *l = cls;
+    struct http_server *s = l->server;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         metric_inc(s->connections_total);
         metric_add(s->connections_open, 1);
-    } else {
-        metric_add(s->connections_open, -1);
+        struct http_conn *c = xcalloc(1, sizeof *c);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : -1;
+        c->is_first = true;
+        client_addr(conn, c->addr);
+        unsigned open = atomic_fetch_add(&s->n_open, 1) + 1;
+        unsigned of_client = client_add(&s->clients, c->addr);
+        c->phase = PHASE_WAIT;
+        c->deadline_ms = now_ms() + (int64_t)s->opts.head_timeout_s * 1000;
+        if (open > s->opts.max_connections || of_client > s->opts.max_connections_per_client) {
+            c->phase = PHASE_REFUSED;
+            c->refused = open > s->opts.max_connections ? REFUSE_MAX_CONNECTIONS
+                                                        : REFUSE_MAX_PER_CLIENT;
+            c->deadline_ms = now_ms() + HTTP_REFUSED_LINGER_MS;
+            metric_inc(s->refused[c->refused]);
+        }
+        c->next = l->conns;
+        if (l->conns) {
+            l->conns->prev = c;
+        }
+        l->conns = c;
+        *socket_ctx = c;
+        return;
     }
+    metric_add(s->connections_open, -1);
+    struct http_conn *c = *socket_ctx;
+    if (!c) {
+        return;
+    }
+    *socket_ctx = NULL;
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        l->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    client_remove(&s->clients, c->addr);
+    atomic_fetch_sub(&s->n_open, 1);
+    free(c);
 }
 
 /* ---- server lifecycle ---- */
@@ -1236,6 +1674,16 @@ struct http_server *http_server_new(const struct http_server_options *opts)
     if (!s->opts.timeout_s) {
         s->opts.timeout_s = HTTP_DEFAULT_TIMEOUT_S;
     }
+    if (!s->opts.max_connections_per_client) {
+        s->opts.max_connections_per_client = HTTP_DEFAULT_MAX_PER_CLIENT;
+    }
+    if (!s->opts.head_timeout_s) {
+        s->opts.head_timeout_s = HTTP_DEFAULT_HEAD_TIMEOUT_S;
+    }
+    if (!s->opts.body_timeout_s) {
+        s->opts.body_timeout_s = HTTP_DEFAULT_BODY_TIMEOUT_S;
+    }
+    pthread_mutex_init(&s->clients.lock, NULL);
     s->unmatched.kind = ROUTE_UNMATCHED;
     s->unmatched.method = xstrdup("any");
     s->unmatched.pattern = xstrdup("unmatched");
@@ -1252,6 +1700,27 @@ struct http_server *http_server_new(const struct http_server_options *opts)
                                            labels.data);
     s->connections_open = metrics_gauge("http_connections_open",
                                         "TCP connections open on the HTTP server.", labels.data);
+    static const char *const refuse_names[REFUSE_COUNT] = {"max_connections", "max_per_client"};
+    for (int i = 0; i < REFUSE_COUNT; i++) {
+        buf_reset(&labels);
+        buf_appends(&labels, "listen=\"");
+        append_label_value(&labels, s->listen);
+        buf_appendf(&labels, "\",reason=\"%s\"", refuse_names[i]);
+        s->refused[i] = metrics_counter("http_connections_refused_total",
+                                        "Connections answered 503 and closed for a cap, by cap.",
+                                        labels.data);
+    }
+    static const char *const timeout_names[TIMEOUT_COUNT] = {"head", "body", "idle"};
+    for (int i = 0; i < TIMEOUT_COUNT; i++) {
+        buf_reset(&labels);
+        buf_appends(&labels, "listen=\"");
+        append_label_value(&labels, s->listen);
+        buf_appendf(&labels, "\",phase=\"%s\"", timeout_names[i]);
+        s->timed_out[i] = metrics_counter("http_connections_timed_out_total",
+                                          "Connections closed by the server at a deadline: "
+                                          "request head, request body, or idle keep-alive.",
+                                          labels.data);
+    }
     buf_release(&labels);
     add_route(s, ROUTE_HANDLER, "GET", "/healthz", builtin_healthz, s, 0);
     add_route(s, ROUTE_HANDLER, "GET", "/readyz", builtin_readyz, s, 0);
@@ -1276,7 +1745,8 @@ void http_server_static(struct http_server *s, const char *prefix, const char *d
     s->routes[s->n_routes - 1].dir = real;
 }
 
-/* libmicrohttpd's own error messages, into our log. */
+/* libmicrohttpd's own error messages, into our log. Clients that go away, or that the server
+ * closes at a deadline, are routine (thousands a second in a slow-header attack): debug. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -1287,7 +1757,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
         while (len > 0 && line[len - 1] == '\n') {
             line[--len] = '\0';
         }
-        log_warn("http: libmicrohttpd: %s", line);
+        bool is_routine = strstr(line, "closed") || strstr(line, "reset") ||
+                          strstr(line, "disconnected") || strstr(line, "Broken pipe");
+        if (is_routine) {
+            log_debug("http: libmicrohttpd: %s", line);
+        } else {
+            log_warn("http: libmicrohttpd: %s", line);
+        }
     }
 }
 
@@ -1352,13 +1828,14 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t ss_len)
     return fd;
 }
 
-/* One polling thread: select() over its daemon's sockets and its wake-up eventfd, then let the
- * daemon do what is ready (accept, read, run handlers, take back resumed connections, write,
- * time out idle ones). */
+/* One polling thread: libmicrohttpd's own epoll_wait over its daemon's sockets, the listening
+ * socket and the loop's wake-up eventfd (added to the daemon's epoll set with a NULL pointer,
+ * which libmicrohttpd skips: so a wake-up costs no second poll call), then the daemon does what
+ * is ready (accept, read, run handlers, take back resumed connections, write, time out idle
+ * ones); then the deadlines of the loop's connections. */
 static void *loop_main(void *arg)
 {
     struct http_loop *l = arg;
-    bool said_too_many = false;
     while (!atomic_load(&l->must_stop)) {
         if (atomic_load(&l->must_quiesce) && !l->is_quiesced) {
             (void)MHD_quiesce_daemon(l->daemon); /* the socket is the server's to close */
@@ -1367,44 +1844,19 @@ static void *loop_main(void *arg)
             pthread_cond_broadcast(&l->cond);
             pthread_mutex_unlock(&l->lock);
         }
-        fd_set rs, ws, es;
-        FD_ZERO(&rs);
-        FD_ZERO(&ws);
-        FD_ZERO(&es);
-        FD_SET(l->wake_fd, &rs);
-        MHD_socket max_fd = l->wake_fd;
-        /* libmicrohttpd refuses connections whose descriptor does not fit an fd_set, so this
-         * only fails when the process's other descriptors crowd them out. */
-        if (MHD_get_fdset2(l->daemon, &rs, &ws, &es, &max_fd, FD_SETSIZE) != MHD_YES &&
-            !said_too_many) {
-            log_error("http: more sockets than select() takes (%d); lower max_connections",
-                      FD_SETSIZE);
-            said_too_many = true;
+        int64_t now = now_ms();
+        int64_t wait_ms = l->next_sweep_ms > now ? l->next_sweep_ms - now : 0;
+        (void)MHD_run_wait(l->daemon, (int32_t)wait_ms);
+        /* The eventfd is edge-triggered: every write is one wake-up and it is never read (its
+         * counter cannot reach its limit of 2^64 - 2). Cleared after the daemon ran: it takes
+         * back resumed connections first thing in its next run, and a connection resumed after
+         * this line writes the eventfd again. */
+        atomic_store(&l->is_woken, false);
+        now = now_ms();
+        if (now >= l->next_sweep_ms) {
+            loop_sweep(l, now);
+            l->next_sweep_ms = now + HTTP_SWEEP_MS;
         }
-        struct timeval tv = {.tv_sec = 60};
-        MHD_UNSIGNED_LONG_LONG ms = 0;
-        if (MHD_get_timeout(l->daemon, &ms) == MHD_YES && ms < 60000) {
-            tv.tv_sec = (time_t)(ms / 1000);
-            tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-        }
-        int n = select(max_fd + 1, &rs, &ws, &es, &tv);
-        if (n < 0) {
-            if (errno != EINTR) {
-                log_error("http: select: %s", strerror(errno));
-            }
-            FD_ZERO(&rs);
-            FD_ZERO(&ws);
-            FD_ZERO(&es);
-        } else if (FD_ISSET(l->wake_fd, &rs)) {
-            uint64_t count;
-            if (read(l->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN) {
-                log_error("http: cannot read the wake-up eventfd: %s", strerror(errno));
-            }
-            /* Before the daemon looks at resumed connections: one resumed after this
-             * writes the eventfd again. */
-            atomic_store(&l->is_woken, false);
-        }
-        MHD_run_from_select(l->daemon, &rs, &ws, &es);
     }
     return NULL;
 }
@@ -1450,6 +1902,35 @@ static void loops_stop(struct http_server *s)
     }
 }
 
+/* Raises RLIMIT_NOFILE's soft limit to its hard limit (LimitNOFILE= in a systemd unit sets
+ * both; a shell's ulimit -n often only the soft one), then lowers max_connections to what fits
+ * under it, with a warning: a connection must never fail for want of a descriptor. */
+static void fit_descriptor_limit(struct http_server *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+            rl = raised;
+        }
+    }
+    if (rl.rlim_cur == RLIM_INFINITY) {
+        return;
+    }
+    rlim_t room = rl.rlim_cur > 2 * HTTP_FD_RESERVE ? rl.rlim_cur - HTTP_FD_RESERVE
+                                                   : rl.rlim_cur / 2;
+    if ((rlim_t)s->opts.max_connections > room) {
+        log_warn("http: %s: max_connections %u lowered to %lu to fit the descriptor limit "
+                 "(RLIMIT_NOFILE %lu; raise LimitNOFILE for more)",
+                 s->listen, s->opts.max_connections, (unsigned long)room,
+                 (unsigned long)rl.rlim_cur);
+        s->opts.max_connections = (unsigned)room;
+    }
+}
+
 int http_server_start(struct http_server *s, char *err, size_t err_len)
 {
     struct sockaddr_storage ss;
@@ -1469,12 +1950,15 @@ int http_server_start(struct http_server *s, char *err, size_t err_len)
                             ? ((struct sockaddr_in6 *)&bound)->sin6_port
                             : ((struct sockaddr_in *)&bound)->sin_port);
     }
-    /* Each polling thread runs a daemon of its own in external-select mode instead of
+    fit_descriptor_limit(s);
+    /* Each polling thread runs a daemon of its own in external-epoll mode instead of
      * libmicrohttpd's internal thread pool: there, every MHD_resume_connection() writes the
      * daemon's eventfd, one system call per asynchronous answer (~25 % of the publisher's);
      * here a resume only marks the connection and loop_wake() writes once per sweep
-     * (docs/performance.md). The cost is select()'s limit: descriptors up to FD_SETSIZE. */
-    unsigned per_loop = (s->opts.max_connections + s->opts.threads - 1) / s->opts.threads;
+     * (docs/performance.md). Each daemon may take every connection (the loops race for
+     * accept); the caps are the server's (on_connection), and libmicrohttpd's own limit, past
+     * which it would stop accepting, sits above them with room for the refused ones. */
+    unsigned mhd_limit = s->opts.max_connections + s->opts.max_connections / 8 + 64;
     s->loops = xcalloc(s->opts.threads, sizeof *s->loops);
     for (unsigned i = 0; i < s->opts.threads; i++) {
         struct http_loop *l = &s->loops[i];
@@ -1490,27 +1974,39 @@ int http_server_start(struct http_server *s, char *err, size_t err_len)
         struct MHD_OptionItem options[] = {
             {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL}, /* first, to catch all */
             {MHD_OPTION_LISTEN_SOCKET, s->listen_fd, NULL},
-            {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)s->opts.timeout_s, NULL},
-            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)per_loop, NULL},
+            /* Its idle timer one second later than ours: the sweep closes idle keep-alive
+             * connections (and counts them); this one remains for a client that stops
+             * sending in the middle of a request. */
+            {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)s->opts.timeout_s + 1, NULL},
+            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)mhd_limit, NULL},
             {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY_BYTES, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, l},
             {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, l},
+            {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_request_line, l},
             {MHD_OPTION_END, 0, NULL},
         };
-        unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_EPOLL;
         if (ss.ss_family == AF_INET6) {
             flags |= MHD_USE_IPv6;
         }
         errno = 0;
         l->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, l, MHD_OPTION_ARRAY,
                                      options, MHD_OPTION_END);
-        if (!l->daemon) {
+        const union MHD_DaemonInfo *di =
+            l->daemon ? MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+        struct epoll_event wake = {.events = EPOLLIN | EPOLLET, .data.ptr = NULL};
+        if (!l->daemon || !di || epoll_ctl(di->epoll_fd, EPOLL_CTL_ADD, l->wake_fd, &wake) != 0) {
             snprintf(err, err_len, "cannot listen on %s: %s", s->listen,
                      errno ? strerror(errno) : "libmicrohttpd refused to start");
+            if (l->daemon) {
+                (void)MHD_quiesce_daemon(l->daemon);
+                MHD_stop_daemon(l->daemon);
+            }
             close(l->wake_fd);
             loops_stop(s);
             return -1;
         }
+        l->next_sweep_ms = now_ms() + HTTP_SWEEP_MS;
         s->n_loops++;
     }
     for (unsigned i = 0; i < s->n_loops; i++) {
@@ -1660,5 +2156,6 @@ void http_server_free(struct http_server *s, unsigned grace_ms)
     }
     free(s->static_csp);
     free(s->listen);
+    client_table_release(&s->clients);
     free(s);
 }

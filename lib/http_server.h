@@ -7,7 +7,7 @@
  * GET /metrics (metrics.h). Optional static files for pages.
  *
  * Threading: `threads` polling threads, each with a libmicrohttpd daemon of its own on the one
- * listening socket (select(): at most ~1000 connections per process). Handlers run on those
+ * listening socket (epoll: no descriptor ceiling but RLIMIT_NOFILE). Handlers run on those
  * threads. A handler answers with http_respond*() exactly once: either before it returns, or later
  * from any thread (asynchronous: the connection is suspended meanwhile, e.g. while the publisher
  * waits for the broker's acknowledgement). The exchange is freed by the respond call; don't touch
@@ -18,6 +18,9 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+/* The linked library's version, for --version and bus_build_info (static string). */
+const char *http_server_lib_version(void); /* libmicrohttpd's version */
 
 #define HTTP_MAX_PARAMS 4
 
@@ -32,8 +35,14 @@ struct http_server_options {
     const char *listen;       /* "127.0.0.1:8080" */
     unsigned threads;         /* polling threads; 0 = 2 */
     size_t max_body_bytes;    /* default cap for request bodies; 0 = 1 MiB */
-    unsigned max_connections; /* 0 = 1000, the most select() allows in practice */
-    unsigned timeout_s;       /* idle/slow client time-out; 0 = 15 */
+    /* Connections open at once (all clients); past it a new connection is answered 503 and
+     * closed. 0 = 16384. Lowered to what RLIMIT_NOFILE allows (raised to its hard limit at
+     * start), with a warning. */
+    unsigned max_connections;
+    unsigned max_connections_per_client; /* the same per client address; 0 = 1024 */
+    unsigned timeout_s;       /* keep-alive idle time-out, and no byte for this long; 0 = 15 */
+    unsigned head_timeout_s;  /* a request's head must be complete within; 0 = 10 */
+    unsigned body_timeout_s;  /* its body within this after the head; 0 = 30 */
     http_ready_fn ready;      /* NULL = always ready */
     void *ready_ctx;
     /* CORS allow-list: comma-separated exact origins ("http://127.0.0.1:8103") whose pages may

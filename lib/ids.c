@@ -9,6 +9,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "crypto.h"
+
 static void getrandom_full(unsigned char *p, size_t n)
 {
     while (n > 0) {
@@ -186,4 +188,32 @@ const char *trace_id_of(const char *traceparent, char out[33])
         return NULL;
     memcpy(out, t.trace_id, sizeof t.trace_id);
     return out;
+}
+
+int id_derived(const char *scope, const char *input_id, size_t index, char out[ID_UUID_LEN + 1])
+{
+    /* NUL-separated fields: "a" + "bc" and "ab" + "c" are different names. */
+    char name[1024 + 32];
+    size_t ls = strlen(scope);
+    size_t li = strlen(input_id);
+    if (ls + li > 1024)
+        return -1;
+    memcpy(name, scope, ls);
+    name[ls] = '\0';
+    memcpy(name + ls + 1, input_id, li);
+    name[ls + 1 + li] = '\0';
+    int n = snprintf(name + ls + li + 2, sizeof name - ls - li - 2, "%zu", index);
+    if (n < 0 || (size_t)n >= sizeof name - ls - li - 2)
+        return -1;
+    char hex[CRYPTO_SHA256_HEX_LEN + 1];
+    crypto_sha256_hex(name, ls + li + 2 + (size_t)n, hex);
+    /* The first 128 bits of the hash, version 8 in bits 48-51, variant 10 in bits 64-65. */
+    static const char variant[] = "89ab";
+    char v = hex[16];
+    int nib = (v >= 'a') ? v - 'a' + 10 : v - '0';
+    hex[12] = '8';
+    hex[16] = variant[nib & 3];
+    snprintf(out, ID_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
+    return 0;
 }

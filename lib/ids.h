@@ -14,6 +14,13 @@
 
 /* Writes a new UUIDv7 as 36 characters plus NUL. */
 void id_uuid7(char out[ID_UUID_LEN + 1]);
+/* Writes the id of the index-th event a streaming route (scope: its name) produces from the
+ * input event whose id is input_id: a name-based UUIDv8 (RFC 9562 section 5.8, SHA-256 of
+ * scope, input_id and index; the layout of its appendix B.2). The same input always yields the
+ * same output ids, so an input delivered again produces outputs that consumers deduplicating by
+ * id recognise; different scopes, inputs or indexes give different ids. Returns -1 (out
+ * untouched) when scope and input_id together exceed 1024 bytes. */
+int id_derived(const char *scope, const char *input_id, size_t index, char out[ID_UUID_LEN + 1]);
 /* True when s is an acceptable client-supplied event id: 1..128 printable ASCII characters
  * without spaces or quotes. */
 bool id_is_valid(const char *s);

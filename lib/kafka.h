@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The linked library's version, for --version and bus_build_info (static string). */
+const char *kafka_lib_version(void); /* librdkafka's version, e.g. "2.0.2" */
+
 struct kafka_header {
     const char *name;
     const void *value;

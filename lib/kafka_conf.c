@@ -1,11 +1,17 @@
 /* kafka_conf.c - the configuration shared by our producer and consumer (see kafka_conf.h). */
 #include "kafka_conf.h"
+#include "kafka.h"
 
 #include <stdio.h>
 
 #include "log.h"
 
 /* librdkafka logs with syslog levels (0 emergency .. 7 debug). */
+const char *kafka_lib_version(void)
+{
+    return rd_kafka_version_str();
+}
+
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;

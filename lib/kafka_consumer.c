@@ -11,12 +11,18 @@
 #include "kafka_conf.h"
 #include "log.h"
 
+/* A synchronous commit waits at most this long (or until the close deadline): librdkafka's own
+ * waits for a coordinator that is gone (issue 21: a dispatcher still blocked after 90 s). */
+#define KAFKA_SYNC_COMMIT_TIMEOUT_MS 5000
+
 struct kafka_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue; /* the consumer queue, for kafka_consumer_wake */
     char *topic;
     kafka_rebalance_fn on_rebalance;
+    kafka_commit_failed_fn on_commit_failed;
     void *opaque;
+    long long wait_by_ms; /* every synchronous wait ends by then (0 = no deadline) */
 };
 
 void kafka_record_free(struct kafka_record *r)
@@ -59,6 +65,28 @@ static void report(struct kafka_consumer *c, bool is_assigned,
         ids[i] = parts->elems[i].partition;
     c->on_rebalance(c->opaque, is_assigned, ids, (size_t)parts->cnt);
     free(ids);
+}
+
+/* The result of every asynchronous commit, served by kafka_consumer_poll() on the polling
+ * thread: a failed one (a broker restarting, a coordinator moving, a rebalance) is reported to
+ * the owner, which commits it again, instead of counting it as done. */
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    struct kafka_consumer *c = opaque;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET || offsets == NULL)
+        return;
+    for (int i = 0; i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+        rd_kafka_resp_err_t e = err ? err : tp->err;
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR || strcmp(tp->topic, c->topic) != 0)
+            continue;
+        log_debug("kafka commit %s[%d]@%lld failed: %s (committed again)", tp->topic,
+                  (int)tp->partition, (long long)tp->offset, rd_kafka_err2str(e));
+        if (c->on_commit_failed)
+            c->on_commit_failed(c->opaque, tp->partition, tp->offset);
+    }
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -123,6 +151,7 @@ struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *gro
         goto fail;
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
     rd_kafka_conf_set_opaque(conf, c);
 
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
@@ -203,12 +232,58 @@ int kafka_consumer_poll(struct kafka_consumer *c, int timeout_ms, struct kafka_r
     return 1;
 }
 
+void kafka_consumer_set_deadline(struct kafka_consumer *c, long long by_ms)
+{
+    c->wait_by_ms = by_ms;
+}
+
+void kafka_consumer_on_commit_failed(struct kafka_consumer *c, kafka_commit_failed_fn fn)
+{
+    c->on_commit_failed = fn;
+}
+
+/* A synchronous commit with a bound: the request goes out asynchronously with its result sent
+ * to a queue of our own, which is waited on until the time-out (librdkafka's synchronous commit
+ * has none). A commit abandoned at the time-out may still land later; it is only a commit. */
+static rd_kafka_resp_err_t commit_sync_bounded(struct kafka_consumer *c,
+                                               rd_kafka_topic_partition_list_t *l)
+{
+    long long now = app_now_ms();
+    long long until = now + KAFKA_SYNC_COMMIT_TIMEOUT_MS;
+    if (c->wait_by_ms > 0 && c->wait_by_ms < until)
+        until = c->wait_by_ms;
+    if (until <= now)
+        return RD_KAFKA_RESP_ERR__TIMED_OUT;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_resp_err_t e = rd_kafka_commit_queue(c->rk, l, q, NULL, NULL);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        while ((now = app_now_ms()) < until) {
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)(until - now));
+            if (ev == NULL)
+                continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
+                e = rd_kafka_event_error(ev);
+                const rd_kafka_topic_partition_list_t *res =
+                    rd_kafka_event_topic_partition_list(ev);
+                for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && res && i < res->cnt; i++)
+                    e = res->elems[i].err;
+                rd_kafka_event_destroy(ev);
+                break;
+            }
+            rd_kafka_event_destroy(ev);
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    return e;
+}
+
 int kafka_consumer_commit(struct kafka_consumer *c, int32_t partition, int64_t next_offset,
                           bool is_sync)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, c->topic, partition)->offset = next_offset;
-    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, is_sync ? 0 : 1);
+    rd_kafka_resp_err_t e = is_sync ? commit_sync_bounded(c, l) : rd_kafka_commit(c->rk, l, 1);
     rd_kafka_topic_partition_list_destroy(l);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         log_warn("kafka commit %s[%d]@%lld: %s", c->topic, (int)partition,
@@ -285,15 +360,50 @@ int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition,
     return 0;
 }
 
-void kafka_consumer_free(struct kafka_consumer *c)
+void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
 {
     if (c == NULL)
         return;
-    rd_kafka_consumer_close(c->rk); /* runs the revocation callback, leaves the group */
+    long long now = app_now_ms();
+    long long by = now + (timeout_ms > 0 ? timeout_ms : 1);
+    if (c->wait_by_ms == 0 || by < c->wait_by_ms)
+        c->wait_by_ms = by;
+    /* Closing in the background while we serve its queue (the revocation callback runs here)
+     * until it is done or the time is up; librdkafka's own close waits up to the session
+     * time-out for a coordinator that may be gone. */
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
+    bool is_closed = false;
+    if (e != NULL) {
+        log_warn("kafka consumer %s: close: %s", c->topic, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else {
+        while (!(is_closed = rd_kafka_consumer_closed(c->rk)) &&
+               (now = app_now_ms()) < c->wait_by_ms) {
+            long long left = c->wait_by_ms - now;
+            rd_kafka_queue_poll_callback(q, left < 100 ? (int)left : 100);
+        }
+    }
+    if (!is_closed) {
+        /* Destroying a consumer whose close is under way waits for it (and for a revocation
+         * nobody serves any more): no bound. The handle is left behind instead, idle (nobody
+         * polls it, so no callback runs); its threads end with the process, and the broker
+         * drops the member after its session time-out. Only when the broker is unreachable at
+         * a stop, which then is almost always the end of the process. */
+        log_warn("kafka consumer %s: not closed in time, left behind (the broker drops the "
+                 "member after its session time-out)", c->topic);
+        return;
+    }
+    rd_kafka_queue_destroy(q);
     rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy(c->rk);
     free(c->topic);
     free(c);
+}
+
+void kafka_consumer_free(struct kafka_consumer *c)
+{
+    kafka_consumer_close(c, KAFKA_SYNC_COMMIT_TIMEOUT_MS + 5000);
 }
 
 /* ---- one-off tail reader (no group) ------------------------------------------------------- */

@@ -47,9 +47,17 @@ struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *gro
 /* Waits up to timeout_ms. Returns 1 with *out set, 0 when nothing arrived, -1 on a consume
  * error (logged; keep polling). */
 int kafka_consumer_poll(struct kafka_consumer *c, int timeout_ms, struct kafka_record **out);
-/* Commits next_offset (the next offset to read) for partition; synchronous when is_sync. */
+/* Commits next_offset (the next offset to read) for partition. is_sync: waits for the broker's
+ * answer, at most 5 s (and not past the deadline, see below); returns -1 when it failed
+ * or timed out. Asynchronous: returns at once; a failure is reported later through the
+ * commit-failed callback. */
 int kafka_consumer_commit(struct kafka_consumer *c, int32_t partition, int64_t next_offset,
                           bool is_sync);
+/* Called (on the polling thread, inside kafka_consumer_poll()) when an asynchronous commit of
+ * next_offset for partition failed: the owner commits it again (or a later offset). */
+typedef void (*kafka_commit_failed_fn)(void *opaque, int32_t partition, int64_t next_offset);
+/* Sets the commit-failed callback (opaque: the one given to kafka_consumer_new). */
+void kafka_consumer_on_commit_failed(struct kafka_consumer *c, kafka_commit_failed_fn fn);
 /* Makes a kafka_consumer_poll() blocked in another thread return early (any thread). */
 void kafka_consumer_wake(struct kafka_consumer *c);
 /* Moves the fetch position of partition back to offset (e.g. a record that could not be taken
@@ -65,7 +73,16 @@ int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partitio
  * time-out (*low and *high untouched). */
 int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition, int timeout_ms,
                                     int64_t *low, int64_t *high);
-/* Leaves the group (the revocation callback runs first) and frees. NULL is a no-op. */
+/* From now on every synchronous wait (commits, close) ends by by_ms (app_now_ms() time; 0 =
+ * none): the owner's shutdown deadline. */
+void kafka_consumer_set_deadline(struct kafka_consumer *c, long long by_ms);
+/* Leaves the group (the revocation callback runs first, on the calling thread; its synchronous
+ * commits end by the deadline too) and frees, within timeout_ms (and the deadline set with
+ * kafka_consumer_set_deadline) whatever the broker does: a
+ * close that cannot finish in time is abandoned (the broker drops the member after its session
+ * time-out). NULL is a no-op. */
+void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms);
+/* kafka_consumer_close() with 10 s. */
 void kafka_consumer_free(struct kafka_consumer *c);
 
 /* Receives one record of kafka_read_tail(); takes ownership (kafka_record_free). */

@@ -2,7 +2,9 @@
 """The test runner behind `make test`.
 
 Runs, in order: the cmocka unit test binaries (build/<variant>/tests/test_*), then every
-`test_*` function of tests/integration/test_*.py and tests/e2e/test_*.py, each in a fresh
+`test_*` function of tests/integration/test_*.py, tests/e2e/test_*.py, tests/security/test_*.py
+(attacks as regression tests, docs/security.md) and tests/chaos/test_*.py (the fault suite: a
+short form, CHAOS=full for `make chaos`'s long one), each in a fresh
 harness context whose processes and files are cleaned up even when the test fails. A module
 that sets BROKERS = ["mock", "embedded"] runs each of its tests once per broker (differential
 testing of our Kafka implementation against librdkafka's mock cluster).
@@ -95,7 +97,7 @@ def load_module(path):
 
 
 def run_python(flt, label, only):
-    for group in ("integration", "e2e", "security"):
+    for group in ("integration", "e2e", "security", "chaos"):
         if only and only != group:
             continue
         gdir = os.path.join(ROOT, "tests", group)
@@ -170,12 +172,16 @@ def main():
     ap.add_argument("--asan-build", default="build/asan")
     ap.add_argument("--filter", default=None)
     ap.add_argument("--no-asan", action="store_true")
-    ap.add_argument("--only", choices=["unit", "integration", "e2e"], default=None)
+    ap.add_argument("--only", choices=["unit", "integration", "e2e", "security", "chaos"],
+                    default=None)
     args = ap.parse_args()
     os.chdir(ROOT)
     # The repo's bus config signs every route with ${BUS_SIGNING_SECRET}: tests run with a
     # test secret unless the caller gives one.
     os.environ.setdefault("BUS_SIGNING_SECRET", "test-signing-secret")
+    # Everything the tests start (processes, busctl, mktoken) runs in development mode
+    # (docs/security.md); tests/security starts processes in production on purpose.
+    os.environ.setdefault("BUS_ENV", "development")
 
     passes = [("", args.bin, args.build, 1)]
     if not args.no_asan:

@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential pkg-config clang libclang-rt-14-dev
   librdkafka-dev libpq-dev libmaxminddb-dev libcurl4-openssl-dev libjansson-dev
-  libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev
+  libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev libsystemd-dev
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
   python3 python3-jsonschema json-schema-test-suite
-  wrk hyperfine curl ca-certificates procps psmisc prometheus
+  wrk hyperfine curl ca-certificates procps psmisc prometheus dpkg-dev
   chromium fonts-noto-cjk
 )
 
@@ -57,4 +57,11 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "deps: installing playwright-core from the npm registry into tests/browser/"
   ( cd tests/browser && npm ci --no-audit --no-fund --silent ) || {
     echo "deps: npm ci in tests/browser failed: check that the npm registry is reachable" >&2; exit 1; }
+fi
+
+# @redocly/cli for the OpenAPI specs' lint (docs/api/; tests/integration/test_api_specs.py).
+if [ ! -x tools/apicheck/node_modules/.bin/redocly ]; then
+  echo "deps: installing @redocly/cli from the npm registry into tools/apicheck/"
+  ( cd tools/apicheck && npm ci --no-audit --no-fund --silent ) || {
+    echo "deps: npm ci in tools/apicheck failed: check that the npm registry is reachable" >&2; exit 1; }
 fi

@@ -8,8 +8,12 @@
 #   tools/pg.sh status [DIR]          exit 0 when running
 #   tools/pg.sh url    [DIR] [PORT]   prints the DATABASE_URL of the cluster
 #
-# Defaults: DIR=var/pg, PORT=55432 (env PG_DIR / PG_PORT also work); PG_DURABLE=1 at init keeps
-# fsync and synchronous commits on (otherwise off: fast, not crash-safe). The cluster listens on
+# Defaults: DIR=var/pg, PORT=55432 (env PG_DIR / PG_PORT also work). Durable: fsync,
+# full_page_writes and synchronous_commit on, given on the server's command line at every start
+# (so a cluster made by an older pg.sh, whose postgresql.conf says "fsync = off", is durable
+# too). PG_FSYNC=off trades fsync and full_page_writes for speed (tests: survives a process
+# crash, not a power loss; PG_DURABLE=0 is its old name); synchronous commits stay on whatever is
+# asked, and lib/db.c sets them on every connection anyway. The cluster listens on
 # 127.0.0.1 only with trust authentication: DEVELOPMENT ONLY. Production points the product at a
 # real server with DATABASE_URL (e.g. postgresql://bus:PASSWORD@db.example:5432/bus) and never
 # runs this script.
@@ -88,20 +92,9 @@ do_init() {
 local all all trust
 host all all 127.0.0.1/32 trust
 EOF
-        # Tests and `make run` trade durability for speed (a crash of the machine may lose
-        # the last commits); PG_DURABLE=1 keeps PostgreSQL's durable defaults (the product
-        # benchmark uses it, like production).
-        if [ "${PG_DURABLE:-0}" = 1 ]; then
-            DURABILITY="# PG_DURABLE=1: fsync, synchronous_commit and full_page_writes on"
-        else
-            DURABILITY="fsync = off
-synchronous_commit = off
-full_page_writes = off"
-        fi
         cat >>"$DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$SOCK'
-$DURABILITY
 max_connections = 200
 EOF
         [ "$(id -u)" = 0 ] && chown postgres: "$DATA/pg_hba.conf" "$DATA/postgresql.conf"
@@ -116,7 +109,14 @@ do_start() {
     if as_pg "$PG_CTL" -D "$DATA" status >/dev/null 2>&1; then
         return 0
     fi
-    as_pg "$PG_CTL" -D "$DATA" -l "$LOG" -o "-p $PORT -k $SOCK" -w -t 60 start >/dev/null || {
+    # fsync: see the header. `pg_ctl restart` reuses these options (postmaster.opts).
+    FSYNC=on
+    if [ "${PG_FSYNC:-on}" = off ] || [ "${PG_DURABLE:-1}" = 0 ]; then
+        FSYNC=off
+    fi
+    DURABILITY="-c fsync=$FSYNC -c full_page_writes=$FSYNC -c synchronous_commit=on"
+    as_pg "$PG_CTL" -D "$DATA" -l "$LOG" -o "-p $PORT -k $SOCK $DURABILITY" -w -t 60 start \
+        >/dev/null || {
         tail -n 30 "$LOG" >&2
         exit 1
     }

@@ -5,7 +5,10 @@
 #   busctl apply, the bus (publisher, dispatcher), every service, the game server stub and
 #   simulated login servers (LOGINSIM_RATE logins/s, default 5; 0 = none).
 #
-# SIGINT or SIGTERM stops everything it started within 10 s. Logs go to var/log/<name>.log.
+# SIGINT or SIGTERM stops everything it started within 10 s, in dependency order (simulators,
+# dispatcher, publisher, services, broker, database); a second signal while stopping changes
+# nothing. A process that dies is started again after a back-off (1 s, doubling to 30 s; reset
+# once it ran 60 s), as systemd's Restart=on-failure would. Logs go to var/log/<name>.log.
 # RUN_VAR moves the state (PostgreSQL, broker log, outbox, logs) from var/ elsewhere; the GeoIP
 # database stays in var/geoip (make deps).
 set -uo pipefail
@@ -17,6 +20,8 @@ mkdir -p "$LOGDIR" "$VAR/outbox"
 export BROKER_DATA_DIR=${BROKER_DATA_DIR:-$VAR/broker}
 export NOTIFY_OUTBOX_DIR=${NOTIFY_OUTBOX_DIR:-$VAR/outbox}
 
+# Development mode (docs/security.md): every unset secret takes its documented development value.
+export BUS_ENV=development
 export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-dev-signing-secret}
 # AUTH_SECRET: unset = the services' and bin/mktoken's shared development default (lib/auth.h).
 LOGINSIM_RATE=${LOGINSIM_RATE:-5}
@@ -28,31 +33,86 @@ if [ -n "${LOG_LEVEL:-}" ]; then
   done
 fi
 
+# The dispatcher's share of the 10 s: finish deliveries, commit, leave the groups (docs/bus.md).
+export DISPATCHER_SHUTDOWN_TIMEOUT_MS=${DISPATCHER_SHUTDOWN_TIMEOUT_MS:-2500}
+export PUBLISHER_SHUTDOWN_GRACE_MS=${PUBLISHER_SHUTDOWN_GRACE_MS:-1000}
+export LOGINSIM_RATE
+
+# Children, by index: name, command line, pid (0 = waiting to be started again), restart
+# back-off, when it was started and when it may be started again (seconds, $SECONDS).
 PIDS=()
 NAMES=()
+CMDS=()
+BACKOFF=()
+STARTED_AT=()
+RESTART_AT=()
 PG_STARTED=0
 STOPPING=0
 
 say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }
 
+# stop_group SECONDS NAME... : SIGTERM to the named children, SIGKILL to those still running
+# after SECONDS.
+stop_group() {
+  local budget=$1 i name pids=()
+  shift
+  for name in "$@"; do
+    for i in "${!NAMES[@]}"; do
+      if [ "${NAMES[$i]}" = "$name" ] && [ "${PIDS[$i]}" != 0 ]; then
+        kill -TERM "${PIDS[$i]}" 2>/dev/null
+        pids+=("${PIDS[$i]}")
+        PIDS[$i]=0
+      fi
+    done
+  done
+  [ ${#pids[@]} = 0 ] && return
+  local deadline=$((SECONDS * 10 + budget * 10)) p alive
+  while :; do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    if [ $((SECONDS * 10)) -ge $deadline ]; then
+      for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+      break
+    fi
+    sleep 0.05
+  done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+}
+
+# Stops everything in dependency order: what produces events first, the stores last. Runs once;
+# a signal arriving meanwhile (make sends its own TERM, a user presses Ctrl-C twice) runs
+# on_signal, which sees STOPPING and returns: the stop goes on where it was.
 stop_all() {
   [ "$STOPPING" = 1 ] && return
   STOPPING=1
   say "stopping..."
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${PIDS[$i]}" 2>/dev/null
-  done
-  local deadline=$((SECONDS + 8))
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    while kill -0 "${PIDS[$i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    kill -KILL "${PIDS[$i]}" 2>/dev/null
-  done
+  stop_group 1 loginsim gamesim
+  stop_group 4 bus-dispatcher
+  stop_group 2 bus-publisher
+  stop_group 2 campaign notify guard history ipcheck
+  stop_group 2 bus-broker bus-mock
   if [ "$PG_STARTED" = 1 ]; then tools/pg.sh stop "$VAR/pg" >/dev/null 2>&1; fi
   say "stopped."
 }
-trap 'stop_all; exit 0' INT TERM
-trap 'stop_all' EXIT
+on_signal() {
+  [ "$STOPPING" = 1 ] && return
+  stop_all
+  exit 0
+}
+trap on_signal INT TERM
+trap stop_all EXIT
+
+# spawn I: starts child I in its own session (a Ctrl-C on the terminal reaches make and this
+# script only, and the processes are then stopped in order by stop_all, not all at once by the
+# terminal), with its log under var/log.
+spawn() {
+  local i=$1
+  # shellcheck disable=SC2086 # CMDS holds a simple command line (binary and arguments)
+  setsid ${CMDS[$i]} >>"$LOGDIR/${NAMES[$i]}.log" 2>&1 &
+  PIDS[$i]=$!
+  STARTED_AT[$i]=$SECONDS
+}
 
 # start NAME CMD... : starts a process in the background with its log under var/log.
 start() {
@@ -62,11 +122,41 @@ start() {
     say "skipping $name: $1 is not built"
     return 1
   fi
-  # Its own session: a Ctrl-C on the terminal reaches make and this script only, and the
-  # processes are then stopped in order by stop_all (not all at once by the terminal).
-  setsid "$@" >>"$LOGDIR/$name.log" 2>&1 &
-  PIDS+=($!)
-  NAMES+=("$name")
+  local i=${#NAMES[@]}
+  NAMES[$i]=$name
+  CMDS[$i]="$*"
+  BACKOFF[$i]=1
+  RESTART_AT[$i]=0
+  spawn "$i"
+}
+
+# supervise: a child that exited is started again after its back-off (doubling up to 30 s,
+# back to 1 s once it ran 60 s); one that exited 0 asked to stop and is left stopped.
+supervise() {
+  local i rc
+  for i in "${!PIDS[@]}"; do
+    if [ "${PIDS[$i]}" = 0 ]; then
+      if [ "${RESTART_AT[$i]}" != 0 ] && [ $SECONDS -ge "${RESTART_AT[$i]}" ]; then
+        say "starting ${NAMES[$i]} again"
+        RESTART_AT[$i]=0
+        spawn "$i"
+      fi
+      continue
+    fi
+    kill -0 "${PIDS[$i]}" 2>/dev/null && continue
+    wait "${PIDS[$i]}" 2>/dev/null
+    rc=$?
+    PIDS[$i]=0
+    if [ "$rc" = 0 ]; then
+      say "${NAMES[$i]} exited (0); not restarted"
+      continue
+    fi
+    if [ $((SECONDS - STARTED_AT[$i])) -ge 60 ]; then BACKOFF[$i]=1; fi
+    say "${NAMES[$i]} exited ($rc); starting it again in ${BACKOFF[$i]} s; last lines of $LOGDIR/${NAMES[$i]}.log:"
+    tail -n 5 "$LOGDIR/${NAMES[$i]}.log"
+    RESTART_AT[$i]=$((SECONDS + BACKOFF[$i]))
+    BACKOFF[$i]=$((BACKOFF[$i] * 2 > 30 ? 30 : BACKOFF[$i] * 2))
+  done
 }
 
 # wait_url NAME URL: waits until URL answers 200 (the process's /readyz), up to 30 s.
@@ -138,14 +228,14 @@ start bus-publisher bin/bus-publisher && wait_url bus-publisher http://127.0.0.1
 start bus-dispatcher bin/bus-dispatcher && wait_url bus-dispatcher http://127.0.0.1:8081/healthz
 
 if [ "$LOGINSIM_RATE" != 0 ]; then
-  LOGINSIM_RATE=$LOGINSIM_RATE start loginsim bin/loginsim
+  start loginsim bin/loginsim
 fi
 
 cat <<EOF
 
   The product is running (logs: var/log/*.log; Ctrl-C stops everything).
 
-  Pages (sign in with a token from bin/mktoken):
+  Pages (sign in with a token from bin/mktoken; first \`export BUS_ENV=development\` in your shell):
     Player page       http://127.0.0.1:8102/          bin/mktoken player alice
     Support console   http://127.0.0.1:8103/support/  bin/mktoken staff sam
     Bus dashboard     http://127.0.0.1:8081/          admin token: \$BUS_ADMIN_TOKEN (dev: dev-admin-token)
@@ -181,20 +271,14 @@ cat <<EOF
 
 EOF
 
-# Stay in the foreground until a signal, until a process dies, or until our parent (make) is
-# gone: `kill <make's pid>` then also stops everything.
+# Stay in the foreground until a signal or until our parent (make) is gone (`kill <make's pid>`
+# then also stops everything), starting again any process that dies.
 PARENT=$PPID
 while :; do
   if ! kill -0 "$PARENT" 2>/dev/null; then
     exit 0
   fi
-  for i in "${!PIDS[@]}"; do
-    if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
-      say "${NAMES[$i]} exited; see $LOGDIR/${NAMES[$i]}.log"
-      tail -n 20 "$LOGDIR/${NAMES[$i]}.log"
-      exit 1
-    fi
-  done
-  sleep 1 &
+  supervise
+  sleep 0.5 &
   wait $!
 done

@@ -11,7 +11,23 @@
  *   u32 payload length | u32 CRC-32C(payload) | i16 group len, group | i16 topic len, topic |
  *   i32 partition | i64 offset (-1 = deleted) | i16 metadata len (-1 = null), metadata
  * appended on commit, synced per the fsync policy before the commit is answered, compacted on
- * start (a torn tail is dropped). */
+ * start (a torn tail is dropped).
+ *
+ * Group state (generation, protocol, leader, members with their protocols and assignments)
+ * survives a restart too, as Kafka keeps it in __consumer_offsets: a member of a generation the
+ * broker knew keeps heartbeating and committing across a restart instead of being told "unknown
+ * member", losing its commits and rejoining (which made the dispatcher deliver again everything
+ * since its last commit: 1,691 records in issue 21's run). data_dir/groups.state is rewritten
+ * (write, rename) after each loop pass that changed a group, and at shutdown:
+ *   u32 payload length | u32 CRC-32C(payload) | payload: i32 version (1) | i64 member_seq |
+ *   i32 groups | per group: str id | i8 state | i32 generation | str protocol_type | str protocol
+ *   | str leader | i32 members | per member: str id | str client_id | str client_host |
+ *   str instance_id | i32 session_timeout_ms | i32 rebalance_timeout_ms | i32 protocols |
+ *   (str name | bytes metadata)* | bytes assignment
+ * It is not synced: after a crash of the machine the file may be older or missing, which costs
+ * a rebalance, as it did before. A group is restored STABLE when it was, else rebalancing (its
+ * members are told to rejoin); every restored member's session starts at the restart, so a
+ * member that is gone is dropped after its session time-out. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -70,9 +86,14 @@ struct groups {
     size_t n_offs, cap_offs;
     int fd;
     char *path;
+    char *state_path; /* groups.state */
     int is_dirty;
+    int is_state_dirty; /* a group changed: rewrite groups.state at the end of the tick */
     unsigned long member_seq;
 };
+
+#define GROUPS_STATE_VERSION 1
+#define GROUPS_STATE_MAX_BYTES (64u << 20)
 
 /* ---- offsets file ---- */
 
@@ -216,15 +237,215 @@ static int offsets_load(struct groups *gs, char *err, size_t err_len)
     return rc;
 }
 
+/* ---- group state file ---- */
+
+static void group_free(struct group *g);
+
+static void state_encode(struct groups *gs, struct kw *w)
+{
+    kw_i32(w, 0);
+    kw_i32(w, 0);
+    kw_i32(w, GROUPS_STATE_VERSION);
+    kw_i64(w, (int64_t)gs->member_seq);
+    size_t mark = kw_mark_i32(w);
+    int32_t n = 0;
+    for (struct group *g = gs->list; g; g = g->next) {
+        if (!g->members)
+            continue; /* an empty group is only its committed offsets */
+        n++;
+        kw_str(w, g->id);
+        kw_i8(w, (int8_t)g->state);
+        kw_i32(w, g->generation);
+        kw_str(w, g->protocol_type);
+        kw_str(w, g->protocol);
+        kw_str(w, g->leader);
+        size_t mmark = kw_mark_i32(w);
+        int32_t nm = 0;
+        for (struct member *m = g->members; m; m = m->next) {
+            nm++;
+            kw_str(w, m->id);
+            kw_str(w, m->client_id);
+            kw_str(w, m->client_host);
+            kw_str(w, m->instance_id);
+            kw_i32(w, m->session_timeout_ms);
+            kw_i32(w, m->rebalance_timeout_ms);
+            kw_i32(w, m->n_protocols);
+            for (int32_t i = 0; i < m->n_protocols; i++) {
+                kw_str(w, m->protocols[i].name);
+                kw_bytes(w, m->protocols[i].meta, m->protocols[i].meta_len);
+            }
+            kw_bytes(w, m->assignment, m->assignment ? m->assignment_len : -1);
+        }
+        kw_patch_i32(w, mmark, nm);
+    }
+    kw_patch_i32(w, mark, n);
+    size_t plen = w->len - 8;
+    put_be32(w->p, (uint32_t)plen);
+    put_be32(w->p + 4, crc32c(0, w->p + 8, plen));
+}
+
+static void groups_state_save(struct groups *gs)
+{
+    gs->is_state_dirty = 0;
+    struct kw w;
+    kw_init(&w);
+    state_encode(gs, &w);
+    char *tmp = xasprintf("%s.tmp", gs->state_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int rc = fd >= 0 ? write_all(fd, w.p, w.len) : -1;
+    if (fd >= 0 && close(fd) != 0)
+        rc = -1;
+    if (rc == 0 && rename(tmp, gs->state_path) != 0)
+        rc = -1;
+    if (rc != 0) {
+        /* e.g. a full disk: the groups keep working; a restart now would cost a rebalance */
+        log_warn("%s: cannot write the group state: %s", gs->state_path, strerror(errno));
+        (void)unlink(tmp);
+    }
+    free(tmp);
+    kw_release(&w);
+}
+
+static char *kstr_dup(struct kstr s)
+{
+    return s.ptr ? xstrndup(s.ptr, (size_t)s.len) : NULL;
+}
+
+static uint8_t *bytes_dup(const uint8_t *p, int32_t len)
+{
+    if (!p || len <= 0)
+        return NULL;
+    uint8_t *c = xmalloc((size_t)len);
+    memcpy(c, p, (size_t)len);
+    return c;
+}
+
+/* Decodes one group of the state file into a new group (NULL when malformed). */
+static struct group *state_decode_group(struct kr *q, long long now)
+{
+    struct group *g = xcalloc(1, sizeof *g);
+    struct kstr id = kr_str(q);
+    int8_t state = kr_i8(q);
+    g->generation = kr_i32(q);
+    g->protocol_type = kstr_dup(kr_str(q));
+    g->protocol = kstr_dup(kr_str(q));
+    g->leader = kstr_dup(kr_str(q));
+    int32_t nm = kr_array(q, 30);
+    g->id = id.ptr ? kstr_dup(id) : xstrdup("");
+    struct member **tail = &g->members;
+    for (int32_t i = 0; i < nm && !q->err; i++) {
+        struct member *m = xcalloc(1, sizeof *m);
+        *tail = m;
+        tail = &m->next;
+        m->id = kstr_dup(kr_str(q));
+        m->client_id = kstr_dup(kr_str(q));
+        m->client_host = kstr_dup(kr_str(q));
+        m->instance_id = kstr_dup(kr_str(q));
+        m->session_timeout_ms = kr_i32(q);
+        m->rebalance_timeout_ms = kr_i32(q);
+        int32_t np = kr_array(q, 6);
+        if (np > 0) {
+            m->protocols = xcalloc((size_t)np, sizeof *m->protocols);
+            for (int32_t k = 0; k < np && !q->err; k++) {
+                m->protocols[k].name = kstr_dup(kr_str(q));
+                int32_t len;
+                const uint8_t *meta = kr_bytes(q, &len);
+                m->protocols[k].meta = bytes_dup(meta, len);
+                m->protocols[k].meta_len = len < 0 ? 0 : len;
+                m->n_protocols = k + 1;
+            }
+        }
+        int32_t alen;
+        const uint8_t *a = kr_bytes(q, &alen);
+        m->assignment = bytes_dup(a, alen);
+        m->assignment_len = m->assignment ? alen : 0;
+        m->last_seen_ms = now; /* its session starts now */
+        if (!m->id || m->session_timeout_ms < 1000)
+            q->err = 1;
+        for (int32_t k = 0; k < m->n_protocols; k++)
+            if (!m->protocols[k].name)
+                q->err = 1;
+    }
+    if (q->err || !id.ptr || !g->members) {
+        group_free(g);
+        return NULL;
+    }
+    if (state == G_STABLE && g->protocol && g->leader) {
+        g->state = G_STABLE;
+    } else {
+        /* Caught mid-rebalance: the members rejoin (their heartbeats are told so), bounded by
+         * the largest rebalance time-out as any rebalance. */
+        int32_t t = 0;
+        for (struct member *m = g->members; m; m = m->next)
+            if (m->rebalance_timeout_ms > t)
+                t = m->rebalance_timeout_ms;
+        g->state = G_PREPARING;
+        g->rebalance_deadline_ms = now + t;
+    }
+    return g;
+}
+
+static void groups_state_load(struct groups *gs)
+{
+    int fd = open(gs->state_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    uint8_t *data = NULL;
+    size_t size = 0;
+    if (fstat(fd, &st) == 0 && st.st_size >= 8 && (uint64_t)st.st_size <= GROUPS_STATE_MAX_BYTES) {
+        data = xmalloc((size_t)st.st_size);
+        while (size < (size_t)st.st_size) {
+            ssize_t n = read(fd, data + size, (size_t)st.st_size - size);
+            if (n <= 0)
+                break;
+            size += (size_t)n;
+        }
+    }
+    close(fd);
+    uint32_t plen = size >= 8 ? be32(data) : 0;
+    if (size < 8 || plen != size - 8 || crc32c(0, data + 8, plen) != be32(data + 4)) {
+        log_warn("%s: unreadable, ignored (groups rebalance as their members rejoin)",
+                 gs->state_path);
+        free(data);
+        return;
+    }
+    struct kr q;
+    kr_init(&q, data + 8, plen);
+    int32_t version = kr_i32(&q);
+    int64_t seq = kr_i64(&q);
+    int32_t n = kr_array(&q, 20);
+    long long now = broker_now_ms();
+    int restored = 0;
+    for (int32_t i = 0; version == GROUPS_STATE_VERSION && i < n && !q.err; i++) {
+        struct group *g = state_decode_group(&q, now);
+        if (!g)
+            break;
+        g->next = gs->list;
+        gs->list = g;
+        restored++;
+        log_info("group %s: restored, generation %d, %s", g->id, (int)g->generation,
+                 g->state == G_STABLE ? "stable" : "rebalancing");
+    }
+    if (version != GROUPS_STATE_VERSION || q.err)
+        log_warn("%s: version %d or malformed: restored %d groups", gs->state_path,
+                 (int)version, restored);
+    if (seq > 0)
+        gs->member_seq = (unsigned long)seq;
+    free(data);
+}
+
 struct groups *groups_new(struct broker *b, char *err, size_t err_len)
 {
     struct groups *gs = xcalloc(1, sizeof *gs);
     gs->fd = -1;
     gs->path = xasprintf("%s/consumer_offsets.log", b->opt.data_dir);
+    gs->state_path = xasprintf("%s/groups.state", b->opt.data_dir);
     if (offsets_load(gs, err, err_len) != 0) {
         groups_free(gs);
         return NULL;
     }
+    groups_state_load(gs);
     return gs;
 }
 
@@ -265,6 +486,8 @@ void groups_free(struct groups *gs)
 {
     if (!gs)
         return;
+    if (gs->state_path && gs->fd >= 0)
+        groups_state_save(gs); /* a graceful stop: members keep their generation */
     while (gs->list) {
         struct group *g = gs->list;
         gs->list = g->next;
@@ -281,6 +504,7 @@ void groups_free(struct groups *gs)
         close(gs->fd);
     }
     free(gs->path);
+    free(gs->state_path);
     free(gs);
 }
 
@@ -379,11 +603,13 @@ static void start_rebalance(struct broker *b, struct group *g, const char *why)
         t = (int32_t)b->opt.group_initial_rebalance_delay_ms;
     g->rebalance_deadline_ms = now + t;
     g->state = G_PREPARING;
+    b->groups->is_state_dirty = 1;
     log_info("group %s: rebalancing (%s), %d members", g->id, why, group_size(g));
 }
 
 static void member_remove(struct broker *b, struct group *g, struct member *m)
 {
+    b->groups->is_state_dirty = 1;
     for (struct member **pp = &g->members; *pp; pp = &(*pp)->next)
         if (*pp == m) {
             *pp = m->next;
@@ -428,6 +654,7 @@ static const struct protocol *member_protocol(const struct member *m, const char
 
 static void complete_join(struct broker *b, struct group *g)
 {
+    b->groups->is_state_dirty = 1;
     /* Members that did not rejoin in time are out. */
     for (struct member *m = g->members, *next; m; m = next) {
         next = m->next;
@@ -529,6 +756,8 @@ void groups_tick(struct broker *b, long long now)
             maybe_complete_join(b, g);
         }
     }
+    if (b->groups->is_state_dirty)
+        groups_state_save(b->groups);
 }
 
 int groups_take_dirty_fd(struct broker *b)
@@ -739,6 +968,7 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
         o->assignment_len = alen;
     }
     g->state = G_STABLE;
+    b->groups->is_state_dirty = 1;
     for (struct member *o = g->members; o; o = o->next)
         if (o->sync_reply)
             answer_sync(b, o->sync_reply, 0, o->assignment, o->assignment_len);

@@ -42,8 +42,9 @@ static const struct config_def BROKER_CONFIG[] = {
      "Default retention by size per partition in bytes (-1 = unlimited)."},
     {"retention_check_ms", CONFIG_INT, "30000", 10, 3600000, 0, NULL,
      "How often retention is enforced."},
-    {"max_request_bytes", CONFIG_INT, "104857600", 1024, 1073741824, 0, NULL,
-     "Largest request frame accepted; larger closes the connection."},
+    {"max_request_bytes", CONFIG_INT, "16777216", 1024, 1073741824, 0, NULL,
+     "Largest request frame accepted, and so the most one connection buffers of a request; "
+     "larger closes the connection."},
     {"max_connections", CONFIG_INT, "1024", 1, 100000, 0, NULL,
      "Client connections beyond this are refused."},
     {"request_timeout_ms", CONFIG_INT, "30000", 100, 3600000, 0, NULL,

@@ -8,8 +8,10 @@
  * long-poll for data, group joins wait for the rebalance. The queue is sent from its head as
  * soon as the head is ready.
  *
- * Limits: max_request_bytes per frame, max_connections, at most REPLIES_MAX queued replies and
- * OUT_MAX_BYTES unsent bytes per connection (reading pauses beyond), request_timeout_ms for a
+ * Limits: max_request_bytes per frame (and so per connection's input buffer, which is freed
+ * again once a request larger than IN_KEEP_BYTES was handled), max_connections, at most
+ * REPLIES_MAX queued replies and OUT_MAX_BYTES unsent bytes per connection (reading pauses
+ * beyond), request_timeout_ms for a
  * partial request, idle_timeout_ms for a silent connection. A malformed frame, an unknown API
  * key or an unsupported version closes that connection with a log line. */
 #include "broker.h"
@@ -36,6 +38,8 @@
 
 #define REPLIES_MAX 64
 #define OUT_MAX_BYTES (64u << 20)
+/* An empty input buffer larger than this is freed (it grew for one large request). */
+#define IN_KEEP_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (64 << 20)
 /* At most this much per partition in one fetch answer (still at least one whole batch, and
  * never less than the request's min_bytes), whatever the client's partition_max_bytes: a
@@ -466,6 +470,13 @@ static void conn_process(struct broker *b, struct conn *c)
     if (off) {
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
+    }
+    if (c->in_len == 0 && c->in_cap > IN_KEEP_BYTES) {
+        /* A large request was handled: give its buffer back rather than keep it for the
+         * connection's life (max_connections of them would hold max_request_bytes each). */
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
     }
     c->partial_since_ms = c->in_len ? (c->partial_since_ms ? c->partial_since_ms : broker_now_ms())
                                     : 0;

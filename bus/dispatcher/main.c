@@ -33,7 +33,7 @@ static const struct config_def defs[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8081", 0, 0, 0, NULL,
      "Address and port of the admin HTTP API (/v1/routes, /v1/reload, /metrics) and of the bus "
      "dashboard (/)."},
-    {"admin.token", CONFIG_STRING, "dev-admin-token", 0, 512, CONFIG_SECRET, "BUS_ADMIN_TOKEN",
+    {"admin.token", CONFIG_STRING, "dev-admin-token", 0, 512, CONFIG_KEY, "BUS_ADMIN_TOKEN",
      "Bearer token the admin API (/v1/*) and the dashboard require. The default is for "
      "development only: set your own in production."},
     WEBPAGE_CONFIG_DEFS("bus/dispatcher/web", "the bus dashboard", "/"),
@@ -395,9 +395,17 @@ int main(int argc, char **argv)
         log_error("admin.token is empty: set a token (the admin API and the dashboard need it)");
         goto out;
     }
-    if (strcmp(d.admin_token, "dev-admin-token") == 0)
-        log_warn("admin.token is the development default: set DISPATCHER_ADMIN_TOKEN or "
-                 "BUS_ADMIN_TOKEN in production");
+    /* The bus configuration is checked before anything connects, so a refusal (production:
+     * a development token, a weak route key) is the only line the start logs after the
+     * configuration. */
+    struct busconf *first = NULL;
+    if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &first,
+                     err, sizeof err) != 0) {
+        log_error("bus configuration invalid:\n%s", err);
+        rc = 2;
+        goto out;
+    }
+    busconf_free(first);
     d.env.bootstrap = config_str(cfg, "bootstrap");
     d.env.kafka_props = config_kafka(cfg);
     d.env.max_pending_per_partition = (unsigned)config_int(cfg, "max_pending_per_partition");
@@ -409,6 +417,7 @@ int main(int argc, char **argv)
     }
     if (reconcile(&d, err, sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
+        rc = 2; /* a configuration refused, as app_init's (production: docs/security.md) */
         goto out;
     }
     /* Four threads: a dead-letter replay holds one for seconds. */
@@ -435,17 +444,34 @@ int main(int argc, char **argv)
     log_info("signal %d: stopping %zu routes", sig, d.n_routes);
     rc = 0;
 out:
-    /* Routes first (they finish deliveries through the pool and producer), then the server. */
+    /* Everything ends within shutdown_timeout_ms, whatever the broker and the endpoints do
+     * (issue 21): every route stops at once (not one after the other), by the deadline less a
+     * tail for the producer's last acknowledgements; routes with callbacks still due are freed
+     * after the pool and the producer, whose freeing runs those callbacks. */
+    long long stop_at = app_now_ms();
+    long long budget = (long long)config_int(cfg, "shutdown_timeout_ms");
+    long long tail = budget / 5 < 1000 ? budget / 5 : 1000;
     pthread_mutex_lock(&d.lock);
     for (size_t i = 0; i < d.n_routes; i++)
-        route_stop(d.routes[i], (long)config_int(cfg, "shutdown_timeout_ms"));
+        route_stop_begin(d.routes[i], stop_at + budget - tail);
+    struct route **late = xcalloc(d.n_routes + 1, sizeof *late);
+    size_t n_late = 0;
+    for (size_t i = 0; i < d.n_routes; i++) {
+        struct route *r = route_stop_end(d.routes[i], true);
+        if (r)
+            late[n_late++] = r;
+    }
     free(d.routes);
     d.routes = NULL;
     d.n_routes = 0;
     pthread_mutex_unlock(&d.lock);
-    http_server_free(srv, 1000);
-    kafka_producer_free(d.env.producer, 2000);
+    http_server_free(srv, 200);
+    long long left = stop_at + budget - app_now_ms();
+    kafka_producer_free(d.env.producer, left > 0 ? (int)left : 0);
     http_pool_free(d.env.pool);
+    for (size_t i = 0; i < n_late; i++)
+        route_free_late(late[i]);
+    free(late);
     busconf_free(d.bus);
     pthread_mutex_destroy(&d.replay_lock);
     pthread_mutex_destroy(&d.lock);

@@ -80,6 +80,7 @@ struct part {
     int64_t next_offset;  /* offset after the last record taken in (-1 none yet) */
     bool is_paused_full;
     bool is_resume_pending; /* a resume whose seek failed: retried by the route loop */
+    bool is_commit_failed;  /* the commit of `committed` failed: commit it again */
     struct part *next;
 };
 
@@ -111,7 +112,8 @@ struct route {
     struct kafka_consumer *consumer;
     pthread_t thread;
     atomic_bool stop;
-    long long stop_deadline_ms;
+    long long stop_deadline_ms; /* deliveries in flight may finish until then */
+    long long stop_by_ms;       /* commits and leaving the group end by then */
 
     pthread_mutex_t lock; /* guards: completions, status, wake */
     struct kafka_consumer *wake; /* = consumer while it exists */
@@ -318,13 +320,27 @@ static void part_pop_finished(struct part *p)
         p->next_commit = next;
 }
 
+/* Commits the partition's finished prefix when it moved, or again when its last commit failed
+ * (an asynchronous commit that fails is reported by on_commit_failed: a commit is done only
+ * once it landed, or a broker restart would deliver again everything since the last one). */
 static void commit_part(struct route *r, struct part *p, bool is_sync)
 {
     part_pop_finished(p);
-    if (p->next_commit >= 0 && p->next_commit != p->committed) {
-        if (kafka_consumer_commit(r->consumer, p->id, p->next_commit, is_sync) == 0)
+    if (p->next_commit >= 0 && (p->next_commit != p->committed || p->is_commit_failed)) {
+        if (kafka_consumer_commit(r->consumer, p->id, p->next_commit, is_sync) == 0) {
             p->committed = p->next_commit;
+            p->is_commit_failed = false;
+        }
     }
+}
+
+static void on_commit_failed(void *opaque, int32_t partition, int64_t next_offset)
+{
+    struct route *r = opaque;
+    struct part *p = part_find(r, partition);
+    /* A failure of an older commit than the last one is covered by the last one. */
+    if (p && p->committed == next_offset)
+        p->is_commit_failed = true;
 }
 
 static void part_drop(struct route *r, struct part *p, bool is_commit)
@@ -560,6 +576,25 @@ static bool is_output(json_t *doc)
     return true;
 }
 
+/* The id of the index-th output of ev: derived from the route and the input's id, so an input
+ * delivered again (a crash, a rebalance, a broker restart before its commit landed) produces
+ * outputs with the same ids, and the consumers that act on the world (notify, gamesim's kicks)
+ * deduplicating by ce-id act once. An input without ce-id is named by where it sits in the log
+ * (topic, partition, offset), which is as stable. */
+static void output_id(const struct route *r, const struct event *ev, size_t index,
+                      char out[ID_UUID_LEN + 1])
+{
+    const char *in_id = kafka_record_header(ev->rec, "ce-id");
+    if (in_id && *in_id && id_derived(r->name, in_id, index, out) == 0)
+        return;
+    /* no ce-id, or one of more than 1 KiB (not from our publisher, which takes 128 at most) */
+    char where[320];
+    snprintf(where, sizeof where, "%.255s/%d/%lld", r->topic, (int)ev->rec->partition,
+             (long long)ev->rec->offset);
+    if (id_derived(r->name, where, index, out) != 0)
+        id_uuid7(out); /* route names are short: never happens */
+}
+
 /* Streams a 200/201/202 answer (doc, stolen) to the output topic. Returns 0 when queued (or
  * nothing to queue), -1 when the answer is not a JSON object or array of objects. */
 static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
@@ -586,7 +621,7 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
         json_t *o = json_is_array(doc) ? json_array_get(doc, i) : doc;
         char *value = json_dumps(o, JSON_COMPACT);
         char id[ID_UUID_LEN + 1];
-        id_uuid7(id);
+        output_id(r, ev, i, id);
         char keybuf[64];
         const char *key = NULL;
         json_t *k = json_at_pointer(o, r->output_key);
@@ -1321,8 +1356,20 @@ static void *route_main(void *arg)
             r->next_status_ms = now + ROUTE_STATUS_INTERVAL_MS;
         }
     }
+    /* Every commit from here on (and leaving the group) ends by stop_by_ms, whatever the
+     * broker does. */
+    kafka_consumer_set_deadline(r->consumer, r->stop_by_ms);
     for (struct part *p = r->parts; p; p = p->next)
         commit_part(r, p, true);
+    /* Leaving the group here, on the route's thread, so that every route leaves at once: the
+     * revocation (on_rebalance, on this thread) commits the finished prefix and orphans what
+     * is still in flight (never committed: delivered again by the next owner). */
+    pthread_mutex_lock(&r->lock);
+    r->wake = NULL;
+    pthread_mutex_unlock(&r->lock);
+    long long left = r->stop_by_ms - app_now_ms();
+    kafka_consumer_close(r->consumer, left > 0 ? (long)left : 0);
+    r->consumer = NULL;
     free(ks.slots);
     free(ks.hashes);
     free(ks.gens);
@@ -1417,6 +1464,7 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
         return NULL;
     }
     r->wake = r->consumer;
+    kafka_consumer_on_commit_failed(r->consumer, on_commit_failed);
     update_status(r);
     if (pthread_create(&r->thread, NULL, route_main, r) != 0) {
         snprintf(err, err_len, "route %s: cannot start its thread", r->name);
@@ -1428,21 +1476,26 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
     return r;
 }
 
-void route_stop(struct route *r, long deadline_ms)
+void route_stop_begin(struct route *r, long long stop_by_ms)
 {
     if (r == NULL)
         return;
-    r->stop_deadline_ms = app_now_ms() + deadline_ms;
+    long long now = app_now_ms();
+    long long budget = stop_by_ms > now ? stop_by_ms - now : 0;
+    /* Deliveries in flight may finish until a third of the time (at most 1 s) is left for the
+     * commits and leaving the group. */
+    long long reserve = budget / 3 < 1000 ? budget / 3 : 1000;
+    r->stop_by_ms = stop_by_ms;
+    r->stop_deadline_ms = stop_by_ms - reserve;
     atomic_store(&r->stop, true);
     kafka_consumer_wake(r->consumer);
-    pthread_join(r->thread, NULL);
-    /* Leaving the group revokes the partitions: on_rebalance commits the finished prefix and
-     * orphans what is still in flight (never committed: delivered again by the next owner). */
-    pthread_mutex_lock(&r->lock);
-    r->wake = NULL;
-    pthread_mutex_unlock(&r->lock);
-    kafka_consumer_free(r->consumer);
-    r->consumer = NULL;
+}
+
+struct route *route_stop_end(struct route *r, bool may_abandon)
+{
+    if (r == NULL)
+        return NULL;
+    pthread_join(r->thread, NULL); /* it left the group */
     struct part *p = r->parts;
     while (p) {
         struct part *next = p->next;
@@ -1451,16 +1504,45 @@ void route_stop(struct route *r, long deadline_ms)
     }
     r->parts = NULL;
     /* Late callbacks reference r: wait for them (bounded by the HTTP time-out and the
-     * producer's message time-out). */
+     * producer's message time-out), or, when the caller may abandon them, until stop_by_ms:
+     * the caller then frees r with route_free_late() once the pool and the producer are gone
+     * (their callbacks have all run then). */
     while (r->orphans_outstanding > 0) {
         drain_completions(r);
         if (r->orphans_outstanding > 0) {
+            if (may_abandon && app_now_ms() >= r->stop_by_ms) {
+                log_warn("route %s: stopped with %d callbacks still due", r->name,
+                         r->orphans_outstanding);
+                return r;
+            }
             struct timespec ts = {0, 20 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
     }
     log_info("route %s: stopped", r->name);
     route_free_fields(r);
+    return NULL;
+}
+
+void route_free_late(struct route *r)
+{
+    if (r == NULL)
+        return;
+    drain_completions(r);
+    if (r->orphans_outstanding > 0) {
+        log_warn("route %s: %d callbacks never came", r->name, r->orphans_outstanding);
+        return; /* they may still come: r must stay valid (the process is ending) */
+    }
+    log_info("route %s: stopped", r->name);
+    route_free_fields(r);
+}
+
+void route_stop(struct route *r, long deadline_ms)
+{
+    if (r == NULL)
+        return;
+    route_stop_begin(r, app_now_ms() + deadline_ms);
+    (void)route_stop_end(r, false);
 }
 
 const char *route_name(const struct route *r) { return r->name; }

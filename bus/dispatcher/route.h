@@ -30,9 +30,19 @@ struct route;
  * NULL). Returns NULL with err filled when the consumer cannot be created. */
 struct route *route_start(const struct route_env *env, const struct busconf_route *conf,
                           const struct busconf_topic *output_topic, char *err, size_t err_len);
-/* Stops fetching, lets deliveries in flight finish (at most deadline_ms, then abandons them
- * uncommitted), commits what finished, leaves the group and frees. NULL is a no-op. */
+/* Stops fetching, lets deliveries in flight finish (then abandons them uncommitted), commits
+ * what finished, leaves the group and frees, all within deadline_ms whatever the broker does
+ * (two thirds of it, at least all but 1 s, for the deliveries); then waits for the callbacks of
+ * abandoned deliveries (bounded by the HTTP and produce time-outs). NULL is a no-op. */
 void route_stop(struct route *r, long deadline_ms);
+/* The same in two steps, to stop several routes at once: route_stop_begin() tells the route to
+ * stop by stop_by_ms (app_now_ms() time) and returns; route_stop_end() waits for it. With
+ * may_abandon, callbacks still due at stop_by_ms are not waited for: route_stop_end() then
+ * returns r (else NULL, r freed), to be freed with route_free_late() once the HTTP pool and the
+ * producer are freed (every callback has run then). */
+void route_stop_begin(struct route *r, long long stop_by_ms);
+struct route *route_stop_end(struct route *r, bool may_abandon);
+void route_free_late(struct route *r);
 
 const char *route_name(const struct route *r);
 /* True when conf (and its output topic's key) is what the route runs with. */

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "buildinfo.h"
 #include "log.h"
 
 #define MOCK_MAX_TOPICS 256
@@ -137,6 +138,10 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
             usage();
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            buildinfo_print(stdout, "bus-mock");
             return 0;
         }
         if (v == NULL) {

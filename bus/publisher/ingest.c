@@ -115,6 +115,49 @@ static const struct busconf_producer *token_producer(struct ingest *in,
     return prod;
 }
 
+/* RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
+ * *"=", at most INGEST_TOKEN_MAX bytes. */
+#define INGEST_TOKEN_MAX 1024
+
+static bool token_is_wellformed(const char *token)
+{
+    size_t len = strlen(token);
+    size_t i = 0;
+    if (len == 0 || len > INGEST_TOKEN_MAX)
+        return false;
+    for (; i < len && token[i] != '='; i++) {
+        char c = token[i];
+        bool is_ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+        if (!is_ok)
+            return false;
+    }
+    if (i == 0)
+        return false;
+    for (; i < len; i++)
+        if (token[i] != '=')
+            return false;
+    return true;
+}
+
+/* Whether any producer of any topic holds this token (only on the refusal path: one SHA-256,
+ * then every producer's hash compared in constant time, without an early exit). */
+static bool token_is_known(const struct ingest *in, const char *token)
+{
+    char hex[CRYPTO_SHA256_HEX_LEN + 1];
+    crypto_sha256_hex(token, strlen(token), hex);
+    bool is_known = false;
+    for (size_t i = 0; i < in->conf->n_topics; i++) {
+        const struct busconf_topic *t = &in->conf->topics[i];
+        for (size_t k = 0; k < t->n_producers; k++) {
+            const char *h = t->producers[k].token_sha256;
+            if (h != NULL && crypto_equal(hex, CRYPTO_SHA256_HEX_LEN, h, strlen(h)))
+                is_known = true;
+        }
+    }
+    return is_known;
+}
+
 static struct topic_metrics *metrics_of(struct ingest *in, const struct busconf_topic *t)
 {
     if (t == NULL)
@@ -456,6 +499,16 @@ static struct pub_req *req_begin(struct ingest *in, struct http_exchange *ex, bo
                "An Authorization: Bearer <token> header is required.");
         return NULL;
     }
+    const struct busconf_producer *prod = t != NULL ? token_producer(in, t, token) : NULL;
+    /* RFC 6750 section 3.1: a token that is malformed or that no producer holds is 401
+     * (invalid_token), before anything about the topic is told; a known token without the
+     * right for this topic is 403. */
+    if (prod == NULL && (!token_is_wellformed(token) || !token_is_known(in, token))) {
+        http_add_header(ex, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        reject(ex, tm, REJ_UNAUTHORIZED, 401, "unauthorized", NULL,
+               "The bearer token is malformed or unknown.");
+        return NULL;
+    }
     if (t == NULL) {
         char msg[300];
         snprintf(msg, sizeof msg, "Topic %.200s is not declared in the bus configuration.",
@@ -463,10 +516,10 @@ static struct pub_req *req_begin(struct ingest *in, struct http_exchange *ex, bo
         reject(ex, tm, REJ_UNKNOWN_TOPIC, 404, "unknown_topic", NULL, msg);
         return NULL;
     }
-    const struct busconf_producer *prod = token_producer(in, t, token);
     if (prod == NULL) {
         char msg[300];
         snprintf(msg, sizeof msg, "This token may not publish to topic %s.", t->name);
+        http_add_header(ex, "WWW-Authenticate", "Bearer error=\"insufficient_scope\"");
         reject(ex, tm, REJ_FORBIDDEN, 403, "forbidden", NULL, msg);
         return NULL;
     }
@@ -665,55 +718,6 @@ static size_t skip_json_space(const char *s, size_t i, size_t len)
     return i;
 }
 
-/* Splits the text of a JSON array that jansson already accepted into its n elements' byte
- * ranges, so each event is produced exactly as the caller wrote it (no re-serialisation).
- * Returns 0, or -1 if the text does not have n elements (cannot happen for valid JSON). */
-static int split_array(const char *s, size_t len, size_t n, const char **starts, size_t *lens)
-{
-    size_t i = 0, k = 0;
-    while (i < len && is_json_space(s[i]))
-        i++;
-    if (i >= len || s[i] != '[')
-        return -1;
-    i++;
-    while (k < n) {
-        while (i < len && is_json_space(s[i]))
-            i++;
-        size_t start = i;
-        int depth = 0;
-        bool in_string = false;
-        for (; i < len; i++) {
-            char c = s[i];
-            if (in_string) {
-                if (c == '\\')
-                    i++;
-                else if (c == '"')
-                    in_string = false;
-            } else if (c == '"') {
-                in_string = true;
-            } else if (c == '{' || c == '[') {
-                depth++;
-            } else if (c == '}' || c == ']') {
-                if (depth == 0)
-                    break; /* the array's own ']' */
-                depth--;
-            } else if (c == ',' && depth == 0) {
-                break;
-            }
-        }
-        if (i >= len)
-            return -1;
-        size_t end = i;
-        while (end > start && is_json_space(s[end - 1]))
-            end--;
-        starts[k] = s + start;
-        lens[k] = end - start;
-        k++;
-        i++; /* past ',' or ']' */
-    }
-    return 0;
-}
-
 /* One event of a batch: its text (a slice of the body, produced as is) and its key. */
 struct batch_event {
     const char *value;
@@ -778,78 +782,147 @@ unsure:
     return 0;
 }
 
-/* The jansson path for a batch: parses, checks and answers every error exactly. Returns the
- * number of events (evs and *keys allocated) or 0 when it answered. ce_id is checked here, in
- * the order the errors have always come. */
+/* The byte length of the JSON value starting at s[0] in a batch: up to the first ',' or the
+ * closing ']' outside any string, object or array (the array's own ']' when depth 0), with
+ * trailing spaces dropped. Returns (size_t)-1 when the text ends first. Valid JSON is cut
+ * exactly; anything else is cut somewhere and jansson then refuses the slice. */
+static size_t element_extent(const char *s, size_t len)
+{
+    int depth = 0;
+    bool in_string = false;
+    size_t i = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                break;
+            depth--;
+        } else if (c == ',' && depth == 0) {
+            break;
+        }
+    }
+    if (i >= len)
+        return (size_t)-1;
+    while (i > 0 && is_json_space(s[i - 1]))
+        i--;
+    return i;
+}
+
+/* The jansson path for a batch: checks and answers every error exactly, one event at a time,
+ * so that what it costs is bounded by one event and the batch limits, not by the body: the
+ * element past batch_max_events is refused before it is parsed, and an element over the
+ * topic's max_event_bytes is refused by its size alone (an 8 MiB hostile batch used to be
+ * parsed whole first: ~200 MB of jansson nodes). Returns the number of events (evs and *keys
+ * allocated) or 0 when it answered. */
 static size_t slow_batch(struct ingest *in, struct http_exchange *ex, struct pub_req *r,
                          const char *body, size_t len, const char *ce_id,
                          struct batch_event **evs_out, char (**keys_out)[INGEST_KEY_MAX])
 {
-    json_error_t jerr;
     struct batch_event *evs = NULL;
-    const char **values = NULL; /* borrowed slices of body */
-    size_t *value_lens = NULL;
     char(*keys)[INGEST_KEY_MAX] = NULL;
-    size_t n = 0;
-    json_t *arr =
-        json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (arr == NULL) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
-        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
-        goto fail;
-    }
-    if (!json_is_array(arr) || json_array_size(arr) == 0) {
-        reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
-               "A batch must be a non-empty JSON array of event objects.");
-        goto fail;
-    }
-    n = json_array_size(arr);
-    if (n > in->opts.batch_max_events) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "A batch takes at most %u events; this one has %zu.",
-                 in->opts.batch_max_events, n);
-        reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_many_events",
-               json_pack("{s:i}", "max_events", (json_int_t)in->opts.batch_max_events), msg);
-        goto fail;
-    }
+    size_t n = 0, cap = 0;
+    char msg[400];
     if (ce_id != NULL && (!id_is_valid(ce_id) || strlen(ce_id) > INGEST_ID_MAX - 8)) {
         reject(ex, r->tm, REJ_MALFORMED, 400, "bad_event_id", NULL,
                "ce-id must be 1 to 120 printable ASCII characters without spaces or quotes.");
-        goto fail;
+        return 0;
     }
-    values = xcalloc(n, sizeof *values);
-    value_lens = xcalloc(n, sizeof *value_lens);
-    keys = xcalloc(n, sizeof *keys);
-    if (split_array(body, len, n, values, value_lens) != 0) {
-        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL,
-               "The batch could not be split into its events.");
-        goto fail;
+    size_t i = skip_json_space(body, 0, len);
+    if (i >= len || body[i] != '[') {
+        json_error_t jerr;
+        json_t *whole = json_loadb(body, len, JSON_DECODE_ANY, &jerr);
+        if (whole == NULL) {
+            snprintf(msg, sizeof msg, "Malformed JSON at line %d, column %d: %s", jerr.line,
+                     jerr.column, jerr.text);
+            reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
+        } else {
+            reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
+                   "A batch must be a non-empty JSON array of event objects.");
+        }
+        json_decref(whole);
+        return 0;
     }
-    for (size_t i = 0; i < n; i++) {
-        json_t *ev = json_array_get(arr, i);
-        if (check_event(ex, r, ev, (long)i, value_lens[i], keys[i], sizeof keys[i]) != 0)
+    i = skip_json_space(body, i + 1, len);
+    if (i < len && body[i] == ']') {
+        reject(ex, r->tm, REJ_MALFORMED, 400, "not_array", NULL,
+               "A batch must be a non-empty JSON array of event objects.");
+        return 0;
+    }
+    for (;;) {
+        if (n == in->opts.batch_max_events) {
+            snprintf(msg, sizeof msg, "A batch takes at most %u events; this one has more.",
+                     in->opts.batch_max_events);
+            reject(ex, r->tm, REJ_TOO_LARGE, 413, "too_many_events",
+                   json_pack("{s:i}", "max_events", (json_int_t)in->opts.batch_max_events), msg);
             goto fail;
+        }
+        size_t elen = i < len ? element_extent(body + i, len - i) : (size_t)-1;
+        if (elen == (size_t)-1 || elen == 0) {
+            snprintf(msg, sizeof msg, "Malformed JSON: event %zu (byte %zu) is cut short or "
+                     "missing.", n, i);
+            reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json",
+                   json_pack("{s:i}", "index", (json_int_t)n), msg);
+            goto fail;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            evs = xrealloc(evs, cap * sizeof *evs);
+            keys = xrealloc(keys, cap * sizeof *keys);
+        }
+        struct batch_event *e = &evs[n];
+        e->value = body + i;
+        e->value_len = elen;
+        if (elen > r->topic->max_event_bytes) {
+            /* Refused by its size before it is parsed; check_event words the answer. */
+            json_t *placeholder = json_object();
+            (void)check_event(ex, r, placeholder, (long)n, elen, keys[n], sizeof keys[n]);
+            json_decref(placeholder);
+            goto fail;
+        }
+        json_error_t jerr;
+        json_t *ev = json_loadb(e->value, elen, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        if (ev == NULL) {
+            snprintf(msg, sizeof msg, "Malformed JSON in event %zu (byte %zu of the body): %s", n,
+                     i + (size_t)(jerr.position > 0 ? jerr.position : 0), jerr.text);
+            reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json",
+                   json_pack("{s:i}", "index", (json_int_t)n), msg);
+            goto fail;
+        }
+        int rc = check_event(ex, r, ev, (long)n, elen, keys[n], sizeof keys[n]);
+        json_decref(ev);
+        if (rc != 0)
+            goto fail;
+        e->key_len = strlen(keys[n]);
+        n++;
+        i = skip_json_space(body, i + elen, len);
+        if (i < len && body[i] == ',') {
+            i = skip_json_space(body, i + 1, len);
+            continue;
+        }
+        if (i < len && body[i] == ']' && skip_json_space(body, i + 1, len) == len)
+            break;
+        snprintf(msg, sizeof msg, "Malformed JSON after event %zu (byte %zu): expected ',' or "
+                 "the closing ']' and nothing after it.", n - 1, i);
+        reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
+        goto fail;
     }
-    evs = xcalloc(n, sizeof *evs);
-    for (size_t i = 0; i < n; i++) {
-        evs[i].value = values[i];
-        evs[i].value_len = value_lens[i];
-        evs[i].key = keys[i];
-        evs[i].key_len = strlen(keys[i]);
-    }
-    free(values);
-    free(value_lens);
-    json_decref(arr);
+    for (size_t k = 0; k < n; k++)
+        evs[k].key = keys[k]; /* keys has stopped moving */
     *evs_out = evs;
     *keys_out = keys;
     return n;
 fail:
-    free(values);
-    free(value_lens);
+    free(evs);
     free(keys);
-    json_decref(arr);
     return 0;
 }
 

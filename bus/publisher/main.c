@@ -26,11 +26,19 @@ static const struct config_def defs[] = {
     {"bus_schema", CONFIG_STRING, "config/schema/bus.schema.json", 0, 0, 0, NULL,
      "JSON Schema the bus configuration files are validated against."},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP polling threads."},
-    {"max_connections", CONFIG_INT, "1000", 1, 1000, 0, NULL,
-     "Concurrent HTTP connections accepted (at most 1000 a process: the HTTP threads use "
-     "select(); run more publishers for more)."},
+    {"max_connections", CONFIG_INT, "16384", 1, 1000000, 0, NULL,
+     "HTTP connections open at once; past it a new connection is answered 503 and closed "
+     "(lowered to fit RLIMIT_NOFILE, which is raised to its hard limit at start)."},
+    {"max_connections_per_client", CONFIG_INT, "1024", 1, 1000000, 0, NULL,
+     "HTTP connections open at once from one client address; past it 503 and closed."},
     {"client_timeout_s", CONFIG_INT, "15", 1, 3600, 0, NULL,
-     "Idle or slow client time-out: a connection sending nothing for this long is closed."},
+     "Idle keep-alive time-out, and a connection sending nothing for this long is closed."},
+    {"request_head_timeout_s", CONFIG_INT, "10", 1, 3600, 0, NULL,
+     "A request's line and headers must be complete within this (from the connection's "
+     "start for its first request); else the connection is closed."},
+    {"request_body_timeout_s", CONFIG_INT, "30", 1, 3600, 0, NULL,
+     "A request's body must be complete within this after its headers; else the connection "
+     "is closed."},
     {"max_inflight", CONFIG_INT, "20000", 1, 10000000, 0, NULL,
      "Events produced but not yet acknowledged by the broker; beyond it requests get 503."},
     {"queue_max_messages", CONFIG_INT, "100000", 1, 10000000, 0, NULL,
@@ -85,8 +93,12 @@ int main(int argc, char **argv)
     if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &bus, err,
                      sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
+        rc = 2; /* a configuration refused, as app_init's (production: docs/security.md) */
         goto out;
     }
+    if (bus->n_development_skipped > 0)
+        log_warn("production: %zu development producer(s) of the bus configuration not loaded",
+                 bus->n_development_skipped);
     props = json_deep_copy(config_kafka(cfg));
     if (json_object_get(props, "message.timeout.ms") == NULL &&
         json_object_get(props, "delivery.timeout.ms") == NULL)
@@ -123,7 +135,10 @@ int main(int argc, char **argv)
         .listen = config_str(cfg, "listen"),
         .threads = (unsigned)config_int(cfg, "threads"),
         .max_connections = (unsigned)config_int(cfg, "max_connections"),
+        .max_connections_per_client = (unsigned)config_int(cfg, "max_connections_per_client"),
         .timeout_s = (unsigned)config_int(cfg, "client_timeout_s"),
+        .head_timeout_s = (unsigned)config_int(cfg, "request_head_timeout_s"),
+        .body_timeout_s = (unsigned)config_int(cfg, "request_body_timeout_s"),
         .ready = is_ready,
         .ready_ctx = &pub,
     };

@@ -62,10 +62,9 @@ static const struct config_def GUARD_CONFIG[] = {
      "DATABASE_URL", "PostgreSQL connection URL"},
     {"db_pool", CONFIG_INT, "6", 1, 100, 0, NULL, "Database connections"},
     {"migrations_dir", CONFIG_STRING, "sql/guard", 0, 4096, 0, NULL, "Migrations applied at start"},
-    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_SECRET, "AUTH_SECRET",
+    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_KEY, "AUTH_SECRET",
      "HS256 secret of player and staff tokens (the default is for development only)"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    DELIVERY_SECRET_CONFIG_DEF,
     {"seal_keys", CONFIG_STRING, SEAL_DEV_KEYS, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
      "CODE_SEAL_KEYS",
      "Keys sealing the codes guard sends through notify, kid:secret[,kid:secret] (the first "

@@ -4,7 +4,9 @@
  * pagination, newest first, on (ts, id): the cursor is base64url("<ts in µs since epoch>,<id>") of
  * the last row returned, so a page costs one index range scan however deep it is, and rows
  * inserted meanwhile never shift the pages. */
+#include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +70,58 @@ static long b64url_decode(const char *in, unsigned char *out, size_t out_len)
     return (long)o;
 }
 
+/* The range of cursor timestamps: years 1 to 9999, in µs since the Unix epoch. */
+#define API_CURSOR_MIN_US (-62135596800000000LL)
+#define API_CURSOR_MAX_US 253402300799999999LL
+
+/* Whether s[0..len) is UTF-8 (PostgreSQL refuses text that is not: a 500, not a 400). */
+static bool is_utf8(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t need;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c == 0xE0) {
+            need = 2;
+            lo = 0xA0;
+        } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+            need = 2;
+        } else if (c == 0xED) {
+            need = 2;
+            hi = 0x9F;
+        } else if (c == 0xF0) {
+            need = 3;
+            lo = 0x90;
+        } else if (c >= 0xF1 && c <= 0xF3) {
+            need = 3;
+        } else if (c == 0xF4) {
+            need = 3;
+            hi = 0x8F;
+        } else {
+            return false;
+        }
+        if (i + need >= len) {
+            return false;
+        }
+        for (size_t k = 1; k <= need; k++) {
+            if (p[i + k] < lo || p[i + k] > hi) {
+                return false;
+            }
+            lo = 0x80;
+            hi = 0xBF;
+        }
+        i += need + 1;
+    }
+    return true;
+}
+
 /* Parses a cursor into its µs timestamp and id (both NUL-terminated text). */
 static int cursor_parse(const char *c, char us[24], char id[API_ID_MAX + 1])
 {
@@ -92,9 +146,17 @@ static int cursor_parse(const char *c, char us[24], char id[API_ID_MAX + 1])
     }
     memcpy(us, raw, ul);
     us[ul] = '\0';
+    /* The timestamp must be one PostgreSQL can hold: a number past int64 or past year 9999
+     * would make the query fail (a 500) instead of this 400. */
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(us, &end, 10);
+    if (errno != 0 || end == us || *end != '\0' || v < API_CURSOR_MIN_US || v > API_CURSOR_MAX_US) {
+        return -1;
+    }
     const char *rest = comma + 1;
     size_t rl = strlen(rest);
-    if (rl == 0 || rl > API_ID_MAX || rl != (size_t)(n - (long)ul - 1)) {
+    if (rl == 0 || rl > API_ID_MAX || rl != (size_t)(n - (long)ul - 1) || !is_utf8(rest, rl)) {
         return -1;
     }
     memcpy(id, rest, rl + 1);

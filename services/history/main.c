@@ -16,6 +16,7 @@
 #include "app.h"
 #include "auth.h"
 #include "db.h"
+#include "delivery.h"
 #include "history.h"
 #include "http_server.h"
 #include "log.h"
@@ -29,10 +30,9 @@ static const struct config_def HISTORY_CONFIG[] = {
     {"db_pool", CONFIG_INT, "6", 1, 100, 0, NULL, "Database connections"},
     {"migrations_dir", CONFIG_STRING, "sql/history", 0, 4096, 0, NULL,
      "Migrations applied at start"},
-    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_SECRET, "AUTH_SECRET",
+    {"auth_secret", CONFIG_STRING, AUTH_DEV_SECRET, 1, 4096, CONFIG_KEY, "AUTH_SECRET",
      "HS256 secret of player and staff tokens (the default is for development only)"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    DELIVERY_SECRET_CONFIG_DEF,
     {"retention_days", CONFIG_INT, "90", 1, 36500, 0, NULL,
      "Days of history kept (older daily partitions are dropped)"},
     {"partitions_ahead_days", CONFIG_INT, "3", 0, 60, 0, NULL,

@@ -28,8 +28,7 @@ static const struct config_def IPCHECK_CONFIG[] = {
      "MaxMind-format database (npm geo-whois-asn-country or GeoLite2-Country layout)"},
     {"reload_check_ms", CONFIG_INT, "1000", 50, 3600000, 0, NULL,
      "How often the database file is checked for replacement"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, deliveries must carry a valid X-Bus-Signature"},
+    DELIVERY_SECRET_CONFIG_DEF,
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
     CONFIG_DEF_END,
 };

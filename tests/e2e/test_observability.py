@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 
 import harness
@@ -312,6 +313,64 @@ def test_every_metric_follows_conventions_and_is_documented(j):
         assert fam in seen, f"{fam} not exposed by any process"
 
 
+def product_programs():
+    """The product's programs as the Makefile knows them (every prog.mk but the benches')."""
+    names = []
+    for mk in glob.glob(os.path.join(ROOT, "*", "*", "prog.mk")) + \
+            glob.glob(os.path.join(ROOT, "notify", "prog.mk")):
+        if os.sep + "bench" + os.sep in mk:
+            continue
+        names += re.findall(r"^PROGRAMS \+= (\S+)", open(mk).read(), re.M)
+    return sorted(names)
+
+
+def version_of(program):
+    r = subprocess.run([harness.bin_path(program), "--version"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, (program, r.returncode, r.stderr)
+    first, *rest = r.stdout.splitlines()
+    name, version = first.split(" ", 1)
+    assert name == program and version and " " not in version, (program, r.stdout)
+    assert any(line.startswith("librdkafka ") and "libpq " in line for line in rest), r.stdout
+    return version
+
+
+def test_every_binary_answers_version_with_the_build_of_this_checkout():
+    programs = product_programs()
+    assert len(programs) >= 12, programs
+    versions = {p: version_of(p) for p in programs}
+    assert len(set(versions.values())) == 1, versions
+    described = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=ROOT,
+                               capture_output=True, text=True)
+    if described.returncode == 0:  # a build outside git says "unknown"
+        # The binaries may predate the working tree's last edit (dirty or not): compare the
+        # commit part only.
+        head = described.stdout.strip().replace("-dirty", "")
+        assert all(v.replace("-dirty", "") == head for v in versions.values()), (head, versions)
+
+
+@with_journey
+def test_every_process_exposes_build_info_and_process_metrics(j):
+    for name, url in metrics_ports(j["p"]).items():
+        st, text, _ = harness.http("GET", url + "/metrics")
+        assert st == 200, (name, st)
+        m = re.search(r'^bus_build_info\{version="([^"]+)",compiler="[^"]+",librdkafka="[^"]+",'
+                      r'libpq="[^"]+",libmicrohttpd="[^"]+"\} 1$', text, re.M)
+        assert m, f"{name}: no bus_build_info"
+        assert m.group(1) == version_of(name), (name, m.group(1))
+        values = dict(re.findall(r"^(process_[a-z_]+) (\S+)$", text, re.M))
+        for fam in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                    "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
+                    "process_start_time_seconds"):
+            assert fam in values, f"{name}: {fam} missing"
+        pid = j["p"].broker.proc.popen.pid if name == "bus-broker" else j["p"].svc[name].popen.pid
+        rss = int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        # The scrape and the read above are moments apart: the same order of magnitude.
+        assert 0.5 < float(values["process_resident_memory_bytes"]) / rss < 2, (name, values)
+        assert 0 < float(values["process_open_fds"]) <= float(values["process_max_fds"]), values
+        assert abs(float(values["process_start_time_seconds"]) - time.time()) < 3600, values
+
+
 def test_every_documented_metric_is_registered_in_the_code():
     sources = ""
     for pattern in ("lib/*.c", "bus/*/*.c", "services/*/*.c", "notify/*.c", "tools/*/*.c"):
@@ -373,12 +432,24 @@ def test_ops_systemd_units_cover_every_process():
     for name in want:
         text = open(os.path.join(OPS, "systemd", name + ".service")).read()
         for key in ("ExecStart=", "Restart=on-failure", "ProtectSystem=strict",
-                    "NoNewPrivileges=yes", "[Install]"):
+                    "NoNewPrivileges=yes", "[Install]", "Type=notify", "NotifyAccess=main",
+                    "WatchdogSec="):
             assert key in text, (name, key)
         assert re.search(r"^ExecStart=/usr/local/bin/" + re.escape(name) + r"\b", text, re.M), \
             name
         assert "DynamicUser=yes" in text or re.search(r"^User=", text, re.M), name
     assert "StateDirectory=" in open(os.path.join(OPS, "systemd", "bus-broker.service")).read()
+    # The dispatcher reloads its routes on SIGHUP; the others would ignore it.
+    for name in want:
+        text = open(os.path.join(OPS, "systemd", name + ".service")).read()
+        assert ("ExecReload=/bin/kill -HUP $MAINPID" in text) == (name == "bus-dispatcher"), name
+        deps = " ".join(re.findall(r"^(?:Wants|After)=(.*)$", text, re.M))
+        if name in ("bus-publisher", "bus-dispatcher"):
+            assert re.search(r"^Wants=.*bus-broker\.service", text, re.M), name
+            assert "bus-broker.service" in deps, name
+        if name in ("history", "guard", "notify", "campaign"):
+            assert re.search(r"^Wants=.*postgresql\.service", text, re.M), name
+            assert re.search(r"^After=.*postgresql\.service", text, re.M), name
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         return

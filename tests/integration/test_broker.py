@@ -310,6 +310,24 @@ def test_hostile_connections_are_closed_and_the_broker_keeps_serving():
     harness.kcat(["-L", "-b", boot])
 
 
+def test_default_frame_limit_bounds_a_connections_buffer():
+    """With the defaults a connection buffers at most max_request_bytes (16 MiB) of a request:
+    a frame announcing one byte more is refused at once, before anything is buffered, and the
+    broker keeps serving."""
+    ctx = harness.ctx()
+    proc, boot = _start(ctx, ctx.path("data", "x")[:-2])
+    port = int(boot.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(struct.pack(">i", (16 << 20) + 1) + b"\x00" * 64)
+        assert _closed(s), "a frame over 16 MiB is refused"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(_frame(18, 0, 7))
+        s.settimeout(5)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        assert struct.unpack(">i", s.recv(size, socket.MSG_WAITALL)[:4])[0] == 7
+    assert proc.alive() and "out of bounds (10..16777216)" in proc.log()
+
+
 def test_fuzz_target_runs_briefly():
     exe = os.path.join(harness.ROOT, os.environ.get("FUZZ_BIN", "build/fuzz/fuzz_broker_decode"))
     if not os.path.exists(exe):

@@ -189,10 +189,24 @@ def test_pagination_newest_first():
     want = sorted(evs[:45], key=lambda e: (e["ts"], e["login_id"]), reverse=True)
     assert [r["id"] for r in seen] == [e["login_id"] for e in want]
     assert len(get_logins(svc, "acct-p", tok)[1]["logins"]) == 20  # default limit
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    # Cursors that decode but name what PostgreSQL cannot hold (a timestamp past int64 or past
+    # year 9999, an id that is not UTF-8) are refused 400 before the query, never 500.
     for bad in [{"limit": 0}, {"limit": 101}, {"limit": "x"}, {"cursor": "%21%21"},
-                {"cursor": "bm9jb21tYQ"}]:
+                {"cursor": "bm9jb21tYQ"}, {"cursor": b64(b"99999999999999999999,x")},
+                {"cursor": b64(b"-99999999999999999,x")},
+                {"cursor": b64(b"253402300800000000,x")}, {"cursor": b64(b"1,\xff")}]:
         status, body, _ = get_logins(svc, "acct-p", tok, **bad)
         assert status == 400 and body["error"], (bad, status, body)
+    # A cursor at the edge of the range is a valid, empty page.
+    status, body, _ = get_logins(svc, "acct-p", tok, cursor=b64(b"-62135596800000000,x"))
+    assert status == 200 and body["logins"] == [], body
+    # An account id that is not UTF-8 or carries an encoded NUL: 400 from the HTTP layer.
+    for raw in ["%FF", "a%00b", "%zz"]:
+        status, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{raw}/logins",
+                                       headers={"Authorization": f"Bearer {tok}"})
+        assert status == 400 and body["error"] == "bad_path", (raw, status, body)
 
 
 def test_tokens_and_permissions():

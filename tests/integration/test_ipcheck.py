@@ -3,12 +3,11 @@
 Deterministic tests use tiny MaxMind databases written here with Debian's
 libmaxmind-db-writer-perl (both layouts: npm "country_code" and MaxMind "country.iso_code");
 one test uses the real npm database fetched by make deps."""
-import hashlib
-import hmac
 import json
 import os
 import subprocess
 import threading
+import uuid
 
 import harness
 
@@ -51,16 +50,15 @@ LOGIN = {"account_id": "acct-1", "ip": "11.2.3.4", "ts": "2026-11-25T06:00:00.00
          "session_id": "s-1", "server": "eu-1", "client": "pc"}
 
 
-def deliver(svc, event, ce_id="0190a0b0-0000-7000-8000-000000000001", secret=None, raw=None,
-            sig=None):
+BUS = "test-ipcheck-signing-secret"
+
+
+def deliver(svc, event, ce_id=None, secret=BUS, raw=None, sig=None):
     body = raw if raw is not None else json.dumps(event).encode()
-    headers = {"Content-Type": "application/json", "ce-id": ce_id, "ce-type": "login",
-               "ce-source": "test"}
-    if secret is not None:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
-                                                          hashlib.sha256).hexdigest()
+    ce_id = ce_id or str(uuid.uuid4())  # each delivery its own event, as the bus sends them
+    headers = harness.delivery_headers(secret, body, ce_id, "login", {"ce-source": "test"})
     if sig is not None:
-        headers["X-Bus-Signature"] = sig
+        headers.update(sig)
     status, resp, _ = harness.http("POST", svc.url + "/v1/deliveries/login", raw=body,
                                    headers=headers)
     return status, resp
@@ -69,7 +67,7 @@ def deliver(svc, event, ce_id="0190a0b0-0000-7000-8000-000000000001", secret=Non
 def start(db_path, **extra):
     cfg = {"geoip_db": db_path, "reload_check_ms": 50}
     cfg.update(extra)
-    return harness.ctx().start("ipcheck", config=cfg, env={"BUS_SIGNING_SECRET": ""})
+    return harness.ctx().start("ipcheck", config=cfg, env={"BUS_SIGNING_SECRET": BUS})
 
 
 def as_json(resp):
@@ -117,8 +115,10 @@ def test_signature_checked_when_secret_set():
     svc = ctx.start("ipcheck", config={"geoip_db": make_mmdb(ctx.path("geo.mmdb"),
                                                               {"11.0.0.0/8": "DE"})},
                     env={"BUS_SIGNING_SECRET": "s3cret"})
-    assert deliver(svc, LOGIN)[0] == 401
-    assert deliver(svc, LOGIN, sig="sha256=" + "0" * 64)[0] == 401
+    assert deliver(svc, LOGIN, secret=None)[0] == 401
+    body = json.dumps(LOGIN).encode()
+    wrong = harness.delivery_headers("other", body, "id-1", "login")
+    assert deliver(svc, LOGIN, ce_id="id-1", sig=wrong)[0] == 401
     assert deliver(svc, LOGIN, secret="other")[0] == 401
     status, resp = deliver(svc, LOGIN, secret="s3cret")
     assert status == 200 and as_json(resp)["country"] == "DE", (status, resp)
@@ -209,7 +209,8 @@ def deliver_batch(svc, events, ids):
     body = json.dumps([{"specversion": "1.0", "id": i, "type": "login", "source": "test",
                         "time": e["ts"], "data": e} for e, i in zip(events, ids)]).encode()
     status, resp, _ = harness.http("POST", svc.url + "/v1/deliveries/login", raw=body,
-                                   headers={"Content-Type": BATCH_TYPE})
+                                   headers=harness.delivery_headers(BUS, body, ids[0],
+                                                                    batch=True))
     return status, resp
 
 

@@ -243,6 +243,8 @@ class Context:
     def start(self, binary, args=(), config=None, env=None, http=True, port=None,
               port_key="listen", wait=True, ready_path="/healthz", name=None):
         """Starts bin/<binary>. config: a dict written to a JSON file and passed as --config.
+        env: variables added to the test run's environment (None removes one); BUS_ENV is
+        development unless env sets it.
         http=True: a free port is put into config[port_key] as "127.0.0.1:<port>" (unless
         the config already has it) and the process is waited on until GET ready_path answers
         200. Returns a Proc."""
@@ -263,7 +265,11 @@ class Context:
         full_env = dict(os.environ)
         full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         full_env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+        # Development mode (docs/security.md) unless the test says otherwise; env values of
+        # None remove a variable (env={"BUS_ENV": None}: the binary's default, production).
+        full_env.setdefault("BUS_ENV", "development")
         full_env.update(env or {})
+        full_env = {k: v for k, v in full_env.items() if v is not None}
         log_path = self.path("logs", f"{name or binary}-{len(self.procs)}.log")
         logf = open(log_path, "ab")
         popen = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=full_env,
@@ -476,17 +482,63 @@ def shutdown_shared():
         del _SHARED[name]
 
 
-def delivery_headers(secret, body, event_id, topic=None, extra=None):
-    """The headers the dispatcher puts on a delivery of body (bytes) with this event id: ce-*
-    and, when secret is set, the bus's signature. Every test that POSTs a delivery to a service
-    builds its headers here, so a change of the signing scheme is made once."""
+BATCH_TYPE = "application/cloudevents-batch+json"
+# The (event id -> timestamps) this run already signed: a receiver refuses a repeated
+# (webhook-id, webhook-timestamp) as a replay, and the dispatcher never signs one twice.
+_SIGNED = {}
+_SIGNED_LOCK = threading.Lock()
+
+
+def _fresh_timestamp(event_id):
+    """The Unix time nearest to now not yet used for event_id (within the receivers' ±5 min)."""
+    now = int(time.time())
+    with _SIGNED_LOCK:
+        used = _SIGNED.setdefault(event_id, set())
+        for d in range(250):
+            for ts in (now + d, now - d):
+                if ts not in used:
+                    used.add(ts)
+                    return ts
+    raise AssertionError(f"event id {event_id} delivered more than 500 times in 5 minutes")
+
+
+def webhook_signature(secret, event_id, timestamp, body):
+    """Standard Webhooks (docs/bus.md "Signatures"): "v1,<base64 HMAC-SHA256 of
+    id.timestamp.body>" per key of secret (several separated by spaces); a key written
+    "whsec_<base64>" is the decoded bytes, any other the text's bytes."""
+    import base64
     import hashlib
     import hmac
-    headers = {"Content-Type": "application/json", "ce-id": event_id, "ce-specversion": "1.0"}
-    if topic:
-        headers["ce-type"] = topic
+    out = []
+    for key in secret.split():
+        raw = base64.b64decode(key[6:]) if key.startswith("whsec_") else key.encode()
+        mac = hmac.new(raw, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256)
+        out.append("v1," + base64.b64encode(mac.digest()).decode())
+    return " ".join(out)
+
+
+def delivery_headers(secret, body, event_id, topic=None, extra=None, batch=False,
+                     timestamp=None):
+    """The headers the dispatcher puts on a delivery of body (bytes) with this event id: ce-*
+    (a single delivery) or the batch Content-Type (batch=True; event_id is then the request's
+    id) and, when secret is set, the Standard Webhooks signature (webhook-id, webhook-timestamp:
+    a fresh one per call unless given, webhook-signature). Every test that POSTs a delivery to
+    a service builds its headers here, so a change of the signing scheme is made once."""
+    if batch:
+        headers = {"Content-Type": BATCH_TYPE}
+    else:
+        headers = {"Content-Type": "application/json", "ce-id": event_id, "ce-specversion": "1.0"}
+        if topic:
+            headers["ce-type"] = topic
     if secret:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
+        ts = timestamp if timestamp is not None else _fresh_timestamp(event_id)
+        headers["webhook-id"] = event_id
+        headers["webhook-timestamp"] = str(ts)
+        headers["webhook-signature"] = webhook_signature(secret, event_id, ts, body)
+        # Until the receivers check webhook-signature (removed with the old scheme).
+        import hashlib
+        import hmac
+        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.split()[0].encode(), body,
                                                           hashlib.sha256).hexdigest()
     if extra:
         headers.update(extra)

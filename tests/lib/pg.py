@@ -27,7 +27,10 @@ class Cluster:
         self.url = f"postgresql://bus@127.0.0.1:{port}/bus"
 
     def _pg(self, *args, timeout=90):
-        r = subprocess.run([PG_SH, *args], capture_output=True, text=True, timeout=timeout)
+        # The test cluster trades fsync for speed (it survives a process crash, which is what the
+        # tests inflict, not a power loss); synchronous commits stay on (tools/pg.sh).
+        r = subprocess.run([PG_SH, *args], capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, PG_FSYNC="off"))
         if r.returncode != 0:
             raise AssertionError(f"tools/pg.sh {' '.join(args)} failed: {r.stderr[-2000:]}")
         return r.stdout

@@ -166,7 +166,8 @@ def ingame_code(p, acct):
     def msgs():
         st, body, _ = received(p)
         assert st == 200, (st, body)
-        return [m for m in body["messages"] if m["account_id"] == acct]
+        return [m for m in body["messages"] if m["account_id"] == acct and
+                m.get("kind") == "lock_code"]
     found = harness.wait_for(msgs, 60, what=f"in-game message to {acct}")
     codes = re.findall(r"(?:unlock code is|잠금 해제 코드:) ([0-9]{8})(?![0-9])", found[0]["text"])
     assert len(codes) == 1, found

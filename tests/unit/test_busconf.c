@@ -20,6 +20,7 @@ static char dir[64];
 static int setup(void **state)
 {
     (void)state;
+    setenv("BUS_ENV", "development", 1); /* a test of production unsets it */
     snprintf(dir, sizeof dir, "/tmp/busconf-test-XXXXXX");
     return mkdtemp(dir) ? 0 : -1;
 }
@@ -182,8 +183,57 @@ static void test_malformed_json_and_missing_dir_fail(void **state)
     busconf_free(NULL);
 }
 
+/* Production (BUS_ENV unset): the repository's development producer is not loaded, its
+ * production producer takes the hash from LOGIN_TOKEN_SHA256, and without it the load fails. */
+static void test_production_skips_development_producers(void **state)
+{
+    (void)state;
+    unsetenv("BUS_ENV");
+    unsetenv("LOGIN_TOKEN_SHA256");
+    struct busconf *c = NULL;
+    char err[4096];
+    assert_int_equal(busconf_load("config/bus", SCHEMA, &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "login.json: /topics/0/producers/0/token_sha256: production"));
+    /* sha256("a-production-token") */
+    setenv("LOGIN_TOKEN_SHA256", "5b4a0a8b47b9d0a3bf1e4d5fb3fb3d8c47a2e4c4d4f1c8e3f8b0b8a1c2d3e4f5",
+           1);
+    setenv("BUS_SIGNING_SECRET", "0123456789abcdef0123456789abcdef-test", 1);
+    /* guard's producer token for the notification topic, as LOGIN_TOKEN_SHA256 */
+    setenv("GUARD_PUBLISHER_TOKEN_SHA256",
+           "6c3f1b0e7a9d4c2b8e5f1a3d7c9b2e4f6a8d0c2e4b6f8a1c3e5d7b9f0a2c4e6d", 1);
+    if (busconf_load("config/bus", SCHEMA, &c, err, sizeof err) != 0)
+        fail_msg("load failed: %s", err);
+    const struct busconf_topic *t = busconf_topic_find(c, "login");
+    assert_false(busconf_topic_allows(t, "dev-login-token"));
+    assert_false(busconf_topic_allows(busconf_topic_find(c, "notification"),
+                                      "dev-only-guard-producer-token"));
+    assert_int_equal(c->n_development_skipped, 2);
+    busconf_free(c);
+    unsetenv("LOGIN_TOKEN_SHA256");
+    unsetenv("GUARD_PUBLISHER_TOKEN_SHA256");
+    setenv("BUS_ENV", "development", 1);
+}
+
+/* Production refuses a development token's hash that is not flagged, and a weak route key. */
+static void test_production_refuses_development_token_and_weak_route_key(void **state)
+{
+    (void)state;
+    write_file("a.json", "{\"topics\": [{\"name\": \"t\", \"producers\": [{\"name\": \"p\","
+                         " \"token_sha256\": \"7012ab1530d77559be76d12f5320d28c0a44a5672315178b1c5e611"
+                         "b426809d1\"}]}], \"routes\": [{\"name\": \"r\", \"topic\": \"t\","
+                         " \"endpoint\": \"https://h/\", \"secret\": \"short\"}]}");
+    struct busconf *c = load_ok(); /* development: both accepted */
+    busconf_free(c);
+    unsetenv("BUS_ENV");
+    load_fails_with("/topics/0/producers/0/token_sha256: production: this is the hash of the "
+                    "development token dev-login-token");
+    load_fails_with("/routes/0/secret: production: the route's signing key is shorter than 32");
+    setenv("BUS_ENV", "development", 1);
+}
+
 int main(void)
 {
+    setenv("BUS_ENV", "development", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_login_config_loads_with_schema_and_token),
         cmocka_unit_test_setup_teardown(test_defaults_are_applied, setup, teardown),
@@ -199,6 +249,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secret_expands_env_and_unset_env_fails, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_malformed_json_and_missing_dir_fail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_production_skips_development_producers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_production_refuses_development_token_and_weak_route_key,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,15 @@ static const struct config_def REQUIRED_DEFS[] = {
     CONFIG_DEF_END,
 };
 
+static const struct config_def KEY_DEFS[] = {
+    {"signing_key", CONFIG_STRING, "dev-only-signing-key", 0, 4096, CONFIG_KEY, NULL, "a key"},
+    CONFIG_DEF_END,
+};
+
 static const char *const ENV_NAMES[] = {
+    "TCFG_SIGNING_KEY",
+    "TCFG_SIGNING_KEY_FILE",
+    "TCFG_TOKEN_FILE",
     "TCFG_HTTP_LISTEN",
     "TCFG_WORKERS",
     "TCFG_RATIO",
@@ -496,6 +504,84 @@ static void test_now_and_rfc3339(void **state)
     }
 }
 
+static void test_key_rules_depend_on_the_mode(void **state)
+{
+    (void)state;
+    const char *strong = "0123456789abcdef0123456789abcdef";
+    char err[256];
+    bool is_dev = false;
+    /* production: missing, empty, short, the development value (alone or in a list) refused */
+    assert_int_equal(config_check_key_value("k", NULL, "dev", true, &is_dev, err, sizeof err), -1);
+    assert_non_null(strstr(err, "k is missing"));
+    assert_int_equal(config_check_key_value("k", "", "dev", true, &is_dev, err, sizeof err), -1);
+    assert_int_equal(config_check_key_value("k", "short", "dev", true, &is_dev, err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "shorter than 32 bytes"));
+    char list[128];
+    snprintf(list, sizeof list, "%s dev", strong);
+    assert_int_equal(config_check_key_value("k", list, "dev", true, &is_dev, err, sizeof err), -1);
+    assert_non_null(strstr(err, "development value"));
+    snprintf(list, sizeof list, "%s %s", strong, "x");
+    assert_int_equal(config_check_key_value("k", list, "dev", true, &is_dev, err, sizeof err), -1);
+    /* production: one or several strong keys pass */
+    assert_int_equal(config_check_key_value("k", strong, "dev", true, &is_dev, err, sizeof err), 0);
+    assert_false(is_dev);
+    snprintf(list, sizeof list, "%s %s", strong, strong);
+    assert_int_equal(config_check_key_value("k", list, "dev", true, &is_dev, err, sizeof err), 0);
+    /* development: the development value passes and is reported */
+    assert_int_equal(config_check_key_value("k", "dev", "dev", false, &is_dev, err, sizeof err), 0);
+    assert_true(is_dev);
+    assert_int_equal(config_check_key_value("k", "short", "dev", false, &is_dev, err, sizeof err),
+                     0);
+    assert_false(is_dev);
+}
+
+static void test_key_empty_is_its_development_value_refused_in_production(void **state)
+{
+    (void)state;
+    struct config *c = NULL;
+    char err[512] = "";
+    setenv("TCFG_SIGNING_KEY", "", 1);
+    assert_int_equal(load_text(KEY_DEFS, NULL, &c, err, sizeof err), 0);
+    assert_string_equal(config_str(c, "signing_key"), "dev-only-signing-key");
+    assert_int_equal(config_check_keys(c, "TCFG", false, err, sizeof err), 0);
+    assert_int_equal(config_check_keys(c, "TCFG", true, err, sizeof err), -1);
+    assert_non_null(strstr(err, "\"signing_key\" (TCFG_SIGNING_KEY or TCFG_SIGNING_KEY_FILE)"));
+    assert_non_null(strstr(err, "development value"));
+    config_free(c);
+}
+
+static void test_secret_from_a_file(void **state)
+{
+    (void)state;
+    char path[64];
+    write_temp(path, "0123456789abcdef0123456789abcdef-from-file\n");
+    setenv("TCFG_SIGNING_KEY_FILE", path, 1);
+    struct config *c = NULL;
+    char err[512] = "";
+    assert_int_equal(load_text(KEY_DEFS, NULL, &c, err, sizeof err), 0);
+    assert_string_equal(config_str(c, "signing_key"), "0123456789abcdef0123456789abcdef-from-file");
+    assert_int_equal(config_check_keys(c, "TCFG", true, err, sizeof err), 0);
+    config_free(c);
+    /* both the variable and its _FILE: refused, naming both */
+    setenv("TCFG_SIGNING_KEY", "x", 1);
+    assert_int_equal(load_text(KEY_DEFS, NULL, &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "TCFG_SIGNING_KEY_FILE"));
+    unsetenv("TCFG_SIGNING_KEY");
+    unlink(path);
+    /* an unreadable file: refused, naming the variable */
+    assert_int_equal(load_text(KEY_DEFS, NULL, &c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "TCFG_SIGNING_KEY_FILE"));
+    /* any secret may come from a file, not only keys */
+    unsetenv("TCFG_SIGNING_KEY_FILE");
+    write_temp(path, "tok");
+    setenv("TCFG_TOKEN_FILE", path, 1);
+    assert_int_equal(load_text(DEFS, NULL, &c, err, sizeof err), 0);
+    assert_string_equal(config_str(c, "token"), "tok");
+    config_free(c);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +604,10 @@ int main(void)
         cmocka_unit_test_setup(test_app_init_refuses_bad_config_and_arguments, clear_env),
         cmocka_unit_test_setup(test_app_check_config_exits, clear_env),
         cmocka_unit_test_setup(test_now_and_rfc3339, clear_env),
+        cmocka_unit_test_setup(test_key_rules_depend_on_the_mode, clear_env),
+        cmocka_unit_test_setup(test_key_empty_is_its_development_value_refused_in_production,
+                               clear_env),
+        cmocka_unit_test_setup(test_secret_from_a_file, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -726,6 +726,79 @@ static void test_cors_echoes_listed_origin_and_answers_preflight(void **state)
     http_server_free(s, 1000);
 }
 
+static void test_bad_percent_encoding_in_path_is_400_json(void **state)
+{
+    /* Refused before routing, so every route (and the static files) gets the same answer. */
+    static const char *const bad[] = {
+        "/v1/items/%FF",            /* decodes to a byte that is not UTF-8 */
+        "/v1/items/%zz",            /* not hex */
+        "/v1/items/%4",             /* cut short */
+        "/v1/items/a%00b",          /* an encoded NUL */
+        "/ui/index.html%00.js",     /* would have served index.html */
+        "/v1/items/%C3%28",         /* a broken two-byte sequence */
+        "/v1/items/%ED%A0%80",      /* a UTF-16 surrogate */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct reply r;
+        get(port_of(state), bad[i], &r);
+        if (r.status != 400) {
+            fail_msg("%s: %d %s", bad[i], r.status, r.body);
+        }
+        assert_error_body(&r, "bad_path");
+        reply_release(&r);
+    }
+    struct reply r;
+    get(port_of(state), "/v1/items/x?q=%FF", &r);
+    assert_int_equal(r.status, 400);
+    assert_error_body(&r, "bad_query");
+    reply_release(&r);
+    /* Valid escapes still decode: "café" and a space. */
+    get(port_of(state), "/v1/items/caf%C3%A9?q=a%20b", &r);
+    assert_int_equal(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "a")), "caf\xc3\xa9");
+    assert_string_equal(json_string_value(json_object_get(o, "q")), "a b");
+    json_decref(o);
+    reply_release(&r);
+}
+
+static void test_conflicting_framing_is_400(void **state)
+{
+    struct reply r;
+    request(port_of(state), "POST", "/v1/echo", "Content-Length: 3\r\n", "ab", 2, &r);
+    assert_int_equal(r.status, 400); /* 3, then 2 from request() */
+    assert_error_body(&r, "bad_request");
+    reply_release(&r);
+    request(port_of(state), "POST", "/v1/echo", "Transfer-Encoding: chunked\r\n", "ab", 2, &r);
+    assert_int_equal(r.status, 400);
+    assert_error_body(&r, "bad_request");
+    reply_release(&r);
+    /* The same length twice is one length (RFC 9112 section 6.3). */
+    request(port_of(state), "POST", "/v1/echo", "Content-Length: 2\r\n", "ab", 2, &r);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(r.body, "ab");
+    reply_release(&r);
+}
+
+static void test_unknown_transfer_encoding_is_501_at_once(void **state)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct reply r;
+    request(port_of(state), "POST", "/v1/echo", "Transfer-Encoding: gzip\r\n", NULL, 0, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(r.status, 501);
+    assert_error_body(&r, "not_implemented");
+    reply_release(&r);
+    /* At once, not after the idle time-out (15 s) nor the client's wait (10 s). */
+    assert_true(t1.tv_sec - t0.tv_sec < 5);
+    request(port_of(state), "POST", "/v1/echo", "Transfer-Encoding: gzip, chunked\r\n", NULL, 0,
+            &r);
+    assert_int_equal(r.status, 501);
+    reply_release(&r);
+}
+
 static void test_oversized_headers_are_refused(void **state)
 {
     /* Just over the per-connection memory limit (64 KiB): libmicrohttpd answers itself. */
@@ -758,50 +831,207 @@ static void test_port_in_use_fails_with_reason(void **state)
     http_server_free(s, 0);
 }
 
-static void test_connection_past_select_limit_is_refused_others_served(void **state)
+static void test_connection_past_descriptor_1024_is_served(void **state)
 {
-    /* The polling threads use select(): libmicrohttpd closes at once a connection whose
-     * descriptor does not fit an fd_set, and the server goes on serving the others. Fill this
-     * process's descriptors up to FD_SETSIZE - 2, so that the client's socket gets the last one
-     * below the limit and the server's side of the connection the first one above. */
-    struct rlimit old;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
-    if (old.rlim_max < FD_SETSIZE + 64) {
-        skip(); /* the process cannot hold a descriptor past the limit: nothing to test */
+    /* The loops use epoll: a connection whose descriptors (client's and server's, in this one
+     * process) lie past FD_SETSIZE (1024) is served like any other; select() refused them. */
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < FD_SETSIZE + 64) {
+        skip(); /* http_server_start raised the soft limit to the hard one: still too low */
     }
-    struct rlimit raised = {.rlim_cur = FD_SETSIZE + 64, .rlim_max = old.rlim_max};
-    if (old.rlim_cur < raised.rlim_cur) {
-        assert_int_equal(setrlimit(RLIMIT_NOFILE, &raised), 0);
-    }
-    int *fillers = xcalloc(FD_SETSIZE, sizeof *fillers);
+    int *fillers = xcalloc(FD_SETSIZE + 8, sizeof *fillers);
     size_t n_fillers = 0;
     for (;;) {
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         assert_true(fd >= 0);
-        if (fd >= FD_SETSIZE - 1) {
-            close(fd);
+        fillers[n_fillers++] = fd;
+        if (fd >= FD_SETSIZE + 4) {
             break;
         }
-        fillers[n_fillers++] = fd;
     }
-    int fd = connect_port(port_of(state));
-    assert_int_equal(fd, FD_SETSIZE - 1);
-    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    send_all(fd, req, sizeof req - 1);
-    char c;
-    ssize_t n = recv(fd, &c, 1, 0);
-    assert_true(n == 0 || (n < 0 && errno == ECONNRESET)); /* closed, not answered */
-    close(fd);
+    struct reply r;
+    get(port_of(state), "/healthz", &r); /* both ends of it get descriptors above 1028 */
+    assert_int_equal(r.status, 200);
+    reply_release(&r);
     for (size_t i = 0; i < n_fillers; i++) {
         close(fillers[i]);
     }
     free(fillers);
-    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+}
 
+/* A server with the given limits and the test routes; threads 1 keeps one loop. */
+static struct http_server *start_limited(unsigned max_conns, unsigned per_client, unsigned head_s,
+                                         unsigned body_s, unsigned idle_s)
+{
+    struct http_server_options o = {.listen = "127.0.0.1:0", .threads = 2,
+                                    .max_body_bytes = 1024, .max_connections = max_conns,
+                                    .max_connections_per_client = per_client,
+                                    .head_timeout_s = head_s, .body_timeout_s = body_s,
+                                    .timeout_s = idle_s};
+    struct http_server *s = http_server_new(&o);
+    http_server_route(s, "POST", "/v1/echo", h_echo_body, NULL, 0);
+    char err[256];
+    assert_int_equal(http_server_start(s, err, sizeof err), 0);
+    return s;
+}
+
+/* Whether the server closes fd within ms (EOF or reset), reading and dropping what comes. */
+static bool closed_within(int fd, int ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long left = ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0) {
+            return false;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0) {
+            continue;
+        }
+        char buf[512];
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            return true;
+        }
+    }
+}
+
+/* The sum of the metric series in /metrics whose text contains series (every server of this
+ * process registers its own, all with listen="127.0.0.1:0"), or -1 when there is none. */
+static double metric_value(unsigned port, const char *series)
+{
     struct reply r;
-    get(port_of(state), "/healthz", &r);
-    assert_int_equal(r.status, 200);
+    get(port, "/metrics", &r);
+    double v = -1;
+    for (const char *p = strstr(r.body, series); p; p = strstr(p + 1, series)) {
+        v = (v < 0 ? 0 : v) + strtod(p + strlen(series), NULL);
+    }
     reply_release(&r);
+    return v;
+}
+
+static void test_slow_head_is_closed_at_its_deadline_others_served(void **state)
+{
+    (void)state;
+    struct http_server *s = start_limited(0, 0, 1, 0, 0);
+    unsigned port = http_server_port(s);
+    /* Slowloris: the request line, then a header line every 200 ms, never the blank line.
+     * Each line resets libmicrohttpd's idle timer; the head deadline (1 s) still closes it. */
+    int fd = connect_port(port);
+    const char *line = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    send_all(fd, line, strlen(line));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool is_closed = false;
+    for (int i = 0; i < 25 && !is_closed; i++) {
+        send_all(fd, "X-Slow: 1\r\n", strlen("X-Slow: 1\r\n"));
+        is_closed = closed_within(fd, 200);
+        struct reply r;
+        get(port, "/healthz", &r); /* served meanwhile */
+        assert_int_equal(r.status, 200);
+        reply_release(&r);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    close(fd);
+    assert_true(is_closed);
+    assert_true(t1.tv_sec - t0.tv_sec < 4);
+    assert_true(metric_value(port, "http_connections_timed_out_total{listen=\"127.0.0.1:0\","
+                                   "phase=\"head\"}") >= 1);
+    /* A connection that sends nothing is closed at the same deadline. */
+    fd = connect_port(port);
+    assert_true(closed_within(fd, 3000));
+    close(fd);
+    http_server_free(s, 100);
+}
+
+static void test_slow_body_and_idle_keepalive_are_closed(void **state)
+{
+    (void)state;
+    struct http_server *s = start_limited(0, 0, 0, 1, 1);
+    unsigned port = http_server_port(s);
+    int fd = connect_port(port);
+    const char *head = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    bool is_closed = false;
+    for (int i = 0; i < 25 && !is_closed; i++) {
+        send_all(fd, "a", 1); /* progress, but far too slow */
+        is_closed = closed_within(fd, 200);
+    }
+    close(fd);
+    assert_true(is_closed);
+    /* After an answer, an idle keep-alive connection goes after timeout_s (1 s). */
+    fd = connect_port(port);
+    const char *req = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+    send_all(fd, req, strlen(req));
+    char buf[512];
+    assert_true(recv(fd, buf, sizeof buf, 0) > 0);
+    assert_true(closed_within(fd, 3000));
+    close(fd);
+    assert_true(metric_value(port, "phase=\"body\"}") >= 1);
+    assert_true(metric_value(port, "phase=\"idle\"}") >= 1);
+    http_server_free(s, 100);
+}
+
+static void test_connection_caps_answer_503_json(void **state)
+{
+    (void)state;
+    /* Two per client: the third connection from 127.0.0.1 is answered 503 and closed. */
+    struct http_server *s = start_limited(0, 2, 0, 0, 0);
+    unsigned port = http_server_port(s);
+    int a = connect_port(port), b = connect_port(port);
+    struct reply r;
+    get(port, "/healthz", &r);
+    assert_int_equal(r.status, 503);
+    assert_error_body(&r, "too_many_connections");
+    char v[64];
+    assert_non_null(reply_header(&r, "Retry-After", v, sizeof v));
+    reply_release(&r);
+    close(a);
+    close(b);
+    /* Once they are gone the client is served again (the server notices the close). */
+    for (int i = 0; i < 100; i++) {
+        get(port, "/healthz", &r);
+        int status = r.status;
+        reply_release(&r);
+        if (status == 200) {
+            break;
+        }
+        assert_true(i < 99);
+        struct timespec ts = {.tv_nsec = 20000000};
+        nanosleep(&ts, NULL); /* polling interval for the condition, not a stand-in for it */
+    }
+    assert_true(metric_value(port, "reason=\"max_per_client\"}") >= 1);
+    http_server_free(s, 100);
+
+    /* Three in all: the fourth connection, whatever its address, is answered 503. */
+    s = start_limited(3, 0, 0, 0, 0);
+    port = http_server_port(s);
+    a = connect_port(port);
+    b = connect_port(port);
+    int c = connect_port(port);
+    get(port, "/healthz", &r);
+    assert_int_equal(r.status, 503);
+    assert_error_body(&r, "too_many_connections");
+    reply_release(&r);
+    close(a);
+    close(b);
+    close(c);
+    for (int i = 0; i < 100; i++) {
+        get(port, "/healthz", &r);
+        int status = r.status;
+        reply_release(&r);
+        if (status == 200) {
+            break;
+        }
+        assert_true(i < 99);
+        struct timespec ts = {.tv_nsec = 20000000};
+        nanosleep(&ts, NULL); /* polling interval for the condition, not a stand-in for it */
+    }
+    assert_true(metric_value(port, "reason=\"max_connections\"}") >= 1);
+    http_server_free(s, 100);
 }
 
 static void test_free_answers_pending_503_and_late_respond_is_safe(void **state)
@@ -843,9 +1073,15 @@ int main(void)
         cmocka_unit_test(test_cors_validate_accepts_origins_only),
         cmocka_unit_test(test_without_cors_options_is_405_and_no_cors_header),
         cmocka_unit_test(test_cors_echoes_listed_origin_and_answers_preflight),
+        cmocka_unit_test(test_bad_percent_encoding_in_path_is_400_json),
+        cmocka_unit_test(test_conflicting_framing_is_400),
+        cmocka_unit_test(test_unknown_transfer_encoding_is_501_at_once),
         cmocka_unit_test(test_oversized_headers_are_refused),
         cmocka_unit_test(test_port_in_use_fails_with_reason),
-        cmocka_unit_test(test_connection_past_select_limit_is_refused_others_served),
+        cmocka_unit_test(test_connection_past_descriptor_1024_is_served),
+        cmocka_unit_test(test_slow_head_is_closed_at_its_deadline_others_served),
+        cmocka_unit_test(test_slow_body_and_idle_keepalive_are_closed),
+        cmocka_unit_test(test_connection_caps_answer_503_json),
         cmocka_unit_test(test_free_answers_pending_503_and_late_respond_is_safe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

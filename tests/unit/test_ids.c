@@ -37,6 +37,35 @@ static void test_uuid7_layout(void **state)
     assert_true(id_is_valid(id));
 }
 
+/* Streaming outputs: the same (route, input, index) always gives the same id; any change gives
+ * another. The expected value is SHA-256("guard\0login-1\0" "0") laid out as a UUIDv8, computed
+ * with Python's hashlib. */
+static void test_derived_id_is_stable_and_distinct(void **state)
+{
+    (void)state;
+    char a[ID_UUID_LEN + 1], b[ID_UUID_LEN + 1];
+    assert_int_equal(id_derived("guard", "login-1", 0, a), 0);
+    assert_string_equal(a, "6580117d-d320-8ff9-a66f-4c86a3e9ecdf");
+    assert_int_equal(a[14], '8');
+    assert_non_null(strchr("89ab", a[19]));
+    assert_true(id_is_valid(a));
+    assert_int_equal(id_derived("guard", "login-1", 0, b), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(id_derived("guard", "login-1", 1, b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(id_derived("guard", "login-2", 0, b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(id_derived("ipcheck", "login-1", 0, b), 0);
+    assert_string_not_equal(a, b);
+    /* field boundaries count: ("guar", "dlogin-1") is another name */
+    assert_int_equal(id_derived("guar", "dlogin-1", 0, b), 0);
+    assert_string_not_equal(a, b);
+    char big[1100];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(id_derived("guard", big, 0, b), -1);
+}
+
 static void test_uuid7_carries_the_time_and_sorts(void **state)
 {
     (void)state;
@@ -182,6 +211,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid7_layout),
+        cmocka_unit_test(test_derived_id_is_stable_and_distinct),
         cmocka_unit_test(test_uuid7_carries_the_time_and_sorts),
         cmocka_unit_test(test_id_is_valid),
         cmocka_unit_test(test_trace_parse_valid),

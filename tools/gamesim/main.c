@@ -28,8 +28,7 @@
 
 static const struct config_def GAMESIM_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8109", 0, 256, 0, NULL, "HTTP listen address"},
-    {"bus_secret", CONFIG_STRING, NULL, 0, 4096, CONFIG_SECRET, "BUS_SIGNING_SECRET",
-     "Bus signing secret: when set, kick deliveries must carry a valid X-Bus-Signature"},
+    DELIVERY_SECRET_CONFIG_DEF,
     {"admin_token", CONFIG_STRING, GAMESIM_DEV_ADMIN_TOKEN, 1, 4096, CONFIG_SECRET | CONFIG_KEY,
      NULL,
      "Bearer token of GET/DELETE /v1/received and POST /v1/fail (the default is for development "

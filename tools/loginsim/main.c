@@ -37,7 +37,7 @@
 static const struct config_def LOGINSIM_CONFIG[] = {
     {"publisher_url", CONFIG_STRING, "http://127.0.0.1:8080/v1/topics/login/events", 1, 4096, 0,
      NULL, "Where login events are POSTed"},
-    {"token", CONFIG_STRING, "dev-login-token", 1, 4096, CONFIG_SECRET, NULL,
+    {"token", CONFIG_STRING, "dev-login-token", 1, 4096, CONFIG_KEY, NULL,
      "Producer bearer token of the login topic (the default is the development token)"},
     {"status_url", CONFIG_STRING, "http://127.0.0.1:8103", 0, 4096, 0, NULL,
      "Base URL of guard's status API, asked before each login (empty = publish without asking)"},

@@ -3,24 +3,38 @@
  *   bin/mktoken player ACCOUNT_ID
  *   bin/mktoken staff NAME
  *
- * Signed with env AUTH_SECRET, or the development default AUTH_DEV_SECRET (auth.h), which is the
- * default of every service's auth_secret too. DEVELOPMENT ONLY: production sets AUTH_SECRET (and
- * mints tokens in its real identity provider). TTL: env MKTOKEN_TTL seconds, default 86400. */
+ * Signed with env AUTH_SECRET, or, only when BUS_ENV=development, the development default
+ * AUTH_DEV_SECRET (auth.h), which is the default of every service's auth_secret in development.
+ * Without either it refuses (exit 2): a production service never accepts the development secret
+ * (docs/security.md), so a token signed with it would only mislead. TTL: env MKTOKEN_TTL
+ * seconds, default 86400. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
+#include "buildinfo.h"
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        buildinfo_print(stdout, "mktoken");
+        return 0;
+    }
     if (argc != 3 || (strcmp(argv[1], "player") != 0 && strcmp(argv[1], "staff") != 0)) {
         fprintf(stderr, "usage: mktoken player ACCOUNT_ID | staff NAME\n"
-                        "  signs with env AUTH_SECRET (default: the development secret)\n");
+                        "  signs with env AUTH_SECRET (with BUS_ENV=development: the development "
+                        "secret)\n");
         return 2;
     }
     const char *secret = getenv("AUTH_SECRET");
     if (!secret || !*secret) {
+        const char *mode = getenv("BUS_ENV");
+        if (!mode || strcmp(mode, "development") != 0) {
+            fprintf(stderr, "mktoken: set AUTH_SECRET, or BUS_ENV=development for the "
+                            "development secret (docs/security.md)\n");
+            return 2;
+        }
         secret = AUTH_DEV_SECRET;
     }
     long ttl = 86400;

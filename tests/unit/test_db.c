@@ -1,0 +1,75 @@
+/* test_db.c - lib/db.c against a real PostgreSQL server (TEST_DATABASE_URL; skipped without it).
+ *
+ * tests/integration/test_db.py runs this binary with a fresh database of the test cluster whose
+ * default is synchronous_commit = off: every connection of the pool must still commit
+ * synchronously (a 2xx answered after a commit must survive a crash of the server). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "db.h"
+
+/* The value of `SHOW synchronous_commit` on one of d's connections. */
+static char *show_sync_commit(struct db *d)
+{
+    json_t *rows = NULL;
+    char err[256] = "";
+    int rc = db_exec(d, "SHOW synchronous_commit", NULL, 0, &rows, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        fail_msg("SHOW synchronous_commit: %s", err);
+    }
+    assert_int_equal(json_array_size(rows), 1);
+    const char *v = json_string_value(json_object_get(json_array_get(rows, 0),
+                                                      "synchronous_commit"));
+    assert_non_null(v);
+    char *out = strdup(v);
+    json_decref(rows);
+    return out;
+}
+
+static void test_every_connection_commits_synchronously(void **state)
+{
+    (void)state;
+    const char *url = getenv("TEST_DATABASE_URL");
+    if (!url || !*url) {
+        skip();
+    }
+    char err[256] = "";
+    struct db *d = db_new(url, 3, err, sizeof(err));
+    assert_non_null(d);
+    char *v = show_sync_commit(d);
+    assert_string_equal(v, "on");
+    free(v);
+    db_free(d);
+}
+
+/* A stronger setting than "on" is kept: the connect-time change only raises "off". */
+static void test_stronger_setting_is_kept(void **state)
+{
+    (void)state;
+    const char *url = getenv("TEST_DATABASE_URL_LOCAL");
+    if (!url || !*url) {
+        skip();
+    }
+    char err[256] = "";
+    struct db *d = db_new(url, 1, err, sizeof(err));
+    assert_non_null(d);
+    char *v = show_sync_commit(d);
+    assert_string_equal(v, "local");
+    free(v);
+    db_free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_connection_commits_synchronously),
+        cmocka_unit_test(test_stronger_setting_is_kept),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
