@@ -163,12 +163,11 @@ static int send_email(struct notify *n, const struct message *m, const char *sub
                      i + 1 < sl ? B64[(v >> 6) & 63] : '=', i + 2 < sl ? B64[v & 63] : '=', 0};
         buf_appends(&msg, q);
     }
-    buf_appendf(
-        &msg,
-        "?=\r\nMessage-ID: <%s@notify>\r\nX-Notify-Date: %s\r\nX-Notify-Kind: %s\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
-        "Content-Transfer-Encoding: 8bit\r\n\r\n",
-        id, date, m->kind);
+    buf_appendf(&msg,
+                "?=\r\nMessage-ID: <%s@notify>\r\nX-Notify-Date: %s\r\nX-Notify-Kind: %s\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+                "Content-Transfer-Encoding: 8bit\r\n\r\n",
+                id, date, m->kind);
     for (const char *p = text; *p; p++) { /* LF -> CRLF */
         if (*p == '\n') {
             buf_appends(&msg, "\r\n");

@@ -11,9 +11,15 @@
  * decision is stored too: a redelivery re-emits the very code the player was sent. No topic, dead
  * letter, HTTP answer or log line holds a code in the clear.
  *
- * Player API (player token of that account): PUT /v1/accounts/{id}/policy, PUT .../contacts,
- * GET .../policy, POST .../unlock {"code"} (attempts limited, codes expire).
- * Login servers: GET /v1/accounts/{id}/status, served from an in-memory cache (write-through:
+ * Player API (player token of that account): PUT /v1/accounts/{id}/policy, PUT .../contacts
+ * (a new contact waits for POST .../contacts/confirm with the code sent to it), GET .../policy,
+ * POST .../unlock {"code"} (attempts limited, codes expire). While the account is locked its
+ * contacts cannot change and its policy can only get stricter (423); notify and lock need a
+ * verified channel (422). Every change is audited and told to the player, through the outbox:
+ * messages written in the change's transaction, published by the relay on the main thread to
+ * the notification topic (outbox_flush).
+ * Login servers: GET /v1/accounts/{id}/status?ip= with a service token (status_tokens), answering
+ * admit/reason from guard's own GeoIP lookup; served from an in-memory cache (write-through:
  * every change is committed to PostgreSQL first, then the cache entry is dropped and reloaded).
  * Staff: POST /v1/support/accounts/{id}/unlock {"reason"}, GET /v1/support/audit?account_id=,
  * and for the support console GET /v1/support/accounts?prefix= (find), .../accounts/{id} (details)
@@ -49,7 +55,7 @@
 #define MAX_ALLOWED 64
 
 /* SHA-256 of the development status token "dev-status-token" (docs/services/guard.md). */
-#define GUARD_DEV_STATUS_TOKENS                                                                   \
+#define GUARD_DEV_STATUS_TOKENS                                                                    \
     "dev-login-servers:16c99ebb2810c6df9c889c569c0954f906ef282f9ac5b341b5a1288f7ad7b965"
 /* guard's development producer token for the notification topic (config/bus/product.json). */
 #define GUARD_DEV_PUBLISHER_TOKEN "dev-only-guard-producer-token"
@@ -299,8 +305,8 @@ static json_t *home_json(struct guard *g)
 
 /* ---- codes ---- */
 
-/* A new one-time code (unlock or contact confirmation): 8 decimal digits, uniform, from the system CSPRNG (nothing a caller chose,
- * such as the login's ce-id, goes into it). */
+/* A new one-time code (unlock or contact confirmation): 8 decimal digits, uniform, from the
+ * system CSPRNG (nothing a caller chose, such as the login's ce-id, goes into it). */
 static void new_code(char out[9])
 {
     uint32_t v;
@@ -406,7 +412,8 @@ static void status_admit(struct guard *g, json_t *st, const char *country)
         }
         json_t *allowed = json_object_get(st, "allowed_countries");
         for (size_t i = 0; !ok && i < json_array_size(allowed); i++) {
-            const char *c = json_string_value(json_object_get(json_array_get(allowed, i), "country"));
+            const char *c =
+                json_string_value(json_object_get(json_array_get(allowed, i), "country"));
             ok = c && strcmp(c, country) == 0; /* expired ones are not cached (entry expires) */
         }
         reason = ok ? NULL : "blocked_abroad";
@@ -431,8 +438,8 @@ static int authorize_status(struct guard *g, struct http_exchange *ex, const cha
     crypto_sha256_hex(tok, strlen(tok), h);
     int known = 0;
     for (int i = 0; i < g->n_clients; i++) { /* every one compared: the time tells nothing */
-        known |= crypto_equal(h, CRYPTO_SHA256_HEX_LEN, g->clients[i].sha256,
-                              CRYPTO_SHA256_HEX_LEN);
+        known |=
+            crypto_equal(h, CRYPTO_SHA256_HEX_LEN, g->clients[i].sha256, CRYPTO_SHA256_HEX_LEN);
     }
     if (known) {
         return 1;
@@ -650,8 +657,9 @@ static void outbox_flush(struct guard *g)
 {
     json_t *rows = NULL;
     char err[512];
-    if (db_exec(g->db, "SELECT id::text AS id, event_id, event FROM guard.outbox ORDER BY id "
-                       "LIMIT 100",
+    if (db_exec(g->db,
+                "SELECT id::text AS id, event_id, event FROM guard.outbox ORDER BY id "
+                "LIMIT 100",
                 NULL, 0, &rows, NULL, err, sizeof(err)) != DB_OK) {
         json_decref(rows); /* the database is away: the next round tries again */
         return;
@@ -666,12 +674,12 @@ static void outbox_flush(struct guard *g)
             {"Content-Type", "application/json"}, {"Authorization", auth}, {"ce-id", event_id}};
         struct http_result r;
         memset(&r, 0, sizeof(r));
-        int rc = http_client_request(g->http, "POST", url, h, 3, event, strlen(event), 5000, 65536,
-                                     &r);
+        int rc =
+            http_client_request(g->http, "POST", url, h, 3, event, strlen(event), 5000, 65536, &r);
         int status = rc == 0 ? r.status : 0;
         if (status != 202) {
-            log_warn("publishing message %s failed (%d %s): it waits for the next round",
-                     event_id, status, status ? "" : r.error);
+            log_warn("publishing message %s failed (%d %s): it waits for the next round", event_id,
+                     status, status ? "" : r.error);
         }
         http_result_release(&r);
         /* A 4xx other than a refused token or a throttle would come back every round: such a
@@ -754,7 +762,8 @@ static void respond_unreachable(struct http_exchange *ex, const char *action, js
     http_respond_error(ex, 422, "channel_unverified", json_pack("{s:o}", "missing", missing),
                        "policy %s must reach the player, and none of its channels does: %s %s "
                        "(confirm a contact first, or add ingame)",
-                       action, names, json_array_size(missing) > 1 ? "are not verified" : "is not verified");
+                       action, names,
+                       json_array_size(missing) > 1 ? "are not verified" : "is not verified");
     free(names);
 }
 
@@ -908,8 +917,8 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
     const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
     const char *locked = row_str(acct, 0, "locked");
     json_t *missing = unreachable_channels(action, new_channels, email, phone);
-    bool weakens = policy_weakens(g, acct, cur_allowed, action, new_channels, countries, untils,
-                                  n_allowed);
+    bool weakens =
+        policy_weakens(g, acct, cur_allowed, action, new_channels, countries, untils, n_allowed);
     if (missing || (weakens && locked && strcmp(locked, "true") == 0)) {
         if (missing) {
             respond_unreachable(ex, action, missing);
@@ -925,8 +934,8 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
     char *ch = json_dumps(new_channels, JSON_COMPACT);
     /* the audit entry and the notice say what the settings are now */
     char reason[600];
-    size_t rl = (size_t)snprintf(reason, sizeof(reason), "policy %s, channels %s, allowed", action,
-                                 ch);
+    size_t rl =
+        (size_t)snprintf(reason, sizeof(reason), "policy %s, channels %s, allowed", action, ch);
     for (size_t i = 0; i < n_allowed && rl < sizeof(reason); i++) {
         rl += (size_t)snprintf(reason + rl, sizeof(reason) - rl, " %s%s%s", countries[i],
                                untils[i] ? " until " : "", untils[i] ? untils[i] : "");
@@ -1014,8 +1023,8 @@ static void handle_put_contacts(struct http_exchange *ex, void *arg)
             bad = "email and phone are strings, or null to remove one";
         }
     }
-    if ((want[0] && (strlen(want[0]) > 320 || !strchr(want[0], '@') ||
-                     strpbrk(want[0], " \r\n<>"))) ||
+    if ((want[0] &&
+         (strlen(want[0]) > 320 || !strchr(want[0], '@') || strpbrk(want[0], " \r\n<>"))) ||
         (want[1] && (strlen(want[1]) > 32 || strspn(want[1], "+0123456789 -") != strlen(want[1]) ||
                      strspn(want[1], "+ -") == strlen(want[1])))) {
         bad = "invalid email or phone";
@@ -1136,8 +1145,7 @@ static void handle_put_contacts(struct http_exchange *ex, void *arg)
             outbox_msg_init(&msgs[n_msgs], &st[n++], id, "contact_code",
                             json_pack("[s]", CHANNELS[c]), c == 0 ? want[c] : NULL,
                             c == 1 ? want[c] : NULL,
-                            json_pack("{s:s, s:s}", "channel", CHANNELS[c], "sealed_code",
-                                      sealed));
+                            json_pack("{s:s, s:s}", "channel", CHANNELS[c], "sealed_code", sealed));
             n_msgs++;
             free(sealed);
             json_array_append_new(pending, json_string(CHANNELS[c]));
@@ -1176,13 +1184,12 @@ static void handle_put_contacts(struct http_exchange *ex, void *arg)
     } else {
         log_info("account %s: contact change requested by the player", id);
         /* after[] borrows from acct and b, freed below */
-        http_respond_json(ex, 202,
-                          json_pack("{s:s, s:O, s:I, s:{s:o, s:o}}", "account_id", id, "pending",
-                                    pending, "expires_in_s",
-                                    (json_int_t)config_int(g->cfg, "contact_code_ttl_s"),
-                                    "contacts", "email",
-                                    after[0] ? json_string(after[0]) : json_null(), "phone",
-                                    after[1] ? json_string(after[1]) : json_null()));
+        http_respond_json(
+            ex, 202,
+            json_pack("{s:s, s:O, s:I, s:{s:o, s:o}}", "account_id", id, "pending", pending,
+                      "expires_in_s", (json_int_t)config_int(g->cfg, "contact_code_ttl_s"),
+                      "contacts", "email", after[0] ? json_string(after[0]) : json_null(), "phone",
+                      after[1] ? json_string(after[1]) : json_null()));
     }
     json_decref(pending);
     json_decref(b);
@@ -1237,7 +1244,6 @@ static void handle_confirm_contact(struct http_exchange *ex, void *arg)
                      p, 2, &r2, NULL, err, sizeof(err));
         bool exists = rc == DB_OK && json_array_size(r2) > 0;
         json_decref(r2);
-        json_decref(b);
         if (exists) {
             http_respond_error(ex, 409, "attempts_exhausted", NULL,
                                "too many wrong codes: ask for the change again to get a new code");
@@ -1245,6 +1251,7 @@ static void handle_confirm_contact(struct http_exchange *ex, void *arg)
             http_respond_error(ex, 409, "no_pending_change", NULL,
                                "no %s change is waiting for a code", channel);
         }
+        json_decref(b); /* channel was borrowed from it */
         return;
     }
     char want[CRYPTO_SHA256_HEX_LEN + 1];
@@ -1288,11 +1295,12 @@ static void handle_confirm_contact(struct http_exchange *ex, void *arg)
     struct outbox_msg msg;
     size_t n = 0;
     assert_unlocked(&st[n++], p_id);
-    st[n++] = (struct db_stmt){is_email ? "UPDATE guard.accounts SET email = $2, updated_at = now() "
-                                          "WHERE account_id = $1"
-                                        : "UPDATE guard.accounts SET phone = $2, updated_at = now() "
-                                          "WHERE account_id = $1",
-                               p_set, 2};
+    st[n++] =
+        (struct db_stmt){is_email ? "UPDATE guard.accounts SET email = $2, updated_at = now() "
+                                    "WHERE account_id = $1"
+                                  : "UPDATE guard.accounts SET phone = $2, updated_at = now() "
+                                    "WHERE account_id = $1",
+                         p_set, 2};
     st[n++] = (struct db_stmt){"DELETE FROM guard.pending_contacts WHERE account_id = $1 AND "
                                "channel = $2",
                                p, 2};
@@ -1320,8 +1328,6 @@ static void handle_confirm_contact(struct http_exchange *ex, void *arg)
 }
 
 /* ---- deliveries ---- */
-
-
 
 /* The outcome db_fail answers, for a delivery item. */
 static void item_db_fail(struct delivery_item *it, int rc, const char *err)
@@ -1407,8 +1413,8 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         return;
     }
     json_error_t aerr;
-    allowed = json_loads(row_str(acct, 0, "allowed") ? row_str(acct, 0, "allowed") : "[]", 0,
-                         &aerr);
+    allowed =
+        json_loads(row_str(acct, 0, "allowed") ? row_str(acct, 0, "allowed") : "[]", 0, &aerr);
     char policy_buf[16];
     snprintf(policy_buf, sizeof(policy_buf), "%s", acct_policy(g, acct));
     const char *policy = policy_buf;
@@ -1952,10 +1958,11 @@ int main(int argc, char **argv)
         metrics_counter("guard_status_cache_hits_total", "Status answers from the cache", NULL);
     g.m_status_miss = metrics_counter("guard_status_cache_misses_total",
                                       "Status answers loaded from the database", NULL);
-    g.m_outbox_sent = metrics_counter("guard_messages_published_total",
-                                      "Messages guard sent on its own, acknowledged by the bus", NULL);
-    g.m_outbox_dropped = metrics_counter(
-        "guard_messages_dropped_total", "Messages the publisher refused for good (logged)", NULL);
+    g.m_outbox_sent =
+        metrics_counter("guard_messages_published_total",
+                        "Messages guard sent on its own, acknowledged by the bus", NULL);
+    g.m_outbox_dropped = metrics_counter("guard_messages_dropped_total",
+                                         "Messages the publisher refused for good (logged)", NULL);
     g.http = http_client_new();
     int m = app_db_open(&app, "guard", &g.db);
     if (m != 0) {
