@@ -150,6 +150,9 @@ struct guard {
     struct metric *m_actions, *m_status_hit, *m_status_miss;
     struct http_client *http; /* the outbox relay's, to the publisher (main thread only) */
     struct metric *m_outbox_sent, *m_outbox_dropped;
+    /* the relay's state while the publisher fails (main thread only): no attempt before
+     * outbox_retry_ms, the wait doubling up to 5 s; one warning per failing streak */
+    long long outbox_retry_ms, outbox_wait_ms;
 };
 
 static unsigned hash_id(const char *s)
@@ -652,11 +655,15 @@ static json_t *player_channels(const char *email, const char *phone)
     return c;
 }
 
-/* Publishes queued messages, oldest first, until the publisher fails or none is left. */
+/* Publishes queued messages, oldest first, until the publisher fails or none is left. While the
+ * publisher fails, rounds are spaced out (up to 5 s) and the failure is logged once. */
 static void outbox_flush(struct guard *g)
 {
     json_t *rows = NULL;
     char err[512];
+    if (app_now_ms() < g->outbox_retry_ms) {
+        return;
+    }
     if (db_exec(g->db,
                 "SELECT id::text AS id, event_id, event FROM guard.outbox ORDER BY id "
                 "LIMIT 100",
@@ -677,17 +684,27 @@ static void outbox_flush(struct guard *g)
         int rc =
             http_client_request(g->http, "POST", url, h, 3, event, strlen(event), 5000, 65536, &r);
         int status = rc == 0 ? r.status : 0;
-        if (status != 202) {
-            log_warn("publishing message %s failed (%d %s): it waits for the next round", event_id,
-                     status, status ? "" : r.error);
-        }
-        http_result_release(&r);
         /* A 4xx other than a refused token or a throttle would come back every round: such a
          * message can never be published, so it is dropped, loudly. */
         int is_dead = status >= 400 && status < 500 && status != 401 && status != 403 &&
                       status != 408 && status != 429;
         if (status != 202 && !is_dead) {
+            if (g->outbox_wait_ms == 0) {
+                log_warn("publishing message %s failed (%d %s): messages wait and are retried",
+                         event_id, status, status ? "" : r.error);
+            }
+            http_result_release(&r);
+            g->outbox_wait_ms = g->outbox_wait_ms ? g->outbox_wait_ms * 2 : 100;
+            if (g->outbox_wait_ms > 5000) {
+                g->outbox_wait_ms = 5000;
+            }
+            g->outbox_retry_ms = app_now_ms() + g->outbox_wait_ms;
             break;
+        }
+        http_result_release(&r);
+        if (status == 202 && g->outbox_wait_ms) {
+            log_info("publishing messages again");
+            g->outbox_wait_ms = 0;
         }
         if (is_dead) {
             log_error("message %s refused for good by the publisher (%d): dropped", event_id,

@@ -521,11 +521,13 @@ def test_policy_that_must_reach_the_player_needs_a_verified_channel_422():
 
 def test_messages_wait_for_the_publisher():
     svc = start(pg.fresh_db())
-    svc.publisher.fail = 2
+    svc.publisher.fail = 3
     assert put_contacts(svc, "w1", {"email": "w1@example.com"})[0] == 202
     code = svc.publisher.contact_code("w1", "email")  # published once the publisher is back
     assert confirm(svc, "w1", "email", code)[0] == 200
-    assert "publishing message" in svc.log()
+    # one warning for the failing streak, one line when it is over
+    assert svc.log().count("messages wait and are retried") == 1, svc.log()
+    assert "publishing messages again" in svc.log()
     assert all(e["auth"] == "Bearer dev-only-guard-producer-token" and
                e["path"] == "/v1/topics/notification/events" for e in svc.publisher.events)
     ids = [e["ce_id"] for e in svc.publisher.events]
