@@ -38,8 +38,6 @@ CONNS=${CONNS:-128}
 WRK_THREADS=${WRK_THREADS:-2}
 THREADS=${THREADS:-2}
 KCAT_EVENTS=${KCAT_EVENTS:-200000}
-# The bus configuration's routes may name ${BUS_SIGNING_SECRET}; the publisher only needs it set.
-export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-bench-secret}
 
 for tool in wrk kcat python3; do
   command -v $tool >/dev/null || { echo "bench/publisher.sh: $tool is not installed (make deps)" >&2; exit 1; }

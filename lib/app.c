@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "buildinfo.h"
 #include "db.h"
+#include "kafka.h"
 #include "log.h"
 
 static const struct config_def AUTO_DEFS[] = {
@@ -26,7 +27,10 @@ static void usage(const char *name, const char *env_prefix)
            "                  by the environment as %s_<KEY>\n"
            "  --check-config  validate the configuration and exit\n"
            "  --config-doc    print the configuration reference (Markdown) and exit\n"
-           "  --version       print the version, compiler and library versions and exit\n",
+           "  --version       print the version, compiler and library versions and exit\n"
+           "  --migrate       (services with a database) apply the migrations and exit\n"
+           "  --check         (services with a database) report the schema's state and exit:\n"
+           "                  0 when every migration is applied\n",
            name, env_prefix, env_prefix);
 }
 
@@ -63,6 +67,9 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
             app->defs_owned[n++] = AUTO_DEFS[i];
     }
 
+    bool has_database = false;
+    for (size_t j = 0; j < n; j++)
+        has_database = has_database || strcmp(app->defs_owned[j].key, "database_url") == 0;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--config") || !strcmp(arg, "-c")) {
@@ -73,6 +80,12 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
             path = argv[++i];
         } else if (!strncmp(arg, "--config=", 9)) {
             path = arg + 9;
+        } else if (!strcmp(arg, "--migrate") || !strcmp(arg, "--check")) {
+            if (!has_database) {
+                log_error("%s: %s has no database (try --help)", arg, name);
+                return finish_early(app, -1);
+            }
+            app->db_task = !strcmp(arg, "--migrate") ? APP_DB_MIGRATE : APP_DB_CHECK;
         } else if (!strcmp(arg, "--check-config")) {
             check_only = 1;
         } else if (!strcmp(arg, "--config-doc")) {
@@ -131,6 +144,10 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
         log_warn("mode: development (BUS_ENV=development): development secrets are accepted; "
                  "never expose this process");
         config_check_keys(app->cfg, env_prefix, false, err, sizeof err);
+    }
+    if (check_only && kafka_conf_validate(config_kafka(app->cfg), err, sizeof err) != 0) {
+        log_error("configuration refused: %s", err);
+        return finish_early(app, -1);
     }
     if (check_only) {
         printf("configuration OK\n");
@@ -282,6 +299,33 @@ int app_db_migrate(struct app *app, struct db *d, const char *schema, const char
     }
 }
 
+/* --migrate: one attempt, as a deployment step that fails loudly instead of waiting. */
+static int db_task_migrate(struct db *d, const char *schema, const char *dir)
+{
+    char err[768];
+    if (db_migrate(d, schema, dir, err, sizeof err) != DB_OK) {
+        log_error("migrations of %s failed: %s", schema, err);
+        return -1;
+    }
+    log_info("migrations of %s applied from %s", schema, dir);
+    return APP_STOPPED;
+}
+
+/* --check: the schema's state on stdout; nothing changed. */
+static int db_task_check(struct app *app, struct db *d, const char *schema, const char *dir)
+{
+    char err[768];
+    size_t applied = 0, pending = 0;
+    if (db_migration_status(d, schema, dir, &applied, &pending, err, sizeof err) != DB_OK) {
+        log_error("database check failed: %s", err);
+        return -1;
+    }
+    printf("%s: database reachable; schema %s: %zu migrations applied, %zu pending\n",
+           app->name, schema, applied, pending);
+    fflush(stdout);
+    return pending == 0 ? APP_STOPPED : -1;
+}
+
 int app_db_open(struct app *app, const char *schema, struct db **out)
 {
     char err[512];
@@ -292,7 +336,14 @@ int app_db_open(struct app *app, const char *schema, struct db **out)
         log_error("database_url: %s", err);
         return -1;
     }
-    int rc = app_db_migrate(app, d, schema, config_str(app->cfg, "migrations_dir"));
+    const char *dir = config_str(app->cfg, "migrations_dir");
+    if (app->db_task != APP_DB_SERVE) {
+        int rc = app->db_task == APP_DB_MIGRATE ? db_task_migrate(d, schema, dir)
+                                                : db_task_check(app, d, schema, dir);
+        db_free(d);
+        return rc;
+    }
+    int rc = app_db_migrate(app, d, schema, dir);
     if (rc != 0) {
         db_free(d);
         return rc;

@@ -36,6 +36,9 @@ struct app {
     struct config *cfg;
     sigset_t signals;
     int exit_now; /* set by app_init for --help/--config-doc: main returns 0 at once */
+    /* --migrate / --check (processes with a database): app_db_open runs that task instead of
+     * preparing to serve, and main exits with its outcome. */
+    enum { APP_DB_SERVE, APP_DB_MIGRATE, APP_DB_CHECK } db_task;
     struct config_def *defs_owned; /* the process's table plus the automatic keys */
 };
 
@@ -64,7 +67,11 @@ int app_db_migrate(struct app *app, struct db *d, const char *schema, const char
 /* For a process whose table declares "database_url" (string), "db_pool" (int) and
  * "migrations_dir" (string): opens the pool (db_new) and runs app_db_migrate into schema.
  * Returns 0 with *out set (the caller db_free()s it), or APP_STOPPED / -1 (logged) with *out
- * NULL. */
+ * NULL.
+ * With --migrate it applies the migrations once (no waiting for the database) and returns
+ * APP_STOPPED when they are in place, -1 otherwise; with --check it changes nothing, prints the
+ * schema's state on stdout and returns APP_STOPPED when every migration is applied, -1 when
+ * some are pending or the database cannot be reached (libpq's reason logged). */
 int app_db_open(struct app *app, const char *schema, struct db **out);
 
 /* Frees the configuration and the table. Safe after a failed app_init, after an exit_now return

@@ -135,12 +135,20 @@ fail:
     return NULL;
 }
 
+/* A topic's schema path: absolute; or relative to the working directory (the repository root
+ * under make run); or to the configuration directory; or to the tree the configuration
+ * directory sits in (DIR/../.., the root of a checkout or an installed release tree, where
+ * config/bus is), so `busctl validate /abs/config/bus` works from any folder. */
 static char *resolve_schema_path(const struct loader *l, const char *path)
 {
     struct stat st;
     if (path[0] == '/' || stat(path, &st) == 0)
         return xstrdup(path);
     char *rel = xasprintf("%s/%s", l->dir, path);
+    if (stat(rel, &st) == 0)
+        return rel;
+    free(rel);
+    rel = xasprintf("%s/../../%s", l->dir, path);
     if (stat(rel, &st) == 0)
         return rel;
     free(rel);

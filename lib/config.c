@@ -497,7 +497,7 @@ void config_write_markdown(const struct config_def *defs, const char *env_prefix
         md_cell(out, d->description ? d->description : "");
         if (d->flags & CONFIG_KEY)
             fputs(" (secret key: in production required, at least 32 bytes, not the development "
-                  "value; several keys separated by spaces; also `_FILE`)",
+                  "value; a list: items separated by spaces or commas; also `_FILE`)",
                   out);
         else if (is_secret(d))
             fputs(" (secret; also `_FILE`)", out);
@@ -520,6 +520,29 @@ int config_check_mode(char *err, size_t err_len)
     return -1;
 }
 
+/* The next item of a key list from *p (separated by spaces or commas): its start and length
+ * (0 at the end). */
+static size_t next_item(const char **p, const char **item)
+{
+    while (**p == ' ' || **p == ',')
+        (*p)++;
+    *item = *p;
+    while (**p && **p != ' ' && **p != ',')
+        (*p)++;
+    return (size_t)(*p - *item);
+}
+
+/* True when item (n bytes) is one of the items of list (may be NULL). */
+static bool is_list_item(const char *list, const char *item, size_t n)
+{
+    const char *p = list ? list : "", *it;
+    size_t len;
+    while ((len = next_item(&p, &it)) > 0)
+        if (len == n && strncmp(it, item, n) == 0)
+            return true;
+    return false;
+}
+
 int config_check_key_value(const char *name, const char *value, const char *dev_value,
                            bool is_production, bool *is_dev, char *err, size_t err_len)
 {
@@ -528,19 +551,12 @@ int config_check_key_value(const char *name, const char *value, const char *dev_
         snprintf(err, err_len, "%s is missing", name);
         return is_production ? -1 : 0;
     }
-    /* A key may be a list (rotation: "new old"); each one must hold on its own. */
-    const char *p = value;
-    while (*p) {
-        while (*p == ' ')
-            p++;
-        const char *end = p;
-        while (*end && *end != ' ')
-            end++;
-        size_t n = (size_t)(end - p);
-        if (n == 0)
-            break;
-        bool is_default = dev_value && strlen(dev_value) == n && strncmp(p, dev_value, n) == 0;
-        if (is_default) {
+    /* A key may be a list (rotation: "new old", or "kid:key,kid:key"); each one must hold on
+     * its own, and none may be one of the development value's. */
+    const char *p = value, *item;
+    size_t n;
+    while ((n = next_item(&p, &item)) > 0) {
+        if (is_list_item(dev_value, item, n)) {
             *is_dev = true;
             snprintf(err, err_len, "%s is the development value", name);
             if (is_production)
@@ -549,7 +565,6 @@ int config_check_key_value(const char *name, const char *value, const char *dev_
             snprintf(err, err_len, "%s is shorter than %d bytes", name, CONFIG_KEY_MIN_BYTES);
             return -1;
         }
-        p = end;
     }
     return 0;
 }

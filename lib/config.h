@@ -39,7 +39,8 @@ enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_BOOL, CONFIG_DOUBLE };
 #define CONFIG_SECRET 0x1u   /* redacted in logs and dumps */
 #define CONFIG_REQUIRED 0x2u /* must be set (no default) */
 /* A cryptographic secret (implies CONFIG_SECRET): in production (BUS_ENV) it must be set, at least
- * 32 bytes long and not equal to the table's default, which is its documented development value. */
+ * 32 bytes long and not equal to the table's default, which is its documented development value;
+ * a list (items separated by spaces or commas) is checked item by item. */
 #define CONFIG_KEY 0x4u
 
 struct config_def {
@@ -85,8 +86,8 @@ json_t *config_json(const struct config *c);
 bool config_is_production(void);
 /* 0 when BUS_ENV is unset, empty, "production" or "development"; else -1 and a sentence. */
 int config_check_mode(char *err, size_t err_len);
-/* Checks one secret key named name (for messages) against the mode's rules: value may be a
- * space-separated list of keys (rotation), each checked. In production returns -1 with a
+/* Checks one secret key named name (for messages) against the mode's rules: value may be a list
+ * of keys separated by spaces or commas (rotation), each checked. In production returns -1 with a
  * sentence in err when value is NULL or empty, a key is shorter than CONFIG_KEY_MIN_BYTES, or
  * equal to dev_value (may be NULL). Otherwise 0; *is_dev tells whether dev_value is in use
  * (err then says so, for a warning). */

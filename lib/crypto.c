@@ -4,6 +4,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,18 +113,123 @@ bool crypto_equal(const void *a, size_t a_len, const void *b, size_t b_len)
     return CRYPTO_memcmp(a, b, a_len) == 0;
 }
 
-void crypto_sign_body(const char *secret, const void *body, size_t len, char out[72])
+/* One key of a space-separated list: the bytes HMAC takes (a whsec_ key decoded). Returns the
+ * length, or -1 for a whsec_ key that is not base64 or too long. */
+static int key_bytes(const char *key, size_t key_len, unsigned char *out, size_t out_len)
 {
-    char hex[CRYPTO_SHA256_HEX_LEN + 1];
-    crypto_hmac_sha256_hex(secret, strlen(secret), body, len, hex);
-    snprintf(out, 72, "sha256=%s", hex);
+    if (key_len > 6 && strncmp(key, "whsec_", 6) == 0) {
+        size_t b64_len = key_len - 6;
+        if (b64_len % 4 != 0 || b64_len / 4 * 3 > out_len)
+            return -1;
+        int n = EVP_DecodeBlock(out, (const unsigned char *)key + 6, (int)b64_len);
+        if (n < 0)
+            return -1;
+        /* EVP_DecodeBlock counts the '=' padding as zero bytes */
+        for (size_t i = key_len; i > 6 && key[i - 1] == '='; i--)
+            n--;
+        return n;
+    }
+    if (key_len > out_len)
+        return -1;
+    memcpy(out, key, key_len);
+    return (int)key_len;
 }
 
-bool crypto_verify_signature(const char *secret, const void *body, size_t len, const char *header)
+/* The HMAC implementation, fetched once (a fetch per message would look it up every time). */
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *hmac_alg;
+
+static void hmac_fetch(void)
 {
-    char want[72];
-    if (!header)
+    hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (!hmac_alg)
+        abort();
+}
+
+/* base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")) into out. */
+static int webhook_mac(const char *key, size_t key_len, const char *id, long long timestamp,
+                       const void *body, size_t len, char out[CRYPTO_WEBHOOK_SIG_LEN + 1])
+{
+    unsigned char raw[1024];
+    int raw_len = key_bytes(key, key_len, raw, sizeof raw);
+    if (raw_len <= 0)
+        return -1;
+    char head[64];
+    int head_len = snprintf(head, sizeof head, ".%lld.", timestamp);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    size_t md_len = 0;
+    pthread_once(&hmac_once, hmac_fetch);
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_alg);
+    if (!ctx)
+        abort();
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    int ok = EVP_MAC_init(ctx, raw, (size_t)raw_len, params) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)head, (size_t)head_len) == 1 &&
+             EVP_MAC_update(ctx, body, len) == 1 && EVP_MAC_final(ctx, md, &md_len, sizeof md) == 1;
+    EVP_MAC_CTX_free(ctx);
+    OPENSSL_cleanse(raw, sizeof raw);
+    if (!ok || md_len != 32)
+        abort();
+    EVP_EncodeBlock((unsigned char *)out, md, 32);
+    return 0;
+}
+
+/* The next key of a space-separated list from *p: its start and length (0 at the end). */
+static size_t next_key(const char **p, const char **key)
+{
+    while (**p == ' ')
+        (*p)++;
+    *key = *p;
+    while (**p && **p != ' ')
+        (*p)++;
+    return (size_t)(*p - *key);
+}
+
+int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, const void *body,
+                        size_t len, char *out, size_t out_len)
+{
+    size_t used = 0;
+    int n_keys = 0;
+    const char *p = keys ? keys : "", *key;
+    size_t key_len;
+    while ((key_len = next_key(&p, &key)) > 0) {
+        char sig[CRYPTO_WEBHOOK_SIG_LEN + 1];
+        if (++n_keys > CRYPTO_WEBHOOK_MAX_KEYS ||
+            webhook_mac(key, key_len, id, timestamp, body, len, sig) != 0)
+            return -1;
+        int n = snprintf(out + used, out_len - used, "%sv1,%s", used ? " " : "", sig);
+        if (n < 0 || (size_t)n >= out_len - used)
+            return -1;
+        used += (size_t)n;
+    }
+    return n_keys > 0 ? 0 : -1;
+}
+
+bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp, const void *body,
+                           size_t len, const char *header)
+{
+    if (!header || !keys)
         return false;
-    crypto_sign_body(secret, body, len, want);
-    return crypto_equal(want, strlen(want), header, strlen(header));
+    char want[CRYPTO_WEBHOOK_MAX_KEYS][CRYPTO_WEBHOOK_SIG_LEN + 1];
+    int n_want = 0;
+    const char *p = keys, *key;
+    size_t key_len;
+    while (n_want < CRYPTO_WEBHOOK_MAX_KEYS && (key_len = next_key(&p, &key)) > 0) {
+        if (webhook_mac(key, key_len, id, timestamp, body, len, want[n_want]) == 0)
+            n_want++;
+    }
+    bool is_match = false;
+    int n_seen = 0;
+    p = header;
+    const char *sig;
+    size_t sig_len;
+    while (n_seen++ < CRYPTO_WEBHOOK_MAX_KEYS && (sig_len = next_key(&p, &sig)) > 0) {
+        if (sig_len < 3 || strncmp(sig, "v1,", 3) != 0)
+            continue; /* another scheme (v1a, ...): not ours */
+        for (int i = 0; i < n_want; i++)
+            is_match |= crypto_equal(want[i], CRYPTO_WEBHOOK_SIG_LEN, sig + 3, sig_len - 3);
+    }
+    return is_match;
 }

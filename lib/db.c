@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,11 @@ struct db {
                            * slot (a new connection starts empty) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    /* Why the last connection attempt failed ("" after a success), so an operator reads libpq's
+     * own reason (bad role, missing database, SSL mismatch, refused) once per change rather than
+     * an endless "unreachable"; shared, under err_mu. */
+    pthread_mutex_t err_mu;
+    char last_error[512];
 };
 
 
@@ -91,6 +97,7 @@ struct db *db_new(const char *url, unsigned size, char *err, size_t err_len)
     }
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
+    pthread_mutex_init(&d->err_mu, NULL);
     /* The url is expanded at connect time with a bounded connect time (see db_connect). */
     d->conninfo = xstrdup(url);
     return d;
@@ -110,6 +117,7 @@ void db_free(struct db *d)
     free(d->prep);
     pthread_cond_destroy(&d->cv);
     pthread_mutex_destroy(&d->mu);
+    pthread_mutex_destroy(&d->err_mu);
     free(d->conns);
     free(d->busy);
     free(d->conninfo);
@@ -122,7 +130,48 @@ static void notice_quiet(void *arg, const char *message)
     log_debug("postgres: %s", message);
 }
 
-static PGconn *db_connect(const struct db *d)
+/* Records the outcome of a connection attempt: libpq's message on failure (NULL on success). A
+ * new reason is logged at error level once, and the first success after a failure at info, so
+ * a wrong DATABASE_URL explains itself without flooding the log on every retry. */
+static void note_connect(struct db *d, const char *failure)
+{
+    char text[sizeof d->last_error] = "";
+    if (failure) {
+        snprintf(text, sizeof text, "%s", failure);
+        size_t n = strlen(text);
+        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' ')) {
+            text[--n] = '\0';
+        }
+        for (char *p = text; *p; p++) {
+            if (*p == '\n') {
+                *p = ' '; /* libpq's DETAIL/HINT lines: one log line */
+            }
+        }
+        if (!*text) {
+            snprintf(text, sizeof text, "connection failed");
+        }
+    }
+    pthread_mutex_lock(&d->err_mu);
+    bool is_new = strcmp(text, d->last_error) != 0;
+    bool was_failing = d->last_error[0] != '\0';
+    snprintf(d->last_error, sizeof d->last_error, "%s", text);
+    pthread_mutex_unlock(&d->err_mu);
+    if (is_new && failure) {
+        log_error("database connection failed: %s", text);
+    } else if (is_new && was_failing) {
+        log_info("database connection established again");
+    }
+}
+
+int db_last_error(struct db *d, char *out, size_t out_len)
+{
+    pthread_mutex_lock(&d->err_mu);
+    snprintf(out, out_len, "%s", d->last_error);
+    pthread_mutex_unlock(&d->err_mu);
+    return out[0] ? -1 : 0;
+}
+
+static PGconn *db_connect(struct db *d)
 {
     /* A bounded connect time so a dead server answers 503 quickly instead of hanging a handler.
      * libpq processes the arrays in order and the last value of a repeated keyword wins, so
@@ -131,13 +180,15 @@ static PGconn *db_connect(const struct db *d)
     const char *vals[] = {d->conninfo, "3", "bus", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c) {
+        note_connect(d, "out of memory");
         return NULL;
     }
     if (PQstatus(c) != CONNECTION_OK) {
-        log_debug("database connect failed: %s", PQerrorMessage(c));
+        note_connect(d, PQerrorMessage(c));
         PQfinish(c);
         return NULL;
     }
+    note_connect(d, NULL);
     PQsetNoticeProcessor(c, notice_quiet, NULL);
     /* Every write we answer 2xx for must be durable when answered: a cluster (or a role or a
      * database) whose default is synchronous_commit = off loses acknowledged commits in a crash
@@ -459,6 +510,100 @@ static char *read_file(const char *path, char *err, size_t err_len)
     return text;
 }
 
+/* The migration files of dir in the order they apply (heap array of heap strings, *n of them;
+ * free with free_names), or NULL with err set. */
+static char **list_migrations(const char *dir, size_t *n, char *err, size_t err_len)
+{
+    DIR *dh = opendir(dir);
+    if (!dh) {
+        set_err(err, err_len, "cannot open migrations dir %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    char **names = xcalloc(DB_MIGRATIONS_MAX, sizeof(*names));
+    size_t n_names = 0;
+    struct dirent *de;
+    while ((de = readdir(dh)) != NULL && n_names < DB_MIGRATIONS_MAX) {
+        if (is_migration_name(de->d_name)) {
+            names[n_names++] = xstrdup(de->d_name);
+        }
+    }
+    closedir(dh);
+    qsort(names, n_names, sizeof(*names), cmp_str);
+    *n = n_names;
+    return names;
+}
+
+static void free_names(char **names, size_t n)
+{
+    for (size_t k = 0; names && k < n; k++) {
+        free(names[k]);
+    }
+    free(names);
+}
+
+int db_migration_status(struct db *d, const char *schema, const char *dir, size_t *applied,
+                        size_t *pending, char *err, size_t err_len)
+{
+    char sql[256];
+    size_t n_names = 0;
+    int rc = DB_OK;
+    *applied = *pending = 0;
+    if (!valid_ident(schema)) {
+        set_err(err, err_len, "invalid schema name '%s'%s", schema, NULL);
+        return DB_EQUERY;
+    }
+    char **names = list_migrations(dir, &n_names, err, err_len);
+    if (!names) {
+        return DB_EQUERY;
+    }
+    unsigned i = pool_take(d);
+    PGconn *c = slot_conn(d, i);
+    if (!c) {
+        char why[sizeof d->last_error];
+        db_last_error(d, why, sizeof why);
+        set_err(err, err_len, "database unreachable: %s%s", why[0] ? why : "no connection", NULL);
+        rc = DB_EUNAVAILABLE;
+        goto out;
+    }
+    /* A schema that was never migrated has no table yet: nothing applied, not an error. */
+    char table[160];
+    snprintf(table, sizeof table, "%s.schema_migrations", schema);
+    const char *table_params[] = {table};
+    PGresult *res = run(c, "SELECT to_regclass($1) IS NOT NULL", table_params, 1);
+    if (!result_ok(res)) {
+        rc = classify(d, i, res, err, err_len);
+        PQclear(res);
+        goto out;
+    }
+    bool has_table = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    /* The schema is a checked identifier (identifiers cannot be parameters). */
+    snprintf(sql, sizeof sql, "SELECT 1 FROM %s.schema_migrations WHERE version = $1", schema);
+    for (size_t k = 0; k < n_names; k++) {
+        if (!has_table) {
+            (*pending)++;
+            continue;
+        }
+        const char *ver_params[] = {names[k]};
+        res = run(c, sql, ver_params, 1);
+        if (!result_ok(res)) {
+            rc = classify(d, i, res, err, err_len);
+            PQclear(res);
+            goto out;
+        }
+        if (PQntuples(res) > 0) {
+            (*applied)++;
+        } else {
+            (*pending)++;
+        }
+        PQclear(res);
+    }
+out:
+    pool_give(d, i);
+    free_names(names, n_names);
+    return rc;
+}
+
 int db_migrate(struct db *d, const char *schema, const char *dir, char *err, size_t err_len)
 {
     char sql[512];
@@ -471,25 +616,17 @@ int db_migrate(struct db *d, const char *schema, const char *dir, char *err, siz
         set_err(err, err_len, "invalid schema name '%s'%s", schema, NULL);
         return DB_EQUERY;
     }
-    DIR *dh = opendir(dir);
-    if (!dh) {
-        set_err(err, err_len, "cannot open migrations dir %s: %s", dir, strerror(errno));
+    names = list_migrations(dir, &n_names, err, err_len);
+    if (!names) {
         return DB_EQUERY;
     }
-    names = xcalloc(DB_MIGRATIONS_MAX, sizeof(*names));
-    struct dirent *de;
-    while ((de = readdir(dh)) != NULL && n_names < DB_MIGRATIONS_MAX) {
-        if (is_migration_name(de->d_name)) {
-            names[n_names++] = xstrdup(de->d_name);
-        }
-    }
-    closedir(dh);
-    qsort(names, n_names, sizeof(*names), cmp_str);
 
     unsigned i = pool_take(d);
     PGconn *c = slot_conn(d, i);
     if (!c) {
-        set_err(err, err_len, "database unreachable%s%s", NULL, NULL);
+        char why[sizeof d->last_error];
+        db_last_error(d, why, sizeof why);
+        set_err(err, err_len, "database unreachable: %s%s", why[0] ? why : "no connection", NULL);
         rc = DB_EUNAVAILABLE;
         goto out;
     }

@@ -33,6 +33,15 @@ struct db;
 struct db *db_new(const char *url, unsigned size, char *err, size_t err_len);
 void db_free(struct db *d);
 
+/* libpq's reason the last connection attempt failed, into out; returns 0 (out empty) when the
+ * last attempt succeeded or none was made, -1 otherwise. Thread-safe. */
+int db_last_error(struct db *d, char *out, size_t out_len);
+
+/* How many of dir's migrations schema has applied and how many are pending (one connection, no
+ * change made). DB_OK, DB_EUNAVAILABLE (err holds libpq's reason) or DB_EQUERY. */
+int db_migration_status(struct db *d, const char *schema, const char *dir, size_t *applied,
+                        size_t *pending, char *err, size_t err_len);
+
 /* Applies pending migrations from dir (e.g. "sql/history") into schema. */
 int db_migrate(struct db *d, const char *schema, const char *dir, char *err, size_t err_len);
 

@@ -1,19 +1,27 @@
 /* delivery.h - the receiving end of a bus delivery (INTERFACES.md "Delivery to endpoints"), shared
  * by every service the dispatcher posts events to.
  *
- * A delivery is a POST whose body is the event JSON object, with the event's id in the `ce-id`
- * header and, when the bus signs, an `X-Bus-Signature` over the body. delivery_accept() does the
- * three checks every endpoint does first, in this order, and answers the refusal itself:
+ * A delivery is a POST whose body is the event JSON object, signed per Standard Webhooks
+ * (https://www.standardwebhooks.com/; docs/bus.md "Signatures"): `webhook-id` (the event id),
+ * `webhook-timestamp` (Unix seconds) and `webhook-signature` ("v1,<base64 HMAC-SHA256 of
+ * id.timestamp.body>", several space-separated while keys rotate). delivery_accept() does the
+ * checks every endpoint does first, in this order, and answers the refusal itself:
  *
- *   1. signature (only when rules->secret is set): 401 "bad_signature";
+ *   1. signature: the three headers present, the timestamp within DELIVERY_TOLERANCE_S of now
+ *      (else 401 "stale_signature"), one signature made with one of rules->secret's keys (else
+ *      401 "bad_signature"; no key configured is 401 too: checks are never off), and the pair
+ *      (webhook-id, webhook-timestamp) not seen before (else 429 "replayed", Retry-After 1: the
+ *      dispatcher signs every attempt with a new timestamp, so only a recorded copy repeats one);
  *   2. the body is a JSON object: rules->refusal (status, code, message);
- *   3. the `ce-id` header (only when rules->needs_event_id): present, non-empty and at most
- *      rules->event_id_max bytes, else rules->refusal.
+ *   3. the event id (webhook-id; a `ce-id` header, when present, must equal it, else 401):
+ *      when rules->needs_event_id, non-empty and at most rules->event_id_max bytes, else
+ *      rules->refusal.
  *
  * Services differ in how they refuse a malformed event (most answer 422 "invalid_event", which
  * the dispatcher dead-letters; gamesim answers 400 "bad_request"), so the refusal is a
  * parameter, not a policy of this module. What the event must contain beyond that is the
- * service's business. Thread-safe (no state). */
+ * service's business. Thread-safe: the only state is the process's replay cache (one mutex; at
+ * most DELIVERY_REPLAY_MAX pairs, each forgotten once its timestamp is out of the window). */
 #ifndef DELIVERY_H
 #define DELIVERY_H
 
@@ -41,19 +49,28 @@ struct delivery_refusal {
 };
 
 struct delivery_rules {
-    const char *secret;  /* bus signing secret; NULL or "" = signatures not checked */
+    /* bus signing key list (bus_secret). NULL or "": every delivery is 401, unless this thread
+     * has just verified this very exchange with delivery_verify (checked once, not twice). */
+    const char *secret;
     bool needs_event_id; /* refuse a delivery without a usable ce-id */
     size_t event_id_max; /* longest ce-id accepted when needs_event_id (0 = no limit) */
     struct delivery_refusal refusal;
 };
 
-/* Checks only the signature: returns 0 when secret is unset or the X-Bus-Signature header is
- * valid for the body; otherwise answers 401 "bad_signature" and returns 401. */
+#define DELIVERY_TOLERANCE_S 300     /* how far webhook-timestamp may be from now (±5 min) */
+#define DELIVERY_ID_MAX 256          /* longest webhook-id accepted */
+#define DELIVERY_REPLAY_MAX 1000000u /* (id, timestamp) pairs remembered at most */
+
+/* Checks only the signature and replay (step 1 above): returns 0, or answers the refusal and
+ * returns its status (401, 429 replayed, 503 when the replay cache is full). secret: the
+ * receiver's key list (space-separated). */
 int delivery_verify(struct http_exchange *ex, const char *secret);
+/* Forgets every (id, timestamp) seen (tests). */
+void delivery_replay_reset(void);
 
 /* Checks a delivery as described above. On success returns 0, *event receives the parsed body
  * (a JSON object the caller owns: json_decref it) and, when event_id is not NULL, *event_id the
- * ce-id header (NULL when absent; borrowed, valid until the exchange is answered). On refusal the
+ * event id (webhook-id; borrowed, valid until the exchange is answered). On refusal the
  * exchange has been answered, *event is NULL and the return value is the HTTP status sent (401,
  * or rules->refusal's status), so a caller can count refusals by kind. */
 int delivery_accept(struct http_exchange *ex, const struct delivery_rules *rules, json_t **event,
@@ -104,7 +121,8 @@ struct delivery_batch {
 bool delivery_is_batch(struct http_exchange *ex);
 /* Checks the signature and parses a single delivery (as delivery_accept) or a batch (a non-empty
  * array of at most DELIVERY_BATCH_MAX objects, each with an object "data" and, when
- * rules->needs_event_id, a usable "id"). Returns 0 with b filled, or the status already answered
+ * rules->needs_event_id, a usable "id"; the batch request is signed as a whole, its webhook-id
+ * being the id of its first event). Returns 0 with b filled, or the status already answered
  * (a batch that does not parse is refused whole; the bus then delivers its events one by one). */
 int delivery_accept_any(struct http_exchange *ex, const struct delivery_rules *rules,
                         struct delivery_batch *b);

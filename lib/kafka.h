@@ -14,6 +14,11 @@
 /* The linked library's version, for --version and bus_build_info (static string). */
 const char *kafka_lib_version(void); /* librdkafka's version, e.g. "2.0.2" */
 
+/* Checks the "kafka.*" properties (config_kafka: names without the prefix) against librdkafka's
+ * own table, as a client built from them would: 0, or -1 with err naming the property and
+ * librdkafka's reason. For --check-config, so an unknown property fails there, not at start. */
+int kafka_conf_validate(json_t *props, char *err, size_t err_len);
+
 struct kafka_header {
     const char *name;
     const void *value;

@@ -6,12 +6,12 @@
 
 #include "log.h"
 
-/* librdkafka logs with syslog levels (0 emergency .. 7 debug). */
 const char *kafka_lib_version(void)
 {
     return rd_kafka_version_str();
 }
 
+/* librdkafka logs with syslog levels (0 emergency .. 7 debug). */
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
@@ -55,6 +55,17 @@ static int set_props(rd_kafka_conf_t *conf, json_t *props, char *err, size_t err
         }
     }
     return 0;
+}
+
+int kafka_conf_validate(json_t *props, char *err, size_t err_len)
+{
+    if (props == NULL || json_object_size(props) == 0) {
+        return 0;
+    }
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    int rc = set_props(conf, props, err, err_len);
+    rd_kafka_conf_destroy(conf);
+    return rc;
 }
 
 rd_kafka_conf_t *kafka_conf_new(const char *what, const char *bootstrap,

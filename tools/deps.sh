@@ -10,7 +10,7 @@ PACKAGES=(
   librdkafka-dev libpq-dev libmaxminddb-dev libcurl4-openssl-dev libjansson-dev
   libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev libsystemd-dev
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
-  python3 python3-jsonschema json-schema-test-suite
+  python3 python3-jsonschema json-schema-test-suite python3-confluent-kafka python3-kafka
   wrk hyperfine curl ca-certificates procps psmisc prometheus dpkg-dev
   chromium fonts-noto-cjk
 )

@@ -22,7 +22,6 @@ export NOTIFY_OUTBOX_DIR=${NOTIFY_OUTBOX_DIR:-$VAR/outbox}
 
 # Development mode (docs/security.md): every unset secret takes its documented development value.
 export BUS_ENV=development
-export BUS_SIGNING_SECRET=${BUS_SIGNING_SECRET:-dev-signing-secret}
 # AUTH_SECRET: unset = the services' and bin/mktoken's shared development default (lib/auth.h).
 LOGINSIM_RATE=${LOGINSIM_RATE:-5}
 # LOG_LEVEL=debug make run: every process logs each delivery it makes or handles, with the
@@ -193,7 +192,7 @@ if [ -z "${DATABASE_URL:-}" ]; then
     tools/pg.sh start "$VAR/pg" 55432 >>"$LOGDIR/postgres.log" 2>&1 || {
       say "PostgreSQL did not start; see $LOGDIR/postgres.log"; exit 1; }
     PG_STARTED=1
-    export DATABASE_URL=postgresql://bus@127.0.0.1:55432/bus
+    export DATABASE_URL=$(tools/pg.sh url "$VAR/pg" 55432)  # with its password (docs/security.md)
   fi
 fi
 

@@ -58,6 +58,21 @@ static rd_kafka_conf_t *base_conf(const char *bootstrap)
     if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err) !=
         RD_KAFKA_CONF_OK)
         die("conf", err);
+    /* KCLIENT_CONF="k=v;k=v": more librdkafka settings (e.g. sasl.* for the broker's security
+     * tests). */
+    const char *extra = getenv("KCLIENT_CONF");
+    if (extra && *extra) {
+        char *copy = strdup(extra), *save = NULL;
+        for (char *kv = strtok_r(copy, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
+            char *eq = strchr(kv, '=');
+            if (!eq)
+                die("KCLIENT_CONF", kv);
+            *eq = 0;
+            if (rd_kafka_conf_set(conf, kv, eq + 1, err, sizeof err) != RD_KAFKA_CONF_OK)
+                die(kv, err);
+        }
+        free(copy);
+    }
     const char *dbg = getenv("KCLIENT_DEBUG"); /* librdkafka debug contexts, for diagnosis */
     if (dbg && *dbg && rd_kafka_conf_set(conf, "debug", dbg, err, sizeof err) != RD_KAFKA_CONF_OK)
         die("debug", err);
@@ -202,6 +217,8 @@ static int cmd_consume(int argc, char **argv)
         if (!m->err)
             printf("MSG %d %lld %.*s\n", (int)m->partition, (long long)m->offset, (int)m->len,
                    (const char *)m->payload);
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            printf("ERR %s\n", rd_kafka_err2name(m->err));
         fflush(stdout);
         rd_kafka_message_destroy(m);
     }

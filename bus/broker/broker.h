@@ -9,6 +9,9 @@
 
 #include <stdint.h>
 
+#include "acl.h"
+#include "limits.h"
+#include "sasl.h"
 #include "store.h"
 #include "wire.h"
 
@@ -30,6 +33,18 @@ struct broker_options {
     long idle_timeout_ms;
     long retention_check_ms;
     long group_initial_rebalance_delay_ms;
+    /* Security (sasl.c, docs/broker.md "Security"). */
+    const char *sasl_users_file;    /* NULL or "" = no users */
+    int is_sasl_required;           /* unauthenticated clients may only authenticate */
+    int is_sasl_plain;              /* PLAIN offered (checked against the SCRAM credentials) */
+    const char *acl_file;           /* NULL or "" = every request allowed */
+    long sasl_handshake_timeout_ms; /* sasl.required: unauthenticated connections closed after */
+    /* Limits (limits.c, server.c). */
+    long max_connections_per_address;
+    long max_buffered_bytes; /* unsent answer bytes per connection before reading pauses */
+    long max_topics;
+    long max_partitions_per_topic;
+    long max_partitions;
 };
 
 struct conn;
@@ -54,6 +69,7 @@ struct reply {
     int16_t api_key, api_version;
     int is_ready;
     int is_silent; /* acks=0 produce: no answer at all */
+    int is_raw;    /* a bare SASL frame (SaslHandshake v0): no correlation id */
     char client_id[128]; /* from the request header (truncated), for DescribeGroups */
     uint64_t wait_seq;
     struct kw w;
@@ -81,7 +97,10 @@ struct broker {
     int64_t next_pid, pid_limit;
     struct groups *groups;
     struct syncer *syncer; /* the fsync thread (fsync always/interval) */
+    struct sasl_users *users; /* NULL = nobody can authenticate */
+    struct acl_set *acls;     /* NULL = everything allowed */
     volatile int stop;
+    volatile int reload; /* set by broker_reload (another thread), handled by the loop */
 };
 
 int broker_init(struct broker *b, const struct broker_options *opt, char *err, size_t err_len);
@@ -90,6 +109,35 @@ void broker_run(struct broker *b);
 /* Thread-safe: asks broker_run to return. */
 void broker_stop(struct broker *b);
 void broker_release(struct broker *b);
+/* Thread-safe: asks the loop to reload the users (and ACL) files; a file that does not load
+ * keeps the rules in force and is logged. */
+void broker_reload(struct broker *b);
+
+/* Security (sasl.c). security_load reads the users and ACL files named in b->opt; at start
+ * (is_initial) a bad file fails, later a bad file keeps its old contents (each file on its own).
+ * Returns 0 or -1 (err filled). */
+int security_load(struct broker *b, int is_initial, char *err, size_t err_len);
+void security_release(struct broker *b);
+/* Whether a connection in session s may make a request of api_key now (Kafka's rule: before
+ * authentication only ApiVersions, SaslHandshake and SaslAuthenticate when SASL is required). */
+/* Whether the principal of the reply's connection may do op on the resource (acl.h); a denial
+ * is counted in bus_broker_acl_denied_total. */
+int reply_allowed(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
+                  enum acl_op op);
+/* The same without counting a denial (to filter lists, e.g. Metadata of every topic). */
+int reply_may(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
+              enum acl_op op);
+int sasl_may_serve(const struct broker *b, const struct sasl_session *s, int16_t api_key);
+int handle_sasl_handshake(struct broker *b, struct reply *r, struct kr *q);
+int handle_sasl_authenticate(struct broker *b, struct reply *r, struct kr *q);
+/* After SaslHandshake v0: one bare auth frame; the answer goes into r->w (sent as a bare frame).
+ * -1 = failed, close the connection without an answer. */
+int sasl_raw_authenticate(struct broker *b, struct reply *r, const uint8_t *p, size_t n);
+/* The SASL session of the reply's connection. */
+struct sasl_session *reply_session(struct reply *r);
+/* Closes the reply's connection once this answer (and those before it) are sent, and reads no
+ * more requests from it (Kafka's way after an authentication error). */
+void reply_close_after(struct reply *r);
 
 /* Marks a parked reply complete (body written) and sends what can be sent. */
 void reply_done(struct broker *b, struct reply *r);

@@ -785,17 +785,23 @@ long long groups_next_deadline(struct broker *b)
 int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q)
 {
     int16_t v = r->api_version;
-    (void)kr_str(q);
+    struct kstr key = kr_str(q);
+    int8_t key_type = 0;
     if (v >= 1)
-        (void)kr_i8(q); /* key_type: group or transaction; we coordinate groups only */
+        key_type = kr_i8(q); /* key_type: group or transaction; we coordinate groups only */
     if (q->err)
         return -1;
+    char gid[256];
+    int16_t err = key_type == 0 && kstr_copy(key, gid, sizeof gid) == 0 &&
+                          !reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE)
+                      ? KERR_GROUP_AUTHORIZATION_FAILED
+                      : 0;
     struct kw *w = &r->w;
     if (v >= 1)
         kw_i32(w, 0);
-    kw_i16(w, 0);
+    kw_i16(w, err);
     if (v >= 1)
-        kw_str(w, NULL);
+        kw_str(w, err ? "not authorized to describe this group" : NULL);
     kw_i32(w, 0);
     kw_str(w, b->opt.advertised_host);
     kw_i32(w, b->port);
@@ -843,6 +849,8 @@ int handle_join_group(struct broker *b, struct reply *r, struct kr *q)
         err = KERR_INVALID_GROUP_ID;
     else if (kstr_copy(m_s, mid, sizeof mid) != 0)
         err = KERR_UNKNOWN_MEMBER_ID;
+    else if (!reply_allowed(b, r, ACL_GROUP, gid, ACL_READ))
+        err = KERR_GROUP_AUTHORIZATION_FAILED;
     else if (kstr_copy(pt, ptype, sizeof ptype) != 0 || np == 0)
         err = KERR_INCONSISTENT_GROUP_PROTOCOL;
     else if (session < 1000 || session > 1800000)
@@ -924,6 +932,10 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
     if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
         (g = group_find(b->groups, gid, 0)))
         m = member_find(g, mid);
+    if (g && !reply_allowed(b, r, ACL_GROUP, gid, ACL_READ)) {
+        answer_sync(b, r, KERR_GROUP_AUTHORIZATION_FAILED, NULL, 0);
+        return 0;
+    }
     if (!m) {
         answer_sync(b, r, KERR_UNKNOWN_MEMBER_ID, NULL, 0);
         return 0;
@@ -992,7 +1004,9 @@ int handle_heartbeat(struct broker *b, struct reply *r, struct kr *q)
         (g = group_find(b->groups, gid, 0)))
         m = member_find(g, mid);
     int16_t err = 0;
-    if (!m)
+    if (g && !reply_allowed(b, r, ACL_GROUP, gid, ACL_READ))
+        err = KERR_GROUP_AUTHORIZATION_FAILED;
+    else if (!m)
         err = KERR_UNKNOWN_MEMBER_ID;
     else {
         m->last_seen_ms = broker_now_ms();
@@ -1019,9 +1033,12 @@ int handle_leave_group(struct broker *b, struct reply *r, struct kr *q)
     if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
         (g = group_find(b->groups, gid, 0)))
         m = member_find(g, mid);
+    int may_leave = !g || reply_allowed(b, r, ACL_GROUP, gid, ACL_READ);
+    if (!may_leave)
+        m = NULL; /* denied: the member stays */
     if (r->api_version >= 1)
         kw_i32(&r->w, 0);
-    kw_i16(&r->w, m ? 0 : KERR_UNKNOWN_MEMBER_ID);
+    kw_i16(&r->w, !may_leave ? KERR_GROUP_AUTHORIZATION_FAILED : m ? 0 : KERR_UNKNOWN_MEMBER_ID);
     if (m) {
         log_info("group %s: member %s left", g->id, m->id);
         member_remove(b, g, m);
@@ -1051,6 +1068,8 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         gerr = KERR_INVALID_GROUP_ID;
     else if (kstr_copy(m_s, mid, sizeof mid) != 0)
         gerr = KERR_UNKNOWN_MEMBER_ID;
+    else if (!reply_allowed(b, r, ACL_GROUP, gid, ACL_READ))
+        gerr = KERR_GROUP_AUTHORIZATION_FAILED;
     if (!gerr && (gen >= 0 || mid[0])) {
         struct group *g = group_find(b->groups, gid, 0);
         struct member *m = g ? member_find(g, mid) : NULL;
@@ -1085,6 +1104,8 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         char topic[STORE_MAX_NAME + 1];
         int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
         struct topic *t = has_topic ? store_topic_find(&b->store, topic) : NULL;
+        int may_read =
+            gerr || !has_topic || np <= 0 || reply_allowed(b, r, ACL_TOPIC, topic, ACL_READ);
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t part = kr_i32(q);
             int64_t off = kr_i64(q);
@@ -1093,7 +1114,7 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
             struct kstr meta_s = kr_str(q);
             char meta[4096];
             int has_meta = kstr_copy(meta_s, meta, sizeof meta) == 0;
-            int16_t err = gerr;
+            int16_t err = gerr ? gerr : may_read ? 0 : KERR_TOPIC_AUTHORIZATION_FAILED;
             if (!err && (!t || part < 0 || part >= t->n_parts))
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             if (!err && off < 0)
@@ -1128,6 +1149,9 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
     char gid[256];
     struct kstr g_s = kr_str(q);
     int has_gid = kstr_copy(g_s, gid, sizeof gid) == 0;
+    int may_describe = !has_gid || reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE);
+    if (!may_describe)
+        has_gid = 0; /* nothing of the group is shown */
     struct kw *w = &r->w;
     if (v >= 3)
         kw_i32(w, 0);
@@ -1139,7 +1163,7 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
         int32_t n = 0;
         for (size_t i = 0; has_gid && i < gs->n_offs; i++) {
             struct committed *c = &gs->offs[i];
-            if (strcmp(c->group, gid))
+            if (strcmp(c->group, gid) || !reply_may(b, r, ACL_TOPIC, c->topic, ACL_DESCRIBE))
                 continue;
             n++;
             kw_str(w, c->topic);
@@ -1164,21 +1188,27 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
             else
                 kw_i16(w, -1);
             kw_i32(w, np < 0 ? 0 : np);
+            int may_topic = !has_topic || np <= 0 || !has_gid ||
+                            reply_allowed(b, r, ACL_TOPIC, topic, ACL_DESCRIBE);
             for (int32_t k = 0; k < np && !q->err; k++) {
                 int32_t part = kr_i32(q);
                 struct committed *c =
-                    has_gid && has_topic ? offset_find(gs, gid, topic, part) : NULL;
+                    has_gid && has_topic && may_topic ? offset_find(gs, gid, topic, part) : NULL;
                 kw_i32(w, part);
                 kw_i64(w, c ? c->offset : -1);
                 if (v >= 5)
                     kw_i32(w, -1);
                 kw_str(w, c && c->meta ? c->meta : "");
-                kw_i16(w, 0);
+                kw_i16(w, !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
+                          : may_topic   ? 0
+                                        : KERR_TOPIC_AUTHORIZATION_FAILED);
             }
         }
     }
     if (v >= 2)
-        kw_i16(w, has_gid ? 0 : KERR_INVALID_GROUP_ID);
+        kw_i16(w, !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
+                  : has_gid     ? 0
+                                : KERR_INVALID_GROUP_ID);
     return q->err ? -1 : 0;
 }
 
@@ -1207,6 +1237,8 @@ int handle_list_groups(struct broker *b, struct reply *r, struct kr *q)
     size_t mark = kw_mark_i32(w);
     int32_t n = 0;
     for (struct group *g = b->groups->list; g; g = g->next) {
+        if (!reply_may(b, r, ACL_GROUP, g->id, ACL_DESCRIBE))
+            continue; /* Kafka lists only the groups the principal may describe */
         kw_str(w, g->id);
         kw_str(w, g->protocol_type ? g->protocol_type : "consumer");
         n++;
@@ -1218,7 +1250,7 @@ int handle_list_groups(struct broker *b, struct reply *r, struct kr *q)
         int seen = group_find(gs, id, 0) != NULL;
         for (size_t k = 0; k < i && !seen; k++)
             seen = !strcmp(gs->offs[k].group, id);
-        if (seen)
+        if (seen || !reply_may(b, r, ACL_GROUP, id, ACL_DESCRIBE))
             continue;
         kw_str(w, id);
         kw_str(w, "consumer");
@@ -1240,9 +1272,10 @@ int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q)
     for (int32_t i = 0; i < n && !q->err; i++) {
         struct kstr s = kr_str(q);
         char gid[256];
-        struct group *g = kstr_copy(s, gid, sizeof gid) == 0 ? group_find(b->groups, gid, 0)
-                                                              : NULL;
-        kw_i16(w, 0);
+        int has_gid = kstr_copy(s, gid, sizeof gid) == 0;
+        int may = !has_gid || reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE);
+        struct group *g = has_gid && may ? group_find(b->groups, gid, 0) : NULL;
+        kw_i16(w, may ? 0 : KERR_GROUP_AUTHORIZATION_FAILED);
         if (s.ptr)
             kw_strn(w, s.ptr, (size_t)s.len);
         else

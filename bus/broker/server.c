@@ -9,11 +9,13 @@
  * soon as the head is ready.
  *
  * Limits: max_request_bytes per frame (and so per connection's input buffer, which is freed
- * again once a request larger than IN_KEEP_BYTES was handled), max_connections, at most
- * REPLIES_MAX queued replies and OUT_MAX_BYTES unsent bytes per connection (reading pauses
- * beyond), request_timeout_ms for a
- * partial request, idle_timeout_ms for a silent connection. A malformed frame, an unknown API
- * key or an unsupported version closes that connection with a log line. */
+ * again once a request larger than IN_KEEP_BYTES was handled), max_connections in all and
+ * max_connections_per_address (refused at accept), at most REPLIES_MAX queued replies and
+ * max_buffered_bytes unsent bytes per connection (reading pauses beyond), request_timeout_ms for
+ * a partial request, idle_timeout_ms for a silent connection, sasl_handshake_timeout_ms for one
+ * that does not authenticate when SASL is required. Topic and partition counts: limits.c. A
+ * malformed frame, an unknown API key or an unsupported version closes that connection with a
+ * log line. */
 #include "broker.h"
 
 #include <arpa/inet.h>
@@ -37,7 +39,6 @@
 #include "metrics.h"
 
 #define REPLIES_MAX 64
-#define OUT_MAX_BYTES (64u << 20)
 /* An empty input buffer larger than this is freed (it grew for one large request). */
 #define IN_KEEP_BYTES (1u << 20)
 #define FETCH_MAX_BYTES (64 << 20)
@@ -61,10 +62,12 @@ enum api {
     API_SYNC_GROUP = 14,
     API_DESCRIBE_GROUPS = 15,
     API_LIST_GROUPS = 16,
+    API_SASL_HANDSHAKE = 17,
     API_API_VERSIONS = 18,
     API_CREATE_TOPICS = 19,
     API_DELETE_TOPICS = 20,
     API_INIT_PRODUCER_ID = 22,
+    API_SASL_AUTHENTICATE = 36,
     API_DESCRIBE_CONFIGS = 32,
     API_CREATE_PARTITIONS = 37,
 };
@@ -102,10 +105,12 @@ static const struct api_def {
     {API_SYNC_GROUP, 0, 3, "SyncGroup", handle_sync_group},
     {API_DESCRIBE_GROUPS, 0, 4, "DescribeGroups", handle_describe_groups},
     {API_LIST_GROUPS, 0, 2, "ListGroups", handle_list_groups},
+    {API_SASL_HANDSHAKE, 0, 1, "SaslHandshake", handle_sasl_handshake},
     {API_API_VERSIONS, 0, 3, "ApiVersions", handle_api_versions},
     {API_CREATE_TOPICS, 0, 4, "CreateTopics", handle_create_topics},
     {API_DELETE_TOPICS, 0, 3, "DeleteTopics", handle_delete_topics},
     {API_INIT_PRODUCER_ID, 0, 1, "InitProducerId", handle_init_producer_id},
+    {API_SASL_AUTHENTICATE, 0, 2, "SaslAuthenticate", handle_sasl_authenticate},
     {API_DESCRIBE_CONFIGS, 0, 2, "DescribeConfigs", handle_describe_configs},
     {API_CREATE_PARTITIONS, 0, 1, "CreatePartitions", handle_create_partitions},
 };
@@ -114,6 +119,8 @@ static const struct api_def {
 struct conn {
     int fd;
     char peer[64];
+    char ip[INET_ADDRSTRLEN]; /* for max_connections_per_address */
+    long long created_ms;
     uint8_t *in;
     size_t in_len, in_cap;
     uint8_t *out;
@@ -124,10 +131,17 @@ struct conn {
     size_t chunk, chunk_off;
     long long partial_since_ms, last_active_ms;
     int is_closing, wants_out;
+    int is_closing_after_send; /* reply_close_after: no more requests, close once sent */
+    struct sasl_session sasl;
 };
 
 static struct metric *m_bytes_in, *m_bytes_out, *m_conns, *m_fsync, *m_requests[N_APIS];
 static struct metric *m_bad_requests;
+/* bus_broker_connections_refused_total{reason} */
+enum refused { REFUSED_MAX_CONNECTIONS, REFUSED_PER_ADDRESS, REFUSED_UNAUTHENTICATED, N_REFUSED };
+static const char *const REFUSED_REASONS[N_REFUSED] = {"max_connections", "per_address",
+                                                       "unauthenticated"};
+static struct metric *m_refused[N_REFUSED];
 
 long long broker_now_ms(void)
 {
@@ -201,6 +215,16 @@ const char *reply_peer(const struct reply *r)
     return r->conn->peer;
 }
 
+struct sasl_session *reply_session(struct reply *r)
+{
+    return &r->conn->sasl;
+}
+
+void reply_close_after(struct reply *r)
+{
+    r->conn->is_closing_after_send = 1;
+}
+
 static void conn_close(struct conn *c, const char *why)
 {
     if (c->is_closing)
@@ -223,6 +247,7 @@ static void conn_destroy(struct broker *b, struct conn *c)
         epoll_ctl(b->ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
     }
+    sasl_session_release(&c->sasl);
     free(c->in);
     free(c->out);
     free(c);
@@ -314,6 +339,10 @@ static void conn_write(struct broker *b, struct conn *c)
             c->sending = NULL;
         }
     }
+    if (c->is_closing_after_send && c->out_len == 0 && !c->sending && !c->rhead) {
+        conn_close(c, NULL);
+        return;
+    }
     conn_set_out(b, c, c->out_off < c->out_len || c->sending != NULL);
 }
 
@@ -351,9 +380,9 @@ static void conn_flush(struct broker *b, struct conn *c)
             for (size_t i = 0; i < r->n_parts; i++)
                 body += r->parts[i].len;
             uint8_t hdr[8];
-            put_be32(hdr, (uint32_t)(4 + body));
+            put_be32(hdr, (uint32_t)(r->is_raw ? body : 4 + body));
             put_be32(hdr + 4, (uint32_t)r->corr);
-            out_append(c, hdr, 8);
+            out_append(c, hdr, r->is_raw ? 4 : 8);
             if (r->n_parts) {
                 out_append(c, r->w.p, r->parts[0].at);
                 r->next = NULL;
@@ -412,8 +441,14 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
         kr_init(&q, NULL, 0);
         q.err = 2;
     }
-    if (key == API_API_VERSIONS && ver >= 3)
+    if ((key == API_API_VERSIONS && ver >= 3) || (key == API_SASL_AUTHENTICATE && ver >= 2))
         kr_skip_tagged(&q); /* request header v2 */
+    if (!sasl_may_serve(b, &c->sasl, key)) {
+        log_warn("%s request from %s before SASL authentication: closing", api->name, c->peer);
+        metric_inc(m_refused[REFUSED_UNAUTHENTICATED]);
+        conn_close(c, NULL);
+        return -1;
+    }
     metric_inc(m_requests[api - APIS]);
     struct reply *r = xcalloc(1, sizeof *r);
     r->conn = c;
@@ -447,15 +482,37 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
     return 0;
 }
 
+/* A bare SASL frame after SaslHandshake v0: answered with a bare frame, in order. */
+static int handle_raw_sasl(struct broker *b, struct conn *c, uint8_t *frame, size_t len)
+{
+    struct reply *r = xcalloc(1, sizeof *r);
+    r->conn = c;
+    r->is_ready = 1;
+    r->is_raw = 1;
+    kw_init(&r->w);
+    if (c->rtail)
+        c->rtail->next = r;
+    else
+        c->rhead = r;
+    c->rtail = r;
+    c->n_replies++;
+    if (sasl_raw_authenticate(b, r, frame, len) != 0) {
+        conn_close(c, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 static void conn_process(struct broker *b, struct conn *c)
 {
     size_t off = 0;
-    while (!c->is_closing && c->n_replies < REPLIES_MAX &&
-           c->out_len - c->out_off < OUT_MAX_BYTES) {
+    while (!c->is_closing && !c->is_closing_after_send && c->n_replies < REPLIES_MAX &&
+           c->out_len - c->out_off < (size_t)b->opt.max_buffered_bytes) {
         if (c->in_len - off < 4)
             break;
         uint32_t size = be32(c->in + off);
-        if (size < 10 || size > (uint32_t)b->opt.max_request_bytes) {
+        int is_raw = c->sasl.is_raw;
+        if ((is_raw ? size > 65536 : size < 10) || size > (uint32_t)b->opt.max_request_bytes) {
             log_warn("request size %u from %s out of bounds (10..%ld)", size, c->peer,
                      b->opt.max_request_bytes);
             conn_close(c, "bad request size");
@@ -463,7 +520,8 @@ static void conn_process(struct broker *b, struct conn *c)
         }
         if (c->in_len - off - 4 < size)
             break;
-        if (handle_frame(b, c, c->in + off + 4, size) != 0)
+        if ((is_raw ? handle_raw_sasl(b, c, c->in + off + 4, size)
+                    : handle_frame(b, c, c->in + off + 4, size)) != 0)
             break;
         off += 4 + (size_t)size;
     }
@@ -488,8 +546,10 @@ static void conn_read(struct broker *b, struct conn *c)
     /* A bounded number of reads per readiness event, so one fast client cannot starve the
      * others (epoll is level-triggered: the rest is read on the next turn). */
     for (int reads = 0; reads < 16; reads++) {
-        if (c->n_replies >= REPLIES_MAX || c->out_len - c->out_off >= OUT_MAX_BYTES)
-            break; /* back-pressure: leave the rest in the socket */
+        if (c->n_replies >= REPLIES_MAX ||
+            c->out_len - c->out_off >= (size_t)b->opt.max_buffered_bytes ||
+            c->is_closing_after_send)
+            break; /* back-pressure (or closing): leave the rest in the socket */
         if (c->in_cap - c->in_len < 65536) {
             size_t want = c->in_len + 65536;
             if (c->in_len >= 4) {
@@ -541,7 +601,8 @@ static struct conn *conn_add(struct broker *b, int fd, const char *peer)
     struct conn *c = xcalloc(1, sizeof *c);
     c->fd = fd;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
-    c->last_active_ms = broker_now_ms();
+    c->last_active_ms = c->created_ms = broker_now_ms();
+    sasl_session_init(&c->sasl);
     b->conns = xrealloc(b->conns, (b->n_conns + 1) * sizeof *b->conns);
     b->conns[b->n_conns++] = c;
     metric_add(m_conns, 1);
@@ -567,12 +628,25 @@ static void accept_all(struct broker *b)
         if ((long)b->n_conns >= b->opt.max_connections) {
             log_warn("refusing connection from %s: max_connections (%ld) reached", peer,
                      b->opt.max_connections);
+            metric_inc(m_refused[REFUSED_MAX_CONNECTIONS]);
+            close(fd);
+            continue;
+        }
+        long same = 0;
+        for (size_t i = 0; i < b->n_conns; i++)
+            same += !b->conns[i]->is_closing && !strcmp(b->conns[i]->ip, ip);
+        if (same >= b->opt.max_connections_per_address) {
+            /* Debug: a client hammering the port would flood the log; the metric counts. */
+            log_debug("refusing connection from %s: max_connections_per_address (%ld) reached",
+                      peer, b->opt.max_connections_per_address);
+            metric_inc(m_refused[REFUSED_PER_ADDRESS]);
             close(fd);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct conn *c = conn_add(b, fd, peer);
+        snprintf(c->ip, sizeof c->ip, "%s", ip);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
             conn_close(c, "epoll_ctl failed");
@@ -776,6 +850,16 @@ static struct partition *find_partition(struct broker *b, struct kstr topic, int
     return t->parts[part];
 }
 
+/* ACLs on a topic named in a request (acl.h): allowed when no ACL file is loaded. A name that
+ * cannot be a topic is let through to the handler's own error. */
+static int topic_allowed(struct broker *b, struct reply *r, struct kstr t, enum acl_op op)
+{
+    char name[STORE_MAX_NAME + 1];
+    if (!b->acls || kstr_copy(t, name, sizeof name) != 0)
+        return 1;
+    return reply_allowed(b, r, ACL_TOPIC, name, op);
+}
+
 static void kw_kstr(struct kw *w, struct kstr s)
 {
     if (!s.ptr)
@@ -878,9 +962,17 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
         kw_i32(w, 0); /* controller */
     int all = n < 0 || (v == 0 && n == 0);
     if (all) {
-        kw_i32(w, (int32_t)b->store.n_topics);
-        for (size_t i = 0; i < b->store.n_topics; i++)
-            metadata_topic(b, w, v, 0, b->store.topics[i]->name, b->store.topics[i]);
+        /* Only the topics the principal may describe (Kafka filters them silently). */
+        size_t mark = kw_mark_i32(w);
+        int32_t count = 0;
+        for (size_t i = 0; i < b->store.n_topics; i++) {
+            struct topic *t = b->store.topics[i];
+            if (!reply_may(b, r, ACL_TOPIC, t->name, ACL_DESCRIBE))
+                continue;
+            metadata_topic(b, w, v, 0, t->name, t);
+            count++;
+        }
+        kw_patch_i32(w, mark, count);
     } else {
         kw_i32(w, n);
         for (int32_t i = 0; i < n; i++) {
@@ -895,14 +987,25 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
                     kw_i32(w, INT32_MIN);
                 continue;
             }
+            if (!reply_allowed(b, r, ACL_TOPIC, name, ACL_DESCRIBE)) {
+                metadata_topic(b, w, v, KERR_TOPIC_AUTHORIZATION_FAILED, name, NULL);
+                continue;
+            }
             struct topic *t = store_topic_find(&b->store, name);
-            if (!t && b->opt.auto_create_topics && allow_create) {
-                char err[128];
-                if (store_topic_create(&b->store, name, b->opt.default_partitions, NULL, err,
-                                       sizeof err) == 0)
+            int terr = 0;
+            if (!t && b->opt.auto_create_topics && allow_create &&
+                (reply_may(b, r, ACL_CLUSTER, NULL, ACL_CREATE) ||
+                 reply_allowed(b, r, ACL_TOPIC, name, ACL_CREATE))) {
+                char err[160];
+                terr = limits_check_partitions(b, 1, b->opt.default_partitions,
+                                               b->opt.default_partitions, err, sizeof err);
+                if (terr)
+                    log_debug("auto-create of %s refused: %s", name, err);
+                else if (store_topic_create(&b->store, name, b->opt.default_partitions, NULL, err,
+                                            sizeof err) == 0)
                     t = store_topic_find(&b->store, name);
             }
-            metadata_topic(b, w, v, t ? 0 : KERR_UNKNOWN_TOPIC_OR_PARTITION, name, t);
+            metadata_topic(b, w, v, t ? 0 : terr ? terr : KERR_UNKNOWN_TOPIC_OR_PARTITION, name, t);
         }
     }
     if (v >= 8)
@@ -928,6 +1031,7 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
         int32_t np = kr_array(q, 8);
         kw_kstr(w, tname);
         kw_i32(w, np < 0 ? 0 : np);
+        int may_write = np > 0 ? topic_allowed(b, r, tname, ACL_WRITE) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
             int32_t rlen;
@@ -939,6 +1043,8 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
             struct partition *p = find_partition(b, tname, idx, NULL);
             if (txn.ptr)
                 err = KERR_INVALID_REQUEST; /* transactions are not implemented */
+            else if (!may_write)
+                err = KERR_TOPIC_AUTHORIZATION_FAILED;
             else if (acks != 0 && acks != 1 && acks != -1)
                 err = KERR_INVALID_REQUIRED_ACKS;
             else if (!p)
@@ -949,7 +1055,8 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
                 err = store_append(&b->store, p, (uint8_t *)rec, (size_t)rlen, &base, now);
             if (err == 0 && base >= 0)
                 appended = 1;
-            if (err != 0 && err != KERR_UNKNOWN_TOPIC_OR_PARTITION)
+            if (err != 0 && err != KERR_UNKNOWN_TOPIC_OR_PARTITION &&
+                err != KERR_TOPIC_AUTHORIZATION_FAILED)
                 log_debug("produce to %.*s/%d rejected: error %d", (int)tname.len,
                           tname.ptr ? tname.ptr : "", (int)idx, err);
             kw_i32(w, idx);
@@ -1013,6 +1120,7 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
         int32_t np = kr_array(q, 12);
         kw_kstr(&w, tname);
         kw_i32(&w, np < 0 ? 0 : np);
+        int may_read = np > 0 ? topic_allowed(b, r, tname, ACL_READ) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
             if (v >= 9)
@@ -1025,7 +1133,7 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
                 break;
             if (pmax > part_cap)
                 pmax = part_cap;
-            struct partition *p = find_partition(b, tname, idx, NULL);
+            struct partition *p = may_read ? find_partition(b, tname, idx, NULL) : NULL;
             kw_i32(&w, idx);
             size_t err_at = w.len;
             kw_i16(&w, 0);
@@ -1039,7 +1147,9 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
             size_t mark = kw_mark_i32(&w);
             int err = 0;
             uint32_t file_len = 0;
-            if (!p) {
+            if (!may_read) {
+                err = KERR_TOPIC_AUTHORIZATION_FAILED;
+            } else if (!p) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             } else if (total < max_bytes && pmax > 0) {
                 int32_t lim = pmax < max_bytes - (int32_t)total ? pmax : max_bytes - (int32_t)total;
@@ -1172,19 +1282,22 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
         int32_t np = kr_array(q, 12);
         kw_kstr(w, tname);
         kw_i32(w, np < 0 ? 0 : np);
+        int may_describe = np > 0 ? topic_allowed(b, r, tname, ACL_DESCRIBE) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
             if (v >= 4)
                 (void)kr_i32(q);
             int64_t ts = kr_i64(q);
-            struct partition *p = find_partition(b, tname, idx, NULL);
+            struct partition *p = may_describe ? find_partition(b, tname, idx, NULL) : NULL;
             int64_t off = -1;
             if (p)
                 off = ts == -1 ? p->next_offset
                     : ts == -2 ? p->log_start
                                : store_offset_for_time(p, ts);
             kw_i32(w, idx);
-            kw_i16(w, p ? 0 : KERR_UNKNOWN_TOPIC_OR_PARTITION);
+            kw_i16(w, !may_describe ? KERR_TOPIC_AUTHORIZATION_FAILED
+                      : p           ? 0
+                                    : KERR_UNKNOWN_TOPIC_OR_PARTITION);
             kw_i64(w, -1);
             kw_i64(w, off);
             if (v >= 4)
@@ -1260,6 +1373,15 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
         kw_i16(w, -1);
         return 0;
     }
+    /* Kafka (KIP-679): IdempotentWrite on the cluster, or Write on any topic. */
+    if (b->acls &&
+        !acl_set_allows_any(b->acls, reply_session(r)->principal, ACL_TOPIC, ACL_WRITE) &&
+        !reply_allowed(b, r, ACL_CLUSTER, NULL, ACL_IDEMPOTENT_WRITE)) {
+        kw_i16(w, KERR_CLUSTER_AUTHORIZATION_FAILED);
+        kw_i64(w, -1);
+        kw_i16(w, -1);
+        return 0;
+    }
     int64_t pid = pid_alloc(b);
     kw_i16(w, pid < 0 ? KERR_UNKNOWN_SERVER_ERROR : 0);
     kw_i64(w, pid);
@@ -1291,7 +1413,7 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
         int32_t n;
         struct topic_conf conf;
         int err;
-        char msg[128];
+        char msg[192];
     } *ps = xcalloc(nt > 0 ? (size_t)nt : 1, sizeof *ps);
     for (int32_t i = 0; i < nt && !q->err; i++) {
         struct pending *p = &ps[i];
@@ -1354,6 +1476,11 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
     kw_i32(w, nt < 0 ? 0 : nt);
     for (int32_t i = 0; i < nt; i++) {
         struct pending *p = &ps[i];
+        if (!p->err && !reply_may(b, r, ACL_CLUSTER, NULL, ACL_CREATE) &&
+            !reply_allowed(b, r, ACL_TOPIC, p->name, ACL_CREATE)) {
+            p->err = KERR_TOPIC_AUTHORIZATION_FAILED;
+            snprintf(p->msg, sizeof p->msg, "not authorized to create this topic");
+        }
         if (!p->err) {
             if (!store_topic_name_valid(p->name)) {
                 p->err = KERR_INVALID_TOPIC_EXCEPTION;
@@ -1361,9 +1488,9 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
             } else if (store_topic_find(&b->store, p->name)) {
                 p->err = KERR_TOPIC_ALREADY_EXISTS;
                 snprintf(p->msg, sizeof p->msg, "topic already exists");
-            } else if (p->n < 1 || p->n > 10000) {
-                p->err = KERR_INVALID_PARTITIONS;
-                snprintf(p->msg, sizeof p->msg, "partition count must be 1..10000");
+            } else if ((p->err = limits_check_partitions(b, 1, p->n, p->n, p->msg,
+                                                         sizeof p->msg)) != 0) {
+                /* past a limit: nothing written */
             } else if (!validate_only) {
                 p->err = store_topic_create(&b->store, p->name, p->n, &p->conf, p->msg,
                                             sizeof p->msg);
@@ -1390,7 +1517,9 @@ static int handle_delete_topics(struct broker *b, struct reply *r, struct kr *q)
         struct kstr s = kr_str(q);
         char name[STORE_MAX_NAME + 1];
         int err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
-        if (kstr_copy(s, name, sizeof name) == 0) {
+        if (!topic_allowed(b, r, s, ACL_DELETE)) {
+            err = KERR_TOPIC_AUTHORIZATION_FAILED;
+        } else if (kstr_copy(s, name, sizeof name) == 0) {
             err = store_topic_delete(&b->store, name);
             if (err == 0)
                 groups_topic_deleted(b, name);
@@ -1434,14 +1563,21 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
             struct topic *t = NULL;
             int err = 0;
             const char *msg = NULL;
+            char lmsg[160];
             if (kstr_copy(s, name, sizeof name) == 0)
                 t = store_topic_find(&b->store, name);
-            if (!t) {
+            if (!topic_allowed(b, r, s, ACL_ALTER)) {
+                err = KERR_TOPIC_AUTHORIZATION_FAILED;
+                msg = "not authorized to alter this topic";
+            } else if (!t) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
                 msg = "unknown topic";
-            } else if (count <= t->n_parts || count > 10000) {
+            } else if (count <= t->n_parts) {
                 err = KERR_INVALID_PARTITIONS;
-                msg = "the partition count can only grow (up to 10000)";
+                msg = "the partition count can only grow";
+            } else if ((err = limits_check_partitions(b, 0, count, count - t->n_parts, lmsg,
+                                                      sizeof lmsg)) != 0) {
+                msg = lmsg;
             } else if (!validate_only) {
                 err = store_topic_add_partitions(&b->store, t, count);
                 msg = err ? "cannot create partitions" : NULL;
@@ -1492,11 +1628,19 @@ static int handle_describe_configs(struct broker *b, struct reply *r, struct kr 
         struct topic *t = NULL;
         if (kstr_copy(rname, name, sizeof name) == 0 && type == 2)
             t = store_topic_find(&b->store, name);
-        int err = (type == 2 && !t) ? KERR_UNKNOWN_TOPIC_OR_PARTITION
-                : (type != 2 && type != 4) ? KERR_INVALID_REQUEST
-                                           : 0;
+        int err = (type == 2 && !topic_allowed(b, r, rname, ACL_DESCRIBE_CONFIGS))
+                      ? KERR_TOPIC_AUTHORIZATION_FAILED
+                  : (type == 4 && !reply_allowed(b, r, ACL_CLUSTER, NULL, ACL_DESCRIBE_CONFIGS))
+                      ? KERR_CLUSTER_AUTHORIZATION_FAILED
+                  : (type == 2 && !t)        ? KERR_UNKNOWN_TOPIC_OR_PARTITION
+                  : (type != 2 && type != 4) ? KERR_INVALID_REQUEST
+                                             : 0;
         kw_i16(w, (int16_t)err);
-        kw_str(w, err ? "unknown resource" : NULL);
+        kw_str(w,
+               !err ? NULL
+               : err == KERR_TOPIC_AUTHORIZATION_FAILED || err == KERR_CLUSTER_AUTHORIZATION_FAILED
+                   ? "not authorized"
+                   : "unknown resource");
         kw_i8(w, type);
         kw_kstr(w, rname);
         struct topic_conf c = t ? t->conf : b->store.defaults;
@@ -1575,6 +1719,14 @@ static void metrics_init(void)
                                 NULL, NULL, 0);
     m_bad_requests = metrics_counter("bus_broker_bad_requests_total",
                                      "Requests refused as malformed or unsupported", NULL);
+    for (int i = 0; i < N_REFUSED; i++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "reason=\"%s\"", REFUSED_REASONS[i]);
+        m_refused[i] = metrics_counter("bus_broker_connections_refused_total",
+                                       "Connections refused or closed by a limit or for want of "
+                                       "authentication, by reason",
+                                       labels);
+    }
     for (size_t i = 0; i < N_APIS; i++) {
         char labels[64];
         snprintf(labels, sizeof labels, "api=\"%s\"", APIS[i].name);
@@ -1589,6 +1741,8 @@ int broker_init(struct broker *b, const struct broker_options *opt, char *err, s
     b->ep = b->lfd = b->wake_fd = -1;
     metrics_init();
     if (store_open(&b->store, opt->data_dir, &opt->topic_defaults, err, err_len) != 0)
+        return -1;
+    if (security_load(b, 1, err, err_len) != 0)
         return -1;
     b->groups = groups_new(b, err, err_len);
     if (!b->groups)
@@ -1651,6 +1805,11 @@ static void check_timeouts(struct broker *b, long long now)
             conn_close(c, "partial request stalled past request_timeout_ms");
         else if (!c->rhead && now - c->last_active_ms > b->opt.idle_timeout_ms)
             conn_close(c, "idle past idle_timeout_ms");
+        else if (b->opt.is_sasl_required && c->sasl.state != SASL_AUTHENTICATED &&
+                 now - c->created_ms > b->opt.sasl_handshake_timeout_ms) {
+            metric_inc(m_refused[REFUSED_UNAUTHENTICATED]);
+            conn_close(c, "not authenticated within sasl.handshake_timeout_ms");
+        }
     }
 }
 
@@ -1699,6 +1858,11 @@ void broker_run(struct broker *b)
                 }
             }
         }
+        if (__atomic_exchange_n(&b->reload, 0, __ATOMIC_SEQ_CST)) {
+            char err[512];
+            if (security_load(b, 0, err, sizeof err) == 0)
+                log_info("SIGHUP: users and ACLs reloaded");
+        }
         now = broker_now_ms();
         if (b->opt.fsync == FSYNC_ALWAYS) {
             sync_start(b);
@@ -1736,6 +1900,14 @@ void broker_run(struct broker *b)
     reap_closed(b);
 }
 
+void broker_reload(struct broker *b)
+{
+    __atomic_store_n(&b->reload, 1, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    if (b->wake_fd >= 0)
+        (void)!write(b->wake_fd, &one, sizeof one);
+}
+
 void broker_stop(struct broker *b)
 {
     b->stop = 1;
@@ -1751,6 +1923,7 @@ void broker_release(struct broker *b)
         conn_close(b->conns[i], NULL);
     reap_closed(b);
     free(b->conns);
+    security_release(b);
     groups_free(b->groups);
     store_close(&b->store);
     if (b->lfd >= 0)

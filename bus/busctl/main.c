@@ -10,7 +10,10 @@
  *
  * DIR defaults to config/bus. Environment: BUS_BOOTSTRAP (127.0.0.1:9092), DISPATCHER_URLS
  * (comma list, http://127.0.0.1:8081), BUS_ADMIN_TOKEN (the dispatchers' admin token,
- * dev-admin-token), BUS_SCHEMA (config/schema/bus.schema.json). Exit codes:
+ * dev-admin-token), BUS_SCHEMA (default: DIR/../schema/bus.schema.json when it exists, else
+ * config/schema/bus.schema.json), BUSCTL_CONFIG and BUSCTL_KAFKA_* (the kafka.* settings of its
+ * Kafka clients, e.g. SASL and TLS). `busctl --help` and `busctl CMD --help` print the usage on
+ * stdout and do nothing else; an unknown option is refused before anything is done. Exit codes:
  * 0 ok, 1 invalid configuration or failed operation, 2 usage. */
 #include <dirent.h>
 #include <stdio.h>
@@ -22,6 +25,7 @@
 #include "alloc.h"
 #include "buildinfo.h"
 #include "busconf.h"
+#include "config.h"
 #include "dlq.h"
 #include "http_client.h"
 #include "kafka.h"
@@ -38,12 +42,57 @@ static const char *env_or(const char *name, const char *def)
     return v && *v ? v : def;
 }
 
+static const char USAGE[] =
+    "usage: busctl validate [DIR] | plan [DIR] | apply [DIR] | lag |\n"
+    "              tail TOPIC [-n N] [--from-beginning] | dlq replay ROUTE [DIR] |\n"
+    "              trace EVENT_ID [--logs DIR] [--json] [--scan N] | --version | --help\n"
+    "  DIR: the bus configuration (default config/bus)\n"
+    "  environment: BUS_BOOTSTRAP, DISPATCHER_URLS, BUS_ADMIN_TOKEN, BUS_SCHEMA,\n"
+    "               BUSCTL_CONFIG (JSON with kafka.* keys), BUSCTL_KAFKA_<NAME> (docs/bus.md)\n";
+
+/* A usage error: the usage on stderr, exit 2. */
 static int usage(void)
 {
-    fprintf(stderr, "usage: busctl validate [DIR] | plan [DIR] | apply [DIR] | lag |\n"
-                    "              tail TOPIC [-n N] [--from-beginning] | dlq replay ROUTE |\n"
-                    "              trace EVENT_ID [--logs DIR] [--json] [--scan N]\n");
+    fputs(USAGE, stderr);
     return 2;
+}
+
+static bool is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+json_t *busctl_kafka(void)
+{
+    static struct config *cfg;
+    if (cfg == NULL) {
+        static const struct config_def none[] = {CONFIG_DEF_END};
+        char err[1024];
+        const char *path = getenv("BUSCTL_CONFIG");
+        if (config_load(&cfg, none, "BUSCTL", path && *path ? path : NULL, err, sizeof err) !=
+            0) {
+            fprintf(stderr, "busctl: %s\n", err);
+            exit(2);
+        }
+        if (kafka_conf_validate(config_kafka(cfg), err, sizeof err) != 0) {
+            fprintf(stderr, "busctl: %s\n", err);
+            exit(2);
+        }
+    }
+    return config_kafka(cfg);
+}
+
+/* The bus schema: BUS_SCHEMA, else the one beside DIR (DIR/../schema/bus.schema.json, as in
+ * this repository and in an installed tree), else config/schema/bus.schema.json. */
+static const char *schema_for(const char *dir, char *buf, size_t len)
+{
+    const char *env = getenv("BUS_SCHEMA");
+    if (env && *env)
+        return env;
+    int n = snprintf(buf, len, "%s/../schema/bus.schema.json", dir);
+    if (n > 0 && (size_t)n < len && access(buf, R_OK) == 0)
+        return buf;
+    return "config/schema/bus.schema.json";
 }
 
 /* Route secrets are written "${NAME}" and expanded from the environment by busconf_load. busctl
@@ -93,8 +142,8 @@ static struct busconf *load(const char *dir)
     placeholder_secrets(dir);
     static char err[65536];
     struct busconf *c = NULL;
-    if (busconf_load(dir, env_or("BUS_SCHEMA", "config/schema/bus.schema.json"), &c, err,
-                     sizeof err) != 0) {
+    char schema[4096];
+    if (busconf_load(dir, schema_for(dir, schema, sizeof schema), &c, err, sizeof err) != 0) {
         fputs(err, stderr);
         if (err[0] && err[strlen(err) - 1] != '\n')
             fputc('\n', stderr);
@@ -190,9 +239,16 @@ static int collect_routes(const char *base, void *ctx)
     return 0;
 }
 
+/* What the reloaded dispatchers report, checked against the configuration being applied. */
+struct reload_check {
+    const struct busconf *c;
+    json_t *running; /* route name -> true, over every dispatcher */
+    int foreign;     /* routes a dispatcher runs that the configuration does not have */
+};
+
 static int reload_one(const char *base, void *ctx)
 {
-    (void)ctx;
+    struct reload_check *chk = ctx;
     char url[1024], err[256];
     int status;
     snprintf(url, sizeof url, "%s/v1/reload", base);
@@ -204,10 +260,48 @@ static int reload_one(const char *base, void *ctx)
         json_decref(doc);
         return -1;
     }
-    char *names = json_dumps(json_object_get(doc, "routes"), JSON_COMPACT);
+    json_t *routes = json_object_get(doc, "routes");
+    char *names = json_dumps(routes, JSON_COMPACT);
     printf("reloaded %s: routes %s\n", base, names);
     free(names);
+    size_t i;
+    json_t *r;
+    json_array_foreach(routes, i, r)
+    {
+        const char *name = json_string_value(r);
+        if (name == NULL)
+            continue;
+        json_object_set_new(chk->running, name, json_true());
+        if (busconf_route_find(chk->c, name) == NULL) {
+            /* The dispatcher reloaded a configuration other than this one (its own
+             * bus_config_dir): what was asked is not what runs. */
+            fprintf(stderr, "dispatcher %s runs route %s, which %s does not have\n", base, name,
+                    "the applied configuration");
+            chk->foreign++;
+        }
+    }
     json_decref(doc);
+    return 0;
+}
+
+/* After the reloads: every route of the configuration must run on some dispatcher. */
+static int check_applied(const struct reload_check *chk)
+{
+    int missing = 0;
+    for (size_t i = 0; i < chk->c->n_routes; i++) {
+        const char *name = chk->c->routes[i].name;
+        if (json_object_get(chk->running, name) == NULL) {
+            fprintf(stderr, "route %s is not running on any dispatcher after the reload\n", name);
+            missing++;
+        }
+    }
+    if (missing || chk->foreign) {
+        fprintf(stderr,
+                "apply: the dispatchers do not run the applied routes (%d missing, %d foreign): "
+                "is their bus_config_dir the directory applied?\n",
+                missing, chk->foreign);
+        return -1;
+    }
     return 0;
 }
 
@@ -217,7 +311,7 @@ static struct kafka_admin *admin(void)
 {
     char err[512];
     struct kafka_admin *a =
-        kafka_admin_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), NULL, err, sizeof err);
+        kafka_admin_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), busctl_kafka(), err, sizeof err);
     if (a == NULL)
         fprintf(stderr, "%s\n", err);
     return a;
@@ -344,7 +438,14 @@ static int cmd_plan_apply(const char *dir, bool is_apply)
         fprintf(stderr, "apply: %d topic steps failed; dispatchers not reloaded\n", failed);
         goto out;
     }
-    rc = each_dispatcher(reload_one, NULL) == 0 ? 0 : 1;
+    const char *urls = getenv("DISPATCHER_URLS");
+    if (urls && !*urls) {
+        rc = 0; /* no dispatcher to reload (DISPATCHER_URLS set but empty) */
+        goto out;
+    }
+    struct reload_check chk = {c, json_object(), 0};
+    rc = each_dispatcher(reload_one, &chk) == 0 && check_applied(&chk) == 0 ? 0 : 1;
+    json_decref(chk.running);
 out:
     json_decref(acc.routes);
     json_decref(live);
@@ -405,8 +506,9 @@ static int cmd_tail(const char *topic, long count, bool is_from_beginning)
 {
     char group[128], err[512];
     snprintf(group, sizeof group, "busctl.tail.%ld.%ld", (long)getpid(), (long)time(NULL));
-    json_t *props = json_pack("{s:s}", "auto.offset.reset",
-                              is_from_beginning ? "earliest" : "latest");
+    json_t *props = json_deep_copy(busctl_kafka());
+    json_object_set_new(props, "auto.offset.reset",
+                        json_string(is_from_beginning ? "earliest" : "latest"));
     struct kafka_consumer *c = kafka_consumer_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"),
                                                   group, topic, props, NULL, NULL, err,
                                                   sizeof err);
@@ -450,7 +552,7 @@ static int cmd_dlq_replay(const char *dir, const char *route_name, long idle_ms)
         goto out;
     }
     long replayed = 0, skipped = 0;
-    if (dlq_replay(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), NULL, r->name, r->topic,
+    if (dlq_replay(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), busctl_kafka(), r->name, r->topic,
                    r->dead_letter, idle_ms, 60000, &replayed, &skipped, err, sizeof err) != 0) {
         fprintf(stderr, "replay of %s: %s\n", r->name, err);
         goto out;
@@ -468,22 +570,34 @@ int main(int argc, char **argv)
     log_init("busctl", LOG_LEVEL_WARN);
     if (argc < 2)
         return usage();
+    /* GNU conventions: --help wherever it is prints the usage and does nothing else (`busctl
+     * apply --help` must not apply), and an option a command does not take is refused before
+     * anything is done. */
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+    }
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0) {
         buildinfo_print(stdout, "busctl");
         return 0;
     }
-    const char *dir = argc > 2 && argv[2][0] != '-' ? argv[2] : "config/bus";
-    if (strcmp(cmd, "validate") == 0)
-        return cmd_validate(dir);
-    if (strcmp(cmd, "plan") == 0)
-        return cmd_plan_apply(dir, false);
-    if (strcmp(cmd, "apply") == 0)
-        return cmd_plan_apply(dir, true);
+    bool is_config_cmd =
+        strcmp(cmd, "validate") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "apply") == 0;
+    if (is_config_cmd) {
+        if (argc > 3 || (argc == 3 && argv[2][0] == '-'))
+            return usage();
+        const char *dir = argc == 3 ? argv[2] : "config/bus";
+        if (strcmp(cmd, "validate") == 0)
+            return cmd_validate(dir);
+        return cmd_plan_apply(dir, strcmp(cmd, "apply") == 0);
+    }
     if (strcmp(cmd, "lag") == 0)
-        return cmd_lag();
+        return argc == 2 ? cmd_lag() : usage();
     if (strcmp(cmd, "tail") == 0) {
-        if (argc < 3)
+        if (argc < 3 || argv[2][0] == '-')
             return usage();
         long count = 0;
         bool is_from_beginning = false;
@@ -499,7 +613,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "trace") == 0)
         return busctl_trace_main(argc - 1, argv + 1);
-    if (strcmp(cmd, "dlq") == 0 && argc >= 4 && strcmp(argv[2], "replay") == 0) {
+    if (strcmp(cmd, "dlq") == 0 && (argc == 4 || argc == 5) && strcmp(argv[2], "replay") == 0 &&
+        argv[3][0] != '-' && (argc == 4 || argv[4][0] != '-')) {
         const char *rdir = argc > 4 ? argv[4] : "config/bus";
         return cmd_dlq_replay(rdir, argv[3], 2000);
     }

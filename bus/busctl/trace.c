@@ -160,7 +160,7 @@ static int scan_topics(struct trace_run *t, long scan)
 {
     char err[512];
     const char *bootstrap = env_or("BUS_BOOTSTRAP", "127.0.0.1:9092");
-    struct kafka_admin *a = kafka_admin_new(bootstrap, NULL, err, sizeof err);
+    struct kafka_admin *a = kafka_admin_new(bootstrap, busctl_kafka(), err, sizeof err);
     if (a == NULL) {
         fprintf(stderr, "note: topics not read: %s\n", err);
         return -1;
@@ -176,7 +176,7 @@ static int scan_topics(struct trace_run *t, long scan)
     json_object_foreach(topics, name, parts)
     {
         (void)parts;
-        if (kafka_read_tail(bootstrap, NULL, name, scan, TRACE_TIMEOUT_MS, on_record, t, NULL, err,
+        if (kafka_read_tail(bootstrap, busctl_kafka(), name, scan, TRACE_TIMEOUT_MS, on_record, t, NULL, err,
                             sizeof err) != 0)
             fprintf(stderr, "note: topic %s not read: %s\n", name, err);
     }

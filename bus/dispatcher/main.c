@@ -21,6 +21,7 @@
 #include "app.h"
 #include "busconf.h"
 #include "crypto.h"
+#include "delivery.h"
 #include "dlq.h"
 #include "http_client.h"
 #include "http_server.h"
@@ -36,6 +37,11 @@ static const struct config_def defs[] = {
     {"admin.token", CONFIG_STRING, "dev-admin-token", 0, 512, CONFIG_KEY, "BUS_ADMIN_TOKEN",
      "Bearer token the admin API (/v1/*) and the dashboard require. The default is for "
      "development only: set your own in production."},
+    {"signing_secret", CONFIG_STRING, DELIVERY_DEV_SECRET, 0, 4096, CONFIG_KEY,
+     "BUS_SIGNING_SECRET",
+     "Key(s) every delivery is signed with (Standard Webhooks webhook-signature), for routes "
+     "without their own \"secret\"; several separated by spaces while keys rotate "
+     "(docs/security.md)."},
     WEBPAGE_CONFIG_DEFS("bus/dispatcher/web", "the bus dashboard", "/"),
     {"bootstrap", CONFIG_STRING, "127.0.0.1:9092", 0, 0, 0, "BUS_BOOTSTRAP",
      "Kafka bootstrap servers (host:port,...)."},
@@ -406,6 +412,7 @@ int main(int argc, char **argv)
         goto out;
     }
     busconf_free(first);
+    d.env.signing_secret = config_str(cfg, "signing_secret");
     d.env.bootstrap = config_str(cfg, "bootstrap");
     d.env.kafka_props = config_kafka(cfg);
     d.env.max_pending_per_partition = (unsigned)config_int(cfg, "max_pending_per_partition");

@@ -55,6 +55,7 @@ struct event {
     uint64_t key_hash; /* of key, computed once (schedule() looks at it on every pass) */
     enum event_state state;
     int attempt;         /* attempts made so far */
+    long long signed_s;  /* webhook-timestamp of its last attempt (0 = none) */
     long long next_at_ms; /* WAITING: not before */
     int outstanding;      /* callbacks still to come (1 HTTP, or n produce acks) */
     bool has_produce_failed;
@@ -693,6 +694,50 @@ static void attempt_undo(struct route *r, struct event *ev)
     event_retry_later(r, ev, NULL);
 }
 
+/* ---- signatures (Standard Webhooks; docs/bus.md "Signatures") ---------------------------- */
+
+/* A webhook-signature of up to CRYPTO_WEBHOOK_MAX_KEYS "v1,<44 characters>" signatures. */
+#define ROUTE_SIGNATURE_MAX (CRYPTO_WEBHOOK_MAX_KEYS * (CRYPTO_WEBHOOK_SIG_LEN + 4))
+/* How far ahead of the clock a timestamp may be pushed to keep one event's timestamps apart. */
+#define ROUTE_SIGN_AHEAD_MAX_S 60
+
+/* The event's id: its ce-id (the publisher gives every event one), else topic-partition-offset. */
+static const char *event_id(const struct event *ev, char *buf, size_t len)
+{
+    const char *id = kafka_record_header(ev->rec, "ce-id");
+    if (id && *id && strlen(id) <= DELIVERY_ID_MAX)
+        return id;
+    snprintf(buf, len, "p%d-o%lld", (int)ev->rec->partition, (long long)ev->rec->offset);
+    return buf;
+}
+
+/* The webhook-timestamp of an attempt carrying evs: now, but later than any earlier attempt of
+ * one of them, so no two attempts of an event share (id, timestamp) and a receiver's replay
+ * cache never takes a fast retry for a replay. Pushed at most ROUTE_SIGN_AHEAD_MAX_S ahead (a
+ * receiver would answer the rare repeat with a retryable 429). */
+static long long sign_time(struct event **evs, size_t n)
+{
+    long long now = (long long)time(NULL), ts = now;
+    for (size_t i = 0; i < n; i++)
+        if (evs[i]->signed_s >= ts)
+            ts = evs[i]->signed_s + 1;
+    if (ts > now + ROUTE_SIGN_AHEAD_MAX_S)
+        ts = now + ROUTE_SIGN_AHEAD_MAX_S;
+    for (size_t i = 0; i < n; i++)
+        evs[i]->signed_s = ts;
+    return ts;
+}
+
+/* The webhook-signature of a request (every key of the route's list). */
+static void sign(const struct route *r, const char *id, const char *ts, const void *body,
+                 size_t len, char out[ROUTE_SIGNATURE_MAX])
+{
+    /* The keys were checked when the route started (route_start), so this cannot fail. */
+    if (crypto_webhook_sign(r->secret, id, strtoll(ts, NULL, 10), body, len, out,
+                            ROUTE_SIGNATURE_MAX) != 0)
+        abort();
+}
+
 static void deliver(struct route *r, struct event *ev)
 {
     struct kafka_record *rec = ev->rec;
@@ -700,7 +745,7 @@ static void deliver(struct route *r, struct event *ev)
     r->n_sending++;
     metric_observe(r->m_request_events, 1);
 
-    char part[16], off[32], att[16], sig[72];
+    char part[16], off[32], att[16], ts[24], sig[ROUTE_SIGNATURE_MAX], id_buf[64];
     snprintf(part, sizeof part, "%d", (int)rec->partition);
     snprintf(off, sizeof off, "%lld", (long long)rec->offset);
     snprintf(att, sizeof att, "%d", ev->attempt);
@@ -726,10 +771,12 @@ static void deliver(struct route *r, struct event *ev)
     h[n++] = (struct http_header_kv){"X-Bus-Partition", part};
     h[n++] = (struct http_header_kv){"X-Bus-Offset", off};
     h[n++] = (struct http_header_kv){"X-Bus-Attempt", att};
-    if (r->secret) {
-        crypto_sign_body(r->secret, rec->value, rec->value_len, sig);
-        h[n++] = (struct http_header_kv){"X-Bus-Signature", sig};
-    }
+    const char *id = event_id(ev, id_buf, sizeof id_buf);
+    snprintf(ts, sizeof ts, "%lld", sign_time(&ev, 1));
+    sign(r, id, ts, rec->value, rec->value_len, sig);
+    h[n++] = (struct http_header_kv){"webhook-id", id};
+    h[n++] = (struct http_header_kv){"webhook-timestamp", ts};
+    h[n++] = (struct http_header_kv){"webhook-signature", sig};
     struct send_ctx *sc = xcalloc(1, sizeof *sc);
     sc->route = r;
     sc->ev = ev;
@@ -796,18 +843,20 @@ static void deliver_batch(struct route *r, struct event **evs, size_t n)
     }
     buf_appends(&body, "]");
 
-    char count[24], sig[72];
+    char count[24], ts[24], sig[ROUTE_SIGNATURE_MAX], id_buf[64];
     snprintf(count, sizeof count, "%zu", n);
-    struct http_header_kv h[6];
+    const char *id = event_id(evs[0], id_buf, sizeof id_buf);
+    snprintf(ts, sizeof ts, "%lld", sign_time(evs, n));
+    sign(r, id, ts, body.data, body.len, sig);
+    struct http_header_kv h[8];
     size_t nh = 0;
     h[nh++] = (struct http_header_kv){"Content-Type", DELIVERY_BATCH_TYPE};
     h[nh++] = (struct http_header_kv){"X-Bus-Route", r->name};
     h[nh++] = (struct http_header_kv){"X-Bus-Topic", r->topic};
     h[nh++] = (struct http_header_kv){"X-Bus-Batch", count};
-    if (r->secret) {
-        crypto_sign_body(r->secret, body.data, body.len, sig);
-        h[nh++] = (struct http_header_kv){"X-Bus-Signature", sig};
-    }
+    h[nh++] = (struct http_header_kv){"webhook-id", id};
+    h[nh++] = (struct http_header_kv){"webhook-timestamp", ts};
+    h[nh++] = (struct http_header_kv){"webhook-signature", sig};
     struct send_ctx *sc = xcalloc(1, sizeof *sc);
     sc->route = r;
     sc->evs = xmalloc(n * sizeof *sc->evs);
@@ -1397,6 +1446,14 @@ static void route_free_fields(struct route *r)
 struct route *route_start(const struct route_env *env, const struct busconf_route *conf,
                           const struct busconf_topic *output_topic, char *err, size_t err_len)
 {
+    char probe[ROUTE_SIGNATURE_MAX];
+    if (crypto_webhook_sign(conf->secret ? conf->secret : env->signing_secret, "probe", 0, "", 0,
+                            probe, sizeof probe) != 0) {
+        snprintf(err, err_len,
+                 "its signing key list is empty, has more than %d keys or a bad whsec_ key",
+                 CRYPTO_WEBHOOK_MAX_KEYS);
+        return NULL;
+    }
     struct route *r = xcalloc(1, sizeof *r);
     r->env = env;
     r->name = xstrdup(conf->name);
@@ -1406,7 +1463,7 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
     r->output = dup_or_null(conf->output);
     r->output_key = output_topic ? dup_or_null(output_topic->key) : NULL;
     r->dead_letter = dup_or_null(conf->dead_letter);
-    r->secret = dup_or_null(conf->secret);
+    r->secret = xstrdup(conf->secret ? conf->secret : env->signing_secret);
     r->ordering = conf->ordering;
     r->concurrency = conf->concurrency > 0 ? conf->concurrency : 1;
     r->batch = conf->batch > 1 ? (conf->batch < DELIVERY_BATCH_MAX ? conf->batch
@@ -1553,8 +1610,8 @@ bool route_is_same(const struct route *r, const struct busconf_route *conf,
     const char *k = output_topic ? output_topic->key : NULL;
     bool is_same_key = (k == NULL && r->output_key == NULL) ||
                        (k && r->output_key && strcmp(k, r->output_key) == 0);
-    bool is_same_secret = (conf->secret == NULL && r->secret == NULL) ||
-                          (conf->secret && r->secret && strcmp(conf->secret, r->secret) == 0);
+    const char *secret = conf->secret ? conf->secret : r->env->signing_secret;
+    bool is_same_secret = strcmp(secret, r->secret) == 0;
     return conf->raw && json_equal(conf->raw, r->raw) && is_same_key && is_same_secret;
 }
 

@@ -22,6 +22,7 @@ struct route_env {
     struct http_pool *pool;
     struct kafka_producer *producer;
     unsigned max_pending_per_partition;
+    const char *signing_secret; /* key list of routes without their own "secret" (never NULL) */
 };
 
 struct route;

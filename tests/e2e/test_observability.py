@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -403,6 +404,38 @@ def test_ops_grafana_dashboard_queries_documented_metrics():
         assert not unknown, f"dashboard queries undocumented metrics {unknown}: {e}"
 
 
+def test_ops_grafana_dashboard_filters_by_job_and_instance_and_parses_as_promql():
+    dash = json.load(open(os.path.join(OPS, "grafana-dashboard.json")))
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    for name in ("job", "instance"):
+        assert name in variables and variables[name].get("includeAll"), variables.keys()
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    documented = documented_metrics() | {"up"}
+    for e in exprs:
+        # every series selector of a documented metric is narrowed to the chosen jobs/instances
+        for m in re.finditer(r"(?<![$\w.])([a-z_][a-z0-9_]*)(\{[^}]*\})?(?!\s*\()", e):
+            name = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
+            if name in documented or m.group(1) in documented:
+                sel = m.group(2) or ""
+                assert 'job=~"$job"' in sel and 'instance=~"$instance"' in sel, (e, m.group(0))
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        raise harness.Skip("promtool not installed (Debian package prometheus, make deps)")
+    # promtool parses recording rules: each query, with Grafana's variables filled in, as one.
+    lines = ["groups:", "  - name: dashboard", "    rules:"]
+    for i, e in enumerate(exprs):
+        q = e.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$instance", ".*")
+        lines += [f"      - record: dashboard:query{i}", f"        expr: {json.dumps(q)}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        r = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        os.unlink(f.name)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_ops_prometheus_config_and_alert_rules_pass_promtool():
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -439,10 +472,12 @@ def test_ops_systemd_units_cover_every_process():
             name
         assert "DynamicUser=yes" in text or re.search(r"^User=", text, re.M), name
     assert "StateDirectory=" in open(os.path.join(OPS, "systemd", "bus-broker.service")).read()
-    # The dispatcher reloads its routes on SIGHUP; the others would ignore it.
+    # The dispatcher reloads its routes on SIGHUP, the broker its users and ACLs; the others
+    # would ignore it.
     for name in want:
         text = open(os.path.join(OPS, "systemd", name + ".service")).read()
-        assert ("ExecReload=/bin/kill -HUP $MAINPID" in text) == (name == "bus-dispatcher"), name
+        assert ("ExecReload=/bin/kill -HUP $MAINPID" in text) == (
+            name in ("bus-dispatcher", "bus-broker")), name
         deps = " ".join(re.findall(r"^(?:Wants|After)=(.*)$", text, re.M))
         if name in ("bus-publisher", "bus-dispatcher"):
             assert re.search(r"^Wants=.*bus-broker\.service", text, re.M), name

@@ -62,6 +62,10 @@ static struct broker *fuzz_broker(void)
         .request_timeout_ms = 1000,
         .idle_timeout_ms = 1000,
         .retention_check_ms = 1000,
+        .max_buffered_bytes = 16 << 20,
+        .max_topics = 64,
+        .max_partitions_per_topic = 64,
+        .max_partitions = 256,
     };
     char err[256];
     if (broker_init(&b, &opt, err, sizeof err) != 0) {

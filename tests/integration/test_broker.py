@@ -431,9 +431,11 @@ def test_every_config_key_and_metric_is_documented():
     with open(os.path.join(harness.ROOT, "bus", "broker", "main.c")) as f:
         keys = re.findall(r'^\s*\{"([a-z_.]+)", CONFIG_', f.read(), re.M)
     src = ""
-    for name in ("server.c", "group.c", "store.c"):
-        with open(os.path.join(harness.ROOT, "bus", "broker", name)) as f:
-            src += f.read()
+    bdir = os.path.join(harness.ROOT, "bus", "broker")
+    for name in sorted(os.listdir(bdir)):
+        if name.endswith(".c"):
+            with open(os.path.join(bdir, name)) as f:
+                src += f.read()
     metrics = set(re.findall(r'"(bus_broker_[a-z_]+)"', src))
     with open(os.path.join(harness.ROOT, "docs", "broker.md")) as f:
         doc = f.read()

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import subprocess
+import tempfile
 
 import importlib.util
 
@@ -194,3 +195,70 @@ def test_dlq_replay_through_the_route_only():
     rc, out, err = busctl("dlq", "replay", "picky", d,
                           env={"BUS_BOOTSTRAP": broker.bootstrap, "BUS_SCHEMA": td.SCHEMA})
     assert rc == 0 and "replayed 0" in out, out + err
+
+
+# ---- the command line as operators use it (GNU conventions, any folder, secured clusters) ----
+
+def test_help_is_on_stdout_and_does_nothing_else():
+    # A broker that cannot be reached: anything busctl tried to do would fail or hang.
+    env = {"BUS_BOOTSTRAP": "127.0.0.1:1", "DISPATCHER_URLS": "http://127.0.0.1:1"}
+    for argv in (["--help"], ["-h"], ["apply", "--help"], ["apply", "config/bus", "--help"],
+                 ["tail", "login", "--help"]):
+        rc, out, err = busctl(*argv, env=env, timeout=5)
+        assert rc == 0 and out.startswith("usage: busctl"), (argv, rc, out, err)
+        assert "reloaded" not in out and "broker" not in err, (argv, out, err)
+    for argv in (["plan", "--frobnicate"], ["apply", "config/bus", "extra"], ["lag", "x"],
+                 ["tail", "login", "--follow"], ["dlq", "replay", "--all"], ["nonsense"]):
+        rc, out, err = busctl(*argv, env=env, timeout=5)
+        assert rc == 2 and err.startswith("usage: busctl") and not out, (argv, rc, out, err)
+
+
+def test_validate_works_from_any_folder():
+    path = harness.bin_path("busctl")
+    conf = os.path.join(ROOT, "config", "bus")
+    with tempfile.TemporaryDirectory() as elsewhere:
+        env = dict(os.environ)
+        env.pop("BUS_SCHEMA", None)
+        p = subprocess.run([path, "validate", conf], capture_output=True, text=True,
+                           cwd=elsewhere, env=env, timeout=30)
+    assert p.returncode == 0 and "valid" in p.stdout, p.stdout + p.stderr
+
+
+def test_kafka_settings_reach_busctl_clients():
+    ctx, broker, d = _setup([], [td.topic("t", 1)])
+    env = {"BUS_BOOTSTRAP": broker.bootstrap, "DISPATCHER_URLS": "", "BUS_SCHEMA": td.SCHEMA}
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0, err
+    rc, out, err = busctl("plan", d, env=dict(env, BUSCTL_KAFKA_NO_SUCH_PROPERTY="1"))
+    assert rc == 2 and "no.such.property" in err, (rc, err)
+    # A setting that cannot work with this broker makes the same plan fail: the settings are
+    # those of the client that talks to it (TLS against a plaintext listener).
+    rc, out, err = busctl("plan", d, env=dict(env, BUSCTL_KAFKA_SECURITY_PROTOCOL="ssl",
+                                              BUSCTL_KAFKA_SOCKET_TIMEOUT_MS="2000"),
+                          timeout=60)
+    assert rc == 1, (rc, out, err)
+    config = ctx.write_json("busctl.json", {"kafka.no.such.property": 1})
+    rc, out, err = busctl("plan", d, env=dict(env, BUSCTL_CONFIG=config))
+    assert rc == 2 and "no.such.property" in err, (rc, err)
+
+
+def test_apply_fails_when_the_dispatcher_runs_another_directory():
+    ctx = harness.ctx()
+    sink = td.Sink()
+    url = ctx.serve(sink)[0]
+    topics = [td.topic("t", 1)]
+    ctx, broker, running = _setup([td.route("ra", "t", url)], topics)
+    disp = td.start_dispatcher(broker, running)
+    other = ctx.path("other-bus")
+    os.makedirs(other, exist_ok=True)
+    with open(os.path.join(other, "test.json"), "w") as f:
+        json.dump({"topics": topics, "routes": [td.route("ra", "t", url),
+                                                td.route("rb", "t", url)]}, f)
+    env = {"BUS_BOOTSTRAP": broker.bootstrap, "DISPATCHER_URLS": disp.url,
+           "BUS_SCHEMA": td.SCHEMA}
+    rc, out, err = busctl("apply", other, env=env)
+    assert rc == 1, (rc, out, err)
+    assert "route rb is not running on any dispatcher" in err, err
+    # The directory the dispatcher reads applies cleanly.
+    rc, out, err = busctl("apply", running, env=env)
+    assert rc == 0, (rc, out, err)

@@ -1,6 +1,4 @@
 """campaign: the first login of a listed account answers one notification; nothing else does."""
-import hashlib
-import hmac
 import json
 import re
 import uuid
@@ -26,11 +24,8 @@ def start(db_url, accounts, **config):
 def deliver(svc, account, ce_id=None, secret=BUS):
     body = json.dumps({"account_id": account, "ip": "1.2.3.4",
                        "ts": "2026-11-25T06:00:00Z"}).encode()
-    headers = {"Content-Type": "application/json", "ce-id": ce_id or str(uuid.uuid4()),
-               "ce-type": "login", "ce-source": "test"}
-    if secret:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
-                                                          hashlib.sha256).hexdigest()
+    headers = harness.delivery_headers(secret, body, ce_id or str(uuid.uuid4()), "login",
+                                       {"ce-source": "test"})
     return harness.http("POST", f"{svc.url}/v1/deliveries/login", raw=body, headers=headers)
 
 
@@ -116,9 +111,7 @@ def deliver_batch(svc, logins, secret=BUS):
                         "data": {"account_id": account, "ip": "1.2.3.4",
                                  "ts": "2026-11-25T06:00:00Z"}}
                        for account, login_id in logins]).encode()
-    headers = {"Content-Type": BATCH_TYPE,
-               "X-Bus-Signature": "sha256=" + hmac.new(secret.encode(), body,
-                                                       hashlib.sha256).hexdigest()}
+    headers = harness.delivery_headers(secret, body, logins[0][1], batch=True)
     return harness.http("POST", f"{svc.url}/v1/deliveries/login", raw=body, headers=headers)
 
 

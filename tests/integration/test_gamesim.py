@@ -1,7 +1,5 @@
 """gamesim: the game server stub records kicks (from account.action deliveries), in-game
 messages and SMS, and serves them at GET /v1/received."""
-import hashlib
-import hmac
 import json
 import uuid
 
@@ -16,10 +14,7 @@ def kick(gs, action, ce_id=None, secret=BUS):
     body = json.dumps({"account_id": "g1", "action": action, "login_id": "l1", "country": "US",
                        "ip": "1.2.3.4", "ts": "2026-11-25T06:00:00Z", "session_id": "s9",
                        "sealed_code": "v1.dev." + "A" * 48}).encode()
-    headers = {"Content-Type": "application/json", "ce-id": ce_id or str(uuid.uuid4())}
-    if secret:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
-                                                          hashlib.sha256).hexdigest()
+    headers = harness.delivery_headers(secret, body, ce_id or str(uuid.uuid4()))
     return harness.http("POST", f"{gs.url}/v1/kick", raw=body, headers=headers)[0]
 
 

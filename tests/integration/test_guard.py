@@ -1,10 +1,9 @@
 """guard: policies applied to login.checked deliveries, status API, unlock by code and by support.
 
-Deliveries are POSTed as the dispatcher would (ce-id, X-Bus-Signature); each test gets a fresh
+Deliveries are POSTed as the dispatcher would (harness.delivery_headers); each test gets a fresh
 database in the run's private PostgreSQL cluster (tests/lib/pg.py)."""
 import datetime
 import hashlib
-import hmac
 import json
 import subprocess
 import time
@@ -61,11 +60,8 @@ def login(account, country, login_id=None):
 
 def deliver(svc, event, secret=BUS):
     body = json.dumps(event).encode()
-    headers = {"Content-Type": "application/json", "ce-id": str(uuid.uuid4()),
-               "ce-type": "login.checked", "ce-source": "ipcheck"}
-    if secret:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
-                                                          hashlib.sha256).hexdigest()
+    headers = harness.delivery_headers(secret, body, str(uuid.uuid4()), "login.checked",
+                                       {"ce-source": "ipcheck"})
     return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
                         headers=headers)
 
@@ -285,9 +281,7 @@ def deliver_batch(svc, events, secret=BUS):
                         "source": "ipcheck", "time": "2026-11-25T06:00:00Z",
                         "traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "data": e}
                        for e in events]).encode()
-    headers = {"Content-Type": BATCH_TYPE,
-               "X-Bus-Signature": "sha256=" + hmac.new(secret.encode(), body,
-                                                       hashlib.sha256).hexdigest()}
+    headers = harness.delivery_headers(secret, body, str(uuid.uuid4()), batch=True)
     return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
                         headers=headers)
 

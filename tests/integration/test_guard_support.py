@@ -1,11 +1,9 @@
 """guard: the support console's endpoints (find accounts, account details, lock history), CORS for
 the pages, and the console's static files and config.json.
 
-Deliveries are POSTed as the dispatcher would (ce-id, X-Bus-Signature); each test gets a fresh
+Deliveries are POSTed as the dispatcher would (harness.delivery_headers); each test gets a fresh
 database in the run's private PostgreSQL cluster (tests/lib/pg.py)."""
 import datetime
-import hashlib
-import hmac
 import json
 import subprocess
 import uuid
@@ -51,10 +49,8 @@ def deliver(svc, account, country, ip="11.2.3.4"):
              "ts": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "session_id": "s-1", "server": "kr-1", "login_id": str(uuid.uuid4())}
     body = json.dumps(event).encode()
-    headers = {"Content-Type": "application/json", "ce-id": str(uuid.uuid4()),
-               "ce-type": "login.checked", "ce-source": "ipcheck",
-               "X-Bus-Signature": "sha256=" + hmac.new(BUS.encode(), body,
-                                                       hashlib.sha256).hexdigest()}
+    headers = harness.delivery_headers(BUS, body, str(uuid.uuid4()), "login.checked",
+                                       {"ce-source": "ipcheck"})
     return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
                         headers=headers)
 

@@ -1,11 +1,9 @@
 """history: login.checked / account.action deliveries into PostgreSQL, the login history API.
 
-Deliveries are POSTed as the dispatcher would (ce-id, X-Bus-Signature, retry until 2xx); the
+Deliveries are POSTed as the dispatcher would (harness.delivery_headers, retry until 2xx); the
 database is a fresh one per test in the run's shared private cluster (tests/lib/pg.py)."""
 import base64
 import datetime
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -51,11 +49,8 @@ def login(account="acct-1", ts=None, ip="11.2.3.4", country="DE", login_id=None)
 
 def deliver(svc, topic, event, secret=BUS, ce_id=None):
     body = json.dumps(event).encode()
-    headers = {"Content-Type": "application/json", "ce-id": ce_id or str(uuid.uuid4()),
-               "ce-type": topic, "ce-source": "test"}
-    if secret:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
-                                                          hashlib.sha256).hexdigest()
+    headers = harness.delivery_headers(secret, body, ce_id or str(uuid.uuid4()), topic,
+                                       {"ce-source": "test"})
     return harness.http("POST", f"{svc.url}/v1/deliveries/{topic}", raw=body, headers=headers)
 
 
@@ -67,10 +62,8 @@ def batch_of(topic, events):
 
 def deliver_batch(svc, topic, elements, secret=BUS):
     body = json.dumps(elements).encode()
-    headers = {"Content-Type": "application/cloudevents-batch+json"}
-    if secret:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
-                                                          hashlib.sha256).hexdigest()
+    first = elements[0].get("id") if elements and isinstance(elements[0], dict) else None
+    headers = harness.delivery_headers(secret, body, first or str(uuid.uuid4()), batch=True)
     return harness.http("POST", f"{svc.url}/v1/deliveries/{topic}", raw=body, headers=headers)
 
 

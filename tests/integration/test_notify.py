@@ -1,8 +1,6 @@
 """notify: email over a real SMTP conversation (a small SMTP server in the test), SMS and in-game
 at the gamesim stub, once-only sending, provider outage answered 503 then sent on retry."""
 import glob
-import hashlib
-import hmac
 import json
 import os
 import socketserver
@@ -97,11 +95,8 @@ def start_notify(db_url, gamesim, **cfg):
 
 def deliver(svc, topic, event, ce_id=None, secret=BUS):
     body = json.dumps(event).encode()
-    headers = {"Content-Type": "application/json", "ce-id": ce_id or str(uuid.uuid4()),
-               "ce-type": topic, "ce-source": "test"}
-    if secret:
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.encode(), body,
-                                                          hashlib.sha256).hexdigest()
+    headers = harness.delivery_headers(secret, body, ce_id or str(uuid.uuid4()), topic,
+                                       {"ce-source": "test"})
     return harness.http("POST", f"{svc.url}/v1/deliveries/{topic}", raw=body, headers=headers)
 
 

@@ -6,8 +6,6 @@ History and guard run on free ports against one fresh database, each with the ot
 its CORS allow-list, as `make run` wires them on the default ports. Logins and actions are
 delivered to their real delivery endpoints, signed as the dispatcher delivers them."""
 import datetime
-import hashlib
-import hmac
 import json
 import subprocess
 import uuid
@@ -67,10 +65,8 @@ class Product:
     @staticmethod
     def _post(url, topic, event):
         body = json.dumps(event).encode()
-        headers = {"Content-Type": "application/json", "ce-id": str(uuid.uuid4()),
-                   "ce-type": topic, "ce-source": "test", "X-Bus-Route": "test",
-                   "X-Bus-Signature": "sha256=" + hmac.new(BUS.encode(), body,
-                                                           hashlib.sha256).hexdigest()}
+        headers = harness.delivery_headers(BUS, body, str(uuid.uuid4()), topic,
+                                           {"ce-source": "test", "X-Bus-Route": "test"})
         return harness.http("POST", f"{url}/v1/deliveries/{topic}", raw=body, headers=headers)
 
     def login(self, account, country, ip, minutes_ago=0, server="eu-1", to_guard=False):

@@ -517,6 +517,22 @@ def webhook_signature(secret, event_id, timestamp, body):
     return " ".join(out)
 
 
+def delivery_verified(secret, headers, body, tolerance_s=300):
+    """True when headers (lower-cased names) sign body per Standard Webhooks with one of
+    secret's keys and a timestamp within tolerance_s of now: what a receiver checks."""
+    import hmac as _hmac
+    try:
+        ts = int(headers.get("webhook-timestamp", ""))
+    except ValueError:
+        return False
+    event_id = headers.get("webhook-id")
+    if not event_id or abs(time.time() - ts) > tolerance_s:
+        return False
+    want = set(webhook_signature(secret, event_id, ts, body).split())
+    got = headers.get("webhook-signature", "").split()
+    return any(_hmac.compare_digest(g, w) for g in got for w in want)
+
+
 def delivery_headers(secret, body, event_id, topic=None, extra=None, batch=False,
                      timestamp=None):
     """The headers the dispatcher puts on a delivery of body (bytes) with this event id: ce-*
@@ -535,11 +551,6 @@ def delivery_headers(secret, body, event_id, topic=None, extra=None, batch=False
         headers["webhook-id"] = event_id
         headers["webhook-timestamp"] = str(ts)
         headers["webhook-signature"] = webhook_signature(secret, event_id, ts, body)
-        # Until the receivers check webhook-signature (removed with the old scheme).
-        import hashlib
-        import hmac
-        headers["X-Bus-Signature"] = "sha256=" + hmac.new(secret.split()[0].encode(), body,
-                                                          hashlib.sha256).hexdigest()
     if extra:
         headers.update(extra)
     return headers

@@ -2,8 +2,12 @@
 per test.
 
     import pg
-    url = pg.fresh_db()            # postgresql://bus@127.0.0.1:<port>/t_<random>
+    url = pg.fresh_db()            # postgresql://bus:<password>@127.0.0.1:<port>/t_<random>
     cluster = pg.cluster()         # .url, .port, .dir, .restart(), .stop(), .start(), .psql(db, sql)
+
+The cluster is set up as tools/pg.sh does for `make run` (docs/security.md): SCRAM passwords, the
+product's role "bus" no superuser. Tests connect as bus (.psql, the URLs); only fresh_db() creates
+a database as the superuser "postgres" (.admin_url), giving it to bus.
 
 The cluster lives in a temp dir on a free port, started on first use through
 harness.shared("postgres", ...) and stopped by harness.shutdown_shared() at the end of the run.
@@ -24,7 +28,18 @@ class Cluster:
     def __init__(self, base, port):
         self.dir = base
         self.port = port
-        self.url = f"postgresql://bus@127.0.0.1:{port}/bus"
+
+    def _password(self, role):
+        with open(os.path.join(self.dir, f"{role}.password")) as f:
+            return f.read().strip()
+
+    @property
+    def url(self):
+        return self.db_url("bus")
+
+    def admin_url(self, name="postgres"):
+        """The superuser's URL: for set-up only (the product never connects as it)."""
+        return f"postgresql://postgres:{self._password('superuser')}@127.0.0.1:{self.port}/{name}"
 
     def _pg(self, *args, timeout=90):
         # The test cluster trades fsync for speed (it survives a process crash, which is what the
@@ -48,12 +63,13 @@ class Cluster:
         return subprocess.run([PG_SH, "status", self.dir]).returncode == 0
 
     def db_url(self, name):
-        return f"postgresql://bus@127.0.0.1:{self.port}/{name}"
+        return f"postgresql://bus:{self._password('bus')}@127.0.0.1:{self.port}/{name}"
 
-    def psql(self, db, sql):
-        """Runs sql in database db; returns stdout rows as lists of strings (tab separated)."""
+    def psql(self, db, sql, url=None):
+        """Runs sql in database db as bus (or at url); returns stdout rows as lists of strings
+        (tab separated)."""
         r = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-F", "\t",
-                            self.db_url(db), "-c", sql],
+                            url or self.db_url(db), "-c", sql],
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise AssertionError(f"psql failed: {r.stderr[-2000:]}")
@@ -87,8 +103,9 @@ def cluster():
 
 
 def fresh_db():
-    """Creates an empty database owned by bus and returns its URL."""
+    """Creates an empty database owned by bus (as the superuser: bus may not create databases)
+    and returns its URL."""
     c = cluster()
     name = "t_" + uuid.uuid4().hex[:16]
-    c.psql("bus", f"CREATE DATABASE {name} OWNER bus")
+    c.psql("postgres", f"CREATE DATABASE {name} OWNER bus", url=c.admin_url())
     return c.db_url(name)

@@ -27,9 +27,9 @@ import pg
 ROOT = harness.ROOT
 GEOIP_DB = os.path.join(ROOT, "var", "geoip", "geo-whois-asn-country.mmdb")
 AUTH_SECRET = "e2e-product-auth-secret"
-LOGIN_TOKEN = "dev-login-token"
+LOGIN_TOKEN = "dev-login-token"  # the development producer token of config/bus/login.json
 GAMESIM_TOKEN = "dev-only-gamesim-admin-token"  # gamesim's development admin_token
-GAMESIM_AUTH = {"Authorization": "Bearer " + GAMESIM_TOKEN}  # the development producer token of config/bus/login.json
+GAMESIM_AUTH = {"Authorization": "Bearer " + GAMESIM_TOKEN}
 
 # Development port of each endpoint in config/bus/*.json -> the service that owns it.
 DEV_PORTS = {8101: "ipcheck", 8102: "history", 8103: "guard", 8104: "notify", 8105: "campaign",

@@ -14,7 +14,7 @@ import harness
 
 # Every variable that could hand a process a secret or a mode: removed, so a test states all.
 SECRET_VARS = ["BUS_ENV", "BUS_SIGNING_SECRET", "AUTH_SECRET", "BUS_ADMIN_TOKEN",
-               "LOGIN_TOKEN_SHA256", "NOTIFY_SEAL_KEY", "GUARD_SEAL_KEY"]
+               "LOGIN_TOKEN_SHA256", "CODE_SEAL_KEYS", "GAMESIM_ADMIN_TOKEN"]
 STRONG = "c2VjdXJpdHktdGVzdC1rZXktMzItYnl0ZXMtbG9uZy0hIQ=="  # 48 bytes, not a default
 DEV_SIGNING = "dev-only-bus-signing-secret-change-me"  # lib/delivery.h DELIVERY_DEV_SECRET
 DEV_AUTH = "dev-only-auth-secret-change-me"  # lib/auth.h AUTH_DEV_SECRET
@@ -87,7 +87,7 @@ def test_production_starts_with_strong_secrets_from_files_and_logs_its_mode():
         f.write(STRONG + "\n")
     env = {k: None for k in SECRET_VARS}
     env["BUS_SIGNING_SECRET_FILE"] = path
-    env["GAMESIM_ADMIN_TOKEN"] = STRONG  # its recordings' token: production wants a real one
+    env["GAMESIM_ADMIN_TOKEN"] = STRONG  # its recordings' token, a key of its own
     gs = ctx.start("gamesim", env=env)
     msgs = [ln.get("msg", "") for ln in gs.log_lines()]
     assert "mode: production (BUS_ENV)" in msgs, msgs

@@ -528,6 +528,14 @@ static void test_key_rules_depend_on_the_mode(void **state)
     assert_false(is_dev);
     snprintf(list, sizeof list, "%s %s", strong, strong);
     assert_int_equal(config_check_key_value("k", list, "dev", true, &is_dev, err, sizeof err), 0);
+    /* lists with commas ("kid:key,kid:key"): an item of a development list is refused */
+    snprintf(list, sizeof list, "k2:%s,dev:x", strong);
+    assert_int_equal(
+        config_check_key_value("k", list, "dev:x", true, &is_dev, err, sizeof err), -1);
+    assert_true(is_dev);
+    snprintf(list, sizeof list, "k2:%s,k1:%s", strong, strong);
+    assert_int_equal(
+        config_check_key_value("k", list, "dev:x,dev2:y", true, &is_dev, err, sizeof err), 0);
     /* development: the development value passes and is reported */
     assert_int_equal(config_check_key_value("k", "dev", "dev", false, &is_dev, err, sizeof err), 0);
     assert_true(is_dev);

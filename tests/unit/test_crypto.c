@@ -1,9 +1,10 @@
-/* test_crypto.c - SHA-256, HMAC-SHA256 (RFC 4231 vectors), X-Bus-Signature, constant-time
- * comparison. */
+/* test_crypto.c - SHA-256, HMAC-SHA256 (RFC 4231 vectors), Standard Webhooks signatures,
+ * constant-time comparison. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -41,28 +42,49 @@ static void test_hmac_sha256_rfc4231(void **state)
     assert_string_equal(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
-static void test_sign_and_verify_body(void **state)
+/* The Standard Webhooks libraries' test vector (a whsec_ key), then our own form (the key's
+ * bytes), several keys, and every way a signature can be wrong. */
+static void test_webhook_sign_and_verify(void **state)
 {
     (void)state;
-    const char *body = "what do ya want for nothing?";
-    char sig[72];
-    crypto_sign_body("Jefe", body, strlen(body), sig);
-    assert_string_equal(sig,
-                        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-    assert_true(crypto_verify_signature("Jefe", body, strlen(body), sig));
-    /* wrong secret, changed body, changed or cut signature, missing header */
-    assert_false(crypto_verify_signature("jefe", body, strlen(body), sig));
-    assert_false(crypto_verify_signature("Jefe", body, strlen(body) - 1, sig));
-    char bad[72];
-    memcpy(bad, sig, sizeof bad);
-    bad[20] = bad[20] == 'a' ? 'b' : 'a';
-    assert_false(crypto_verify_signature("Jefe", body, strlen(body), bad));
-    assert_false(crypto_verify_signature("Jefe", body, strlen(body), sig + 7)); /* no prefix */
-    memcpy(bad, sig, sizeof bad);
-    bad[70] = '\0';
-    assert_false(crypto_verify_signature("Jefe", body, strlen(body), bad));
-    assert_false(crypto_verify_signature("Jefe", body, strlen(body), NULL));
-    assert_false(crypto_verify_signature("Jefe", body, strlen(body), ""));
+    const char *key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const char *body = "{\"test\": 2432232314}";
+    char sig[256];
+    assert_int_equal(crypto_webhook_sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
+                                         strlen(body), sig, sizeof sig),
+                     0);
+    assert_string_equal(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    assert_true(crypto_webhook_verify(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
+                                      strlen(body), sig));
+    /* a plain key is its bytes: HMAC-SHA256("Jefe", "id.7.body"), base64 */
+    assert_int_equal(crypto_webhook_sign("Jefe", "id", 7, "body", 4, sig, sizeof sig), 0);
+    assert_string_equal(sig, "v1,WNt7vFu0W7pkrwahO3NN7FLnyYR7PXHGflR980k2+Io=");
+    /* wrong key, id, timestamp, body; cut, missing or other-scheme signature */
+    assert_false(crypto_webhook_verify("jefe", "id", 7, "body", 4, sig));
+    assert_false(crypto_webhook_verify("Jefe", "iD", 7, "body", 4, sig));
+    assert_false(crypto_webhook_verify("Jefe", "id", 8, "body", 4, sig));
+    assert_false(crypto_webhook_verify("Jefe", "id", 7, "bodY", 4, sig));
+    assert_false(crypto_webhook_verify("Jefe", "id", 7, "body", 4, sig + 3));
+    assert_false(crypto_webhook_verify("Jefe", "id", 7, "body", 4, NULL));
+    assert_false(crypto_webhook_verify("Jefe", "id", 7, "body", 4, ""));
+    char other[300];
+    snprintf(other, sizeof other, "v1a,%s", sig + 3);
+    assert_false(crypto_webhook_verify("Jefe", "id", 7, "body", 4, other));
+    sig[10] = sig[10] == 'a' ? 'b' : 'a';
+    assert_false(crypto_webhook_verify("Jefe", "id", 7, "body", 4, sig));
+    /* rotation: two keys sign twice; a receiver with either key (or both) accepts */
+    char two[256];
+    assert_int_equal(crypto_webhook_sign("new-key  old-key", "id", 7, "body", 4, two, sizeof two),
+                     0);
+    assert_non_null(strchr(two, ' '));
+    assert_true(crypto_webhook_verify("old-key", "id", 7, "body", 4, two));
+    assert_true(crypto_webhook_verify("new-key", "id", 7, "body", 4, two));
+    assert_true(crypto_webhook_verify("x new-key", "id", 7, "body", 4, two));
+    assert_false(crypto_webhook_verify("third-key", "id", 7, "body", 4, two));
+    /* no key, a bad whsec_ key, an output too small: refused */
+    assert_int_equal(crypto_webhook_sign("  ", "id", 7, "body", 4, sig, sizeof sig), -1);
+    assert_int_equal(crypto_webhook_sign("whsec_!!!!", "id", 7, "body", 4, sig, sizeof sig), -1);
+    assert_int_equal(crypto_webhook_sign("Jefe", "id", 7, "body", 4, sig, 20), -1);
 }
 
 static void test_equal(void **state)
@@ -81,7 +103,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_known_answers),
         cmocka_unit_test(test_hmac_sha256_rfc4231),
-        cmocka_unit_test(test_sign_and_verify_body),
+        cmocka_unit_test(test_webhook_sign_and_verify),
         cmocka_unit_test(test_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
