@@ -156,8 +156,10 @@ static char *resolve_schema_path(const struct loader *l, const char *path)
 }
 
 /* The producer tokens the repository publishes for development (config/bus/login.json,
- * bin/loginsim's default): their hashes are refused in production unless flagged development. */
-static const char *const BUSCONF_DEV_TOKENS[] = {"dev-login-token"};
+ * bin/loginsim's default; config/bus/product.json, guard's publisher_token default): their hashes
+ * are refused in production unless flagged development. */
+static const char *const BUSCONF_DEV_TOKENS[] = {"dev-login-token",
+                                                 "dev-only-guard-producer-token"};
 
 /* A token hash after expansion: 64 lowercase hex digits, or empty (a producer nobody can be: its
  * variable is unset, which production refuses), and in production never a development token's. */

@@ -163,11 +163,11 @@ static int send_email(struct notify *n, const struct message *m, const char *sub
                      i + 1 < sl ? B64[(v >> 6) & 63] : '=', i + 2 < sl ? B64[v & 63] : '=', 0};
         buf_appends(&msg, q);
     }
-    buf_appendf(
-        &msg,
-        "?=\r\nMessage-ID: <%s@notify>\r\nX-Notify-Date: %s\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-        id, date);
+    buf_appendf(&msg,
+                "?=\r\nMessage-ID: <%s@notify>\r\nX-Notify-Date: %s\r\nX-Notify-Kind: %s\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+                "Content-Transfer-Encoding: 8bit\r\n\r\n",
+                id, date, m->kind);
     for (const char *p = text; *p; p++) { /* LF -> CRLF */
         if (*p == '\n') {
             buf_appends(&msg, "\r\n");
@@ -420,6 +420,26 @@ static void handle_notification(struct http_exchange *ex, void *arg)
     json_t *contacts = json_object_get(ev, "contacts");
     json_t *params = json_object_get(ev, "params");
     const char *lang = str_or(ev, "lang", config_str(n->cfg, "default_lang"));
+    /* A code guard sends itself (a new contact's confirmation code) comes sealed for us, as a
+     * lock's does; it is opened only into the message. No other kind carries one. */
+    char *code = NULL;
+    json_t *sealed = json_object_get(params, "sealed_code");
+    if (sealed || strcmp(kind, "contact_code") == 0) {
+        char ctx[ID_MAX + 16];
+        const char *account = json_string_value(json_object_get(ev, "account_id"));
+        snprintf(ctx, sizeof(ctx), "contact\n%s", account);
+        int rc = strcmp(kind, "contact_code") == 0 && strlen(account) < ID_MAX
+                     ? seal_open(n->seal, ctx, json_string_value(sealed), &code)
+                     : SEAL_EBAD;
+        if (rc != 0) {
+            json_decref(ev);
+            http_respond_error(ex, 422, rc == SEAL_EKEY ? "unknown_seal_key" : "bad_seal", NULL,
+                               "a contact_code needs params.sealed_code sealed for this account "
+                               "with a key notify holds (and no other kind carries one)");
+            return;
+        }
+        json_object_set_new(params, "code", json_string(code));
+    }
     struct message m = {
         .account = json_string_value(json_object_get(ev, "account_id")),
         .kind = kind,
@@ -432,6 +452,10 @@ static void handle_notification(struct http_exchange *ex, void *arg)
     };
     deliver(n, ex, &m);
     json_decref(ev);
+    if (code) {
+        explicit_bzero(code, strlen(code));
+        free(code);
+    }
 }
 
 int main(int argc, char **argv)

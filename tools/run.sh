@@ -246,9 +246,16 @@ cat <<EOF
   A player's history (mint a token first):
     TOKEN=\$(bin/mktoken player alice)
     curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8102/v1/accounts/alice/logins
-  Lock on logins from abroad, then look at the status:
+  A contact takes effect once confirmed with the code sent to it (emails land in var/outbox/):
     curl -s -X PUT -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
-      -d '{"action":"lock","channels":["email"]}' http://127.0.0.1:8103/v1/accounts/alice/policy
+      -d '{"email":"alice@example.com"}' http://127.0.0.1:8103/v1/accounts/alice/contacts
+    curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+      -d '{"channel":"email","code":"<code from the email>"}' \\
+      http://127.0.0.1:8103/v1/accounts/alice/contacts/confirm
+  Lock on logins from abroad (the code goes in game, and by email once confirmed), then look
+  at the status:
+    curl -s -X PUT -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+      -d '{"action":"lock","channels":["ingame","email"]}' http://127.0.0.1:8103/v1/accounts/alice/policy
     curl -s -H 'Authorization: Bearer dev-status-token' \\
       'http://127.0.0.1:8103/v1/accounts/alice/status?ip=8.8.8.8'   # as a login server asks
   Unlock as support staff:

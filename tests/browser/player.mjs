@@ -91,6 +91,18 @@ await run(async (page) => {
     await page.click('#save');
     await waitText(page, '#settings-msg', 'Saved.');
     check(await page.isChecked('#policy-lock'), 'the saved policy is shown');
+    // the new email takes effect only with the code sent to it (CODE_URL: what reached it)
+    await page.waitForSelector('#confirm-form:not([hidden])');
+    await waitText(page, '#confirm-to', 'player@example.com');
+    const { code } = await (await fetch(env('CODE_URL'))).json();
+    await page.fill('#confirm-code', code === '00000000' ? '11111111' : '00000000');
+    await page.click('#confirm-form button[type=submit]');
+    await waitText(page, '#confirm-msg', 'Wrong code.');
+    await page.fill('#confirm-code', code);
+    await page.click('#confirm-form button[type=submit]');
+    await waitText(page, '#settings-msg', 'Confirmed');
+    await page.waitForSelector('#confirm-form', { state: 'hidden' });
+    check(await page.inputValue('#email') === 'player@example.com', 'the confirmed email is shown');
     await screenshot(page, 'player-settings');
   } else if (PHASE === 'unlock') {
     await signIn(page, env('TOKEN'));

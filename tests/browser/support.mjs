@@ -44,7 +44,9 @@ await run(async (page) => {
   await waitText(page, '#locks tr:first-child', 'Locked');
   await waitText(page, '#locks tr:first-child', 'Policy');
   await waitText(page, '#locks tr:first-child', 'Brazil');
-  check(await page.isVisible('#audit-empty'), 'no audit entry yet');
+  // the player's own settings change is in the audit trail, told apart from staff actions
+  await waitText(page, '#audit tr:first-child', 'policy_changed');
+  await waitText(page, '#audit tr:first-child', 'Player');
   await screenshot(page, 'support-locked');
 
   // no reason: refused, still locked

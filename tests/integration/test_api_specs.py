@@ -47,7 +47,6 @@ SPECS = {
 }
 # Operations INTERFACES.md promises ("Second-wave interfaces") that the code does not register yet.
 PENDING = {
-    ("guard.yaml", "POST", "/v1/accounts/{}/contacts/confirm"),
     ("gamesim.yaml", "GET", "/v1/sessions"),
 }
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")

@@ -11,6 +11,7 @@ import uuid
 
 import jsonschema
 
+import guard_api
 import harness
 import pg
 import sealed
@@ -22,12 +23,21 @@ BUS = "test-bus-secret"
 
 
 def start(db_url, **cfg):
-    config = {"database_url": db_url, "home_countries": "KR"}
+    """guard on db_url, its messages to a recording publisher (svc.publisher)."""
+    pub = guard_api.Publisher()
+    config = {"database_url": db_url, "home_countries": "KR", "publisher_url": pub.url}
     config.update(cfg)
-    return harness.ctx().start("guard", config=config,
-                               env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS,
-                                    "GUARD_DATABASE_URL": db_url},
-                               ready_path="/readyz")
+    svc = harness.ctx().start("guard", config=config,
+                              env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS,
+                                   "GUARD_DATABASE_URL": db_url},
+                              ready_path="/readyz")
+    svc.publisher = pub
+    return svc
+
+
+def set_contacts(svc, account, contacts):
+    return guard_api.set_contacts(svc.url, account, token("player", account), contacts,
+                                  lambda ch: svc.publisher.contact_code(account, ch))
 
 
 def token(role, subject):
@@ -107,9 +117,7 @@ def test_each_policy_effect():
     contacts = {"email": "p@example.com", "phone": "+821012345678"}
     for action in ["notify", "kick", "block_abroad", "lock"]:
         acct = "acct-" + action
-        st, _, _ = harness.http("PUT", f"{svc.url}/v1/accounts/{acct}/contacts", contacts,
-                                headers=auth(token("player", acct)))
-        assert st == 200
+        assert set_contacts(svc, acct, contacts)["contacts"] == contacts
         set_policy(svc, acct, action, channels=["email", "sms", "ingame"])
         assert status(svc, acct)["locked"] is False  # cached before the login
         ev = login(acct, "US")
@@ -230,10 +238,15 @@ def test_support_unlock_and_audit():
     assert status(svc, "s1")["locked"] is False
     st, body, _ = harness.http("GET", f"{svc.url}/v1/support/audit?account_id=s1",
                                headers=auth(staff))
-    assert st == 200 and len(body["entries"]) == 1
-    e = body["entries"][0]
-    assert (e["staff"], e["action"], e["account_id"], e["reason"]) == \
-        ("alice", "unlock", "s1", "verified by phone call")
+    # newest first: the staff unlock, then the player's own policy change
+    assert st == 200 and len(body["entries"]) == 2, body
+    e, mine = body["entries"]
+    assert (e["actor"], e["staff"], e["action"], e["account_id"], e["reason"]) == \
+        ("staff", "alice", "unlock", "s1", "verified by phone call")
+    assert (mine["actor"], mine["staff"], mine["action"]) == ("player", None, "policy_changed")
+    # the player is told of the staff unlock, on every channel that reaches them
+    told = svc.publisher.wait("s1", "staff_unlock")
+    assert told[0]["channels"] == ["ingame"] and told[0]["params"] == {"staff": "alice"}, told
     assert harness.http("GET", f"{svc.url}/v1/support/audit",
                         headers=auth(token("player", "s1")))[0] == 403
 
@@ -364,3 +377,153 @@ def test_status_api_admits_or_refuses_a_login():
     for ip in ("211.234.10.20", "8.8.8.8"):
         body = status_as(svc, "lk", STATUS_AUTH, ip=ip)[1]
         assert (body["admit"], body["reason"], body["locked"]) == (False, "locked", True), body
+
+
+def put_contacts(svc, account, body, tok=None):
+    return harness.http("PUT", f"{svc.url}/v1/accounts/{account}/contacts", body,
+                        headers=auth(tok or token("player", account)))
+
+
+def confirm(svc, account, channel, code, tok=None):
+    return harness.http("POST", f"{svc.url}/v1/accounts/{account}/contacts/confirm",
+                        {"channel": channel, "code": code},
+                        headers=auth(tok or token("player", account)))
+
+
+def contacts_now(svc, account):
+    st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/policy",
+                               headers=auth(token("player", account)))
+    assert st == 200, (st, body)
+    return body["contacts"]
+
+
+def test_new_contact_takes_effect_only_once_confirmed():
+    url = pg.fresh_db()
+    svc = start(url, code_attempts=3)
+    pub = svc.publisher
+    st, body, _ = put_contacts(svc, "c1", {"email": "c1@example.com"})
+    assert st == 202 and body["pending"] == ["email"], (st, body)
+    assert contacts_now(svc, "c1") == {"email": None, "phone": None}
+    code = pub.contact_code("c1", "email")
+    ev = pub.of("c1", "contact_code")[0]
+    assert ev["channels"] == ["email"] and ev["contacts"] == {"email": "c1@example.com"}
+    assert code not in json.dumps(pub.events) and code not in svc.log()
+    wrong = "00000000" if code != "00000000" else "11111111"
+    st, body, _ = confirm(svc, "c1", "email", wrong)
+    assert st == 403 and body["error"] == "wrong_code" and body["attempts_left"] == 2, body
+    assert confirm(svc, "c1", "sms", code)[1]["error"] == "no_pending_change"
+    assert confirm(svc, "c1", "email", code, tok=token("player", "other"))[0] == 403
+    assert confirm(svc, "c1", "post", code)[0] == 400
+    st, body, _ = confirm(svc, "c1", "email", code)
+    assert st == 200 and body["contacts"]["email"] == "c1@example.com", (st, body)
+    assert confirm(svc, "c1", "email", code)[1]["error"] == "no_pending_change"  # used up
+    # a second change: the address in effect is told, with the new one masked
+    assert put_contacts(svc, "c1", {"email": "new@evil.example"})[0] == 202
+    told = pub.wait("c1", "contact_changed")[0]
+    assert told["contacts"] == {"email": "c1@example.com"} and "email" in told["channels"]
+    assert told["params"]["new_contact"] == "n***@evil.example", told
+    assert contacts_now(svc, "c1")["email"] == "c1@example.com"
+    # wrong codes run out: the change is void until asked again
+    for _ in range(3):
+        confirm(svc, "c1", "email", wrong)
+    code2 = pub.contact_code("c1", "email", 2)
+    assert confirm(svc, "c1", "email", code2)[1]["error"] == "attempts_exhausted"
+    # an expired code
+    assert put_contacts(svc, "c1", {"phone": "+821055554444"})[0] == 202
+    pg.cluster().psql(dbname(url), "UPDATE guard.pending_contacts "
+                                   "SET expires_at = now() - interval '1 s' WHERE channel = 'sms'")
+    assert confirm(svc, "c1", "sms", pub.contact_code("c1", "sms"))[0] == 410
+    # every step is in the audit trail support sees
+    st, body, _ = harness.http("GET", f"{svc.url}/v1/support/audit?account_id=c1",
+                               headers=auth(token("staff", "sam")))
+    actions = [e["action"] for e in body["entries"] if e["actor"] == "player"]
+    assert actions == ["contact_change_requested", "contact_change_requested",
+                       "contact_confirmed", "contact_change_requested"], actions
+    # bad input changes nothing
+    for bad in ({"email": "no-at-sign"}, {"email": 5}, {"phone": "12ab"}, {"phone": "+"}):
+        assert put_contacts(svc, "c1", bad)[0] == 400
+
+
+def lock_account(svc, account, **policy):
+    set_policy(svc, account, "lock", **policy)
+    st, ev, _ = deliver(svc, login(account, "US"))
+    assert st == 200 and ev["action"] == "lock", (st, ev)
+    return ev
+
+
+def test_locked_account_contacts_and_weaker_policy_refused_423():
+    svc = start(pg.fresh_db())
+    set_contacts(svc, "h1", {"email": "h1@example.com"})
+    jp = {"country": "JP", "until": "2030-01-01T00:00:00Z"}
+    lock_account(svc, "h1", channels=["email", "ingame"], allowed=[jp])
+    before = contacts_now(svc, "h1")
+    st, body, _ = put_contacts(svc, "h1", {"email": "attacker@evil.example"})
+    assert st == 423 and body["error"] == "locked", (st, body)
+    assert put_contacts(svc, "h1", {"email": None})[0] == 423
+    weaker = [
+        {"action": "none", "channels": ["email", "ingame"], "allowed_countries": [jp]},
+        {"action": "block_abroad", "channels": ["email", "ingame"], "allowed_countries": [jp]},
+        {"action": "lock", "channels": ["ingame"], "allowed_countries": [jp]},
+        {"action": "lock", "channels": ["email", "ingame"], "allowed_countries": [jp, "US"]},
+        {"action": "lock", "channels": ["email", "ingame"],
+         "allowed_countries": [{"country": "JP", "until": "2099-01-01T00:00:00Z"}]},
+        {"action": "lock", "channels": ["email", "ingame"], "allowed_countries": ["JP"]},
+    ]
+    for body in weaker:
+        st, out, _ = harness.http("PUT", f"{svc.url}/v1/accounts/h1/policy", body,
+                                  headers=auth(token("player", "h1")))
+        assert st == 423 and out["error"] == "locked", (body, st, out)
+    assert contacts_now(svc, "h1") == before
+    # stricter is fine: fewer allowed countries, more channels
+    st, out, _ = harness.http("PUT", f"{svc.url}/v1/accounts/h1/policy",
+                              {"action": "lock", "channels": ["email", "ingame"]},
+                              headers=auth(token("player", "h1")))
+    assert st == 200 and out["allowed_countries"] == [], (st, out)
+    # a change asked for before the lock cannot be confirmed while locked
+    svc2 = start(pg.fresh_db())
+    assert put_contacts(svc2, "h2", {"email": "h2@example.com"})[0] == 202
+    code = svc2.publisher.contact_code("h2", "email")
+    lock_account(svc2, "h2")
+    st, body, _ = confirm(svc2, "h2", "email", code)
+    assert st == 423 and contacts_now(svc2, "h2")["email"] is None, (st, body)
+
+
+def test_policy_that_must_reach_the_player_needs_a_verified_channel_422():
+    svc = start(pg.fresh_db())
+    tok = auth(token("player", "v1"))
+    for action, channels, missing in (("lock", ["email"], ["email"]),
+                                      ("notify", ["email", "sms"], ["email", "sms"]),
+                                      ("lock", [], ["ingame"])):
+        st, body, _ = harness.http("PUT", f"{svc.url}/v1/accounts/v1/policy",
+                                   {"action": action, "channels": channels}, headers=tok)
+        assert st == 422 and body["error"] == "channel_unverified", (st, body)
+        assert body["missing"] == missing and missing[0] in body["message"], body
+    # an email asked for but not confirmed does not count
+    assert put_contacts(svc, "v1", {"email": "v1@example.com"})[0] == 202
+    st, body, _ = harness.http("PUT", f"{svc.url}/v1/accounts/v1/policy",
+                               {"action": "lock", "channels": ["email"]}, headers=tok)
+    assert st == 422, (st, body)
+    assert confirm(svc, "v1", "email", svc.publisher.contact_code("v1", "email"))[0] == 200
+    assert set_policy(svc, "v1", "lock", channels=["email"])["channels"] == ["email"]
+    # kick needs no channel; removing the only channel of a lock policy is refused
+    assert set_policy(svc, "v2", "kick", channels=[])["action"] == "kick"
+    st, body, _ = put_contacts(svc, "v1", {"email": None})
+    assert st == 422 and body["missing"] == ["email"], (st, body)
+    # each change is told to the player and audited
+    assert svc.publisher.wait("v1", "settings_changed", 2)
+
+
+def test_messages_wait_for_the_publisher():
+    svc = start(pg.fresh_db())
+    svc.publisher.fail = 3
+    assert put_contacts(svc, "w1", {"email": "w1@example.com"})[0] == 202
+    code = svc.publisher.contact_code("w1", "email")  # published once the publisher is back
+    assert confirm(svc, "w1", "email", code)[0] == 200
+    # one warning for the failing streak, one line when it is over
+    assert svc.log().count("messages wait and are retried") == 1, svc.log()
+    assert "publishing messages again" in svc.log()
+    assert all(e["auth"] == "Bearer dev-only-guard-producer-token" and
+               e["path"] == "/v1/topics/notification/events" for e in svc.publisher.events)
+    ids = [e["ce_id"] for e in svc.publisher.events]
+    assert len(ids) == len(set(ids)) and all(e["event"]["dedupe_key"] == e["ce_id"]
+                                             for e in svc.publisher.events)

@@ -238,3 +238,24 @@ def test_republished_decision_sent_once():
     other = dict(ev, account_id="d2", sealed_code=sealed.seal("12345678", "unlock\nd2"))
     assert deliver(svc, "account.action", other)[1]["sent"] == 1
     assert [m["account_id"] for m in received(gs)["messages"]] == ["d1", "d2"]
+
+
+def test_contact_code_opened_only_for_its_account():
+    """guard's code for a new contact comes sealed in params; only kind contact_code may carry
+    one, for the event's account."""
+    gs = start_gamesim()
+    outbox = harness.ctx().path("outbox-cc")
+    svc = start_notify(pg.fresh_db(), gs, outbox_dir=outbox)
+    note = {"account_id": "cc1", "kind": "contact_code", "channels": ["email"],
+            "contacts": {"email": "new@example.com"}, "lang": "en",
+            "params": {"channel": "email", "sealed_code": sealed.seal("24681357", "contact\ncc1")}}
+    st, body, _ = deliver(svc, "notification", note)
+    assert st == 200 and body["sent"] == 1, (st, body)
+    mail = open(glob.glob(os.path.join(outbox, "*.eml"))[0], encoding="utf-8").read()
+    assert "confirmation code is 24681357" in mail and "X-Notify-Kind: contact_code" in mail
+    for bad in (dict(note, account_id="cc2"),  # sealed for another account
+                dict(note, params={"channel": "email"}),  # no code
+                dict(note, kind="settings_changed")):  # a kind that carries no code
+        st, body, _ = deliver(svc, "notification", bad)
+        assert st == 422 and body["error"] == "bad_seal", (bad, st, body)
+    assert "24681357" not in svc.log()

@@ -11,6 +11,7 @@ import subprocess
 import uuid
 
 import browser
+import guard_api
 import harness
 import pg
 import sealed
@@ -45,11 +46,21 @@ class Product:
             config={"database_url": url, "batch_wait_ms": 5, "listen": f"127.0.0.1:{hport}",
                     "http": {"cors_origins": self.guard_url},
                     "web": {"guard_url": self.guard_url}})
+        self.publisher = guard_api.Publisher()  # guard's own messages: contact codes, notices
         self.guard = harness.ctx().start(
             "guard", env=dict(env, GUARD_DATABASE_URL=url), ready_path="/readyz",
             config={"database_url": url, "home_countries": "KR", "listen": f"127.0.0.1:{gport}",
                     "http": {"cors_origins": self.history_url},
-                    "web": {"history_url": self.history_url}})
+                    "web": {"history_url": self.history_url},
+                    "publisher_url": self.publisher.url})
+
+    def code_url(self, account, channel):
+        """A URL answering {"code"} of account's first contact code for channel: what the
+        player would read in the message that reached the new contact."""
+        def handler(method, path, headers, body):
+            return 200, {"code": self.publisher.contact_code(account, channel)}, {}
+        url, _ = harness.ctx().serve(handler)
+        return url + "/code"
 
     @staticmethod
     def _post(url, topic, event):
@@ -145,6 +156,7 @@ def test_player_page_history_settings_and_unlock():
     browser.run("player", {"URL": p.history_url + "/", "ACCOUNT": acct, "TOKEN": tok,
                            "OTHER_TOKEN": token("player", "someone-else"), "PHASE": "settings",
                            "STAFF_TOKEN": token("staff", "alice"),
+                           "CODE_URL": p.code_url(acct, "email"),
                            "PAGE2_ROWS": len(seeds) - 10})
 
     # what the page saved is what guard has
@@ -187,5 +199,9 @@ def test_support_console_find_and_unlock_with_reason():
     assert st == 200 and status["locked"] is False
     st, body, _ = harness.http("GET", f"{p.guard_url}/v1/support/audit?account_id={acct}",
                                headers=auth(token("staff", "bob")))
-    assert st == 200 and [(e["staff"], e["action"], e["reason"]) for e in body["entries"]] == \
-        [("alice", "unlock", reason)]
+    assert st == 200 and [(e["actor"], e["staff"], e["action"], e["reason"])
+                          for e in body["entries"]][:2] == \
+        [("staff", "alice", "unlock", reason), ("player", None, "policy_changed",
+                                                'policy lock, channels ["ingame"], allowed none')]
+    # the player was told of the unlock
+    assert p.publisher.wait(acct, "staff_unlock")[0]["params"] == {"staff": "alice"}

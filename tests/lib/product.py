@@ -104,11 +104,13 @@ class Product:
             f.write("# e2e campaign list\n" + "".join(a + "\n" for a in campaign_accounts))
         ports = {name: harness.free_port() for name in SERVICES}
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        publisher_port = harness.free_port()
         cfg = {
             "gamesim": {},
             "ipcheck": {"geoip_db": GEOIP_DB},
             "history": {"database_url": db_url},
-            "guard": {"database_url": db_url, "home_countries": "KR", "geoip_db": GEOIP_DB},
+            "guard": {"database_url": db_url, "home_countries": "KR", "geoip_db": GEOIP_DB,
+                      "publisher_url": f"http://127.0.0.1:{publisher_port}"},
             "notify": {"database_url": db_url, "outbox_dir": self.outbox,
                        "sms_url": urls["gamesim"] + "/v1/sms", "game_url": urls["gamesim"],
                        "provider_timeout_ms": 2000},
@@ -124,7 +126,7 @@ class Product:
                                         route_overrides)
         common = {"bootstrap": self.broker.bootstrap, "bus_config_dir": self.bus_dir,
                   "bus_schema": os.path.join(ROOT, "config", "schema", "bus.schema.json")}
-        self._cfg["bus-publisher"] = dict(common, listen=f"127.0.0.1:{harness.free_port()}")
+        self._cfg["bus-publisher"] = dict(common, listen=f"127.0.0.1:{publisher_port}")
         self._cfg["bus-dispatcher"] = dict(common, listen=f"127.0.0.1:{harness.free_port()}",
                                            shutdown_timeout_ms=5000)
         for name in BUS:
@@ -169,6 +171,35 @@ class Product:
         if st == 202:
             self.published_ok += 1
         return st, body
+
+    def emails_to(self, address, kinds=None):
+        """The emails notify wrote to address, oldest first; kinds: only those of these kinds
+        (X-Notify-Kind)."""
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.outbox, "*.eml"))):  # uuid7: by time
+            with open(path, encoding="utf-8", errors="replace", newline="") as f:
+                text = f.read()  # as written: CRLF line ends
+            kind = re.search(r"^X-Notify-Kind: (\S+)", text, re.M)
+            if f"To: {address}\r\n" in text and (kinds is None or (kind and
+                                                                     kind.group(1) in kinds)):
+                out.append(text)
+        return out
+
+    def contact_code(self, address, n=1):
+        """The code of the n-th confirmation email to address (waits for it)."""
+        mails = harness.wait_for(lambda: len(self.emails_to(address, ["contact_code"])) >= n and
+                                 self.emails_to(address, ["contact_code"]), 60,
+                                 what=f"confirmation code {n} to {address}")
+        m = re.findall(r"(?:confirmation code is|확인 코드:) ([0-9]{8})(?![0-9])", mails[n - 1])
+        assert len(m) == 1, mails[n - 1]
+        return m[0]
+
+    def set_email(self, account, tok, n=1):
+        """Sets account's email to <account>@example.com, confirmed with the code it got."""
+        import guard_api
+        address = f"{account}@example.com"
+        return guard_api.set_contacts(self.url("guard"), account, tok, {"email": address},
+                                      lambda ch: self.contact_code(address, n))
 
     def psql(self, sql):
         return pg.cluster().psql(self.db_url.rsplit("/", 1)[1], sql)

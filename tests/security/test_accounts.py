@@ -166,7 +166,8 @@ def ingame_code(p, acct):
     def msgs():
         st, body, _ = received(p)
         assert st == 200, (st, body)
-        return [m for m in body["messages"] if m["account_id"] == acct]
+        return [m for m in body["messages"] if m["account_id"] == acct and
+                m.get("kind") == "lock_code"]
     found = harness.wait_for(msgs, 60, what=f"in-game message to {acct}")
     codes = re.findall(r"(?:unlock code is|잠금 해제 코드:) ([0-9]{8})(?![0-9])", found[0]["text"])
     assert len(codes) == 1, found
@@ -280,3 +281,76 @@ def test_loginsim_refuses_what_guard_refuses(p):
                      what="the admitted logins in history")
     rows = history_now(p, acct).values()
     assert sum(r["country"] != "KR" for r in rows) == 1, rows  # only the login that locked it
+
+
+# ---- item 6: settings a hijacker cannot quietly change ----
+
+def put(p, acct, what, body, tok):
+    return harness.http("PUT", f"{p.url('guard')}/v1/accounts/{acct}/{what}", body,
+                        headers=auth(tok))
+
+
+@with_product
+def test_hijacker_cannot_quietly_switch_protection_off(p):
+    """The a33fd25 attack: with the player's token, while the account is locked, set the
+    attacker's email and phone and the policy to none with the attacker's country allowed."""
+    acct = account("hijack")
+    tok = token("player", acct)  # what the hijacker holds
+    owner = f"{acct}@example.com"
+    p.set_email(acct, tok)
+    set_policy(p, acct, "lock", channels=("email", "ingame"))
+    st, body = p.publish(product.login(acct, US_IP))
+    assert st == 202, (st, body)
+    harness.wait_for(lambda: support_account(p, acct)["locked"], 60, what=f"{acct} locked")
+    # while locked: 423 for contacts, 423 for a weaker policy, nothing changed
+    st, body, _ = put(p, acct, "contacts", {"email": "me@attacker.example",
+                                             "phone": "+15550001111"}, tok)
+    assert st == 423 and body["error"] == "locked", (st, body)
+    st, body, _ = put(p, acct, "policy", {"action": "none", "channels": ["ingame"],
+                                           "allowed_countries": ["US"]}, tok)
+    assert st == 423 and body["error"] == "locked", (st, body)
+    st, body, _ = put(p, acct, "policy", {"action": "lock", "channels": ["email", "ingame"],
+                                           "allowed_countries": ["US"]}, tok)
+    assert st == 423, (st, body)
+    seen = support_account(p, acct)
+    assert seen["contacts"]["email"] == owner and seen["policy"] == "lock", seen
+    assert seen["allowed_countries"] == [], seen
+    # support unlocks: the player is told, on the email in effect and in game
+    st, body, _ = harness.http("POST", f"{p.url('guard')}/v1/support/accounts/{acct}/unlock",
+                               {"reason": "caller knew the birth date"},
+                               headers=auth(token("staff", "sec-sam")))
+    assert st == 200, (st, body)
+    harness.wait_for(lambda: p.emails_to(owner, ["staff_unlock"]), 60,
+                     what="the staff unlock told to the owner's email")
+    # unlocked, the new email does not take effect without the code sent to it, and the
+    # owner's address hears of the attempt at once
+    st, body, _ = put(p, acct, "contacts", {"email": "me@attacker.example"}, tok)
+    assert st == 202 and body["pending"] == ["email"], (st, body)
+    assert support_account(p, acct)["contacts"]["email"] == owner
+    told = harness.wait_for(lambda: p.emails_to(owner, ["contact_changed"]), 60,
+                            what="the old address told of the change")
+    assert "m***@attacker.example" in told[0], told[0]
+    st, body, _ = harness.http("POST", f"{p.url('guard')}/v1/accounts/{acct}/contacts/confirm",
+                               {"channel": "email", "code": "12345678"}, headers=auth(tok))
+    assert st in (403, 409) and support_account(p, acct)["contacts"]["email"] == owner
+    # support sees every step
+    st, body, _ = harness.http("GET", f"{p.url('guard')}/v1/support/audit?account_id={acct}",
+                               headers=auth(token("staff", "sec-sam")))
+    steps = [(e["actor"], e["action"]) for e in reversed(body["entries"])]
+    assert steps == [("player", "contact_change_requested"), ("player", "contact_confirmed"),
+                     ("player", "policy_changed"), ("staff", "unlock"),
+                     ("player", "contact_change_requested")], steps
+
+
+@with_product
+def test_lock_policy_without_a_verified_channel_is_422(p):
+    """a33fd25 accepted a lock whose code could reach nobody (make run's own example did it)."""
+    acct = account("nochan")
+    tok = token("player", acct)
+    st, body, _ = put(p, acct, "policy", {"action": "lock", "channels": ["email"]}, tok)
+    assert st == 422 and body["error"] == "channel_unverified", (st, body)
+    assert body["missing"] == ["email"] and "email" in body["message"], body
+    # asking for an email is not enough: only the confirmed one counts
+    assert put(p, acct, "contacts", {"email": f"{acct}@example.com"}, tok)[0] == 202
+    assert put(p, acct, "policy", {"action": "lock", "channels": ["email"]}, tok)[0] == 422
+    assert put(p, acct, "policy", {"action": "lock", "channels": ["ingame"]}, tok)[0] == 200

@@ -158,13 +158,15 @@ def test_the_repository_bus_configuration_in_production_needs_the_login_token_ha
     assert rc != 0 and any("producers/0/token_sha256: production" in ln for ln in lines), lines
     # With the production hash from the environment it loads, and dev-login-token is not in it.
     env["LOGIN_TOKEN_SHA256"] = "ab" * 32
+    env["GUARD_PUBLISHER_TOKEN_SHA256"] = "cd" * 32  # guard's, for the notification topic
     rc, lines = run("busctl", env, ["validate", repo])
     assert rc == 0, lines
     ctx = harness.ctx()
     pub = ctx.start("bus-publisher", config={"bus_config_dir": repo,
                                              "bootstrap": f"127.0.0.1:{harness.free_port()}"},
                     env={**{k: None for k in SECRET_VARS}, "BUS_SIGNING_SECRET": STRONG,
-                         "LOGIN_TOKEN_SHA256": "ab" * 32})
+                         "LOGIN_TOKEN_SHA256": "ab" * 32,
+                         "GUARD_PUBLISHER_TOKEN_SHA256": "cd" * 32})
     st, body, _ = harness.http("POST", pub.url + "/v1/topics/login/events",
                                {"account_id": "a", "ip": "8.8.8.8", "ts": "2026-01-01T00:00:00Z"},
                                headers={"Authorization": "Bearer dev-login-token"})

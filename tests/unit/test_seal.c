@@ -74,8 +74,8 @@ static void test_round_trip_and_context(void **state)
         assert_null(p);
         free(t);
     }
-    const char *bad[] = {"", "v1", "v1.k1", "v1.k1.", "v2.k1.AAAA", "v1..AAAA", "v1.k1.A",
-                         "v1.k1.!!!!", "12345678"};
+    const char *bad[] = {"",         "v1",      "v1.k1",      "v1.k1.",  "v2.k1.AAAA",
+                         "v1..AAAA", "v1.k1.A", "v1.k1.!!!!", "12345678"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(seal_open(k, "unlock\nacct-1", bad[i], &p), SEAL_EBAD);
     }
@@ -101,7 +101,7 @@ static void test_rotation_by_key_id(void **state)
     assert_int_equal(seal_open(both, "c", s_new, &p), 0);
     assert_string_equal(p, "code-2");
     free(p);
-    assert_int_equal(seal_open(old, "c", s_new, &p), SEAL_EKEY); /* k2 unknown there */
+    assert_int_equal(seal_open(old, "c", s_new, &p), SEAL_EKEY);   /* k2 unknown there */
     assert_int_equal(seal_open(other, "c", s_old, &p), SEAL_EBAD); /* same id, other secret */
     free(s_old);
     free(s_new);
@@ -113,7 +113,13 @@ static void test_rotation_by_key_id(void **state)
 static void test_key_ring_parsing(void **state)
 {
     (void)state;
-    const char *bad[] = {"", "nokid", ":secret", "k1:", "k 1:secret", "k1:s,", "k1:s,,k2:t",
+    const char *bad[] = {"",
+                         "nokid",
+                         ":secret",
+                         "k1:",
+                         "k 1:secret",
+                         "k1:s,",
+                         "k1:s,,k2:t",
                          "a-kid-that-is-longer-than-thirty-two-bytes:secret",
                          "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

@@ -26,5 +26,7 @@ export const api = {
   policy: (id) => guard('GET', `/v1/accounts/${enc(id)}/policy`),
   putPolicy: (id, p) => guard('PUT', `/v1/accounts/${enc(id)}/policy`, p),
   putContacts: (id, c) => guard('PUT', `/v1/accounts/${enc(id)}/contacts`, c),
+  confirmContact: (id, channel, code) =>
+    guard('POST', `/v1/accounts/${enc(id)}/contacts/confirm`, { channel, code }),
   unlock: (id, code) => guard('POST', `/v1/accounts/${enc(id)}/unlock`, { code }),
 };

@@ -300,27 +300,86 @@ async function onSave(ev) {
   const r = await guarded(() => api.putPolicy(state.account, policy));
   if (!r) return;
   if (r.status !== 200) {
-    if (!handleAuthFailure(r)) setMsg('settings-msg', apiError(r), 'error');
+    if (!handleAuthFailure(r)) setMsg('settings-msg', settingsError(r), 'error');
     return;
   }
   const email = $('email').value.trim();
   const phone = $('phone').value.trim();
   const old = r.body.contacts || {};
   let final = r.body;
+  let pending = [];
   if (email !== (old.email || '') || phone !== (old.phone || '')) {
+    // A new contact takes effect only once confirmed with the code sent to it (202).
     const c = await guarded(() => api.putContacts(state.account,
       { email: email || null, phone: phone || null }));
     if (!c) return;
-    if (c.status !== 200) {
-      if (!handleAuthFailure(c)) setMsg('settings-msg', apiError(c), 'error');
+    if (c.status !== 200 && c.status !== 202) {
+      if (!handleAuthFailure(c)) setMsg('settings-msg', settingsError(c), 'error');
       return;
     }
-    final = c.body;
+    if (c.status === 202) {
+      pending = c.body.pending || [];
+      final = { ...r.body, contacts: c.body.contacts };
+    } else {
+      final = c.body;
+    }
   }
   state.policy = final;
+  state.pending = pending;
   renderSettings();
-  setMsg('settings-msg', t('saved'), 'ok');
+  renderPending(email, phone);
+  setMsg('settings-msg', t(pending.length ? 'saved_pending' : 'saved'), 'ok');
   await loadStatus();
+}
+
+function settingsError(r) {
+  const err = r.body && r.body.error;
+  if (r.status === 423 && err === 'locked') return t('err_locked_settings');
+  if (r.status === 422 && err === 'channel_unverified') {
+    return t('err_channel_unverified', { missing: (r.body.missing || []).join(', ') });
+  }
+  return apiError(r);
+}
+
+// The confirmation form, for the first contact still waiting for its code.
+function renderPending(email, phone) {
+  const next = (state.pending || [])[0];
+  $('confirm-form').hidden = !next;
+  if (!next) return;
+  $('confirm-to').textContent = next === 'email' ? email : phone;
+  $('confirm-code').value = '';
+  setMsg('confirm-msg', '');
+}
+
+async function onConfirm(ev) {
+  ev.preventDefault();
+  const channel = (state.pending || [])[0];
+  const code = $('confirm-code').value.trim();
+  if (!channel) return;
+  if (!code) {
+    setMsg('confirm-msg', t('err_code_required'), 'error');
+    return;
+  }
+  const r = await guarded(() => api.confirmContact(state.account, channel, code));
+  if (!r) return;
+  const err = r.body && r.body.error;
+  if (r.status === 200) {
+    state.pending = state.pending.slice(1);
+    state.policy = r.body;
+    renderSettings();
+    renderPending(r.body.contacts.email || '', r.body.contacts.phone || '');
+    setMsg('settings-msg', t('confirmed'), 'ok');
+    return;
+  }
+  if (r.status === 403 && err === 'wrong_code') {
+    setMsg('confirm-msg', t('err_wrong_code', { n: r.body.attempts_left }), 'error');
+  } else if (r.status === 410) {
+    setMsg('confirm-msg', t('err_expired'), 'error');
+  } else if (r.status === 409 || r.status === 423) {
+    setMsg('confirm-msg', settingsError(r), 'error');
+  } else if (!handleAuthFailure(r)) {
+    setMsg('confirm-msg', apiError(r), 'error');
+  }
 }
 
 // ---- language ----
@@ -353,6 +412,7 @@ async function main() {
   $('signout').addEventListener('click', () => signOut(''));
   $('unlock-form').addEventListener('submit', onUnlock);
   $('settings-form').addEventListener('submit', onSave);
+  $('confirm-form').addEventListener('submit', onConfirm);
   $('add-country').addEventListener('click', () => {
     const tr = allowedRow();
     $('allowed').append(tr);

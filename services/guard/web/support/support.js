@@ -236,7 +236,8 @@ function renderAccount() {
 
   $('audit').replaceChildren(...state.audit.map((e) => el('tr', {},
     el('td', { text: formatTime(e.ts) }),
-    el('td', { text: e.staff }),
+    // staff actions, and the player's own settings changes (contacts, policy)
+    el('td', { text: e.actor === 'player' ? t('by_player') : e.staff }),
     el('td', { text: e.action }),
     el('td', { text: e.reason }))));
   $('audit-empty').hidden = state.audit.length > 0;

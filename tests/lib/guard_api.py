@@ -1,0 +1,62 @@
+"""guard's settings API as tests drive it: a new email or phone takes effect only once the code
+sent to it is confirmed (docs/services/guard.md "Contacts"), so setting contacts is a PUT, then
+one confirmation per contact with the code that reached it.
+
+Publisher stands in for the bus's publisher where guard runs alone: it records the notification
+events guard's outbox relay publishes (contact codes, notices), as notify would receive them."""
+import json
+import threading
+import uuid
+
+import harness
+import sealed
+
+# Kinds of the messages guard sends on its own (beside account.action's).
+GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unlock")
+
+
+class Publisher:
+    def __init__(self):
+        self.events, self.lock, self.fail = [], threading.Lock(), 0
+        self.url, _ = harness.ctx().serve(self._handle)
+
+    def _handle(self, method, path, headers, body):
+        with self.lock:
+            if self.fail > 0:
+                self.fail -= 1
+                return 503, {"error": "unavailable"}, {"Retry-After": "1"}
+            self.events.append({"path": path, "auth": headers.get("authorization"),
+                                "ce_id": headers.get("ce-id"), "event": json.loads(body)})
+        return 202, {"id": str(uuid.uuid4())}, {}
+
+    def of(self, account, kind=None):
+        with self.lock:
+            return [e["event"] for e in self.events if e["event"]["account_id"] == account and
+                    (kind is None or e["event"]["kind"] == kind)]
+
+    def wait(self, account, kind, n=1):
+        return harness.wait_for(lambda: len(self.of(account, kind)) >= n and
+                                self.of(account, kind), 15, what=f"{n} {kind} for {account}")
+
+    def contact_code(self, account, channel, n=1):
+        """The code of the n-th contact_code event of account for channel (waits for it)."""
+        def found():
+            evs = [e for e in self.of(account, "contact_code")
+                   if e["params"]["channel"] == channel]
+            return evs[n - 1] if len(evs) >= n else None
+        ev = harness.wait_for(found, 15, what=f"contact code {n} of {account} for {channel}")
+        return sealed.open_sealed(ev["params"]["sealed_code"], "contact\n" + account)
+
+
+def set_contacts(guard_url, account, tok, contacts, code_of):
+    """PUTs contacts and confirms each new one with code_of(channel); returns the settings."""
+    headers = {"Authorization": "Bearer " + tok}
+    st, body, _ = harness.http("PUT", f"{guard_url}/v1/accounts/{account}/contacts", contacts,
+                               headers=headers)
+    assert st in (200, 202), (st, body)
+    for channel in (body.get("pending", []) if st == 202 else []):
+        st, body, _ = harness.http("POST", f"{guard_url}/v1/accounts/{account}/contacts/confirm",
+                                   {"channel": channel, "code": code_of(channel)},
+                                   headers=headers)
+        assert st == 200, (channel, st, body)
+    return body
