@@ -4,9 +4,10 @@
 #  1. single events: wrk (keep-alive) POSTing one login event per request to the publisher's
 #     full path (token, JSON, schema, produce, wait for the broker's acknowledgement) versus the
 #     same wrk run against bench-baseline-202, a bare libmicrohttpd server answering 202 with
-#     the same threading model. Target: ratio >= 0.60. For diagnosis it also prints the bare
-#     server in --suspend mode (every request suspended and resumed from another thread, the
-#     least a server answering after an acknowledgement pays in libmicrohttpd).
+#     the same threading model. Target: ratio >= 0.75 (0.60 until issue 20). For diagnosis it
+#     also prints the bare server in --suspend mode (every request suspended and resumed from
+#     another thread, the least a server answering after an acknowledgement pays in
+#     libmicrohttpd).
 #  2. batches: wrk POSTing batches of 100 events to /batch (events/s) versus `kcat -P`
 #     producing the same records straight to the same broker (events/s): the same keys and
 #     values, and the five headers every event carries on the bus (ce-id, ce-type, ce-source,
@@ -170,7 +171,7 @@ for _ in $(seq 1 "$ROUNDS"); do
   if better "$R" "$PUB_RPS"; then PUB_RPS=$R; PUB_US=$U; fi
 done
 echo "single: baseline 202 server ${BASE_RPS} req/s; publisher ${PUB_RPS} req/s;" \
-     "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.60)"
+     "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.75)"
 echo "single: CPU per request: baseline ${BASE_US} us; publisher ${PUB_US} us"
 echo "single (diagnostic): the bare server suspending and resuming every request ${SUSP_RPS} req/s," \
      "${SUSP_US} us per request: $(ratio "$SUSP_RPS" "$BASE_RPS") of the baseline; the publisher" \
