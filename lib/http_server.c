@@ -320,7 +320,7 @@ static void route_init_metrics(struct route *r)
     append_label_value(&labels, r->method);
     buf_appends(&labels, "\"");
     r->duration = metrics_histogram("http_request_duration_seconds",
-                                    "Time from the request's headers to its completion.",
+                                    "Time from the request line to its completion.",
                                     labels.data, NULL, 0);
     buf_release(&labels);
 }
