@@ -4,9 +4,10 @@
 #  1. single events: wrk (keep-alive) POSTing one login event per request to the publisher's
 #     full path (token, JSON, schema, produce, wait for the broker's acknowledgement) versus the
 #     same wrk run against bench-baseline-202, a bare libmicrohttpd server answering 202 with
-#     the same threading model. Target: ratio >= 0.60. For diagnosis it also prints the bare
-#     server in --suspend mode (every request suspended and resumed from another thread, the
-#     least a server answering after an acknowledgement pays in libmicrohttpd).
+#     the same threading model. Target: ratio >= 0.75 (0.60 until issue 20). For diagnosis it
+#     also prints the bare server in --suspend mode (every request suspended and resumed from
+#     another thread, the least a server answering after an acknowledgement pays in
+#     libmicrohttpd).
 #  2. batches: wrk POSTing batches of 100 events to /batch (events/s) versus `kcat -P`
 #     producing the same records straight to the same broker (events/s): the same keys and
 #     values, and the five headers every event carries on the bus (ce-id, ce-type, ce-source,
@@ -76,11 +77,13 @@ fi
 
 PUB_PORT=$(free_port)
 BASE_PORT=$(free_port)
-# client_timeout_s 600: section 3's idle connections stay open for the whole bench.
+# client_timeout_s 600: section 3's idle connections stay open for the whole bench;
+# request_head_timeout_s 3: its slowloris connections are shed (and reopened) within each round.
 cat >"$TMP/publisher.json" <<JSON
 {"listen": "127.0.0.1:$PUB_PORT", "bootstrap": "$BOOTSTRAP", "threads": $THREADS,
  "bus_config_dir": "$ROOT/config/bus", "bus_schema": "$ROOT/config/schema/bus.schema.json",
- "max_inflight": 100000, "log.level": "warn", "client_timeout_s": 600${PUBLISHER_EXTRA:+, $PUBLISHER_EXTRA}}
+ "max_inflight": 100000, "log.level": "warn", "client_timeout_s": 600,
+ "request_head_timeout_s": 3${PUBLISHER_EXTRA:+, $PUBLISHER_EXTRA}}
 JSON
 "$BIN/bus-publisher" --config "$TMP/publisher.json" >"$TMP/publisher.log" 2>&1 &
 PUB_PID=$!
@@ -168,7 +171,7 @@ for _ in $(seq 1 "$ROUNDS"); do
   if better "$R" "$PUB_RPS"; then PUB_RPS=$R; PUB_US=$U; fi
 done
 echo "single: baseline 202 server ${BASE_RPS} req/s; publisher ${PUB_RPS} req/s;" \
-     "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.60)"
+     "ratio $(ratio "$PUB_RPS" "$BASE_RPS") (target >= 0.75)"
 echo "single: CPU per request: baseline ${BASE_US} us; publisher ${PUB_US} us"
 echo "single (diagnostic): the bare server suspending and resuming every request ${SUSP_RPS} req/s," \
      "${SUSP_US} us per request: $(ratio "$SUSP_RPS" "$BASE_RPS") of the baseline; the publisher" \
@@ -247,6 +250,12 @@ if [ "$ATTACK" = 1 ]; then
     CALM_FAIL=$((CALM_FAIL + $(failures)))
     if better "$R" "$CALM_RPS"; then CALM_RPS=$R; fi
     hold slowloris "$HOLD_SLOW"
+    # Measure while the server sheds them at its head deadline and they come back (3 s in
+    # this bench, so every round sees that churn).
+    for _ in $(seq 300); do
+      [ "$(cut -d' ' -f2 "$TMP/hold.status")" -ge "$((HOLD_SLOW / 2))" ] && break
+      sleep 0.1
+    done
     R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
     SLOW_FAIL=$((SLOW_FAIL + $(failures)))
     SLOW_STATUS=$(cat "$TMP/hold.status")

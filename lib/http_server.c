@@ -1,12 +1,14 @@
 /* http_server.c - the HTTP server layer over libmicrohttpd (see http_server.h).
  *
  * Each polling thread runs a libmicrohttpd daemon of its own in external-epoll mode (struct
- * http_loop; why: at http_server_start). Each request gets one struct http_exchange, created on
- * the access handler's first call and freed once both sides are done with it: libmicrohttpd
- * (request-completed notification) and the handler (its one http_respond*() call). In between
- * the exchange goes through these steps:
+ * http_loop; why: at http_server_start). Each request gets one struct http_exchange, created
+ * when its request line is in (URI log callback) and freed once both sides are done with it:
+ * libmicrohttpd (request-completed notification) and the handler (its one http_respond*() call).
+ * In between the exchange goes through these steps:
  *
- *   headers  -> route found? Content-Length within the route's cap? (else 404/405/413 at once)
+ *   line     -> the target kept as received; the connection's head deadline starts
+ *   headers  -> target and framing valid? (else 400/501) route found? Content-Length within the
+ *               route's cap? (else 404/405/413 at once)
  *   body     -> accumulated into a capped buffer; past the cap the rest is discarded, then 413
  *   handler  -> runs on the polling thread; answers now, or later from any thread
  *   answer   -> queued on the polling thread (after MHD_resume_connection and a wake-up of
@@ -17,8 +19,13 @@
  * handler returned first). The server keeps a list of suspended exchanges so that
  * http_server_free() can wait for them and answer the late ones 503.
  *
+ * Each TCP connection has a struct http_conn (libmicrohttpd's socket context) with its phase and
+ * deadline (head, body, idle) and its place in the connection caps; each loop sweeps its own
+ * connections for deadlines (loop_sweep). Connections over a cap are answered 503.
+ *
  * Lock order: loop->lock, then exchange->lock. http_respond*() takes only the exchange's lock,
- * so it may be called after the server is gone for an exchange the server already answered. */
+ * so it may be called after the server is gone for an exchange the server already answered.
+ * The per-client counts (server->clients) have a lock of their own, taken alone. */
 #include "http_server.h"
 
 #include <arpa/inet.h>
@@ -318,7 +325,7 @@ static void route_init_metrics(struct route *r)
     append_label_value(&labels, r->method);
     buf_appends(&labels, "\"");
     r->duration = metrics_histogram("http_request_duration_seconds",
-                                    "Time from the request's headers to its completion.",
+                                    "Time from the request line to its completion.",
                                     labels.data, NULL, 0);
     buf_release(&labels);
 }
