@@ -44,6 +44,7 @@ enum kerr {
     KERR_OUT_OF_ORDER_SEQUENCE_NUMBER = 45,
     KERR_DUPLICATE_SEQUENCE_NUMBER = 46,
     KERR_INVALID_PRODUCER_EPOCH = 47,
+    KERR_KAFKA_STORAGE_ERROR = 56, /* a failed write: retriable, no epoch bump (librdkafka) */
     KERR_INVALID_RECORD = 87,
     KERR_UNKNOWN_SERVER_ERROR = -1,
 };
