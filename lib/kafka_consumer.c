@@ -23,6 +23,7 @@ struct kafka_consumer {
     kafka_commit_failed_fn on_commit_failed;
     void *opaque;
     long long wait_by_ms; /* every synchronous wait ends by then (0 = no deadline) */
+    rd_kafka_queue_t *close_queue; /* kafka_consumer_close's, kept with a handle left behind */
 };
 
 void kafka_record_free(struct kafka_record *r)
@@ -401,6 +402,7 @@ void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
          * a stop, which then is almost always the end of the process. */
         log_warn("kafka consumer %s: not closed in time, left behind (the broker drops the "
                  "member after its session time-out)", c->topic);
+        c->close_queue = q; /* still referenced: left behind with the handle, not leaked */
         return;
     }
     rd_kafka_queue_destroy(q);
