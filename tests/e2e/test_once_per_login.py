@@ -35,7 +35,8 @@ def _setup_account(p, acct, action):
 
 
 def _received(p, what, acct):
-    st, body, _ = harness.http("GET", f"{p.url('gamesim')}/v1/received")
+    st, body, _ = harness.http("GET", f"{p.url('gamesim')}/v1/received",
+                               headers=getattr(product, "GAMESIM_AUTH", None))
     assert st == 200, (st, body)
     return [x for x in body[what] if x.get("account_id") == acct]
 
