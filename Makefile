@@ -61,7 +61,7 @@ endef
 ALL_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb compdb
+.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb compdb chaos
 all: deps
 	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
@@ -118,6 +118,13 @@ build/fuzz/fuzz_jschema: tests/fuzz/fuzz_jschema.c $(LIB_SRCS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
 fuzz: build/fuzz/fuzz_jschema
+
+# make chaos [TESTS=pattern]: the full fault suite (tests/chaos/ with CHAOS=full: every process
+# killed and stopped, PostgreSQL killed and stopped, an endpoint down for two minutes, the
+# broker's disk filled); `make test` runs its short form. Some faults need root (a tmpfs).
+chaos: deps build
+	@CHAOS=full /usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan \
+	    --only chaos $(if $(TESTS),--filter '$(TESTS)')
 
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit

@@ -63,6 +63,13 @@ int kafka_producer_flush(struct kafka_producer *p, int timeout_ms);
 int kafka_producer_outstanding(struct kafka_producer *p);
 /* True when at least one broker connection is up (for /readyz). */
 int kafka_producer_is_connected(struct kafka_producer *p);
+/* 0 when the producer can do its job; -1 with *reason (static) when it failed fatally (a fresh
+ * librdkafka handle is being started: the producer replaces one that failed fatally by itself,
+ * and records sent meanwhile fail at once) or when the last delivery report, less than 10 s
+ * old, was a failure (e.g. the broker cannot write). Thread-safe; for /readyz. */
+int kafka_producer_health(struct kafka_producer *p, const char **reason);
+/* How many times a fatally failed handle was replaced (for tests and metrics). */
+int kafka_producer_renewals(struct kafka_producer *p);
 /* Flushes up to timeout_ms, then frees. NULL is a no-op. */
 void kafka_producer_free(struct kafka_producer *p, int timeout_ms);
 

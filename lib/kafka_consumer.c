@@ -23,6 +23,7 @@ struct kafka_consumer {
     kafka_commit_failed_fn on_commit_failed;
     void *opaque;
     long long wait_by_ms; /* every synchronous wait ends by then (0 = no deadline) */
+    rd_kafka_queue_t *close_queue; /* kafka_consumer_close's, kept with a handle left behind */
 };
 
 void kafka_record_free(struct kafka_record *r)
@@ -378,10 +379,19 @@ void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
         log_warn("kafka consumer %s: close: %s", c->topic, rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     } else {
+        /* Served as events (a callback-serving poll of this queue trips an assertion in
+         * librdkafka 2.0 on ops it passes on): the revocation is handled as on_rebalance would
+         * (the owner commits, then the assignment is given up); anything else is dropped. */
         while (!(is_closed = rd_kafka_consumer_closed(c->rk)) &&
                (now = app_now_ms()) < c->wait_by_ms) {
             long long left = c->wait_by_ms - now;
-            rd_kafka_queue_poll_callback(q, left < 100 ? (int)left : 100);
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left < 100 ? (int)left : 100);
+            if (ev == NULL)
+                continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                on_rebalance(c->rk, rd_kafka_event_error(ev),
+                             rd_kafka_event_topic_partition_list(ev), c);
+            rd_kafka_event_destroy(ev);
         }
     }
     if (!is_closed) {
@@ -392,6 +402,7 @@ void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
          * a stop, which then is almost always the end of the process. */
         log_warn("kafka consumer %s: not closed in time, left behind (the broker drops the "
                  "member after its session time-out)", c->topic);
+        c->close_queue = q; /* still referenced: left behind with the handle, not leaked */
         return;
     }
     rd_kafka_queue_destroy(q);

@@ -7,6 +7,7 @@
 #ifndef BROKER_BROKER_H
 #define BROKER_BROKER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "acl.h"
@@ -101,6 +102,9 @@ struct broker {
     struct acl_set *acls;     /* NULL = everything allowed */
     volatile int stop;
     volatile int reload; /* set by broker_reload (another thread), handled by the loop */
+    /* Shared with the admin HTTP thread (/readyz): the last produce could not be written (a
+     * full disk) and none has been since. */
+    atomic_int is_storage_failing;
 };
 
 int broker_init(struct broker *b, const struct broker_options *opt, char *err, size_t err_len);

@@ -225,15 +225,20 @@ static int offsets_load(struct groups *gs, char *err, size_t err_len)
         rc = 0;
     if (tfd >= 0)
         close(tfd);
+    if (rc != 0) {
+        /* A full disk: start anyway, appending to the file as it is (its torn tail, if any, is
+         * dropped at the next start); commits are refused until space returns. */
+        log_warn("%s: cannot compact (%s): appending to it as it is", gs->path, strerror(errno));
+        (void)unlink(tmp);
+        rc = 0;
+    }
     kw_release(&w);
     free(tmp);
-    if (rc == 0) {
-        gs->fd = open(gs->path, O_WRONLY | O_APPEND | O_CLOEXEC);
-        if (gs->fd < 0)
-            rc = -1;
+    gs->fd = open(gs->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (gs->fd < 0) {
+        rc = -1;
+        snprintf(err, err_len, "cannot open %s: %s", gs->path, strerror(errno));
     }
-    if (rc != 0)
-        snprintf(err, err_len, "cannot write %s: %s", gs->path, strerror(errno));
     return rc;
 }
 
@@ -1093,6 +1098,11 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
     kw_i32(w, nt < 0 ? 0 : nt);
     struct kw rec;
     kw_init(&rec);
+    /* The commits of the request take effect only once written: where each accepted one's
+     * error code sits in the answer, to turn it into KAFKA_STORAGE_ERROR when the write fails
+     * (a full disk), which the committer retries. */
+    size_t *accepted_at = NULL;
+    size_t n_accepted = 0, cap_accepted = 0;
     for (int32_t i = 0; i < nt && !q->err; i++) {
         struct kstr t_s = kr_str(q);
         int32_t np = kr_array(q, 14);
@@ -1119,18 +1129,53 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             if (!err && off < 0)
                 err = KERR_OFFSET_OUT_OF_RANGE;
-            if (!err) {
-                offset_set(b->groups, gid, topic, part, off, has_meta ? meta : NULL);
+            if (!err)
                 record_encode(&rec, gid, topic, part, off, has_meta ? meta : NULL);
-            }
             kw_i32(w, part);
+            if (!err) {
+                if (n_accepted == cap_accepted) {
+                    cap_accepted = cap_accepted ? 2 * cap_accepted : 16;
+                    accepted_at = xrealloc(accepted_at, cap_accepted * sizeof *accepted_at);
+                }
+                accepted_at[n_accepted++] = w->len;
+            }
             kw_i16(w, err);
         }
     }
     int rc = q->err ? -1 : 0;
     if (rec.len) {
+        size_t at = 0;
+        struct stat st;
+        off_t size_before = fstat(b->groups->fd, &st) == 0 ? st.st_size : -1;
         if (write_all(b->groups->fd, rec.p, rec.len) != 0) {
             log_error("%s: write failed: %s", b->groups->path, strerror(errno));
+            /* Cut off what was written of it, so that the next record starts clean. */
+            if (size_before >= 0 && ftruncate(b->groups->fd, size_before) != 0)
+                log_error("%s: truncate after failed write failed", b->groups->path);
+            for (size_t i = 0; i < n_accepted; i++) {
+                w->p[accepted_at[i]] = (uint8_t)((KERR_KAFKA_STORAGE_ERROR >> 8) & 0xff);
+                w->p[accepted_at[i] + 1] = (uint8_t)(KERR_KAFKA_STORAGE_ERROR & 0xff);
+            }
+        } else {
+            /* Written: now they take effect. */
+            while (at + 8 <= rec.len) {
+                uint32_t plen = be32(rec.p + at);
+                struct kr one;
+                kr_init(&one, rec.p + at + 8, plen);
+                char g[256], t[STORE_MAX_NAME + 1], m[4096];
+                struct kstr gs_ = kr_str(&one), ts_ = kr_str(&one);
+                int32_t part = kr_i32(&one);
+                int64_t off = kr_i64(&one);
+                struct kstr ms_ = kr_str(&one);
+                if (!one.err && kstr_copy(gs_, g, sizeof g) == 0 &&
+                    kstr_copy(ts_, t, sizeof t) == 0)
+                    offset_set(b->groups, g, t, part, off,
+                               kstr_copy(ms_, m, sizeof m) == 0 ? m : NULL);
+                at += 8 + plen;
+            }
+        }
+        if (at == 0) {
+            /* not written: nothing to sync */
         } else if (b->opt.fsync != FSYNC_NEVER) {
             /* Synced by the next round of the fsync thread with the logs (group commit), not
              * here on the loop; the answer waits for that round like an acks=all produce. */
@@ -1140,6 +1185,7 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         }
     }
     kw_release(&rec);
+    free(accepted_at);
     return rc;
 }
 

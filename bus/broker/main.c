@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 
 #include "alloc.h"
 #include "app.h"
@@ -206,6 +207,24 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
+/* /readyz: not ready while writes fail (a full disk); the broker still serves reads then, and
+ * becomes ready again with the first write that succeeds, or as soon as the data directory has
+ * room again (a probe that stops traffic must not keep it stopped). */
+static bool is_ready(void *ctx, const char **reason)
+{
+    struct broker *b = ctx;
+    if (!atomic_load(&b->is_storage_failing))
+        return true;
+    struct statvfs vfs;
+    if (statvfs(b->opt.data_dir, &vfs) == 0 &&
+        (unsigned long long)vfs.f_bavail * vfs.f_frsize >= 1ull << 20) {
+        atomic_store(&b->is_storage_failing, 0);
+        return true;
+    }
+    *reason = "cannot write the log (disk full or failing)";
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "--scram-user"))
@@ -281,7 +300,8 @@ int main(int argc, char **argv)
         goto out;
     const char *hl = config_str(cfg, "http.listen");
     if (hl && hl[0]) {
-        struct http_server_options ho = {.listen = hl, .threads = 1};
+        struct http_server_options ho = {.listen = hl, .threads = 1, .ready = is_ready,
+                                         .ready_ctx = &b};
         http = http_server_new(&ho);
         if (http_server_start(http, err, sizeof err) != 0) {
             log_error("cannot start admin HTTP server: %s", err);

@@ -1055,6 +1055,10 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
                 err = store_append(&b->store, p, (uint8_t *)rec, (size_t)rlen, &base, now);
             if (err == 0 && base >= 0)
                 appended = 1;
+            if (err == KERR_KAFKA_STORAGE_ERROR)
+                atomic_store(&b->is_storage_failing, 1);
+            else if (appended)
+                atomic_store(&b->is_storage_failing, 0);
             if (err != 0 && err != KERR_UNKNOWN_TOPIC_OR_PARTITION &&
                 err != KERR_TOPIC_AUTHORIZATION_FAILED)
                 log_debug("produce to %.*s/%d rejected: error %d", (int)tname.len,
@@ -1349,7 +1353,12 @@ static int pid_load(struct broker *b)
     }
     free(path);
     b->next_pid = v;
-    return pid_reserve(b, v + PID_BLOCK);
+    /* Without room to persist a new block (a full disk) the broker still starts: it serves
+     * reads and everything but new producer ids, which it hands out again once the block is
+     * written (pid_alloc tries on each InitProducerId). */
+    if (pid_reserve(b, v + PID_BLOCK) != 0)
+        b->pid_limit = v;
+    return 0;
 }
 
 static int64_t pid_alloc(struct broker *b)
@@ -1383,7 +1392,9 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
         return 0;
     }
     int64_t pid = pid_alloc(b);
-    kw_i16(w, pid < 0 ? KERR_UNKNOWN_SERVER_ERROR : 0);
+    /* Could not persist the next block of ids (a full disk): a retriable error, the producer
+     * asks again. */
+    kw_i16(w, pid < 0 ? KERR_COORDINATOR_NOT_AVAILABLE : 0);
     kw_i64(w, pid);
     kw_i16(w, 0);
     return 0;

@@ -785,17 +785,21 @@ int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len
     if (g->size > 0 && g->size + len > (uint64_t)p->topic->conf.segment_bytes) {
         if (partition_roll(p) != 0) {
             log_error("%s: cannot roll segment: %s", p->dir, strerror(errno));
-            return KERR_UNKNOWN_SERVER_ERROR;
+            return KERR_KAFKA_STORAGE_ERROR;
         }
         g = &p->segs[p->n_segs - 1];
     }
     if (g->size + len > UINT32_MAX)
         return KERR_MESSAGE_TOO_LARGE;
     if (write_all(g->fd, data, len) != 0) {
+        /* A full disk or an I/O error: nothing of the request is kept (the partial write is cut
+         * off), and the answer is KAFKA_STORAGE_ERROR, which clients retry as it is (librdkafka's
+         * idempotent producer keeps its epoch and sequence: an unknown error made it bump the
+         * epoch on every failure until the 16-bit epoch wrapped, issue 21). */
         log_error("%s: write failed: %s", p->dir, strerror(errno));
         if (ftruncate(g->fd, (off_t)g->size) != 0)
             log_error("%s: truncate after failed write failed", p->dir);
-        return KERR_UNKNOWN_SERVER_ERROR;
+        return KERR_KAFKA_STORAGE_ERROR;
     }
     /* Index the batches just written. */
     pos = 0;

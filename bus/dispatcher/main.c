@@ -421,9 +421,12 @@ static void handle_reload(struct http_exchange *ex, void *ctx)
     http_respond_json(ex, 200, json_pack("{s:b, s:o}", "reloaded", 1, "routes", names));
 }
 
+/* Ready: its producer (streaming outputs, dead letters) is healthy and a broker answers. */
 static bool is_ready(void *ctx, const char **reason)
 {
     struct dispatcher *d = ctx;
+    if (kafka_producer_health(d->env.producer, reason) != 0)
+        return false;
     if (!kafka_producer_is_connected(d->env.producer)) {
         *reason = "Kafka broker unreachable";
         return false;

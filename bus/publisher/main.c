@@ -59,9 +59,13 @@ struct publisher {
     struct kafka_producer *producer;
 };
 
+/* Ready: the producer is healthy (not failed fatally, deliveries not failing; lib/kafka.c
+ * replaces a fatally failed producer by itself) and a broker answers. */
 static bool is_ready(void *ctx, const char **reason)
 {
     struct publisher *p = ctx;
+    if (kafka_producer_health(p->producer, reason) != 0)
+        return false;
     if (!kafka_producer_is_connected(p->producer)) {
         *reason = "Kafka broker unreachable";
         return false;
@@ -100,10 +104,15 @@ int main(int argc, char **argv)
         log_warn("production: %zu development producer(s) of the bus configuration not loaded",
                  bus->n_development_skipped);
     props = json_deep_copy(config_kafka(cfg));
+    /* The answer must come within produce_timeout_ms: librdkafka notices a record's time-out
+     * up to its reconnect back-off late (500 ms, lib/kafka.c), so the record's own time-out is
+     * that much (at most a fifth) shorter. */
     if (json_object_get(props, "message.timeout.ms") == NULL &&
-        json_object_get(props, "delivery.timeout.ms") == NULL)
+        json_object_get(props, "delivery.timeout.ms") == NULL) {
+        long long t = config_int(cfg, "produce_timeout_ms");
         json_object_set_new(props, "message.timeout.ms",
-                            json_integer(config_int(cfg, "produce_timeout_ms")));
+                            json_integer(t - (t / 5 < 500 ? t / 5 : 500)));
+    }
     /* Every request waits for its acknowledgement, so the linger is latency the client pays.
      * 0.5 ms (librdkafka takes fractions): the same connections carry more single events than
      * at 1 ms (bench/publisher.sh, 2026-12-05, alternating: 0.63-0.65 of the bare server

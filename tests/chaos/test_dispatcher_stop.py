@@ -65,7 +65,7 @@ def test_dispatcher_stops_in_time_when_the_broker_is_gone():
     print(f"dispatcher stop with the broker gone: {took:.2f} s (shutdown_timeout_ms "
           f"{timeout_ms})")
     assert rc == 0, (rc, disp.log()[-3000:])
-    assert took <= timeout_ms / 1000 + 1.0 * harness.timeout_mult(), took
+    assert took <= timeout_ms / 1000 + 1.5 * harness.timeout_mult(), took
 
 
 def test_dispatcher_stops_in_time_with_a_slow_endpoint():
@@ -80,4 +80,4 @@ def test_dispatcher_stops_in_time_with_a_slow_endpoint():
     harness.wait_for(lambda: len(seen) >= 8, 30, what="deliveries under way")
     rc, took = _stop_time(disp)
     assert rc == 0, (rc, disp.log()[-3000:])
-    assert took <= timeout_ms / 1000 + 1.0 * harness.timeout_mult(), took
+    assert took <= timeout_ms / 1000 + 1.5 * harness.timeout_mult(), took
