@@ -172,8 +172,14 @@ def test_reload_replaced_file_without_dropping_requests():
             t.join()
     assert not failures, failures[:5]
     assert set(results) <= {"DE", "NL", "IT"}, set(results)
-    status, body, _ = harness.http("GET", svc.url + "/metrics")
-    assert "ipcheck_db_reloads_total 2" in (body if isinstance(body, str) else body.decode()), body
+
+    # The swap is visible to requests a moment before the reload is counted (the loop counts
+    # after geo_reload_if_changed returns): wait for the count rather than read it once.
+    def reloads():
+        _, body, _ = harness.http("GET", svc.url + "/metrics")
+        text = body if isinstance(body, str) else body.decode()
+        return "ipcheck_db_reloads_total 2" in text
+    harness.wait_for(reloads, what="two reloads counted")
 
 
 def test_corrupt_replacement_keeps_old_database():
