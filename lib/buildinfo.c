@@ -49,9 +49,9 @@ void buildinfo_print(FILE *out, const char *name)
             "%s %s\n"
             "compiler: %s\n"
             "librdkafka %s, libpq %s, libmicrohttpd %s, libcurl %s, jansson %s, %s\n",
-            name, buildinfo_version(), buildinfo_compiler(), kafka_lib_version(),
-            db_lib_version(), http_server_lib_version(), http_client_lib_version(),
-            JANSSON_VERSION, crypto_lib_version());
+            name, buildinfo_version(), buildinfo_compiler(), kafka_lib_version(), db_lib_version(),
+            http_server_lib_version(), http_client_lib_version(), JANSSON_VERSION,
+            crypto_lib_version());
 }
 
 static struct {
@@ -161,21 +161,21 @@ static void register_once(void)
              "version=\"%s\",compiler=\"%s\",librdkafka=\"%s\",libpq=\"%s\",libmicrohttpd=\"%s\"",
              buildinfo_version(), buildinfo_compiler(), kafka_lib_version(), db_lib_version(),
              http_server_lib_version());
-    metric_set(metrics_gauge("bus_build_info",
-                             "Always 1; the labels say which build is running", labels),
-               1);
+    metric_set(
+        metrics_gauge("bus_build_info", "Always 1; the labels say which build is running", labels),
+        1);
     proc.cpu = metrics_counter("process_cpu_seconds_total",
                                "Total user and system CPU time spent in seconds", NULL);
-    proc.rss = metrics_gauge("process_resident_memory_bytes", "Resident memory size in bytes",
-                             NULL);
-    proc.vsize = metrics_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes",
-                               NULL);
+    proc.rss =
+        metrics_gauge("process_resident_memory_bytes", "Resident memory size in bytes", NULL);
+    proc.vsize =
+        metrics_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes", NULL);
     proc.open_fds = metrics_gauge("process_open_fds", "Number of open file descriptors", NULL);
     proc.max_fds = metrics_gauge("process_max_fds",
                                  "Maximum number of open file descriptors (soft limit)", NULL);
-    proc.start_time = metrics_gauge("process_start_time_seconds",
-                                    "Start time of the process since the Unix epoch in seconds",
-                                    NULL);
+    proc.start_time =
+        metrics_gauge("process_start_time_seconds",
+                      "Start time of the process since the Unix epoch in seconds", NULL);
     metrics_on_render(refresh, NULL);
 }
 

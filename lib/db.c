@@ -541,28 +541,49 @@ static void free_names(char **names, size_t n)
     free(names);
 }
 
+/* What db_migrate and db_migration_status do first: check the schema name, list dir's
+ * migrations and take a connection. Returns the names (NULL with *rc = DB_EQUERY and err set when
+ * the name or the folder is bad); *c is the slot *i's connection, or NULL with *rc =
+ * DB_EUNAVAILABLE and libpq's reason in err (the slot is still taken: give it back). */
+static char **migration_start(struct db *d, const char *schema, const char *dir, size_t *n_names,
+                              unsigned *i, PGconn **c, int *rc, char *err, size_t err_len)
+{
+    *rc = DB_EQUERY;
+    *c = NULL;
+    if (!valid_ident(schema)) {
+        set_err(err, err_len, "invalid schema name '%s'%s", schema, NULL);
+        return NULL;
+    }
+    char **names = list_migrations(dir, n_names, err, err_len);
+    if (!names) {
+        return NULL;
+    }
+    *rc = DB_OK;
+    *i = pool_take(d);
+    *c = slot_conn(d, *i);
+    if (!*c) {
+        char why[sizeof d->last_error];
+        db_last_error(d, why, sizeof why);
+        set_err(err, err_len, "database unreachable: %s%s", why[0] ? why : "no connection", NULL);
+        *rc = DB_EUNAVAILABLE;
+    }
+    return names;
+}
+
 int db_migration_status(struct db *d, const char *schema, const char *dir, size_t *applied,
                         size_t *pending, char *err, size_t err_len)
 {
     char sql[256];
     size_t n_names = 0;
     int rc = DB_OK;
+    unsigned i;
+    PGconn *c;
     *applied = *pending = 0;
-    if (!valid_ident(schema)) {
-        set_err(err, err_len, "invalid schema name '%s'%s", schema, NULL);
-        return DB_EQUERY;
-    }
-    char **names = list_migrations(dir, &n_names, err, err_len);
+    char **names = migration_start(d, schema, dir, &n_names, &i, &c, &rc, err, err_len);
     if (!names) {
-        return DB_EQUERY;
+        return rc;
     }
-    unsigned i = pool_take(d);
-    PGconn *c = slot_conn(d, i);
     if (!c) {
-        char why[sizeof d->last_error];
-        db_last_error(d, why, sizeof why);
-        set_err(err, err_len, "database unreachable: %s%s", why[0] ? why : "no connection", NULL);
-        rc = DB_EUNAVAILABLE;
         goto out;
     }
     /* A schema that was never migrated has no table yet: nothing applied, not an error. */
@@ -612,22 +633,13 @@ int db_migrate(struct db *d, const char *schema, const char *dir, char *err, siz
     int rc = DB_OK;
     int locked = 0;
 
-    if (!valid_ident(schema)) {
-        set_err(err, err_len, "invalid schema name '%s'%s", schema, NULL);
-        return DB_EQUERY;
-    }
-    names = list_migrations(dir, &n_names, err, err_len);
+    unsigned i;
+    PGconn *c;
+    names = migration_start(d, schema, dir, &n_names, &i, &c, &rc, err, err_len);
     if (!names) {
-        return DB_EQUERY;
+        return rc;
     }
-
-    unsigned i = pool_take(d);
-    PGconn *c = slot_conn(d, i);
     if (!c) {
-        char why[sizeof d->last_error];
-        db_last_error(d, why, sizeof why);
-        set_err(err, err_len, "database unreachable: %s%s", why[0] ? why : "no connection", NULL);
-        rc = DB_EUNAVAILABLE;
         goto out;
     }
     /* Session-level advisory lock keyed by the schema name: concurrent starts of the same service

@@ -170,8 +170,9 @@ static int sync_round(const struct sync_opts *o, char refused[SYNC_SHA_MAX + 1])
     }
 
     if (!exists(gitdir)) {
-        const char *clone[] = {"git",     "clone",   "--quiet", "--no-checkout", "--branch",
-                               o->branch, o->repo,   o->workdir, NULL};
+        const char *clone[] = {"git",           "clone",    "--quiet",
+                               "--no-checkout", "--branch", o->branch,
+                               o->repo,         o->workdir, NULL};
         if (run(clone, NULL, 0) != 0) {
             fprintf(stderr, "sync: cannot clone %s (branch %s)\n", o->repo, o->branch);
             return 1;
@@ -194,11 +195,10 @@ static int sync_round(const struct sync_opts *o, char refused[SYNC_SHA_MAX + 1])
     if (applied[0] != '\0') {
         char schema_dir[4096];
         snprintf(schema_dir, sizeof schema_dir, "%s/../schema", o->path);
-        const char *diff[] = {"git", "-C",   o->workdir, "diff", "--quiet", applied,
-                              head,  "--",   o->path,    schema_dir, NULL};
+        const char *diff[] = {"git", "-C", o->workdir, "diff",     "--quiet", applied,
+                              head,  "--", o->path,    schema_dir, NULL};
         if (run(diff, NULL, 0) == 0) {
-            printf("sync: %s changes nothing under %s; %s stays applied\n", head, o->path,
-                   applied);
+            printf("sync: %s changes nothing under %s; %s stays applied\n", head, o->path, applied);
             return 0;
         }
     }
@@ -208,8 +208,8 @@ static int sync_round(const struct sync_opts *o, char refused[SYNC_SHA_MAX + 1])
     /* Stage the commit's tree apart from the live directory: an invalid commit never reaches
      * the directory the dispatchers read. */
     const char *clean[] = {"rm", "-rf", staging, tarball, NULL};
-    const char *archive[] = {"git", "-C", o->workdir, "archive", "--format=tar", "-o", tarball,
-                             head, NULL};
+    const char *archive[] = {"git", "-C",    o->workdir, "archive", "--format=tar",
+                             "-o",  tarball, head,       NULL};
     const char *untar[] = {"tar", "-xf", tarball, "-C", staging, NULL};
     if (run(clean, NULL, 0) != 0 || run(archive, NULL, 0) != 0 || mkdir(staging, 0700) != 0 ||
         run(untar, NULL, 0) != 0) {
@@ -238,8 +238,8 @@ static int sync_round(const struct sync_opts *o, char refused[SYNC_SHA_MAX + 1])
         run(clean, NULL, 0);
         return 1;
     }
-    const char *checkout[] = {"git", "-C", o->workdir, "checkout", "--quiet", "--force",
-                              "--detach", head, NULL};
+    const char *checkout[] = {"git",     "-C",       o->workdir, "checkout", "--quiet",
+                              "--force", "--detach", head,       NULL};
     if (run(checkout, NULL, 0) != 0) {
         fprintf(stderr, "sync: cannot check out %s\n", head);
         goto out;
