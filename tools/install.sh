@@ -51,6 +51,10 @@ for f in $files; do
   install -D -m 0644 "$f" "$DESTDIR$SHARE/$f"
 done
 cp -r docs/. "$DESTDIR$PREFIX/share/doc/bus/"
+# The API specs refer to the event schemas by their place in the repository
+# (docs/api/../../config/schema); installed, the schemas are in the release tree beside the docs.
+sed -i 's|"\.\./\.\./config/schema/|"../../../bus/config/schema/|g' \
+  "$DESTDIR$PREFIX"/share/doc/bus/api/*.yaml
 find "$DESTDIR$PREFIX/share/doc/bus" -type d -exec chmod 0755 {} + 
 find "$DESTDIR$PREFIX/share/doc/bus" -type f -exec chmod 0644 {} +
 

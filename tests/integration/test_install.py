@@ -46,6 +46,14 @@ def test_make_install_puts_programs_units_tree_and_examples_in_place():
                     "lib/web/api.js", "notify/templates/lock_code.en.txt"):
             assert os.path.isfile(f"{share}/{rel}"), rel
         assert not os.path.exists(f"{share}/var"), "state must never be installed"
+        # The installed API specs' references to the event schemas resolve in the installation.
+        api = f"{prefix}/share/doc/bus/api"
+        refs = 0
+        for spec in glob.glob(f"{api}/*.yaml"):
+            for ref in re.findall(r'\$ref: *"?([^"#\s]+\.json)', open(spec).read()):
+                refs += 1
+                assert os.path.isfile(os.path.normpath(os.path.join(api, ref))), (spec, ref)
+        assert refs > 0
         assert os.path.isfile(f"{prefix}/share/doc/bus/security.md") or \
             os.path.isfile(f"{prefix}/share/doc/bus/operations.md")
         for u in UNITS:
