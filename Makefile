@@ -41,9 +41,9 @@ endif
 .DEFAULT_GOAL := all
 
 PROGRAMS :=
-include $(wildcard bus/*/prog.mk services/*/prog.mk notify/prog.mk tools/*/prog.mk bench/*/prog.mk)
+include $(wildcard bus/*/prog.mk services/*/prog.mk tools/*/prog.mk bench/*/prog.mk)
 
-LIB_SRCS := $(wildcard lib/*.c)
+LIB_SRCS := $(wildcard lib/*.c lib/*/*.c)
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
 LIB_A    := $(BUILD)/libbus.a
 

@@ -13,7 +13,7 @@
 #include "alloc.h"
 #include "buildinfo.h"
 #include "db.h"
-#include "kafka.h"
+#include "kafka/kafka.h"
 #include "log.h"
 
 static const struct config_def AUTO_DEFS[] = {

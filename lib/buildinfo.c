@@ -18,9 +18,9 @@
 
 #include "crypto.h"
 #include "db.h"
-#include "http_client.h"
-#include "http_server.h"
-#include "kafka.h"
+#include "http/http_client.h"
+#include "http/http_server.h"
+#include "kafka/kafka.h"
 #include "metrics.h"
 
 #ifndef BUS_VERSION

@@ -24,7 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "jschema.h"
+#include "jschema/jschema.h"
 
 struct busconf_producer {
     char *name;

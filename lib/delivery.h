@@ -30,7 +30,7 @@
 #include <stddef.h>
 
 #include "config.h"
-#include "http_server.h"
+#include "http/http_server.h"
 
 /* The documented development value of the bus signing key (docs/security.md): used only in
  * development, when BUS_SIGNING_SECRET is not set; production refuses to start with it. */

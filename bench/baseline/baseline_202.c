@@ -1,17 +1,17 @@
 /* bench-baseline-202 - the yardstick of bench/publisher.sh: a minimal libmicrohttpd server that
  * reads the request body and answers 202 with a small JSON object on N polling threads, the
- * handler running on the polling thread, as in lib/http_server.c. It keeps libmicrohttpd's own
- * thread pool with epoll (MHD_USE_AUTO) where lib/http_server.c runs a select() loop per
+ * handler running on the polling thread, as in lib/http/http_server.c. It keeps libmicrohttpd's own
+ * thread pool with epoll (MHD_USE_AUTO) where lib/http/http_server.c runs a select() loop per
  * thread: for a server that never suspends a connection the pool is as fast or faster (83.7k to
  * 86.2k requests/s against 81.4k to 82.3k for the same server on select() loops, three
  * alternating runs, 2026-12-06), so the yardstick stays the stronger one. The publisher's
  * request rate is reported as a fraction of this one's, measured in the same run.
  *
- * With --suspend it is a diagnostic instead, built like lib/http_server.c: THREADS loops, each a
+ * With --suspend it is a diagnostic instead, built like lib/http/http_server.c: THREADS loops, each a
  * daemon of its own in external-select mode on one listening socket, and every request suspended
  * and resumed by another thread (in sweeps, like the publisher's delivery thread), which wakes
  * a loop through its eventfd only when the loop has not been woken since it last looked; then
- * answered. That is the least a server on lib/http_server.c pays to answer after an
+ * answered. That is the least a server on lib/http/http_server.c pays to answer after an
  * asynchronous acknowledgement; bench/publisher.sh prints it beside the two others.
  *
  *   bench-baseline-202 PORT [THREADS] [--suspend]     (runs until SIGTERM/SIGINT) */
@@ -35,7 +35,7 @@
 #define MAX_WAITING 4096
 #define MAX_LOOPS 16
 
-/* --suspend: one polling thread (as in lib/http_server.c). */
+/* --suspend: one polling thread (as in lib/http/http_server.c). */
 struct loop {
     struct MHD_Daemon *daemon;
     int wake_fd;

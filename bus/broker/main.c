@@ -18,7 +18,7 @@
 #include "app.h"
 #include "broker.h"
 #include "crypto_scram.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
 
 static const struct config_def BROKER_CONFIG[] = {

@@ -28,11 +28,11 @@
 #include "buildinfo.h"
 #include "busconf.h"
 #include "config.h"
-#include "dlq.h"
-#include "http_client.h"
-#include "kafka.h"
-#include "kafka_admin.h"
-#include "kafka_consumer.h"
+#include "kafka/dlq.h"
+#include "http/http_client.h"
+#include "kafka/kafka.h"
+#include "kafka/kafka_admin.h"
+#include "kafka/kafka_consumer.h"
 #include "log.h"
 #include "busctl.h"
 #include "sync.h"
@@ -543,7 +543,7 @@ static int cmd_tail(const char *topic, long count, bool is_from_beginning)
 
 /* ---- dlq replay ----------------------------------------------------------------------------- */
 
-/* lib/dlq.c does the work (the dispatcher's dashboard replays with the same code). */
+/* lib/kafka/dlq.c does the work (the dispatcher's dashboard replays with the same code). */
 static int cmd_dlq_replay(const char *dir, const char *route_name, long idle_ms)
 {
     char err[512];

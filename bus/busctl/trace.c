@@ -24,8 +24,8 @@
 #include "alloc.h"
 #include "busctl.h"
 #include "ids.h"
-#include "kafka_admin.h"
-#include "kafka_consumer.h"
+#include "kafka/kafka_admin.h"
+#include "kafka/kafka_consumer.h"
 
 #define TRACE_DEFAULT_SCAN 2000
 #define TRACE_LINE_MAX (128 * 1024) /* longer lines are not ours (the logger caps at 64 KiB) */

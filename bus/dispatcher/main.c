@@ -9,7 +9,7 @@
  *
  * The admin API (/v1/..., Authorization: Bearer <admin.token>) also feeds the bus dashboard, static
  * files from web.dir served at / (bus/dispatcher/web/): topology, live route figures, a route's
- * dead letters and their replay (lib/dlq.c, shared with busctl). */
+ * dead letters and their replay (lib/kafka/dlq.c, shared with busctl). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,14 +22,14 @@
 #include "busconf.h"
 #include "crypto.h"
 #include "delivery.h"
-#include "dlq.h"
-#include "http_client.h"
-#include "http_server.h"
-#include "kafka.h"
+#include "kafka/dlq.h"
+#include "http/http_client.h"
+#include "http/http_server.h"
+#include "kafka/kafka.h"
 #include "log.h"
 #include "metrics.h"
 #include "route.h"
-#include "webpage.h"
+#include "http/webpage.h"
 
 static const struct config_def defs[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8081", 0, 0, 0, NULL,
@@ -314,7 +314,7 @@ static bool route_dlq_find(struct http_exchange *ex, struct dispatcher *d, const
     return true;
 }
 
-/* GET /v1/routes/{name}/dead-letters?limit=N: the route's newest dead letters (lib/dlq.c). */
+/* GET /v1/routes/{name}/dead-letters?limit=N: the route's newest dead letters (lib/kafka/dlq.c). */
 static void handle_dead_letters(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
@@ -349,7 +349,7 @@ out:
 }
 
 /* POST /v1/routes/{name}/dead-letters/replay: sends the route's dead letters through the route
- * again (lib/dlq.c; what busctl dlq replay does). Blocks this handler thread for the replay
+ * again (lib/kafka/dlq.c; what busctl dlq replay does). Blocks this handler thread for the replay
  * (seconds): one at a time, a second one meanwhile is answered 409. */
 static void handle_replay(struct http_exchange *ex, void *ctx)
 {

@@ -28,10 +28,10 @@
 #include "crypto.h"
 #include "delivery.h"
 #include "ids.h"
-#include "kafka_consumer.h"
+#include "kafka/kafka_consumer.h"
 #include "log.h"
 #include "metrics.h"
-#include "offset_tracker.h"
+#include "kafka/offset_tracker.h"
 
 #define ROUTE_BREAKER_FAILURES 5   /* consecutive failed attempts that open the breaker */
 #define ROUTE_COMMIT_INTERVAL_MS 200 /* asynchronous commits at most this often per route */

@@ -12,8 +12,8 @@
 #include <stdbool.h>
 
 #include "busconf.h"
-#include "http_client.h"
-#include "kafka.h"
+#include "http/http_client.h"
+#include "kafka/kafka.h"
 
 /* What every route shares (borrowed; outlives the routes). */
 struct route_env {

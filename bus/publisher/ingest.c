@@ -17,7 +17,7 @@
 #include "buf.h"
 #include "crypto.h"
 #include "ids.h"
-#include "jschema.h"
+#include "jschema/jschema.h"
 #include "log.h"
 #include "metrics.h"
 

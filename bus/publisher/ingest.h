@@ -10,8 +10,8 @@
 #include <stddef.h>
 
 #include "busconf.h"
-#include "http_server.h"
-#include "kafka.h"
+#include "http/http_server.h"
+#include "kafka/kafka.h"
 
 struct ingest_options {
     unsigned max_inflight;     /* events produced but not yet acknowledged; beyond: 503 */

@@ -11,9 +11,9 @@
 #include "alloc.h"
 #include "app.h"
 #include "busconf.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "ingest.h"
-#include "kafka.h"
+#include "kafka/kafka.h"
 #include "log.h"
 
 static const struct config_def defs[] = {
@@ -59,7 +59,7 @@ struct publisher {
     struct kafka_producer *producer;
 };
 
-/* Ready: the producer is healthy (not failed fatally, deliveries not failing; lib/kafka.c
+/* Ready: the producer is healthy (not failed fatally, deliveries not failing; lib/kafka/kafka.c
  * replaces a fatally failed producer by itself) and a broker answers. */
 static bool is_ready(void *ctx, const char **reason)
 {
@@ -105,7 +105,7 @@ int main(int argc, char **argv)
                  bus->n_development_skipped);
     props = json_deep_copy(config_kafka(cfg));
     /* The answer must come within produce_timeout_ms: librdkafka notices a record's time-out
-     * up to its reconnect back-off late (500 ms, lib/kafka.c), so the record's own time-out is
+     * up to its reconnect back-off late (500 ms, lib/kafka/kafka.c), so the record's own time-out is
      * that much (at most a fifth) shorter. */
     if (json_object_get(props, "message.timeout.ms") == NULL &&
         json_object_get(props, "delivery.timeout.ms") == NULL) {

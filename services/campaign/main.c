@@ -24,7 +24,7 @@
 #include "app.h"
 #include "db.h"
 #include "delivery.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
 #include "metrics.h"
 #include "strmap.h"

@@ -42,13 +42,13 @@
 #include "db.h"
 #include "delivery.h"
 #include "geo.h"
-#include "http_client.h"
-#include "http_server.h"
+#include "http/http_client.h"
+#include "http/http_server.h"
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
 #include "seal.h"
-#include "webpage.h"
+#include "http/webpage.h"
 
 #define ID_MAX 128
 #define CACHE_BUCKETS 65536u

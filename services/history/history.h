@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #include "db.h"
-#include "http_server.h"
+#include "http/http_server.h"
 
 struct ingest_options {
     const char *bus_secret; /* NULL/"" = signatures not checked */

@@ -18,9 +18,9 @@
 #include "db.h"
 #include "delivery.h"
 #include "history.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
-#include "webpage.h"
+#include "http/webpage.h"
 
 static const struct config_def HISTORY_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8102", 0, 256, 0, NULL, "HTTP listen address"},

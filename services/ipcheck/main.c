@@ -17,7 +17,7 @@
 #include "app.h"
 #include "delivery.h"
 #include "geo.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
 #include "metrics.h"
 

@@ -1,4 +1,4 @@
-/* fuzz_jschema - libFuzzer target for the JSON Schema compiler and validator (lib/jschema.c).
+/* fuzz_jschema - libFuzzer target for the JSON Schema compiler and validator (lib/jschema/jschema.c).
  *
  * The input is read as JSON and compiled as a schema; when it compiles, it validates a few
  * fixed instances and the input itself. The raw bytes are also compiled as a "pattern", which
@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "jschema.h"
+#include "jschema/jschema.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

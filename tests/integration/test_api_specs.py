@@ -41,7 +41,7 @@ SPECS = {
     "ipcheck.yaml": ("services/ipcheck", "ipcheck"),
     "history.yaml": ("services/history", "history"),
     "guard.yaml": ("services/guard", "guard"),
-    "notify.yaml": ("notify", "notify"),
+    "notify.yaml": ("services/notify", "notify"),
     "campaign.yaml": ("services/campaign", "campaign"),
     "gamesim.yaml": ("tools/gamesim", "gamesim"),
 }
@@ -111,7 +111,7 @@ def code_routes(folder):
         has_server |= "http_server_new(" in src
         for m in re.finditer(r'http_server_route\(\s*\w+\s*,\s*"([A-Z]+)"\s*,\s*"([^"]+)"', src):
             ops.add((m.group(1), m.group(2)))
-        # lib/webpage.c: webpage_serve serves <prefix>config.json and the files under prefix;
+        # lib/http/webpage.c: webpage_serve serves <prefix>config.json and the files under prefix;
         # webpage_serve_files only the files.
         for m in re.finditer(r'webpage_serve\(\s*\w+\s*,\s*\w+\s*,\s*"([^"]+)"', src):
             ops |= {("GET", m.group(1) + "config.json"), ("GET", m.group(1))}
@@ -149,7 +149,7 @@ def test_lint_refuses_an_invalid_spec():
 def test_every_http_process_has_a_spec():
     # Every folder holding a process that runs an HTTP server is the source of one spec.
     folders = set()
-    for pattern in ("bus/*/main.c", "services/*/main.c", "notify/main.c", "tools/*/main.c"):
+    for pattern in ("bus/*/main.c", "services/*/main.c", "tools/*/main.c"):
         for main in glob.glob(os.path.join(ROOT, pattern)):
             folder = os.path.relpath(os.path.dirname(main), ROOT)
             if code_routes(folder)[1]:

@@ -16,8 +16,8 @@
 
 #include "crypto.h"
 #include "delivery.h"
-#include "http_client.h"
-#include "http_server.h"
+#include "http/http_client.h"
+#include "http/http_server.h"
 
 #define SECRET "s3cret"
 

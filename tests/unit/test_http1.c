@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "buf.h"
-#include "http1.h"
+#include "http/http1.h"
 
 /* Feeds s to a fresh parser in pieces of step bytes (0 = at once), the way http_client.c does:
  * unconsumed bytes are kept and given again with the next piece. Returns the last code. */

@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "http_client.h"
-#include "http_server.h"
+#include "http/http_client.h"
+#include "http/http_server.h"
 #include "log.h"
 #include "metrics.h"
 

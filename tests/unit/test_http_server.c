@@ -28,7 +28,7 @@
 
 #include "alloc.h"
 #include "buf.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
 
 #define WAIT_MS 10000

@@ -16,7 +16,7 @@
 #include <glob.h>
 #include <jansson.h>
 
-#include "jschema.h"
+#include "jschema/jschema.h"
 
 #define SUITE_DIR "/usr/share/json-schema-test-suite/tests/draft7/"
 /* Debian's 2.0.0 suite holds 227 cases in the files below; 179 are in the subset. */

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 
-#include "kafka.h"
+#include "kafka/kafka.h"
 
 struct reports {
     pthread_mutex_t lock;

@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "offset_tracker.h"
+#include "kafka/offset_tracker.h"
 
 static void test_in_order(void **state)
 {

@@ -21,7 +21,7 @@
 #include "app.h"
 #include "crypto.h"
 #include "delivery.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
 
 #define GAMESIM_DEV_ADMIN_TOKEN "dev-only-gamesim-admin-token"

@@ -30,7 +30,7 @@
 
 #include "app.h"
 #include "buf.h"
-#include "http_client.h"
+#include "http/http_client.h"
 #include "ids.h"
 #include "log.h"
 

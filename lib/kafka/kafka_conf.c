@@ -1,6 +1,6 @@
 /* kafka_conf.c - the configuration shared by our producer and consumer (see kafka_conf.h). */
-#include "kafka_conf.h"
-#include "kafka.h"
+#include "kafka/kafka_conf.h"
+#include "kafka/kafka.h"
 
 #include <stdio.h>
 

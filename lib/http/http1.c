@@ -5,7 +5,7 @@
  * chunked when Transfer-Encoding ends in chunked (section 7.1, chunk extensions ignored,
  * trailers skipped); Content-Length; otherwise up to the close. Interim 1xx responses are
  * skipped. Lines end in CRLF; a bare LF is accepted (section 2.2). */
-#include "http1.h"
+#include "http/http1.h"
 
 #include <stdlib.h>
 #include <string.h>

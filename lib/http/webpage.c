@@ -1,5 +1,5 @@
 /* webpage.c - a service's browser page: config.json and its CORS prerequisites (see webpage.h). */
-#include "webpage.h"
+#include "http/webpage.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* kafka_consumer.c - one topic, one group, manual commits (see kafka_consumer.h). */
-#include "kafka_consumer.h"
+#include "kafka/kafka_consumer.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 
 #include "alloc.h"
 #include "app.h"
-#include "kafka_conf.h"
+#include "kafka/kafka_conf.h"
 #include "log.h"
 
 /* A synchronous commit waits at most this long (or until the close deadline): librdkafka's own

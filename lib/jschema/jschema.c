@@ -10,7 +10,7 @@
  *
  * Semantics follow draft 2020-12 for the supported keywords (numbers: 1.0 is an integer and
  * equals 1 in enum/const; string lengths count code points). See docs/json-schema.md. */
-#include "jschema.h"
+#include "jschema/jschema.h"
 
 #include <arpa/inet.h>
 #include <math.h>

@@ -1,5 +1,5 @@
-/* kafka_conf.h - private to the Kafka module (lib/kafka.c, lib/kafka_consumer.c): the
- * librdkafka configuration every client of ours starts from. Not for use outside lib/kafka*.c:
+/* kafka_conf.h - private to the Kafka module (lib/kafka/kafka.c, lib/kafka/kafka_consumer.c): the
+ * librdkafka configuration every client of ours starts from. Not for use outside lib/kafka/ files:
  * the rest of the tree never sees rdkafka.h (STYLE.md). */
 #ifndef KAFKA_CONF_H
 #define KAFKA_CONF_H

@@ -1,4 +1,4 @@
-/* kafka_admin.h - topic administration for busctl (part of the Kafka module: only lib/kafka*.c
+/* kafka_admin.h - topic administration for busctl (part of the Kafka module: only lib/kafka/ files
  * include rdkafka.h): list topics with their partition counts, create topics, add partitions.
  * Synchronous calls with a time-out; not thread-safe. */
 #ifndef KAFKA_ADMIN_H

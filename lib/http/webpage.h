@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "http_server.h"
+#include "http/http_server.h"
 
 /* The two configuration entries of a process that serves a page (config.h's struct config_def):
  * web.dir (default dir; PAGE names the page, PREFIX where it is served, both string literals)

@@ -1,5 +1,5 @@
 /* offset_tracker.c - contiguous-prefix commit tracking (see offset_tracker.h). */
-#include "offset_tracker.h"
+#include "kafka/offset_tracker.h"
 
 #include <stdlib.h>
 

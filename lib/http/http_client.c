@@ -12,7 +12,7 @@
  * one thread moves submitted transfers from a locked queue into the multi handle, drives
  * curl_multi_perform/curl_multi_poll, and calls each request's callback when curl reports it
  * done; curl_pool_submit() wakes it with curl_multi_wakeup(). */
-#include "http_client.h"
+#include "http/http_client.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -34,7 +34,7 @@
 
 #include "alloc.h"
 #include "buf.h"
-#include "http1.h"
+#include "http/http1.h"
 #include "log.h"
 
 /* Idle easy handles kept by a synchronous client; more are created under load and freed. */

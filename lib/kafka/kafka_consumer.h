@@ -1,5 +1,5 @@
 /* kafka_consumer.h - a Kafka consumer of one topic in one consumer group, with manual commits
- * (part of the Kafka module: only lib/kafka*.c include rdkafka.h).
+ * (part of the Kafka module: only lib/kafka/ files include rdkafka.h).
  *
  * Auto-commit is off: the owner commits exactly the offsets it finished. Starts from the
  * earliest offset when the group has none. Partition assignment changes are reported through
@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kafka.h"
+#include "kafka/kafka.h"
 
 /* One consumed record, owned by the caller (kafka_record_free). */
 struct kafka_record {

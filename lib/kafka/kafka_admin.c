@@ -1,5 +1,5 @@
 /* kafka_admin.c - topic administration over librdkafka's Admin API (see kafka_admin.h). */
-#include "kafka_admin.h"
+#include "kafka/kafka_admin.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>

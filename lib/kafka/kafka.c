@@ -6,7 +6,7 @@
  * turns into a failed delivery report instead of a request that hangs. A dedicated thread
  * polls delivery reports and runs the callers' callbacks. librdkafka's own log lines go to
  * log.h. */
-#include "kafka.h"
+#include "kafka/kafka.h"
 
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "alloc.h"
-#include "kafka_conf.h"
+#include "kafka/kafka_conf.h"
 #include "log.h"
 
 /* A delivery failure younger than this makes the producer unhealthy (kafka_producer_health) until

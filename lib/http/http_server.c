@@ -26,7 +26,7 @@
  * Lock order: loop->lock, then exchange->lock. http_respond*() takes only the exchange's lock,
  * so it may be called after the server is gone for an exchange the server already answered.
  * The per-client counts (server->clients) have a lock of their own, taken alone. */
-#include "http_server.h"
+#include "http/http_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

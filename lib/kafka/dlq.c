@@ -1,5 +1,5 @@
 /* dlq.c - a route's dead letters: peek and replay (see dlq.h). */
-#include "dlq.h"
+#include "kafka/dlq.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -9,8 +9,8 @@
 #include <time.h>
 
 #include "alloc.h"
-#include "kafka.h"
-#include "kafka_consumer.h"
+#include "kafka/kafka.h"
+#include "kafka/kafka_consumer.h"
 #include "log.h"
 
 #define DLQ_MAX_PARTITIONS 256

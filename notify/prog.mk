@@ -1,2 +1,0 @@
-PROGRAMS += notify
-notify_DIR := notify

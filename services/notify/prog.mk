@@ -1,0 +1,2 @@
+PROGRAMS += notify
+notify_DIR := services/notify
