@@ -154,10 +154,10 @@ compdb:
 	@/usr/bin/python3 tools/compdb.py
 
 fmt:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	clang-format-16 -i $$(git ls-files '*.c' '*.h')
 
 fmt-check:
-	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	clang-format-16 --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build bin

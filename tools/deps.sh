@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
-  build-essential pkg-config clang libclang-rt-14-dev
+  build-essential pkg-config clang libclang-rt-14-dev clang-format-16
   librdkafka-dev libpq-dev libmaxminddb-dev libcurl4-openssl-dev libjansson-dev
   libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev libsystemd-dev
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
