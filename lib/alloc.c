@@ -22,24 +22,27 @@ static void oom(size_t n)
 void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
-    if (!p)
+    if (!p) {
         oom(n);
+    }
     return p;
 }
 
 void *xcalloc(size_t count, size_t n)
 {
     void *p = calloc(count ? count : 1, n ? n : 1);
-    if (!p)
+    if (!p) {
         oom(count * n);
+    }
     return p;
 }
 
 void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);
-    if (!q)
+    if (!q) {
         oom(n);
+    }
     return q;
 }
 
@@ -64,7 +67,8 @@ char *xasprintf(const char *fmt, ...)
     va_start(ap, fmt);
     int n = vasprintf(&p, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n < 0) {
         oom(0);
+    }
     return p;
 }

@@ -52,24 +52,29 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
     log_init(name, LOG_LEVEL_INFO);
 
     size_t n = 0;
-    while (defs && defs[n].key)
+    while (defs && defs[n].key) {
         n++;
+    }
     size_t n_auto = sizeof AUTO_DEFS / sizeof AUTO_DEFS[0];
     app->defs_owned = xcalloc(n + n_auto + 1, sizeof *app->defs_owned);
-    if (n)
+    if (n) {
         memcpy(app->defs_owned, defs, n * sizeof *defs);
+    }
     /* A process may declare an automatic key itself (e.g. another default): its entry wins. */
     for (size_t i = 0; i < n_auto; i++) {
         bool declared = false;
-        for (size_t j = 0; j < n; j++)
+        for (size_t j = 0; j < n; j++) {
             declared = declared || strcmp(defs[j].key, AUTO_DEFS[i].key) == 0;
-        if (!declared)
+        }
+        if (!declared) {
             app->defs_owned[n++] = AUTO_DEFS[i];
+        }
     }
 
     bool has_database = false;
-    for (size_t j = 0; j < n; j++)
+    for (size_t j = 0; j < n; j++) {
         has_database = has_database || strcmp(app->defs_owned[j].key, "database_url") == 0;
+    }
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--config") || !strcmp(arg, "-c")) {
@@ -114,8 +119,9 @@ int app_init(struct app *app, int argc, char **argv, const char *name, const cha
         char var[128];
         snprintf(var, sizeof var, "%s_CONFIG", env_prefix);
         path = getenv(var);
-        if (path && !*path)
+        if (path && !*path) {
             path = NULL;
+        }
     }
     if (config_load(&app->cfg, app->defs_owned, env_prefix, path, err, sizeof err) != 0) {
         log_error("configuration refused: %s", err);
@@ -189,8 +195,9 @@ static enum { SD_STARTING, SD_READY, SD_RELOADING, SD_STOPPING } sd_state;
 static long watchdog_ms(void)
 {
     uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) {
         return 0;
+    }
     long ms = (long)(usec / 2000);
     return ms > 0 ? ms : 1;
 }
@@ -234,28 +241,34 @@ static int wait_for(struct app *app, long timeout_ms, bool is_started)
             long long left = deadline - app_now_ms();
             slice = left > 0 ? (long)left : 0;
         }
-        if (ping_ms > 0 && (slice < 0 || slice > ping_ms))
+        if (ping_ms > 0 && (slice < 0 || slice > ping_ms)) {
             slice = ping_ms;
+        }
         int sig = 0;
         if (slice < 0) {
-            if (sigwait(&app->signals, &sig) != 0)
+            if (sigwait(&app->signals, &sig) != 0) {
                 continue;
+            }
         } else {
             struct timespec ts = {slice / 1000, (slice % 1000) * 1000000L};
             sig = sigtimedwait(&app->signals, NULL, &ts);
-            if (sig < 0 && errno == EINTR)
+            if (sig < 0 && errno == EINTR) {
                 continue;
-            if (sig < 0)
+            }
+            if (sig < 0) {
                 sig = 0; /* EAGAIN: this slice is over */
+            }
         }
         if (sig > 0) {
             notify_signal(sig);
             return sig;
         }
-        if (ping_ms > 0)
+        if (ping_ms > 0) {
             sd_notify(0, "WATCHDOG=1");
-        if (deadline >= 0 && app_now_ms() >= deadline)
+        }
+        if (deadline >= 0 && app_now_ms() >= deadline) {
             return 0;
+        }
     }
 }
 
@@ -320,8 +333,8 @@ static int db_task_check(struct app *app, struct db *d, const char *schema, cons
         log_error("database check failed: %s", err);
         return -1;
     }
-    printf("%s: database reachable; schema %s: %zu migrations applied, %zu pending\n",
-           app->name, schema, applied, pending);
+    printf("%s: database reachable; schema %s: %zu migrations applied, %zu pending\n", app->name,
+           schema, applied, pending);
     fflush(stdout);
     return pending == 0 ? APP_STOPPED : -1;
 }

@@ -24,20 +24,24 @@ void buf_release(struct buf *b)
 void buf_reset(struct buf *b)
 {
     b->len = 0;
-    if (b->data)
+    if (b->data) {
         b->data[0] = '\0';
+    }
 }
 
 static int reserve(struct buf *b, size_t extra)
 {
-    if (b->max_len && (extra > b->max_len || b->len > b->max_len - extra))
+    if (b->max_len && (extra > b->max_len || b->len > b->max_len - extra)) {
         return BUF_ETOOBIG;
+    }
     size_t need = b->len + extra + 1;
-    if (need <= b->cap)
+    if (need <= b->cap) {
         return 0;
+    }
     size_t cap = b->cap ? b->cap : 64;
-    while (cap < need)
+    while (cap < need) {
         cap *= 2;
+    }
     b->data = xrealloc(b->data, cap);
     b->cap = cap;
     return 0;
@@ -51,10 +55,12 @@ int buf_reserve(struct buf *b, size_t extra)
 int buf_append(struct buf *b, const void *data, size_t n)
 {
     int rc = reserve(b, n);
-    if (rc)
+    if (rc) {
         return rc;
-    if (n)
+    }
+    if (n) {
         memcpy(b->data + b->len, data, n);
+    }
     b->len += n;
     b->data[b->len] = '\0';
     return 0;
@@ -72,13 +78,16 @@ int buf_vappendf(struct buf *b, const char *fmt, va_list ap)
     char small[256];
     int n = vsnprintf(small, sizeof small, fmt, ap2);
     va_end(ap2);
-    if (n < 0)
+    if (n < 0) {
         return -1;
-    if ((size_t)n < sizeof small)
+    }
+    if ((size_t)n < sizeof small) {
         return buf_append(b, small, (size_t)n);
+    }
     int rc = reserve(b, (size_t)n);
-    if (rc)
+    if (rc) {
         return rc;
+    }
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     b->len += (size_t)n;
     return 0;
@@ -97,22 +106,26 @@ int buf_appendf(struct buf *b, const char *fmt, ...)
  * U+10FFFF), or 0 when the bytes there are not one. */
 static size_t utf8_seq_len(const unsigned char *p)
 {
-    if (p[0] < 0x80)
+    if (p[0] < 0x80) {
         return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+    }
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
         return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
     if (p[0] >= 0xe0 && p[0] <= 0xef) {
         unsigned char lo = p[0] == 0xe0 ? 0xa0 : 0x80;
         unsigned char hi = p[0] == 0xed ? 0x9f : 0xbf;
-        if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80) {
             return 0;
+        }
         return 3;
     }
     if (p[0] >= 0xf0 && p[0] <= 0xf4) {
         unsigned char lo = p[0] == 0xf0 ? 0x90 : 0x80;
         unsigned char hi = p[0] == 0xf4 ? 0x8f : 0xbf;
-        if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80) {
             return 0;
+        }
         return 4;
     }
     return 0;
@@ -166,24 +179,28 @@ int buf_append_json_string(struct buf *b, const char *s)
         }
         if (esc) {
             rc = buf_append(b, run, (size_t)((const char *)p - run));
-            if (!rc)
+            if (!rc) {
                 rc = buf_appends(b, esc);
+            }
             run = (const char *)p + 1;
         }
         p += seq;
     }
-    if (!rc)
+    if (!rc) {
         rc = buf_appends(b, run);
-    if (!rc)
+    }
+    if (!rc) {
         rc = buf_append(b, "\"", 1);
+    }
     return rc;
 }
 
 char *buf_take(struct buf *b, size_t *len_out)
 {
     char *d = b->data ? b->data : xstrdup("");
-    if (len_out)
+    if (len_out) {
         *len_out = b->len;
+    }
     size_t max = b->max_len;
     memset(b, 0, sizeof *b);
     b->max_len = max;

@@ -67,31 +67,37 @@ static int read_stat(double *cpu_s, double *start_s, double *vsize, double *rss)
 {
     char text[1024];
     FILE *f = fopen("/proc/self/stat", "r");
-    if (!f)
+    if (!f) {
         return -1;
+    }
     size_t n = fread(text, 1, sizeof text - 1, f);
     fclose(f);
     text[n] = '\0';
     char *p = strrchr(text, ')');
-    if (!p)
+    if (!p) {
         return -1;
+    }
     p += 2; /* ") " : p is at field 3 */
     unsigned long long field[25] = {0};
     for (int i = 3; i <= 24 && *p; i++) {
         char *end;
         field[i] = strtoull(p, &end, 10);
-        if (end == p && i > 3)
+        if (end == p && i > 3) {
             return -1;
+        }
         p = end;
-        while (*p && *p != ' ')
+        while (*p && *p != ' ') {
             p++; /* the state letter (field 3) is not a number */
-        while (*p == ' ')
+        }
+        while (*p == ' ') {
             p++;
+        }
     }
     double ticks = (double)sysconf(_SC_CLK_TCK);
     long page = sysconf(_SC_PAGESIZE);
-    if (ticks <= 0 || page <= 0)
+    if (ticks <= 0 || page <= 0) {
         return -1;
+    }
     *cpu_s = (double)(field[14] + field[15]) / ticks;
     *vsize = (double)field[23];
     *rss = (double)field[24] * (double)page;
@@ -116,13 +122,15 @@ static int read_stat(double *cpu_s, double *start_s, double *vsize, double *rss)
 static double count_open_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
-    if (!d)
+    if (!d) {
         return -1;
+    }
     double n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] != '.')
+        if (e->d_name[0] != '.') {
             n++;
+        }
     }
     closedir(d);
     return n - 1; /* the descriptor opendir itself holds */
@@ -144,11 +152,13 @@ static void refresh(void *ctx)
         metric_set(proc.start_time, start_s);
     }
     double fds = count_open_fds();
-    if (fds >= 0)
+    if (fds >= 0) {
         metric_set(proc.open_fds, fds);
+    }
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         metric_set(proc.max_fds, rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur);
+    }
     pthread_mutex_unlock(&proc.mu);
 }
 

@@ -36,8 +36,9 @@ static void problem(struct loader *l, const char *file, const char *pointer, con
 static void problem(struct loader *l, const char *file, const char *pointer, const char *fmt, ...)
 {
     l->n_errors++;
-    if (l->n_errors > BUSCONF_MAX_ERR_LINES)
+    if (l->n_errors > BUSCONF_MAX_ERR_LINES) {
         return;
+    }
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -55,21 +56,24 @@ static int cmp_str(const void *a, const void *b)
 static int list_json_files(const char *dir, char ***out)
 {
     DIR *d = opendir(dir);
-    if (d == NULL)
+    if (d == NULL) {
         return -1;
+    }
     char **names = NULL;
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL && n < BUSCONF_MAX_FILES) {
         size_t len = strlen(e->d_name);
-        if (e->d_name[0] == '.' || len < 6 || strcmp(e->d_name + len - 5, ".json") != 0)
+        if (e->d_name[0] == '.' || len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) {
             continue;
+        }
         names = xrealloc(names, sizeof *names * (size_t)(n + 1));
         names[n++] = xstrdup(e->d_name);
     }
     closedir(d);
-    if (n > 0)
+    if (n > 0) {
         qsort(names, (size_t)n, sizeof *names, cmp_str);
+    }
     *out = names;
     return n;
 }
@@ -114,18 +118,21 @@ static char *expand_env(struct loader *l, const char *file, const char *pointer,
                 dflt += 2;
             }
             const char *val = getenv(name);
-            if (val == NULL)
+            if (val == NULL) {
                 val = dflt;
+            }
             if (val == NULL) {
                 problem(l, file, pointer, "environment variable %s is not set", name);
                 goto fail;
             }
-            if (buf_appends(&b, val) != 0)
+            if (buf_appends(&b, val) != 0) {
                 goto fail;
+            }
             p = end + 1;
         } else {
-            if (buf_append(&b, p, 1) != 0)
+            if (buf_append(&b, p, 1) != 0) {
                 goto fail;
+            }
             p++;
         }
     }
@@ -142,15 +149,18 @@ fail:
 static char *resolve_schema_path(const struct loader *l, const char *path)
 {
     struct stat st;
-    if (path[0] == '/' || stat(path, &st) == 0)
+    if (path[0] == '/' || stat(path, &st) == 0) {
         return xstrdup(path);
+    }
     char *rel = xasprintf("%s/%s", l->dir, path);
-    if (stat(rel, &st) == 0)
+    if (stat(rel, &st) == 0) {
         return rel;
+    }
     free(rel);
     rel = xasprintf("%s/../../%s", l->dir, path);
-    if (stat(rel, &st) == 0)
+    if (stat(rel, &st) == 0) {
         return rel;
+    }
     free(rel);
     return xstrdup(path); /* reported as missing by the caller */
 }
@@ -168,12 +178,14 @@ static void check_token_hash(struct loader *l, const char *file, const char *poi
 {
     size_t len = strlen(hash);
     bool is_hex = len == CRYPTO_SHA256_HEX_LEN;
-    for (size_t i = 0; i < len && is_hex; i++)
+    for (size_t i = 0; i < len && is_hex; i++) {
         is_hex = (hash[i] >= '0' && hash[i] <= '9') || (hash[i] >= 'a' && hash[i] <= 'f');
+    }
     if (len == 0) {
-        if (l->is_production)
+        if (l->is_production) {
             problem(l, file, pointer,
                     "production: the token hash is empty (its environment variable is unset)");
+        }
         return;
     }
     if (!is_hex) {
@@ -183,15 +195,15 @@ static void check_token_hash(struct loader *l, const char *file, const char *poi
     for (size_t i = 0; i < sizeof BUSCONF_DEV_TOKENS / sizeof *BUSCONF_DEV_TOKENS; i++) {
         char dev[CRYPTO_SHA256_HEX_LEN + 1];
         crypto_sha256_hex(BUSCONF_DEV_TOKENS[i], strlen(BUSCONF_DEV_TOKENS[i]), dev);
-        if (l->is_production && strcmp(dev, hash) == 0)
+        if (l->is_production && strcmp(dev, hash) == 0) {
             problem(l, file, pointer,
                     "production: this is the hash of the development token %s (docs/security.md)",
                     BUSCONF_DEV_TOKENS[i]);
+        }
     }
 }
 
-static void load_topic(struct loader *l, struct busconf *c, const char *file, size_t idx,
-                       json_t *t)
+static void load_topic(struct loader *l, struct busconf *c, const char *file, size_t idx, json_t *t)
 {
     char ptr[64];
     snprintf(ptr, sizeof ptr, "/topics/%zu", idx);
@@ -208,13 +220,15 @@ static void load_topic(struct loader *l, struct busconf *c, const char *file, si
         tp->schema_path = resolve_schema_path(l, schema);
         char err[512];
         tp->schema = jschema_load(tp->schema_path, err, sizeof err);
-        if (tp->schema == NULL)
+        if (tp->schema == NULL) {
             problem(l, file, ptr, "schema %s: %s", schema, err);
+        }
     }
     json_t *prods = json_object_get(t, "producers");
     size_t n = json_array_size(prods);
-    if (n > 0)
+    if (n > 0) {
         tp->producers = xcalloc(n, sizeof *tp->producers);
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *p = json_array_get(prods, i);
@@ -225,8 +239,9 @@ static void load_topic(struct loader *l, struct busconf *c, const char *file, si
             continue;
         }
         char *hash = expand_env(l, file, pp, json_string_value(json_object_get(p, "token_sha256")));
-        if (hash == NULL)
+        if (hash == NULL) {
             continue;
+        }
         check_token_hash(l, file, pp, hash);
         tp->producers[k].name = opt_str(p, "name");
         tp->producers[k].token_sha256 = hash;
@@ -235,8 +250,7 @@ static void load_topic(struct loader *l, struct busconf *c, const char *file, si
     tp->n_producers = k;
 }
 
-static void load_route(struct loader *l, struct busconf *c, const char *file, size_t idx,
-                       json_t *r)
+static void load_route(struct loader *l, struct busconf *c, const char *file, size_t idx, json_t *r)
 {
     char ptr[64];
     snprintf(ptr, sizeof ptr, "/routes/%zu", idx);
@@ -247,17 +261,18 @@ static void load_route(struct loader *l, struct busconf *c, const char *file, si
     rt->topic = opt_str(r, "topic");
     rt->endpoint = opt_str(r, "endpoint");
     const char *mode = json_string_value(json_object_get(r, "mode"));
-    rt->mode = (mode != NULL && strcmp(mode, "streaming") == 0) ? BUSCONF_STREAMING
-                                                                 : BUSCONF_ONE_WAY;
+    rt->mode =
+        (mode != NULL && strcmp(mode, "streaming") == 0) ? BUSCONF_STREAMING : BUSCONF_ONE_WAY;
     rt->output = opt_str(r, "output");
     rt->concurrency = opt_int(r, "concurrency", 4);
     rt->batch = opt_int(r, "batch", 1);
     const char *ord = json_string_value(json_object_get(r, "ordering"));
     rt->ordering = BUSCONF_ORDER_KEY;
-    if (ord != NULL && strcmp(ord, "partition") == 0)
+    if (ord != NULL && strcmp(ord, "partition") == 0) {
         rt->ordering = BUSCONF_ORDER_PARTITION;
-    else if (ord != NULL && strcmp(ord, "none") == 0)
+    } else if (ord != NULL && strcmp(ord, "none") == 0) {
         rt->ordering = BUSCONF_ORDER_NONE;
+    }
     rt->timeout_ms = opt_int(r, "timeout_ms", 5000);
     json_t *retry = json_object_get(r, "retry");
     rt->retry_initial_ms = opt_int(retry, "initial_ms", 200);
@@ -273,17 +288,21 @@ static void load_route(struct loader *l, struct busconf *c, const char *file, si
         bool is_dev = false;
         if (rt->secret != NULL &&
             config_check_key_value("the route's signing key", rt->secret, DELIVERY_DEV_SECRET,
-                                   l->is_production, &is_dev, why, sizeof why) != 0)
+                                   l->is_production, &is_dev, why, sizeof why) != 0) {
             problem(l, file, sp, "production: %s (docs/security.md)", why);
+        }
     }
     rt->raw = json_incref(r);
 
-    if (rt->mode == BUSCONF_STREAMING && rt->output == NULL)
+    if (rt->mode == BUSCONF_STREAMING && rt->output == NULL) {
         problem(l, file, ptr, "streaming route %s needs an output topic", rt->name);
-    if (rt->mode == BUSCONF_ONE_WAY && rt->output != NULL)
+    }
+    if (rt->mode == BUSCONF_ONE_WAY && rt->output != NULL) {
         problem(l, file, ptr, "route %s: output is only for streaming routes", rt->name);
-    if (rt->retry_max_ms < rt->retry_initial_ms)
+    }
+    if (rt->retry_max_ms < rt->retry_initial_ms) {
         problem(l, file, ptr, "route %s: retry.max_ms is below retry.initial_ms", rt->name);
+    }
 }
 
 /* Provenance of each topic/route for error messages, kept beside the arrays during load. */
@@ -330,30 +349,37 @@ out:
 
 static long topic_index(const struct busconf *c, const char *name)
 {
-    if (name == NULL)
+    if (name == NULL) {
         return -1;
-    for (size_t i = 0; i < c->n_topics; i++)
-        if (c->topics[i].name != NULL && strcmp(c->topics[i].name, name) == 0)
+    }
+    for (size_t i = 0; i < c->n_topics; i++) {
+        if (c->topics[i].name != NULL && strcmp(c->topics[i].name, name) == 0) {
             return (long)i;
+        }
+    }
     return -1;
 }
 
 /* DFS over topics with edges topic -> output of each streaming route; state 1 = on stack. */
 static bool has_cycle_from(const struct busconf *c, size_t t, unsigned char *state)
 {
-    if (state[t] == 1)
+    if (state[t] == 1) {
         return true;
-    if (state[t] == 2)
+    }
+    if (state[t] == 2) {
         return false;
+    }
     state[t] = 1;
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct busconf_route *r = &c->routes[i];
         if (r->mode != BUSCONF_STREAMING || r->topic == NULL ||
-            strcmp(r->topic, c->topics[t].name) != 0)
+            strcmp(r->topic, c->topics[t].name) != 0) {
             continue;
+        }
         long o = topic_index(c, r->output);
-        if (o >= 0 && has_cycle_from(c, (size_t)o, state))
+        if (o >= 0 && has_cycle_from(c, (size_t)o, state)) {
             return true;
+        }
     }
     state[t] = 2;
     return false;
@@ -365,31 +391,38 @@ static void check_meaning(struct loader *l, struct busconf *c, const struct orig
     char ptr[64];
     for (size_t i = 0; i < c->n_topics; i++) {
         snprintf(ptr, sizeof ptr, "/topics/%zu/name", tor[i].idx);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(c->topics[i].name, c->topics[j].name) == 0)
-                problem(l, tor[i].file, ptr, "topic %s is also declared in %s",
-                        c->topics[i].name, tor[j].file);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(c->topics[i].name, c->topics[j].name) == 0) {
+                problem(l, tor[i].file, ptr, "topic %s is also declared in %s", c->topics[i].name,
+                        tor[j].file);
+            }
+        }
     }
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct busconf_route *r = &c->routes[i];
         const char *f = ror[i].file;
-        for (size_t j = 0; j < i; j++)
+        for (size_t j = 0; j < i; j++) {
             if (strcmp(r->name, c->routes[j].name) == 0) {
                 snprintf(ptr, sizeof ptr, "/routes/%zu/name", ror[i].idx);
                 problem(l, f, ptr, "route %s is also declared in %s", r->name, ror[j].file);
             }
+        }
         snprintf(ptr, sizeof ptr, "/routes/%zu/topic", ror[i].idx);
-        if (topic_index(c, r->topic) < 0)
+        if (topic_index(c, r->topic) < 0) {
             problem(l, f, ptr, "topic %s is not declared", r->topic);
+        }
         snprintf(ptr, sizeof ptr, "/routes/%zu/output", ror[i].idx);
-        if (r->output != NULL && topic_index(c, r->output) < 0)
+        if (r->output != NULL && topic_index(c, r->output) < 0) {
             problem(l, f, ptr, "output topic %s is not declared", r->output);
+        }
         snprintf(ptr, sizeof ptr, "/routes/%zu/dead_letter", ror[i].idx);
-        if (r->dead_letter != NULL && topic_index(c, r->dead_letter) < 0)
+        if (r->dead_letter != NULL && topic_index(c, r->dead_letter) < 0) {
             problem(l, f, ptr, "dead-letter topic %s is not declared", r->dead_letter);
+        }
         snprintf(ptr, sizeof ptr, "/routes/%zu/endpoint", ror[i].idx);
-        if (strncmp(r->endpoint, "http://", 7) != 0 && strncmp(r->endpoint, "https://", 8) != 0)
+        if (strncmp(r->endpoint, "http://", 7) != 0 && strncmp(r->endpoint, "https://", 8) != 0) {
             problem(l, f, ptr, "endpoint must be an http or https URL");
+        }
     }
     if (c->n_topics > 0) {
         unsigned char *state = xcalloc(c->n_topics, 1);
@@ -426,33 +459,42 @@ int busconf_load(const char *dir, const char *schema_path, struct busconf **out,
         problem(&l, dir, "", "cannot read directory: %s", strerror(errno));
         goto out;
     }
-    for (int i = 0; i < n_files; i++)
+    for (int i = 0; i < n_files; i++) {
         load_file(&l, c, bus_schema, names[i], &tor, &ror);
-    if (l.n_errors == 0)
+    }
+    if (l.n_errors == 0) {
         check_meaning(&l, c, tor, ror);
-    if (l.n_errors == 0)
+    }
+    if (l.n_errors == 0) {
         rc = 0;
+    }
 out:
-    if (l.n_errors > BUSCONF_MAX_ERR_LINES)
+    if (l.n_errors > BUSCONF_MAX_ERR_LINES) {
         (void)buf_appendf(&l.err, "... and %d more problems\n", l.n_errors - BUSCONF_MAX_ERR_LINES);
+    }
     if (err_len > 0) {
         const char *text = l.err.data ? l.err.data : "";
         size_t n = strlen(text);
-        while (n > 0 && text[n - 1] == '\n')
+        while (n > 0 && text[n - 1] == '\n') {
             n--;
-        if (n >= err_len)
+        }
+        if (n >= err_len) {
             n = err_len - 1;
+        }
         memcpy(err, text, n);
         err[n] = '\0';
     }
-    for (size_t i = 0; tor != NULL && i < c->n_topics; i++)
+    for (size_t i = 0; tor != NULL && i < c->n_topics; i++) {
         free(tor[i].file);
-    for (size_t i = 0; ror != NULL && i < c->n_routes; i++)
+    }
+    for (size_t i = 0; ror != NULL && i < c->n_routes; i++) {
         free(ror[i].file);
+    }
     free(tor);
     free(ror);
-    for (int i = 0; i < n_files; i++)
+    for (int i = 0; i < n_files; i++) {
         free(names[i]);
+    }
     free(names);
     jschema_free(bus_schema);
     buf_release(&l.err);
@@ -466,8 +508,9 @@ out:
 
 void busconf_free(struct busconf *c)
 {
-    if (c == NULL)
+    if (c == NULL) {
         return;
+    }
     for (size_t i = 0; i < c->n_topics; i++) {
         struct busconf_topic *t = &c->topics[i];
         free(t->name);
@@ -506,27 +549,32 @@ const struct busconf_topic *busconf_topic_find(const struct busconf *c, const ch
 
 const struct busconf_route *busconf_route_find(const struct busconf *c, const char *name)
 {
-    if (name == NULL)
+    if (name == NULL) {
         return NULL;
-    for (size_t i = 0; i < c->n_routes; i++)
-        if (strcmp(c->routes[i].name, name) == 0)
+    }
+    for (size_t i = 0; i < c->n_routes; i++) {
+        if (strcmp(c->routes[i].name, name) == 0) {
             return &c->routes[i];
+        }
+    }
     return NULL;
 }
 
 const struct busconf_producer *busconf_topic_producer(const struct busconf_topic *t,
                                                       const char *token)
 {
-    if (t == NULL || token == NULL)
+    if (t == NULL || token == NULL) {
         return NULL;
+    }
     char hex[CRYPTO_SHA256_HEX_LEN + 1];
     crypto_sha256_hex(token, strlen(token), hex);
     const struct busconf_producer *found = NULL;
     /* Compare against every producer (no early exit) so timing says nothing about which. */
     for (size_t i = 0; i < t->n_producers; i++) {
         const char *h = t->producers[i].token_sha256;
-        if (h != NULL && crypto_equal(hex, CRYPTO_SHA256_HEX_LEN, h, strlen(h)) && found == NULL)
+        if (h != NULL && crypto_equal(hex, CRYPTO_SHA256_HEX_LEN, h, strlen(h)) && found == NULL) {
             found = &t->producers[i];
+        }
     }
     return found;
 }

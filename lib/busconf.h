@@ -35,8 +35,8 @@ struct busconf_producer {
 struct busconf_topic {
     char *name;
     int partitions;
-    char *key;             /* JSON pointer into the event ("/account_id"), or NULL */
-    char *schema_path;     /* resolved path of the event's JSON Schema, or NULL */
+    char *key;              /* JSON pointer into the event ("/account_id"), or NULL */
+    char *schema_path;      /* resolved path of the event's JSON Schema, or NULL */
     struct jschema *schema; /* compiled, or NULL */
     int retention_hours;
     size_t max_event_bytes;
@@ -52,7 +52,7 @@ struct busconf_route {
     char *topic;
     char *endpoint;
     enum busconf_mode mode;
-    char *output;      /* streaming only, else NULL */
+    char *output; /* streaming only, else NULL */
     int concurrency;
     int batch; /* most events per request (1 = one per request, CloudEvents binary mode) */
     enum busconf_ordering ordering;

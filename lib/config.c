@@ -25,8 +25,9 @@ struct config {
 static const struct config_def *find_def(const struct config_def *defs, const char *key)
 {
     for (const struct config_def *d = defs; d->key; d++) {
-        if (strcmp(d->key, key) == 0)
+        if (strcmp(d->key, key) == 0) {
             return d;
+        }
     }
     return NULL;
 }
@@ -41,22 +42,26 @@ static json_t *parse_text(const struct config_def *d, const char *text)
     case CONFIG_INT: {
         errno = 0;
         long long v = strtoll(text, &end, 10);
-        if (errno || end == text || *end)
+        if (errno || end == text || *end) {
             return NULL;
+        }
         return json_integer(v);
     }
     case CONFIG_DOUBLE: {
         errno = 0;
         double v = strtod(text, &end);
-        if (errno || end == text || *end)
+        if (errno || end == text || *end) {
             return NULL;
+        }
         return json_real(v);
     }
     case CONFIG_BOOL:
-        if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "yes"))
+        if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "yes")) {
             return json_true();
-        if (!strcasecmp(text, "false") || !strcmp(text, "0") || !strcasecmp(text, "no"))
+        }
+        if (!strcasecmp(text, "false") || !strcmp(text, "0") || !strcasecmp(text, "no")) {
             return json_false();
+        }
         return NULL;
     }
     return NULL;
@@ -113,8 +118,9 @@ static int flatten(struct config *c, json_t *obj, const char *prefix, const char
             continue;
         }
         if (json_is_object(v) && !find_def(c->defs, key)) {
-            if (flatten(c, v, key, path, err, err_len) != 0)
+            if (flatten(c, v, key, path, err, err_len) != 0) {
                 return -1;
+            }
             continue;
         }
         const struct config_def *d = find_def(c->defs, key);
@@ -141,8 +147,9 @@ static void env_name(const char *prefix, const char *key, char *out, size_t len)
         return;
     }
     i = (size_t)n;
-    for (const char *p = key; *p && i + 1 < len; p++)
+    for (const char *p = key; *p && i + 1 < len; p++) {
         out[i++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+    }
     out[i] = '\0';
 }
 
@@ -171,8 +178,9 @@ static char *read_secret_file(const char *var, const char *path, char *err, size
         free(text);
         return NULL;
     }
-    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r')) {
         n--;
+    }
     text[n] = '\0';
     if (memchr(text, '\0', n)) {
         snprintf(err, err_len, "environment %s: %s holds a NUL byte", var, path);
@@ -199,13 +207,15 @@ static int apply_env(struct config *c, const struct config_def *d, const char *n
                 return -1;
             }
             from_file = read_secret_file(file_var, path, err, err_len);
-            if (!from_file)
+            if (!from_file) {
                 return -1;
+            }
             text = from_file;
         }
     }
-    if (!text)
+    if (!text) {
         return 0;
+    }
     json_t *v = parse_text(d, text);
     free(from_file);
     if (!v) {
@@ -223,13 +233,15 @@ static int apply_env(struct config *c, const struct config_def *d, const char *n
 static int kafka_env_key(const char *tail, size_t tail_len, char *out, size_t len)
 {
     size_t o = 0;
-    if (tail_len == 0 || tail[0] == '_' || tail[tail_len - 1] == '_')
+    if (tail_len == 0 || tail[0] == '_' || tail[tail_len - 1] == '_') {
         return -1;
+    }
     for (size_t i = 0; i < tail_len; i++) {
         char ch = tail[i];
         if (ch == '_' && i + 1 < tail_len && tail[i + 1] == '_') {
-            if (i + 2 < tail_len && tail[i + 2] == '_')
+            if (i + 2 < tail_len && tail[i + 2] == '_') {
                 return -1; /* "___" reads two ways */
+            }
             ch = '_';
             i++;
         } else if (ch == '_') {
@@ -239,8 +251,9 @@ static int kafka_env_key(const char *tail, size_t tail_len, char *out, size_t le
         } else {
             return -1;
         }
-        if (o + 1 >= len)
+        if (o + 1 >= len) {
             return -1;
+        }
         out[o++] = ch;
     }
     out[o] = '\0';
@@ -253,13 +266,15 @@ static int apply_kafka_env(struct config *c, const char *prefix, char *err, size
 {
     char head[128];
     int n = snprintf(head, sizeof head, "%s_KAFKA_", prefix);
-    if (n < 0 || (size_t)n >= sizeof head)
+    if (n < 0 || (size_t)n >= sizeof head) {
         return 0;
+    }
     size_t head_len = (size_t)n;
     for (char **e = environ; *e; e++) {
         const char *eq = strchr(*e, '=');
-        if (!eq || strncmp(*e, head, head_len) != 0)
+        if (!eq || strncmp(*e, head, head_len) != 0) {
             continue;
+        }
         size_t name_len = (size_t)(eq - *e);
         bool is_declared = false;
         for (const struct config_def *d = c->defs; d->key && !is_declared; d++) {
@@ -267,8 +282,9 @@ static int apply_kafka_env(struct config *c, const char *prefix, char *err, size
             env_name(prefix, d->key, name, sizeof name);
             is_declared = strlen(name) == name_len && strncmp(name, *e, name_len) == 0;
         }
-        if (is_declared)
+        if (is_declared) {
             continue;
+        }
         char key[256];
         if (kafka_env_key(*e + head_len, name_len - head_len, key, sizeof key) != 0) {
             snprintf(err, err_len,
@@ -289,8 +305,9 @@ bool config_kafka_is_secret(const char *key)
 
 static int check_range(const struct config_def *d, json_t *v, char *err, size_t err_len)
 {
-    if (d->min == 0 && d->max == 0)
+    if (d->min == 0 && d->max == 0) {
         return 0;
+    }
     if (d->type == CONFIG_INT || d->type == CONFIG_DOUBLE) {
         double x = json_number_value(v);
         if (x < d->min || x > d->max) {
@@ -316,8 +333,9 @@ int config_load(struct config **out, const struct config_def *defs, const char *
     c->file = NULL;
 
     for (const struct config_def *d = defs; d->key; d++) {
-        if (!d->default_value)
+        if (!d->default_value) {
             continue;
+        }
         json_t *v = parse_text(d, d->default_value);
         if (!v) {
             snprintf(err, err_len, "built-in default of \"%s\" is not a valid %s", d->key,
@@ -330,47 +348,54 @@ int config_load(struct config **out, const struct config_def *defs, const char *
         json_error_t je;
         c->file = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
         if (!c->file) {
-            if (je.line > 0)
+            if (je.line > 0) {
                 snprintf(err, err_len, "%s:%d: %s", path, je.line, je.text);
-            else
+            } else {
                 snprintf(err, err_len, "%s", je.text); /* "unable to open PATH: reason" */
+            }
             goto fail;
         }
         if (!json_is_object(c->file)) {
             snprintf(err, err_len, "%s: the configuration must be a JSON object", path);
             goto fail;
         }
-        if (flatten(c, c->file, "", path, err, err_len) != 0)
+        if (flatten(c, c->file, "", path, err, err_len) != 0) {
             goto fail;
+        }
     } else {
         c->file = json_object();
     }
     for (const struct config_def *d = defs; d->key; d++) {
         char name[256];
-        if (d->env && apply_env(c, d, d->env, err, err_len) != 0)
+        if (d->env && apply_env(c, d, d->env, err, err_len) != 0) {
             goto fail;
+        }
         env_name(env_prefix, d->key, name, sizeof name);
-        if (apply_env(c, d, name, err, err_len) != 0)
+        if (apply_env(c, d, name, err, err_len) != 0) {
             goto fail;
+        }
         json_t *v = json_object_get(c->values, d->key);
         if ((d->flags & CONFIG_KEY) && json_is_string(v) && json_string_value(v)[0] == '\0') {
             /* An empty key is no key: its development value applies (config_check_keys then
              * refuses it in production), or it stays unset. */
-            if (d->default_value)
+            if (d->default_value) {
                 json_object_set_new(c->values, d->key, json_string(d->default_value));
-            else
+            } else {
                 json_object_del(c->values, d->key);
+            }
             v = json_object_get(c->values, d->key);
         }
         if (!v && (d->flags & CONFIG_REQUIRED)) {
             snprintf(err, err_len, "\"%s\" is required (set it in the file or %s)", d->key, name);
             goto fail;
         }
-        if (v && check_range(d, v, err, err_len) != 0)
+        if (v && check_range(d, v, err, err_len) != 0) {
             goto fail;
+        }
     }
-    if (apply_kafka_env(c, env_prefix, err, err_len) != 0)
+    if (apply_kafka_env(c, env_prefix, err, err_len) != 0) {
         goto fail;
+    }
     *out = c;
     return 0;
 fail:
@@ -380,8 +405,9 @@ fail:
 
 void config_free(struct config *c)
 {
-    if (!c)
+    if (!c) {
         return;
+    }
     json_decref(c->file);
     json_decref(c->kafka);
     json_decref(c->values);
@@ -434,10 +460,11 @@ void config_log(const struct config *c)
     json_t *extra = json_object();
     for (const struct config_def *d = c->defs; d->key; d++) {
         json_t *v = json_object_get(c->values, d->key);
-        if (!v)
+        if (!v) {
             continue;
-        json_object_set_new(
-            extra, d->key, is_secret(d) ? json_string("[redacted]") : json_incref(v));
+        }
+        json_object_set_new(extra, d->key,
+                            is_secret(d) ? json_string("[redacted]") : json_incref(v));
     }
     const char *k;
     json_t *v;
@@ -456,12 +483,13 @@ void config_log(const struct config *c)
 static void md_cell(FILE *out, const char *text)
 {
     for (const char *p = text; *p; p++) {
-        if (*p == '|')
+        if (*p == '|') {
             fputs("\\|", out);
-        else if (*p == '\n' || *p == '\r')
+        } else if (*p == '\n' || *p == '\r') {
             fputc(' ', out);
-        else
+        } else {
             fputc(*p, out);
+        }
     }
 }
 
@@ -474,33 +502,37 @@ void config_write_markdown(const struct config_def *defs, const char *env_prefix
         env_name(env_prefix, d->key, name, sizeof name);
         char range[64] = "";
         if (d->min != 0 || d->max != 0) {
-            if (d->type == CONFIG_STRING)
+            if (d->type == CONFIG_STRING) {
                 snprintf(range, sizeof range, "≤ %g chars", d->max);
-            else if (d->type == CONFIG_INT)
+            } else if (d->type == CONFIG_INT) {
                 snprintf(range, sizeof range, "%.0f – %.0f", d->min, d->max);
-            else
+            } else {
                 snprintf(range, sizeof range, "%g – %g", d->min, d->max);
+            }
         }
         fprintf(out, "| `%s` | `%s`", d->key, name);
-        if (d->env)
+        if (d->env) {
             fprintf(out, ", `%s`", d->env);
+        }
         fprintf(out, " | %s | ", type_name(d->type));
-        if (d->default_value && (d->flags & CONFIG_KEY) && *d->default_value)
+        if (d->default_value && (d->flags & CONFIG_KEY) && *d->default_value) {
             fputs("(development value)", out);
-        else if (d->default_value && is_secret(d) && *d->default_value)
+        } else if (d->default_value && is_secret(d) && *d->default_value) {
             fputs("(secret)", out);
-        else if (d->default_value)
+        } else if (d->default_value) {
             fprintf(out, "`%s`", d->default_value);
-        else
+        } else {
             fputs((d->flags & CONFIG_REQUIRED) ? "required" : "—", out);
+        }
         fprintf(out, " | %s | ", range);
         md_cell(out, d->description ? d->description : "");
-        if (d->flags & CONFIG_KEY)
+        if (d->flags & CONFIG_KEY) {
             fputs(" (secret key: in production required, at least 32 bytes, not the development "
                   "value; a list: items separated by spaces or commas; also `_FILE`)",
                   out);
-        else if (is_secret(d))
+        } else if (is_secret(d)) {
             fputs(" (secret; also `_FILE`)", out);
+        }
         fputs(" |\n", out);
     }
 }
@@ -514,8 +546,9 @@ bool config_is_production(void)
 int config_check_mode(char *err, size_t err_len)
 {
     const char *mode = getenv("BUS_ENV");
-    if (!mode || !*mode || strcmp(mode, "production") == 0 || strcmp(mode, "development") == 0)
+    if (!mode || !*mode || strcmp(mode, "production") == 0 || strcmp(mode, "development") == 0) {
         return 0;
+    }
     snprintf(err, err_len, "BUS_ENV must be production or development, not \"%.64s\"", mode);
     return -1;
 }
@@ -524,11 +557,13 @@ int config_check_mode(char *err, size_t err_len)
  * (0 at the end). */
 static size_t next_item(const char **p, const char **item)
 {
-    while (**p == ' ' || **p == ',')
+    while (**p == ' ' || **p == ',') {
         (*p)++;
+    }
     *item = *p;
-    while (**p && **p != ' ' && **p != ',')
+    while (**p && **p != ' ' && **p != ',') {
         (*p)++;
+    }
     return (size_t)(*p - *item);
 }
 
@@ -537,9 +572,11 @@ static bool is_list_item(const char *list, const char *item, size_t n)
 {
     const char *p = list ? list : "", *it;
     size_t len;
-    while ((len = next_item(&p, &it)) > 0)
-        if (len == n && strncmp(it, item, n) == 0)
+    while ((len = next_item(&p, &it)) > 0) {
+        if (len == n && strncmp(it, item, n) == 0) {
             return true;
+        }
+    }
     return false;
 }
 
@@ -559,8 +596,9 @@ int config_check_key_value(const char *name, const char *value, const char *dev_
         if (is_list_item(dev_value, item, n)) {
             *is_dev = true;
             snprintf(err, err_len, "%s is the development value", name);
-            if (is_production)
+            if (is_production) {
                 return -1;
+            }
         } else if (is_production && n < CONFIG_KEY_MIN_BYTES) {
             snprintf(err, err_len, "%s is shorter than %d bytes", name, CONFIG_KEY_MIN_BYTES);
             return -1;
@@ -569,30 +607,35 @@ int config_check_key_value(const char *name, const char *value, const char *dev_
     return 0;
 }
 
-int config_check_keys(const struct config *c, const char *env_prefix, bool is_production,
-                      char *err, size_t err_len)
+int config_check_keys(const struct config *c, const char *env_prefix, bool is_production, char *err,
+                      size_t err_len)
 {
     for (const struct config_def *d = c->defs; d->key; d++) {
-        if (!(d->flags & CONFIG_KEY) || d->type != CONFIG_STRING)
+        if (!(d->flags & CONFIG_KEY) || d->type != CONFIG_STRING) {
             continue;
+        }
         char env[256], name[700];
         env_name(env_prefix, d->key, env, sizeof env);
-        if (d->env)
+        if (d->env) {
             snprintf(name, sizeof name, "\"%s\" (%s or %s, or %s_FILE)", d->key, d->env, env,
                      d->env);
-        else
+        } else {
             snprintf(name, sizeof name, "\"%s\" (%s or %s_FILE)", d->key, env, env);
+        }
         const char *v = json_string_value(json_object_get(c->values, d->key));
         bool is_dev = false;
         char why[1024];
         if (config_check_key_value(name, v, d->default_value, is_production, &is_dev, why,
                                    sizeof why) != 0) {
-            snprintf(err, err_len, "production: %s; generate one with `openssl rand -base64 32` "
-                     "(docs/security.md)", why);
+            snprintf(err, err_len,
+                     "production: %s; generate one with `openssl rand -base64 32` "
+                     "(docs/security.md)",
+                     why);
             return -1;
         }
-        if (is_dev)
+        if (is_dev) {
             log_warn("development: %s (never in production)", why);
+        }
     }
     return 0;
 }

@@ -52,7 +52,10 @@ struct config_def {
     const char *env; /* optional product-wide env name, e.g. "BUS_BOOTSTRAP" */
     const char *description;
 };
-#define CONFIG_DEF_END {NULL, 0, NULL, 0, 0, 0, NULL, NULL}
+#define CONFIG_DEF_END                                                                             \
+    {                                                                                              \
+        NULL, 0, NULL, 0, 0, 0, NULL, NULL                                                         \
+    }
 
 struct config;
 
@@ -97,8 +100,8 @@ int config_check_key_value(const char *name, const char *value, const char *dev_
  * config_check_key_value: in production returns -1 and one sentence naming the first key that
  * fails and its environment variables; in development logs one warning per development value in
  * use and returns 0. */
-int config_check_keys(const struct config *c, const char *env_prefix, bool is_production,
-                      char *err, size_t err_len);
+int config_check_keys(const struct config *c, const char *env_prefix, bool is_production, char *err,
+                      size_t err_len);
 
 /* Logs every effective value at info level (kafka.* keys included), secrets as "[redacted]". */
 void config_log(const struct config *c);

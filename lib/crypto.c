@@ -30,8 +30,9 @@ void crypto_sha256_hex(const void *data, size_t len, char out[CRYPTO_SHA256_HEX_
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
-    if (EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) != 1)
+    if (EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) != 1) {
         abort();
+    }
     to_hex(md, 32, out);
 }
 
@@ -40,8 +41,9 @@ void crypto_hmac_sha256_hex(const char *key, size_t key_len, const void *data, s
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
-    if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, md, &md_len))
+    if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, md, &md_len)) {
         abort();
+    }
     to_hex(md, 32, out);
 }
 
@@ -49,8 +51,9 @@ void crypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_
                         unsigned char out[32])
 {
     unsigned int md_len = 0;
-    if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &md_len) || md_len != 32)
+    if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &md_len) || md_len != 32) {
         abort();
+    }
 }
 
 /* One AES-256-GCM operation; enc 1 seals (tag written after the output), 0 opens (tag read). */
@@ -60,24 +63,32 @@ static int aead(int enc, const unsigned char *key, const unsigned char *nonce, c
 {
     int rc = -1, n = 0;
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    if (!c)
+    if (!c) {
         abort();
-    if (len > INT32_MAX || aad_len > INT32_MAX)
+    }
+    if (len > INT32_MAX || aad_len > INT32_MAX) {
         goto out;
+    }
     if (EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, CRYPTO_AEAD_NONCE_BYTES, NULL) != 1 ||
-        EVP_CipherInit_ex(c, NULL, NULL, key, nonce, enc) != 1)
+        EVP_CipherInit_ex(c, NULL, NULL, key, nonce, enc) != 1) {
         goto out;
-    if (aad_len && EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) != 1)
+    }
+    if (aad_len && EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) != 1) {
         goto out;
-    if (len && EVP_CipherUpdate(c, out, &n, in, (int)len) != 1)
+    }
+    if (len && EVP_CipherUpdate(c, out, &n, in, (int)len) != 1) {
         goto out;
-    if (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, CRYPTO_AEAD_TAG_BYTES, tag) != 1)
+    }
+    if (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, CRYPTO_AEAD_TAG_BYTES, tag) != 1) {
         goto out;
-    if (EVP_CipherFinal_ex(c, out + n, &n) != 1) /* opening: the tag did not verify */
+    }
+    if (EVP_CipherFinal_ex(c, out + n, &n) != 1) { /* opening: the tag did not verify */
         goto out;
-    if (enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, CRYPTO_AEAD_TAG_BYTES, tag) != 1)
+    }
+    if (enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, CRYPTO_AEAD_TAG_BYTES, tag) != 1) {
         goto out;
+    }
     rc = 0;
 out:
     EVP_CIPHER_CTX_free(c);
@@ -95,21 +106,24 @@ int crypto_aead_open(const unsigned char key[CRYPTO_AEAD_KEY_BYTES],
                      const unsigned char nonce[CRYPTO_AEAD_NONCE_BYTES], const void *aad,
                      size_t aad_len, const unsigned char *in, size_t len, unsigned char *out)
 {
-    if (len < CRYPTO_AEAD_TAG_BYTES)
+    if (len < CRYPTO_AEAD_TAG_BYTES) {
         return -1;
+    }
     size_t n = len - CRYPTO_AEAD_TAG_BYTES;
     unsigned char tag[CRYPTO_AEAD_TAG_BYTES];
     memcpy(tag, in + n, sizeof tag);
     int rc = aead(0, key, nonce, aad, aad_len, in, n, out, tag);
-    if (rc != 0)
+    if (rc != 0) {
         OPENSSL_cleanse(out, n);
+    }
     return rc;
 }
 
 bool crypto_equal(const void *a, size_t a_len, const void *b, size_t b_len)
 {
-    if (a_len != b_len)
+    if (a_len != b_len) {
         return false;
+    }
     return CRYPTO_memcmp(a, b, a_len) == 0;
 }
 
@@ -119,18 +133,22 @@ static int key_bytes(const char *key, size_t key_len, unsigned char *out, size_t
 {
     if (key_len > 6 && strncmp(key, "whsec_", 6) == 0) {
         size_t b64_len = key_len - 6;
-        if (b64_len % 4 != 0 || b64_len / 4 * 3 > out_len)
+        if (b64_len % 4 != 0 || b64_len / 4 * 3 > out_len) {
             return -1;
+        }
         int n = EVP_DecodeBlock(out, (const unsigned char *)key + 6, (int)b64_len);
-        if (n < 0)
+        if (n < 0) {
             return -1;
+        }
         /* EVP_DecodeBlock counts the '=' padding as zero bytes */
-        for (size_t i = key_len; i > 6 && key[i - 1] == '='; i--)
+        for (size_t i = key_len; i > 6 && key[i - 1] == '='; i--) {
             n--;
+        }
         return n;
     }
-    if (key_len > out_len)
+    if (key_len > out_len) {
         return -1;
+    }
     memcpy(out, key, key_len);
     return (int)key_len;
 }
@@ -142,8 +160,9 @@ static EVP_MAC *hmac_alg;
 static void hmac_fetch(void)
 {
     hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (!hmac_alg)
+    if (!hmac_alg) {
         abort();
+    }
 }
 
 /* base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")) into out. */
@@ -152,16 +171,18 @@ static int webhook_mac(const char *key, size_t key_len, const char *id, long lon
 {
     unsigned char raw[1024];
     int raw_len = key_bytes(key, key_len, raw, sizeof raw);
-    if (raw_len <= 0)
+    if (raw_len <= 0) {
         return -1;
+    }
     char head[64];
     int head_len = snprintf(head, sizeof head, ".%lld.", timestamp);
     unsigned char md[EVP_MAX_MD_SIZE];
     size_t md_len = 0;
     pthread_once(&hmac_once, hmac_fetch);
     EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_alg);
-    if (!ctx)
+    if (!ctx) {
         abort();
+    }
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
                            OSSL_PARAM_construct_end()};
     int ok = EVP_MAC_init(ctx, raw, (size_t)raw_len, params) == 1 &&
@@ -170,8 +191,9 @@ static int webhook_mac(const char *key, size_t key_len, const char *id, long lon
              EVP_MAC_update(ctx, body, len) == 1 && EVP_MAC_final(ctx, md, &md_len, sizeof md) == 1;
     EVP_MAC_CTX_free(ctx);
     OPENSSL_cleanse(raw, sizeof raw);
-    if (!ok || md_len != 32)
+    if (!ok || md_len != 32) {
         abort();
+    }
     EVP_EncodeBlock((unsigned char *)out, md, 32);
     return 0;
 }
@@ -179,11 +201,13 @@ static int webhook_mac(const char *key, size_t key_len, const char *id, long lon
 /* The next key of a space-separated list from *p: its start and length (0 at the end). */
 static size_t next_key(const char **p, const char **key)
 {
-    while (**p == ' ')
+    while (**p == ' ') {
         (*p)++;
+    }
     *key = *p;
-    while (**p && **p != ' ')
+    while (**p && **p != ' ') {
         (*p)++;
+    }
     return (size_t)(*p - *key);
 }
 
@@ -197,11 +221,13 @@ int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, c
     while ((key_len = next_key(&p, &key)) > 0) {
         char sig[CRYPTO_WEBHOOK_SIG_LEN + 1];
         if (++n_keys > CRYPTO_WEBHOOK_MAX_KEYS ||
-            webhook_mac(key, key_len, id, timestamp, body, len, sig) != 0)
+            webhook_mac(key, key_len, id, timestamp, body, len, sig) != 0) {
             return -1;
+        }
         int n = snprintf(out + used, out_len - used, "%sv1,%s", used ? " " : "", sig);
-        if (n < 0 || (size_t)n >= out_len - used)
+        if (n < 0 || (size_t)n >= out_len - used) {
             return -1;
+        }
         used += (size_t)n;
     }
     return n_keys > 0 ? 0 : -1;
@@ -210,15 +236,17 @@ int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, c
 bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp, const void *body,
                            size_t len, const char *header)
 {
-    if (!header || !keys)
+    if (!header || !keys) {
         return false;
+    }
     char want[CRYPTO_WEBHOOK_MAX_KEYS][CRYPTO_WEBHOOK_SIG_LEN + 1];
     int n_want = 0;
     const char *p = keys, *key;
     size_t key_len;
     while (n_want < CRYPTO_WEBHOOK_MAX_KEYS && (key_len = next_key(&p, &key)) > 0) {
-        if (webhook_mac(key, key_len, id, timestamp, body, len, want[n_want]) == 0)
+        if (webhook_mac(key, key_len, id, timestamp, body, len, want[n_want]) == 0) {
             n_want++;
+        }
     }
     bool is_match = false;
     int n_seen = 0;
@@ -226,10 +254,12 @@ bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp
     const char *sig;
     size_t sig_len;
     while (n_seen++ < CRYPTO_WEBHOOK_MAX_KEYS && (sig_len = next_key(&p, &sig)) > 0) {
-        if (sig_len < 3 || strncmp(sig, "v1,", 3) != 0)
+        if (sig_len < 3 || strncmp(sig, "v1,", 3) != 0) {
             continue; /* another scheme (v1a, ...): not ours */
-        for (int i = 0; i < n_want; i++)
+        }
+        for (int i = 0; i < n_want; i++) {
             is_match |= crypto_equal(want[i], CRYPTO_WEBHOOK_SIG_LEN, sig + 3, sig_len - 3);
+        }
     }
     return is_match;
 }

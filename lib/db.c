@@ -32,12 +32,11 @@
 #define DB_MIGRATIONS_MAX 1000
 #define DB_PREPARED_MAX 256 /* prepared statements per connection */
 
-
 struct db {
     char *conninfo;
     unsigned size;
-    PGconn **conns;      /* size slots; NULL = not connected; shared, under mu */
-    unsigned char *busy; /* size flags; shared, under mu */
+    PGconn **conns;       /* size slots; NULL = not connected; shared, under mu */
+    unsigned char *busy;  /* size flags; shared, under mu */
     struct strmap **prep; /* size maps SQL text -> prepared statement name, each owned with its
                            * slot (a new connection starts empty) */
     pthread_mutex_t mu;
@@ -48,7 +47,6 @@ struct db {
     pthread_mutex_t err_mu;
     char last_error[512];
 };
-
 
 static char lib_version[24];
 

@@ -48,8 +48,8 @@ int db_migrate(struct db *d, const char *schema, const char *dir, char *err, siz
 /* Runs one parameterised statement ($1..$n, all parameters as text, NULL = SQL NULL).
  * When rows is not NULL, *rows receives a JSON array of objects (column name -> text value or
  * null; caller owns it). *affected (may be NULL) receives the number of rows affected. */
-int db_exec(struct db *d, const char *sql, const char *const *params, int n_params,
-            json_t **rows, long *affected, char *err, size_t err_len);
+int db_exec(struct db *d, const char *sql, const char *const *params, int n_params, json_t **rows,
+            long *affected, char *err, size_t err_len);
 
 /* Runs several statements in one transaction (all or nothing; a single one runs alone, which is
  * the same guarantee without the BEGIN and COMMIT round trips). */

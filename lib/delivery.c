@@ -42,11 +42,13 @@ static struct {
 static uint64_t replay_hash(const char *id, long long ts)
 {
     uint64_t h = 1469598103934665603ull;
-    for (const char *p = id; *p; p++)
+    for (const char *p = id; *p; p++) {
         h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    }
     h = (h ^ '.') * 1099511628211ull;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 8; i++) {
         h = (h ^ (uint64_t)((unsigned long long)ts >> (8 * i) & 0xff)) * 1099511628211ull;
+    }
     return h ? h : 1;
 }
 
@@ -54,8 +56,9 @@ static uint64_t replay_hash(const char *id, long long ts)
 static struct replay_slot *replay_probe(struct replay_slot *slots, size_t cap, uint64_t h)
 {
     size_t i = (size_t)h & (cap - 1);
-    while (slots[i].hash != 0 && slots[i].hash != h)
+    while (slots[i].hash != 0 && slots[i].hash != h) {
         i = (i + 1) & (cap - 1);
+    }
     return &slots[i];
 }
 
@@ -64,18 +67,22 @@ static struct replay_slot *replay_probe(struct replay_slot *slots, size_t cap, u
 static int replay_rebuild(long long now_s)
 {
     size_t live = 0;
-    for (size_t i = 0; i < replay.cap; i++)
+    for (size_t i = 0; i < replay.cap; i++) {
         live += replay.slots[i].hash != 0 && replay.slots[i].expires_s > now_s;
-    if (live >= DELIVERY_REPLAY_MAX)
+    }
+    if (live >= DELIVERY_REPLAY_MAX) {
         return -1;
+    }
     size_t cap = REPLAY_MIN_SLOTS;
-    while (cap < (live + 1) * 4)
+    while (cap < (live + 1) * 4) {
         cap *= 2;
+    }
     struct replay_slot *slots = xcalloc(cap, sizeof *slots);
     for (size_t i = 0; i < replay.cap; i++) {
         const struct replay_slot *old = &replay.slots[i];
-        if (old->hash != 0 && old->expires_s > now_s)
+        if (old->hash != 0 && old->expires_s > now_s) {
             *replay_probe(slots, cap, old->hash) = *old;
+        }
     }
     free(replay.slots);
     replay.slots = slots;
@@ -100,8 +107,9 @@ static int replay_check(const char *id, long long ts, long long now_s, long long
         rc = 1;
         goto out;
     }
-    if (slot->hash == 0)
+    if (slot->hash == 0) {
         replay.used++;
+    }
     slot->hash = h;
     slot->expires_s = expires_s;
 out:
@@ -122,12 +130,14 @@ void delivery_replay_reset(void)
 /* webhook-timestamp: Unix seconds, digits only. */
 static int parse_timestamp(const char *text, long long *out)
 {
-    if (!text || !*text || strlen(text) > 12)
+    if (!text || !*text || strlen(text) > 12) {
         return -1;
+    }
     long long v = 0;
     for (const char *p = text; *p; p++) {
-        if (*p < '0' || *p > '9')
+        if (*p < '0' || *p > '9') {
             return -1;
+        }
         v = v * 10 + (*p - '0');
     }
     *out = v;
@@ -292,8 +302,8 @@ int delivery_accept_any(struct http_exchange *ex, const struct delivery_rules *r
         return rc;
     }
     size_t n = json_array_size(doc);
-    const char *why = !json_is_array(doc) ? "the batch is not a JSON array"
-                      : n == 0            ? "the batch is empty"
+    const char *why = !json_is_array(doc)      ? "the batch is not a JSON array"
+                      : n == 0                 ? "the batch is empty"
                       : n > DELIVERY_BATCH_MAX ? "the batch has too many events"
                                                : NULL;
     for (size_t i = 0; i < n && !why; i++) {
@@ -357,8 +367,10 @@ static void answer_failure(struct http_exchange *ex, const struct delivery_item 
     }
     int status = it->status > 0 ? it->status : 500;
     http_respond_error(ex, (unsigned)status,
-                       it->code ? it->code : status >= 500 ? "internal" : "invalid_event", NULL,
-                       "%s", it->message[0] ? it->message : "the event was not processed");
+                       it->code        ? it->code
+                       : status >= 500 ? "internal"
+                                       : "invalid_event",
+                       NULL, "%s", it->message[0] ? it->message : "the event was not processed");
 }
 
 void delivery_answer(struct http_exchange *ex, struct delivery_batch *b)

@@ -37,9 +37,12 @@
 #define DELIVERY_DEV_SECRET "dev-only-bus-signing-secret-change-me"
 /* The configuration entry every receiving process declares (key bus_secret, env
  * BUS_SIGNING_SECRET): one key, or several separated by spaces while keys rotate. */
-#define DELIVERY_SECRET_CONFIG_DEF                                                                \
-    {"bus_secret", CONFIG_STRING, DELIVERY_DEV_SECRET, 0, 4096, CONFIG_KEY, "BUS_SIGNING_SECRET", \
-     "Bus signing key(s) every delivery's signature is checked with (docs/security.md)"}
+#define DELIVERY_SECRET_CONFIG_DEF                                                                 \
+    {                                                                                              \
+        "bus_secret", CONFIG_STRING, DELIVERY_DEV_SECRET, 0, 4096, CONFIG_KEY,                     \
+            "BUS_SIGNING_SECRET",                                                                  \
+            "Bus signing key(s) every delivery's signature is checked with (docs/security.md)"     \
+    }
 
 /* How a malformed delivery is answered. */
 struct delivery_refusal {
@@ -103,10 +106,10 @@ struct delivery_item {
     const char *id; /* its id (ce-id header, or the batch element's "id"); NULL when absent */
     const char *traceparent; /* its trace context (header, or the element's attribute), or NULL */
     /* the outcome, set by the service */
-    int status;          /* 0 = undecided (answered as 500); 2xx; 4xx refused; 5xx retry */
-    json_t *output;      /* what a streaming route publishes (owned; NULL = nothing) */
-    const char *code;    /* error code of a non-2xx outcome (NULL = "invalid_event") */
-    char message[160];   /* its message */
+    int status;        /* 0 = undecided (answered as 500); 2xx; 4xx refused; 5xx retry */
+    json_t *output;    /* what a streaming route publishes (owned; NULL = nothing) */
+    const char *code;  /* error code of a non-2xx outcome (NULL = "invalid_event") */
+    char message[160]; /* its message */
     unsigned retry_after_s;
 };
 

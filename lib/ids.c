@@ -16,8 +16,9 @@ static void getrandom_full(unsigned char *p, size_t n)
     while (n > 0) {
         ssize_t got = getrandom(p, n, 0);
         if (got < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
                 continue;
+            }
             abort(); /* no entropy source: nothing safe to do */
         }
         p += got;
@@ -78,8 +79,9 @@ void id_uuid7(char out[ID_UUID_LEN + 1])
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     random_bytes(b + 6, 10);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 6; i++) {
         b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    }
     b[6] = (unsigned char)(0x70 | (b[6] & 0x0f));
     b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
     /* 8-4-4-4-12 hex digits; formatted by hand, it is on the per-event path. */
@@ -87,8 +89,9 @@ void id_uuid7(char out[ID_UUID_LEN + 1])
     const unsigned char *in = b;
     char *o = out;
     for (int g = 0; g < 5; g++) {
-        if (g > 0)
+        if (g > 0) {
             *o++ = '-';
+        }
         to_hex(in, groups[g], o);
         in += groups[g];
         o += 2 * groups[g];
@@ -99,11 +102,13 @@ void id_uuid7(char out[ID_UUID_LEN + 1])
 bool id_is_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 128)
+    if (n == 0 || n > 128) {
         return false;
+    }
     for (; *s; s++) {
-        if (*s <= 32 || *s >= 127 || *s == '"' || *s == '\'' || *s == '\\')
+        if (*s <= 32 || *s >= 127 || *s == '"' || *s == '\'' || *s == '\\') {
             return false;
+        }
     }
     return true;
 }
@@ -113,10 +118,12 @@ static bool is_lower_hex(const char *s, size_t n, bool *all_zero)
     *all_zero = true;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
             return false;
-        if (c != '0')
+        }
+        if (c != '0') {
             *all_zero = false;
+        }
     }
     return true;
 }
@@ -127,18 +134,24 @@ int trace_parse(const char *tp, struct trace *out)
      * exactly 55 characters; a later version may append fields after a '-', and "ff" is
      * forbidden. */
     bool zero;
-    if (!tp || strlen(tp) < TRACEPARENT_LEN || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')
+    if (!tp || strlen(tp) < TRACEPARENT_LEN || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') {
         return -1;
-    if (!is_lower_hex(tp, 2, &zero) || strncmp(tp, "ff", 2) == 0)
+    }
+    if (!is_lower_hex(tp, 2, &zero) || strncmp(tp, "ff", 2) == 0) {
         return -1;
-    if (strncmp(tp, "00", 2) == 0 ? tp[55] != '\0' : (tp[55] != '\0' && tp[55] != '-'))
+    }
+    if (strncmp(tp, "00", 2) == 0 ? tp[55] != '\0' : (tp[55] != '\0' && tp[55] != '-')) {
         return -1;
-    if (!is_lower_hex(tp + 3, 32, &zero) || zero)
+    }
+    if (!is_lower_hex(tp + 3, 32, &zero) || zero) {
         return -1;
-    if (!is_lower_hex(tp + 36, 16, &zero) || zero)
+    }
+    if (!is_lower_hex(tp + 36, 16, &zero) || zero) {
         return -1;
-    if (!is_lower_hex(tp + 53, 2, &zero))
+    }
+    if (!is_lower_hex(tp + 53, 2, &zero)) {
         return -1;
+    }
     memcpy(out->trace_id, tp + 3, 32);
     out->trace_id[32] = '\0';
     memcpy(out->span_id, tp + 36, 16);
@@ -184,8 +197,9 @@ void trace_format(const struct trace *t, char out[TRACEPARENT_LEN + 1])
 const char *trace_id_of(const char *traceparent, char out[33])
 {
     struct trace t;
-    if (traceparent == NULL || trace_parse(traceparent, &t) != 0)
+    if (traceparent == NULL || trace_parse(traceparent, &t) != 0) {
         return NULL;
+    }
     memcpy(out, t.trace_id, sizeof t.trace_id);
     return out;
 }
@@ -196,15 +210,17 @@ int id_derived(const char *scope, const char *input_id, size_t index, char out[I
     char name[1024 + 32];
     size_t ls = strlen(scope);
     size_t li = strlen(input_id);
-    if (ls + li > 1024)
+    if (ls + li > 1024) {
         return -1;
+    }
     memcpy(name, scope, ls);
     name[ls] = '\0';
     memcpy(name + ls + 1, input_id, li);
     name[ls + 1 + li] = '\0';
     int n = snprintf(name + ls + li + 2, sizeof name - ls - li - 2, "%zu", index);
-    if (n < 0 || (size_t)n >= sizeof name - ls - li - 2)
+    if (n < 0 || (size_t)n >= sizeof name - ls - li - 2) {
         return -1;
+    }
     char hex[CRYPTO_SHA256_HEX_LEN + 1];
     crypto_sha256_hex(name, ls + li + 2 + (size_t)n, hex);
     /* The first 128 bits of the hash, version 8 in bits 48-51, variant 10 in bits 64-65. */

@@ -28,8 +28,9 @@ void log_init(const char *service, enum log_level min_level)
 
 int log_level_parse(const char *s, enum log_level *out)
 {
-    if (!s)
+    if (!s) {
         return -1;
+    }
     for (int i = 0; i < 4; i++) {
         if (strcmp(s, LEVEL_NAMES[i]) == 0) {
             *out = (enum log_level)i;
@@ -43,8 +44,9 @@ static bool is_reserved(const char *key)
 {
     static const char *const RESERVED[] = {"ts", "level", "service", "msg", "trace_id", "event_id"};
     for (size_t i = 0; i < sizeof RESERVED / sizeof RESERVED[0]; i++) {
-        if (strcmp(key, RESERVED[i]) == 0)
+        if (strcmp(key, RESERVED[i]) == 0) {
             return true;
+        }
     }
     return false;
 }
@@ -53,10 +55,12 @@ static void write_all(const char *data, size_t len)
 {
     while (len > 0) {
         ssize_t w = write(2, data, len);
-        if (w < 0 && errno == EINTR)
+        if (w < 0 && errno == EINTR) {
             continue;
-        if (w <= 0)
+        }
+        if (w <= 0) {
             return; /* stderr gone: nowhere left to complain */
+        }
         data += w;
         len -= (size_t)w;
     }
@@ -73,8 +77,9 @@ void log_write(enum log_level level, const char *trace_id, const char *event_id,
     va_list ap;
     int rc = 0;
 
-    if (level > LOG_LEVEL_ERROR)
+    if (level > LOG_LEVEL_ERROR) {
         level = LOG_LEVEL_ERROR;
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
@@ -102,11 +107,13 @@ void log_write(enum log_level level, const char *trace_id, const char *event_id,
         size_t mark = b.len;
         json_object_foreach(extra, key, value)
         {
-            if (is_reserved(key))
+            if (is_reserved(key)) {
                 continue; /* the schema's fields are never overwritten */
+            }
             char *v = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
-            if (!v)
+            if (!v) {
                 continue;
+            }
             rc |= buf_appends(&b, ",");
             rc |= buf_append_json_string(&b, key);
             rc |= buf_appends(&b, ":");
@@ -121,7 +128,8 @@ void log_write(enum log_level level, const char *trace_id, const char *event_id,
         }
     }
     rc |= buf_appends(&b, "}\n");
-    if (!rc)
+    if (!rc) {
         write_all(b.data, b.len); /* one write: lines of threads never interleave */
+    }
     buf_release(&b);
 }

@@ -69,13 +69,15 @@ static void atomic_add_double(_Atomic uint64_t *p, double v)
 static struct metric *get_or_create(enum kind kind, const char *name, const char *help,
                                     const char *labels, const double *bounds, size_t n_bounds)
 {
-    if (!labels)
+    if (!labels) {
         labels = "";
+    }
     pthread_mutex_lock(&registry_lock);
     struct metric *m;
     for (m = registry_head; m; m = m->next) {
-        if (strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0)
+        if (strcmp(m->name, name) == 0 && strcmp(m->labels, labels) == 0) {
             break;
+        }
     }
     if (m && m->kind != kind) {
         /* Two kinds under one name would make the exposition invalid: a programming error. */
@@ -99,10 +101,11 @@ static struct metric *get_or_create(enum kind kind, const char *name, const char
             m->n_bounds = n_bounds;
             m->buckets = xcalloc(n_bounds + 1, sizeof *m->buckets);
         }
-        if (registry_tail)
+        if (registry_tail) {
             registry_tail->next = m;
-        else
+        } else {
             registry_head = m;
+        }
         registry_tail = m;
     }
     pthread_mutex_unlock(&registry_lock);
@@ -132,25 +135,29 @@ void metric_inc(struct metric *m)
 
 void metric_add(struct metric *m, double v)
 {
-    if (m->kind == KIND_HISTOGRAM || (m->kind == KIND_COUNTER && !(v >= 0)))
+    if (m->kind == KIND_HISTOGRAM || (m->kind == KIND_COUNTER && !(v >= 0))) {
         return; /* a counter only goes up */
+    }
     atomic_add_double(&m->value_bits, v);
 }
 
 void metric_set(struct metric *m, double v)
 {
-    if (m->kind != KIND_GAUGE)
+    if (m->kind != KIND_GAUGE) {
         return;
+    }
     atomic_store_explicit(&m->value_bits, double_to_bits(v), memory_order_relaxed);
 }
 
 void metric_observe(struct metric *m, double v)
 {
-    if (m->kind != KIND_HISTOGRAM)
+    if (m->kind != KIND_HISTOGRAM) {
         return;
+    }
     size_t i = 0;
-    while (i < m->n_bounds && v > m->bounds[i])
+    while (i < m->n_bounds && v > m->bounds[i]) {
         i++;
+    }
     atomic_fetch_add_explicit(&m->buckets[i], 1, memory_order_relaxed);
     atomic_add_double(&m->sum_bits, v);
     atomic_fetch_add_explicit(&m->count, 1, memory_order_relaxed);
@@ -158,8 +165,9 @@ void metric_observe(struct metric *m, double v)
 
 double metric_value(const struct metric *m)
 {
-    if (m->kind == KIND_HISTOGRAM)
+    if (m->kind == KIND_HISTOGRAM) {
         return (double)atomic_load((_Atomic uint64_t *)&m->count);
+    }
     return bits_to_double(atomic_load((_Atomic uint64_t *)&m->value_bits));
 }
 
@@ -178,17 +186,20 @@ void metrics_on_render(void (*fn)(void *ctx), void *ctx)
 static void format_double(char out[32], double v)
 {
     snprintf(out, 32, "%.15g", v);
-    if (strtod(out, NULL) != v)
+    if (strtod(out, NULL) != v) {
         snprintf(out, 32, "%.17g", v);
+    }
 }
 
 static int append_value(struct buf *out, double v)
 {
     char txt[32];
-    if (isnan(v))
+    if (isnan(v)) {
         return buf_appends(out, "NaN");
-    if (isinf(v))
+    }
+    if (isinf(v)) {
         return buf_appends(out, v > 0 ? "+Inf" : "-Inf");
+    }
     format_double(txt, v);
     return buf_appends(out, txt);
 }
@@ -214,20 +225,22 @@ static int append_help(struct buf *out, const char *help)
 {
     int rc = 0;
     for (const char *p = help; *p && !rc; p++) {
-        if (*p == '\\')
+        if (*p == '\\') {
             rc = buf_appends(out, "\\\\");
-        else if (*p == '\n')
+        } else if (*p == '\n') {
             rc = buf_appends(out, "\\n");
-        else
+        } else {
             rc = buf_append(out, p, 1);
+        }
     }
     return rc;
 }
 
 static int render_series(struct buf *out, struct metric *m)
 {
-    if (m->kind != KIND_HISTOGRAM)
+    if (m->kind != KIND_HISTOGRAM) {
         return series(out, m->name, "", m->labels, NULL, metric_value(m));
+    }
     int rc = 0;
     uint64_t cumulative = 0;
     char le[64], bound[32];
@@ -255,8 +268,9 @@ int metrics_render(struct buf *out)
     pthread_mutex_lock(&registry_lock);
     nh = n_hooks;
     pthread_mutex_unlock(&registry_lock);
-    for (size_t i = 0; i < nh; i++)
+    for (size_t i = 0; i < nh; i++) {
         hooks[i].fn(hooks[i].ctx);
+    }
 
     pthread_mutex_lock(&registry_lock);
     for (struct metric *m = registry_head; m && !rc; m = m->next) {
@@ -267,14 +281,16 @@ int metrics_render(struct buf *out)
                 break;
             }
         }
-        if (!first)
+        if (!first) {
             continue;
+        }
         rc |= buf_appendf(out, "# HELP %s ", m->name);
         rc |= append_help(out, m->help);
         rc |= buf_appendf(out, "\n# TYPE %s %s\n", m->name, KIND_NAMES[m->kind]);
         for (struct metric *p = m; p; p = p->next) {
-            if (strcmp(p->name, m->name) == 0)
+            if (strcmp(p->name, m->name) == 0) {
                 rc |= render_series(out, p);
+            }
         }
     }
     pthread_mutex_unlock(&registry_lock);

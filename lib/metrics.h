@@ -23,11 +23,11 @@ struct metric *metrics_gauge(const char *name, const char *help, const char *lab
 struct metric *metrics_histogram(const char *name, const char *help, const char *labels,
                                  const double *bounds, size_t n_bounds);
 
-void metric_inc(struct metric *m);              /* counter or gauge += 1 */
-void metric_add(struct metric *m, double v);    /* counter (v >= 0) or gauge */
-void metric_set(struct metric *m, double v);    /* gauge */
+void metric_inc(struct metric *m);               /* counter or gauge += 1 */
+void metric_add(struct metric *m, double v);     /* counter (v >= 0) or gauge */
+void metric_set(struct metric *m, double v);     /* gauge */
 void metric_observe(struct metric *m, double v); /* histogram */
-double metric_value(const struct metric *m);    /* counter/gauge value; histogram count */
+double metric_value(const struct metric *m);     /* counter/gauge value; histogram count */
 
 /* Appends the whole registry in text exposition format 0.0.4. */
 int metrics_render(struct buf *out);

@@ -21,7 +21,7 @@ static size_t read_cb(char *out, size_t size, size_t n, void *arg)
 }
 
 int smtp_client_send(const char *url, const char *from, const char *to, const char *message,
-              long timeout_ms, char *err, size_t err_len)
+                     long timeout_ms, char *err, size_t err_len)
 {
     CURL *c = curl_easy_init();
     if (!c) {

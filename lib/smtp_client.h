@@ -9,6 +9,6 @@
  * Returns 0 when the server accepted it, -1 otherwise (err says why). Blocking, for at most
  * timeout_ms; thread-safe (one curl handle per call). */
 int smtp_client_send(const char *url, const char *from, const char *to, const char *message,
-              long timeout_ms, char *err, size_t err_len);
+                     long timeout_ms, char *err, size_t err_len);
 
 #endif

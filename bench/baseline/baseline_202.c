@@ -7,8 +7,8 @@
  * alternating runs, 2026-12-06), so the yardstick stays the stronger one. The publisher's
  * request rate is reported as a fraction of this one's, measured in the same run.
  *
- * With --suspend it is a diagnostic instead, built like lib/http/http_server.c: THREADS loops, each a
- * daemon of its own in external-select mode on one listening socket, and every request suspended
+ * With --suspend it is a diagnostic instead, built like lib/http/http_server.c: THREADS loops, each
+ * a daemon of its own in external-select mode on one listening socket, and every request suspended
  * and resumed by another thread (in sweeps, like the publisher's delivery thread), which wakes
  * a loop through its eventfd only when the loop has not been woken since it last looked; then
  * answered. That is the least a server on lib/http/http_server.c pays to answer after an
@@ -60,8 +60,9 @@ static void loop_wake(struct loop *l)
 {
     if (!atomic_exchange(&l->is_woken, true)) {
         uint64_t one = 1;
-        if (write(l->wake_fd, &one, sizeof one) < 0)
+        if (write(l->wake_fd, &one, sizeof one) < 0) {
             perror("bench-baseline-202: eventfd");
+        }
     }
 }
 
@@ -71,16 +72,19 @@ static void *resumer_main(void *arg)
     static __typeof__(waiting) sweep;
     for (;;) {
         pthread_mutex_lock(&waiting_lock);
-        while (n_waiting == 0)
+        while (n_waiting == 0) {
             pthread_cond_wait(&waiting_cond, &waiting_lock);
+        }
         size_t n = n_waiting;
         memcpy(sweep, waiting, n * sizeof *sweep);
         n_waiting = 0;
         pthread_mutex_unlock(&waiting_lock);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             MHD_resume_connection(sweep[i].conn);
-        for (size_t i = 0; i < n; i++)
+        }
+        for (size_t i = 0; i < n; i++) {
             loop_wake(sweep[i].loop);
+        }
     }
     return NULL;
 }
@@ -98,8 +102,9 @@ static void *loop_main(void *arg)
         MHD_get_fdset2(l->daemon, &rs, &ws, &es, &max_fd, FD_SETSIZE);
         struct timeval tv = {.tv_sec = 1};
         MHD_UNSIGNED_LONG_LONG ms;
-        if (MHD_get_timeout(l->daemon, &ms) == MHD_YES && ms < 1000)
+        if (MHD_get_timeout(l->daemon, &ms) == MHD_YES && ms < 1000) {
             tv.tv_sec = 0, tv.tv_usec = (suseconds_t)ms * 1000;
+        }
         int n = select(max_fd + 1, &rs, &ws, &es, &tv);
         if (n < 0) {
             FD_ZERO(&rs);
@@ -107,8 +112,9 @@ static void *loop_main(void *arg)
             FD_ZERO(&es);
         } else if (FD_ISSET(l->wake_fd, &rs)) {
             uint64_t count;
-            if (read(l->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
+            if (read(l->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN) {
                 perror("bench-baseline-202: eventfd");
+            }
             atomic_store(&l->is_woken, false);
         }
         MHD_run_from_select(l->daemon, &rs, &ws, &es);
@@ -117,9 +123,8 @@ static void *loop_main(void *arg)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls);
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls);
 
 /* --suspend: THREADS loops on one listening socket. */
 static int start_loops(const struct sockaddr_in *addr, unsigned threads)
@@ -127,8 +132,9 @@ static int start_loops(const struct sockaddr_in *addr, unsigned threads)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int on = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-        bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, SOMAXCONN) != 0)
+        bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, SOMAXCONN) != 0) {
         return -1;
+    }
     for (unsigned i = 0; i < threads && i < MAX_LOOPS; i++) {
         struct loop *l = &loops[i];
         l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -137,16 +143,16 @@ static int start_loops(const struct sockaddr_in *addr, unsigned threads)
                                      MHD_OPTION_CONNECTION_LIMIT, 1024u / threads,
                                      MHD_OPTION_CONNECTION_TIMEOUT, 15u, MHD_OPTION_END);
         pthread_t t;
-        if (l->wake_fd < 0 || l->daemon == NULL || pthread_create(&t, NULL, loop_main, l) != 0)
+        if (l->wake_fd < 0 || l->daemon == NULL || pthread_create(&t, NULL, loop_main, l) != 0) {
             return -1;
+        }
     }
     return 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
 {
     (void)url;
     (void)method;
@@ -174,8 +180,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             pthread_cond_signal(&waiting_cond);
         }
         pthread_mutex_unlock(&waiting_lock);
-        if (room)
+        if (room) {
             return MHD_YES;
+        }
     }
     struct MHD_Response *r = MHD_create_response_from_buffer(
         sizeof ANSWER - 1, (void *)(uintptr_t)ANSWER, MHD_RESPMEM_PERSISTENT);
@@ -207,21 +214,21 @@ int main(int argc, char **argv)
         return 1;
     }
     struct MHD_Daemon *d = NULL;
-    if (suspend_mode ? start_loops(&addr, threads) != 0
-                     : (d = MHD_start_daemon(
-                            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
-                                MHD_USE_ITC | MHD_USE_ERROR_LOG,
-                            0,
-                            NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
-                            (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
-                            MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT,
-                            15u, MHD_OPTION_END)) == NULL) {
+    if (suspend_mode
+            ? start_loops(&addr, threads) != 0
+            : (d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+                                        MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+                                    0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
+                                    (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, threads,
+                                    MHD_OPTION_CONNECTION_LIMIT, 1024u,
+                                    MHD_OPTION_CONNECTION_TIMEOUT, 15u, MHD_OPTION_END)) == NULL) {
         fprintf(stderr, "bench-baseline-202: cannot listen on port %u\n", port);
         return 1;
     }
     int sig;
     sigwait(&set, &sig);
-    if (d)
+    if (d) {
         MHD_stop_daemon(d); /* the loops end with the process */
+    }
     return 0;
 }

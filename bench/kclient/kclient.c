@@ -56,8 +56,9 @@ static rd_kafka_conf_t *base_conf(const char *bootstrap)
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err) !=
-        RD_KAFKA_CONF_OK)
+        RD_KAFKA_CONF_OK) {
         die("conf", err);
+    }
     /* KCLIENT_CONF="k=v;k=v": more librdkafka settings (e.g. sasl.* for the broker's security
      * tests). */
     const char *extra = getenv("KCLIENT_CONF");
@@ -65,25 +66,29 @@ static rd_kafka_conf_t *base_conf(const char *bootstrap)
         char *copy = strdup(extra), *save = NULL;
         for (char *kv = strtok_r(copy, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
             char *eq = strchr(kv, '=');
-            if (!eq)
+            if (!eq) {
                 die("KCLIENT_CONF", kv);
+            }
             *eq = 0;
-            if (rd_kafka_conf_set(conf, kv, eq + 1, err, sizeof err) != RD_KAFKA_CONF_OK)
+            if (rd_kafka_conf_set(conf, kv, eq + 1, err, sizeof err) != RD_KAFKA_CONF_OK) {
                 die(kv, err);
+            }
         }
         free(copy);
     }
     const char *dbg = getenv("KCLIENT_DEBUG"); /* librdkafka debug contexts, for diagnosis */
-    if (dbg && *dbg && rd_kafka_conf_set(conf, "debug", dbg, err, sizeof err) != RD_KAFKA_CONF_OK)
+    if (dbg && *dbg && rd_kafka_conf_set(conf, "debug", dbg, err, sizeof err) != RD_KAFKA_CONF_OK) {
         die("debug", err);
+    }
     return conf;
 }
 
 static void set(rd_kafka_conf_t *conf, const char *k, const char *v)
 {
     char err[512];
-    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK)
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) {
         die(k, err);
+    }
 }
 
 static int print_acks;
@@ -94,17 +99,20 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     (void)opaque;
     if (m->err) {
         failed++;
-        if (print_acks)
+        if (print_acks) {
             printf("NACK %s %.*s\n", rd_kafka_err2name(m->err), (int)m->len,
                    (const char *)m->payload);
+        }
     } else {
         delivered++;
-        if (print_acks)
+        if (print_acks) {
             printf("ACK %d %lld %.*s\n", (int)m->partition, (long long)m->offset, (int)m->len,
                    (const char *)m->payload);
+        }
     }
-    if (print_acks)
+    if (print_acks) {
         fflush(stdout);
+    }
 }
 
 static rd_kafka_t *new_producer(const char *bootstrap)
@@ -124,52 +132,58 @@ static rd_kafka_t *new_producer(const char *bootstrap)
     set(conf, "linger.ms", linger && *linger ? linger : "5");
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk)
+    if (!rk) {
         die("producer", err);
+    }
     return rk;
 }
 
-static void produce_all(rd_kafka_t *rk, const char *topic, long count, int size,
-                        const char *prefix, double rate)
+static void produce_all(rd_kafka_t *rk, const char *topic, long count, int size, const char *prefix,
+                        double rate)
 {
     char *buf = malloc((size_t)size + 64);
     double t0 = now_s();
     for (long i = 0; i < count && !stop; i++) {
-        while (rate > 0 && (double)i / rate > now_s() - t0)
+        while (rate > 0 && (double)i / rate > now_s() - t0) {
             rd_kafka_poll(rk, 1);
+        }
         int n = snprintf(buf, (size_t)size + 64, "%s%ld", prefix, i);
-        while (n < size)
+        while (n < size) {
             buf[n++] = 'x';
+        }
         char key[16];
         int kl = snprintf(key, sizeof key, "k%ld", i % 16);
         for (;;) {
-            rd_kafka_resp_err_t e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(buf, (size_t)n),
-                RD_KAFKA_V_KEY(key, (size_t)kl), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_END);
+            rd_kafka_resp_err_t e =
+                rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(buf, (size_t)n),
+                                  RD_KAFKA_V_KEY(key, (size_t)kl),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
             if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
                 rd_kafka_poll(rk, 10);
                 continue;
             }
-            if (e)
+            if (e) {
                 die("produce", rd_kafka_err2str(e));
+            }
             break;
         }
         rd_kafka_poll(rk, 0);
     }
-    while (!stop && rd_kafka_outq_len(rk) > 0)
+    while (!stop && rd_kafka_outq_len(rk) > 0) {
         rd_kafka_poll(rk, 50);
+    }
     free(buf);
 }
 
 static int cmd_produce(int argc, char **argv)
 {
-    if (argc < 5)
+    if (argc < 5) {
         die("usage", "produce BOOTSTRAP TOPIC COUNT [SIZE] [PREFIX]");
+    }
     print_acks = 1;
     rd_kafka_t *rk = new_producer(argv[2]);
-    produce_all(rk, argv[3], atol(argv[4]), argc > 5 ? atoi(argv[5]) : 0,
-                argc > 6 ? argv[6] : "m", argc > 7 ? atof(argv[7]) : 0);
+    produce_all(rk, argv[3], atol(argv[4]), argc > 5 ? atoi(argv[5]) : 0, argc > 6 ? argv[6] : "m",
+                argc > 7 ? atof(argv[7]) : 0);
     rd_kafka_destroy(rk);
     fprintf(stderr, "delivered %ld failed %ld\n", delivered, failed);
     return failed ? 1 : 0;
@@ -191,8 +205,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static int cmd_consume(int argc, char **argv)
 {
-    if (argc < 6)
+    if (argc < 6) {
         die("usage", "consume BOOTSTRAP GROUP TOPIC SECONDS");
+    }
     char err[512];
     rd_kafka_conf_t *conf = base_conf(argv[2]);
     set(conf, "group.id", argv[3]);
@@ -202,8 +217,9 @@ static int cmd_consume(int argc, char **argv)
     set(conf, "auto.commit.interval.ms", "200");
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!rk)
+    if (!rk) {
         die("consumer", err);
+    }
     rd_kafka_poll_set_consumer(rk);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, argv[4], RD_KAFKA_PARTITION_UA);
@@ -212,13 +228,15 @@ static int cmd_consume(int argc, char **argv)
     double end = now_s() + atof(argv[5]);
     while (!stop && now_s() < end) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (!m)
+        if (!m) {
             continue;
-        if (!m->err)
+        }
+        if (!m->err) {
             printf("MSG %d %lld %.*s\n", (int)m->partition, (long long)m->offset, (int)m->len,
                    (const char *)m->payload);
-        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             printf("ERR %s\n", rd_kafka_err2name(m->err));
+        }
         fflush(stdout);
         rd_kafka_message_destroy(m);
     }
@@ -240,8 +258,8 @@ static int admin_result(rd_kafka_event_t *ev)
         res = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
         break;
     case RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT:
-        res = rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev),
-                                                      &n);
+        res =
+            rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &n);
         break;
     default:
         break;
@@ -268,23 +286,27 @@ static int cmd_admin(int argc, char **argv)
 {
     char err[512];
     const char *cmd = argv[1];
-    if (argc < 4)
+    if (argc < 4) {
         die("usage", "create|delete|partitions|describe BOOTSTRAP TOPIC ...");
+    }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, base_conf(argv[2]), err, sizeof err);
-    if (!rk)
+    if (!rk) {
         die("admin", err);
+    }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_ANY);
     rd_kafka_AdminOptions_set_request_timeout(opts, 10000, err, sizeof err);
     int rc = 1;
     if (!strcmp(cmd, "create") && argc >= 5) {
         rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(argv[3], atoi(argv[4]), 1, err, sizeof err);
-        if (!nt)
+        if (!nt) {
             die("NewTopic", err);
+        }
         for (int i = 5; i < argc; i++) {
             char *eq = strchr(argv[i], '=');
-            if (!eq)
+            if (!eq) {
                 die("config", argv[i]);
+            }
             *eq = 0;
             rd_kafka_NewTopic_set_config(nt, argv[i], eq + 1);
         }
@@ -300,7 +322,8 @@ static int cmd_admin(int argc, char **argv)
         rd_kafka_CreatePartitions(rk, &np, 1, opts, q);
         rd_kafka_NewPartitions_destroy(np);
     } else if (!strcmp(cmd, "describe")) {
-        rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, argv[3]);
+        rd_kafka_ConfigResource_t *cr =
+            rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, argv[3]);
         rd_kafka_DescribeConfigs(rk, &cr, 1, opts, q);
         rd_kafka_ConfigResource_destroy(cr);
     } else {
@@ -311,24 +334,26 @@ static int cmd_admin(int argc, char **argv)
         printf("ERR _TIMED_OUT no answer\n");
     } else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT) {
         size_t n = 0;
-        const rd_kafka_ConfigResource_t **rs =
-            rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+        const rd_kafka_ConfigResource_t **rs = rd_kafka_DescribeConfigs_result_resources(
+            rd_kafka_event_DescribeConfigs_result(ev), &n);
         if (rd_kafka_event_error(ev) || n != 1 || rd_kafka_ConfigResource_error(rs[0])) {
             printf("ERR %s\n", rd_kafka_err2name(n == 1 ? rd_kafka_ConfigResource_error(rs[0])
                                                         : rd_kafka_event_error(ev)));
         } else {
             size_t nc = 0;
             const rd_kafka_ConfigEntry_t **ce = rd_kafka_ConfigResource_configs(rs[0], &nc);
-            for (size_t i = 0; i < nc; i++)
+            for (size_t i = 0; i < nc; i++) {
                 printf("%s=%s\n", rd_kafka_ConfigEntry_name(ce[i]),
                        rd_kafka_ConfigEntry_value(ce[i]) ? rd_kafka_ConfigEntry_value(ce[i]) : "");
+            }
             rc = 0;
         }
     } else {
         rc = admin_result(ev);
     }
-    if (ev)
+    if (ev) {
         rd_kafka_event_destroy(ev);
+    }
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_queue_destroy(q);
     rd_kafka_destroy(rk);
@@ -346,11 +371,13 @@ static void bench_produce_all(rd_kafka_t *rk, const char *topic, long count, int
     static char keys[16][16];
     rd_kafka_message_t *msgs = calloc(BENCH_CHUNK, sizeof *msgs);
     char *vals = malloc((size_t)BENCH_CHUNK * (size_t)size);
-    if (!msgs || !vals || size < 24)
+    if (!msgs || !vals || size < 24) {
         die("bench-produce", "out of memory or SIZE < 24");
+    }
     memset(vals, 'x', (size_t)BENCH_CHUNK * (size_t)size);
-    for (int k = 0; k < 16; k++)
+    for (int k = 0; k < 16; k++) {
         snprintf(keys[k], sizeof keys[k], "k%d", k);
+    }
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     for (long i = 0; i < count && !stop;) {
         int n = count - i < BENCH_CHUNK ? (int)(count - i) : BENCH_CHUNK;
@@ -359,12 +386,15 @@ static void bench_produce_all(rd_kafka_t *rk, const char *topic, long count, int
             v[0] = 'b'; /* "b<i>" then 'x's, as produce_all writes them */
             long x = i + j;
             int d = 1;
-            for (long t = x; t >= 10; t /= 10)
+            for (long t = x; t >= 10; t /= 10) {
                 d++;
-            for (int q = d; q > 0; q--, x /= 10)
+            }
+            for (int q = d; q > 0; q--, x /= 10) {
                 v[q] = (char)('0' + x % 10);
+            }
             memset(v + d + 1, 'x', (size_t)size - (size_t)d - 1);
-            msgs[j] = (rd_kafka_message_t){.payload = v, .len = (size_t)size,
+            msgs[j] = (rd_kafka_message_t){.payload = v,
+                                           .len = (size_t)size,
                                            .key = keys[(i + j) % 16],
                                            .key_len = strlen(keys[(i + j) % 16])};
         }
@@ -386,8 +416,9 @@ static void bench_produce_all(rd_kafka_t *rk, const char *topic, long count, int
         }
         i += n;
     }
-    while (!stop && rd_kafka_outq_len(rk) > 0)
+    while (!stop && rd_kafka_outq_len(rk) > 0) {
         rd_kafka_poll(rk, 50);
+    }
     rd_kafka_topic_destroy(rkt);
     free(vals);
     free(msgs);
@@ -395,8 +426,9 @@ static void bench_produce_all(rd_kafka_t *rk, const char *topic, long count, int
 
 static int cmd_bench_produce(int argc, char **argv)
 {
-    if (argc < 6)
+    if (argc < 6) {
         die("usage", "bench-produce BOOTSTRAP TOPIC COUNT SIZE");
+    }
     rd_kafka_t *rk = new_producer(argv[2]);
     long count = atol(argv[4]);
     int size = atoi(argv[5]);
@@ -411,23 +443,27 @@ static int cmd_bench_produce(int argc, char **argv)
 
 static int cmd_bench_consume(int argc, char **argv)
 {
-    if (argc < 5)
+    if (argc < 5) {
         die("usage", "bench-consume BOOTSTRAP TOPIC COUNT");
+    }
     char err[512];
     rd_kafka_conf_t *conf = base_conf(argv[2]);
     set(conf, "group.id", "bench-consume");
     set(conf, "enable.auto.commit", "false");
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!rk)
+    if (!rk) {
         die("consumer", err);
+    }
     rd_kafka_poll_set_consumer(rk);
     const rd_kafka_metadata_t *md;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, argv[3], NULL);
-    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1)
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1) {
         die("metadata", argv[3]);
+    }
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
         rd_kafka_topic_partition_list_add(parts, argv[3], i)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
     rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
     rd_kafka_assign(rk, parts);
@@ -437,8 +473,9 @@ static int cmd_bench_consume(int argc, char **argv)
     /* Up to BENCH_CHUNK messages per call, as bench-produce hands them over. */
     rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
     rd_kafka_message_t **ms = calloc(BENCH_CHUNK, sizeof *ms);
-    if (!q || !ms)
+    if (!q || !ms) {
         die("bench-consume", "no consumer queue or out of memory");
+    }
     while (got < count && !stop && now_s() - t0 < 120) {
         /* It waits until it has them all or the time-out passed: ask for no more than what
          * is left. */
@@ -446,8 +483,9 @@ static int cmd_bench_consume(int argc, char **argv)
         ssize_t n = rd_kafka_consume_batch_queue(q, 100, ms, want);
         for (ssize_t j = 0; j < n; j++) {
             if (!ms[j]->err) {
-                if (got++ == 0)
+                if (got++ == 0) {
                     t_first = now_s() - t0;
+                }
                 bytes += (double)ms[j]->len;
             }
             rd_kafka_message_destroy(ms[j]);
@@ -464,12 +502,14 @@ static int cmd_bench_consume(int argc, char **argv)
 
 static int cmd_groups(int argc, char **argv)
 {
-    if (argc < 3)
+    if (argc < 3) {
         die("usage", "groups BOOTSTRAP");
+    }
     char err[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, base_conf(argv[2]), err, sizeof err);
-    if (!rk)
+    if (!rk) {
         die("groups", err);
+    }
     const struct rd_kafka_group_list *gl = NULL;
     rd_kafka_resp_err_t e = rd_kafka_list_groups(rk, NULL, &gl, 10000);
     int rc = 1;
@@ -492,18 +532,25 @@ int main(int argc, char **argv)
 {
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
-    if (argc < 2)
-        die("usage", "produce|consume|create|delete|partitions|describe|bench-produce|bench-consume");
+    if (argc < 2) {
+        die("usage",
+            "produce|consume|create|delete|partitions|describe|bench-produce|bench-consume");
+    }
     const char *c = argv[1];
-    if (!strcmp(c, "produce"))
+    if (!strcmp(c, "produce")) {
         return cmd_produce(argc, argv);
-    if (!strcmp(c, "consume"))
+    }
+    if (!strcmp(c, "consume")) {
         return cmd_consume(argc, argv);
-    if (!strcmp(c, "bench-produce"))
+    }
+    if (!strcmp(c, "bench-produce")) {
         return cmd_bench_produce(argc, argv);
-    if (!strcmp(c, "bench-consume"))
+    }
+    if (!strcmp(c, "bench-consume")) {
         return cmd_bench_consume(argc, argv);
-    if (!strcmp(c, "groups"))
+    }
+    if (!strcmp(c, "groups")) {
         return cmd_groups(argc, argv);
+    }
     return cmd_admin(argc, argv);
 }

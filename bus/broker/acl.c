@@ -44,10 +44,12 @@ const char *acl_resource_name(enum acl_resource res)
 
 void acl_set_free(struct acl_set *a)
 {
-    if (!a)
+    if (!a) {
         return;
-    for (size_t i = 0; i < a->n_supers; i++)
+    }
+    for (size_t i = 0; i < a->n_supers; i++) {
         free(a->supers[i]);
+    }
     for (size_t i = 0; i < a->n_rules; i++) {
         free(a->rules[i].principal);
         free(a->rules[i].name);
@@ -81,9 +83,11 @@ static int parse_rule(json_t *o, struct acl_rule *r, char *err, size_t err_len)
     }
     r->principal = xstrdup(principal);
     int k;
-    for (k = 0; k < ACL_N_RESOURCES; k++)
-        if (res && !strcmp(res, RES_NAMES[k]))
+    for (k = 0; k < ACL_N_RESOURCES; k++) {
+        if (res && !strcmp(res, RES_NAMES[k])) {
             break;
+        }
+    }
     if (k == ACL_N_RESOURCES) {
         snprintf(err, err_len, "\"resource\" must be topic, group or cluster");
         return -1;
@@ -123,9 +127,11 @@ static int parse_rule(json_t *o, struct acl_rule *r, char *err, size_t err_len)
             continue;
         }
         int j;
-        for (j = 0; j < ACL_N_OPS; j++)
-            if (s && !strcmp(s, OP_NAMES[j]))
+        for (j = 0; j < ACL_N_OPS; j++) {
+            if (s && !strcmp(s, OP_NAMES[j])) {
                 break;
+            }
+        }
         if (j == ACL_N_OPS) {
             snprintf(err, err_len, "unknown operation \"%.40s\"", s ? s : "(not a string)");
             return -1;
@@ -176,8 +182,9 @@ int acl_set_load(const char *path, struct acl_set **out, char *err, size_t err_l
     *out = a;
 out:
     json_decref(root);
-    if (rc != 0)
+    if (rc != 0) {
         acl_set_free(a);
+    }
     return rc;
 }
 
@@ -188,12 +195,15 @@ static int principal_matches(const struct acl_rule *r, const char *principal)
 
 static int name_matches(const struct acl_rule *r, const char *name)
 {
-    if (r->res == ACL_CLUSTER)
+    if (r->res == ACL_CLUSTER) {
         return 1;
-    if (!name)
+    }
+    if (!name) {
         return 0;
-    if (r->is_prefixed)
+    }
+    if (r->is_prefixed) {
         return !strncmp(name, r->name, strlen(r->name));
+    }
     return !strcmp(r->name, "*") || !strcmp(r->name, name);
 }
 
@@ -201,36 +211,44 @@ static int name_matches(const struct acl_rule *r, const char *name)
 static unsigned implied_by(enum acl_op op)
 {
     unsigned m = 1u << op;
-    if (op == ACL_DESCRIBE)
+    if (op == ACL_DESCRIBE) {
         m |= 1u << ACL_READ | 1u << ACL_WRITE | 1u << ACL_DELETE | 1u << ACL_ALTER;
-    if (op == ACL_DESCRIBE_CONFIGS)
+    }
+    if (op == ACL_DESCRIBE_CONFIGS) {
         m |= 1u << ACL_ALTER_CONFIGS;
+    }
     return m;
 }
 
 static int is_super(const struct acl_set *a, const char *principal)
 {
-    for (size_t i = 0; i < a->n_supers; i++)
-        if (!strcmp(a->supers[i], principal))
+    for (size_t i = 0; i < a->n_supers; i++) {
+        if (!strcmp(a->supers[i], principal)) {
             return 1;
+        }
+    }
     return 0;
 }
 
 int acl_set_allows(const struct acl_set *a, const char *principal, enum acl_resource res,
                    const char *name, enum acl_op op)
 {
-    if (!a || is_super(a, principal))
+    if (!a || is_super(a, principal)) {
         return 1;
+    }
     int allowed = 0;
     unsigned allow_mask = implied_by(op);
     for (size_t i = 0; i < a->n_rules; i++) {
         const struct acl_rule *r = &a->rules[i];
-        if (r->res != res || !principal_matches(r, principal) || !name_matches(r, name))
+        if (r->res != res || !principal_matches(r, principal) || !name_matches(r, name)) {
             continue;
-        if (r->is_deny && (r->ops & (1u << op)))
+        }
+        if (r->is_deny && (r->ops & (1u << op))) {
             return 0;
-        if (!r->is_deny && (r->ops & allow_mask))
+        }
+        if (!r->is_deny && (r->ops & allow_mask)) {
             allowed = 1;
+        }
     }
     return allowed;
 }
@@ -238,13 +256,15 @@ int acl_set_allows(const struct acl_set *a, const char *principal, enum acl_reso
 int acl_set_allows_any(const struct acl_set *a, const char *principal, enum acl_resource res,
                        enum acl_op op)
 {
-    if (!a || is_super(a, principal))
+    if (!a || is_super(a, principal)) {
         return 1;
+    }
     for (size_t i = 0; i < a->n_rules; i++) {
         const struct acl_rule *r = &a->rules[i];
         if (r->res == res && !r->is_deny && principal_matches(r, principal) &&
-            (r->ops & (1u << op)))
+            (r->ops & (1u << op))) {
             return 1;
+        }
     }
     return 0;
 }

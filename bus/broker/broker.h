@@ -69,17 +69,17 @@ struct reply {
     int32_t corr;
     int16_t api_key, api_version;
     int is_ready;
-    int is_silent; /* acks=0 produce: no answer at all */
-    int is_raw;    /* a bare SASL frame (SaslHandshake v0): no correlation id */
+    int is_silent;       /* acks=0 produce: no answer at all */
+    int is_raw;          /* a bare SASL frame (SaslHandshake v0): no correlation id */
     char client_id[128]; /* from the request header (truncated), for DescribeGroups */
     uint64_t wait_seq;
     struct kw w;
     struct fpart *parts; /* file pieces of the body (fetch), in order of `at` */
     size_t n_parts;
     /* Parked state. */
-    struct reply **backref;          /* cleared when the reply is freed */
-    struct reply *fprev, *fnext;     /* parked fetch list */
-    uint8_t *req;                    /* copy of a parked fetch request body */
+    struct reply **backref;      /* cleared when the reply is freed */
+    struct reply *fprev, *fnext; /* parked fetch list */
+    uint8_t *req;                /* copy of a parked fetch request body */
     size_t req_len;
     long long deadline_ms;
 };
@@ -97,7 +97,7 @@ struct broker {
     long long next_sync_ms, next_retention_ms, next_gauges_ms;
     int64_t next_pid, pid_limit;
     struct groups *groups;
-    struct syncer *syncer; /* the fsync thread (fsync always/interval) */
+    struct syncer *syncer;    /* the fsync thread (fsync always/interval) */
     struct sasl_users *users; /* NULL = nobody can authenticate */
     struct acl_set *acls;     /* NULL = everything allowed */
     volatile int stop;

@@ -102,8 +102,9 @@ static struct committed *offset_find(struct groups *gs, const char *group, const
 {
     for (size_t i = 0; i < gs->n_offs; i++) {
         struct committed *c = &gs->offs[i];
-        if (c->part == part && !strcmp(c->topic, topic) && !strcmp(c->group, group))
+        if (c->part == part && !strcmp(c->topic, topic) && !strcmp(c->group, group)) {
             return c;
+        }
     }
     return NULL;
 }
@@ -158,10 +159,12 @@ static int write_all(int fd, const void *p, size_t n)
     const char *c = p;
     while (n > 0) {
         ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
+        if (w < 0 && errno == EINTR) {
             continue;
-        if (w < 0)
+        }
+        if (w < 0) {
             return -1;
+        }
         c += w;
         n -= (size_t)w;
     }
@@ -181,8 +184,9 @@ static int offsets_load(struct groups *gs, char *err, size_t err_len)
             size_t got = 0;
             while (got < size) {
                 ssize_t n = read(fd, data + got, size - got);
-                if (n <= 0)
+                if (n <= 0) {
                     break;
+                }
                 got += (size_t)n;
             }
             size = got;
@@ -191,8 +195,9 @@ static int offsets_load(struct groups *gs, char *err, size_t err_len)
         size_t pos = 0;
         while (size - pos >= 8) {
             uint32_t plen = be32(data + pos);
-            if (plen > size - pos - 8 || crc32c(0, data + pos + 8, plen) != be32(data + pos + 4))
+            if (plen > size - pos - 8 || crc32c(0, data + pos + 8, plen) != be32(data + pos + 4)) {
                 break;
+            }
             struct kr q;
             kr_init(&q, data + pos + 8, plen);
             char group[256], topic[STORE_MAX_NAME + 1], meta[4096];
@@ -200,14 +205,16 @@ static int offsets_load(struct groups *gs, char *err, size_t err_len)
             int32_t part = kr_i32(&q);
             int64_t off = kr_i64(&q);
             struct kstr m = kr_str(&q);
-            if (q.err || kstr_copy(g, group, sizeof group) || kstr_copy(t, topic, sizeof topic))
+            if (q.err || kstr_copy(g, group, sizeof group) || kstr_copy(t, topic, sizeof topic)) {
                 break;
+            }
             int has_meta = kstr_copy(m, meta, sizeof meta) == 0;
             offset_set(gs, group, topic, part, off, has_meta ? meta : NULL);
             pos += 8 + plen;
         }
-        if (pos < size)
+        if (pos < size) {
             log_warn("%s: dropping %zu bytes of torn or corrupt tail", gs->path, size - pos);
+        }
         free(data);
     }
     /* Compact: rewrite the live entries, then append from there. */
@@ -221,10 +228,12 @@ static int offsets_load(struct groups *gs, char *err, size_t err_len)
     int rc = -1;
     int tfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (tfd >= 0 && write_all(tfd, w.p, w.len) == 0 && fsync(tfd) == 0 &&
-        rename(tmp, gs->path) == 0)
+        rename(tmp, gs->path) == 0) {
         rc = 0;
-    if (tfd >= 0)
+    }
+    if (tfd >= 0) {
         close(tfd);
+    }
     if (rc != 0) {
         /* A full disk: start anyway, appending to the file as it is (its torn tail, if any, is
          * dropped at the next start); commits are refused until space returns. */
@@ -255,8 +264,9 @@ static void state_encode(struct groups *gs, struct kw *w)
     size_t mark = kw_mark_i32(w);
     int32_t n = 0;
     for (struct group *g = gs->list; g; g = g->next) {
-        if (!g->members)
+        if (!g->members) {
             continue; /* an empty group is only its committed offsets */
+        }
         n++;
         kw_str(w, g->id);
         kw_i8(w, (int8_t)g->state);
@@ -298,10 +308,12 @@ static void groups_state_save(struct groups *gs)
     char *tmp = xasprintf("%s.tmp", gs->state_path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int rc = fd >= 0 ? write_all(fd, w.p, w.len) : -1;
-    if (fd >= 0 && close(fd) != 0)
+    if (fd >= 0 && close(fd) != 0) {
         rc = -1;
-    if (rc == 0 && rename(tmp, gs->state_path) != 0)
+    }
+    if (rc == 0 && rename(tmp, gs->state_path) != 0) {
         rc = -1;
+    }
     if (rc != 0) {
         /* e.g. a full disk: the groups keep working; a restart now would cost a rebalance */
         log_warn("%s: cannot write the group state: %s", gs->state_path, strerror(errno));
@@ -318,8 +330,9 @@ static char *kstr_dup(struct kstr s)
 
 static uint8_t *bytes_dup(const uint8_t *p, int32_t len)
 {
-    if (!p || len <= 0)
+    if (!p || len <= 0) {
         return NULL;
+    }
     uint8_t *c = xmalloc((size_t)len);
     memcpy(c, p, (size_t)len);
     return c;
@@ -365,11 +378,14 @@ static struct group *state_decode_group(struct kr *q, long long now)
         m->assignment = bytes_dup(a, alen);
         m->assignment_len = m->assignment ? alen : 0;
         m->last_seen_ms = now; /* its session starts now */
-        if (!m->id || m->session_timeout_ms < 1000)
+        if (!m->id || m->session_timeout_ms < 1000) {
             q->err = 1;
-        for (int32_t k = 0; k < m->n_protocols; k++)
-            if (!m->protocols[k].name)
+        }
+        for (int32_t k = 0; k < m->n_protocols; k++) {
+            if (!m->protocols[k].name) {
                 q->err = 1;
+            }
+        }
     }
     if (q->err || !id.ptr || !g->members) {
         group_free(g);
@@ -381,9 +397,11 @@ static struct group *state_decode_group(struct kr *q, long long now)
         /* Caught mid-rebalance: the members rejoin (their heartbeats are told so), bounded by
          * the largest rebalance time-out as any rebalance. */
         int32_t t = 0;
-        for (struct member *m = g->members; m; m = m->next)
-            if (m->rebalance_timeout_ms > t)
+        for (struct member *m = g->members; m; m = m->next) {
+            if (m->rebalance_timeout_ms > t) {
                 t = m->rebalance_timeout_ms;
+            }
+        }
         g->state = G_PREPARING;
         g->rebalance_deadline_ms = now + t;
     }
@@ -393,8 +411,9 @@ static struct group *state_decode_group(struct kr *q, long long now)
 static void groups_state_load(struct groups *gs)
 {
     int fd = open(gs->state_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
         return;
+    }
     struct stat st;
     uint8_t *data = NULL;
     size_t size = 0;
@@ -402,8 +421,9 @@ static void groups_state_load(struct groups *gs)
         data = xmalloc((size_t)st.st_size);
         while (size < (size_t)st.st_size) {
             ssize_t n = read(fd, data + size, (size_t)st.st_size - size);
-            if (n <= 0)
+            if (n <= 0) {
                 break;
+            }
             size += (size_t)n;
         }
     }
@@ -424,19 +444,22 @@ static void groups_state_load(struct groups *gs)
     int restored = 0;
     for (int32_t i = 0; version == GROUPS_STATE_VERSION && i < n && !q.err; i++) {
         struct group *g = state_decode_group(&q, now);
-        if (!g)
+        if (!g) {
             break;
+        }
         g->next = gs->list;
         gs->list = g;
         restored++;
         log_info("group %s: restored, generation %d, %s", g->id, (int)g->generation,
                  g->state == G_STABLE ? "stable" : "rebalancing");
     }
-    if (version != GROUPS_STATE_VERSION || q.err)
-        log_warn("%s: version %d or malformed: restored %d groups", gs->state_path,
-                 (int)version, restored);
-    if (seq > 0)
+    if (version != GROUPS_STATE_VERSION || q.err) {
+        log_warn("%s: version %d or malformed: restored %d groups", gs->state_path, (int)version,
+                 restored);
+    }
+    if (seq > 0) {
         gs->member_seq = (unsigned long)seq;
+    }
     free(data);
 }
 
@@ -456,10 +479,12 @@ struct groups *groups_new(struct broker *b, char *err, size_t err_len)
 
 static void member_free(struct member *m)
 {
-    if (m->join_reply)
+    if (m->join_reply) {
         m->join_reply->backref = NULL;
-    if (m->sync_reply)
+    }
+    if (m->sync_reply) {
         m->sync_reply->backref = NULL;
+    }
     for (int32_t i = 0; i < m->n_protocols; i++) {
         free(m->protocols[i].name);
         free(m->protocols[i].meta);
@@ -489,10 +514,12 @@ static void group_free(struct group *g)
 
 void groups_free(struct groups *gs)
 {
-    if (!gs)
+    if (!gs) {
         return;
-    if (gs->state_path && gs->fd >= 0)
+    }
+    if (gs->state_path && gs->fd >= 0) {
         groups_state_save(gs); /* a graceful stop: members keep their generation */
+    }
     while (gs->list) {
         struct group *g = gs->list;
         gs->list = g->next;
@@ -527,8 +554,9 @@ void groups_topic_deleted(struct broker *b, const char *topic)
             i++;
         }
     }
-    if (w.len && write_all(gs->fd, w.p, w.len) != 0)
+    if (w.len && write_all(gs->fd, w.p, w.len) != 0) {
         log_error("%s: write failed: %s", gs->path, strerror(errno));
+    }
     kw_release(&w);
 }
 
@@ -536,11 +564,14 @@ void groups_topic_deleted(struct broker *b, const char *topic)
 
 static struct group *group_find(struct groups *gs, const char *id, int create)
 {
-    for (struct group *g = gs->list; g; g = g->next)
-        if (!strcmp(g->id, id))
+    for (struct group *g = gs->list; g; g = g->next) {
+        if (!strcmp(g->id, id)) {
             return g;
-    if (!create)
+        }
+    }
+    if (!create) {
         return NULL;
+    }
     struct group *g = xcalloc(1, sizeof *g);
     g->id = xstrdup(id);
     g->next = gs->list;
@@ -550,17 +581,20 @@ static struct group *group_find(struct groups *gs, const char *id, int create)
 
 static struct member *member_find(struct group *g, const char *id)
 {
-    for (struct member *m = g->members; m; m = m->next)
-        if (!strcmp(m->id, id))
+    for (struct member *m = g->members; m; m = m->next) {
+        if (!strcmp(m->id, id)) {
             return m;
+        }
+    }
     return NULL;
 }
 
 static int group_size(const struct group *g)
 {
     int n = 0;
-    for (struct member *m = g->members; m; m = m->next)
+    for (struct member *m = g->members; m; m = m->next) {
         n++;
+    }
     return n;
 }
 
@@ -568,16 +602,18 @@ static void answer_join_error(struct broker *b, struct reply *r, int16_t err, co
 {
     struct kw *w = &r->w;
     w->len = 0;
-    if (r->api_version >= 2)
+    if (r->api_version >= 2) {
         kw_i32(w, 0);
+    }
     kw_i16(w, err);
     kw_i32(w, -1);
     kw_str(w, "");
     kw_str(w, "");
     kw_str(w, mid ? mid : "");
     kw_i32(w, 0);
-    if (r->is_ready == 0)
+    if (r->is_ready == 0) {
         reply_done(b, r);
+    }
 }
 
 static void answer_sync(struct broker *b, struct reply *r, int16_t err, const uint8_t *a,
@@ -585,27 +621,34 @@ static void answer_sync(struct broker *b, struct reply *r, int16_t err, const ui
 {
     struct kw *w = &r->w;
     w->len = 0;
-    if (r->api_version >= 1)
+    if (r->api_version >= 1) {
         kw_i32(w, 0);
+    }
     kw_i16(w, err);
     kw_bytes(w, a ? a : (const uint8_t *)"", a ? alen : 0);
-    if (r->is_ready == 0)
+    if (r->is_ready == 0) {
         reply_done(b, r);
+    }
 }
 
 static void start_rebalance(struct broker *b, struct group *g, const char *why)
 {
     long long now = broker_now_ms();
     /* Members waiting for an assignment of the old generation must rejoin. */
-    for (struct member *m = g->members; m; m = m->next)
-        if (m->sync_reply)
+    for (struct member *m = g->members; m; m = m->next) {
+        if (m->sync_reply) {
             answer_sync(b, m->sync_reply, KERR_REBALANCE_IN_PROGRESS, NULL, 0);
+        }
+    }
     int32_t t = 0;
-    for (struct member *m = g->members; m; m = m->next)
-        if (m->rebalance_timeout_ms > t)
+    for (struct member *m = g->members; m; m = m->next) {
+        if (m->rebalance_timeout_ms > t) {
             t = m->rebalance_timeout_ms;
-    if (g->state == G_EMPTY && b->opt.group_initial_rebalance_delay_ms > 0)
+        }
+    }
+    if (g->state == G_EMPTY && b->opt.group_initial_rebalance_delay_ms > 0) {
         t = (int32_t)b->opt.group_initial_rebalance_delay_ms;
+    }
     g->rebalance_deadline_ms = now + t;
     g->state = G_PREPARING;
     b->groups->is_state_dirty = 1;
@@ -615,15 +658,18 @@ static void start_rebalance(struct broker *b, struct group *g, const char *why)
 static void member_remove(struct broker *b, struct group *g, struct member *m)
 {
     b->groups->is_state_dirty = 1;
-    for (struct member **pp = &g->members; *pp; pp = &(*pp)->next)
+    for (struct member **pp = &g->members; *pp; pp = &(*pp)->next) {
         if (*pp == m) {
             *pp = m->next;
             break;
         }
-    if (m->join_reply)
+    }
+    if (m->join_reply) {
         answer_join_error(b, m->join_reply, KERR_UNKNOWN_MEMBER_ID, m->id);
-    if (m->sync_reply)
+    }
+    if (m->sync_reply) {
         answer_sync(b, m->sync_reply, KERR_UNKNOWN_MEMBER_ID, NULL, 0);
+    }
     if (g->leader && !strcmp(g->leader, m->id)) {
         free(g->leader);
         g->leader = NULL;
@@ -639,21 +685,25 @@ static const char *choose_protocol(struct group *g)
         int all = 1;
         for (struct member *m = first->next; m && all; m = m->next) {
             int has = 0;
-            for (int32_t k = 0; k < m->n_protocols; k++)
+            for (int32_t k = 0; k < m->n_protocols; k++) {
                 has |= !strcmp(m->protocols[k].name, name);
+            }
             all = has;
         }
-        if (all)
+        if (all) {
             return name;
+        }
     }
     return NULL;
 }
 
 static const struct protocol *member_protocol(const struct member *m, const char *name)
 {
-    for (int32_t k = 0; k < m->n_protocols; k++)
-        if (!strcmp(m->protocols[k].name, name))
+    for (int32_t k = 0; k < m->n_protocols; k++) {
+        if (!strcmp(m->protocols[k].name, name)) {
             return &m->protocols[k];
+        }
+    }
     return NULL;
 }
 
@@ -702,8 +752,9 @@ static void complete_join(struct broker *b, struct group *g)
         int16_t v = r->api_version;
         int is_leader = !strcmp(m->id, g->leader);
         w->len = 0;
-        if (v >= 2)
+        if (v >= 2) {
             kw_i32(w, 0);
+        }
         kw_i16(w, 0);
         kw_i32(w, g->generation);
         kw_str(w, g->protocol);
@@ -714,8 +765,9 @@ static void complete_join(struct broker *b, struct group *g)
             for (struct member *o = g->members; o; o = o->next) {
                 const struct protocol *p = member_protocol(o, g->protocol);
                 kw_str(w, o->id);
-                if (v >= 5)
+                if (v >= 5) {
                     kw_str(w, o->instance_id);
+                }
                 kw_bytes(w, p->meta, p->meta_len);
             }
         } else {
@@ -728,22 +780,27 @@ static void complete_join(struct broker *b, struct group *g)
 
 static void maybe_complete_join(struct broker *b, struct group *g)
 {
-    if (g->state != G_PREPARING)
+    if (g->state != G_PREPARING) {
         return;
-    for (struct member *m = g->members; m; m = m->next)
-        if (!m->join_reply)
+    }
+    for (struct member *m = g->members; m; m = m->next) {
+        if (!m->join_reply) {
             return;
+        }
+    }
     if (b->opt.group_initial_rebalance_delay_ms > 0 && g->generation == 0 &&
-        broker_now_ms() < g->rebalance_deadline_ms)
+        broker_now_ms() < g->rebalance_deadline_ms) {
         return;
+    }
     complete_join(b, g);
 }
 
 void groups_tick(struct broker *b, long long now)
 {
     for (struct group *g = b->groups->list; g; g = g->next) {
-        if (g->state == G_PREPARING && now >= g->rebalance_deadline_ms)
+        if (g->state == G_PREPARING && now >= g->rebalance_deadline_ms) {
             complete_join(b, g);
+        }
         int expired = 0;
         for (struct member *m = g->members, *next; m; m = next) {
             next = m->next;
@@ -754,34 +811,40 @@ void groups_tick(struct broker *b, long long now)
             }
         }
         if (expired) {
-            if (g->members)
+            if (g->members) {
                 start_rebalance(b, g, "session timeout");
-            else
+            } else {
                 g->state = G_EMPTY;
+            }
             maybe_complete_join(b, g);
         }
     }
-    if (b->groups->is_state_dirty)
+    if (b->groups->is_state_dirty) {
         groups_state_save(b->groups);
+    }
 }
 
 int groups_take_dirty_fd(struct broker *b)
 {
-    if (!b->groups->is_dirty)
+    if (!b->groups->is_dirty) {
         return -1;
+    }
     b->groups->is_dirty = 0;
     int fd = dup(b->groups->fd);
-    if (fd < 0 && fdatasync(b->groups->fd) != 0) /* out of descriptors: sync here instead */
+    if (fd < 0 && fdatasync(b->groups->fd) != 0) { /* out of descriptors: sync here instead */
         log_error("%s: fdatasync failed: %s", b->groups->path, strerror(errno));
+    }
     return fd;
 }
 
 long long groups_next_deadline(struct broker *b)
 {
     long long d = -1;
-    for (struct group *g = b->groups->list; g; g = g->next)
-        if (g->state == G_PREPARING && (d < 0 || g->rebalance_deadline_ms < d))
+    for (struct group *g = b->groups->list; g; g = g->next) {
+        if (g->state == G_PREPARING && (d < 0 || g->rebalance_deadline_ms < d)) {
             d = g->rebalance_deadline_ms;
+        }
+    }
     return d;
 }
 
@@ -792,21 +855,25 @@ int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q)
     int16_t v = r->api_version;
     struct kstr key = kr_str(q);
     int8_t key_type = 0;
-    if (v >= 1)
+    if (v >= 1) {
         key_type = kr_i8(q); /* key_type: group or transaction; we coordinate groups only */
-    if (q->err)
+    }
+    if (q->err) {
         return -1;
+    }
     char gid[256];
     int16_t err = key_type == 0 && kstr_copy(key, gid, sizeof gid) == 0 &&
                           !reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE)
                       ? KERR_GROUP_AUTHORIZATION_FAILED
                       : 0;
     struct kw *w = &r->w;
-    if (v >= 1)
+    if (v >= 1) {
         kw_i32(w, 0);
+    }
     kw_i16(w, err);
-    if (v >= 1)
+    if (v >= 1) {
         kw_str(w, err ? "not authorized to describe this group" : NULL);
+    }
     kw_i32(w, 0);
     kw_str(w, b->opt.advertised_host);
     kw_i32(w, b->port);
@@ -822,12 +889,14 @@ int handle_join_group(struct broker *b, struct reply *r, struct kr *q)
     int32_t rebalance = v >= 1 ? kr_i32(q) : session;
     struct kstr m_s = kr_str(q);
     struct kstr inst = {NULL, -1};
-    if (v >= 5)
+    if (v >= 5) {
         inst = kr_str(q);
+    }
     struct kstr pt = kr_str(q);
     int32_t np = kr_array(q, 6);
-    if (q->err || np < 0 || np > 64)
+    if (q->err || np < 0 || np > 64) {
         return -1;
+    }
     struct protocol protos[64];
     for (int32_t i = 0; i < np; i++) {
         struct kstr name = kr_str(q);
@@ -850,24 +919,26 @@ int handle_join_group(struct broker *b, struct reply *r, struct kr *q)
         }
     }
     int16_t err = 0;
-    if (kstr_copy(g_s, gid, sizeof gid) != 0 || !gid[0])
+    if (kstr_copy(g_s, gid, sizeof gid) != 0 || !gid[0]) {
         err = KERR_INVALID_GROUP_ID;
-    else if (kstr_copy(m_s, mid, sizeof mid) != 0)
+    } else if (kstr_copy(m_s, mid, sizeof mid) != 0) {
         err = KERR_UNKNOWN_MEMBER_ID;
-    else if (!reply_allowed(b, r, ACL_GROUP, gid, ACL_READ))
+    } else if (!reply_allowed(b, r, ACL_GROUP, gid, ACL_READ)) {
         err = KERR_GROUP_AUTHORIZATION_FAILED;
-    else if (kstr_copy(pt, ptype, sizeof ptype) != 0 || np == 0)
+    } else if (kstr_copy(pt, ptype, sizeof ptype) != 0 || np == 0) {
         err = KERR_INCONSISTENT_GROUP_PROTOCOL;
-    else if (session < 1000 || session > 1800000)
+    } else if (session < 1000 || session > 1800000) {
         err = KERR_INVALID_SESSION_TIMEOUT;
+    }
     struct group *g = NULL;
     struct member *m = NULL;
     if (!err) {
         g = group_find(b->groups, gid, 1);
-        if (g->members && g->protocol_type && strcmp(g->protocol_type, ptype))
+        if (g->members && g->protocol_type && strcmp(g->protocol_type, ptype)) {
             err = KERR_INCONSISTENT_GROUP_PROTOCOL;
-        else if (mid[0] && !(m = member_find(g, mid)))
+        } else if (mid[0] && !(m = member_find(g, mid))) {
             err = KERR_UNKNOWN_MEMBER_ID;
+        }
     }
     if (err) {
         for (int32_t i = 0; i < np; i++) {
@@ -880,16 +951,18 @@ int handle_join_group(struct broker *b, struct reply *r, struct kr *q)
     if (!m) {
         m = xcalloc(1, sizeof *m);
         m->id = xasprintf("%s-%lu-%lld", gid, ++b->groups->member_seq, broker_now_ms());
-        if (inst.ptr)
+        if (inst.ptr) {
             m->instance_id = xstrndup(inst.ptr, (size_t)inst.len);
+        }
         m->client_id = xstrdup(r->client_id);
         const char *peer = reply_peer(r);
         const char *colon = strrchr(peer, ':');
         m->client_host = xasprintf("/%.*s", (int)(colon ? colon - peer : (long)strlen(peer)), peer);
         /* Append: the first member stays first (and the natural leader). */
         struct member **pp = &g->members;
-        while (*pp)
+        while (*pp) {
             pp = &(*pp)->next;
+        }
         *pp = m;
     }
     for (int32_t i = 0; i < m->n_protocols; i++) {
@@ -905,11 +978,13 @@ int handle_join_group(struct broker *b, struct reply *r, struct kr *q)
     m->last_seen_ms = broker_now_ms();
     free(g->protocol_type);
     g->protocol_type = xstrdup(ptype);
-    if (m->join_reply)
+    if (m->join_reply) {
         answer_join_error(b, m->join_reply, KERR_REBALANCE_IN_PROGRESS, m->id);
+    }
     reply_park(r, &m->join_reply);
-    if (g->state != G_PREPARING)
+    if (g->state != G_PREPARING) {
         start_rebalance(b, g, "member joined");
+    }
     maybe_complete_join(b, g);
     return 0;
 }
@@ -921,8 +996,9 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
     struct kstr g_s = kr_str(q);
     int32_t gen = kr_i32(q);
     struct kstr m_s = kr_str(q);
-    if (v >= 3)
+    if (v >= 3) {
         (void)kr_str(q);
+    }
     int32_t na = kr_array(q, 6);
     size_t assign_at = q->pos;
     for (int32_t i = 0; i < na && !q->err; i++) {
@@ -930,13 +1006,15 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
         (void)kr_str(q);
         (void)kr_bytes(q, &alen);
     }
-    if (q->err)
+    if (q->err) {
         return -1;
+    }
     struct group *g = NULL;
     struct member *m = NULL;
     if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
-        (g = group_find(b->groups, gid, 0)))
+        (g = group_find(b->groups, gid, 0))) {
         m = member_find(g, mid);
+    }
     if (g && !reply_allowed(b, r, ACL_GROUP, gid, ACL_READ)) {
         answer_sync(b, r, KERR_GROUP_AUTHORIZATION_FAILED, NULL, 0);
         return 0;
@@ -958,11 +1036,13 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
         answer_sync(b, r, 0, m->assignment, m->assignment_len);
         return 0;
     }
-    if (m->sync_reply)
+    if (m->sync_reply) {
         answer_sync(b, m->sync_reply, KERR_REBALANCE_IN_PROGRESS, NULL, 0);
+    }
     reply_park(r, &m->sync_reply);
-    if (strcmp(m->id, g->leader ? g->leader : ""))
+    if (strcmp(m->id, g->leader ? g->leader : "")) {
         return 0;
+    }
     /* The leader's assignment: store it and answer every waiting member. */
     struct kr a;
     kr_init(&a, q->p + assign_at, q->pos - assign_at);
@@ -977,8 +1057,9 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
         int32_t alen;
         const uint8_t *data = kr_bytes(&a, &alen);
         struct member *o;
-        if (kstr_copy(w_s, who, sizeof who) != 0 || !(o = member_find(g, who)) || alen <= 0)
+        if (kstr_copy(w_s, who, sizeof who) != 0 || !(o = member_find(g, who)) || alen <= 0) {
             continue;
+        }
         free(o->assignment);
         o->assignment = xmalloc((size_t)alen);
         memcpy(o->assignment, data, (size_t)alen);
@@ -986,9 +1067,11 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q)
     }
     g->state = G_STABLE;
     b->groups->is_state_dirty = 1;
-    for (struct member *o = g->members; o; o = o->next)
-        if (o->sync_reply)
+    for (struct member *o = g->members; o; o = o->next) {
+        if (o->sync_reply) {
             answer_sync(b, o->sync_reply, 0, o->assignment, o->assignment_len);
+        }
+    }
     return 0;
 }
 
@@ -999,29 +1082,34 @@ int handle_heartbeat(struct broker *b, struct reply *r, struct kr *q)
     struct kstr g_s = kr_str(q);
     int32_t gen = kr_i32(q);
     struct kstr m_s = kr_str(q);
-    if (v >= 3)
+    if (v >= 3) {
         (void)kr_str(q);
-    if (q->err)
+    }
+    if (q->err) {
         return -1;
+    }
     struct group *g = NULL;
     struct member *m = NULL;
     if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
-        (g = group_find(b->groups, gid, 0)))
+        (g = group_find(b->groups, gid, 0))) {
         m = member_find(g, mid);
-    int16_t err = 0;
-    if (g && !reply_allowed(b, r, ACL_GROUP, gid, ACL_READ))
-        err = KERR_GROUP_AUTHORIZATION_FAILED;
-    else if (!m)
-        err = KERR_UNKNOWN_MEMBER_ID;
-    else {
-        m->last_seen_ms = broker_now_ms();
-        if (g->state == G_PREPARING)
-            err = KERR_REBALANCE_IN_PROGRESS;
-        else if (gen != g->generation)
-            err = KERR_ILLEGAL_GENERATION;
     }
-    if (v >= 1)
+    int16_t err = 0;
+    if (g && !reply_allowed(b, r, ACL_GROUP, gid, ACL_READ)) {
+        err = KERR_GROUP_AUTHORIZATION_FAILED;
+    } else if (!m) {
+        err = KERR_UNKNOWN_MEMBER_ID;
+    } else {
+        m->last_seen_ms = broker_now_ms();
+        if (g->state == G_PREPARING) {
+            err = KERR_REBALANCE_IN_PROGRESS;
+        } else if (gen != g->generation) {
+            err = KERR_ILLEGAL_GENERATION;
+        }
+    }
+    if (v >= 1) {
         kw_i32(&r->w, 0);
+    }
     kw_i16(&r->w, err);
     return 0;
 }
@@ -1031,18 +1119,22 @@ int handle_leave_group(struct broker *b, struct reply *r, struct kr *q)
     char gid[256], mid[256];
     struct kstr g_s = kr_str(q);
     struct kstr m_s = kr_str(q);
-    if (q->err)
+    if (q->err) {
         return -1;
+    }
     struct group *g = NULL;
     struct member *m = NULL;
     if (kstr_copy(g_s, gid, sizeof gid) == 0 && kstr_copy(m_s, mid, sizeof mid) == 0 &&
-        (g = group_find(b->groups, gid, 0)))
+        (g = group_find(b->groups, gid, 0))) {
         m = member_find(g, mid);
+    }
     int may_leave = !g || reply_allowed(b, r, ACL_GROUP, gid, ACL_READ);
-    if (!may_leave)
+    if (!may_leave) {
         m = NULL; /* denied: the member stays */
-    if (r->api_version >= 1)
+    }
+    if (r->api_version >= 1) {
         kw_i32(&r->w, 0);
+    }
     kw_i16(&r->w, !may_leave ? KERR_GROUP_AUTHORIZATION_FAILED : m ? 0 : KERR_UNKNOWN_MEMBER_ID);
     if (m) {
         log_info("group %s: member %s left", g->id, m->id);
@@ -1064,36 +1156,42 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
     struct kstr g_s = kr_str(q);
     int32_t gen = kr_i32(q);
     struct kstr m_s = kr_str(q);
-    if (v >= 7)
+    if (v >= 7) {
         (void)kr_str(q);
-    if (v >= 2 && v <= 4)
+    }
+    if (v >= 2 && v <= 4) {
         (void)kr_i64(q); /* retention_time_ms */
+    }
     int16_t gerr = 0;
-    if (kstr_copy(g_s, gid, sizeof gid) != 0 || !gid[0])
+    if (kstr_copy(g_s, gid, sizeof gid) != 0 || !gid[0]) {
         gerr = KERR_INVALID_GROUP_ID;
-    else if (kstr_copy(m_s, mid, sizeof mid) != 0)
+    } else if (kstr_copy(m_s, mid, sizeof mid) != 0) {
         gerr = KERR_UNKNOWN_MEMBER_ID;
-    else if (!reply_allowed(b, r, ACL_GROUP, gid, ACL_READ))
+    } else if (!reply_allowed(b, r, ACL_GROUP, gid, ACL_READ)) {
         gerr = KERR_GROUP_AUTHORIZATION_FAILED;
+    }
     if (!gerr && (gen >= 0 || mid[0])) {
         struct group *g = group_find(b->groups, gid, 0);
         struct member *m = g ? member_find(g, mid) : NULL;
-        if (!m)
+        if (!m) {
             gerr = KERR_UNKNOWN_MEMBER_ID;
-        else if (gen != g->generation)
+        } else if (gen != g->generation) {
             gerr = KERR_ILLEGAL_GENERATION;
-        else if (g->state == G_AWAITING_SYNC)
+        } else if (g->state == G_AWAITING_SYNC) {
             gerr = KERR_REBALANCE_IN_PROGRESS; /* as Kafka: commits are fine while preparing */
-        else
+        } else {
             m->last_seen_ms = broker_now_ms();
+        }
     } else if (!gerr) {
         struct group *g = group_find(b->groups, gid, 0);
-        if (g && g->members)
+        if (g && g->members) {
             gerr = KERR_UNKNOWN_MEMBER_ID; /* a simple commit into an active group */
+        }
     }
     struct kw *w = &r->w;
-    if (v >= 3)
+    if (v >= 3) {
         kw_i32(w, 0);
+    }
     int32_t nt = kr_array(q, 4);
     kw_i32(w, nt < 0 ? 0 : nt);
     struct kw rec;
@@ -1106,10 +1204,11 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
     for (int32_t i = 0; i < nt && !q->err; i++) {
         struct kstr t_s = kr_str(q);
         int32_t np = kr_array(q, 14);
-        if (t_s.ptr)
+        if (t_s.ptr) {
             kw_strn(w, t_s.ptr, (size_t)t_s.len);
-        else
+        } else {
             kw_i16(w, -1);
+        }
         kw_i32(w, np < 0 ? 0 : np);
         char topic[STORE_MAX_NAME + 1];
         int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
@@ -1119,18 +1218,22 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t part = kr_i32(q);
             int64_t off = kr_i64(q);
-            if (v >= 6)
+            if (v >= 6) {
                 (void)kr_i32(q);
+            }
             struct kstr meta_s = kr_str(q);
             char meta[4096];
             int has_meta = kstr_copy(meta_s, meta, sizeof meta) == 0;
             int16_t err = gerr ? gerr : may_read ? 0 : KERR_TOPIC_AUTHORIZATION_FAILED;
-            if (!err && (!t || part < 0 || part >= t->n_parts))
+            if (!err && (!t || part < 0 || part >= t->n_parts)) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
-            if (!err && off < 0)
+            }
+            if (!err && off < 0) {
                 err = KERR_OFFSET_OUT_OF_RANGE;
-            if (!err)
+            }
+            if (!err) {
                 record_encode(&rec, gid, topic, part, off, has_meta ? meta : NULL);
+            }
             kw_i32(w, part);
             if (!err) {
                 if (n_accepted == cap_accepted) {
@@ -1150,8 +1253,9 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         if (write_all(b->groups->fd, rec.p, rec.len) != 0) {
             log_error("%s: write failed: %s", b->groups->path, strerror(errno));
             /* Cut off what was written of it, so that the next record starts clean. */
-            if (size_before >= 0 && ftruncate(b->groups->fd, size_before) != 0)
+            if (size_before >= 0 && ftruncate(b->groups->fd, size_before) != 0) {
                 log_error("%s: truncate after failed write failed", b->groups->path);
+            }
             for (size_t i = 0; i < n_accepted; i++) {
                 w->p[accepted_at[i]] = (uint8_t)((KERR_KAFKA_STORAGE_ERROR >> 8) & 0xff);
                 w->p[accepted_at[i] + 1] = (uint8_t)(KERR_KAFKA_STORAGE_ERROR & 0xff);
@@ -1168,9 +1272,10 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
                 int64_t off = kr_i64(&one);
                 struct kstr ms_ = kr_str(&one);
                 if (!one.err && kstr_copy(gs_, g, sizeof g) == 0 &&
-                    kstr_copy(ts_, t, sizeof t) == 0)
+                    kstr_copy(ts_, t, sizeof t) == 0) {
                     offset_set(b->groups, g, t, part, off,
                                kstr_copy(ms_, m, sizeof m) == 0 ? m : NULL);
+                }
                 at += 8 + plen;
             }
         }
@@ -1196,11 +1301,13 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
     struct kstr g_s = kr_str(q);
     int has_gid = kstr_copy(g_s, gid, sizeof gid) == 0;
     int may_describe = !has_gid || reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE);
-    if (!may_describe)
+    if (!may_describe) {
         has_gid = 0; /* nothing of the group is shown */
+    }
     struct kw *w = &r->w;
-    if (v >= 3)
+    if (v >= 3) {
         kw_i32(w, 0);
+    }
     int32_t nt = kr_array(q, 4);
     struct groups *gs = b->groups;
     if (nt < 0) {
@@ -1209,15 +1316,17 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
         int32_t n = 0;
         for (size_t i = 0; has_gid && i < gs->n_offs; i++) {
             struct committed *c = &gs->offs[i];
-            if (strcmp(c->group, gid) || !reply_may(b, r, ACL_TOPIC, c->topic, ACL_DESCRIBE))
+            if (strcmp(c->group, gid) || !reply_may(b, r, ACL_TOPIC, c->topic, ACL_DESCRIBE)) {
                 continue;
+            }
             n++;
             kw_str(w, c->topic);
             kw_i32(w, 1);
             kw_i32(w, c->part);
             kw_i64(w, c->offset);
-            if (v >= 5)
+            if (v >= 5) {
                 kw_i32(w, -1);
+            }
             kw_str(w, c->meta ? c->meta : "");
             kw_i16(w, 0);
         }
@@ -1229,10 +1338,11 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
             char topic[STORE_MAX_NAME + 1];
             int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
             int32_t np = kr_array(q, 4);
-            if (t_s.ptr)
+            if (t_s.ptr) {
                 kw_strn(w, t_s.ptr, (size_t)t_s.len);
-            else
+            } else {
                 kw_i16(w, -1);
+            }
             kw_i32(w, np < 0 ? 0 : np);
             int may_topic = !has_topic || np <= 0 || !has_gid ||
                             reply_allowed(b, r, ACL_TOPIC, topic, ACL_DESCRIBE);
@@ -1242,8 +1352,9 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
                     has_gid && has_topic && may_topic ? offset_find(gs, gid, topic, part) : NULL;
                 kw_i32(w, part);
                 kw_i64(w, c ? c->offset : -1);
-                if (v >= 5)
+                if (v >= 5) {
                     kw_i32(w, -1);
+                }
                 kw_str(w, c && c->meta ? c->meta : "");
                 kw_i16(w, !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
                           : may_topic   ? 0
@@ -1251,10 +1362,11 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
             }
         }
     }
-    if (v >= 2)
+    if (v >= 2) {
         kw_i16(w, !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
                   : has_gid     ? 0
                                 : KERR_INVALID_GROUP_ID);
+    }
     return q->err ? -1 : 0;
 }
 
@@ -1277,14 +1389,16 @@ int handle_list_groups(struct broker *b, struct reply *r, struct kr *q)
 {
     (void)q;
     struct kw *w = &r->w;
-    if (r->api_version >= 1)
+    if (r->api_version >= 1) {
         kw_i32(w, 0);
+    }
     kw_i16(w, 0);
     size_t mark = kw_mark_i32(w);
     int32_t n = 0;
     for (struct group *g = b->groups->list; g; g = g->next) {
-        if (!reply_may(b, r, ACL_GROUP, g->id, ACL_DESCRIBE))
+        if (!reply_may(b, r, ACL_GROUP, g->id, ACL_DESCRIBE)) {
             continue; /* Kafka lists only the groups the principal may describe */
+        }
         kw_str(w, g->id);
         kw_str(w, g->protocol_type ? g->protocol_type : "consumer");
         n++;
@@ -1294,10 +1408,12 @@ int handle_list_groups(struct broker *b, struct reply *r, struct kr *q)
     for (size_t i = 0; i < gs->n_offs; i++) {
         const char *id = gs->offs[i].group;
         int seen = group_find(gs, id, 0) != NULL;
-        for (size_t k = 0; k < i && !seen; k++)
+        for (size_t k = 0; k < i && !seen; k++) {
             seen = !strcmp(gs->offs[k].group, id);
-        if (seen || !reply_may(b, r, ACL_GROUP, id, ACL_DESCRIBE))
+        }
+        if (seen || !reply_may(b, r, ACL_GROUP, id, ACL_DESCRIBE)) {
             continue;
+        }
         kw_str(w, id);
         kw_str(w, "consumer");
         n++;
@@ -1312,8 +1428,9 @@ int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q)
     int16_t v = r->api_version;
     int32_t n = kr_array(q, 2);
     struct kw *w = &r->w;
-    if (v >= 1)
+    if (v >= 1) {
         kw_i32(w, 0);
+    }
     kw_i32(w, n < 0 ? 0 : n);
     for (int32_t i = 0; i < n && !q->err; i++) {
         struct kstr s = kr_str(q);
@@ -1322,10 +1439,11 @@ int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q)
         int may = !has_gid || reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE);
         struct group *g = has_gid && may ? group_find(b->groups, gid, 0) : NULL;
         kw_i16(w, may ? 0 : KERR_GROUP_AUTHORIZATION_FAILED);
-        if (s.ptr)
+        if (s.ptr) {
             kw_strn(w, s.ptr, (size_t)s.len);
-        else
+        } else {
             kw_str(w, "");
+        }
         kw_str(w, g ? state_name(g->state) : "Dead");
         kw_str(w, g && g->protocol_type ? g->protocol_type : "");
         kw_str(w, g && g->protocol && g->state != G_PREPARING ? g->protocol : "");
@@ -1335,8 +1453,9 @@ int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q)
             const struct protocol *p =
                 g->protocol && g->state == G_STABLE ? member_protocol(m, g->protocol) : NULL;
             kw_str(w, m->id);
-            if (v >= 4)
+            if (v >= 4) {
                 kw_str(w, m->instance_id);
+            }
             kw_str(w, m->client_id ? m->client_id : "");
             kw_str(w, m->client_host ? m->client_host : "");
             kw_bytes(w, p ? p->meta : NULL, p ? p->meta_len : 0);
@@ -1344,10 +1463,12 @@ int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q)
             nm++;
         }
         kw_patch_i32(w, mark, nm);
-        if (v >= 3)
+        if (v >= 3) {
             kw_i32(w, INT32_MIN);
+        }
     }
-    if (v >= 3)
+    if (v >= 3) {
         (void)kr_i8(q);
+    }
     return q->err ? -1 : 0;
 }

@@ -12,8 +12,9 @@ void limits_usage(const struct broker *b, long *partitions, long *segments)
     for (size_t i = 0; i < b->store.n_topics; i++) {
         const struct topic *t = b->store.topics[i];
         np += t->n_parts;
-        for (int32_t k = 0; k < t->n_parts; k++)
+        for (int32_t k = 0; k < t->n_parts; k++) {
             ns += (long)t->parts[k]->n_segs;
+        }
     }
     *partitions = np;
     *segments = ns;

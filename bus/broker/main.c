@@ -96,8 +96,9 @@ static const struct config_def BROKER_CONFIG[] = {
 /* Creates the missing topics of a "name:partitions,..." list; -1 on a malformed list. */
 static int create_topics(struct broker *b, const char *list)
 {
-    if (!list || !list[0])
+    if (!list || !list[0]) {
         return 0;
+    }
     char *copy = xstrdup(list), *save = NULL;
     int rc = 0;
     for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
@@ -110,8 +111,9 @@ static int create_topics(struct broker *b, const char *list)
             break;
         }
         *colon = 0;
-        if (store_topic_find(&b->store, tok))
+        if (store_topic_find(&b->store, tok)) {
             continue;
+        }
         char err[256];
         if (store_topic_create(&b->store, tok, (int32_t)n, NULL, err, sizeof err) != 0) {
             log_error("config key topics: cannot create %s: %s", tok, err);
@@ -128,19 +130,24 @@ static int is_set(struct config *cfg, const char *key)
 {
     char env[128];
     size_t k = (size_t)snprintf(env, sizeof env, "BROKER_");
-    for (const char *p = key; *p && k + 1 < sizeof env; p++)
+    for (const char *p = key; *p && k + 1 < sizeof env; p++) {
         env[k++] = (*p == '.' || *p == '-') ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    }
     env[k] = 0;
-    if (getenv(env))
+    if (getenv(env)) {
         return 1;
+    }
     json_t *file = config_json(cfg);
-    if (!file)
+    if (!file) {
         return 0;
-    if (json_object_get(file, key))
+    }
+    if (json_object_get(file, key)) {
         return 1;
+    }
     const char *dot = strchr(key, '.');
-    if (!dot)
+    if (!dot) {
         return 0;
+    }
     char head[64];
     snprintf(head, sizeof head, "%.*s", (int)(dot - key), key);
     json_t *sub = json_object_get(file, head);
@@ -149,8 +156,9 @@ static int is_set(struct config *cfg, const char *key)
 
 static int mode_bool(struct config *cfg, const char *key, int production_default)
 {
-    if (is_set(cfg, key) || !config_is_production())
+    if (is_set(cfg, key) || !config_is_production()) {
         return config_bool(cfg, key);
+    }
     return production_default;
 }
 
@@ -192,13 +200,15 @@ static int scram_user_main(int argc, char **argv)
 static void raise_nofile(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) {
         return;
+    }
     rlim_t was = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
         log_info("open file limit raised from %lu to %lu", (unsigned long)was,
                  (unsigned long)rl.rlim_max);
+    }
 }
 
 static void *loop_main(void *arg)
@@ -213,8 +223,9 @@ static void *loop_main(void *arg)
 static bool is_ready(void *ctx, const char **reason)
 {
     struct broker *b = ctx;
-    if (!atomic_load(&b->is_storage_failing))
+    if (!atomic_load(&b->is_storage_failing)) {
         return true;
+    }
     struct statvfs vfs;
     if (statvfs(b->opt.data_dir, &vfs) == 0 &&
         (unsigned long long)vfs.f_bavail * vfs.f_frsize >= 1ull << 20) {
@@ -227,13 +238,16 @@ static bool is_ready(void *ctx, const char **reason)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && !strcmp(argv[1], "--scram-user"))
+    if (argc >= 2 && !strcmp(argv[1], "--scram-user")) {
         return scram_user_main(argc, argv);
+    }
     struct app app;
-    if (app_init(&app, argc, argv, "bus-broker", "BROKER", BROKER_CONFIG) != 0)
+    if (app_init(&app, argc, argv, "bus-broker", "BROKER", BROKER_CONFIG) != 0) {
         return 2;
-    if (app.exit_now)
+    }
+    if (app.exit_now) {
         return 0;
+    }
     int rc = 1;
     struct config *cfg = app.cfg;
     /* Fetch answers are large, short-lived buffers: keep them in the heap instead of mapping and
@@ -275,13 +289,13 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *fs = config_str(cfg, "fsync");
-    if (!strcmp(fs, "always"))
+    if (!strcmp(fs, "always")) {
         opt.fsync = FSYNC_ALWAYS;
-    else if (!strcmp(fs, "interval"))
+    } else if (!strcmp(fs, "interval")) {
         opt.fsync = FSYNC_INTERVAL;
-    else if (!strcmp(fs, "never"))
+    } else if (!strcmp(fs, "never")) {
         opt.fsync = FSYNC_NEVER;
-    else {
+    } else {
         log_error("config key fsync: expected always, interval or never, got \"%s\"", fs);
         app_release(&app);
         return 2;
@@ -296,12 +310,13 @@ int main(int argc, char **argv)
         log_error("cannot start: %s", err);
         goto out;
     }
-    if (create_topics(&b, config_str(cfg, "topics")) != 0)
+    if (create_topics(&b, config_str(cfg, "topics")) != 0) {
         goto out;
+    }
     const char *hl = config_str(cfg, "http.listen");
     if (hl && hl[0]) {
-        struct http_server_options ho = {.listen = hl, .threads = 1, .ready = is_ready,
-                                         .ready_ctx = &b};
+        struct http_server_options ho = {
+            .listen = hl, .threads = 1, .ready = is_ready, .ready_ctx = &b};
         http = http_server_new(&ho);
         if (http_server_start(http, err, sizeof err) != 0) {
             log_error("cannot start admin HTTP server: %s", err);

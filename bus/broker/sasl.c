@@ -53,8 +53,9 @@ static const char *mech_name(enum sasl_mech m)
 
 static void count_auth(enum sasl_mech m, int ok)
 {
-    if (m == SASL_MECH_NONE)
+    if (m == SASL_MECH_NONE) {
         return;
+    }
     if (!m_auth[m][ok]) {
         char labels[96];
         snprintf(labels, sizeof labels, "mechanism=\"%s\",result=\"%s\"", mech_name(m),
@@ -70,22 +71,27 @@ static void count_auth(enum sasl_mech m, int ok)
 static int name_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > SASL_NAME_MAX)
+    if (n == 0 || n > SASL_NAME_MAX) {
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
             return 0;
+        }
+    }
     return 1;
 }
 
 static int b64_field(json_t *obj, const char *key, unsigned char *out, size_t cap, size_t *len)
 {
     json_t *v = json_object_get(obj, key);
-    if (!json_is_string(v))
+    if (!json_is_string(v)) {
         return -1;
+    }
     long n = crypto_base64_decode(json_string_value(v), json_string_length(v), out, cap);
-    if (n <= 0)
+    if (n <= 0) {
         return -1;
+    }
     *len = (size_t)n;
     return 0;
 }
@@ -121,10 +127,12 @@ static int load_cred(json_t *o, enum scram_hash h, struct scram_credential *c, c
 
 void sasl_users_free(struct sasl_users *u)
 {
-    if (!u)
+    if (!u) {
         return;
-    for (size_t i = 0; i < u->n; i++)
+    }
+    for (size_t i = 0; i < u->n; i++) {
         free(u->v[i].name);
+    }
     crypto_cleanse(u->v, u->n * sizeof *u->v);
     free(u->v);
     free(u);
@@ -188,23 +196,28 @@ int sasl_users_load(const char *path, struct sasl_users **out, char *err, size_t
     *out = u;
 out:
     json_decref(root);
-    if (rc != 0)
+    if (rc != 0) {
         sasl_users_free(u);
+    }
     return rc;
 }
 
 static const struct sasl_user *users_find(const struct sasl_users *u, const char *name)
 {
-    for (size_t i = 0; u && i < u->n; i++)
-        if (!strcmp(u->v[i].name, name))
+    for (size_t i = 0; u && i < u->n; i++) {
+        if (!strcmp(u->v[i].name, name)) {
             return &u->v[i];
+        }
+    }
     return NULL;
 }
 
 json_t *sasl_user_entry_new(const char *name, const char *password, int iterations)
 {
-    if (!name_valid(name) || iterations < SCRAM_MIN_ITERATIONS || iterations > SCRAM_MAX_ITERATIONS)
+    if (!name_valid(name) || iterations < SCRAM_MIN_ITERATIONS ||
+        iterations > SCRAM_MAX_ITERATIONS) {
         return NULL;
+    }
     json_t *mechs = json_object();
     for (int h = 0; h < 2; h++) {
         unsigned char salt[32];
@@ -249,15 +262,18 @@ void sasl_session_release(struct sasl_session *s)
 
 int sasl_may_serve(const struct broker *b, const struct sasl_session *s, int16_t api_key)
 {
-    if (s->state == SASL_AUTHENTICATED)
+    if (s->state == SASL_AUTHENTICATED) {
         return 1;
+    }
     if (api_key == API_API_VERSIONS || api_key == API_SASL_HANDSHAKE ||
-        api_key == API_SASL_AUTHENTICATE)
+        api_key == API_SASL_AUTHENTICATE) {
         return 1;
+    }
     /* Halfway through a handshake nothing else is served, required or not (Kafka: "Unexpected
      * Kafka request of type ... during SASL handshake"). */
-    if (s->state != SASL_START)
+    if (s->state != SASL_START) {
         return 0;
+    }
     return !b->opt.is_sasl_required;
 }
 
@@ -267,28 +283,32 @@ int security_load(struct broker *b, int is_initial, char *err, size_t err_len)
     struct sasl_users *u = NULL;
     int rc = 0;
     if (path && path[0] && sasl_users_load(path, &u, err, err_len) != 0) {
-        if (is_initial)
+        if (is_initial) {
             return -1;
+        }
         log_error("reload: keeping the previous users: %s", err);
         rc = -1;
     } else {
         sasl_users_free(b->users);
         b->users = u;
-        if (path && path[0])
+        if (path && path[0]) {
             log_info("users file %s: %zu users", path, sasl_users_count(u));
+        }
     }
     path = b->opt.acl_file;
     struct acl_set *a = NULL;
     if (path && path[0] && acl_set_load(path, &a, err, err_len) != 0) {
-        if (is_initial)
+        if (is_initial) {
             return -1;
+        }
         log_error("reload: keeping the previous ACLs: %s", err);
         rc = -1;
     } else {
         acl_set_free(b->acls);
         b->acls = a;
-        if (path && path[0])
+        if (path && path[0]) {
             log_info("ACL file %s: %zu rules", path, acl_set_count(a));
+        }
     }
     return rc;
 }
@@ -307,16 +327,18 @@ static struct metric *m_denied[ACL_N_OPS][ACL_N_RESOURCES];
 int reply_may(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
               enum acl_op op)
 {
-    if (!b->acls)
+    if (!b->acls) {
         return 1;
+    }
     return acl_set_allows(b->acls, reply_session(r)->principal, res, name, op);
 }
 
 int reply_allowed(struct broker *b, struct reply *r, enum acl_resource res, const char *name,
                   enum acl_op op)
 {
-    if (reply_may(b, r, res, name, op))
+    if (reply_may(b, r, res, name, op)) {
         return 1;
+    }
     if (!m_denied[op][res]) {
         char labels[96];
         snprintf(labels, sizeof labels, "operation=\"%s\",resource=\"%s\"", acl_op_name(op),
@@ -340,15 +362,17 @@ static void write_mechanisms(struct broker *b, struct kw *w)
     kw_i32(w, b->opt.is_sasl_plain ? 3 : 2);
     kw_str(w, "SCRAM-SHA-256");
     kw_str(w, "SCRAM-SHA-512");
-    if (b->opt.is_sasl_plain)
+    if (b->opt.is_sasl_plain) {
         kw_str(w, "PLAIN");
+    }
 }
 
 int handle_sasl_handshake(struct broker *b, struct reply *r, struct kr *q)
 {
     struct kstr m = kr_str(q);
-    if (q->err)
+    if (q->err) {
         return -1;
+    }
     struct sasl_session *s = reply_session(r);
     char mech[32] = "";
     (void)kstr_copy(m, mech, sizeof mech);
@@ -464,11 +488,13 @@ static int auth_step(struct broker *b, struct sasl_session *s, const uint8_t *p,
         snprintf(why, why_len, "SaslAuthenticate before SaslHandshake or after authentication");
         return -2;
     }
-    if (s->mech != SASL_MECH_PLAIN)
+    if (s->mech != SASL_MECH_PLAIN) {
         return scram_step(b, s, p, n, out, out_len, why, why_len);
+    }
     char user[SASL_NAME_MAX + 1];
-    if (plain_check(b, p, n, user, sizeof user, why, why_len) != 0)
+    if (plain_check(b, p, n, user, sizeof user, why, why_len) != 0) {
         return -1;
+    }
     snprintf(s->principal, sizeof s->principal, "User:%s", user);
     return 1;
 }
@@ -497,8 +523,9 @@ int sasl_raw_authenticate(struct broker *b, struct reply *r, const uint8_t *p, s
     char out[1024] = "", why[200] = "";
     int rc = auth_step(b, s, p, n, out, sizeof out, why, sizeof why);
     auth_done(s, r, rc, why);
-    if (rc < 0)
+    if (rc < 0) {
         return -1; /* no answer: Kafka closes the connection of a failed v0 exchange */
+    }
     kw_raw(&r->w, out, strlen(out));
     return 0;
 }
@@ -522,14 +549,16 @@ int handle_sasl_authenticate(struct broker *b, struct reply *r, struct kr *q)
     } else {
         p = kr_bytes(q, &n);
     }
-    if (q->err || !p || n < 0)
+    if (q->err || !p || n < 0) {
         return -1;
+    }
     struct sasl_session *s = reply_session(r);
     char out[1024] = "", why[200] = "";
     int rc = auth_step(b, s, p, (size_t)n, out, sizeof out, why, sizeof why);
     struct kw *w = &r->w;
-    if (v >= 2)
+    if (v >= 2) {
         kw_uvarint(w, 0); /* response header v1: tagged fields (flexible version) */
+    }
     int16_t err = rc == -2 ? KERR_ILLEGAL_SASL_STATE : rc < 0 ? KERR_SASL_AUTHENTICATION_FAILED : 0;
     char msg[256];
     /* Kafka's own wording, which clients show to the user. */
@@ -539,20 +568,23 @@ int handle_sasl_authenticate(struct broker *b, struct reply *r, struct kr *q)
              mech_name(s->mech));
     kw_i16(w, err);
     if (v >= 2) {
-        if (err)
+        if (err) {
             kw_compact_str(w, rc == -2 ? why : msg);
-        else
+        } else {
             kw_uvarint(w, 0);
+        }
         kw_uvarint(w, strlen(out) + 1);
         kw_raw(w, out, strlen(out));
     } else {
         kw_str(w, err ? (rc == -2 ? why : msg) : NULL);
         kw_bytes(w, out, (int32_t)strlen(out));
     }
-    if (v >= 1)
+    if (v >= 1) {
         kw_i64(w, 0); /* session_lifetime_ms: no re-authentication (KIP-368) */
-    if (v >= 2)
+    }
+    if (v >= 2) {
         kw_uvarint(w, 0);
+    }
     auth_done(s, r, rc, why);
     return 0;
 }

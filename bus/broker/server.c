@@ -161,27 +161,32 @@ static long long wall_now_ms(void)
 
 static void fetch_unlink(struct broker *b, struct reply *r)
 {
-    if (r->fprev)
+    if (r->fprev) {
         r->fprev->fnext = r->fnext;
-    else if (b->fetch_head == r)
+    } else if (b->fetch_head == r) {
         b->fetch_head = r->fnext;
-    if (r->fnext)
+    }
+    if (r->fnext) {
         r->fnext->fprev = r->fprev;
+    }
     r->fprev = r->fnext = NULL;
 }
 
 static void parts_free(struct fpart *parts, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (parts[i].fd >= 0)
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i].fd >= 0) {
             close(parts[i].fd);
+        }
+    }
     free(parts);
 }
 
 static void reply_free(struct broker *b, struct reply *r)
 {
-    if (r->backref)
+    if (r->backref) {
         *r->backref = NULL;
+    }
     fetch_unlink(b, r);
     parts_free(r->parts, r->n_parts);
     free(r->req);
@@ -227,17 +232,20 @@ void reply_close_after(struct reply *r)
 
 static void conn_close(struct conn *c, const char *why)
 {
-    if (c->is_closing)
+    if (c->is_closing) {
         return;
-    if (why)
+    }
+    if (why) {
         log_warn("closing connection from %s: %s", c->peer, why);
+    }
     c->is_closing = 1;
 }
 
 static void conn_destroy(struct broker *b, struct conn *c)
 {
-    if (c->sending)
+    if (c->sending) {
         reply_free(b, c->sending);
+    }
     while (c->rhead) {
         struct reply *r = c->rhead;
         c->rhead = r->next;
@@ -256,8 +264,9 @@ static void conn_destroy(struct broker *b, struct conn *c)
 
 static void conn_set_out(struct broker *b, struct conn *c, int want)
 {
-    if (c->fd < 0 || c->wants_out == want)
+    if (c->fd < 0 || c->wants_out == want) {
         return;
+    }
     struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
     epoll_ctl(b->ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->wants_out = want;
@@ -286,12 +295,14 @@ static int conn_send_parts(struct conn *c)
                                    : 0;
         }
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
                 continue;
+            }
             return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
         }
-        if (n == 0 && len > c->chunk_off)
+        if (n == 0 && len > c->chunk_off) {
             return -1; /* the file shrank under us (truncated): give up on this client */
+        }
         metric_add(m_bytes_out, (double)n);
         c->chunk_off += (size_t)n;
         if (c->chunk_off >= len) {
@@ -316,18 +327,21 @@ static void conn_write(struct broker *b, struct conn *c)
     while (c->out_off < c->out_len && !c->is_closing) {
         ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 break;
+            }
             conn_close(c, NULL);
             return;
         }
         metric_add(m_bytes_out, (double)n);
         c->out_off += (size_t)n;
     }
-    if (c->out_off == c->out_len)
+    if (c->out_off == c->out_len) {
         c->out_off = c->out_len = 0;
+    }
     if (c->out_len == 0 && c->sending && !c->is_closing) {
         int rc = conn_send_parts(c);
         if (rc < 0) {
@@ -351,13 +365,15 @@ static void out_append(struct conn *c, const void *p, size_t n)
     size_t need = c->out_len + n;
     if (need > c->out_cap) {
         size_t cap = c->out_cap ? c->out_cap : 4096;
-        while (cap < need)
+        while (cap < need) {
             cap *= 2;
+        }
         c->out = xrealloc(c->out, cap);
         c->out_cap = cap;
     }
-    if (n)
+    if (n) {
         memcpy(c->out + c->out_len, p, n);
+    }
     c->out_len += n;
 }
 
@@ -369,16 +385,18 @@ static void conn_flush(struct broker *b, struct conn *c)
                c->rhead->wait_seq <= b->synced_seq) {
             struct reply *r = c->rhead;
             c->rhead = r->next;
-            if (!c->rhead)
+            if (!c->rhead) {
                 c->rtail = NULL;
+            }
             c->n_replies--;
             if (r->is_silent) {
                 reply_free(b, r);
                 continue;
             }
             size_t body = r->w.len;
-            for (size_t i = 0; i < r->n_parts; i++)
+            for (size_t i = 0; i < r->n_parts; i++) {
                 body += r->parts[i].len;
+            }
             uint8_t hdr[8];
             put_be32(hdr, (uint32_t)(r->is_raw ? body : 4 + body));
             put_be32(hdr + 4, (uint32_t)r->corr);
@@ -395,16 +413,19 @@ static void conn_flush(struct broker *b, struct conn *c)
         }
         struct reply *was = c->sending;
         conn_write(b, c);
-        if (!was || c->sending || c->is_closing)
+        if (!was || c->sending || c->is_closing) {
             break; /* nothing finished that could let more answers go */
+        }
     }
 }
 
 static const struct api_def *api_find(int16_t key)
 {
-    for (size_t i = 0; i < N_APIS; i++)
-        if (APIS[i].key == key)
+    for (size_t i = 0; i < N_APIS; i++) {
+        if (APIS[i].key == key) {
             return &APIS[i];
+        }
+    }
     return NULL;
 }
 
@@ -441,8 +462,9 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
         kr_init(&q, NULL, 0);
         q.err = 2;
     }
-    if ((key == API_API_VERSIONS && ver >= 3) || (key == API_SASL_AUTHENTICATE && ver >= 2))
+    if ((key == API_API_VERSIONS && ver >= 3) || (key == API_SASL_AUTHENTICATE && ver >= 2)) {
         kr_skip_tagged(&q); /* request header v2 */
+    }
     if (!sasl_may_serve(b, &c->sasl, key)) {
         log_warn("%s request from %s before SASL authentication: closing", api->name, c->peer);
         metric_inc(m_refused[REFUSED_UNAUTHENTICATED]);
@@ -458,18 +480,21 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
     r->is_ready = 1;
     if (client.ptr) {
         size_t n = (size_t)client.len < sizeof r->client_id - 1 ? (size_t)client.len
-                                                                 : sizeof r->client_id - 1;
+                                                                : sizeof r->client_id - 1;
         memcpy(r->client_id, client.ptr, n);
         r->client_id[n] = 0;
-        for (size_t i = 0; i < n; i++)
-            if (r->client_id[i] == 0)
+        for (size_t i = 0; i < n; i++) {
+            if (r->client_id[i] == 0) {
                 r->client_id[i] = '?';
+            }
+        }
     }
     kw_init(&r->w);
-    if (c->rtail)
+    if (c->rtail) {
         c->rtail->next = r;
-    else
+    } else {
         c->rhead = r;
+    }
     c->rtail = r;
     c->n_replies++;
     int rc = api->fn(b, r, &q);
@@ -490,10 +515,11 @@ static int handle_raw_sasl(struct broker *b, struct conn *c, uint8_t *frame, siz
     r->is_ready = 1;
     r->is_raw = 1;
     kw_init(&r->w);
-    if (c->rtail)
+    if (c->rtail) {
         c->rtail->next = r;
-    else
+    } else {
         c->rhead = r;
+    }
     c->rtail = r;
     c->n_replies++;
     if (sasl_raw_authenticate(b, r, frame, len) != 0) {
@@ -508,8 +534,9 @@ static void conn_process(struct broker *b, struct conn *c)
     size_t off = 0;
     while (!c->is_closing && !c->is_closing_after_send && c->n_replies < REPLIES_MAX &&
            c->out_len - c->out_off < (size_t)b->opt.max_buffered_bytes) {
-        if (c->in_len - off < 4)
+        if (c->in_len - off < 4) {
             break;
+        }
         uint32_t size = be32(c->in + off);
         int is_raw = c->sasl.is_raw;
         if ((is_raw ? size > 65536 : size < 10) || size > (uint32_t)b->opt.max_request_bytes) {
@@ -518,11 +545,13 @@ static void conn_process(struct broker *b, struct conn *c)
             conn_close(c, "bad request size");
             break;
         }
-        if (c->in_len - off - 4 < size)
+        if (c->in_len - off - 4 < size) {
             break;
+        }
         if ((is_raw ? handle_raw_sasl(b, c, c->in + off + 4, size)
-                    : handle_frame(b, c, c->in + off + 4, size)) != 0)
+                    : handle_frame(b, c, c->in + off + 4, size)) != 0) {
             break;
+        }
         off += 4 + (size_t)size;
     }
     if (off) {
@@ -536,8 +565,8 @@ static void conn_process(struct broker *b, struct conn *c)
         c->in = NULL;
         c->in_cap = 0;
     }
-    c->partial_since_ms = c->in_len ? (c->partial_since_ms ? c->partial_since_ms : broker_now_ms())
-                                    : 0;
+    c->partial_since_ms =
+        c->in_len ? (c->partial_since_ms ? c->partial_since_ms : broker_now_ms()) : 0;
     conn_flush(b, c);
 }
 
@@ -548,18 +577,21 @@ static void conn_read(struct broker *b, struct conn *c)
     for (int reads = 0; reads < 16; reads++) {
         if (c->n_replies >= REPLIES_MAX ||
             c->out_len - c->out_off >= (size_t)b->opt.max_buffered_bytes ||
-            c->is_closing_after_send)
+            c->is_closing_after_send) {
             break; /* back-pressure (or closing): leave the rest in the socket */
+        }
         if (c->in_cap - c->in_len < 65536) {
             size_t want = c->in_len + 65536;
             if (c->in_len >= 4) {
                 size_t frame = 4 + (size_t)be32(c->in);
-                if (frame <= (size_t)b->opt.max_request_bytes + 4 && frame > want)
+                if (frame <= (size_t)b->opt.max_request_bytes + 4 && frame > want) {
                     want = frame;
+                }
             }
             size_t cap = c->in_cap ? c->in_cap : 65536;
-            while (cap < want)
+            while (cap < want) {
                 cap *= 2;
+            }
             if (cap != c->in_cap) {
                 c->in = xrealloc(c->in, cap);
                 c->in_cap = cap;
@@ -571,8 +603,9 @@ static void conn_read(struct broker *b, struct conn *c)
         size_t room = c->in_cap - c->in_len;
         if (c->in_len >= 4) {
             size_t frame = 4 + (size_t)be32(c->in);
-            if (frame >= 65536 && frame > c->in_len && frame - c->in_len < room)
+            if (frame >= 65536 && frame > c->in_len && frame - c->in_len < room) {
                 room = frame - c->in_len;
+            }
         }
         ssize_t n = read(c->fd, c->in + c->in_len, room);
         if (n == 0) {
@@ -580,18 +613,21 @@ static void conn_read(struct broker *b, struct conn *c)
             return;
         }
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 conn_close(c, NULL);
+            }
             break;
         }
         metric_add(m_bytes_in, (double)n);
         c->in_len += (size_t)n;
         c->last_active_ms = broker_now_ms();
         conn_process(b, c);
-        if (c->is_closing)
+        if (c->is_closing) {
             return;
+        }
     }
     conn_process(b, c);
 }
@@ -616,10 +652,12 @@ static void accept_all(struct broker *b)
         socklen_t sl = sizeof sa;
         int fd = accept4(b->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 log_warn("accept: %s", strerror(errno));
+            }
             return;
         }
         char peer[64], ip[INET_ADDRSTRLEN] = "?";
@@ -633,8 +671,9 @@ static void accept_all(struct broker *b)
             continue;
         }
         long same = 0;
-        for (size_t i = 0; i < b->n_conns; i++)
+        for (size_t i = 0; i < b->n_conns; i++) {
             same += !b->conns[i]->is_closing && !strcmp(b->conns[i]->ip, ip);
+        }
         if (same >= b->opt.max_connections_per_address) {
             /* Debug: a client hammering the port would flood the log; the metric counts. */
             log_debug("refusing connection from %s: max_connections_per_address (%ld) reached",
@@ -648,8 +687,9 @@ static void accept_all(struct broker *b)
         struct conn *c = conn_add(b, fd, peer);
         snprintf(c->ip, sizeof c->ip, "%s", ip);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
             conn_close(c, "epoll_ctl failed");
+        }
     }
 }
 
@@ -691,10 +731,12 @@ static void *syncer_main(void *arg)
     struct syncer *y = arg;
     pthread_mutex_lock(&y->mu);
     for (;;) {
-        while (!y->has_job && !y->stop)
+        while (!y->has_job && !y->stop) {
             pthread_cond_wait(&y->cv, &y->mu);
-        if (y->stop)
+        }
+        if (y->stop) {
             break;
+        }
         int *fds = y->fds;
         size_t n = y->n_fds;
         uint64_t seq = y->job_seq;
@@ -706,12 +748,14 @@ static void *syncer_main(void *arg)
          * the whole round at once instead of one partition after another. fdatasync still
          * runs on every file (sync_file_range alone syncs no metadata and flushes no cache). */
         if (n > 1) {
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; i < n; i++) {
                 (void)sync_file_range(fds[i], 0, 0, SYNC_FILE_RANGE_WRITE);
+            }
         }
         for (size_t i = 0; i < n; i++) {
-            if (fdatasync(fds[i]) != 0)
+            if (fdatasync(fds[i]) != 0) {
                 log_error("fdatasync failed: %s", strerror(errno));
+            }
             close(fds[i]);
         }
         free(fds);
@@ -730,9 +774,11 @@ static void *syncer_main(void *arg)
 
 static void flush_waiting(struct broker *b)
 {
-    for (size_t i = 0; i < b->n_conns; i++)
-        if (b->conns[i]->rhead)
+    for (size_t i = 0; i < b->n_conns; i++) {
+        if (b->conns[i]->rhead) {
             conn_flush(b, b->conns[i]);
+        }
+    }
 }
 
 /* Starts a sync round when none is running and something was written since the last one. */
@@ -785,8 +831,9 @@ static int syncer_start(struct broker *b)
     y->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     y->done_seq = b->store.write_seq;
     if (y->efd < 0 || pthread_create(&y->th, NULL, syncer_main, y) != 0) {
-        if (y->efd >= 0)
+        if (y->efd >= 0) {
             close(y->efd);
+        }
         free(y);
         return -1;
     }
@@ -797,8 +844,9 @@ static int syncer_start(struct broker *b)
 static void syncer_stop(struct broker *b)
 {
     struct syncer *y = b->syncer;
-    if (!y)
+    if (!y) {
         return;
+    }
     pthread_mutex_lock(&y->mu);
     y->stop = 1;
     pthread_cond_signal(&y->cv);
@@ -821,13 +869,15 @@ static void syncer_stop(struct broker *b)
 /* Synchronous sync on the loop thread (shutdown, and the detached fuzzing broker). */
 static void sync_now(struct broker *b)
 {
-    if (b->store.write_seq == b->synced_seq)
+    if (b->store.write_seq == b->synced_seq) {
         return;
+    }
     store_sync(&b->store);
     int gfd = groups_take_dirty_fd(b);
     if (gfd >= 0) {
-        if (fdatasync(gfd) != 0)
+        if (fdatasync(gfd) != 0) {
             log_error("offsets file: fdatasync failed: %s", strerror(errno));
+        }
         close(gfd);
     }
     b->synced_seq = b->store.write_seq;
@@ -840,13 +890,16 @@ static struct partition *find_partition(struct broker *b, struct kstr topic, int
                                         struct topic **t_out)
 {
     char name[STORE_MAX_NAME + 1];
-    if (kstr_copy(topic, name, sizeof name) != 0)
+    if (kstr_copy(topic, name, sizeof name) != 0) {
         return NULL;
+    }
     struct topic *t = store_topic_find(&b->store, name);
-    if (t_out)
+    if (t_out) {
         *t_out = t;
-    if (!t || part < 0 || part >= t->n_parts)
+    }
+    if (!t || part < 0 || part >= t->n_parts) {
         return NULL;
+    }
     return t->parts[part];
 }
 
@@ -855,17 +908,19 @@ static struct partition *find_partition(struct broker *b, struct kstr topic, int
 static int topic_allowed(struct broker *b, struct reply *r, struct kstr t, enum acl_op op)
 {
     char name[STORE_MAX_NAME + 1];
-    if (!b->acls || kstr_copy(t, name, sizeof name) != 0)
+    if (!b->acls || kstr_copy(t, name, sizeof name) != 0) {
         return 1;
+    }
     return reply_allowed(b, r, ACL_TOPIC, name, op);
 }
 
 static void kw_kstr(struct kw *w, struct kstr s)
 {
-    if (!s.ptr)
+    if (!s.ptr) {
         kw_i16(w, -1);
-    else
+    } else {
         kw_strn(w, s.ptr, (size_t)s.len);
+    }
 }
 
 /* ---- ApiVersions (protocol guide: ApiVersions v0-v3) ---- */
@@ -882,50 +937,58 @@ static int handle_api_versions(struct broker *b, struct reply *r, struct kr *q)
     }
     struct kw *w = &r->w;
     kw_i16(w, unsupported ? KERR_UNSUPPORTED_VERSION : 0);
-    if (v >= 3)
+    if (v >= 3) {
         kw_uvarint(w, N_APIS + 1);
-    else
+    } else {
         kw_i32(w, (int32_t)N_APIS);
+    }
     for (size_t i = 0; i < N_APIS; i++) {
         kw_i16(w, APIS[i].key);
         kw_i16(w, APIS[i].min);
         kw_i16(w, APIS[i].max);
-        if (v >= 3)
+        if (v >= 3) {
             kw_uvarint(w, 0);
+        }
     }
-    if (v >= 1)
+    if (v >= 1) {
         kw_i32(w, 0);
-    if (v >= 3)
+    }
+    if (v >= 3) {
         kw_uvarint(w, 0);
+    }
     return 0;
 }
 
 /* ---- Metadata v0-v8 ---- */
 
-static void metadata_topic(struct broker *b, struct kw *w, int16_t v, int16_t err,
-                           const char *name, struct topic *t)
+static void metadata_topic(struct broker *b, struct kw *w, int16_t v, int16_t err, const char *name,
+                           struct topic *t)
 {
     kw_i16(w, err);
     kw_str(w, name);
-    if (v >= 1)
+    if (v >= 1) {
         kw_i8(w, 0); /* is_internal */
+    }
     int32_t n = t ? t->n_parts : 0;
     kw_i32(w, n);
     for (int32_t i = 0; i < n; i++) {
         kw_i16(w, 0);
         kw_i32(w, i);
         kw_i32(w, 0); /* leader */
-        if (v >= 7)
+        if (v >= 7) {
             kw_i32(w, 0); /* leader_epoch */
+        }
         kw_i32(w, 1);
         kw_i32(w, 0); /* replicas */
         kw_i32(w, 1);
         kw_i32(w, 0); /* isr */
-        if (v >= 5)
+        if (v >= 5) {
             kw_i32(w, 0); /* offline replicas */
+        }
     }
-    if (v >= 8)
+    if (v >= 8) {
         kw_i32(w, INT32_MIN); /* topic_authorized_operations: not requested */
+    }
     (void)b;
 }
 
@@ -934,32 +997,40 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
     int16_t v = r->api_version;
     int32_t n = kr_array(q, 2);
     struct kstr names[1024];
-    if (n > (int32_t)(sizeof names / sizeof names[0]))
+    if (n > (int32_t)(sizeof names / sizeof names[0])) {
         return -1;
-    for (int32_t i = 0; i < n; i++)
+    }
+    for (int32_t i = 0; i < n; i++) {
         names[i] = kr_str(q);
+    }
     int allow_create = 1;
-    if (v >= 4)
+    if (v >= 4) {
         allow_create = kr_i8(q) != 0;
+    }
     if (v >= 8) {
         (void)kr_i8(q);
         (void)kr_i8(q);
     }
-    if (q->err)
+    if (q->err) {
         return -1;
+    }
     struct kw *w = &r->w;
-    if (v >= 3)
+    if (v >= 3) {
         kw_i32(w, 0);
+    }
     kw_i32(w, 1);
     kw_i32(w, 0);
     kw_str(w, b->opt.advertised_host);
     kw_i32(w, b->port);
-    if (v >= 1)
+    if (v >= 1) {
         kw_str(w, NULL); /* rack */
-    if (v >= 2)
+    }
+    if (v >= 2) {
         kw_str(w, "bus-broker-single-node");
-    if (v >= 1)
+    }
+    if (v >= 1) {
         kw_i32(w, 0); /* controller */
+    }
     int all = n < 0 || (v == 0 && n == 0);
     if (all) {
         /* Only the topics the principal may describe (Kafka filters them silently). */
@@ -967,8 +1038,9 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
         int32_t count = 0;
         for (size_t i = 0; i < b->store.n_topics; i++) {
             struct topic *t = b->store.topics[i];
-            if (!reply_may(b, r, ACL_TOPIC, t->name, ACL_DESCRIBE))
+            if (!reply_may(b, r, ACL_TOPIC, t->name, ACL_DESCRIBE)) {
                 continue;
+            }
             metadata_topic(b, w, v, 0, t->name, t);
             count++;
         }
@@ -980,11 +1052,13 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
             if (kstr_copy(names[i], name, sizeof name) != 0 || !store_topic_name_valid(name)) {
                 kw_i16(w, KERR_INVALID_TOPIC_EXCEPTION);
                 kw_kstr(w, names[i]);
-                if (v >= 1)
+                if (v >= 1) {
                     kw_i8(w, 0);
+                }
                 kw_i32(w, 0);
-                if (v >= 8)
+                if (v >= 8) {
                     kw_i32(w, INT32_MIN);
+                }
                 continue;
             }
             if (!reply_allowed(b, r, ACL_TOPIC, name, ACL_DESCRIBE)) {
@@ -999,17 +1073,19 @@ static int handle_metadata(struct broker *b, struct reply *r, struct kr *q)
                 char err[160];
                 terr = limits_check_partitions(b, 1, b->opt.default_partitions,
                                                b->opt.default_partitions, err, sizeof err);
-                if (terr)
+                if (terr) {
                     log_debug("auto-create of %s refused: %s", name, err);
-                else if (store_topic_create(&b->store, name, b->opt.default_partitions, NULL, err,
-                                            sizeof err) == 0)
+                } else if (store_topic_create(&b->store, name, b->opt.default_partitions, NULL, err,
+                                              sizeof err) == 0) {
                     t = store_topic_find(&b->store, name);
+                }
             }
             metadata_topic(b, w, v, t ? 0 : terr ? terr : KERR_UNKNOWN_TOPIC_OR_PARTITION, name, t);
         }
     }
-    if (v >= 8)
+    if (v >= 8) {
         kw_i32(w, INT32_MIN);
+    }
     return 0;
 }
 
@@ -1036,48 +1112,56 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
             int32_t idx = kr_i32(q);
             int32_t rlen;
             const uint8_t *rec = kr_bytes(q, &rlen);
-            if (q->err)
+            if (q->err) {
                 break;
+            }
             int64_t base = -1;
             int err;
             struct partition *p = find_partition(b, tname, idx, NULL);
-            if (txn.ptr)
+            if (txn.ptr) {
                 err = KERR_INVALID_REQUEST; /* transactions are not implemented */
-            else if (!may_write)
+            } else if (!may_write) {
                 err = KERR_TOPIC_AUTHORIZATION_FAILED;
-            else if (acks != 0 && acks != 1 && acks != -1)
+            } else if (acks != 0 && acks != 1 && acks != -1) {
                 err = KERR_INVALID_REQUIRED_ACKS;
-            else if (!p)
+            } else if (!p) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
-            else if (!rec || rlen <= 0)
+            } else if (!rec || rlen <= 0) {
                 err = KERR_CORRUPT_MESSAGE;
-            else
+            } else {
                 err = store_append(&b->store, p, (uint8_t *)rec, (size_t)rlen, &base, now);
-            if (err == 0 && base >= 0)
+            }
+            if (err == 0 && base >= 0) {
                 appended = 1;
-            if (err == KERR_KAFKA_STORAGE_ERROR)
+            }
+            if (err == KERR_KAFKA_STORAGE_ERROR) {
                 atomic_store(&b->is_storage_failing, 1);
-            else if (appended)
+            } else if (appended) {
                 atomic_store(&b->is_storage_failing, 0);
+            }
             if (err != 0 && err != KERR_UNKNOWN_TOPIC_OR_PARTITION &&
-                err != KERR_TOPIC_AUTHORIZATION_FAILED)
+                err != KERR_TOPIC_AUTHORIZATION_FAILED) {
                 log_debug("produce to %.*s/%d rejected: error %d", (int)tname.len,
                           tname.ptr ? tname.ptr : "", (int)idx, err);
+            }
             kw_i32(w, idx);
             kw_i16(w, (int16_t)err);
             kw_i64(w, err ? -1 : base);
             kw_i64(w, -1); /* log_append_time */
-            if (v >= 5)
+            if (v >= 5) {
                 kw_i64(w, p ? p->log_start : -1);
+            }
         }
     }
     kw_i32(w, 0); /* throttle_time_ms */
-    if (q->err)
+    if (q->err) {
         return -1;
-    if (acks == 0)
+    }
+    if (acks == 0) {
         r->is_silent = 1;
-    else if (acks == -1 && appended && b->opt.fsync != FSYNC_NEVER)
+    } else if (acks == -1 && appended && b->opt.fsync != FSYNC_NEVER) {
         r->wait_seq = b->store.write_seq;
+    }
     return 0;
 }
 
@@ -1100,10 +1184,12 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
         (void)kr_i32(q); /* session_id: sessions not supported, always full fetches */
         (void)kr_i32(q);
     }
-    if (max_wait_out)
+    if (max_wait_out) {
         *max_wait_out = max_wait;
-    if (max_bytes <= 0 || max_bytes > FETCH_MAX_BYTES)
+    }
+    if (max_bytes <= 0 || max_bytes > FETCH_MAX_BYTES) {
         max_bytes = FETCH_MAX_BYTES;
+    }
     int32_t part_cap = min_bytes > FETCH_PART_MAX_BYTES ? min_bytes : FETCH_PART_MAX_BYTES;
     struct kw w;
     kw_init(&w);
@@ -1127,27 +1213,33 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
         int may_read = np > 0 ? topic_allowed(b, r, tname, ACL_READ) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
-            if (v >= 9)
+            if (v >= 9) {
                 (void)kr_i32(q); /* current_leader_epoch */
+            }
             int64_t off = kr_i64(q);
-            if (v >= 5)
+            if (v >= 5) {
                 (void)kr_i64(q); /* log_start_offset (followers only) */
+            }
             int32_t pmax = kr_i32(q);
-            if (q->err)
+            if (q->err) {
                 break;
-            if (pmax > part_cap)
+            }
+            if (pmax > part_cap) {
                 pmax = part_cap;
+            }
             struct partition *p = may_read ? find_partition(b, tname, idx, NULL) : NULL;
             kw_i32(&w, idx);
             size_t err_at = w.len;
             kw_i16(&w, 0);
             kw_i64(&w, p ? p->next_offset : -1);
             kw_i64(&w, p ? p->next_offset : -1); /* last_stable_offset */
-            if (v >= 5)
+            if (v >= 5) {
                 kw_i64(&w, p ? p->log_start : -1);
+            }
             kw_i32(&w, -1); /* aborted_transactions: null */
-            if (v >= 11)
+            if (v >= 11) {
                 kw_i32(&w, -1); /* preferred_read_replica */
+            }
             size_t mark = kw_mark_i32(&w);
             int err = 0;
             uint32_t file_len = 0;
@@ -1191,12 +1283,14 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
         for (int32_t i = 0; i < nf && !q->err; i++) {
             (void)kr_str(q);
             int32_t np = kr_array(q, 4);
-            for (int32_t k = 0; k < np && !q->err; k++)
+            for (int32_t k = 0; k < np && !q->err; k++) {
                 (void)kr_i32(q);
+            }
         }
     }
-    if (v >= 11)
+    if (v >= 11) {
         (void)kr_str(q); /* rack_id */
+    }
     if (q->err) {
         kw_release(&w);
         parts_free(parts, n_parts);
@@ -1222,21 +1316,25 @@ static int handle_fetch(struct broker *b, struct reply *r, struct kr *q)
     int32_t max_wait = 0;
     int rc = fetch_run(b, r, req, len, 0, &max_wait);
     q->pos = q->len;
-    if (rc < 0)
+    if (rc < 0) {
         return -1;
-    if (rc == 1)
+    }
+    if (rc == 1) {
         return 0;
+    }
     /* Park: keep a copy of the request and run it again when data arrives or time is up. */
     r->req = xmalloc(len ? len : 1);
     memcpy(r->req, req, len);
     r->req_len = len;
-    if (max_wait > 60000)
+    if (max_wait > 60000) {
         max_wait = 60000;
+    }
     r->deadline_ms = broker_now_ms() + max_wait;
     r->is_ready = 0;
     r->fnext = b->fetch_head;
-    if (b->fetch_head)
+    if (b->fetch_head) {
         b->fetch_head->fprev = r;
+    }
     b->fetch_head = r;
     return 0;
 }
@@ -1262,9 +1360,11 @@ static void fetch_wake(struct broker *b, long long now)
 static long long fetch_next_deadline(struct broker *b)
 {
     long long d = -1;
-    for (struct reply *r = b->fetch_head; r; r = r->fnext)
-        if (d < 0 || r->deadline_ms < d)
+    for (struct reply *r = b->fetch_head; r; r = r->fnext) {
+        if (d < 0 || r->deadline_ms < d) {
             d = r->deadline_ms;
+        }
+    }
     return d;
 }
 
@@ -1274,12 +1374,14 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
 {
     int16_t v = r->api_version;
     (void)kr_i32(q);
-    if (v >= 2)
+    if (v >= 2) {
         (void)kr_i8(q);
+    }
     int32_t nt = kr_array(q, 4);
     struct kw *w = &r->w;
-    if (v >= 2)
+    if (v >= 2) {
         kw_i32(w, 0);
+    }
     kw_i32(w, nt < 0 ? 0 : nt);
     for (int32_t i = 0; i < nt && !q->err; i++) {
         struct kstr tname = kr_str(q);
@@ -1289,23 +1391,26 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
         int may_describe = np > 0 ? topic_allowed(b, r, tname, ACL_DESCRIBE) : 1;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);
-            if (v >= 4)
+            if (v >= 4) {
                 (void)kr_i32(q);
+            }
             int64_t ts = kr_i64(q);
             struct partition *p = may_describe ? find_partition(b, tname, idx, NULL) : NULL;
             int64_t off = -1;
-            if (p)
-                off = ts == -1 ? p->next_offset
-                    : ts == -2 ? p->log_start
-                               : store_offset_for_time(p, ts);
+            if (p) {
+                off = ts == -1   ? p->next_offset
+                      : ts == -2 ? p->log_start
+                                 : store_offset_for_time(p, ts);
+            }
             kw_i32(w, idx);
             kw_i16(w, !may_describe ? KERR_TOPIC_AUTHORIZATION_FAILED
                       : p           ? 0
                                     : KERR_UNKNOWN_TOPIC_OR_PARTITION);
             kw_i64(w, -1);
             kw_i64(w, off);
-            if (v >= 4)
+            if (v >= 4) {
                 kw_i32(w, 0);
+            }
         }
     }
     return q->err ? -1 : 0;
@@ -1327,15 +1432,17 @@ static int pid_reserve(struct broker *b, int64_t limit)
     int rc = -1;
     FILE *f = fopen(tmp, "w");
     if (f) {
-        int ok = fwrite(text, 1, (size_t)n, f) == (size_t)n && fflush(f) == 0 &&
-                 fsync(fileno(f)) == 0;
-        if (fclose(f) == 0 && ok && rename(tmp, path) == 0)
+        int ok =
+            fwrite(text, 1, (size_t)n, f) == (size_t)n && fflush(f) == 0 && fsync(fileno(f)) == 0;
+        if (fclose(f) == 0 && ok && rename(tmp, path) == 0) {
             rc = 0;
+        }
     }
-    if (rc == 0)
+    if (rc == 0) {
         b->pid_limit = limit;
-    else
+    } else {
         log_error("cannot write %s: %s", path, strerror(errno));
+    }
     free(tmp);
     free(path);
     return rc;
@@ -1347,8 +1454,9 @@ static int pid_load(struct broker *b)
     FILE *f = fopen(path, "r");
     long long v = 0;
     if (f) {
-        if (fscanf(f, "%lld", &v) != 1 || v < 0)
+        if (fscanf(f, "%lld", &v) != 1 || v < 0) {
             v = 0;
+        }
         fclose(f);
     }
     free(path);
@@ -1356,15 +1464,17 @@ static int pid_load(struct broker *b)
     /* Without room to persist a new block (a full disk) the broker still starts: it serves
      * reads and everything but new producer ids, which it hands out again once the block is
      * written (pid_alloc tries on each InitProducerId). */
-    if (pid_reserve(b, v + PID_BLOCK) != 0)
+    if (pid_reserve(b, v + PID_BLOCK) != 0) {
         b->pid_limit = v;
+    }
     return 0;
 }
 
 static int64_t pid_alloc(struct broker *b)
 {
-    if (b->next_pid >= b->pid_limit && pid_reserve(b, b->next_pid + PID_BLOCK) != 0)
+    if (b->next_pid >= b->pid_limit && pid_reserve(b, b->next_pid + PID_BLOCK) != 0) {
         return -1;
+    }
     return b->next_pid++;
 }
 
@@ -1372,8 +1482,9 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
 {
     struct kstr txn = kr_str(q);
     (void)kr_i32(q);
-    if (q->err)
+    if (q->err) {
         return -1;
+    }
     struct kw *w = &r->w;
     kw_i32(w, 0);
     if (txn.ptr) {
@@ -1405,12 +1516,14 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
 static int parse_conf_value(struct kstr v, int64_t *out)
 {
     char tmp[32];
-    if (kstr_copy(v, tmp, sizeof tmp) != 0)
+    if (kstr_copy(v, tmp, sizeof tmp) != 0) {
         return -1;
+    }
     char *end;
     long long x = strtoll(tmp, &end, 10);
-    if (end == tmp || *end)
+    if (end == tmp || *end) {
         return -1;
+    }
     *out = x;
     return 0;
 }
@@ -1436,36 +1549,41 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
         for (int32_t k = 0; k < na && !q->err; k++) {
             (void)kr_i32(q);
             int32_t nb = kr_array(q, 4);
-            for (int32_t j = 0; j < nb && !q->err; j++)
-                if (kr_i32(q) != 0)
+            for (int32_t j = 0; j < nb && !q->err; j++) {
+                if (kr_i32(q) != 0) {
                     p->err = KERR_INVALID_REQUEST;
+                }
+            }
         }
-        if (na > 0 && p->n == -1)
+        if (na > 0 && p->n == -1) {
             p->n = na;
+        }
         int32_t nc = kr_array(q, 4);
         for (int32_t k = 0; k < nc && !q->err; k++) {
             struct kstr cn = kr_str(q), cv = kr_str(q);
             char key[64];
             int64_t val;
-            if (kstr_copy(cn, key, sizeof key) != 0)
+            if (kstr_copy(cn, key, sizeof key) != 0) {
                 continue;
+            }
             int is_num = parse_conf_value(cv, &val) == 0;
-            if (!strcmp(key, "retention.ms") && is_num)
+            if (!strcmp(key, "retention.ms") && is_num) {
                 p->conf.retention_ms = val;
-            else if (!strcmp(key, "retention.bytes") && is_num)
+            } else if (!strcmp(key, "retention.bytes") && is_num) {
                 p->conf.retention_bytes = val;
-            else if (!strcmp(key, "segment.bytes") && is_num && val >= 1024)
+            } else if (!strcmp(key, "segment.bytes") && is_num && val >= 1024) {
                 p->conf.segment_bytes = val;
-            else if (!strcmp(key, "retention.ms") || !strcmp(key, "retention.bytes") ||
-                     !strcmp(key, "segment.bytes")) {
+            } else if (!strcmp(key, "retention.ms") || !strcmp(key, "retention.bytes") ||
+                       !strcmp(key, "segment.bytes")) {
                 p->err = KERR_INVALID_CONFIG;
                 snprintf(p->msg, sizeof p->msg, "bad value for %s", key);
             }
             /* Other topic configs (cleanup.policy, min.insync.replicas, ...) are accepted and
              * ignored: they have no meaning on a single node. */
         }
-        if (p->n == -1)
+        if (p->n == -1) {
             p->n = b->opt.default_partitions;
+        }
         if (!p->err && rf != -1 && rf != 1) {
             p->err = KERR_INVALID_REPLICATION_FACTOR;
             snprintf(p->msg, sizeof p->msg, "single-node broker: replication factor must be 1");
@@ -1482,8 +1600,9 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
         return -1;
     }
     struct kw *w = &r->w;
-    if (v >= 2)
+    if (v >= 2) {
         kw_i32(w, 0);
+    }
     kw_i32(w, nt < 0 ? 0 : nt);
     for (int32_t i = 0; i < nt; i++) {
         struct pending *p = &ps[i];
@@ -1503,14 +1622,15 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
                                                          sizeof p->msg)) != 0) {
                 /* past a limit: nothing written */
             } else if (!validate_only) {
-                p->err = store_topic_create(&b->store, p->name, p->n, &p->conf, p->msg,
-                                            sizeof p->msg);
+                p->err =
+                    store_topic_create(&b->store, p->name, p->n, &p->conf, p->msg, sizeof p->msg);
             }
         }
         kw_str(w, p->name);
         kw_i16(w, (int16_t)p->err);
-        if (v >= 1)
+        if (v >= 1) {
             kw_str(w, p->err ? p->msg : NULL);
+        }
     }
     free(ps);
     return 0;
@@ -1521,8 +1641,9 @@ static int handle_delete_topics(struct broker *b, struct reply *r, struct kr *q)
     int16_t v = r->api_version;
     int32_t nt = kr_array(q, 2);
     struct kw *w = &r->w;
-    if (v >= 1)
+    if (v >= 1) {
         kw_i32(w, 0);
+    }
     kw_i32(w, nt < 0 ? 0 : nt);
     for (int32_t i = 0; i < nt && !q->err; i++) {
         struct kstr s = kr_str(q);
@@ -1532,8 +1653,9 @@ static int handle_delete_topics(struct broker *b, struct reply *r, struct kr *q)
             err = KERR_TOPIC_AUTHORIZATION_FAILED;
         } else if (kstr_copy(s, name, sizeof name) == 0) {
             err = store_topic_delete(&b->store, name);
-            if (err == 0)
+            if (err == 0) {
                 groups_topic_deleted(b, name);
+            }
         }
         kw_kstr(w, s);
         kw_i16(w, (int16_t)err);
@@ -1555,8 +1677,9 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
         if (pass == 1) {
             (void)kr_i32(q); /* timeout */
             validate_only = kr_i8(q) != 0;
-            if (q->err)
+            if (q->err) {
                 return -1;
+            }
             q->pos = start;
         }
         for (int32_t i = 0; i < nt && !q->err; i++) {
@@ -1565,18 +1688,21 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
             int32_t na = kr_array(q, 4);
             for (int32_t k = 0; k < na && !q->err; k++) {
                 int32_t nb = kr_array(q, 4);
-                for (int32_t j = 0; j < nb && !q->err; j++)
+                for (int32_t j = 0; j < nb && !q->err; j++) {
                     (void)kr_i32(q);
+                }
             }
-            if (pass == 0)
+            if (pass == 0) {
                 continue;
+            }
             char name[STORE_MAX_NAME + 1];
             struct topic *t = NULL;
             int err = 0;
             const char *msg = NULL;
             char lmsg[160];
-            if (kstr_copy(s, name, sizeof name) == 0)
+            if (kstr_copy(s, name, sizeof name) == 0) {
                 t = store_topic_find(&b->store, name);
+            }
             if (!topic_allowed(b, r, s, ACL_ALTER)) {
                 err = KERR_TOPIC_AUTHORIZATION_FAILED;
                 msg = "not authorized to alter this topic";
@@ -1609,11 +1735,15 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
 
 static int want_key(struct kstr *keys, int32_t nk, const char *name)
 {
-    if (nk < 0)
+    if (nk < 0) {
         return 1;
-    for (int32_t i = 0; i < nk; i++)
-        if (keys[i].len == (int32_t)strlen(name) && !memcmp(keys[i].ptr, name, (size_t)keys[i].len))
+    }
+    for (int32_t i = 0; i < nk; i++) {
+        if (keys[i].len == (int32_t)strlen(name) &&
+            !memcmp(keys[i].ptr, name, (size_t)keys[i].len)) {
             return 1;
+        }
+    }
     return 0;
 }
 
@@ -1629,16 +1759,20 @@ static int handle_describe_configs(struct broker *b, struct reply *r, struct kr 
         struct kstr rname = kr_str(q);
         int32_t nk = kr_array(q, 2);
         struct kstr keys[64];
-        if (nk > 64)
+        if (nk > 64) {
             return -1;
-        for (int32_t k = 0; k < nk; k++)
+        }
+        for (int32_t k = 0; k < nk; k++) {
             keys[k] = kr_str(q);
-        if (q->err)
+        }
+        if (q->err) {
             break;
+        }
         char name[STORE_MAX_NAME + 1] = "";
         struct topic *t = NULL;
-        if (kstr_copy(rname, name, sizeof name) == 0 && type == 2)
+        if (kstr_copy(rname, name, sizeof name) == 0 && type == 2) {
             t = store_topic_find(&b->store, name);
+        }
         int err = (type == 2 && !topic_allowed(b, r, rname, ACL_DESCRIBE_CONFIGS))
                       ? KERR_TOPIC_AUTHORIZATION_FAILED
                   : (type == 4 && !reply_allowed(b, r, ACL_CLUSTER, NULL, ACL_DESCRIBE_CONFIGS))
@@ -1665,24 +1799,28 @@ static int handle_describe_configs(struct broker *b, struct reply *r, struct kr 
         size_t mark = kw_mark_i32(w);
         int32_t count = 0;
         for (int k = 0; k < 4 && !err; k++) {
-            if (!want_key(keys, nk, names[k]))
+            if (!want_key(keys, nk, names[k])) {
                 continue;
+            }
             count++;
             kw_str(w, names[k]);
             kw_str(w, vals[k]);
             kw_i8(w, type == 4); /* read_only: broker settings come from the config file */
-            if (v == 0)
+            if (v == 0) {
                 kw_i8(w, 0); /* is_default */
-            else
+            } else {
                 kw_i8(w, type == 2 ? 1 : 4); /* DYNAMIC_TOPIC_CONFIG / STATIC_BROKER_CONFIG */
-            kw_i8(w, 0);                     /* is_sensitive */
-            if (v >= 1)
+            }
+            kw_i8(w, 0); /* is_sensitive */
+            if (v >= 1) {
                 kw_i32(w, 0); /* synonyms */
+            }
         }
         kw_patch_i32(w, mark, count);
     }
-    if (v >= 1)
+    if (v >= 1) {
         (void)kr_i8(q);
+    }
     return q->err ? -1 : 0;
 }
 
@@ -1709,8 +1847,9 @@ static int listen_on(const char *addr, int *port_out, char *err, size_t err_len)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 512) != 0) {
         snprintf(err, err_len, "cannot listen on %s: %s", addr, strerror(errno));
-        if (fd >= 0)
+        if (fd >= 0) {
             close(fd);
+        }
         return -1;
     }
     socklen_t sl = sizeof sa;
@@ -1721,13 +1860,14 @@ static int listen_on(const char *addr, int *port_out, char *err, size_t err_len)
 
 static void metrics_init(void)
 {
-    if (m_bytes_in)
+    if (m_bytes_in) {
         return;
+    }
     m_bytes_in = metrics_counter("bus_broker_bytes_in_total", "Bytes received from clients", NULL);
     m_bytes_out = metrics_counter("bus_broker_bytes_out_total", "Bytes sent to clients", NULL);
     m_conns = metrics_gauge("bus_broker_connections", "Open client connections", NULL);
-    m_fsync = metrics_histogram("bus_broker_fsync_seconds", "Latency of one log fsync round",
-                                NULL, NULL, 0);
+    m_fsync = metrics_histogram("bus_broker_fsync_seconds", "Latency of one log fsync round", NULL,
+                                NULL, 0);
     m_bad_requests = metrics_counter("bus_broker_bad_requests_total",
                                      "Requests refused as malformed or unsupported", NULL);
     for (int i = 0; i < N_REFUSED; i++) {
@@ -1751,24 +1891,30 @@ int broker_init(struct broker *b, const struct broker_options *opt, char *err, s
     b->opt = *opt;
     b->ep = b->lfd = b->wake_fd = -1;
     metrics_init();
-    if (store_open(&b->store, opt->data_dir, &opt->topic_defaults, err, err_len) != 0)
+    if (store_open(&b->store, opt->data_dir, &opt->topic_defaults, err, err_len) != 0) {
         return -1;
-    if (security_load(b, 1, err, err_len) != 0)
+    }
+    if (security_load(b, 1, err, err_len) != 0) {
         return -1;
+    }
     b->groups = groups_new(b, err, err_len);
-    if (!b->groups)
+    if (!b->groups) {
         return -1;
+    }
     if (pid_load(b) != 0) {
         snprintf(err, err_len, "cannot persist producer ids in %s", opt->data_dir);
         return -1;
     }
-    if (!opt->listen)
+    if (!opt->listen) {
         return 0; /* detached (fuzzing) */
+    }
     b->lfd = listen_on(opt->listen, &b->port, err, err_len);
-    if (b->lfd < 0)
+    if (b->lfd < 0) {
         return -1;
-    if (opt->advertised_port > 0)
+    }
+    if (opt->advertised_port > 0) {
         b->port = opt->advertised_port;
+    }
     b->ep = epoll_create1(EPOLL_CLOEXEC);
     b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &b->lfd};
@@ -1812,12 +1958,12 @@ static void check_timeouts(struct broker *b, long long now)
 {
     for (size_t i = 0; i < b->n_conns; i++) {
         struct conn *c = b->conns[i];
-        if (c->partial_since_ms && now - c->partial_since_ms > b->opt.request_timeout_ms)
+        if (c->partial_since_ms && now - c->partial_since_ms > b->opt.request_timeout_ms) {
             conn_close(c, "partial request stalled past request_timeout_ms");
-        else if (!c->rhead && now - c->last_active_ms > b->opt.idle_timeout_ms)
+        } else if (!c->rhead && now - c->last_active_ms > b->opt.idle_timeout_ms) {
             conn_close(c, "idle past idle_timeout_ms");
-        else if (b->opt.is_sasl_required && c->sasl.state != SASL_AUTHENTICATED &&
-                 now - c->created_ms > b->opt.sasl_handshake_timeout_ms) {
+        } else if (b->opt.is_sasl_required && c->sasl.state != SASL_AUTHENTICATED &&
+                   now - c->created_ms > b->opt.sasl_handshake_timeout_ms) {
             metric_inc(m_refused[REFUSED_UNAUTHENTICATED]);
             conn_close(c, "not authenticated within sasl.handshake_timeout_ms");
         }
@@ -1835,13 +1981,16 @@ void broker_run(struct broker *b)
         now = broker_now_ms();
         long long wake = now + 100;
         long long d = fetch_next_deadline(b);
-        if (d >= 0 && d < wake)
+        if (d >= 0 && d < wake) {
             wake = d;
+        }
         d = groups_next_deadline(b);
-        if (d >= 0 && d < wake)
+        if (d >= 0 && d < wake) {
             wake = d;
-        if (b->opt.fsync == FSYNC_INTERVAL && b->next_sync_ms < wake)
+        }
+        if (b->opt.fsync == FSYNC_INTERVAL && b->next_sync_ms < wake) {
             wake = b->next_sync_ms;
+        }
         int timeout = wake > now ? (int)(wake - now) : 0;
         int n = epoll_wait(b->ep, evs, 64, timeout);
         for (int i = 0; i < n; i++) {
@@ -1855,24 +2004,27 @@ void broker_run(struct broker *b)
                 sync_collect(b);
             } else {
                 struct conn *c = ptr;
-                if (c->is_closing)
+                if (c->is_closing) {
                     continue;
-                if (evs[i].events & (EPOLLERR | EPOLLHUP))
+                }
+                if (evs[i].events & (EPOLLERR | EPOLLHUP)) {
                     conn_read(b, c); /* read what is left, then see EOF */
-                else {
+                } else {
                     if (evs[i].events & EPOLLOUT) {
                         conn_write(b, c);
                         conn_process(b, c);
                     }
-                    if (evs[i].events & EPOLLIN)
+                    if (evs[i].events & EPOLLIN) {
                         conn_read(b, c);
+                    }
                 }
             }
         }
         if (__atomic_exchange_n(&b->reload, 0, __ATOMIC_SEQ_CST)) {
             char err[512];
-            if (security_load(b, 0, err, sizeof err) == 0)
+            if (security_load(b, 0, err, sizeof err) == 0) {
                 log_info("SIGHUP: users and ACLs reloaded");
+            }
         }
         now = broker_now_ms();
         if (b->opt.fsync == FSYNC_ALWAYS) {
@@ -1897,17 +2049,20 @@ void broker_run(struct broker *b)
         /* Connections paused by back-pressure resume when their queue drained. */
         for (size_t i = 0; i < b->n_conns; i++) {
             struct conn *c = b->conns[i];
-            if (!c->is_closing && c->in_len && c->n_replies < REPLIES_MAX)
+            if (!c->is_closing && c->in_len && c->n_replies < REPLIES_MAX) {
                 conn_process(b, c);
+            }
         }
         reap_closed(b);
     }
     syncer_stop(b);
     sync_now(b);
-    for (size_t i = 0; i < b->n_conns; i++)
+    for (size_t i = 0; i < b->n_conns; i++) {
         conn_flush(b, b->conns[i]);
-    for (size_t i = 0; i < b->n_conns; i++)
+    }
+    for (size_t i = 0; i < b->n_conns; i++) {
         conn_close(b->conns[i], NULL);
+    }
     reap_closed(b);
 }
 
@@ -1915,34 +2070,40 @@ void broker_reload(struct broker *b)
 {
     __atomic_store_n(&b->reload, 1, __ATOMIC_SEQ_CST);
     uint64_t one = 1;
-    if (b->wake_fd >= 0)
+    if (b->wake_fd >= 0) {
         (void)!write(b->wake_fd, &one, sizeof one);
+    }
 }
 
 void broker_stop(struct broker *b)
 {
     b->stop = 1;
     uint64_t one = 1;
-    if (b->wake_fd >= 0)
+    if (b->wake_fd >= 0) {
         (void)!write(b->wake_fd, &one, sizeof one);
+    }
 }
 
 void broker_release(struct broker *b)
 {
     syncer_stop(b);
-    for (size_t i = 0; i < b->n_conns; i++)
+    for (size_t i = 0; i < b->n_conns; i++) {
         conn_close(b->conns[i], NULL);
+    }
     reap_closed(b);
     free(b->conns);
     security_release(b);
     groups_free(b->groups);
     store_close(&b->store);
-    if (b->lfd >= 0)
+    if (b->lfd >= 0) {
         close(b->lfd);
-    if (b->ep >= 0)
+    }
+    if (b->ep >= 0) {
         close(b->ep);
-    if (b->wake_fd >= 0)
+    }
+    if (b->wake_fd >= 0) {
         close(b->wake_fd);
+    }
 }
 
 /* ---- detached connections (fuzzing and tests) ---- */
@@ -1954,8 +2115,9 @@ struct conn *broker_conn_detached(struct broker *b)
 
 int broker_conn_feed(struct broker *b, struct conn *c, const uint8_t *data, size_t len)
 {
-    if (len > (size_t)b->opt.max_request_bytes + 4)
+    if (len > (size_t)b->opt.max_request_bytes + 4) {
         len = (size_t)b->opt.max_request_bytes + 4;
+    }
     c->in = xrealloc(c->in, len ? len : 1);
     memcpy(c->in, data, len);
     c->in_len = len;

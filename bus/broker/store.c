@@ -37,18 +37,21 @@ static int mkdir_p(const char *path)
 {
     char tmp[4096];
     int n = snprintf(tmp, sizeof tmp, "%s", path);
-    if (n < 0 || (size_t)n >= sizeof tmp)
+    if (n < 0 || (size_t)n >= sizeof tmp) {
         return -1;
+    }
     for (char *q = tmp + 1; *q; q++) {
         if (*q == '/') {
             *q = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
                 return -1;
+            }
             *q = '/';
         }
     }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
         return -1;
+    }
     return 0;
 }
 
@@ -67,8 +70,9 @@ static int write_all(int fd, const void *p, size_t n)
     while (n > 0) {
         ssize_t w = write(fd, c, n);
         if (w < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
                 continue;
+            }
             return -1;
         }
         c += w;
@@ -82,10 +86,12 @@ static int read_full(int fd, void *p, size_t n, uint64_t off)
     char *c = p;
     while (n > 0) {
         ssize_t r = pread(fd, c, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
+        if (r < 0 && errno == EINTR) {
             continue;
-        if (r <= 0)
+        }
+        if (r <= 0) {
             return -1;
+        }
         c += r;
         n -= (size_t)r;
         off += (uint64_t)r;
@@ -96,33 +102,36 @@ static int read_full(int fd, void *p, size_t n, uint64_t off)
 int store_topic_name_valid(const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n > STORE_MAX_NAME || !strcmp(name, ".") || !strcmp(name, ".."))
+    if (n == 0 || n > STORE_MAX_NAME || !strcmp(name, ".") || !strcmp(name, "..")) {
         return 0;
+    }
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
+              c == '.' || c == '_' || c == '-')) {
             return 0;
+        }
     }
     return 1;
 }
 
 /* ---- segments ---- */
 
-static void seg_path(const struct partition *p, int64_t base, const char *ext, char *out,
-                     size_t n)
+static void seg_path(const struct partition *p, int64_t base, const char *ext, char *out, size_t n)
 {
     int r = snprintf(out, n, "%s/%020lld.%s", p->dir, (long long)base, ext);
-    if (r < 0 || (size_t)r >= n)
+    if (r < 0 || (size_t)r >= n) {
         out[0] = 0;
+    }
 }
 
 /* Appends the index entries not yet in the .index file (one write per INDEX_FLUSH_MAX). */
 static void seg_idx_flush(struct segment *g)
 {
     size_t n = g->n_idx - g->n_idx_written;
-    if (n == 0)
+    if (n == 0) {
         return;
+    }
     if (g->idx_fd >= 0) {
         uint8_t b[8 * INDEX_FLUSH_MAX];
         while (n > 0) {
@@ -154,19 +163,22 @@ static void seg_idx_add(struct segment *g, int64_t offset, uint64_t pos, int wri
     struct idx_entry e = {(uint32_t)(offset - g->base), (uint32_t)pos};
     g->idx[g->n_idx++] = e;
     g->last_idx_pos = pos;
-    if (!write_file)
+    if (!write_file) {
         g->n_idx_written = g->n_idx;
-    else if (g->n_idx - g->n_idx_written >= INDEX_FLUSH_MAX)
+    } else if (g->n_idx - g->n_idx_written >= INDEX_FLUSH_MAX) {
         seg_idx_flush(g);
+    }
 }
 
 static void seg_release(struct segment *g)
 {
     seg_idx_flush(g);
-    if (g->fd >= 0)
+    if (g->fd >= 0) {
         close(g->fd);
-    if (g->idx_fd >= 0)
+    }
+    if (g->idx_fd >= 0) {
         close(g->idx_fd);
+    }
     free(g->idx);
 }
 
@@ -180,16 +192,18 @@ static int seg_scan(struct partition *p, struct segment *g, int verify, int reco
                     int64_t *next)
 {
     struct stat st;
-    if (fstat(g->fd, &st) != 0)
+    if (fstat(g->fd, &st) != 0) {
         return -1;
+    }
     uint64_t size = (uint64_t)st.st_size, pos = 0;
     int64_t expect = g->base;
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
     g->n_idx = g->n_idx_written = 0;
     g->last_idx_pos = 0;
-    if (g->idx_fd >= 0 && ftruncate(g->idx_fd, 0) != 0)
+    if (g->idx_fd >= 0 && ftruncate(g->idx_fd, 0) != 0) {
         log_warn("index truncate failed: %s", strerror(errno));
+    }
     const char *why = NULL;
     while (pos < size) {
         uint8_t h[STORE_BATCH_HEADER];
@@ -223,14 +237,16 @@ static int seg_scan(struct partition *p, struct segment *g, int verify, int reco
                 break;
             }
         }
-        if (g->n_idx == 0 || pos - g->last_idx_pos >= INDEX_INTERVAL_BYTES)
+        if (g->n_idx == 0 || pos - g->last_idx_pos >= INDEX_INTERVAL_BYTES) {
             seg_idx_add(g, base, pos, 1);
+        }
         if (recover_producers) {
             int64_t pid = be64(h + 43);
             int32_t seq = (int32_t)be32(h + 53);
-            if (pid >= 0 && seq >= 0)
-                producer_note(p, pid, (int16_t)((h[51] << 8) | h[52]), seq, seq + last_delta,
-                              base, 0);
+            if (pid >= 0 && seq >= 0) {
+                producer_note(p, pid, (int16_t)((h[51] << 8) | h[52]), seq, seq + last_delta, base,
+                              0);
+            }
         }
         expect = base + last_delta + 1;
         pos += total;
@@ -238,10 +254,11 @@ static int seg_scan(struct partition *p, struct segment *g, int verify, int reco
     free(buf);
     seg_idx_flush(g);
     if (why) {
-        log_warn("truncating %s segment %lld at byte %llu of %llu: %s", p->dir,
-                 (long long)g->base, (unsigned long long)pos, (unsigned long long)size, why);
-        if (ftruncate(g->fd, (off_t)pos) != 0)
+        log_warn("truncating %s segment %lld at byte %llu of %llu: %s", p->dir, (long long)g->base,
+                 (unsigned long long)pos, (unsigned long long)size, why);
+        if (ftruncate(g->fd, (off_t)pos) != 0) {
             return -1;
+        }
         (void)fdatasync(g->fd);
     }
     g->size = pos;
@@ -253,23 +270,26 @@ static int seg_scan(struct partition *p, struct segment *g, int verify, int reco
 static int seg_load_index(struct segment *g)
 {
     struct stat st;
-    if (g->idx_fd < 0 || fstat(g->idx_fd, &st) != 0 || st.st_size == 0 || st.st_size % 8)
+    if (g->idx_fd < 0 || fstat(g->idx_fd, &st) != 0 || st.st_size == 0 || st.st_size % 8) {
         return -1;
+    }
     size_t n = (size_t)st.st_size / 8;
     uint8_t *b = xmalloc((size_t)st.st_size);
     int rc = read_full(g->idx_fd, b, (size_t)st.st_size, 0);
     g->n_idx = g->n_idx_written = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         struct idx_entry e = {be32(b + 8 * i), be32(b + 8 * i + 4)};
-        if (e.pos >= g->size || (g->n_idx && (e.rel < g->idx[g->n_idx - 1].rel ||
-                                              e.pos <= g->idx[g->n_idx - 1].pos)))
+        if (e.pos >= g->size ||
+            (g->n_idx && (e.rel < g->idx[g->n_idx - 1].rel || e.pos <= g->idx[g->n_idx - 1].pos))) {
             rc = -1;
-        else
+        } else {
             seg_idx_add(g, g->base + e.rel, e.pos, 0);
+        }
     }
     free(b);
-    if (rc == 0 && (g->n_idx == 0 || g->idx[0].pos != 0))
+    if (rc == 0 && (g->n_idx == 0 || g->idx[0].pos != 0)) {
         rc = -1;
+    }
     return rc;
 }
 
@@ -281,8 +301,9 @@ static int seg_open(struct partition *p, struct segment *g, int64_t base, int cr
     g->fd = g->idx_fd = -1;
     seg_path(p, base, "log", path, sizeof path);
     g->fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
-    if (g->fd < 0)
+    if (g->fd < 0) {
         return -1;
+    }
     seg_path(p, base, "index", path, sizeof path);
     g->idx_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     struct stat st;
@@ -290,8 +311,9 @@ static int seg_open(struct partition *p, struct segment *g, int64_t base, int cr
         g->size = (uint64_t)st.st_size;
         g->mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
     }
-    if (create)
+    if (create) {
         g->mtime_ms = wall_ms();
+    }
     return 0;
 }
 
@@ -303,22 +325,26 @@ static int cmp_i64(const void *a, const void *b)
 
 static int partition_load(struct partition *p)
 {
-    if (mkdir_p(p->dir) != 0)
+    if (mkdir_p(p->dir) != 0) {
         return -1;
+    }
     DIR *d = opendir(p->dir);
-    if (!d)
+    if (!d) {
         return -1;
+    }
     int64_t *bases = NULL;
     size_t n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         size_t l = strlen(e->d_name);
-        if (l != 24 || strcmp(e->d_name + 20, ".log") != 0)
+        if (l != 24 || strcmp(e->d_name + 20, ".log") != 0) {
             continue;
+        }
         char *end;
         long long v = strtoll(e->d_name, &end, 10);
-        if (end != e->d_name + 20 || v < 0)
+        if (end != e->d_name + 20 || v < 0) {
             continue;
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 8;
             bases = xrealloc(bases, cap * sizeof *bases);
@@ -326,13 +352,15 @@ static int partition_load(struct partition *p)
         bases[n++] = v;
     }
     closedir(d);
-    if (n > 1)
+    if (n > 1) {
         qsort(bases, n, sizeof *bases, cmp_i64);
+    }
     int rc = 0;
     if (n == 0) {
         p->segs = xcalloc(1, sizeof *p->segs);
-        if (seg_open(p, &p->segs[0], 0, 1) != 0)
+        if (seg_open(p, &p->segs[0], 0, 1) != 0) {
             rc = -1;
+        }
         p->n_segs = 1;
         p->next_offset = p->log_start = 0;
         free(bases);
@@ -349,11 +377,13 @@ static int partition_load(struct partition *p)
         p->n_segs++;
         int64_t next = i + 1 < n ? bases[i + 1] : g->base;
         if (i + 1 == n) {
-            if (seg_scan(p, g, 1, 1, &next) != 0)
+            if (seg_scan(p, g, 1, 1, &next) != 0) {
                 rc = -1;
+            }
         } else if (seg_load_index(g) != 0) {
-            if (seg_scan(p, g, 1, 0, &next) != 0)
+            if (seg_scan(p, g, 1, 0, &next) != 0) {
                 rc = -1;
+            }
         }
         p->bytes += g->size;
         p->next_offset = next;
@@ -365,10 +395,12 @@ static int partition_load(struct partition *p)
 
 static void partition_free(struct partition *p)
 {
-    if (!p)
+    if (!p) {
         return;
-    for (size_t i = 0; i < p->n_segs; i++)
+    }
+    for (size_t i = 0; i < p->n_segs; i++) {
         seg_release(&p->segs[i]);
+    }
     free(p->segs);
     free(p->producers);
     free(p->dir);
@@ -391,10 +423,12 @@ static struct partition *partition_new(struct store *s, struct topic *t, int32_t
 
 static void topic_free(struct topic *t)
 {
-    if (!t)
+    if (!t) {
         return;
-    for (int32_t i = 0; i < t->n_parts; i++)
+    }
+    for (int32_t i = 0; i < t->n_parts; i++) {
         partition_free(t->parts[i]);
+    }
     free(t->parts);
     free(t);
 }
@@ -406,11 +440,11 @@ static int store_save_topics(struct store *s)
     json_t *arr = json_array();
     for (size_t i = 0; i < s->n_topics; i++) {
         struct topic *t = s->topics[i];
-        json_array_append_new(
-            arr, json_pack("{s:s, s:i, s:I, s:I, s:I}", "name", t->name, "partitions",
-                           (int)t->n_parts, "retention_ms", (json_int_t)t->conf.retention_ms,
-                           "retention_bytes", (json_int_t)t->conf.retention_bytes,
-                           "segment_bytes", (json_int_t)t->conf.segment_bytes));
+        json_array_append_new(arr, json_pack("{s:s, s:i, s:I, s:I, s:I}", "name", t->name,
+                                             "partitions", (int)t->n_parts, "retention_ms",
+                                             (json_int_t)t->conf.retention_ms, "retention_bytes",
+                                             (json_int_t)t->conf.retention_bytes, "segment_bytes",
+                                             (json_int_t)t->conf.segment_bytes));
     }
     json_t *root = json_pack("{s:i, s:o}", "version", 1, "topics", arr);
     char *tmp = xasprintf("%s/topics.json.tmp", s->dir);
@@ -426,10 +460,12 @@ static int store_save_topics(struct store *s)
             rc = 0;
         }
     }
-    if (fd >= 0)
+    if (fd >= 0) {
         close(fd);
-    if (rc != 0)
+    }
+    if (rc != 0) {
         log_error("cannot write %s: %s", dst, strerror(errno));
+    }
     free(text);
     free(tmp);
     free(dst);
@@ -451,8 +487,9 @@ static int topic_open_parts(struct store *s, struct topic *t, int32_t from, int3
     t->parts = xrealloc(t->parts, (size_t)to * sizeof *t->parts);
     for (int32_t i = from; i < to; i++) {
         t->parts[i] = partition_new(s, t, i);
-        if (!t->parts[i])
+        if (!t->parts[i]) {
             return -1;
+        }
         t->n_parts = i + 1;
     }
     return 0;
@@ -485,12 +522,15 @@ static int store_load_topics(struct store *s, char *err, size_t err_len)
         }
         struct topic_conf c = s->defaults;
         json_t *x;
-        if ((x = json_object_get(v, "retention_ms")))
+        if ((x = json_object_get(v, "retention_ms"))) {
             c.retention_ms = json_integer_value(x);
-        if ((x = json_object_get(v, "retention_bytes")))
+        }
+        if ((x = json_object_get(v, "retention_bytes"))) {
             c.retention_bytes = json_integer_value(x);
-        if ((x = json_object_get(v, "segment_bytes")) && json_integer_value(x) > 0)
+        }
+        if ((x = json_object_get(v, "segment_bytes")) && json_integer_value(x) > 0) {
             c.segment_bytes = json_integer_value(x);
+        }
         struct topic *t = topic_alloc(name, &c);
         s->topics = xrealloc(s->topics, (s->n_topics + 1) * sizeof *s->topics);
         s->topics[s->n_topics++] = t;
@@ -521,8 +561,9 @@ int store_open(struct store *s, const char *dir, const struct topic_conf *defaul
 void store_close(struct store *s)
 {
     (void)store_sync(s);
-    for (size_t i = 0; i < s->n_topics; i++)
+    for (size_t i = 0; i < s->n_topics; i++) {
         topic_free(s->topics[i]);
+    }
     free(s->topics);
     free(s->dirty);
     free(s->dir);
@@ -531,9 +572,11 @@ void store_close(struct store *s)
 
 struct topic *store_topic_find(struct store *s, const char *name)
 {
-    for (size_t i = 0; i < s->n_topics; i++)
-        if (!strcmp(s->topics[i]->name, name))
+    for (size_t i = 0; i < s->n_topics; i++) {
+        if (!strcmp(s->topics[i]->name, name)) {
             return s->topics[i];
+        }
+    }
     return NULL;
 }
 
@@ -574,8 +617,9 @@ static void rm_partition_dir(struct partition *p)
     if (d) {
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.')
+            if (e->d_name[0] == '.') {
                 continue;
+            }
             char *f = xasprintf("%s/%s", p->dir, e->d_name);
             (void)unlink(f);
             free(f);
@@ -587,22 +631,25 @@ static void rm_partition_dir(struct partition *p)
 
 static void dirty_remove(struct store *s, struct partition *p)
 {
-    for (size_t i = 0; i < s->n_dirty; i++)
+    for (size_t i = 0; i < s->n_dirty; i++) {
         if (s->dirty[i] == p) {
             s->dirty[i] = s->dirty[--s->n_dirty];
             return;
         }
+    }
 }
 
 int store_topic_delete(struct store *s, const char *name)
 {
     for (size_t i = 0; i < s->n_topics; i++) {
         struct topic *t = s->topics[i];
-        if (strcmp(t->name, name))
+        if (strcmp(t->name, name)) {
             continue;
+        }
         s->topics[i] = s->topics[--s->n_topics];
-        if (store_save_topics(s) != 0)
+        if (store_save_topics(s) != 0) {
             return KERR_UNKNOWN_SERVER_ERROR;
+        }
         for (int32_t k = 0; k < t->n_parts; k++) {
             dirty_remove(s, t->parts[k]);
             rm_partition_dir(t->parts[k]);
@@ -616,13 +663,16 @@ int store_topic_delete(struct store *s, const char *name)
 
 int store_topic_add_partitions(struct store *s, struct topic *t, int32_t new_total)
 {
-    if (new_total <= t->n_parts || new_total > 10000)
+    if (new_total <= t->n_parts || new_total > 10000) {
         return KERR_INVALID_PARTITIONS;
+    }
     int32_t old = t->n_parts;
-    if (topic_open_parts(s, t, old, new_total) != 0)
+    if (topic_open_parts(s, t, old, new_total) != 0) {
         return KERR_UNKNOWN_SERVER_ERROR;
-    if (store_save_topics(s) != 0)
+    }
+    if (store_save_topics(s) != 0) {
         return KERR_UNKNOWN_SERVER_ERROR;
+    }
     log_info("topic %s: partitions %d -> %d", t->name, (int)old, (int)new_total);
     return 0;
 }
@@ -631,22 +681,27 @@ int store_topic_add_partitions(struct store *s, struct topic *t, int32_t new_tot
 
 static struct producer_state *producer_find(struct partition *p, int64_t pid)
 {
-    for (size_t i = 0; i < p->n_producers; i++)
-        if (p->producers[i].pid == pid)
+    for (size_t i = 0; i < p->n_producers; i++) {
+        if (p->producers[i].pid == pid) {
             return &p->producers[i];
+        }
+    }
     return NULL;
 }
 
 static struct producer_state *producer_get(struct partition *p, int64_t pid, long long now_ms)
 {
     struct producer_state *ps = producer_find(p, pid);
-    if (ps)
+    if (ps) {
         return ps;
+    }
     if (p->n_producers == MAX_PRODUCERS_PER_PARTITION) {
         size_t lru = 0;
-        for (size_t i = 1; i < p->n_producers; i++)
-            if (p->producers[i].last_used_ms < p->producers[lru].last_used_ms)
+        for (size_t i = 1; i < p->n_producers; i++) {
+            if (p->producers[i].last_used_ms < p->producers[lru].last_used_ms) {
                 lru = i;
+            }
+        }
         ps = &p->producers[lru];
     } else {
         p->producers = xrealloc(p->producers, (p->n_producers + 1) * sizeof *p->producers);
@@ -673,8 +728,9 @@ static void producer_note(struct partition *p, int64_t pid, int16_t epoch, int32
     ps->recent[ps->next_recent].last_seq = last_seq;
     ps->recent[ps->next_recent].base_offset = base_offset;
     ps->next_recent = (ps->next_recent + 1) % STORE_PRODUCER_BATCHES;
-    if (ps->n_recent < STORE_PRODUCER_BATCHES)
+    if (ps->n_recent < STORE_PRODUCER_BATCHES) {
         ps->n_recent++;
+    }
     ps->last_used_ms = now_ms;
 }
 
@@ -685,17 +741,21 @@ static int producer_check(struct partition *p, int64_t pid, int16_t epoch, int32
                           int32_t last_seq, int64_t *dup_offset)
 {
     struct producer_state *ps = producer_find(p, pid);
-    if (!ps)
+    if (!ps) {
         return 0;
-    if (epoch < ps->epoch)
+    }
+    if (epoch < ps->epoch) {
         return KERR_INVALID_PRODUCER_EPOCH;
-    if (epoch > ps->epoch)
+    }
+    if (epoch > ps->epoch) {
         return first_seq == 0 ? 0 : KERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
-    for (unsigned i = 0; i < ps->n_recent; i++)
+    }
+    for (unsigned i = 0; i < ps->n_recent; i++) {
         if (ps->recent[i].first_seq == first_seq && ps->recent[i].last_seq == last_seq) {
             *dup_offset = ps->recent[i].base_offset;
             return 1;
         }
+    }
     int32_t want = ps->last_seq == INT32_MAX ? 0 : ps->last_seq + 1;
     return first_seq == want ? 0 : KERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
 }
@@ -704,8 +764,9 @@ static int producer_check(struct partition *p, int64_t pid, int16_t epoch, int32
 
 static void mark_dirty(struct store *s, struct partition *p)
 {
-    if (p->is_dirty)
+    if (p->is_dirty) {
         return;
+    }
     p->is_dirty = 1;
     if (s->n_dirty == s->cap_dirty) {
         s->cap_dirty = s->cap_dirty ? s->cap_dirty * 2 : 16;
@@ -718,11 +779,13 @@ static int partition_roll(struct partition *p)
 {
     struct segment *old = &p->segs[p->n_segs - 1];
     seg_idx_flush(old);
-    if (fdatasync(old->fd) != 0)
+    if (fdatasync(old->fd) != 0) {
         return -1;
+    }
     struct segment g;
-    if (seg_open(p, &g, p->next_offset, 1) != 0)
+    if (seg_open(p, &g, p->next_offset, 1) != 0) {
         return -1;
+    }
     fsync_dir(p->dir);
     p->segs = xrealloc(p->segs, (p->n_segs + 1) * sizeof *p->segs);
     p->segs[p->n_segs++] = g;
@@ -732,8 +795,9 @@ static int partition_roll(struct partition *p)
 int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len,
                  int64_t *base_offset, long long now_ms)
 {
-    if (len < STORE_BATCH_HEADER)
+    if (len < STORE_BATCH_HEADER) {
         return KERR_CORRUPT_MESSAGE;
+    }
     /* Validate every batch before writing anything: a request is all or nothing. */
     size_t pos = 0;
     int64_t next = p->next_offset;
@@ -743,28 +807,35 @@ int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len
     int n_batches = 0;
     while (pos < len) {
         uint8_t *h = data + pos;
-        if (len - pos < STORE_BATCH_HEADER)
+        if (len - pos < STORE_BATCH_HEADER) {
             return KERR_CORRUPT_MESSAGE;
+        }
         uint64_t total = 12 + (uint64_t)be32(h + 8);
         int32_t last_delta = (int32_t)be32(h + 23);
-        if (total < STORE_BATCH_HEADER || total > len - pos)
+        if (total < STORE_BATCH_HEADER || total > len - pos) {
             return KERR_CORRUPT_MESSAGE;
-        if (h[16] != 2)
+        }
+        if (h[16] != 2) {
             return KERR_UNSUPPORTED_VERSION;
-        if (last_delta < 0 || (int32_t)be32(h + 57) < 0)
+        }
+        if (last_delta < 0 || (int32_t)be32(h + 57) < 0) {
             return KERR_CORRUPT_MESSAGE;
-        if (crc32c(0, h + 21, total - 21) != be32(h + 17))
+        }
+        if (crc32c(0, h + 21, total - 21) != be32(h + 17)) {
             return KERR_CORRUPT_MESSAGE;
+        }
         int16_t attrs = (int16_t)((h[21] << 8) | h[22]);
-        if (attrs & 0x10) /* transactional batches are not supported */
+        if (attrs & 0x10) { /* transactional batches are not supported */
             return KERR_INVALID_RECORD;
+        }
         if (n_batches == 0) {
             pid = be64(h + 43);
             epoch = (int16_t)((h[51] << 8) | h[52]);
             first_seq = (int32_t)be32(h + 53);
         }
-        if (pid >= 0 && first_seq >= 0)
+        if (pid >= 0 && first_seq >= 0) {
             last_seq = (int32_t)be32(h + 53) + last_delta;
+        }
         put_be64(h, (uint64_t)next);
         put_be32(h + 12, 0);
         next += last_delta + 1;
@@ -778,8 +849,9 @@ int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len
             *base_offset = dup;
             return 0;
         }
-        if (rc != 0)
+        if (rc != 0) {
             return rc;
+        }
     }
     struct segment *g = &p->segs[p->n_segs - 1];
     if (g->size > 0 && g->size + len > (uint64_t)p->topic->conf.segment_bytes) {
@@ -789,29 +861,33 @@ int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len
         }
         g = &p->segs[p->n_segs - 1];
     }
-    if (g->size + len > UINT32_MAX)
+    if (g->size + len > UINT32_MAX) {
         return KERR_MESSAGE_TOO_LARGE;
+    }
     if (write_all(g->fd, data, len) != 0) {
         /* A full disk or an I/O error: nothing of the request is kept (the partial write is cut
          * off), and the answer is KAFKA_STORAGE_ERROR, which clients retry as it is (librdkafka's
          * idempotent producer keeps its epoch and sequence: an unknown error made it bump the
          * epoch on every failure until the 16-bit epoch wrapped, issue 21). */
         log_error("%s: write failed: %s", p->dir, strerror(errno));
-        if (ftruncate(g->fd, (off_t)g->size) != 0)
+        if (ftruncate(g->fd, (off_t)g->size) != 0) {
             log_error("%s: truncate after failed write failed", p->dir);
+        }
         return KERR_KAFKA_STORAGE_ERROR;
     }
     /* Index the batches just written. */
     pos = 0;
     while (pos < len) {
         uint64_t total = 12 + (uint64_t)be32(data + pos + 8);
-        if (g->n_idx == 0 || g->size + pos - g->last_idx_pos >= INDEX_INTERVAL_BYTES)
+        if (g->n_idx == 0 || g->size + pos - g->last_idx_pos >= INDEX_INTERVAL_BYTES) {
             seg_idx_add(g, be64(data + pos), g->size + pos, 1);
+        }
         pos += total;
     }
     *base_offset = p->next_offset;
-    if (pid >= 0 && first_seq >= 0)
+    if (pid >= 0 && first_seq >= 0) {
         producer_note(p, pid, epoch, first_seq, last_seq, p->next_offset, now_ms);
+    }
     g->size += len;
     g->mtime_ms = wall_ms();
     p->bytes += len;
@@ -826,10 +902,11 @@ static size_t seg_find(const struct partition *p, int64_t offset)
     size_t lo = 0, hi = p->n_segs;
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
-        if (p->segs[mid].base <= offset)
+        if (p->segs[mid].base <= offset) {
             lo = mid;
-        else
+        } else {
             hi = mid;
+        }
     }
     return lo;
 }
@@ -841,20 +918,24 @@ static uint64_t seg_locate(const struct segment *g, int64_t offset)
     size_t lo = 0, hi = g->n_idx;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if ((int64_t)g->idx[mid].rel + g->base <= offset)
+        if ((int64_t)g->idx[mid].rel + g->base <= offset) {
             lo = mid + 1;
-        else
+        } else {
             hi = mid;
+        }
     }
-    if (lo > 0)
+    if (lo > 0) {
         pos = g->idx[lo - 1].pos;
+    }
     while (pos + STORE_BATCH_HEADER <= g->size) {
         uint8_t h[27];
-        if (read_full(g->fd, h, sizeof h, pos) != 0)
+        if (read_full(g->fd, h, sizeof h, pos) != 0) {
             return g->size;
+        }
         int64_t last = be64(h) + (int32_t)be32(h + 23);
-        if (last >= offset)
+        if (last >= offset) {
             return pos;
+        }
         pos += 12 + (uint64_t)be32(h + 8);
     }
     return g->size;
@@ -868,26 +949,32 @@ static int store_range(struct partition *p, int64_t offset, int32_t max_bytes, s
 {
     *seg = 0;
     *start = *end = 0;
-    if (offset < p->log_start || offset > p->next_offset)
+    if (offset < p->log_start || offset > p->next_offset) {
         return KERR_OFFSET_OUT_OF_RANGE;
-    if (offset == p->next_offset)
+    }
+    if (offset == p->next_offset) {
         return 0;
+    }
     for (size_t i = seg_find(p, offset); i < p->n_segs; i++) {
         struct segment *g = &p->segs[i];
         uint64_t a = seg_locate(g, offset), z = a;
         while (z + 12 <= g->size) {
             uint8_t h[12];
-            if (read_full(g->fd, h, sizeof h, z) != 0)
+            if (read_full(g->fd, h, sizeof h, z) != 0) {
                 break;
+            }
             uint64_t total = 12 + (uint64_t)be32(h + 8);
-            if (z > a && z - a + total > (uint64_t)max_bytes)
+            if (z > a && z - a + total > (uint64_t)max_bytes) {
                 break;
+            }
             z += total;
-            if (z - a >= (uint64_t)max_bytes)
+            if (z - a >= (uint64_t)max_bytes) {
                 break;
+            }
         }
-        if (z > g->size)
+        if (z > g->size) {
             z = g->size;
+        }
         if (z > a) {
             *seg = i;
             *start = a;
@@ -905,17 +992,19 @@ int store_read(struct store *s, struct partition *p, int64_t offset, int32_t max
     size_t i;
     uint64_t a, z;
     int rc = store_range(p, offset, max_bytes, &i, &a, &z);
-    if (rc != 0 || z == a)
+    if (rc != 0 || z == a) {
         return rc;
+    }
     kw_reserve(out, z - a);
-    if (read_full(p->segs[i].fd, out->p + out->len, z - a, a) != 0)
+    if (read_full(p->segs[i].fd, out->p + out->len, z - a, a) != 0) {
         return KERR_UNKNOWN_SERVER_ERROR;
+    }
     out->len += z - a;
     return 0;
 }
 
-int store_read_ref(struct partition *p, int64_t offset, int32_t max_bytes, int *fd,
-                   uint64_t *pos, uint32_t *len)
+int store_read_ref(struct partition *p, int64_t offset, int32_t max_bytes, int *fd, uint64_t *pos,
+                   uint32_t *len)
 {
     size_t i;
     uint64_t a, z;
@@ -923,11 +1012,13 @@ int store_read_ref(struct partition *p, int64_t offset, int32_t max_bytes, int *
     *pos = 0;
     *len = 0;
     int rc = store_range(p, offset, max_bytes, &i, &a, &z);
-    if (rc != 0 || z == a)
+    if (rc != 0 || z == a) {
         return rc;
+    }
     *fd = fcntl(p->segs[i].fd, F_DUPFD_CLOEXEC, 0);
-    if (*fd < 0)
+    if (*fd < 0) {
         return KERR_UNKNOWN_SERVER_ERROR;
+    }
     *pos = a;
     *len = (uint32_t)(z - a);
     return 0;
@@ -935,18 +1026,22 @@ int store_read_ref(struct partition *p, int64_t offset, int32_t max_bytes, int *
 
 int64_t store_bytes_after(struct partition *p, int64_t offset)
 {
-    if (offset < p->log_start || offset >= p->next_offset)
+    if (offset < p->log_start || offset >= p->next_offset) {
         return 0;
+    }
     size_t i = seg_find(p, offset);
     int64_t n = 0;
-    for (size_t k = i + 1; k < p->n_segs; k++)
+    for (size_t k = i + 1; k < p->n_segs; k++) {
         n += (int64_t)p->segs[k].size;
+    }
     /* Approximate within the first segment with the index (good enough for min_bytes). */
     const struct segment *g = &p->segs[i];
     uint64_t pos = 0;
-    for (size_t k = 0; k < g->n_idx; k++)
-        if ((int64_t)g->idx[k].rel + g->base <= offset)
+    for (size_t k = 0; k < g->n_idx; k++) {
+        if ((int64_t)g->idx[k].rel + g->base <= offset) {
             pos = g->idx[k].pos;
+        }
+    }
     return n + (int64_t)(g->size - pos);
 }
 
@@ -957,10 +1052,12 @@ int64_t store_offset_for_time(struct partition *p, int64_t ts)
         uint64_t pos = 0;
         while (pos + STORE_BATCH_HEADER <= g->size) {
             uint8_t h[43];
-            if (read_full(g->fd, h, sizeof h, pos) != 0)
+            if (read_full(g->fd, h, sizeof h, pos) != 0) {
                 break;
-            if (be64(h + 35) >= ts)
+            }
+            if (be64(h + 35) >= ts) {
                 return be64(h);
+            }
             pos += 12 + (uint64_t)be32(h + 8);
         }
     }
@@ -972,8 +1069,9 @@ int store_sync(struct store *s)
     int n = 0;
     for (size_t i = 0; i < s->n_dirty; i++) {
         struct partition *p = s->dirty[i];
-        if (fdatasync(p->segs[p->n_segs - 1].fd) != 0)
+        if (fdatasync(p->segs[p->n_segs - 1].fd) != 0) {
             log_error("%s: fdatasync failed: %s", p->dir, strerror(errno));
+        }
         p->is_dirty = 0;
         n++;
     }
@@ -984,16 +1082,18 @@ int store_sync(struct store *s)
 int *store_take_dirty(struct store *s, size_t *n)
 {
     *n = 0;
-    if (s->n_dirty == 0)
+    if (s->n_dirty == 0) {
         return NULL;
+    }
     int *fds = xmalloc(s->n_dirty * sizeof *fds);
     for (size_t i = 0; i < s->n_dirty; i++) {
         struct partition *p = s->dirty[i];
         int fd = dup(p->segs[p->n_segs - 1].fd);
         if (fd < 0) {
             /* Out of descriptors: sync here instead. */
-            if (fdatasync(p->segs[p->n_segs - 1].fd) != 0)
+            if (fdatasync(p->segs[p->n_segs - 1].fd) != 0) {
                 log_error("%s: fdatasync failed: %s", p->dir, strerror(errno));
+            }
         } else {
             fds[(*n)++] = fd;
         }
@@ -1012,19 +1112,20 @@ int store_enforce_retention(struct store *s, long long now_wall_ms)
             struct partition *p = t->parts[k];
             while (p->n_segs > 1) {
                 struct segment *g = &p->segs[0];
-                int too_old = t->conf.retention_ms >= 0 &&
-                              g->mtime_ms < now_wall_ms - t->conf.retention_ms;
+                int too_old =
+                    t->conf.retention_ms >= 0 && g->mtime_ms < now_wall_ms - t->conf.retention_ms;
                 int too_big = t->conf.retention_bytes >= 0 &&
                               p->bytes - g->size >= (uint64_t)t->conf.retention_bytes;
-                if (!too_old && !too_big)
+                if (!too_old && !too_big) {
                     break;
+                }
                 char path[4200];
                 seg_path(p, g->base, "log", path, sizeof path);
                 (void)unlink(path);
                 seg_path(p, g->base, "index", path, sizeof path);
                 (void)unlink(path);
-                log_info("retention: deleted segment %lld of %s (%s)", (long long)g->base,
-                         p->dir, too_old ? "age" : "size");
+                log_info("retention: deleted segment %lld of %s (%s)", (long long)g->base, p->dir,
+                         too_old ? "age" : "size");
                 p->bytes -= g->size;
                 seg_release(g);
                 memmove(p->segs, p->segs + 1, (p->n_segs - 1) * sizeof *p->segs);

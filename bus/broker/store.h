@@ -48,7 +48,7 @@ struct segment {
     struct idx_entry *idx;
     size_t n_idx, cap_idx;
     size_t n_idx_written; /* entries of idx already in the .index file (the rest pending) */
-    int64_t mtime_ms; /* last append (or file mtime when loaded) */
+    int64_t mtime_ms;     /* last append (or file mtime when loaded) */
 };
 
 #define STORE_PRODUCER_BATCHES 5
@@ -127,8 +127,8 @@ int store_read(struct store *s, struct partition *p, int64_t offset, int32_t max
 /* Like store_read, but returns where the bytes are instead of copying them: a dup()ed
  * descriptor of the segment (owned by the caller, -1 when the range is empty), the position and
  * the length, for sendfile(2). */
-int store_read_ref(struct partition *p, int64_t offset, int32_t max_bytes, int *fd,
-                   uint64_t *pos, uint32_t *len);
+int store_read_ref(struct partition *p, int64_t offset, int32_t max_bytes, int *fd, uint64_t *pos,
+                   uint32_t *len);
 /* Size in bytes of what store_read would return (cheap estimate for min_bytes). */
 int64_t store_bytes_after(struct partition *p, int64_t offset);
 /* First offset whose batch max timestamp is >= ts, or the log end. */

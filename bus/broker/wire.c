@@ -55,11 +55,13 @@ uint64_t kr_uvarint(struct kr *r)
     uint64_t v = 0;
     for (unsigned shift = 0; shift < 64; shift += 7) {
         const uint8_t *q = kr_take(r, 1);
-        if (!q)
+        if (!q) {
             return 0;
+        }
         v |= (uint64_t)(q[0] & 0x7f) << shift;
-        if (!(q[0] & 0x80))
+        if (!(q[0] & 0x80)) {
             return v;
+        }
     }
     r->err = 1;
     return 0;
@@ -69,8 +71,9 @@ struct kstr kr_str(struct kr *r)
 {
     struct kstr s = {NULL, -1};
     int16_t n = kr_i16(r);
-    if (r->err || n < 0)
+    if (r->err || n < 0) {
         return s;
+    }
     const uint8_t *q = kr_take(r, (size_t)n);
     if (q) {
         s.ptr = (const char *)q;
@@ -83,8 +86,9 @@ struct kstr kr_compact_str(struct kr *r)
 {
     struct kstr s = {NULL, -1};
     uint64_t n = kr_uvarint(r);
-    if (r->err || n == 0)
+    if (r->err || n == 0) {
         return s;
+    }
     if (n - 1 > 0x7fff) {
         r->err = 1;
         return s;
@@ -101,19 +105,22 @@ const uint8_t *kr_bytes(struct kr *r, int32_t *len)
 {
     int32_t n = kr_i32(r);
     *len = -1;
-    if (r->err || n < 0)
+    if (r->err || n < 0) {
         return NULL;
+    }
     const uint8_t *q = kr_take(r, (size_t)n);
-    if (q)
+    if (q) {
         *len = n;
+    }
     return q;
 }
 
 int32_t kr_array(struct kr *r, size_t min_elem_bytes)
 {
     int32_t n = kr_i32(r);
-    if (r->err)
+    if (r->err) {
         return 0;
+    }
     if (n < -1 || (n > 0 && (size_t)n * (min_elem_bytes ? min_elem_bytes : 1) > r->len - r->pos)) {
         r->err = 1;
         return 0;
@@ -127,17 +134,19 @@ void kr_skip_tagged(struct kr *r)
     for (uint64_t i = 0; i < n && !r->err; i++) {
         (void)kr_uvarint(r);
         uint64_t size = kr_uvarint(r);
-        if (size > r->len)
+        if (size > r->len) {
             r->err = 1;
-        else
+        } else {
             (void)kr_take(r, (size_t)size);
+        }
     }
 }
 
 int kstr_copy(struct kstr s, char *out, size_t n)
 {
-    if (!s.ptr || s.len < 0 || (size_t)s.len >= n || memchr(s.ptr, 0, (size_t)s.len))
+    if (!s.ptr || s.len < 0 || (size_t)s.len >= n || memchr(s.ptr, 0, (size_t)s.len)) {
         return -1;
+    }
     memcpy(out, s.ptr, (size_t)s.len);
     out[s.len] = 0;
     return 0;
@@ -158,11 +167,13 @@ void kw_release(struct kw *w)
 
 void kw_reserve(struct kw *w, size_t n)
 {
-    if (w->cap - w->len >= n)
+    if (w->cap - w->len >= n) {
         return;
+    }
     size_t cap = w->cap ? w->cap : 256;
-    while (cap - w->len < n)
+    while (cap - w->len < n) {
         cap *= 2;
+    }
     w->p = xrealloc(w->p, cap);
     w->cap = cap;
 }
@@ -170,8 +181,9 @@ void kw_reserve(struct kw *w, size_t n)
 void kw_raw(struct kw *w, const void *p, size_t n)
 {
     kw_reserve(w, n);
-    if (n)
+    if (n) {
         memcpy(w->p + w->len, p, n);
+    }
     w->len += n;
 }
 
@@ -241,8 +253,9 @@ void kw_compact_str(struct kw *w, const char *s)
 void kw_bytes(struct kw *w, const void *p, int32_t n)
 {
     kw_i32(w, n);
-    if (n > 0)
+    if (n > 0) {
         kw_raw(w, p, (size_t)n);
+    }
 }
 
 size_t kw_mark_i32(struct kw *w)
@@ -291,14 +304,16 @@ static void crc_init_table(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
-        for (int k = 0; k < 8; k++)
+        for (int k = 0; k < 8; k++) {
             c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        }
         crc_table[0][i] = c;
     }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] =
-                (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+    for (uint32_t i = 0; i < 256; i++) {
+        for (int t = 1; t < 8; t++) {
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+        }
+    }
 }
 
 static uint32_t crc32c_table(uint32_t crc, const uint8_t *p, size_t len)
@@ -312,8 +327,9 @@ static uint32_t crc32c_table(uint32_t crc, const uint8_t *p, size_t len)
         p += 8;
         len -= 8;
     }
-    while (len--)
+    while (len--) {
         crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    }
     return crc;
 }
 
@@ -359,10 +375,8 @@ static uint32_t crc_shift(uint32_t t[4][256], uint32_t crc)
     return t[0][crc & 0xff] ^ t[1][(crc >> 8) & 0xff] ^ t[2][(crc >> 16) & 0xff] ^ t[3][crc >> 24];
 }
 
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw_streams(uint32_t crc,
-                                                                    const uint8_t **pp,
-                                                                    size_t *lenp, size_t block,
-                                                                    uint32_t t[4][256])
+__attribute__((target("sse4.2"))) static uint32_t
+crc32c_hw_streams(uint32_t crc, const uint8_t **pp, size_t *lenp, size_t block, uint32_t t[4][256])
 {
     const uint8_t *p = *pp;
     size_t len = *lenp;
@@ -389,7 +403,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw_streams(uint32_t crc
 }
 
 __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
-                                                             size_t len)
+                                                            size_t len)
 {
     crc = crc32c_hw_streams(crc, &p, &len, CRC_LONG, crc_shift_long);
     crc = crc32c_hw_streams(crc, &p, &len, CRC_SHORT, crc_shift_short);
@@ -402,8 +416,9 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
         len -= 8;
     }
     uint32_t c32 = (uint32_t)c;
-    while (len--)
+    while (len--) {
         c32 = __builtin_ia32_crc32qi(c32, *p++);
+    }
     return c32;
 }
 #endif
@@ -429,8 +444,9 @@ uint32_t crc32c(uint32_t crc, const void *data, size_t len)
     pthread_once(&crc_once, crc_init);
     crc = ~crc;
 #if defined(__x86_64__)
-    if (crc_mode == 2)
+    if (crc_mode == 2) {
         return ~crc32c_hw(crc, data, len);
+    }
 #endif
     return ~crc32c_table(crc, data, len);
 }

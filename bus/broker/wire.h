@@ -100,10 +100,10 @@ void kw_i32(struct kw *w, int32_t v);
 void kw_i64(struct kw *w, int64_t v);
 void kw_uvarint(struct kw *w, uint64_t v);
 void kw_raw(struct kw *w, const void *p, size_t n);
-void kw_str(struct kw *w, const char *s);                    /* NULL = null string */
+void kw_str(struct kw *w, const char *s); /* NULL = null string */
 void kw_strn(struct kw *w, const char *s, size_t n);
 void kw_compact_str(struct kw *w, const char *s);
-void kw_bytes(struct kw *w, const void *p, int32_t n);       /* n -1 = null */
+void kw_bytes(struct kw *w, const void *p, int32_t n); /* n -1 = null */
 /* Reserves an INT32 to be filled later with kw_patch_i32 (e.g. an array count). */
 size_t kw_mark_i32(struct kw *w);
 void kw_patch_i32(struct kw *w, size_t at, int32_t v);

@@ -75,8 +75,7 @@ json_t *busctl_kafka(void)
         static const struct config_def none[] = {CONFIG_DEF_END};
         char err[1024];
         const char *path = getenv("BUSCTL_CONFIG");
-        if (config_load(&cfg, none, "BUSCTL", path && *path ? path : NULL, err, sizeof err) !=
-            0) {
+        if (config_load(&cfg, none, "BUSCTL", path && *path ? path : NULL, err, sizeof err) != 0) {
             fprintf(stderr, "busctl: %s\n", err);
             exit(2);
         }
@@ -93,11 +92,13 @@ json_t *busctl_kafka(void)
 static const char *schema_for(const char *dir, char *buf, size_t len)
 {
     const char *env = getenv("BUS_SCHEMA");
-    if (env && *env)
+    if (env && *env) {
         return env;
+    }
     int n = snprintf(buf, len, "%s/../schema/bus.schema.json", dir);
-    if (n > 0 && (size_t)n < len && access(buf, R_OK) == 0)
+    if (n > 0 && (size_t)n < len && access(buf, R_OK) == 0) {
         return buf;
+    }
     return "config/schema/bus.schema.json";
 }
 
@@ -107,25 +108,30 @@ static const char *schema_for(const char *dir, char *buf, size_t len)
 static void placeholder_secrets(const char *dir)
 {
     DIR *d = opendir(dir);
-    if (d == NULL)
+    if (d == NULL) {
         return;
+    }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         size_t n = strlen(de->d_name);
-        if (n < 6 || strcmp(de->d_name + n - 5, ".json") != 0)
+        if (n < 6 || strcmp(de->d_name + n - 5, ".json") != 0) {
             continue;
+        }
         char path[4096];
-        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path)
+        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path) {
             continue;
+        }
         FILE *f = fopen(path, "r");
-        if (f == NULL)
+        if (f == NULL) {
             continue;
+        }
         char line[8192];
         while (fgets(line, sizeof line, f) != NULL) {
             for (char *p = strstr(line, "${"); p != NULL; p = strstr(p + 2, "${")) {
                 char *end = strchr(p + 2, '}');
-                if (end == NULL || end - (p + 2) <= 0 || end - (p + 2) >= 256)
+                if (end == NULL || end - (p + 2) <= 0 || end - (p + 2) >= 256) {
                     continue;
+                }
                 char name[256];
                 memcpy(name, p + 2, (size_t)(end - (p + 2)));
                 name[end - (p + 2)] = '\0';
@@ -151,8 +157,9 @@ static struct busconf *load(const char *dir)
     char schema[4096];
     if (busconf_load(dir, schema_for(dir, schema, sizeof schema), &c, err, sizeof err) != 0) {
         fputs(err, stderr);
-        if (err[0] && err[strlen(err) - 1] != '\n')
+        if (err[0] && err[strlen(err) - 1] != '\n') {
             fputc('\n', stderr);
+        }
         return NULL;
     }
     return c;
@@ -161,8 +168,9 @@ static struct busconf *load(const char *dir)
 int busctl_validate(const char *dir)
 {
     struct busconf *c = load(dir);
-    if (c == NULL)
+    if (c == NULL) {
         return 1;
+    }
     printf("%s: valid (%zu topics, %zu routes)\n", dir, c->n_topics, c->n_routes);
     busconf_free(c);
     return 0;
@@ -177,15 +185,16 @@ static int each_dispatcher(int (*fn)(const char *url, void *ctx), void *ctx)
     char *list = xstrdup(urls ? urls : "http://127.0.0.1:8081");
     char *save = NULL;
     int rc = 0;
-    for (char *u = strtok_r(list, ", ", &save); u; u = strtok_r(NULL, ", ", &save))
-        if (fn(u, ctx) != 0)
+    for (char *u = strtok_r(list, ", ", &save); u; u = strtok_r(NULL, ", ", &save)) {
+        if (fn(u, ctx) != 0) {
             rc = -1;
+        }
+    }
     free(list);
     return rc;
 }
 
-static json_t *get_json(const char *method, const char *url, int *status, char *err,
-                        size_t err_len)
+static json_t *get_json(const char *method, const char *url, int *status, char *err, size_t err_len)
 {
     struct http_client *hc = http_client_new();
     struct http_result res = {0};
@@ -201,8 +210,9 @@ static json_t *get_json(const char *method, const char *url, int *status, char *
     } else {
         *status = res.status;
         doc = json_loadb(res.body ? res.body : "", res.body_len, 0, NULL);
-        if (doc == NULL)
+        if (doc == NULL) {
             snprintf(err, err_len, "answer %d is not JSON", res.status);
+        }
     }
     http_result_release(&res);
     http_client_free(hc);
@@ -275,8 +285,9 @@ static int reload_one(const char *base, void *ctx)
     json_array_foreach(routes, i, r)
     {
         const char *name = json_string_value(r);
-        if (name == NULL)
+        if (name == NULL) {
             continue;
+        }
         json_object_set_new(chk->running, name, json_true());
         if (busconf_route_find(chk->c, name) == NULL) {
             /* The dispatcher reloaded a configuration other than this one (its own
@@ -318,8 +329,9 @@ static struct kafka_admin *admin(void)
     char err[512];
     struct kafka_admin *a =
         kafka_admin_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), busctl_kafka(), err, sizeof err);
-    if (a == NULL)
+    if (a == NULL) {
         fprintf(stderr, "%s\n", err);
+    }
     return a;
 }
 
@@ -337,14 +349,13 @@ static int plan_topics(struct busconf *c, json_t *live, struct kafka_admin *a, b
             printf("+ topic %s (%d partitions, retention %d h)\n", t->name, t->partitions,
                    t->retention_hours);
             (*changes)++;
-            if (is_apply && kafka_admin_create_topic(a, t->name, t->partitions,
-                                                     t->retention_hours, BUSCTL_TIMEOUT_MS, err,
-                                                     sizeof err) != 0) {
-                if (strncmp(err, "unsupported:", 12) == 0)
+            if (is_apply && kafka_admin_create_topic(a, t->name, t->partitions, t->retention_hours,
+                                                     BUSCTL_TIMEOUT_MS, err, sizeof err) != 0) {
+                if (strncmp(err, "unsupported:", 12) == 0) {
                     printf("  ! broker does not create topics (%s); with bin/bus-mock, "
                            "start it with --bus-config DIR\n",
                            err);
-                else {
+                } else {
                     fprintf(stderr, "  ! creating topic %s: %s\n", t->name, err);
                     failed++;
                 }
@@ -353,12 +364,12 @@ static int plan_topics(struct busconf *c, json_t *live, struct kafka_admin *a, b
             printf("~ topic %s partitions %lld -> %d\n", t->name,
                    (long long)json_integer_value(have), t->partitions);
             (*changes)++;
-            if (is_apply && kafka_admin_create_partitions(a, t->name, t->partitions,
-                                                          BUSCTL_TIMEOUT_MS, err,
-                                                          sizeof err) != 0) {
-                if (strncmp(err, "unsupported:", 12) == 0)
+            if (is_apply &&
+                kafka_admin_create_partitions(a, t->name, t->partitions, BUSCTL_TIMEOUT_MS, err,
+                                              sizeof err) != 0) {
+                if (strncmp(err, "unsupported:", 12) == 0) {
                     printf("  ! broker does not add partitions (%s)\n", err);
-                else {
+                } else {
                     fprintf(stderr, "  ! adding partitions to %s: %s\n", t->name, err);
                     failed++;
                 }
@@ -412,11 +423,13 @@ int busctl_plan_apply(const char *dir, bool is_apply)
     struct routes_acc acc = {json_object(), 0};
     char err[512];
     int changes = 0;
-    if (c == NULL)
+    if (c == NULL) {
         goto out;
+    }
     a = admin();
-    if (a == NULL)
+    if (a == NULL) {
         goto out;
+    }
     live = kafka_admin_topics(a, BUSCTL_TIMEOUT_MS, err, sizeof err);
     if (live == NULL) {
         fprintf(stderr, "broker %s: %s\n", env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), err);
@@ -425,17 +438,19 @@ int busctl_plan_apply(const char *dir, bool is_apply)
     /* librdkafka's mock cluster (bin/bus-mock) answers no CreateTopics: its topics come from
      * bus-mock --bus-config DIR. */
     char cid[128];
-    bool is_mock = kafka_admin_cluster_id(a, cid, sizeof cid) == 0 &&
-                   strncmp(cid, "mockCluster", 11) == 0;
-    if (is_mock && is_apply)
+    bool is_mock =
+        kafka_admin_cluster_id(a, cid, sizeof cid) == 0 && strncmp(cid, "mockCluster", 11) == 0;
+    if (is_mock && is_apply) {
         printf("broker is librdkafka's mock cluster (%s): topics are not created by apply "
                "(start bin/bus-mock with --bus-config DIR)\n",
                cid);
+    }
     int failed = plan_topics(c, live, a, is_apply && !is_mock, &changes);
     each_dispatcher(collect_routes, &acc);
     plan_routes(c, acc.routes, &changes);
-    if (changes == 0)
+    if (changes == 0) {
         printf("no changes\n");
+    }
     if (!is_apply) {
         rc = acc.failures ? 1 : 0;
         goto out;
@@ -498,11 +513,13 @@ static int cmd_lag(void)
 static json_t *record_json(const struct kafka_record *rec)
 {
     json_t *h = json_object();
-    for (size_t i = 0; i < rec->n_headers; i++)
+    for (size_t i = 0; i < rec->n_headers; i++) {
         json_object_set_new(h, rec->headers[i].name, json_string(rec->headers[i].value));
+    }
     json_t *value = json_loadb(rec->value, rec->value_len, 0, NULL);
-    if (value == NULL)
+    if (value == NULL) {
         value = json_stringn(rec->value, rec->value_len);
+    }
     return json_pack("{s:s, s:i, s:I, s:s?, s:o, s:o}", "topic", rec->topic, "partition",
                      (int)rec->partition, "offset", (json_int_t)rec->offset, "key", rec->key,
                      "headers", h, "value", value ? value : json_null());
@@ -515,9 +532,8 @@ static int cmd_tail(const char *topic, long count, bool is_from_beginning)
     json_t *props = json_deep_copy(busctl_kafka());
     json_object_set_new(props, "auto.offset.reset",
                         json_string(is_from_beginning ? "earliest" : "latest"));
-    struct kafka_consumer *c = kafka_consumer_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"),
-                                                  group, topic, props, NULL, NULL, err,
-                                                  sizeof err);
+    struct kafka_consumer *c = kafka_consumer_new(env_or("BUS_BOOTSTRAP", "127.0.0.1:9092"), group,
+                                                  topic, props, NULL, NULL, err, sizeof err);
     json_decref(props);
     if (c == NULL) {
         fprintf(stderr, "%s\n", err);
@@ -526,8 +542,9 @@ static int cmd_tail(const char *topic, long count, bool is_from_beginning)
     long seen = 0;
     while (count <= 0 || seen < count) {
         struct kafka_record *rec = NULL;
-        if (kafka_consumer_poll(c, 500, &rec) != 1)
+        if (kafka_consumer_poll(c, 500, &rec) != 1) {
             continue;
+        }
         json_t *j = record_json(rec);
         char *line = json_dumps(j, JSON_COMPACT);
         printf("%s\n", line);
@@ -548,8 +565,9 @@ static int cmd_dlq_replay(const char *dir, const char *route_name, long idle_ms)
 {
     char err[512];
     struct busconf *c = load(dir);
-    if (c == NULL)
+    if (c == NULL) {
         return 1;
+    }
     int rc = 1;
     const struct busconf_route *r = busconf_route_find(c, route_name);
     if (r == NULL || r->dead_letter == NULL) {
@@ -574,8 +592,9 @@ out:
 int main(int argc, char **argv)
 {
     log_init("busctl", LOG_LEVEL_WARN);
-    if (argc < 2)
+    if (argc < 2) {
         return usage();
+    }
     /* GNU conventions: --help wherever it is prints the usage and does nothing else (`busctl
      * apply --help` must not apply), and an option a command does not take is refused before
      * anything is done. */
@@ -593,34 +612,41 @@ int main(int argc, char **argv)
     bool is_config_cmd =
         strcmp(cmd, "validate") == 0 || strcmp(cmd, "plan") == 0 || strcmp(cmd, "apply") == 0;
     if (is_config_cmd) {
-        if (argc > 3 || (argc == 3 && argv[2][0] == '-'))
+        if (argc > 3 || (argc == 3 && argv[2][0] == '-')) {
             return usage();
+        }
         const char *dir = argc == 3 ? argv[2] : "config/bus";
-        if (strcmp(cmd, "validate") == 0)
+        if (strcmp(cmd, "validate") == 0) {
             return busctl_validate(dir);
+        }
         return busctl_plan_apply(dir, strcmp(cmd, "apply") == 0);
     }
-    if (strcmp(cmd, "lag") == 0)
+    if (strcmp(cmd, "lag") == 0) {
         return argc == 2 ? cmd_lag() : usage();
+    }
     if (strcmp(cmd, "tail") == 0) {
-        if (argc < 3 || argv[2][0] == '-')
+        if (argc < 3 || argv[2][0] == '-') {
             return usage();
+        }
         long count = 0;
         bool is_from_beginning = false;
         for (int i = 3; i < argc; i++) {
-            if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+            if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
                 count = strtol(argv[++i], NULL, 10);
-            else if (strcmp(argv[i], "--from-beginning") == 0)
+            } else if (strcmp(argv[i], "--from-beginning") == 0) {
                 is_from_beginning = true;
-            else
+            } else {
                 return usage();
+            }
         }
         return cmd_tail(argv[2], count, is_from_beginning);
     }
-    if (strcmp(cmd, "trace") == 0)
+    if (strcmp(cmd, "trace") == 0) {
         return busctl_trace_main(argc - 1, argv + 1);
-    if (strcmp(cmd, "sync") == 0)
+    }
+    if (strcmp(cmd, "sync") == 0) {
         return busctl_sync_main(argc - 1, argv + 1);
+    }
     if (strcmp(cmd, "dlq") == 0 && (argc == 4 || argc == 5) && strcmp(argv[2], "replay") == 0 &&
         argv[3][0] != '-' && (argc == 4 || argv[4][0] != '-')) {
         const char *rdir = argc > 4 ? argv[4] : "config/bus";

@@ -74,17 +74,21 @@ static int run(const char *const argv[], char *out, size_t out_len)
             char sink[512];
             while ((r = read(pipefd[0], n + 1 < out_len ? out + n : sink,
                              n + 1 < out_len ? out_len - 1 - n : sizeof sink)) != 0) {
-                if (r < 0 && errno == EINTR)
+                if (r < 0 && errno == EINTR) {
                     continue;
-                if (r < 0)
+                }
+                if (r < 0) {
                     break;
-                if (n + 1 < out_len)
+                }
+                if (n + 1 < out_len) {
                     n += (size_t)r;
+                }
             }
         }
         close(pipefd[0]);
-        while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r')) {
             n--;
+        }
         out[n] = '\0';
     }
     if (rc != 0) {
@@ -93,8 +97,9 @@ static int run(const char *const argv[], char *out, size_t out_len)
     }
     int status;
     while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR)
+        if (errno != EINTR) {
             return -1;
+        }
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -102,11 +107,13 @@ static int run(const char *const argv[], char *out, size_t out_len)
 static bool is_sha(const char *s)
 {
     size_t n = strlen(s);
-    if (n < 7 || n > SYNC_SHA_MAX)
+    if (n < 7 || n > SYNC_SHA_MAX) {
         return false;
+    }
     for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
             return false;
+        }
     }
     return true;
 }
@@ -116,16 +123,19 @@ static void read_applied(const char *live_dir, char out[SYNC_SHA_MAX + 1])
 {
     out[0] = '\0';
     char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", live_dir, SYNC_COMMIT_FILE) >= (int)sizeof path)
+    if (snprintf(path, sizeof path, "%s/%s", live_dir, SYNC_COMMIT_FILE) >= (int)sizeof path) {
         return;
+    }
     FILE *f = fopen(path, "r");
-    if (f == NULL)
+    if (f == NULL) {
         return;
+    }
     char line[SYNC_SHA_MAX + 2];
     if (fgets(line, sizeof line, f) != NULL) {
         line[strcspn(line, "\r\n")] = '\0';
-        if (is_sha(line))
+        if (is_sha(line)) {
             snprintf(out, SYNC_SHA_MAX + 1, "%.64s", line);
+        }
     }
     fclose(f);
 }
@@ -134,15 +144,19 @@ static void read_applied(const char *live_dir, char out[SYNC_SHA_MAX + 1])
 static int write_applied(const char *live_dir, const char *sha)
 {
     char path[4096], tmp[4200];
-    if (snprintf(path, sizeof path, "%s/%s", live_dir, SYNC_COMMIT_FILE) >= (int)sizeof path)
+    if (snprintf(path, sizeof path, "%s/%s", live_dir, SYNC_COMMIT_FILE) >= (int)sizeof path) {
         return -1;
-    if (sha[0] == '\0')
+    }
+    if (sha[0] == '\0') {
         return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+    }
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
         return -1;
+    }
     FILE *f = fopen(tmp, "w");
-    if (f == NULL)
+    if (f == NULL) {
         return -1;
+    }
     bool is_ok = fprintf(f, "%s\n", sha) > 0;
     is_ok = fclose(f) == 0 && is_ok;
     return is_ok && rename(tmp, path) == 0 ? 0 : -1;
@@ -190,8 +204,9 @@ static int sync_round(const struct sync_opts *o, char refused[SYNC_SHA_MAX + 1])
         printf("sync: up to date at %s\n", head);
         return 0;
     }
-    if (strcmp(head, refused) == 0)
+    if (strcmp(head, refused) == 0) {
         return 1; /* said already; a new commit on the branch is needed */
+    }
     if (applied[0] != '\0') {
         char schema_dir[4096];
         snprintf(schema_dir, sizeof schema_dir, "%s/../schema", o->path);
@@ -218,17 +233,21 @@ static int sync_round(const struct sync_opts *o, char refused[SYNC_SHA_MAX + 1])
     }
     char staged[8200], cwd[4096];
     if (snprintf(staged, sizeof staged, "%s/%s", staging, o->path) >= (int)sizeof staged ||
-        getcwd(cwd, sizeof cwd) == NULL)
+        getcwd(cwd, sizeof cwd) == NULL) {
         return 1;
+    }
     /* Relative paths in the configuration (topic schemas) resolve in the tree being checked. */
     int rc = 1;
-    if (chdir(staging) != 0)
+    if (chdir(staging) != 0) {
         return 1;
+    }
     bool is_valid = busctl_validate(staged) == 0;
-    if (is_valid)
+    if (is_valid) {
         busctl_plan_apply(staged, false); /* the plan, printed before anything changes */
-    if (chdir(cwd) != 0)
+    }
+    if (chdir(cwd) != 0) {
         return 1;
+    }
     if (!is_valid) {
         fprintf(stderr,
                 "sync: %s refused: the bus configuration is invalid; the running routes are "
@@ -250,11 +269,13 @@ static int sync_round(const struct sync_opts *o, char refused[SYNC_SHA_MAX + 1])
         fprintf(stderr, "sync: cannot record the commit in %s\n", live);
         goto out;
     }
-    if (chdir(o->workdir) != 0)
+    if (chdir(o->workdir) != 0) {
         goto out;
+    }
     int applied_rc = busctl_plan_apply(live, true);
-    if (chdir(cwd) != 0)
+    if (chdir(cwd) != 0) {
         goto out;
+    }
     if (applied_rc != 0) {
         write_applied(live, applied);
         fprintf(stderr, "sync: applying %s failed; will try again\n", head);
@@ -286,30 +307,35 @@ int busctl_sync_main(int argc, char **argv)
             o.is_once = true;
             continue;
         }
-        if (v == NULL)
+        if (v == NULL) {
             return usage();
-        if (strcmp(a, "--repo") == 0)
+        }
+        if (strcmp(a, "--repo") == 0) {
             o.repo = v;
-        else if (strcmp(a, "--branch") == 0)
+        } else if (strcmp(a, "--branch") == 0) {
             o.branch = v;
-        else if (strcmp(a, "--path") == 0)
+        } else if (strcmp(a, "--path") == 0) {
             o.path = v;
-        else if (strcmp(a, "--workdir") == 0)
+        } else if (strcmp(a, "--workdir") == 0) {
             o.workdir = v;
-        else if (strcmp(a, "--interval") == 0) {
+        } else if (strcmp(a, "--interval") == 0) {
             char *end;
             o.interval_s = strtol(v, &end, 10);
-            if (*end != '\0' || o.interval_s < 1 || o.interval_s > 86400)
+            if (*end != '\0' || o.interval_s < 1 || o.interval_s > 86400) {
                 return usage();
-        } else
+            }
+        } else {
             return usage();
+        }
         i++;
     }
-    if (o.repo == NULL || o.path[0] == '/' || strstr(o.path, "..") != NULL)
+    if (o.repo == NULL || o.path[0] == '/' || strstr(o.path, "..") != NULL) {
         return usage();
+    }
     char refused[SYNC_SHA_MAX + 1] = "";
-    if (o.is_once)
+    if (o.is_once) {
         return sync_round(&o, refused);
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

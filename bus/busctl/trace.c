@@ -60,30 +60,38 @@ static int each_log_line(struct trace_run *t, const char *dir, const char *needl
                          const char *needle2, line_fn fn)
 {
     DIR *d = opendir(dir);
-    if (d == NULL)
+    if (d == NULL) {
         return -1;
+    }
     struct dirent *de;
     char *line = NULL;
     size_t cap = 0;
     while ((de = readdir(d)) != NULL) {
         size_t n = strlen(de->d_name);
-        if (n < 5 || strcmp(de->d_name + n - 4, ".log") != 0)
+        if (n < 5 || strcmp(de->d_name + n - 4, ".log") != 0) {
             continue;
+        }
         char path[4096];
-        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path)
+        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path) {
             continue;
+        }
         FILE *f = fopen(path, "r");
-        if (f == NULL)
+        if (f == NULL) {
             continue;
+        }
         ssize_t len;
         while ((len = getline(&line, &cap, f)) > 0) {
-            if (len > TRACE_LINE_MAX || line[0] != '{')
+            if (len > TRACE_LINE_MAX || line[0] != '{') {
                 continue;
-            if (strstr(line, needle) == NULL && (needle2 == NULL || strstr(line, needle2) == NULL))
+            }
+            if (strstr(line, needle) == NULL &&
+                (needle2 == NULL || strstr(line, needle2) == NULL)) {
                 continue;
+            }
             json_t *j = json_loadb(line, (size_t)len, 0, NULL);
-            if (json_is_object(j))
+            if (json_is_object(j)) {
                 fn(t, j, de->d_name);
+            }
             json_decref(j);
         }
         fclose(f);
@@ -102,16 +110,19 @@ static void find_trace_in_line(struct trace_run *t, json_t *line, const char *fi
 {
     (void)file;
     const char *eid = jstr(line, "event_id"), *tid = jstr(line, "trace_id");
-    if (t->trace_id[0] == '\0' && eid && tid && strcmp(eid, t->event_id) == 0 && strlen(tid) == 32)
+    if (t->trace_id[0] == '\0' && eid && tid && strcmp(eid, t->event_id) == 0 &&
+        strlen(tid) == 32) {
         memcpy(t->trace_id, tid, 33);
+    }
 }
 
 static void collect_line(struct trace_run *t, json_t *line, const char *file)
 {
     const char *eid = jstr(line, "event_id"), *tid = jstr(line, "trace_id");
     bool is_ours = (tid && strcmp(tid, t->trace_id) == 0) || (eid && strcmp(eid, t->event_id) == 0);
-    if (!is_ours || jstr(line, "ts") == NULL)
+    if (!is_ours || jstr(line, "ts") == NULL) {
         return;
+    }
     json_array_append_new(t->hops, json_pack("{s:s, s:s, s:s, s:O}", "ts", jstr(line, "ts"),
                                              "source", "log", "file", file, "line", line));
 }
@@ -133,14 +144,17 @@ static void on_record(void *opaque, struct kafka_record *rec)
     struct trace_run *t = opaque;
     char tid[33];
     const char *ce_id = kafka_record_header(rec, "ce-id");
-    if (trace_id_of(kafka_record_header(rec, "traceparent"), tid) == NULL)
+    if (trace_id_of(kafka_record_header(rec, "traceparent"), tid) == NULL) {
         goto out;
-    if (t->trace_id[0] == '\0' && ce_id && strcmp(ce_id, t->event_id) == 0)
+    }
+    if (t->trace_id[0] == '\0' && ce_id && strcmp(ce_id, t->event_id) == 0) {
         memcpy(t->trace_id, tid, sizeof tid);
+    }
     char when[32];
     const char *ce_time = kafka_record_header(rec, "ce-time");
-    if (ce_time == NULL && rec->timestamp_ms > 0)
+    if (ce_time == NULL && rec->timestamp_ms > 0) {
         format_ms(rec->timestamp_ms, when);
+    }
     json_t *r = json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?, s:s?, s:s?, s:s?, s:s, s:s?}", "ts",
                           ce_time                 ? ce_time
                           : rec->timestamp_ms > 0 ? when
@@ -150,8 +164,9 @@ static void on_record(void *opaque, struct kafka_record *rec)
                           kafka_record_header(rec, "ce-source"), "causation_id",
                           kafka_record_header(rec, "causation-id"), "key", rec->key, "trace_id",
                           tid, "dead_letter_route", kafka_record_header(rec, "x-bus-route"));
-    if (r != NULL)
+    if (r != NULL) {
         json_array_append_new(t->records, r);
+    }
 out:
     kafka_record_free(rec);
 }
@@ -177,9 +192,10 @@ static int scan_topics(struct trace_run *t, long scan)
     json_object_foreach(topics, name, parts)
     {
         (void)parts;
-        if (kafka_read_tail(bootstrap, busctl_kafka(), name, scan, TRACE_TIMEOUT_MS, on_record, t, NULL, err,
-                            sizeof err) != 0)
+        if (kafka_read_tail(bootstrap, busctl_kafka(), name, scan, TRACE_TIMEOUT_MS, on_record, t,
+                            NULL, err, sizeof err) != 0) {
             fprintf(stderr, "note: topic %s not read: %s\n", name, err);
+        }
     }
     json_decref(topics);
     return 0;
@@ -191,8 +207,9 @@ static int hop_cmp(const void *a, const void *b)
 {
     json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
     int c = strcmp(jstr(x, "ts"), jstr(y, "ts"));
-    if (c != 0)
+    if (c != 0) {
         return c;
+    }
     /* Same millisecond: keep the order they were found in (logs before records). */
     json_int_t i = json_integer_value(json_object_get(x, "_seq"));
     json_int_t j = json_integer_value(json_object_get(y, "_seq"));
@@ -223,11 +240,13 @@ static void print_hop(json_t *h)
     printf("%-24s  %-15s %s", ts, service ? service : "?",
            jstr(line, "msg") ? jstr(line, "msg") : "");
     json_t *sec = json_object_get(line, "seconds");
-    if (json_is_number(sec))
+    if (json_is_number(sec)) {
         printf("  (%.1f ms)", json_number_value(sec) * 1000.0);
+    }
     const char *eid = jstr(line, "event_id");
-    if (eid != NULL)
+    if (eid != NULL) {
         printf("  [%s]", eid);
+    }
     printf("\n");
 }
 
@@ -256,16 +275,18 @@ static void print_journey(struct trace_run *t)
         json_decref(out);
     } else {
         printf("event %s  trace %s  (%zu hops)\n", t->event_id, t->trace_id, n);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             print_hop(v[i]);
+        }
     }
     free(v);
 }
 
 int busctl_trace_main(int argc, char **argv)
 {
-    if (argc < 2 || argv[1][0] == '-')
+    if (argc < 2 || argv[1][0] == '-') {
         return trace_usage();
+    }
     struct trace_run t = {.event_id = argv[1], .hops = json_array(), .records = json_array()};
     const char *logs = "var/log";
     long scan = TRACE_DEFAULT_SCAN;
@@ -286,10 +307,12 @@ int busctl_trace_main(int argc, char **argv)
     }
     int rc = 1;
     bool has_logs = each_log_line(&t, logs, t.event_id, NULL, find_trace_in_line) == 0;
-    if (!has_logs)
+    if (!has_logs) {
         fprintf(stderr, "note: no logs read: %s is not a readable directory\n", logs);
-    if (has_topics)
+    }
+    if (has_topics) {
         scan_topics(&t, scan);
+    }
     if (t.trace_id[0] == '\0') {
         fprintf(stderr,
                 "event %s: not found in %s nor in the last %ld records of each topic "
@@ -297,14 +320,16 @@ int busctl_trace_main(int argc, char **argv)
                 t.event_id, logs, has_topics ? scan : 0);
         goto out;
     }
-    if (has_logs)
+    if (has_logs) {
         each_log_line(&t, logs, t.trace_id, t.event_id, collect_line);
+    }
     size_t i;
     json_t *r;
     json_array_foreach(t.records, i, r)
     {
-        if (strcmp(jstr(r, "trace_id"), t.trace_id) == 0)
+        if (strcmp(jstr(r, "trace_id"), t.trace_id) == 0) {
             json_array_append(t.hops, r);
+        }
     }
     print_journey(&t);
     rc = 0;

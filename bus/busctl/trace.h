@@ -7,5 +7,4 @@
  * exit code: 0 journey printed, 1 event not found (or broker and logs unreadable), 2 usage. */
 int busctl_trace_main(int argc, char **argv);
 
-
 #endif

@@ -81,11 +81,11 @@ struct dispatcher {
     pthread_mutex_t lock; /* guards routes and bus */
     struct route **routes;
     size_t n_routes;
-    struct busconf *bus;         /* the configuration the routes run with (topology) */
+    struct busconf *bus; /* the configuration the routes run with (topology) */
     /* The git commit the configuration came from (DISPATCHER_COMMIT_FILE in bus_config_dir,
      * written by busctl sync), "" when unknown; guarded by lock. */
     char config_commit[DISPATCHER_COMMIT_MAX + 1];
-    struct metric *commit_info; /* bus_dispatcher_config_info{commit=...}; guarded by lock */
+    struct metric *commit_info;  /* bus_dispatcher_config_info{commit=...}; guarded by lock */
     pthread_mutex_t replay_lock; /* one dead-letter replay at a time */
 };
 
@@ -95,41 +95,50 @@ static void read_config_commit(const char *dir, char out[DISPATCHER_COMMIT_MAX +
 {
     out[0] = '\0';
     char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, DISPATCHER_COMMIT_FILE) >= (int)sizeof path)
+    if (snprintf(path, sizeof path, "%s/%s", dir, DISPATCHER_COMMIT_FILE) >= (int)sizeof path) {
         return;
+    }
     FILE *f = fopen(path, "r");
-    if (f == NULL)
+    if (f == NULL) {
         return;
+    }
     char line[DISPATCHER_COMMIT_MAX + 2];
     if (fgets(line, sizeof line, f) != NULL) {
         size_t n = strcspn(line, "\r\n");
         line[n] = '\0';
         bool is_hex = n >= 7 && n <= DISPATCHER_COMMIT_MAX;
-        for (size_t i = 0; is_hex && i < n; i++)
+        for (size_t i = 0; is_hex && i < n; i++) {
             is_hex = (line[i] >= '0' && line[i] <= '9') || (line[i] >= 'a' && line[i] <= 'f');
-        if (is_hex)
+        }
+        if (is_hex) {
             memcpy(out, line, n + 1);
+        }
     }
     fclose(f);
 }
 
 static bool is_selected(const char *list, const char *name)
 {
-    if (list == NULL || list[0] == '\0')
+    if (list == NULL || list[0] == '\0') {
         return true;
+    }
     size_t n = strlen(name);
     const char *p = list;
     while (*p) {
-        while (*p == ' ' || *p == ',')
+        while (*p == ' ' || *p == ',') {
             p++;
+        }
         const char *end = p;
-        while (*end && *end != ',')
+        while (*end && *end != ',') {
             end++;
+        }
         const char *e = end;
-        while (e > p && e[-1] == ' ')
+        while (e > p && e[-1] == ' ') {
             e--;
-        if ((size_t)(e - p) == n && strncmp(p, name, n) == 0)
+        }
+        if ((size_t)(e - p) == n && strncmp(p, name, n) == 0) {
             return true;
+        }
         p = end;
     }
     return false;
@@ -143,8 +152,9 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
 {
     struct busconf *bus = NULL;
     if (busconf_load(config_str(d->cfg, "bus_config_dir"), config_str(d->cfg, "bus_schema"), &bus,
-                     err, err_len) != 0)
+                     err, err_len) != 0) {
         return -1;
+    }
     const char *only = config_str(d->cfg, "routes");
     long deadline = (long)config_int(d->cfg, "shutdown_timeout_ms");
     struct route **next = xcalloc(bus->n_routes + 1, sizeof *next);
@@ -156,17 +166,19 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
     bool *is_kept = xcalloc(d->n_routes + 1, sizeof *is_kept);
     for (size_t i = 0; i < bus->n_routes; i++) {
         const struct busconf_route *rc = &bus->routes[i];
-        if (!is_selected(only, rc->name))
+        if (!is_selected(only, rc->name)) {
             continue;
+        }
         total += rc->concurrency;
         const struct busconf_topic *out = rc->output ? busconf_topic_find(bus, rc->output) : NULL;
         struct route *cur = NULL;
         size_t j;
-        for (j = 0; j < d->n_routes; j++)
+        for (j = 0; j < d->n_routes; j++) {
             if (!is_kept[j] && strcmp(route_name(d->routes[j]), rc->name) == 0) {
                 cur = d->routes[j];
                 break;
             }
+        }
         if (cur && route_is_same(cur, rc, out)) {
             is_kept[j] = true;
             next[n_next++] = cur;
@@ -187,11 +199,12 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
         next[n_next++] = r;
         started++;
     }
-    for (size_t j = 0; j < d->n_routes; j++)
+    for (size_t j = 0; j < d->n_routes; j++) {
         if (!is_kept[j]) {
             route_stop(d->routes[j], deadline);
             stopped++;
         }
+    }
     free(is_kept);
     free(d->routes);
     d->routes = next;
@@ -201,8 +214,9 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
     char commit[DISPATCHER_COMMIT_MAX + 1];
     read_config_commit(config_str(d->cfg, "bus_config_dir"), commit);
     if (strcmp(commit, d->config_commit) != 0 || d->commit_info == NULL) {
-        if (d->commit_info)
+        if (d->commit_info) {
             metric_set(d->commit_info, 0);
+        }
         char labels[DISPATCHER_COMMIT_MAX + 16];
         snprintf(labels, sizeof labels, "commit=\"%s\"", commit);
         d->commit_info = metrics_gauge("bus_dispatcher_config_info",
@@ -219,11 +233,12 @@ static int reconcile(struct dispatcher *d, char *err, size_t err_len)
     /* Every delivery in flight holds a connection: a pool smaller than the routes' concurrency
      * closes one endpoint's idle connections to open another's, over and over, under load. */
     long cap = (long)config_int(d->cfg, "http_connections");
-    if (total > cap)
+    if (total > cap) {
         log_warn("the routes' concurrency adds up to %ld, above http_connections (%ld): under "
                  "load connections to one endpoint are closed to open another's; raise "
                  "http_connections to at least %ld",
                  total, cap, total);
+    }
     return 0;
 }
 
@@ -253,8 +268,9 @@ static const char *const ORDERING_NAMES[] = {"key", "partition", "none"};
 static void handle_topology(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
-    if (!is_admin(ex, d))
+    if (!is_admin(ex, d)) {
         return;
+    }
     json_t *topics = json_array();
     json_t *routes = json_array();
     pthread_mutex_lock(&d->lock);
@@ -267,17 +283,17 @@ static void handle_topology(struct http_exchange *ex, void *ctx)
     }
     for (size_t i = 0; i < d->n_routes; i++) {
         const struct busconf_route *rc = busconf_route_find(bus, route_name(d->routes[i]));
-        if (rc == NULL)
+        if (rc == NULL) {
             continue;
+        }
         json_array_append_new(
             routes,
-            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:i, s:i, s:s, s:i, s:i}", "name",
-                      rc->name, "topic", rc->topic, "endpoint", rc->endpoint, "mode",
+            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:i, s:i, s:s, s:i, s:i}", "name", rc->name,
+                      "topic", rc->topic, "endpoint", rc->endpoint, "mode",
                       rc->mode == BUSCONF_STREAMING ? "streaming" : "one-way", "output", rc->output,
                       "dead_letter", rc->dead_letter, "concurrency", rc->concurrency, "batch",
-                      rc->batch, "ordering",
-                      ORDERING_NAMES[rc->ordering], "timeout_ms", rc->timeout_ms, "max_attempts",
-                      rc->retry_max_attempts));
+                      rc->batch, "ordering", ORDERING_NAMES[rc->ordering], "timeout_ms",
+                      rc->timeout_ms, "max_attempts", rc->retry_max_attempts));
     }
     pthread_mutex_unlock(&d->lock);
     http_respond_json(ex, 200, json_pack("{s:o, s:o}", "topics", topics, "routes", routes));
@@ -292,9 +308,11 @@ static bool route_dlq_find(struct http_exchange *ex, struct dispatcher *d, const
     *dead_letter = NULL;
     bool is_running = false;
     pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < d->n_routes; i++)
-        if (strcmp(route_name(d->routes[i]), name) == 0)
+    for (size_t i = 0; i < d->n_routes; i++) {
+        if (strcmp(route_name(d->routes[i]), name) == 0) {
             is_running = true;
+        }
+    }
     const struct busconf_route *rc = is_running ? busconf_route_find(d->bus, name) : NULL;
     if (rc != NULL && rc->dead_letter != NULL) {
         *topic = xstrdup(rc->topic);
@@ -318,11 +336,13 @@ static bool route_dlq_find(struct http_exchange *ex, struct dispatcher *d, const
 static void handle_dead_letters(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
-    if (!is_admin(ex, d))
+    if (!is_admin(ex, d)) {
         return;
+    }
     char *topic = NULL, *dead_letter = NULL;
-    if (!route_dlq_find(ex, d, http_param(ex, 0), &topic, &dead_letter))
+    if (!route_dlq_find(ex, d, http_param(ex, 0), &topic, &dead_letter)) {
         return;
+    }
     long limit = DISPATCHER_DLQ_PEEK_DEFAULT;
     const char *q = http_query(ex, "limit");
     if (q != NULL) {
@@ -354,12 +374,14 @@ out:
 static void handle_replay(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
-    if (!is_admin(ex, d))
+    if (!is_admin(ex, d)) {
         return;
+    }
     char *topic = NULL, *dead_letter = NULL;
     const char *name = http_param(ex, 0);
-    if (!route_dlq_find(ex, d, name, &topic, &dead_letter))
+    if (!route_dlq_find(ex, d, name, &topic, &dead_letter)) {
         return;
+    }
     if (pthread_mutex_trylock(&d->replay_lock) != 0) {
         http_respond_error(ex, 409, "replay_running", NULL,
                            "A replay is running; try again when it has finished.");
@@ -390,12 +412,14 @@ out:
 static void handle_routes(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
-    if (!is_admin(ex, d))
+    if (!is_admin(ex, d)) {
         return;
+    }
     json_t *list = json_array();
     pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < d->n_routes; i++)
+    for (size_t i = 0; i < d->n_routes; i++) {
         json_array_append_new(list, route_status(d->routes[i]));
+    }
     json_t *commit = d->config_commit[0] ? json_string(d->config_commit) : json_null();
     pthread_mutex_unlock(&d->lock);
     http_respond_json(ex, 200, json_pack("{s:o, s:o}", "routes", list, "config_commit", commit));
@@ -404,8 +428,9 @@ static void handle_routes(struct http_exchange *ex, void *ctx)
 static void handle_reload(struct http_exchange *ex, void *ctx)
 {
     struct dispatcher *d = ctx;
-    if (!is_admin(ex, d))
+    if (!is_admin(ex, d)) {
         return;
+    }
     char err[8192];
     if (reconcile(d, err, sizeof err) != 0) {
         log_error("reload refused, bus configuration invalid:\n%s", err);
@@ -415,8 +440,9 @@ static void handle_reload(struct http_exchange *ex, void *ctx)
     }
     json_t *names = json_array();
     pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < d->n_routes; i++)
+    for (size_t i = 0; i < d->n_routes; i++) {
         json_array_append_new(names, json_string(route_name(d->routes[i])));
+    }
     pthread_mutex_unlock(&d->lock);
     http_respond_json(ex, 200, json_pack("{s:b, s:o}", "reloaded", 1, "routes", names));
 }
@@ -425,8 +451,9 @@ static void handle_reload(struct http_exchange *ex, void *ctx)
 static bool is_ready(void *ctx, const char **reason)
 {
     struct dispatcher *d = ctx;
-    if (kafka_producer_health(d->env.producer, reason) != 0)
+    if (kafka_producer_health(d->env.producer, reason) != 0) {
         return false;
+    }
     if (!kafka_producer_is_connected(d->env.producer)) {
         *reason = "Kafka broker unreachable";
         return false;
@@ -437,10 +464,12 @@ static bool is_ready(void *ctx, const char **reason)
 int main(int argc, char **argv)
 {
     struct app app;
-    if (app_init(&app, argc, argv, "bus-dispatcher", "DISPATCHER", defs) != 0)
+    if (app_init(&app, argc, argv, "bus-dispatcher", "DISPATCHER", defs) != 0) {
         return 2;
-    if (app.exit_now)
+    }
+    if (app.exit_now) {
         return 0;
+    }
 
     int rc = 1;
     char err[8192];
@@ -457,8 +486,8 @@ int main(int argc, char **argv)
      * a development token, a weak route key) is the only line the start logs after the
      * configuration. */
     struct busconf *first = NULL;
-    if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &first,
-                     err, sizeof err) != 0) {
+    if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &first, err,
+                     sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
         rc = 2;
         goto out;
@@ -497,8 +526,9 @@ int main(int argc, char **argv)
 
     int sig;
     while ((sig = app_wait_signal(&app)) == SIGHUP) {
-        if (reconcile(&d, err, sizeof err) != 0)
+        if (reconcile(&d, err, sizeof err) != 0) {
             log_error("SIGHUP: bus configuration invalid, routes unchanged:\n%s", err);
+        }
     }
     log_info("signal %d: stopping %zu routes", sig, d.n_routes);
     rc = 0;
@@ -511,14 +541,16 @@ out:
     long long budget = (long long)config_int(cfg, "shutdown_timeout_ms");
     long long tail = budget / 5 < 1000 ? budget / 5 : 1000;
     pthread_mutex_lock(&d.lock);
-    for (size_t i = 0; i < d.n_routes; i++)
+    for (size_t i = 0; i < d.n_routes; i++) {
         route_stop_begin(d.routes[i], stop_at + budget - tail);
+    }
     struct route **late = xcalloc(d.n_routes + 1, sizeof *late);
     size_t n_late = 0;
     for (size_t i = 0; i < d.n_routes; i++) {
         struct route *r = route_stop_end(d.routes[i], true);
-        if (r)
+        if (r) {
             late[n_late++] = r;
+        }
     }
     free(d.routes);
     d.routes = NULL;
@@ -528,8 +560,9 @@ out:
     long long left = stop_at + budget - app_now_ms();
     kafka_producer_free(d.env.producer, left > 0 ? (int)left : 0);
     http_pool_free(d.env.pool);
-    for (size_t i = 0; i < n_late; i++)
+    for (size_t i = 0; i < n_late; i++) {
         route_free_late(late[i]);
+    }
     free(late);
     busconf_free(d.bus);
     pthread_mutex_destroy(&d.replay_lock);

@@ -33,7 +33,7 @@
 #include "metrics.h"
 #include "kafka/offset_tracker.h"
 
-#define ROUTE_BREAKER_FAILURES 5   /* consecutive failed attempts that open the breaker */
+#define ROUTE_BREAKER_FAILURES 5     /* consecutive failed attempts that open the breaker */
 #define ROUTE_COMMIT_INTERVAL_MS 200 /* asynchronous commits at most this often per route */
 #define ROUTE_STATUS_INTERVAL_MS 500
 #define ROUTE_PAUSED_WATERMARK_MS 5000 /* broker watermark query of a paused partition */
@@ -51,11 +51,11 @@ struct part;
 struct event {
     struct part *part; /* NULL once the partition was revoked (orphan) */
     struct kafka_record *rec;
-    const char *key; /* rec->key, or NULL (no ordering constraint) */
+    const char *key;   /* rec->key, or NULL (no ordering constraint) */
     uint64_t key_hash; /* of key, computed once (schedule() looks at it on every pass) */
     enum event_state state;
-    int attempt;         /* attempts made so far */
-    long long signed_s;  /* webhook-timestamp of its last attempt (0 = none) */
+    int attempt;          /* attempts made so far */
+    long long signed_s;   /* webhook-timestamp of its last attempt (0 = none) */
     long long next_at_ms; /* WAITING: not before */
     int outstanding;      /* callbacks still to come (1 HTTP, or n produce acks) */
     bool has_produce_failed;
@@ -72,13 +72,13 @@ struct part {
     struct offset_tracker tracker;
     struct event *head, *tail;
     size_t n_events;
-    int64_t next_commit;  /* to commit (-1 = nothing new) */
-    int64_t committed;    /* last committed next-offset (-1 unknown) */
+    int64_t next_commit; /* to commit (-1 = nothing new) */
+    int64_t committed;   /* last committed next-offset (-1 unknown) */
     int64_t high_watermark;
     int64_t queried_watermark;         /* asked of the broker while paused (-1 never) */
     int64_t queried_low;               /* the log start then (-1 never asked) */
     long long next_watermark_query_ms; /* when it may be asked again */
-    int64_t next_offset;  /* offset after the last record taken in (-1 none yet) */
+    int64_t next_offset;               /* offset after the last record taken in (-1 none yet) */
     bool is_paused_full;
     bool is_resume_pending; /* a resume whose seek failed: retried by the route loop */
     bool is_commit_failed;  /* the commit of `committed` failed: commit it again */
@@ -88,8 +88,8 @@ struct part {
 enum completion_kind { DONE_HTTP, DONE_PRODUCE };
 
 struct completion {
-    struct event *ev;    /* NULL for a batched request: */
-    struct event **evs;  /* its events (heap), n_evs of them */
+    struct event *ev;   /* NULL for a batched request: */
+    struct event **evs; /* its events (heap), n_evs of them */
     size_t n_evs;
     enum completion_kind kind;
     int status; /* HTTP status, or kafka status */
@@ -116,25 +116,25 @@ struct route {
     long long stop_deadline_ms; /* deliveries in flight may finish until then */
     long long stop_by_ms;       /* commits and leaving the group end by then */
 
-    pthread_mutex_t lock; /* guards: completions, status, wake */
+    pthread_mutex_t lock;        /* guards: completions, status, wake */
     struct kafka_consumer *wake; /* = consumer while it exists */
     struct completion *done_head, *done_tail;
     json_t *status;
 
     /* route thread only */
     struct part *parts;
-    int in_flight; /* events SENDING or PRODUCING */
-    int n_sending; /* HTTP requests out (one per event, or per batch): what `concurrency`
-                    * bounds. Events PRODUCING wait only for Kafka's acknowledgement, so they
-                    * don't hold a delivery slot; they still hold their key (ordering) and their
-                    * offset. */
+    int in_flight;       /* events SENDING or PRODUCING */
+    int n_sending;       /* HTTP requests out (one per event, or per batch): what `concurrency`
+                          * bounds. Events PRODUCING wait only for Kafka's acknowledgement, so they
+                          * don't hold a delivery slot; they still hold their key (ordering) and their
+                          * offset. */
     struct event **pend; /* schedule(): events gathered for the next batched request */
     int n_pend;
     size_t pend_bytes;
     int orphans_outstanding;
     int consecutive_failures;
     bool is_breaker_open;
-    bool is_dirty; /* something changed: scan for work */
+    bool is_dirty;     /* something changed: scan for work */
     size_t sched_turn; /* which partition schedule() scans first */
     long long next_commit_ms, next_status_ms;
 
@@ -145,7 +145,10 @@ struct route {
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static char *dup_or_null(const char *s) { return s ? xstrdup(s) : NULL; }
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
 
 static struct metric *route_metric(struct route *r, int kind, const char *name, const char *help)
 {
@@ -157,8 +160,9 @@ static struct metric *route_metric(struct route *r, int kind, const char *name, 
 
 static void count_delivered(struct route *r, int status)
 {
-    if (status < 100 || status > 599)
+    if (status < 100 || status > 599) {
         return;
+    }
     if (r->m_delivered[status] == NULL) {
         char labels[256];
         snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", r->name, status);
@@ -178,8 +182,9 @@ static uint32_t random_u32(void)
 /* Value at a JSON pointer ("/a/b/0"), or NULL. */
 static json_t *json_at_pointer(json_t *doc, const char *ptr)
 {
-    if (ptr == NULL || ptr[0] != '/')
+    if (ptr == NULL || ptr[0] != '/') {
         return NULL;
+    }
     json_t *cur = doc;
     const char *p = ptr + 1;
     char token[256];
@@ -197,16 +202,19 @@ static json_t *json_at_pointer(json_t *doc, const char *ptr)
             }
         }
         token[n] = '\0';
-        if (json_is_object(cur))
+        if (json_is_object(cur)) {
             cur = json_object_get(cur, token);
-        else if (json_is_array(cur))
+        } else if (json_is_array(cur)) {
             cur = json_array_get(cur, (size_t)strtoul(token, NULL, 10));
-        else
+        } else {
             return NULL;
-        if (cur == NULL)
+        }
+        if (cur == NULL) {
             return NULL;
-        if (*p != '/')
+        }
+        if (*p != '/') {
             return cur;
+        }
         p++;
     }
 }
@@ -219,13 +227,15 @@ static void completion_push(struct route *r, struct completion *c)
     /* Only the first completion of a batch wakes the route thread: it drains the whole list
      * after every poll, so a non-empty list means a wake-up is already on its way. */
     bool is_first = r->done_head == NULL;
-    if (r->done_tail)
+    if (r->done_tail) {
         r->done_tail->next = c;
-    else
+    } else {
         r->done_head = c;
+    }
     r->done_tail = c;
-    if (is_first && r->wake != NULL)
+    if (is_first && r->wake != NULL) {
         kafka_consumer_wake(r->wake);
+    }
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -266,8 +276,9 @@ static void on_produced(void *opaque, int status, const char *errstr, int32_t pa
     c->ev = sc->ev;
     c->kind = DONE_PRODUCE;
     c->status = status;
-    if (errstr)
+    if (errstr) {
         snprintf(c->error, sizeof c->error, "%s", errstr);
+    }
     struct route *r = sc->route;
     free(sc);
     completion_push(r, c);
@@ -285,23 +296,27 @@ static void completion_free(struct completion *c)
 
 static struct part *part_find(struct route *r, int32_t id)
 {
-    for (struct part *p = r->parts; p; p = p->next)
-        if (p->id == id)
+    for (struct part *p = r->parts; p; p = p->next) {
+        if (p->id == id) {
             return p;
+        }
+    }
     return NULL;
 }
 
 static void event_unlink(struct event *ev)
 {
     struct part *p = ev->part;
-    if (ev->prev)
+    if (ev->prev) {
         ev->prev->next = ev->next;
-    else
+    } else {
         p->head = ev->next;
-    if (ev->next)
+    }
+    if (ev->next) {
         ev->next->prev = ev->prev;
-    else
+    } else {
         p->tail = ev->prev;
+    }
     ev->prev = ev->next = NULL;
     p->n_events--;
 }
@@ -317,8 +332,9 @@ static void event_free(struct event *ev)
 static void part_pop_finished(struct part *p)
 {
     int64_t next = offset_tracker_take_committable(&p->tracker);
-    if (next >= 0)
+    if (next >= 0) {
         p->next_commit = next;
+    }
 }
 
 /* Commits the partition's finished prefix when it moved, or again when its last commit failed
@@ -340,22 +356,25 @@ static void on_commit_failed(void *opaque, int32_t partition, int64_t next_offse
     struct route *r = opaque;
     struct part *p = part_find(r, partition);
     /* A failure of an older commit than the last one is covered by the last one. */
-    if (p && p->committed == next_offset)
+    if (p && p->committed == next_offset) {
         p->is_commit_failed = true;
+    }
 }
 
 static void part_drop(struct route *r, struct part *p, bool is_commit)
 {
-    if (is_commit)
+    if (is_commit) {
         commit_part(r, p, true);
+    }
     struct event *ev = p->head;
     while (ev) {
         struct event *next = ev->next;
         if (ev->outstanding > 0) {
             /* in flight: its callbacks will still come; freed then, never committed. A
              * batched request frees its slot when it completes. */
-            if (ev->state == EV_SENDING && !ev->is_batched)
+            if (ev->state == EV_SENDING && !ev->is_batched) {
                 r->n_sending--;
+            }
             ev->part = NULL;
             ev->prev = ev->next = NULL;
             r->in_flight--;
@@ -374,8 +393,9 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
     struct route *r = opaque;
     for (size_t i = 0; i < n; i++) {
         if (is_assigned) {
-            if (part_find(r, ids[i]))
+            if (part_find(r, ids[i])) {
                 continue;
+            }
             struct part *p = xcalloc(1, sizeof *p);
             p->id = ids[i];
             offset_tracker_init(&p->tracker, r->env->max_pending_per_partition + 2048);
@@ -384,15 +404,18 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
             p->next_watermark_query_ms = 0;
             p->next = r->parts;
             r->parts = p;
-            if (r->is_breaker_open)
+            if (r->is_breaker_open) {
                 kafka_consumer_pause(r->consumer, p->id);
+            }
             log_info("route %s: partition %d assigned", r->name, (int)ids[i]);
         } else {
             struct part **pp = &r->parts;
-            while (*pp && (*pp)->id != ids[i])
+            while (*pp && (*pp)->id != ids[i]) {
                 pp = &(*pp)->next;
-            if (*pp == NULL)
+            }
+            if (*pp == NULL) {
                 continue;
+            }
             struct part *p = *pp;
             *pp = p->next;
             log_info("route %s: partition %d revoked", r->name, (int)ids[i]);
@@ -430,8 +453,9 @@ static void part_resume_if_room(struct route *r, struct part *p)
     if (p->is_paused_full && p->n_events < max / 2 &&
         offset_tracker_count(&p->tracker) + max <= p->tracker.cap) {
         p->is_paused_full = false;
-        if (!r->is_breaker_open)
+        if (!r->is_breaker_open) {
             part_resume(r, p);
+        }
     }
 }
 
@@ -462,9 +486,11 @@ static void breaker_note(struct route *r, bool is_success)
             r->is_breaker_open = false;
             metric_set(r->m_breaker_open, 0);
             log_info("route %s: endpoint answers again, breaker closed", r->name);
-            for (struct part *p = r->parts; p; p = p->next)
-                if (!p->is_paused_full)
+            for (struct part *p = r->parts; p; p = p->next) {
+                if (!p->is_paused_full) {
                     part_resume(r, p);
+                }
+            }
         }
         return;
     }
@@ -503,8 +529,9 @@ static const char *event_trace_id(const struct event *ev, char out[33])
 {
     struct trace t;
     const char *tp = ev->span[0] ? ev->span : kafka_record_header(ev->rec, "traceparent");
-    if (tp == NULL || trace_parse(tp, &t) != 0)
+    if (tp == NULL || trace_parse(tp, &t) != 0) {
         return NULL;
+    }
     memcpy(out, t.trace_id, sizeof t.trace_id);
     return out;
 }
@@ -530,16 +557,20 @@ static int dead_letter(struct route *r, struct event *ev, int status, const char
     snprintf(part, sizeof part, "%d", (int)ev->rec->partition);
     snprintf(off, sizeof off, "%lld", (long long)ev->rec->offset);
     size_t n = answer ? answer_len : 0;
-    if (n > ROUTE_EXCERPT_BYTES)
+    if (n > ROUTE_EXCERPT_BYTES) {
         n = ROUTE_EXCERPT_BYTES;
-    if (n)
+    }
+    if (n) {
         memcpy(excerpt, answer, n);
+    }
     excerpt[n] = '\0';
     struct kafka_header h[32];
     size_t nh = 0;
-    for (size_t i = 0; i < ev->rec->n_headers && nh < 22; i++)
-        if (strncmp(ev->rec->headers[i].name, "x-bus-", 6) != 0)
+    for (size_t i = 0; i < ev->rec->n_headers && nh < 22; i++) {
+        if (strncmp(ev->rec->headers[i].name, "x-bus-", 6) != 0) {
             h[nh++] = ev->rec->headers[i];
+        }
+    }
     h[nh++] = HDR("x-bus-status", st);
     h[nh++] = HDR("x-bus-attempts", att);
     h[nh++] = HDR("x-bus-answer", excerpt);
@@ -567,13 +598,17 @@ static int dead_letter(struct route *r, struct event *ev, int status, const char
 /* Whether a streaming answer is a JSON object or an array of objects. */
 static bool is_output(json_t *doc)
 {
-    if (json_is_object(doc))
+    if (json_is_object(doc)) {
         return true;
-    if (!json_is_array(doc))
+    }
+    if (!json_is_array(doc)) {
         return false;
-    for (size_t i = 0; i < json_array_size(doc); i++)
-        if (!json_is_object(json_array_get(doc, i)))
+    }
+    for (size_t i = 0; i < json_array_size(doc); i++) {
+        if (!json_is_object(json_array_get(doc, i))) {
             return false;
+        }
+    }
     return true;
 }
 
@@ -586,14 +621,16 @@ static void output_id(const struct route *r, const struct event *ev, size_t inde
                       char out[ID_UUID_LEN + 1])
 {
     const char *in_id = kafka_record_header(ev->rec, "ce-id");
-    if (in_id && *in_id && id_derived(r->name, in_id, index, out) == 0)
+    if (in_id && *in_id && id_derived(r->name, in_id, index, out) == 0) {
         return;
+    }
     /* no ce-id, or one of more than 1 KiB (not from our publisher, which takes 128 at most) */
     char where[320];
     snprintf(where, sizeof where, "%.255s/%d/%lld", r->topic, (int)ev->rec->partition,
              (long long)ev->rec->offset);
-    if (id_derived(r->name, where, index, out) != 0)
+    if (id_derived(r->name, where, index, out) != 0) {
         id_uuid7(out); /* route names are short: never happens */
+    }
 }
 
 /* Streams a 200/201/202 answer (doc, stolen) to the output topic. Returns 0 when queued (or
@@ -608,8 +645,9 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
     const char *in_id = kafka_record_header(ev->rec, "ce-id");
     struct trace span;
     char tp[TRACEPARENT_LEN + 1];
-    if (trace_parse(ev->span, &span) != 0)
+    if (trace_parse(ev->span, &span) != 0) {
         trace_new(&span);
+    }
     struct trace child;
     trace_child(&span, &child);
     trace_format(&child, tp);
@@ -626,9 +664,9 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
         char keybuf[64];
         const char *key = NULL;
         json_t *k = json_at_pointer(o, r->output_key);
-        if (json_is_string(k))
+        if (json_is_string(k)) {
             key = json_string_value(k);
-        else if (json_is_integer(k)) {
+        } else if (json_is_integer(k)) {
             snprintf(keybuf, sizeof keybuf, "%lld", (long long)json_integer_value(k));
             key = keybuf;
         }
@@ -639,8 +677,9 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
         h[nh++] = HDR("ce-source", r->name);
         h[nh++] = HDR("ce-time", now);
         h[nh++] = HDR("traceparent", tp);
-        if (in_id)
+        if (in_id) {
             h[nh++] = HDR("causation-id", in_id);
+        }
         int rc = produce_one(r, ev, r->output, key, value, strlen(value), h, nh);
         free(value);
         if (rc == 0 && log_min_level <= LOG_LEVEL_DEBUG) {
@@ -657,10 +696,11 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
     }
     json_decref(doc);
     if (ev->outstanding == 0) {
-        if (ev->has_produce_failed)
+        if (ev->has_produce_failed) {
             event_retry_later(r, ev, NULL);
-        else
+        } else {
             event_finish(r, ev); /* empty array: nothing to produce */
+        }
         r->in_flight--;
     }
     return 0;
@@ -676,10 +716,11 @@ static void attempt_begin(struct route *r, struct event *ev)
     ev->outstanding = 1;
     r->in_flight++;
     struct trace parent, child;
-    if (trace_parse(kafka_record_header(ev->rec, "traceparent"), &parent) == 0)
+    if (trace_parse(kafka_record_header(ev->rec, "traceparent"), &parent) == 0) {
         trace_child(&parent, &child);
-    else
+    } else {
         trace_new(&child);
+    }
     trace_format(&child, ev->span);
     ev->sent_at_s = app_now_s();
 }
@@ -705,8 +746,9 @@ static void attempt_undo(struct route *r, struct event *ev)
 static const char *event_id(const struct event *ev, char *buf, size_t len)
 {
     const char *id = kafka_record_header(ev->rec, "ce-id");
-    if (id && *id && strlen(id) <= DELIVERY_ID_MAX)
+    if (id && *id && strlen(id) <= DELIVERY_ID_MAX) {
         return id;
+    }
     snprintf(buf, len, "p%d-o%lld", (int)ev->rec->partition, (long long)ev->rec->offset);
     return buf;
 }
@@ -718,13 +760,17 @@ static const char *event_id(const struct event *ev, char *buf, size_t len)
 static long long sign_time(struct event **evs, size_t n)
 {
     long long now = (long long)time(NULL), ts = now;
-    for (size_t i = 0; i < n; i++)
-        if (evs[i]->signed_s >= ts)
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i]->signed_s >= ts) {
             ts = evs[i]->signed_s + 1;
-    if (ts > now + ROUTE_SIGN_AHEAD_MAX_S)
+        }
+    }
+    if (ts > now + ROUTE_SIGN_AHEAD_MAX_S) {
         ts = now + ROUTE_SIGN_AHEAD_MAX_S;
-    for (size_t i = 0; i < n; i++)
+    }
+    for (size_t i = 0; i < n; i++) {
         evs[i]->signed_s = ts;
+    }
     return ts;
 }
 
@@ -734,8 +780,9 @@ static void sign(const struct route *r, const char *id, const char *ts, const vo
 {
     /* The keys were checked when the route started (route_start), so this cannot fail. */
     if (crypto_webhook_sign(r->secret, id, strtoll(ts, NULL, 10), body, len, out,
-                            ROUTE_SIGNATURE_MAX) != 0)
+                            ROUTE_SIGNATURE_MAX) != 0) {
         abort();
+    }
 }
 
 static void deliver(struct route *r, struct event *ev)
@@ -763,8 +810,9 @@ static void deliver(struct route *r, struct event *ev)
             h[n++] = (struct http_header_kv){"causation-id", rec->headers[i].value};
         }
     }
-    if (!has_type)
+    if (!has_type) {
         h[n++] = (struct http_header_kv){"ce-type", r->topic};
+    }
     h[n++] = (struct http_header_kv){"traceparent", ev->span};
     h[n++] = (struct http_header_kv){"X-Bus-Route", r->name};
     h[n++] = (struct http_header_kv){"X-Bus-Topic", r->topic};
@@ -791,11 +839,14 @@ static void deliver(struct route *r, struct event *ev)
 /* A CloudEvents attribute name: lower-case letters and digits only. */
 static bool is_attr_name(const char *s)
 {
-    if (*s == '\0')
+    if (*s == '\0') {
         return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+    }
+    for (; *s; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9'))) {
             return false;
+        }
+    }
     return true;
 }
 
@@ -820,12 +871,14 @@ static void deliver_batch(struct route *r, struct event **evs, size_t n)
         bool has_type = false;
         for (size_t k = 0; k < rec->n_headers; k++) {
             const char *name = rec->headers[k].name, *attr = NULL;
-            if (strncmp(name, "ce-", 3) == 0 && strcmp(name, "ce-specversion") != 0)
+            if (strncmp(name, "ce-", 3) == 0 && strcmp(name, "ce-specversion") != 0) {
                 attr = name + 3;
-            else if (strcmp(name, "causation-id") == 0)
+            } else if (strcmp(name, "causation-id") == 0) {
                 attr = "causationid";
-            if (attr == NULL || !is_attr_name(attr))
+            }
+            if (attr == NULL || !is_attr_name(attr)) {
                 continue;
+            }
             has_type |= strcmp(attr, "type") == 0;
             buf_appendf(&body, ",\"%s\":", attr);
             buf_append_json_string(&body, rec->headers[k].value);
@@ -867,8 +920,9 @@ static void deliver_batch(struct route *r, struct event **evs, size_t n)
         free(sc->evs);
         free(sc);
         r->n_sending--;
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             attempt_undo(r, evs[i]);
+        }
     }
     buf_release(&body);
 }
@@ -906,29 +960,33 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c,
             double age_s = (double)now.tv_sec + now.tv_nsec / 1e9 - ev->rec->timestamp_ms / 1e3;
             metric_observe(r->m_age, age_s > 0 ? age_s : 0);
         }
-        if (!is_batched)
+        if (!is_batched) {
             breaker_note(r, true);
+        }
         if (c->status == 204) {
             metric_inc(r->m_no_content);
         } else if (r->is_streaming && c->status <= 202 && (c->answer || c->body_len > 0)) {
             json_error_t jerr;
-            json_t *doc = c->answer ? json_incref(c->answer)
-                                    : json_loadb(c->body, c->body_len, 0, &jerr);
-            if (stream_outputs(r, ev, doc) == 0)
+            json_t *doc =
+                c->answer ? json_incref(c->answer) : json_loadb(c->body, c->body_len, 0, &jerr);
+            if (stream_outputs(r, ev, doc) == 0) {
                 return; /* in_flight stays until the outputs are acknowledged */
+            }
             metric_inc(r->m_failed);
             r->in_flight--;
             if (dead_letter(r, ev, c->status, c->body, c->body_len,
-                            "streaming answer is not a JSON object or array of objects"))
+                            "streaming answer is not a JSON object or array of objects")) {
                 r->in_flight++;
+            }
             return;
         }
         r->in_flight--;
         event_finish(r, ev);
         return;
     }
-    if (c->status > 0)
+    if (c->status > 0) {
         count_delivered(r, c->status);
+    }
     bool is_spent = r->retry_max_attempts > 0 && ev->attempt >= r->retry_max_attempts;
     if (is_retryable(c->status) && !is_spent) {
         metric_inc(r->m_retried);
@@ -942,17 +1000,20 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c,
         event_retry_later(r, ev, c->retry_after);
         return;
     }
-    if (!is_batched)
+    if (!is_batched) {
         breaker_note(r, !is_retryable(c->status)); /* a refusal: the endpoint does answer */
+    }
     metric_inc(r->m_failed);
     char why[160];
-    if (is_spent)
+    if (is_spent) {
         snprintf(why, sizeof why, "max_attempts spent (last: %d %s)", c->status, c->error);
-    else
+    } else {
         snprintf(why, sizeof why, "rejected with %d", c->status);
+    }
     r->in_flight--;
-    if (dead_letter(r, ev, c->status, c->body, c->body_len, why))
+    if (dead_letter(r, ev, c->status, c->body, c->body_len, why)) {
         r->in_flight++;
+    }
 }
 
 /* Element i of a streaming batch's answer as that event's own answer: null is a 204, an
@@ -960,15 +1021,17 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c,
  * not an array of one such element per event. */
 static int batch_item(json_t *doc, size_t i, size_t n, int *status, json_t **answer)
 {
-    if (!json_is_array(doc) || json_array_size(doc) != n)
+    if (!json_is_array(doc) || json_array_size(doc) != n) {
         return -1;
+    }
     json_t *el = json_array_get(doc, i);
     if (json_is_null(el)) {
         *status = 204;
         return 0;
     }
-    if (!is_output(el))
+    if (!is_output(el)) {
         return -1;
+    }
     *answer = el;
     return 0;
 }
@@ -985,18 +1048,21 @@ static void handle_batch(struct route *r, struct completion *c)
     if (has_items) {
         json_error_t jerr;
         doc = json_loadb(c->body, c->body_len, 0, &jerr);
-        if (!json_is_array(doc) || json_array_size(doc) != c->n_evs)
+        if (!json_is_array(doc) || json_array_size(doc) != c->n_evs) {
             is_ok = false;
+        }
     }
     bool is_retry = !is_ok && is_retryable(c->status);
     bool is_split = !is_ok && !is_retry;
     breaker_note(r, !is_retry);
-    if (is_retry)
-        log_warn("route %s: batch of %zu failed (%d%s%s), retrying", r->name, c->n_evs,
-                 c->status, c->error[0] ? " " : "", c->error);
-    else if (is_split)
+    if (is_retry) {
+        log_warn("route %s: batch of %zu failed (%d%s%s), retrying", r->name, c->n_evs, c->status,
+                 c->error[0] ? " " : "", c->error);
+    } else if (is_split) {
         log_warn("route %s: batch of %zu answered %d, not as a batch: delivering its events one "
-                 "by one", r->name, c->n_evs, c->status);
+                 "by one",
+                 r->name, c->n_evs, c->status);
+    }
     for (size_t i = 0; i < c->n_evs; i++) {
         struct event *ev = c->evs[i];
         ev->outstanding--;
@@ -1032,15 +1098,17 @@ static void handle_produce(struct route *r, struct event *ev, struct completion 
         log_warn("route %s: producing to %s failed: %s", r->name,
                  ev->is_dead_letter ? r->dead_letter : r->output, c->error);
     }
-    if (ev->outstanding > 0)
+    if (ev->outstanding > 0) {
         return;
+    }
     r->in_flight--;
     if (ev->has_produce_failed) {
         event_retry_later(r, ev, NULL); /* delivered again: at least once */
         return;
     }
-    if (ev->is_dead_letter)
+    if (ev->is_dead_letter) {
         metric_inc(r->m_dead);
+    }
     event_finish(r, ev);
 }
 
@@ -1103,8 +1171,9 @@ static void keyset_clear(struct keyset *ks)
 static uint64_t hash_str(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
-    while (*s)
+    while (*s) {
         h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    }
     return h;
 }
 
@@ -1113,8 +1182,9 @@ static bool keyset_test_add(struct keyset *ks, const char *key, uint64_t h)
 {
     size_t i = h & (ks->cap - 1);
     while (ks->gens[i] == ks->gen) {
-        if (ks->hashes[i] == h && strcmp(ks->slots[i], key) == 0)
+        if (ks->hashes[i] == h && strcmp(ks->slots[i], key) == 0) {
             return true;
+        }
         i = (i + 1) & (ks->cap - 1);
     }
     ks->slots[i] = key;
@@ -1126,13 +1196,15 @@ static bool keyset_test_add(struct keyset *ks, const char *key, uint64_t h)
 /* Sends the events gathered for a batched request (one alone goes as a single delivery). */
 static void flush_pending(struct route *r)
 {
-    if (r->n_pend == 0)
+    if (r->n_pend == 0) {
         return;
+    }
     r->n_sending--; /* the gathered request's slot: deliver() and deliver_batch() take it */
-    if (r->n_pend == 1)
+    if (r->n_pend == 1) {
         deliver(r, r->pend[0]);
-    else
+    } else {
         deliver_batch(r, r->pend, (size_t)r->n_pend);
+    }
     r->n_pend = 0;
     r->pend_bytes = 0;
 }
@@ -1148,11 +1220,13 @@ static void start_event(struct route *r, struct event *ev)
         deliver(r, ev);
         return;
     }
-    if (r->n_pend > 0 && (r->n_pend >= r->batch ||
-                          r->pend_bytes + rec->value_len > ROUTE_BATCH_MAX_BYTES))
+    if (r->n_pend > 0 &&
+        (r->n_pend >= r->batch || r->pend_bytes + rec->value_len > ROUTE_BATCH_MAX_BYTES)) {
         flush_pending(r);
-    if (r->n_pend == 0)
+    }
+    if (r->n_pend == 0) {
         r->n_sending++;
+    }
     r->pend[r->n_pend++] = ev;
     r->pend_bytes += rec->value_len;
 }
@@ -1171,20 +1245,24 @@ static long long schedule(struct route *r, struct keyset *ks)
     /* The first partition scanned takes the free slots: each call starts one partition
      * further, so that one partition with a deep backlog does not starve the others. */
     size_t n_parts = 0;
-    for (struct part *p = r->parts; p; p = p->next)
+    for (struct part *p = r->parts; p; p = p->next) {
         n_parts++;
+    }
     struct part *start = r->parts;
-    for (size_t i = n_parts ? r->sched_turn++ % n_parts : 0; i > 0; i--)
+    for (size_t i = n_parts ? r->sched_turn++ % n_parts : 0; i > 0; i--) {
         start = start->next;
+    }
     for (size_t i = 0; i < n_parts && has_room(r, limit); i++) {
         struct part *p = start;
         start = start->next ? start->next : r->parts;
-        if (r->ordering == BUSCONF_ORDER_KEY)
+        if (r->ordering == BUSCONF_ORDER_KEY) {
             keyset_clear(ks);
+        }
         for (struct event *ev = p->head; ev && has_room(r, limit); ev = ev->next) {
             bool is_blocked = false;
-            if (r->ordering == BUSCONF_ORDER_KEY && ev->key)
+            if (r->ordering == BUSCONF_ORDER_KEY && ev->key) {
                 is_blocked = keyset_test_add(ks, ev->key, ev->key_hash);
+            }
             if (ev->state == EV_WAITING && !is_blocked) {
                 if (ev->next_at_ms <= now) {
                     start_event(r, ev);
@@ -1192,8 +1270,9 @@ static long long schedule(struct route *r, struct keyset *ks)
                     next_due = ev->next_at_ms;
                 }
             }
-            if (r->ordering == BUSCONF_ORDER_PARTITION)
+            if (r->ordering == BUSCONF_ORDER_PARTITION) {
                 break; /* only the oldest unfinished event of the partition */
+            }
         }
     }
     flush_pending(r);
@@ -1238,10 +1317,11 @@ static void take_record(struct route *r, struct kafka_record *rec)
     ev->key_hash = rec->key ? hash_str(rec->key) : 0;
     ev->state = EV_WAITING;
     ev->prev = p->tail;
-    if (p->tail)
+    if (p->tail) {
         p->tail->next = ev;
-    else
+    } else {
         p->head = ev;
+    }
     p->tail = ev;
     p->n_events++;
     if (p->n_events >= r->env->max_pending_per_partition && !p->is_paused_full) {
@@ -1258,14 +1338,16 @@ static void status_add_counters(struct route *r, json_t *st, double lag_total)
     json_t *answers = json_object();
     double ok = 0;
     for (int status = 100; status < 600; status++) {
-        if (r->m_delivered[status] == NULL)
+        if (r->m_delivered[status] == NULL) {
             continue;
+        }
         double v = metric_value(r->m_delivered[status]);
         char code[16];
         snprintf(code, sizeof code, "%d", status);
         json_object_set_new(answers, code, json_integer((json_int_t)v));
-        if (status >= 200 && status < 300)
+        if (status >= 200 && status < 300) {
             ok += v;
+        }
     }
     json_object_set_new(st, "dead_letter",
                         r->dead_letter ? json_string(r->dead_letter) : json_null());
@@ -1294,45 +1376,49 @@ static void update_status(struct route *r)
             int64_t low = -1, high = -1;
             if (kafka_consumer_query_watermarks(r->consumer, p->id, ROUTE_WATERMARK_TIMEOUT_MS,
                                                 &low, &high) == 0) {
-                if (high > p->queried_watermark)
+                if (high > p->queried_watermark) {
                     p->queried_watermark = high;
+                }
                 p->queried_low = low;
             }
         }
-        if (p->queried_watermark > hw)
+        if (p->queried_watermark > hw) {
             hw = p->queried_watermark;
+        }
         p->high_watermark = hw;
         long long lag = -1;
         int64_t base = p->committed;
-        if (p->high_watermark >= 0 && base >= 0)
+        if (p->high_watermark >= 0 && base >= 0) {
             lag = p->high_watermark - base;
-        else if (p->high_watermark >= 0 && p->head)
+        } else if (p->high_watermark >= 0 && p->head) {
             lag = p->high_watermark - p->head->rec->offset;
-        else if (p->high_watermark >= 0 && p->next_offset >= 0)
+        } else if (p->high_watermark >= 0 && p->next_offset >= 0) {
             lag = p->high_watermark - p->next_offset;
-        else if (p->high_watermark >= 0 && p->queried_low >= 0)
+        } else if (p->high_watermark >= 0 && p->queried_low >= 0) {
             lag = p->high_watermark - p->queried_low; /* never committed nor fetched: the group
                                                        * starts at the earliest offset */
-        if (lag > 0)
+        }
+        if (lag > 0) {
             lag_total += (double)lag;
+        }
         int in_flight = 0;
         for (struct event *ev = p->head; ev; ev = ev->next) {
             in_flight += ev->state != EV_WAITING;
             is_retrying |= ev->attempt > 0 && ev->state == EV_WAITING;
         }
-        json_array_append_new(
-            parts, json_pack("{s:i, s:I, s:I, s:I, s:i, s:i, s:b}", "partition", (int)p->id,
-                             "committed", (json_int_t)p->committed, "high_watermark",
-                             (json_int_t)p->high_watermark, "lag", (json_int_t)lag, "pending",
-                             (int)p->n_events, "in_flight", in_flight, "paused",
-                             p->is_paused_full || r->is_breaker_open));
+        json_array_append_new(parts, json_pack("{s:i, s:I, s:I, s:I, s:i, s:i, s:b}", "partition",
+                                               (int)p->id, "committed", (json_int_t)p->committed,
+                                               "high_watermark", (json_int_t)p->high_watermark,
+                                               "lag", (json_int_t)lag, "pending", (int)p->n_events,
+                                               "in_flight", in_flight, "paused",
+                                               p->is_paused_full || r->is_breaker_open));
     }
     const char *state = r->is_breaker_open ? "breaker-open" : is_retrying ? "retrying" : "running";
     json_t *st = json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s, s:i, s:i, s:i, s:i, s:o}", "name",
                            r->name, "topic", r->topic, "endpoint", r->endpoint, "mode",
-                           r->is_streaming ? "streaming" : "one-way", "output", r->output,
-                           "state", state, "in_flight", r->in_flight, "sending", r->n_sending,
-                           "concurrency", r->concurrency, "batch", r->batch, "partitions", parts);
+                           r->is_streaming ? "streaming" : "one-way", "output", r->output, "state",
+                           state, "in_flight", r->in_flight, "sending", r->n_sending, "concurrency",
+                           r->concurrency, "batch", r->batch, "partitions", parts);
     metric_set(r->m_in_flight, r->in_flight);
     metric_set(r->m_lag, lag_total);
     status_add_counters(r, st, lag_total);
@@ -1347,8 +1433,9 @@ static void *route_main(void *arg)
     struct route *r = arg;
     struct keyset ks;
     ks.cap = 1;
-    while (ks.cap < 2 * (r->env->max_pending_per_partition + 2048))
+    while (ks.cap < 2 * (r->env->max_pending_per_partition + 2048)) {
         ks.cap <<= 1;
+    }
     ks.slots = xcalloc(ks.cap, sizeof *ks.slots);
     ks.hashes = xcalloc(ks.cap, sizeof *ks.hashes);
     ks.gens = xcalloc(ks.cap, sizeof *ks.gens);
@@ -1362,26 +1449,30 @@ static void *route_main(void *arg)
             kafka_consumer_pause(r->consumer, -1); /* stop fetching */
             log_info("route %s: stopping, %d deliveries in flight", r->name, r->in_flight);
         }
-        if (is_stopping && (r->in_flight == 0 || now >= r->stop_deadline_ms))
+        if (is_stopping && (r->in_flight == 0 || now >= r->stop_deadline_ms)) {
             break;
+        }
         int timeout = 100;
-        if (next_due >= 0)
+        if (next_due >= 0) {
             timeout = next_due <= now ? 0 : (int)(next_due - now < 100 ? next_due - now : 100);
+        }
         struct kafka_record *rec = NULL;
         int got = kafka_consumer_poll(r->consumer, r->is_dirty ? 0 : timeout, &rec);
         if (got == 1) {
-            if (is_stopping)
+            if (is_stopping) {
                 kafka_record_free(rec); /* not taken: read again after the restart */
-            else
+            } else {
                 take_record(r, rec);
+            }
             /* take what is already there before scheduling */
             for (int i = 0; i < 256 && got == 1; i++) {
                 got = kafka_consumer_poll(r->consumer, 0, &rec);
                 if (got == 1) {
-                    if (is_stopping)
+                    if (is_stopping) {
                         kafka_record_free(rec);
-                    else
+                    } else {
                         take_record(r, rec);
+                    }
                 }
             }
         }
@@ -1395,8 +1486,9 @@ static void *route_main(void *arg)
             for (struct part *p = r->parts; p; p = p->next) {
                 commit_part(r, p, false);
                 if (p->is_resume_pending && !p->is_paused_full && !r->is_breaker_open &&
-                    !is_stopping)
+                    !is_stopping) {
                     part_resume(r, p);
+                }
             }
             r->next_commit_ms = now + ROUTE_COMMIT_INTERVAL_MS;
         }
@@ -1408,8 +1500,9 @@ static void *route_main(void *arg)
     /* Every commit from here on (and leaving the group) ends by stop_by_ms, whatever the
      * broker does. */
     kafka_consumer_set_deadline(r->consumer, r->stop_by_ms);
-    for (struct part *p = r->parts; p; p = p->next)
+    for (struct part *p = r->parts; p; p = p->next) {
         commit_part(r, p, true);
+    }
     /* Leaving the group here, on the route's thread, so that every route leaves at once: the
      * revocation (on_rebalance, on this thread) commits the finished prefix and orphans what
      * is still in flight (never committed: delivered again by the next owner). */
@@ -1466,9 +1559,8 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
     r->secret = xstrdup(conf->secret ? conf->secret : env->signing_secret);
     r->ordering = conf->ordering;
     r->concurrency = conf->concurrency > 0 ? conf->concurrency : 1;
-    r->batch = conf->batch > 1 ? (conf->batch < DELIVERY_BATCH_MAX ? conf->batch
-                                                                   : DELIVERY_BATCH_MAX)
-                               : 1;
+    r->batch =
+        conf->batch > 1 ? (conf->batch < DELIVERY_BATCH_MAX ? conf->batch : DELIVERY_BATCH_MAX) : 1;
     r->pend = xcalloc((size_t)r->batch, sizeof *r->pend);
     r->timeout_ms = conf->timeout_ms;
     r->retry_initial_ms = conf->retry_initial_ms;
@@ -1488,9 +1580,9 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
                                    "Deliveries answered 204 (nothing to stream).");
     char labels[256];
     snprintf(labels, sizeof labels, "route=\"%s\"", r->name);
-    r->m_seconds = metrics_histogram("bus_dispatcher_delivery_seconds",
-                                     "Time from sending a delivery to its answer.", labels, NULL,
-                                     0);
+    r->m_seconds =
+        metrics_histogram("bus_dispatcher_delivery_seconds",
+                          "Time from sending a delivery to its answer.", labels, NULL, 0);
     r->m_age = metrics_histogram("bus_dispatcher_event_age_seconds",
                                  "Time from the record's Kafka timestamp to its successful "
                                  "delivery (end-to-end latency through the bus).",
@@ -1535,8 +1627,9 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
 
 void route_stop_begin(struct route *r, long long stop_by_ms)
 {
-    if (r == NULL)
+    if (r == NULL) {
         return;
+    }
     long long now = app_now_ms();
     long long budget = stop_by_ms > now ? stop_by_ms - now : 0;
     /* Deliveries in flight may finish until a third of the time (at most 1 s) is left for the
@@ -1550,8 +1643,9 @@ void route_stop_begin(struct route *r, long long stop_by_ms)
 
 struct route *route_stop_end(struct route *r, bool may_abandon)
 {
-    if (r == NULL)
+    if (r == NULL) {
         return NULL;
+    }
     pthread_join(r->thread, NULL); /* it left the group */
     struct part *p = r->parts;
     while (p) {
@@ -1583,8 +1677,9 @@ struct route *route_stop_end(struct route *r, bool may_abandon)
 
 void route_free_late(struct route *r)
 {
-    if (r == NULL)
+    if (r == NULL) {
         return;
+    }
     drain_completions(r);
     if (r->orphans_outstanding > 0) {
         log_warn("route %s: %d callbacks never came", r->name, r->orphans_outstanding);
@@ -1596,13 +1691,17 @@ void route_free_late(struct route *r)
 
 void route_stop(struct route *r, long deadline_ms)
 {
-    if (r == NULL)
+    if (r == NULL) {
         return;
+    }
     route_stop_begin(r, app_now_ms() + deadline_ms);
     (void)route_stop_end(r, false);
 }
 
-const char *route_name(const struct route *r) { return r->name; }
+const char *route_name(const struct route *r)
+{
+    return r->name;
+}
 
 bool route_is_same(const struct route *r, const struct busconf_route *conf,
                    const struct busconf_topic *output_topic)

@@ -38,14 +38,17 @@ struct topic_req {
 
 static int add_topic(struct topic_req *t, int *n, const char *name, int partitions)
 {
-    if (*n >= MOCK_MAX_TOPICS || strlen(name) >= sizeof t[0].name || partitions < 1)
+    if (*n >= MOCK_MAX_TOPICS || strlen(name) >= sizeof t[0].name || partitions < 1) {
         return -1;
-    for (int i = 0; i < *n; i++)
+    }
+    for (int i = 0; i < *n; i++) {
         if (strcmp(t[i].name, name) == 0) {
-            if (partitions > t[i].partitions)
+            if (partitions > t[i].partitions) {
                 t[i].partitions = partitions;
+            }
             return 0;
         }
+    }
     snprintf(t[*n].name, sizeof t[0].name, "%s", name);
     t[*n].partitions = partitions;
     (*n)++;
@@ -65,11 +68,13 @@ static int read_bus_config(const char *dir, struct topic_req *t, int *n)
     int rc = 0;
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
-        if (e->d_name[0] == '.' || len < 6 || strcmp(e->d_name + len - 5, ".json") != 0)
+        if (e->d_name[0] == '.' || len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) {
             continue;
+        }
         char path[4096];
-        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) {
             continue;
+        }
         json_error_t jerr;
         json_t *doc = json_load_file(path, 0, &jerr);
         if (doc == NULL) {
@@ -83,8 +88,9 @@ static int read_bus_config(const char *dir, struct topic_req *t, int *n)
             const char *name = json_string_value(json_object_get(tp, "name"));
             json_t *parts = json_object_get(tp, "partitions");
             int p = json_is_integer(parts) ? (int)json_integer_value(parts) : 3;
-            if (name != NULL && add_topic(t, n, name, p) != 0)
+            if (name != NULL && add_topic(t, n, name, p) != 0) {
                 rc = -1;
+            }
         }
         json_decref(doc);
     }
@@ -95,11 +101,13 @@ static int read_bus_config(const char *dir, struct topic_req *t, int *n)
 static int write_bootstrap_file(const char *path, const char *bootstrap)
 {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
         return -1;
+    }
     FILE *f = fopen(tmp, "w");
-    if (f == NULL)
+    if (f == NULL) {
         return -1;
+    }
     int ok = fprintf(f, "%s\n", bootstrap) > 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
@@ -113,8 +121,9 @@ static int write_bootstrap_file(const char *path, const char *bootstrap)
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    if (level >= 5)
+    if (level >= 5) {
         return; /* the host client has no brokers configured: its notices are noise */
+    }
     log_write(level <= 3 ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, NULL, NULL, NULL, "%s: %s", fac, buf);
 }
 
@@ -152,8 +161,9 @@ int main(int argc, char **argv)
         if (strcmp(a, "--bootstrap-file") == 0) {
             bootstrap_file = v;
         } else if (strcmp(a, "--bus-config") == 0) {
-            if (read_bus_config(v, topics, &n_topics) != 0)
+            if (read_bus_config(v, topics, &n_topics) != 0) {
                 return 2;
+            }
         } else if (strcmp(a, "--topic") == 0) {
             char name[250];
             const char *colon = strrchr(v, ':');
@@ -165,8 +175,9 @@ int main(int argc, char **argv)
             }
             memcpy(name, v, len);
             name[len] = '\0';
-            if (add_topic(topics, &n_topics, name, parts) != 0)
+            if (add_topic(topics, &n_topics, name, parts) != 0) {
                 return 2;
+            }
         } else if (strcmp(a, "--brokers") == 0) {
             n_brokers = atoi(v);
             if (n_brokers < 1 || n_brokers > 9) {
@@ -223,15 +234,18 @@ int main(int argc, char **argv)
 
     for (;;) {
         int sig = 0;
-        if (sigwait(&set, &sig) != 0)
+        if (sigwait(&set, &sig) != 0) {
             continue;
+        }
         if (sig == SIGUSR1) {
-            for (int b = 1; b <= n_brokers; b++)
+            for (int b = 1; b <= n_brokers; b++) {
                 rd_kafka_mock_broker_set_down(mc, b);
+            }
             log_info("brokers set down");
         } else if (sig == SIGUSR2) {
-            for (int b = 1; b <= n_brokers; b++)
+            for (int b = 1; b <= n_brokers; b++) {
                 rd_kafka_mock_broker_set_up(mc, b);
+            }
             log_info("brokers set up");
         } else {
             log_info("signal %d: stopping", sig);
@@ -239,8 +253,9 @@ int main(int argc, char **argv)
         }
     }
     rc = 0;
-    if (bootstrap_file != NULL)
+    if (bootstrap_file != NULL) {
         unlink(bootstrap_file);
+    }
 out_mc:
     rd_kafka_mock_cluster_destroy(mc);
 out_rk:

@@ -37,9 +37,9 @@ enum reject_reason {
     REJ_COUNT
 };
 
-static const char *const reject_names[REJ_COUNT] = {
-    "unauthorized", "forbidden",  "unknown_topic", "too_large",    "malformed",
-    "schema",       "overloaded", "broker",        "shutting_down"};
+static const char *const reject_names[REJ_COUNT] = {"unauthorized", "forbidden", "unknown_topic",
+                                                    "too_large",    "malformed", "schema",
+                                                    "overloaded",   "broker",    "shutting_down"};
 
 /* Metric series of one topic, created at start so hot paths only update atomics. */
 struct topic_metrics {
@@ -95,15 +95,15 @@ struct token_memo {
 static _Thread_local struct token_memo token_memo;
 static atomic_uint ingest_generations;
 
-static const struct busconf_producer *token_producer(struct ingest *in,
-                                                    const struct busconf_topic *t,
-                                                    const char *token)
+static const struct busconf_producer *
+token_producer(struct ingest *in, const struct busconf_topic *t, const char *token)
 {
     struct token_memo *m = &token_memo;
     size_t len = strlen(token);
     if (m->generation == in->generation && m->topic == t &&
-        crypto_equal(token, len, m->token, m->len))
+        crypto_equal(token, len, m->token, m->len)) {
         return m->producer;
+    }
     const struct busconf_producer *prod = busconf_topic_producer(t, token);
     if (prod != NULL && len < sizeof m->token) {
         m->generation = in->generation;
@@ -123,20 +123,25 @@ static bool token_is_wellformed(const char *token)
 {
     size_t len = strlen(token);
     size_t i = 0;
-    if (len == 0 || len > INGEST_TOKEN_MAX)
+    if (len == 0 || len > INGEST_TOKEN_MAX) {
         return false;
+    }
     for (; i < len && token[i] != '='; i++) {
         char c = token[i];
         bool is_ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                      c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
-        if (!is_ok)
+        if (!is_ok) {
             return false;
+        }
     }
-    if (i == 0)
+    if (i == 0) {
         return false;
-    for (; i < len; i++)
-        if (token[i] != '=')
+    }
+    for (; i < len; i++) {
+        if (token[i] != '=') {
             return false;
+        }
+    }
     return true;
 }
 
@@ -151,8 +156,9 @@ static bool token_is_known(const struct ingest *in, const char *token)
         const struct busconf_topic *t = &in->conf->topics[i];
         for (size_t k = 0; k < t->n_producers; k++) {
             const char *h = t->producers[k].token_sha256;
-            if (h != NULL && crypto_equal(hex, CRYPTO_SHA256_HEX_LEN, h, strlen(h)))
+            if (h != NULL && crypto_equal(hex, CRYPTO_SHA256_HEX_LEN, h, strlen(h))) {
                 is_known = true;
+            }
         }
     }
     return is_known;
@@ -160,8 +166,9 @@ static bool token_is_known(const struct ingest *in, const char *token)
 
 static struct topic_metrics *metrics_of(struct ingest *in, const struct busconf_topic *t)
 {
-    if (t == NULL)
+    if (t == NULL) {
         return &in->unknown;
+    }
     return &in->tm[t - in->conf->topics];
 }
 
@@ -194,13 +201,16 @@ struct ingest *ingest_new(const struct busconf *conf, struct kafka_producer *pro
     in->conf = conf;
     in->producer = producer;
     in->opts = *opts;
-    if (in->opts.batch_max_events == 0)
+    if (in->opts.batch_max_events == 0) {
         in->opts.batch_max_events = 1000;
-    if (in->opts.retry_after_s == 0)
+    }
+    if (in->opts.retry_after_s == 0) {
         in->opts.retry_after_s = 1;
+    }
     in->tm = xcalloc(conf->n_topics ? conf->n_topics : 1, sizeof *in->tm);
-    for (size_t i = 0; i < conf->n_topics; i++)
+    for (size_t i = 0; i < conf->n_topics; i++) {
         topic_metrics_init(&in->tm[i], conf->topics[i].name);
+    }
     topic_metrics_init(&in->unknown, "_unknown");
     in->produce_seconds = metrics_histogram(
         "bus_publisher_produce_seconds",
@@ -226,8 +236,9 @@ unsigned ingest_inflight(const struct ingest *in)
 
 void ingest_free(struct ingest *in)
 {
-    if (in == NULL)
+    if (in == NULL) {
         return;
+    }
     free(in->tm);
     free(in);
 }
@@ -259,10 +270,12 @@ static json_t *json_pointer_get(json_t *doc, const char *pointer)
         size_t n = 0;
         while (*p != '\0' && *p != '/') {
             char c = *p++;
-            if (c == '~' && (*p == '0' || *p == '1'))
+            if (c == '~' && (*p == '0' || *p == '1')) {
                 c = *p++ == '0' ? '~' : '/';
-            if (n + 1 >= sizeof token)
+            }
+            if (n + 1 >= sizeof token) {
                 return NULL;
+            }
             token[n++] = c;
         }
         token[n] = '\0';
@@ -284,23 +297,26 @@ static json_t *json_pointer_get(json_t *doc, const char *pointer)
 static int event_key(const struct busconf_topic *t, json_t *event, char *key, size_t key_len)
 {
     key[0] = '\0';
-    if (t->key == NULL)
+    if (t->key == NULL) {
         return 0;
+    }
     json_t *v = json_pointer_get(event, t->key);
     int n;
     if (json_is_string(v)) {
         size_t len = json_string_length(v);
-        if (len >= key_len)
+        if (len >= key_len) {
             return -1;
+        }
         memcpy(key, json_string_value(v), len + 1);
         return 0;
     }
-    if (json_is_integer(v))
+    if (json_is_integer(v)) {
         n = snprintf(key, key_len, "%lld", (long long)json_integer_value(v));
-    else if (json_is_real(v))
+    } else if (json_is_real(v)) {
         n = snprintf(key, key_len, "%.17g", json_real_value(v));
-    else
+    } else {
         return -1;
+    }
     return (n < 0 || (size_t)n >= key_len) ? -1 : 0;
 }
 
@@ -309,8 +325,9 @@ static int event_key(const struct busconf_topic *t, json_t *event, char *key, si
 static json_t *event_extra(long index, char at[48])
 {
     at[0] = '\0';
-    if (index < 0)
+    if (index < 0) {
         return json_object();
+    }
     snprintf(at, 48, "event %ld: ", index);
     return json_pack("{s:i}", "index", (json_int_t)index);
 }
@@ -360,8 +377,9 @@ static int check_event(struct http_exchange *ex, struct pub_req *r, json_t *ev, 
 
 static void req_free(struct pub_req *r)
 {
-    if (r->ids != &r->id1)
+    if (r->ids != &r->id1) {
         free(r->ids);
+    }
     free(r);
 }
 
@@ -385,10 +403,12 @@ static const char *format_int(char *out, long long v)
         tmp[n++] = (char)('0' + u % 10);
         u /= 10;
     } while (u > 0);
-    if (v < 0)
+    if (v < 0) {
         out[at++] = '-';
-    while (n > 0)
+    }
+    while (n > 0) {
         out[at++] = tmp[--n];
+    }
     out[at] = '\0';
     return out;
 }
@@ -396,8 +416,9 @@ static const char *format_int(char *out, long long v)
 /* Drops one reference; the last one answers the request and frees it. */
 static void req_release(struct pub_req *r)
 {
-    if (atomic_fetch_sub(&r->refs, 1) != 1)
+    if (atomic_fetch_sub(&r->refs, 1) != 1) {
         return;
+    }
     struct ingest *in = r->in;
     int st = atomic_load(&r->status);
     if (st == KAFKA_OK) {
@@ -410,15 +431,17 @@ static void req_release(struct pub_req *r)
             rc |= buf_append_json_string(&b, r->topic->name);
             rc |= buf_appendf(&b, ",\"accepted\":%zu,\"ids\":[", r->n_events);
             for (size_t i = 0; i < r->n_events; i++) {
-                if (i > 0)
+                if (i > 0) {
                     rc |= buf_appends(&b, ",");
+                }
                 rc |= append_id(&b, r->ids[i]);
             }
             rc |= buf_appends(&b, "]}");
-            if (rc == 0)
+            if (rc == 0) {
                 http_respond(r->ex, 202, NULL, b.data, b.len);
-            else
+            } else {
                 http_respond_error(r->ex, 500, "internal", NULL, "The answer did not fit.");
+            }
             buf_release(&b);
         } else {
             /* The hot path: formatted directly rather than built and dumped by jansson. */
@@ -434,10 +457,11 @@ static void req_release(struct pub_req *r)
             rc |= buf_appends(&b, ",\"offset\":");
             rc |= buf_appends(&b, format_int(num, r->offset));
             rc |= buf_appends(&b, "}");
-            if (rc == 0)
+            if (rc == 0) {
                 http_respond(r->ex, 202, NULL, b.data, b.len);
-            else
+            } else {
                 http_respond_error(r->ex, 500, "internal", NULL, "The answer did not fit.");
+            }
             buf_release(&b);
         }
     } else if (st == KAFKA_TOO_LARGE) {
@@ -540,8 +564,9 @@ static bool reserve_inflight(struct ingest *in, unsigned n)
 {
     unsigned cur = atomic_load(&in->inflight);
     do {
-        if (cur + n > in->opts.max_inflight)
+        if (cur + n > in->opts.max_inflight) {
             return false;
+        }
     } while (!atomic_compare_exchange_weak(&in->inflight, &cur, cur + n));
     return true;
 }
@@ -559,8 +584,8 @@ static int produce_one(struct pub_req *r, size_t i, const char *key, size_t key_
         {"traceparent", traceparent, strlen(traceparent)},
     };
     atomic_fetch_add(&r->refs, 1);
-    int st = kafka_producer_send(r->in->producer, r->topic->name, -1, key_len ? key : NULL,
-                                 key_len, value, value_len, h, 5, on_delivered, r);
+    int st = kafka_producer_send(r->in->producer, r->topic->name, -1, key_len ? key : NULL, key_len,
+                                 value, value_len, h, 5, on_delivered, r);
     if (st != KAFKA_OK) {
         atomic_fetch_sub(&r->refs, 1);
         atomic_fetch_sub(&r->in->inflight, 1);
@@ -574,10 +599,11 @@ static void request_trace(struct http_exchange *ex, char out[TRACEPARENT_LEN + 1
 {
     struct trace parent, child;
     const char *tp = http_header(ex, "traceparent");
-    if (tp != NULL && trace_parse(tp, &parent) == 0)
+    if (tp != NULL && trace_parse(tp, &parent) == 0) {
         trace_child(&parent, &child);
-    else
+    } else {
         trace_new(&child); /* a new trace's span is already ours */
+    }
     trace_format(&child, out);
     memcpy(trace_id, child.trace_id, 33);
 }
@@ -591,8 +617,9 @@ static bool is_json_space(char c)
  * a plain "/name" (no escapes, no nesting); otherwise NULL and the jansson path extracts it. */
 static const char *key_member(const struct busconf_topic *t, size_t *len)
 {
-    if (t->key == NULL || t->key[0] != '/' || strpbrk(t->key + 1, "/~") != NULL)
+    if (t->key == NULL || t->key[0] != '/' || strpbrk(t->key + 1, "/~") != NULL) {
         return NULL;
+    }
     *len = strlen(t->key + 1);
     return t->key + 1;
 }
@@ -602,21 +629,25 @@ static const char *key_member(const struct busconf_topic *t, size_t *len)
  * integer key. Sets *used to the event's length and key/key_len (the key points into text, or
  * into num for an integer key). Returns 0, or -1 when the jansson path must decide (it gives
  * the exact answer and error). */
-static int fast_event(const struct busconf_topic *t, const char *text, size_t avail,
-                      size_t *used, const char **key, size_t *key_len, char num[24])
+static int fast_event(const struct busconf_topic *t, const char *text, size_t avail, size_t *used,
+                      const char **key, size_t *key_len, char num[24])
 {
     struct jschema_capture cap = {0};
     *key = NULL;
     *key_len = 0;
-    if (avail == 0 || text[0] != '{')
+    if (avail == 0 || text[0] != '{') {
         return -1;
-    if (t->key != NULL && (cap.name = key_member(t, &cap.name_len)) == NULL)
+    }
+    if (t->key != NULL && (cap.name = key_member(t, &cap.name_len)) == NULL) {
         return -1;
+    }
     if (jschema_check_text(t->schema, text, avail, used, t->key ? &cap : NULL) != 0 ||
-        *used > t->max_event_bytes)
+        *used > t->max_event_bytes) {
         return -1;
-    if (t->key == NULL)
+    }
+    if (t->key == NULL) {
         return 0;
+    }
     if (cap.kind == JSCHEMA_CAP_STRING && cap.len < INGEST_KEY_MAX) {
         *key = cap.str;
         *key_len = cap.len;
@@ -636,8 +667,9 @@ static void handle_event(struct http_exchange *ex, void *ctx)
 {
     struct ingest *in = ctx;
     struct pub_req *r = req_begin(in, ex, false);
-    if (r == NULL)
+    if (r == NULL) {
         return;
+    }
     size_t len = 0;
     const char *body = http_body(ex, &len);
     json_t *ev = NULL;
@@ -659,8 +691,9 @@ static void handle_event(struct http_exchange *ex, void *ctx)
     char num[24];
     size_t at = body ? skip_json_space(body, 0, len) : 0;
     size_t end = len;
-    while (body && end > at && is_json_space(body[end - 1]))
+    while (body && end > at && is_json_space(body[end - 1])) {
         end--;
+    }
     size_t used = 0;
     if (body == NULL ||
         fast_event(r->topic, body + at, end - at, &used, &key_ptr, &key_len, num) != 0 ||
@@ -674,8 +707,9 @@ static void handle_event(struct http_exchange *ex, void *ctx)
             reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
             goto done;
         }
-        if (check_event(ex, r, ev, -1, len, key, sizeof key) != 0)
+        if (check_event(ex, r, ev, -1, len, key, sizeof key) != 0) {
             goto done;
+        }
         key_ptr = key;
         key_len = strlen(key);
     }
@@ -685,10 +719,11 @@ static void handle_event(struct http_exchange *ex, void *ctx)
                "ce-id must be 1 to 128 printable ASCII characters without spaces or quotes.");
         goto done;
     }
-    if (ce_id != NULL)
+    if (ce_id != NULL) {
         snprintf(r->ids[0], sizeof r->ids[0], "%s", ce_id);
-    else
+    } else {
         id_uuid7(r->ids[0]);
+    }
     if (!reserve_inflight(in, 1)) {
         reject_retry(in, ex, r->tm, REJ_OVERLOADED, "overloaded",
                      "Too many events in flight; retry later.");
@@ -700,10 +735,11 @@ static void handle_event(struct http_exchange *ex, void *ctx)
     r->t0 = app_now_s();
     int st = produce_one(r, 0, key_ptr, key_len, body, len, r->producer->name, tp, now);
     json_decref(ev);
-    if (st != KAFKA_OK)
+    if (st != KAFKA_OK) {
         fail_status(r, st);
-    else
+    } else {
         log_ev(LOG_LEVEL_DEBUG, trace_id, r->ids[0], "produced to %s", r->topic->name);
+    }
     req_release(r); /* answers now on failure, or from the delivery report */
     return;
 done:
@@ -713,8 +749,9 @@ done:
 
 static size_t skip_json_space(const char *s, size_t i, size_t len)
 {
-    while (i < len && is_json_space(s[i]))
+    while (i < len && is_json_space(s[i])) {
         i++;
+    }
     return i;
 }
 
@@ -740,14 +777,16 @@ static size_t fast_batch(struct ingest *in, const struct busconf_topic *t, const
                          struct batch_event **evs_out)
 {
     size_t i = skip_json_space(body, 0, len);
-    if (i >= len || body[i] != '[')
+    if (i >= len || body[i] != '[') {
         return 0;
+    }
     size_t cap = stack_n, n = 0;
     struct batch_event *evs = stack;
     i = skip_json_space(body, i + 1, len);
     for (;;) {
-        if (n == in->opts.batch_max_events || i >= len || body[i] != '{')
+        if (n == in->opts.batch_max_events || i >= len || body[i] != '{') {
             goto unsure;
+        }
         if (n == cap) {
             cap *= 2;
             if (evs == stack) {
@@ -760,25 +799,29 @@ static size_t fast_batch(struct ingest *in, const struct busconf_topic *t, const
         struct batch_event *e = &evs[n++];
         size_t used;
         e->value = body + i;
-        if (fast_event(t, e->value, len - i, &used, &e->key, &e->key_len, e->num) != 0)
+        if (fast_event(t, e->value, len - i, &used, &e->key, &e->key_len, e->num) != 0) {
             goto unsure;
+        }
         e->value_len = used;
-        if (e->key == e->num)
+        if (e->key == e->num) {
             e->key = NULL; /* evs may move */
+        }
         i = skip_json_space(body, i + used, len);
         if (i < len && body[i] == ',') {
             i = skip_json_space(body, i + 1, len);
             continue;
         }
-        if (i < len && body[i] == ']' && skip_json_space(body, i + 1, len) == len)
+        if (i < len && body[i] == ']' && skip_json_space(body, i + 1, len) == len) {
             break;
+        }
         goto unsure;
     }
     *evs_out = evs;
     return n;
 unsure:
-    if (evs != stack)
+    if (evs != stack) {
         free(evs);
+    }
     return 0;
 }
 
@@ -794,26 +837,30 @@ static size_t element_extent(const char *s, size_t len)
     for (; i < len; i++) {
         char c = s[i];
         if (in_string) {
-            if (c == '\\')
+            if (c == '\\') {
                 i++;
-            else if (c == '"')
+            } else if (c == '"') {
                 in_string = false;
+            }
         } else if (c == '"') {
             in_string = true;
         } else if (c == '{' || c == '[') {
             depth++;
         } else if (c == '}' || c == ']') {
-            if (depth == 0)
+            if (depth == 0) {
                 break;
+            }
             depth--;
         } else if (c == ',' && depth == 0) {
             break;
         }
     }
-    if (i >= len)
+    if (i >= len) {
         return (size_t)-1;
-    while (i > 0 && is_json_space(s[i - 1]))
+    }
+    while (i > 0 && is_json_space(s[i - 1])) {
         i--;
+    }
     return i;
 }
 
@@ -867,8 +914,10 @@ static size_t slow_batch(struct ingest *in, struct http_exchange *ex, struct pub
         }
         size_t elen = i < len ? element_extent(body + i, len - i) : (size_t)-1;
         if (elen == (size_t)-1 || elen == 0) {
-            snprintf(msg, sizeof msg, "Malformed JSON: event %zu (byte %zu) is cut short or "
-                     "missing.", n, i);
+            snprintf(msg, sizeof msg,
+                     "Malformed JSON: event %zu (byte %zu) is cut short or "
+                     "missing.",
+                     n, i);
             reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json",
                    json_pack("{s:i}", "index", (json_int_t)n), msg);
             goto fail;
@@ -899,8 +948,9 @@ static size_t slow_batch(struct ingest *in, struct http_exchange *ex, struct pub
         }
         int rc = check_event(ex, r, ev, (long)n, elen, keys[n], sizeof keys[n]);
         json_decref(ev);
-        if (rc != 0)
+        if (rc != 0) {
             goto fail;
+        }
         e->key_len = strlen(keys[n]);
         n++;
         i = skip_json_space(body, i + elen, len);
@@ -908,15 +958,19 @@ static size_t slow_batch(struct ingest *in, struct http_exchange *ex, struct pub
             i = skip_json_space(body, i + 1, len);
             continue;
         }
-        if (i < len && body[i] == ']' && skip_json_space(body, i + 1, len) == len)
+        if (i < len && body[i] == ']' && skip_json_space(body, i + 1, len) == len) {
             break;
-        snprintf(msg, sizeof msg, "Malformed JSON after event %zu (byte %zu): expected ',' or "
-                 "the closing ']' and nothing after it.", n - 1, i);
+        }
+        snprintf(msg, sizeof msg,
+                 "Malformed JSON after event %zu (byte %zu): expected ',' or "
+                 "the closing ']' and nothing after it.",
+                 n - 1, i);
         reject(ex, r->tm, REJ_MALFORMED, 400, "malformed_json", NULL, msg);
         goto fail;
     }
-    for (size_t k = 0; k < n; k++)
+    for (size_t k = 0; k < n; k++) {
         evs[k].key = keys[k]; /* keys has stopped moving */
+    }
     *evs_out = evs;
     *keys_out = keys;
     return n;
@@ -930,8 +984,9 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
 {
     struct ingest *in = ctx;
     struct pub_req *r = req_begin(in, ex, true);
-    if (r == NULL)
+    if (r == NULL) {
         return;
+    }
     size_t len = 0;
     const char *body = http_body(ex, &len);
     const char *ce_id = http_header(ex, "ce-id");
@@ -948,18 +1003,20 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
         }
     } else {
         n = slow_batch(in, ex, r, body, len, ce_id, &evs, &keys);
-        if (n == 0)
+        if (n == 0) {
             goto done;
+        }
     }
     r->ids = xmalloc(n * sizeof *r->ids);
     r->n_events = n;
     /* A ce-id on the batch makes the ids deterministic ("<ce-id>-<index>"), so a retried
      * batch carries the same ids and consumers can drop the repeats. */
     for (size_t i = 0; i < n; i++) {
-        if (ce_id != NULL)
+        if (ce_id != NULL) {
             snprintf(r->ids[i], sizeof r->ids[i], "%s-%zu", ce_id, i);
-        else
+        } else {
             id_uuid7(r->ids[i]);
+        }
     }
     if (!reserve_inflight(in, (unsigned)n)) {
         reject_retry(in, ex, r->tm, REJ_OVERLOADED, "overloaded",
@@ -973,8 +1030,8 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
     const char *source = r->producer->name;
     for (size_t i = 0; i < n; i++) {
         const struct batch_event *e = &evs[i];
-        int st = produce_one(r, i, batch_key(e), e->key_len, e->value, e->value_len, source, tp,
-                             now);
+        int st =
+            produce_one(r, i, batch_key(e), e->key_len, e->value, e->value_len, source, tp, now);
         if (st != KAFKA_OK) {
             /* The events already queued will be delivered; the batch as a whole fails and is
              * retried by the caller. Give back the slots of the events never queued. */
@@ -983,14 +1040,16 @@ static void handle_batch(struct http_exchange *ex, void *ctx)
             break;
         }
     }
-    if (evs != stack)
+    if (evs != stack) {
         free(evs);
+    }
     free(keys);
     req_release(r);
     return;
 done:
-    if (evs != stack)
+    if (evs != stack) {
         free(evs);
+    }
     free(keys);
     req_free(r);
 }
@@ -998,9 +1057,11 @@ done:
 void ingest_routes(struct ingest *in, struct http_server *s, size_t batch_max_bytes)
 {
     size_t max_event = 1024;
-    for (size_t i = 0; i < in->conf->n_topics; i++)
-        if (in->conf->topics[i].max_event_bytes > max_event)
+    for (size_t i = 0; i < in->conf->n_topics; i++) {
+        if (in->conf->topics[i].max_event_bytes > max_event) {
             max_event = in->conf->topics[i].max_event_bytes;
+        }
+    }
     http_server_route(s, "POST", "/v1/topics/{}/events", handle_event, in, max_event);
     http_server_route(s, "POST", "/v1/topics/{}/batch", handle_batch, in, batch_max_bytes);
 }

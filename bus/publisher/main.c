@@ -64,8 +64,9 @@ struct publisher {
 static bool is_ready(void *ctx, const char **reason)
 {
     struct publisher *p = ctx;
-    if (kafka_producer_health(p->producer, reason) != 0)
+    if (kafka_producer_health(p->producer, reason) != 0) {
         return false;
+    }
     if (!kafka_producer_is_connected(p->producer)) {
         *reason = "Kafka broker unreachable";
         return false;
@@ -100,13 +101,14 @@ int main(int argc, char **argv)
         rc = 2; /* a configuration refused, as app_init's (production: docs/security.md) */
         goto out;
     }
-    if (bus->n_development_skipped > 0)
+    if (bus->n_development_skipped > 0) {
         log_warn("production: %zu development producer(s) of the bus configuration not loaded",
                  bus->n_development_skipped);
+    }
     props = json_deep_copy(config_kafka(cfg));
     /* The answer must come within produce_timeout_ms: librdkafka notices a record's time-out
-     * up to its reconnect back-off late (500 ms, lib/kafka/kafka.c), so the record's own time-out is
-     * that much (at most a fifth) shorter. */
+     * up to its reconnect back-off late (500 ms, lib/kafka/kafka.c), so the record's own time-out
+     * is that much (at most a fifth) shorter. */
     if (json_object_get(props, "message.timeout.ms") == NULL &&
         json_object_get(props, "delivery.timeout.ms") == NULL) {
         long long t = config_int(cfg, "produce_timeout_ms");
@@ -123,11 +125,12 @@ int main(int argc, char **argv)
      * librdkafka's broker thread sleeps in whole milliseconds, so an idle producer waits
      * ~1 ms at any linger under 1 (docs/publisher.md); under load, answers wake it sooner. */
     if (json_object_get(props, "linger.ms") == NULL &&
-        json_object_get(props, "queue.buffering.max.ms") == NULL)
+        json_object_get(props, "queue.buffering.max.ms") == NULL) {
         json_object_set_new(props, "linger.ms", json_real(0.5));
-    pub.producer = kafka_producer_new(config_str(cfg, "bootstrap"), props,
-                                      (unsigned)config_int(cfg, "queue_max_messages"), err,
-                                      sizeof err);
+    }
+    pub.producer =
+        kafka_producer_new(config_str(cfg, "bootstrap"), props,
+                           (unsigned)config_int(cfg, "queue_max_messages"), err, sizeof err);
     if (pub.producer == NULL) {
         log_error("%s", err);
         goto out;
@@ -161,8 +164,9 @@ int main(int argc, char **argv)
              config_str(cfg, "bootstrap"), ho.listen);
 
     int sig;
-    while ((sig = app_wait_signal(&app)) == SIGHUP)
+    while ((sig = app_wait_signal(&app)) == SIGHUP) {
         log_info("SIGHUP ignored: restart to reload the bus configuration");
+    }
 
     /* Shutdown: refuse new requests, let the in-flight ones reach their acknowledgement (the
      * delivery reports answer them), then stop the server. */
@@ -171,10 +175,12 @@ int main(int argc, char **argv)
     int grace = (int)config_int(cfg, "shutdown_grace_ms");
     int left = kafka_producer_flush(pub.producer, grace);
     long long deadline = app_now_ms() + grace;
-    while (ingest_inflight(in) > 0 && app_now_ms() < deadline)
+    while (ingest_inflight(in) > 0 && app_now_ms() < deadline) {
         app_wait_signal_for(&app, 10);
-    if (left > 0 || ingest_inflight(in) > 0)
+    }
+    if (left > 0 || ingest_inflight(in) > 0) {
         log_warn("%d events still unacknowledged at shutdown", left);
+    }
     rc = 0;
 out:
     /* The producer goes first: freeing it fails what is left, and those delivery reports

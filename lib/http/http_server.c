@@ -96,7 +96,7 @@ enum route_kind { ROUTE_HANDLER, ROUTE_STATIC, ROUTE_UNMATCHED };
 struct route {
     enum route_kind kind;
     char *method;
-    char *pattern; /* as registered; the metrics label */
+    char *pattern;      /* as registered; the metrics label */
     char *segments_mem; /* the one allocation segments point into */
     char **segments;
     size_t n_segments;
@@ -131,10 +131,10 @@ enum timeout_kind { TIMEOUT_HEAD, TIMEOUT_BODY, TIMEOUT_IDLE, TIMEOUT_COUNT };
 struct http_conn {
     int fd;
     enum conn_phase phase;
-    bool is_first;               /* no request answered on it yet */
-    enum refuse_reason refused;  /* when phase is PHASE_REFUSED */
-    int64_t deadline_ms;         /* CLOCK_MONOTONIC ms; 0 = none */
-    unsigned char addr[16];      /* client address, IPv4 mapped into IPv6 */
+    bool is_first;                 /* no request answered on it yet */
+    enum refuse_reason refused;    /* when phase is PHASE_REFUSED */
+    int64_t deadline_ms;           /* CLOCK_MONOTONIC ms; 0 = none */
+    unsigned char addr[16];        /* client address, IPv4 mapped into IPv6 */
     struct http_conn *prev, *next; /* loop->conns */
 };
 
@@ -205,7 +205,7 @@ struct http_exchange {
     struct http_server *server; /* NULL once the server forced an answer (may be gone) */
     struct http_loop *loop;     /* the polling thread the connection belongs to */
     struct MHD_Connection *conn;
-    struct http_conn *hconn;    /* the connection's state (outlives the exchange) */
+    struct http_conn *hconn; /* the connection's state (outlives the exchange) */
     const struct route *route;
     const char *method; /* owned by libmicrohttpd, valid for the request */
     char *target;       /* the request target as received (still percent-encoded) */
@@ -227,11 +227,11 @@ struct http_exchange {
     pthread_mutex_t lock;
     struct MHD_Response *response; /* built by http_respond*, queued on the polling thread */
     unsigned status;
-    bool is_answered;   /* a response exists (from the handler or forced by the server) */
-    bool is_responded;  /* the handler's http_respond*() happened */
-    bool is_suspended;  /* connection suspended, waiting for the answer */
-    bool is_completed;  /* libmicrohttpd is done with the request */
-    bool is_forced;     /* the server answered 503 at shutdown in the handler's place */
+    bool is_answered;  /* a response exists (from the handler or forced by the server) */
+    bool is_responded; /* the handler's http_respond*() happened */
+    bool is_suspended; /* connection suspended, waiting for the answer */
+    bool is_completed; /* libmicrohttpd is done with the request */
+    bool is_forced;    /* the server answered 503 at shutdown in the handler's place */
     struct http_exchange *prev, *next; /* loop->suspended list, under loop->lock */
 };
 
@@ -324,9 +324,9 @@ static void route_init_metrics(struct route *r)
     buf_appends(&labels, "\",method=\"");
     append_label_value(&labels, r->method);
     buf_appends(&labels, "\"");
-    r->duration = metrics_histogram("http_request_duration_seconds",
-                                    "Time from the request line to its completion.",
-                                    labels.data, NULL, 0);
+    r->duration =
+        metrics_histogram("http_request_duration_seconds",
+                          "Time from the request line to its completion.", labels.data, NULL, 0);
     buf_release(&labels);
 }
 
@@ -583,8 +583,8 @@ void http_respond_json(struct http_exchange *ex, unsigned status, json_t *body)
     json_decref(body);
 }
 
-void http_respond_error(struct http_exchange *ex, unsigned status, const char *code,
-                        json_t *extra, const char *fmt, ...)
+void http_respond_error(struct http_exchange *ex, unsigned status, const char *code, json_t *extra,
+                        const char *fmt, ...)
 {
     char message[512];
     va_list ap;
@@ -1015,7 +1015,7 @@ static void cors_init(struct http_server *s, const char *origins)
 
 /* UTF-8 decoding state for utf8_step (RFC 3629: no overlong forms, no surrogates, <= U+10FFFF). */
 struct utf8_state {
-    unsigned need; /* continuation bytes still expected */
+    unsigned need;        /* continuation bytes still expected */
     unsigned char lo, hi; /* the range of the next continuation byte */
 };
 
@@ -1324,8 +1324,7 @@ static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *
 }
 
 static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection *conn,
-                                     const char *url, const char *method,
-                                     struct http_exchange *ex)
+                                     const char *url, const char *method, struct http_exchange *ex)
 {
     struct http_server *s = l->server;
     ex->is_started = true;
@@ -1380,8 +1379,8 @@ static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection 
         return queue_answer(ex);
     }
     buf_init(&ex->body, r->max_body_bytes);
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end = NULL;
         errno = 0;
@@ -1395,8 +1394,9 @@ static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection 
         }
         /* One allocation for the announced body instead of doubling through it (~5% of the
          * publisher's batch path); bounded by the route's cap checked just above. */
-        if (errno == 0 && end != cl && v > 0)
+        if (errno == 0 && end != cl && v > 0) {
             (void)buf_reserve(&ex->body, (size_t)v);
+        }
     }
     return MHD_YES;
 }
@@ -1601,8 +1601,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         c->deadline_ms = now_ms() + (int64_t)s->opts.head_timeout_s * 1000;
         if (open > s->opts.max_connections || of_client > s->opts.max_connections_per_client) {
             c->phase = PHASE_REFUSED;
-            c->refused = open > s->opts.max_connections ? REFUSE_MAX_CONNECTIONS
-                                                        : REFUSE_MAX_PER_CLIENT;
+            c->refused =
+                open > s->opts.max_connections ? REFUSE_MAX_CONNECTIONS : REFUSE_MAX_PER_CLIENT;
             c->deadline_ms = now_ms() + HTTP_REFUSED_LINGER_MS;
             metric_inc(s->refused[c->refused]);
         }
@@ -1702,9 +1702,8 @@ struct http_server *http_server_new(const struct http_server_options *opts)
     buf_appends(&labels, "listen=\"");
     append_label_value(&labels, s->listen);
     buf_appends(&labels, "\"");
-    s->connections_total = metrics_counter("http_connections_total",
-                                           "TCP connections accepted by the HTTP server.",
-                                           labels.data);
+    s->connections_total = metrics_counter(
+        "http_connections_total", "TCP connections accepted by the HTTP server.", labels.data);
     s->connections_open = metrics_gauge("http_connections_open",
                                         "TCP connections open on the HTTP server.", labels.data);
     static const char *const refuse_names[REFUSE_COUNT] = {"max_connections", "max_per_client"};
@@ -1713,9 +1712,9 @@ struct http_server *http_server_new(const struct http_server_options *opts)
         buf_appends(&labels, "listen=\"");
         append_label_value(&labels, s->listen);
         buf_appendf(&labels, "\",reason=\"%s\"", refuse_names[i]);
-        s->refused[i] = metrics_counter("http_connections_refused_total",
-                                        "Connections answered 503 and closed for a cap, by cap.",
-                                        labels.data);
+        s->refused[i] =
+            metrics_counter("http_connections_refused_total",
+                            "Connections answered 503 and closed for a cap, by cap.", labels.data);
     }
     static const char *const timeout_names[TIMEOUT_COUNT] = {"head", "body", "idle"};
     for (int i = 0; i < TIMEOUT_COUNT; i++) {
@@ -1798,7 +1797,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
         snprintf(err, err_len, "listen address '%s' has a bad port", listen);
         return -1;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char port_s[8];
@@ -1927,8 +1927,8 @@ static void fit_descriptor_limit(struct http_server *s)
     if (rl.rlim_cur == RLIM_INFINITY) {
         return;
     }
-    rlim_t room = rl.rlim_cur > 2 * HTTP_FD_RESERVE ? rl.rlim_cur - HTTP_FD_RESERVE
-                                                   : rl.rlim_cur / 2;
+    rlim_t room =
+        rl.rlim_cur > 2 * HTTP_FD_RESERVE ? rl.rlim_cur - HTTP_FD_RESERVE : rl.rlim_cur / 2;
     if ((rlim_t)s->opts.max_connections > room) {
         log_warn("http: %s: max_connections %u lowered to %lu to fit the descriptor limit "
                  "(RLIMIT_NOFILE %lu; raise LimitNOFILE for more)",
@@ -1953,9 +1953,8 @@ int http_server_start(struct http_server *s, char *err, size_t err_len)
     struct sockaddr_storage bound;
     socklen_t bound_len = sizeof bound;
     if (getsockname(s->listen_fd, (struct sockaddr *)&bound, &bound_len) == 0) {
-        s->port = ntohs(bound.ss_family == AF_INET6
-                            ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                            : ((struct sockaddr_in *)&bound)->sin_port);
+        s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
     }
     fit_descriptor_limit(s);
     /* Each polling thread runs a daemon of its own in external-epoll mode instead of
@@ -1997,8 +1996,8 @@ int http_server_start(struct http_server *s, char *err, size_t err_len)
             flags |= MHD_USE_IPv6;
         }
         errno = 0;
-        l->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, l, MHD_OPTION_ARRAY,
-                                     options, MHD_OPTION_END);
+        l->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, l, MHD_OPTION_ARRAY, options,
+                                     MHD_OPTION_END);
         const union MHD_DaemonInfo *di =
             l->daemon ? MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
         struct epoll_event wake = {.events = EPOLLIN | EPOLLET, .data.ptr = NULL};

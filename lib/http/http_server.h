@@ -32,18 +32,18 @@ typedef void (*http_handler_fn)(struct http_exchange *ex, void *ctx);
 typedef bool (*http_ready_fn)(void *ctx, const char **reason);
 
 struct http_server_options {
-    const char *listen;       /* "127.0.0.1:8080" */
-    unsigned threads;         /* polling threads; 0 = 2 */
-    size_t max_body_bytes;    /* default cap for request bodies; 0 = 1 MiB */
+    const char *listen;    /* "127.0.0.1:8080" */
+    unsigned threads;      /* polling threads; 0 = 2 */
+    size_t max_body_bytes; /* default cap for request bodies; 0 = 1 MiB */
     /* Connections open at once (all clients); past it a new connection is answered 503 and
      * closed. 0 = 16384. Lowered to what RLIMIT_NOFILE allows (raised to its hard limit at
      * start), with a warning. */
     unsigned max_connections;
     unsigned max_connections_per_client; /* the same per client address; 0 = 1024 */
-    unsigned timeout_s;       /* keep-alive idle time-out, and no byte for this long; 0 = 15 */
-    unsigned head_timeout_s;  /* a request's head must be complete within; 0 = 10 */
-    unsigned body_timeout_s;  /* its body within this after the head; 0 = 30 */
-    http_ready_fn ready;      /* NULL = always ready */
+    unsigned timeout_s;      /* keep-alive idle time-out, and no byte for this long; 0 = 15 */
+    unsigned head_timeout_s; /* a request's head must be complete within; 0 = 10 */
+    unsigned body_timeout_s; /* its body within this after the head; 0 = 30 */
+    http_ready_fn ready;     /* NULL = always ready */
     void *ready_ctx;
     /* CORS allow-list: comma-separated exact origins ("http://127.0.0.1:8103") whose pages may
      * call the routes from a browser. For a listed Origin the answers carry
@@ -76,7 +76,7 @@ void http_server_free(struct http_server *s, unsigned grace_ms);
 /* Request accessors: valid until the exchange is answered. */
 const char *http_method(const struct http_exchange *ex);
 const char *http_path(const struct http_exchange *ex);
-const char *http_param(const struct http_exchange *ex, unsigned i); /* i-th {} capture */
+const char *http_param(const struct http_exchange *ex, unsigned i);        /* i-th {} capture */
 const char *http_header(const struct http_exchange *ex, const char *name); /* case-insensitive */
 const char *http_query(const struct http_exchange *ex, const char *name);
 const char *http_body(const struct http_exchange *ex, size_t *len); /* NUL-terminated */
@@ -91,8 +91,8 @@ void http_respond(struct http_exchange *ex, unsigned status, const char *content
 /* Answers with a JSON value (stolen: the reference is consumed). */
 void http_respond_json(struct http_exchange *ex, unsigned status, json_t *body);
 /* Answers {"error": code, "message": message, ...extra fields} (extra stolen, may be NULL). */
-void http_respond_error(struct http_exchange *ex, unsigned status, const char *code,
-                        json_t *extra, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void http_respond_error(struct http_exchange *ex, unsigned status, const char *code, json_t *extra,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Answers in sweeps. Between http_defer_begin() and http_defer_end() on one thread (they
  * nest), answers given on that thread to exchanges whose handler already returned are built and

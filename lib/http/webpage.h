@@ -17,12 +17,20 @@
  * web.dir (default dir; PAGE names the page, PREFIX where it is served, both string literals)
  * and web.common_dir (lib/web, served under PREFIX "common/"). */
 #define WEBPAGE_CONFIG_DEFS(dir, PAGE, PREFIX)                                                     \
-    {"web.dir", CONFIG_STRING, dir, 0, 4096, 0, NULL,                                              \
-     "Directory of " PAGE " served at " PREFIX " (relative to the working directory; empty: "     \
+    {"web.dir",                                                                                    \
+     CONFIG_STRING,                                                                                \
+     dir,                                                                                          \
+     0,                                                                                            \
+     4096,                                                                                         \
+     0,                                                                                            \
+     NULL,                                                                                         \
+     "Directory of " PAGE " served at " PREFIX " (relative to the working directory; empty: "      \
      "none)"},                                                                                     \
-    {"web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,                                 \
-     "Directory of the pages' shared sheet and scripts, served under " PREFIX                      \
-     "common/ (relative to the working directory)"}
+    {                                                                                              \
+        "web.common_dir", CONFIG_STRING, "lib/web", 0, 4096, 0, NULL,                              \
+            "Directory of the pages' shared sheet and scripts, served under " PREFIX               \
+            "common/ (relative to the working directory)"                                          \
+    }
 
 struct webpage;
 

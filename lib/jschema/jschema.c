@@ -49,8 +49,8 @@ struct prop {
 };
 
 struct node {
-    bool is_false;     /* the boolean schema false */
-    unsigned types;    /* enum jtype mask, 0 = any */
+    bool is_false;  /* the boolean schema false */
+    unsigned types; /* enum jtype mask, 0 = any */
     struct prop *props;
     size_t n_props;
     const char **required; /* borrowed strings */
@@ -66,7 +66,7 @@ struct node {
     const char *pattern_src;
     enum format format;
     json_t *minimum, *maximum, *exclusive_minimum, *exclusive_maximum; /* borrowed numbers */
-    long long min_length, max_length, min_items, max_items;           /* -1 = absent */
+    long long min_length, max_length, min_items, max_items;            /* -1 = absent */
     struct node *ref;
     const char *ref_src;
     struct node *next_all; /* every node, for jschema_free */
@@ -129,9 +129,8 @@ static size_t spath_format(const struct spath *p, char *out, size_t cap)
     return pointer_append(out, cap, at, p->seg);
 }
 
-__attribute__((format(printf, 3, 4))) static void compile_fail(struct compiler *c,
-                                                              const struct spath *at,
-                                                              const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void
+compile_fail(struct compiler *c, const struct spath *at, const char *fmt, ...)
 {
     if (c->failed) {
         return;
@@ -474,9 +473,9 @@ static char *rx_translate(const char *src, const char **why)
     struct rx_out o = {0};
     rx_put(&o, "");
     bool after_quantifier = false;
-    bool can_quantify = false;         /* the previous token is an atom or a group */
+    bool can_quantify = false; /* the previous token is an atom or a group */
     unsigned long group_repeat[RX_MAX_GROUPS + 1] = {1}; /* largest count inside each group */
-    unsigned long last_repeat = 1;     /* repetition inside the previous atom */
+    unsigned long last_repeat = 1;                       /* repetition inside the previous atom */
     int depth = 0;
     size_t i = 0;
     while (src[i] != '\0') {
@@ -710,8 +709,7 @@ static bool json_is_integral(const json_t *v)
     return false;
 }
 
-static long long count_value(struct compiler *c, json_t *v, const struct spath *at,
-                             const char *kw)
+static long long count_value(struct compiler *c, json_t *v, const struct spath *at, const char *kw)
 {
     if (!json_is_integral(v) || json_number_value(v) < 0) {
         compile_fail(c, at, "\"%s\" must be a non-negative integer", kw);
@@ -729,8 +727,8 @@ static unsigned type_bit(const char *name)
     static const struct {
         const char *name;
         unsigned bit;
-    } names[] = {{"null", JT_NULL},     {"boolean", JT_BOOLEAN}, {"object", JT_OBJECT},
-                 {"array", JT_ARRAY},   {"number", JT_NUMBER},   {"string", JT_STRING},
+    } names[] = {{"null", JT_NULL},      {"boolean", JT_BOOLEAN}, {"object", JT_OBJECT},
+                 {"array", JT_ARRAY},    {"number", JT_NUMBER},   {"string", JT_STRING},
                  {"integer", JT_INTEGER}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(name, names[i].name) == 0) {
@@ -755,7 +753,8 @@ static void compile_type(struct compiler *c, struct node *n, json_t *v, const st
     }
     size_t i;
     json_t *t;
-    json_array_foreach (v, i, t) {
+    json_array_foreach(v, i, t)
+    {
         unsigned bit = json_is_string(t) ? type_bit(json_string_value(t)) : 0;
         if (bit == 0) {
             compile_fail(c, at, "\"type\" has an unknown or non-string entry");
@@ -779,7 +778,8 @@ static void compile_keyword(struct compiler *c, struct node *n, const char *kw, 
         n->props = xcalloc(json_object_size(v) + 1, sizeof *n->props);
         const char *name;
         json_t *sub;
-        json_object_foreach (v, name, sub) {
+        json_object_foreach(v, name, sub)
+        {
             struct spath prop_at = {&here, name};
             n->props[n->n_props].name = name;
             n->props[n->n_props].name_len = strlen(name);
@@ -794,7 +794,8 @@ static void compile_keyword(struct compiler *c, struct node *n, const char *kw, 
         n->required = xcalloc(json_array_size(v) + 1, sizeof *n->required);
         size_t i;
         json_t *name;
-        json_array_foreach (v, i, name) {
+        json_array_foreach(v, i, name)
+        {
             if (!json_is_string(name)) {
                 compile_fail(c, &here, "\"required\" must be an array of strings");
                 return;
@@ -899,7 +900,8 @@ static void compile_keyword(struct compiler *c, struct node *n, const char *kw, 
         }
         const char *name;
         json_t *sub;
-        json_object_foreach (v, name, sub) {
+        json_object_foreach(v, name, sub)
+        {
             struct spath def_at = {&here, name};
             compile_schema(c, sub, &def_at, false); /* unsupported keywords fail here too */
         }
@@ -935,7 +937,8 @@ static struct node *compile_schema(struct compiler *c, json_t *schema, const str
     }
     const char *kw;
     json_t *v;
-    json_object_foreach (schema, kw, v) {
+    json_object_foreach(schema, kw, v)
+    {
         if (c->failed) {
             break;
         }
@@ -1090,9 +1093,8 @@ static void render_value(const json_t *v, char *out, size_t cap)
     }
 }
 
-__attribute__((format(printf, 4, 5))) static int fail(struct jschema_error *e,
-                                                      const struct ipath *at, const json_t *doc,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int
+fail(struct jschema_error *e, const struct ipath *at, const json_t *doc, const char *fmt, ...)
 {
     if (e == NULL) {
         return 1;
@@ -1219,7 +1221,8 @@ static bool values_equal(const json_t *a, const json_t *b)
         }
         const char *k;
         json_t *va;
-        json_object_foreach ((json_t *)a, k, va) {
+        json_object_foreach((json_t *)a, k, va)
+        {
             json_t *vb = json_object_get(b, k);
             if (vb == NULL || !values_equal(va, vb)) {
                 return false;
@@ -1364,7 +1367,8 @@ static int validate_object(const struct node *n, json_t *doc, const struct ipath
     }
     const char *key;
     json_t *value;
-    json_object_foreach (doc, key, value) {
+    json_object_foreach(doc, key, value)
+    {
         const struct node *sub = NULL;
         bool declared = false;
         for (size_t i = 0; i < n->n_props; i++) {
@@ -1411,7 +1415,8 @@ static int validate_node(const struct node *n, json_t *doc, const struct ipath *
         bool found = false;
         size_t i;
         json_t *candidate;
-        json_array_foreach (n->enum_values, i, candidate) {
+        json_array_foreach(n->enum_values, i, candidate)
+        {
             if (values_equal(candidate, doc)) {
                 found = true;
                 break;
@@ -1683,8 +1688,7 @@ static int raw_object(struct raw *r, const struct node *n, int depth)
                 return -1;
             }
             struct jschema_capture *cap = r->cap;
-            if (depth == 0 && cap != NULL && cap->name_len == kl &&
-                memcmp(cap->name, k, kl) == 0) {
+            if (depth == 0 && cap != NULL && cap->name_len == kl && memcmp(cap->name, k, kl) == 0) {
                 cap->kind = r->kind == RK_STRING    ? JSCHEMA_CAP_STRING
                             : r->kind == RK_INTEGER ? JSCHEMA_CAP_INTEGER
                                                     : JSCHEMA_CAP_OTHER;
@@ -1790,7 +1794,8 @@ static int raw_scalar_checks(const struct raw *r, const struct node *n)
         bool found = false;
         size_t i;
         json_t *candidate;
-        json_array_foreach (n->enum_values, i, candidate) {
+        json_array_foreach(n->enum_values, i, candidate)
+        {
             int eq = raw_equal(r, candidate);
             if (eq < 0) {
                 return -1;

@@ -26,23 +26,27 @@ struct peek {
 static void time_text(int64_t ms, char out[40])
 {
     out[0] = '\0';
-    if (ms < 0)
+    if (ms < 0) {
         return;
+    }
     time_t s = (time_t)(ms / 1000);
     struct tm tm;
-    if (gmtime_r(&s, &tm) == NULL)
+    if (gmtime_r(&s, &tm) == NULL) {
         return;
+    }
     char base[32];
-    if (strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+    if (strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
         return;
+    }
     snprintf(out, 40, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
 static json_t *header_int(const struct kafka_record *rec, const char *name)
 {
     const char *v = kafka_record_header(rec, name);
-    if (v == NULL || *v == '\0')
+    if (v == NULL || *v == '\0') {
         return json_null();
+    }
     char *end = NULL;
     long long n = strtoll(v, &end, 10);
     return end && *end == '\0' ? json_integer(n) : json_string(v);
@@ -63,11 +67,13 @@ static void on_peek_record(void *opaque, struct kafka_record *rec)
         return;
     }
     json_t *headers = json_object();
-    for (size_t i = 0; i < rec->n_headers; i++)
+    for (size_t i = 0; i < rec->n_headers; i++) {
         json_object_set_new(headers, rec->headers[i].name, json_string(rec->headers[i].value));
+    }
     json_t *value = json_loadb(rec->value, rec->value_len, JSON_DECODE_ANY, NULL);
-    if (value == NULL)
+    if (value == NULL) {
         value = json_stringn(rec->value, rec->value_len);
+    }
     char when[40];
     time_text(rec->timestamp_ms, when);
     json_t *from =
@@ -97,10 +103,12 @@ static int by_newest(const void *a, const void *b)
 json_t *dlq_peek(const char *bootstrap, json_t *props, const char *route, const char *dead_letter,
                  int limit, int timeout_ms, char *err, size_t err_len)
 {
-    if (limit < 1)
+    if (limit < 1) {
         limit = 1;
-    if (limit > DLQ_PEEK_MAX)
+    }
+    if (limit > DLQ_PEEK_MAX) {
         limit = DLQ_PEEK_MAX;
+    }
     struct peek pk = {route, json_array()};
     json_t *ends = NULL;
     if (kafka_read_tail(bootstrap, props, dead_letter, limit, timeout_ms, on_peek_record, &pk,
@@ -110,12 +118,14 @@ json_t *dlq_peek(const char *bootstrap, json_t *props, const char *route, const 
     }
     size_t n = json_array_size(pk.list);
     json_t **sorted = xcalloc(n + 1, sizeof *sorted);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         sorted[i] = json_array_get(pk.list, i);
+    }
     qsort(sorted, n, sizeof *sorted, by_newest);
     json_t *out = json_array();
-    for (size_t i = 0; i < n && i < (size_t)limit; i++)
+    for (size_t i = 0; i < n && i < (size_t)limit; i++) {
         json_array_append(out, json_object_get(sorted[i], "item"));
+    }
     free(sorted);
     json_int_t records = 0;
     size_t i;
@@ -144,8 +154,9 @@ static void on_replay_assigned(void *opaque, bool is_assigned, const int32_t *pa
     (void)partitions;
     (void)n;
     struct replay *rp = opaque;
-    if (is_assigned)
+    if (is_assigned) {
         atomic_store(&rp->is_assigned, true);
+    }
 }
 
 static void on_replayed(void *opaque, int status, const char *errstr, int32_t partition,
@@ -182,20 +193,22 @@ int dlq_replay(const char *bootstrap, json_t *props, const char *route, const ch
     cons = kafka_consumer_new(bootstrap, group, dead_letter, props, on_replay_assigned, &rp, err,
                               err_len);
     prod = cons ? kafka_producer_new(bootstrap, props, 0, err, err_len) : NULL;
-    if (cons == NULL || prod == NULL)
+    if (cons == NULL || prod == NULL) {
         goto out;
+    }
     /* partition -> next offset to commit */
     int64_t next[DLQ_MAX_PARTITIONS];
-    for (size_t i = 0; i < DLQ_MAX_PARTITIONS; i++)
+    for (size_t i = 0; i < DLQ_MAX_PARTITIONS; i++) {
         next[i] = -1;
+    }
     long waited = 0, joining = 0;
     /* Read until the dead-letter topic stays quiet for idle_ms after joining the group. */
     while (waited < idle_ms) {
         struct kafka_record *rec = NULL;
         if (kafka_consumer_poll(cons, 200, &rec) != 1) {
-            if (atomic_load(&rp.is_assigned))
+            if (atomic_load(&rp.is_assigned)) {
                 waited += 200;
-            else if ((joining += 200) > join_ms) {
+            } else if ((joining += 200) > join_ms) {
                 snprintf(err, err_len, "no partition of %s assigned within %ld ms", dead_letter,
                          join_ms);
                 goto out;
@@ -203,8 +216,9 @@ int dlq_replay(const char *bootstrap, json_t *props, const char *route, const ch
             continue;
         }
         waited = 0;
-        if (rec->partition >= 0 && rec->partition < DLQ_MAX_PARTITIONS)
+        if (rec->partition >= 0 && rec->partition < DLQ_MAX_PARTITIONS) {
             next[rec->partition] = rec->offset + 1;
+        }
         const char *for_route = kafka_record_header(rec, "x-bus-route");
         if (for_route == NULL || strcmp(for_route, route) != 0) {
             (*skipped)++;
@@ -215,9 +229,11 @@ int dlq_replay(const char *bootstrap, json_t *props, const char *route, const ch
          * plus the replay marker. */
         struct kafka_header h[32];
         size_t nh = 0;
-        for (size_t i = 0; i < rec->n_headers && nh < 30; i++)
-            if (strncmp(rec->headers[i].name, "x-bus-", 6) != 0)
+        for (size_t i = 0; i < rec->n_headers && nh < 30; i++) {
+            if (strncmp(rec->headers[i].name, "x-bus-", 6) != 0) {
                 h[nh++] = rec->headers[i];
+            }
+        }
         h[nh++] = (struct kafka_header){"x-bus-replay-route", route, strlen(route)};
         atomic_fetch_add(&rp.outstanding, 1);
         if (kafka_producer_send(prod, topic, -1, rec->key, rec->key_len, rec->value, rec->value_len,
@@ -234,12 +250,13 @@ int dlq_replay(const char *bootstrap, json_t *props, const char *route, const ch
                  atomic_load(&rp.failed) + atomic_load(&rp.outstanding));
         goto out;
     }
-    for (int32_t p = 0; p < DLQ_MAX_PARTITIONS; p++)
+    for (int32_t p = 0; p < DLQ_MAX_PARTITIONS; p++) {
         if (next[p] >= 0 && kafka_consumer_commit(cons, p, next[p], true) != 0) {
             snprintf(err, err_len, "committing %s[%d] failed (the copies were sent)", dead_letter,
                      (int)p);
             goto out;
         }
+    }
     rc = 0;
 out:
     kafka_consumer_free(cons);

@@ -83,8 +83,9 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
         log_error("kafka fatal error %s: %s (starting a fresh producer)", rd_kafka_err2name(orig),
                   why);
-        if (p)
+        if (p) {
             atomic_store(&p->is_fatal, true);
+        }
         return;
     }
     /* Transport errors repeat while a broker is down; they are warnings, the delivery
@@ -104,8 +105,9 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         atomic_store(&prod->last_fail_ms, mono_ms());
     }
     struct kafka_pending *p = m->_private;
-    if (p == NULL)
+    if (p == NULL) {
         return;
+    }
     int status = map_err(m->err);
     p->cb(p->opaque, status, m->err ? rd_kafka_err2str(m->err) : NULL, m->partition, m->offset);
     free(p);
@@ -140,18 +142,21 @@ static void *poll_main(void *arg)
 {
     struct kafka_producer *p = arg;
     while (!atomic_load(&p->stop)) {
-        if (atomic_load(&p->is_fatal))
+        if (atomic_load(&p->is_fatal)) {
             renew(p);
+        }
         /* Both hooks or neither: the owner sets them one after the other while this thread
          * runs, and a begin without its end would leave the sweep open for good. */
         void (*begin)(void) = atomic_load(&p->sweep_begin);
         void (*end)(void) = atomic_load(&p->sweep_end);
         bool is_sweep = begin != NULL && end != NULL;
-        if (is_sweep)
+        if (is_sweep) {
             begin();
+        }
         rd_kafka_poll(p->rk, 100);
-        if (is_sweep)
+        if (is_sweep) {
             end();
+        }
     }
     return NULL;
 }
@@ -185,8 +190,9 @@ struct kafka_producer *kafka_producer_new(const char *bootstrap, json_t *props,
     };
     rd_kafka_conf_t *conf = kafka_conf_new(
         "kafka", bootstrap, defaults, sizeof defaults / sizeof defaults[0], props, err, err_len);
-    if (conf == NULL)
+    if (conf == NULL) {
         goto fail;
+    }
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
 
@@ -215,11 +221,13 @@ struct kafka_producer *kafka_producer_new(const char *bootstrap, json_t *props,
     }
     return p;
 fail:
-    if (conf != NULL)
+    if (conf != NULL) {
         rd_kafka_conf_destroy(conf);
+    }
     if (p != NULL) {
-        if (p->conf != NULL)
+        if (p->conf != NULL) {
             rd_kafka_conf_destroy(p->conf);
+        }
         pthread_rwlock_destroy(&p->swap);
     }
     free(p);
@@ -228,29 +236,30 @@ fail:
 
 int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t partition,
                         const void *key, size_t key_len, const void *value, size_t value_len,
-                        const struct kafka_header *headers, size_t n_headers,
-                        kafka_delivery_fn cb, void *opaque)
+                        const struct kafka_header *headers, size_t n_headers, kafka_delivery_fn cb,
+                        void *opaque)
 {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
-    for (size_t i = 0; i < n_headers; i++)
-        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
-                            (ssize_t)headers[i].len);
+    for (size_t i = 0; i < n_headers; i++) {
+        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
+    }
     struct kafka_pending *pend = xmalloc(sizeof *pend);
     pend->cb = cb;
     pend->opaque = opaque;
     pthread_rwlock_rdlock(&p->swap);
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
-        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(pend), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+                          RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len),
+                          RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(pend), RD_KAFKA_V_END);
     pthread_rwlock_unlock(&p->swap);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* On failure the headers stay ours. */
         rd_kafka_headers_destroy(hdrs);
         free(pend);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             log_warn("kafka produce to %s: %s", topic, rd_kafka_err2str(err));
+        }
         return map_err(err) == KAFKA_OK ? KAFKA_ERROR : map_err(err);
     }
     return KAFKA_OK;
@@ -282,8 +291,9 @@ int kafka_producer_is_connected(struct kafka_producer *p)
     pthread_rwlock_rdlock(&p->swap);
     rd_kafka_resp_err_t err = rd_kafka_metadata(p->rk, 0, NULL, &md, 1000);
     pthread_rwlock_unlock(&p->swap);
-    if (md != NULL)
+    if (md != NULL) {
         rd_kafka_metadata_destroy(md);
+    }
     return err == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
@@ -312,8 +322,9 @@ int kafka_producer_renewals(struct kafka_producer *p)
 
 void kafka_producer_free(struct kafka_producer *p, int timeout_ms)
 {
-    if (p == NULL)
+    if (p == NULL) {
         return;
+    }
     int left = kafka_producer_flush(p, timeout_ms);
     if (left > 0) {
         log_warn("kafka producer: %d records undelivered at shutdown", left);

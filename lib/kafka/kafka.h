@@ -27,10 +27,10 @@ struct kafka_header {
 
 enum kafka_status {
     KAFKA_OK = 0,
-    KAFKA_QUEUE_FULL = -1,   /* local queue at its bound: answer 503 + Retry-After */
+    KAFKA_QUEUE_FULL = -1, /* local queue at its bound: answer 503 + Retry-After */
     KAFKA_UNKNOWN_TOPIC = -2,
     KAFKA_TOO_LARGE = -3,
-    KAFKA_ERROR = -4,        /* other (errstr says what) */
+    KAFKA_ERROR = -4, /* other (errstr says what) */
 };
 
 /* Delivery report: status KAFKA_OK with partition/offset, or an error with errstr (static or
@@ -49,8 +49,8 @@ struct kafka_producer *kafka_producer_new(const char *bootstrap, json_t *props,
  * a kafka_status (cb will not be called). */
 int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t partition,
                         const void *key, size_t key_len, const void *value, size_t value_len,
-                        const struct kafka_header *headers, size_t n_headers,
-                        kafka_delivery_fn cb, void *opaque);
+                        const struct kafka_header *headers, size_t n_headers, kafka_delivery_fn cb,
+                        void *opaque);
 /* Hooks run on the delivery thread around each wait for delivery reports: begin before it,
  * end after the last callback it ran (either may be NULL). Lets a caller treat the reports of
  * one wake-up as a batch (the publisher answers them in one sweep: http_defer_begin/end). Both

@@ -13,8 +13,7 @@ struct kafka_admin {
     rd_kafka_t *rk;
 };
 
-struct kafka_admin *kafka_admin_new(const char *bootstrap, json_t *props, char *err,
-                                    size_t err_len)
+struct kafka_admin *kafka_admin_new(const char *bootstrap, json_t *props, char *err, size_t err_len)
 {
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -27,8 +26,9 @@ struct kafka_admin *kafka_admin_new(const char *bootstrap, json_t *props, char *
     json_t *val;
     json_object_foreach(props, key, val)
     {
-        if (!json_is_string(val))
+        if (!json_is_string(val)) {
             continue;
+        }
         if (rd_kafka_conf_set(conf, key, json_string_value(val), errstr, sizeof errstr)) {
             snprintf(err, err_len, "kafka.%s: %s", key, errstr);
             rd_kafka_conf_destroy(conf);
@@ -49,8 +49,9 @@ struct kafka_admin *kafka_admin_new(const char *bootstrap, json_t *props, char *
 
 void kafka_admin_free(struct kafka_admin *a)
 {
-    if (a == NULL)
+    if (a == NULL) {
         return;
+    }
     rd_kafka_destroy(a->rk);
     free(a);
 }
@@ -66,8 +67,9 @@ json_t *kafka_admin_topics(struct kafka_admin *a, int timeout_ms, char *err, siz
     json_t *out = json_object();
     for (int i = 0; i < md->topic_cnt; i++) {
         const rd_kafka_metadata_topic_t *t = &md->topics[i];
-        if (strncmp(t->topic, "__", 2) == 0 || t->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (strncmp(t->topic, "__", 2) == 0 || t->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             continue;
+        }
         json_object_set_new(out, t->topic, json_integer(t->partition_cnt));
     }
     rd_kafka_metadata_destroy(md);
@@ -77,8 +79,9 @@ json_t *kafka_admin_topics(struct kafka_admin *a, int timeout_ms, char *err, siz
 int kafka_admin_cluster_id(struct kafka_admin *a, char *out, size_t out_len)
 {
     char *id = rd_kafka_clusterid(a->rk, 5000);
-    if (id == NULL)
+    if (id == NULL) {
         return -1;
+    }
     snprintf(out, out_len, "%s", id);
     rd_kafka_mem_free(a->rk, id);
     return 0;
@@ -108,11 +111,12 @@ static int wait_result(struct kafka_admin *a, rd_kafka_queue_t *q, rd_kafka_even
     }
     const rd_kafka_topic_result_t **res = NULL;
     size_t n = 0;
-    if (type == RD_KAFKA_EVENT_CREATETOPICS_RESULT)
+    if (type == RD_KAFKA_EVENT_CREATETOPICS_RESULT) {
         res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    else
-        res = rd_kafka_CreatePartitions_result_topics(
-            rd_kafka_event_CreatePartitions_result(ev), &n);
+    } else {
+        res =
+            rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &n);
+    }
     for (size_t i = 0; i < n; i++) {
         rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {

@@ -22,14 +22,15 @@ struct kafka_consumer {
     kafka_rebalance_fn on_rebalance;
     kafka_commit_failed_fn on_commit_failed;
     void *opaque;
-    long long wait_by_ms; /* every synchronous wait ends by then (0 = no deadline) */
+    long long wait_by_ms;          /* every synchronous wait ends by then (0 = no deadline) */
     rd_kafka_queue_t *close_queue; /* kafka_consumer_close's, kept with a handle left behind */
 };
 
 void kafka_record_free(struct kafka_record *r)
 {
-    if (r == NULL)
+    if (r == NULL) {
         return;
+    }
     for (size_t i = 0; i < r->n_headers; i++) {
         free((char *)r->headers[i].name);
         free((void *)r->headers[i].value);
@@ -43,9 +44,11 @@ void kafka_record_free(struct kafka_record *r)
 
 const char *kafka_record_header(const struct kafka_record *r, const char *name)
 {
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, name) == 0)
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (strcmp(r->headers[i].name, name) == 0) {
             return r->headers[i].value;
+        }
+    }
     return NULL;
 }
 
@@ -59,11 +62,13 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 static void report(struct kafka_consumer *c, bool is_assigned,
                    const rd_kafka_topic_partition_list_t *parts)
 {
-    if (c->on_rebalance == NULL || parts == NULL || parts->cnt == 0)
+    if (c->on_rebalance == NULL || parts == NULL || parts->cnt == 0) {
         return;
+    }
     int32_t *ids = xcalloc((size_t)parts->cnt, sizeof *ids);
-    for (int i = 0; i < parts->cnt; i++)
+    for (int i = 0; i < parts->cnt; i++) {
         ids[i] = parts->elems[i].partition;
+    }
     c->on_rebalance(c->opaque, is_assigned, ids, (size_t)parts->cnt);
     free(ids);
 }
@@ -76,17 +81,20 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     (void)rk;
     struct kafka_consumer *c = opaque;
-    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET || offsets == NULL)
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET || offsets == NULL) {
         return;
+    }
     for (int i = 0; i < offsets->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
         rd_kafka_resp_err_t e = err ? err : tp->err;
-        if (e == RD_KAFKA_RESP_ERR_NO_ERROR || strcmp(tp->topic, c->topic) != 0)
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR || strcmp(tp->topic, c->topic) != 0) {
             continue;
+        }
         log_debug("kafka commit %s[%d]@%lld failed: %s (committed again)", tp->topic,
                   (int)tp->partition, (long long)tp->offset, rd_kafka_err2str(e));
-        if (c->on_commit_failed)
+        if (c->on_commit_failed) {
             c->on_commit_failed(c->opaque, tp->partition, tp->offset);
+        }
     }
 }
 
@@ -148,8 +156,9 @@ struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *gro
     rd_kafka_conf_t *conf =
         kafka_conf_new("kafka consumer", bootstrap, defaults, sizeof defaults / sizeof defaults[0],
                        props, err, err_len);
-    if (conf == NULL)
+    if (conf == NULL) {
         goto fail;
+    }
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
@@ -176,8 +185,9 @@ struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *gro
     }
     return c;
 fail:
-    if (conf != NULL)
+    if (conf != NULL) {
         rd_kafka_conf_destroy(conf);
+    }
     free(c->topic);
     free(c);
     return NULL;
@@ -204,8 +214,9 @@ static struct kafka_record *record_copy(const rd_kafka_message_t *m)
         const void *val;
         size_t len;
         for (size_t i = 0; i < n; i++) {
-            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR) {
                 break;
+            }
             r->headers[r->n_headers].name = xstrdup(name);
             r->headers[r->n_headers].value = xstrndup(val ? val : "", val ? len : 0);
             r->headers[r->n_headers].len = val ? len : 0;
@@ -219,12 +230,14 @@ int kafka_consumer_poll(struct kafka_consumer *c, int timeout_ms, struct kafka_r
 {
     *out = NULL;
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
-    if (m == NULL)
+    if (m == NULL) {
         return 0;
+    }
     if (m->err) {
         bool is_eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
-        if (!is_eof)
+        if (!is_eof) {
             log_warn("kafka consume %s: %s", c->topic, rd_kafka_message_errstr(m));
+        }
         rd_kafka_message_destroy(m);
         return is_eof ? 0 : -1;
     }
@@ -251,24 +264,28 @@ static rd_kafka_resp_err_t commit_sync_bounded(struct kafka_consumer *c,
 {
     long long now = app_now_ms();
     long long until = now + KAFKA_SYNC_COMMIT_TIMEOUT_MS;
-    if (c->wait_by_ms > 0 && c->wait_by_ms < until)
+    if (c->wait_by_ms > 0 && c->wait_by_ms < until) {
         until = c->wait_by_ms;
-    if (until <= now)
+    }
+    if (until <= now) {
         return RD_KAFKA_RESP_ERR__TIMED_OUT;
+    }
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
     rd_kafka_resp_err_t e = rd_kafka_commit_queue(c->rk, l, q, NULL, NULL);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
         e = RD_KAFKA_RESP_ERR__TIMED_OUT;
         while ((now = app_now_ms()) < until) {
             rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)(until - now));
-            if (ev == NULL)
+            if (ev == NULL) {
                 continue;
+            }
             if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
                 e = rd_kafka_event_error(ev);
                 const rd_kafka_topic_partition_list_t *res =
                     rd_kafka_event_topic_partition_list(ev);
-                for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && res && i < res->cnt; i++)
+                for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && res && i < res->cnt; i++) {
                     e = res->elems[i].err;
+                }
                 rd_kafka_event_destroy(ev);
                 break;
             }
@@ -287,8 +304,8 @@ int kafka_consumer_commit(struct kafka_consumer *c, int32_t partition, int64_t n
     rd_kafka_resp_err_t e = is_sync ? commit_sync_bounded(c, l) : rd_kafka_commit(c->rk, l, 1);
     rd_kafka_topic_partition_list_destroy(l);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        log_warn("kafka commit %s[%d]@%lld: %s", c->topic, (int)partition,
-                 (long long)next_offset, rd_kafka_err2str(e));
+        log_warn("kafka commit %s[%d]@%lld: %s", c->topic, (int)partition, (long long)next_offset,
+                 rd_kafka_err2str(e));
         return -1;
     }
     return 0;
@@ -298,14 +315,15 @@ static int pause_resume(struct kafka_consumer *c, int32_t partition, bool is_pau
 {
     rd_kafka_topic_partition_list_t *l = NULL;
     if (partition < 0) {
-        if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR) {
             return -1;
+        }
     } else {
         l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, c->topic, partition);
     }
-    rd_kafka_resp_err_t e = is_pause ? rd_kafka_pause_partitions(c->rk, l)
-                                     : rd_kafka_resume_partitions(c->rk, l);
+    rd_kafka_resp_err_t e =
+        is_pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
 }
@@ -344,8 +362,9 @@ int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partitio
 {
     int64_t lo = -1, hi = -1;
     if (rd_kafka_get_watermark_offsets(c->rk, c->topic, partition, &lo, &hi) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR)
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
         return -1;
+    }
     return hi;
 }
 
@@ -354,8 +373,9 @@ int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition,
 {
     int64_t lo = -1, hi = -1;
     if (rd_kafka_query_watermark_offsets(c->rk, c->topic, partition, &lo, &hi, timeout_ms) !=
-        RD_KAFKA_RESP_ERR_NO_ERROR)
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
         return -1;
+    }
     *low = lo;
     *high = hi;
     return 0;
@@ -363,12 +383,14 @@ int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition,
 
 void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
 {
-    if (c == NULL)
+    if (c == NULL) {
         return;
+    }
     long long now = app_now_ms();
     long long by = now + (timeout_ms > 0 ? timeout_ms : 1);
-    if (c->wait_by_ms == 0 || by < c->wait_by_ms)
+    if (c->wait_by_ms == 0 || by < c->wait_by_ms) {
         c->wait_by_ms = by;
+    }
     /* Closing in the background while we serve its queue (the revocation callback runs here)
      * until it is done or the time is up; librdkafka's own close waits up to the session
      * time-out for a coordinator that may be gone. */
@@ -386,11 +408,13 @@ void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
                (now = app_now_ms()) < c->wait_by_ms) {
             long long left = c->wait_by_ms - now;
             rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left < 100 ? (int)left : 100);
-            if (ev == NULL)
+            if (ev == NULL) {
                 continue;
-            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+            }
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
                 on_rebalance(c->rk, rd_kafka_event_error(ev),
                              rd_kafka_event_topic_partition_list(ev), c);
+            }
             rd_kafka_event_destroy(ev);
         }
     }
@@ -401,7 +425,8 @@ void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
          * drops the member after its session time-out. Only when the broker is unreachable at
          * a stop, which then is almost always the end of the process. */
         log_warn("kafka consumer %s: not closed in time, left behind (the broker drops the "
-                 "member after its session time-out)", c->topic);
+                 "member after its session time-out)",
+                 c->topic);
         c->close_queue = q; /* still referenced: left behind with the handle, not leaked */
         return;
     }
@@ -441,8 +466,9 @@ int kafka_read_tail(const char *bootstrap, json_t *props, const char *topic, int
     rd_kafka_conf_t *conf =
         kafka_conf_new("kafka reader", bootstrap, defaults, sizeof defaults / sizeof defaults[0],
                        props, err, err_len);
-    if (conf == NULL)
+    if (conf == NULL) {
         goto out;
+    }
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (rk == NULL) {
         snprintf(err, err_len, "kafka reader: %s", errstr);
@@ -477,8 +503,9 @@ int kafka_read_tail(const char *bootstrap, json_t *props, const char *topic, int
         int64_t from = hi - per_partition > lo ? hi - per_partition : lo;
         his[i] = hi;
         pos[i] = from;
-        if (per_partition > 0 && from < hi)
+        if (per_partition > 0 && from < hi) {
             rd_kafka_topic_partition_list_add(assign, topic, id)->offset = from;
+        }
     }
     if (assign->cnt > 0) {
         e = rd_kafka_assign(rk, assign);
@@ -490,47 +517,57 @@ int kafka_read_tail(const char *bootstrap, json_t *props, const char *topic, int
     long long deadline = app_now_ms() + timeout_ms;
     for (;;) {
         bool is_done = true;
-        for (int i = 0; i < n; i++)
-            if (pos[i] < his[i] && per_partition > 0)
+        for (int i = 0; i < n; i++) {
+            if (pos[i] < his[i] && per_partition > 0) {
                 is_done = false;
-        if (is_done)
+            }
+        }
+        if (is_done) {
             break;
+        }
         long long left = deadline - app_now_ms();
         if (left <= 0) {
             snprintf(err, err_len, "topic %s: reading timed out", topic);
             goto out;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, left > 200 ? 200 : (int)left);
-        if (m == NULL)
+        if (m == NULL) {
             continue;
+        }
         int i = 0;
-        while (i < n && md->topics[0].partitions[i].id != m->partition)
+        while (i < n && md->topics[0].partitions[i].id != m->partition) {
             i++;
+        }
         /* Records that arrived after the watermarks were read are left for the next call: the
          * reader stays bounded by per_partition. */
         if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && i < n && m->offset < his[i]) {
-            if (m->offset + 1 > pos[i])
+            if (m->offset + 1 > pos[i]) {
                 pos[i] = m->offset + 1;
+            }
             fn(opaque, record_copy(m));
         }
         rd_kafka_message_destroy(m);
     }
     rc = 0;
 out:
-    if (rc == 0 && ends != NULL)
+    if (rc == 0 && ends != NULL) {
         *ends = json_incref(parts);
+    }
     json_decref(parts);
-    if (assign != NULL)
+    if (assign != NULL) {
         rd_kafka_topic_partition_list_destroy(assign);
+    }
     free(his);
     free(pos);
-    if (md != NULL)
+    if (md != NULL) {
         rd_kafka_metadata_destroy(md);
+    }
     if (rk != NULL) {
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
-    if (conf != NULL)
+    if (conf != NULL) {
         rd_kafka_conf_destroy(conf);
+    }
     return rc;
 }

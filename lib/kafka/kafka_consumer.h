@@ -22,7 +22,7 @@ struct kafka_record {
     int32_t partition;
     int64_t offset;
     int64_t timestamp_ms; /* the record's timestamp (producer create time), or -1 */
-    char *key; /* NUL-terminated copy, or NULL */
+    char *key;            /* NUL-terminated copy, or NULL */
     size_t key_len;
     char *value; /* NUL-terminated copy */
     size_t value_len;
@@ -42,8 +42,8 @@ struct kafka_consumer;
 /* props (borrowed, may be NULL): extra librdkafka properties, e.g. config_kafka(cfg). */
 struct kafka_consumer *kafka_consumer_new(const char *bootstrap, const char *group_id,
                                           const char *topic, json_t *props,
-                                          kafka_rebalance_fn on_rebalance, void *opaque,
-                                          char *err, size_t err_len);
+                                          kafka_rebalance_fn on_rebalance, void *opaque, char *err,
+                                          size_t err_len);
 /* Waits up to timeout_ms. Returns 1 with *out set, 0 when nothing arrived, -1 on a consume
  * error (logged; keep polling). */
 int kafka_consumer_poll(struct kafka_consumer *c, int timeout_ms, struct kafka_record **out);

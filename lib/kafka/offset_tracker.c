@@ -7,8 +7,9 @@
 
 void offset_tracker_init(struct offset_tracker *t, size_t capacity)
 {
-    if (capacity == 0)
+    if (capacity == 0) {
         capacity = 1;
+    }
     t->offsets = xcalloc(capacity, sizeof *t->offsets);
     t->done = xcalloc(capacity, sizeof *t->done);
     t->cap = capacity;
@@ -25,14 +26,19 @@ void offset_tracker_release(struct offset_tracker *t)
     t->cap = t->head = t->count = 0;
 }
 
-static size_t slot(const struct offset_tracker *t, size_t i) { return (t->head + i) % t->cap; }
+static size_t slot(const struct offset_tracker *t, size_t i)
+{
+    return (t->head + i) % t->cap;
+}
 
 int offset_tracker_add(struct offset_tracker *t, int64_t offset)
 {
-    if (t->count == t->cap)
+    if (t->count == t->cap) {
         return -1;
-    if (t->count > 0 && t->offsets[slot(t, t->count - 1)] >= offset)
+    }
+    if (t->count > 0 && t->offsets[slot(t, t->count - 1)] >= offset) {
         return -1;
+    }
     size_t s = slot(t, t->count);
     t->offsets[s] = offset;
     t->done[s] = false;
@@ -50,10 +56,11 @@ int offset_tracker_finish(struct offset_tracker *t, int64_t offset)
             t->done[slot(t, mid)] = true;
             return 0;
         }
-        if (v < offset)
+        if (v < offset) {
             lo = mid + 1;
-        else
+        } else {
             hi = mid;
+        }
     }
     return -1;
 }

@@ -29,7 +29,10 @@ int offset_tracker_finish(struct offset_tracker *t, int64_t offset);
 /* Pops the finished prefix. Returns the offset to commit (last popped + 1), or -1 when the
  * oldest tracked offset is not finished yet (nothing new to commit). */
 int64_t offset_tracker_take_committable(struct offset_tracker *t);
-static inline size_t offset_tracker_count(const struct offset_tracker *t) { return t->count; }
+static inline size_t offset_tracker_count(const struct offset_tracker *t)
+{
+    return t->count;
+}
 static inline bool offset_tracker_is_full(const struct offset_tracker *t)
 {
     return t->count == t->cap;

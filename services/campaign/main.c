@@ -79,8 +79,7 @@ static void targets_refresh(struct campaign *c)
                      "SELECT account_id FROM campaign.targets WHERE campaign = $1 LIMIT $2::bigint",
                      p, 2, &rows, NULL, err, sizeof err);
     if (rc != DB_OK) {
-        log_warn("campaign %s: cannot read the list (keeping the one in memory): %s", c->name,
-                 err);
+        log_warn("campaign %s: cannot read the list (keeping the one in memory): %s", c->name, err);
         return;
     }
     struct strmap *set = NULL;

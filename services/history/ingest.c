@@ -564,12 +564,13 @@ static void handle_action(struct http_exchange *ex, void *arg)
         if (rc == DB_OK) {
             action_fields(b.items[i].event, params);
             /* The latest action wins; the row may come before its login (see 001_logins.sql). */
-            rc = db_exec(in->db,
-                         "INSERT INTO history.actions (login_id, account_id, action, ts) "
-                         "VALUES ($1, $2, $3, COALESCE($4::timestamptz, now())) "
-                         "ON CONFLICT (account_id, login_id) DO UPDATE SET action = EXCLUDED.action, "
-                         "ts = EXCLUDED.ts",
-                         params, 4, NULL, NULL, err, sizeof(err));
+            rc = db_exec(
+                in->db,
+                "INSERT INTO history.actions (login_id, account_id, action, ts) "
+                "VALUES ($1, $2, $3, COALESCE($4::timestamptz, now())) "
+                "ON CONFLICT (account_id, login_id) DO UPDATE SET action = EXCLUDED.action, "
+                "ts = EXCLUDED.ts",
+                params, 4, NULL, NULL, err, sizeof(err));
             if (rc != DB_OK && rc != DB_EUNAVAILABLE) {
                 log_error("action upsert failed: %s", err);
             }

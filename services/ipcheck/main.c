@@ -21,7 +21,6 @@
 #include "log.h"
 #include "metrics.h"
 
-
 static const struct config_def IPCHECK_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8101", 0, 256, 0, NULL, "HTTP listen address"},
     {"geoip_db", CONFIG_STRING, "var/geoip/geo-whois-asn-country.mmdb", 0, 4096, 0, NULL,

@@ -30,19 +30,22 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 static void fuzz_cleanup(void)
 {
-    if (fuzz_dir[0])
+    if (fuzz_dir[0]) {
         nftw(fuzz_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
 }
 
 static struct broker *fuzz_broker(void)
 {
     static struct broker b;
     static int ready;
-    if (ready)
+    if (ready) {
         return &b;
+    }
     char tmpl[] = "/tmp/fuzz-broker-XXXXXX";
-    if (!mkdtemp(tmpl))
+    if (!mkdtemp(tmpl)) {
         abort();
+    }
     static char dir[64];
     snprintf(dir, sizeof dir, "%s", tmpl);
     snprintf(fuzz_dir, sizeof fuzz_dir, "%s", tmpl);
@@ -84,8 +87,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static unsigned long runs;
     struct broker *b = fuzz_broker();
-    if (++runs % 1000 == 0)
+    if (++runs % 1000 == 0) {
         (void)store_enforce_retention(&b->store, 0); /* keep the log bounded (1 MiB) */
+    }
     struct conn *c = broker_conn_detached(b);
     (void)broker_conn_feed(b, c, data, size);
     /* Keep the store bounded: drop topics the input created (all but "t"). */

@@ -22,8 +22,9 @@ static void test_append_grows_and_stays_nul_terminated(void **state)
     assert_int_equal(b.len, 3);
     assert_string_equal(b.data, "abc");
     /* many appends force several reallocations */
-    for (int i = 0; i < 1000; i++)
+    for (int i = 0; i < 1000; i++) {
         assert_int_equal(buf_append(&b, "0123456789", 10), 0);
+    }
     assert_int_equal(b.len, 3 + 10000);
     assert_int_equal(b.data[b.len], '\0');
     assert_true(b.cap > b.len);
@@ -116,8 +117,9 @@ static void check_json_string(const char *s, const char *literal, const char *ex
     struct buf b;
     buf_init(&b, 0);
     assert_int_equal(buf_append_json_string(&b, s), 0);
-    if (literal)
+    if (literal) {
         assert_string_equal(b.data, literal);
+    }
     json_error_t je;
     json_t *v = json_loads(b.data, JSON_DECODE_ANY, &je);
     assert_non_null(v);
@@ -169,8 +171,9 @@ static void test_reserve_allocates_once_and_respects_cap(void **state)
     assert_int_equal(buf_reserve(&b, 90), 0);
     assert_true(b.cap > 90);
     char *before = b.data;
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < 9; i++) {
         assert_int_equal(buf_append(&b, "0123456789", 10), 0);
+    }
     assert_ptr_equal(b.data, before); /* no growth while filling the reserved room */
     assert_int_equal(b.len, 90);
     assert_int_equal(buf_reserve(&b, 11), BUF_ETOOBIG);
@@ -194,8 +197,9 @@ static void test_alloc_wrappers(void **state)
     assert_string_equal(s, "n=7");
     free(s);
     int *z = xcalloc(4, sizeof *z);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(z[i], 0);
+    }
     z = xrealloc(z, 100 * sizeof *z);
     z[99] = 1;
     assert_int_equal(z[0], 0);

@@ -48,8 +48,9 @@ static struct busconf *load_ok(void)
     struct busconf *c = NULL;
     char err[4096];
     int rc = busconf_load(dir, SCHEMA, &c, err, sizeof err);
-    if (rc != 0)
+    if (rc != 0) {
         fail_msg("load failed: %s", err);
+    }
     return c;
 }
 
@@ -59,8 +60,9 @@ static void load_fails_with(const char *needle)
     char err[4096];
     assert_int_equal(busconf_load(dir, SCHEMA, &c, err, sizeof err), -1);
     assert_null(c);
-    if (strstr(err, needle) == NULL)
+    if (strstr(err, needle) == NULL) {
         fail_msg("error %s does not mention %s", err, needle);
+    }
 }
 
 static void test_real_login_config_loads_with_schema_and_token(void **state)
@@ -201,8 +203,9 @@ static void test_production_skips_development_producers(void **state)
     /* guard's producer token for the notification topic, as LOGIN_TOKEN_SHA256 */
     setenv("GUARD_PUBLISHER_TOKEN_SHA256",
            "6c3f1b0e7a9d4c2b8e5f1a3d7c9b2e4f6a8d0c2e4b6f8a1c3e5d7b9f0a2c4e6d", 1);
-    if (busconf_load("config/bus", SCHEMA, &c, err, sizeof err) != 0)
+    if (busconf_load("config/bus", SCHEMA, &c, err, sizeof err) != 0) {
         fail_msg("load failed: %s", err);
+    }
     const struct busconf_topic *t = busconf_topic_find(c, "login");
     assert_false(busconf_topic_allows(t, "dev-login-token"));
     assert_false(busconf_topic_allows(busconf_topic_find(c, "notification"),
@@ -218,10 +221,11 @@ static void test_production_skips_development_producers(void **state)
 static void test_production_refuses_development_token_and_weak_route_key(void **state)
 {
     (void)state;
-    write_file("a.json", "{\"topics\": [{\"name\": \"t\", \"producers\": [{\"name\": \"p\","
-                         " \"token_sha256\": \"7012ab1530d77559be76d12f5320d28c0a44a5672315178b1c5e611"
-                         "b426809d1\"}]}], \"routes\": [{\"name\": \"r\", \"topic\": \"t\","
-                         " \"endpoint\": \"https://h/\", \"secret\": \"short\"}]}");
+    write_file("a.json",
+               "{\"topics\": [{\"name\": \"t\", \"producers\": [{\"name\": \"p\","
+               " \"token_sha256\": \"7012ab1530d77559be76d12f5320d28c0a44a5672315178b1c5e611"
+               "b426809d1\"}]}], \"routes\": [{\"name\": \"r\", \"topic\": \"t\","
+               " \"endpoint\": \"https://h/\", \"secret\": \"short\"}]}");
     struct busconf *c = load_ok(); /* development: both accepted */
     busconf_free(c);
     unsetenv("BUS_ENV");
@@ -244,15 +248,15 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_route_to_undeclared_topics_is_refused, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_streaming_without_output_and_cycle_are_refused,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streaming_without_output_and_cycle_are_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_secret_expands_env_and_unset_env_fails, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_malformed_json_and_missing_dir_fail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_production_skips_development_producers, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_production_refuses_development_token_and_weak_route_key,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_production_refuses_development_token_and_weak_route_key, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,8 +68,9 @@ static const char *const ENV_NAMES[] = {
 static int clear_env(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof ENV_NAMES / sizeof ENV_NAMES[0]; i++)
+    for (size_t i = 0; i < sizeof ENV_NAMES / sizeof ENV_NAMES[0]; i++) {
         unsetenv(ENV_NAMES[i]);
+    }
     return 0;
 }
 
@@ -89,8 +90,9 @@ static int load_text(const struct config_def *defs, const char *text, struct con
                      char *err, size_t err_len)
 {
     char path[64];
-    if (!text)
+    if (!text) {
         return config_load(out, defs, "TCFG", NULL, err, err_len);
+    }
     write_temp(path, text);
     int rc = config_load(out, defs, "TCFG", path, err, err_len);
     unlink(path);
@@ -187,9 +189,10 @@ static void expect_refused(const struct config_def *defs, const char *text, cons
     struct config *c = (struct config *)0x1;
     char err[512] = "";
     assert_int_equal(load_text(defs, text, &c, err, sizeof err), -1);
-    if (!strstr(err, needle1) || (needle2 && !strstr(err, needle2)))
+    if (!strstr(err, needle1) || (needle2 && !strstr(err, needle2))) {
         fail_msg("error \"%s\" does not name \"%s\"%s%s", err, needle1, needle2 ? " / " : "",
                  needle2 ? needle2 : "");
+    }
 }
 
 static void test_unknown_key_is_refused_by_name(void **state)
@@ -350,8 +353,9 @@ static void test_kafka_env_of_another_form_is_refused_by_name(void **state)
         char err[256] = "";
         setenv(BAD[i], "x", 1);
         assert_int_equal(load_text(DEFS, NULL, &c, err, sizeof err), -1);
-        if (!strstr(err, BAD[i]))
+        if (!strstr(err, BAD[i])) {
             fail_msg("%s: error does not name it: %s", BAD[i], err);
+        }
         unsetenv(BAD[i]);
     }
 }
@@ -404,8 +408,9 @@ static void test_markdown_lists_every_key(void **state)
     for (const struct config_def *d = DEFS; d->key; d++) {
         char cell[96];
         snprintf(cell, sizeof cell, "| `%s` |", d->key);
-        if (!strstr(text, cell))
+        if (!strstr(text, cell)) {
             fail_msg("key %s missing from:\n%s", d->key, text);
+        }
     }
     assert_non_null(strstr(text, "`TCFG_HTTP_LISTEN`"));
     assert_non_null(strstr(text, "`TCFG_MAX_BYTES`"));
@@ -530,8 +535,8 @@ static void test_key_rules_depend_on_the_mode(void **state)
     assert_int_equal(config_check_key_value("k", list, "dev", true, &is_dev, err, sizeof err), 0);
     /* lists with commas ("kid:key,kid:key"): an item of a development list is refused */
     snprintf(list, sizeof list, "k2:%s,dev:x", strong);
-    assert_int_equal(
-        config_check_key_value("k", list, "dev:x", true, &is_dev, err, sizeof err), -1);
+    assert_int_equal(config_check_key_value("k", list, "dev:x", true, &is_dev, err, sizeof err),
+                     -1);
     assert_true(is_dev);
     snprintf(list, sizeof list, "k2:%s,k1:%s", strong, strong);
     assert_int_equal(

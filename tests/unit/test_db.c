@@ -24,8 +24,8 @@ static char *show_sync_commit(struct db *d)
         fail_msg("SHOW synchronous_commit: %s", err);
     }
     assert_int_equal(json_array_size(rows), 1);
-    const char *v = json_string_value(json_object_get(json_array_get(rows, 0),
-                                                      "synchronous_commit"));
+    const char *v =
+        json_string_value(json_object_get(json_array_get(rows, 0), "synchronous_commit"));
     assert_non_null(v);
     char *out = strdup(v);
     json_decref(rows);

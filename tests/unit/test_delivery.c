@@ -234,12 +234,10 @@ static void test_replayed_delivery_is_429_and_not_handled(void **state)
     struct fixture *f = *state;
     char out[64];
     long long ts = fresh_ts();
-    assert_int_equal(post_raw(f, f->url_strict, "{\"a\":1}", "ev-r", "ev-r", ts, "sign", out),
-                     200);
+    assert_int_equal(post_raw(f, f->url_strict, "{\"a\":1}", "ev-r", "ev-r", ts, "sign", out), 200);
     assert_string_equal(out, "ev-r");
     /* the same request again: refused before the handler (which would answer 200 with the id) */
-    assert_int_equal(post_raw(f, f->url_strict, "{\"a\":1}", "ev-r", "ev-r", ts, "sign", out),
-                     429);
+    assert_int_equal(post_raw(f, f->url_strict, "{\"a\":1}", "ev-r", "ev-r", ts, "sign", out), 429);
     assert_string_equal(out, "replayed");
     /* a retry of the same event signed with another timestamp is a new delivery */
     assert_int_equal(post_raw(f, f->url_strict, "{\"a\":1}", "ev-r", "ev-r", ts + 1, "sign", out),
@@ -291,8 +289,7 @@ static void test_key_list_and_optional_ce_id(void **state)
     struct fixture *f = *state;
     char out[64];
     /* LAX holds two keys: a delivery signed with either is accepted; no ce-id is fine */
-    assert_int_equal(post_raw(f, f->url_lax, "{\"a\":1}", NULL, "x", fresh_ts(), "sign", out),
-                     200);
+    assert_int_equal(post_raw(f, f->url_lax, "{\"a\":1}", NULL, "x", fresh_ts(), "sign", out), 200);
     assert_string_equal(out, "x"); /* the event id is the webhook-id */
 }
 
@@ -331,8 +328,10 @@ static void test_batch_answer_holds_each_events_output_in_order(void **state)
 {
     struct fixture *f = *state;
     char out[256], ra[16];
-    assert_int_equal(post_any(f, "[" EL("a", "{\"out\":1}") "," EL("b", "{\"skip\":1}") ","
-                                 EL("c", "{\"out\":1}") "]", NULL, out, ra),
+    assert_int_equal(post_any(f,
+                              "[" EL("a", "{\"out\":1}") "," EL("b", "{\"skip\":1}") "," EL(
+                                  "c", "{\"out\":1}") "]",
+                              NULL, out, ra),
                      200);
     assert_string_equal(out, "[{\"echo\":\"a\"},null,{\"echo\":\"c\"}]");
     /* nothing to publish for any event: 204 */
@@ -350,9 +349,9 @@ static void test_batch_refused_whole_and_retry_wins_over_refusal(void **state)
         422);
     assert_non_null(strstr(out, "\"batch_refused\""));
     assert_non_null(strstr(out, "event 1 (b)"));
-    assert_int_equal(post_any(f, "[" EL("a", "{\"refuse\":1}") "," EL("b", "{\"retry\":1}") "]",
-                              NULL, out, ra),
-                     503);
+    assert_int_equal(
+        post_any(f, "[" EL("a", "{\"refuse\":1}") "," EL("b", "{\"retry\":1}") "]", NULL, out, ra),
+        503);
     assert_string_equal(ra, "2");
 }
 
@@ -364,7 +363,7 @@ static void test_batch_that_does_not_parse_is_refused(void **state)
     assert_non_null(strstr(out, "batch_refused"));
     assert_int_equal(post_any(f, "[]", NULL, out, ra), 422);
     assert_int_equal(post_any(f, "[{\"id\":\"a\",\"data\":[1]}]", NULL, out, ra), 422);
-    assert_int_equal(post_any(f, "[{\"data\":{\"out\":1}}]", NULL, out, ra), 422); /* no id */
+    assert_int_equal(post_any(f, "[{\"data\":{\"out\":1}}]", NULL, out, ra), 422);    /* no id */
     assert_int_equal(post_any(f, "[" EL("123456789", "{}") "]", NULL, out, ra), 422); /* > 8 */
 }
 

@@ -170,9 +170,9 @@ static void assert_error_body(const struct reply *r, const char *code)
 static void h_echo_params(struct http_exchange *ex, void *ctx)
 {
     (void)ctx;
-    json_t *o = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?}", "path", http_path(ex), "a",
-                          http_param(ex, 0), "b", http_param(ex, 1), "q", http_query(ex, "q"),
-                          "token", http_bearer(ex));
+    json_t *o =
+        json_pack("{s:s, s:s?, s:s?, s:s?, s:s?}", "path", http_path(ex), "a", http_param(ex, 0),
+                  "b", http_param(ex, 1), "q", http_query(ex, "q"), "token", http_bearer(ex));
     http_respond_json(ex, 200, o);
 }
 
@@ -256,8 +256,8 @@ static void write_file(const char *rel, const char *content)
 
 static struct http_server *start_server(unsigned threads)
 {
-    struct http_server_options o = {.listen = "127.0.0.1:0", .threads = threads,
-                                    .max_body_bytes = 1024, .ready = ready_fn};
+    struct http_server_options o = {
+        .listen = "127.0.0.1:0", .threads = threads, .max_body_bytes = 1024, .ready = ready_fn};
     struct http_server *s = http_server_new(&o);
     http_server_route(s, "GET", "/v1/items/{}/parts/{}", h_echo_params, NULL, 0);
     http_server_route(s, "GET", "/v1/items/{}", h_echo_params, NULL, 0);
@@ -297,8 +297,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     http_server_free(*state, 1000);
-    const char *files[] = {"index.html", "app.js", "style.css", "img/logo.svg", "img/dot.png",
-                           "data.json", "escape", "img", ""};
+    const char *files[] = {"index.html",   "app.js",      "style.css",
+                           "img/logo.svg", "img/dot.png", "data.json",
+                           "escape",       "img",         ""};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/%s", static_dir, files[i]);
@@ -455,8 +456,7 @@ static void test_async_answer_from_another_thread(void **state)
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     assert_int_equal(poll(&pfd, 1, 50), 0);
     http_add_header(ex, "Retry-After", "7");
-    http_respond_error(ex, 503, "unavailable", json_pack("{s:i}", "attempt", 3), "Try in %d s.",
-                       7);
+    http_respond_error(ex, 503, "unavailable", json_pack("{s:i}", "attempt", 3), "Try in %d s.", 7);
     struct reply r;
     read_reply(fd, &r);
     assert_int_equal(r.status, 503);
@@ -525,8 +525,10 @@ static void test_answer_racing_handler_return(void **state)
         for (int k = 0; k < PARALLEL; k++) {
             fds[k] = connect_port(port_of(state));
             char req[128];
-            snprintf(req, sizeof req, "GET /v1/race/r%d HTTP/1.1\r\nHost: x\r\n"
-                                      "Connection: close\r\n\r\n", i + k);
+            snprintf(req, sizeof req,
+                     "GET /v1/race/r%d HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\n\r\n",
+                     i + k);
             send_all(fds[k], req, strlen(req));
         }
         for (int k = 0; k < PARALLEL; k++) {
@@ -622,8 +624,10 @@ static void test_static_files_with_types_and_security_headers(void **state)
 static void test_static_path_traversal_is_refused(void **state)
 {
     const char *attempts[] = {
-        "/ui/../../../../etc/passwd", "/ui/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
-        "/ui/img/../../../etc/passwd", "/ui/..%2f..%2f..%2fetc%2fpasswd",
+        "/ui/../../../../etc/passwd",
+        "/ui/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/ui/img/../../../etc/passwd",
+        "/ui/..%2f..%2f..%2fetc%2fpasswd",
         "/ui/escape", /* a symlink pointing outside the directory */
         "/ui/img/..\\..\\etc\\passwd",
     };
@@ -730,13 +734,13 @@ static void test_bad_percent_encoding_in_path_is_400_json(void **state)
 {
     /* Refused before routing, so every route (and the static files) gets the same answer. */
     static const char *const bad[] = {
-        "/v1/items/%FF",            /* decodes to a byte that is not UTF-8 */
-        "/v1/items/%zz",            /* not hex */
-        "/v1/items/%4",             /* cut short */
-        "/v1/items/a%00b",          /* an encoded NUL */
-        "/ui/index.html%00.js",     /* would have served index.html */
-        "/v1/items/%C3%28",         /* a broken two-byte sequence */
-        "/v1/items/%ED%A0%80",      /* a UTF-16 surrogate */
+        "/v1/items/%FF",        /* decodes to a byte that is not UTF-8 */
+        "/v1/items/%zz",        /* not hex */
+        "/v1/items/%4",         /* cut short */
+        "/v1/items/a%00b",      /* an encoded NUL */
+        "/ui/index.html%00.js", /* would have served index.html */
+        "/v1/items/%C3%28",     /* a broken two-byte sequence */
+        "/v1/items/%ED%A0%80",  /* a UTF-16 surrogate */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct reply r;
@@ -871,10 +875,13 @@ static void test_connection_past_descriptor_1024_is_served(void **state)
 static struct http_server *start_limited(unsigned max_conns, unsigned per_client, unsigned head_s,
                                          unsigned body_s, unsigned idle_s)
 {
-    struct http_server_options o = {.listen = "127.0.0.1:0", .threads = 2,
-                                    .max_body_bytes = 1024, .max_connections = max_conns,
+    struct http_server_options o = {.listen = "127.0.0.1:0",
+                                    .threads = 2,
+                                    .max_body_bytes = 1024,
+                                    .max_connections = max_conns,
                                     .max_connections_per_client = per_client,
-                                    .head_timeout_s = head_s, .body_timeout_s = body_s,
+                                    .head_timeout_s = head_s,
+                                    .body_timeout_s = body_s,
                                     .timeout_s = idle_s};
     struct http_server *s = http_server_new(&o);
     http_server_route(s, "POST", "/v1/echo", h_echo_body, NULL, 0);

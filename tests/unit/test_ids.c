@@ -14,8 +14,9 @@
 static bool is_hex_lower(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
             return false;
+        }
     }
     return true;
 }
@@ -149,8 +150,9 @@ static void test_trace_parse_rejects_malformed(void **state)
         "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",  /* extra without '-' */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        if (trace_parse(bad[i], &t) != -1)
+        if (trace_parse(bad[i], &t) != -1) {
             fail_msg("accepted malformed traceparent \"%s\"", bad[i]);
+        }
     }
     assert_int_equal(trace_parse(NULL, &t), -1);
 }
@@ -201,8 +203,9 @@ static void test_random_bytes_fills(void **state)
     random_bytes(b, sizeof b);
     assert_memory_not_equal(a, b, sizeof a);
     int nonzero = 0;
-    for (size_t i = 0; i < sizeof a; i++)
+    for (size_t i = 0; i < sizeof a; i++) {
         nonzero += a[i] != 0;
+    }
     assert_true(nonzero > 32); /* all-but-impossible to fail for random bytes */
     random_bytes(a, 0);
 }

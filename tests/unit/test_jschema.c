@@ -64,12 +64,33 @@ struct suite_totals {
 static struct suite_totals totals;
 
 static const char *const SUBSET[] = {
-    "type",      "properties", "required",  "additionalProperties", "items",
-    "enum",      "const",      "pattern",   "format",               "minimum",
-    "maximum",   "exclusiveMinimum",        "exclusiveMaximum",     "minLength",
-    "maxLength", "minItems",   "maxItems",  "$ref",                 "$defs",
-    "definitions", "title",    "description", "default",            "examples",
-    "$schema",   "$comment",   "$id",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "const",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "$ref",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$schema",
+    "$comment",
+    "$id",
 };
 
 static bool in_subset(const char *kw)
@@ -84,9 +105,8 @@ static bool in_subset(const char *kw)
 
 static bool is_annotation_or_defs(const char *kw)
 {
-    return strcmp(kw, "$defs") == 0 || strcmp(kw, "definitions") == 0 ||
-           strcmp(kw, "title") == 0 || strcmp(kw, "description") == 0 ||
-           strcmp(kw, "$comment") == 0 || strcmp(kw, "$ref") == 0;
+    return strcmp(kw, "$defs") == 0 || strcmp(kw, "definitions") == 0 || strcmp(kw, "title") == 0 ||
+           strcmp(kw, "description") == 0 || strcmp(kw, "$comment") == 0 || strcmp(kw, "$ref") == 0;
 }
 
 /* Decides, from the schema alone (not from the validator), whether a suite group is in the
@@ -102,7 +122,8 @@ static const char *out_of_subset(json_t *schema, bool is_root)
     const char *kw;
     json_t *v;
     json_t *ref = json_object_get(schema, "$ref");
-    json_object_foreach (schema, kw, v) {
+    json_object_foreach(schema, kw, v)
+    {
         if (!in_subset(kw)) {
             static char why_kw[128];
             snprintf(why_kw, sizeof why_kw, "keyword \"%s\" outside the subset", kw);
@@ -136,7 +157,8 @@ static const char *out_of_subset(json_t *schema, bool is_root)
     static const char *const maps[] = {"properties", "$defs", "definitions"};
     for (size_t m = 0; m < 3; m++) {
         json_t *sub;
-        json_object_foreach (json_object_get(schema, maps[m]), kw, sub) {
+        json_object_foreach(json_object_get(schema, maps[m]), kw, sub)
+        {
             if ((why = out_of_subset(sub, false)) != NULL) {
                 return why;
             }
@@ -157,7 +179,8 @@ static void run_suite_file(const char *rel)
     int ran = 0, failures = 0;
     size_t gi;
     json_t *group;
-    json_array_foreach (groups, gi, group) {
+    json_array_foreach(groups, gi, group)
+    {
         json_t *schema = json_object_get(group, "schema");
         json_t *tests = json_object_get(group, "tests");
         const char *gdesc = json_string_value(json_object_get(group, "description"));
@@ -166,8 +189,7 @@ static void run_suite_file(const char *rel)
         if (why != NULL) {
             totals.groups_skipped++;
             totals.cases_skipped += (int)json_array_size(tests);
-            printf("  skip %s: \"%s\" (%s, %zu cases)\n", rel, gdesc, why,
-                   json_array_size(tests));
+            printf("  skip %s: \"%s\" (%s, %zu cases)\n", rel, gdesc, why, json_array_size(tests));
             continue;
         }
         char err[512];
@@ -179,7 +201,8 @@ static void run_suite_file(const char *rel)
         }
         size_t ti;
         json_t *t;
-        json_array_foreach (tests, ti, t) {
+        json_array_foreach(tests, ti, t)
+        {
             bool want = json_is_true(json_object_get(t, "valid"));
             struct jschema_error verr;
             bool got = jschema_validate(js, json_object_get(t, "data"), &verr) == 0;
@@ -218,11 +241,11 @@ static void run_suite_file(const char *rel)
     assert_true(ran > 0); /* every listed file has cases in the subset */
 }
 
-#define SUITE_TEST(fn, file)                                                                     \
-    static void fn(void **state)                                                                 \
-    {                                                                                            \
-        (void)state;                                                                             \
-        run_suite_file(file);                                                                    \
+#define SUITE_TEST(fn, file)                                                                       \
+    static void fn(void **state)                                                                   \
+    {                                                                                              \
+        (void)state;                                                                               \
+        run_suite_file(file);                                                                      \
     }
 SUITE_TEST(test_suite_type, "type.json")
 SUITE_TEST(test_suite_properties, "properties.json")
@@ -323,18 +346,15 @@ static void test_error_pointer_and_message(void **state)
                  "/ip", "\"999.1.1.1\" is not a valid ipv4 address");
     expect_error(js, "{\"account_id\":\"a\",\"ts\":\"2026-01-02T03:04:05Z\"}", "",
                  "required property \"ip\" is missing");
-    expect_error(js,
-                 "{\"account_id\":\"a\",\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02 03:04:05Z\"}",
+    expect_error(js, "{\"account_id\":\"a\",\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02 03:04:05Z\"}",
                  "/ts", "\"2026-01-02 03:04:05Z\" is not a valid RFC 3339 date-time");
     expect_error(js,
                  "{\"account_id\":\"a\",\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02T03:04:05Z\","
                  "\"tags\":[\"ok\",\"Bad\"]}",
                  "/tags/1", "\"Bad\" does not match pattern \"^[a-z]+$\"");
-    expect_error(js,
-                 "{\"account_id\":\"\",\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02T03:04:05Z\"}",
+    expect_error(js, "{\"account_id\":\"\",\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02T03:04:05Z\"}",
                  "/account_id", "string is shorter than 1 characters");
-    expect_error(js,
-                 "{\"account_id\":7,\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02T03:04:05Z\"}",
+    expect_error(js, "{\"account_id\":7,\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02T03:04:05Z\"}",
                  "/account_id", "expected string, got integer");
     expect_error(js,
                  "{\"account_id\":\"a\",\"ip\":\"1.2.3.4\",\"ts\":\"2026-01-02T03:04:05Z\","
@@ -453,12 +473,13 @@ static void test_ecma_patterns_translate_to_posix(void **state)
     assert_false(matches("^[^a]$", "a"));
     assert_true(matches("^[\\^]$", "^"));
     assert_true(matches("^[\\]\\-x]+$", "]-x"));
-    assert_true(matches("^[\\w-.]+$", "a-b.c"));   /* '-' next to a class is literal */
+    assert_true(matches("^[\\w-.]+$", "a-b.c")); /* '-' next to a class is literal */
     assert_true(matches("^[.-\\d]+$", "-.5"));
     assert_false(matches("^[\\w-.]+$", "a b"));
     assert_true(matches("^[\\x20-\\x7e]+$", "ok ~"));
-    assert_true(matches("^a{$", "a{"));       /* Annex B literal brace */
-    assert_true(matches("^\\u00e9\\x41$", "\xc3\xa9" "A"));
+    assert_true(matches("^a{$", "a{")); /* Annex B literal brace */
+    assert_true(matches("^\\u00e9\\x41$", "\xc3\xa9"
+                                          "A"));
     assert_true(matches("^\\/\\.$", "/."));
     assert_false(matches("^.$", "\n"));
     assert_true(matches("\\bword\\b", "a word here"));
@@ -504,10 +525,10 @@ static void test_formats(void **state)
     assert_false(valid_as("date-time", "2019-02-29T00:00:00Z"));
     assert_false(valid_as("date-time", "1900-02-29T00:00:00Z"));
     assert_true(valid_as("date-time", "2000-02-29t12:00:00.5z"));
-    assert_true(valid_as("date-time", "1998-12-31T23:59:60Z"));       /* leap second */
+    assert_true(valid_as("date-time", "1998-12-31T23:59:60Z"));        /* leap second */
     assert_true(valid_as("date-time", "1998-12-31T15:59:60.1-08:00")); /* 23:59:60 UTC */
     assert_false(valid_as("date-time", "1998-12-31T22:59:60Z"));
-    assert_false(valid_as("date-time", "2020-01-01T00:00:00"));       /* no offset */
+    assert_false(valid_as("date-time", "2020-01-01T00:00:00")); /* no offset */
     assert_false(valid_as("date-time", "2020-01-01T00:00:00+24:00"));
     assert_false(valid_as("date-time", "2020-01-01T24:00:00Z"));
     assert_false(valid_as("date-time", "2020-01-01T00:00:00.Z"));
@@ -529,21 +550,20 @@ static void test_formats(void **state)
 static void test_ref_pointer_unescaping(void **state)
 {
     (void)state;
-    struct jschema *js = compile_text(
-        "{\"$defs\":{\"a/b\":{\"type\":\"integer\"},\"c~d\":{\"type\":\"string\"},"
-        "\"e%f\":{\"type\":\"null\"}},\"properties\":{"
-        "\"slash\":{\"$ref\":\"#/$defs/a~1b\"},\"tilde\":{\"$ref\":\"#/$defs/c~0d\"},"
-        "\"percent\":{\"$ref\":\"#/$defs/e%25f\"},"
-        "\"legacy\":{\"$ref\":\"#/definitions/x\"}},"
-        "\"definitions\":{\"x\":{\"const\":true}}}");
+    struct jschema *js =
+        compile_text("{\"$defs\":{\"a/b\":{\"type\":\"integer\"},\"c~d\":{\"type\":\"string\"},"
+                     "\"e%f\":{\"type\":\"null\"}},\"properties\":{"
+                     "\"slash\":{\"$ref\":\"#/$defs/a~1b\"},\"tilde\":{\"$ref\":\"#/$defs/c~0d\"},"
+                     "\"percent\":{\"$ref\":\"#/$defs/e%25f\"},"
+                     "\"legacy\":{\"$ref\":\"#/definitions/x\"}},"
+                     "\"definitions\":{\"x\":{\"const\":true}}}");
     struct jschema_error e;
     assert_int_equal(
         check(js, "{\"slash\":1,\"tilde\":\"s\",\"percent\":null,\"legacy\":true}", &e), 0);
     expect_error(js, "{\"slash\":\"1\"}", "/slash", "expected integer, got string");
     expect_error(js, "{\"tilde\":1}", "/tilde", "expected string, got integer");
     expect_error(js, "{\"percent\":1}", "/percent", "expected null, got integer");
-    expect_error(js, "{\"legacy\":false}", "/legacy",
-                 "false is not the required constant value");
+    expect_error(js, "{\"legacy\":false}", "/legacy", "false is not the required constant value");
     jschema_free(js);
 }
 
@@ -557,7 +577,8 @@ static void test_recursive_ref(void **state)
         "\"$ref\":\"#/$defs/node\"}");
     struct jschema_error e;
     assert_int_equal(
-        check(js, "{\"name\":\"r\",\"children\":[{\"name\":\"a\",\"children\":[{\"name\":\"b\"}]}]}",
+        check(js,
+              "{\"name\":\"r\",\"children\":[{\"name\":\"a\",\"children\":[{\"name\":\"b\"}]}]}",
               &e),
         0);
     expect_error(js, "{\"name\":\"r\",\"children\":[{\"name\":\"a\",\"children\":[{\"name\":1}]}]}",
@@ -620,9 +641,9 @@ static uint32_t rnd(void)
 
 static json_t *random_value(int depth)
 {
-    static const char *const keys[] = {"account_id", "ip", "ts", "tags", "score", "a/b", "~",
-                                       "next",       "v",  "success"};
-    static const char *const strs[] = {"",        "1.2.3.4",   "::1",  "2026-01-01T00:00:00Z",
+    static const char *const keys[] = {"account_id", "ip", "ts",   "tags", "score",
+                                       "a/b",        "~",  "next", "v",    "success"};
+    static const char *const strs[] = {"",          "1.2.3.4",  "::1", "2026-01-01T00:00:00Z",
                                        "999.1.1.1", "\xc3\xa9", "abc", "x~/y"};
     switch (rnd() % (depth > 4 ? 5 : 7)) {
     case 0:
@@ -769,27 +790,50 @@ static void test_fast_path_cases(void **state)
                      "\"tags\":[\"web\",\"eu\"],\"score\":0}";
     assert_int_equal(fast(js, ok), 0);
     assert_int_equal(slow(js, ok, strlen(ok)), 0);
-    assert_int_equal(fast(js, " \n{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}\t"), 0);
+    assert_int_equal(
+        fast(js, " \n{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}\t"),
+        0);
     /* every one of these must go to jansson: invalid, or beyond the fast path */
     const char *unsure[] = {
-        "{\"account_id\":\"a\",\"account_id\":\"b\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\"}",                                   /* required */
-        "{\"account_id\":\"a\",\"ip\":\"1.2.3.4.5\",\"ts\":\"2026-01-01T00:00:00Z\"}", /* format */
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-13-01T00:00:00Z\"}",       /* format */
-        "{\"account_id\":\"a\\u0041\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}", /* escape */
-        "{\"account_id\":\"\xc3\xa9\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}", /* UTF-8 */
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"} x",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":01}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":1e3}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":[1,]}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":tru}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"n\":1234567890123456789}",
+        "{\"account_id\":\"a\",\"account_id\":\"b\",\"ip\":\"10.0.0.1\",\"ts\":"
+        "\"2026-01-01T00:00:"
+        "00Z\"}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\"}", /* required */
+        "{\"account_id\":\"a\",\"ip\":\"1.2.3.4.5\",\"ts\":\"2026-01-01T00:00:"
+        "00Z\"}", /* format */
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-13-01T00:00:"
+        "00Z\"}", /* format */
+        "{\"account_id\":\"a\\u0041\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:"
+        "00:00Z\"}", /* escape
+                      */
+        "{\"account_id\":\"\xc3\xa9\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:"
+        "00:00Z\"}", /* UTF-8
+                      */
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"}"
+        " x",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"n\":01}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"n\":1e3}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"n\":[1,]}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"n\":tru}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"n\":"
+        "1234567890123456789}",
         "[1]",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"tags\":[\"A\"]}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"score\":1}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"score\":0.5}",
-        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\",\"other\":1}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"tags\":[\"A\"]"
+        "}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"score\":1}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"score\":0.5}",
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\","
+        "\"other\":1}",
         "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"",
         "",
     };
@@ -805,7 +849,8 @@ static void test_fast_path_cases(void **state)
 
     /* used: the extent of one value, the rest not looked at */
     size_t used = 0;
-    const char *two = "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"} , junk";
+    const char *two =
+        "{\"account_id\":\"a\",\"ip\":\"10.0.0.1\",\"ts\":\"2026-01-01T00:00:00Z\"} , junk";
     assert_int_equal(jschema_check_text(js, two, strlen(two), &used, NULL), 0);
     assert_int_equal(used, strlen(two) - strlen(" , junk"));
 
@@ -817,7 +862,8 @@ static void test_fast_path_cases(void **state)
     assert_memory_equal(cap.str, "acc-42", 6);
     cap = (struct jschema_capture){.name = "k", .name_len = 1};
     assert_int_equal(fast(NULL, "{\"k\":-0}"), 0);
-    assert_int_equal(jschema_check_text(NULL, "{\"k\":-17,\"x\":{\"k\":\"no\"}}", 24, NULL, &cap), 0);
+    assert_int_equal(jschema_check_text(NULL, "{\"k\":-17,\"x\":{\"k\":\"no\"}}", 24, NULL, &cap),
+                     0);
     assert_int_equal(cap.kind, JSCHEMA_CAP_INTEGER);
     assert_int_equal(cap.integer, -17);
     cap = (struct jschema_capture){.name = "k", .name_len = 1};

@@ -42,13 +42,15 @@ static struct kafka_producer *mock_producer(unsigned max_queue, const char *extr
                                             const char *extra_val)
 {
     json_t *props = json_pack("{s:s}", "test.mock.num.brokers", "1");
-    if (extra_key != NULL)
+    if (extra_key != NULL) {
         json_object_set_new(props, extra_key, json_string(extra_val));
+    }
     char err[512];
     struct kafka_producer *p = kafka_producer_new("", props, max_queue, err, sizeof err);
     json_decref(props);
-    if (p == NULL)
+    if (p == NULL) {
         fail_msg("kafka_producer_new: %s", err);
+    }
     return p;
 }
 
@@ -58,10 +60,10 @@ static void test_send_is_acknowledged_with_partition_and_offset(void **state)
     struct reports r = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct kafka_producer *p = mock_producer(0, NULL, NULL);
     struct kafka_header h[] = {{"ce-id", "id-1", 4}, {"traceparent", "00-x", 4}};
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(kafka_producer_send(p, "t", -1, "k", 1, "{\"a\":1}", 7, h, 2, on_report,
-                                             &r),
-                         KAFKA_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            kafka_producer_send(p, "t", -1, "k", 1, "{\"a\":1}", 7, h, 2, on_report, &r), KAFKA_OK);
+    }
     assert_int_equal(kafka_producer_flush(p, 10000), 0);
     assert_int_equal(kafka_producer_outstanding(p), 0);
     pthread_mutex_lock(&r.lock);
@@ -81,8 +83,9 @@ static void test_queue_bound_refuses_with_queue_full(void **state)
     /* A long linger keeps the first records queued while we fill the bound. */
     struct kafka_producer *p = mock_producer(2, "linger.ms", "2000");
     int st[3];
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         st[i] = kafka_producer_send(p, "t", -1, NULL, 0, "{}", 2, NULL, 0, on_report, &r);
+    }
     assert_int_equal(st[0], KAFKA_OK);
     assert_int_equal(st[1], KAFKA_OK);
     assert_int_equal(st[2], KAFKA_QUEUE_FULL);

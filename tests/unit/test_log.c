@@ -43,8 +43,9 @@ static char *capture_end(void)
         }
         ssize_t n = read(pipe_rd, out + len, cap - len - 1);
         assert_true(n >= 0);
-        if (n == 0)
+        if (n == 0) {
             break;
+        }
         len += (size_t)n;
     }
     close(pipe_rd);
@@ -61,8 +62,9 @@ static json_t *parse_one_line(const char *text)
     assert_null(memchr(text, '\n', len - 1)); /* exactly one line */
     json_error_t je;
     json_t *line = json_loads(text, 0, &je);
-    if (!line)
+    if (!line) {
         fail_msg("not JSON (%s): %s", je.text, text);
+    }
     assert_true(json_is_object(line));
     return line;
 }
@@ -73,10 +75,11 @@ static void assert_rfc3339_ms_utc(const char *ts)
     assert_int_equal(strlen(ts), 24);
     const char *shape = "dddd-dd-ddTdd:dd:dd.dddZ";
     for (size_t i = 0; i < 24; i++) {
-        if (shape[i] == 'd')
+        if (shape[i] == 'd') {
             assert_true(ts[i] >= '0' && ts[i] <= '9');
-        else
+        } else {
             assert_int_equal(ts[i], shape[i]);
+        }
     }
 }
 

@@ -28,23 +28,26 @@ static bool has_line(const char *text, const char *line)
 {
     size_t n = strlen(line);
     for (const char *p = strstr(text, line); p; p = strstr(p + 1, line)) {
-        if ((p == text || p[-1] == '\n') && p[n] == '\n')
+        if ((p == text || p[-1] == '\n') && p[n] == '\n') {
             return true;
+        }
     }
     return false;
 }
 
 static void assert_line(const char *text, const char *line)
 {
-    if (!has_line(text, line))
+    if (!has_line(text, line)) {
         fail_msg("line \"%s\" missing from:\n%s", line, text);
+    }
 }
 
 static int count_occurrences(const char *text, const char *needle)
 {
     int n = 0;
-    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle)) {
         n++;
+    }
     return n;
 }
 
@@ -209,10 +212,12 @@ static void test_concurrent_updates_are_not_lost(void **state)
         metrics_gauge("t9_gauge", "Concurrent.", NULL),
     };
     pthread_t th[4];
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(pthread_create(&th[i], NULL, hammer, m), 0);
-    for (int i = 0; i < 4; i++)
+    }
+    for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
+    }
     assert_true(metric_value(m[0]) == 40000.0);
     assert_true(metric_value(m[1]) == 40000.0);
     assert_true(metric_value(m[2]) == 40000.0);

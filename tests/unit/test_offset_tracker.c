@@ -29,8 +29,9 @@ static void test_out_of_order_waits_for_gap(void **state)
     (void)state;
     struct offset_tracker t;
     offset_tracker_init(&t, 8);
-    for (int64_t o = 0; o < 5; o++)
+    for (int64_t o = 0; o < 5; o++) {
         assert_int_equal(offset_tracker_add(&t, o), 0);
+    }
     assert_int_equal(offset_tracker_finish(&t, 3), 0);
     assert_int_equal(offset_tracker_finish(&t, 1), 0);
     assert_int_equal(offset_tracker_take_committable(&t), -1); /* 0 unfinished */

@@ -82,7 +82,7 @@ struct sim {
     unsigned finished;     /* worker threads that returned */
     long long finished_ms; /* when the last of them returned */
     long long started_ms;
-    FILE *ids; /* ids_file or NULL; written under mu */
+    FILE *ids;            /* ids_file or NULL; written under mu */
     char batch_url[4200]; /* publisher_url with /batch for /events (batch > 1) */
 };
 
@@ -126,9 +126,9 @@ static char *login_json(struct sim *s, unsigned long long *rng, long long accoun
              1 + (unsigned long long)(rng_next(rng) % (unsigned long long)accounts));
     app_time_rfc3339(ts);
     id_uuid7(session);
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "account_id", account, "ip", ip,
-                           "ts", ts, "session_id", session, "server", "loginsim-1", "client",
-                           "sim_country", country);
+    json_t *ev =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "account_id", account, "ip", ip, "ts", ts,
+                  "session_id", session, "server", "loginsim-1", "client", "sim_country", country);
     char *body = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
     return body;
