@@ -1,5 +1,5 @@
 /* fuzz_jschema - libFuzzer target for the JSON Schema compiler and validator
- * (lib/jschema/jschema.c).
+ * (lib/jschema/).
  *
  * The input is read as JSON and compiled as a schema; when it compiles, it validates a few
  * fixed instances and the input itself. The raw bytes are also compiled as a "pattern", which
