@@ -25,11 +25,15 @@ void wake_signal(struct wake *w)
 
 void wake_drain(struct wake *w)
 {
-    /* Clear the flag first: a signal racing with this drain then writes again, and the
-     * next epoll_wait returns at once instead of the wake-up being swallowed. */
-    atomic_store_explicit(&w->pending, 0, memory_order_release);
+    /* Read first, then clear the flag. A signal before the clear finds the flag set and writes
+     * nothing, but its work is already there for this thread, which looks after this call; a
+     * signal after the clear writes again. Clearing first would lose wake-ups for good: a signal
+     * between the clear and the read would set the flag and write, the read would take its
+     * count, and the flag would stay set with nothing left to wake the thread. The exchange
+     * (acquire) pairs with wake_signal's, so the work of a signal that wrote nothing is seen. */
     uint64_t v;
     (void)!read(w->fd, &v, sizeof v);
+    atomic_exchange_explicit(&w->pending, 0, memory_order_acq_rel);
 }
 
 int wake_fd(const struct wake *w)
