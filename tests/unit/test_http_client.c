@@ -443,6 +443,32 @@ static void test_pool_sends_other_urls_through_curl(void **state)
     http_pool_free(p);
 }
 
+static void test_pool_curl_engine_is_woken_for_each_request(void **state)
+{
+    (void)state;
+    /* One request at a time through the curl engine: each submission finds its thread asleep
+     * in curl_multi_poll (1 s timeout), so each must be woken by its wake-up (lib/wake). Without
+     * one, every request would wait out the poll: 20 requests would take about 20 s. */
+    struct pool_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct http_pool *p = http_pool_new(4);
+    enum { N = 20 };
+    struct timespec a, z;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (unsigned i = 0; i < N; i++) {
+        char *u = xasprintf("http://user:pw@%s/id/%u", base + strlen("http://"), 100 + i);
+        assert_int_equal(http_pool_submit(p, "POST", u, NULL, 0, "{}", 2, 10000, 4096, on_done, &w),
+                         0);
+        free(u);
+        wait_done(&w, i + 1);
+        assert_int_equal(w.done, i + 1);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &z);
+    double elapsed = (double)(z.tv_sec - a.tv_sec) + (double)(z.tv_nsec - a.tv_nsec) / 1e9;
+    assert_int_equal(w.ok, N);
+    assert_true(elapsed < N * 0.5);
+    http_pool_free(p);
+}
+
 /* ---- native pool against a scripted raw-socket server ----
  *
  * http_server (libmicrohttpd) always answers well; these tests need answers it never gives:
@@ -871,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_pool_reports_refused_and_timeout),
         cmocka_unit_test(test_pool_free_completes_pending_with_shutdown),
         cmocka_unit_test(test_pool_sends_other_urls_through_curl),
+        cmocka_unit_test(test_pool_curl_engine_is_woken_for_each_request),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
     const struct CMUnitTest native_tests[] = {
