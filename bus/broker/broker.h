@@ -14,6 +14,7 @@
 #include "limits.h"
 #include "sasl.h"
 #include "store.h"
+#include "wake.h"
 #include "wire.h"
 
 enum fsync_policy { FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER };
@@ -87,8 +88,9 @@ struct reply {
 struct broker {
     struct broker_options opt;
     struct store store;
-    int ep, lfd, wake_fd;
-    int port; /* advertised port */
+    int ep, lfd;
+    struct wake wake; /* broker_stop / broker_reload wake the loop */
+    int port;         /* advertised port */
     struct conn **conns;
     size_t n_conns;
     uint64_t synced_seq;

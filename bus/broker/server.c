@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/sendfile.h>
 #include <time.h>
@@ -37,6 +36,7 @@
 #include "alloc.h"
 #include "log.h"
 #include "metrics.h"
+#include "wake.h"
 
 #define REPLIES_MAX 64
 /* An empty input buffer larger than this is freed (it grew for one large request). */
@@ -710,15 +710,15 @@ static void reap_closed(struct broker *b)
  *
  * fdatasync runs on a helper thread so the loop keeps reading and appending while the disk
  * syncs: the loop hands over the dirty partitions (dup()ed descriptors) with the write sequence
- * they cover, the thread syncs them and reports through an eventfd, and the loop then releases
- * the acks=all answers up to that sequence. Writes that arrive meanwhile form the next round
- * (group commit). State shared with the thread: the fields under mu. */
+ * they cover, the thread syncs them and reports through a struct wake (wake.h), and the loop then
+ * releases the acks=all answers up to that sequence. Writes that arrive meanwhile form the next
+ * round (group commit). State shared with the thread: the fields under mu. */
 
 struct syncer {
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int efd;
+    struct wake wake; /* the thread -> the loop: a round is done */
     /* under mu: */
     int *fds;
     size_t n_fds;
@@ -765,8 +765,7 @@ static void *syncer_main(void *arg)
         pthread_mutex_lock(&y->mu);
         y->done_seq = seq;
         y->is_busy = 0;
-        uint64_t one = 1;
-        (void)!write(y->efd, &one, sizeof one);
+        wake_signal(&y->wake);
     }
     pthread_mutex_unlock(&y->mu);
     return NULL;
@@ -812,8 +811,7 @@ static void sync_start(struct broker *b)
 static void sync_collect(struct broker *b)
 {
     struct syncer *y = b->syncer;
-    uint64_t x;
-    (void)!read(y->efd, &x, sizeof x);
+    wake_drain(&y->wake);
     pthread_mutex_lock(&y->mu);
     uint64_t done = y->done_seq;
     pthread_mutex_unlock(&y->mu);
@@ -828,12 +826,10 @@ static int syncer_start(struct broker *b)
     struct syncer *y = xcalloc(1, sizeof *y);
     pthread_mutex_init(&y->mu, NULL);
     pthread_cond_init(&y->cv, NULL);
-    y->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int wake_rc = wake_init(&y->wake);
     y->done_seq = b->store.write_seq;
-    if (y->efd < 0 || pthread_create(&y->th, NULL, syncer_main, y) != 0) {
-        if (y->efd >= 0) {
-            close(y->efd);
-        }
+    if (wake_rc != 0 || pthread_create(&y->th, NULL, syncer_main, y) != 0) {
+        wake_close(&y->wake);
         free(y);
         return -1;
     }
@@ -859,7 +855,7 @@ static void syncer_stop(struct broker *b)
         }
         free(y->fds);
     }
-    close(y->efd);
+    wake_close(&y->wake);
     pthread_mutex_destroy(&y->mu);
     pthread_cond_destroy(&y->cv);
     free(y);
@@ -1889,7 +1885,7 @@ int broker_init(struct broker *b, const struct broker_options *opt, char *err, s
 {
     memset(b, 0, sizeof *b);
     b->opt = *opt;
-    b->ep = b->lfd = b->wake_fd = -1;
+    b->ep = b->lfd = b->wake.fd = -1;
     metrics_init();
     if (store_open(&b->store, opt->data_dir, &opt->topic_defaults, err, err_len) != 0) {
         return -1;
@@ -1916,18 +1912,18 @@ int broker_init(struct broker *b, const struct broker_options *opt, char *err, s
         b->port = opt->advertised_port;
     }
     b->ep = epoll_create1(EPOLL_CLOEXEC);
-    b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    (void)wake_init(&b->wake);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &b->lfd};
     epoll_ctl(b->ep, EPOLL_CTL_ADD, b->lfd, &ev);
-    struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &b->wake_fd};
-    epoll_ctl(b->ep, EPOLL_CTL_ADD, b->wake_fd, &ev2);
+    struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &b->wake};
+    epoll_ctl(b->ep, EPOLL_CTL_ADD, wake_fd(&b->wake), &ev2);
     if (opt->fsync != FSYNC_NEVER) {
         if (syncer_start(b) != 0) {
             snprintf(err, err_len, "cannot start the fsync thread");
             return -1;
         }
         struct epoll_event ev3 = {.events = EPOLLIN, .data.ptr = b->syncer};
-        epoll_ctl(b->ep, EPOLL_CTL_ADD, b->syncer->efd, &ev3);
+        epoll_ctl(b->ep, EPOLL_CTL_ADD, wake_fd(&b->syncer->wake), &ev3);
     }
     log_info("listening on %s (advertised %s:%d), data in %s, fsync %s", opt->listen,
              opt->advertised_host, b->port, opt->data_dir,
@@ -1997,9 +1993,8 @@ void broker_run(struct broker *b)
             void *ptr = evs[i].data.ptr;
             if (ptr == &b->lfd) {
                 accept_all(b);
-            } else if (ptr == &b->wake_fd) {
-                uint64_t x;
-                (void)!read(b->wake_fd, &x, sizeof x);
+            } else if (ptr == &b->wake) {
+                wake_drain(&b->wake);
             } else if (b->syncer && ptr == b->syncer) {
                 sync_collect(b);
             } else {
@@ -2069,18 +2064,16 @@ void broker_run(struct broker *b)
 void broker_reload(struct broker *b)
 {
     __atomic_store_n(&b->reload, 1, __ATOMIC_SEQ_CST);
-    uint64_t one = 1;
-    if (b->wake_fd >= 0) {
-        (void)!write(b->wake_fd, &one, sizeof one);
+    if (wake_fd(&b->wake) >= 0) {
+        wake_signal(&b->wake);
     }
 }
 
 void broker_stop(struct broker *b)
 {
     b->stop = 1;
-    uint64_t one = 1;
-    if (b->wake_fd >= 0) {
-        (void)!write(b->wake_fd, &one, sizeof one);
+    if (wake_fd(&b->wake) >= 0) {
+        wake_signal(&b->wake);
     }
 }
 
@@ -2101,9 +2094,7 @@ void broker_release(struct broker *b)
     if (b->ep >= 0) {
         close(b->ep);
     }
-    if (b->wake_fd >= 0) {
-        close(b->wake_fd);
-    }
+    wake_close(&b->wake);
 }
 
 /* ---- detached connections (fuzzing and tests) ---- */
