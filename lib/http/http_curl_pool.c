@@ -26,7 +26,7 @@
 /* ---- asynchronous pool over curl multi (https:// and anything not plain http://) ---- */
 
 struct curl_pool {
-    CURLM *multi; /* used by the pool thread only */
+    CURLM *multi;     /* used by the pool thread only */
     struct wake wake; /* submitters wake the pool thread in curl_multi_poll */
     pthread_t thread;
     unsigned max_connections;
@@ -216,9 +216,9 @@ void hc_curl_pool_free(struct curl_pool *p)
 }
 
 int hc_curl_pool_submit(struct curl_pool *p, const char *method, const char *url,
-                            const struct http_header_kv *headers, size_t n_headers,
-                            const char *body, size_t body_len, long timeout_ms,
-                            size_t max_body_bytes, http_pool_done_fn done, void *ctx)
+                        const struct http_header_kv *headers, size_t n_headers, const char *body,
+                        size_t body_len, long timeout_ms, size_t max_body_bytes,
+                        http_pool_done_fn done, void *ctx)
 {
     pthread_mutex_lock(&p->lock);
     if (p->is_stopping) {
@@ -247,7 +247,7 @@ int hc_curl_pool_submit(struct curl_pool *p, const char *method, const char *url
         copy = t->req_body.data ? t->req_body.data : "";
     }
     if (hc_transfer_setup(t, method, url, headers, n_headers, copy, body_len, timeout_ms,
-                       max_body_bytes) != 0) {
+                          max_body_bytes) != 0) {
         pool_recycle(p, t);
         return -1;
     }
@@ -271,4 +271,3 @@ int hc_curl_pool_submit(struct curl_pool *p, const char *method, const char *url
     wake_signal(&p->wake);
     return 0;
 }
-

@@ -999,8 +999,8 @@ int http_pool_submit(struct http_pool *p, const char *method, const char *url,
         }
         struct curl_pool *curl = p->curl;
         pthread_mutex_unlock(&p->lock);
-        return hc_curl_pool_submit(curl, method, url, headers, n_headers, body, body_len, timeout_ms,
-                                max_body_bytes, done, ctx);
+        return hc_curl_pool_submit(curl, method, url, headers, n_headers, body, body_len,
+                                   timeout_ms, max_body_bytes, done, ctx);
     }
     if (!is_header_safe(method) || strpbrk(method, " \t") || !method[0]) {
         return -1;
@@ -1063,4 +1063,3 @@ int http_pool_submit(struct http_pool *p, const char *method, const char *url,
     wake_signal(&p->wake);
     return 0;
 }
-
