@@ -568,8 +568,7 @@ int handle_delete_records(struct broker *b, struct reply *r, struct kr *q)
         kw_i32(w, np < 0 ? 0 : np);
         char name[STORE_MAX_NAME + 1];
         int has_name = kstr_copy(tname, name, sizeof name) == 0;
-        int may_delete =
-            np <= 0 || (has_name && reply_allowed(b, r, ACL_TOPIC, name, ACL_DELETE));
+        int may_delete = np <= 0 || (has_name && reply_allowed(b, r, ACL_TOPIC, name, ACL_DELETE));
         struct topic *t = has_name ? store_topic_find(&b->store, name) : NULL;
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t idx = kr_i32(q);

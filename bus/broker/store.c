@@ -492,10 +492,9 @@ static int store_save_topics(struct store *s)
         json_array_append_new(
             arr, json_pack("{s:s, s:i, s:I, s:I, s:I, s:i, s:i}", "name", t->name, "partitions",
                            (int)t->n_parts, "retention_ms", (json_int_t)t->conf.retention_ms,
-                           "retention_bytes", (json_int_t)t->conf.retention_bytes,
-                           "segment_bytes", (json_int_t)t->conf.segment_bytes,
-                           "min_insync_replicas", (int)t->conf.min_insync_replicas, "set",
-                           (int)t->conf.set_mask));
+                           "retention_bytes", (json_int_t)t->conf.retention_bytes, "segment_bytes",
+                           (json_int_t)t->conf.segment_bytes, "min_insync_replicas",
+                           (int)t->conf.min_insync_replicas, "set", (int)t->conf.set_mask));
     }
     json_t *root = json_pack("{s:i, s:o}", "version", 1, "topics", arr);
     char *tmp = xasprintf("%s/topics.json.tmp", s->dir);
@@ -589,13 +588,11 @@ static int store_load_topics(struct store *s, char *err, size_t err_len)
             c.set_mask = (unsigned)json_integer_value(x);
         } else {
             /* Written before settings were told apart: what differs from the defaults. */
-            c.set_mask = (c.retention_ms != s->defaults.retention_ms ? TOPIC_CONF_RETENTION_MS
-                                                                      : 0) |
-                         (c.retention_bytes != s->defaults.retention_bytes
-                              ? TOPIC_CONF_RETENTION_BYTES
-                              : 0) |
-                         (c.segment_bytes != s->defaults.segment_bytes ? TOPIC_CONF_SEGMENT_BYTES
-                                                                        : 0);
+            c.set_mask =
+                (c.retention_ms != s->defaults.retention_ms ? TOPIC_CONF_RETENTION_MS : 0) |
+                (c.retention_bytes != s->defaults.retention_bytes ? TOPIC_CONF_RETENTION_BYTES
+                                                                  : 0) |
+                (c.segment_bytes != s->defaults.segment_bytes ? TOPIC_CONF_SEGMENT_BYTES : 0);
         }
         struct topic *t = topic_alloc(name, &c);
         s->topics = xrealloc(s->topics, (s->n_topics + 1) * sizeof *s->topics);
