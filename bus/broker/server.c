@@ -456,7 +456,9 @@ static int answer_unsupported(struct conn *c, int16_t key, int16_t ver, int32_t 
     struct kw w;
     kw_init(&w);
     if (is_produce) {
-        (void)kr_i16(q); /* acks */
+        if (kr_i16(q) == 0) {
+            return -1; /* acks=0 expects no answer: closing is how Kafka reports its errors */
+        }
         (void)kr_i32(q); /* timeout */
     } else {
         (void)kr_i32(q); /* replica_id */

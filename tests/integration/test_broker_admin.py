@@ -484,6 +484,14 @@ def test_old_produce_and_fetch_versions_get_unsupported_version_and_the_connecti
     assert _list_offset(conn, "old", 0, -1) == (0, -1, 0), "the connection still serves"
     conn.close()
     assert "unsupported Produce version 2" in proc.log()
+    # acks=0 expects no answer at all: the connection is closed instead, as Kafka does.
+    conn = _Conn(boot)
+    req = struct.pack(">hhi", 0, 2, 9) + _s("t") + struct.pack(">hi", 0, 1000) + \
+        struct.pack(">i", 0)
+    conn.sock.sendall(struct.pack(">i", len(req)) + req)
+    conn.sock.settimeout(10)
+    assert conn.sock.recv(1) == b"", "closed without an answer"
+    conn.close()
     # librdkafka told the broker is 0.9 (no ApiVersions): a clear error, not "might require
     # SASL".
     p = subprocess.run(["kcat", "-P", "-b", boot, "-t", "old", "-X", "api.version.request=false",
