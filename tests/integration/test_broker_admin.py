@@ -383,6 +383,10 @@ def test_delete_records_moves_the_log_start_for_fetch_list_offsets_and_restarts(
     conn = _Conn(boot)
     assert _low_high(conn, "dr") == (60, 100)
     assert _fetch_error(conn, "dr", 0, 59)[0] == 1
+    # librdkafka's DeleteRecords (bus-kclient) reads the same answer.
+    assert _kclient("delete-records", boot, "dr", 0, 80) == "LOW 80"
+    assert _kclient("delete-records", boot, "dr", 0, 500).startswith("ERR OFFSET_OUT_OF_RANGE")
+    assert _low_high(conn, "dr") == (80, 100)
     assert _delete_records(conn, "dr", 0, -1) == (0, 100)
     _produce(boot, "dr", 5)
     assert _low_high(conn, "dr") == (100, 105)
@@ -390,6 +394,13 @@ def test_delete_records_moves_the_log_start_for_fetch_list_offsets_and_restarts(
 
 
 # ---- groups and committed offsets ----
+
+def _kclient(*args):
+    """bus-kclient (librdkafka 2.0.2's Admin API): its first output line."""
+    p = subprocess.run([harness.bin_path("bus-kclient")] + [str(a) for a in args],
+                       capture_output=True, timeout=60 * harness.timeout_mult())
+    return p.stdout.decode().strip().splitlines()[0] if p.stdout.strip() else p.stderr.decode()
+
 
 def test_offset_commit_of_minus_one_and_minus_two_is_stored_and_groups_delete():
     ctx = harness.ctx()
@@ -418,13 +429,46 @@ def test_offset_commit_of_minus_one_and_minus_two_is_stored_and_groups_delete():
     assert _delete_groups(conn, ["reset", "never-seen", "live"]) == \
         {"reset": 0, "never-seen": 69, "live": 68}
     assert _committed(conn, "reset", "g", 1) == -1
+    assert _commit(conn, "rk", "g", 0, 1) == 0
+    assert _kclient("delete-group", boot, "rk") == "OK", "librdkafka's DeleteGroups"
+    assert _kclient("delete-group", boot, "live") == "ERR NON_EMPTY_GROUP"
+    assert _committed(conn, "rk", "g", 0) == -1
     member.stop()
+    # kafka-python's admin client (DeleteGroups v1, DescribeConfigs v0 of the broker and a
+    # topic, AlterConfigs v0) reads the same answers.
+    assert _commit(conn, "kp", "g", 0, 3) == 0
+    out = json.loads(_py(KP_ADMIN, boot))
+    assert out["deleted"] == [["kp", 0], ["never-seen", 69]], out
+    assert out["broker"]["log.retention.ms"] == "604800000", out
+    assert out["topic"]["retention.ms"] == "3600000", out
+    assert _committed(conn, "kp", "g", 0) == -1
     conn.close()
     proc.kill()
     proc, boot, _ = _start(ctx, data=data, port=port, topics="g:2")
     conn = _Conn(boot)
     assert _committed(conn, "reset", "g", 1) == -1, "the deletion is durable"
     conn.close()
+
+
+KP_ADMIN = r"""
+import json, sys
+try:
+    from kafka.admin import KafkaAdminClient, ConfigResource, ConfigResourceType
+except ImportError:
+    sys.exit(3)
+a = KafkaAdminClient(bootstrap_servers=sys.argv[1], api_version_auto_timeout_ms=10000)
+deleted = [[g, e.errno] for g, e in a.delete_consumer_groups(["kp", "never-seen"])]
+a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "g",
+                                configs={"retention.ms": "3600000"})])
+out = {"deleted": deleted}
+for key, res in (("broker", ConfigResource(ConfigResourceType.BROKER, "0")),
+                 ("topic", ConfigResource(ConfigResourceType.TOPIC, "g"))):
+    r = a.describe_configs([res])[0].resources[0]
+    assert r[0] == 0, r
+    out[key] = {e[0]: e[1] for e in r[4]}
+a.close()
+print(json.dumps(out))
+"""
 
 
 # ---- ListOffsets by time ----
