@@ -214,6 +214,14 @@ static void load_topic(struct loader *l, struct busconf *c, const char *file, si
     tp->partitions = opt_int(t, "partitions", 3);
     tp->key = opt_str(t, "key");
     tp->retention_hours = opt_int(t, "retention_hours", 168);
+    tp->replication_factor = opt_int(t, "replication_factor", 0);
+    tp->min_insync_replicas = opt_int(t, "min_insync_replicas", 0);
+    if (tp->replication_factor > 0 && tp->min_insync_replicas > tp->replication_factor) {
+        problem(l, file, ptr,
+                "min_insync_replicas %d is above replication_factor %d: no acks=all write "
+                "could ever succeed",
+                tp->min_insync_replicas, tp->replication_factor);
+    }
     tp->max_event_bytes = (size_t)opt_int(t, "max_event_bytes", 65536);
     const char *schema = json_string_value(json_object_get(t, "schema"));
     if (schema != NULL) {

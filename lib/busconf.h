@@ -39,6 +39,8 @@ struct busconf_topic {
     char *schema_path;      /* resolved path of the event's JSON Schema, or NULL */
     struct jschema *schema; /* compiled, or NULL */
     int retention_hours;
+    int replication_factor;  /* 0 = the broker's default */
+    int min_insync_replicas; /* 0 = the broker's default */
     size_t max_event_bytes;
     struct busconf_producer *producers;
     size_t n_producers;

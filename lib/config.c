@@ -293,6 +293,34 @@ static int apply_kafka_env(struct config *c, const char *prefix, char *err, size
                      (int)name_len, *e, head);
             return -1;
         }
+        /* <PREFIX>_KAFKA_SASL_PASSWORD_FILE: a secret property read from a file, as every
+         * declared secret may be (no librdkafka property ends in ".file"). */
+        size_t key_len = strlen(key);
+        if (key_len > 5 && strcmp(key + key_len - 5, ".file") == 0) {
+            key[key_len - 5] = '\0';
+            char var[300];
+            snprintf(var, sizeof var, "%.*s", (int)name_len, *e);
+            if (!config_kafka_is_secret(key)) {
+                snprintf(err, err_len,
+                         "environment %s: kafka.%s is not a secret (only secret "
+                         "properties have a _FILE form)",
+                         var, key);
+                return -1;
+            }
+            var[name_len - 5] = '\0';
+            if (getenv(var)) {
+                snprintf(err, err_len, "environment: set %s or %s_FILE, not both", var, var);
+                return -1;
+            }
+            var[name_len - 5] = '_';
+            char *text = read_secret_file(var, eq + 1, err, err_len);
+            if (!text) {
+                return -1;
+            }
+            json_object_set_new(c->kafka, key, json_string(text));
+            free(text);
+            continue;
+        }
         json_object_set_new(c->kafka, key, json_string(eq + 1));
     }
     return 0;

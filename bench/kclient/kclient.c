@@ -11,6 +11,8 @@
  *   bus-kclient delete BOOTSTRAP TOPIC
  *   bus-kclient partitions BOOTSTRAP TOPIC TOTAL
  *   bus-kclient describe BOOTSTRAP TOPIC      prints "name=value" lines
+ *   bus-kclient delete-records BOOTSTRAP TOPIC PARTITION OFFSET   prints "LOW <low watermark>"
+ *   bus-kclient delete-group BOOTSTRAP GROUP  (librdkafka's DeleteRecords and DeleteGroups)
  *   bus-kclient groups BOOTSTRAP              prints "GROUP <id> <state> <members> <protocol>"
  *   bus-kclient bench-produce BOOTSTRAP TOPIC COUNT SIZE   prints "msgs/s MB/s"
  *   bus-kclient bench-consume BOOTSTRAP TOPIC COUNT        prints "msgs/s MB/s first_s"
@@ -321,6 +323,17 @@ static int cmd_admin(int argc, char **argv)
             rd_kafka_NewPartitions_new(argv[3], (size_t)atoi(argv[4]), err, sizeof err);
         rd_kafka_CreatePartitions(rk, &np, 1, opts, q);
         rd_kafka_NewPartitions_destroy(np);
+    } else if (!strcmp(cmd, "delete-records") && argc >= 6) {
+        rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(tl, argv[3], atoi(argv[4]))->offset = atoll(argv[5]);
+        rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(tl);
+        rd_kafka_DeleteRecords(rk, &dr, 1, opts, q);
+        rd_kafka_DeleteRecords_destroy(dr);
+        rd_kafka_topic_partition_list_destroy(tl);
+    } else if (!strcmp(cmd, "delete-group")) {
+        rd_kafka_DeleteGroup_t *dg = rd_kafka_DeleteGroup_new(argv[3]);
+        rd_kafka_DeleteGroups(rk, &dg, 1, opts, q);
+        rd_kafka_DeleteGroup_destroy(dg);
     } else if (!strcmp(cmd, "describe")) {
         rd_kafka_ConfigResource_t *cr =
             rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, argv[3]);
@@ -346,6 +359,29 @@ static int cmd_admin(int argc, char **argv)
                 printf("%s=%s\n", rd_kafka_ConfigEntry_name(ce[i]),
                        rd_kafka_ConfigEntry_value(ce[i]) ? rd_kafka_ConfigEntry_value(ce[i]) : "");
             }
+            rc = 0;
+        }
+    } else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DELETERECORDS_RESULT) {
+        const rd_kafka_topic_partition_list_t *tl =
+            rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+        if (rd_kafka_event_error(ev) || !tl || tl->cnt != 1 || tl->elems[0].err) {
+            printf("ERR %s\n", rd_kafka_err2name(rd_kafka_event_error(ev) ? rd_kafka_event_error(ev)
+                                                 : tl && tl->cnt == 1     ? tl->elems[0].err
+                                                                      : RD_KAFKA_RESP_ERR__FAIL));
+        } else {
+            printf("LOW %lld\n", (long long)tl->elems[0].offset);
+            rc = 0;
+        }
+    } else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DELETEGROUPS_RESULT) {
+        size_t n = 0;
+        const rd_kafka_group_result_t **gs =
+            rd_kafka_DeleteGroups_result_groups(rd_kafka_event_DeleteGroups_result(ev), &n);
+        const rd_kafka_error_t *ge = n == 1 ? rd_kafka_group_result_error(gs[0]) : NULL;
+        if (rd_kafka_event_error(ev) || n != 1 || ge) {
+            printf("ERR %s\n",
+                   ge ? rd_kafka_error_name(ge) : rd_kafka_err2name(rd_kafka_event_error(ev)));
+        } else {
+            printf("OK\n");
             rc = 0;
         }
     } else {

@@ -168,8 +168,26 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q);
 int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q);
 int handle_list_groups(struct broker *b, struct reply *r, struct kr *q);
 int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q);
+/* Configuration and clean-up requests (admin.c); same convention as the group handlers. */
+int handle_describe_configs(struct broker *b, struct reply *r, struct kr *q);
+int handle_alter_configs(struct broker *b, struct reply *r, struct kr *q);
+int handle_incremental_alter_configs(struct broker *b, struct reply *r, struct kr *q);
+int handle_delete_groups(struct broker *b, struct reply *r, struct kr *q);
+int handle_delete_records(struct broker *b, struct reply *r, struct kr *q);
+/* KIP-848 groups are not implemented: every ConsumerGroupHeartbeat is answered
+ * UNSUPPORTED_VERSION with a sentence saying so. */
+int handle_consumer_group_heartbeat(struct broker *b, struct reply *r, struct kr *q);
+/* Sets one topic setting by its Kafka name (retention.ms, retention.bytes, segment.bytes,
+ * cleanup.policy, min.insync.replicas) from its text value. Returns 0, INVALID_CONFIG for a bad
+ * value (cleanup.policy other than "delete" too) or -1 for a name it does not know, with a
+ * sentence in msg. */
+int topic_conf_set(struct topic_conf *c, const char *key, const char *value, char *msg,
+                   size_t msg_len);
 /* The peer address of the reply's connection ("ip:port"). */
 const char *reply_peer(const struct reply *r);
+/* DeleteGroups: forgets an empty group and its committed offsets (written to the offsets file
+ * before returning). Returns 0, NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND or KAFKA_STORAGE_ERROR. */
+int groups_delete(struct broker *b, const char *gid);
 /* Forgets offsets of a deleted topic. */
 void groups_topic_deleted(struct broker *b, const char *topic);
 

@@ -9,7 +9,8 @@
  *
  * Committed offsets live in memory and in data_dir/consumer_offsets.log: CRC-framed records
  *   u32 payload length | u32 CRC-32C(payload) | i16 group len, group | i16 topic len, topic |
- *   i32 partition | i64 offset (-1 = deleted) | i16 metadata len (-1 = null), metadata
+ *   i32 partition | i64 offset (-1 = deleted; other negative values are stored as committed,
+ *   e.g. kafkajs's -2 for "earliest") | i16 metadata len (-1 = null), metadata
  * appended on commit, synced per the fsync policy before the commit is answered, compacted on
  * start (a torn tail is dropped).
  *
@@ -113,7 +114,7 @@ static void offset_set(struct groups *gs, const char *group, const char *topic, 
                        int64_t offset, const char *meta)
 {
     struct committed *c = offset_find(gs, group, topic, part);
-    if (offset < 0) {
+    if (offset == -1) {
         if (c) {
             free(c->group);
             free(c->topic);
@@ -561,6 +562,58 @@ void groups_topic_deleted(struct broker *b, const char *topic)
 }
 
 /* ---- coordinator ---- */
+
+static struct group *group_find(struct groups *gs, const char *id, int create);
+
+int groups_delete(struct broker *b, const char *gid)
+{
+    struct groups *gs = b->groups;
+    struct group *g = group_find(gs, gid, 0);
+    if (g && g->members) {
+        return KERR_NON_EMPTY_GROUP;
+    }
+    struct kw w;
+    kw_init(&w);
+    for (size_t i = 0; i < gs->n_offs; i++) {
+        struct committed *c = &gs->offs[i];
+        if (!strcmp(c->group, gid)) {
+            record_encode(&w, c->group, c->topic, c->part, -1, NULL);
+        }
+    }
+    if (!g && w.len == 0) {
+        kw_release(&w);
+        return KERR_GROUP_ID_NOT_FOUND;
+    }
+    if (w.len && write_all(gs->fd, w.p, w.len) != 0) {
+        log_error("%s: write failed: %s", gs->path, strerror(errno));
+        kw_release(&w);
+        return KERR_KAFKA_STORAGE_ERROR;
+    }
+    kw_release(&w);
+    for (size_t i = 0; i < gs->n_offs;) {
+        struct committed *c = &gs->offs[i];
+        if (!strcmp(c->group, gid)) {
+            char *topic = xstrdup(c->topic);
+            offset_set(gs, gid, topic, c->part, -1, NULL);
+            free(topic);
+        } else {
+            i++;
+        }
+    }
+    if (g) {
+        for (struct group **pp = &gs->list; *pp; pp = &(*pp)->next) {
+            if (*pp == g) {
+                *pp = g->next;
+                break;
+            }
+        }
+        group_free(g);
+        gs->is_state_dirty = 1;
+    }
+    gs->is_dirty = 1;
+    log_info("deleted group %s", gid);
+    return 0;
+}
 
 static struct group *group_find(struct groups *gs, const char *id, int create)
 {
@@ -1228,9 +1281,9 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
             if (!err && (!t || part < 0 || part >= t->n_parts)) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             }
-            if (!err && off < 0) {
-                err = KERR_OFFSET_OUT_OF_RANGE;
-            }
+            /* Any offset is stored as given, as Kafka stores it: kafkajs's resetOffsets commits
+             * -2 (earliest) or -1 (latest) and waits for the commit to succeed; -1 reads back as
+             * "no committed offset", the same as Kafka's answer for it. */
             if (!err) {
                 record_encode(&rec, gid, topic, part, off, has_meta ? meta : NULL);
             }

@@ -15,7 +15,7 @@
  * a partial request, idle_timeout_ms for a silent connection, sasl_handshake_timeout_ms for one
  * that does not authenticate when SASL is required. Topic and partition counts: limits.c. A
  * malformed frame, an unknown API key or an unsupported version closes that connection with a
- * log line. */
+ * log line, except Produce < v3 and Fetch < v4, answered UNSUPPORTED_VERSION. */
 #include "broker.h"
 
 #include <arpa/inet.h>
@@ -66,10 +66,15 @@ enum api {
     API_API_VERSIONS = 18,
     API_CREATE_TOPICS = 19,
     API_DELETE_TOPICS = 20,
+    API_DELETE_RECORDS = 21,
     API_INIT_PRODUCER_ID = 22,
     API_SASL_AUTHENTICATE = 36,
     API_DESCRIBE_CONFIGS = 32,
+    API_ALTER_CONFIGS = 33,
     API_CREATE_PARTITIONS = 37,
+    API_DELETE_GROUPS = 42,
+    API_INCREMENTAL_ALTER_CONFIGS = 44,
+    API_CONSUMER_GROUP_HEARTBEAT = 68,
 };
 
 typedef int (*handler_fn)(struct broker *b, struct reply *r, struct kr *q);
@@ -82,8 +87,8 @@ static int handle_api_versions(struct broker *b, struct reply *r, struct kr *q);
 static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q);
 static int handle_delete_topics(struct broker *b, struct reply *r, struct kr *q);
 static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr *q);
-static int handle_describe_configs(struct broker *b, struct reply *r, struct kr *q);
 static int handle_create_partitions(struct broker *b, struct reply *r, struct kr *q);
+static void kw_kstr(struct kw *w, struct kstr s);
 
 /* The versions we implement: all non-flexible except ApiVersions v3 (whose response header stays
  * v0). librdkafka negotiates the highest version both sides support. */
@@ -113,6 +118,12 @@ static const struct api_def {
     {API_SASL_AUTHENTICATE, 0, 2, "SaslAuthenticate", handle_sasl_authenticate},
     {API_DESCRIBE_CONFIGS, 0, 2, "DescribeConfigs", handle_describe_configs},
     {API_CREATE_PARTITIONS, 0, 1, "CreatePartitions", handle_create_partitions},
+    {API_DELETE_RECORDS, 0, 1, "DeleteRecords", handle_delete_records},
+    {API_ALTER_CONFIGS, 0, 1, "AlterConfigs", handle_alter_configs},
+    {API_DELETE_GROUPS, 0, 1, "DeleteGroups", handle_delete_groups},
+    {API_INCREMENTAL_ALTER_CONFIGS, 0, 0, "IncrementalAlterConfigs",
+     handle_incremental_alter_configs},
+    {API_CONSUMER_GROUP_HEARTBEAT, 0, 1, "ConsumerGroupHeartbeat", handle_consumer_group_heartbeat},
 };
 #define N_APIS (sizeof APIS / sizeof APIS[0])
 
@@ -429,6 +440,88 @@ static const struct api_def *api_find(int16_t key)
     return NULL;
 }
 
+/* Produce v0-v2 and Fetch v0-v3 (what clients send when told the broker is older than 0.11,
+ * e.g. librdkafka's api.version.request=false): answered in their own layout with
+ * UNSUPPORTED_VERSION for every partition, so the client reports the real cause instead of a
+ * closed connection. Returns -1 for other APIs and versions (the connection is then closed). */
+static int answer_unsupported(struct conn *c, int16_t key, int16_t ver, int32_t corr,
+                              const struct kr *req)
+{
+    int is_produce = key == API_PRODUCE && ver >= 0 && ver < 3;
+    int is_fetch = key == API_FETCH && ver >= 0 && ver < 4;
+    if (!is_produce && !is_fetch) {
+        return -1;
+    }
+    struct kr qq = *req, *q = &qq;
+    struct kw w;
+    kw_init(&w);
+    if (is_produce) {
+        if (kr_i16(q) == 0) {
+            return -1; /* acks=0 expects no answer: closing is how Kafka reports its errors */
+        }
+        (void)kr_i32(q); /* timeout */
+    } else {
+        (void)kr_i32(q); /* replica_id */
+        (void)kr_i32(q); /* max_wait_ms */
+        (void)kr_i32(q); /* min_bytes */
+        if (ver >= 3) {
+            (void)kr_i32(q); /* max_bytes */
+        }
+        if (ver >= 1) {
+            kw_i32(&w, 0); /* throttle_time_ms */
+        }
+    }
+    int32_t nt = kr_array(q, 4);
+    kw_i32(&w, nt < 0 ? 0 : nt);
+    for (int32_t i = 0; i < nt && !q->err; i++) {
+        struct kstr tname = kr_str(q);
+        int32_t np = kr_array(q, is_produce ? 8 : 16);
+        kw_kstr(&w, tname);
+        kw_i32(&w, np < 0 ? 0 : np);
+        for (int32_t k = 0; k < np && !q->err; k++) {
+            int32_t idx = kr_i32(q);
+            if (is_produce) {
+                int32_t n;
+                (void)kr_bytes(q, &n);
+            } else {
+                (void)kr_i64(q);
+                (void)kr_i32(q);
+            }
+            kw_i32(&w, idx);
+            kw_i16(&w, KERR_UNSUPPORTED_VERSION);
+            kw_i64(&w, -1); /* base_offset / high_watermark */
+            if (is_produce && ver >= 2) {
+                kw_i64(&w, -1); /* log_append_time */
+            }
+            if (!is_produce) {
+                kw_i32(&w, 0); /* empty record set */
+            }
+        }
+    }
+    if (is_produce && ver >= 1) {
+        kw_i32(&w, 0); /* throttle_time_ms */
+    }
+    if (q->err) {
+        kw_release(&w);
+        return -1;
+    }
+    struct reply *r = xcalloc(1, sizeof *r);
+    r->conn = c;
+    r->corr = corr;
+    r->api_key = key;
+    r->api_version = ver;
+    r->is_ready = 1;
+    r->w = w;
+    if (c->rtail) {
+        c->rtail->next = r;
+    } else {
+        c->rhead = r;
+    }
+    c->rtail = r;
+    c->n_replies++;
+    return 0;
+}
+
 /* Handles one complete request frame (without its length prefix). Returns -1 when the
  * connection must be closed. */
 static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t len)
@@ -450,6 +543,12 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
         return -1;
     }
     if (ver < api->min || ver > api->max) {
+        if (answer_unsupported(c, key, ver, corr, &q) == 0) {
+            log_warn("unsupported %s version %d from %s: answered UNSUPPORTED_VERSION", api->name,
+                     (int)ver, c->peer);
+            metric_inc(m_bad_requests);
+            return 0;
+        }
         if (key != API_API_VERSIONS) {
             log_warn("unsupported %s version %d from %s", api->name, (int)ver, c->peer);
             metric_inc(m_bad_requests);
@@ -1124,6 +1223,8 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
             } else if (!rec || rlen <= 0) {
                 err = KERR_CORRUPT_MESSAGE;
+            } else if (acks == -1 && p->topic->conf.min_insync_replicas > 1) {
+                err = KERR_NOT_ENOUGH_REPLICAS; /* one replica in sync: min.insync.replicas */
             } else {
                 err = store_append(&b->store, p, (uint8_t *)rec, (size_t)rlen, &base, now);
             }
@@ -1392,17 +1493,19 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
             }
             int64_t ts = kr_i64(q);
             struct partition *p = may_describe ? find_partition(b, tname, idx, NULL) : NULL;
-            int64_t off = -1;
+            int64_t off = -1, found_ts = -1;
             if (p) {
+                /* By time: the first record with a timestamp >= ts, or -1 past the last one
+                 * (record precision, as Kafka answers). */
                 off = ts == -1   ? p->next_offset
                       : ts == -2 ? p->log_start
-                                 : store_offset_for_time(p, ts);
+                                 : store_offset_for_time(p, ts, &found_ts);
             }
             kw_i32(w, idx);
             kw_i16(w, !may_describe ? KERR_TOPIC_AUTHORIZATION_FAILED
                       : p           ? 0
                                     : KERR_UNKNOWN_TOPIC_OR_PARTITION);
-            kw_i64(w, -1);
+            kw_i64(w, found_ts);
             kw_i64(w, off);
             if (v >= 4) {
                 kw_i32(w, 0);
@@ -1509,21 +1612,6 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
 
 /* ---- Admin: CreateTopics v0-v4, DeleteTopics v0-v3, CreatePartitions v0-v1 ---- */
 
-static int parse_conf_value(struct kstr v, int64_t *out)
-{
-    char tmp[32];
-    if (kstr_copy(v, tmp, sizeof tmp) != 0) {
-        return -1;
-    }
-    char *end;
-    long long x = strtoll(tmp, &end, 10);
-    if (end == tmp || *end) {
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
 {
     int16_t v = r->api_version;
@@ -1558,24 +1646,19 @@ static int handle_create_topics(struct broker *b, struct reply *r, struct kr *q)
         for (int32_t k = 0; k < nc && !q->err; k++) {
             struct kstr cn = kr_str(q), cv = kr_str(q);
             char key[64];
-            int64_t val;
             if (kstr_copy(cn, key, sizeof key) != 0) {
                 continue;
             }
-            int is_num = parse_conf_value(cv, &val) == 0;
-            if (!strcmp(key, "retention.ms") && is_num) {
-                p->conf.retention_ms = val;
-            } else if (!strcmp(key, "retention.bytes") && is_num) {
-                p->conf.retention_bytes = val;
-            } else if (!strcmp(key, "segment.bytes") && is_num && val >= 1024) {
-                p->conf.segment_bytes = val;
-            } else if (!strcmp(key, "retention.ms") || !strcmp(key, "retention.bytes") ||
-                       !strcmp(key, "segment.bytes")) {
+            char value[128];
+            int has_value = kstr_copy(cv, value, sizeof value) == 0;
+            char msg[192];
+            /* The settings this broker stores are checked and kept (admin.c); other topic
+             * configs are accepted and ignored, as before: they mean nothing on one node. */
+            if (topic_conf_set(&p->conf, key, has_value ? value : NULL, msg, sizeof msg) > 0 &&
+                !p->err) {
                 p->err = KERR_INVALID_CONFIG;
-                snprintf(p->msg, sizeof p->msg, "bad value for %s", key);
+                snprintf(p->msg, sizeof p->msg, "%s", msg);
             }
-            /* Other topic configs (cleanup.policy, min.insync.replicas, ...) are accepted and
-             * ignored: they have no meaning on a single node. */
         }
         if (p->n == -1) {
             p->n = b->opt.default_partitions;
@@ -1723,99 +1806,6 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
             (void)kr_i32(q);
             (void)kr_i8(q);
         }
-    }
-    return q->err ? -1 : 0;
-}
-
-/* ---- DescribeConfigs v0-v2 (topics and the broker; read-only view) ---- */
-
-static int want_key(struct kstr *keys, int32_t nk, const char *name)
-{
-    if (nk < 0) {
-        return 1;
-    }
-    for (int32_t i = 0; i < nk; i++) {
-        if (keys[i].len == (int32_t)strlen(name) &&
-            !memcmp(keys[i].ptr, name, (size_t)keys[i].len)) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static int handle_describe_configs(struct broker *b, struct reply *r, struct kr *q)
-{
-    int16_t v = r->api_version;
-    int32_t nr = kr_array(q, 4);
-    struct kw *w = &r->w;
-    kw_i32(w, 0);
-    kw_i32(w, nr < 0 ? 0 : nr);
-    for (int32_t i = 0; i < nr && !q->err; i++) {
-        int8_t type = kr_i8(q);
-        struct kstr rname = kr_str(q);
-        int32_t nk = kr_array(q, 2);
-        struct kstr keys[64];
-        if (nk > 64) {
-            return -1;
-        }
-        for (int32_t k = 0; k < nk; k++) {
-            keys[k] = kr_str(q);
-        }
-        if (q->err) {
-            break;
-        }
-        char name[STORE_MAX_NAME + 1] = "";
-        struct topic *t = NULL;
-        if (kstr_copy(rname, name, sizeof name) == 0 && type == 2) {
-            t = store_topic_find(&b->store, name);
-        }
-        int err = (type == 2 && !topic_allowed(b, r, rname, ACL_DESCRIBE_CONFIGS))
-                      ? KERR_TOPIC_AUTHORIZATION_FAILED
-                  : (type == 4 && !reply_allowed(b, r, ACL_CLUSTER, NULL, ACL_DESCRIBE_CONFIGS))
-                      ? KERR_CLUSTER_AUTHORIZATION_FAILED
-                  : (type == 2 && !t)        ? KERR_UNKNOWN_TOPIC_OR_PARTITION
-                  : (type != 2 && type != 4) ? KERR_INVALID_REQUEST
-                                             : 0;
-        kw_i16(w, (int16_t)err);
-        kw_str(w,
-               !err ? NULL
-               : err == KERR_TOPIC_AUTHORIZATION_FAILED || err == KERR_CLUSTER_AUTHORIZATION_FAILED
-                   ? "not authorized"
-                   : "unknown resource");
-        kw_i8(w, type);
-        kw_kstr(w, rname);
-        struct topic_conf c = t ? t->conf : b->store.defaults;
-        char vals[4][32];
-        const char *names[4] = {"retention.ms", "retention.bytes", "segment.bytes",
-                                "cleanup.policy"};
-        snprintf(vals[0], sizeof vals[0], "%lld", (long long)c.retention_ms);
-        snprintf(vals[1], sizeof vals[1], "%lld", (long long)c.retention_bytes);
-        snprintf(vals[2], sizeof vals[2], "%lld", (long long)c.segment_bytes);
-        snprintf(vals[3], sizeof vals[3], "delete");
-        size_t mark = kw_mark_i32(w);
-        int32_t count = 0;
-        for (int k = 0; k < 4 && !err; k++) {
-            if (!want_key(keys, nk, names[k])) {
-                continue;
-            }
-            count++;
-            kw_str(w, names[k]);
-            kw_str(w, vals[k]);
-            kw_i8(w, type == 4); /* read_only: broker settings come from the config file */
-            if (v == 0) {
-                kw_i8(w, 0); /* is_default */
-            } else {
-                kw_i8(w, type == 2 ? 1 : 4); /* DYNAMIC_TOPIC_CONFIG / STATIC_BROKER_CONFIG */
-            }
-            kw_i8(w, 0); /* is_sensitive */
-            if (v >= 1) {
-                kw_i32(w, 0); /* synonyms */
-            }
-        }
-        kw_patch_i32(w, mark, count);
-    }
-    if (v >= 1) {
-        (void)kr_i8(q);
     }
     return q->err ? -1 : 0;
 }

@@ -323,6 +323,51 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The log start offset DeleteRecords moved past the first segment's base (data/log_start), or
+ * -1 when there is none. */
+static int64_t log_start_load(const struct partition *p)
+{
+    char *path = xasprintf("%s/log_start", p->dir);
+    FILE *f = fopen(path, "r");
+    long long v = -1;
+    if (f) {
+        if (fscanf(f, "%lld", &v) != 1) {
+            v = -1;
+        }
+        fclose(f);
+    }
+    free(path);
+    return v;
+}
+
+static int log_start_save(const struct partition *p, int64_t offset)
+{
+    char *path = xasprintf("%s/log_start", p->dir);
+    char *tmp = xasprintf("%s.tmp", path);
+    char text[32];
+    int n = snprintf(text, sizeof text, "%lld\n", (long long)offset);
+    int rc = -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0 && n > 0 && write_all(fd, text, (size_t)n) == 0 && fsync(fd) == 0) {
+        close(fd);
+        fd = -1;
+        if (rename(tmp, path) == 0) {
+            fsync_dir(p->dir);
+            rc = 0;
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rc != 0) {
+        log_error("cannot write %s: %s", path, strerror(errno));
+        (void)unlink(tmp);
+    }
+    free(tmp);
+    free(path);
+    return rc;
+}
+
 static int partition_load(struct partition *p)
 {
     if (mkdir_p(p->dir) != 0) {
@@ -390,6 +435,10 @@ static int partition_load(struct partition *p)
     }
     p->log_start = p->segs[0].base;
     free(bases);
+    int64_t moved = log_start_load(p);
+    if (moved > p->log_start && moved <= p->next_offset) {
+        p->log_start = moved;
+    }
     return rc;
 }
 
@@ -440,11 +489,12 @@ static int store_save_topics(struct store *s)
     json_t *arr = json_array();
     for (size_t i = 0; i < s->n_topics; i++) {
         struct topic *t = s->topics[i];
-        json_array_append_new(arr, json_pack("{s:s, s:i, s:I, s:I, s:I}", "name", t->name,
-                                             "partitions", (int)t->n_parts, "retention_ms",
-                                             (json_int_t)t->conf.retention_ms, "retention_bytes",
-                                             (json_int_t)t->conf.retention_bytes, "segment_bytes",
-                                             (json_int_t)t->conf.segment_bytes));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:i, s:I, s:I, s:I, s:i, s:i}", "name", t->name, "partitions",
+                           (int)t->n_parts, "retention_ms", (json_int_t)t->conf.retention_ms,
+                           "retention_bytes", (json_int_t)t->conf.retention_bytes, "segment_bytes",
+                           (json_int_t)t->conf.segment_bytes, "min_insync_replicas",
+                           (int)t->conf.min_insync_replicas, "set", (int)t->conf.set_mask));
     }
     json_t *root = json_pack("{s:i, s:o}", "version", 1, "topics", arr);
     char *tmp = xasprintf("%s/topics.json.tmp", s->dir);
@@ -531,6 +581,19 @@ static int store_load_topics(struct store *s, char *err, size_t err_len)
         if ((x = json_object_get(v, "segment_bytes")) && json_integer_value(x) > 0) {
             c.segment_bytes = json_integer_value(x);
         }
+        if ((x = json_object_get(v, "min_insync_replicas")) && json_integer_value(x) > 0) {
+            c.min_insync_replicas = (int32_t)json_integer_value(x);
+        }
+        if ((x = json_object_get(v, "set"))) {
+            c.set_mask = (unsigned)json_integer_value(x);
+        } else {
+            /* Written before settings were told apart: what differs from the defaults. */
+            c.set_mask =
+                (c.retention_ms != s->defaults.retention_ms ? TOPIC_CONF_RETENTION_MS : 0) |
+                (c.retention_bytes != s->defaults.retention_bytes ? TOPIC_CONF_RETENTION_BYTES
+                                                                  : 0) |
+                (c.segment_bytes != s->defaults.segment_bytes ? TOPIC_CONF_SEGMENT_BYTES : 0);
+        }
         struct topic *t = topic_alloc(name, &c);
         s->topics = xrealloc(s->topics, (s->n_topics + 1) * sizeof *s->topics);
         s->topics[s->n_topics++] = t;
@@ -551,6 +614,10 @@ int store_open(struct store *s, const char *dir, const struct topic_conf *defaul
     memset(s, 0, sizeof *s);
     s->dir = xstrdup(dir);
     s->defaults = *defaults;
+    s->defaults.set_mask = 0;
+    if (s->defaults.min_insync_replicas < 1) {
+        s->defaults.min_insync_replicas = 1;
+    }
     if (mkdir_p(dir) != 0) {
         snprintf(err, err_len, "cannot create data_dir %s: %s", dir, strerror(errno));
         return -1;
@@ -1045,23 +1112,93 @@ int64_t store_bytes_after(struct partition *p, int64_t offset)
     return n + (int64_t)(g->size - pos);
 }
 
-int64_t store_offset_for_time(struct partition *p, int64_t ts)
+/* A zigzag varint of a record (protocol guide, "Record"); *ok cleared past the end. */
+static int64_t rec_varint(const uint8_t *p, size_t n, size_t *pos, int *ok)
 {
-    for (size_t i = 0; i < p->n_segs; i++) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*pos >= n) {
+            *ok = 0;
+            return 0;
+        }
+        uint8_t c = p[(*pos)++];
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+        }
+    }
+    *ok = 0;
+    return 0;
+}
+
+/* The first record of an uncompressed batch (at pos, len bytes) at offset >= from whose
+ * timestamp is >= ts: its offset, and its timestamp in *ts_out; -1 when none. */
+static int64_t batch_offset_for_time(const struct segment *g, uint64_t pos, uint32_t len,
+                                     int64_t from, int64_t ts, int64_t *ts_out)
+{
+    uint8_t *buf = xmalloc(len);
+    int64_t found = -1;
+    if (read_full(g->fd, buf, len, pos) == 0) {
+        int64_t base = be64(buf), first_ts = be64(buf + 27);
+        int32_t count = (int32_t)be32(buf + 57);
+        size_t at = STORE_BATCH_HEADER;
+        int ok = 1;
+        for (int32_t i = 0; i < count && ok; i++) {
+            int64_t rlen = rec_varint(buf, len, &at, &ok);
+            size_t start = at;
+            at++; /* attributes */
+            int64_t rts = first_ts + rec_varint(buf, len, &at, &ok);
+            int64_t off = base + rec_varint(buf, len, &at, &ok);
+            if (!ok || rlen < 0 || start + (uint64_t)rlen > len) {
+                break;
+            }
+            if (off >= from && rts >= ts) {
+                found = off;
+                *ts_out = rts;
+                break;
+            }
+            at = start + (size_t)rlen;
+        }
+    }
+    free(buf);
+    return found;
+}
+
+int64_t store_offset_for_time(struct partition *p, int64_t ts, int64_t *ts_out)
+{
+    *ts_out = -1;
+    for (size_t i = seg_find(p, p->log_start); i < p->n_segs; i++) {
         struct segment *g = &p->segs[i];
-        uint64_t pos = 0;
+        uint64_t pos = i == seg_find(p, p->log_start) ? seg_locate(g, p->log_start) : 0;
         while (pos + STORE_BATCH_HEADER <= g->size) {
-            uint8_t h[43];
+            uint8_t h[STORE_BATCH_HEADER];
             if (read_full(g->fd, h, sizeof h, pos) != 0) {
                 break;
             }
-            if (be64(h + 35) >= ts) {
-                return be64(h);
+            uint32_t len = 12 + be32(h + 8);
+            if (len < STORE_BATCH_HEADER || len > g->size - pos) {
+                break;
             }
-            pos += 12 + (uint64_t)be32(h + 8);
+            int16_t attr = (int16_t)((h[21] << 8) | h[22]);
+            int64_t max_ts = be64(h + 35);
+            int is_control = (attr & 0x20) != 0;
+            if (!is_control && max_ts >= ts) {
+                /* Log-append time (bit 3) gives every record the batch's max timestamp; a
+                 * compressed batch (bits 0-2) is not opened. */
+                if ((attr & 0x08) || (attr & 0x07)) {
+                    int64_t base = be64(h);
+                    *ts_out = max_ts;
+                    return base > p->log_start ? base : p->log_start;
+                }
+                int64_t off = batch_offset_for_time(g, pos, len, p->log_start, ts, ts_out);
+                if (off >= 0) {
+                    return off;
+                }
+            }
+            pos += len;
         }
     }
-    return p->next_offset;
+    return -1;
 }
 
 int store_sync(struct store *s)
@@ -1103,6 +1240,60 @@ int *store_take_dirty(struct store *s, size_t *n)
     return fds;
 }
 
+/* Deletes the oldest segment (never the active one); the log start moves to the next
+ * segment's base unless DeleteRecords already moved it further. */
+static void partition_drop_first_segment(struct partition *p)
+{
+    struct segment *g = &p->segs[0];
+    char path[4200];
+    seg_path(p, g->base, "log", path, sizeof path);
+    (void)unlink(path);
+    seg_path(p, g->base, "index", path, sizeof path);
+    (void)unlink(path);
+    p->bytes -= g->size;
+    seg_release(g);
+    memmove(p->segs, p->segs + 1, (p->n_segs - 1) * sizeof *p->segs);
+    p->n_segs--;
+    if (p->segs[0].base > p->log_start) {
+        p->log_start = p->segs[0].base;
+    }
+}
+
+int store_delete_records(struct store *s, struct partition *p, int64_t offset)
+{
+    (void)s;
+    if (offset == -1) {
+        offset = p->next_offset;
+    }
+    if (offset < 0 || offset > p->next_offset) {
+        return KERR_OFFSET_OUT_OF_RANGE;
+    }
+    if (offset <= p->log_start) {
+        return 0;
+    }
+    if (log_start_save(p, offset) != 0) {
+        return KERR_KAFKA_STORAGE_ERROR;
+    }
+    p->log_start = offset;
+    while (p->n_segs > 1 && p->segs[1].base <= offset) {
+        log_info("delete records: deleted segment %lld of %s (below offset %lld)",
+                 (long long)p->segs[0].base, p->dir, (long long)offset);
+        partition_drop_first_segment(p);
+    }
+    return 0;
+}
+
+int store_topic_set_conf(struct store *s, struct topic *t, const struct topic_conf *conf)
+{
+    struct topic_conf old = t->conf;
+    t->conf = *conf;
+    if (store_save_topics(s) != 0) {
+        t->conf = old;
+        return -1;
+    }
+    return 0;
+}
+
 int store_enforce_retention(struct store *s, long long now_wall_ms)
 {
     int deleted = 0;
@@ -1119,18 +1310,9 @@ int store_enforce_retention(struct store *s, long long now_wall_ms)
                 if (!too_old && !too_big) {
                     break;
                 }
-                char path[4200];
-                seg_path(p, g->base, "log", path, sizeof path);
-                (void)unlink(path);
-                seg_path(p, g->base, "index", path, sizeof path);
-                (void)unlink(path);
                 log_info("retention: deleted segment %lld of %s (%s)", (long long)g->base, p->dir,
                          too_old ? "age" : "size");
-                p->bytes -= g->size;
-                seg_release(g);
-                memmove(p->segs, p->segs + 1, (p->n_segs - 1) * sizeof *p->segs);
-                p->n_segs--;
-                p->log_start = p->segs[0].base;
+                partition_drop_first_segment(p);
                 deleted++;
             }
         }

@@ -2,6 +2,8 @@
  *
  * Layout under data_dir:
  *   topics.json                          topic names, partition counts and per-topic settings
+ *   <topic>-<partition>/log_start        the log start offset moved by DeleteRecords (absent
+ *                                        when it is the first segment's base)
  *   <topic>-<partition>/<base>.log       record batches (v2) exactly as received, base offset
  *                                        rewritten; <base> is the first offset, 20 digits
  *   <topic>-<partition>/<base>.index     sparse index: (uint32 offset - base, uint32 position)
@@ -32,6 +34,20 @@ struct topic_conf {
     int64_t retention_ms;    /* -1 = keep forever */
     int64_t retention_bytes; /* per partition; -1 = no limit */
     int64_t segment_bytes;
+    int32_t min_insync_replicas; /* 0 = 1; acks=all produce needs this many in-sync replicas */
+    unsigned set_mask;           /* TOPIC_CONF_*: the settings made on the topic itself */
+};
+
+/* Bits of topic_conf.set_mask: a setting given on the topic (CreateTopics, AlterConfigs),
+ * against one inherited from the broker's defaults (DescribeConfigs tells them apart, an
+ * incremental DELETE returns the setting to the default). cleanup.policy is always "delete"
+ * (no compaction); it is recorded as set when a client set it to "delete" explicitly. */
+enum {
+    TOPIC_CONF_RETENTION_MS = 1u << 0,
+    TOPIC_CONF_RETENTION_BYTES = 1u << 1,
+    TOPIC_CONF_SEGMENT_BYTES = 1u << 2,
+    TOPIC_CONF_CLEANUP_POLICY = 1u << 3,
+    TOPIC_CONF_MIN_INSYNC_REPLICAS = 1u << 4,
 };
 
 struct idx_entry {
@@ -131,8 +147,19 @@ int store_read_ref(struct partition *p, int64_t offset, int32_t max_bytes, int *
                    uint32_t *len);
 /* Size in bytes of what store_read would return (cheap estimate for min_bytes). */
 int64_t store_bytes_after(struct partition *p, int64_t offset);
-/* First offset whose batch max timestamp is >= ts, or the log end. */
-int64_t store_offset_for_time(struct partition *p, int64_t ts);
+/* ListOffsets by time (Kafka's rule): the first record at or after the log start whose
+ * timestamp is >= ts, with that timestamp in *ts_out; -1 (and *ts_out -1) when no record is that
+ * late. Records of uncompressed batches are looked at one by one; a compressed batch counts as
+ * one record at its first offset with its max timestamp (the broker does not decompress). */
+int64_t store_offset_for_time(struct partition *p, int64_t ts, int64_t *ts_out);
+/* Changes a topic's settings to conf and persists topics.json (the old settings stay in
+ * memory when it cannot be written). Returns 0 or -1. */
+int store_topic_set_conf(struct store *s, struct topic *t, const struct topic_conf *conf);
+/* DeleteRecords: moves the partition's log start to offset (-1 = the log end), deletes the
+ * segments wholly below it, and persists it (synced) before returning. Returns 0,
+ * OFFSET_OUT_OF_RANGE when offset is past the log end, or KAFKA_STORAGE_ERROR. A log start
+ * already past offset stays where it is. */
+int store_delete_records(struct store *s, struct partition *p, int64_t offset);
 
 /* fdatasync every dirty partition's active segment. Returns the number synced. */
 int store_sync(struct store *s);

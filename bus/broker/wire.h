@@ -51,6 +51,9 @@ enum kerr {
     KERR_INVALID_PRODUCER_EPOCH = 47,
     KERR_KAFKA_STORAGE_ERROR = 56, /* a failed write: retriable, no epoch bump (librdkafka) */
     KERR_SASL_AUTHENTICATION_FAILED = 58,
+    KERR_NOT_ENOUGH_REPLICAS = 19,
+    KERR_NON_EMPTY_GROUP = 68,
+    KERR_GROUP_ID_NOT_FOUND = 69,
     KERR_INVALID_RECORD = 87,
     KERR_UNKNOWN_SERVER_ERROR = -1,
 };

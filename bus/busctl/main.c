@@ -335,10 +335,78 @@ static struct kafka_admin *admin(void)
     return a;
 }
 
-/* Prints the plan; with is_apply, carries out the topic part. Returns the number of failed
- * steps (apply) or 0. */
+/* The Kafka settings busctl manages on a topic, from its configuration (new reference). */
+static json_t *topic_settings(const struct busconf_topic *t)
+{
+    json_t *set = json_object();
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)t->retention_hours * 3600000LL);
+    json_object_set_new(set, "retention.ms", json_string(v));
+    if (t->min_insync_replicas > 0) {
+        snprintf(v, sizeof v, "%d", t->min_insync_replicas);
+        json_object_set_new(set, "min.insync.replicas", json_string(v));
+    }
+    return set;
+}
+
+/* Plans (and with is_apply makes) the changes of an existing topic's settings: what the
+ * configuration asks for against what the broker describes. Returns the failed steps. */
+static int plan_topic_settings(const struct busconf_topic *t, struct kafka_admin *a, bool is_apply,
+                               int *changes)
+{
+    char err[512];
+    int failed = 0;
+    if (t->replication_factor > 0) {
+        int rf = kafka_admin_replication_factor(a, t->name, BUSCTL_TIMEOUT_MS);
+        if (rf > 0 && rf != t->replication_factor) {
+            printf("! topic %s has replication factor %d, configured %d: busctl does not "
+                   "reassign replicas (left as is; kafka-reassign-partitions does)\n",
+                   t->name, rf, t->replication_factor);
+        }
+    }
+    json_t *have = kafka_admin_topic_configs(a, t->name, BUSCTL_TIMEOUT_MS, err, sizeof err);
+    if (have == NULL) {
+        if (strncmp(err, "unsupported:", 12) == 0) {
+            printf("  ! broker does not describe topic settings (%s): retention not compared\n",
+                   err);
+            return 0;
+        }
+        fprintf(stderr, "  ! reading the settings of topic %s: %s\n", t->name, err);
+        return 1;
+    }
+    json_t *want = topic_settings(t), *diff = json_object();
+    const char *key;
+    json_t *val;
+    json_object_foreach(want, key, val)
+    {
+        const char *now = json_string_value(json_object_get(json_object_get(have, key), "value"));
+        if (now == NULL || strcmp(now, json_string_value(val)) != 0) {
+            printf("~ topic %s %s %s -> %s", t->name, key, now ? now : "(unknown)",
+                   json_string_value(val));
+            if (strcmp(key, "retention.ms") == 0) {
+                printf(" (retention_hours %d)", t->retention_hours);
+            }
+            printf("\n");
+            json_object_set(diff, key, val);
+            (*changes)++;
+        }
+    }
+    if (is_apply && json_object_size(diff) > 0 &&
+        kafka_admin_alter_topic_configs(a, t->name, diff, BUSCTL_TIMEOUT_MS, err, sizeof err) !=
+            0) {
+        fprintf(stderr, "  ! changing the settings of topic %s: %s\n", t->name, err);
+        failed++;
+    }
+    json_decref(diff);
+    json_decref(want);
+    json_decref(have);
+    return failed;
+}
+
+/* Prints the plan; with is_apply, carries out the topic part. is_mock: librdkafka's mock
+ * cluster, which keeps no topic settings. Returns the number of failed steps (apply) or 0. */
 static int plan_topics(struct busconf *c, json_t *live, struct kafka_admin *a, bool is_apply,
-                       int *changes)
+                       bool is_mock, int *changes)
 {
     int failed = 0;
     char err[512];
@@ -346,11 +414,20 @@ static int plan_topics(struct busconf *c, json_t *live, struct kafka_admin *a, b
         const struct busconf_topic *t = &c->topics[i];
         json_t *have = json_object_get(live, t->name);
         if (have == NULL) {
-            printf("+ topic %s (%d partitions, retention %d h)\n", t->name, t->partitions,
+            printf("+ topic %s (%d partitions, retention %d h", t->name, t->partitions,
                    t->retention_hours);
+            if (t->replication_factor > 0) {
+                printf(", replication factor %d", t->replication_factor);
+            }
+            if (t->min_insync_replicas > 0) {
+                printf(", min.insync.replicas %d", t->min_insync_replicas);
+            }
+            printf(")\n");
             (*changes)++;
-            if (is_apply && kafka_admin_create_topic(a, t->name, t->partitions, t->retention_hours,
-                                                     BUSCTL_TIMEOUT_MS, err, sizeof err) != 0) {
+            json_t *settings = topic_settings(t);
+            if (is_apply &&
+                kafka_admin_create_topic(a, t->name, t->partitions, t->replication_factor, settings,
+                                         BUSCTL_TIMEOUT_MS, err, sizeof err) != 0) {
                 if (strncmp(err, "unsupported:", 12) == 0) {
                     printf("  ! broker does not create topics (%s); with bin/bus-mock, "
                            "start it with --bus-config DIR\n",
@@ -360,7 +437,10 @@ static int plan_topics(struct busconf *c, json_t *live, struct kafka_admin *a, b
                     failed++;
                 }
             }
-        } else if (json_integer_value(have) < t->partitions) {
+            json_decref(settings);
+            continue;
+        }
+        if (json_integer_value(have) < t->partitions) {
             printf("~ topic %s partitions %lld -> %d\n", t->name,
                    (long long)json_integer_value(have), t->partitions);
             (*changes)++;
@@ -378,6 +458,9 @@ static int plan_topics(struct busconf *c, json_t *live, struct kafka_admin *a, b
             printf("! topic %s has %lld partitions, configured %d: Kafka cannot remove "
                    "partitions (left as is)\n",
                    t->name, (long long)json_integer_value(have), t->partitions);
+        }
+        if (!is_mock) {
+            failed += plan_topic_settings(t, a, is_apply, changes);
         }
     }
     return failed;
@@ -445,7 +528,7 @@ int busctl_plan_apply(const char *dir, bool is_apply)
                "(start bin/bus-mock with --bus-config DIR)\n",
                cid);
     }
-    int failed = plan_topics(c, live, a, is_apply && !is_mock, &changes);
+    int failed = plan_topics(c, live, a, is_apply && !is_mock, is_mock, &changes);
     each_dispatcher(collect_routes, &acc);
     plan_routes(c, acc.routes, &changes);
     if (changes == 0) {

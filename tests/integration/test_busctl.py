@@ -262,3 +262,93 @@ def test_apply_fails_when_the_dispatcher_runs_another_directory():
     # The directory the dispatcher reads applies cleanly.
     rc, out, err = busctl("apply", running, env=env)
     assert rc == 0, (rc, out, err)
+
+
+_aspec = importlib.util.spec_from_file_location(
+    "broker_admin_helpers", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                         "test_broker_admin.py"))
+ta = importlib.util.module_from_spec(_aspec)
+_aspec.loader.exec_module(ta)
+
+
+def test_topic_settings_are_planned_and_applied_on_existing_topics():
+    """retention_hours and min_insync_replicas of an existing topic: plan shows the change,
+    apply makes it (IncrementalAlterConfigs, or AlterConfigs keeping the topic's other own
+    settings with librdkafka 2.0.2), replication_factor goes into CreateTopics and a difference
+    is reported, never "fixed"."""
+    if harness.ctx().broker_kind == "mock":
+        raise harness.Skip("librdkafka's mock cluster keeps no topic settings")
+    ctx, broker, d = _setup([], [td.topic("t", 1)])
+    env = {"BUS_BOOTSTRAP": broker.bootstrap, "DISPATCHER_URLS": "", "BUS_SCHEMA": td.SCHEMA}
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0 and "no changes" in out, out + err
+    conn = ta._Conn(broker.bootstrap)
+    # A setting made on the topic by someone else stays through apply.
+    assert ta._incremental_alter(conn, "t", [("segment.bytes", 0, "8192")]) == (0, None)
+    td.bus_config([dict(td.topic("t", 1), retention_hours=24, min_insync_replicas=1),
+                   dict(td.topic("n", 2), retention_hours=2, replication_factor=1,
+                        min_insync_replicas=1)], [])
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0, err
+    assert "~ topic t retention.ms 604800000 -> 86400000 (retention_hours 24)" in out, out
+    assert "min.insync.replicas" not in out.split("+ topic n")[0], "1 is already in force"
+    assert "+ topic n (2 partitions, retention 2 h, replication factor 1, " \
+        "min.insync.replicas 1)" in out, out
+    # plan changes nothing
+    assert ta._describe(conn, 2, "t", ["retention.ms"])[1]["retention.ms"][0] == "604800000"
+    rc, out, err = busctl("apply", d, env=env)
+    assert rc == 0, out + err
+    err_t, t_cfg = ta._describe(conn, 2, "t")
+    assert t_cfg["retention.ms"][:3] == ("86400000", 0, 1), t_cfg
+    assert t_cfg["segment.bytes"][:3] == ("8192", 0, 1), "kept"
+    assert t_cfg["min.insync.replicas"][0] == "1"
+    err_n, n_cfg = ta._describe(conn, 2, "n")
+    assert err_n == 0 and n_cfg["retention.ms"][:3] == ("7200000", 0, 1)
+    assert n_cfg["min.insync.replicas"][:3] == ("1", 0, 1)
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0 and "no changes" in out, out + err
+    td.bus_config([dict(td.topic("t", 1), retention_hours=24, min_insync_replicas=2)], [])
+    rc, out, err = busctl("plan", d, env=env)
+    assert "~ topic t min.insync.replicas 1 -> 2" in out, out
+    # The replication factor cannot change by configuration: reported, left alone.
+    td.bus_config([dict(td.topic("t", 1), retention_hours=24, replication_factor=3)], [])
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0 and "! topic t has replication factor 1, configured 3" in out, out
+    # min_insync_replicas above replication_factor is refused by validate.
+    td.bus_config([dict(td.topic("t", 1), replication_factor=1, min_insync_replicas=2)], [])
+    rc, out, err = busctl("validate", d, env=env)
+    assert rc == 1 and "min_insync_replicas 2 is above replication_factor 1" in err, err
+    conn.close()
+
+
+def test_busctl_reaches_a_sasl_broker_with_the_password_in_a_file():
+    """A secured cluster: busctl's Kafka clients take the kafka.* settings, the password from
+    BUSCTL_KAFKA_SASL_PASSWORD_FILE (as every secret has a _FILE form), and plan/apply work;
+    a wrong password fails the plan."""
+    if harness.ctx().broker_kind == "mock":
+        raise harness.Skip("the SASL broker is bus-broker")
+    ctx = harness.ctx()
+    users = ta._users(ctx, {"ops": "ops-password-1"})
+    _, boot, _ = ta._start(ctx, **{"sasl.users_file": users, "sasl.required": True})
+    d = td.bus_config([dict(td.topic("secure", 2), retention_hours=12)], [])
+    pw = ctx.path("secrets", "kafka-password")
+    with open(pw, "w") as f:
+        f.write("ops-password-1\n")
+    env = {"BUS_BOOTSTRAP": boot, "DISPATCHER_URLS": "", "BUS_SCHEMA": td.SCHEMA,
+           "BUSCTL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "BUSCTL_KAFKA_SASL_MECHANISMS": "SCRAM-SHA-256",
+           "BUSCTL_KAFKA_SASL_USERNAME": "ops", "BUSCTL_KAFKA_SASL_PASSWORD_FILE": pw}
+    rc, out, err = busctl("apply", d, env=env)
+    assert rc == 0 and "+ topic secure (2 partitions, retention 12 h)" in out, out + err
+    rc, out, err = busctl("plan", d, env=env)
+    assert rc == 0 and "no changes" in out, out + err
+    # Both forms at once, or _FILE of a property that is not secret: refused before anything.
+    rc, out, err = busctl("plan", d, env=dict(env, BUSCTL_KAFKA_SASL_PASSWORD="x"))
+    assert rc == 2 and "not both" in err, (rc, err)
+    rc, out, err = busctl("plan", d, env=dict(env, BUSCTL_KAFKA_SASL_USERNAME_FILE=pw))
+    assert rc == 2 and "kafka.sasl.username is not a secret" in err, (rc, err)
+    with open(pw, "w") as f:
+        f.write("wrong-password\n")
+    rc, out, err = busctl("plan", d, env=dict(env, BUSCTL_KAFKA_SOCKET_TIMEOUT_MS="3000"),
+                          timeout=60)
+    assert rc == 1, (rc, out, err)
