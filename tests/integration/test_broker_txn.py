@@ -1,0 +1,269 @@
+"""Transactions (KIP-98) in the embedded broker (bin/bus-broker), through librdkafka's
+transactional producer (python3-confluent-kafka): commit and abort, read_committed consumers
+that see committed records only, offsets committed with the transaction, abort on the
+transaction time-out, fencing, a SIGKILL of the broker mid-transaction, and the ACLs on
+transactional ids. docs/broker.md "Transactions"."""
+import json
+import os
+import time
+
+import harness
+
+try:
+    import confluent_kafka as ck
+except ImportError:  # run by a Python without Debian's python3-confluent-kafka
+    ck = None
+
+
+def _need_ck():
+    if ck is None:
+        raise harness.Skip("python3-confluent-kafka not importable by this Python")
+
+
+def _start(ctx, data=None, port=None, **extra):
+    """Starts bus-broker; returns (proc, bootstrap, data dir)."""
+    port = port or harness.free_port()
+    data = data or ctx.path("data", "x")[:-2]
+    cfg = {"listen": f"127.0.0.1:{port}", "data_dir": data,
+           "http.listen": f"127.0.0.1:{harness.free_port()}"}
+    cfg.update(extra)
+    proc = ctx.start("bus-broker", config=cfg, http=False)
+    harness.wait_for(lambda: harness.tcp_open(port) or harness._raise_exit(proc), 10,
+                     what="broker port")
+    return proc, f"127.0.0.1:{port}", data
+
+
+def _producer(boot, txn_id, **conf):
+    c = {"bootstrap.servers": boot, "transactional.id": txn_id, "linger.ms": 5}
+    c.update(conf)
+    p = ck.Producer(c)
+    p.init_transactions(20 * harness.timeout_mult())
+    return p
+
+
+def _produce(p, topic, values, partition=None):
+    for v in values:
+        if partition is None:
+            p.produce(topic, value=v.encode(), key=v.encode())
+        else:
+            p.produce(topic, value=v.encode(), key=v.encode(), partition=partition)
+    assert p.flush(20 * harness.timeout_mult()) == 0
+
+
+def _read(boot, topic, isolation, want=None, idle_s=3.0, group=None):
+    """Reads topic from the beginning with a fresh consumer until `want` values came (then
+    for a short moment more, to catch extras) or nothing arrived for idle_s. Returns the
+    values in order of arrival."""
+    c = ck.Consumer({"bootstrap.servers": boot, "group.id": group or f"r-{time.time_ns()}",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                     "isolation.level": isolation, "enable.partition.eof": False})
+    c.subscribe([topic])
+    out = []
+    last = time.monotonic()
+    deadline = time.monotonic() + 30 * harness.timeout_mult()
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                out.append(m.value().decode())
+                last = time.monotonic()
+            if want is not None and len(out) >= want and time.monotonic() - last > 0.5:
+                break
+            if time.monotonic() - last > idle_s * harness.timeout_mult() and \
+                    (want is None or len(out) >= want or time.monotonic() - last > 10):
+                break
+    finally:
+        c.close()
+    return out
+
+
+def test_commit_and_abort_with_read_committed_and_uncommitted_consumers():
+    _need_ck()
+    ctx = harness.ctx()
+    _, boot, _ = _start(ctx, topics="t:2")
+    p = _producer(boot, "tx-basic")
+    p.begin_transaction()
+    _produce(p, "t", [f"c1-{i}" for i in range(20)])
+    p.commit_transaction(20)
+    p.begin_transaction()
+    _produce(p, "t", [f"a-{i}" for i in range(15)])
+    p.abort_transaction(20)
+    p.begin_transaction()
+    _produce(p, "t", [f"c2-{i}" for i in range(10)])
+    p.commit_transaction(20)
+    committed = sorted([f"c1-{i}" for i in range(20)] + [f"c2-{i}" for i in range(10)])
+    got = _read(boot, "t", "read_committed", want=30)
+    assert sorted(got) == committed, got
+    # The aborted records were written (a read_uncommitted consumer sees them): what hid them
+    # from the read_committed one was the abort marker and the aborted-transactions list.
+    got = _read(boot, "t", "read_uncommitted", want=45)
+    assert sorted(got) == sorted(committed + [f"a-{i}" for i in range(15)]), got
+
+
+def test_open_transaction_holds_back_read_committed_until_it_ends():
+    _need_ck()
+    ctx = harness.ctx()
+    _, boot, _ = _start(ctx, topics="open:1")
+    plain = ck.Producer({"bootstrap.servers": boot})
+    plain.produce("open", value=b"before")
+    assert plain.flush(20) == 0
+    p = _producer(boot, "tx-open")
+    p.begin_transaction()
+    _produce(p, "open", [f"o-{i}" for i in range(5)])
+    # A non-transactional record after the transaction's first one waits behind the LSO too.
+    plain.produce("open", value=b"after")
+    assert plain.flush(20) == 0
+    c = ck.Consumer({"bootstrap.servers": boot, "group.id": "g-open",
+                     "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    c.subscribe(["open"])
+    seen = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            seen.append(m.value().decode())
+    assert seen == ["before"], seen
+    p.commit_transaction(20)
+    harness.wait_for(lambda: seen.extend(
+        [m.value().decode() for m in c.consume(10, 0.2) if not m.error()]) or len(seen) >= 7,
+        20, what="the committed records")
+    c.close()
+    assert seen == ["before"] + [f"o-{i}" for i in range(5)] + ["after"], seen
+
+
+def test_consume_transform_produce_commits_input_offsets_with_the_output():
+    _need_ck()
+    ctx = harness.ctx()
+    _, boot, _ = _start(ctx, topics="in:1,out:1")
+    src = ck.Producer({"bootstrap.servers": boot})
+    for i in range(10):
+        src.produce("in", value=f"in-{i}".encode())
+    assert src.flush(20) == 0
+    p = _producer(boot, "tx-eos")
+    c = ck.Consumer({"bootstrap.servers": boot, "group.id": "eos", "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    c.subscribe(["in"])
+    msgs = []
+    harness.wait_for(lambda: msgs.extend(m for m in c.consume(10, 0.2) if not m.error())
+                     or len(msgs) >= 10, 20, what="input")
+    # First attempt aborted: neither its output nor its offsets count.
+    p.begin_transaction()
+    _produce(p, "out", [f"bad-{m.value().decode()}" for m in msgs[:5]])
+    p.send_offsets_to_transaction([ck.TopicPartition("in", 0, msgs[4].offset() + 1)],
+                                  c.consumer_group_metadata(), 20)
+    p.abort_transaction(20)
+    tp = c.committed([ck.TopicPartition("in", 0)], 10)[0]
+    assert tp.offset < 0, f"an aborted transaction committed offset {tp.offset}"
+    p.begin_transaction()
+    _produce(p, "out", [f"out-{m.value().decode()}" for m in msgs[:6]])
+    p.send_offsets_to_transaction([ck.TopicPartition("in", 0, msgs[5].offset() + 1)],
+                                  c.consumer_group_metadata(), 20)
+    p.commit_transaction(20)
+    c.close()
+    check = ck.Consumer({"bootstrap.servers": boot, "group.id": "eos"})
+    assert check.committed([ck.TopicPartition("in", 0)], 10)[0].offset == 6
+    check.close()
+    assert _read(boot, "out", "read_committed", want=6) == [f"out-in-{i}" for i in range(6)]
+
+
+def test_transaction_past_its_timeout_is_aborted_and_its_producer_fenced():
+    _need_ck()
+    ctx = harness.ctx()
+    proc, boot, _ = _start(ctx, topics="slow:1")
+    p = _producer(boot, "tx-slow", **{"transaction.timeout.ms": 2000,
+                                      "message.timeout.ms": 2000})
+    p.begin_transaction()
+    _produce(p, "slow", [f"s-{i}" for i in range(5)])
+    harness.wait_for(lambda: "aborted after its time-out" in proc.log(), 15,
+                     what="the time-out abort")
+    try:
+        p.commit_transaction(10)
+        raise AssertionError("the commit of a timed-out transaction succeeded")
+    except ck.KafkaException as e:
+        err = e.args[0]
+        assert err.code() in (ck.KafkaError.INVALID_PRODUCER_EPOCH, ck.KafkaError._FENCED,
+                              ck.KafkaError.PRODUCER_FENCED) or err.fatal(), err
+    assert _read(boot, "slow", "read_committed", idle_s=2) == []
+    assert sorted(_read(boot, "slow", "read_uncommitted", want=5)) == [f"s-{i}" for i in range(5)]
+    # The id is usable again by a new producer.
+    p2 = _producer(boot, "tx-slow")
+    p2.begin_transaction()
+    _produce(p2, "slow", ["later"])
+    p2.commit_transaction(20)
+    assert _read(boot, "slow", "read_committed", want=1) == ["later"]
+
+
+def test_kill_9_mid_transaction_keeps_it_open_then_a_new_producer_aborts_it():
+    _need_ck()
+    ctx = harness.ctx()
+    port = harness.free_port()
+    proc, boot, data = _start(ctx, port=port, topics="crash:2")
+    p = _producer(boot, "tx-crash", **{"acks": "all"})
+    p.begin_transaction()
+    _produce(p, "crash", [f"kept-{i}" for i in range(10)])
+    p.commit_transaction(20)
+    p.begin_transaction()
+    _produce(p, "crash", [f"lost-{i}" for i in range(10)])
+    proc.kill()
+    state = json.load(open(os.path.join(data, "txn.state")))
+    [t] = [t for t in state["transactions"] if t["id"] == "tx-crash"]
+    assert t["state"] == "ongoing" and t["partitions"], t
+    proc2, boot, _ = _start(ctx, data=data, port=port, topics="crash:2")
+    # Still open after the restart: read_committed stops before it.
+    got = _read(boot, "crash", "read_committed", want=10, idle_s=2)
+    assert sorted(got) == sorted(f"kept-{i}" for i in range(10)), got
+    # A new producer with the id fences the old one and aborts what it left.
+    p2 = _producer(boot, "tx-crash")
+    p2.begin_transaction()
+    _produce(p2, "crash", [f"new-{i}" for i in range(3)])
+    p2.commit_transaction(20)
+    try:
+        p.commit_transaction(10)
+        raise AssertionError("the fenced producer committed")
+    except ck.KafkaException:
+        pass
+    got = _read(boot, "crash", "read_committed", want=13)
+    assert sorted(got) == sorted([f"kept-{i}" for i in range(10)] +
+                                 [f"new-{i}" for i in range(3)]), got
+    assert len(_read(boot, "crash", "read_uncommitted", want=23)) == 23
+    # And across a second (clean) restart the aborted list still hides them.
+    proc2.stop()
+    _, boot, _ = _start(ctx, data=data, port=port, topics="crash:2")
+    got = _read(boot, "crash", "read_committed", want=13)
+    assert sorted(got) == sorted([f"kept-{i}" for i in range(10)] +
+                                 [f"new-{i}" for i in range(3)]), got
+
+
+def test_acls_govern_transactional_ids_and_the_topics_a_transaction_writes():
+    _need_ck()
+    ctx = harness.ctx()
+    acls = ctx.write_json("acl.json", {"acls": [
+        {"principal": "User:*", "resource": "topic", "name": "ok",
+         "operations": ["Write", "Read", "Describe"]},
+        {"principal": "User:*", "resource": "topic", "name": "secret", "operations": ["Describe"]},
+        {"principal": "User:*", "resource": "group", "name": "*", "operations": ["Read"]},
+        {"principal": "User:*", "resource": "transactional_id", "name": "tx-allowed",
+         "operations": ["Write", "Describe"]},
+    ]})
+    _, boot, _ = _start(ctx, topics="ok:1,secret:1", **{"acl.file": acls})
+    # No rule for this id: InitProducerId (or FindCoordinator) is refused.
+    p = ck.Producer({"bootstrap.servers": boot, "transactional.id": "tx-other"})
+    try:
+        p.init_transactions(10)
+        raise AssertionError("init_transactions succeeded without Write on the id")
+    except ck.KafkaException as e:
+        assert "AUTHORIZATION" in str(e).upper(), e
+    # Allowed id: a transaction may write "ok" but not "secret".
+    p = _producer(boot, "tx-allowed")
+    p.begin_transaction()
+    p.produce("secret", value=b"forged")
+    p.flush(10)
+    try:
+        p.commit_transaction(10)
+        raise AssertionError("a transaction wrote a topic the principal cannot write")
+    except ck.KafkaException:
+        pass
+    admin = ck.Consumer({"bootstrap.servers": boot, "group.id": "peek"})
+    lo, hi = admin.get_watermark_offsets(ck.TopicPartition("secret", 0), 10)
+    admin.close()
+    assert hi == 0, f"{hi} records reached the topic"
