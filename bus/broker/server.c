@@ -1393,8 +1393,9 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
 {
     int16_t v = r->api_version;
     (void)kr_i32(q);
+    int is_read_committed = 0;
     if (v >= 2) {
-        (void)kr_i8(q);
+        is_read_committed = kr_i8(q) == 1; /* latest = the last stable offset (txn.c) */
     }
     int32_t nt = kr_array(q, 4);
     struct kw *w = &r->w;
@@ -1417,7 +1418,7 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
             struct partition *p = may_describe ? find_partition(b, tname, idx, NULL) : NULL;
             int64_t off = -1;
             if (p) {
-                off = ts == -1   ? p->next_offset
+                off = ts == -1   ? (is_read_committed ? txn_lso(b, p) : p->next_offset)
                       : ts == -2 ? p->log_start
                                  : store_offset_for_time(p, ts);
             }

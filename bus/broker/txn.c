@@ -55,10 +55,17 @@
 #define TXN_MAX_ID_LEN 255
 #define TXN_MARKER_BYTES 78 /* a control batch: 61-byte header and one 17-byte record */
 
-enum tstate { T_EMPTY, T_ONGOING, T_PREPARE_COMMIT, T_PREPARE_ABORT, T_COMPLETE_COMMIT, T_COMPLETE_ABORT };
+enum tstate {
+    T_EMPTY,
+    T_ONGOING,
+    T_PREPARE_COMMIT,
+    T_PREPARE_ABORT,
+    T_COMPLETE_COMMIT,
+    T_COMPLETE_ABORT
+};
 
-static const char *const STATE_NAMES[] = {"empty",          "ongoing",         "prepare_commit",
-                                          "prepare_abort",  "complete_commit", "complete_abort"};
+static const char *const STATE_NAMES[] = {"empty",         "ongoing",         "prepare_commit",
+                                          "prepare_abort", "complete_commit", "complete_abort"};
 
 struct tpart {
     char *topic;
@@ -306,9 +313,9 @@ static int txns_save(struct broker *b)
     }
     for (size_t i = 0; i < ts->n_ab; i++) {
         const struct aborted *a = &ts->ab[i];
-        json_array_append_new(ab, json_pack("[s, i, I, I, I]", a->topic, a->part,
-                                            (json_int_t)a->pid, (json_int_t)a->first,
-                                            (json_int_t)a->last));
+        json_array_append_new(ab,
+                              json_pack("[s, i, I, I, I]", a->topic, a->part, (json_int_t)a->pid,
+                                        (json_int_t)a->first, (json_int_t)a->last));
     }
     json_t *root = json_pack("{s:i, s:o, s:o}", "version", 1, "transactions", list, "aborted", ab);
     char *text = json_dumps(root, JSON_COMPACT);
@@ -478,8 +485,7 @@ static int txn_finish(struct broker *b, struct txn *t)
         size_t left = 0;
         for (size_t i = 0; i < t->n_offs; i++) {
             struct toffset *o = &t->offs[i];
-            if (groups_offset_commit_one(b, o->group, o->topic, o->part, o->offset, o->meta) !=
-                0) {
+            if (groups_offset_commit_one(b, o->group, o->topic, o->part, o->offset, o->meta) != 0) {
                 t->offs[left++] = *o;
                 continue;
             }
@@ -826,7 +832,8 @@ int handle_add_partitions_to_txn(struct broker *b, struct reply *r, struct kr *q
         kw_i32(w, np < 0 ? 0 : np);
         char topic[STORE_MAX_NAME + 1];
         int has_name = kstr_copy(tname, topic, sizeof topic) == 0;
-        int may_write = has_name && np > 0 && (terr || reply_allowed(b, r, ACL_TOPIC, topic, ACL_WRITE));
+        int may_write =
+            has_name && np > 0 && (terr || reply_allowed(b, r, ACL_TOPIC, topic, ACL_WRITE));
         for (int32_t k = 0; k < np && !q->err; k++) {
             int32_t part = kr_i32(q);
             wants = xrealloc(wants, (n_wants + 1) * sizeof *wants);

@@ -5,6 +5,9 @@ transaction time-out, fencing, a SIGKILL of the broker mid-transaction, and the 
 transactional ids. docs/broker.md "Transactions"."""
 import json
 import os
+import socket
+import struct
+import subprocess
 import time
 
 import harness
@@ -123,6 +126,12 @@ def test_open_transaction_holds_back_read_committed_until_it_ends():
         if m is not None and not m.error():
             seen.append(m.value().decode())
     assert seen == ["before"], seen
+    # ListOffsets latest: the LSO for read_committed, the log end otherwise.
+    assert c.get_watermark_offsets(ck.TopicPartition("open", 0), 10)[1] == 1
+    plain_c = ck.Consumer({"bootstrap.servers": boot, "group.id": "g-plain",
+                         "isolation.level": "read_uncommitted"})
+    assert plain_c.get_watermark_offsets(ck.TopicPartition("open", 0), 10)[1] == 7
+    plain_c.close()
     p.commit_transaction(20)
     harness.wait_for(lambda: seen.extend(
         [m.value().decode() for m in c.consume(10, 0.2) if not m.error()]) or len(seen) >= 7,
@@ -267,3 +276,72 @@ def test_acls_govern_transactional_ids_and_the_topics_a_transaction_writes():
     lo, hi = admin.get_watermark_offsets(ck.TopicPartition("secret", 0), 10)
     admin.close()
     assert hi == 0, f"{hi} records reached the topic"
+
+
+def _crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def _batch(attrs, pid=-1, epoch=-1, seq=-1):
+    """One v2 record batch holding one record (value "x")."""
+    rec = bytes([0, 0, 0, 1, 2]) + b"x" + bytes([0])  # attrs, ts/offset delta, null key, value
+    rec = bytes([len(rec) * 2]) + rec
+    after_crc = struct.pack(">hiqqqhii", attrs, 0, 0, 0, pid, epoch, seq, 1) + rec
+    head = struct.pack(">qiib", 0, 4 + 1 + 4 + len(after_crc), 0, 2)
+    return head + struct.pack(">I", _crc32c(after_crc)) + after_crc
+
+
+def _produce_raw(port, batch, txn_id=None, topic=b"raw"):
+    """Produce v3 of one batch to partition 0; returns the partition's error code."""
+    tid = struct.pack(">h", -1) if txn_id is None else struct.pack(">h", len(txn_id)) + txn_id
+    body = tid + struct.pack(">hii", -1, 5000, 1) + struct.pack(">h", len(topic)) + topic + \
+        struct.pack(">iii", 1, 0, len(batch)) + batch
+    hdr = struct.pack(">hhih", 0, 3, 7, 1) + b"t"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(hdr) + len(body)) + hdr + body)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+    # size, corr, topics[1], name, partitions[1], index, error
+    pos = 4 + 4 + 4
+    (n,) = struct.unpack(">h", buf[pos:pos + 2])
+    pos += 2 + n + 4 + 4
+    return struct.unpack(">h", buf[pos:pos + 2])[0]
+
+
+def test_transactional_or_control_batches_outside_a_transaction_are_refused():
+    """The hole a transaction must not open: a producer writing batches flagged transactional
+    without the coordinator (the LSO would not hold them back, no marker would end them) or
+    forging control batches (an abort marker hiding another producer's records)."""
+    ctx = harness.ctx()
+    port = harness.free_port()
+    _start(ctx, port=port, topics="raw:1")
+    assert _produce_raw(port, _batch(0)) == 0  # a plain batch goes in: the request is right
+    assert _produce_raw(port, _batch(0x10, pid=4242, epoch=0, seq=0)) == 87  # INVALID_RECORD
+    assert _produce_raw(port, _batch(0x30, pid=4242, epoch=0)) == 87
+    assert _produce_raw(port, _batch(0x30, pid=4242, epoch=0), txn_id=b"ghost") == 87
+    # A transactional id the coordinator does not know: INVALID_PRODUCER_ID_MAPPING.
+    assert _produce_raw(port, _batch(0x10, pid=4242, epoch=0, seq=0), txn_id=b"ghost") == 49
+    # A non-transactional batch sent under a transactional id.
+    assert _produce_raw(port, _batch(0), txn_id=b"ghost") == 87
+
+
+def test_kafkajs_transactions_commit_abort_and_send_offsets():
+    """kafkajs (installed for the compatibility suite, tests/compat/package.json)."""
+    kafkajs = os.path.join(harness.ROOT, "tests", "compat", "node_modules", "kafkajs")
+    if not os.path.isdir(kafkajs):
+        raise harness.Skip("kafkajs not installed (make deps installs tests/compat/)")
+    ctx = harness.ctx()
+    _, boot, _ = _start(ctx, topics="js:2,js-in:1")
+    script = os.path.join(harness.ROOT, "tests", "integration", "broker_txn_kafkajs.mjs")
+    p = subprocess.run(["node", script, kafkajs, json.dumps({"bootstrap": boot})],
+                       capture_output=True, timeout=90 * harness.timeout_mult())
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-3000:]
+    assert json.loads(p.stdout.decode().strip().splitlines()[-1])["ok"] is True
