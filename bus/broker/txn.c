@@ -476,6 +476,13 @@ static int txn_finish(struct broker *b, struct txn *t)
             continue;
         }
         if (p && !is_commit) {
+            /* The abort marker is on disk before txn.state lists the aborted transaction: a
+             * listed abort whose marker a power loss took would hide the producer's later
+             * transactions from read_committed consumers. (A lost commit marker costs nothing:
+             * its batches are not in the aborted list.) */
+            if (b->opt.fsync != FSYNC_NEVER && fdatasync(p->segs[p->n_segs - 1].fd) != 0) {
+                log_error("%s: fdatasync of an abort marker failed: %s", p->dir, strerror(errno));
+            }
             aborted_add(b->txns, tp->topic, tp->part, t->pid, tp->first_offset, off);
         }
         free(tp->topic);
@@ -917,8 +924,10 @@ int handle_add_offsets_to_txn(struct broker *b, struct reply *r, struct kr *q)
         err = KERR_GROUP_AUTHORIZATION_FAILED;
     }
     if (!err && (t->state != T_ONGOING || group_index(t, group) < 0)) {
+        enum tstate state_before = t->state;
+        long long started_before = t->started_wall_ms;
         if (t->state != T_ONGOING) {
-            txn_clear(t);
+            txn_clear(t); /* what an ended transaction left */
             t->state = T_ONGOING;
             t->started_wall_ms = wall_ms();
         }
@@ -929,6 +938,8 @@ int handle_add_offsets_to_txn(struct broker *b, struct reply *r, struct kr *q)
             t->groups[t->n_groups++] = xstrdup(group);
             if (txns_save(b) != 0) {
                 free(t->groups[--t->n_groups]);
+                t->state = state_before;
+                t->started_wall_ms = started_before;
                 err = KERR_COORDINATOR_NOT_AVAILABLE;
             }
         }

@@ -345,3 +345,41 @@ def test_kafkajs_transactions_commit_abort_and_send_offsets():
                        capture_output=True, timeout=90 * harness.timeout_mult())
     assert p.returncode == 0, p.stderr.decode(errors="replace")[-3000:]
     assert json.loads(p.stdout.decode().strip().splitlines()[-1])["ok"] is True
+
+
+def test_restart_finishes_a_transaction_caught_between_prepare_and_its_markers():
+    """A crash after EndTxn persisted PREPARE_COMMIT / PREPARE_ABORT but before every marker was
+    written leaves txn.state in that state: the broker writes the markers on start. The state
+    is made by SIGKILL mid-transaction and then set to what the crash would have left."""
+    _need_ck()
+    ctx = harness.ctx()
+    port = harness.free_port()
+    for outcome in ("commit", "abort"):
+        proc, boot, data = _start(ctx, data=ctx.path(f"data-{outcome}", "x")[:-2], port=port,
+                                  topics="prep:2")
+        p = _producer(boot, f"tx-{outcome}", **{"acks": "all"})
+        p.begin_transaction()
+        _produce(p, "prep", [f"{outcome}-{i}" for i in range(8)])
+        proc.kill()
+        path = os.path.join(data, "txn.state")
+        state = json.load(open(path))
+        [t] = [t for t in state["transactions"] if t["id"] == f"tx-{outcome}"]
+        assert t["state"] == "ongoing", t
+        t["state"] = f"prepare_{outcome}"
+        with open(path, "w") as f:
+            json.dump(state, f)
+        proc, boot, _ = _start(ctx, data=data, port=port, topics="prep:2")
+        harness.wait_for(lambda: f"finishing its {outcome} after a restart" in proc.log(), 10,
+                         what="the recovery")
+        state = json.load(open(path))
+        [t] = [t for t in state["transactions"] if t["id"] == f"tx-{outcome}"]
+        assert t["state"] == f"complete_{outcome}" and not t["partitions"], t
+        got = _read(boot, "prep", "read_committed", want=8 if outcome == "commit" else None,
+                    idle_s=2)
+        if outcome == "commit":
+            assert sorted(got) == sorted(f"commit-{i}" for i in range(8)), got
+        else:
+            assert got == [], got
+            assert len(_read(boot, "prep", "read_uncommitted", want=8)) == 8
+        proc.stop()
+        del p
