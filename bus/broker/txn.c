@@ -39,6 +39,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Kafka error codes of transactions (protocol guide, "Error Codes"). */
 #define TXN_INVALID_PRODUCER_EPOCH 47
@@ -109,6 +110,10 @@ struct txns {
     size_t n_ab, cap_ab;
     char *path;
 };
+
+/* bus_broker_transactions_total{outcome}: commit, abort (every abort), timeout (aborts by the
+ * coordinator after the time-out); bus_broker_transactions_open. */
+static struct metric *m_commit, *m_abort, *m_timeout, *m_open;
 
 static long long wall_ms(void)
 {
@@ -308,9 +313,12 @@ static int txns_save(struct broker *b)
     struct txns *ts = b->txns;
     aborted_prune(b);
     json_t *list = json_array(), *ab = json_array();
+    int n_open = 0;
     for (size_t i = 0; i < ts->n; i++) {
         json_array_append_new(list, txn_to_json(ts->list[i]));
+        n_open += is_open(ts->list[i]);
     }
+    metric_set(m_open, n_open);
     for (size_t i = 0; i < ts->n_ab; i++) {
         const struct aborted *a = &ts->ab[i];
         json_array_append_new(ab,
@@ -505,6 +513,7 @@ static int txn_finish(struct broker *b, struct txn *t)
     if (t->n_parts == 0 && (!is_commit || t->n_offs == 0)) {
         txn_clear(t);
         t->state = is_commit ? T_COMPLETE_COMMIT : T_COMPLETE_ABORT;
+        metric_inc(is_commit ? m_commit : m_abort);
         log_debug("transaction %s (producer %lld epoch %d) %s", t->id, (long long)t->pid,
                   (int)t->epoch, is_commit ? "committed" : "aborted");
     }
@@ -547,6 +556,13 @@ static int txn_abort_fenced(struct broker *b, struct txn *t)
 
 struct txns *txns_new(struct broker *b, char *err, size_t err_len)
 {
+    static const char *const help = "Transactions ended, by outcome (timeout: aborted by the "
+                                    "coordinator after the time-out, also counted as abort)";
+    m_commit = metrics_counter("bus_broker_transactions_total", help, "outcome=\"commit\"");
+    m_abort = metrics_counter("bus_broker_transactions_total", help, "outcome=\"abort\"");
+    m_timeout = metrics_counter("bus_broker_transactions_total", help, "outcome=\"timeout\"");
+    m_open = metrics_gauge("bus_broker_transactions_open", "Transactions open (ongoing or ending)",
+                           NULL);
     struct txns *ts = xcalloc(1, sizeof *ts);
     ts->path = xasprintf("%s/txn.state", b->opt.data_dir);
     if (txns_load(ts, err, err_len) != 0) {
@@ -595,6 +611,7 @@ void txns_tick(struct broker *b, long long now)
         if (t->state == T_ONGOING && wall - t->started_wall_ms > t->timeout_ms) {
             log_info("transaction %s (producer %lld): aborted after its time-out of %d ms", t->id,
                      (long long)t->pid, (int)t->timeout_ms);
+            metric_inc(m_timeout);
             (void)txn_abort_fenced(b, t);
         } else if ((t->state == T_PREPARE_COMMIT || t->state == T_PREPARE_ABORT) &&
                    now >= t->retry_ms) {

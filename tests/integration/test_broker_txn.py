@@ -5,6 +5,7 @@ transaction time-out, fencing, a SIGKILL of the broker mid-transaction, and the 
 transactional ids. docs/broker.md "Transactions"."""
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -27,13 +28,26 @@ def _start(ctx, data=None, port=None, **extra):
     """Starts bus-broker; returns (proc, bootstrap, data dir)."""
     port = port or harness.free_port()
     data = data or ctx.path("data", "x")[:-2]
-    cfg = {"listen": f"127.0.0.1:{port}", "data_dir": data,
-           "http.listen": f"127.0.0.1:{harness.free_port()}"}
+    hport = harness.free_port()
+    cfg = {"listen": f"127.0.0.1:{port}", "data_dir": data, "http.listen": f"127.0.0.1:{hport}"}
     cfg.update(extra)
     proc = ctx.start("bus-broker", config=cfg, http=False)
+    proc.metrics_url = f"http://127.0.0.1:{hport}/metrics"
     harness.wait_for(lambda: harness.tcp_open(port) or harness._raise_exit(proc), 10,
                      what="broker port")
     return proc, f"127.0.0.1:{port}", data
+
+
+def _metric(proc, name, **labels):
+    """The value of one sample of the broker's /metrics (0 when absent)."""
+    status, text, _ = harness.http("GET", proc.metrics_url)
+    assert status == 200
+    for ln in str(text).splitlines():
+        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", ln)
+        if m and m.group(1) == name and all(f'{k}="{v}"' in (m.group(2) or "")
+                                            for k, v in labels.items()):
+            return float(m.group(3))
+    return 0.0
 
 
 def _producer(boot, txn_id, **conf):
@@ -83,7 +97,7 @@ def _read(boot, topic, isolation, want=None, idle_s=3.0, group=None):
 def test_commit_and_abort_with_read_committed_and_uncommitted_consumers():
     _need_ck()
     ctx = harness.ctx()
-    _, boot, _ = _start(ctx, topics="t:2")
+    proc, boot, _ = _start(ctx, topics="t:2")
     p = _producer(boot, "tx-basic")
     p.begin_transaction()
     _produce(p, "t", [f"c1-{i}" for i in range(20)])
@@ -101,12 +115,15 @@ def test_commit_and_abort_with_read_committed_and_uncommitted_consumers():
     # from the read_committed one was the abort marker and the aborted-transactions list.
     got = _read(boot, "t", "read_uncommitted", want=45)
     assert sorted(got) == sorted(committed + [f"a-{i}" for i in range(15)]), got
+    assert _metric(proc, "bus_broker_transactions_total", outcome="commit") == 2
+    assert _metric(proc, "bus_broker_transactions_total", outcome="abort") == 1
+    assert _metric(proc, "bus_broker_transactions_open") == 0
 
 
 def test_open_transaction_holds_back_read_committed_until_it_ends():
     _need_ck()
     ctx = harness.ctx()
-    _, boot, _ = _start(ctx, topics="open:1")
+    proc, boot, _ = _start(ctx, topics="open:1")
     plain = ck.Producer({"bootstrap.servers": boot})
     plain.produce("open", value=b"before")
     assert plain.flush(20) == 0
@@ -126,6 +143,7 @@ def test_open_transaction_holds_back_read_committed_until_it_ends():
         if m is not None and not m.error():
             seen.append(m.value().decode())
     assert seen == ["before"], seen
+    assert _metric(proc, "bus_broker_transactions_open") == 1
     # ListOffsets latest: the LSO for read_committed, the log end otherwise.
     assert c.get_watermark_offsets(ck.TopicPartition("open", 0), 10)[1] == 1
     plain_c = ck.Consumer({"bootstrap.servers": boot, "group.id": "g-plain",
@@ -185,6 +203,7 @@ def test_transaction_past_its_timeout_is_aborted_and_its_producer_fenced():
     _produce(p, "slow", [f"s-{i}" for i in range(5)])
     harness.wait_for(lambda: "aborted after its time-out" in proc.log(), 15,
                      what="the time-out abort")
+    assert _metric(proc, "bus_broker_transactions_total", outcome="timeout") == 1
     try:
         p.commit_transaction(10)
         raise AssertionError("the commit of a timed-out transaction succeeded")
