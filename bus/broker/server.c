@@ -1268,7 +1268,9 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
                     int64_t span = store_bytes_before(p, off, lso); /* nothing past the LSO */
                     lim = span < lim ? (int32_t)span : lim;
                 }
-                if (use_files) {
+                if (lim <= 0) {
+                    /* nothing below the LSO (store_read would still give one whole batch) */
+                } else if (use_files) {
                     /* Records go out with sendfile(2) straight from the segment. */
                     int fd;
                     uint64_t pos;
