@@ -3,6 +3,7 @@ transactional producer (python3-confluent-kafka): commit and abort, read_committ
 that see committed records only, offsets committed with the transaction, abort on the
 transaction time-out, fencing, a SIGKILL of the broker mid-transaction, and the ACLs on
 transactional ids. docs/broker.md "Transactions"."""
+import datetime
 import json
 import os
 import re
@@ -402,3 +403,35 @@ def test_restart_finishes_a_transaction_caught_between_prepare_and_its_markers()
             assert len(_read(boot, "prep", "read_uncommitted", want=8)) == 8
         proc.stop()
         del p
+
+
+def test_time_out_of_a_transaction_left_open_by_a_crash_counts_across_the_restart():
+    """The time-out is counted from the transaction's start by the wall clock: a transaction
+    open when the broker was SIGKILLed is aborted once its time-out has passed, with no
+    producer coming back for it."""
+    _need_ck()
+    ctx = harness.ctx()
+    port = harness.free_port()
+    proc, boot, data = _start(ctx, port=port, topics="orphan:1")
+    p = _producer(boot, "tx-orphan", **{"transaction.timeout.ms": 3000,
+                                        "message.timeout.ms": 3000, "acks": "all"})
+    p.begin_transaction()
+    _produce(p, "orphan", [f"o-{i}" for i in range(4)])
+    begun = time.monotonic()  # the transaction started before this (AddPartitionsToTxn)
+    proc.kill()
+    # The broker stays down past the time-out: the scenario, not a wait for a condition.
+    harness.wait_for(lambda: time.monotonic() - begun > 3.2, 10, what="the down time")
+    proc, boot, _ = _start(ctx, data=data, port=port, topics="orphan:1")
+    harness.wait_for(lambda: "aborted after its time-out" in proc.log(), 20,
+                     what="the time-out abort after the restart")
+
+    def ts_of(text):
+        [line] = [x for x in proc.log_lines() if x.get("msg", "").startswith(text)]
+        return datetime.datetime.fromisoformat(line["ts"].replace("Z", "+00:00"))
+    # At the first pass of the loop, not a whole time-out (3 s) after the restart.
+    waited = (ts_of("transaction tx-orphan") - ts_of("listening on")).total_seconds()
+    assert waited < 1.0, f"aborted {waited:.2f} s after the restart"
+    assert _read(boot, "orphan", "read_committed", idle_s=2) == []
+    assert sorted(_read(boot, "orphan", "read_uncommitted", want=4)) == \
+        [f"o-{i}" for i in range(4)]
+    del p
