@@ -14,7 +14,8 @@ static const char *const OP_NAMES[ACL_N_OPS] = {
     "Read",     "Write",           "Create",       "Delete",          "Alter",
     "Describe", "DescribeConfigs", "AlterConfigs", "IdempotentWrite",
 };
-static const char *const RES_NAMES[ACL_N_RESOURCES] = {"topic", "group", "cluster"};
+static const char *const RES_NAMES[ACL_N_RESOURCES] = {"topic", "group", "cluster",
+                                                       "transactional_id"};
 
 struct acl_rule {
     char *principal; /* "User:NAME" or "User:*" */
@@ -89,7 +90,7 @@ static int parse_rule(json_t *o, struct acl_rule *r, char *err, size_t err_len)
         }
     }
     if (k == ACL_N_RESOURCES) {
-        snprintf(err, err_len, "\"resource\" must be topic, group or cluster");
+        snprintf(err, err_len, "\"resource\" must be topic, group, cluster or transactional_id");
         return -1;
     }
     r->res = (enum acl_resource)k;

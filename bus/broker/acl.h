@@ -16,7 +16,10 @@
 
 #include <stddef.h>
 
-enum acl_resource { ACL_TOPIC, ACL_GROUP, ACL_CLUSTER, ACL_N_RESOURCES };
+/* ACL_TRANSACTIONAL_ID is Kafka's resource type 5 ("transactional_id" in the file): Write lets a
+ * producer use the id (InitProducerId, AddPartitionsToTxn, Produce, EndTxn), Describe find its
+ * coordinator. */
+enum acl_resource { ACL_TOPIC, ACL_GROUP, ACL_CLUSTER, ACL_TRANSACTIONAL_ID, ACL_N_RESOURCES };
 
 enum acl_op {
     ACL_READ,
@@ -35,7 +38,8 @@ struct acl_set;
 
 /* Loads an ACL file:
  *   {"super_users": ["User:admin"],
- *    "acls": [{"principal": "User:alice" | "User:*", "resource": "topic" | "group" | "cluster",
+ *    "acls": [{"principal": "User:alice" | "User:*",
+ *              "resource": "topic" | "group" | "cluster" | "transactional_id",
  *              "name": "login" | "*", "pattern": "literal" | "prefixed",
  *              "operations": ["Read", "Describe", ...] | ["All"],
  *              "permission": "allow" | "deny"}]}

@@ -15,6 +15,7 @@
 #include "sasl.h"
 #include "store.h"
 #include "wake.h"
+#include "txn.h"
 #include "wire.h"
 
 enum fsync_policy { FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER };
@@ -99,6 +100,7 @@ struct broker {
     long long next_sync_ms, next_retention_ms, next_gauges_ms;
     int64_t next_pid, pid_limit;
     struct groups *groups;
+    struct txns *txns;        /* the transaction coordinator (txn.c) */
     struct syncer *syncer;    /* the fsync thread (fsync always/interval) */
     struct sasl_users *users; /* NULL = nobody can authenticate */
     struct acl_set *acls;     /* NULL = everything allowed */
@@ -188,10 +190,18 @@ const char *reply_peer(const struct reply *r);
 /* DeleteGroups: forgets an empty group and its committed offsets (written to the offsets file
  * before returning). Returns 0, NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND or KAFKA_STORAGE_ERROR. */
 int groups_delete(struct broker *b, const char *gid);
+/* Commits one offset now (a transaction's TxnOffsetCommit at its commit, txn.c): written to
+ * the offsets file and in effect; synced with the next fsync round (store.write_seq is bumped:
+ * an answer with wait_seq = write_seq waits for it). Returns 0, or -1 when the write failed. */
+int groups_offset_commit_one(struct broker *b, const char *group, const char *topic, int32_t part,
+                             int64_t offset, const char *meta);
 /* Forgets offsets of a deleted topic. */
 void groups_topic_deleted(struct broker *b, const char *topic);
 
 long long broker_now_ms(void);
+/* A new producer id, never handed out before (persisted in blocks); -1 when the next block
+ * cannot be persisted (a full disk). */
+int64_t broker_pid_alloc(struct broker *b);
 
 /* For the fuzz target: a connection without a socket, and feeding it bytes as if received
  * (whole buffer processed, output discarded; the connection is freed before returning).

@@ -252,6 +252,31 @@ static int offsets_load(struct groups *gs, char *err, size_t err_len)
     return rc;
 }
 
+int groups_offset_commit_one(struct broker *b, const char *group, const char *topic, int32_t part,
+                             int64_t offset, const char *meta)
+{
+    struct kw rec;
+    kw_init(&rec);
+    record_encode(&rec, group, topic, part, offset, meta);
+    struct stat st;
+    off_t size_before = fstat(b->groups->fd, &st) == 0 ? st.st_size : -1;
+    int rc = write_all(b->groups->fd, rec.p, rec.len);
+    kw_release(&rec);
+    if (rc != 0) {
+        log_error("%s: write failed: %s", b->groups->path, strerror(errno));
+        if (size_before >= 0 && ftruncate(b->groups->fd, size_before) != 0) {
+            log_error("%s: truncate after failed write failed", b->groups->path);
+        }
+        return -1;
+    }
+    offset_set(b->groups, group, topic, part, offset, meta);
+    if (b->opt.fsync != FSYNC_NEVER) {
+        b->groups->is_dirty = 1;
+        b->store.write_seq++;
+    }
+    return 0;
+}
+
 /* ---- group state file ---- */
 
 static void group_free(struct group *g);
@@ -909,7 +934,7 @@ int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q)
     struct kstr key = kr_str(q);
     int8_t key_type = 0;
     if (v >= 1) {
-        key_type = kr_i8(q); /* key_type: group or transaction; we coordinate groups only */
+        key_type = kr_i8(q); /* 0 = group, 1 = transaction (txn.c): this node for both */
     }
     if (q->err) {
         return -1;
@@ -919,13 +944,17 @@ int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q)
                           !reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE)
                       ? KERR_GROUP_AUTHORIZATION_FAILED
                       : 0;
+    if (key_type == 1 && kstr_copy(key, gid, sizeof gid) == 0 &&
+        !reply_allowed(b, r, ACL_TRANSACTIONAL_ID, gid, ACL_DESCRIBE)) {
+        err = 53; /* TRANSACTIONAL_ID_AUTHORIZATION_FAILED (txn.c) */
+    }
     struct kw *w = &r->w;
     if (v >= 1) {
         kw_i32(w, 0);
     }
     kw_i16(w, err);
     if (v >= 1) {
-        kw_str(w, err ? "not authorized to describe this group" : NULL);
+        kw_str(w, err ? "not authorized to describe this group or transactional id" : NULL);
     }
     kw_i32(w, 0);
     kw_str(w, b->opt.advertised_host);

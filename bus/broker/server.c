@@ -68,6 +68,10 @@ enum api {
     API_DELETE_TOPICS = 20,
     API_DELETE_RECORDS = 21,
     API_INIT_PRODUCER_ID = 22,
+    API_ADD_PARTITIONS_TO_TXN = 24, /* transactions: txn.c */
+    API_ADD_OFFSETS_TO_TXN = 25,
+    API_END_TXN = 26,
+    API_TXN_OFFSET_COMMIT = 28,
     API_SASL_AUTHENTICATE = 36,
     API_DESCRIBE_CONFIGS = 32,
     API_ALTER_CONFIGS = 33,
@@ -124,6 +128,11 @@ static const struct api_def {
     {API_INCREMENTAL_ALTER_CONFIGS, 0, 0, "IncrementalAlterConfigs",
      handle_incremental_alter_configs},
     {API_CONSUMER_GROUP_HEARTBEAT, 0, 1, "ConsumerGroupHeartbeat", handle_consumer_group_heartbeat},
+    /* Transactions (txn.c) */
+    {API_ADD_PARTITIONS_TO_TXN, 0, 1, "AddPartitionsToTxn", handle_add_partitions_to_txn},
+    {API_ADD_OFFSETS_TO_TXN, 0, 1, "AddOffsetsToTxn", handle_add_offsets_to_txn},
+    {API_END_TXN, 0, 1, "EndTxn", handle_end_txn},
+    {API_TXN_OFFSET_COMMIT, 0, 2, "TxnOffsetCommit", handle_txn_offset_commit},
 };
 #define N_APIS (sizeof APIS / sizeof APIS[0])
 
@@ -1213,9 +1222,7 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
             int64_t base = -1;
             int err;
             struct partition *p = find_partition(b, tname, idx, NULL);
-            if (txn.ptr) {
-                err = KERR_INVALID_REQUEST; /* transactions are not implemented */
-            } else if (!may_write) {
+            if (!may_write) {
                 err = KERR_TOPIC_AUTHORIZATION_FAILED;
             } else if (acks != 0 && acks != 1 && acks != -1) {
                 err = KERR_INVALID_REQUIRED_ACKS;
@@ -1225,6 +1232,8 @@ static int handle_produce(struct broker *b, struct reply *r, struct kr *q)
                 err = KERR_CORRUPT_MESSAGE;
             } else if (acks == -1 && p->topic->conf.min_insync_replicas > 1) {
                 err = KERR_NOT_ENOUGH_REPLICAS; /* one replica in sync: min.insync.replicas */
+            } else if ((err = txn_check_produce(b, r, txn, rec, rlen, p->topic->name, idx)) != 0) {
+                /* transactional batches only within their transaction (txn.c) */
             } else {
                 err = store_append(&b->store, p, (uint8_t *)rec, (size_t)rlen, &base, now);
             }
@@ -1276,7 +1285,7 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
     int32_t max_wait = kr_i32(q);
     int32_t min_bytes = kr_i32(q);
     int32_t max_bytes = kr_i32(q);
-    (void)kr_i8(q); /* isolation_level: no transactions, both levels read the same */
+    int is_read_committed = kr_i8(q) == 1; /* isolation_level: up to the LSO (txn.c) */
     if (v >= 7) {
         (void)kr_i32(q); /* session_id: sessions not supported, always full fetches */
         (void)kr_i32(q);
@@ -1328,12 +1337,17 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
             kw_i32(&w, idx);
             size_t err_at = w.len;
             kw_i16(&w, 0);
+            int64_t lso = p ? txn_lso(b, p) : -1;
             kw_i64(&w, p ? p->next_offset : -1);
-            kw_i64(&w, p ? p->next_offset : -1); /* last_stable_offset */
+            kw_i64(&w, lso); /* last_stable_offset */
             if (v >= 5) {
                 kw_i64(&w, p ? p->log_start : -1);
             }
-            kw_i32(&w, -1); /* aborted_transactions: null */
+            if (p && is_read_committed) {
+                txn_write_aborted(b, &w, p, off, lso);
+            } else {
+                kw_i32(&w, -1); /* aborted_transactions: null */
+            }
             if (v >= 11) {
                 kw_i32(&w, -1); /* preferred_read_replica */
             }
@@ -1344,9 +1358,16 @@ static int fetch_run(struct broker *b, struct reply *r, const uint8_t *req, size
                 err = KERR_TOPIC_AUTHORIZATION_FAILED;
             } else if (!p) {
                 err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
-            } else if (total < max_bytes && pmax > 0) {
+            } else if (total < max_bytes && pmax > 0 &&
+                       (!is_read_committed || off < lso || off > p->next_offset)) {
                 int32_t lim = pmax < max_bytes - (int32_t)total ? pmax : max_bytes - (int32_t)total;
-                if (use_files) {
+                if (is_read_committed && lso < p->next_offset && off >= p->log_start) {
+                    int64_t span = store_bytes_before(p, off, lso); /* nothing past the LSO */
+                    lim = span < lim ? (int32_t)span : lim;
+                }
+                if (lim <= 0) {
+                    /* nothing below the LSO (store_read would still give one whole batch) */
+                } else if (use_files) {
                     /* Records go out with sendfile(2) straight from the segment. */
                     int fd;
                     uint64_t pos;
@@ -1471,8 +1492,9 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
 {
     int16_t v = r->api_version;
     (void)kr_i32(q);
+    int is_read_committed = 0;
     if (v >= 2) {
-        (void)kr_i8(q);
+        is_read_committed = kr_i8(q) == 1; /* latest = the last stable offset (txn.c) */
     }
     int32_t nt = kr_array(q, 4);
     struct kw *w = &r->w;
@@ -1496,8 +1518,8 @@ static int handle_list_offsets(struct broker *b, struct reply *r, struct kr *q)
             int64_t off = -1, found_ts = -1;
             if (p) {
                 /* By time: the first record with a timestamp >= ts, or -1 past the last one
-                 * (record precision, as Kafka answers). */
-                off = ts == -1   ? p->next_offset
+                 * (record precision, as Kafka answers); latest is the LSO for read_committed. */
+                off = ts == -1   ? (is_read_committed ? txn_lso(b, p) : p->next_offset)
                       : ts == -2 ? p->log_start
                                  : store_offset_for_time(p, ts, &found_ts);
             }
@@ -1569,7 +1591,7 @@ static int pid_load(struct broker *b)
     return 0;
 }
 
-static int64_t pid_alloc(struct broker *b)
+int64_t broker_pid_alloc(struct broker *b)
 {
     if (b->next_pid >= b->pid_limit && pid_reserve(b, b->next_pid + PID_BLOCK) != 0) {
         return -1;
@@ -1580,18 +1602,15 @@ static int64_t pid_alloc(struct broker *b)
 static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr *q)
 {
     struct kstr txn = kr_str(q);
-    (void)kr_i32(q);
+    int32_t timeout_ms = kr_i32(q);
     if (q->err) {
         return -1;
     }
+    if (txn.ptr) {
+        return txn_init_producer_id(b, r, txn, timeout_ms);
+    }
     struct kw *w = &r->w;
     kw_i32(w, 0);
-    if (txn.ptr) {
-        kw_i16(w, KERR_INVALID_REQUEST); /* transactional producers are not supported */
-        kw_i64(w, -1);
-        kw_i16(w, -1);
-        return 0;
-    }
     /* Kafka (KIP-679): IdempotentWrite on the cluster, or Write on any topic. */
     if (b->acls &&
         !acl_set_allows_any(b->acls, reply_session(r)->principal, ACL_TOPIC, ACL_WRITE) &&
@@ -1601,7 +1620,7 @@ static int handle_init_producer_id(struct broker *b, struct reply *r, struct kr 
         kw_i16(w, -1);
         return 0;
     }
-    int64_t pid = pid_alloc(b);
+    int64_t pid = broker_pid_alloc(b);
     /* Could not persist the next block of ids (a full disk): a retriable error, the producer
      * asks again. */
     kw_i16(w, pid < 0 ? KERR_COORDINATOR_NOT_AVAILABLE : 0);
@@ -1891,6 +1910,9 @@ int broker_init(struct broker *b, const struct broker_options *opt, char *err, s
         snprintf(err, err_len, "cannot persist producer ids in %s", opt->data_dir);
         return -1;
     }
+    if (!txns_new(b, err, err_len)) {
+        return -1;
+    }
     if (!opt->listen) {
         return 0; /* detached (fuzzing) */
     }
@@ -2022,6 +2044,7 @@ void broker_run(struct broker *b)
         }
         fetch_wake(b, now);
         groups_tick(b, now);
+        txns_tick(b, now);
         if (now >= b->next_retention_ms) {
             store_enforce_retention(&b->store, wall_now_ms());
             b->next_retention_ms = now + b->opt.retention_check_ms;
@@ -2076,6 +2099,7 @@ void broker_release(struct broker *b)
     reap_closed(b);
     free(b->conns);
     security_release(b);
+    txns_free(b->txns);
     groups_free(b->groups);
     store_close(&b->store);
     if (b->lfd >= 0) {

@@ -859,8 +859,23 @@ static int partition_roll(struct partition *p)
     return 0;
 }
 
+static int append_batches(struct store *s, struct partition *p, uint8_t *data, size_t len,
+                          int64_t *base_offset, long long now_ms, int is_control);
+
 int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len,
                  int64_t *base_offset, long long now_ms)
+{
+    return append_batches(s, p, data, len, base_offset, now_ms, 0);
+}
+
+int store_append_control(struct store *s, struct partition *p, uint8_t *data, size_t len,
+                         int64_t *base_offset, long long now_ms)
+{
+    return append_batches(s, p, data, len, base_offset, now_ms, 1);
+}
+
+static int append_batches(struct store *s, struct partition *p, uint8_t *data, size_t len,
+                          int64_t *base_offset, long long now_ms, int is_control)
 {
     if (len < STORE_BATCH_HEADER) {
         return KERR_CORRUPT_MESSAGE;
@@ -892,7 +907,7 @@ int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len
             return KERR_CORRUPT_MESSAGE;
         }
         int16_t attrs = (int16_t)((h[21] << 8) | h[22]);
-        if (attrs & 0x10) { /* transactional batches are not supported */
+        if (!(attrs & 0x20) != !is_control) { /* control batches come from the broker only */
             return KERR_INVALID_RECORD;
         }
         if (n_batches == 0) {
@@ -1318,4 +1333,15 @@ int store_enforce_retention(struct store *s, long long now_wall_ms)
         }
     }
     return deleted;
+}
+
+int64_t store_bytes_before(struct partition *p, int64_t offset, int64_t end)
+{
+    if (offset >= end || offset < p->log_start || offset >= p->next_offset) {
+        return 0;
+    }
+    const struct segment *g = &p->segs[seg_find(p, offset)];
+    uint64_t a = seg_locate(g, offset);
+    uint64_t z = end >= p->next_offset ? g->size : seg_locate(g, end);
+    return z > a ? (int64_t)(z - a) : 0;
 }

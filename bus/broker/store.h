@@ -136,6 +136,15 @@ int store_topic_add_partitions(struct store *s, struct topic *t, int32_t new_tot
 int store_append(struct store *s, struct partition *p, uint8_t *data, size_t len,
                  int64_t *base_offset, long long now_ms);
 
+/* store_append for a control batch (a transaction marker, txn.c): the batches must carry the
+ * control attribute, which store_append refuses from clients. */
+int store_append_control(struct store *s, struct partition *p, uint8_t *data, size_t len,
+                         int64_t *base_offset, long long now_ms);
+/* Bytes of the whole batches from the one holding offset up to (not including) the batch that
+ * holds end, within offset's segment (the rest of that segment when end lies past it); 0 when
+ * offset >= end. What a fetch bounded by end (the last stable offset) may read. */
+int64_t store_bytes_before(struct partition *p, int64_t offset, int64_t end);
+
 /* Appends to out the batches starting at the one that holds offset, whole batches, up to
  * max_bytes (at least one batch even when larger). Returns 0 or OFFSET_OUT_OF_RANGE (1). */
 int store_read(struct store *s, struct partition *p, int64_t offset, int32_t max_bytes,
