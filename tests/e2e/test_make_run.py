@@ -79,6 +79,12 @@ def test_make_run_publishes_a_login_that_kcat_reads_back():
                 blog = f.read()
             for user in ("publisher", "dispatcher", "busctl"):
                 assert f"authenticated User:{user} from" in blog, user
+            # ...and was refused nothing (its writes, groups, offsets and metadata so far).
+            with urllib.request.urlopen("http://127.0.0.1:9093/metrics", timeout=10) as r:
+                denied = [ln for ln in r.read().decode().splitlines()
+                          if ln.startswith("bus_broker_acl_denied_total") and
+                          not ln.endswith(" 0")]
+            assert not denied, denied
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
