@@ -266,6 +266,7 @@ const steps = {
     await createTopic(TOPIC, 1);
     await produce(TOPIC, [Array.from({ length: 10 }, (_, i) => ({ value: `d${i}` }))]);
     return withAdmin(async (a) => {
+      await a.fetchTopicMetadata({ topics: [TOPIC] }); // kafkajs needs the leaders known
       await a.deleteTopicRecords({ topic: TOPIC, partitions: [{ partition: 0, offset: "5" }] });
       const offs = await a.fetchTopicOffsets(TOPIC);
       assert.equal(offs[0].low, "5");
