@@ -17,6 +17,7 @@ import harness
 import product
 
 ROOT = harness.ROOT
+ASAN = False  # ACL and SASL paths run sanitized in tests/integration/test_broker_security
 
 
 def _acl():
