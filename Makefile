@@ -61,7 +61,7 @@ endef
 ALL_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb compdb chaos
+.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb compdb chaos compat
 all: deps
 	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
@@ -125,6 +125,13 @@ fuzz: build/fuzz/fuzz_jschema
 chaos: deps build
 	@CHAOS=full /usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan \
 	    --only chaos $(if $(TESTS),--filter '$(TESTS)')
+
+# make compat [TESTS=pattern]: the client compatibility suite's long form (tests/compat/ with
+# COMPAT=full: kafkajs, python3-confluent-kafka, python3-kafka and kcat against bus-broker,
+# including rebalances, SIGKILL and restart, and the expected failures; docs/broker.md).
+compat: deps build
+	@COMPAT=full /usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan \
+	    --only compat $(if $(TESTS),--filter '$(TESTS)')
 
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit

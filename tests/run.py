@@ -3,8 +3,9 @@
 
 Runs, in order: the cmocka unit test binaries (build/<variant>/tests/test_*), then every
 `test_*` function of tests/integration/test_*.py, tests/e2e/test_*.py, tests/security/test_*.py
-(attacks as regression tests, docs/security.md) and tests/chaos/test_*.py (the fault suite: a
-short form, CHAOS=full for `make chaos`'s long one), each in a fresh
+(attacks as regression tests, docs/security.md), tests/chaos/test_*.py (the fault suite: a
+short form, CHAOS=full for `make chaos`'s long one) and tests/compat/test_*.py (third-party Kafka
+clients against the broker: a short form, COMPAT=full for `make compat`), each in a fresh
 harness context whose processes and files are cleaned up even when the test fails. A module
 that sets BROKERS = ["mock", "embedded"] runs each of its tests once per broker (differential
 testing of our Kafka implementation against librdkafka's mock cluster).
@@ -97,7 +98,7 @@ def load_module(path):
 
 
 def run_python(flt, label, only):
-    for group in ("integration", "e2e", "security", "chaos"):
+    for group in ("integration", "e2e", "security", "chaos", "compat"):
         if only and only != group:
             continue
         gdir = os.path.join(ROOT, "tests", group)
@@ -172,7 +173,7 @@ def main():
     ap.add_argument("--asan-build", default="build/asan")
     ap.add_argument("--filter", default=None)
     ap.add_argument("--no-asan", action="store_true")
-    ap.add_argument("--only", choices=["unit", "integration", "e2e", "security", "chaos"],
+    ap.add_argument("--only", choices=["unit", "integration", "e2e", "security", "chaos", "compat"],
                     default=None)
     args = ap.parse_args()
     os.chdir(ROOT)

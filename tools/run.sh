@@ -196,9 +196,48 @@ if [ -z "${DATABASE_URL:-}" ]; then
   fi
 fi
 
+# The embedded broker requires SASL/SCRAM and applies the product's ACLs (config/broker/acl.json,
+# docs/broker.md "The product's principals"): the publisher, the dispatcher and busctl (the admin)
+# each connect as their own principal through their kafka.* settings. Passwords are made once
+# per RUN_VAR under broker-sasl/ (0600); kcat.conf and busctl.env there are for your own kcat
+# and busctl.
+SASL_DIR=$VAR/broker-sasl
+broker_principals() {
+  local u first=1
+  (umask 077 && mkdir -p "$SASL_DIR")
+  for u in publisher dispatcher busctl; do
+    if [ ! -s "$SASL_DIR/$u.password" ]; then
+      (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$SASL_DIR/$u.password")
+    fi
+  done
+  {
+    echo '{"users": {'
+    for u in publisher dispatcher busctl; do
+      [ $first = 1 ] || echo ','
+      first=0
+      bin/bus-broker --scram-user "$u" <"$SASL_DIR/$u.password" | sed '1d;$d' || return 1
+    done
+    echo '}}'
+  } >"$SASL_DIR/users.json.tmp" && mv "$SASL_DIR/users.json.tmp" "$SASL_DIR/users.json" || return 1
+  export BROKER_SASL_USERS_FILE=$SASL_DIR/users.json BROKER_SASL_REQUIRED=true
+  export BROKER_ACL_FILE=$ROOT/config/broker/acl.json
+  kafka_principal PUBLISHER publisher
+  kafka_principal DISPATCHER dispatcher
+  kafka_principal BUSCTL busctl
+  (umask 077 && printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=SCRAM-SHA-512\nsasl.username=busctl\nsasl.password=%s\n' \
+    "$(cat "$SASL_DIR/busctl.password")" >"$SASL_DIR/kcat.conf")
+  (umask 077 && env | grep '^BUSCTL_KAFKA_' | sed 's/^/export /' >"$SASL_DIR/busctl.env")
+}
+# kafka_principal PREFIX USER: PREFIX_KAFKA_* (the kafka.* pass-through) for SCRAM as USER.
+kafka_principal() {
+  export "$1_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT" "$1_KAFKA_SASL_MECHANISMS=SCRAM-SHA-512" \
+    "$1_KAFKA_SASL_USERNAME=$2" "$1_KAFKA_SASL_PASSWORD=$(cat "$SASL_DIR/$2.password")"
+}
+
 # 2. Broker
 if [ -z "${BUS_BOOTSTRAP:-}" ]; then
   if [ -x bin/bus-broker ]; then
+    broker_principals || { say "could not make the broker's SASL users in $SASL_DIR"; exit 1; }
     start bus-broker bin/bus-broker && wait_port bus-broker 9092
     export BUS_BOOTSTRAP=127.0.0.1:9092
   else
@@ -265,6 +304,9 @@ cat <<EOF
   Bus routes (admin token): curl -s -H 'Authorization: Bearer dev-admin-token' http://127.0.0.1:8081/v1/routes
   Metrics of any process: http://127.0.0.1:<port>/metrics
   An event's journey: bin/busctl trace EVENT_ID   (every delivery: LOG_LEVEL=debug make run)
+  The broker requires SASL (each process has its own principal, config/broker/acl.json); as
+  the admin: kcat -F $SASL_DIR/kcat.conf -b 127.0.0.1:9092 -L
+             . $SASL_DIR/busctl.env   (then bin/busctl trace, dlq, apply)
   Emails: var/outbox/   in-game messages and kicks (gamesim's admin token):
     curl -s -H 'Authorization: Bearer dev-only-gamesim-admin-token' http://127.0.0.1:8109/v1/received
 

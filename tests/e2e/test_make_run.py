@@ -1,7 +1,8 @@
 """`make run` as a newcomer uses it (tools/run.sh, what `make run` starts after the set-up and
 the build): the whole product comes up on its documented ports, a login POSTed with the
-development token is answered 202, kcat reads the record back with its id and trace headers,
-and SIGTERM stops everything. State goes to a temporary RUN_VAR, not the developer's var/."""
+development token is answered 202, kcat reads the record back with its id and trace headers
+(as the broker's admin principal: the broker requires SASL, and each process connects as its
+own), and SIGTERM stops everything. State goes to a temporary RUN_VAR, not the developer's var/."""
 import json
 import os
 import signal
@@ -58,14 +59,32 @@ def test_make_run_publishes_a_login_that_kcat_reads_back():
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert r.status == 202
                 answer = json.loads(r.read())
-            out = harness.kcat(["-C", "-b", "127.0.0.1:9092", "-t", "login", "-p",
-                                str(answer["partition"]), "-o", str(answer["offset"]), "-c", "1",
-                                "-e", "-q", "-f", "%h\\n%s"]).decode()
+            # The broker requires SASL: kcat reads as the admin principal (the file the
+            # banner names), and is refused without it.
+            kcat_conf = os.path.join(var, "broker-sasl", "kcat.conf")
+            assert f"kcat -F {kcat_conf}" in "".join(lines)
+            out = harness.kcat(["-F", kcat_conf, "-C", "-b", "127.0.0.1:9092", "-t", "login",
+                                "-p", str(answer["partition"]), "-o", str(answer["offset"]),
+                                "-c", "1", "-e", "-q", "-f", "%h\\n%s"]).decode()
             headers, value = out.split("\n", 1)
             h = dict(kv.split("=", 1) for kv in headers.split(","))
             assert h["ce-id"] == answer["id"], h
             assert h["traceparent"].startswith(f"00-{trace}-"), h
             assert json.loads(value)["account_id"] == "newcomer"
+            anon = subprocess.run(["kcat", "-b", "127.0.0.1:9092", "-L", "-m", "2"],
+                                  capture_output=True, timeout=30)
+            assert anon.returncode != 0, anon.stdout
+            # Each process connected as its own principal (config/broker/acl.json).
+            with open(os.path.join(var, "log", "bus-broker.log")) as f:
+                blog = f.read()
+            for user in ("publisher", "dispatcher", "busctl"):
+                assert f"authenticated User:{user} from" in blog, user
+            # ...and was refused nothing (its writes, groups, offsets and metadata so far).
+            with urllib.request.urlopen("http://127.0.0.1:9093/metrics", timeout=10) as r:
+                denied = [ln for ln in r.read().decode().splitlines()
+                          if ln.startswith("bus_broker_acl_denied_total") and
+                          not ln.endswith(" 0")]
+            assert not denied, denied
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

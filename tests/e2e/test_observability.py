@@ -203,7 +203,7 @@ def busctl_trace(p, event_id, *extra):
     logs = os.path.dirname(p.ctx.procs[0].log_path)
     r = subprocess.run([harness.bin_path("busctl"), "trace", event_id, "--logs", logs] +
                        list(extra), capture_output=True, text=True, cwd=ROOT,
-                       env=dict(os.environ, BUS_BOOTSTRAP=p.broker.bootstrap),
+                       env=dict(os.environ, **p.busctl_env()),
                        timeout=60 * harness.timeout_mult())
     return r
 

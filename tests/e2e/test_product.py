@@ -47,10 +47,14 @@ def the_product():
 
 
 def teardown_module():
-    ctx = _P.get("ctx")
+    ctx, p = _P.get("ctx"), _P.get("p")
     _P.clear()
-    if ctx is not None:
-        ctx.cleanup()
+    try:
+        if p is not None:  # after every route ran: no request of theirs denied by the ACLs
+            p.check_principals()
+    finally:
+        if ctx is not None:
+            ctx.cleanup()
 
 
 def with_product(fn):

@@ -227,6 +227,7 @@ class Context:
         self.tmp = tempfile.mkdtemp(prefix="bustest-")
         self.procs = []
         self.servers = []
+        self.kcat_sasl = []  # bootstraps of SASL brokers harness.kcat knows credentials for
         self._broker = None
 
     def path(self, *parts):
@@ -331,6 +332,8 @@ class Context:
         for s in self.servers:
             s.shutdown()
             s.server_close()
+        for bootstrap in self.kcat_sasl:  # the port may serve another broker next
+            _KCAT_SASL.pop(bootstrap, None)
         if _STATE["asan"]:
             for p in self.procs:
                 log = p.log()
@@ -379,13 +382,45 @@ def _serve(handler_fn):
 
 
 class Broker:
-    def __init__(self, kind, bootstrap, proc):
+    def __init__(self, kind, bootstrap, proc, users=None, admin=None):
         self.kind, self.bootstrap, self.proc = kind, bootstrap, proc
+        self.users = users or {}  # SASL user -> password (start_broker's sasl_users)
+        self.admin = admin        # the user whose credentials harness.kcat adds (a super user)
+        self.metrics_url = None   # the embedded broker's GET /metrics
+
+    def kafka_conf(self, user):
+        """librdkafka's SASL settings for user ({} when the broker has no SASL users)."""
+        if not self.users:
+            return {}
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": user, "sasl.password": self.users[user]}
+
+    def kafka_env(self, prefix, user):
+        """The same as a process's PREFIX_KAFKA_* environment (its kafka.* pass-through)."""
+        return {prefix + "_KAFKA_" + k.upper().replace(".", "_"): v
+                for k, v in self.kafka_conf(user).items()}
 
 
-def start_broker(context, kind, topics=None):
+# bootstrap -> kcat's -X arguments of that broker's admin user (harness.kcat adds them).
+_KCAT_SASL = {}
+
+
+def scram_users_file(context, users, iterations=4096):
+    """A sasl.users_file for {user: password}, made by `bus-broker --scram-user` (documented)."""
+    entries = {}
+    for name, pw in users.items():
+        p = subprocess.run([bin_path("bus-broker"), "--scram-user", name, str(iterations)],
+                           input=(pw + "\n").encode(), capture_output=True, timeout=30)
+        assert p.returncode == 0, p.stderr.decode()
+        entries.update(json.loads(p.stdout))
+    return context.write_json("broker-users.json", {"users": entries})
+
+
+def start_broker(context, kind, topics=None, sasl_users=None, acl_file=None, admin=None):
     """mock: bin/bus-mock hosting librdkafka's mock cluster; embedded: bin/bus-broker with its
-    data in the test's temp dir. topics: optional {name: partitions} to create up front."""
+    data in the test's temp dir. topics: optional {name: partitions} to create up front.
+    sasl_users ({user: password}, embedded only): SASL/SCRAM required, with acl_file's rules;
+    admin: the user harness.kcat then authenticates as on this broker (a super user)."""
     if kind == "mock":
         bfile = context.path("mock.bootstrap")
         targs = []
@@ -396,14 +431,25 @@ def start_broker(context, kind, topics=None):
                  what="mock broker bootstrap file")
         return Broker(kind, open(bfile).read().strip(), proc)
     if kind == "embedded":
-        port = free_port()
+        port, http_port = free_port(), free_port()
         cfg = {"listen": f"127.0.0.1:{port}", "data_dir": context.path("broker-data", "x")[:-2],
-               "http.listen": f"127.0.0.1:{free_port()}"}
+               "http.listen": f"127.0.0.1:{http_port}"}
         if topics:
             cfg["topics"] = ",".join(f"{name}:{parts}" for name, parts in topics.items())
+        if sasl_users:
+            cfg.update({"sasl.users_file": scram_users_file(context, sasl_users),
+                        "sasl.required": True})
+        if acl_file:
+            cfg["acl.file"] = acl_file
         proc = context.start("bus-broker", config=cfg, http=False)
         wait_for(lambda: tcp_open(port) or (_raise_exit(proc)), 10, what="broker port")
-        return Broker(kind, f"127.0.0.1:{port}", proc)
+        broker = Broker(kind, f"127.0.0.1:{port}", proc, sasl_users, admin)
+        broker.metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+        if admin:
+            _KCAT_SASL[broker.bootstrap] = [a for k, v in broker.kafka_conf(admin).items()
+                                            for a in ("-X", f"{k}={v}")]
+            context.kcat_sasl.append(broker.bootstrap)
+        return broker
     raise ValueError(kind)
 
 
@@ -423,9 +469,14 @@ def tcp_open(port):
 
 
 def kcat(args, input_bytes=None, timeout=20.0):
-    """Runs kcat with args; returns stdout bytes. Raises on a non-zero exit."""
+    """Runs kcat with args; returns stdout bytes. Raises on a non-zero exit. On a broker started
+    with an admin user (start_broker), kcat authenticates as that user unless args already
+    carry SASL settings."""
     if not shutil.which("kcat"):
         raise Skip("kcat not installed")
+    args = list(args)
+    if "-b" in args and not any(str(a).startswith("sasl.") for a in args):
+        args += _KCAT_SASL.get(args[args.index("-b") + 1], [])
     p = subprocess.run(["kcat"] + list(args), input=input_bytes, capture_output=True,
                        timeout=timeout * _STATE["mult"])
     if p.returncode != 0:

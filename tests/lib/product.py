@@ -14,6 +14,11 @@ with the repository's real bus configuration (config/bus/*.json), of which only 
 rewritten from the fixed development ports to the processes' free ports (and, optionally, the
 retry back-off shortened so tests of outages do not wait 30 s between attempts). Every service
 shares one PostgreSQL database (pg.fresh_db()), each in its own schema, as in `make run`.
+
+The broker requires SASL/SCRAM and applies the product's ACLs (config/broker/acl.json), as
+`make run` does: the publisher and the dispatcher connect as their own principals through their
+kafka.* settings (PRINCIPALS), and only get what those rules grant. The tests' own kcat calls
+(harness.kcat) and busctl (p.busctl_env()) authenticate as busctl, the admin principal.
 """
 import glob
 import json
@@ -36,6 +41,11 @@ DEV_PORTS = {8101: "ipcheck", 8102: "history", 8103: "guard", 8104: "notify", 81
              8109: "gamesim"}
 SERVICES = ["gamesim", "ipcheck", "history", "guard", "notify", "campaign"]
 BUS = ["bus-publisher", "bus-dispatcher"]
+# The processes that connect to the broker: their SASL principal and environment prefix.
+PRINCIPALS = {"bus-publisher": ("publisher", "PUBLISHER"),
+              "bus-dispatcher": ("dispatcher", "DISPATCHER")}
+ADMIN = "busctl"
+ACL_FILE = os.path.join(ROOT, "config", "broker", "acl.json")
 
 
 def require_binaries():
@@ -94,7 +104,10 @@ class Product:
         self._env = {}
         self.outbox = ctx.path("outbox", "x")[:-2]
         os.makedirs(self.outbox, exist_ok=True)
-        self.broker = harness.start_broker(ctx, "embedded", topics=bus_topics())
+        users = {u: "pw-" + uuid.uuid4().hex for u, _ in PRINCIPALS.values()}
+        users[ADMIN] = "pw-" + uuid.uuid4().hex
+        self.broker = harness.start_broker(ctx, "embedded", topics=bus_topics(), sasl_users=users,
+                                           acl_file=ACL_FILE, admin=ADMIN)
         self.signing_secret = os.environ.get("BUS_SIGNING_SECRET") or "e2e-signing-secret"
         base_env = {"AUTH_SECRET": AUTH_SECRET, "BUS_SIGNING_SECRET": self.signing_secret,
                     "BUS_BOOTSTRAP": self.broker.bootstrap, "DATABASE_URL": db_url}
@@ -131,8 +144,11 @@ class Product:
                                            shutdown_timeout_ms=5000)
         for name in BUS:
             self._cfg[name].update((service_config or {}).get(name, {}))
+            user, prefix = PRINCIPALS[name]
             self._env[name] = dict(base_env, PUBLISHER_BOOTSTRAP=self.broker.bootstrap,
-                                   DISPATCHER_BOOTSTRAP=self.broker.bootstrap)
+                                   DISPATCHER_BOOTSTRAP=self.broker.bootstrap,
+                                   **self.broker.kafka_env(prefix, user))
+            self._env[name].update(bus_env or {})
         # Services first, so the dispatcher finds its endpoints (as tools/run.sh does).
         for name in SERVICES + BUS:
             self.start(name)
@@ -150,6 +166,11 @@ class Product:
         else:
             p.stop()
         return self.start(name)
+
+    def busctl_env(self):
+        """Environment for bin/busctl on this product's broker, as the admin principal."""
+        return dict(BUS_BOOTSTRAP=self.broker.bootstrap,
+                    **self.broker.kafka_env("BUSCTL", ADMIN))
 
     @property
     def publisher(self):
@@ -227,6 +248,18 @@ class Product:
 
     def log_tail(self):
         return self.ctx.log_tail()
+
+    def check_principals(self):
+        """Each process that uses the broker authenticated as its own principal, and the broker
+        denied none of their requests (config/broker/acl.json grants all they need)."""
+        log = self.broker.proc.log()
+        for user, _ in PRINCIPALS.values():
+            assert f"authenticated User:{user} from" in log, f"{user} never authenticated"
+        st, text, _ = harness.http("GET", self.broker.metrics_url)
+        assert st == 200, text
+        denied = [ln for ln in text.splitlines()
+                  if ln.startswith("bus_broker_acl_denied_total") and not ln.endswith(" 0")]
+        assert not denied, f"the broker denied the product's processes: {denied}"
 
 
 def start(ctx, db_url=None, campaign_accounts=(), retry_max_ms=None, service_config=None,
