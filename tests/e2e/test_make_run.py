@@ -14,6 +14,8 @@ import urllib.request
 import harness
 
 ASAN = False
+# The product's fixed ports: never beside the other module that binds them (tests/run.py).
+SERIAL_GROUP = "make-run-ports"
 ROOT = harness.ROOT
 # INTERFACES.md: publisher, dispatcher, services, game server stub, broker, PostgreSQL of make run.
 PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8109, 9092, 55432]

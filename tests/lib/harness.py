@@ -67,8 +67,16 @@ def _ephemeral_low():
 
 
 # Ports handed out by free_port(), so that one run never hands out a port twice.
-_PORTS = {"given": set(), "next": None}
+_PORTS = {"given": set(), "next": None, "slice": (0, 1)}
 _PORT_LOW = 10000
+
+
+def set_port_slice(index, count):
+    """Confines free_port() to the index-th of count equal slices of its range: tests/run.py
+    gives each of its parallel workers its own slice, so that two workers never hand out the same
+    port (each one checks a port free by binding it, but the process that will listen on it binds
+    it later: without slices another worker could pick it in between)."""
+    _PORTS.update(slice=(index, count), next=None)
 
 
 def free_port():
@@ -78,17 +86,20 @@ def free_port():
     connect() never hand those out, so nothing (a mock broker, a test endpoint on port 0, an
     outgoing connection) can take the port between now and the moment the process binds it.
     Never the same port twice in one run; checked free by binding it; the walk starts at a
-    place drawn from the pid so that two runs on one machine keep apart."""
+    place drawn from the pid so that two runs on one machine keep apart; parallel workers of
+    one run each walk their own slice of the range (set_port_slice)."""
     high = _ephemeral_low()
     if high - _PORT_LOW < 1000:  # an unusual range: fall back on the kernel's choice
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
-    span = high - _PORT_LOW
+    index, count = _PORTS["slice"]
+    span = (high - _PORT_LOW) // count
+    low = _PORT_LOW + index * span
     if _PORTS["next"] is None:
         _PORTS["next"] = (os.getpid() * 7919) % span
     for _ in range(span):
-        port = _PORT_LOW + _PORTS["next"] % span
+        port = low + _PORTS["next"] % span
         _PORTS["next"] += 1
         if port in _PORTS["given"]:
             continue
@@ -100,6 +111,22 @@ def free_port():
         _PORTS["given"].add(port)
         return port
     raise RuntimeError("no free port left below the ephemeral range")
+
+
+def one_broker(fn):
+    """Marks a test of a module with BROKERS = ["mock", "embedded"] as broker-independent (a
+    browser test, a docs check, an HTTP-server behaviour): it runs once, with the embedded
+    broker, instead of once per broker."""
+    fn.brokers = ["embedded"]
+    return fn
+
+
+def release_only(fn):
+    """Marks a test that the ASan pass skips (as a module's ASAN = False does for all its
+    tests): one whose C paths other tests already drive under the sanitizers (a browser or
+    load test), or that runs no product binary. docs/testing.md lists what runs sanitized."""
+    fn.asan = False
+    return fn
 
 
 def wait_for(cond, timeout=10.0, what="condition", interval=0.02):
