@@ -21,6 +21,7 @@ import uuid
 
 import harness
 import product
+from product import token
 
 ROOT = harness.ROOT
 LOG_SCHEMA = os.path.join(ROOT, "config", "schema", "log.schema.json")
@@ -79,13 +80,6 @@ def teardown_module():
     _P.clear()
     if ctx is not None:
         ctx.cleanup()
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
 
 
 def traced_lines(p):

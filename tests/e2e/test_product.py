@@ -14,14 +14,14 @@ have arrived before it."""
 import functools
 import glob
 import json
-import os
 import re
-import subprocess
 import uuid
 
 import guard_api
 import harness
 import product
+from product import token
+from tokens import auth
 
 KR_IP = "211.234.10.20"   # loginsim's sample range for KR (the home country)
 US_IP = "8.8.8.8"
@@ -63,17 +63,6 @@ def with_product(fn):
         except AssertionError as e:
             raise AssertionError(f"{e}\n{p.log_tail()}") from e
     return run
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def auth(tok):
-    return {"Authorization": "Bearer " + tok}
 
 
 def account(tag):
@@ -298,6 +287,20 @@ def test_support_unlocks_with_reason_and_audit_row(p):
     assert len(entries) == 1, entries
     assert entries[0]["staff"] == "sam" and entries[0]["reason"] == reason, entries
     assert entries[0]["account_id"] == acct, entries
+
+
+@with_product
+def test_login_reaches_history_with_country(p):
+    # The login flow (publisher -> broker -> dispatcher -> ipcheck, streaming login ->
+    # login.checked -> dispatcher -> history): each login published over HTTP shows up in the
+    # player's history with the country of its address, a private address as ZZ.
+    acct = account("flow")
+    ids = {ip: publish(p, acct, ip) for ip in ("8.8.8.8", "8.8.4.4", "10.1.2.3")}
+    rows = history_rows(p, acct, len(ids))
+    assert {ip: rows[i]["ip"] for ip, i in ids.items()} == {ip: ip for ip in ids}, rows
+    assert rows[ids["8.8.8.8"]]["country"] == "US", rows
+    assert rows[ids["8.8.4.4"]]["country"] == "US", rows
+    assert rows[ids["10.1.2.3"]]["country"] == "ZZ", rows  # private address
 
 
 @with_product

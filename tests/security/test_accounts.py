@@ -11,12 +11,13 @@ import hmac
 import os
 import re
 import shutil
-import subprocess
 import uuid
 
 import harness
 import pg
 import product
+from product import token
+from tokens import auth
 
 US_IP = "8.8.8.8"
 KR_IP = "211.234.10.20"
@@ -55,17 +56,6 @@ def with_product(fn):
         except AssertionError as e:
             raise AssertionError(f"{e}\n{p.log_tail()}") from e
     return run
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def auth(tok):
-    return {"Authorization": "Bearer " + tok}
 
 
 def account(tag):

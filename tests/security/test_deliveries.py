@@ -9,11 +9,11 @@ new ce-id was processed again.
 import datetime
 import json
 import os
-import subprocess
 import time
 import uuid
 
 import harness
+import tokens
 import pg
 import product
 
@@ -69,10 +69,8 @@ def _history(ctx):
 
 
 def _logins(svc, account):
-    tok = subprocess.run([harness.bin_path("mktoken"), "staff", "sec"], capture_output=True,
-                         text=True, env={"AUTH_SECRET": AUTH}, timeout=10).stdout.strip()
     st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/logins",
-                               headers={"Authorization": "Bearer " + tok})
+                               headers=tokens.auth(tokens.token("staff", "sec", AUTH)))
     assert st == 200, (st, body)
     return body["logins"]
 
