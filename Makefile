@@ -67,7 +67,7 @@ ALL_BINS :=
 BENCH_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench bench-build fmt fmt-check clean docs-config fuzz install deb compdb chaos
+.PHONY: all build asan deps test unit run bench bench-build fmt fmt-check clean docs-config fuzz install deb compdb chaos compat
 all: deps
 	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
@@ -144,9 +144,16 @@ $(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULES,$(t))))
 # make chaos [TESTS=pattern]: the full fault suite (tests/chaos/ with CHAOS=full: every process
 # killed and stopped, PostgreSQL killed and stopped, an endpoint down for two minutes, the
 # broker's disk filled); `make test` runs its short form. Some faults need root (a tmpfs).
-chaos: deps build
+# One fault at a time (JOBS=1 unless given): the long faults measure recovery times.
+chaos: deps build bench-build
 	@CHAOS=full /usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan \
-	    --only chaos $(if $(TESTS),--filter '$(TESTS)')
+	    --only chaos --jobs $(or $(JOBS),1) $(if $(TESTS),--filter '$(TESTS)')
+
+# make compat [TESTS=pattern]: the long form of the compatibility suite (tests/compat/ with
+# COMPAT=full); `make test` runs its short form.
+compat: deps build bench-build
+	@COMPAT=full /usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan \
+	    --only compat --jobs $(or $(JOBS),1) $(if $(TESTS),--filter '$(TESTS)')
 
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit

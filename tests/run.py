@@ -3,8 +3,9 @@
 
 Runs, in order: the cmocka unit test binaries (build/<variant>/tests/test_*), then every
 `test_*` function of tests/integration/test_*.py, tests/e2e/test_*.py, tests/security/test_*.py
-(attacks as regression tests, docs/security.md) and tests/chaos/test_*.py (the fault suite: a
-short form, CHAOS=full for `make chaos`'s long one), each in a fresh
+(attacks as regression tests, docs/security.md), tests/chaos/test_*.py (the fault suite: a
+short form, CHAOS=full for `make chaos`'s long one) and tests/compat/test_*.py (compatibility:
+a short form, COMPAT=full for `make compat`'s long one), each in a fresh
 harness context whose processes and files are cleaned up even when the test fails. A module
 that sets BROKERS = ["mock", "embedded"] runs each of its tests once per broker (differential
 testing of our Kafka implementation against librdkafka's mock cluster), except the tests marked
@@ -41,7 +42,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 
 import harness  # noqa: E402
 
-GROUPS = ("integration", "e2e", "security", "chaos")
+GROUPS = ("integration", "e2e", "security", "chaos", "compat")
 TIMES_FILE = os.path.join(ROOT, "build", "test-times.json")
 RESULTS = {"passed": 0, "failed": 0, "skipped": 0}
 FAILURES = []
