@@ -79,8 +79,8 @@ def set_port_slice(index, count):
     _PORTS.update(slice=(index, count), next=None)
 
 
-def free_port():
-    """A free port for a process the test starts later.
+def free_port(exclude=()):
+    """A free port for a process the test starts later (never one of exclude).
 
     Taken below the kernel's ephemeral range (net.ipv4.ip_local_port_range): bind(0) and
     connect() never hand those out, so nothing (a mock broker, a test endpoint on port 0, an
@@ -101,7 +101,7 @@ def free_port():
     for _ in range(span):
         port = low + _PORTS["next"] % span
         _PORTS["next"] += 1
-        if port in _PORTS["given"]:
+        if port in _PORTS["given"] or port in exclude:
             continue
         with socket.socket() as s:
             try:
