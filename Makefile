@@ -104,7 +104,7 @@ deps:
 	@tools/deps.sh
 
 # make test [TESTS=pattern] [ASAN=0] [JOBS=n]: every test, then once more under ASan+UBSan
-# (docs/testing.md), in JOBS parallel workers (default: cores + 1). Prints the time of each phase.
+# (docs/testing.md), in JOBS parallel workers (default: twice the cores). Prints the time of each phase.
 test: deps
 	@t0=$$(date +%s); \
 	$(MAKE) -j2 --no-print-directory build bench-build || exit 1; \

@@ -15,11 +15,12 @@ Then, unless --no-asan, the same again with the ASan+UBSan binaries (time-outs s
 the tests marked release-only (module ASAN = False, @harness.release_only): docs/testing.md says
 which and why.
 
-Tests run in --jobs worker processes (default: cores + 1; TEST_JOBS in the environment), each
-with its own slice of the harness's port range and its own PostgreSQL cluster. The unit of work
-is one test, or a whole module when it shares processes between its tests (teardown_module), or
-every module with the same SERIAL_GROUP (tests binding the product's fixed ports). The slowest
-units start first, from the durations of the previous run (build/test-times.json).
+Tests run in --jobs worker processes (default: twice the cores, as most of a test's time is
+spent waiting; TEST_JOBS in the environment), each with its own slice of the harness's port
+range and its own PostgreSQL cluster. The unit of work is one test, or a whole module when it
+shares processes between its tests (teardown_module), or every module with the same
+SERIAL_GROUP (tests binding the product's fixed ports). The slowest units start first, from the
+durations of the previous run (build/test-times.json).
 
 The last lines are the time of each pass, then `N passed, N failed` (with `, N skipped` when
 some were skipped). Select tests with --filter REGEX (make test TESTS=regex), matched against
@@ -285,7 +286,7 @@ def main():
     ap.add_argument("--no-asan", action="store_true")
     ap.add_argument("--only", choices=["unit"] + list(GROUPS), default=None)
     ap.add_argument("--jobs", type=int,
-                    default=int(os.environ.get("TEST_JOBS") or (os.cpu_count() or 1) + 1))
+                    default=int(os.environ.get("TEST_JOBS") or 2 * (os.cpu_count() or 1)))
     args = ap.parse_args()
     os.chdir(ROOT)
     # The repo's bus config signs every route with ${BUS_SIGNING_SECRET}: tests run with a
