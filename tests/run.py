@@ -246,15 +246,9 @@ def run_unit_of_work(task):
     return unit["key"], time.monotonic() - t0, records
 
 
-_WORKER_INDEX = None
-
-
-def worker_init(counter, jobs):
-    global _WORKER_INDEX
-    with counter.get_lock():
-        _WORKER_INDEX = counter.value
-        counter.value += 1
-    harness.set_port_slice(_WORKER_INDEX % jobs, jobs)
+def worker_init():
+    # Ports: blocks of its own (a worker never shares the parent's, should it hold any).
+    harness.forget_ports()
     # The worker's shared resources (its PostgreSQL cluster) are stopped when it exits.
     multiprocessing.util.Finalize(None, harness.shutdown_shared, exitpriority=10)
 
@@ -306,7 +300,7 @@ def main():
     phases = []
     t_start = time.monotonic()
     mp = multiprocessing.get_context("fork")
-    pool = mp.Pool(jobs, initializer=worker_init, initargs=(mp.Value("i", 0), jobs))
+    pool = mp.Pool(jobs, initializer=worker_init)
     try:
         for label, bindir, mult, units in work:
             t0 = time.monotonic()

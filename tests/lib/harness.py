@@ -66,17 +66,61 @@ def _ephemeral_low():
         return 32768
 
 
-# Ports handed out by free_port(), so that one run never hands out a port twice.
-_PORTS = {"given": set(), "next": None, "slice": (0, 1)}
+# Ports handed out by free_port(), so that one run never hands out a port twice, and the blocks
+# of ports this process holds (below).
+_PORTS = {"given": set(), "blocks": [], "tried": set(), "next": 0}
 _PORT_LOW = 10000
+_BLOCK = 100
+_HELD_BLOCKS = 2
+PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "bustest-ports")
 
 
-def set_port_slice(index, count):
-    """Confines free_port() to the index-th of count equal slices of its range: tests/run.py
-    gives each of its parallel workers its own slice, so that two workers never hand out the same
-    port (each one checks a port free by binding it, but the process that will listen on it binds
-    it later: without slices another worker could pick it in between)."""
-    _PORTS.update(slice=(index, count), next=None)
+def _claim_block(nblocks):
+    """Claims a block of _BLOCK ports that no other process using this harness holds (a test
+    run, each of tests/run.py's parallel workers, a bench): an exclusive flock on
+    PORT_LOCK_DIR/<first port>, released when the process exits or has moved two blocks on. A
+    port handed out is bound by its process soon after; by the time a block is released, its
+    ports are either bound (the check by binding skips them) or no longer needed."""
+    import fcntl
+    try:
+        os.makedirs(PORT_LOCK_DIR, exist_ok=True)
+        os.chmod(PORT_LOCK_DIR, 0o1777)
+    except OSError:
+        pass
+    first = (os.getpid() * 7919) % nblocks
+    for i in range(nblocks):
+        b = (first + i) % nblocks
+        if b in _PORTS["tried"]:
+            continue
+        try:
+            fd = os.open(os.path.join(PORT_LOCK_DIR, str(_PORT_LOW + b * _BLOCK)),
+                         os.O_CREAT | os.O_RDWR, 0o666)
+        except OSError:
+            fd = None  # no lock dir: the check by binding alone, as before
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+        _PORTS["tried"].add(b)
+        _PORTS["blocks"].append((b, fd))
+        while len(_PORTS["blocks"]) > _HELD_BLOCKS:
+            _, old = _PORTS["blocks"].pop(0)
+            if old is not None:
+                os.close(old)
+        _PORTS["next"] = 0
+        return b
+    return None
+
+
+def forget_ports():
+    """In a forked child (a worker of tests/run.py): drops the parent's blocks and ports, so
+    that the child claims blocks of its own."""
+    for _, fd in _PORTS["blocks"]:
+        if fd is not None:
+            os.close(fd)
+    _PORTS.update(given=set(), blocks=[], tried=set(), next=0)
 
 
 def free_port(exclude=()):
@@ -85,31 +129,34 @@ def free_port(exclude=()):
     Taken below the kernel's ephemeral range (net.ipv4.ip_local_port_range): bind(0) and
     connect() never hand those out, so nothing (a mock broker, a test endpoint on port 0, an
     outgoing connection) can take the port between now and the moment the process binds it.
-    Never the same port twice in one run; checked free by binding it; the walk starts at a
-    place drawn from the pid so that two runs on one machine keep apart; parallel workers of
-    one run each walk their own slice of the range (set_port_slice)."""
+    Never the same port twice in one run; checked free by binding it; and taken from a block of
+    ports this process holds (_claim_block), so that two runs, two parallel workers of one run or
+    a bench on the same machine never pick the same port in the time between the check and the
+    process's own bind."""
     high = _ephemeral_low()
     if high - _PORT_LOW < 1000:  # an unusual range: fall back on the kernel's choice
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
-    index, count = _PORTS["slice"]
-    span = (high - _PORT_LOW) // count
-    low = _PORT_LOW + index * span
-    if _PORTS["next"] is None:
-        _PORTS["next"] = (os.getpid() * 7919) % span
-    for _ in range(span):
-        port = low + _PORTS["next"] % span
-        _PORTS["next"] += 1
-        if port in _PORTS["given"] or port in exclude:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    nblocks = (high - _PORT_LOW) // _BLOCK
+    for _ in range(2):
+        while True:
+            if not _PORTS["blocks"] or _PORTS["next"] >= _BLOCK:
+                if _claim_block(nblocks) is None:
+                    break
+            block = _PORTS["blocks"][-1][0]
+            port = _PORT_LOW + block * _BLOCK + _PORTS["next"]
+            _PORTS["next"] += 1
+            if port in _PORTS["given"] or port in exclude:
                 continue
-        _PORTS["given"].add(port)
-        return port
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _PORTS["given"].add(port)
+            return port
+        _PORTS["tried"] = {b for b, _ in _PORTS["blocks"]}  # every block tried: once more
     raise RuntimeError("no free port left below the ephemeral range")
 
 
