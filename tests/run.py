@@ -16,11 +16,11 @@ the tests marked release-only (module ASAN = False, @harness.release_only): docs
 which and why.
 
 Tests run in --jobs worker processes (default: twice the cores, as most of a test's time is
-spent waiting; TEST_JOBS in the environment), each with its own slice of the harness's port
-range and its own PostgreSQL cluster. The unit of work is one test, or a whole module when it
-shares processes between its tests (teardown_module), or every module with the same
-SERIAL_GROUP (tests binding the product's fixed ports). The slowest units start first, from the
-durations of the previous run (build/test-times.json).
+spent waiting; TEST_JOBS in the environment), each with its own blocks of the harness's ports
+(harness.free_port) and its own PostgreSQL cluster. The unit of work is one test, or a whole
+module when it shares processes between its tests (teardown_module), or every module with the
+same SERIAL_GROUP (tests binding the product's fixed ports). The slowest units start first, from
+the durations of the previous run (build/test-times.json).
 
 The last lines are the time of each pass, then `N passed, N failed` (with `, N skipped` when
 some were skipped). Select tests with --filter REGEX (make test TESTS=regex), matched against
