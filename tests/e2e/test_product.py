@@ -11,7 +11,6 @@ uses accounts of its own, so the tests are independent of each other's order.
 the same account that does trigger its policy. Every route of the product orders by account
 (ordering "key"), so when the sentinel's effect has arrived, any effect of the earlier login would
 have arrived before it."""
-import functools
 import glob
 import json
 import re
@@ -28,41 +27,12 @@ US_IP = "8.8.8.8"
 JP_IP = "126.0.0.77"
 RUN = uuid.uuid4().hex[:6]
 CAMPAIGN_ACCOUNT = f"camp-{RUN}"
-_P = {}
-
-
-def the_product():
-    if "error" in _P:
-        raise _P["error"]
-    if "p" not in _P:
-        ctx = harness.Context("e2e/test_product:module")
-        _P["ctx"] = ctx
-        try:
-            _P["p"] = product.start(ctx, campaign_accounts=[CAMPAIGN_ACCOUNT])
-        except BaseException as e:
-            _P["error"] = e if isinstance(e, harness.Skip) else AssertionError(
-                f"product start-up failed: {e!r}\n{ctx.log_tail()}")
-            raise _P["error"]
-    return _P["p"]
-
-
-def teardown_module():
-    ctx = _P.get("ctx")
-    _P.clear()
-    if ctx is not None:
-        ctx.cleanup()
-
-
-def with_product(fn):
-    """Runs the test with the product; a failure carries the product's log tails."""
-    @functools.wraps(fn)
-    def run():
-        p = the_product()
-        try:
-            fn(p)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{p.log_tail()}") from e
-    return run
+# The product starts once for the module, on first use; teardown_module() stops it.
+_P = harness.ModuleFixture(
+    "e2e/test_product", lambda ctx: product.start(ctx, campaign_accounts=[CAMPAIGN_ACCOUNT]))
+the_product = _P.get
+teardown_module = _P.teardown
+with_product = _P.test
 
 
 def account(tag):

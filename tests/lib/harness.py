@@ -539,6 +539,60 @@ def kcat_consume(bootstrap, topic, count, timeout=20.0):
     return msgs
 
 
+class ModuleFixture:
+    """Processes shared by the tests of one module (the whole product, say) instead of one
+    start-up per test: setup(ctx) runs on first use in a context of its own and returns what the
+    tests get; teardown() stops it (make it the module's teardown_module, which tests/run.py
+    calls after the module's last test). A set-up that failed fails every test that asks for it,
+    with the processes' logs, without trying again.
+
+        _P = harness.ModuleFixture("e2e/test_product", lambda ctx: product.start(ctx))
+        teardown_module = _P.teardown
+
+        @_P.test
+        def test_x(p): ...          # p: what setup returned; failures carry p.log_tail()"""
+
+    def __init__(self, name, setup):
+        self.name, self.setup = name, setup
+        self.ctx = self.value = self.error = None
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        if self.ctx is None:
+            self.ctx = Context(self.name + ":module")
+            try:
+                self.value = self.setup(self.ctx)
+            except BaseException as e:
+                self.error = e if isinstance(e, Skip) else AssertionError(
+                    f"{self.name}: module set-up failed: {e!r}\n{self.ctx.log_tail()}")
+                raise self.error
+        return self.value
+
+    def teardown(self):
+        ctx = self.ctx
+        self.ctx = self.value = self.error = None
+        if ctx is not None:
+            ctx.cleanup()
+
+    def test(self, fn):
+        """Decorates test_x(value) into test_x(), the shared value passed in; an assertion that
+        fails carries the value's log_tail() when it has one."""
+        import functools
+
+        @functools.wraps(fn)
+        def run():
+            value = self.get()
+            try:
+                fn(value)
+            except AssertionError as e:
+                tail = getattr(value, "log_tail", None)
+                if tail is None:
+                    raise
+                raise AssertionError(f"{e}\n{tail()}") from e
+        return run
+
+
 def shared(name, factory):
     """A resource shared by every test of the run (e.g. one PostgreSQL cluster), created on
     first use by factory() and closed by shutdown_shared() (factory returns (value, closer))."""
