@@ -104,7 +104,8 @@ deps:
 	@tools/deps.sh
 
 # make test [TESTS=pattern] [ASAN=0] [JOBS=n]: every test, then once more under ASan+UBSan
-# (docs/testing.md), in JOBS parallel workers (default: twice the cores). Prints the time of each phase.
+# (docs/testing.md), in JOBS parallel workers (default: twice the cores). Prints the time of each
+# phase (run.py, before its last line, `N passed, N failed`).
 test: deps
 	@t0=$$(date +%s); \
 	$(MAKE) -j2 --no-print-directory build bench-build || exit 1; \
@@ -112,11 +113,10 @@ test: deps
 	$(if $(filter 0,$(ASAN)),,$(MAKE) -j2 --no-print-directory VARIANT=asan build bench-build || exit 1;) \
 	$(MAKE) -j2 --no-print-directory fuzz || exit 1; \
 	t2=$$(date +%s); echo "phase asan+fuzz build: $$((t2 - t1))s"; \
+	MAKE_TEST_START=$$t0 MAKE_TEST_BUILD="build $$((t1 - t0))s, asan+fuzz build $$((t2 - t1))s" \
 	/usr/bin/python3 tests/run.py --bin bin --build build/release --asan-bin build/asan/bin \
 	    --asan-build build/asan $(if $(TESTS),--filter '$(TESTS)') \
-	    $(if $(filter 0,$(ASAN)),--no-asan) $(if $(JOBS),--jobs $(JOBS)); rc=$$?; \
-	echo "make test: $$(($$(date +%s) - t0))s in all (build $$((t1 - t0))s, asan+fuzz build $$((t2 - t1))s, tests $$(($$(date +%s) - t2))s)"; \
-	exit $$rc
+	    $(if $(filter 0,$(ASAN)),--no-asan) $(if $(JOBS),--jobs $(JOBS))
 
 # make fuzz: libFuzzer targets (clang, ASan+UBSan) into build/fuzz/. Each tests/fuzz/fuzz_X.c
 # is linked with the sources listed in FUZZ_X_SRCS and lib/. A short run is part of the tests

@@ -336,6 +336,12 @@ def main():
     for phase, n, secs in phases:
         print(f"pass {phase}: {n} units of work in {secs:.0f}s ({jobs} workers)")
     print(f"tests: {time.monotonic() - t_start:.0f}s")
+    if os.environ.get("MAKE_TEST_START"):
+        # make test's build phases (the Makefile times them), so that its total comes before
+        # the last line.
+        total = int(time.time()) - int(os.environ["MAKE_TEST_START"])
+        print(f"make test: {total}s in all ({os.environ.get('MAKE_TEST_BUILD', '')}, "
+              f"tests {time.monotonic() - t_start:.0f}s)")
     summary = f"{RESULTS['passed']} passed, {RESULTS['failed']} failed"
     if RESULTS["skipped"]:
         summary += f", {RESULTS['skipped']} skipped"
