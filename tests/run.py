@@ -76,7 +76,11 @@ def run_unit_binary(path, base, flt, mult):
         out = p.stdout + p.stderr
         rc = p.returncode
     except subprocess.TimeoutExpired as e:
-        out, rc = (e.stdout or b"").decode(errors="replace") + "\ntimeout", -1
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        # A hang fails the run whatever the filter; the output names the test that hung.
+        out_records.append((base + ":timeout", "failed",
+                            f"no end after {120 * mult}s\n" + out[-2000:]))
+        return out_records
     seen = 0
     counted = set()
     for line in out.splitlines():

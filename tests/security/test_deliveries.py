@@ -13,12 +13,10 @@ import time
 import uuid
 
 import harness
-import tokens
 import pg
 import product
-
-AUTH = "security-test-auth-secret"
-BUS = "security-test-bus-signing-secret"
+import tokens
+from tokens import AUTH, BUS
 
 
 def iso_now():
@@ -70,7 +68,7 @@ def _history(ctx):
 
 def _logins(svc, account):
     st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/logins",
-                               headers=tokens.auth(tokens.token("staff", "sec", AUTH)))
+                               headers=tokens.auth(tokens.token("staff", "sec")))
     assert st == 200, (st, body)
     return body["logins"]
 
