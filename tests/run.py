@@ -33,6 +33,7 @@ import multiprocessing
 import multiprocessing.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -250,9 +251,24 @@ def run_unit_of_work(task):
     return unit["key"], time.monotonic() - t0, records
 
 
+def _worker_stop(signum, frame):
+    # Told to stop (the runner interrupted, or a Ctrl-C to the whole group): the running
+    # test's processes, the module's shared ones and the PostgreSQL cluster go with the worker.
+    # Once: a SIGTERM after the SIGINT must not cut the clean-up short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        harness.cleanup_all()
+    finally:
+        os._exit(128 + signum)
+
+
 def worker_init():
     # Ports: blocks of its own (a worker never shares the parent's, should it hold any).
     harness.forget_ports()
+    # Handlers, not SIG_IGN: the processes the tests start get the default dispositions back.
+    signal.signal(signal.SIGTERM, _worker_stop)
+    signal.signal(signal.SIGINT, _worker_stop)
     # The worker's shared resources (its PostgreSQL cluster) are stopped when it exits.
     multiprocessing.util.Finalize(None, harness.shutdown_shared, exitpriority=10)
 

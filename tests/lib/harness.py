@@ -292,10 +292,26 @@ class Proc:
         return out
 
 
+# Contexts not cleaned up yet (a test's, a module's): cleanup_all() stops them.
+_LIVE = set()
+
+
+def cleanup_all():
+    """Stops every context's processes and the shared resources: a runner's worker that is told
+    to stop (SIGTERM, SIGINT) leaves no process and no PostgreSQL cluster behind."""
+    for c in list(_LIVE):
+        try:
+            c.cleanup()
+        except Exception:
+            pass
+    shutdown_shared()
+
+
 class Context:
     """Everything one test started; cleaned up by the runner."""
 
     def __init__(self, name, broker=None):
+        _LIVE.add(self)
         self.name = name
         self.broker_kind = broker or os.environ.get("TEST_BROKER", "mock")
         self.tmp = tempfile.mkdtemp(prefix="bustest-")
@@ -392,6 +408,7 @@ class Context:
         return "\n".join(out)
 
     def cleanup(self):
+        _LIVE.discard(self)
         errors = []
         for p in reversed(self.procs):
             try:
