@@ -41,7 +41,12 @@ endif
 .DEFAULT_GOAL := all
 
 PROGRAMS :=
-include $(wildcard bus/*/prog.mk services/*/prog.mk tools/*/prog.mk bench/*/prog.mk)
+include $(wildcard bus/*/prog.mk services/*/prog.mk tools/*/prog.mk)
+# The bench programs (bench/*/prog.mk) build with `make bench` (and `make test`, whose broker
+# tests drive bus-kclient), not with `make`.
+MAIN_PROGRAMS := $(PROGRAMS)
+include $(wildcard bench/*/prog.mk)
+BENCH_PROGRAMS := $(filter-out $(MAIN_PROGRAMS),$(PROGRAMS))
 
 LIB_SRCS := $(wildcard lib/*.c lib/*/*.c)
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
@@ -56,15 +61,17 @@ $(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS))
 $(BINDIR)/$(1): $$($(1)_OBJS) $(LIB_A)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(LDFLAGS) -o $$@ $$($(1)_OBJS) $(LIB_A) $$($(1)_LIBS) $$(LDLIBS) $$(MALLOC_LIBS)
-ALL_BINS += $(BINDIR)/$(1)
+$(if $(filter $(1),$(BENCH_PROGRAMS)),BENCH_BINS,ALL_BINS) += $(BINDIR)/$(1)
 endef
 ALL_BINS :=
+BENCH_BINS :=
 $(foreach p,$(PROGRAMS),$(eval $(call PROG_RULES,$(p))))
 
-.PHONY: all build asan deps test unit run bench fmt fmt-check clean docs-config fuzz install deb compdb chaos compat
+.PHONY: all build asan deps test unit run bench bench-build fmt fmt-check clean docs-config fuzz install deb compdb chaos compat
 all: deps
 	@$(MAKE) --no-print-directory build
 build: $(ALL_BINS) $(UNIT_BINS)
+bench-build: $(BENCH_BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -96,42 +103,57 @@ asan:
 deps:
 	@tools/deps.sh
 
-# make test [TESTS=pattern] [ASAN=0]: every test, then once more under ASan+UBSan.
+# make test [TESTS=pattern] [ASAN=0] [JOBS=n]: every test, then once more under ASan+UBSan
+# (docs/testing.md), in JOBS parallel workers (default: twice the cores). Prints the time of each
+# phase (run.py, before its last line, `N passed, N failed`).
 test: deps
-	@$(MAKE) -j2 --no-print-directory build
-	@$(MAKE) -j2 --no-print-directory VARIANT=asan build
-	@$(MAKE) -j2 --no-print-directory fuzz
-	@/usr/bin/python3 tests/run.py --bin bin --build build/release --asan-bin build/asan/bin \
-	    --asan-build build/asan $(if $(TESTS),--filter '$(TESTS)') $(if $(filter 0,$(ASAN)),--no-asan)
+	@t0=$$(date +%s); \
+	$(MAKE) -j2 --no-print-directory build bench-build || exit 1; \
+	t1=$$(date +%s); echo "phase build: $$((t1 - t0))s"; \
+	$(if $(filter 0,$(ASAN)),,$(MAKE) -j2 --no-print-directory VARIANT=asan build bench-build || exit 1;) \
+	$(MAKE) -j2 --no-print-directory fuzz || exit 1; \
+	t2=$$(date +%s); echo "phase asan+fuzz build: $$((t2 - t1))s"; \
+	MAKE_TEST_START=$$t0 MAKE_TEST_BUILD="build $$((t1 - t0))s, asan+fuzz build $$((t2 - t1))s" \
+	/usr/bin/python3 tests/run.py --bin bin --build build/release --asan-bin build/asan/bin \
+	    --asan-build build/asan $(if $(TESTS),--filter '$(TESTS)') \
+	    $(if $(filter 0,$(ASAN)),--no-asan) $(if $(JOBS),--jobs $(JOBS))
 
 # make fuzz: libFuzzer targets (clang, ASan+UBSan) into build/fuzz/. Each tests/fuzz/fuzz_X.c
 # is linked with the sources listed in FUZZ_X_SRCS and lib/. A short run is part of the tests
 # (tests/integration/test_broker.py); longer: build/fuzz/fuzz_broker_decode -max_total_time=600.
+# Every lib/ (and broker) file is compiled once into build/fuzz/obj/ (instrumented for the
+# fuzzer: fuzzer-no-link), and each target links those objects.
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Ilib $(PKG_CFLAGS) -include lib/banned.h \
-               -fsanitize=fuzzer,address,undefined
+               -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_LDFLAGS := -fsanitize=fuzzer,address,undefined
+FUZZ_OBJ := build/fuzz/obj
+FUZZ_LIB_OBJS := $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(LIB_SRCS))
+$(FUZZ_OBJ)/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
 FUZZ_broker_decode_SRCS := $(filter-out bus/broker/main.c,$(wildcard bus/broker/*.c))
-build/fuzz/fuzz_broker_decode: tests/fuzz/fuzz_broker_decode.c $(FUZZ_broker_decode_SRCS) $(LIB_SRCS)
-	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
-fuzz: build/fuzz/fuzz_broker_decode
-build/fuzz/fuzz_jschema: tests/fuzz/fuzz_jschema.c $(LIB_SRCS)
-	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
-fuzz: build/fuzz/fuzz_jschema
+FUZZ_jschema_SRCS :=
+FUZZ_TARGETS := broker_decode jschema
+define FUZZ_RULES
+build/fuzz/fuzz_$(1): $(FUZZ_OBJ)/tests/fuzz/fuzz_$(1).o $$(patsubst %.c,$(FUZZ_OBJ)/%.o,$$(FUZZ_$(1)_SRCS)) $(FUZZ_LIB_OBJS)
+	clang $(FUZZ_LDFLAGS) -o $$@ $$^ $(LDLIBS)
+fuzz: build/fuzz/fuzz_$(1)
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULES,$(t))))
 
 # make chaos [TESTS=pattern]: the full fault suite (tests/chaos/ with CHAOS=full: every process
 # killed and stopped, PostgreSQL killed and stopped, an endpoint down for two minutes, the
 # broker's disk filled); `make test` runs its short form. Some faults need root (a tmpfs).
-chaos: deps build
+# One fault at a time (JOBS=1 unless given): the long faults measure recovery times.
+chaos: deps build bench-build
 	@CHAOS=full /usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan \
-	    --only chaos $(if $(TESTS),--filter '$(TESTS)')
+	    --only chaos --jobs $(or $(JOBS),1) $(if $(TESTS),--filter '$(TESTS)')
 
-# make compat [TESTS=pattern]: the client compatibility suite's long form (tests/compat/ with
-# COMPAT=full: kafkajs, python3-confluent-kafka, python3-kafka and kcat against bus-broker,
-# including rebalances, SIGKILL and restart, and the expected failures; docs/broker.md).
-compat: deps build
+# make compat [TESTS=pattern]: the long form of the compatibility suite (tests/compat/ with
+# COMPAT=full); `make test` runs its short form.
+compat: deps build bench-build
 	@COMPAT=full /usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan \
-	    --only compat $(if $(TESTS),--filter '$(TESTS)')
+	    --only compat --jobs $(or $(JOBS),1) $(if $(TESTS),--filter '$(TESTS)')
 
 unit: build
 	@/usr/bin/python3 tests/run.py --bin bin --build build/release --no-asan --only unit
@@ -149,7 +171,7 @@ deb: build
 run: deps build
 	@tools/run.sh
 
-bench: deps build
+bench: deps build bench-build
 	@bench/run.sh
 
 # make docs-config: rewrites the configuration tables in docs/ from each binary's --config-doc.

@@ -48,17 +48,12 @@ BENCH_DIR=${BENCH_DIR:-/tmp}
 PERF=${PERF:-0}
 
 for b in bus-broker bus-kclient; do
-  [ -x "$BIN/$b" ] || { echo "bench/broker.sh: $BIN/$b is not built (make)" >&2; exit 1; }
+  [ -x "$BIN/$b" ] || { echo "bench/broker.sh: $BIN/$b is not built (make bench)" >&2; exit 1; }
 done
+. bench/lib.sh  # free_port, ratio, better, cleanup of PIDS and BENCH_DIRS on exit
 WORK=$(mktemp -d -p "$BENCH_DIR" bench-broker.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+BENCH_DIRS+=("$WORK")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -67,7 +62,6 @@ wait_port() {
   echo "bench/broker.sh: nothing listens on port $1" >&2
   exit 1
 }
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 start_broker() { # data_dir -> sets BOOT, BROKER_PID, METRICS (admin HTTP address)
   local port hport; port=$(free_port); hport=$(free_port)
@@ -118,7 +112,6 @@ echo "bus-broker, fsync=$FSYNC, ${SIZE}-byte messages, idempotent producer with 
 # moment of the shared machine does not fall on one side only. Produce: ROUNDS fresh topics on
 # each; consume: the first topic, CONSUME_ROUNDS times on each (a consume round is short, ~0.2 s,
 # so more rounds steady it). Each side keeps its best round.
-better() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$1" "$2"; }
 start_broker "$WORK/data-cmp"
 for r in $(seq 1 "$ROUNDS"); do "$BIN/bus-kclient" create "$BOOT" "cmp$r" 16 >/dev/null; done
 SIDES=("$BOOT")

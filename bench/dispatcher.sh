@@ -41,22 +41,13 @@ for tool in wrk kcat python3 curl; do
   command -v $tool >/dev/null || { echo "bench/dispatcher.sh: $tool is not installed (make deps)" >&2; exit 1; }
 done
 for b in bus-dispatcher bus-mock bus-broker busctl bench-baseline-202; do
-  [ -x "$BIN/$b" ] || { echo "bench/dispatcher.sh: $BIN/$b is not built (make)" >&2; exit 1; }
+  [ -x "$BIN/$b" ] || { echo "bench/dispatcher.sh: $BIN/$b is not built (make bench)" >&2; exit 1; }
 done
 
+. bench/lib.sh  # free_port, ratio, cleanup of PIDS (last started first) and BENCH_DIRS on exit
 TMP=$(mktemp -d /tmp/bench-dispatcher.XXXXXX)
-PIDS=()
-cleanup() { # last started first: a dispatcher stops before its broker (or its shutdown waits)
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${PIDS[i]}" 2>/dev/null || true
-    wait "${PIDS[i]}" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+BENCH_DIRS+=("$TMP")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 if [ -n "${BUS_BOOTSTRAP:-}" ]; then
   BOOTSTRAP=$BUS_BOOTSTRAP
@@ -197,7 +188,6 @@ JSON
   PIDS+=($DISP_PID)
 }
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 echo "broker: $BOOTSTRAP; $EVENTS events; route concurrency $CONCURRENCY; wrk -t$WRK_THREADS -c$CONNS -d$DURATION; $(nproc) CPUs"
 for _ in $(seq 100); do # the baseline answers 202: wait until it answers at all

@@ -44,19 +44,13 @@ for tool in wrk kcat python3; do
   command -v $tool >/dev/null || { echo "bench/publisher.sh: $tool is not installed (make deps)" >&2; exit 1; }
 done
 for b in bus-publisher bus-mock bench-baseline-202; do
-  [ -x "$BIN/$b" ] || { echo "bench/publisher.sh: $BIN/$b is not built (make)" >&2; exit 1; }
+  [ -x "$BIN/$b" ] || { echo "bench/publisher.sh: $BIN/$b is not built (make bench)" >&2; exit 1; }
 done
 
+. bench/lib.sh  # free_port, ratio, better, cleanup of PIDS and BENCH_DIRS on exit
 TMP=$(mktemp -d /tmp/bench-publisher.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+BENCH_DIRS+=("$TMP")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_url() { # URL: until it answers 200, 20 s at most
   for _ in $(seq 200); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
@@ -147,11 +141,9 @@ rps() { # URL BODY -> prints requests/s; the full wrk output goes to $TMP/wrk.la
   fi
   awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk.last"
 }
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 echo "broker: $BOOTSTRAP; wrk -t$WRK_THREADS -c$CONNS -d$DURATION; HTTP threads: $THREADS; $(nproc) CPUs;" \
      "best of $ROUNDS alternating rounds per side"
-better() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$1" "$2"; }
 
 # Single events: baseline and publisher in alternating rounds (a noisy moment of the shared
 # machine then hits both sides alike); each side keeps its best round.

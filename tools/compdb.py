@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
-    out = subprocess.run(["make", "-n", "-B", "--no-print-directory", "build"], cwd=ROOT,
+    out = subprocess.run(["make", "-n", "-B", "--no-print-directory", "build", "bench-build"],
+                         cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)

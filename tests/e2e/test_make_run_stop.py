@@ -17,6 +17,9 @@ import time
 import harness
 
 ASAN = False
+# The product's fixed ports and make in the tree: one at a time with the other modules that
+# use them (tests/run.py).
+SERIAL_GROUP = "make-in-tree"
 ROOT = harness.ROOT
 PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8109, 9092, 55432]
 

@@ -21,6 +21,7 @@ import uuid
 
 import harness
 import product
+from product import token
 
 ROOT = harness.ROOT
 LOG_SCHEMA = os.path.join(ROOT, "config", "schema", "log.schema.json")
@@ -36,56 +37,35 @@ ROUTES = ["ipcheck", "campaign", "history", "guard", "history-actions", "notify-
           "gamesim-kick", "notify-messages"]
 DERIVED_TOPICS = ["login.checked", "account.action", "notification"]
 HANDLERS = ["ipcheck", "campaign", "history", "guard", "notify", "gamesim"]
-_P = {}
 
 
-def the_journey():
-    """Starts the product once, publishes the traced login and waits until it has gone
-    everywhere; returns {"p": Product, "id": login id}."""
-    if "error" in _P:
-        raise _P["error"]
-    if "p" in _P:
-        return _P
-    ctx = harness.Context("e2e/test_observability:module")
-    _P["ctx"] = ctx
-    try:
-        debug = {"log.level": "debug"}
-        p = product.start(ctx, campaign_accounts=[ACCOUNT],
-                          service_config={n: debug for n in product.SERVICES + product.BUS})
-        _P["p"] = p
-        tok = token("player", ACCOUNT)
-        p.set_email(ACCOUNT, tok)
-        for path, body in (("policy", {"action": "kick", "channels": ["email", "ingame"]}),):
-            st, b, _ = harness.http("PUT", f"{p.url('guard')}/v1/accounts/{ACCOUNT}/{path}",
-                                    body, headers={"Authorization": "Bearer " + tok})
-            assert st == 200, (path, st, b)
-        st, body, _ = harness.http(
-            "POST", p.publisher.url + "/v1/topics/login/events", product.login(ACCOUNT, US_IP),
-            headers={"Authorization": "Bearer " + product.LOGIN_TOKEN,
-                     "traceparent": TRACEPARENT})
-        assert st == 202, (st, body)
-        _P["id"] = body["id"]
-        harness.wait_for(lambda: not missing_hops(p), 60 * harness.timeout_mult(),
-                         what="every hop of the traced login in the logs")
-    except BaseException as e:
-        _P["error"] = e if isinstance(e, harness.Skip) else AssertionError(
-            f"{e!r}\n{ctx.log_tail()}")
-        raise _P["error"]
-    return _P
+def _journey(ctx):
+    """Starts the product, publishes the traced login and waits until it has gone everywhere;
+    returns {"p": Product, "id": login id}."""
+    debug = {"log.level": "debug"}
+    p = product.start(ctx, campaign_accounts=[ACCOUNT],
+                      service_config={n: debug for n in product.SERVICES + product.BUS})
+    tok = token("player", ACCOUNT)
+    p.set_email(ACCOUNT, tok)
+    for path, body in (("policy", {"action": "kick", "channels": ["email", "ingame"]}),):
+        st, b, _ = harness.http("PUT", f"{p.url('guard')}/v1/accounts/{ACCOUNT}/{path}",
+                                body, headers={"Authorization": "Bearer " + tok})
+        assert st == 200, (path, st, b)
+    st, body, _ = harness.http(
+        "POST", p.publisher.url + "/v1/topics/login/events", product.login(ACCOUNT, US_IP),
+        headers={"Authorization": "Bearer " + product.LOGIN_TOKEN,
+                 "traceparent": TRACEPARENT})
+    assert st == 202, (st, body)
+    harness.wait_for(lambda: not missing_hops(p), 60 * harness.timeout_mult(),
+                     what="every hop of the traced login in the logs")
+    return {"p": p, "id": body["id"]}
 
 
-def teardown_module():
-    ctx = _P.get("ctx")
-    _P.clear()
-    if ctx is not None:
-        ctx.cleanup()
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
+# The product and the traced login, once for the module (on first use); teardown_module() stops
+# them.
+_J = harness.ModuleFixture("e2e/test_observability", _journey)
+the_journey = _J.get
+teardown_module = _J.teardown
 
 
 def traced_lines(p):

@@ -11,73 +11,30 @@ uses accounts of its own, so the tests are independent of each other's order.
 the same account that does trigger its policy. Every route of the product orders by account
 (ordering "key"), so when the sentinel's effect has arrived, any effect of the earlier login would
 have arrived before it."""
-import functools
 import glob
 import json
-import os
 import re
-import subprocess
 import uuid
 
 import guard_api
 import harness
 import product
+from product import token
+from tokens import auth
 
 KR_IP = "211.234.10.20"   # loginsim's sample range for KR (the home country)
 US_IP = "8.8.8.8"
 JP_IP = "126.0.0.77"
 RUN = uuid.uuid4().hex[:6]
 CAMPAIGN_ACCOUNT = f"camp-{RUN}"
-_P = {}
-
-
-def the_product():
-    if "error" in _P:
-        raise _P["error"]
-    if "p" not in _P:
-        ctx = harness.Context("e2e/test_product:module")
-        _P["ctx"] = ctx
-        try:
-            _P["p"] = product.start(ctx, campaign_accounts=[CAMPAIGN_ACCOUNT])
-        except BaseException as e:
-            _P["error"] = e if isinstance(e, harness.Skip) else AssertionError(
-                f"product start-up failed: {e!r}\n{ctx.log_tail()}")
-            raise _P["error"]
-    return _P["p"]
-
-
-def teardown_module():
-    ctx, p = _P.get("ctx"), _P.get("p")
-    _P.clear()
-    try:
-        if p is not None:  # after every route ran: no request of theirs denied by the ACLs
-            p.check_principals()
-    finally:
-        if ctx is not None:
-            ctx.cleanup()
-
-
-def with_product(fn):
-    """Runs the test with the product; a failure carries the product's log tails."""
-    @functools.wraps(fn)
-    def run():
-        p = the_product()
-        try:
-            fn(p)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{p.log_tail()}") from e
-    return run
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def auth(tok):
-    return {"Authorization": "Bearer " + tok}
+# The product starts once for the module, on first use; teardown_module() stops it.
+# After every route ran, teardown checks that the broker denied none of their requests.
+_P = harness.ModuleFixture(
+    "e2e/test_product", lambda ctx: product.start(ctx, campaign_accounts=[CAMPAIGN_ACCOUNT]),
+    check=lambda p: p.check_principals())
+the_product = _P.get
+teardown_module = _P.teardown
+with_product = _P.test
 
 
 def account(tag):
@@ -302,6 +259,20 @@ def test_support_unlocks_with_reason_and_audit_row(p):
     assert len(entries) == 1, entries
     assert entries[0]["staff"] == "sam" and entries[0]["reason"] == reason, entries
     assert entries[0]["account_id"] == acct, entries
+
+
+@with_product
+def test_login_reaches_history_with_country(p):
+    # The login flow (publisher -> broker -> dispatcher -> ipcheck, streaming login ->
+    # login.checked -> dispatcher -> history): each login published over HTTP shows up in the
+    # player's history with the country of its address, a private address as ZZ.
+    acct = account("flow")
+    ids = {ip: publish(p, acct, ip) for ip in ("8.8.8.8", "8.8.4.4", "10.1.2.3")}
+    rows = history_rows(p, acct, len(ids))
+    assert {ip: rows[i]["ip"] for ip, i in ids.items()} == {ip: ip for ip in ids}, rows
+    assert rows[ids["8.8.8.8"]]["country"] == "US", rows
+    assert rows[ids["8.8.4.4"]]["country"] == "US", rows
+    assert rows[ids["10.1.2.3"]]["country"] == "ZZ", rows  # private address
 
 
 @with_product

@@ -24,6 +24,7 @@ import uuid
 import harness
 import jsonschema
 import product
+from tokens import auth
 
 ASAN = False  # reads source and specs; (c) only calls the processes other tests cover
 
@@ -255,13 +256,6 @@ def test_every_spec_operation_answers():
     assert answered >= 40, answered
 
 
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return {"Authorization": "Bearer " + r.stdout.strip()}
-
-
 def test_authorized_answers_fit_their_specs():
     # The answers of the calls that succeed, with the right token or signature, fit the spec
     # too (statuses, content types and bodies of the main operations).
@@ -271,7 +265,7 @@ def test_authorized_answers_fit_their_specs():
     acct = "spec-" + uuid.uuid4().hex[:8]
     admin = {"Authorization": "Bearer " + ADMIN_TOKEN}
     producer = {"Authorization": "Bearer " + product.LOGIN_TOKEN}
-    player, staff = token("player", acct), token("staff", "spec-sam")
+    player, staff = auth(product.token("player", acct)), auth(product.token("staff", "spec-sam"))
     event = product.login(acct, "8.8.8.8")
     raw = json.dumps(event).encode()
     signed = harness.delivery_headers(p.signing_secret, raw, "spec-" + uuid.uuid4().hex, "login")

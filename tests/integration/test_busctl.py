@@ -53,6 +53,7 @@ def busctl_ok(doc, name="x.json"):
 
 
 # test_busctl runs once per broker, but these two need none.
+@harness.one_broker
 def test_repo_configs_valid_for_both_validators():
     files = sorted(glob.glob(os.path.join(ROOT, "config", "bus", "*.json")))
     assert files, "no config/bus files"
@@ -64,6 +65,7 @@ def test_repo_configs_valid_for_both_validators():
     assert "valid" in out
 
 
+@harness.one_broker
 def test_validators_agree_on_broken_variants():
     base = {"topics": [{"name": "a", "partitions": 3, "key": "/k"}, {"name": "b"}],
             "routes": [{"name": "r", "topic": "a", "endpoint": "http://127.0.0.1:1/x",
@@ -199,6 +201,7 @@ def test_dlq_replay_through_the_route_only():
 
 # ---- the command line as operators use it (GNU conventions, any folder, secured clusters) ----
 
+@harness.one_broker
 def test_help_is_on_stdout_and_does_nothing_else():
     # A broker that cannot be reached: anything busctl tried to do would fail or hang.
     env = {"BUS_BOOTSTRAP": "127.0.0.1:1", "DISPATCHER_URLS": "http://127.0.0.1:1"}
@@ -213,6 +216,7 @@ def test_help_is_on_stdout_and_does_nothing_else():
         assert rc == 2 and err.startswith("usage: busctl") and not out, (argv, rc, out, err)
 
 
+@harness.one_broker
 def test_validate_works_from_any_folder():
     path = harness.bin_path("busctl")
     conf = os.path.join(ROOT, "config", "bus")

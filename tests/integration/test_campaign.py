@@ -7,8 +7,8 @@ import jsonschema
 
 import harness
 import pg
+from tokens import BUS
 
-BUS = "test-bus-secret"
 
 
 def start(db_url, accounts, **config):

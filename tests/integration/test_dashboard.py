@@ -108,6 +108,7 @@ class Bus:
         return next(r for r in body["routes"] if r["name"] == name)
 
 
+@harness.one_broker
 def test_admin_api_needs_the_token():
     bus = Bus()
     for method, path in [("GET", "/v1/routes"), ("GET", "/v1/topology"),
@@ -223,6 +224,7 @@ def test_topology_live_figures_dead_letters_and_replay():
     assert status == 200 and body["replayed"] == 0, body
 
 
+@harness.one_broker
 def test_page_served_with_strict_headers():
     bus = Bus()
     status, body, hdrs = harness.http("GET", bus.url + "/")
@@ -242,6 +244,8 @@ def test_page_served_with_strict_headers():
     assert harness.http("GET", bus.url + "/../config/bus/login.json")[0] == 404
 
 
+@harness.one_broker
+@harness.release_only
 def test_dashboard_in_browser():
     bus = Bus()
     bus.publish(3, prefix="before")
@@ -254,6 +258,7 @@ def test_dashboard_in_browser():
     assert bus.bad.accepted, "the browser's replay reached the endpoint"
 
 
+@harness.one_broker
 def test_config_keys_documented():
     path = harness.bin_path("bus-dispatcher")
     if not os.path.exists(path):

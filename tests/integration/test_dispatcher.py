@@ -530,6 +530,7 @@ def test_partitions_take_free_slots_in_turn():
         f"{m} deliveries from delivery {both} on, by partition: { {p: head.count(p) for p in counts} }"
 
 
+@harness.one_broker
 def test_warns_when_routes_outgrow_the_connection_pool():
     """Every delivery in flight holds a connection: routes whose concurrency adds up to more
     than http_connections get a warning naming both numbers (under load the pool would close

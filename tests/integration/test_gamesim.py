@@ -4,8 +4,8 @@ import json
 import uuid
 
 import harness
+from tokens import BUS
 
-BUS = "test-bus-secret"
 
 GS_AUTH = {"Authorization": "Bearer dev-only-gamesim-admin-token"}  # the development token
 

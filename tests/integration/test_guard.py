@@ -5,7 +5,6 @@ database in the run's private PostgreSQL cluster (tests/lib/pg.py)."""
 import datetime
 import hashlib
 import json
-import subprocess
 import time
 import uuid
 
@@ -15,11 +14,9 @@ import guard_api
 import harness
 import pg
 import sealed
+from tokens import AUTH, BUS, auth, token
 
 SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/account.action.json"))
-
-AUTH = "test-auth-secret"
-BUS = "test-bus-secret"
 
 
 def start(db_url, **cfg):
@@ -38,18 +35,6 @@ def start(db_url, **cfg):
 def set_contacts(svc, account, contacts):
     return guard_api.set_contacts(svc.url, account, token("player", account), contacts,
                                   lambda ch: svc.publisher.contact_code(account, ch))
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": AUTH}, timeout=10)
-    if r.returncode != 0:
-        raise harness.Skip("mktoken not built")
-    return r.stdout.strip()
-
-
-def auth(tok):
-    return {"Authorization": "Bearer " + tok}
 
 
 def login(account, country, login_id=None):

@@ -5,16 +5,14 @@ Deliveries are POSTed as the dispatcher would (harness.delivery_headers); each t
 database in the run's private PostgreSQL cluster (tests/lib/pg.py)."""
 import datetime
 import json
-import subprocess
 import uuid
 
 import guard_api
 import harness
 import pg
 import sealed
+from tokens import AUTH, BUS, auth, token
 
-AUTH = "test-auth-secret"
-BUS = "test-bus-secret"
 PAGE_ORIGIN = "http://127.0.0.1:18102"  # a page origin allowed by the tests' guard
 
 
@@ -30,18 +28,6 @@ def start(db_url, **cfg):
                               ready_path="/readyz")
     svc.publisher = pub
     return svc
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": AUTH}, timeout=10)
-    if r.returncode != 0:
-        raise harness.Skip("mktoken not built")
-    return r.stdout.strip()
-
-
-def auth(tok):
-    return {"Authorization": "Bearer " + tok}
 
 
 def deliver(svc, account, country, ip="11.2.3.4"):

@@ -6,17 +6,15 @@ import base64
 import datetime
 import json
 import os
-import subprocess
 import threading
 import uuid
 
 import harness
 import pg
+from tokens import AUTH, BUS, token
 
-AUTH = "test-auth-secret"
 MIGRATIONS = sorted(f for f in os.listdir(os.path.join(harness.ROOT, "sql", "history"))
                     if f.endswith(".sql"))
-BUS = "test-bus-secret"
 
 
 def start(db_url, **cfg):
@@ -26,15 +24,6 @@ def start(db_url, **cfg):
                                env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS,
                                     "HISTORY_DATABASE_URL": db_url},
                                ready_path="/readyz")
-
-
-def token(role, subject, secret=AUTH):
-    path = harness.bin_path("mktoken")
-    r = subprocess.run([path, role, subject], capture_output=True, text=True,
-                       env={"AUTH_SECRET": secret}, timeout=10)
-    if r.returncode != 0:
-        raise harness.Skip("mktoken not built")
-    return r.stdout.strip()
 
 
 def iso(dt):

@@ -11,6 +11,9 @@ import tempfile
 import harness
 
 ASAN = False  # packaging, not C paths: once is enough
+# `make install` and `make deb` run make in the tree: one at a time with the other modules that
+# do (tests/run.py).
+SERIAL_GROUP = "make-in-tree"
 ROOT = harness.ROOT
 PROGRAMS = ["bus-broker", "bus-publisher", "bus-dispatcher", "busctl", "ipcheck", "history",
             "guard", "notify", "campaign"]

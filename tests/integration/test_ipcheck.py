@@ -10,6 +10,7 @@ import threading
 import uuid
 
 import harness
+from tokens import BUS
 
 WRITER = r"""
 use strict; use warnings;
@@ -48,9 +49,6 @@ def make_mmdb(path, nets, layout="npm"):
 
 LOGIN = {"account_id": "acct-1", "ip": "11.2.3.4", "ts": "2026-11-25T06:00:00.000Z",
          "session_id": "s-1", "server": "eu-1", "client": "pc"}
-
-
-BUS = "test-ipcheck-signing-secret"
 
 
 def deliver(svc, event, ce_id=None, secret=BUS, raw=None, sig=None):

@@ -10,8 +10,8 @@ import uuid
 import harness
 import pg
 import sealed
+from tokens import BUS
 
-BUS = "test-bus-secret"
 
 
 class SmtpSink:

@@ -7,7 +7,6 @@ its CORS allow-list, as `make run` wires them on the default ports. Logins and a
 delivered to their real delivery endpoints, signed as the dispatcher delivers them."""
 import datetime
 import json
-import subprocess
 import uuid
 
 import browser
@@ -15,21 +14,7 @@ import guard_api
 import harness
 import pg
 import sealed
-
-AUTH = "test-auth-secret"
-BUS = "test-bus-secret"
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": AUTH}, timeout=10)
-    if r.returncode != 0:
-        raise harness.Skip("mktoken not built")
-    return r.stdout.strip()
-
-
-def auth(tok):
-    return {"Authorization": "Bearer " + tok}
+from tokens import AUTH, BUS, auth, token
 
 
 class Product:

@@ -292,6 +292,7 @@ def _vm(pid, field):
     raise AssertionError(f"no {field} for {pid}")
 
 
+@harness.one_broker
 def test_hostile_8mb_batches_cost_bounded_memory():
     """Batches as large as batch_max_bytes (8 MiB) built to cost the most: 70,000 tiny events
     (the count limit), 800 events of 10 KB with escapes (the jansson path) whose last one is
@@ -336,6 +337,7 @@ def test_hostile_8mb_batches_cost_bounded_memory():
     assert metric(pub, "bus_publisher_rejected_total", 'reason="too_large"') == 6
 
 
+@harness.one_broker
 def test_slow_client_is_timed_out_and_others_still_served():
     broker, pub = start(config={"client_timeout_s": 1})
     s = socket.create_connection(("127.0.0.1", pub.port))
@@ -413,6 +415,7 @@ class Slowloris:
             s.close()
 
 
+@harness.one_broker
 def test_slowloris_does_not_stop_legitimate_requests():
     """2,000 connections trickling their headers (from 127.0.0.2-5, 500 each) while a client at
     127.0.0.1 publishes: every legitimate request is answered 202, the trickling connections are
@@ -550,6 +553,7 @@ def test_sigterm_stops_accepting_waits_for_acks_and_exits_0():
     assert {b["id"] for b in ok} <= {m["headers"]["ce-id"] for m in msgs}
 
 
+@harness.one_broker
 def test_config_doc_and_docs_cover_every_key_and_error_code():
     path = harness.bin_path("bus-publisher")
     if not os.path.exists(path):

@@ -66,40 +66,114 @@ def _ephemeral_low():
         return 32768
 
 
-# Ports handed out by free_port(), so that one run never hands out a port twice.
-_PORTS = {"given": set(), "next": None}
+# Ports handed out by free_port(), so that one run never hands out a port twice, and the blocks
+# of ports this process holds (below).
+_PORTS = {"given": set(), "blocks": [], "tried": set(), "next": 0}
 _PORT_LOW = 10000
+_BLOCK = 100
+_HELD_BLOCKS = 2
+PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "bustest-ports")
 
 
-def free_port():
-    """A free port for a process the test starts later.
+def _claim_block(nblocks):
+    """Claims a block of _BLOCK ports that no other process using this harness holds (a test
+    run, each of tests/run.py's parallel workers, a bench): an exclusive flock on
+    PORT_LOCK_DIR/<first port>, released when the process exits or has moved two blocks on. A
+    port handed out is bound by its process soon after; by the time a block is released, its
+    ports are either bound (the check by binding skips them) or no longer needed."""
+    import fcntl
+    try:
+        os.makedirs(PORT_LOCK_DIR, exist_ok=True)
+        os.chmod(PORT_LOCK_DIR, 0o1777)
+    except OSError:
+        pass
+    first = (os.getpid() * 7919) % nblocks
+    for i in range(nblocks):
+        b = (first + i) % nblocks
+        if b in _PORTS["tried"]:
+            continue
+        try:
+            fd = os.open(os.path.join(PORT_LOCK_DIR, str(_PORT_LOW + b * _BLOCK)),
+                         os.O_CREAT | os.O_RDWR, 0o666)
+        except OSError:
+            fd = None  # no lock dir: the check by binding alone, as before
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+        _PORTS["tried"].add(b)
+        _PORTS["blocks"].append((b, fd))
+        while len(_PORTS["blocks"]) > _HELD_BLOCKS:
+            _, old = _PORTS["blocks"].pop(0)
+            if old is not None:
+                os.close(old)
+        _PORTS["next"] = 0
+        return b
+    return None
+
+
+def forget_ports():
+    """In a forked child (a worker of tests/run.py): drops the parent's blocks and ports, so
+    that the child claims blocks of its own."""
+    for _, fd in _PORTS["blocks"]:
+        if fd is not None:
+            os.close(fd)
+    _PORTS.update(given=set(), blocks=[], tried=set(), next=0)
+
+
+def free_port(exclude=()):
+    """A free port for a process the test starts later (never one of exclude).
 
     Taken below the kernel's ephemeral range (net.ipv4.ip_local_port_range): bind(0) and
     connect() never hand those out, so nothing (a mock broker, a test endpoint on port 0, an
     outgoing connection) can take the port between now and the moment the process binds it.
-    Never the same port twice in one run; checked free by binding it; the walk starts at a
-    place drawn from the pid so that two runs on one machine keep apart."""
+    Never the same port twice in one run; checked free by binding it; and taken from a block of
+    ports this process holds (_claim_block), so that two runs, two parallel workers of one run or
+    a bench on the same machine never pick the same port in the time between the check and the
+    process's own bind."""
     high = _ephemeral_low()
     if high - _PORT_LOW < 1000:  # an unusual range: fall back on the kernel's choice
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
-    span = high - _PORT_LOW
-    if _PORTS["next"] is None:
-        _PORTS["next"] = (os.getpid() * 7919) % span
-    for _ in range(span):
-        port = _PORT_LOW + _PORTS["next"] % span
-        _PORTS["next"] += 1
-        if port in _PORTS["given"]:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    nblocks = (high - _PORT_LOW) // _BLOCK
+    for _ in range(2):
+        while True:
+            if not _PORTS["blocks"] or _PORTS["next"] >= _BLOCK:
+                if _claim_block(nblocks) is None:
+                    break
+            block = _PORTS["blocks"][-1][0]
+            port = _PORT_LOW + block * _BLOCK + _PORTS["next"]
+            _PORTS["next"] += 1
+            if port in _PORTS["given"] or port in exclude:
                 continue
-        _PORTS["given"].add(port)
-        return port
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _PORTS["given"].add(port)
+            return port
+        _PORTS["tried"] = {b for b, _ in _PORTS["blocks"]}  # every block tried: once more
     raise RuntimeError("no free port left below the ephemeral range")
+
+
+def one_broker(fn):
+    """Marks a test of a module with BROKERS = ["mock", "embedded"] as broker-independent (a
+    browser test, a docs check, an HTTP-server behaviour): it runs once, with the embedded
+    broker, instead of once per broker."""
+    fn.brokers = ["embedded"]
+    return fn
+
+
+def release_only(fn):
+    """Marks a test that the ASan pass skips (as a module's ASAN = False does for all its
+    tests): one whose C paths other tests already drive under the sanitizers (a browser or
+    load test), or that runs no product binary. docs/testing.md lists what runs sanitized."""
+    fn.asan = False
+    return fn
 
 
 def wait_for(cond, timeout=10.0, what="condition", interval=0.02):
@@ -218,10 +292,26 @@ class Proc:
         return out
 
 
+# Contexts not cleaned up yet (a test's, a module's): cleanup_all() stops them.
+_LIVE = set()
+
+
+def cleanup_all():
+    """Stops every context's processes and the shared resources: a runner's worker that is told
+    to stop (SIGTERM, SIGINT) leaves no process and no PostgreSQL cluster behind."""
+    for c in list(_LIVE):
+        try:
+            c.cleanup()
+        except Exception:
+            pass
+    shutdown_shared()
+
+
 class Context:
     """Everything one test started; cleaned up by the runner."""
 
     def __init__(self, name, broker=None):
+        _LIVE.add(self)
         self.name = name
         self.broker_kind = broker or os.environ.get("TEST_BROKER", "mock")
         self.tmp = tempfile.mkdtemp(prefix="bustest-")
@@ -319,6 +409,7 @@ class Context:
         return "\n".join(out)
 
     def cleanup(self):
+        _LIVE.discard(self)
         errors = []
         for p in reversed(self.procs):
             try:
@@ -514,6 +605,67 @@ def kcat_consume(bootstrap, topic, count, timeout=20.0):
         lines = out.split(b"\n")
         i = 0
     return msgs
+
+
+class ModuleFixture:
+    """Processes shared by the tests of one module (the whole product, say) instead of one
+    start-up per test: setup(ctx) runs on first use in a context of its own and returns what the
+    tests get; teardown() stops it (make it the module's teardown_module, which tests/run.py
+    calls after the module's last test). A set-up that failed fails every test that asks for it,
+    with the processes' logs, without trying again.
+
+        _P = harness.ModuleFixture("e2e/test_product", lambda ctx: product.start(ctx))
+        teardown_module = _P.teardown
+
+        @_P.test
+        def test_x(p): ...          # p: what setup returned; failures carry p.log_tail()"""
+
+    def __init__(self, name, setup, check=None):
+        # check(value), when given, runs at teardown before the processes stop (a check over
+        # everything the module's tests did, e.g. no request denied by the broker's ACLs); its
+        # failure fails the module's teardown.
+        self.name, self.setup, self.check = name, setup, check
+        self.ctx = self.value = self.error = None
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        if self.ctx is None:
+            self.ctx = Context(self.name + ":module")
+            try:
+                self.value = self.setup(self.ctx)
+            except BaseException as e:
+                self.error = e if isinstance(e, Skip) else AssertionError(
+                    f"{self.name}: module set-up failed: {e!r}\n{self.ctx.log_tail()}")
+                raise self.error
+        return self.value
+
+    def teardown(self):
+        ctx, value, check = self.ctx, self.value, self.check
+        self.ctx = self.value = self.error = None
+        try:
+            if check is not None and value is not None:
+                check(value)
+        finally:
+            if ctx is not None:
+                ctx.cleanup()
+
+    def test(self, fn):
+        """Decorates test_x(value) into test_x(), the shared value passed in; an assertion that
+        fails carries the value's log_tail() when it has one."""
+        import functools
+
+        @functools.wraps(fn)
+        def run():
+            value = self.get()
+            try:
+                fn(value)
+            except AssertionError as e:
+                tail = getattr(value, "log_tail", None)
+                if tail is None:
+                    raise
+                raise AssertionError(f"{e}\n{tail()}") from e
+        return run
 
 
 def shared(name, factory):

@@ -1,5 +1,5 @@
-"""One private PostgreSQL cluster for the whole test run (tools/pg.sh), plus a fresh database
-per test.
+"""One private PostgreSQL cluster for the whole test run (for each of tests/run.py's parallel
+workers: tools/pg.sh), plus a fresh database per test.
 
     import pg
     url = pg.fresh_db()            # postgresql://bus:<password>@127.0.0.1:<port>/t_<random>
@@ -10,7 +10,8 @@ product's role "bus" no superuser. Tests connect as bus (.psql, the URLs); only 
 a database as the superuser "postgres" (.admin_url), giving it to bus.
 
 The cluster lives in a temp dir on a free port, started on first use through
-harness.shared("postgres", ...) and stopped by harness.shutdown_shared() at the end of the run.
+harness.shared("postgres", ...) and stopped by harness.shutdown_shared() when the run (the
+worker) ends.
 Tests raise harness.Skip when PostgreSQL is not installed.
 """
 import os

@@ -28,6 +28,7 @@ import uuid
 
 import harness
 import pg
+import tokens
 
 ROOT = harness.ROOT
 GEOIP_DB = os.path.join(ROOT, "var", "geoip", "geo-whois-asn-country.mmdb")
@@ -269,6 +270,11 @@ def start(ctx, db_url=None, campaign_accounts=(), retry_max_ms=None, service_con
     require_binaries()
     return Product(ctx, db_url or pg.fresh_db(), list(campaign_accounts), retry_max_ms,
                    service_config, bus_env, route_overrides)
+
+
+def token(role, subject):
+    """A bearer token of role for subject, signed with the product's AUTH_SECRET."""
+    return tokens.token(role, subject, AUTH_SECRET)
 
 
 def login(account, ip, **extra):

@@ -5,67 +5,27 @@ Most tests run against the whole product (tests/lib/product.py: real broker, pub
 dispatcher, PostgreSQL), started once for the module; each test uses accounts of its own. Logins
 enter through the publisher as a login server's would, and every effect is observed where the
 player, an attacker or support would see it."""
-import functools
 import hashlib
 import hmac
 import os
 import re
 import shutil
-import subprocess
 import uuid
 
 import harness
 import pg
 import product
+from product import token
+from tokens import auth
 
 US_IP = "8.8.8.8"
 KR_IP = "211.234.10.20"
 RUN = uuid.uuid4().hex[:6]
-_P = {}
-
-
-def the_product():
-    if "error" in _P:
-        raise _P["error"]
-    if "p" not in _P:
-        ctx = harness.Context("security/test_accounts:module")
-        _P["ctx"] = ctx
-        try:
-            _P["p"] = product.start(ctx)
-        except BaseException as e:
-            _P["error"] = e if isinstance(e, harness.Skip) else AssertionError(
-                f"product start-up failed: {e!r}\n{ctx.log_tail()}")
-            raise _P["error"]
-    return _P["p"]
-
-
-def teardown_module():
-    ctx = _P.get("ctx")
-    _P.clear()
-    if ctx is not None:
-        ctx.cleanup()
-
-
-def with_product(fn):
-    @functools.wraps(fn)
-    def run():
-        p = the_product()
-        try:
-            fn(p)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{p.log_tail()}") from e
-    return run
-
-
-def token(role, subject):
-    r = subprocess.run([harness.bin_path("mktoken"), role, subject], capture_output=True,
-                       text=True, env={"AUTH_SECRET": product.AUTH_SECRET}, timeout=10)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def auth(tok):
-    return {"Authorization": "Bearer " + tok}
+# The product starts once for the module, on first use; teardown_module() stops it.
+_P = harness.ModuleFixture("security/test_accounts", product.start)
+the_product = _P.get
+teardown_module = _P.teardown
+with_product = _P.test
 
 
 def account(tag):

@@ -9,16 +9,14 @@ new ce-id was processed again.
 import datetime
 import json
 import os
-import subprocess
 import time
 import uuid
 
 import harness
 import pg
 import product
-
-AUTH = "security-test-auth-secret"
-BUS = "security-test-bus-signing-secret"
+import tokens
+from tokens import AUTH, BUS
 
 
 def iso_now():
@@ -69,10 +67,8 @@ def _history(ctx):
 
 
 def _logins(svc, account):
-    tok = subprocess.run([harness.bin_path("mktoken"), "staff", "sec"], capture_output=True,
-                         text=True, env={"AUTH_SECRET": AUTH}, timeout=10).stdout.strip()
     st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/logins",
-                               headers={"Authorization": "Bearer " + tok})
+                               headers=tokens.auth(tokens.token("staff", "sec")))
     assert st == 200, (st, body)
     return body["logins"]
 
