@@ -90,7 +90,7 @@ void cache_release(struct guard *g)
 /* The account's settings row and its current allowed countries. acct and allowed are owned by
  * the caller. */
 int load_account(struct guard *g, const char *id, json_t **acct, json_t **allowed, char *err,
-                        size_t err_len)
+                 size_t err_len)
 {
     const char *p[] = {id};
     *acct = NULL;
@@ -326,7 +326,6 @@ static void handle_status(struct http_exchange *ex, void *arg)
     }
     http_respond_json(ex, 200, st);
 }
-
 
 void account_routes(struct http_server *srv, struct guard *g)
 {

@@ -119,12 +119,12 @@ static json_t *action_event_new(json_t *row, const struct login *l, json_t *ev, 
     json_error_t jerr;
     json_t *channels = json_loads(ch ? ch : "[\"ingame\"]", 0, &jerr);
     const char *email = row_str(row, 0, "email"), *phone = row_str(row, 0, "phone");
-    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}}", "account_id",
-                            l->account, "action", policy, "login_id", l->login_id, "country",
-                            l->country, "ip", l->ip, "ts", l->ts, "channels",
-                            channels ? channels : json_array(), "contacts", "email",
-                            email ? json_string(email) : json_null(), "phone",
-                            phone ? json_string(phone) : json_null());
+    json_t *out =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}}", "account_id", l->account,
+                  "action", policy, "login_id", l->login_id, "country", l->country, "ip", l->ip,
+                  "ts", l->ts, "channels", channels ? channels : json_array(), "contacts", "email",
+                  email ? json_string(email) : json_null(), "phone",
+                  phone ? json_string(phone) : json_null());
     if (ev_str(ev, "server")) {
         json_object_set_new(out, "server", json_string(ev_str(ev, "server")));
     }
@@ -145,8 +145,7 @@ static json_t *action_event_new(json_t *row, const struct login *l, json_t *ev, 
 /* Step 6 (lock): a lock's code, minted once here into code and added to out sealed for notify;
  * it is otherwise kept only as a salted hash (decision_store) and, sealed, in the decision
  * itself (answered again as stored on a redelivery). -1 when it cannot be sealed. */
-static int lock_code_add(struct guard *g, const char *account, json_t *out,
-                         char code[CODE_LEN + 1])
+static int lock_code_add(struct guard *g, const char *account, json_t *out, char code[CODE_LEN + 1])
 {
     char sctx[ID_MAX + 16], *sealed = NULL;
     new_code(code);
@@ -206,9 +205,9 @@ static void decide_as_stored(struct guard *g, struct delivery_item *it, const st
     const char *pl[] = {l->account, l->login_id};
     json_t *rows = NULL;
     char err[512];
-    int rc = db_exec(g->db,
-                     "SELECT event FROM guard.decisions WHERE account_id = $1 AND login_id = $2",
-                     pl, 2, &rows, NULL, err, sizeof(err));
+    int rc =
+        db_exec(g->db, "SELECT event FROM guard.decisions WHERE account_id = $1 AND login_id = $2",
+                pl, 2, &rows, NULL, err, sizeof(err));
     if (rc != DB_OK || json_array_size(rows) == 0) {
         json_decref(rows);
         item_db_fail(it, rc == DB_OK ? DB_EUNAVAILABLE : rc, err);
@@ -298,7 +297,6 @@ static void handle_login(struct http_exchange *ex, void *arg)
     delivery_decide_all(&b, guard_decide, g);
     delivery_answer(ex, &b);
 }
-
 
 void decide_routes(struct http_server *srv, struct guard *g)
 {

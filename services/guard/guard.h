@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "actions.h"
 #include "auth.h"
 #include "config.h"
 #include "crypto.h"
@@ -82,8 +83,6 @@ struct guard {
 /* ---- request.c ---- */
 
 int valid_id(const char *s);
-/* The policy's rank, mildest first (actions.h), or -1 when p is no policy. */
-int policy_index(const char *p);
 int valid_country(const char *c);
 /* Answers 503 with Retry-After 1 while the database is unavailable, 500 (logged) otherwise. */
 void db_fail(struct http_exchange *ex, int rc, const char *err);
@@ -159,8 +158,8 @@ struct code_check {
     const char *exhausted_message;
     const char *none_error, *none_message; /* 409 when there is no code */
     const char *expired_message;           /* 410 code_expired */
-    bool is_last_wrong_exhausted; /* a wrong code that spent the last attempt answers as
-                                     exhausted (else 403 wrong_code, attempts_left 0) */
+    bool is_last_wrong_exhausted;          /* a wrong code that spent the last attempt answers as
+                                              exhausted (else 403 wrong_code, attempts_left 0) */
 };
 /* Spends one attempt (atomically, so concurrent guesses cannot exceed code_attempts), then
  * compares code with the stored hash. Returns 0 with *rows (caller owns) the spent row when the

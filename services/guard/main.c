@@ -162,7 +162,7 @@ int main(int argc, char **argv)
         log_error("seal_keys: %s", err);
         goto out;
     }
-    if (policy_index(config_str(app.cfg, "default_policy")) < 0) {
+    if (action_index(config_str(app.cfg, "default_policy")) < 0) {
         log_error("default_policy must be none, notify, kick, block_abroad or lock");
         goto out;
     }

@@ -18,8 +18,8 @@
 /* Builds a notification event of kind to the given channels (stolen) and contacts, with params
  * (stolen, may be NULL), and the statement that queues it (valid while m lives). */
 void outbox_msg_init(struct outbox_msg *m, struct db_stmt *st, const char *account,
-                            const char *kind, json_t *channels, const char *email,
-                            const char *phone, json_t *params)
+                     const char *kind, json_t *channels, const char *email, const char *phone,
+                     json_t *params)
 {
     id_uuid7(m->id);
     json_t *contacts = json_object();
@@ -125,4 +125,3 @@ void outbox_flush(struct guard *g)
     }
     json_decref(rows);
 }
-

@@ -130,7 +130,7 @@ static bool policy_weakens(struct guard *g, json_t *acct, json_t *cur_allowed, c
                            json_t *channels, const char *const *countries,
                            const char *const *untils, size_t n_allowed)
 {
-    if (policy_index(action) < policy_index(acct_policy(g, acct))) {
+    if (action_index(action) < action_index(acct_policy(g, acct))) {
         return true;
     }
     const char *ch = row_str(acct, 0, "channels");
@@ -182,7 +182,7 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
     json_t *channels = json_object_get(b, "channels");
     json_t *allowed = json_object_get(b, "allowed_countries");
     const char *bad = NULL;
-    if (policy_index(action) < 0) {
+    if (action_index(action) < 0) {
         bad = "\"action\" must be one of none, notify, kick, block_abroad, lock";
     } else if (channels && !json_is_array(channels)) {
         bad = "\"channels\" must be an array";
@@ -603,7 +603,6 @@ static void handle_confirm_contact(struct http_exchange *ex, void *arg)
     json_decref(b); /* channel and code were borrowed from it */
     handle_get_policy(ex, arg);
 }
-
 
 void player_routes(struct http_server *srv, struct guard *g)
 {

@@ -22,18 +22,6 @@ int valid_id(const char *s)
     return 1;
 }
 
-static const char *const POLICIES[] = {"none", "notify", "kick", "block_abroad", "lock"};
-
-int policy_index(const char *p)
-{
-    for (int i = 0; p && i < 5; i++) {
-        if (strcmp(p, POLICIES[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
-}
-
 int valid_country(const char *c)
 {
     return c && strlen(c) == 2 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z';
@@ -58,7 +46,7 @@ const char *row_str(json_t *rows, size_t i, const char *col)
 /* ---- tokens ---- */
 
 int authorize(struct guard *g, struct http_exchange *ex, const char *id, int staff_ok,
-                     struct auth_identity *who)
+              struct auth_identity *who)
 {
     const char *tok = http_bearer(ex);
     char err[256];
@@ -77,7 +65,7 @@ int authorize(struct guard *g, struct http_exchange *ex, const char *id, int sta
 }
 
 const char *account_param(struct guard *g, struct http_exchange *ex, enum caller caller,
-                                 struct auth_identity *who)
+                          struct auth_identity *who)
 {
     const char *id = http_param(ex, 0);
     if (!valid_id(id)) {
@@ -104,4 +92,3 @@ json_t *body_object(struct http_exchange *ex)
     }
     return b;
 }
-

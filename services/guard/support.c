@@ -201,7 +201,6 @@ static void handle_support_locks(struct http_exchange *ex, void *arg)
     http_respond_json(ex, 200, json_pack("{s:s, s:o}", "account_id", id, "events", rows));
 }
 
-
 void support_routes(struct http_server *srv, struct guard *g)
 {
     http_server_route(srv, "GET", "/v1/support/audit", handle_audit, g, 0);

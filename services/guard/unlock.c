@@ -95,9 +95,10 @@ int code_spend(struct guard *g, struct http_exchange *ex, const struct code_chec
             http_respond_error(ex, c->exhausted_status, "attempts_exhausted", NULL, "%s",
                                c->exhausted_message);
         } else {
-            http_respond_error(ex, 403, "wrong_code",
-                               json_pack("{s:I}", "attempts_left", (json_int_t)(left < 0 ? 0 : left)),
-                               "wrong code");
+            http_respond_error(
+                ex, 403, "wrong_code",
+                json_pack("{s:I}", "attempts_left", (json_int_t)(left < 0 ? 0 : left)),
+                "wrong code");
         }
         return -1;
     }
@@ -225,7 +226,6 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
         ex, 200,
         json_pack("{s:s, s:b, s:s}", "account_id", id, "locked", 0, "unlocked_by", who.subject));
 }
-
 
 void unlock_routes(struct http_server *srv, struct guard *g)
 {
