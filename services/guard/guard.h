@@ -56,6 +56,7 @@ struct status_client {
 };
 
 struct cache_entry; /* account.c */
+struct webpage;
 
 /* The service: set up by main.c before the server starts, read-only afterwards except the
  * status cache (behind mu) and the relay's state (main thread only). */
@@ -78,6 +79,8 @@ struct guard {
     /* the relay's state while the publisher fails (main thread only): no attempt before
      * outbox_retry_ms, the wait doubling up to 5 s; one warning per failing streak */
     long long outbox_retry_ms, outbox_wait_ms;
+    struct http_server *srv; /* main.c's */
+    struct webpage *page;    /* the support console's files (main.c) */
 };
 
 /* ---- request.c ---- */

@@ -137,112 +137,133 @@ static int parse_home(struct guard *g, const char *list)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Before the database: the checks of the configuration that app_init cannot make, the GeoIP
+ * database, the metrics. */
+static int guard_prepare(struct app *app, void *ctx)
 {
-    struct app app;
+    struct guard *g = ctx;
     char err[512];
-    int rc = 1;
-    struct http_server *srv = NULL;
-    struct webpage *page = NULL;
-    struct guard g;
-    memset(&g, 0, sizeof(g));
-
-    if (app_init(&app, argc, argv, "guard", "GUARD", GUARD_CONFIG) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        app_release(&app);
-        return 0;
-    }
-    cache_init(&g);
-    g.cfg = app.cfg;
-    g.auth_secret = config_str(app.cfg, "auth_secret");
-    g.bus_secret = config_str(app.cfg, "bus_secret");
-    if (seal_keys_parse(config_str(app.cfg, "seal_keys"), &g.seal, err, sizeof(err)) != 0) {
+    cache_init(g);
+    g->cfg = app->cfg;
+    g->auth_secret = config_str(app->cfg, "auth_secret");
+    g->bus_secret = config_str(app->cfg, "bus_secret");
+    if (seal_keys_parse(config_str(app->cfg, "seal_keys"), &g->seal, err, sizeof(err)) != 0) {
         log_error("seal_keys: %s", err);
-        goto out;
+        return 1;
     }
-    if (action_index(config_str(app.cfg, "default_policy")) < 0) {
+    if (action_index(config_str(app->cfg, "default_policy")) < 0) {
         log_error("default_policy must be none, notify, kick, block_abroad or lock");
-        goto out;
+        return 1;
     }
-    if (parse_home(&g, config_str(app.cfg, "home_countries")) != 0 ||
-        parse_status_clients(&g, config_str(app.cfg, "status_tokens")) != 0) {
-        goto out;
+    if (parse_home(g, config_str(app->cfg, "home_countries")) != 0 ||
+        parse_status_clients(g, config_str(app->cfg, "status_tokens")) != 0) {
+        return 1;
     }
-    g.geo = geo_new(config_str(app.cfg, "geoip_db"), err, sizeof(err));
-    if (!g.geo) {
+    g->geo = geo_new(config_str(app->cfg, "geoip_db"), err, sizeof(err));
+    if (!g->geo) {
         log_error("geoip_db: %s", err);
-        goto out;
+        return 1;
     }
-    g.m_actions = metrics_counter("guard_actions_total", "Logins that triggered a policy", NULL);
-    g.m_status_hit =
+    g->m_actions = metrics_counter("guard_actions_total", "Logins that triggered a policy", NULL);
+    g->m_status_hit =
         metrics_counter("guard_status_cache_hits_total", "Status answers from the cache", NULL);
-    g.m_status_miss = metrics_counter("guard_status_cache_misses_total",
-                                      "Status answers loaded from the database", NULL);
-    g.m_outbox_sent =
+    g->m_status_miss = metrics_counter("guard_status_cache_misses_total",
+                                       "Status answers loaded from the database", NULL);
+    g->m_outbox_sent =
         metrics_counter("guard_messages_published_total",
                         "Messages guard sent on its own, acknowledged by the bus", NULL);
-    g.m_outbox_dropped = metrics_counter("guard_messages_dropped_total",
-                                         "Messages the publisher refused for good (logged)", NULL);
-    g.http = http_client_new();
-    int m = app_db_open(&app, "guard", &g.db);
-    if (m != 0) {
-        rc = m == APP_STOPPED ? 0 : 1;
-        goto out;
-    }
-    const char *cors = config_str(app.cfg, "http.cors_origins");
-    page = webpage_new("guard", "history", cors, config_str(app.cfg, "web.history_url"), err,
-                       sizeof(err));
-    if (!page) {
+    g->m_outbox_dropped = metrics_counter("guard_messages_dropped_total",
+                                          "Messages the publisher refused for good (logged)", NULL);
+    g->http = http_client_new();
+    return 0;
+}
+
+/* With the database: the routes of every part, the console's files, the server started. */
+static int guard_start(struct app *app, void *ctx)
+{
+    struct guard *g = ctx;
+    char err[512];
+    const char *cors = config_str(app->cfg, "http.cors_origins");
+    g->page = webpage_new("guard", "history", cors, config_str(app->cfg, "web.history_url"), err,
+                          sizeof(err));
+    if (!g->page) {
         log_error("%s", err);
-        goto out;
+        return 1;
     }
     struct http_server_options opts = {
-        .listen = config_str(app.cfg, "listen"),
-        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .listen = config_str(app->cfg, "listen"),
+        .threads = (unsigned)config_int(app->cfg, "threads"),
         .ready = db_ready,
-        .ready_ctx = g.db,
+        .ready_ctx = g->db,
         .cors_origins = cors,
     };
-    srv = http_server_new(&opts);
-    decide_routes(srv, &g);
-    account_routes(srv, &g);
-    player_routes(srv, &g);
-    unlock_routes(srv, &g);
-    support_routes(srv, &g);
-    webpage_serve(page, srv, "/support/", config_str(app.cfg, "web.dir"),
-                  config_str(app.cfg, "web.common_dir"));
-    if (http_server_start(srv, err, sizeof(err)) != 0) {
+    g->srv = http_server_new(&opts);
+    decide_routes(g->srv, g);
+    account_routes(g->srv, g);
+    player_routes(g->srv, g);
+    unlock_routes(g->srv, g);
+    support_routes(g->srv, g);
+    webpage_serve(g->page, g->srv, "/support/", config_str(app->cfg, "web.dir"),
+                  config_str(app->cfg, "web.common_dir"));
+    if (http_server_start(g->srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
-        goto out;
+        return 1;
     }
     log_info("guard listening on %s%s", opts.listen,
-             g.bus_secret && *g.bus_secret ? ", signatures required" : "");
-    long check_ms = (long)config_int(app.cfg, "geoip_reload_check_ms");
+             g->bus_secret && *g->bus_secret ? ", signatures required" : "");
+    return 0;
+}
+
+/* Until stopped: the outbox relayed every outbox_interval_ms, the GeoIP database checked for
+ * replacement every geoip_reload_check_ms. */
+static void guard_run(struct app *app, void *ctx)
+{
+    struct guard *g = ctx;
+    char err[512];
+    long check_ms = (long)config_int(app->cfg, "geoip_reload_check_ms");
     long long geo_checked_ms = app_now_ms();
-    while (!app_wait_stop_for(&app, (long)config_int(app.cfg, "outbox_interval_ms"))) {
-        outbox_flush(&g);
+    while (!app_wait_stop_for(app, (long)config_int(app->cfg, "outbox_interval_ms"))) {
+        outbox_flush(g);
         if (app_now_ms() - geo_checked_ms < check_ms) {
             continue;
         }
         geo_checked_ms = app_now_ms();
-        int r = geo_reload_if_changed(g.geo, err, sizeof(err));
+        int r = geo_reload_if_changed(g->geo, err, sizeof(err));
         if (r == 1) {
             log_info("GeoIP database reloaded");
         } else if (r < 0) {
             log_warn("GeoIP reload skipped: %s", err);
         }
     }
-    rc = 0;
-out:
-    http_server_free(srv, 2000);
-    geo_free(g.geo);
-    http_client_free(g.http);
-    cache_release(&g);
-    db_free(g.db);
-    seal_keys_free(g.seal);
-    webpage_free(page);
-    app_release(&app);
-    return rc;
+}
+
+static void guard_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct guard *g = ctx;
+    http_server_free(g->srv, 2000);
+    geo_free(g->geo);
+    http_client_free(g->http);
+    cache_release(g);
+    seal_keys_free(g->seal);
+    webpage_free(g->page);
+}
+
+int main(int argc, char **argv)
+{
+    struct guard g;
+    memset(&g, 0, sizeof(g));
+    const struct app_service svc = {
+        .name = "guard",
+        .env_prefix = "GUARD",
+        .defs = GUARD_CONFIG,
+        .ctx = &g,
+        .db_schema = "guard",
+        .db = &g.db,
+        .prepare = guard_prepare,
+        .start = guard_start,
+        .run = guard_run,
+        .release = guard_release,
+    };
+    return app_serve(argc, argv, &svc);
 }
