@@ -510,14 +510,15 @@ static int dispatcher_start(struct app *app, void *ctx)
     /* Four threads: a dead-letter replay holds one for seconds. */
     struct http_server_options ho = {
         .listen = config_str(cfg, "listen"), .threads = 4, .ready = is_ready, .ready_ctx = d};
-    d->srv = http_server_new(&ho);
-    http_server_route(d->srv, "GET", "/v1/routes", handle_routes, d, 0);
-    http_server_route(d->srv, "POST", "/v1/reload", handle_reload, d, 0);
-    http_server_route(d->srv, "GET", "/v1/topology", handle_topology, d, 0);
-    http_server_route(d->srv, "GET", "/v1/routes/{}/dead-letters", handle_dead_letters, d, 0);
-    http_server_route(d->srv, "POST", "/v1/routes/{}/dead-letters/replay", handle_replay, d, 0);
-    webpage_serve_files(d->srv, "/", config_str(cfg, "web.dir"), config_str(cfg, "web.common_dir"));
-    if (http_server_start(d->srv, err, sizeof err) != 0) {
+    struct http_server *srv = http_server_new(&ho);
+    d->srv = srv;
+    http_server_route(srv, "GET", "/v1/routes", handle_routes, d, 0);
+    http_server_route(srv, "POST", "/v1/reload", handle_reload, d, 0);
+    http_server_route(srv, "GET", "/v1/topology", handle_topology, d, 0);
+    http_server_route(srv, "GET", "/v1/routes/{}/dead-letters", handle_dead_letters, d, 0);
+    http_server_route(srv, "POST", "/v1/routes/{}/dead-letters/replay", handle_replay, d, 0);
+    webpage_serve_files(srv, "/", config_str(cfg, "web.dir"), config_str(cfg, "web.common_dir"));
+    if (http_server_start(srv, err, sizeof err) != 0) {
         log_error("cannot listen on %s: %s", ho.listen, err);
         return 1;
     }

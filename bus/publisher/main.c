@@ -144,9 +144,10 @@ static int publisher_start(struct app *app, void *ctx)
         .ready = is_ready,
         .ready_ctx = pub,
     };
-    pub->srv = http_server_new(&ho);
-    ingest_routes(pub->in, pub->srv, (size_t)config_int(cfg, "batch_max_bytes"));
-    if (http_server_start(pub->srv, err, sizeof err) != 0) {
+    struct http_server *srv = http_server_new(&ho);
+    pub->srv = srv;
+    ingest_routes(pub->in, srv, (size_t)config_int(cfg, "batch_max_bytes"));
+    if (http_server_start(srv, err, sizeof err) != 0) {
         log_error("cannot listen on %s: %s", ho.listen, err);
         return 1;
     }

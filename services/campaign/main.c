@@ -306,10 +306,11 @@ static int campaign_start(struct app *app, void *ctx)
         .ready = db_ready,
         .ready_ctx = c->db,
     };
-    c->srv = http_server_new(&opts);
-    http_server_route(c->srv, "POST", "/v1/deliveries/login", handle_login, c,
+    struct http_server *srv = http_server_new(&opts);
+    c->srv = srv;
+    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, c,
                       DELIVERY_MAX_BODY_BYTES);
-    if (http_server_start(c->srv, err, sizeof(err)) != 0) {
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         return 1;
     }

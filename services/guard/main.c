@@ -184,9 +184,10 @@ static int guard_start(struct app *app, void *ctx)
     struct guard *g = ctx;
     char err[512];
     const char *cors = config_str(app->cfg, "http.cors_origins");
-    g->page = webpage_new("guard", "history", cors, config_str(app->cfg, "web.history_url"), err,
-                          sizeof(err));
-    if (!g->page) {
+    struct webpage *page = webpage_new("guard", "history", cors,
+                                       config_str(app->cfg, "web.history_url"), err, sizeof(err));
+    g->page = page;
+    if (!page) {
         log_error("%s", err);
         return 1;
     }
@@ -197,15 +198,16 @@ static int guard_start(struct app *app, void *ctx)
         .ready_ctx = g->db,
         .cors_origins = cors,
     };
-    g->srv = http_server_new(&opts);
-    decide_routes(g->srv, g);
-    account_routes(g->srv, g);
-    player_routes(g->srv, g);
-    unlock_routes(g->srv, g);
-    support_routes(g->srv, g);
-    webpage_serve(g->page, g->srv, "/support/", config_str(app->cfg, "web.dir"),
+    struct http_server *srv = http_server_new(&opts);
+    g->srv = srv;
+    decide_routes(srv, g);
+    account_routes(srv, g);
+    player_routes(srv, g);
+    unlock_routes(srv, g);
+    support_routes(srv, g);
+    webpage_serve(page, srv, "/support/", config_str(app->cfg, "web.dir"),
                   config_str(app->cfg, "web.common_dir"));
-    if (http_server_start(g->srv, err, sizeof(err)) != 0) {
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         return 1;
     }

@@ -95,9 +95,10 @@ static int history_start(struct app *app, void *ctx)
     maintain(h->db, app->cfg);
 
     const char *cors = config_str(app->cfg, "http.cors_origins");
-    h->page = webpage_new("history", "guard", cors, config_str(app->cfg, "web.guard_url"), err,
-                          sizeof(err));
-    if (!h->page) {
+    struct webpage *page = webpage_new("history", "guard", cors,
+                                       config_str(app->cfg, "web.guard_url"), err, sizeof(err));
+    h->page = page;
+    if (!page) {
         log_error("%s", err);
         return 1;
     }
@@ -109,7 +110,8 @@ static int history_start(struct app *app, void *ctx)
         .ready_ctx = h->db,
         .cors_origins = cors,
     };
-    h->srv = http_server_new(&opts);
+    struct http_server *srv = http_server_new(&opts);
+    h->srv = srv;
     const char *bus_secret = config_str(app->cfg, "bus_secret");
     struct ingest_options io = {
         .bus_secret = bus_secret,
@@ -118,12 +120,12 @@ static int history_start(struct app *app, void *ctx)
         .max_pending = (unsigned)config_int(app->cfg, "max_pending"),
         .workers = (unsigned)config_int(app->cfg, "batch_workers"),
     };
-    h->in = ingest_new(h->db, h->srv, &io);
+    h->in = ingest_new(h->db, srv, &io);
     struct api_options ao = {.auth_secret = config_str(app->cfg, "auth_secret")};
-    api_register(h->srv, h->db, &ao);
-    webpage_serve(h->page, h->srv, "/", config_str(app->cfg, "web.dir"),
+    api_register(srv, h->db, &ao);
+    webpage_serve(page, srv, "/", config_str(app->cfg, "web.dir"),
                   config_str(app->cfg, "web.common_dir"));
-    if (http_server_start(h->srv, err, sizeof(err)) != 0) {
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         return 1;
     }

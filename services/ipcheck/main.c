@@ -113,10 +113,11 @@ static int ipcheck_start(struct app *app, void *ctx)
         .threads = (unsigned)config_int(app->cfg, "threads"),
         .max_body_bytes = 64 * 1024,
     };
-    ic->srv = http_server_new(&opts);
-    http_server_route(ic->srv, "POST", "/v1/deliveries/login", handle_login, ic,
+    struct http_server *srv = http_server_new(&opts);
+    ic->srv = srv;
+    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, ic,
                       DELIVERY_MAX_BODY_BYTES);
-    if (http_server_start(ic->srv, err, sizeof(err)) != 0) {
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         return 1;
     }

@@ -487,10 +487,11 @@ static int notify_start(struct app *app, void *ctx)
         .ready = db_ready,
         .ready_ctx = n->db,
     };
-    n->srv = http_server_new(&opts);
-    http_server_route(n->srv, "POST", "/v1/deliveries/account.action", handle_action, n, 65536);
-    http_server_route(n->srv, "POST", "/v1/deliveries/notification", handle_notification, n, 65536);
-    if (http_server_start(n->srv, err, sizeof(err)) != 0) {
+    struct http_server *srv = http_server_new(&opts);
+    n->srv = srv;
+    http_server_route(srv, "POST", "/v1/deliveries/account.action", handle_action, n, 65536);
+    http_server_route(srv, "POST", "/v1/deliveries/notification", handle_notification, n, 65536);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         return 1;
     }

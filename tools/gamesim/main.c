@@ -251,14 +251,15 @@ static int sim_start(struct app *app, void *ctx)
         .listen = config_str(app->cfg, "listen"),
         .threads = (unsigned)config_int(app->cfg, "threads"),
     };
-    s->srv = http_server_new(&opts);
-    http_server_route(s->srv, "POST", "/v1/kick", handle_kick, s, 65536);
-    http_server_route(s->srv, "POST", "/v1/messages", handle_message, s, 65536);
-    http_server_route(s->srv, "POST", "/v1/sms", handle_sms, s, 65536);
-    http_server_route(s->srv, "GET", "/v1/received", handle_received, s, 0);
-    http_server_route(s->srv, "DELETE", "/v1/received", handle_clear, s, 0);
-    http_server_route(s->srv, "POST", "/v1/fail", handle_fail, s, 1024);
-    if (http_server_start(s->srv, err, sizeof(err)) != 0) {
+    struct http_server *srv = http_server_new(&opts);
+    s->srv = srv;
+    http_server_route(srv, "POST", "/v1/kick", handle_kick, s, 65536);
+    http_server_route(srv, "POST", "/v1/messages", handle_message, s, 65536);
+    http_server_route(srv, "POST", "/v1/sms", handle_sms, s, 65536);
+    http_server_route(srv, "GET", "/v1/received", handle_received, s, 0);
+    http_server_route(srv, "DELETE", "/v1/received", handle_clear, s, 0);
+    http_server_route(srv, "POST", "/v1/fail", handle_fail, s, 1024);
+    if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
         return 1;
     }
