@@ -11,7 +11,7 @@
  * server started); the run hook until a stop signal (app_run when none: SIGHUP ignored); then the
  * release hook, the database closed and app_release. See struct app_service for exit codes.
  *
- * The parts it is made of, for a program that needs another shape (the broker):
+ * The parts it is made of, for a program of another shape (tools/loginsim, a load generator):
  *
  *   struct app app;
  *   if (app_init(&app, argc, argv, "bus-publisher", "PUBLISHER", defs) != 0) return 2;
@@ -104,8 +104,8 @@ struct app_service {
     /* Returns when the process is to stop (its stop signal received, drained if it drains).
      * NULL: app_run, SIGHUP ignored. */
     void (*run)(struct app *app, void *ctx);
-    /* Frees what prepare and start made; runs whenever prepare ran, whatever came after (so
-     * every field it frees must be valid or NULL). NULL: nothing to free. */
+    /* Frees what prepare and start made; runs once app_init succeeded, whatever failed after it
+     * (so every field it frees must be valid or NULL). NULL: nothing to free. */
     void (*release)(struct app *app, void *ctx);
 };
 
