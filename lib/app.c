@@ -365,6 +365,45 @@ int app_db_open(struct app *app, const char *schema, struct db **out)
     return 0;
 }
 
+int app_serve(int argc, char **argv, const struct app_service *svc)
+{
+    struct app app;
+    if (app_init(&app, argc, argv, svc->name, svc->env_prefix, svc->defs) != 0) {
+        return 2;
+    }
+    if (app.exit_now) {
+        return 0;
+    }
+    bool is_done = false; /* --migrate/--check done, or stopped while waiting: exit 0 */
+    int rc = svc->prepare ? svc->prepare(&app, svc->ctx) : 0;
+    if (rc == 0 && svc->db_schema) {
+        /* Migrations must be in place before serving; while the database is still starting,
+         * wait (a stop signal meanwhile ends the process normally). */
+        int m = app_db_open(&app, svc->db_schema, svc->db);
+        is_done = m == APP_STOPPED;
+        rc = m == 0 || is_done ? 0 : 1;
+    }
+    if (rc == 0 && !is_done) {
+        rc = svc->start(&app, svc->ctx);
+    }
+    if (rc == 0 && !is_done) {
+        if (svc->run) {
+            svc->run(&app, svc->ctx);
+        } else {
+            app_run(&app);
+        }
+    }
+    if (svc->release) {
+        svc->release(&app, svc->ctx);
+    }
+    if (svc->db) {
+        db_free(*svc->db);
+        *svc->db = NULL;
+    }
+    app_release(&app);
+    return rc;
+}
+
 void app_release(struct app *app)
 {
     config_free(app->cfg);

@@ -1,7 +1,17 @@
 /* app.h - what every process's main.c does first and last: command line, configuration,
- * logger, signals.
+ * logger, signals, and the skeleton they run in.
  *
- * Usage in a main.c:
+ * A long-running process's main() is one call to app_serve() with a table of its hooks:
+ *
+ *   static const struct app_service SERVICE = {.name = "guard", .env_prefix = "GUARD", ...};
+ *   int main(int argc, char **argv) { return app_serve(argc, argv, &SERVICE); }
+ *
+ * app_serve does, in this order: app_init; the process's prepare hook; for a process with a
+ * database, app_db_open (migrations, or --migrate / --check); the start hook (modules, the HTTP
+ * server started); the run hook until a stop signal (app_run when none: SIGHUP ignored); then the
+ * release hook, the database closed and app_release. See struct app_service for exit codes.
+ *
+ * The parts it is made of, for a program of another shape (tools/loginsim, a load generator):
  *
  *   struct app app;
  *   if (app_init(&app, argc, argv, "bus-publisher", "PUBLISHER", defs) != 0) return 2;
@@ -73,6 +83,37 @@ int app_db_migrate(struct app *app, struct db *d, const char *schema, const char
  * schema's state on stdout and returns APP_STOPPED when every migration is applied, -1 when
  * some are pending or the database cannot be reached (libpq's reason logged). */
 int app_db_open(struct app *app, const char *schema, struct db **out);
+
+/* ---- the service skeleton ---- */
+
+/* A long-running process, as app_serve runs it. Every hook gets the app (its configuration in
+ * app->cfg) and ctx. prepare and start return 0, or the process's exit code after logging why:
+ * 1 for a failure, 2 for a refused configuration. */
+struct app_service {
+    const char *name;       /* the process's name in logs, --help and --version */
+    const char *env_prefix; /* PREFIX_CONFIG and PREFIX_<KEY> in the environment */
+    const struct config_def *defs;
+    void *ctx;
+    /* A process with a database names its schema (its table then declares database_url, db_pool
+     * and migrations_dir, see app_db_open) and where the pool goes: *db is set before start and
+     * closed by app_serve after release. NULL for a process without one. */
+    const char *db_schema;
+    struct db **db;
+    int (*prepare)(struct app *app, void *ctx); /* before the database; NULL: nothing to do */
+    int (*start)(struct app *app, void *ctx);   /* after it: modules started, serving */
+    /* Returns when the process is to stop (its stop signal received, drained if it drains).
+     * NULL: app_run, SIGHUP ignored. */
+    void (*run)(struct app *app, void *ctx);
+    /* Frees what prepare and start made; runs once app_init succeeded, whatever failed after it
+     * (so every field it frees must be valid or NULL). NULL: nothing to free. */
+    void (*release)(struct app *app, void *ctx);
+};
+
+/* Runs svc and returns main's exit code: 2 when the arguments or configuration are refused
+ * (app_init) or prepare/start say so; 0 after --help, --version, --config-doc, --check-config,
+ * a successful --migrate or --check, a stop signal while waiting for the database, or a run
+ * that ended; 1 when the database cannot be opened or migrated or prepare/start fail. */
+int app_serve(int argc, char **argv, const struct app_service *svc);
 
 /* Frees the configuration and the table. Safe after a failed app_init, after an exit_now return
  * (app_init has then already released everything) and when called twice. */

@@ -236,25 +236,27 @@ static bool is_ready(void *ctx, const char **reason)
     return false;
 }
 
-int main(int argc, char **argv)
+/* The broker and what main runs beside it, for the hooks of app_serve. */
+struct broker_main {
+    struct broker_options opt;
+    struct broker b;
+    bool has_broker; /* broker_init was called: broker_release is due */
+    struct http_server *http;
+    pthread_t th;
+    bool is_started; /* the event loop thread runs */
+};
+
+/* The options checked, the broker and its admin HTTP server started, the event loop thread
+ * started. */
+static int broker_start(struct app *app, void *ctx)
 {
-    if (argc >= 2 && !strcmp(argv[1], "--scram-user")) {
-        return scram_user_main(argc, argv);
-    }
-    struct app app;
-    if (app_init(&app, argc, argv, "bus-broker", "BROKER", BROKER_CONFIG) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        return 0;
-    }
-    int rc = 1;
-    struct config *cfg = app.cfg;
+    struct broker_main *m = ctx;
+    struct config *cfg = app->cfg;
     /* Fetch answers are large, short-lived buffers: keep them in the heap instead of mapping and
      * faulting in fresh pages for every answer. */
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 128 << 20);
-    struct broker_options opt = {
+    m->opt = (struct broker_options){
         .listen = config_str(cfg, "listen"),
         .advertised_host = config_str(cfg, "advertised_host"),
         .advertised_port = (int)config_int(cfg, "advertised_port"),
@@ -282,66 +284,91 @@ int main(int argc, char **argv)
         .max_partitions_per_topic = (long)config_int(cfg, "max_partitions_per_topic"),
         .max_partitions = (long)config_int(cfg, "max_partitions"),
     };
-    if (opt.is_sasl_required && !(opt.sasl_users_file && opt.sasl_users_file[0])) {
+    if (m->opt.is_sasl_required && !(m->opt.sasl_users_file && m->opt.sasl_users_file[0])) {
         log_error("configuration refused: sasl.users_file must be set when sasl.required is true "
                   "(the default in production)");
-        app_release(&app);
         return 2;
     }
     const char *fs = config_str(cfg, "fsync");
     if (!strcmp(fs, "always")) {
-        opt.fsync = FSYNC_ALWAYS;
+        m->opt.fsync = FSYNC_ALWAYS;
     } else if (!strcmp(fs, "interval")) {
-        opt.fsync = FSYNC_INTERVAL;
+        m->opt.fsync = FSYNC_INTERVAL;
     } else if (!strcmp(fs, "never")) {
-        opt.fsync = FSYNC_NEVER;
+        m->opt.fsync = FSYNC_NEVER;
     } else {
         log_error("config key fsync: expected always, interval or never, got \"%s\"", fs);
-        app_release(&app);
         return 2;
     }
     raise_nofile();
-    struct broker b;
     char err[512] = "";
-    struct http_server *http = NULL;
-    pthread_t th;
-    int started = 0;
-    if (broker_init(&b, &opt, err, sizeof err) != 0) {
+    m->has_broker = true;
+    if (broker_init(&m->b, &m->opt, err, sizeof err) != 0) {
         log_error("cannot start: %s", err);
-        goto out;
+        return 1;
     }
-    if (create_topics(&b, config_str(cfg, "topics")) != 0) {
-        goto out;
+    if (create_topics(&m->b, config_str(cfg, "topics")) != 0) {
+        return 1;
     }
     const char *hl = config_str(cfg, "http.listen");
     if (hl && hl[0]) {
         struct http_server_options ho = {
-            .listen = hl, .threads = 1, .ready = is_ready, .ready_ctx = &b};
-        http = http_server_new(&ho);
-        if (http_server_start(http, err, sizeof err) != 0) {
+            .listen = hl, .threads = 1, .ready = is_ready, .ready_ctx = &m->b};
+        m->http = http_server_new(&ho);
+        if (http_server_start(m->http, err, sizeof err) != 0) {
             log_error("cannot start admin HTTP server: %s", err);
-            goto out;
+            return 1;
         }
     }
-    if (pthread_create(&th, NULL, loop_main, &b) != 0) {
+    if (pthread_create(&m->th, NULL, loop_main, &m->b) != 0) {
         log_error("cannot start the event loop thread");
-        goto out;
+        return 1;
     }
-    started = 1;
+    m->is_started = true;
+    return 0;
+}
+
+/* Until stopped: SIGHUP reloads the users and ACL files. */
+static void broker_main_run(struct app *app, void *ctx)
+{
+    struct broker_main *m = ctx;
     int sig;
-    while ((sig = app_wait_signal(&app)) == SIGHUP) {
+    while ((sig = app_wait_signal(app)) == SIGHUP) {
         log_info("SIGHUP: reloading the users and ACL files (other settings need a restart)");
-        broker_reload(&b);
+        broker_reload(&m->b);
     }
     log_info("signal %d: shutting down", sig);
-    rc = 0;
-out:
-    if (started) {
-        broker_stop(&b);
-        pthread_join(th, NULL);
+}
+
+static void broker_main_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct broker_main *m = ctx;
+    if (m->is_started) {
+        broker_stop(&m->b);
+        pthread_join(m->th, NULL);
     }
-    http_server_free(http, 1000);
-    broker_release(&b);
-    app_release(&app);
-    return rc;
+    http_server_free(m->http, 1000);
+    if (m->has_broker) {
+        broker_release(&m->b);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "--scram-user")) {
+        return scram_user_main(argc, argv);
+    }
+    struct broker_main m;
+    memset(&m, 0, sizeof(m));
+    const struct app_service svc = {
+        .name = "bus-broker",
+        .env_prefix = "BROKER",
+        .defs = BROKER_CONFIG,
+        .ctx = &m,
+        .start = broker_start,
+        .run = broker_main_run,
+        .release = broker_main_release,
+    };
+    return app_serve(argc, argv, &svc);
 }

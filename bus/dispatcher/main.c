@@ -87,6 +87,7 @@ struct dispatcher {
     char config_commit[DISPATCHER_COMMIT_MAX + 1];
     struct metric *commit_info;  /* bus_dispatcher_config_info{commit=...}; guarded by lock */
     pthread_mutex_t replay_lock; /* one dead-letter replay at a time */
+    struct http_server *srv;
 };
 
 /* Reads the commit busctl sync recorded beside the configuration: one line of hex (a git object
@@ -461,26 +462,26 @@ static bool is_ready(void *ctx, const char **reason)
     return true;
 }
 
-int main(int argc, char **argv)
+/* The state every other hook relies on (its locks). */
+static int dispatcher_prepare(struct app *app, void *ctx)
 {
-    struct app app;
-    if (app_init(&app, argc, argv, "bus-dispatcher", "DISPATCHER", defs) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        return 0;
-    }
+    struct dispatcher *d = ctx;
+    d->cfg = app->cfg;
+    d->admin_token = config_str(app->cfg, "admin.token");
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_mutex_init(&d->replay_lock, NULL);
+    return 0;
+}
 
-    int rc = 1;
+/* The bus configuration checked, the producer, the routes started, the admin API started. */
+static int dispatcher_start(struct app *app, void *ctx)
+{
+    struct dispatcher *d = ctx;
     char err[8192];
-    struct http_server *srv = NULL;
-    struct dispatcher d = {.cfg = app.cfg, .admin_token = config_str(app.cfg, "admin.token")};
-    pthread_mutex_init(&d.lock, NULL);
-    pthread_mutex_init(&d.replay_lock, NULL);
-    const struct config *cfg = app.cfg;
-    if (d.admin_token == NULL || d.admin_token[0] == '\0') {
+    const struct config *cfg = app->cfg;
+    if (d->admin_token == NULL || d->admin_token[0] == '\0') {
         log_error("admin.token is empty: set a token (the admin API and the dashboard need it)");
-        goto out;
+        return 1;
     }
     /* The bus configuration is checked before anything connects, so a refusal (production:
      * a development token, a weak route key) is the only line the start logs after the
@@ -489,50 +490,61 @@ int main(int argc, char **argv)
     if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &first, err,
                      sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
-        rc = 2;
-        goto out;
+        return 2;
     }
     busconf_free(first);
-    d.env.signing_secret = config_str(cfg, "signing_secret");
-    d.env.bootstrap = config_str(cfg, "bootstrap");
-    d.env.kafka_props = config_kafka(cfg);
-    d.env.max_pending_per_partition = (unsigned)config_int(cfg, "max_pending_per_partition");
-    d.env.pool = http_pool_new((unsigned)config_int(cfg, "http_connections"));
-    d.env.producer = kafka_producer_new(d.env.bootstrap, d.env.kafka_props, 0, err, sizeof err);
-    if (d.env.producer == NULL) {
+    d->env.signing_secret = config_str(cfg, "signing_secret");
+    d->env.bootstrap = config_str(cfg, "bootstrap");
+    d->env.kafka_props = config_kafka(cfg);
+    d->env.max_pending_per_partition = (unsigned)config_int(cfg, "max_pending_per_partition");
+    d->env.pool = http_pool_new((unsigned)config_int(cfg, "http_connections"));
+    d->env.producer = kafka_producer_new(d->env.bootstrap, d->env.kafka_props, 0, err, sizeof err);
+    if (d->env.producer == NULL) {
         log_error("%s", err);
-        goto out;
+        return 1;
     }
-    if (reconcile(&d, err, sizeof err) != 0) {
+    if (reconcile(d, err, sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
-        rc = 2; /* a configuration refused, as app_init's (production: docs/security.md) */
-        goto out;
+        return 2; /* a configuration refused, as app_init's (production: docs/security.md) */
     }
     /* Four threads: a dead-letter replay holds one for seconds. */
     struct http_server_options ho = {
-        .listen = config_str(cfg, "listen"), .threads = 4, .ready = is_ready, .ready_ctx = &d};
-    srv = http_server_new(&ho);
-    http_server_route(srv, "GET", "/v1/routes", handle_routes, &d, 0);
-    http_server_route(srv, "POST", "/v1/reload", handle_reload, &d, 0);
-    http_server_route(srv, "GET", "/v1/topology", handle_topology, &d, 0);
-    http_server_route(srv, "GET", "/v1/routes/{}/dead-letters", handle_dead_letters, &d, 0);
-    http_server_route(srv, "POST", "/v1/routes/{}/dead-letters/replay", handle_replay, &d, 0);
+        .listen = config_str(cfg, "listen"), .threads = 4, .ready = is_ready, .ready_ctx = d};
+    struct http_server *srv = http_server_new(&ho);
+    d->srv = srv;
+    http_server_route(srv, "GET", "/v1/routes", handle_routes, d, 0);
+    http_server_route(srv, "POST", "/v1/reload", handle_reload, d, 0);
+    http_server_route(srv, "GET", "/v1/topology", handle_topology, d, 0);
+    http_server_route(srv, "GET", "/v1/routes/{}/dead-letters", handle_dead_letters, d, 0);
+    http_server_route(srv, "POST", "/v1/routes/{}/dead-letters/replay", handle_replay, d, 0);
     webpage_serve_files(srv, "/", config_str(cfg, "web.dir"), config_str(cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof err) != 0) {
         log_error("cannot listen on %s: %s", ho.listen, err);
-        goto out;
+        return 1;
     }
-    log_info("dispatching %zu routes from %s; admin on %s", d.n_routes, d.env.bootstrap, ho.listen);
+    log_info("dispatching %zu routes from %s; admin on %s", d->n_routes, d->env.bootstrap,
+             ho.listen);
+    return 0;
+}
 
+/* Until stopped: SIGHUP reconciles the routes with the bus configuration. */
+static void dispatcher_run(struct app *app, void *ctx)
+{
+    struct dispatcher *d = ctx;
+    char err[8192];
     int sig;
-    while ((sig = app_wait_signal(&app)) == SIGHUP) {
-        if (reconcile(&d, err, sizeof err) != 0) {
+    while ((sig = app_wait_signal(app)) == SIGHUP) {
+        if (reconcile(d, err, sizeof err) != 0) {
             log_error("SIGHUP: bus configuration invalid, routes unchanged:\n%s", err);
         }
     }
-    log_info("signal %d: stopping %zu routes", sig, d.n_routes);
-    rc = 0;
-out:
+    log_info("signal %d: stopping %zu routes", sig, d->n_routes);
+}
+
+static void dispatcher_release(struct app *app, void *ctx)
+{
+    struct dispatcher *d = ctx;
+    const struct config *cfg = app->cfg;
     /* Everything ends within shutdown_timeout_ms, whatever the broker and the endpoints do
      * (issue 21): every route stops at once (not one after the other), by the deadline less a
      * tail for the producer's last acknowledgements; routes with callbacks still due are freed
@@ -540,33 +552,47 @@ out:
     long long stop_at = app_now_ms();
     long long budget = (long long)config_int(cfg, "shutdown_timeout_ms");
     long long tail = budget / 5 < 1000 ? budget / 5 : 1000;
-    pthread_mutex_lock(&d.lock);
-    for (size_t i = 0; i < d.n_routes; i++) {
-        route_stop_begin(d.routes[i], stop_at + budget - tail);
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->n_routes; i++) {
+        route_stop_begin(d->routes[i], stop_at + budget - tail);
     }
-    struct route **late = xcalloc(d.n_routes + 1, sizeof *late);
+    struct route **late = xcalloc(d->n_routes + 1, sizeof *late);
     size_t n_late = 0;
-    for (size_t i = 0; i < d.n_routes; i++) {
-        struct route *r = route_stop_end(d.routes[i], true);
+    for (size_t i = 0; i < d->n_routes; i++) {
+        struct route *r = route_stop_end(d->routes[i], true);
         if (r) {
             late[n_late++] = r;
         }
     }
-    free(d.routes);
-    d.routes = NULL;
-    d.n_routes = 0;
-    pthread_mutex_unlock(&d.lock);
-    http_server_free(srv, 200);
+    free(d->routes);
+    d->routes = NULL;
+    d->n_routes = 0;
+    pthread_mutex_unlock(&d->lock);
+    http_server_free(d->srv, 200);
     long long left = stop_at + budget - app_now_ms();
-    kafka_producer_free(d.env.producer, left > 0 ? (int)left : 0);
-    http_pool_free(d.env.pool);
+    kafka_producer_free(d->env.producer, left > 0 ? (int)left : 0);
+    http_pool_free(d->env.pool);
     for (size_t i = 0; i < n_late; i++) {
         route_free_late(late[i]);
     }
     free(late);
-    busconf_free(d.bus);
-    pthread_mutex_destroy(&d.replay_lock);
-    pthread_mutex_destroy(&d.lock);
-    app_release(&app);
-    return rc;
+    busconf_free(d->bus);
+    pthread_mutex_destroy(&d->replay_lock);
+    pthread_mutex_destroy(&d->lock);
+}
+
+int main(int argc, char **argv)
+{
+    struct dispatcher d = {0};
+    const struct app_service svc = {
+        .name = "bus-dispatcher",
+        .env_prefix = "DISPATCHER",
+        .defs = defs,
+        .ctx = &d,
+        .prepare = dispatcher_prepare,
+        .start = dispatcher_start,
+        .run = dispatcher_run,
+        .release = dispatcher_release,
+    };
+    return app_serve(argc, argv, &svc);
 }

@@ -57,6 +57,10 @@ static const struct config_def defs[] = {
 
 struct publisher {
     struct kafka_producer *producer;
+    struct busconf *bus;
+    struct ingest *in;
+    struct http_server *srv;
+    json_t *props; /* the producer's librdkafka properties */
 };
 
 /* Ready: the producer is healthy (not failed fatally, deliveries not failing; lib/kafka/kafka.c
@@ -74,38 +78,24 @@ static bool is_ready(void *ctx, const char **reason)
     return true;
 }
 
-int main(int argc, char **argv)
+/* The bus configuration, the producer, the ingest, the server started. */
+static int publisher_start(struct app *app, void *ctx)
 {
-    struct app app;
-    if (app_init(&app, argc, argv, "bus-publisher", "PUBLISHER", defs) != 0) {
-        app_release(&app);
-        return 2;
-    }
-    if (app.exit_now) {
-        app_release(&app);
-        return 0;
-    }
-
-    int rc = 1;
-    struct busconf *bus = NULL;
-    struct publisher pub = {0};
-    struct ingest *in = NULL;
-    struct http_server *srv = NULL;
-    json_t *props = NULL;
+    struct publisher *pub = ctx;
     char err[8192];
-    const struct config *cfg = app.cfg;
+    const struct config *cfg = app->cfg;
 
-    if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &bus, err,
-                     sizeof err) != 0) {
+    if (busconf_load(config_str(cfg, "bus_config_dir"), config_str(cfg, "bus_schema"), &pub->bus,
+                     err, sizeof err) != 0) {
         log_error("bus configuration invalid:\n%s", err);
-        rc = 2; /* a configuration refused, as app_init's (production: docs/security.md) */
-        goto out;
+        return 2; /* a configuration refused, as app_init's (production: docs/security.md) */
     }
-    if (bus->n_development_skipped > 0) {
+    if (pub->bus->n_development_skipped > 0) {
         log_warn("production: %zu development producer(s) of the bus configuration not loaded",
-                 bus->n_development_skipped);
+                 pub->bus->n_development_skipped);
     }
-    props = json_deep_copy(config_kafka(cfg));
+    pub->props = json_deep_copy(config_kafka(cfg));
+    json_t *props = pub->props;
     /* The answer must come within produce_timeout_ms: librdkafka notices a record's time-out
      * up to its reconnect back-off late (500 ms, lib/kafka/kafka.c), so the record's own time-out
      * is that much (at most a fifth) shorter. */
@@ -128,21 +118,21 @@ int main(int argc, char **argv)
         json_object_get(props, "queue.buffering.max.ms") == NULL) {
         json_object_set_new(props, "linger.ms", json_real(0.5));
     }
-    pub.producer =
+    pub->producer =
         kafka_producer_new(config_str(cfg, "bootstrap"), props,
                            (unsigned)config_int(cfg, "queue_max_messages"), err, sizeof err);
-    if (pub.producer == NULL) {
+    if (pub->producer == NULL) {
         log_error("%s", err);
-        goto out;
+        return 1;
     }
     /* The acknowledgements of one delivery-thread wake-up are answered in one sweep. */
-    kafka_producer_set_sweep(pub.producer, http_defer_begin, http_defer_end);
+    kafka_producer_set_sweep(pub->producer, http_defer_begin, http_defer_end);
     struct ingest_options io = {
         .max_inflight = (unsigned)config_int(cfg, "max_inflight"),
         .batch_max_events = (unsigned)config_int(cfg, "batch_max_events"),
         .retry_after_s = (unsigned)config_int(cfg, "retry_after_s"),
     };
-    in = ingest_new(bus, pub.producer, &io);
+    pub->in = ingest_new(pub->bus, pub->producer, &io);
     struct http_server_options ho = {
         .listen = config_str(cfg, "listen"),
         .threads = (unsigned)config_int(cfg, "threads"),
@@ -152,19 +142,28 @@ int main(int argc, char **argv)
         .head_timeout_s = (unsigned)config_int(cfg, "request_head_timeout_s"),
         .body_timeout_s = (unsigned)config_int(cfg, "request_body_timeout_s"),
         .ready = is_ready,
-        .ready_ctx = &pub,
+        .ready_ctx = pub,
     };
-    srv = http_server_new(&ho);
-    ingest_routes(in, srv, (size_t)config_int(cfg, "batch_max_bytes"));
+    struct http_server *srv = http_server_new(&ho);
+    pub->srv = srv;
+    ingest_routes(pub->in, srv, (size_t)config_int(cfg, "batch_max_bytes"));
     if (http_server_start(srv, err, sizeof err) != 0) {
         log_error("cannot listen on %s: %s", ho.listen, err);
-        goto out;
+        return 1;
     }
-    log_info("publishing %zu topics to %s; listening on %s", bus->n_topics,
+    log_info("publishing %zu topics to %s; listening on %s", pub->bus->n_topics,
              config_str(cfg, "bootstrap"), ho.listen);
+    return 0;
+}
 
+/* Until stopped (SIGHUP only logged), then the drain (at most shutdown_grace_ms). */
+static void publisher_run(struct app *app, void *ctx)
+{
+    struct publisher *pub = ctx;
+    const struct config *cfg = app->cfg;
+    struct ingest *in = pub->in;
     int sig;
-    while ((sig = app_wait_signal(&app)) == SIGHUP) {
+    while ((sig = app_wait_signal(app)) == SIGHUP) {
         log_info("SIGHUP ignored: restart to reload the bus configuration");
     }
 
@@ -173,23 +172,40 @@ int main(int argc, char **argv)
     log_info("signal %d: draining %u events in flight", sig, ingest_inflight(in));
     ingest_close(in);
     int grace = (int)config_int(cfg, "shutdown_grace_ms");
-    int left = kafka_producer_flush(pub.producer, grace);
+    int left = kafka_producer_flush(pub->producer, grace);
     long long deadline = app_now_ms() + grace;
     while (ingest_inflight(in) > 0 && app_now_ms() < deadline) {
-        app_wait_signal_for(&app, 10);
+        app_wait_signal_for(app, 10);
     }
     if (left > 0 || ingest_inflight(in) > 0) {
         log_warn("%d events still unacknowledged at shutdown", left);
     }
-    rc = 0;
-out:
+}
+
+static void publisher_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct publisher *pub = ctx;
     /* The producer goes first: freeing it fails what is left, and those delivery reports
      * still answer their exchanges through the live server. */
-    kafka_producer_free(pub.producer, 100);
-    http_server_free(srv, 1000);
-    ingest_free(in);
-    busconf_free(bus);
-    json_decref(props);
-    app_release(&app);
-    return rc;
+    kafka_producer_free(pub->producer, 100);
+    http_server_free(pub->srv, 1000);
+    ingest_free(pub->in);
+    busconf_free(pub->bus);
+    json_decref(pub->props);
+}
+
+int main(int argc, char **argv)
+{
+    struct publisher pub = {0};
+    const struct app_service svc = {
+        .name = "bus-publisher",
+        .env_prefix = "PUBLISHER",
+        .defs = defs,
+        .ctx = &pub,
+        .start = publisher_start,
+        .run = publisher_run,
+        .release = publisher_release,
+    };
+    return app_serve(argc, argv, &svc);
 }

@@ -63,6 +63,7 @@ struct campaign {
     pthread_mutex_t lock;
     struct strmap *targets; /* listed accounts; NULL = not in memory: ask the database */
     struct strmap *sent;    /* account -> the login whose answer notified it */
+    struct http_server *srv;
 };
 
 /* Reads the listed accounts into a fresh set and swaps it in; on failure the old set stays. */
@@ -269,68 +270,87 @@ static void handle_login(struct http_exchange *ex, void *arg)
     delivery_answer(ex, &b);
 }
 
-int main(int argc, char **argv)
+/* Before the database: the settings, the in-memory sets, the metrics. */
+static int campaign_prepare(struct app *app, void *ctx)
 {
-    struct app app;
-    char err[512];
-    int rc = 1;
-    struct http_server *srv = NULL;
-    struct campaign c;
-    memset(&c, 0, sizeof(c));
-    if (app_init(&app, argc, argv, "campaign", "CAMPAIGN", CAMPAIGN_CONFIG) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        app_release(&app);
-        return 0;
-    }
-    c.bus_secret = config_str(app.cfg, "bus_secret");
-    c.name = config_str(app.cfg, "campaign");
-    c.kind = config_str(app.cfg, "kind");
-    c.cache_max = config_int(app.cfg, "cache_max");
-    pthread_mutex_init(&c.lock, NULL);
-    c.sent = strmap_new();
-    c.m_messages =
+    struct campaign *c = ctx;
+    c->bus_secret = config_str(app->cfg, "bus_secret");
+    c->name = config_str(app->cfg, "campaign");
+    c->kind = config_str(app->cfg, "kind");
+    c->cache_max = config_int(app->cfg, "cache_max");
+    pthread_mutex_init(&c->lock, NULL);
+    c->sent = strmap_new();
+    c->m_messages =
         metrics_counter("campaign_messages_total",
                         "Campaign notifications streamed to the notification topic", NULL);
-    c.m_memory = metrics_counter("campaign_memory_answers_total",
-                                 "Logins answered from memory (account not listed, or already "
-                                 "notified) without a database statement",
-                                 NULL);
-    int m = app_db_open(&app, "campaign", &c.db);
-    if (m != 0) {
-        rc = m == APP_STOPPED ? 0 : 1;
-        goto out;
+    c->m_memory = metrics_counter("campaign_memory_answers_total",
+                                  "Logins answered from memory (account not listed, or already "
+                                  "notified) without a database statement",
+                                  NULL);
+    return 0;
+}
+
+/* With the database: the list loaded, the listed accounts read, the server started. */
+static int campaign_start(struct app *app, void *ctx)
+{
+    struct campaign *c = ctx;
+    char err[512];
+    const char *list = config_str(app->cfg, "list_file");
+    if (list && *list && load_list(c, list) != 0) {
+        return 1;
     }
-    const char *list = config_str(app.cfg, "list_file");
-    if (list && *list && load_list(&c, list) != 0) {
-        goto out;
-    }
-    targets_refresh(&c);
+    targets_refresh(c);
     struct http_server_options opts = {
-        .listen = config_str(app.cfg, "listen"),
-        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .listen = config_str(app->cfg, "listen"),
+        .threads = (unsigned)config_int(app->cfg, "threads"),
         .ready = db_ready,
-        .ready_ctx = c.db,
+        .ready_ctx = c->db,
     };
-    srv = http_server_new(&opts);
-    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &c,
+    struct http_server *srv = http_server_new(&opts);
+    c->srv = srv;
+    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, c,
                       DELIVERY_MAX_BODY_BYTES);
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
-        goto out;
+        return 1;
     }
-    log_info("campaign %s listening on %s", c.name, opts.listen);
-    while (!app_wait_stop_for(&app, config_int(app.cfg, "targets_refresh_s") * 1000L)) {
-        targets_refresh(&c);
+    log_info("campaign %s listening on %s", c->name, opts.listen);
+    return 0;
+}
+
+/* Until stopped: the listed accounts read again every targets_refresh_s. */
+static void campaign_run(struct app *app, void *ctx)
+{
+    while (!app_wait_stop_for(app, config_int(app->cfg, "targets_refresh_s") * 1000L)) {
+        targets_refresh(ctx);
     }
-    rc = 0;
-out:
-    http_server_free(srv, 2000);
-    db_free(c.db);
-    strmap_free(c.targets);
-    strmap_free(c.sent);
-    pthread_mutex_destroy(&c.lock);
-    app_release(&app);
-    return rc;
+}
+
+static void campaign_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct campaign *c = ctx;
+    http_server_free(c->srv, 2000);
+    strmap_free(c->targets);
+    strmap_free(c->sent);
+    pthread_mutex_destroy(&c->lock);
+}
+
+int main(int argc, char **argv)
+{
+    struct campaign c;
+    memset(&c, 0, sizeof(c));
+    const struct app_service svc = {
+        .name = "campaign",
+        .env_prefix = "CAMPAIGN",
+        .defs = CAMPAIGN_CONFIG,
+        .ctx = &c,
+        .db_schema = "campaign",
+        .db = &c.db,
+        .prepare = campaign_prepare,
+        .start = campaign_start,
+        .run = campaign_run,
+        .release = campaign_release,
+    };
+    return app_serve(argc, argv, &svc);
 }

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "actions.h"
 #include "alloc.h"
 #include "buf.h"
 #include "delivery.h"
@@ -506,24 +507,13 @@ static void *batcher(void *arg)
     return NULL;
 }
 
-static int valid_action(const char *a)
-{
-    static const char *const ACTIONS[] = {"none", "notify", "kick", "block_abroad", "lock"};
-    for (size_t i = 0; i < sizeof(ACTIONS) / sizeof(ACTIONS[0]); i++) {
-        if (strcmp(a, ACTIONS[i]) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* The fields of an account.action event; -1 when it is not a valid one. */
 static int action_fields(json_t *ev, const char *params[4])
 {
     const char *login_id = NULL, *account_id = NULL, *action = NULL, *ts = NULL;
     if (get_str(ev, "login_id", &login_id) != 0 || get_str(ev, "account_id", &account_id) != 0 ||
         get_str(ev, "action", &action) != 0 || get_str(ev, "ts", &ts) != 0 || !login_id ||
-        !*login_id || !account_id || !*account_id || !action || !valid_action(action) ||
+        !*login_id || !account_id || !*account_id || !action || action_index(action) < 0 ||
         (ts && !valid_ts(ts))) {
         return -1;
     }

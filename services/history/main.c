@@ -78,77 +78,97 @@ static void maintain(struct db *d, const struct config *cfg)
     json_decref(rows);
 }
 
-int main(int argc, char **argv)
+/* The process: its modules, for the hooks of app_serve. */
+struct history {
+    struct db *db;
+    struct http_server *srv;
+    struct ingest *in;
+    struct webpage *page;
+};
+
+/* With the database: the retention pass once, the batcher, the API, the player page, the server
+ * started. */
+static int history_start(struct app *app, void *ctx)
 {
-    struct app app;
+    struct history *h = ctx;
     char err[512];
-    int rc = 1;
-    struct db *d = NULL;
-    struct http_server *srv = NULL;
-    struct ingest *in = NULL;
-    struct webpage *page = NULL;
+    maintain(h->db, app->cfg);
 
-    if (app_init(&app, argc, argv, "history", "HISTORY", HISTORY_CONFIG) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        app_release(&app);
-        return 0;
-    }
-    /* Migrations must be in place before serving; while the database is still starting, wait. */
-    int m = app_db_open(&app, "history", &d);
-    if (m != 0) {
-        rc = m == APP_STOPPED ? 0 : 1;
-        goto out;
-    }
-    maintain(d, app.cfg);
-
-    const char *cors = config_str(app.cfg, "http.cors_origins");
-    page = webpage_new("history", "guard", cors, config_str(app.cfg, "web.guard_url"), err,
-                       sizeof(err));
+    const char *cors = config_str(app->cfg, "http.cors_origins");
+    struct webpage *page = webpage_new("history", "guard", cors,
+                                       config_str(app->cfg, "web.guard_url"), err, sizeof(err));
+    h->page = page;
     if (!page) {
         log_error("%s", err);
-        goto out;
+        return 1;
     }
 
     struct http_server_options opts = {
-        .listen = config_str(app.cfg, "listen"),
-        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .listen = config_str(app->cfg, "listen"),
+        .threads = (unsigned)config_int(app->cfg, "threads"),
         .ready = db_ready,
-        .ready_ctx = d,
+        .ready_ctx = h->db,
         .cors_origins = cors,
     };
-    srv = http_server_new(&opts);
-    const char *bus_secret = config_str(app.cfg, "bus_secret");
+    struct http_server *srv = http_server_new(&opts);
+    h->srv = srv;
+    const char *bus_secret = config_str(app->cfg, "bus_secret");
     struct ingest_options io = {
         .bus_secret = bus_secret,
-        .batch_max = (unsigned)config_int(app.cfg, "batch_max"),
-        .batch_wait_ms = (unsigned)config_int(app.cfg, "batch_wait_ms"),
-        .max_pending = (unsigned)config_int(app.cfg, "max_pending"),
-        .workers = (unsigned)config_int(app.cfg, "batch_workers"),
+        .batch_max = (unsigned)config_int(app->cfg, "batch_max"),
+        .batch_wait_ms = (unsigned)config_int(app->cfg, "batch_wait_ms"),
+        .max_pending = (unsigned)config_int(app->cfg, "max_pending"),
+        .workers = (unsigned)config_int(app->cfg, "batch_workers"),
     };
-    in = ingest_new(d, srv, &io);
-    struct api_options ao = {.auth_secret = config_str(app.cfg, "auth_secret")};
-    api_register(srv, d, &ao);
-    webpage_serve(page, srv, "/", config_str(app.cfg, "web.dir"),
-                  config_str(app.cfg, "web.common_dir"));
+    h->in = ingest_new(h->db, srv, &io);
+    struct api_options ao = {.auth_secret = config_str(app->cfg, "auth_secret")};
+    api_register(srv, h->db, &ao);
+    webpage_serve(page, srv, "/", config_str(app->cfg, "web.dir"),
+                  config_str(app->cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
-        goto out;
+        return 1;
     }
     log_info("history listening on %s%s", opts.listen,
              bus_secret && *bus_secret ? ", signatures required" : "");
-    long interval_ms = (long)config_int(app.cfg, "maintenance_interval_s") * 1000;
-    while (!app_wait_stop_for(&app, interval_ms)) {
-        maintain(d, app.cfg);
+    return 0;
+}
+
+/* Until stopped: the retention pass every maintenance_interval_s. */
+static void history_run(struct app *app, void *ctx)
+{
+    struct history *h = ctx;
+    long interval_ms = (long)config_int(app->cfg, "maintenance_interval_s") * 1000;
+    while (!app_wait_stop_for(app, interval_ms)) {
+        maintain(h->db, app->cfg);
     }
-    rc = 0;
-out:
-    ingest_stop(in);
-    http_server_free(srv, 2000);
-    ingest_free(in);
-    db_free(d);
-    webpage_free(page);
-    app_release(&app);
-    return rc;
+}
+
+static void history_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct history *h = ctx;
+    ingest_stop(h->in);
+    http_server_free(h->srv, 2000);
+    ingest_free(h->in);
+    webpage_free(h->page);
+}
+
+int main(int argc, char **argv)
+{
+    struct history h = {0};
+    const struct app_service svc = {
+        .name = "history",
+        .env_prefix = "HISTORY",
+        .defs = HISTORY_CONFIG,
+        .ctx = &h,
+        /* Migrations must be in place before serving; while the database is still starting,
+         * wait. */
+        .db_schema = "history",
+        .db = &h.db,
+        .start = history_start,
+        .run = history_run,
+        .release = history_release,
+    };
+    return app_serve(argc, argv, &svc);
 }

@@ -38,6 +38,8 @@ struct ipcheck {
     struct metric *m_ok;
     struct metric *m_invalid;
     struct metric *m_unknown;
+    struct metric *m_reloads; /* main thread's */
+    struct http_server *srv;
 };
 
 /* Decides one login: 200 with the event enriched with "login_id" and "country" as its output,
@@ -88,63 +90,79 @@ static void handle_login(struct http_exchange *ex, void *arg)
     delivery_answer(ex, &b);
 }
 
-int main(int argc, char **argv)
+/* The GeoIP database, the metrics, the server started. */
+static int ipcheck_start(struct app *app, void *ctx)
 {
-    struct app app;
+    struct ipcheck *ic = ctx;
     char err[512];
-    struct ipcheck ic = {0};
-    int rc = 1;
-    struct http_server *srv = NULL;
-
-    if (app_init(&app, argc, argv, "ipcheck", "IPCHECK", IPCHECK_CONFIG) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        app_release(&app);
-        return 0;
-    }
-    ic.geo = geo_new(config_str(app.cfg, "geoip_db"), err, sizeof(err));
-    if (!ic.geo) {
+    ic->geo = geo_new(config_str(app->cfg, "geoip_db"), err, sizeof(err));
+    if (!ic->geo) {
         log_error("%s (make deps fetches it)", err);
-        goto out;
+        return 1;
     }
-    ic.bus_secret = config_str(app.cfg, "bus_secret");
-    ic.m_ok = metrics_counter("ipcheck_lookups_total", "Logins enriched with a country", NULL);
-    ic.m_invalid =
+    ic->bus_secret = config_str(app->cfg, "bus_secret");
+    ic->m_ok = metrics_counter("ipcheck_lookups_total", "Logins enriched with a country", NULL);
+    ic->m_invalid =
         metrics_counter("ipcheck_invalid_total", "Deliveries refused with 422 (bad IP)", NULL);
-    ic.m_unknown = metrics_counter("ipcheck_unknown_country_total",
-                                   "Lookups answered ZZ (private, reserved, unknown)", NULL);
-    struct metric *m_reloads =
-        metrics_counter("ipcheck_db_reloads_total", "GeoIP database reloads", NULL);
+    ic->m_unknown = metrics_counter("ipcheck_unknown_country_total",
+                                    "Lookups answered ZZ (private, reserved, unknown)", NULL);
+    ic->m_reloads = metrics_counter("ipcheck_db_reloads_total", "GeoIP database reloads", NULL);
 
     struct http_server_options opts = {
-        .listen = config_str(app.cfg, "listen"),
-        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .listen = config_str(app->cfg, "listen"),
+        .threads = (unsigned)config_int(app->cfg, "threads"),
         .max_body_bytes = 64 * 1024,
     };
-    srv = http_server_new(&opts);
-    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, &ic,
+    struct http_server *srv = http_server_new(&opts);
+    ic->srv = srv;
+    http_server_route(srv, "POST", "/v1/deliveries/login", handle_login, ic,
                       DELIVERY_MAX_BODY_BYTES);
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
-        goto out;
+        return 1;
     }
-    log_info("ipcheck listening on %s, database %s%s", opts.listen, config_str(app.cfg, "geoip_db"),
-             ic.bus_secret && *ic.bus_secret ? ", signatures required" : "");
-    long check_ms = (long)config_int(app.cfg, "reload_check_ms");
-    while (!app_wait_stop_for(&app, check_ms)) {
-        int r = geo_reload_if_changed(ic.geo, err, sizeof(err));
+    log_info("ipcheck listening on %s, database %s%s", opts.listen,
+             config_str(app->cfg, "geoip_db"),
+             ic->bus_secret && *ic->bus_secret ? ", signatures required" : "");
+    return 0;
+}
+
+/* Until stopped: the GeoIP database checked for replacement every reload_check_ms. */
+static void ipcheck_run(struct app *app, void *ctx)
+{
+    struct ipcheck *ic = ctx;
+    char err[512];
+    long check_ms = (long)config_int(app->cfg, "reload_check_ms");
+    while (!app_wait_stop_for(app, check_ms)) {
+        int r = geo_reload_if_changed(ic->geo, err, sizeof(err));
         if (r == 1) {
-            metric_inc(m_reloads);
+            metric_inc(ic->m_reloads);
             log_info("GeoIP database reloaded");
         } else if (r < 0) {
             log_warn("GeoIP reload skipped: %s", err);
         }
     }
-    rc = 0;
-out:
-    http_server_free(srv, 2000);
-    geo_free(ic.geo);
-    app_release(&app);
-    return rc;
+}
+
+static void ipcheck_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct ipcheck *ic = ctx;
+    http_server_free(ic->srv, 2000);
+    geo_free(ic->geo);
+}
+
+int main(int argc, char **argv)
+{
+    struct ipcheck ic = {0};
+    const struct app_service svc = {
+        .name = "ipcheck",
+        .env_prefix = "IPCHECK",
+        .defs = IPCHECK_CONFIG,
+        .ctx = &ic,
+        .start = ipcheck_start,
+        .run = ipcheck_run,
+        .release = ipcheck_release,
+    };
+    return app_serve(argc, argv, &svc);
 }

@@ -73,6 +73,7 @@ struct notify {
     const char *bus_secret;
     struct seal_keys *seal; /* opens guard's sealed codes */
     struct metric *m_sent, *m_failed;
+    struct http_server *srv;
 };
 
 struct message {
@@ -458,56 +459,69 @@ static void handle_notification(struct http_exchange *ex, void *arg)
     }
 }
 
-int main(int argc, char **argv)
+/* Before the database: the seal keys, the provider client, the metrics. */
+static int notify_prepare(struct app *app, void *ctx)
 {
-    struct app app;
+    struct notify *n = ctx;
     char err[512];
-    int rc = 1;
-    struct http_server *srv = NULL;
-    struct notify n;
-    memset(&n, 0, sizeof(n));
-    if (app_init(&app, argc, argv, "notify", "NOTIFY", NOTIFY_CONFIG) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        app_release(&app);
-        return 0;
-    }
-    n.cfg = app.cfg;
-    n.bus_secret = config_str(app.cfg, "bus_secret");
-    if (seal_keys_parse(config_str(app.cfg, "seal_keys"), &n.seal, err, sizeof(err)) != 0) {
+    n->cfg = app->cfg;
+    n->bus_secret = config_str(app->cfg, "bus_secret");
+    if (seal_keys_parse(config_str(app->cfg, "seal_keys"), &n->seal, err, sizeof(err)) != 0) {
         log_error("seal_keys: %s", err);
-        goto out;
+        return 1;
     }
-    n.http = http_client_new();
-    n.m_sent = metrics_counter("notify_sent_total", "Messages sent (per channel)", NULL);
-    n.m_failed = metrics_counter("notify_failed_total", "Provider failures (retried)", NULL);
-    int m = app_db_open(&app, "notify", &n.db);
-    if (m != 0) {
-        rc = m == APP_STOPPED ? 0 : 1;
-        goto out;
-    }
+    n->http = http_client_new();
+    n->m_sent = metrics_counter("notify_sent_total", "Messages sent (per channel)", NULL);
+    n->m_failed = metrics_counter("notify_failed_total", "Provider failures (retried)", NULL);
+    return 0;
+}
+
+/* With the database: the server started. */
+static int notify_start(struct app *app, void *ctx)
+{
+    struct notify *n = ctx;
+    char err[512];
     struct http_server_options opts = {
-        .listen = config_str(app.cfg, "listen"),
-        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .listen = config_str(app->cfg, "listen"),
+        .threads = (unsigned)config_int(app->cfg, "threads"),
         .ready = db_ready,
-        .ready_ctx = n.db,
+        .ready_ctx = n->db,
     };
-    srv = http_server_new(&opts);
-    http_server_route(srv, "POST", "/v1/deliveries/account.action", handle_action, &n, 65536);
-    http_server_route(srv, "POST", "/v1/deliveries/notification", handle_notification, &n, 65536);
+    struct http_server *srv = http_server_new(&opts);
+    n->srv = srv;
+    http_server_route(srv, "POST", "/v1/deliveries/account.action", handle_action, n, 65536);
+    http_server_route(srv, "POST", "/v1/deliveries/notification", handle_notification, n, 65536);
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
-        goto out;
+        return 1;
     }
     log_info("notify listening on %s", opts.listen);
-    app_run(&app);
-    rc = 0;
-out:
-    http_server_free(srv, 2000);
-    http_client_free(n.http);
-    seal_keys_free(n.seal);
-    db_free(n.db);
-    app_release(&app);
-    return rc;
+    return 0;
+}
+
+static void notify_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct notify *n = ctx;
+    http_server_free(n->srv, 2000);
+    http_client_free(n->http);
+    seal_keys_free(n->seal);
+}
+
+int main(int argc, char **argv)
+{
+    struct notify n;
+    memset(&n, 0, sizeof(n));
+    const struct app_service svc = {
+        .name = "notify",
+        .env_prefix = "NOTIFY",
+        .defs = NOTIFY_CONFIG,
+        .ctx = &n,
+        .db_schema = "notify",
+        .db = &n.db,
+        .prepare = notify_prepare,
+        .start = notify_start,
+        .release = notify_release,
+    };
+    return app_serve(argc, argv, &svc);
 }

@@ -46,6 +46,7 @@ struct sim {
     long fail_next;
     const char *bus_secret;
     char admin_sha256[CRYPTO_SHA256_HEX_LEN + 1]; /* of admin_token */
+    struct http_server *srv;
 };
 
 /* True when the request carries the admin token; else answers 401 and returns false. The token's
@@ -232,54 +233,63 @@ static void handle_fail(struct http_exchange *ex, void *arg)
     http_respond(ex, 204, NULL, "", 0);
 }
 
-int main(int argc, char **argv)
+/* The received lists, the admin token's hash, the server started. */
+static int sim_start(struct app *app, void *ctx)
 {
-    struct app app;
+    struct sim *s = ctx;
     char err[512];
-    int rc = 1;
-    struct sim s;
-    memset(&s, 0, sizeof(s));
-    if (app_init(&app, argc, argv, "gamesim", "GAMESIM", GAMESIM_CONFIG) != 0) {
-        return 2;
-    }
-    if (app.exit_now) {
-        app_release(&app);
-        return 0;
-    }
-    pthread_mutex_init(&s.mu, NULL);
-    s.kicks = json_array();
-    s.messages = json_array();
-    s.sms = json_array();
-    s.seen = json_object();
-    s.keep = (size_t)config_int(app.cfg, "keep");
-    s.bus_secret = config_str(app.cfg, "bus_secret");
-    const char *admin = config_str(app.cfg, "admin_token");
-    crypto_sha256_hex(admin, strlen(admin), s.admin_sha256);
+    pthread_mutex_init(&s->mu, NULL);
+    s->kicks = json_array();
+    s->messages = json_array();
+    s->sms = json_array();
+    s->seen = json_object();
+    s->keep = (size_t)config_int(app->cfg, "keep");
+    s->bus_secret = config_str(app->cfg, "bus_secret");
+    const char *admin = config_str(app->cfg, "admin_token");
+    crypto_sha256_hex(admin, strlen(admin), s->admin_sha256);
     struct http_server_options opts = {
-        .listen = config_str(app.cfg, "listen"),
-        .threads = (unsigned)config_int(app.cfg, "threads"),
+        .listen = config_str(app->cfg, "listen"),
+        .threads = (unsigned)config_int(app->cfg, "threads"),
     };
     struct http_server *srv = http_server_new(&opts);
-    http_server_route(srv, "POST", "/v1/kick", handle_kick, &s, 65536);
-    http_server_route(srv, "POST", "/v1/messages", handle_message, &s, 65536);
-    http_server_route(srv, "POST", "/v1/sms", handle_sms, &s, 65536);
-    http_server_route(srv, "GET", "/v1/received", handle_received, &s, 0);
-    http_server_route(srv, "DELETE", "/v1/received", handle_clear, &s, 0);
-    http_server_route(srv, "POST", "/v1/fail", handle_fail, &s, 1024);
+    s->srv = srv;
+    http_server_route(srv, "POST", "/v1/kick", handle_kick, s, 65536);
+    http_server_route(srv, "POST", "/v1/messages", handle_message, s, 65536);
+    http_server_route(srv, "POST", "/v1/sms", handle_sms, s, 65536);
+    http_server_route(srv, "GET", "/v1/received", handle_received, s, 0);
+    http_server_route(srv, "DELETE", "/v1/received", handle_clear, s, 0);
+    http_server_route(srv, "POST", "/v1/fail", handle_fail, s, 1024);
     if (http_server_start(srv, err, sizeof(err)) != 0) {
         log_error("cannot listen: %s", err);
-        goto out;
+        return 1;
     }
     log_info("gamesim listening on %s", opts.listen);
-    app_run(&app);
-    rc = 0;
-out:
-    http_server_free(srv, 2000);
-    json_decref(s.kicks);
-    json_decref(s.messages);
-    json_decref(s.sms);
-    json_decref(s.seen);
-    pthread_mutex_destroy(&s.mu);
-    app_release(&app);
-    return rc;
+    return 0;
+}
+
+static void sim_release(struct app *app, void *ctx)
+{
+    (void)app;
+    struct sim *s = ctx;
+    http_server_free(s->srv, 2000);
+    json_decref(s->kicks);
+    json_decref(s->messages);
+    json_decref(s->sms);
+    json_decref(s->seen);
+    pthread_mutex_destroy(&s->mu);
+}
+
+int main(int argc, char **argv)
+{
+    struct sim s;
+    memset(&s, 0, sizeof(s));
+    const struct app_service svc = {
+        .name = "gamesim",
+        .env_prefix = "GAMESIM",
+        .defs = GAMESIM_CONFIG,
+        .ctx = &s,
+        .start = sim_start,
+        .release = sim_release,
+    };
+    return app_serve(argc, argv, &svc);
 }
