@@ -94,7 +94,7 @@ class Bench:
                "rate": rate, "duration_s": seconds, "accounts": 100000, "threads": threads,
                "batch": LOGIN_BATCH, "log.level": "warn",
                # the bus's figures, comparable with earlier runs: no status check per login
-               "status_url": ""}
+               "status_url": "", "game_url": ""}
         if ids_file:
             cfg["ids_file"] = ids_file
         sim = self.ctx.start("loginsim", http=False, config=cfg, name=f"loginsim-{int(rate)}")
