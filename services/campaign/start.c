@@ -63,7 +63,8 @@ int campaign_channels_parse(const char *list, json_t **out, char *err, size_t er
 static int rfc3339_ms(const char *s, long long *out)
 {
     int y, mo, d, h, mi, sec, used = 0;
-    if (!s || sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 ||
+    if (!s ||
+        sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 ||
         used != 19 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) {
         return -1;
     }
@@ -102,8 +103,12 @@ static int rfc3339_ms(const char *s, long long *out)
     if (*p != '\0') {
         return -1;
     }
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
-                    .tm_min = mi, .tm_sec = sec};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
     time_t t = timegm(&tm);
     *out = ((long long)t - offset_s) * 1000LL + ms;
     return 0;
@@ -123,7 +128,8 @@ int campaign_start_resolve(struct db *d, const char *name, const char *spec, lon
      * "every login". */
     const char *sql =
         strcmp(spec, "now") == 0
-            ? "WITH ins AS (INSERT INTO campaign.campaigns (campaign, starts_at) VALUES ($1, now()) "
+            ? "WITH ins AS (INSERT INTO campaign.campaigns (campaign, starts_at) VALUES ($1, "
+              "now()) "
               "ON CONFLICT (campaign) DO NOTHING RETURNING starts_at) "
               "SELECT CASE WHEN isfinite(s) THEN (extract(epoch FROM s) * 1000)::bigint END AS ms "
               "FROM (SELECT starts_at AS s FROM ins UNION ALL SELECT starts_at FROM "
