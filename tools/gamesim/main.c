@@ -12,8 +12,8 @@
  * POST /v1/messages  an in-game message {"account_id", "text", ...} from notify (200): shown in
  *                    the account's live sessions (the answer and the record name them).
  * POST /v1/sms       an SMS {"to", "text", ...} from notify (the development SMS provider, 200).
- * GET  /v1/received  {"kicks": [...], "messages": [...], "sms": [...]}, oldest first; each list
- *                    keeps the newest `keep` entries.
+ * GET  /v1/received  {"kicks": [...], "messages": [...], "sms": [...]}, oldest first, each entry
+ *                    with its "received_at"; each list keeps the newest `keep` entries.
  * DELETE /v1/received empties the lists.
  * fail_next (config, or POST /v1/fail {"count": N}) answers the next N posts 503, so tests can
  * play a provider outage. Kicks are deduplicated by ce-id (a redelivery is not a second kick).
@@ -72,6 +72,15 @@ static bool is_admin(struct sim *s, struct http_exchange *ex)
     }
     http_respond_error(ex, 401, "unauthorized", NULL, "the admin bearer token is required");
     return false;
+}
+
+/* Records when an entry was received ("received_at", RFC 3339 UTC with milliseconds): what the
+ * benches measure a kick's and an alert's delivery by. */
+static void stamp(json_t *entry)
+{
+    char now[32];
+    app_time_rfc3339(now);
+    json_object_set_new(entry, "received_at", json_string(now));
 }
 
 static void push(struct sim *s, json_t *list, json_t *item)
@@ -202,6 +211,7 @@ static void handle_kick(struct http_exchange *ex, void *arg)
                                  json_string_value(json_object_get(b, "session_id")),
                                  strcmp(action, "lock") == 0, action, why);
     json_object_set(b, "ended_sessions", ended);
+    stamp(b);
     pthread_mutex_lock(&s->mu);
     push(s, s->kicks, b);
     pthread_mutex_unlock(&s->mu);
@@ -222,6 +232,7 @@ static void record(struct http_exchange *ex, struct sim *s, json_t *list, const 
         http_respond_error(ex, 422, "invalid", NULL, "\"%s\" and \"text\" are required", need);
         return;
     }
+    stamp(b);
     json_t *reached = NULL;
     if (list == s->messages) { /* an in-game message: shown in the player's live sessions */
         reached = sessions_deliver(s->sessions, json_string_value(json_object_get(b, need)),
