@@ -204,6 +204,7 @@ def test_a_kick_ends_the_live_session_and_says_why():
     assert st == 201 and body["sessions"][0]["end_reason"] == "kick", body
     kicks = harness.http("GET", f"{gs.url}/v1/received", headers=GS_AUTH)[1]["kicks"]
     assert [k["ended_sessions"] for k in kicks] == [["s1"], ["s2"], []], kicks
+    assert all(k["received_at"].endswith("Z") for k in kicks)  # when it reached the game
     assert harness.http("DELETE", f"{gs.url}/v1/received", headers=GS_AUTH)[0] == 204
     assert sessions_of(gs, "p1") == {}
 
