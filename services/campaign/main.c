@@ -308,6 +308,7 @@ int main(int argc, char **argv)
          snprintf(err, sizeof(err), "start: \"%s\" is not now, backfill or an RFC 3339 time",
                   config_str(app.cfg, "start")) > 0)) {
         log_error("%s", err);
+        json_decref(c.channels);
         app_release(&app);
         return 2;
     }
