@@ -12,7 +12,7 @@
 # AUTH_SECRET). Prints the account ids seeded, separated by spaces (loginsim's demo_accounts);
 # exits 1 when guard refused one.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 FILE=${1:-config/demo/players.txt}
 GUARD_URL=${GUARD_URL:-http://127.0.0.1:8103}
 STAFF=$(bin/mktoken staff make-run) || exit 1
@@ -27,10 +27,10 @@ while read -r account policy lang _; do
     -H 'Content-Type: application/json' -d '{"reason":"make run: demo reset"}' \
     "$GUARD_URL/v1/support/accounts/$account/unlock"
   body=$(printf '{"action":"%s","channels":["ingame"],"lang":"%s"}' "$policy" "$lang")
-  status=$(curl -s -o $OUT -w '%{http_code}' -X PUT -H "Authorization: Bearer $token" \
+  status=$(curl -s -o "$OUT" -w '%{http_code}' -X PUT -H "Authorization: Bearer $token" \
     -H 'Content-Type: application/json' -d "$body" "$GUARD_URL/v1/accounts/$account/policy")
   if [ "${status:0:1}" != 2 ]; then
-    echo "seed: guard answered $status for $account's policy: $(cat $OUT)" >&2
+    echo "seed: guard answered $status for $account's policy: $(cat "$OUT")" >&2
     rc=1
   else
     seeded+=("$account")
