@@ -9,7 +9,8 @@
 # language (issue 24); a guard without it ignores the field.
 #
 # Env: GUARD_URL (default http://127.0.0.1:8103); needs bin/mktoken and BUS_ENV=development (or
-# AUTH_SECRET). Prints the account ids seeded, separated by spaces (loginsim's demo_accounts);
+# AUTH_SECRET). Prints the players seeded as "account:language", separated by spaces (loginsim's
+# demo_accounts: the language of the player's game client, which its game sessions carry);
 # exits 1 when guard refused one.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -33,7 +34,7 @@ while read -r account policy lang _; do
     echo "seed: guard answered $status for $account's policy: $(cat "$OUT")" >&2
     rc=1
   else
-    seeded+=("$account")
+    seeded+=("$account:$lang")
   fi
 done <"$FILE"
 echo "${seeded[*]}"

@@ -83,8 +83,11 @@ def test_make_run_shows_every_action_within_a_minute():
                 harness.wait_for(seen, 75 * harness.timeout_mult(), what=what, interval=1)
             took = time.monotonic() - t0
             print(f"every action seen {took:.0f} s after make run was up")
-            kicked = ended("demo-kick", "kick")[0]
-            assert kicked["end_message"] and kicked["ended_at"] >= kicked["started_at"], kicked
+            # each player is told in the language of their game client (config/demo/players.txt)
+            for s in ended("demo-kick", "kick") + ended("demo-lock", "lock"):
+                assert s["ended_at"] >= s["started_at"], s
+                english = s["end_message"].startswith(("You were", "Your account"))
+                assert english == s["account_id"].endswith("-en"), s
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -205,6 +205,18 @@ def test_a_kick_ends_the_live_session_and_says_why():
     kicks = harness.http("GET", f"{gs.url}/v1/received", headers=GS_AUTH)[1]["kicks"]
     assert [k["ended_sessions"] for k in kicks] == [["s1"], ["s2"], []], kicks
     assert all(k["received_at"].endswith("Z") for k in kicks)  # when it reached the game
+    # The game client's language, given at the open, is the message's when the event has none.
+    st, body, _ = harness.http("POST", url, [{"session_id": "e1", "account_id": "p4", "lang": "en"},
+                                             {"session_id": "k1", "account_id": "p4"}],
+                               headers=GS_AUTH)
+    assert st == 201 and body["sessions"][0]["lang"] == "en", body
+    assert kick_session(gs, "p4", "lock")[1]["ended_sessions"] == ["e1", "k1"]
+    p4 = sessions_of(gs, "p4")
+    assert p4["e1"]["end_message"].startswith("Your account was locked"), p4
+    assert "잠겼습니다" in p4["k1"]["end_message"], p4
+    st, body, _ = harness.http("POST", url, {"session_id": "x", "account_id": "p4", "lang": "fr"},
+                               headers=GS_AUTH)
+    assert st == 422 and "lang" in body["message"], body
     assert harness.http("DELETE", f"{gs.url}/v1/received", headers=GS_AUTH)[0] == 204
     assert sessions_of(gs, "p1") == {}
 
@@ -238,7 +250,7 @@ def test_loginsim_opens_the_session_of_each_admitted_login():
     p = harness.ctx().start("loginsim", http=False, config={
         "publisher_url": url + "/v1/topics/login/events", "status_url": url, "rate": 200,
         "count": 60, "accounts": 3, "threads": 2, "game_url": gs.url,
-        "demo_accounts": "demo-kick, demo-locked", "demo_share": 0.5, "demo_abroad_share": 1})
+        "demo_accounts": "demo-kick:en, demo-locked", "demo_share": 0.5, "demo_abroad_share": 1})
     harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
     assert p.popen.returncode == 0, p.log()
     summary = json.loads([line for line in p.log().splitlines()
@@ -252,3 +264,10 @@ def test_loginsim_opens_the_session_of_each_admitted_login():
     assert "demo-locked" not in sessions.values()
     demo = [e for e in got if e["account_id"] == "demo-kick"]
     assert demo and all(e["client"]["sim_country"] != "KR" for e in demo), demo
+    langs = {s["account_id"]: s.get("lang") for s in body["sessions"]}
+    assert langs["demo-kick"] == "en" and langs.get("user-00001", None) is None, langs
+    bad = harness.ctx().start("loginsim", http=False, config={
+        "publisher_url": url + "/v1/topics/login/events", "rate": 10, "count": 1,
+        "game_url": "", "demo_accounts": "demo-kick:fr"})
+    harness.wait_for(lambda: bad.popen.poll() is not None, timeout=10, what="loginsim exit")
+    assert bad.popen.returncode == 2 and "ko or en" in bad.log(), bad.log()

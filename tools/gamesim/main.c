@@ -124,12 +124,10 @@ static json_t *body_object(struct http_exchange *ex)
     return b;
 }
 
-/* The sentence a kicked player sees, in the event's language ("lang": "en"; Korean otherwise). */
-static void kick_message(json_t *ev, const char *action, char *out, size_t len)
+/* The sentence a kicked player sees, in English (en) or Korean. */
+static void kick_message(json_t *ev, const char *action, bool en, char *out, size_t len)
 {
     const char *country = json_string_value(json_object_get(ev, "country"));
-    const char *lang = json_string_value(json_object_get(ev, "lang"));
-    bool en = lang && strcmp(lang, "en") == 0;
     country = country ? country : "?";
     int n;
     if (strcmp(action, "lock") == 0) {
@@ -205,11 +203,17 @@ static void handle_kick(struct http_exchange *ex, void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     /* A redelivery was answered above; ending an ended session again would change nothing. */
-    char why[512];
-    kick_message(b, action, why, sizeof(why));
+    /* The player's language: the event's when it names one (guard's per-player language), else
+     * the session's (the game client's, given when it opened): why_ko is for the sessions not in
+     * English, why_en for those in English. */
+    char why_ko[512], why_en[512];
+    const char *lang = json_string_value(json_object_get(b, "lang"));
+    bool all_en = lang && strcmp(lang, "en") == 0;
+    kick_message(b, action, all_en, why_ko, sizeof(why_ko));
+    kick_message(b, action, !lang || all_en, why_en, sizeof(why_en));
     json_t *ended = sessions_end(s->sessions, json_string_value(json_object_get(b, "account_id")),
                                  json_string_value(json_object_get(b, "session_id")),
-                                 strcmp(action, "lock") == 0, action, why);
+                                 strcmp(action, "lock") == 0, action, why_ko, why_en);
     json_object_set(b, "ended_sessions", ended);
     stamp(b);
     pthread_mutex_lock(&s->mu);
@@ -257,10 +261,15 @@ static const char *session_invalid(json_t *o)
     const char *sid = json_string_value(json_object_get(o, "session_id"));
     const char *account = json_string_value(json_object_get(o, "account_id"));
     json_t *server = json_object_get(o, "server");
+    json_t *lang = json_object_get(o, "lang");
+    lang = json_is_null(lang) ? NULL : lang;
+    server = json_is_null(server) ? NULL : server;
     if (!json_is_object(o) || !sid || !*sid || strlen(sid) > 256 || !account || !*account ||
-        strlen(account) > 128 || (server && !json_is_string(server))) {
+        strlen(account) > 128 || (server && !json_is_string(server)) ||
+        (lang && (!json_is_string(lang) || (strcmp(json_string_value(lang), "ko") != 0 &&
+                                            strcmp(json_string_value(lang), "en") != 0)))) {
         return "each session needs \"session_id\" (1-256 chars) and \"account_id\" (1-128 "
-               "chars); \"server\" is a string";
+               "chars); \"server\" is a string, \"lang\" ko or en";
     }
     return NULL;
 }
@@ -305,7 +314,8 @@ static void handle_open_sessions(struct http_exchange *ex, void *arg)
         json_array_append_new(
             out, sessions_open(s->sessions, json_string_value(json_object_get(o, "session_id")),
                                json_string_value(json_object_get(o, "account_id")),
-                               json_string_value(json_object_get(o, "server"))));
+                               json_string_value(json_object_get(o, "server")),
+                               json_string_value(json_object_get(o, "lang"))));
     }
     json_decref(b);
     http_respond_json(ex, 201, json_pack("{s:o}", "sessions", out));

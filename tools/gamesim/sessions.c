@@ -26,7 +26,7 @@ struct sessions {
     size_t keep;
     json_t *list;  /* session objects, oldest first */
     json_t *by_id; /* session_id -> the same object */
-    json_t *early; /* session_id -> {"reason", "message"}: kicks that came before their open */
+    json_t *early; /* session_id -> {"reason", "ko", "en"}: kicks that came before their open */
 };
 
 struct sessions *sessions_new(size_t keep)
@@ -58,8 +58,11 @@ static bool is_live(json_t *session)
     return json_is_null(json_object_get(session, "ended_at"));
 }
 
-static void end_one(json_t *session, const char *reason, const char *message)
+static void end_one(json_t *session, const char *reason, const char *message_ko,
+                    const char *message_en)
 {
+    const char *lang = json_string_value(json_object_get(session, "lang"));
+    const char *message = lang && strcmp(lang, "en") == 0 ? message_en : message_ko;
     char now[32];
     app_time_rfc3339(now);
     json_object_set_new(session, "ended_at", json_string(now));
@@ -68,7 +71,7 @@ static void end_one(json_t *session, const char *reason, const char *message)
 }
 
 json_t *sessions_open(struct sessions *s, const char *session_id, const char *account_id,
-                      const char *server)
+                      const char *server, const char *lang)
 {
     pthread_mutex_lock(&s->mu);
     json_t *session = json_object_get(s->by_id, session_id);
@@ -79,13 +82,14 @@ json_t *sessions_open(struct sessions *s, const char *session_id, const char *ac
     }
     char now[32];
     app_time_rfc3339(now);
-    session = json_pack("{s:s, s:s, s:s?, s:s, s:n, s:n, s:n, s:[]}", "session_id", session_id,
-                        "account_id", account_id, "server", server, "started_at", now, "ended_at",
-                        "end_reason", "end_message", "messages");
+    session = json_pack("{s:s, s:s, s:s?, s:s*, s:s, s:n, s:n, s:n, s:[]}", "session_id",
+                        session_id, "account_id", account_id, "server", server, "lang", lang,
+                        "started_at", now, "ended_at", "end_reason", "end_message", "messages");
     json_t *early = json_object_get(s->early, session_id);
     if (early) {
         end_one(session, json_string_value(json_object_get(early, "reason")),
-                json_string_value(json_object_get(early, "message")));
+                json_string_value(json_object_get(early, "ko")),
+                json_string_value(json_object_get(early, "en")));
         json_object_del(s->early, session_id);
     }
     json_array_append(s->list, session);
@@ -102,7 +106,7 @@ json_t *sessions_open(struct sessions *s, const char *session_id, const char *ac
 }
 
 json_t *sessions_end(struct sessions *s, const char *account_id, const char *session_id, bool all,
-                     const char *reason, const char *message)
+                     const char *reason, const char *message_ko, const char *message_en)
 {
     json_t *ended = json_array();
     pthread_mutex_lock(&s->mu);
@@ -114,9 +118,10 @@ json_t *sessions_end(struct sessions *s, const char *account_id, const char *ses
                 json_object_clear(s->early);
             }
             json_object_set_new(s->early, session_id,
-                                json_pack("{s:s, s:s?}", "reason", reason, "message", message));
+                                json_pack("{s:s, s:s?, s:s?}", "reason", reason, "ko", message_ko,
+                                          "en", message_en));
         } else if (owner && strcmp(owner, account_id) == 0 && is_live(session)) {
-            end_one(session, reason, message);
+            end_one(session, reason, message_ko, message_en);
             json_array_append_new(ended, json_string(session_id));
         }
     } else {
@@ -126,7 +131,7 @@ json_t *sessions_end(struct sessions *s, const char *account_id, const char *ses
         {
             const char *owner = json_string_value(json_object_get(session, "account_id"));
             if (owner && strcmp(owner, account_id) == 0 && is_live(session)) {
-                end_one(session, reason, message);
+                end_one(session, reason, message_ko, message_en);
                 json_array_append(ended, json_object_get(session, "session_id"));
             }
         }

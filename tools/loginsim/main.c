@@ -23,7 +23,9 @@
  * ends; a session the game server did not take is logged and counted, and the login still goes.
  *
  * demo_accounts (make run): a share demo_share of logins picks one of these accounts, from abroad
- * with probability demo_abroad_share, so that each of their policies acts within a minute.
+ * with probability demo_abroad_share, so that each of their policies acts within a minute. An
+ * entry "account:en" (or ":ko") gives the language of that player's game client, which the
+ * session carries.
  *
  * batch > 1: like a busy login server, each sending thread gathers up to batch logins as they
  * fall due and POSTs them together to the topic's /batch endpoint when the last one is due (the
@@ -73,7 +75,8 @@ static const struct config_def LOGINSIM_CONFIG[] = {
      CONFIG_SECRET | CONFIG_KEY, NULL,
      "Bearer token of the game server's POST /v1/sessions (the default is the development token)"},
     {"demo_accounts", CONFIG_STRING, "", 0, 65536, 0, NULL,
-     "Accounts (separated by spaces or commas) that log in more often, for demonstrations"},
+     "Accounts (separated by spaces or commas) that log in more often, for demonstrations; "
+     "account:en or account:ko gives its game client's language"},
     {"demo_share", CONFIG_DOUBLE, "0", 0, 1, 0, NULL, "Share of logins by one of demo_accounts"},
     {"demo_abroad_share", CONFIG_DOUBLE, "0.5", 0, 1, 0, NULL,
      "Share of demo_accounts' logins from abroad"},
@@ -103,6 +106,7 @@ struct sim {
     long long sent, accepted, retried, failed, refused;
     long long sessions, sessions_failed; /* game sessions opened / not taken by the game server */
     char **demo;                         /* demo_accounts */
+    const char **demo_lang;              /* their languages ("ko", "en" or NULL) */
     size_t n_demo;
     char sessions_url[4200]; /* game_url + /v1/sessions, or "" */
     unsigned finished;       /* worker threads that returned */
@@ -149,13 +153,17 @@ static void pick_ip(struct sim *s, unsigned long long *rng, double abroad_share,
 }
 
 /* One login event as JSON text (caller frees); account, ip and session receive its account,
- * address and session id. */
+ * address and session id; *lang the player's game client language (NULL: not known). */
 static char *login_json(struct sim *s, unsigned long long *rng, long long accounts,
-                        char account[ACCOUNT_MAX], char ip[32], char session[ID_UUID_LEN + 1])
+                        char account[ACCOUNT_MAX], char ip[32], char session[ID_UUID_LEN + 1],
+                        const char **lang)
 {
     char country[3], ts[32];
+    *lang = NULL;
     if (s->n_demo > 0 && rng_unit(rng) < config_double(s->cfg, "demo_share")) {
-        snprintf(account, ACCOUNT_MAX, "%s", s->demo[rng_next(rng) % s->n_demo]);
+        size_t d = (size_t)(rng_next(rng) % s->n_demo);
+        snprintf(account, ACCOUNT_MAX, "%s", s->demo[d]);
+        *lang = s->demo_lang[d];
         pick_ip(s, rng, config_double(s->cfg, "demo_abroad_share"), country, ip, 32);
     } else {
         snprintf(account, ACCOUNT_MAX, "user-%05llu",
@@ -307,14 +315,15 @@ static void *worker(void *arg)
         json_t *sessions = json_array();
         for (long long i = 0; i < k; i++) {
             char account[ACCOUNT_MAX], ip[32], session[ID_UUID_LEN + 1];
-            char *ev = login_json(s, &rng, accounts, account, ip, session);
+            const char *lang;
+            char *ev = login_json(s, &rng, accounts, account, ip, session, &lang);
             enum admission a = asks_guard ? ask_guard(s, hc, account, ip) : ADMIT;
             if (a == ADMIT) {
                 buf_appendf(&body, "%s%s", admitted ? "," : "", ev);
                 admitted++;
-                json_array_append_new(sessions,
-                                      json_pack("{s:s, s:s, s:s}", "session_id", session,
-                                                "account_id", account, "server", "loginsim-1"));
+                json_array_append_new(sessions, json_pack("{s:s, s:s, s:s, s:s*}", "session_id",
+                                                          session, "account_id", account, "server",
+                                                          "loginsim-1", "lang", lang));
             } else {
                 pthread_mutex_lock(&s->mu);
                 *(a == REFUSE ? &s->refused : &s->failed) += 1;
@@ -378,7 +387,8 @@ static void *worker(void *arg)
     return NULL;
 }
 
-/* demo_accounts into s->demo; -1 (logged) for an id longer than an account id may be. */
+/* demo_accounts into s->demo and s->demo_lang; -1 (logged) for an id longer than an account id
+ * may be or a language other than ko and en. */
 static int parse_demo(struct sim *s, const char *list)
 {
     const char *p = list ? list : "";
@@ -388,14 +398,31 @@ static int parse_demo(struct sim *s, const char *list)
         if (n == 0) {
             break;
         }
-        if (n >= ACCOUNT_MAX) {
-            log_error("demo_accounts: an account id is longer than %d bytes", ACCOUNT_MAX - 1);
+        size_t id_len = strcspn(p, " ,\t:");
+        const char *lang = NULL;
+        if (id_len < n) { /* "account:lang" */
+            size_t lang_len = n - id_len - 1;
+            if (lang_len == 2 && strncmp(p + id_len + 1, "en", 2) == 0) {
+                lang = "en";
+            } else if (lang_len == 2 && strncmp(p + id_len + 1, "ko", 2) == 0) {
+                lang = "ko";
+            } else {
+                log_error("demo_accounts: \"%.*s\": the language after ':' is ko or en",
+                          (int)(n > 200 ? 200 : n), p);
+                return -1;
+            }
+        }
+        if (id_len == 0 || id_len >= ACCOUNT_MAX) {
+            log_error("demo_accounts: an account id is empty or longer than %d bytes",
+                      ACCOUNT_MAX - 1);
             return -1;
         }
         s->demo = xrealloc(s->demo, (s->n_demo + 1) * sizeof(*s->demo));
-        char *id = xmalloc(n + 1);
-        memcpy(id, p, n);
-        id[n] = '\0';
+        s->demo_lang = xrealloc(s->demo_lang, (s->n_demo + 1) * sizeof(*s->demo_lang));
+        char *id = xmalloc(id_len + 1);
+        memcpy(id, p, id_len);
+        id[id_len] = '\0';
+        s->demo_lang[s->n_demo] = lang;
         s->demo[s->n_demo++] = id;
         p += n;
     }
@@ -502,6 +529,7 @@ int main(int argc, char **argv)
         free(s.demo[i]);
     }
     free(s.demo);
+    free(s.demo_lang);
     app_release(&app);
     return s.failed ? 1 : 0;
 }
