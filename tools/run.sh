@@ -2,8 +2,10 @@
 # make run: the whole product in the foreground on embedded defaults.
 #
 #   embedded broker (var/broker) or BUS_BOOTSTRAP, private PostgreSQL (var/pg) or DATABASE_URL,
-#   busctl apply, the bus (publisher, dispatcher), every service, the game server stub and
-#   simulated login servers (LOGINSIM_RATE logins/s, default 5; 0 = none).
+#   busctl apply, the bus (publisher, dispatcher), every service (one campaign process per
+#   config/campaign/NAME.json), the game server stub, the demo players' policies (tools/seed.sh,
+#   config/demo/players.txt) and simulated login servers (LOGINSIM_RATE logins/s, default 5;
+#   0 = none) that favour the demo players (LOGINSIM_DEMO_SHARE, default 0.2).
 #
 # SIGINT or SIGTERM stops everything it started within 10 s, in dependency order (simulators,
 # dispatcher, publisher, services, broker, database); a second signal while stopping changes
