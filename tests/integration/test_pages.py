@@ -223,6 +223,15 @@ def test_player_page_at_390px_in_both_languages():
         if i == 0:
             p.action({"account_id": acct, "login_id": ev["login_id"], "action": "notify",
                       "country": country, "ip": ip, "ts": ev["ts"]})
+    # locked, with a trip allowed: the locked card, the unlock form and the allowed countries show
+    st, _, _ = harness.http("PUT", f"{p.guard_url}/v1/accounts/{acct}/policy",
+                            {"action": "lock", "channels": ["ingame"],
+                             "allowed_countries": [{"country": "JP",
+                                                    "until": "2030-01-31T23:59:59Z"}]},
+                            headers=auth(token("player", acct)))
+    assert st == 200
+    _, action = p.login(acct, "BR", "198.51.100.7", to_guard=True)
+    assert action["action"] == "lock"
     browser.run("narrow", {"URL": p.history_url + "/", "PAGE": "player",
                            "TOKEN": token("player", acct), "EXEMPT": NARROW_EXEMPT})
 
