@@ -104,6 +104,15 @@ await run(async (page, { context }) => {
   await page.waitForSelector('#signin:not([hidden])');
   let wide = await overflow(page);
   check(wide.length === 0, `sign-in at ${WIDTH} px: ${wide.join('; ')}`);
+  if (await page.$('#lang')) { // the sign-in form in Korean too, then back to English
+    await toKorean(page);
+    const english = await englishWords(page);
+    check(english.length === 0, `${PAGE} sign-in in Korean still shows English: ${english.join(', ')}`);
+    wide = await overflow(page);
+    check(wide.length === 0, `sign-in in Korean at ${WIDTH} px: ${wide.join('; ')}`);
+    await page.click('#lang');
+    await page.waitForFunction(() => document.documentElement.lang === 'en');
+  }
   await signIn(page);
   wide = await overflow(page);
   check(wide.length === 0, `${PAGE} at ${WIDTH} px: ${wide.join('; ')}`);
