@@ -87,14 +87,15 @@ class Bench:
             time.sleep(0.5)
         return None
 
-    def step(self, rate, seconds, ids_file=None):
-        """loginsim at `rate` for `seconds`; returns a dict of what happened."""
+    def step(self, rate, seconds, ids_file=None, game_url=""):
+        """loginsim at `rate` for `seconds`; returns a dict of what happened. game_url: where
+        loginsim opens each login's game session (gamesim; empty = no sessions)."""
         threads = int(min(256, max(8, rate // 25)))
         cfg = {"publisher_url": self.p.publisher.url + "/v1/topics/login/events",
                "rate": rate, "duration_s": seconds, "accounts": 100000, "threads": threads,
                "batch": LOGIN_BATCH, "log.level": "warn",
                # the bus's figures, comparable with earlier runs: no status check per login
-               "status_url": ""}
+               "status_url": "", "game_url": game_url}
         if ids_file:
             cfg["ids_file"] = ids_file
         sim = self.ctx.start("loginsim", http=False, config=cfg, name=f"loginsim-{int(rate)}")
@@ -150,8 +151,48 @@ def quantiles(values):
     return q(0.5), q(0.99)
 
 
+def rfc3339_ms(ts):
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
+
+
+def player_side(gamesim_url, actions, sent):
+    """What a player feels, per login of the latency run that guard acted on: from the login's
+    202 to the kick ending its live game session (gamesim's session ended_at), and to the alert's
+    delivery (the in-game message notify sent, gamesim's received_at; matched by account, so only
+    accounts with one action in the run count). Returns (kick latencies, alert latencies)."""
+    auth = {"Authorization": "Bearer dev-only-gamesim-admin-token"}
+    st, body, _ = harness.http("GET", gamesim_url + "/v1/sessions", headers=auth)
+    assert st == 200, (st, body)
+    ended = {s["session_id"]: rfc3339_ms(s["ended_at"]) for s in body["sessions"]
+             if s["ended_at"]}
+    st, body, _ = harness.http("GET", gamesim_url + "/v1/received", headers=auth)
+    assert st == 200, (st, body)
+    alerts = {}
+    for m in body["messages"]:
+        alerts.setdefault(m["account_id"], []).append(rfc3339_ms(m["received_at"]))
+    per_account = {}
+    for login_id, (_, ev) in actions.items():
+        if login_id in sent:
+            per_account.setdefault(ev["account_id"], []).append(login_id)
+    kicks, alert = [], []
+    for login_id, (_, ev) in actions.items():
+        if login_id not in sent:
+            continue
+        if ev.get("session_id") in ended:
+            kicks.append(ended[ev["session_id"]] - sent[login_id])
+        got = alerts.get(ev["account_id"], [])
+        if len(per_account[ev["account_id"]]) == 1 and len(got) == 1:
+            alert.append(got[0] - sent[login_id])
+    return kicks, alert
+
+
 def action_times(bootstrap):
     """{login_id: ce-time in unix ms} of every account.action record (guard's decisions)."""
+    return {i: t for i, (t, _) in action_events(bootstrap).items()}
+
+
+def action_events(bootstrap):
+    """{login_id: (ce-time in unix ms, the event)} of every account.action record."""
     out = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", "account.action", "-o",
                           "beginning", "-e", "-q", "-f", "%h\t%s\n"],
                          capture_output=True, text=True, timeout=120).stdout
@@ -167,7 +208,7 @@ def action_times(bootstrap):
             continue
         if "ce-time" in h and "login_id" in ev:
             t = datetime.datetime.fromisoformat(h["ce-time"].replace("Z", "+00:00"))
-            times.setdefault(ev["login_id"], t.timestamp() * 1000)
+            times.setdefault(ev["login_id"], (t.timestamp() * 1000, ev))
     return times
 
 
@@ -182,6 +223,7 @@ def main():
         quiet = {"log.level": "warn"}
         svc_cfg = {n: dict(quiet) for n in product.SERVICES + product.BUS}
         svc_cfg["guard"]["default_policy"] = "kick"
+        svc_cfg["gamesim"]["keep"] = 1000000  # every session of the latency run stays readable
         svc_cfg["campaign"]["list_file"] = os.path.join(ROOT, "config", "campaign",
                                                         "password-2026.txt")
         extra = json.loads(os.environ.get("BENCH_DISPATCHER_EXTRA") or "{}")
@@ -269,7 +311,7 @@ def main():
         if b.drain(180) is None:
             print("warning: the product did not drain before the latency run")
         ids = ctx.path("ids.txt")
-        r = b.step(half, step_s, ids_file=ids)
+        r = b.step(half, step_s, ids_file=ids, game_url=p.url("gamesim"))
         b.drain(180)
         sent = {}
         for line in open(ids):
@@ -278,8 +320,17 @@ def main():
         rows = p.psql("SELECT id, (extract(epoch from stored_at) * 1000)::float8 "
                       "FROM history.logins")
         hist = [float(t) - sent[i] for i, t in rows if i in sent]
-        acts = action_times(p.broker.bootstrap)
-        guard = [t - sent[i] for i, t in acts.items() if i in sent]
+        events = action_events(p.broker.bootstrap)
+        guard = [t - sent[i] for i, (t, _) in events.items() if i in sent]
+        # the alert (notify's in-game message) may still be on its way when the routes drained
+        def alerts_delivered():
+            k, a = player_side(p.url("gamesim"), events, sent)
+            return len(a) >= 0.95 * len(k)
+        try:
+            harness.wait_for(alerts_delivered, 30, what="the alerts delivered")
+        except AssertionError as e:
+            print(f"warning: {e}")
+        kicks, alerts = player_side(p.url("gamesim"), events, sent)
         h50, h99 = quantiles(hist)
         g50, g99 = quantiles(guard)
         print(f"latency at {half:.0f} logins/s (half the sustained rate; achieved "
@@ -288,6 +339,12 @@ def main():
               f"({len(hist)} of {len(sent)} logins)")
         print(f"  202 -> guard's action: p50 {g50:.1f} ms, p99 {g99:.1f} ms "
               f"({len(guard)} actions)")
+        k50, k99 = quantiles(kicks)
+        a50, a99 = quantiles(alerts)
+        print(f"  202 -> the kick ends the live game session: p50 {k50:.1f} ms, p99 {k99:.1f} ms "
+              f"({len(kicks)} sessions)")
+        print(f"  202 -> the alert reaches the player in game: p50 {a50:.1f} ms, p99 {a99:.1f} ms "
+              f"({len(alerts)} alerts)")
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         return 0
     finally:

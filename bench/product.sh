@@ -15,7 +15,10 @@
 #     batch's insert transaction, read from PostgreSQL) and to guard's action (ce-time of the
 #     account.action record, the time the dispatcher published guard's answer, read with kcat).
 #     guard's default policy is set to kick for the bench so that the 5% of logins from abroad
-#     produce actions. Same host, same clock.
+#     produce actions. What a player feels (issue 24), in the same run: loginsim opens each
+#     login's game session on gamesim (as make run does), so the figures go on to the kick
+#     ending the live session (the session's ended_at) and to the alert reaching the player
+#     (notify's in-game message, gamesim's received_at). Same host, same clock.
 #
 # loginsim sends BENCH_LOGIN_BATCH (20) logins per request to the publisher's batch endpoint,
 # as busy login servers would; BENCH_LOGIN_BATCH=1 sends one POST per login.

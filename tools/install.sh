@@ -73,6 +73,7 @@ example() { # example FILE MODE: stdin into FILE unless it exists
   chmod "$2" "$dst"
 }
 for u in docs/ops/systemd/*.service; do
+  case $u in *@.service) continue ;; esac # templates: one file per instance, named by the operator
   echo '{}' | example "$(basename "$u" .service).json" 0644
 done
 example bus.env 0644 <<'ENV'

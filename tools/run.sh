@@ -2,8 +2,10 @@
 # make run: the whole product in the foreground on embedded defaults.
 #
 #   embedded broker (var/broker) or BUS_BOOTSTRAP, private PostgreSQL (var/pg) or DATABASE_URL,
-#   busctl apply, the bus (publisher, dispatcher), every service, the game server stub and
-#   simulated login servers (LOGINSIM_RATE logins/s, default 5; 0 = none).
+#   busctl apply, the bus (publisher, dispatcher), every service (one campaign process per
+#   config/campaign/NAME.json), the game server stub, the demo players' policies (tools/seed.sh,
+#   config/demo/players.txt) and simulated login servers (LOGINSIM_RATE logins/s, default 5;
+#   0 = none) that favour the demo players (LOGINSIM_DEMO_SHARE, default 0.2).
 #
 # SIGINT or SIGTERM stops everything it started within 10 s, in dependency order (simulators,
 # dispatcher, publisher, services, broker, database); a second signal while stopping changes
@@ -47,6 +49,7 @@ STARTED_AT=()
 RESTART_AT=()
 PG_STARTED=0
 STOPPING=0
+CAMPAIGNS=() # the names of the campaign processes (config/campaign/NAME.json: campaign-NAME)
 
 say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }
 
@@ -89,7 +92,7 @@ stop_all() {
   stop_group 1 loginsim gamesim
   stop_group 4 bus-dispatcher
   stop_group 2 bus-publisher
-  stop_group 2 campaign notify guard history ipcheck
+  stop_group 2 "${CAMPAIGNS[@]}" notify guard history ipcheck
   stop_group 2 bus-broker bus-mock
   if [ "$PG_STARTED" = 1 ]; then tools/pg.sh stop "$VAR/pg" >/dev/null 2>&1; fi
   say "stopped."
@@ -261,9 +264,26 @@ start ipcheck bin/ipcheck && wait_url ipcheck http://127.0.0.1:8101/readyz
 start history bin/history && wait_url history http://127.0.0.1:8102/readyz
 start guard bin/guard && wait_url guard http://127.0.0.1:8103/readyz
 start notify bin/notify && wait_url notify http://127.0.0.1:8104/readyz
-start campaign bin/campaign && wait_url campaign http://127.0.0.1:8105/readyz
+# Every campaign of config/campaign/NAME.json is one process on the port its file names (and a
+# route to that port in config/bus/); a new campaign counts logins from its first start.
+for conf in config/campaign/*.json; do
+  name=campaign-$(basename "$conf" .json)
+  listen=$(sed -n 's/.*"listen": *"\([^"]*\)".*/\1/p' "$conf")
+  CAMPAIGNS+=("$name")
+  start "$name" bin/campaign --config "$conf" && wait_url "$name" "http://${listen:-127.0.0.1:8105}/readyz"
+done
 start bus-publisher bin/bus-publisher && wait_url bus-publisher http://127.0.0.1:8080/readyz
 start bus-dispatcher bin/bus-dispatcher && wait_url bus-dispatcher http://127.0.0.1:8081/healthz
+
+# 5. The demonstration players (config/demo/players.txt): one per policy and language, logged in
+# often by loginsim (a fifth of its logins, half of those from abroad) so that each policy acts
+# within a minute. LOGINSIM_DEMO_SHARE=0 leaves them alone.
+DEMO_PLAYERS=
+if [ -x tools/seed.sh ] && [ -x bin/mktoken ]; then
+  DEMO_PLAYERS=$(tools/seed.sh 2>>"$LOGDIR/seed.log") || say "seeding the demo players failed; see $LOGDIR/seed.log"
+fi
+export LOGINSIM_DEMO_ACCOUNTS=${LOGINSIM_DEMO_ACCOUNTS-$DEMO_PLAYERS}
+export LOGINSIM_DEMO_SHARE=${LOGINSIM_DEMO_SHARE:-0.2}
 
 if [ "$LOGINSIM_RATE" != 0 ]; then
   start loginsim bin/loginsim
@@ -277,6 +297,9 @@ cat <<EOF
     Player page       http://127.0.0.1:8102/          bin/mktoken player alice
     Support console   http://127.0.0.1:8103/support/  bin/mktoken staff sam
     Bus dashboard     http://127.0.0.1:8081/          admin token: \$BUS_ADMIN_TOKEN (dev: dev-admin-token)
+
+  Campaigns (config/campaign/*.json, one process each; logs var/log/campaign-NAME.log):
+    $(printf '%s ' "${CAMPAIGNS[@]}")
 
   Publish a login:
     curl -s -H 'Authorization: Bearer dev-login-token' -H 'Content-Type: application/json' \\
@@ -309,6 +332,17 @@ cat <<EOF
              . $SASL_DIR/busctl.env   (then bin/busctl trace, dlq, apply)
   Emails: var/outbox/   in-game messages and kicks (gamesim's admin token):
     curl -s -H 'Authorization: Bearer dev-only-gamesim-admin-token' http://127.0.0.1:8109/v1/received
+
+  Demo players (config/demo/players.txt), logged in often, half of the time from abroad; each
+  policy acts within a minute (Korean and English players: demo-<policy>-ko / -en):
+    demo-notify-ko   notify: an in-game message reaches the live session
+    demo-kick-ko     kick: the session from abroad ends, and the player is told why
+    demo-block-ko    block_abroad: logins from abroad are refused before they start
+    demo-lock-ko     lock: the account is locked, its sessions end, later logins are refused
+  Their game sessions (how each one ended and why), and loginsim's refusals:
+    curl -s -H 'Authorization: Bearer dev-only-gamesim-admin-token' \\
+      'http://127.0.0.1:8109/v1/sessions?account_id=demo-kick-ko'
+    grep 'refused by guard' var/log/loginsim.log
 
 EOF
 

@@ -1,13 +1,14 @@
 /* campaign - the password-change campaign, added to the product by configuration alone.
  *
  * Route `campaign` (streaming) delivers every login: POST /v1/deliveries/login. The first login of
- * an account on the campaign list answers 200 with a notification event (kind
- * "campaign_password", channel ingame) that the bus publishes to `notification`; every other
- * login answers 204. "Once per account" is a row in campaign.sent inserted in the same statement
- * that decides, keyed by (campaign, account); a redelivery of that same login gets the same 200.
- * A batched delivery (delivery.h) answers the array of those answers (null for a 204), or 204.
- * The list (list_file, one account id per line, # comments) is loaded into campaign.targets at
- * start.
+ * an account on the campaign list since the campaign's start (start.c) answers 200 with a
+ * notification event (config "kind", default "campaign_password", on the configured "channels")
+ * that the bus publishes to `notification`; every other login answers 204. Each campaign is one
+ * process with its own configuration and route (config/campaign/NAME.json, a route in config/bus/).
+ * "Once per account" is a row in campaign.sent inserted in the same statement that decides, keyed
+ * by (campaign, account); a redelivery of that same login gets the same 200. A batched delivery
+ * (delivery.h) answers the array of those answers (null for a 204), or 204. The list (list_file,
+ * one account id per line, # comments) is loaded into campaign.targets at start.
  *
  * Most logins are of accounts that are not listed or were already told: those are answered from
  * memory. The listed accounts are read from campaign.targets at start and every
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "campaign.h"
 #include "db.h"
 #include "delivery.h"
 #include "http/http_server.h"
@@ -44,6 +46,11 @@ static const struct config_def CAMPAIGN_CONFIG[] = {
      "Accounts of the campaign, one per line (loaded at start; empty = the table as it is)"},
     {"kind", CONFIG_STRING, "campaign_password", 1, 64, 0, NULL,
      "Message kind (notify template) of the notification"},
+    {"channels", CONFIG_STRING, "ingame", 1, 64, 0, NULL,
+     "Where the message goes: email, sms and/or ingame, separated by spaces or commas"},
+    {"start", CONFIG_STRING, "now", 1, 64, 0, NULL,
+     "Logins that count: now (from the campaign's first run, kept across restarts), backfill "
+     "(every login still in the topic) or an RFC 3339 time"},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
     {"targets_refresh_s", CONFIG_INT, "60", 1, 86400, 0, NULL,
      "Seconds between two reads of campaign.targets into memory"},
@@ -55,6 +62,8 @@ static const struct config_def CAMPAIGN_CONFIG[] = {
 struct campaign {
     struct db *db;
     const char *bus_secret, *name, *kind;
+    json_t *channels;   /* the notification's channels (config "channels") */
+    long long start_ms; /* logins before it are not part of the campaign (start.c) */
     long long cache_max;
     struct metric *m_messages; /* notifications streamed out */
     struct metric *m_memory;   /* logins answered without the database */
@@ -142,8 +151,8 @@ static json_t *notification_new(const struct campaign *c, const char *account)
 {
     char dedupe[300];
     snprintf(dedupe, sizeof(dedupe), "%s/%s", c->name, account);
-    return json_pack("{s:s, s:s, s:[s], s:{s:s}, s:s}", "account_id", account, "kind", c->kind,
-                     "channels", "ingame", "params", "campaign", c->name, "dedupe_key", dedupe);
+    return json_pack("{s:s, s:s, s:O, s:{s:s}, s:s}", "account_id", account, "kind", c->kind,
+                     "channels", c->channels, "params", "campaign", c->name, "dedupe_key", dedupe);
 }
 
 static int load_list(struct campaign *c, const char *path)
@@ -211,6 +220,11 @@ static void campaign_decide(void *ctx, struct delivery_item *it)
         return;
     }
     bool is_200 = false;
+    if (!campaign_login_counts(json_string_value(json_object_get(it->event, "ts")), c->start_ms)) {
+        metric_inc(c->m_memory); /* a login from before the campaign: not part of it */
+        it->status = 204;
+        return;
+    }
     if (answer_from_memory(c, account, login_id, &is_200) == 0) {
         metric_inc(c->m_memory);
         it->status = is_200 ? 200 : 204;
@@ -278,6 +292,17 @@ static int campaign_prepare(struct app *app, void *ctx)
     c->name = config_str(app->cfg, "campaign");
     c->kind = config_str(app->cfg, "kind");
     c->cache_max = config_int(app->cfg, "cache_max");
+    char err[512];
+    if (campaign_channels_parse(config_str(app->cfg, "channels"), &c->channels, err, sizeof(err)) !=
+        0) {
+        log_error("%s", err);
+        return 2;
+    }
+    if (!campaign_start_valid(config_str(app->cfg, "start"))) {
+        log_error("start: \"%s\" is not now, backfill or an RFC 3339 time",
+                  config_str(app->cfg, "start"));
+        return 2;
+    }
     pthread_mutex_init(&c->lock, NULL);
     c->sent = strmap_new();
     c->m_messages =
@@ -299,6 +324,11 @@ static int campaign_start(struct app *app, void *ctx)
     if (list && *list && load_list(c, list) != 0) {
         return 1;
     }
+    if (campaign_start_resolve(c->db, c->name, config_str(app->cfg, "start"), &c->start_ms, err,
+                               sizeof(err)) != DB_OK) {
+        log_error("campaign %s: cannot record its start: %s", c->name, err);
+        return 1;
+    }
     targets_refresh(c);
     struct http_server_options opts = {
         .listen = config_str(app->cfg, "listen"),
@@ -314,7 +344,8 @@ static int campaign_start(struct app *app, void *ctx)
         log_error("cannot listen: %s", err);
         return 1;
     }
-    log_info("campaign %s listening on %s", c->name, opts.listen);
+    log_info("campaign %s listening on %s (logins %s count)", c->name, opts.listen,
+             c->start_ms == CAMPAIGN_START_ALL ? "still in the topic" : "since its start");
     return 0;
 }
 
@@ -333,6 +364,7 @@ static void campaign_release(struct app *app, void *ctx)
     http_server_free(c->srv, 2000);
     strmap_free(c->targets);
     strmap_free(c->sent);
+    json_decref(c->channels);
     pthread_mutex_destroy(&c->lock);
 }
 

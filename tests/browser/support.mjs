@@ -45,7 +45,7 @@ await run(async (page) => {
   await waitText(page, '#locks tr:first-child', 'Policy');
   await waitText(page, '#locks tr:first-child', 'Brazil');
   // the player's own settings change is in the audit trail, told apart from staff actions
-  await waitText(page, '#audit tr:first-child', 'policy_changed');
+  await waitText(page, '#audit tr:first-child', 'Policy changed');
   await waitText(page, '#audit tr:first-child', 'Player');
   await screenshot(page, 'support-locked');
 

@@ -20,7 +20,7 @@ ASAN = False
 SERIAL_GROUP = "make-in-tree"
 ROOT = harness.ROOT
 # INTERFACES.md: publisher, dispatcher, services, game server stub, broker, PostgreSQL of make run.
-PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8109, 9092, 55432]
+PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8106, 8109, 9092, 55432]
 
 
 def test_make_run_publishes_a_login_that_kcat_reads_back():

@@ -21,7 +21,7 @@ ASAN = False
 # use them (tests/run.py).
 SERIAL_GROUP = "make-in-tree"
 ROOT = harness.ROOT
-PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8109, 9092, 55432]
+PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8106, 8109, 9092, 55432]
 
 
 class MakeRun:

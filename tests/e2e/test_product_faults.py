@@ -31,7 +31,7 @@ def start_load(p, accounts=50, abroad_share=0.0):
         "publisher_url": p.publisher.url + "/v1/topics/login/events", "rate": RATE,
         "count": LOGINS, "accounts": accounts, "abroad_share": abroad_share, "threads": 8,
         "ids_file": ids, "timeout_ms": 5000,
-        "status_url": ""})  # every login published: this test counts them in history
+        "status_url": "", "game_url": ""})  # every login published: this test counts them
     return sim, ids
 
 

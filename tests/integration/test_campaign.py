@@ -21,9 +21,16 @@ def start(db_url, accounts, **config):
                                ready_path="/readyz")
 
 
-def deliver(svc, account, ce_id=None, secret=BUS):
+def now_ts(shift_s=0):
+    """An RFC 3339 time shift_s seconds from now (a login's "ts")."""
+    import datetime
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=shift_s)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def deliver(svc, account, ce_id=None, secret=BUS, ts=None):
     body = json.dumps({"account_id": account, "ip": "1.2.3.4",
-                       "ts": "2026-11-25T06:00:00Z"}).encode()
+                       "ts": ts or now_ts()}).encode()
     headers = harness.delivery_headers(secret, body, ce_id or str(uuid.uuid4()), "login",
                                        {"ce-source": "test"})
     return harness.http("POST", f"{svc.url}/v1/deliveries/login", raw=body, headers=headers)
@@ -108,8 +115,7 @@ def deliver_batch(svc, logins, secret=BUS):
     a route with "batch" > 1 does."""
     body = json.dumps([{"specversion": "1.0", "id": login_id, "type": "login", "source": "test",
                         "time": "2026-11-25T06:00:00Z",
-                        "data": {"account_id": account, "ip": "1.2.3.4",
-                                 "ts": "2026-11-25T06:00:00Z"}}
+                        "data": {"account_id": account, "ip": "1.2.3.4", "ts": now_ts()}}
                        for account, login_id in logins]).encode()
     headers = harness.delivery_headers(secret, body, logins[0][1], batch=True)
     return harness.http("POST", f"{svc.url}/v1/deliveries/login", raw=body, headers=headers)
@@ -150,3 +156,106 @@ def test_batch_notifies_a_listed_account_once_without_memory():
 def test_batch_signature_required():
     svc = start(pg.fresh_db(), ["p1"])
     assert deliver_batch(svc, [("p1", str(uuid.uuid4()))], secret="nope")[0] == 401
+
+
+def test_a_new_campaign_counts_logins_from_its_start():
+    """A new campaign's route reads the whole retained topic: logins from before its start are
+    not part of it (start "now", recorded at its first run and kept by a restart); "backfill"
+    and an explicit time are what an operator asks for."""
+    url = pg.fresh_db()
+    svc = start(url, ["p1", "p2", "p3"])
+    assert deliver(svc, "p1", ts=now_ts(-3600))[0] == 204       # an hour before the start
+    assert deliver(svc, "p1", ts="2026-11-25T06:00:00+09:00")[0] == 204
+    assert deliver(svc, "p1")[0] == 200                          # since the start
+    db = url.rsplit("/", 1)[1]
+    first = pg.cluster().psql(db, "SELECT starts_at FROM campaign.campaigns "
+                                  "WHERE campaign = 'password-2026'")[0][0]
+    svc.stop()
+    again = start(url, ["p1", "p2", "p3"])                       # a restart keeps the start
+    assert pg.cluster().psql(db, "SELECT starts_at FROM campaign.campaigns "
+                                 "WHERE campaign = 'password-2026'")[0][0] == first
+    assert deliver(again, "p2", ts=now_ts(-3600))[0] == 204
+    again.stop()
+    back = start(url, ["p1", "p2", "p3"], start="backfill")
+    st, body, _ = deliver(back, "p2", ts="2026-11-25T06:00:00Z")
+    assert st == 200 and body["account_id"] == "p2", (st, body)
+    back.stop()
+    since = start(url, ["p1", "p2", "p3"], start="2026-11-01T00:00:00Z")
+    assert deliver(since, "p3", ts="2026-10-31T23:59:59.999Z")[0] == 204
+    assert deliver(since, "p3", ts="2026-11-01T09:00:00+09:00")[0] == 200
+
+
+def test_channels_come_from_config():
+    svc = start(pg.fresh_db(), ["p1"], channels="email, ingame", kind="campaign_contacts",
+                campaign="contacts-2026")
+    st, body, _ = deliver(svc, "p1")
+    assert st == 200, (st, body)
+    assert body["channels"] == ["email", "ingame"] and body["kind"] == "campaign_contacts"
+    assert body["dedupe_key"] == "contacts-2026/p1" and body["params"]["campaign"] == \
+        "contacts-2026"
+    jsonschema.validate(body, json.load(open(harness.ROOT +
+                                             "/config/schema/events/notification.json")))
+
+
+def test_bad_channels_or_start_refuse_the_start():
+    url = pg.fresh_db()
+    for config, says in [({"channels": "ingame, pigeon"}, "pigeon"),
+                         ({"channels": "sms sms"}, "twice"),
+                         ({"channels": " , "}, "at least one"),
+                         ({"start": "yesterday"}, "start")]:
+        p = harness.ctx().start("campaign", http=False, config={"database_url": url, **config},
+                                env={"BUS_SIGNING_SECRET": BUS})
+        harness.wait_for(lambda: p.popen.poll() is not None, 15, what="campaign refuses")
+        assert p.popen.returncode == 2 and says in p.log(), (config, p.log())
+
+
+def test_every_campaign_of_make_run_has_its_config_route_and_template():
+    """config/campaign/NAME.json is one campaign: a port of its own, a route to it in config/bus,
+    a list, and notify templates for its kind in both languages."""
+    import glob
+    import os
+    routes = {}
+    for f in glob.glob(os.path.join(harness.ROOT, "config", "bus", "*.json")):
+        for r in json.load(open(f)).get("routes", []):
+            routes[r["endpoint"]] = r
+    confs = sorted(glob.glob(os.path.join(harness.ROOT, "config", "campaign", "*.json")))
+    assert len(confs) >= 2, confs
+    ports = set()
+    for f in confs:
+        c = json.load(open(f))
+        name = os.path.basename(f)[:-5]
+        assert c["campaign"] == name, f
+        ports.add(c["listen"])
+        r = routes.get(f"http://{c['listen']}/v1/deliveries/login")
+        assert r and r["topic"] == "login" and r["output"] == "notification", (f, r)
+        assert os.path.exists(os.path.join(harness.ROOT, c["list_file"])), f
+        for lang in ("ko", "en"):
+            assert os.path.exists(os.path.join(harness.ROOT, "notify", "templates",
+                                               f"{c['kind']}.{lang}.txt")), (f, lang)
+    assert len(ports) == len(confs)
+
+
+def test_systemd_template_unit_starts_one_campaign_per_instance():
+    """docs/ops/systemd/campaign@.service: campaign@NAME runs /etc/bus/campaign/NAME.json;
+    systemd-analyze verifies an instance of it."""
+    import os
+    import shutil
+    import subprocess
+    path = os.path.join(harness.ROOT, "docs", "ops", "systemd", "campaign@.service")
+    text = open(path).read()
+    assert "ExecStart=/usr/local/bin/campaign --config /etc/bus/campaign/%i.json" in text
+    assert "SyslogIdentifier=campaign-%i" in text and "DynamicUser=yes" in text
+    assert "Wants=network-online.target postgresql.service" in text
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        raise harness.Skip("systemd-analyze missing")
+    unit_dir = harness.ctx().path("units")
+    os.makedirs(unit_dir, exist_ok=True)
+    shutil.copy(path, os.path.join(unit_dir, "campaign@.service"))
+    r = subprocess.run([analyze, "verify", "--man=no",
+                        os.path.join(unit_dir, "campaign@password-2026.service")],
+                       capture_output=True, text=True, timeout=60, cwd=unit_dir)
+    # Only the unit's own syntax counts: the binary is not installed on a test machine.
+    errs = [ln for ln in (r.stdout + r.stderr).splitlines()
+            if ln.strip() and "is not executable" not in ln]
+    assert not errs, errs

@@ -284,3 +284,12 @@ def test_lag_of_a_paused_route_follows_new_events():
     harness.wait_for(lambda: bus.route("orders-down")["lag"] >= 11, 20,
                      what="lag of the paused orders-down follows new events")
     assert bus.route("orders-down")["state"] == "breaker-open"
+
+
+def test_dashboard_at_390px():
+    """The dashboard on a phone (390 px): signed in, with its graph and routes, no horizontal
+    scroll (tests/browser/narrow.mjs)."""
+    bus = Bus()
+    bus.publish(3, prefix="narrow")
+    browser.run("narrow", env={"URL": bus.url + "/", "PAGE": "dashboard",
+                               "TOKEN": ADMIN_TOKEN, "EXEMPT": ""})

@@ -190,3 +190,47 @@ def test_support_console_find_and_unlock_with_reason():
                                                 'policy lock, channels ["ingame"], allowed none')]
     # the player was told of the unlock
     assert p.publisher.wait(acct, "staff_unlock")[0]["params"] == {"staff": "alice"}
+
+
+# Words of the test's data (ids, servers, country codes, the staff name) that may appear on a
+# Korean page: everything else in English is the page's own text left untranslated.
+NARROW_EXEMPT = "narrow player support eu-1 KR US DE BR JP IP alice"
+
+
+def test_player_page_at_390px_in_both_languages():
+    """The player page on a phone (390 px): no horizontal scroll with a history of long rows and
+    the settings open, in English and in Korean; in Korean no English of the page's own."""
+    p = Product()
+    acct = "narrow-player-1"
+    for i, (country, ip) in enumerate([("DE", "11.2.3.4"), ("KR", "1.201.0.7"),
+                                       ("US", "2001:0db8:85a3:0000:0000:8a2e:0370:7334")]):
+        ev, _ = p.login(acct, country, ip, minutes_ago=10 + i)
+        if i == 0:
+            p.action({"account_id": acct, "login_id": ev["login_id"], "action": "notify",
+                      "country": country, "ip": ip, "ts": ev["ts"]})
+    # locked, with a trip allowed: the locked card, the unlock form and the allowed countries show
+    st, _, _ = harness.http("PUT", f"{p.guard_url}/v1/accounts/{acct}/policy",
+                            {"action": "lock", "channels": ["ingame"],
+                             "allowed_countries": [{"country": "JP",
+                                                    "until": "2030-01-31T23:59:59Z"}]},
+                            headers=auth(token("player", acct)))
+    assert st == 200
+    _, action = p.login(acct, "BR", "198.51.100.7", to_guard=True)
+    assert action["action"] == "lock"
+    browser.run("narrow", {"URL": p.history_url + "/", "PAGE": "player",
+                           "TOKEN": token("player", acct), "EXEMPT": NARROW_EXEMPT})
+
+
+def test_support_console_at_390px_in_both_languages():
+    p = Product()
+    acct = "narrow-support-1"
+    st, _, _ = harness.http("PUT", f"{p.guard_url}/v1/accounts/{acct}/policy",
+                            {"action": "lock", "channels": ["ingame"]},
+                            headers=auth(token("player", acct)))
+    assert st == 200
+    p.login(acct, "KR", "1.201.0.1", minutes_ago=30, to_guard=True)
+    _, action = p.login(acct, "BR", "198.51.100.7", to_guard=True)
+    assert action["action"] == "lock"
+    browser.run("narrow", {"URL": p.guard_url + "/support/", "PAGE": "support",
+                           "TOKEN": token("staff", "alice"), "ACCOUNT": acct,
+                           "EXEMPT": NARROW_EXEMPT})

@@ -66,6 +66,18 @@ def bus_topics():
     return out
 
 
+def extra_campaign_ports():
+    """Ports of the campaigns of config/campaign/*.json beyond the default one (8105). The test
+    product runs the default campaign only (its list is the test's), so the routes to the others
+    are left out of its bus configuration (their dead-letter topics stay)."""
+    ports = set()
+    for path in glob.glob(os.path.join(ROOT, "config", "campaign", "*.json")):
+        m = re.match(r"^127\.0\.0\.1:(\d+)$", json.load(open(path)).get("listen", ""))
+        if m and int(m.group(1)) != 8105:
+            ports.add(int(m.group(1)))
+    return ports
+
+
 def write_bus_config(dst_dir, urls, retry_max_ms=None, route_overrides=None):
     """Copies config/bus/*.json into dst_dir with each endpoint's http://127.0.0.1:<dev port>
     replaced by urls[<service>] and schema paths made absolute. A route whose endpoint names
@@ -77,6 +89,10 @@ def write_bus_config(dst_dir, urls, retry_max_ms=None, route_overrides=None):
         for t in doc.get("topics", []):
             if "schema" in t and not os.path.isabs(t["schema"]):
                 t["schema"] = os.path.join(ROOT, t["schema"])
+        extra = extra_campaign_ports()
+        doc["routes"] = [r for r in doc.get("routes", [])
+                         if not any(r["endpoint"].startswith(f"http://127.0.0.1:{port}/")
+                                    for port in extra)]
         for r in doc.get("routes", []):
             m = re.match(r"^http://127\.0\.0\.1:(\d+)(/.*)$", r["endpoint"])
             if not m or int(m.group(1)) not in DEV_PORTS:

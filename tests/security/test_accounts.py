@@ -210,7 +210,7 @@ def run_loginsim(p, count, abroad_share):
     sim = harness.ctx().start("loginsim", http=False, config={
         "publisher_url": p.publisher.url + "/v1/topics/login/events",
         "status_url": p.url("guard"), "rate": 200, "count": count, "accounts": 1,
-        "abroad_share": abroad_share, "threads": 2})
+        "abroad_share": abroad_share, "threads": 2, "game_url": p.url("gamesim")})
     harness.wait_for(lambda: sim.popen.poll() is not None, 60, what="loginsim finished")
     assert sim.popen.returncode == 0, sim.log()
     summary = [line for line in sim.log().splitlines() if line.startswith('{"accepted"')]

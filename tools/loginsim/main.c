@@ -16,6 +16,17 @@
  * no answer is retried like the publisher's; any other answer (a bad token, say) fails the login
  * closed (counted as failed). An empty status_url publishes without asking (benches of the bus).
  *
+ * A login guard admits opens its game session, as a login server hands the player to the game
+ * server: before the logins are published, their sessions are opened on the game server stub
+ * (POST <game_url>/v1/sessions with game_token, one request per batch; empty game_url = no
+ * sessions). Opening first means a kick can never reach the game server before the session it
+ * ends; a session the game server did not take is logged and counted, and the login still goes.
+ *
+ * demo_accounts (make run): a share demo_share of logins picks one of these accounts, from abroad
+ * with probability demo_abroad_share, so that each of their policies acts within a minute. An
+ * entry "account:en" (or ":ko") gives the language of that player's game client, which the
+ * session carries.
+ *
  * batch > 1: like a busy login server, each sending thread gathers up to batch logins as they
  * fall due and POSTs them together to the topic's /batch endpoint when the last one is due (the
  * batch's ce-id header makes event i's id "<ce-id>-<i>", the same on every retry). */
@@ -28,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "app.h"
 #include "buf.h"
 #include "http/http_client.h"
@@ -56,6 +68,18 @@ static const struct config_def LOGINSIM_CONFIG[] = {
      "in /events, with /batch in its place)"},
     {"ids_file", CONFIG_STRING, "", 0, 4096, 0, NULL,
      "When set: one line per accepted login: <event id> TAB <unix time in ms of its 2xx>"},
+    {"game_url", CONFIG_STRING, "http://127.0.0.1:8109", 0, 4096, 0, NULL,
+     "Base URL of the game server (gamesim) where each admitted login's session is opened "
+     "(empty = no sessions)"},
+    {"game_token", CONFIG_STRING, "dev-only-gamesim-admin-token", 1, 4096,
+     CONFIG_SECRET | CONFIG_KEY, NULL,
+     "Bearer token of the game server's POST /v1/sessions (the default is the development token)"},
+    {"demo_accounts", CONFIG_STRING, "", 0, 65536, 0, NULL,
+     "Accounts (separated by spaces or commas) that log in more often, for demonstrations; "
+     "account:en or account:ko gives its game client's language"},
+    {"demo_share", CONFIG_DOUBLE, "0", 0, 1, 0, NULL, "Share of logins by one of demo_accounts"},
+    {"demo_abroad_share", CONFIG_DOUBLE, "0.5", 0, 1, 0, NULL,
+     "Share of demo_accounts' logins from abroad"},
     CONFIG_DEF_END,
 };
 
@@ -73,14 +97,20 @@ static const struct range RANGES[] = {
     {"BR", 189, 0, 0, 64},
 };
 #define N_RANGES (sizeof(RANGES) / sizeof(RANGES[0]))
+#define ACCOUNT_MAX 129 /* account ids: up to 128 bytes (the login schema) */
 
 struct sim {
     const struct config *cfg;
     volatile sig_atomic_t stop;
     pthread_mutex_t mu;
     long long sent, accepted, retried, failed, refused;
-    unsigned finished;     /* worker threads that returned */
-    long long finished_ms; /* when the last of them returned */
+    long long sessions, sessions_failed; /* game sessions opened / not taken by the game server */
+    char **demo;                         /* demo_accounts */
+    const char **demo_lang;              /* their languages ("ko", "en" or NULL) */
+    size_t n_demo;
+    char sessions_url[4200]; /* game_url + /v1/sessions, or "" */
+    unsigned finished;       /* worker threads that returned */
+    long long finished_ms;   /* when the last of them returned */
     long long started_ms;
     FILE *ids;            /* ids_file or NULL; written under mu */
     char batch_url[4200]; /* publisher_url with /batch for /events (batch > 1) */
@@ -94,10 +124,16 @@ static unsigned long long rng_next(unsigned long long *s)
     return *s;
 }
 
-static void pick_ip(struct sim *s, unsigned long long *rng, char *country, char *ip, size_t len)
+static double rng_unit(unsigned long long *rng)
+{
+    return (double)(rng_next(rng) % 1000000) / 1e6;
+}
+
+static void pick_ip(struct sim *s, unsigned long long *rng, double abroad_share, char *country,
+                    char *ip, size_t len)
 {
     const char *home = config_str(s->cfg, "home");
-    int abroad = (double)(rng_next(rng) % 1000000) / 1e6 < config_double(s->cfg, "abroad_share");
+    int abroad = rng_unit(rng) < abroad_share;
     size_t cand[N_RANGES], n = 0;
     for (size_t i = 0; i < N_RANGES; i++) {
         if ((strcmp(RANGES[i].country, home) != 0) == abroad) {
@@ -116,14 +152,24 @@ static void pick_ip(struct sim *s, unsigned long long *rng, char *country, char 
              1 + (unsigned)(rng_next(rng) % 254));
 }
 
-/* One login event as JSON text (caller frees); account and ip receive its account and address. */
+/* One login event as JSON text (caller frees); account, ip and session receive its account,
+ * address and session id; *lang the player's game client language (NULL: not known). */
 static char *login_json(struct sim *s, unsigned long long *rng, long long accounts,
-                        char account[32], char ip[32])
+                        char account[ACCOUNT_MAX], char ip[32], char session[ID_UUID_LEN + 1],
+                        const char **lang)
 {
-    char country[3], ts[32], session[ID_UUID_LEN + 1];
-    pick_ip(s, rng, country, ip, 32);
-    snprintf(account, 32, "user-%05llu",
-             1 + (unsigned long long)(rng_next(rng) % (unsigned long long)accounts));
+    char country[3], ts[32];
+    *lang = NULL;
+    if (s->n_demo > 0 && rng_unit(rng) < config_double(s->cfg, "demo_share")) {
+        size_t d = (size_t)(rng_next(rng) % s->n_demo);
+        snprintf(account, ACCOUNT_MAX, "%s", s->demo[d]);
+        *lang = s->demo_lang[d];
+        pick_ip(s, rng, config_double(s->cfg, "demo_abroad_share"), country, ip, 32);
+    } else {
+        snprintf(account, ACCOUNT_MAX, "user-%05llu",
+                 1 + (unsigned long long)(rng_next(rng) % (unsigned long long)accounts));
+        pick_ip(s, rng, config_double(s->cfg, "abroad_share"), country, ip, 32);
+    }
     app_time_rfc3339(ts);
     id_uuid7(session);
     json_t *ev =
@@ -171,6 +217,13 @@ static enum admission ask_guard(struct sim *s, struct http_client *hc, const cha
         json_t *admit = json_object_get(st, "admit");
         if (json_is_boolean(admit)) {
             enum admission a = json_is_true(admit) ? ADMIT : REFUSE;
+            if (a == REFUSE) { /* what a player would be told at the login screen */
+                const char *why = json_string_value(json_object_get(st, "reason"));
+                log_info(
+                    "login of %s from %s refused by guard: %s", account, ip,
+                    why ? why
+                        : (json_is_true(json_object_get(st, "locked")) ? "locked" : "refused"));
+            }
             json_decref(st);
             return a;
         }
@@ -183,6 +236,33 @@ static enum admission ask_guard(struct sim *s, struct http_client *hc, const cha
         return CHECK_FAILED;
     }
     return CHECK_FAILED;
+}
+
+/* Opens the sessions of admitted logins on the game server (one attempt: the game server stub is
+ * not what the logins wait for; a failure is logged and counted). */
+static void open_sessions(struct sim *s, struct http_client *hc, json_t *sessions)
+{
+    char auth[4200];
+    snprintf(auth, sizeof(auth), "Bearer %s", config_str(s->cfg, "game_token"));
+    struct http_header_kv h[] = {{"Content-Type", "application/json"}, {"Authorization", auth}};
+    char *body = json_dumps(sessions, JSON_COMPACT);
+    struct http_result r;
+    memset(&r, 0, sizeof(r));
+    int rc = http_client_request(hc, "POST", s->sessions_url, h, 2, body, strlen(body),
+                                 (long)config_int(s->cfg, "timeout_ms"), 65536, &r);
+    int status = rc == 0 ? r.status : 0;
+    http_result_release(&r);
+    free(body);
+    long long n = (long long)json_array_size(sessions);
+    pthread_mutex_lock(&s->mu);
+    bool first_failure = status != 201 && s->sessions_failed == 0;
+    *(status == 201 ? &s->sessions : &s->sessions_failed) += n;
+    pthread_mutex_unlock(&s->mu);
+    if (first_failure) {
+        log_warn("the game server did not open %lld session(s) (status %d): logins go on without "
+                 "sessions (logged once)",
+                 n, status);
+    }
 }
 
 static void *worker(void *arg)
@@ -232,13 +312,18 @@ static void *worker(void *arg)
             buf_appends(&body, "[");
         }
         long long admitted = 0;
+        json_t *sessions = json_array();
         for (long long i = 0; i < k; i++) {
-            char account[32], ip[32];
-            char *ev = login_json(s, &rng, accounts, account, ip);
+            char account[ACCOUNT_MAX], ip[32], session[ID_UUID_LEN + 1];
+            const char *lang;
+            char *ev = login_json(s, &rng, accounts, account, ip, session, &lang);
             enum admission a = asks_guard ? ask_guard(s, hc, account, ip) : ADMIT;
             if (a == ADMIT) {
                 buf_appendf(&body, "%s%s", admitted ? "," : "", ev);
                 admitted++;
+                json_array_append_new(sessions, json_pack("{s:s, s:s, s:s, s:s*}", "session_id",
+                                                          session, "account_id", account, "server",
+                                                          "loginsim-1", "lang", lang));
             } else {
                 pthread_mutex_lock(&s->mu);
                 *(a == REFUSE ? &s->refused : &s->failed) += 1;
@@ -250,6 +335,10 @@ static void *worker(void *arg)
             buf_appends(&body, "]");
         }
         k = admitted;
+        if (k > 0 && s->sessions_url[0] != '\0') {
+            open_sessions(s, hc, sessions);
+        }
+        json_decref(sessions);
         if (k == 0) {
             continue;
         }
@@ -298,6 +387,48 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* demo_accounts into s->demo and s->demo_lang; -1 (logged) for an id longer than an account id
+ * may be or a language other than ko and en. */
+static int parse_demo(struct sim *s, const char *list)
+{
+    const char *p = list ? list : "";
+    while (*p) {
+        p += strspn(p, " ,\t");
+        size_t n = strcspn(p, " ,\t");
+        if (n == 0) {
+            break;
+        }
+        size_t id_len = strcspn(p, " ,\t:");
+        const char *lang = NULL;
+        if (id_len < n) { /* "account:lang" */
+            size_t lang_len = n - id_len - 1;
+            if (lang_len == 2 && strncmp(p + id_len + 1, "en", 2) == 0) {
+                lang = "en";
+            } else if (lang_len == 2 && strncmp(p + id_len + 1, "ko", 2) == 0) {
+                lang = "ko";
+            } else {
+                log_error("demo_accounts: \"%.*s\": the language after ':' is ko or en",
+                          (int)(n > 200 ? 200 : n), p);
+                return -1;
+            }
+        }
+        if (id_len == 0 || id_len >= ACCOUNT_MAX) {
+            log_error("demo_accounts: an account id is empty or longer than %d bytes",
+                      ACCOUNT_MAX - 1);
+            return -1;
+        }
+        s->demo = xrealloc(s->demo, (s->n_demo + 1) * sizeof(*s->demo));
+        s->demo_lang = xrealloc(s->demo_lang, (s->n_demo + 1) * sizeof(*s->demo_lang));
+        char *id = xmalloc(id_len + 1);
+        memcpy(id, p, id_len);
+        id[id_len] = '\0';
+        s->demo_lang[s->n_demo] = lang;
+        s->demo[s->n_demo++] = id;
+        p += n;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct app app;
@@ -320,6 +451,18 @@ int main(int argc, char **argv)
             return 2;
         }
         snprintf(s.batch_url, sizeof(s.batch_url), "%.*s/batch", (int)(ul - 7), u);
+    }
+    const char *game = config_str(app.cfg, "game_url");
+    if (game && game[0] != '\0' &&
+        snprintf(s.sessions_url, sizeof(s.sessions_url), "%s/v1/sessions", game) >=
+            (int)sizeof(s.sessions_url)) {
+        log_error("game_url is too long");
+        app_release(&app);
+        return 2;
+    }
+    if (parse_demo(&s, config_str(app.cfg, "demo_accounts")) != 0) {
+        app_release(&app);
+        return 2;
     }
     const char *ids_path = config_str(app.cfg, "ids_file");
     if (ids_path[0] != '\0') {
@@ -376,11 +519,17 @@ int main(int argc, char **argv)
         s.failed++;
     }
     printf("{\"accepted\": %lld, \"refused\": %lld, \"failed\": %lld, \"retried\": %lld, "
+           "\"sessions\": %lld, \"sessions_failed\": %lld, "
            "\"seconds\": %.3f, \"rate\": %.1f, \"target_rate\": %.1f}\n",
-           s.accepted, s.refused, s.failed, s.retried, el, el > 0 ? (double)s.accepted / el : 0.0,
-           config_double(app.cfg, "rate"));
+           s.accepted, s.refused, s.failed, s.retried, s.sessions, s.sessions_failed, el,
+           el > 0 ? (double)s.accepted / el : 0.0, config_double(app.cfg, "rate"));
     fflush(stdout);
     pthread_mutex_destroy(&s.mu);
+    for (size_t i = 0; i < s.n_demo; i++) {
+        free(s.demo[i]);
+    }
+    free(s.demo);
+    free(s.demo_lang);
     app_release(&app);
     return s.failed ? 1 : 0;
 }

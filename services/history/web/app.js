@@ -393,6 +393,8 @@ function renderLang() {
     renderPolicies(chosen ? chosen.value : state.policy.action);
     for (const tr of $('allowed').querySelectorAll('tr')) {
       tr.querySelector('input.cc').dispatchEvent(new Event('input'));
+      tr.querySelector('input.cc').setAttribute('aria-label', t('col_country_code'));
+      tr.querySelector('input[type=date]').setAttribute('aria-label', t('col_until'));
       tr.querySelector('button').textContent = t('remove');
     }
     renderHistory();

@@ -204,7 +204,7 @@ function renderAccount() {
   $('facts').replaceChildren(
     ...fact(t('f_policy'), el('span', { class: `badge ${d.policy}`, text: t(`policy_${d.policy}`) }),
       d.blocked_abroad ? ` ${t('blocked_abroad')}` : ''),
-    ...fact(t('f_channels'), (d.channels || []).join(', ') || '—'),
+    ...fact(t('f_channels'), channelNames(d.channels || []) || '—'),
     ...fact(t('f_contacts'), contacts),
     ...fact(t('f_allowed'), allowed),
     ...fact(t('f_home'), (d.home_countries || []).map((c) => `${countryName(c)} (${c})`).join(', ')),
@@ -238,9 +238,44 @@ function renderAccount() {
     el('td', { text: formatTime(e.ts) }),
     // staff actions, and the player's own settings changes (contacts, policy)
     el('td', { text: e.actor === 'player' ? t('by_player') : e.staff }),
-    el('td', { text: e.action }),
-    el('td', { text: e.reason }))));
+    el('td', { text: auditAction(e.action) }),
+    el('td', { text: e.actor === 'player' ? playerReason(e.reason) : e.reason }))));
   $('audit-empty').hidden = state.audit.length > 0;
+}
+
+function channelNames(list) {
+  return list.map((c) => t(`ch_${c}`)).join(', ');
+}
+
+// An audit action code in the reader's language (a code the page does not know: as it is).
+function auditAction(code) {
+  const key = `audit_${code}`;
+  const text = t(key);
+  return text === key ? code : text;
+}
+
+// The reasons guard writes for a player's own settings changes (services/guard: "policy lock,
+// channels [\"ingame\"], allowed JP until ..." and the contact changes), in the reader's
+// language; anything else (a staff member's words) as it was written.
+function playerReason(reason) {
+  const r = reason || '';
+  let m = /^policy (\w+), channels (\[.*\]), allowed (.*)$/.exec(r);
+  if (m) {
+    let channels = [];
+    try { channels = JSON.parse(m[2]); } catch { return r; }
+    const allowed = m[3] === 'none' ? t('r_none')
+      : m[3].split(' ').filter(Boolean).map((w) => (/^[A-Z]{2}$/.test(w) ? countryName(w) : w))
+        .join(' ');
+    return t('r_policy', { policy: t(`policy_${m[1]}`), channels: channelNames(channels) || t('r_none'),
+      allowed });
+  }
+  m = /^(email|phone) removed$/.exec(r);
+  if (m) return t('r_contact_removed', { channel: t(`c_${m[1]}`) });
+  m = /^(email|phone) change to (.+) requested \(code sent to it\)$/.exec(r);
+  if (m) return t('r_contact_requested', { channel: t(`c_${m[1]}`), value: m[2] });
+  m = /^(email|phone) changed to (.+) \(confirmed with its code\)$/.exec(r);
+  if (m) return t('r_contact_confirmed', { channel: t(`c_${m[1]}`), value: m[2] });
+  return r;
 }
 
 async function onUnlock(ev) {
