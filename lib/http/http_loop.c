@@ -55,7 +55,8 @@ struct http_conn {
     enum refuse_reason refused;
     bool is_reading; /* EPOLLIN registered */
     bool is_writing; /* EPOLLOUT registered */
-    int64_t deadline_ms;
+    int64_t deadline_ms;    /* the sooner of limit_ms and the stall timer; 0 = none */
+    int64_t limit_ms;       /* the phase's deadline (head, body) */
     unsigned char addr[16]; /* client address, IPv4 mapped into IPv6 */
     struct buf in;          /* bytes read and not consumed */
     size_t scanned;         /* of in (or of the bytes being parsed): the head search's progress */
@@ -94,6 +95,14 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a vDSO read */
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sets the deadline of a phase that must end by limit_ms and must not stall (no byte for
+ * timeout_s) on its way. Called at the phase's start and at every read in it. */
+static void conn_progress(const struct http_server *s, struct http_conn *c, int64_t now)
+{
+    int64_t stall = now + (int64_t)s->opts.timeout_s * 1000;
+    c->deadline_ms = stall < c->limit_ms ? stall : c->limit_ms;
 }
 
 /* ---- per-client counts ---- */
@@ -248,8 +257,13 @@ static void conn_wait_head(struct http_loop *l, struct http_conn *c)
     c->is_first = false;
     c->has_bytes = c->in.len > 0;
     c->scanned = 0;
-    c->deadline_ms = now_ms() + (int64_t)(c->has_bytes ? s->opts.head_timeout_s : s->opts.timeout_s) *
-                                    1000;
+    int64_t now = now_ms();
+    if (c->has_bytes) {
+        c->limit_ms = now + (int64_t)s->opts.head_timeout_s * 1000;
+        conn_progress(s, c, now);
+    } else {
+        c->deadline_ms = now + (int64_t)s->opts.timeout_s * 1000;
+    }
 }
 
 /* Sends bytes of an answer; what the socket does not take waits in c->out for EPOLLOUT. Returns
@@ -387,7 +401,9 @@ static void conn_begin(struct http_loop *l, struct http_conn *c, const char *dat
         return;
     }
     c->state = CS_BODY;
-    c->deadline_ms = now_ms() + (int64_t)s->opts.body_timeout_s * 1000;
+    int64_t now = now_ms();
+    c->limit_ms = now + (int64_t)s->opts.body_timeout_s * 1000;
+    conn_progress(s, c, now);
     c->body_left = ex->req.has_length ? ex->req.content_length : 0;
     memset(&c->chunked, 0, sizeof c->chunked);
     if (!has_body) {
@@ -414,8 +430,12 @@ static size_t conn_consume(struct http_loop *l, struct http_conn *c, const char 
         if (c->state == CS_HEAD) {
             if (!c->has_bytes) {
                 c->has_bytes = true;
-                if (!c->is_first && !c->is_refused) {
-                    c->deadline_ms = now_ms() + (int64_t)l->server->opts.head_timeout_s * 1000;
+                if (!c->is_refused) {
+                    int64_t now = now_ms();
+                    if (!c->is_first) {
+                        c->limit_ms = now + (int64_t)l->server->opts.head_timeout_s * 1000;
+                    }
+                    conn_progress(l->server, c, now);
                 }
             }
             struct http_refusal refusal;
@@ -527,6 +547,9 @@ static void conn_readable(struct http_loop *l, struct http_conn *c)
         if (c->state == CS_LINGER) {
             continue;
         }
+        if (!c->is_refused && (c->state == CS_BODY || (c->state == CS_HEAD && c->has_bytes))) {
+            conn_progress(l->server, c, now_ms());
+        }
         if (is_parked || c->in.len > 0) {
             if (c->in.max_len == 0) {
                 buf_init(&c->in, HTTP_CONN_BUFFER_BYTES);
@@ -626,12 +649,14 @@ static void loop_accept(struct http_loop *l)
         unsigned open = atomic_fetch_add(&s->n_open, 1) + 1;
         unsigned of_client = client_add(&s->clients, c->addr);
         c->state = CS_HEAD;
-        c->deadline_ms = now_ms() + (int64_t)s->opts.head_timeout_s * 1000;
+        c->limit_ms = now_ms() + (int64_t)s->opts.head_timeout_s * 1000;
+        c->deadline_ms = c->limit_ms;
         if (open > s->opts.max_connections || of_client > s->opts.max_connections_per_client) {
             c->is_refused = true;
             c->refused =
                 open > s->opts.max_connections ? REFUSE_MAX_CONNECTIONS : REFUSE_MAX_PER_CLIENT;
-            c->deadline_ms = now_ms() + HTTP_LINGER_MS;
+            c->limit_ms = now_ms() + HTTP_LINGER_MS;
+            c->deadline_ms = c->limit_ms;
             metric_inc(s->refused[c->refused]);
         }
         c->next = l->conns;
