@@ -53,8 +53,8 @@ struct http_conn {
     bool has_bytes;  /* a byte of the next request came */
     bool is_refused; /* over a cap: answered 503 when its head comes */
     enum refuse_reason refused;
-    bool is_reading; /* EPOLLIN registered */
-    bool is_writing; /* EPOLLOUT registered */
+    bool is_reading;        /* EPOLLIN registered */
+    bool is_writing;        /* EPOLLOUT registered */
     int64_t deadline_ms;    /* the sooner of limit_ms and the stall timer; 0 = none */
     int64_t limit_ms;       /* the phase's deadline (head, body) */
     unsigned char addr[16]; /* client address, IPv4 mapped into IPv6 */
@@ -318,8 +318,8 @@ static bool conn_answer(struct http_loop *l, struct http_conn *c, struct http_ex
 
 /* An answer to a request whose head could not be parsed (or a refused connection's): no route,
  * counted under unmatched. */
-static void conn_refuse(struct http_loop *l, struct http_conn *c, unsigned status,
-                        const char *code, const char *message)
+static void conn_refuse(struct http_loop *l, struct http_conn *c, unsigned status, const char *code,
+                        const char *message)
 {
     struct buf out;
     buf_init(&out, 0);
@@ -625,8 +625,8 @@ static void loop_accept(struct http_loop *l)
     for (int i = 0; i < HTTP_ACCEPTS_PER_EVENT; i++) {
         struct sockaddr_storage ss;
         socklen_t ss_len = sizeof ss;
-        int fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &ss_len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(s->listen_fd, (struct sockaddr *)&ss, &ss_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Out of descriptors: stop accepting for a moment instead of spinning. */

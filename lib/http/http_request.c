@@ -223,7 +223,8 @@ static int parse_framing(struct http_request *r, struct http_refusal *refusal)
                 r->is_keep_alive = true;
             }
         } else if (strcasecmp(f->name, "Expect") == 0) {
-            r->expects_continue = r->minor_version == 1 && strcasecmp(f->value, "100-continue") == 0;
+            r->expects_continue =
+                r->minor_version == 1 && strcasecmp(f->value, "100-continue") == 0;
         }
     }
     if (n_host > 1 || (n_host == 0 && r->minor_version == 1)) {
@@ -267,6 +268,10 @@ int http_request_parse(struct http_request *r, char *head, size_t len, struct ht
         refuse(refusal, 400, "bad_request", "The request line is malformed.");
         return -1;
     }
+    if (strlen(line) != line_len) {
+        refuse(refusal, 400, "bad_request", "The request line holds a NUL byte.");
+        return -1;
+    }
     if (parse_request_line(r, line, refusal) != 0) {
         return -1;
     }
@@ -282,6 +287,10 @@ int http_request_parse(struct http_request *r, char *head, size_t len, struct ht
         if (line[0] == ' ' || line[0] == '\t') {
             /* obs-fold (RFC 9112 section 5.2): a server may refuse it. */
             refuse(refusal, 400, "bad_request", "Folded header lines are not accepted.");
+            return -1;
+        }
+        if (strlen(line) != line_len) {
+            refuse(refusal, 400, "bad_request", "A header line holds a NUL byte.");
             return -1;
         }
         char *colon = strchr(line, ':');
@@ -302,10 +311,6 @@ int http_request_parse(struct http_request *r, char *head, size_t len, struct ht
                 refuse(refusal, 400, "bad_request", "A header value has a control character.");
                 return -1;
             }
-        }
-        if ((size_t)(value - line) + strlen(value) != line_len) {
-            refuse(refusal, 400, "bad_request", "A header line holds a NUL byte.");
-            return -1;
         }
         if (r->n_fields == HTTP_MAX_HEADER_FIELDS) {
             refuse(refusal, 431, "headers_too_large", "The request has too many header fields.");
