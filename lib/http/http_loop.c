@@ -55,6 +55,8 @@ struct http_conn {
     enum refuse_reason refused;
     bool is_reading;        /* EPOLLIN registered */
     bool is_writing;        /* EPOLLOUT registered */
+    bool is_peer_gone;      /* closed by the client while a handler held it: out of the epoll
+                             * set, its socket open for the answering thread until the answer */
     int64_t deadline_ms;    /* the sooner of limit_ms and the stall timer; 0 = none */
     int64_t limit_ms;       /* the phase's deadline (head, body) */
     unsigned char addr[16]; /* client address, IPv4 mapped into IPv6 */
@@ -156,7 +158,8 @@ static void client_remove(struct client_table *t, const unsigned char addr[16])
 static void conn_interest(struct http_loop *l, struct http_conn *c, bool is_reading,
                           bool is_writing)
 {
-    if (c->fd < 0 || (c->is_reading == is_reading && c->is_writing == is_writing)) {
+    if (c->fd < 0 || c->is_peer_gone ||
+        (c->is_reading == is_reading && c->is_writing == is_writing)) {
         return;
     }
     struct epoll_event ev = {.events = (is_reading ? EPOLLIN : 0) | (is_writing ? EPOLLOUT : 0),
@@ -308,10 +311,16 @@ static bool conn_answer(struct http_loop *l, struct http_conn *c, struct http_ex
 {
     c->ex = NULL;
     struct buf resp = ex->resp; /* answered: only the loop touches resp from now on */
+    size_t off = ex->resp_off;
     memset(&ex->resp, 0, sizeof ex->resp);
     bool must_close = ex->is_close || l->is_stopping;
     http_exchange_done(ex);
-    bool is_open = conn_send(l, c, resp.data ? resp.data : "", resp.len, must_close);
+    if (c->is_peer_gone) {
+        buf_release(&resp);
+        conn_close(l, c);
+        return false;
+    }
+    bool is_open = conn_send(l, c, resp.data ? resp.data + off : "", resp.len - off, must_close);
     buf_release(&resp);
     return is_open;
 }
@@ -331,6 +340,33 @@ static void conn_refuse(struct http_loop *l, struct http_conn *c, unsigned statu
 
 /* ---- requests ---- */
 
+/* Bytes came behind a request whose handler holds it: its answer must now go through the loop
+ * (which sends it, then works through them). When it was sent directly already, the loop is
+ * woken to take it back. */
+static void conn_parked_input(struct http_loop *l, struct http_conn *c)
+{
+    if (c->state != CS_HANDLER || !c->ex || c->in.len == 0) {
+        return;
+    }
+    struct http_exchange *ex = c->ex;
+    pthread_mutex_lock(&ex->lock);
+    ex->may_send_direct = false;
+    bool is_answered = ex->is_answered;
+    pthread_mutex_unlock(&ex->lock);
+    if (is_answered) {
+        wake_signal(&l->wake);
+    }
+}
+
+/* The client closed a connection whose request a handler holds: the socket stays open (the
+ * answering thread may be writing to it) but leaves the epoll set; closed with the answer. */
+static void conn_peer_gone(struct http_loop *l, struct http_conn *c)
+{
+    (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->is_peer_gone = true;
+    c->is_reading = c->is_writing = false;
+}
+
 static int body_sink(void *arg, const char *p, size_t n)
 {
     return http_exchange_body(arg, p, n);
@@ -342,6 +378,8 @@ static void conn_run(struct http_loop *l, struct http_conn *c)
     struct http_exchange *ex = c->ex;
     c->state = CS_HANDLER;
     c->deadline_ms = 0;
+    ex->fd = c->fd;
+    ex->may_send_direct = true; /* until bytes behind the request show up (conn_parked_input) */
     if (http_exchange_run(ex, l->is_stopping)) {
         conn_answer(l, c, ex);
         return;
@@ -474,8 +512,7 @@ static size_t conn_consume(struct http_loop *l, struct http_conn *c, const char 
                 continue;
             }
             size_t used = 0;
-            size_t avail = len - off;
-            int rc = http_chunked_decode(&c->chunked, data + off, avail, &used, body_sink, ex);
+            int rc = http_chunked_decode(&c->chunked, data + off, len - off, &used, body_sink, ex);
             off += used;
             if (rc == HTTP_CHUNKED_EBAD) {
                 ex->is_close = true;
@@ -485,7 +522,7 @@ static size_t conn_consume(struct http_loop *l, struct http_conn *c, const char 
             }
             if (rc == HTTP_CHUNKED_DONE) {
                 conn_run(l, c);
-            } else if (used < avail) {
+            } else if (rc == HTTP_CHUNKED_STOP) {
                 conn_too_big(l, c); /* the sink refused: past the cap */
                 return len;
             }
@@ -514,6 +551,7 @@ static void conn_resume_input(struct http_loop *l, struct http_conn *c)
         buf_release(&c->in); /* an idle connection holds no buffer */
     } else {
         c->in.data[c->in.len] = '\0';
+        conn_parked_input(l, c);
     }
     if (c->state == CS_HEAD || c->state == CS_BODY) {
         conn_interest(l, c, true, false);
@@ -541,7 +579,11 @@ static void conn_readable(struct http_loop *l, struct http_conn *c)
             return;
         }
         if (n <= 0) {
-            conn_close(l, c);
+            if (c->state == CS_HANDLER) {
+                conn_peer_gone(l, c);
+            } else {
+                conn_close(l, c);
+            }
             return;
         }
         if (c->state == CS_LINGER) {
@@ -568,6 +610,7 @@ static void conn_readable(struct http_loop *l, struct http_conn *c)
                 buf_append(&c->in, l->scratch + used, (size_t)n - used);
             }
         }
+        conn_parked_input(l, c);
         if ((size_t)n < room) {
             return;
         }
@@ -726,13 +769,19 @@ void http_defer_end(void)
 /* Called under ex->lock, with n_waking already counted by the caller for this delivery: pushes
  * the exchange and arranges the wake-up. The exchange may be sent and freed by the loop as soon
  * as the lock is released. */
-void http_loop_deliver(struct http_exchange *ex)
+void http_loop_deliver(struct http_exchange *ex, bool must_wake)
 {
     struct http_loop *l = ex->loop;
     struct http_server *s = l->server;
     ex->next_answered = atomic_load_explicit(&l->answered, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&l->answered, &ex->next_answered, ex,
                                                   memory_order_release, memory_order_relaxed)) {
+    }
+    if (!must_wake) {
+        /* Sent already: the loop takes it back at its next wake-up, which the client's next
+         * request on the connection is (the stack is looked at before the events). */
+        atomic_fetch_sub(&s->n_waking, 1);
+        return;
     }
     if (deferred.depth > 0) {
         for (size_t i = 0; i < deferred.n; i++) {
@@ -871,6 +920,9 @@ static void *loop_main(void *arg)
             wait_ms = wait_ms < 20 ? wait_ms : 20;
         }
         int n = epoll_wait(l->epfd, events, HTTP_EPOLL_EVENTS, (int)wait_ms);
+        /* Answers sent directly by their answering threads first: a connection's next request
+         * must find it past its previous one. */
+        loop_take_answers(l);
         for (int i = 0; i < n; i++) {
             void *p = events[i].data.ptr;
             if (p == &l->wake) {
@@ -892,7 +944,12 @@ static void *loop_main(void *arg)
                 if (events[i].events & EPOLLIN) {
                     conn_readable(l, c);
                 } else if (events[i].events & (EPOLLHUP | EPOLLERR)) {
-                    conn_close(l, c); /* not reading it (parked): the client is gone */
+                    /* not reading it (parked): the client is gone */
+                    if (c->state == CS_HANDLER) {
+                        conn_peer_gone(l, c);
+                    } else {
+                        conn_close(l, c);
+                    }
                 }
             }
         }

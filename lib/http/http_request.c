@@ -511,7 +511,7 @@ int http_chunked_decode(struct http_chunked *c, const char *data, size_t len, si
                 if (c->remaining == 0) {
                     c->state = C_DATA_CR;
                 }
-                return HTTP_CHUNKED_AGAIN;
+                return HTTP_CHUNKED_STOP;
             }
             i += n;
             c->remaining -= n;

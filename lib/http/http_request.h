@@ -86,12 +86,13 @@ struct http_chunked {
 enum http_chunked_rc {
     HTTP_CHUNKED_AGAIN = 0, /* needs more bytes */
     HTTP_CHUNKED_DONE = 1,  /* the last chunk and the trailer are in */
+    HTTP_CHUNKED_STOP = 2,  /* the sink refused bytes */
     HTTP_CHUNKED_EBAD = -1, /* malformed */
 };
 
 /* Decodes data[0..len): the body bytes found are given to sink (in place: they point into
  * data), *consumed is set to the bytes taken (all of them unless DONE). sink returns non-zero to
- * stop (then the rc is AGAIN and *consumed covers what was given). */
+ * stop: then the rc is STOP and *consumed covers what was given. */
 int http_chunked_decode(struct http_chunked *c, const char *data, size_t len, size_t *consumed,
                         int (*sink)(void *arg, const char *p, size_t n), void *arg);
 

@@ -252,9 +252,25 @@ static void exchange_answer(struct http_exchange *ex, unsigned status, const cha
     ex->status = status;
     ex->is_answered = true;
     if (is_from_handler && ex->is_returned) {
-        /* Under the lock: the loop cannot be done with the exchange before it is pushed. */
+        /* Under the lock: the loop cannot be done with the exchange before it is pushed, and it
+         * keeps the socket open until then. */
         atomic_fetch_add(&ex->server->n_waking, 1);
-        http_loop_deliver(ex);
+        bool is_sent = false;
+        if (ex->may_send_direct) {
+            while (ex->resp_off < ex->resp.len) {
+                ssize_t n = send(ex->fd, ex->resp.data + ex->resp_off, ex->resp.len - ex->resp_off,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n > 0) {
+                    ex->resp_off += (size_t)n;
+                } else if (n < 0 && errno == EINTR) {
+                    continue;
+                } else {
+                    break; /* full or failed: the loop sends the rest or sees the error */
+                }
+            }
+            is_sent = ex->resp_off == ex->resp.len;
+        }
+        http_loop_deliver(ex, !is_sent);
     }
     pthread_mutex_unlock(&ex->lock);
 }

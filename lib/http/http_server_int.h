@@ -122,6 +122,13 @@ struct http_exchange {
 
     /* Shared between the polling thread and the answering thread, behind lock: */
     pthread_mutex_t lock;
+    /* An answer given after the handler returned is written to the socket by the answering
+     * thread itself while nothing is queued behind it (no pipelined request, no earlier bytes
+     * pending): the loop then only learns of it at its next wake-up for any reason, and a
+     * request costs no wake-up. The loop keeps the socket open meanwhile (fd). */
+    bool may_send_direct;
+    int fd;
+    size_t resp_off; /* bytes of resp already written by the answering thread */
     struct buf resp; /* the answer's bytes, built by whoever answers */
     unsigned status;
     bool is_answered;  /* resp holds an answer (from the handler or forced by the server) */
@@ -161,9 +168,9 @@ int http_loops_start(struct http_server *s, char *err, size_t err_len);
 /* Stops accepting, waits up to grace_ms for pending answers, forces 503 for the rest, gives the
  * answers time to leave, stops and frees the loops. */
 void http_loops_stop(struct http_server *s, unsigned grace_ms);
-/* From the answering thread: hands an answered exchange back to its loop (wakes it unless a
- * deferred sweep is open on this thread). */
-void http_loop_deliver(struct http_exchange *ex);
+/* From the answering thread, under ex->lock with n_waking counted: hands an answered exchange
+ * back to its loop; wakes it when must_wake (unless a deferred sweep is open on this thread). */
+void http_loop_deliver(struct http_exchange *ex, bool must_wake);
 
 /* ---- http_response.c ---- */
 
