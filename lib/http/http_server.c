@@ -1145,8 +1145,7 @@ void http_server_static(struct http_server *s, const char *prefix, const char *d
     s->routes[s->n_routes - 1].dir = real;
 }
 
-/* libmicrohttpd's own error messages, into our log. Clients that go away, or that the server
- * closes at a deadline, are routine (thousands a second in a slow-header attack): debug. */
+/* Parses "host:port" / "[v6]:port" into a socket address. */
 static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *ss_len,
                         char *err, size_t err_len)
 {
@@ -1187,8 +1186,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
-/* The listening socket every loop's daemon accepts from (non-blocking: the loop that loses the
- * race for a new connection gets EAGAIN). Returns the socket, or -1 with errno set. */
+/* The listening socket every loop accepts from (non-blocking: a loop that loses the race for a
+ * new connection gets EAGAIN). Returns the socket, or -1 with errno set. */
 static int listen_socket(const struct sockaddr_storage *ss, socklen_t ss_len)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1208,11 +1207,6 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t ss_len)
     return fd;
 }
 
-/* One polling thread: libmicrohttpd's own epoll_wait over its daemon's sockets, the listening
- * socket and the loop's wake-up eventfd (added to the daemon's epoll set with a NULL pointer,
- * which libmicrohttpd skips: so a wake-up costs no second poll call), then the daemon does what
- * is ready (accept, read, run handlers, take back resumed connections, write, time out idle
- * ones); then the deadlines of the loop's connections. */
 /* Raises RLIMIT_NOFILE's soft limit to its hard limit (LimitNOFILE= in a systemd unit sets
  * both; a shell's ulimit -n often only the soft one), then lowers max_connections to what fits
  * under it, with a warning: a connection must never fail for want of a descriptor. */
