@@ -14,8 +14,9 @@
  *
  * Reads go into one 64 KiB buffer per loop; only the bytes of an incomplete head (or those
  * pipelined behind a request in a handler) are kept per connection, so an idle connection costs
- * its struct and its socket, nothing more. A request costs a read and a write; an asynchronous
- * answer adds a share of one wake-up. */
+ * its struct and its socket, nothing more. A request costs a read and a write: an asynchronous
+ * answer is written by its answering thread when nothing is queued behind it (http_server.c,
+ * exchange_answer), else by the loop after one wake-up shared by every answer of a sweep. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
