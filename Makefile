@@ -118,6 +118,10 @@ build/fuzz/fuzz_jschema: tests/fuzz/fuzz_jschema.c $(LIB_SRCS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(LDLIBS)
 fuzz: build/fuzz/fuzz_jschema
+build/fuzz/fuzz_http_request: tests/fuzz/fuzz_http_request.c lib/http/http_request.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^
+fuzz: build/fuzz/fuzz_http_request
 
 # make chaos [TESTS=pattern]: the full fault suite (tests/chaos/ with CHAOS=full: every process
 # killed and stopped, PostgreSQL killed and stopped, an endpoint down for two minutes, the
