@@ -8,7 +8,7 @@
 
 CC       ?= cc
 VARIANT  ?= release
-PKGS     := rdkafka libpq libmaxminddb libcurl jansson libmicrohttpd libjwt libcrypto libsystemd
+PKGS     := rdkafka libpq libmaxminddb libcurl jansson libjwt libcrypto libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -133,7 +133,8 @@ $(FUZZ_OBJ)/%.o: %.c
 	clang $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
 FUZZ_broker_decode_SRCS := $(filter-out bus/broker/main.c,$(wildcard bus/broker/*.c))
 FUZZ_jschema_SRCS :=
-FUZZ_TARGETS := broker_decode jschema
+FUZZ_http_request_SRCS :=
+FUZZ_TARGETS := broker_decode jschema http_request
 define FUZZ_RULES
 build/fuzz/fuzz_$(1): $(FUZZ_OBJ)/tests/fuzz/fuzz_$(1).o $$(patsubst %.c,$(FUZZ_OBJ)/%.o,$$(FUZZ_$(1)_SRCS)) $(FUZZ_LIB_OBJS)
 	clang $(FUZZ_LDFLAGS) -o $$@ $$^ $(LDLIBS)

@@ -16,9 +16,9 @@ const char *buildinfo_compiler(void);
 /* Prints the `--version` text for program name: the version on the first line, then the
  * compiler and the linked libraries' versions. */
 void buildinfo_print(FILE *out, const char *name);
-/* Registers bus_build_info{version,compiler,librdkafka,libpq,libmicrohttpd} 1 and the process_*
- * metrics (refreshed before each render). Call once, from app_init; later calls do nothing.
- * Thread-safe. */
+/* Registers bus_build_info{version,compiler,librdkafka,libpq,libmicrohttpd ("builtin")} 1 and the
+ * process_* metrics (refreshed before each render). Call once, from app_init; later calls do
+ * nothing. Thread-safe. */
 void buildinfo_register_metrics(void);
 
 #endif

@@ -7,7 +7,11 @@
  * alternating runs, 2026-12-06), so the yardstick stays the stronger one. The publisher's
  * request rate is reported as a fraction of this one's, measured in the same run.
  *
- * With --suspend it is a diagnostic instead, built like lib/http/http_server.c: THREADS loops, each
+ * Since 2026-12-07 the product's server is its own HTTP/1.1 layer (lib/http/http_loop.c); this
+ * program is the only user of libmicrohttpd left, as the yardstick.
+ *
+ * With --suspend it is a diagnostic instead, built like lib/http/http_server.c was on
+ * libmicrohttpd: THREADS loops, each
  * a daemon of its own in external-select mode on one listening socket, and every request suspended
  * and resumed by another thread (in sweeps, like the publisher's delivery thread), which wakes
  * a loop through its eventfd only when the loop has not been woken since it last looked; then

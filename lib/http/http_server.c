@@ -1,38 +1,23 @@
-/* http_server.c - the HTTP server layer over libmicrohttpd (see http_server.h).
+/* http_server.c - the HTTP server's public API (see http_server.h): routes, exchanges and their
+ * answers, CORS, static files, the built-in endpoints, start and free. The connections are
+ * http_loop.c's, the request parser http_request.c's, the answer's bytes http_response.c's
+ * (http_server_int.h has the map).
  *
- * Each polling thread runs a libmicrohttpd daemon of its own in external-epoll mode (struct
- * http_loop; why: at http_server_start). Each request gets one struct http_exchange, created
- * when its request line is in (URI log callback) and freed once both sides are done with it:
- * libmicrohttpd (request-completed notification) and the handler (its one http_respond*() call).
- * In between the exchange goes through these steps:
- *
- *   line     -> the target kept as received; the connection's head deadline starts
- *   headers  -> target and framing valid? (else 400/501) route found? Content-Length within the
- *               route's cap? (else 404/405/413 at once)
- *   body     -> accumulated into a capped buffer; past the cap the rest is discarded, then 413
- *   handler  -> runs on the polling thread; answers now, or later from any thread
- *   answer   -> queued on the polling thread (after MHD_resume_connection and a wake-up of
- *               the connection's loop when asynchronous)
- *
- * The race between a handler returning and another thread answering is settled under the
- * exchange's lock: whichever comes second queues the response (suspending the connection when the
- * handler returned first). The server keeps a list of suspended exchanges so that
- * http_server_free() can wait for them and answer the late ones 503.
- *
- * Each TCP connection has a struct http_conn (libmicrohttpd's socket context) with its phase and
- * deadline (head, body, idle) and its place in the connection caps; each loop sweeps its own
- * connections for deadlines (loop_sweep). Connections over a cap are answered 503.
- *
- * Lock order: loop->lock, then exchange->lock. http_respond*() takes only the exchange's lock,
- * so it may be called after the server is gone for an exchange the server already answered.
- * The per-client counts (server->clients) have a lock of their own, taken alone. */
+ * An exchange is one request. The loop creates it when the request's head is in, parses the head
+ * into it (http_exchange_new), routes it and answers what it can at once (http_exchange_begin),
+ * feeds it its body and runs its handler (http_exchange_run). A handler answers with
+ * http_respond*() exactly once, before it returns or later from any thread: the answer's bytes
+ * are built by the answering thread, and an answer that comes after the handler returned is
+ * pushed back to the loop (http_loop_deliver). The exchange is freed by whichever comes second
+ * of the loop being done with it (http_exchange_done) and the handler's answer: both under the
+ * exchange's lock, so that an answer given after a forced 503 at shutdown (is_forced) is still
+ * safe, the server gone. */
 #include "http/http_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -41,9 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <stdatomic.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -52,6 +34,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "http/http_server_int.h"
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
@@ -67,16 +50,9 @@
 /* Descriptors kept for everything else of the process when max_connections is fitted under
  * RLIMIT_NOFILE (log files, Kafka and database sockets, static files being served). */
 #define HTTP_FD_RESERVE 256
-/* A connection refused for a cap waits this long for its request head to answer it 503. */
-#define HTTP_REFUSED_LINGER_MS 2000
-/* How often each loop looks for connections past their deadline. */
-#define HTTP_SWEEP_MS 250
-/* Per-connection memory pool of libmicrohttpd: bounds the request line plus headers (larger
- * requests are answered 431 by libmicrohttpd itself) and the body chunk handed over per call. */
-#define HTTP_CONNECTION_MEMORY_BYTES (16 * 1024)
 #define HTTP_MAX_SEGMENTS 16
-/* Time given to 503 answers forced at shutdown to reach the client before the daemon stops. */
-#define HTTP_SHUTDOWN_FLUSH_MS 1000
+/* A static file larger than this is not served (the pages are small; it is read into memory). */
+#define HTTP_MAX_STATIC_BYTES (64 * 1024 * 1024)
 
 /* The CSP of static files; connect-src gets the CORS origins appended (the pages call them). */
 static const char HTTP_STATIC_CSP_HEAD[] =
@@ -87,160 +63,6 @@ static const char HTTP_STATIC_CSP_TAIL[] = "; frame-ancestors 'none'; base-uri '
 #define HTTP_MAX_ORIGIN_BYTES 256
 /* How long a browser may reuse a preflight's answer. */
 #define HTTP_CORS_MAX_AGE_S "600"
-
-enum route_kind { ROUTE_HANDLER, ROUTE_STATIC, ROUTE_UNMATCHED };
-
-/* Status classes counted by http_requests_total: 1xx .. 5xx. */
-#define HTTP_STATUS_CLASSES 5
-
-struct route {
-    enum route_kind kind;
-    char *method;
-    char *pattern;      /* as registered; the metrics label */
-    char *segments_mem; /* the one allocation segments point into */
-    char **segments;
-    size_t n_segments;
-    http_handler_fn fn;
-    void *ctx;
-    size_t max_body_bytes;
-    char *dir; /* ROUTE_STATIC: directory, realpath'd at registration */
-    struct metric *requests[HTTP_STATUS_CLASSES];
-    struct metric *duration;
-};
-
-struct resp_header {
-    char *name;
-    char *value;
-};
-
-/* Where a connection is in its request cycle, for its deadline (struct http_conn). */
-enum conn_phase {
-    PHASE_WAIT,    /* for a request line: head_timeout_s from accept, timeout_s after a request */
-    PHASE_HEAD,    /* request line in, headers coming: head_timeout_s */
-    PHASE_BODY,    /* head in, body coming: body_timeout_s */
-    PHASE_HANDLER, /* the handler has it: no deadline (the handler answers) */
-    PHASE_REFUSED, /* over a cap: answered 503 when its head comes, closed after a short wait */
-    PHASE_CLOSING, /* shut down by the server, libmicrohttpd closes it */
-};
-
-enum refuse_reason { REFUSE_MAX_CONNECTIONS, REFUSE_MAX_PER_CLIENT, REFUSE_COUNT };
-enum timeout_kind { TIMEOUT_HEAD, TIMEOUT_BODY, TIMEOUT_IDLE, TIMEOUT_COUNT };
-
-/* One TCP connection, from libmicrohttpd's connect notification to its close notification;
- * its socket context. Touched only by its loop's thread. */
-struct http_conn {
-    int fd;
-    enum conn_phase phase;
-    bool is_first;                 /* no request answered on it yet */
-    enum refuse_reason refused;    /* when phase is PHASE_REFUSED */
-    int64_t deadline_ms;           /* CLOCK_MONOTONIC ms; 0 = none */
-    unsigned char addr[16];        /* client address, IPv4 mapped into IPv6 */
-    struct http_conn *prev, *next; /* loop->conns */
-};
-
-/* Open connections per client address, for max_connections_per_client. Shared by the loops,
- * behind lock; touched only when a connection opens or closes. */
-struct client_count {
-    unsigned char addr[16];
-    unsigned n;
-    struct client_count *next;
-};
-
-#define HTTP_CLIENT_BUCKETS 4096
-
-struct client_table {
-    pthread_mutex_t lock;
-    struct client_count *buckets[HTTP_CLIENT_BUCKETS];
-};
-
-/* One polling thread: a libmicrohttpd daemon of its own in external-epoll mode on the server's
- * listening socket, and an eventfd in that daemon's epoll set that wakes it when another
- * thread resumed one of its connections (written once per wake-up, not once per connection:
- * see loop_wake). */
-struct http_loop {
-    struct http_server *server;
-    struct MHD_Daemon *daemon;
-    int wake_fd;
-    struct http_conn *conns; /* every open connection of this loop (loop thread only) */
-    int64_t next_sweep_ms;
-    atomic_bool is_woken;     /* a wake-up is written and not consumed yet */
-    atomic_bool must_quiesce; /* http_server_free: stop accepting */
-    atomic_bool must_stop;
-    bool has_thread;
-    pthread_t thread;
-
-    /* Shared between the loop's thread, answering threads and http_server_free(), behind lock
-     * (one per loop: the loops do not contend): */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;             /* signalled only once is_stopping is set */
-    struct http_exchange *suspended; /* doubly linked list of suspended exchanges */
-    size_t n_active;                 /* exchanges created and not yet completed */
-    bool is_quiesced;
-    bool is_stopping;
-};
-
-struct http_server {
-    struct http_server_options opts;
-    char *listen;
-    struct route *routes;
-    size_t n_routes;
-    struct route unmatched; /* metrics of 404/405 and rejected requests */
-    struct http_loop *loops;
-    unsigned n_loops; /* loops with a daemon */
-    int listen_fd;
-    atomic_uint n_waking; /* threads between resuming a connection and waking its loop */
-    unsigned port;
-    struct metric *connections_total; /* accepted connections (reuse shows as few of them) */
-    struct metric *connections_open;
-    struct metric *refused[REFUSE_COUNT];
-    struct metric *timed_out[TIMEOUT_COUNT];
-    atomic_uint n_open; /* connections open, all loops */
-    struct client_table clients;
-    char *cors[HTTP_MAX_CORS_ORIGINS]; /* allowed origins (exact match) */
-    size_t n_cors;
-    char *static_csp;
-};
-
-struct http_exchange {
-    struct http_server *server; /* NULL once the server forced an answer (may be gone) */
-    struct http_loop *loop;     /* the polling thread the connection belongs to */
-    struct MHD_Connection *conn;
-    struct http_conn *hconn; /* the connection's state (outlives the exchange) */
-    const struct route *route;
-    const char *method; /* owned by libmicrohttpd, valid for the request */
-    char *target;       /* the request target as received (still percent-encoded) */
-    bool is_started;    /* on_first_call ran: the head is complete */
-    char *path;
-    char *seg_copy; /* path split into NUL-separated segments; params point into it */
-    const char *params[HTTP_MAX_PARAMS];
-    struct buf body;
-    size_t discarded_bytes;
-    bool is_too_big;
-    bool is_handled; /* handler invoked: the handler holds a reference until it responds */
-    struct timespec started;
-    struct resp_header *headers;
-    size_t n_headers;
-    char *cors_origin; /* the request's Origin when it is on the allow-list, else NULL */
-    bool has_cors;     /* the server has an allow-list: answers vary by Origin */
-
-    /* Shared between the polling thread and the answering thread, behind lock: */
-    pthread_mutex_t lock;
-    struct MHD_Response *response; /* built by http_respond*, queued on the polling thread */
-    unsigned status;
-    bool is_answered;  /* a response exists (from the handler or forced by the server) */
-    bool is_responded; /* the handler's http_respond*() happened */
-    bool is_suspended; /* connection suspended, waiting for the answer */
-    bool is_completed; /* libmicrohttpd is done with the request */
-    bool is_forced;    /* the server answered 503 at shutdown in the handler's place */
-    struct http_exchange *prev, *next; /* loop->suspended list, under loop->lock */
-};
-
-/* ---- small helpers ---- */
-
-const char *http_server_lib_version(void)
-{
-    return MHD_get_version();
-}
 
 static double elapsed_s(const struct timespec *since)
 {
@@ -339,7 +161,14 @@ static void route_release(struct route *r)
     free(r->dir);
 }
 
+const char *http_server_lib_version(void)
+{
+    return "builtin"; /* the HTTP/1.1 layer is the project's own (http_request.c) */
+}
+
 /* ---- exchange lifetime ---- */
+
+static char query_no_value[1]; /* a query name without '=': its value (never freed) */
 
 static void exchange_free(struct http_exchange *ex)
 {
@@ -349,150 +178,103 @@ static void exchange_free(struct http_exchange *ex)
     }
     free(ex->headers);
     free(ex->cors_origin);
-    if (ex->response) {
-        MHD_destroy_response(ex->response);
-    }
+    buf_release(&ex->resp);
     buf_release(&ex->body);
-    free(ex->target);
     free(ex->path);
     free(ex->seg_copy);
+    if (ex->query) {
+        for (char **q = ex->query; *q; q++) {
+            if (*q != query_no_value) {
+                free(*q);
+            }
+        }
+        free(ex->query);
+    }
     pthread_mutex_destroy(&ex->lock);
     free(ex);
 }
 
-/* Builds the response. Takes ex->lock. Returns true when the connection must be resumed by the
- * caller (the exchange is suspended on the polling thread). */
-static bool exchange_answer(struct http_exchange *ex, unsigned status, const char *content_type,
+struct http_exchange *http_exchange_new(struct http_server *s, struct http_loop *l,
+                                        struct http_conn *c, const char *head, size_t len)
+{
+    /* One allocation: the exchange, room for its header fields (at most one per line) and the
+     * head's copy. */
+    size_t n_lines = 0;
+    for (const char *p = head; (p = memchr(p, '\n', len - (size_t)(p - head))) != NULL; p++) {
+        n_lines++;
+    }
+    size_t n_fields = n_lines < HTTP_MAX_HEADER_FIELDS ? n_lines : HTTP_MAX_HEADER_FIELDS;
+    size_t fields_at = (sizeof(struct http_exchange) + 15) & ~(size_t)15;
+    size_t head_at = fields_at + n_fields * sizeof(struct http_field);
+    char *mem = xcalloc(1, head_at + len + 1);
+    struct http_exchange *ex = (struct http_exchange *)(void *)mem;
+    ex->fields = (struct http_field *)(void *)(mem + fields_at);
+    ex->head = mem + head_at;
+    memcpy(ex->head, head, len);
+    pthread_mutex_init(&ex->lock, NULL);
+    ex->server = s;
+    ex->loop = l;
+    ex->conn = c;
+    ex->req.minor_version = 1;
+    clock_gettime(CLOCK_MONOTONIC, &ex->started);
+    return ex;
+}
+
+/* Builds the answer's bytes (outside the lock), then records it. From a handler (is_from_handler)
+ * an answer after the handler returned goes back to the loop. */
+static void exchange_answer(struct http_exchange *ex, unsigned status, const char *content_type,
                             const char *body, size_t len, bool is_from_handler)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
-    if (!resp) {
-        log_error("http: cannot create a response (out of memory)");
-        abort();
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            content_type ? content_type : "application/json");
-    bool must_resume = false;
-    bool must_free = false;
+    struct buf resp;
+    buf_init(&resp, 0);
+    http_response_build(&resp, ex, status, content_type, body, len);
     pthread_mutex_lock(&ex->lock);
     if (is_from_handler) {
         if (ex->is_responded) {
             pthread_mutex_unlock(&ex->lock);
-            MHD_destroy_response(resp);
+            buf_release(&resp);
             log_error("http: an exchange was answered twice (ignored)");
-            return false;
+            return;
         }
         ex->is_responded = true;
     }
     if (ex->is_answered) {
         /* The server answered 503 at shutdown already; the exchange only waited for us. */
-        must_free = ex->is_completed;
+        bool must_free = ex->is_done;
         pthread_mutex_unlock(&ex->lock);
-        MHD_destroy_response(resp);
+        buf_release(&resp);
         if (must_free) {
             exchange_free(ex);
         }
-        return false;
+        return;
     }
-    for (size_t i = 0; i < ex->n_headers; i++) {
-        MHD_add_response_header(resp, ex->headers[i].name, ex->headers[i].value);
-    }
-    if (ex->cors_origin) {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", ex->cors_origin);
-    }
-    if (ex->has_cors) {
-        MHD_add_response_header(resp, "Vary", "Origin");
-    }
-    ex->response = resp;
+    ex->resp = resp;
     ex->status = status;
     ex->is_answered = true;
-    if (ex->is_suspended) {
-        ex->is_suspended = false;
-        must_resume = true;
+    if (is_from_handler && ex->is_returned) {
+        /* Under the lock: the loop cannot be done with the exchange before it is pushed, and it
+         * keeps the socket open until then. */
+        atomic_fetch_add(&ex->server->n_waking, 1);
+        bool is_sent = false;
+        if (ex->may_send_direct) {
+            while (ex->resp_off < ex->resp.len) {
+                ssize_t n = send(ex->fd, ex->resp.data + ex->resp_off, ex->resp.len - ex->resp_off,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n > 0) {
+                    ex->resp_off += (size_t)n;
+                } else if (n < 0 && errno == EINTR) {
+                    continue;
+                } else {
+                    break; /* full or failed: the loop sends the rest or sees the error */
+                }
+            }
+            is_sent = ex->resp_off == ex->resp.len;
+        }
+        http_loop_deliver(ex, !is_sent);
     }
     pthread_mutex_unlock(&ex->lock);
-    return must_resume;
 }
 
-/* Wakes a polling thread after one of its connections was resumed. In external-epoll mode
- * MHD_resume_connection only marks the connection; the loop takes it back on its next pass. Only
- * the first wake-up since the loop last looked writes the eventfd: a sweep of answers costs one
- * write per loop, where libmicrohttpd's own threads write theirs once per connection. */
-static void loop_wake(struct http_loop *l)
-{
-    if (!atomic_exchange(&l->is_woken, true)) {
-        uint64_t one = 1;
-        if (write(l->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN) {
-            log_error("http: cannot wake a polling thread: %s", strerror(errno));
-        }
-    }
-}
-
-/* The loops to wake at the end of an http_defer_begin/end sweep on this thread. A fixed array: a
- * full one is flushed at once, so nothing is allocated. Each entry holds one n_waking count. */
-#define HTTP_DEFER_MAX 64
-static _Thread_local struct {
-    unsigned depth;
-    size_t n;
-    struct http_loop *loops[HTTP_DEFER_MAX];
-} deferred;
-
-static void deferred_flush(void)
-{
-    for (size_t i = 0; i < deferred.n; i++) {
-        struct http_server *s = deferred.loops[i]->server;
-        loop_wake(deferred.loops[i]);
-        atomic_fetch_sub(&s->n_waking, 1); /* the last touch of s */
-    }
-    deferred.n = 0;
-}
-
-void http_defer_begin(void)
-{
-    deferred.depth++;
-}
-
-void http_defer_end(void)
-{
-    if (deferred.depth > 0 && --deferred.depth == 0) {
-        deferred_flush();
-    }
-}
-
-static void exchange_resume(struct http_exchange *ex, bool must_resume)
-{
-    /* Only the thread that answered a suspended exchange resumes it, and the exchange cannot be
-     * completed (freed) before it is resumed, so ex is valid up to MHD_resume_connection. After
-     * it only the loop is used, and n_waking keeps http_server_free() from closing it. */
-    if (!must_resume) {
-        return;
-    }
-    struct http_loop *l = ex->loop;
-    struct http_server *s = l->server;
-    if (deferred.depth > 0) {
-        bool is_listed = false;
-        for (size_t i = 0; i < deferred.n && !is_listed; i++) {
-            is_listed = deferred.loops[i] == l;
-        }
-        if (!is_listed) {
-            if (deferred.n == HTTP_DEFER_MAX) {
-                deferred_flush();
-            }
-            atomic_fetch_add(&s->n_waking, 1);
-            deferred.loops[deferred.n++] = l;
-        }
-        MHD_resume_connection(ex->conn);
-        return;
-    }
-    atomic_fetch_add(&s->n_waking, 1);
-    MHD_resume_connection(ex->conn);
-    loop_wake(l);
-    atomic_fetch_sub(&s->n_waking, 1);
-}
-
-/* An answer produced by the server itself (404, 413, built-ins ...): no handler holds the
- * exchange. Called on the polling thread. */
 static void server_answer(struct http_exchange *ex, unsigned status, const char *content_type,
                           const char *body, size_t len)
 {
@@ -502,18 +284,130 @@ static void server_answer(struct http_exchange *ex, unsigned status, const char 
 static void server_answer_error(struct http_exchange *ex, unsigned status, const char *code,
                                 const char *message)
 {
-    json_t *o = json_pack("{s:s, s:s}", "error", code, "message", message);
-    char *text = json_dumps(o, JSON_COMPACT);
-    server_answer(ex, status, NULL, text, strlen(text));
-    free(text);
-    json_decref(o);
+    struct buf b;
+    buf_init(&b, 0);
+    buf_appends(&b, "{\"error\":");
+    buf_append_json_string(&b, code);
+    buf_appends(&b, ",\"message\":");
+    buf_append_json_string(&b, message);
+    buf_appends(&b, "}");
+    server_answer(ex, status, NULL, b.data, b.len);
+    buf_release(&b);
+}
+
+void http_exchange_error(struct http_exchange *ex, unsigned status, const char *code,
+                         const char *message)
+{
+    if (!ex->route) {
+        ex->route = &ex->server->unmatched;
+    }
+    server_answer_error(ex, status, code, message);
+}
+
+int http_exchange_body(struct http_exchange *ex, const char *p, size_t n)
+{
+    return buf_append(&ex->body, p, n) == 0 ? 0 : -1;
+}
+
+/* 503 in the handler's place: the handler may still add headers on its thread, so the answer is
+ * built without them. */
+static void exchange_force_build(struct buf *out)
+{
+    buf_init(out, 0);
+    http_response_error(out, 503, "shutting_down", "The server is shutting down.");
+}
+
+bool http_exchange_run(struct http_exchange *ex, bool is_stopping)
+{
+    ex->is_handled = true;
+    ex->route->fn(ex, ex->route->ctx);
+    pthread_mutex_lock(&ex->lock);
+    ex->is_returned = true;
+    bool is_answered = ex->is_answered;
+    pthread_mutex_unlock(&ex->lock);
+    if (is_answered || !is_stopping) {
+        return is_answered;
+    }
+    /* Too late to wait for an asynchronous answer: the server answers for the handler. */
+    return http_exchange_force(ex);
+}
+
+bool http_exchange_force(struct http_exchange *ex)
+{
+    struct buf resp;
+    exchange_force_build(&resp);
+    pthread_mutex_lock(&ex->lock);
+    if (ex->is_answered) {
+        pthread_mutex_unlock(&ex->lock);
+        buf_release(&resp);
+        return false;
+    }
+    ex->resp = resp;
+    ex->status = 503;
+    ex->is_answered = true;
+    ex->is_forced = true;
+    ex->is_close = true;
+    pthread_mutex_unlock(&ex->lock);
+    return true;
+}
+
+/* One debug line per request that belongs to a trace (it carries a traceparent: a publish, a
+ * delivery), with the trace and event ids, so every hop of an event's journey is in the log
+ * (docs/logging.md, busctl trace). Scrapes and probes carry none and stay out of the log. */
+static void log_traced_request(const struct http_exchange *ex, unsigned status)
+{
+    const char *tp = http_header(ex, "traceparent");
+    struct trace t;
+    if (tp == NULL || trace_parse(tp, &t) != 0) {
+        return;
+    }
+    const char *ce_id = http_header(ex, "ce-id");
+    const char *bus_route = http_header(ex, "X-Bus-Route");
+    const char *attempt = http_header(ex, "X-Bus-Attempt");
+    const char *method = ex->req.method ? ex->req.method : "?";
+    json_t *extra =
+        json_pack("{s:s, s:s, s:i, s:f}", "method", method, "path", ex->path ? ex->path : "",
+                  "status", (int)status, "seconds", elapsed_s(&ex->started));
+    if (extra && bus_route) {
+        json_object_set_new(extra, "route", json_string(bus_route));
+    }
+    if (extra && attempt) {
+        json_object_set_new(extra, "attempt", json_integer(atoi(attempt)));
+    }
+    log_at(LOG_LEVEL_DEBUG, t.trace_id, ce_id, extra, "http: %s %s answered %u", method,
+           ex->path ? ex->path : "?", status);
+    json_decref(extra);
+}
+
+void http_exchange_done(struct http_exchange *ex)
+{
+    struct http_server *s = ex->server;
+    const struct route *r = ex->route ? ex->route : &s->unmatched;
+    pthread_mutex_lock(&ex->lock);
+    unsigned status = ex->is_answered ? ex->status : 0;
+    pthread_mutex_unlock(&ex->lock);
+    if (status >= 100 && status < 600) {
+        metric_inc(r->requests[status / 100 - 1]);
+    }
+    metric_observe(r->duration, elapsed_s(&ex->started));
+    if (log_min_level <= LOG_LEVEL_DEBUG && ex->req.method) {
+        log_traced_request(ex, status); /* before is_done: ex is still ours */
+    }
+    pthread_mutex_lock(&ex->lock);
+    ex->is_done = true;
+    /* A handler that holds the exchange and has not answered yet frees it when it does. */
+    bool must_free = !ex->is_handled || ex->is_responded;
+    pthread_mutex_unlock(&ex->lock);
+    if (must_free) {
+        exchange_free(ex);
+    }
 }
 
 /* ---- the public request accessors and answers ---- */
 
 const char *http_method(const struct http_exchange *ex)
 {
-    return ex->method;
+    return ex->req.method;
 }
 
 const char *http_path(const struct http_exchange *ex)
@@ -528,12 +422,56 @@ const char *http_param(const struct http_exchange *ex, unsigned i)
 
 const char *http_header(const struct http_exchange *ex, const char *name)
 {
-    return MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND, name);
+    return http_request_field(&ex->req, name);
+}
+
+/* The query's name=value pairs, decoded (form encoding: '+' is a space), as a NULL-terminated
+ * array name, value, name, value ... (a name without '=' has a NULL value: not given). */
+static char **query_parse(const char *q)
+{
+    size_t n = 1;
+    for (const char *p = q; *p; p++) {
+        n += *p == '&';
+    }
+    char **out = xcalloc(2 * n + 1, sizeof *out);
+    size_t k = 0;
+    while (*q) {
+        const char *end = strchr(q, '&');
+        size_t len = end ? (size_t)(end - q) : strlen(q);
+        const char *eq = memchr(q, '=', len);
+        size_t name_len = eq ? (size_t)(eq - q) : len;
+        if (name_len > 0) {
+            out[k] = xmalloc(name_len + 1);
+            http_percent_decode(out[k], q, name_len, true);
+            k++;
+            if (eq) {
+                size_t vlen = len - name_len - 1;
+                out[k] = xmalloc(vlen + 1);
+                http_percent_decode(out[k], eq + 1, vlen, true);
+            } else {
+                out[k] = query_no_value;
+            }
+            k++;
+        }
+        q += len + (end ? 1 : 0);
+    }
+    out[k] = NULL;
+    return out;
 }
 
 const char *http_query(const struct http_exchange *ex, const char *name)
 {
-    return MHD_lookup_connection_value(ex->conn, MHD_GET_ARGUMENT_KIND, name);
+    struct http_exchange *mut = (struct http_exchange *)(uintptr_t)ex; /* the cache only */
+    if (!mut->query) {
+        const char *q = mut->req.target ? strchr(mut->req.target, '?') : NULL;
+        mut->query = query_parse(q ? q + 1 : "");
+    }
+    for (char **p = mut->query; p[0] && p[1]; p += 2) {
+        if (strcmp(p[0], name) == 0) {
+            return p[1] == query_no_value ? NULL : p[1];
+        }
+    }
+    return NULL;
 }
 
 const char *http_body(const struct http_exchange *ex, size_t *len)
@@ -546,7 +484,7 @@ const char *http_body(const struct http_exchange *ex, size_t *len)
 
 const char *http_bearer(const struct http_exchange *ex)
 {
-    const char *v = http_header(ex, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *v = http_header(ex, "Authorization");
     if (!v || strncasecmp(v, "Bearer ", 7) != 0) {
         return NULL;
     }
@@ -559,6 +497,13 @@ const char *http_bearer(const struct http_exchange *ex)
 
 void http_add_header(struct http_exchange *ex, const char *name, const char *value)
 {
+    if (strcasecmp(name, "Connection") == 0) {
+        /* The connection's fate is the server's: "close" is honoured, nothing else is sent. */
+        if (strcasecmp(value, "close") == 0) {
+            ex->is_close = true;
+        }
+        return;
+    }
     ex->headers = xrealloc(ex->headers, (ex->n_headers + 1) * sizeof *ex->headers);
     ex->headers[ex->n_headers].name = xstrdup(name);
     ex->headers[ex->n_headers].value = xstrdup(value);
@@ -568,8 +513,7 @@ void http_add_header(struct http_exchange *ex, const char *name, const char *val
 void http_respond(struct http_exchange *ex, unsigned status, const char *content_type,
                   const char *body, size_t len)
 {
-    bool must_resume = exchange_answer(ex, status, content_type, body ? body : "", len, true);
-    exchange_resume(ex, must_resume);
+    exchange_answer(ex, status, content_type, body ? body : "", len, true);
 }
 
 void http_respond_json(struct http_exchange *ex, unsigned status, json_t *body)
@@ -681,14 +625,6 @@ static const char *content_type_for(const char *path)
     return "application/octet-stream";
 }
 
-static void add_security_headers(struct MHD_Response *resp, const char *csp)
-{
-    MHD_add_response_header(resp, "Content-Security-Policy", csp);
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
-    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
-}
-
 /* Resolves the request path under the route's directory; NULL when it is not a regular file
  * inside it. Rejects "." and ".." segments and anything that resolves (through symlinks) outside
  * the directory. Returns a heap path. */
@@ -736,12 +672,15 @@ static char *static_resolve(const struct route *r, const char *rel)
 }
 
 /* Serves a static file; on the polling thread, before any handler. */
+
+/* Serves a static file (read into memory: the pages are small); on the polling thread, before
+ * any handler. */
 static void static_serve(struct http_exchange *ex, const struct route *r, const char *rel)
 {
     char *file = static_resolve(r, rel);
     int fd = file ? open(file, O_RDONLY | O_CLOEXEC) : -1;
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size > HTTP_MAX_STATIC_BYTES) {
         if (fd >= 0) {
             close(fd);
         }
@@ -749,22 +688,34 @@ static void static_serve(struct http_exchange *ex, const struct route *r, const 
         server_answer_error(ex, 404, "not_found", "No such file.");
         return;
     }
-    struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
-    if (!resp) {
-        close(fd);
+    size_t size = (size_t)st.st_size;
+    char *data = xmalloc(size + 1);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, data + got, size - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    if (got != size) {
+        free(data);
         free(file);
         server_answer_error(ex, 500, "internal", "The file could not be served.");
         return;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type_for(file));
-    add_security_headers(resp, ex->server->static_csp);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    http_add_header(ex, "Content-Security-Policy", ex->server->static_csp);
+    http_add_header(ex, "X-Content-Type-Options", "nosniff");
+    http_add_header(ex, "Referrer-Policy", "no-referrer");
+    http_add_header(ex, "X-Frame-Options", "DENY");
+    http_add_header(ex, "Cache-Control", "no-cache");
+    server_answer(ex, 200, content_type_for(file), data, size);
+    free(data);
     free(file);
-    pthread_mutex_lock(&ex->lock);
-    ex->response = resp;
-    ex->status = 200;
-    ex->is_answered = true;
-    pthread_mutex_unlock(&ex->lock);
 }
 
 /* ---- routing ---- */
@@ -808,7 +759,7 @@ static const struct route *route_find(struct http_server *s, struct http_exchang
     struct buf allow;
     buf_init(&allow, 1024);
     const struct route *found = NULL;
-    bool is_get = strcmp(ex->method, "GET") == 0 || strcmp(ex->method, "HEAD") == 0;
+    bool is_get = strcmp(ex->req.method, "GET") == 0 || strcmp(ex->req.method, "HEAD") == 0;
     for (size_t i = 0; segs && i < s->n_routes && !found; i++) {
         const struct route *r = &s->routes[i];
         if (r->kind != ROUTE_HANDLER) {
@@ -818,7 +769,7 @@ static const struct route *route_find(struct http_server *s, struct http_exchang
         if (!route_matches(r, segs, n, params)) {
             continue;
         }
-        if (strcmp(r->method, ex->method) == 0) {
+        if (strcmp(r->method, ex->req.method) == 0) {
             memcpy(ex->params, params, sizeof params);
             found = r;
         } else if (!allow.data || !strstr(allow.data, r->method)) {
@@ -847,7 +798,7 @@ static const struct route *route_find(struct http_server *s, struct http_exchang
             http_add_header(ex, "Allow", allow.data);
             char msg[256];
             snprintf(msg, sizeof msg, "Method %.32s is not allowed here; allowed: %.128s.",
-                     ex->method, allow.data);
+                     ex->req.method, allow.data);
             server_answer_error(ex, 405, "method_not_allowed", msg);
         } else {
             server_answer_error(ex, 404, "not_found", "No such resource.");
@@ -1011,364 +962,45 @@ static void cors_init(struct http_server *s, const char *origins)
     buf_release(&csp);
 }
 
-/* ---- request checks made before routing ---- */
+/* ---- a request's head is in ---- */
 
-/* UTF-8 decoding state for utf8_step (RFC 3629: no overlong forms, no surrogates, <= U+10FFFF). */
-struct utf8_state {
-    unsigned need;        /* continuation bytes still expected */
-    unsigned char lo, hi; /* the range of the next continuation byte */
-};
-
-static bool utf8_step(struct utf8_state *u, unsigned char c)
+bool http_exchange_begin(struct http_exchange *ex)
 {
-    if (u->need > 0) {
-        if (c < u->lo || c > u->hi) {
-            return false;
-        }
-        u->need--;
-        u->lo = 0x80;
-        u->hi = 0xBF;
-        return true;
-    }
-    u->lo = 0x80;
-    u->hi = 0xBF;
-    if (c < 0x80) {
-        return true;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-        u->need = 1;
-    } else if (c == 0xE0) {
-        u->need = 2;
-        u->lo = 0xA0;
-    } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-        u->need = 2;
-    } else if (c == 0xED) {
-        u->need = 2;
-        u->hi = 0x9F;
-    } else if (c == 0xF0) {
-        u->need = 3;
-        u->lo = 0x90;
-    } else if (c >= 0xF1 && c <= 0xF3) {
-        u->need = 3;
-    } else if (c == 0xF4) {
-        u->need = 3;
-        u->hi = 0x8F;
-    } else {
+    struct http_server *s = ex->server;
+    ex->route = &s->unmatched;
+    ex->is_head_method = strcmp(ex->req.method, "HEAD") == 0;
+    const char *t = ex->req.target;
+    const char *q = strchr(t, '?');
+    size_t path_len = q ? (size_t)(q - t) : strlen(t);
+    if (!http_target_part_is_valid(t, t + path_len)) {
+        server_answer_error(ex, 400, "bad_path",
+                            "The path has an invalid percent-encoding, an encoded NUL or is not "
+                            "UTF-8.");
         return false;
     }
-    return true;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
+    if (q && !http_target_part_is_valid(q + 1, q + strlen(q))) {
+        server_answer_error(ex, 400, "bad_query",
+                            "The query has an invalid percent-encoding, an encoded NUL or is not "
+                            "UTF-8.");
+        return false;
     }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-/* Checks one part (path or query) of a request target as received, [p, end): every '%' starts
- * a two-digit hex escape, none decodes to NUL (it would cut the decoded string short: the
- * path "/index.html%00.js" would serve index.html), and the decoded bytes are UTF-8 (an
- * account id "%FF" must be refused here rather than fail later in JSON or SQL). */
-static bool target_part_is_valid(const char *p, const char *end)
-{
-    struct utf8_state u = {0};
-    for (; p < end; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '%') {
-            int hi = p + 2 < end ? hex_value(p[1]) : -1;
-            int lo = hi >= 0 ? hex_value(p[2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                return false;
-            }
-            c = (unsigned char)(hi * 16 + lo);
-            p += 2;
-        }
-        if (!utf8_step(&u, c)) {
-            return false;
-        }
-    }
-    return u.need == 0;
-}
-
-/* The framing headers of a request, collected by framing_header. */
-struct framing {
-    unsigned n_length;
-    bool is_length_conflict;
-    const char *length;
-    const char *encoding;
-    unsigned n_encoding;
-};
-
-static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value)
-{
-    (void)kind;
-    struct framing *f = cls;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-        if (f->n_length > 0 && strcmp(f->length, value) != 0) {
-            f->is_length_conflict = true;
-        }
-        if (strchr(value, ',')) {
-            f->is_length_conflict = true; /* "5, 6" is a list of lengths */
-        }
-        f->length = value;
-        f->n_length++;
-    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-        f->encoding = value;
-        f->n_encoding++;
-    }
-    return MHD_YES;
-}
-
-/* Checks what libmicrohttpd lets through but a request must not carry. Returns 0, or the
- * status to refuse it with (code and message filled): 400 for a bad target or conflicting
- * framing (two different Content-Lengths, or Content-Length beside Transfer-Encoding: RFC 9112
- * section 6.3 calls both smuggling hazards), 501 for a transfer coding other than chunked
- * (libmicrohttpd would wait for a body it cannot delimit until the time-out). */
-static unsigned request_check(struct http_exchange *ex, const char **code, const char **message)
-{
-    const char *t = ex->target ? ex->target : "";
-    const char *q = strchr(t, '?');
-    const char *t_end = q ? q : t + strlen(t);
-    if (!target_part_is_valid(t, t_end)) {
-        *code = "bad_path";
-        *message = "The path has an invalid percent-encoding, an encoded NUL or is not UTF-8.";
-        return 400;
-    }
-    if (q && !target_part_is_valid(q + 1, q + strlen(q))) {
-        *code = "bad_query";
-        *message = "The query has an invalid percent-encoding, an encoded NUL or is not UTF-8.";
-        return 400;
-    }
-    struct framing f = {0};
-    MHD_get_connection_values(ex->conn, MHD_HEADER_KIND, framing_header, &f);
-    if (f.is_length_conflict) {
-        *code = "bad_request";
-        *message = "The request carries conflicting Content-Length values.";
-        return 400;
-    }
-    if (f.n_encoding > 0 && f.n_length > 0) {
-        *code = "bad_request";
-        *message = "The request carries both Content-Length and Transfer-Encoding.";
-        return 400;
-    }
-    if (f.n_encoding > 1 || (f.n_encoding == 1 && strcasecmp(f.encoding, "chunked") != 0)) {
-        *code = "not_implemented";
-        *message = "Only the chunked transfer coding is supported.";
-        return 501;
-    }
-    return 0;
-}
-
-/* ---- connections: caps and deadlines ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a vDSO read: it runs a few times a request */
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static size_t client_bucket(const unsigned char addr[16])
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < 16; i++) {
-        h = (h ^ addr[i]) * 16777619u;
-    }
-    return h % HTTP_CLIENT_BUCKETS;
-}
-
-/* Counts one more connection of addr; returns how many it has now. */
-static unsigned client_add(struct client_table *t, const unsigned char addr[16])
-{
-    size_t b = client_bucket(addr);
-    pthread_mutex_lock(&t->lock);
-    struct client_count *c = t->buckets[b];
-    while (c && memcmp(c->addr, addr, 16) != 0) {
-        c = c->next;
-    }
-    if (!c) {
-        c = xcalloc(1, sizeof *c);
-        memcpy(c->addr, addr, 16);
-        c->next = t->buckets[b];
-        t->buckets[b] = c;
-    }
-    unsigned n = ++c->n;
-    pthread_mutex_unlock(&t->lock);
-    return n;
-}
-
-static void client_remove(struct client_table *t, const unsigned char addr[16])
-{
-    size_t b = client_bucket(addr);
-    pthread_mutex_lock(&t->lock);
-    struct client_count **pc = &t->buckets[b];
-    while (*pc && memcmp((*pc)->addr, addr, 16) != 0) {
-        pc = &(*pc)->next;
-    }
-    if (*pc && --(*pc)->n == 0) {
-        struct client_count *gone = *pc;
-        *pc = gone->next;
-        free(gone);
-    }
-    pthread_mutex_unlock(&t->lock);
-}
-
-static void client_table_release(struct client_table *t)
-{
-    for (size_t b = 0; b < HTTP_CLIENT_BUCKETS; b++) {
-        while (t->buckets[b]) {
-            struct client_count *c = t->buckets[b];
-            t->buckets[b] = c->next;
-            free(c);
-        }
-    }
-    pthread_mutex_destroy(&t->lock);
-}
-
-/* The client's address as 16 bytes (IPv4 as ::ffff:a.b.c.d, so both families share a key). */
-static void client_addr(struct MHD_Connection *conn, unsigned char out[16])
-{
-    memset(out, 0, 16);
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-    if (sa && sa->sa_family == AF_INET) {
-        out[10] = 0xff;
-        out[11] = 0xff;
-        memcpy(out + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-    } else if (sa && sa->sa_family == AF_INET6) {
-        memcpy(out, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
-    }
-}
-
-static struct http_conn *conn_of(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return ci ? ci->socket_context : NULL;
-}
-
-static void conn_phase(struct http_conn *c, enum conn_phase phase, unsigned after_s)
-{
-    if (!c || c->phase == PHASE_REFUSED || c->phase == PHASE_CLOSING) {
-        return;
-    }
-    c->phase = phase;
-    c->deadline_ms = after_s ? now_ms() + (int64_t)after_s * 1000 : 0;
-}
-
-/* Closes the loop's connections past their deadline: shutdown() of the socket, which
- * libmicrohttpd then sees as the client gone (it owns the descriptor and closes it). No answer
- * is sent: the client is too slow to be waiting for one (nginx's client_header_timeout does the
- * same). Runs on the loop's thread every HTTP_SWEEP_MS. */
-static void loop_sweep(struct http_loop *l, int64_t now)
-{
-    struct http_server *s = l->server;
-    for (struct http_conn *c = l->conns; c; c = c->next) {
-        if (c->deadline_ms == 0 || now < c->deadline_ms) {
-            continue;
-        }
-        if (c->phase == PHASE_HEAD || (c->phase == PHASE_WAIT && c->is_first)) {
-            metric_inc(s->timed_out[TIMEOUT_HEAD]);
-        } else if (c->phase == PHASE_BODY) {
-            metric_inc(s->timed_out[TIMEOUT_BODY]);
-        } else if (c->phase == PHASE_WAIT) {
-            metric_inc(s->timed_out[TIMEOUT_IDLE]);
-        }
-        (void)shutdown(c->fd, SHUT_RDWR);
-        c->phase = PHASE_CLOSING;
-        c->deadline_ms = 0;
-    }
-}
-
-/* ---- libmicrohttpd callbacks ---- */
-
-static enum MHD_Result queue_answer(struct http_exchange *ex)
-{
-    return MHD_queue_response(ex->conn, ex->status, ex->response);
-}
-
-/* libmicrohttpd's URI log callback: the request line is in, the headers are not yet. The
- * exchange starts here, with the target as received (libmicrohttpd decodes it before the access
- * handler sees it, and a decoded "%00" would cut it short). What this returns is the request's
- * req_cls, and libmicrohttpd reports its completion whatever happens next. */
-static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
-{
-    struct http_loop *l = cls;
-    struct http_exchange *ex = xcalloc(1, sizeof *ex);
-    pthread_mutex_init(&ex->lock, NULL);
-    ex->server = l->server;
-    ex->loop = l;
-    ex->conn = conn;
-    ex->target = xstrdup(uri ? uri : "");
-    clock_gettime(CLOCK_MONOTONIC, &ex->started);
-    ex->hconn = conn_of(conn);
-    /* A fresh connection keeps the deadline it got at accept for its whole first head. */
-    if (ex->hconn && !(ex->hconn->is_first && ex->hconn->phase == PHASE_WAIT)) {
-        conn_phase(ex->hconn, PHASE_HEAD, l->server->opts.head_timeout_s);
-    } else if (ex->hconn) {
-        ex->hconn->phase = PHASE_HEAD;
-    }
-    pthread_mutex_lock(&l->lock);
-    l->n_active++;
-    pthread_mutex_unlock(&l->lock);
-    return ex;
-}
-
-static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection *conn,
-                                     const char *url, const char *method, struct http_exchange *ex)
-{
-    struct http_server *s = l->server;
-    ex->is_started = true;
-    ex->conn = conn;
-    ex->method = method;
-    ex->path = xstrdup(url);
-    ex->seg_copy = xstrdup(url);
-
-    if (ex->hconn && ex->hconn->phase == PHASE_REFUSED) {
-        bool is_global = ex->hconn->refused == REFUSE_MAX_CONNECTIONS;
-        ex->route = &s->unmatched;
-        http_add_header(ex, "Retry-After", "1");
-        http_add_header(ex, MHD_HTTP_HEADER_CONNECTION, "close");
-        server_answer_error(ex, 503, "too_many_connections",
-                            is_global ? "The server has as many connections open as it takes; "
-                                        "retry later."
-                                      : "This client address has as many connections open as "
-                                        "the server takes from one; reuse them or retry later.");
-        return queue_answer(ex);
-    }
-    conn_phase(ex->hconn, PHASE_BODY, s->opts.body_timeout_s);
-
-    const char *code = NULL, *message = NULL;
-    unsigned refuse = request_check(ex, &code, &message);
-    if (refuse != 0) {
-        ex->route = &s->unmatched;
-        server_answer_error(ex, refuse, code, message);
-        return queue_answer(ex);
-    }
+    ex->path = xmalloc(path_len + 1);
+    http_percent_decode(ex->path, t, path_len, false);
+    ex->seg_copy = xstrdup(ex->path);
 
     if (s->n_cors > 0) {
-        const char *allowed =
-            cors_find(s, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"));
+        const char *allowed = cors_find(s, http_header(ex, "Origin"));
         ex->cors_origin = allowed ? xstrdup(allowed) : NULL;
         ex->has_cors = true;
-        if (strcmp(method, "OPTIONS") == 0) {
+        if (strcmp(ex->req.method, "OPTIONS") == 0) {
             cors_preflight(s, ex);
-            return queue_answer(ex);
+            return false;
         }
     }
 
     const struct route *r = route_find(s, ex);
     if (!r) {
-        return queue_answer(ex); /* 404 / 405 */
+        return false; /* 404 / 405 */
     }
     ex->route = r;
     if (r->kind == ROUTE_STATIC) {
@@ -1376,263 +1008,25 @@ static enum MHD_Result on_first_call(struct http_loop *l, struct MHD_Connection 
         size_t plen = strlen(r->pattern);
         const char *rel = strlen(ex->path) >= plen ? ex->path + plen : "";
         static_serve(ex, r, rel);
-        return queue_answer(ex);
+        return false;
     }
     buf_init(&ex->body, r->max_body_bytes);
-    const char *cl =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long long v = strtoull(cl, &end, 10);
-        if (errno == 0 && end != cl && v > r->max_body_bytes) {
+    if (ex->req.has_length) {
+        if (ex->req.content_length > r->max_body_bytes) {
             char msg[128];
             snprintf(msg, sizeof msg, "The request body is larger than %zu bytes.",
                      r->max_body_bytes);
+            ex->is_close = true; /* the body is not read */
             server_answer_error(ex, 413, "too_large", msg);
-            return queue_answer(ex);
+            return false;
         }
-        /* One allocation for the announced body instead of doubling through it (~5% of the
-         * publisher's batch path); bounded by the route's cap checked just above. */
-        if (errno == 0 && end != cl && v > 0) {
-            (void)buf_reserve(&ex->body, (size_t)v);
+        /* One allocation for the announced body (bounded by the cap checked just above). */
+        if (ex->req.content_length > 0) {
+            (void)buf_reserve(&ex->body, (size_t)ex->req.content_length);
         }
     }
-    return MHD_YES;
+    return true;
 }
-
-/* Called with l->lock held. */
-static void suspended_remove(struct http_loop *l, struct http_exchange *ex)
-{
-    if (ex->prev || ex->next || l->suspended == ex) {
-        if (ex->prev) {
-            ex->prev->next = ex->next;
-        } else {
-            l->suspended = ex->next;
-        }
-        if (ex->next) {
-            ex->next->prev = ex->prev;
-        }
-        ex->prev = ex->next = NULL;
-        if (l->is_stopping) {
-            pthread_cond_broadcast(&l->cond);
-        }
-    }
-}
-
-static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version, const char *upload_data,
-                                 size_t *upload_data_size, void **req_cls)
-{
-    (void)version;
-    struct http_loop *l = cls;
-    struct http_exchange *ex = *req_cls;
-    if (!ex) {
-        /* Always set by on_request_line; without it there is nothing to answer with. */
-        log_error("http: a request reached the handler without its exchange");
-        return MHD_NO;
-    }
-    if (!ex->is_started) {
-        return on_first_call(l, conn, url, method, ex);
-    }
-    if (ex->is_handled) {
-        /* Resumed: the answer is there (from the handler or forced at shutdown). */
-        pthread_mutex_lock(&l->lock);
-        suspended_remove(l, ex);
-        pthread_mutex_lock(&ex->lock);
-        enum MHD_Result rc = ex->response ? queue_answer(ex) : MHD_NO;
-        pthread_mutex_unlock(&ex->lock);
-        pthread_mutex_unlock(&l->lock);
-        return rc;
-    }
-    if (ex->response) {
-        /* Answered by the server at the first call (404/405/413, static file): whatever still
-         * comes is dropped. */
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (*upload_data_size > 0) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (!ex->is_too_big && buf_append(&ex->body, upload_data, n) == 0) {
-            return MHD_YES;
-        }
-        /* Past the cap: keep nothing more, read on to answer 413 at the end; give up (close)
-         * when the client sends as much again. */
-        ex->is_too_big = true;
-        ex->discarded_bytes += n;
-        return ex->discarded_bytes > ex->route->max_body_bytes + HTTP_CONNECTION_MEMORY_BYTES
-                   ? MHD_NO
-                   : MHD_YES;
-    }
-    if (ex->is_too_big) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "The request body is larger than %zu bytes.",
-                 ex->route->max_body_bytes);
-        server_answer_error(ex, 413, "too_large", msg);
-        return queue_answer(ex);
-    }
-
-    /* The whole request is here: run the handler. */
-    ex->is_handled = true;
-    conn_phase(ex->hconn, PHASE_HANDLER, 0);
-    ex->route->fn(ex, ex->route->ctx);
-
-    pthread_mutex_lock(&l->lock);
-    pthread_mutex_lock(&ex->lock);
-    enum MHD_Result rc = MHD_YES;
-    if (ex->is_answered) {
-        rc = queue_answer(ex);
-    } else if (l->is_stopping) {
-        /* Too late to wait for an asynchronous answer: the server answers for the handler. */
-        pthread_mutex_unlock(&ex->lock);
-        server_answer_error(ex, 503, "shutting_down", "The server is shutting down.");
-        pthread_mutex_lock(&ex->lock);
-        ex->is_forced = true;
-        ex->server = NULL;
-        rc = queue_answer(ex);
-    } else {
-        MHD_suspend_connection(conn);
-        ex->is_suspended = true;
-        ex->next = l->suspended;
-        if (l->suspended) {
-            l->suspended->prev = ex;
-        }
-        l->suspended = ex;
-    }
-    pthread_mutex_unlock(&ex->lock);
-    pthread_mutex_unlock(&l->lock);
-    return rc;
-}
-
-/* One debug line per request that belongs to a trace (it carries a traceparent: a publish, a
- * delivery), with the trace and event ids, so every hop of an event's journey is in the log
- * (docs/logging.md, busctl trace). Scrapes and probes carry none and stay out of the log. */
-static void log_traced_request(struct MHD_Connection *conn, const struct http_exchange *ex,
-                               unsigned status)
-{
-    const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
-    struct trace t;
-    if (tp == NULL || trace_parse(tp, &t) != 0) {
-        return;
-    }
-    const char *ce_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "ce-id");
-    const char *bus_route = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Bus-Route");
-    const char *attempt = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Bus-Attempt");
-    json_t *extra = json_pack("{s:s, s:s, s:i, s:f}", "method", ex->method ? ex->method : "",
-                              "path", ex->path ? ex->path : "", "status", (int)status, "seconds",
-                              elapsed_s(&ex->started));
-    if (extra && bus_route) {
-        json_object_set_new(extra, "route", json_string(bus_route));
-    }
-    if (extra && attempt) {
-        json_object_set_new(extra, "attempt", json_integer(atoi(attempt)));
-    }
-    log_at(LOG_LEVEL_DEBUG, t.trace_id, ce_id, extra, "http: %s %s answered %u",
-           ex->method ? ex->method : "?", ex->path ? ex->path : "?", status);
-    json_decref(extra);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)conn;
-    (void)toe;
-    struct http_loop *l = cls;
-    struct http_server *s = l->server;
-    struct http_exchange *ex = *req_cls;
-    if (!ex) {
-        return;
-    }
-    *req_cls = NULL;
-    if (ex->hconn) {
-        conn_phase(ex->hconn, PHASE_WAIT, s->opts.timeout_s);
-        ex->hconn->is_first = false;
-    }
-    const struct route *r = ex->route ? ex->route : &s->unmatched;
-    pthread_mutex_lock(&ex->lock);
-    unsigned status = ex->is_answered ? ex->status : 0;
-    if (log_min_level <= LOG_LEVEL_DEBUG) {
-        log_traced_request(conn, ex, status); /* before is_completed: ex is still ours */
-    }
-    ex->is_completed = true;
-    /* A handler that holds the exchange and has not answered yet frees it when it does. */
-    bool must_free = !ex->is_handled || ex->is_responded;
-    pthread_mutex_unlock(&ex->lock);
-
-    if (status >= 100 && status < 600) {
-        metric_inc(r->requests[status / 100 - 1]);
-    }
-    metric_observe(r->duration, elapsed_s(&ex->started));
-
-    pthread_mutex_lock(&l->lock);
-    /* A resumed connection whose client went away completes without another access call. */
-    suspended_remove(l, ex);
-    l->n_active--;
-    if (l->is_stopping) {
-        pthread_cond_broadcast(&l->cond);
-    }
-    pthread_mutex_unlock(&l->lock);
-    if (must_free) {
-        exchange_free(ex);
-    }
-}
-
-/* A connection opens or closes (on its loop's thread). Opening counts it against the caps; one
- * over a cap is still accepted, to be answered 503 when its head comes (closing it at once
- * would look like a network fault to the client, not knowing would look like a hang). */
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
-                          enum MHD_ConnectionNotificationCode code)
-{
-    struct http_loop *l = cls;
-    struct http_server *s = l->server;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        metric_inc(s->connections_total);
-        metric_add(s->connections_open, 1);
-        struct http_conn *c = xcalloc(1, sizeof *c);
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        c->fd = ci ? ci->connect_fd : -1;
-        c->is_first = true;
-        client_addr(conn, c->addr);
-        unsigned open = atomic_fetch_add(&s->n_open, 1) + 1;
-        unsigned of_client = client_add(&s->clients, c->addr);
-        c->phase = PHASE_WAIT;
-        c->deadline_ms = now_ms() + (int64_t)s->opts.head_timeout_s * 1000;
-        if (open > s->opts.max_connections || of_client > s->opts.max_connections_per_client) {
-            c->phase = PHASE_REFUSED;
-            c->refused =
-                open > s->opts.max_connections ? REFUSE_MAX_CONNECTIONS : REFUSE_MAX_PER_CLIENT;
-            c->deadline_ms = now_ms() + HTTP_REFUSED_LINGER_MS;
-            metric_inc(s->refused[c->refused]);
-        }
-        c->next = l->conns;
-        if (l->conns) {
-            l->conns->prev = c;
-        }
-        l->conns = c;
-        *socket_ctx = c;
-        return;
-    }
-    metric_add(s->connections_open, -1);
-    struct http_conn *c = *socket_ctx;
-    if (!c) {
-        return;
-    }
-    *socket_ctx = NULL;
-    if (c->prev) {
-        c->prev->next = c->next;
-    } else {
-        l->conns = c->next;
-    }
-    if (c->next) {
-        c->next->prev = c->prev;
-    }
-    client_remove(&s->clients, c->addr);
-    atomic_fetch_sub(&s->n_open, 1);
-    free(c);
-}
-
 /* ---- server lifecycle ---- */
 
 static void add_route(struct http_server *s, enum route_kind kind, const char *method,
@@ -1751,28 +1145,6 @@ void http_server_static(struct http_server *s, const char *prefix, const char *d
     s->routes[s->n_routes - 1].dir = real;
 }
 
-/* libmicrohttpd's own error messages, into our log. Clients that go away, or that the server
- * closes at a deadline, are routine (thousands a second in a slow-header attack): debug. */
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    (void)cls;
-    char line[512];
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    if (n > 0) {
-        size_t len = strlen(line);
-        while (len > 0 && line[len - 1] == '\n') {
-            line[--len] = '\0';
-        }
-        bool is_routine = strstr(line, "closed") || strstr(line, "reset") ||
-                          strstr(line, "disconnected") || strstr(line, "Broken pipe");
-        if (is_routine) {
-            log_debug("http: libmicrohttpd: %s", line);
-        } else {
-            log_warn("http: libmicrohttpd: %s", line);
-        }
-    }
-}
-
 /* Parses "host:port" / "[v6]:port" into a socket address. */
 static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *ss_len,
                         char *err, size_t err_len)
@@ -1814,8 +1186,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
-/* The listening socket every loop's daemon accepts from (non-blocking: the loop that loses the
- * race for a new connection gets EAGAIN). Returns the socket, or -1 with errno set. */
+/* The listening socket every loop accepts from (non-blocking: a loop that loses the race for a
+ * new connection gets EAGAIN). Returns the socket, or -1 with errno set. */
 static int listen_socket(const struct sockaddr_storage *ss, socklen_t ss_len)
 {
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1833,80 +1205,6 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t ss_len)
         return -1;
     }
     return fd;
-}
-
-/* One polling thread: libmicrohttpd's own epoll_wait over its daemon's sockets, the listening
- * socket and the loop's wake-up eventfd (added to the daemon's epoll set with a NULL pointer,
- * which libmicrohttpd skips: so a wake-up costs no second poll call), then the daemon does what
- * is ready (accept, read, run handlers, take back resumed connections, write, time out idle
- * ones); then the deadlines of the loop's connections. */
-static void *loop_main(void *arg)
-{
-    struct http_loop *l = arg;
-    while (!atomic_load(&l->must_stop)) {
-        if (atomic_load(&l->must_quiesce) && !l->is_quiesced) {
-            (void)MHD_quiesce_daemon(l->daemon); /* the socket is the server's to close */
-            pthread_mutex_lock(&l->lock);
-            l->is_quiesced = true;
-            pthread_cond_broadcast(&l->cond);
-            pthread_mutex_unlock(&l->lock);
-        }
-        int64_t now = now_ms();
-        int64_t wait_ms = l->next_sweep_ms > now ? l->next_sweep_ms - now : 0;
-        (void)MHD_run_wait(l->daemon, (int32_t)wait_ms);
-        /* The eventfd is edge-triggered: every write is one wake-up and it is never read (its
-         * counter cannot reach its limit of 2^64 - 2). Cleared after the daemon ran: it takes
-         * back resumed connections first thing in its next run, and a connection resumed after
-         * this line writes the eventfd again. */
-        atomic_store(&l->is_woken, false);
-        now = now_ms();
-        if (now >= l->next_sweep_ms) {
-            loop_sweep(l, now);
-            l->next_sweep_ms = now + HTTP_SWEEP_MS;
-        }
-    }
-    return NULL;
-}
-
-/* Stops and frees the loops (their threads first) and closes the listening socket. */
-static void loops_stop(struct http_server *s)
-{
-    for (unsigned i = 0; i < s->n_loops; i++) {
-        struct http_loop *l = &s->loops[i];
-        if (l->has_thread) {
-            atomic_store(&l->must_stop, true);
-            atomic_store(&l->is_woken, false);
-            loop_wake(l);
-        }
-    }
-    for (unsigned i = 0; i < s->n_loops; i++) {
-        struct http_loop *l = &s->loops[i];
-        if (l->has_thread) {
-            pthread_join(l->thread, NULL);
-        }
-        if (!l->is_quiesced) {
-            (void)MHD_quiesce_daemon(l->daemon); /* else MHD_stop_daemon closes the socket */
-        }
-        MHD_stop_daemon(l->daemon);
-    }
-    /* A thread that resumed a connection may not have woken its loop yet. */
-    while (atomic_load(&s->n_waking) > 0) {
-        sched_yield();
-    }
-    for (unsigned i = 0; i < s->n_loops; i++) {
-        close(s->loops[i].wake_fd);
-    }
-    for (unsigned i = 0; i < s->opts.threads && s->loops; i++) {
-        pthread_cond_destroy(&s->loops[i].cond);
-        pthread_mutex_destroy(&s->loops[i].lock);
-    }
-    free(s->loops);
-    s->loops = NULL;
-    s->n_loops = 0;
-    if (s->listen_fd >= 0) {
-        close(s->listen_fd);
-        s->listen_fd = -1;
-    }
 }
 
 /* Raises RLIMIT_NOFILE's soft limit to its hard limit (LimitNOFILE= in a systemd unit sets
@@ -1957,76 +1255,10 @@ int http_server_start(struct http_server *s, char *err, size_t err_len)
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
     }
     fit_descriptor_limit(s);
-    /* Each polling thread runs a daemon of its own in external-epoll mode instead of
-     * libmicrohttpd's internal thread pool: there, every MHD_resume_connection() writes the
-     * daemon's eventfd, one system call per asynchronous answer (~25 % of the publisher's);
-     * here a resume only marks the connection and loop_wake() writes once per sweep
-     * (docs/performance.md). Each daemon may take every connection (the loops race for
-     * accept); the caps are the server's (on_connection), and libmicrohttpd's own limit, past
-     * which it would stop accepting, sits above them with room for the refused ones. */
-    unsigned mhd_limit = s->opts.max_connections + s->opts.max_connections / 8 + 64;
-    s->loops = xcalloc(s->opts.threads, sizeof *s->loops);
-    for (unsigned i = 0; i < s->opts.threads; i++) {
-        struct http_loop *l = &s->loops[i];
-        l->server = s;
-        pthread_mutex_init(&l->lock, NULL);
-        pthread_cond_init(&l->cond, NULL);
-        l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (l->wake_fd < 0) {
-            snprintf(err, err_len, "cannot create an eventfd: %s", strerror(errno));
-            loops_stop(s);
-            return -1;
-        }
-        struct MHD_OptionItem options[] = {
-            {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL}, /* first, to catch all */
-            {MHD_OPTION_LISTEN_SOCKET, s->listen_fd, NULL},
-            /* Its idle timer one second later than ours: the sweep closes idle keep-alive
-             * connections (and counts them); this one remains for a client that stops
-             * sending in the middle of a request. */
-            {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)s->opts.timeout_s + 1, NULL},
-            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)mhd_limit, NULL},
-            {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONNECTION_MEMORY_BYTES, NULL},
-            {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, l},
-            {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, l},
-            {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_request_line, l},
-            {MHD_OPTION_END, 0, NULL},
-        };
-        unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_EPOLL;
-        if (ss.ss_family == AF_INET6) {
-            flags |= MHD_USE_IPv6;
-        }
-        errno = 0;
-        l->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, l, MHD_OPTION_ARRAY, options,
-                                     MHD_OPTION_END);
-        const union MHD_DaemonInfo *di =
-            l->daemon ? MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
-        struct epoll_event wake = {.events = EPOLLIN | EPOLLET, .data.ptr = NULL};
-        if (!l->daemon || !di || epoll_ctl(di->epoll_fd, EPOLL_CTL_ADD, l->wake_fd, &wake) != 0) {
-            snprintf(err, err_len, "cannot listen on %s: %s", s->listen,
-                     errno ? strerror(errno) : "libmicrohttpd refused to start");
-            if (l->daemon) {
-                (void)MHD_quiesce_daemon(l->daemon);
-                MHD_stop_daemon(l->daemon);
-            }
-            close(l->wake_fd);
-            loops_stop(s);
-            return -1;
-        }
-        l->next_sweep_ms = now_ms() + HTTP_SWEEP_MS;
-        s->n_loops++;
-    }
-    for (unsigned i = 0; i < s->n_loops; i++) {
-        struct http_loop *l = &s->loops[i];
-        int rc = pthread_create(&l->thread, NULL, loop_main, l);
-        if (rc != 0) {
-            snprintf(err, err_len, "cannot start a polling thread: %s", strerror(rc));
-            loops_stop(s);
-            return -1;
-        }
-        l->has_thread = true;
-        char name[16];
-        snprintf(name, sizeof name, "http-%u", i);
-        pthread_setname_np(l->thread, name);
+    if (http_loops_start(s, err, err_len) != 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+        return -1;
     }
     log_info("http: listening on %s (port %u)", s->listen, s->port);
     return 0;
@@ -2037,71 +1269,16 @@ unsigned http_server_port(const struct http_server *s)
     return s->port;
 }
 
-static struct timespec deadline_in(unsigned timeout_ms)
+static void client_table_release(struct client_table *t)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    return deadline;
-}
-
-/* Waits on l->cond until pred holds or the deadline passes. Called with l->lock held. */
-static void wait_until(struct http_loop *l, bool (*pred)(const struct http_loop *),
-                       const struct timespec *deadline)
-{
-    while (!pred(l)) {
-        if (pthread_cond_timedwait(&l->cond, &l->lock, deadline) == ETIMEDOUT) {
-            break;
+    for (size_t b = 0; b < HTTP_CLIENT_BUCKETS; b++) {
+        while (t->buckets[b]) {
+            struct client_count *c = t->buckets[b];
+            t->buckets[b] = c->next;
+            free(c);
         }
     }
-}
-
-static bool is_quiesced(const struct http_loop *l)
-{
-    return l->is_quiesced;
-}
-
-static bool has_no_suspended(const struct http_loop *l)
-{
-    return l->suspended == NULL;
-}
-
-static bool has_no_active(const struct http_loop *l)
-{
-    return l->n_active == 0;
-}
-
-/* Answers 503 in their handlers' place the exchanges of l still waiting; a handler answering
- * later finds is_answered set and only frees the exchange. Called with l->lock held; the
- * connections are resumed by the caller outside it (libmicrohttpd takes its own locks there),
- * and stay valid until then. Returns how many of them went into resume. */
-static size_t force_answers(struct http_loop *l, struct http_exchange **resume)
-{
-    static const char body[] =
-        "{\"error\":\"shutting_down\",\"message\":\"The server is shutting down.\"}";
-    size_t n = 0;
-    for (struct http_exchange *ex = l->suspended; ex; ex = ex->next) {
-        pthread_mutex_lock(&ex->lock);
-        bool is_pending = !ex->is_answered;
-        pthread_mutex_unlock(&ex->lock);
-        if (!is_pending) {
-            continue;
-        }
-        bool must_resume = exchange_answer(ex, 503, NULL, body, sizeof body - 1, false);
-        pthread_mutex_lock(&ex->lock);
-        ex->is_forced = true;
-        ex->server = NULL;
-        pthread_mutex_unlock(&ex->lock);
-        if (must_resume) {
-            resume[n++] = ex;
-        }
-    }
-    return n;
+    pthread_mutex_destroy(&t->lock);
 }
 
 void http_server_free(struct http_server *s, unsigned grace_ms)
@@ -2109,49 +1286,12 @@ void http_server_free(struct http_server *s, unsigned grace_ms)
     if (!s) {
         return;
     }
-    if (s->n_loops > 0) {
-        /* Stop accepting: each loop quiesces its own daemon. From then on a handler that goes
-         * asynchronous is answered 503 at once (is_stopping). */
-        for (unsigned i = 0; i < s->n_loops; i++) {
-            atomic_store(&s->loops[i].must_quiesce, true);
-            loop_wake(&s->loops[i]);
-        }
-        struct timespec deadline = deadline_in(HTTP_SHUTDOWN_FLUSH_MS);
-        for (unsigned i = 0; i < s->n_loops; i++) {
-            struct http_loop *l = &s->loops[i];
-            pthread_mutex_lock(&l->lock);
-            wait_until(l, is_quiesced, &deadline);
-            l->is_stopping = true;
-            pthread_mutex_unlock(&l->lock);
-        }
-        /* Wait for the suspended exchanges to be answered, then answer the rest. */
-        deadline = deadline_in(grace_ms);
-        for (unsigned i = 0; i < s->n_loops; i++) {
-            struct http_loop *l = &s->loops[i];
-            pthread_mutex_lock(&l->lock);
-            wait_until(l, has_no_suspended, &deadline);
-            size_t n = 0;
-            for (struct http_exchange *ex = l->suspended; ex; ex = ex->next) {
-                n++;
-            }
-            struct http_exchange **resume = xcalloc(n + 1, sizeof *resume);
-            n = force_answers(l, resume);
-            pthread_mutex_unlock(&l->lock);
-            for (size_t k = 0; k < n; k++) {
-                exchange_resume(resume[k], true);
-            }
-            free(resume);
-        }
-        /* Give the answers time to leave. */
-        deadline = deadline_in(HTTP_SHUTDOWN_FLUSH_MS);
-        for (unsigned i = 0; i < s->n_loops; i++) {
-            struct http_loop *l = &s->loops[i];
-            pthread_mutex_lock(&l->lock);
-            wait_until(l, has_no_active, &deadline);
-            pthread_mutex_unlock(&l->lock);
-        }
+    if (s->loops) {
+        http_loops_stop(s, grace_ms);
     }
-    loops_stop(s);
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+    }
     for (size_t i = 0; i < s->n_routes; i++) {
         route_release(&s->routes[i]);
     }

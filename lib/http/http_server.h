@@ -1,17 +1,17 @@
-/* http_server.h - the HTTP server layer over libmicrohttpd (the only module that includes
- * microhttpd.h on the server side).
+/* http_server.h - the HTTP server: the project's own HTTP/1.1 layer on epoll (http_loop.c,
+ * http_request.c, http_response.c; docs/http.md).
  *
  * Routing by method and path pattern ("/v1/topics/{}/events": each {} captures one segment),
  * limits on body size, header memory, connections and time, JSON error bodies, and the three
  * endpoints every process serves: GET /healthz, GET /readyz (through a ready callback) and
  * GET /metrics (metrics.h). Optional static files for pages.
  *
- * Threading: `threads` polling threads, each with a libmicrohttpd daemon of its own on the one
- * listening socket (epoll: no descriptor ceiling but RLIMIT_NOFILE). Handlers run on those
- * threads. A handler answers with http_respond*() exactly once: either before it returns, or later
- * from any thread (asynchronous: the connection is suspended meanwhile, e.g. while the publisher
- * waits for the broker's acknowledgement). The exchange is freed by the respond call; don't touch
- * it afterwards. */
+ * Threading: `threads` polling threads, each with an epoll loop of its own on the one listening
+ * socket (no descriptor ceiling but RLIMIT_NOFILE). Handlers run on those threads. A handler
+ * answers with http_respond*() exactly once: either before it returns, or later from any thread
+ * (asynchronous, e.g. while the publisher waits for the broker's acknowledgement; the answering
+ * thread then writes the answer itself when it can). The exchange may be freed by the respond
+ * call; don't touch it afterwards. */
 #ifndef HTTP_SERVER_H
 #define HTTP_SERVER_H
 
@@ -19,8 +19,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The linked library's version, for --version and bus_build_info (static string). */
-const char *http_server_lib_version(void); /* libmicrohttpd's version */
+/* For --version and bus_build_info's libmicrohttpd label (static string): "builtin", the server
+ * being the project's own since libmicrohttpd was dropped. */
+const char *http_server_lib_version(void);
 
 #define HTTP_MAX_PARAMS 4
 
@@ -96,9 +97,9 @@ void http_respond_error(struct http_exchange *ex, unsigned status, const char *c
 
 /* Answers in sweeps. Between http_defer_begin() and http_defer_end() on one thread (they
  * nest), answers given on that thread to exchanges whose handler already returned are built and
- * their connections resumed at once, but the polling threads are woken only at the outermost
- * http_defer_end(), each once: one wake-up then sends many answers. For a thread that answers
- * in batches (the publisher's Kafka delivery thread). */
+ * written at once where they can be, but the polling threads that must write the others are
+ * woken only at the outermost http_defer_end(), each once. For a thread that answers in batches
+ * (the publisher's Kafka delivery thread). */
 void http_defer_begin(void);
 void http_defer_end(void);
 
