@@ -15,9 +15,11 @@ row of the table is true because a test says so.
 rebalance, SIGKILL and restart, kafkajs's resetOffsets). A check the broker cannot pass yet is
 declared xfail() (the suite fails once it passes, until it is declared OK); none is now.
 """
+import glob
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -37,7 +39,8 @@ CHECKS = {
     "sasl": "SASL/SCRAM authentication",
     "admin": "create topics (with a config), list, describe (metadata and configs), add "
              "partitions, delete",
-    "produce": "idempotent producer (acks=all), gzip, keys and headers; consumed back intact",
+    "produce": "idempotent producer (acks=all), gzip (seen compressed in the broker's log), keys "
+               "and headers; consumed back intact",
     "group_resume": "consumer group: commit, close, a new consumer resumes from the committed "
                     "offsets",
     "seek": "seek to an offset",
@@ -242,6 +245,22 @@ def checks_of(client, step):
     return out
 
 
+def gzip_batches(env, topic_part="produce"):
+    """The number of gzip batches (attributes bits 0-2 = 1) in the broker's logs of the topics
+    whose name contains topic_part: the produce check's gzip reached the broker compressed
+    (librdkafka < 2.8 silently sent uncompressed when ApiVersions left out Produce v2)."""
+    n = 0
+    for path in glob.glob(os.path.join(env["broker"].cfg["data_dir"], f"*{topic_part}*-*",
+                                       "*.log")):
+        with open(path, "rb") as f:
+            log = f.read()
+        pos = 0
+        while pos + 61 <= len(log):
+            n += struct.unpack(">h", log[pos + 21:pos + 23])[0] & 7 == 1
+            pos += 12 + struct.unpack(">i", log[pos + 8:pos + 12])[0]
+    return n
+
+
 # ---- the runner ----
 
 def run_client(client, impl, ctx=None):
@@ -261,6 +280,8 @@ def run_client(client, impl, ctx=None):
         t0 = time.monotonic()
         try:
             impl[check](env)
+            if check == "produce":
+                assert gzip_batches(env) > 0, "no gzip batch reached the broker"
             outcome, detail = "ok", ""
         except (AssertionError, subprocess.SubprocessError, OSError):
             outcome, detail = "failed", traceback.format_exc().strip()
