@@ -8,7 +8,7 @@
 
 CC       ?= cc
 VARIANT  ?= release
-PKGS     := rdkafka libpq libmaxminddb libcurl jansson libjwt libcrypto libsystemd
+PKGS     := rdkafka libpq libmaxminddb libcurl jansson libjwt libcrypto libsystemd zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -11,6 +11,7 @@ PACKAGES=(
   build-essential pkg-config clang libclang-rt-14-dev clang-format-16
   librdkafka-dev libpq-dev libmaxminddb-dev libcurl4-openssl-dev libjansson-dev
   libmicrohttpd-dev libjwt-dev libssl-dev libcmocka-dev libjemalloc-dev libsystemd-dev
+  zlib1g-dev
   postgresql kcat mmdb-bin libmaxmind-db-writer-perl
   python3 python3-jsonschema json-schema-test-suite python3-confluent-kafka python3-kafka
   wrk hyperfine curl ca-certificates procps psmisc prometheus dpkg-dev

@@ -1029,6 +1029,17 @@ static void kw_kstr(struct kw *w, struct kstr s)
 
 /* ---- ApiVersions (protocol guide: ApiVersions v0-v3) ---- */
 
+/* The lowest version advertised: Produce and Fetch from v0, though v0-v2 and v0-v3 are answered
+ * UNSUPPORTED_VERSION (answer_unsupported). librdkafka before 2.8 (issue 4956) enables gzip,
+ * snappy and lz4 only when the broker's ranges include Produce v2 and Fetch v2 and otherwise
+ * sends every batch uncompressed, saying so only in a debug log; Kafka 4.0 advertises Produce
+ * v0-v2 for the same reason (KAFKA-18659). Clients pick the highest common version, so none
+ * that speaks v3/v4 sends the old ones. */
+static int16_t advertised_min(const struct api_def *api)
+{
+    return api->key == API_PRODUCE || api->key == API_FETCH ? 0 : api->min;
+}
+
 static int handle_api_versions(struct broker *b, struct reply *r, struct kr *q)
 {
     (void)b;
@@ -1048,7 +1059,7 @@ static int handle_api_versions(struct broker *b, struct reply *r, struct kr *q)
     }
     for (size_t i = 0; i < N_APIS; i++) {
         kw_i16(w, APIS[i].key);
-        kw_i16(w, APIS[i].min);
+        kw_i16(w, advertised_min(&APIS[i]));
         kw_i16(w, APIS[i].max);
         if (v >= 3) {
             kw_uvarint(w, 0);

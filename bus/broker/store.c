@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -1146,33 +1147,104 @@ static int64_t rec_varint(const uint8_t *p, size_t n, size_t *pos, int *ok)
     return 0;
 }
 
-/* The first record of an uncompressed batch (at pos, len bytes) at offset >= from whose
- * timestamp is >= ts: its offset, and its timestamp in *ts_out; -1 when none. */
+/* The first record at offset >= from whose timestamp is >= ts among count records (the
+ * records section of a batch, len bytes, uncompressed): its offset, and its timestamp in *ts_out;
+ * -1 when none. */
+static int64_t records_offset_for_time(const uint8_t *recs, size_t len, int32_t count, int64_t base,
+                                       int64_t first_ts, int64_t from, int64_t ts, int64_t *ts_out)
+{
+    size_t at = 0;
+    int ok = 1;
+    for (int32_t i = 0; i < count && ok; i++) {
+        int64_t rlen = rec_varint(recs, len, &at, &ok);
+        size_t start = at;
+        at++; /* attributes */
+        int64_t rts = first_ts + rec_varint(recs, len, &at, &ok);
+        int64_t off = base + rec_varint(recs, len, &at, &ok);
+        if (!ok || rlen < 0 || start + (uint64_t)rlen > len) {
+            break;
+        }
+        if (off >= from && rts >= ts) {
+            *ts_out = rts;
+            return off;
+        }
+        at = start + (size_t)rlen;
+    }
+    return -1;
+}
+
+/* The records section of a gzip batch (src, n bytes) inflated into *out (caller frees), at
+ * most STORE_INFLATE_MAX bytes; its length, or -1 (corrupt, or larger than that). Several
+ * concatenated gzip members are read one after the other. */
+#define STORE_INFLATE_MAX (64u << 20)
+
+static long gzip_inflate(const uint8_t *src, size_t n, uint8_t **out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 16) != Z_OK) {
+        return -1;
+    }
+    size_t cap = n * 4 + 256, used = 0;
+    uint8_t *buf = xmalloc(cap);
+    z.next_in = (Bytef *)src;
+    z.avail_in = (uInt)n;
+    int rc = Z_OK;
+    for (;;) {
+        if (used == cap) {
+            if (cap >= STORE_INFLATE_MAX) {
+                rc = Z_MEM_ERROR;
+                break;
+            }
+            cap = cap * 2 > STORE_INFLATE_MAX ? STORE_INFLATE_MAX : cap * 2;
+            buf = xrealloc(buf, cap);
+        }
+        z.next_out = buf + used;
+        z.avail_out = (uInt)(cap - used);
+        rc = inflate(&z, Z_NO_FLUSH);
+        used = cap - z.avail_out;
+        if (rc == Z_STREAM_END) {
+            if (z.avail_in == 0) {
+                break;
+            }
+            rc = inflateReset(&z); /* another member follows */
+        }
+        if (rc != Z_OK && !(rc == Z_BUF_ERROR && z.avail_out == 0)) {
+            break;
+        }
+    }
+    inflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    return (long)used;
+}
+
+/* The first record of the batch (at pos, len bytes; uncompressed or gzip) at offset >= from
+ * whose timestamp is >= ts: its offset, and its timestamp in *ts_out; -1 when none, -2 when
+ * the records cannot be read (a gzip batch that does not inflate). */
 static int64_t batch_offset_for_time(const struct segment *g, uint64_t pos, uint32_t len,
                                      int64_t from, int64_t ts, int64_t *ts_out)
 {
     uint8_t *buf = xmalloc(len);
-    int64_t found = -1;
+    int64_t found = -2;
     if (read_full(g->fd, buf, len, pos) == 0) {
         int64_t base = be64(buf), first_ts = be64(buf + 27);
         int32_t count = (int32_t)be32(buf + 57);
-        size_t at = STORE_BATCH_HEADER;
-        int ok = 1;
-        for (int32_t i = 0; i < count && ok; i++) {
-            int64_t rlen = rec_varint(buf, len, &at, &ok);
-            size_t start = at;
-            at++; /* attributes */
-            int64_t rts = first_ts + rec_varint(buf, len, &at, &ok);
-            int64_t off = base + rec_varint(buf, len, &at, &ok);
-            if (!ok || rlen < 0 || start + (uint64_t)rlen > len) {
-                break;
+        int codec = buf[22] & 0x07;
+        if (codec == 0) {
+            found = records_offset_for_time(buf + STORE_BATCH_HEADER, len - STORE_BATCH_HEADER,
+                                            count, base, first_ts, from, ts, ts_out);
+        } else {
+            uint8_t *recs = NULL;
+            long n = gzip_inflate(buf + STORE_BATCH_HEADER, len - STORE_BATCH_HEADER, &recs);
+            if (n >= 0) {
+                found = records_offset_for_time(recs, (size_t)n, count, base, first_ts, from, ts,
+                                                ts_out);
+                free(recs);
             }
-            if (off >= from && rts >= ts) {
-                found = off;
-                *ts_out = rts;
-                break;
-            }
-            at = start + (size_t)rlen;
         }
     }
     free(buf);
@@ -1198,14 +1270,20 @@ int64_t store_offset_for_time(struct partition *p, int64_t ts, int64_t *ts_out)
             int64_t max_ts = be64(h + 35);
             int is_control = (attr & 0x20) != 0;
             if (!is_control && max_ts >= ts) {
-                /* Log-append time (bit 3) gives every record the batch's max timestamp; a
-                 * compressed batch (bits 0-2) is not opened. */
-                if ((attr & 0x08) || (attr & 0x07)) {
+                /* Log-append time (bit 3) gives every record the batch's max timestamp.
+                 * Uncompressed and gzip batches are read record by record; one of another
+                 * codec (snappy, lz4, zstd: no library here), or a gzip batch that does not
+                 * inflate, counts as one record at its first offset with its max timestamp. */
+                int codec = attr & 0x07;
+                int64_t off = -2;
+                if (!(attr & 0x08) && codec <= 1) {
+                    off = batch_offset_for_time(g, pos, len, p->log_start, ts, ts_out);
+                }
+                if (off == -2) {
                     int64_t base = be64(h);
                     *ts_out = max_ts;
                     return base > p->log_start ? base : p->log_start;
                 }
-                int64_t off = batch_offset_for_time(g, pos, len, p->log_start, ts, ts_out);
                 if (off >= 0) {
                     return off;
                 }

@@ -226,18 +226,30 @@ def step_count():
 
 
 def step_reset_offsets():
-    # Kafka stores a committed -2 (earliest) as it is; the group then starts from the beginning.
+    # Kafka stores a committed -1 or -2 as it is and answers it back. kafka-python 2.0.2 reads
+    # any negative committed offset as "none" (coordinator/consumer.py: `offset >= 0`) and
+    # starts from its own auto_offset_reset, as the Java consumer does: so the group restarts
+    # from the beginning with auto_offset_reset="earliest" (had the commit been refused or
+    # ignored, it would resume at the 10 committed first and wait for records in vain).
     create(TOPIC, 1)
     produce(TOPIC, [(None, f"o{i}", None, None) for i in range(10)])
     consume(TOPIC, "g-reset", 10)
-    c = consumer("g-reset")
     tp = TopicPartition(TOPIC, 0)
-    c.assign([tp])
-    c.commit({tp: OffsetAndMetadata(-2, "")})
-    c.close()
-    again = consume(TOPIC, "g-reset", 1, auto_offset_reset="latest")
-    assert again[0]["offset"] == 0, again
-    return {"ok": True}
+    a = admin()
+    assert a.list_consumer_group_offsets("g-reset")[tp].offset == 10
+    stored = []
+    for off in (-1, -2):
+        c = consumer("g-reset")
+        c.assign([tp])
+        c.commit({tp: OffsetAndMetadata(off, "")})
+        c.close()
+        stored.append(a.list_consumer_group_offsets("g-reset", partitions=[tp])[tp].offset)
+    a.close()
+    # -1 reads back as "no committed offset" (-1 too), from Kafka as from bus-broker.
+    assert stored == [-1, -2], f"committed -1 then -2, read back {stored}"
+    again = consume(TOPIC, "g-reset", 10)
+    assert [m["offset"] for m in again] == list(range(10)), again
+    return {"stored": stored}
 
 
 def step_alter_configs():

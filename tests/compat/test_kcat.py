@@ -100,11 +100,14 @@ def check_offsets_by_time(env):
 
 
 def check_offsets_by_time_exact(env):
-    # Past the last record's timestamp Kafka answers -1 (kcat -Q prints it as it comes).
+    # kcat -Q prints "<topic> [<partition>] offset <n>" as the broker answers it: the record's
+    # own timestamp answers its offset, past the last record's timestamp Kafka answers -1.
     _produce(env, "kc-exact", ["k:x"])
-    p, _, _, _, _, ts = _consume(env, "kc-exact", 1)[0]
+    p, o, _, _, _, ts = _consume(env, "kc-exact", 1)[0]
+    out = _kcat(env, ["-Q", "-t", f"kc-exact:{p}:{ts}"], timeout=10).decode()
+    assert f"kc-exact [{p}] offset {o}\n" in out, out
     out = _kcat(env, ["-Q", "-t", f"kc-exact:{p}:{ts + 3600000}"], timeout=10).decode()
-    assert f"Partition {p}" in out and "offset -1" in out, out
+    assert f"kc-exact [{p}] offset -1\n" in out, out
 
 
 def _reader(proc, lines):
