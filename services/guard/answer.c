@@ -75,15 +75,16 @@ int answer_link_add(struct guard *g, json_t *out, char *err, size_t err_len)
                        config_str(g->cfg, "tz.ko"),
                        config_str(g->cfg, "tz.en")};
     json_t *rows = NULL;
-    int rc = db_exec(g->db,
-                     "WITH ins AS (INSERT INTO guard.answers (token_hash, account_id, login_id, "
-                     "action, country, ip, server, login_ts, expires_at) VALUES ($1, $2, $3, $4, "
-                     "$5, $6, $7, $8, now() + make_interval(secs => $9::int))) "
-                     "SELECT z.lang, z.tz, guard.local_time($8, z.tz) AS local_time FROM "
-                     "(SELECT coalesce(a.lang, $10) AS lang, " ZONE_SQL("$10", "$11", "$12")
-                     " AS tz FROM (SELECT $2::text AS id) k "
-                     "LEFT JOIN guard.accounts a ON a.account_id = k.id) z",
-                     p, 12, &rows, NULL, err, err_len);
+    int rc =
+        db_exec(g->db,
+                "WITH ins AS (INSERT INTO guard.answers (token_hash, account_id, login_id, "
+                "action, country, ip, server, login_ts, expires_at) VALUES ($1, $2, $3, $4, "
+                "$5, $6, $7, $8, now() + make_interval(secs => $9::int))) "
+                "SELECT z.lang, z.tz, guard.local_time($8, z.tz) AS local_time FROM "
+                "(SELECT coalesce(a.lang, $10) AS lang, " ZONE_SQL(
+                    "$10", "$11", "$12") " AS tz FROM (SELECT $2::text AS id) k "
+                                         "LEFT JOIN guard.accounts a ON a.account_id = k.id) z",
+                p, 12, &rows, NULL, err, err_len);
     if (rc != DB_OK) {
         json_decref(rows);
         explicit_bzero(token, sizeof(token));
@@ -97,8 +98,8 @@ int answer_link_add(struct guard *g, json_t *out, char *err, size_t err_len)
     json_decref(rows);
 
     char link[SEAL_PLAIN_MAX + 1], sctx[ID_MAX + 16], *sealed = NULL;
-    int n = snprintf(link, sizeof(link), "%s#answer=%s", config_str(g->cfg, "answers.page_url"),
-                     token);
+    int n =
+        snprintf(link, sizeof(link), "%s#answer=%s", config_str(g->cfg, "answers.page_url"), token);
     explicit_bzero(token, sizeof(token));
     seal_context("answer", account, sctx, sizeof(sctx));
     if (n < 0 || (size_t)n >= sizeof(link) || seal_seal(g->seal, sctx, link, &sealed) != 0) {
@@ -135,11 +136,15 @@ static int answer_load(struct guard *g, struct http_exchange *ex, json_t **rows,
         "SELECT n.token_hash, n.account_id, n.login_id, n.action, n.country, n.ip, n.server, "
         "n.login_ts, to_char(n.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
         "AS expires_at, (n.expires_at <= now())::text AS expired, n.answer, n.secured, "
-        "coalesce(a.lang, $2) AS lang, guard.local_time(n.login_ts, " ZONE_SQL("$2", "$3", "$4")
-        ") AS local_time, " ZONE_SQL("$2", "$3", "$4")
-        " AS tz, coalesce(a.locked, false)::text AS locked, a.email, a.phone "
-        "FROM guard.answers n LEFT JOIN guard.accounts a ON a.account_id = n.account_id "
-        "WHERE n.token_hash = $1",
+        "coalesce(a.lang, $2) AS lang, guard.local_time(n.login_ts, " ZONE_SQL(
+            "$2", "$3",
+            "$4") ") AS local_time, " ZONE_SQL("$2", "$3",
+                                               "$4") " AS tz, coalesce(a.locked, false)::text AS "
+                                                     "locked, a.email, a.phone "
+                                                     "FROM guard.answers n LEFT JOIN "
+                                                     "guard.accounts a ON a.account_id = "
+                                                     "n.account_id "
+                                                     "WHERE n.token_hash = $1",
         p, 4, rows, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         json_decref(*rows);
@@ -297,9 +302,9 @@ static void handle_post_answer(struct http_exchange *ex, void *arg)
             days = 0; /* a home or unknown country needs no allowance */
         }
         if (days > 0 && is_locked) {
-            http_respond_error(ex, 423, "locked",
-                               NULL, "the account is locked: unlock it with the code sent to you "
-                                     "first, or answer without allowing the country");
+            http_respond_error(ex, 423, "locked", NULL,
+                               "the account is locked: unlock it with the code sent to you "
+                               "first, or answer without allowing the country");
             goto out;
         }
     }
@@ -325,8 +330,7 @@ static void handle_post_answer(struct http_exchange *ex, void *arg)
     snprintf(ttl, sizeof(ttl), "%lld", config_int(g->cfg, "code_ttl_s"));
     snprintf(reason, sizeof(reason), "login %s from %s (%s) at %s: %s%s%s",
              row_str(rows, 0, "login_id"), country, row_str(rows, 0, "ip"),
-             row_str(rows, 0, "login_ts"),
-             is_not_me ? "not me; " : "it was me",
+             row_str(rows, 0, "login_ts"), is_not_me ? "not me; " : "it was me",
              is_not_me ? (strcmp(secure, "lock") == 0 ? "account locked, sessions ended"
                                                       : "sessions ended")
                        : "",
@@ -338,8 +342,7 @@ static void handle_post_answer(struct http_exchange *ex, void *arg)
     const char *p_claim[] = {hash, answer, secure, days_s};
     const char *p_acct[] = {account, config_str(g->cfg, "default_policy")};
     const char *p_code[] = {account, row_str(rows, 0, "login_id"), salt, code_h, ttl};
-    const char *p_lock[] = {account, row_str(rows, 0, "login_id"), country,
-                            row_str(rows, 0, "ip")};
+    const char *p_lock[] = {account, row_str(rows, 0, "login_id"), country, row_str(rows, 0, "ip")};
     const char *p_allow[] = {account, country, days_s};
     const char *p_audit[] = {account, is_not_me ? "answer_not_me" : "answer_me", reason};
     struct db_stmt st[8];
@@ -396,8 +399,8 @@ static void handle_post_answer(struct http_exchange *ex, void *arg)
         goto out;
     }
     cache_drop(g, account);
-    log_info("account %s answered %s to an alert%s%s", account, answer,
-             secure ? ": " : "", secure ? secure : "");
+    log_info("account %s answered %s to an alert%s%s", account, answer, secure ? ": " : "",
+             secure ? secure : "");
     json_t *res = json_pack("{s:s, s:s, s:b}", "account_id", account, "answer", answer, "locked",
                             is_locked || is_new_lock);
     if (is_not_me) {
