@@ -260,6 +260,15 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         delivery_item_fail(it, 500, "internal", "cannot seal the unlock code");
         return;
     }
+    /* the player's language and the "was it you?" link (answer.c), stored with the decision so
+     * a redelivery re-emits the same link */
+    rc = answer_link_add(g, out, err, sizeof(err));
+    if (rc != DB_OK) {
+        explicit_bzero(code, sizeof(code));
+        json_decref(out);
+        item_db_fail(it, rc, err);
+        return;
+    }
     rc = decision_store(g, &l, policy, out, code, err, sizeof(err));
     explicit_bzero(code, sizeof(code));
     if (rc == DB_ECONFLICT) {

@@ -17,7 +17,10 @@
  *   support.c  the support console's API: the audit trail, find an account, its details and
  *              lock history (GET /v1/support/...).
  *   outbox.c   messages guard sends on its own (contact codes, notices of changes and staff
- *              unlocks), written in the change's transaction and relayed to the publisher.
+ *              unlocks, the account.action of a "not me"), written in the change's transaction
+ *              and relayed to the publisher.
+ *   answer.c   "was it you?": the one-time link every alert carries (sealed for notify) and the
+ *              player's answer, GET/POST /v1/answers/{token}; support's view of the answers.
  *
  * Threads: handlers run on the HTTP server's workers; the status cache is shared between them
  * behind g->mu. The outbox relay and GeoIP reloads run on the main thread only. */
@@ -173,6 +176,16 @@ int code_spend(struct guard *g, struct http_exchange *ex, const struct code_chec
 /* POST /v1/accounts/{}/unlock and POST /v1/support/accounts/{}/unlock. */
 void unlock_routes(struct http_server *srv, struct guard *g);
 
+/* ---- answer.c ---- */
+
+/* Adds to an account.action event (decide.c, before it is stored) what every alert carries: the
+ * player's language ("lang"), zone ("tz") and the login's time in it ("local_time"), and the
+ * "was it you?" link sealed for notify ("sealed_answer"), whose token's hash it stores. DB_OK, or
+ * a db error code with err filled. */
+int answer_link_add(struct guard *g, json_t *out, char *err, size_t err_len);
+/* GET and POST /v1/answers/{token}, GET /v1/support/accounts/{}/answers. */
+void answer_routes(struct http_server *srv, struct guard *g);
+
 /* ---- support.c ---- */
 
 /* GET /v1/support/audit, /v1/support/accounts, .../accounts/{} and .../accounts/{}/locks. */
@@ -183,7 +196,7 @@ void support_routes(struct http_server *srv, struct guard *g);
 struct outbox_msg {
     char id[ID_UUID_LEN + 1];
     char *text; /* the event (heap) */
-    const char *params[2];
+    const char *params[4];
 };
 
 /* Builds a notification event of kind to the given channels (stolen) and contacts, with params
@@ -191,6 +204,9 @@ struct outbox_msg {
 void outbox_msg_init(struct outbox_msg *m, struct db_stmt *st, const char *account,
                      const char *kind, json_t *channels, const char *email, const char *phone,
                      json_t *params);
+/* Builds an event (stolen) of another topic guard publishes (account.action) and the statement
+ * that queues it (valid while m lives). */
+void outbox_event_init(struct outbox_msg *m, struct db_stmt *st, const char *topic, json_t *ev);
 void outbox_msg_release(struct outbox_msg *m, size_t n);
 /* The channels that reach the player now: in-game, and the contacts in effect. */
 json_t *player_channels(const char *email, const char *phone);

@@ -89,6 +89,19 @@ static const struct config_def GUARD_CONFIG[] = {
      NULL,
      "Comma-separated origins whose pages may call this API from a browser (the player page at "
      "history); also where the support console may connect"},
+    {"default_lang", CONFIG_STRING, "ko", 2, 2, 0, NULL,
+     "Language (ko|en) of the messages to players who never chose one"},
+    {"tz.ko", CONFIG_STRING, "Asia/Seoul", 1, 64, 0, NULL,
+     "Time zone (IANA name) of the times in messages to Korean players who never chose one"},
+    {"tz.en", CONFIG_STRING, "UTC", 1, 64, 0, NULL,
+     "Time zone (IANA name) of the times in messages to English players who never chose one"},
+    {"answers.page_url", CONFIG_STRING, "http://127.0.0.1:8102/", 1, 160, 0, NULL,
+     "The player page as players reach it: every alert links to <this>#answer=<one-time token> "
+     "(\"was it you?\"); list the page's origin in http.cors_origins"},
+    {"answers.ttl_s", CONFIG_INT, "604800", 60, 7776000, 0, NULL,
+     "How long an alert's \"was it you?\" link can be answered"},
+    {"answers.allow_days_max", CONFIG_INT, "30", 0, 365, 0, NULL,
+     "Longest time an \"it was me\" answer may allow the login's country for (0: never)"},
     WEBPAGE_CONFIG_DEFS("services/guard/web/support", "the support console", "/support/"),
     {"web.history_url", CONFIG_STRING, "http://127.0.0.1:8102", 0, 256, 0, NULL,
      "Base URL of history as the staff's browser reaches it (given to the console in "
@@ -155,6 +168,11 @@ static int guard_prepare(struct app *app, void *ctx)
         log_error("default_policy must be none, notify, kick, block_abroad or lock");
         return 1;
     }
+    const char *lang = config_str(app->cfg, "default_lang");
+    if (strcmp(lang, "ko") != 0 && strcmp(lang, "en") != 0) {
+        log_error("default_lang must be ko or en");
+        return 1;
+    }
     if (parse_home(g, config_str(app->cfg, "home_countries")) != 0 ||
         parse_status_clients(g, config_str(app->cfg, "status_tokens")) != 0) {
         return 1;
@@ -205,6 +223,7 @@ static int guard_start(struct app *app, void *ctx)
     player_routes(srv, g);
     unlock_routes(srv, g);
     support_routes(srv, g);
+    answer_routes(srv, g);
     webpage_serve(page, srv, "/support/", config_str(app->cfg, "web.dir"),
                   config_str(app->cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {

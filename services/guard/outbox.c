@@ -1,7 +1,8 @@
 /* outbox.c - messages guard sends on its own: the outbox (see guard.h).
  *
  * Contact codes, notices of settings changes and of staff unlocks are notification events
- * (config/schema/events/notification.json) that guard writes to guard.outbox in the
+ * (config/schema/events/notification.json), and the account.action that ends a player's sessions
+ * after a "not me" answer (answer.c) goes to that topic; guard writes them to guard.outbox in the
  * transaction of the change they tell of, so a change is never committed without its message
  * nor a message sent for a change rolled back. The relay (outbox_flush, on the main thread)
  * POSTs them to the publisher's notification topic with guard's producer token and deletes each
@@ -36,8 +37,27 @@ void outbox_msg_init(struct outbox_msg *m, struct db_stmt *st, const char *accou
     json_decref(ev);
     m->params[0] = m->id;
     m->params[1] = m->text;
-    *st = (struct db_stmt){"INSERT INTO guard.outbox (event_id, event) VALUES ($1, $2)", m->params,
-                           2};
+    m->params[2] = account;
+    /* the player's language, as it is when the change commits (the account may have none: notify
+     * then uses its default_lang) */
+    *st = (struct db_stmt){"INSERT INTO guard.outbox (event_id, event) SELECT $1, "
+                           "CASE WHEN a.lang IS NULL THEN $2::text ELSE ($2::jsonb || "
+                           "jsonb_build_object('lang', a.lang))::text END "
+                           "FROM (SELECT $3::text AS id) k "
+                           "LEFT JOIN guard.accounts a ON a.account_id = k.id",
+                           m->params, 3};
+}
+
+void outbox_event_init(struct outbox_msg *m, struct db_stmt *st, const char *topic, json_t *ev)
+{
+    id_uuid7(m->id);
+    m->text = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    m->params[0] = m->id;
+    m->params[1] = m->text;
+    m->params[2] = topic;
+    *st = (struct db_stmt){"INSERT INTO guard.outbox (event_id, event, topic) VALUES ($1, $2, $3)",
+                           m->params, 3};
 }
 
 void outbox_msg_release(struct outbox_msg *m, size_t n)
@@ -71,18 +91,18 @@ void outbox_flush(struct guard *g)
         return;
     }
     if (db_exec(g->db,
-                "SELECT id::text AS id, event_id, event FROM guard.outbox ORDER BY id "
+                "SELECT id::text AS id, event_id, event, topic FROM guard.outbox ORDER BY id "
                 "LIMIT 100",
                 NULL, 0, &rows, NULL, err, sizeof(err)) != DB_OK) {
         json_decref(rows); /* the database is away: the next round tries again */
         return;
     }
-    char url[4200], auth[4200];
-    snprintf(url, sizeof(url), "%s/v1/topics/notification/events",
-             config_str(g->cfg, "publisher_url"));
+    char url[4300], auth[4200];
     snprintf(auth, sizeof(auth), "Bearer %s", config_str(g->cfg, "publisher_token"));
     for (size_t i = 0; i < json_array_size(rows); i++) {
         const char *event_id = row_str(rows, i, "event_id"), *event = row_str(rows, i, "event");
+        snprintf(url, sizeof(url), "%s/v1/topics/%s/events", config_str(g->cfg, "publisher_url"),
+                 row_str(rows, i, "topic"));
         struct http_header_kv h[] = {
             {"Content-Type", "application/json"}, {"Authorization", auth}, {"ce-id", event_id}};
         struct http_result r;

@@ -121,6 +121,23 @@ static void handle_get_policy(struct http_exchange *ex, void *arg)
                             phone ? json_string(phone) : json_null());
     json_decref(acct);
     json_decref(allowed);
+    /* the player's language and zone (sql/guard/005): what every message to them uses */
+    const char *p[] = {id, config_str(g->cfg, "default_lang")};
+    json_t *lt = NULL;
+    rc = db_exec(g->db,
+                 "SELECT coalesce(a.lang, $2) AS lang, a.tz FROM (SELECT $1::text AS id) k "
+                 "LEFT JOIN guard.accounts a ON a.account_id = k.id",
+                 p, 2, &lt, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(lt);
+        json_decref(out);
+        db_fail(ex, rc, err);
+        return;
+    }
+    const char *tz = row_str(lt, 0, "tz");
+    json_object_set_new(out, "lang", json_string(row_str(lt, 0, "lang")));
+    json_object_set_new(out, "tz", tz ? json_string(tz) : json_null());
+    json_decref(lt);
     http_respond_json(ex, 200, out);
 }
 
@@ -191,6 +208,18 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
     } else if (json_array_size(allowed) > MAX_ALLOWED) {
         bad = "too many allowed countries";
     }
+    /* "lang" ko|en and "tz" an IANA zone name (null: the language's), each kept when absent */
+    json_t *lang_v = json_object_get(b, "lang"), *tz_v = json_object_get(b, "tz");
+    const char *lang = json_string_value(lang_v), *tz = json_string_value(tz_v);
+    if (!bad && lang_v && !json_is_null(lang_v) &&
+        (!lang || (strcmp(lang, "ko") != 0 && strcmp(lang, "en") != 0))) {
+        bad = "\"lang\" must be \"ko\" or \"en\"";
+    } else if (!bad && tz_v && !json_is_null(tz_v) &&
+               (!tz || !*tz || strlen(tz) > 64 ||
+                strspn(tz, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/_+-") !=
+                    strlen(tz))) {
+        bad = "\"tz\" must be a time zone name like \"Asia/Seoul\"";
+    }
     for (size_t i = 0; !bad && i < json_array_size(channels); i++) {
         const char *c = json_string_value(json_array_get(channels, i));
         if (!c || (strcmp(c, "email") && strcmp(c, "sms") && strcmp(c, "ingame"))) {
@@ -255,7 +284,7 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
     if (n_allowed == 0 && rl < sizeof(reason)) {
         snprintf(reason + rl, sizeof(reason) - rl, " none");
     }
-    struct db_stmt st[5 + MAX_ALLOWED];
+    struct db_stmt st[7 + MAX_ALLOWED];
     struct outbox_msg msg;
     const char *p0[] = {id, action, ch};
     const char *p1[] = {id};
@@ -269,6 +298,17 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
                                "VALUES ($1, $2, $3) ON CONFLICT (account_id) DO UPDATE SET "
                                "policy = $2, channels = $3, updated_at = now()",
                                p0, 3};
+    /* lang and tz: set when given (tz null: back to the language's zone), else kept; a zone
+     * PostgreSQL does not know fails the transaction (400) */
+    const char *p_lt[] = {id, lang, tz, tz_v && json_is_null(tz_v) ? "1" : NULL};
+    const char *p_tz[] = {tz};
+    if (tz) {
+        st[n++] = (struct db_stmt){"SELECT now() AT TIME ZONE $1::text", p_tz, 1};
+    }
+    st[n++] = (struct db_stmt){"UPDATE guard.accounts SET lang = coalesce($2::text, lang), "
+                               "tz = CASE WHEN $4::text IS NOT NULL THEN NULL "
+                               "ELSE coalesce($3::text, tz) END WHERE account_id = $1",
+                               p_lt, 4};
     st[n++] = (struct db_stmt){"DELETE FROM guard.allowed WHERE account_id = $1", p1, 1};
     for (size_t i = 0; i < n_allowed; i++) {
         pa[i][0] = id;
@@ -292,6 +332,10 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
     cache_drop(g, id);
     if (is_account_locked_error(rc, err)) {
         respond_locked(ex, "the policy can only be made stricter");
+        return;
+    }
+    if (rc == DB_EQUERY && strstr(err, "time zone")) {
+        http_respond_error(ex, 400, "bad_request", NULL, "\"tz\" is not a known time zone");
         return;
     }
     if (rc == DB_EQUERY && strstr(err, "timestamp")) {

@@ -10,12 +10,18 @@
  * answered 503 and the bus retries it later.
  *
  * Templates: templates_dir/<kind>.<lang>.txt, first line "Subject: ...", a blank line, the text;
- * {{name}} is replaced by the event's parameter name. Development defaults: email written as
+ * {{name}} is replaced by the event's parameter name. The language is the event's "lang" (guard
+ * gives the player's), else default_lang. account.action's kinds also get "country_name" (the
+ * login's country named in that language, countries.c), "local_time" (the login's time in the
+ * player's zone, from guard) and "answer_url" (the "was it you?" link, sealed by guard like the
+ * unlock code); a "not me" answer's event (guard's "answer": "not_me") is told as not_me_locked
+ * or not_me_ended. Development defaults: email written as
  * .eml files under outbox_dir (no smtp_url), SMS and in-game to gamesim. The unlock code arrives
  * sealed by guard (seal.h, seal_keys) and is opened only into the message to the player; it is
  * never logged. */
 #include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +30,7 @@
 #include "alloc.h"
 #include "app.h"
 #include "buf.h"
+#include "countries.h"
 #include "db.h"
 #include "delivery.h"
 #include "http/http_client.h"
@@ -334,6 +341,30 @@ static const char *str_or(json_t *o, const char *k, const char *dflt)
     return s && *s ? s : dflt;
 }
 
+/* The event's language when it is one notify has templates for, else default_lang. */
+static const char *lang_of(struct notify *n, json_t *ev)
+{
+    const char *lang = str_or(ev, "lang", "");
+    if (strcmp(lang, "ko") == 0 || strcmp(lang, "en") == 0) {
+        return lang;
+    }
+    return config_str(n->cfg, "default_lang");
+}
+
+/* A login as the player reads it (template parameters of account.action's kinds): the country's
+ * name in their language ("country_name"), and the login's time in their zone ("local_time",
+ * given by guard; the login's own time when absent). */
+static void present_login(json_t *ev, const char *lang)
+{
+    const char *name = country_name(str_or(ev, "country", NULL), lang);
+    if (name) {
+        json_object_set_new(ev, "country_name", json_string(name));
+    }
+    if (!json_is_string(json_object_get(ev, "local_time")) && str_or(ev, "ts", NULL)) {
+        json_object_set_new(ev, "local_time", json_string(str_or(ev, "ts", NULL)));
+    }
+}
+
 static void handle_action(struct http_exchange *ex, void *arg)
 {
     struct notify *n = arg;
@@ -342,8 +373,13 @@ static void handle_action(struct http_exchange *ex, void *arg)
         return;
     }
     const char *action = str_or(ev, "action", "");
-    const char *kind = strcmp(action, "lock") == 0     ? "lock_code"
-                       : strcmp(action, "notify") == 0 ? "login_abroad"
+    /* guard's answer to a player's "not me" (answer.c): the account secured, as they chose */
+    bool is_not_me = strcmp(str_or(ev, "answer", ""), "not_me") == 0;
+    const char *kind = is_not_me && strcmp(action, "lock") == 0   ? "not_me_locked"
+                       : is_not_me && strcmp(action, "kick") == 0 ? "not_me_ended"
+                       : is_not_me                                ? NULL
+                       : strcmp(action, "lock") == 0              ? "lock_code"
+                       : strcmp(action, "notify") == 0            ? "login_abroad"
                        : strcmp(action, "kick") == 0 || strcmp(action, "block_abroad") == 0
                            ? "kicked"
                            : NULL;
@@ -359,14 +395,14 @@ static void handle_action(struct http_exchange *ex, void *arg)
     char dedupe[ID_MAX + 16];
     const char *login_id = str_or(ev, "login_id", NULL);
     if (login_id && strlen(login_id) <= ID_MAX) {
-        snprintf(dedupe, sizeof(dedupe), "%s:%s", action, login_id);
+        snprintf(dedupe, sizeof(dedupe), "%s:%s", is_not_me ? "not_me" : action, login_id);
     } else {
         snprintf(dedupe, sizeof(dedupe), "%s", http_header(ex, "ce-id"));
     }
     struct message m = {
         .account = json_string_value(json_object_get(ev, "account_id")),
         .kind = kind,
-        .lang = str_or(ev, "lang", config_str(n->cfg, "default_lang")),
+        .lang = lang_of(n, ev),
         .email = str_or(contacts, "email", NULL),
         .phone = str_or(contacts, "phone", NULL),
         .dedupe = dedupe,
@@ -389,6 +425,29 @@ static void handle_action(struct http_exchange *ex, void *arg)
         }
         json_object_set_new(ev, "code", json_string(code));
     }
+    /* the "was it you?" link comes sealed too (guard's answer.c): opened only into the message */
+    char *link = NULL;
+    json_t *sealed_link = json_object_get(ev, "sealed_answer");
+    if (sealed_link) {
+        char ctx[ID_MAX + 16];
+        snprintf(ctx, sizeof(ctx), "answer\n%s", m.account);
+        int rc = strlen(m.account) < ID_MAX
+                     ? seal_open(n->seal, ctx, json_string_value(sealed_link), &link)
+                     : SEAL_EBAD;
+        if (rc != 0) {
+            json_decref(ev);
+            if (code) {
+                explicit_bzero(code, strlen(code));
+                free(code);
+            }
+            http_respond_error(ex, 422, rc == SEAL_EKEY ? "unknown_seal_key" : "bad_seal", NULL,
+                               "\"sealed_answer\" must be sealed for this account with a key "
+                               "notify holds");
+            return;
+        }
+        json_object_set_new(ev, "answer_url", json_string(link));
+    }
+    present_login(ev, m.lang);
     json_t *dflt = NULL;
     if (!m.channels) {
         dflt = json_pack("[s]", "ingame");
@@ -400,6 +459,10 @@ static void handle_action(struct http_exchange *ex, void *arg)
     if (code) {
         explicit_bzero(code, strlen(code));
         free(code);
+    }
+    if (link) {
+        explicit_bzero(link, strlen(link));
+        free(link);
     }
 }
 
@@ -420,7 +483,6 @@ static void handle_notification(struct http_exchange *ex, void *arg)
     }
     json_t *contacts = json_object_get(ev, "contacts");
     json_t *params = json_object_get(ev, "params");
-    const char *lang = str_or(ev, "lang", config_str(n->cfg, "default_lang"));
     /* A code guard sends itself (a new contact's confirmation code) comes sealed for us, as a
      * lock's does; it is opened only into the message. No other kind carries one. */
     char *code = NULL;
@@ -444,7 +506,7 @@ static void handle_notification(struct http_exchange *ex, void *arg)
     struct message m = {
         .account = json_string_value(json_object_get(ev, "account_id")),
         .kind = kind,
-        .lang = strcmp(lang, "en") == 0 ? "en" : "ko",
+        .lang = lang_of(n, ev),
         .email = str_or(contacts, "email", NULL),
         .phone = str_or(contacts, "phone", NULL),
         .dedupe = str_or(ev, "dedupe_key", http_header(ex, "ce-id")),

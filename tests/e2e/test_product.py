@@ -331,3 +331,73 @@ def test_allowed_country_while_travelling_triggers_nothing(p):
     rows = history_rows(p, acct, 2)
     assert rows[trip]["action"] is None and rows[trip]["country"] == "US", rows
     assert emails_to(p, acct) and all(US_IP not in m for m in emails_to(p, acct))
+
+
+def answer_token_in(text):
+    """The one-time token of the "was it you?" link in a message (answers.page_url#answer=)."""
+    m = re.findall(r"#answer=([0-9a-f]{64})(?![0-9a-f])", text)
+    assert len(m) == 1, f"expected one answer link in the message: {text!r}"
+    return m[0]
+
+
+def sessions_of(p, acct):
+    st, body, _ = harness.http("GET", f"{p.url('gamesim')}/v1/sessions?account_id={acct}",
+                               headers=product.GAMESIM_AUTH)
+    assert st == 200, (st, body)
+    return body["sessions"]
+
+
+@with_product
+def test_not_me_from_the_alert_link_locks_and_ends_every_session(p):
+    """The alert reaches the player in their language with a "was it you?" link; answering "not
+    me" through it locks the account, ends the live sessions, tells the player (with a new
+    unlock code that works) and shows in history; the link works once."""
+    acct = account("notme")
+    tok = setup_account(p, acct, "notify", channels=("ingame",))
+    st, body, _ = harness.http("PUT", f"{p.url('guard')}/v1/accounts/{acct}/policy",
+                               {"action": "notify", "channels": ["ingame"], "lang": "en"},
+                               headers=auth(tok))
+    assert st == 200 and body["lang"] == "en", (st, body)
+    for sid in ("s-a", "s-b"):
+        st, body, _ = harness.http("POST", f"{p.url('gamesim')}/v1/sessions",
+                                   {"session_id": f"{sid}-{acct}", "account_id": acct,
+                                    "server": "kr-1"}, headers=product.GAMESIM_AUTH)
+        assert st in (200, 201), (st, body)
+    login_id = publish(p, acct, US_IP)
+    msg = harness.wait_for(lambda: messages_of(p, acct), 60, what=f"alert to {acct}")[0]
+    assert msg["kind"] == "login_abroad" and "United States" in msg["text"], msg
+    assert "(UTC+00:00)" in msg["text"], msg  # en players' default zone: tz.en = UTC
+    link = answer_token_in(msg["text"])
+    st, q, _ = harness.http("GET", f"{p.url('guard')}/v1/answers/{link}")
+    assert st == 200 and q["login"]["country"] == "US" and q["lang"] == "en", (st, q)
+    st, body, _ = harness.http("POST", f"{p.url('guard')}/v1/answers/{link}",
+                               {"answer": "not_me", "secure": "lock"})
+    assert st == 200 and body["locked"] is True, (st, body)
+    assert status(p, acct)["locked"] is True
+    harness.wait_for(lambda: all(s.get("ended_at") for s in sessions_of(p, acct)), 60,
+                     what=f"every session of {acct} ended")
+    assert len(sessions_of(p, acct)) == 2
+    history_action(p, acct, login_id, "lock")
+    told = harness.wait_for(lambda: [m for m in messages_of(p, acct)
+                                     if m["kind"] == "not_me_locked"], 60,
+                            what=f"not_me_locked to {acct}")
+    code = code_in(told[0]["text"])
+    assert harness.http("POST", f"{p.url('guard')}/v1/answers/{link}",
+                        {"answer": "me"})[0] == 410
+    st, body, _ = unlock(p, acct, tok, code)
+    assert st == 200 and body["locked"] is False, (st, body)
+
+
+@with_product
+def test_it_was_me_from_the_alert_link_allows_the_country_for_a_while(p):
+    acct = account("itsme")
+    setup_account(p, acct, "kick", channels=("ingame",))  # Korean by default
+    publish(p, acct, US_IP)
+    msg = harness.wait_for(lambda: messages_of(p, acct), 60, what=f"alert to {acct}")[0]
+    assert "미국" in msg["text"] and "(UTC+09:00)" in msg["text"], msg
+    link = answer_token_in(msg["text"])
+    st, body, _ = harness.http("POST", f"{p.url('guard')}/v1/answers/{link}",
+                               {"answer": "me", "allow_days": 3})
+    assert st == 200 and body["allowed_days"] == 3, (st, body)
+    allowed = status(p, acct)["allowed_countries"]
+    assert [a["country"] for a in allowed] == ["US"] and allowed[0]["until"], allowed

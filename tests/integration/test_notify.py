@@ -126,7 +126,7 @@ def test_lock_code_on_every_channel_once():
         assert len(sink.messages) == 1
         mail_from, rcpts, data = sink.messages[0]
         assert rcpts == ["<player@example.com>"] and "security@" in mail_from
-        assert "12345678" in data and "US" in data
+        assert "12345678" in data and "미국" in data  # the country named (Korean by default)
         r = received(gs)
         assert len(r["sms"]) == 1 and r["sms"][0]["to"] == "+821012345678"
         assert "12345678" in r["sms"][0]["text"]
@@ -259,3 +259,41 @@ def test_contact_code_opened_only_for_its_account():
         st, body, _ = deliver(svc, "notification", bad)
         assert st == 422 and body["error"] == "bad_seal", (bad, st, body)
     assert "24681357" not in svc.log()
+
+
+def test_alert_in_the_players_language_zone_and_with_the_answer_link():
+    """An account.action from guard names the player's language, carries the login's time in
+    their zone and the "was it you?" link sealed for notify: the message shows the country's
+    name, that time and the link; a "not me" answer's event is told as not_me_locked/ended."""
+    gs = start_gamesim()
+    svc = start_notify(pg.fresh_db(), gs)
+    link = "https://play.example/#answer=" + "ab" * 32
+    ev = dict(lock_action("n7", channels=["ingame"]), action="notify", country="JP", lang="en",
+              local_time="2026-11-25 01:00 (UTC-05:00)",
+              sealed_answer=sealed.seal(link, "answer\nn7"))
+    del ev["sealed_code"]
+    st, body, _ = deliver(svc, "account.action", ev)
+    assert st == 200 and body["sent"] == 1, (st, body)
+    msg = [m for m in received(gs)["messages"] if m["account_id"] == "n7"][-1]
+    assert "Japan" in msg["text"] and "2026-11-25 01:00 (UTC-05:00)" in msg["text"], msg
+    assert link in msg["text"] and "Was it you?" in msg["text"], msg
+    assert link not in svc.log()
+    ko = dict(ev, lang="ko", login_id=str(uuid.uuid4()))
+    assert deliver(svc, "account.action", ko)[0] == 200
+    msg = [m for m in received(gs)["messages"] if m["account_id"] == "n7"][-1]
+    assert "일본" in msg["text"] and "본인이 맞나요?" in msg["text"], msg
+    # sealed for another account: refused, nothing sent
+    bad = dict(ev, login_id=str(uuid.uuid4()), sealed_answer=sealed.seal(link, "answer\nother"))
+    st, err, _ = deliver(svc, "account.action", bad)
+    assert st == 422 and err["error"] == "bad_seal", (st, err)
+    # the answer "not me": told as what guard did
+    nm = dict(lock_action("n7", channels=["ingame"]), lang="en", answer="not_me",
+              reasons=["not_me"], login_id=ev["login_id"])
+    assert deliver(svc, "account.action", nm)[0] == 200
+    msg = [m for m in received(gs)["messages"] if m["account_id"] == "n7"][-1]
+    assert msg["kind"] == "not_me_locked" and "12345678" in msg["text"], msg
+    kick = dict(nm, action="kick", login_id=str(uuid.uuid4()))
+    del kick["sealed_code"]
+    assert deliver(svc, "account.action", kick)[0] == 200
+    msg = [m for m in received(gs)["messages"] if m["account_id"] == "n7"][-1]
+    assert msg["kind"] == "not_me_ended" and "ended every session" in msg["text"], msg

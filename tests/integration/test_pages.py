@@ -234,3 +234,25 @@ def test_support_console_at_390px_in_both_languages():
     browser.run("narrow", {"URL": p.guard_url + "/support/", "PAGE": "support",
                            "TOKEN": token("staff", "alice"), "ACCOUNT": acct,
                            "EXEMPT": NARROW_EXEMPT})
+
+
+def test_player_page_answers_an_alert_in_the_players_language():
+    """The link of an alert opens the player page's answer screen (tests/browser/answer.mjs):
+    "not me" locks the account, "it was me" allows the country for the days chosen."""
+    p = Product()
+    for acct, lang in (("ans-ko-1", "ko"), ("ans-en-1", "en")):
+        st, body, _ = harness.http("PUT", f"{p.guard_url}/v1/accounts/{acct}/policy",
+                                   {"action": "notify", "channels": ["ingame"], "lang": lang},
+                                   headers=auth(token("player", acct)))
+        assert st == 200, (st, body)
+    _, ko = p.login("ans-ko-1", "US", "203.0.113.50", to_guard=True)
+    _, en = p.login("ans-en-1", "JP", "11.2.3.6", to_guard=True)
+    link = lambda action: p.history_url + "/#answer=" + sealed.answer_token(action)
+    browser.run("answer", {"NOT_ME_URL": link(ko), "ME_URL": link(en)})
+    staff = auth(token("staff", "st-sam"))
+    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/ans-ko-1/status",
+                                 headers=staff)
+    assert st == 200 and status["locked"] is True, status
+    st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/ans-en-1/status",
+                                 headers=staff)
+    assert st == 200 and [a["country"] for a in status["allowed_countries"]] == ["JP"], status

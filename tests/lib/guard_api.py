@@ -32,7 +32,14 @@ class Publisher:
     def of(self, account, kind=None):
         with self.lock:
             return [e["event"] for e in self.events if e["event"]["account_id"] == account and
-                    (kind is None or e["event"]["kind"] == kind)]
+                    e["path"].startswith("/v1/topics/notification/") and
+                    (kind is None or e["event"].get("kind") == kind)]
+
+    def actions(self, account):
+        """The account.action events guard published for account (a "not me" answer's)."""
+        with self.lock:
+            return [e["event"] for e in self.events if e["event"]["account_id"] == account and
+                    e["path"] == "/v1/topics/account.action/events"]
 
     def wait(self, account, kind, n=1):
         return harness.wait_for(lambda: len(self.of(account, kind)) >= n and

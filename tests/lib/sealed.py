@@ -34,3 +34,13 @@ def seal(value, context, keys=DEV_KEYS):
     nonce = os.urandom(12)
     raw = nonce + AESGCM(key).encrypt(nonce, value.encode(), context.encode())
     return f"v1.{kid}." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def answer_link(action, keys=DEV_KEYS):
+    """The "was it you?" link of an account.action event (guard's answer.c)."""
+    return open_sealed(action["sealed_answer"], "answer\n" + action["account_id"], keys)
+
+
+def answer_token(action, keys=DEV_KEYS):
+    """The one-time token of that link (after "#answer=")."""
+    return answer_link(action, keys).split("#answer=", 1)[1]

@@ -29,4 +29,7 @@ export const api = {
   confirmContact: (id, channel, code) =>
     guard('POST', `/v1/accounts/${enc(id)}/contacts/confirm`, { channel, code }),
   unlock: (id, code) => guard('POST', `/v1/accounts/${enc(id)}/unlock`, { code }),
+  // "was it you?": the link's token is the credential (no player token needed)
+  question: (tok) => call(null, urls.guard_url, 'GET', `/v1/answers/${enc(tok)}`),
+  answer: (tok, body) => call(null, urls.guard_url, 'POST', `/v1/answers/${enc(tok)}`, body),
 };

@@ -382,10 +382,82 @@ async function onConfirm(ev) {
   }
 }
 
+// ---- "was it you?" (the link of an alert: #answer=<token>) ----
+
+const answer = { token: null, q: null, done: false };
+const ALLOW_DAYS = [0, 1, 3, 7, 14, 30];
+
+function answerToken() {
+  const m = window.location.hash.match(/^#answer=([0-9a-f]{64})$/);
+  return m ? m[1] : null;
+}
+
+function answerGone(r) {
+  const code = r.body && r.body.error;
+  if (r.status === 410) return t(code === 'link_expired' ? 'err_answer_expired' : 'err_answer_gone');
+  if (r.status === 404) return t('err_answer_unknown');
+  if (r.status === 423) return t('err_answer_locked');
+  return apiError(r);
+}
+
+function renderAnswer() {
+  const q = answer.q;
+  if (!q) return;
+  const dl = $('answer-login');
+  dl.replaceChildren();
+  const fact = (k, v) => dl.append(el('dt', { text: t(k) }), el('dd', { text: v }));
+  fact('answer_when', q.login.local_time || formatTime(q.login.ts));
+  fact('answer_where', `${countryName(q.login.country)} (${maskIp(q.login.ip)})`);
+  if (q.login.server) fact('answer_server', q.login.server);
+  const max = q.choices.allow_days_max;
+  $('allow-label').textContent = t('answer_allow', { country: countryName(q.login.country) });
+  const sel = $('allow-days');
+  const chosen = sel.value;
+  sel.replaceChildren(...ALLOW_DAYS.filter((d) => d <= max).map((d) =>
+    el('option', { value: String(d), text: d ? t('allow_days', { n: d }) : t('allow_none') })));
+  if (chosen) sel.value = chosen;
+  $('allow-label').hidden = sel.hidden = max === 0 || q.locked;
+}
+
+async function showAnswer(tok) {
+  answer.token = tok;
+  $('answer').hidden = false;
+  $('signin').hidden = true;
+  $('app').hidden = true;
+  const r = await api.question(tok);
+  if (r.status !== 200) {
+    $('answer-forms').hidden = true;
+    setMsg('answer-msg', answerGone(r), 'error');
+    return;
+  }
+  answer.q = r.body;
+  if (!sessionStorage.getItem('player.lang.chosen')) setLang(r.body.lang);
+  renderLang();
+}
+
+async function onAnswer(body, button) {
+  button.disabled = true;
+  const r = await api.answer(answer.token, body);
+  button.disabled = false;
+  if (r.status !== 200) {
+    if (r.status === 410 || r.status === 404) $('answer-forms').hidden = true;
+    setMsg('answer-msg', answerGone(r), 'error');
+    return;
+  }
+  $('answer-forms').hidden = true;
+  let text;
+  if (r.body.answer === 'not_me') text = t(r.body.secured === 'lock' ? 'answered_locked' : 'answered_ended');
+  else if (r.body.allowed_days > 0) {
+    text = t('answered_me_allowed', { country: countryName(r.body.country), n: r.body.allowed_days });
+  } else text = t('answered_me');
+  setMsg('answer-msg', text, 'ok');
+}
+
 // ---- language ----
 
 function renderLang() {
   applyStatic();
+  renderAnswer();
   $('lang').textContent = t('lang_other');
   $('lang').setAttribute('aria-label', currentLang() === 'en' ? 'Language: 한국어' : '언어: English');
   if (state.account && state.policy) {
@@ -408,7 +480,17 @@ async function main() {
   renderLang();
   $('lang').addEventListener('click', () => {
     setLang(currentLang() === 'en' ? 'ko' : 'en');
+    sessionStorage.setItem('player.lang.chosen', '1');
     renderLang();
+  });
+  $('answer-me').addEventListener('submit', (e) => {
+    e.preventDefault();
+    onAnswer({ answer: 'me', allow_days: Number($('allow-days').value || 0) }, $('answer-me-btn'));
+  });
+  $('answer-not-me').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const secure = document.querySelector('input[name=secure]:checked').value;
+    onAnswer({ answer: 'not_me', secure }, $('answer-not-me-btn'));
   });
   $('signin-form').addEventListener('submit', onSignin);
   $('signout').addEventListener('click', () => signOut(''));
@@ -436,7 +518,9 @@ async function main() {
     showAlert(t('err_network'));
     return;
   }
-  if (session().token) await enter();
+  const tok = answerToken();
+  if (tok) await showAnswer(tok);
+  else if (session().token) await enter();
   else showSignin();
 }
 
