@@ -29,14 +29,18 @@ class Publisher:
                                 "ce_id": headers.get("ce-id"), "event": json.loads(body)})
         return 202, {"id": str(uuid.uuid4())}, {}
 
-    def of(self, account, kind=None):
+    def of(self, account, kind=None, topic="notification"):
+        """The events of account (of that kind) guard published to topic: notification (the
+        messages to the player) or account.event (the player's timeline)."""
         with self.lock:
             return [e["event"] for e in self.events if e["event"]["account_id"] == account and
+                    e["path"] == f"/v1/topics/{topic}/events" and
                     (kind is None or e["event"]["kind"] == kind)]
 
-    def wait(self, account, kind, n=1):
-        return harness.wait_for(lambda: len(self.of(account, kind)) >= n and
-                                self.of(account, kind), 15, what=f"{n} {kind} for {account}")
+    def wait(self, account, kind, n=1, topic="notification"):
+        return harness.wait_for(lambda: len(self.of(account, kind, topic)) >= n and
+                                self.of(account, kind, topic), 15,
+                                what=f"{n} {kind} for {account} on {topic}")
 
     def contact_code(self, account, channel, n=1):
         """The code of the n-th contact_code event of account for channel (waits for it)."""
