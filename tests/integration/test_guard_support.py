@@ -304,3 +304,42 @@ def test_reset_policy_and_contacts():
                svc.publisher.of("r1", "settings_changed", topic="account.event")]
     assert sorted(changes[-2:]) == [("support", "contacts_reset"), ("support", "policy_reset")], \
         changes
+
+
+def test_retention_deletes_old_rows_in_batches_keeps_newer():
+    url = pg.fresh_db()
+    # batches of 2 rows: 5 old rows of a table take 3 statements
+    svc = start(url, retention={"interval_s": 1, "batch_rows": 2, "decisions_days": 30,
+                                "lock_events_days": 365, "audit_days": 100, "outbox_days": 7})
+    svc.publisher.fail = 1_000_000  # the outbox keeps its rows: only retention removes them
+    db = url.rsplit("/", 1)[1]
+    sql = []
+    for i, age in enumerate([400, 400, 400, 400, 400, 5]):
+        when = f"now() - interval '{age} days'"
+        sql.append(f"INSERT INTO guard.decisions (login_id, account_id, action, event, created_at) "
+                   f"VALUES ('l{i}', 'ret-1', 'notify', '{{}}', {when})")
+        sql.append(f"INSERT INTO guard.lock_events (ts, account_id, event, actor) "
+                   f"VALUES ({when}, 'ret-1', 'locked', 'policy')")
+        sql.append(f"INSERT INTO guard.audit (ts, staff, action, account_id, reason) "
+                   f"VALUES ({when}, 'bob', 'unlock', 'ret-1', 'r{i}')")
+        sql.append(f"INSERT INTO guard.outbox (event_id, event, created_at) "
+                   f"VALUES ('e{i}', '{{}}', {when})")
+    # kept by their own retention: 40-day-old decision (30 days: gone), audit 50 days (100: kept)
+    sql.append("INSERT INTO guard.decisions (login_id, account_id, action, event, created_at) "
+               "VALUES ('l-40', 'ret-1', 'notify', '{}', now() - interval '40 days')")
+    sql.append("INSERT INTO guard.audit (ts, staff, action, account_id, reason) "
+               "VALUES (now() - interval '50 days', 'bob', 'unlock', 'ret-1', 'r-50')")
+    pg.cluster().psql(db, "; ".join(sql))
+
+    def rows(table, where="true"):
+        return int(pg.cluster().psql(db, f"SELECT count(*) FROM guard.{table} WHERE {where}")[0][0])
+
+    harness.wait_for(lambda: rows("decisions") == 1 and rows("lock_events") == 1 and
+                     rows("audit") == 2 and rows("outbox", "event_id LIKE 'e%'") == 1,
+                     timeout=20, what="old rows deleted")
+    assert rows("decisions", "login_id = 'l5'") == 1
+    assert rows("audit", "reason IN ('r5', 'r-50')") == 2
+    assert rows("outbox", "event_id = 'e5'") == 1
+    assert "retention: deleted 6 row(s) of guard.decisions older than 30 days" in svc.log()
+    # the account events the triggers queued for the rows inserted now stay in the outbox
+    assert rows("outbox", "topic = 'account.event'") >= 1

@@ -243,6 +243,15 @@ def test_retention_drops_old_partitions():
     ahead = (now + datetime.timedelta(days=2)).strftime("logins_p%Y%m%d")
     assert ahead in parts, parts
     assert (now - datetime.timedelta(days=10)).strftime("logins_p%Y%m%d") not in parts
+    # the account's events are forgotten as old as the logins
+    for days in (10, 0):
+        assert deliver(svc, "account.event", {"account_id": "acct-r", "kind": "unlocked",
+                                              "by": "player", "ts": iso(
+                                                  now - datetime.timedelta(days=days))})[0] == 200
+
+    def events():
+        return int(pg.cluster().psql(dbname(url), "SELECT count(*) FROM history.events")[0][0])
+    harness.wait_for(lambda: events() == 1, timeout=15, what="old event forgotten")
     # This process had ensured that day's partition before retention dropped it: the insert
     # that skips ensuring fails, and the batch is retried with the partition ensured again.
     late = login(account="acct-r", ts=iso(now - datetime.timedelta(days=10)))
