@@ -17,7 +17,13 @@
 
 /* The keys every service with retention has (to put in its config table). */
 #define RETENTION_CONFIG_DEFS                                                                      \
-    {"retention.interval_s", CONFIG_INT, "3600", 1, 86400, 0, NULL,                                \
+    {"retention.interval_s",                                                                       \
+     CONFIG_INT,                                                                                   \
+     "3600",                                                                                       \
+     1,                                                                                            \
+     86400,                                                                                        \
+     0,                                                                                            \
+     NULL,                                                                                         \
      "How often old rows are deleted (also once at start)"},                                       \
     {                                                                                              \
         "retention.batch_rows", CONFIG_INT, "1000", 1, 100000, 0, NULL,                            \
