@@ -108,5 +108,6 @@ await run(async (page) => {
   await waitText(page, '#action-msg', 'Policy reset');
   await waitText(page, '#audit tr:first-child', 'Policy reset');
   await waitText(page, '#facts', 'none');
+  await waitText(page, '#results', 'policy: none');
   await screenshot(page, 'support-actions');
 });

@@ -178,6 +178,14 @@ async function loadAccount() {
     }
   }
   state.detail = d.body;
+  // the list shows what the account is now (after an unlock, a lock or a reset)
+  for (const a of state.results || []) {
+    if (a.account_id === id && d.body.known) {
+      a.locked = d.body.locked;
+      a.policy = d.body.policy;
+    }
+  }
+  renderResults();
   state.logins = l.body.logins || [];
   state.locks = k.body.events || [];
   state.audit = a.body.entries || [];
