@@ -362,8 +362,8 @@ static void handle_support_reset(struct http_exchange *ex, void *arg)
     outbox_msg_release(&msg, 1);
     json_decref(acct);
     json_decref(allowed);
-    json_decref(b);
     if (rc != DB_OK) {
+        json_decref(b);
         db_fail(ex, rc, err);
         return;
     }
@@ -371,6 +371,7 @@ static void handle_support_reset(struct http_exchange *ex, void *arg)
     log_info("account %s: %s reset by staff %s", id, what, who.subject);
     http_respond_json(
         ex, 200, json_pack("{s:s, s:s, s:s}", "account_id", id, "reset", what, "by", who.subject));
+    json_decref(b); /* what is b's */
 }
 
 void support_routes(struct http_server *srv, struct guard *g)

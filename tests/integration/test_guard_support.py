@@ -323,7 +323,7 @@ def test_retention_deletes_old_rows_in_batches_keeps_newer():
         sql.append(f"INSERT INTO guard.audit (ts, staff, action, account_id, reason) "
                    f"VALUES ({when}, 'bob', 'unlock', 'ret-1', 'r{i}')")
         sql.append(f"INSERT INTO guard.outbox (event_id, event, created_at) "
-                   f"VALUES ('e{i}', '{{}}', {when})")
+                   f"VALUES ('ret-e{i}', '{{}}', {when})")
     # kept by their own retention: 40-day-old decision (30 days: gone), audit 50 days (100: kept)
     sql.append("INSERT INTO guard.decisions (login_id, account_id, action, event, created_at) "
                "VALUES ('l-40', 'ret-1', 'notify', '{}', now() - interval '40 days')")
@@ -335,11 +335,11 @@ def test_retention_deletes_old_rows_in_batches_keeps_newer():
         return int(pg.cluster().psql(db, f"SELECT count(*) FROM guard.{table} WHERE {where}")[0][0])
 
     harness.wait_for(lambda: rows("decisions") == 1 and rows("lock_events") == 1 and
-                     rows("audit") == 2 and rows("outbox", "event_id LIKE 'e%'") == 1,
+                     rows("audit") == 2 and rows("outbox", "event_id LIKE 'ret-e%'") == 1,
                      timeout=20, what="old rows deleted")
     assert rows("decisions", "login_id = 'l5'") == 1
     assert rows("audit", "reason IN ('r5', 'r-50')") == 2
-    assert rows("outbox", "event_id = 'e5'") == 1
+    assert rows("outbox", "event_id = 'ret-e5'") == 1
     assert "retention: deleted 6 row(s) of guard.decisions older than 30 days" in svc.log()
     # the account events the triggers queued for the rows inserted now stay in the outbox
     assert rows("outbox", "topic = 'account.event'") >= 1
