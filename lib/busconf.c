@@ -287,6 +287,7 @@ static void load_route(struct loader *l, struct busconf *c, const char *file, si
     rt->retry_max_ms = opt_int(retry, "max_ms", 30000);
     rt->retry_max_attempts = opt_int(retry, "max_attempts", 0);
     rt->dead_letter = opt_str(r, "dead_letter");
+    rt->service = opt_str(r, "service");
     const char *secret = json_string_value(json_object_get(r, "secret"));
     if (secret != NULL) {
         char sp[80];
@@ -539,6 +540,7 @@ void busconf_free(struct busconf *c)
         free(r->endpoint);
         free(r->output);
         free(r->dead_letter);
+        free(r->service);
         if (r->secret != NULL) {
             memset(r->secret, 0, strlen(r->secret));
             free(r->secret);

@@ -63,6 +63,7 @@ struct busconf_route {
     int retry_max_ms;
     int retry_max_attempts; /* 0 = until retention */
     char *dead_letter;      /* topic name, or NULL (then: <topic>.dlq is not implied) */
+    char *service;          /* the service behind the endpoint (for people), or NULL */
     char *secret;           /* signing secret after ${ENV} expansion, or NULL */
     json_t *raw;            /* the route's JSON as written (for plan/diff) */
 };

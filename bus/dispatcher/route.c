@@ -134,6 +134,11 @@ struct route {
     int orphans_outstanding;
     int consecutive_failures;
     bool is_breaker_open;
+    /* for the dashboard (route thread only; copied into the status): the last failed delivery's
+     * error and when, and since when the route fails (first failure after its last success; 0
+     * while it delivers). Wall-clock ms. */
+    char last_error[200];
+    long long last_error_ms, failing_since_ms;
     bool is_dirty;     /* something changed: scan for work */
     size_t sched_turn; /* which partition schedule() scans first */
     long long next_commit_ms, next_status_ms;
@@ -476,6 +481,47 @@ static void event_retry_later(struct route *r, struct event *ev, const char *ret
     ev->next_at_ms = app_now_ms() + backoff_delay_ms(r->retry_initial_ms, r->retry_max_ms,
                                                      ev->attempt, retry_after, random_u32());
     r->is_dirty = true;
+}
+
+static long long wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* A delivery's outcome for the dashboard: the last error and since when the route fails. */
+static void outcome_note(struct route *r, const struct completion *c, bool is_delivered)
+{
+    if (is_delivered) {
+        r->failing_since_ms = 0;
+        return;
+    }
+    r->last_error_ms = wall_ms();
+    if (r->failing_since_ms == 0) {
+        r->failing_since_ms = r->last_error_ms;
+    }
+    if (c->status > 0) {
+        snprintf(r->last_error, sizeof(r->last_error), "HTTP %d%s%s", c->status,
+                 c->error[0] ? ": " : "", c->error);
+    } else {
+        snprintf(r->last_error, sizeof(r->last_error), "%s", c->error[0] ? c->error : "no answer");
+    }
+}
+
+/* RFC 3339 UTC of wall-clock ms, or JSON null for 0. */
+static json_t *time_json(long long ms)
+{
+    if (ms <= 0) {
+        return json_null();
+    }
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    char buf[40];
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+    return json_string(buf);
 }
 
 static void breaker_note(struct route *r, bool is_success)
@@ -963,6 +1009,7 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c,
         if (!is_batched) {
             breaker_note(r, true);
         }
+        outcome_note(r, c, true);
         if (c->status == 204) {
             metric_inc(r->m_no_content);
         } else if (r->is_streaming && c->status <= 202 && (c->answer || c->body_len > 0)) {
@@ -988,6 +1035,7 @@ static void handle_http(struct route *r, struct event *ev, struct completion *c,
         count_delivered(r, c->status);
     }
     bool is_spent = r->retry_max_attempts > 0 && ev->attempt >= r->retry_max_attempts;
+    outcome_note(r, c, false);
     if (is_retryable(c->status) && !is_spent) {
         metric_inc(r->m_retried);
         if (!is_batched) {
@@ -1055,6 +1103,9 @@ static void handle_batch(struct route *r, struct completion *c)
     bool is_retry = !is_ok && is_retryable(c->status);
     bool is_split = !is_ok && !is_retry;
     breaker_note(r, !is_retry);
+    if (is_retry) {
+        outcome_note(r, c, false);
+    }
     if (is_retry) {
         log_warn("route %s: batch of %zu failed (%d%s%s), retrying", r->name, c->n_evs, c->status,
                  c->error[0] ? " " : "", c->error);
@@ -1419,6 +1470,10 @@ static void update_status(struct route *r)
                            r->is_streaming ? "streaming" : "one-way", "output", r->output, "state",
                            state, "in_flight", r->in_flight, "sending", r->n_sending, "concurrency",
                            r->concurrency, "batch", r->batch, "partitions", parts);
+    json_object_set_new(st, "last_error",
+                        r->last_error_ms ? json_string(r->last_error) : json_null());
+    json_object_set_new(st, "last_error_at", time_json(r->last_error_ms));
+    json_object_set_new(st, "failing_since", time_json(r->failing_since_ms));
     metric_set(r->m_in_flight, r->in_flight);
     metric_set(r->m_lag, lag_total);
     status_add_counters(r, st, lag_total);

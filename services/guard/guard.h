@@ -15,7 +15,8 @@
  *              attempts spent first), POST /v1/accounts/{id}/unlock and the staff unlock
  *              POST /v1/support/accounts/{id}/unlock.
  *   support.c  the support console's API: the audit trail, find an account, its details and
- *              lock history (GET /v1/support/...).
+ *              lock history (GET /v1/support/...), lock now and reset contacts or policy.
+ *   retention  guard's growing tables trimmed in small batches (lib/retention.h, main.c).
  *   outbox.c   messages guard sends on its own (contact codes, notices of changes and staff
  *              unlocks, the account.action of a "not me"), written in the change's transaction
  *              and relayed to the publisher.
@@ -188,7 +189,11 @@ void answer_routes(struct http_server *srv, struct guard *g);
 
 /* ---- support.c ---- */
 
-/* GET /v1/support/audit, /v1/support/accounts, .../accounts/{} and .../accounts/{}/locks. */
+/* The reason (required, 1-1000 characters) and ticket reference (optional, NULL when absent) of
+ * a staff action's body b (both borrowed from b). Answers 400 itself and returns -1 when bad. */
+int staff_note(struct http_exchange *ex, json_t *b, const char **reason, const char **ticket);
+/* GET /v1/support/audit, /v1/support/accounts, .../accounts/{} and .../accounts/{}/locks;
+ * POST .../accounts/{}/lock and .../accounts/{}/reset. */
 void support_routes(struct http_server *srv, struct guard *g);
 
 /* ---- outbox.c ---- */

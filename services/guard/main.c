@@ -35,6 +35,7 @@
 #include "guard.h"
 #include "http/webpage.h"
 #include "log.h"
+#include "retention.h"
 
 /* SHA-256 of the development status token "dev-status-token" (docs/services/guard.md). */
 #define GUARD_DEV_STATUS_TOKENS                                                                    \
@@ -102,6 +103,16 @@ static const struct config_def GUARD_CONFIG[] = {
      "How long an alert's \"was it you?\" link can be answered"},
     {"answers.allow_days_max", CONFIG_INT, "30", 0, 365, 0, NULL,
      "Longest time an \"it was me\" answer may allow the login's country for (0: never)"},
+    RETENTION_CONFIG_DEFS,
+    {"retention.decisions_days", CONFIG_INT, "30", 8, 36500, 0, NULL,
+     "Days a login's decision is kept: a login redelivered later (the bus keeps topics 7 days) "
+     "would be decided again"},
+    {"retention.lock_events_days", CONFIG_INT, "365", 1, 36500, 0, NULL,
+     "Days the lock history (locks and unlocks) is kept"},
+    {"retention.audit_days", CONFIG_INT, "365", 1, 36500, 0, NULL,
+     "Days the audit trail (staff actions, settings changes) is kept"},
+    {"retention.outbox_days", CONFIG_INT, "7", 1, 36500, 0, NULL,
+     "Days a message the publisher never took is kept before it is given up"},
     WEBPAGE_CONFIG_DEFS("services/guard/web/support", "the support console", "/support/"),
     {"web.history_url", CONFIG_STRING, "http://127.0.0.1:8102", 0, 256, 0, NULL,
      "Base URL of history as the staff's browser reaches it (given to the console in "
@@ -235,16 +246,32 @@ static int guard_start(struct app *app, void *ctx)
     return 0;
 }
 
+/* guard's tables that grow, trimmed by retention_run. */
+static const struct retention_table GUARD_RETENTION[] = {
+    {"guard.decisions", "created_at", "retention.decisions_days"},
+    {"guard.lock_events", "ts", "retention.lock_events_days"},
+    {"guard.audit", "ts", "retention.audit_days"},
+    {"guard.outbox", "created_at", "retention.outbox_days"},
+};
+
 /* Until stopped: the outbox relayed every outbox_interval_ms, the GeoIP database checked for
- * replacement every geoip_reload_check_ms. */
+ * replacement every geoip_reload_check_ms, old rows deleted every retention.interval_s (and once
+ * at start). */
 static void guard_run(struct app *app, void *ctx)
 {
     struct guard *g = ctx;
     char err[512];
     long check_ms = (long)config_int(app->cfg, "geoip_reload_check_ms");
     long long geo_checked_ms = app_now_ms();
+    long long retention_ms = 1000LL * config_int(app->cfg, "retention.interval_s");
+    long long retained_ms = app_now_ms() - retention_ms;
     while (!app_wait_stop_for(app, (long)config_int(app->cfg, "outbox_interval_ms"))) {
         outbox_flush(g);
+        if (app_now_ms() - retained_ms >= retention_ms) {
+            retained_ms = app_now_ms();
+            retention_run(g->db, app->cfg, GUARD_RETENTION,
+                          sizeof(GUARD_RETENTION) / sizeof(GUARD_RETENTION[0]));
+        }
         if (app_now_ms() - geo_checked_ms < check_ms) {
             continue;
         }

@@ -7,7 +7,11 @@
  * nor a message sent for a change rolled back. The relay (outbox_flush, on the main thread)
  * POSTs them to the publisher's notification topic with guard's producer token and deletes each
  * row once the publisher acknowledged it (202). A row is published at least once: the event id
- * is also the event's dedupe_key, so notify sends a republished row once. */
+ * is also the event's dedupe_key, so notify sends a republished row once.
+ *
+ * Rows with topic account.event are the account's locks, unlocks and settings changes for the
+ * player's timeline in history, queued by triggers on guard.lock_events and guard.audit
+ * (sql/guard/006_account_events_retention.sql); history stores each event id once. */
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,10 +101,11 @@ void outbox_flush(struct guard *g)
         json_decref(rows); /* the database is away: the next round tries again */
         return;
     }
-    char url[4300], auth[4200];
+    char url[4400], auth[4200];
     snprintf(auth, sizeof(auth), "Bearer %s", config_str(g->cfg, "publisher_token"));
     for (size_t i = 0; i < json_array_size(rows); i++) {
         const char *event_id = row_str(rows, i, "event_id"), *event = row_str(rows, i, "event");
+        /* topic: notification, or account.event (sql/guard/006: locks, unlocks, changes) */
         snprintf(url, sizeof(url), "%s/v1/topics/%s/events", config_str(g->cfg, "publisher_url"),
                  row_str(rows, i, "topic"));
         struct http_header_kv h[] = {

@@ -1,6 +1,7 @@
-/* support.c - the support console's API (see guard.h): the audit trail, find an account, its
- * details and lock history (guard.lock_events, written in the transaction of each lock and
- * unlock). */
+/* support.c - the support console's API (see guard.h): the audit trail (with ticket
+ * references), find an account, its details and lock history (guard.lock_events, written in the
+ * transaction of each lock and unlock), and support's actions: lock now, reset contacts or
+ * policy, each with a reason and a ticket reference, audited and told to the player. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ static void handle_audit(struct http_exchange *ex, void *arg)
         db_exec(g->db,
                 "SELECT id::text AS id, to_char(ts AT TIME ZONE 'UTC', "
                 "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, actor, staff, action, account_id, "
-                "reason FROM guard.audit WHERE ($1::text IS NULL OR account_id = $1) "
+                "reason, ticket FROM guard.audit WHERE ($1::text IS NULL OR account_id = $1) "
                 "ORDER BY id DESC LIMIT 100",
                 p, 1, &rows, NULL, err, sizeof(err));
     if (rc != DB_OK) {
@@ -201,8 +202,182 @@ static void handle_support_locks(struct http_exchange *ex, void *arg)
     http_respond_json(ex, 200, json_pack("{s:s, s:o}", "account_id", id, "events", rows));
 }
 
+/* ---- support actions: lock now, reset contacts or policy ---- */
+
+int staff_note(struct http_exchange *ex, json_t *b, const char **reason, const char **ticket)
+{
+    *reason = json_string_value(json_object_get(b, "reason"));
+    json_t *t = json_object_get(b, "ticket");
+    *ticket = json_string_value(t);
+    if (!*reason || strspn(*reason, " \t\r\n") == strlen(*reason) || strlen(*reason) > 1000) {
+        http_respond_error(ex, 400, "reason_required", NULL,
+                           "\"reason\" (1-1000 characters) is required");
+        return -1;
+    }
+    if ((t && !json_is_null(t) && !*ticket) ||
+        (*ticket && (!**ticket || strlen(*ticket) > 64 ||
+                     strspn(*ticket, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789-_.#/:") != strlen(*ticket)))) {
+        http_respond_error(ex, 400, "bad_ticket", NULL,
+                           "\"ticket\" is a ticket reference: 1-64 letters, digits or -_.#/:");
+        return -1;
+    }
+    return 0;
+}
+
+/* POST /v1/support/accounts/{id}/lock {"reason", "ticket"}: locks the account now (the player
+ * can no longer log in; only support unlocks it: no code is sent). Recorded in the lock history
+ * and the audit trail, told to the player. Locking a locked account changes nothing but is
+ * audited. */
+static void handle_support_lock(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    struct auth_identity who;
+    const char *id = account_param(g, ex, CALLER_STAFF, &who);
+    if (!id) {
+        return;
+    }
+    json_t *b = body_object(ex);
+    const char *reason, *ticket;
+    if (!b) {
+        return;
+    }
+    if (staff_note(ex, b, &reason, &ticket) != 0) {
+        json_decref(b);
+        return;
+    }
+    json_t *acct, *allowed;
+    char err[512];
+    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(b);
+        db_fail(ex, rc, err);
+        return;
+    }
+    const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
+    const char *p[] = {id, who.subject, reason, ticket};
+    const char *p_acct[] = {id, config_str(g->cfg, "default_policy")};
+    struct db_stmt st[4] = {
+        /* in the lock history only when it was not locked already */
+        {"INSERT INTO guard.lock_events (account_id, event, actor, staff, reason) "
+         "SELECT $1, 'locked', 'staff', $2, $3 WHERE NOT EXISTS "
+         "(SELECT 1 FROM guard.accounts WHERE account_id = $1 AND locked)",
+         p, 3},
+        {"INSERT INTO guard.accounts (account_id, policy, locked) VALUES ($1, $2, true) "
+         "ON CONFLICT (account_id) DO UPDATE SET locked = true, updated_at = now()",
+         p_acct, 2},
+        {"INSERT INTO guard.audit (staff, action, account_id, reason, ticket) "
+         "VALUES ($2, 'lock', $1, $3, $4)",
+         p, 4},
+    };
+    struct outbox_msg msg;
+    outbox_msg_init(&msg, &st[3], id, "staff_lock", player_channels(email, phone), email, phone,
+                    json_pack("{s:s}", "staff", who.subject));
+    rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
+    outbox_msg_release(&msg, 1);
+    json_decref(acct);
+    json_decref(allowed);
+    json_decref(b);
+    if (rc != DB_OK) {
+        db_fail(ex, rc, err);
+        return;
+    }
+    cache_drop(g, id);
+    log_info("account %s locked by staff %s", id, who.subject);
+    http_respond_json(
+        ex, 200,
+        json_pack("{s:s, s:b, s:s}", "account_id", id, "locked", 1, "locked_by", who.subject));
+}
+
+/* POST /v1/support/accounts/{id}/reset {"what": "contacts"|"policy", "reason", "ticket"}:
+ * contacts: the email and phone removed (and pending changes dropped), messages in-game only;
+ * the old contacts hear of it. policy: back to default_policy, no allowed countries. 404 for an
+ * account without settings. */
+static void handle_support_reset(struct http_exchange *ex, void *arg)
+{
+    struct guard *g = arg;
+    struct auth_identity who;
+    const char *id = account_param(g, ex, CALLER_STAFF, &who);
+    if (!id) {
+        return;
+    }
+    json_t *b = body_object(ex);
+    const char *reason, *ticket;
+    if (!b) {
+        return;
+    }
+    const char *what = json_string_value(json_object_get(b, "what"));
+    bool is_contacts = what && strcmp(what, "contacts") == 0;
+    if (!what || (!is_contacts && strcmp(what, "policy") != 0)) {
+        json_decref(b);
+        http_respond_error(ex, 400, "bad_request", NULL, "\"what\" must be contacts or policy");
+        return;
+    }
+    if (staff_note(ex, b, &reason, &ticket) != 0) {
+        json_decref(b);
+        return;
+    }
+    json_t *acct, *allowed;
+    char err[512];
+    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(b);
+        db_fail(ex, rc, err);
+        return;
+    }
+    if (json_array_size(acct) == 0) {
+        json_decref(acct);
+        json_decref(allowed);
+        json_decref(b);
+        http_respond_error(ex, 404, "unknown_account", NULL,
+                           "the account has no settings to reset");
+        return;
+    }
+    const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
+    const char *p[] = {id};
+    const char *p_policy[] = {id, config_str(g->cfg, "default_policy")};
+    const char *p_audit[] = {id, who.subject, reason, ticket,
+                             is_contacts ? "contacts_reset" : "policy_reset"};
+    struct db_stmt st[4];
+    if (is_contacts) {
+        st[0] = (struct db_stmt){"UPDATE guard.accounts SET email = NULL, phone = NULL, "
+                                 "channels = '[\"ingame\"]', updated_at = now() "
+                                 "WHERE account_id = $1",
+                                 p, 1};
+        st[1] = (struct db_stmt){"DELETE FROM guard.pending_contacts WHERE account_id = $1", p, 1};
+    } else {
+        st[0] = (struct db_stmt){"UPDATE guard.accounts SET policy = $2, updated_at = now() "
+                                 "WHERE account_id = $1",
+                                 p_policy, 2};
+        st[1] = (struct db_stmt){"DELETE FROM guard.allowed WHERE account_id = $1", p, 1};
+    }
+    st[2] = (struct db_stmt){"INSERT INTO guard.audit (staff, action, account_id, reason, ticket) "
+                             "VALUES ($2, $5, $1, $3, $4)",
+                             p_audit, 5};
+    /* told on the channels in effect before the reset: the owner of the old contacts hears */
+    struct outbox_msg msg;
+    outbox_msg_init(&msg, &st[3], id, "staff_reset", player_channels(email, phone), email, phone,
+                    json_pack("{s:s, s:s}", "staff", who.subject, "what", what));
+    rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
+    outbox_msg_release(&msg, 1);
+    json_decref(acct);
+    json_decref(allowed);
+    if (rc != DB_OK) {
+        json_decref(b);
+        db_fail(ex, rc, err);
+        return;
+    }
+    cache_drop(g, id);
+    log_info("account %s: %s reset by staff %s", id, what, who.subject);
+    http_respond_json(
+        ex, 200, json_pack("{s:s, s:s, s:s}", "account_id", id, "reset", what, "by", who.subject));
+    json_decref(b); /* what is b's */
+}
+
 void support_routes(struct http_server *srv, struct guard *g)
 {
+    http_server_route(srv, "POST", "/v1/support/accounts/{}/lock", handle_support_lock, g, 8192);
+    http_server_route(srv, "POST", "/v1/support/accounts/{}/reset", handle_support_reset, g, 8192);
     http_server_route(srv, "GET", "/v1/support/audit", handle_audit, g, 0);
     http_server_route(srv, "GET", "/v1/support/accounts", handle_support_find, g, 0);
     http_server_route(srv, "GET", "/v1/support/accounts/{}", handle_support_account, g, 0);

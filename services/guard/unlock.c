@@ -177,11 +177,9 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
     if (!b) {
         return;
     }
-    const char *reason = json_string_value(json_object_get(b, "reason"));
-    if (!reason || strspn(reason, " \t\r\n") == strlen(reason) || strlen(reason) > 1000) {
+    const char *reason, *ticket;
+    if (staff_note(ex, b, &reason, &ticket) != 0) {
         json_decref(b);
-        http_respond_error(ex, 400, "reason_required", NULL,
-                           "\"reason\" (1-1000 characters) is required");
         return;
     }
     json_t *acct, *allowed;
@@ -193,7 +191,7 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
         return;
     }
     const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
-    const char *p[] = {id, who.subject, reason};
+    const char *p[] = {id, who.subject, reason, ticket};
     struct db_stmt st[5] = {
         /* recorded in the lock history only when there was a lock to lift */
         {"INSERT INTO guard.lock_events (account_id, event, actor, staff, reason) "
@@ -203,9 +201,9 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
         {"DELETE FROM guard.codes WHERE account_id = $1", p, 1},
         {"UPDATE guard.accounts SET locked = false, updated_at = now() WHERE account_id = $1", p,
          1},
-        {"INSERT INTO guard.audit (staff, action, account_id, reason) VALUES ($2, 'unlock', $1, "
-         "$3)",
-         p, 3},
+        {"INSERT INTO guard.audit (staff, action, account_id, reason, ticket) "
+         "VALUES ($2, 'unlock', $1, $3, $4)",
+         p, 4},
     };
     /* the player hears of every staff unlock: a social-engineered one does not go unnoticed */
     struct outbox_msg msg;

@@ -178,9 +178,10 @@ static int parse_limit(const char *s, long *out)
     return 0;
 }
 
-static void handle_logins(struct http_exchange *ex, void *arg)
+/* The {id} of the route when the bearer may read it (a player its own account, staff any);
+ * NULL after answering 401/400/403. */
+static const char *readable_account(struct api *api, struct http_exchange *ex)
 {
-    struct api *api = arg;
     const char *account = http_param(ex, 0);
     struct auth_identity who;
     char err[256];
@@ -189,19 +190,41 @@ static void handle_logins(struct http_exchange *ex, void *arg)
     if (!token) {
         http_add_header(ex, "WWW-Authenticate", "Bearer");
         http_respond_error(ex, 401, "unauthorized", NULL, "a Bearer token is required");
-        return;
+        return NULL;
     }
     if (auth_verify(api->auth_secret, token, &who, err, sizeof(err)) != 0) {
         http_add_header(ex, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
         http_respond_error(ex, 401, "unauthorized", NULL, "invalid token: %s", err);
-        return;
+        return NULL;
     }
     if (!account || !*account || strlen(account) > API_ID_MAX) {
         http_respond_error(ex, 400, "bad_request", NULL, "invalid account id");
-        return;
+        return NULL;
     }
     if (who.role != AUTH_STAFF && !(who.role == AUTH_PLAYER && strcmp(who.subject, account) == 0)) {
         http_respond_error(ex, 403, "forbidden", NULL, "this token may not read that account");
+        return NULL;
+    }
+    return account;
+}
+
+static void db_error_answer(struct http_exchange *ex, int rc, const char *err)
+{
+    if (rc == DB_EUNAVAILABLE) {
+        http_add_header(ex, "Retry-After", "1");
+        http_respond_error(ex, 503, "db_unavailable", NULL, "the database is unavailable");
+        return;
+    }
+    log_error("history query failed: %s", err);
+    http_respond_error(ex, 500, "db_error", NULL, "the history could not be read");
+}
+
+static void handle_logins(struct http_exchange *ex, void *arg)
+{
+    struct api *api = arg;
+    char err[256];
+    const char *account = readable_account(api, ex);
+    if (!account) {
         return;
     }
     long limit;
@@ -216,7 +239,7 @@ static void handle_logins(struct http_exchange *ex, void *arg)
         http_respond_error(ex, 400, "bad_request", NULL, "invalid cursor");
         return;
     }
-    char lim[16];
+    char lim[24];
     snprintf(lim, sizeof(lim), "%ld", limit + 1);
     const char *params[] = {account, lim, *us ? us : NULL, *us ? cid : NULL};
     json_t *rows = NULL;
@@ -224,6 +247,13 @@ static void handle_logins(struct http_exchange *ex, void *arg)
         api->db,
         "SELECT l.id, to_char(l.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, "
         "l.ip, l.country, l.server, a.action, "
+        /* actions stored before guard sent reasons had one signal: not a home country */
+        "COALESCE(array_to_json(a.reasons), CASE WHEN a.action IS NOT NULL "
+        "THEN '[\"abroad\"]'::json END)::text AS reasons, "
+        /* a lock's login says when the lock was lifted (the first unlock after it) */
+        "CASE WHEN a.action = 'lock' THEN (SELECT to_char(min(e.ts) AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM history.events e WHERE e.account_id = "
+        "l.account_id AND e.kind = 'unlocked' AND e.ts >= l.ts) END AS unlocked_at, "
         "(extract(epoch FROM l.ts) * 1000000)::bigint AS us "
         "FROM history.logins l LEFT JOIN history.actions a "
         "ON a.account_id = l.account_id AND a.login_id = l.id "
@@ -231,14 +261,8 @@ static void handle_logins(struct http_exchange *ex, void *arg)
         "(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::text)) "
         "ORDER BY l.ts DESC, l.id DESC LIMIT $2::int",
         params, 4, &rows, NULL, err, sizeof(err));
-    if (rc == DB_EUNAVAILABLE) {
-        http_add_header(ex, "Retry-After", "1");
-        http_respond_error(ex, 503, "db_unavailable", NULL, "the database is unavailable");
-        return;
-    }
     if (rc != DB_OK) {
-        log_error("history query failed: %s", err);
-        http_respond_error(ex, 500, "db_error", NULL, "the history could not be read");
+        db_error_answer(ex, rc, err);
         return;
     }
     json_t *logins = json_array();
@@ -250,6 +274,11 @@ static void handle_logins(struct http_exchange *ex, void *arg)
                               json_object_get(r, "ts"), "ip", json_object_get(r, "ip"), "country",
                               json_object_get(r, "country"), "server", json_object_get(r, "server"),
                               "action", json_object_get(r, "action"));
+        const char *reasons = json_string_value(json_object_get(r, "reasons"));
+        json_error_t jerr;
+        json_t *rj = reasons ? json_loads(reasons, 0, &jerr) : NULL;
+        json_object_set_new(o, "reasons", rj ? rj : json_array());
+        json_object_set(o, "unlocked_at", json_object_get(r, "unlocked_at"));
         json_array_append_new(logins, o);
         if ((long)i == limit - 1 && (long)n > limit) {
             char raw[24 + API_ID_MAX + 2];
@@ -267,10 +296,45 @@ static void handle_logins(struct http_exchange *ex, void *arg)
     http_respond_json(ex, 200, json_pack("{s:o,s:o}", "logins", logins, "next_cursor", next));
 }
 
+/* GET /v1/accounts/{id}/events?limit=N: the account's locks, unlocks and settings changes,
+ * newest first. */
+static void handle_events(struct http_exchange *ex, void *arg)
+{
+    struct api *api = arg;
+    char err[256];
+    const char *account = readable_account(api, ex);
+    if (!account) {
+        return;
+    }
+    long limit;
+    if (parse_limit(http_query(ex, "limit"), &limit) != 0) {
+        http_respond_error(ex, 400, "bad_request", NULL, "limit must be an integer 1..%d",
+                           API_LIMIT_MAX);
+        return;
+    }
+    char lim[24];
+    snprintf(lim, sizeof(lim), "%ld", limit);
+    const char *params[] = {account, lim};
+    json_t *rows = NULL;
+    int rc = db_exec(api->db,
+                     "SELECT id, to_char(ts AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts, kind, actor AS by, change, "
+                     "login_id FROM history.events WHERE account_id = $1 "
+                     "ORDER BY ts DESC, id DESC LIMIT $2::int",
+                     params, 2, &rows, NULL, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(rows);
+        db_error_answer(ex, rc, err);
+        return;
+    }
+    http_respond_json(ex, 200, json_pack("{s:o}", "events", rows));
+}
+
 void api_register(struct http_server *s, struct db *d, const struct api_options *o)
 {
     static struct api api; /* one per process, lives as long as the server */
     api.db = d;
     api.auth_secret = o->auth_secret;
     http_server_route(s, "GET", "/v1/accounts/{}/logins", handle_logins, &api, 0);
+    http_server_route(s, "GET", "/v1/accounts/{}/events", handle_events, &api, 0);
 }

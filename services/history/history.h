@@ -1,9 +1,10 @@
 /* history.h - the history service's parts (see main.c for the overview):
  *
- *   ingest.c  POST /v1/deliveries/login.checked and /v1/deliveries/account.action, single
- *             deliveries or batches (delivery.h): signature, validation, and the batcher that
- *             groups the logins of concurrent deliveries into one INSERT.
- *   api.c     GET /v1/accounts/{id}/logins: tokens, keyset pagination. */
+ *   ingest.c  POST /v1/deliveries/login.checked, .../account.action and .../account.event,
+ *             single deliveries or batches (delivery.h): signature, validation, and the batcher
+ *             that groups the logins of concurrent deliveries into one INSERT.
+ *   api.c     GET /v1/accounts/{id}/logins (with reasons; keyset pagination) and
+ *             GET /v1/accounts/{id}/events: tokens. */
 #ifndef HISTORY_H
 #define HISTORY_H
 
@@ -35,7 +36,7 @@ struct api_options {
     const char *auth_secret;
 };
 
-/* Registers GET /v1/accounts/{}/logins on s. d and o's strings are borrowed. */
+/* Registers GET /v1/accounts/{}/logins and .../events on s. d and o's strings are borrowed. */
 void api_register(struct http_server *s, struct db *d, const struct api_options *o);
 
 #endif

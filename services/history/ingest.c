@@ -14,7 +14,9 @@
  * idempotent so a retry is safe even when the commit did happen but its answer was lost). A
  * group's rows may be split across two INSERTs; one failed row fails the group.
  *
- * Actions: one upsert per event into history.actions, answered synchronously. */
+ * Actions: one upsert per event into history.actions (with its reason codes), answered
+ * synchronously. Account events (guard's locks, unlocks, settings changes; topic account.event):
+ * one insert per event into history.events, idempotent on the event id. */
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -507,20 +509,47 @@ static void *batcher(void *arg)
     return NULL;
 }
 
-/* The fields of an account.action event; -1 when it is not a valid one. */
-static int action_fields(json_t *ev, const char *params[4])
+#define INGEST_REASONS_MAX 16
+
+/* The reasons of an account.action event as a JSON array text (caller frees), NULL when absent;
+ * -1 when not an array of at most INGEST_REASONS_MAX short strings. */
+static int reasons_json(json_t *ev, char **out)
+{
+    json_t *r = json_object_get(ev, "reasons");
+    *out = NULL;
+    if (!r || json_is_null(r)) {
+        return 0;
+    }
+    if (!json_is_array(r) || json_array_size(r) > INGEST_REASONS_MAX) {
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(r); i++) {
+        json_t *v = json_array_get(r, i);
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 64) {
+            return -1;
+        }
+    }
+    *out = json_dumps(r, JSON_COMPACT);
+    return 0;
+}
+
+/* The fields of an account.action event (params[4] the reasons' JSON, heap, NULL when absent);
+ * -1 when it is not a valid one (nothing to free). */
+static int action_fields(json_t *ev, const char *params[5])
 {
     const char *login_id = NULL, *account_id = NULL, *action = NULL, *ts = NULL;
+    char *reasons = NULL;
     if (get_str(ev, "login_id", &login_id) != 0 || get_str(ev, "account_id", &account_id) != 0 ||
         get_str(ev, "action", &action) != 0 || get_str(ev, "ts", &ts) != 0 || !login_id ||
         !*login_id || !account_id || !*account_id || !action || action_index(action) < 0 ||
-        (ts && !valid_ts(ts))) {
+        (ts && !valid_ts(ts)) || reasons_json(ev, &reasons) != 0) {
         return -1;
     }
     params[0] = login_id;
     params[1] = account_id;
     params[2] = action;
     params[3] = ts;
+    params[4] = reasons;
     return 0;
 }
 
@@ -528,20 +557,22 @@ static void handle_action(struct http_exchange *ex, void *arg)
 {
     struct ingest *in = arg;
     char err[512];
-    static const char INVALID[] =
-        "an account.action event needs login_id, account_id and a known action";
+    static const char INVALID[] = "an account.action event needs login_id, account_id and a known "
+                                  "action (and reasons, when given, an array of short strings)";
     const struct delivery_rules rules = {.secret = in->o.bus_secret,
                                          .refusal = {.message = INVALID}};
     struct delivery_batch b;
     if (delivery_accept_any(ex, &rules, &b) != 0) {
         return;
     }
-    const char *params[4];
+    const char *params[5];
     bool is_refused = false;
     for (size_t i = 0; i < b.n; i++) {
         if (action_fields(b.items[i].event, params) != 0) {
             delivery_item_fail(&b.items[i], 422, "invalid_event", "%s", INVALID);
             is_refused = true;
+        } else {
+            free((char *)params[4]);
         }
     }
     if (is_refused) {
@@ -556,16 +587,91 @@ static void handle_action(struct http_exchange *ex, void *arg)
             /* The latest action wins; the row may come before its login (see 001_logins.sql). */
             rc = db_exec(
                 in->db,
-                "INSERT INTO history.actions (login_id, account_id, action, ts) "
-                "VALUES ($1, $2, $3, COALESCE($4::timestamptz, now())) "
+                "INSERT INTO history.actions (login_id, account_id, action, ts, reasons) "
+                "VALUES ($1, $2, $3, COALESCE($4::timestamptz, now()), "
+                "CASE WHEN $5::json IS NULL THEN NULL "
+                "ELSE ARRAY(SELECT json_array_elements_text($5::json)) END) "
                 "ON CONFLICT (account_id, login_id) DO UPDATE SET action = EXCLUDED.action, "
-                "ts = EXCLUDED.ts",
-                params, 4, NULL, NULL, err, sizeof(err));
+                "ts = EXCLUDED.ts, reasons = EXCLUDED.reasons",
+                params, 5, NULL, NULL, err, sizeof(err));
+            free((char *)params[4]);
             if (rc != DB_OK && rc != DB_EUNAVAILABLE) {
                 log_error("action upsert failed: %s", err);
             }
         }
         set_outcome(&b.items[i], b.is_batch, rc, "action");
+    }
+answer:
+    delivery_answer(ex, &b);
+}
+
+/* The fields of an account.event event (guard's locks, unlocks and settings changes); -1 when it
+ * is not a valid one. params: id, account_id, ts, kind, actor, change, login_id. */
+static int event_fields(struct delivery_item *it, const char *params[7])
+{
+    json_t *ev = it->event;
+    const char *account_id = NULL, *ts = NULL, *kind = NULL, *actor = NULL, *change = NULL,
+               *login_id = NULL;
+    if (!it->id || !*it->id || strlen(it->id) > INGEST_FIELD_MAX ||
+        get_str(ev, "account_id", &account_id) != 0 || get_str(ev, "ts", &ts) != 0 ||
+        get_str(ev, "kind", &kind) != 0 || get_str(ev, "by", &actor) != 0 ||
+        get_str(ev, "change", &change) != 0 || get_str(ev, "login_id", &login_id) != 0 ||
+        !account_id || !*account_id || !ts || !valid_ts(ts) || !kind || !actor ||
+        (strcmp(kind, "locked") != 0 && strcmp(kind, "unlocked") != 0 &&
+         strcmp(kind, "settings_changed") != 0) ||
+        (strcmp(actor, "policy") != 0 && strcmp(actor, "player") != 0 &&
+         strcmp(actor, "support") != 0)) {
+        return -1;
+    }
+    params[0] = it->id;
+    params[1] = account_id;
+    params[2] = ts;
+    params[3] = kind;
+    params[4] = actor;
+    params[5] = change;
+    params[6] = login_id;
+    return 0;
+}
+
+static void handle_event(struct http_exchange *ex, void *arg)
+{
+    struct ingest *in = arg;
+    char err[512];
+    static const char INVALID[] =
+        "an account.event needs an id, account_id, ts, kind (locked, unlocked, settings_changed) "
+        "and by (policy, player, support)";
+    const struct delivery_rules rules = {.secret = in->o.bus_secret,
+                                         .refusal = {.message = INVALID}};
+    struct delivery_batch b;
+    if (delivery_accept_any(ex, &rules, &b) != 0) {
+        return;
+    }
+    const char *params[7];
+    bool is_refused = false;
+    for (size_t i = 0; i < b.n; i++) {
+        if (event_fields(&b.items[i], params) != 0) {
+            delivery_item_fail(&b.items[i], 422, "invalid_event", "%s", INVALID);
+            is_refused = true;
+        }
+    }
+    if (is_refused) {
+        settle_refused(&b);
+        goto answer;
+    }
+    int rc = DB_OK;
+    for (size_t i = 0; i < b.n; i++) {
+        if (rc == DB_OK) {
+            event_fields(&b.items[i], params);
+            rc = db_exec(in->db,
+                         "INSERT INTO history.events (id, account_id, ts, kind, actor, change, "
+                         "login_id) VALUES ($1, $2, $3::timestamptz, $4, $5, $6, $7) "
+                         "ON CONFLICT DO NOTHING",
+                         params, 7, NULL, NULL, err, sizeof(err));
+            if (rc != DB_OK && rc != DB_EUNAVAILABLE) {
+                log_error("event insert failed: %s", err);
+            }
+        }
+        set_outcome(&b.items[i], b.is_batch, rc, "event");
     }
 answer:
     delivery_answer(ex, &b);
@@ -606,6 +712,8 @@ struct ingest *ingest_new(struct db *d, struct http_server *s, const struct inge
     http_server_route(s, "POST", "/v1/deliveries/login.checked", handle_login, in,
                       DELIVERY_MAX_BODY_BYTES);
     http_server_route(s, "POST", "/v1/deliveries/account.action", handle_action, in,
+                      DELIVERY_MAX_BODY_BYTES);
+    http_server_route(s, "POST", "/v1/deliveries/account.event", handle_event, in,
                       DELIVERY_MAX_BODY_BYTES);
     return in;
 }

@@ -1,8 +1,10 @@
 /* history - every login, once, and the player-facing login history API.
  *
- * Bus deliveries (routes `history` and `history-actions`, one-way): login.checked rows are
- * batched into PostgreSQL (ingest.c), account.action sets the action shown next to a login.
- * GET /v1/accounts/{id}/logins serves the history (api.c); the player page's static files are
+ * Bus deliveries (routes `history`, `history-actions` and `history-events`, one-way):
+ * login.checked rows are batched into PostgreSQL (ingest.c), account.action sets the action and
+ * its reasons shown next to a login, account.event adds guard's locks, unlocks and settings
+ * changes to the account's timeline. GET /v1/accounts/{id}/logins and .../events serve them
+ * (api.c); the player page's static files are
  * served at / (web.dir, with /config.json telling it where guard is) and CORS answered for guard's
  * support console (http.cors_origins). Tables live in the `history` schema
  * (sql/history/, applied at start); logins are partitioned by day and partitions older than

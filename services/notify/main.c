@@ -38,6 +38,7 @@
 #include "ids.h"
 #include "log.h"
 #include "metrics.h"
+#include "retention.h"
 #include "seal.h"
 #include "smtp_client.h"
 
@@ -70,6 +71,10 @@ static const struct config_def NOTIFY_CONFIG[] = {
      "CODE_SEAL_KEYS",
      "Keys that open the codes guard seals, kid:secret[,kid:secret] (every key opens: list the "
      "new key here before guard seals with it; the default is for development only)"},
+    RETENTION_CONFIG_DEFS,
+    {"retention.sent_days", CONFIG_INT, "30", 8, 36500, 0, NULL,
+     "Days the sent log is kept: it makes each message go out once, so it outlives the bus's "
+     "7 days of redeliveries"},
     CONFIG_DEF_END,
 };
 
@@ -561,6 +566,20 @@ static int notify_start(struct app *app, void *ctx)
     return 0;
 }
 
+static const struct retention_table NOTIFY_RETENTION[] = {
+    {"notify.sent", "sent_at", "retention.sent_days"},
+};
+
+/* Until stopped: the sent log trimmed every retention.interval_s (and once at start). */
+static void notify_run(struct app *app, void *ctx)
+{
+    struct notify *n = ctx;
+    long interval_ms = 1000L * (long)config_int(app->cfg, "retention.interval_s");
+    do {
+        retention_run(n->db, app->cfg, NOTIFY_RETENTION, 1);
+    } while (!app_wait_stop_for(app, interval_ms));
+}
+
 static void notify_release(struct app *app, void *ctx)
 {
     (void)app;
@@ -583,6 +602,7 @@ int main(int argc, char **argv)
         .db = &n.db,
         .prepare = notify_prepare,
         .start = notify_start,
+        .run = notify_run,
         .release = notify_release,
     };
     return app_serve(argc, argv, &svc);

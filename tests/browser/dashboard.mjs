@@ -52,11 +52,16 @@ await run(async (page) => {
   await page.waitForSelector('#app:not([hidden])');
   check(!page.url().includes(env('ADMIN_TOKEN')), 'the token is not in the URL');
 
-  // the graph: topic -> both routes -> endpoints and the dead-letter topic
+  // the graph, as the flow: topic -> the three routes (each naming its endpoint's service, here
+  // host:port) -> the dead-letter topic, each topic drawn once
   for (const name of [OK, BAD, DOWN, 'orders', 'orders.dlq']) {
     await page.waitForSelector(`#graph svg text:text-is("${name}")`);
   }
-  check(await page.$$eval('#graph svg path.edge', (p) => p.length) >= 5, 'edges drawn');
+  check(await page.$$eval('#graph svg text', (ts) => ts.filter((t) => t.textContent === 'orders').length) === 1,
+    'the topic is drawn once');
+  check(await page.$$eval('#graph svg path.edge', (p) => p.length) >= 4, 'edges drawn');
+  check(await page.$$eval('#graph svg path.edge.dlq', (p) => p.length) === 1, 'the dead-letter edge');
+  await page.waitForSelector(`#graph g.route text.sub:text-matches("→ 127\\.0\\.0\\.1:[0-9]+")`);
 
   // counters move while events are published
   await page.waitForSelector(`#routes tr[data-route="${OK}"] td.delivered`);
@@ -77,6 +82,12 @@ await run(async (page) => {
   // the route whose endpoint answers 503: breaker open, in the table and in the graph
   await waitText(page, `#routes tr[data-route="${DOWN}"]`, 'breaker open');
   await page.waitForSelector(`#graph g.route.breaker-open text:text-is("${DOWN}")`);
+  // the failing route shows its last error and since when, in the graph and the table
+  await page.waitForSelector(`#graph g.route.breaker-open text.error:text-matches("HTTP 503.*since [0-9]{2}:[0-9]{2}")`);
+  await waitText(page, `#routes tr[data-route="${DOWN}"] .sub.error`, 'HTTP 503');
+  await waitText(page, `#routes tr[data-route="${DOWN}"] .sub.error`, 'since');
+  check(await page.$(`#routes tr[data-route="${OK}"] .sub.error`) === null,
+    'a delivering route shows no error');
   check(await page.$(`#graph g.route.breaker-open text:text-is("${OK}")`) === null,
     'only the failing route is drawn with its breaker open');
   await screenshot(page, 'dashboard');

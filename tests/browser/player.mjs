@@ -49,7 +49,9 @@ await run(async (page) => {
     check(first[1] === 'Germany (DE)', `first row country: ${first[1]}`);
     check(first[2] === '11.2.3.*', `first row IP masked: ${first[2]}`);
     check(first[3] === 'eu-1', `first row server: ${first[3]}`);
-    check(first[4] === 'Notified', `first row action: ${first[4]}`);
+    // what guard did and why (an action from before reasons: "from abroad")
+    check(first[4] === 'Notifiedfrom abroad', `first row action: ${first[4]}`);
+    await waitText(page, '#rows tr:first-child .reasons', 'from abroad');
     const second = await cells(page, 2);
     check(second[1] === 'Japan (JP)' && second[4] === '—', `second row: ${second}`);
     const allText = await page.textContent('#rows');
@@ -110,6 +112,9 @@ await run(async (page) => {
     await page.waitForSelector('#locked:not([hidden])');
     await waitText(page, '#state-badge', 'Locked');
     await waitText(page, '#rows tr:first-child', 'Account locked');
+    await waitText(page, '#events li:first-child', 'Account locked');
+    await waitText(page, '#events li:first-child', 'by your protection setting');
+    await waitText(page, '#events', 'Settings changed: protection');
     await screenshot(page, 'player');
     await page.fill('#code', env('WRONG_CODE'));
     await page.click('#unlock-form button[type=submit]');
@@ -121,6 +126,16 @@ await run(async (page) => {
     await waitText(page, '#alert', 'Your account is unlocked.');
     await page.waitForSelector('#locked', { state: 'hidden' });
     await waitText(page, '#state-badge', 'Not locked');
+    // the unlock reaches the timeline (guard → account.event → history), and the lock's login
+    // no longer says "Account locked"
+    await waitText(page, '#events li:first-child', 'Account unlocked');
+    await waitText(page, '#events li:first-child', 'by you');
+    await waitText(page, '#rows tr:first-child', 'Locked, unlocked');
+    // in Korean too
+    await page.click('#lang');
+    await waitText(page, '#events li:first-child', '계정 잠금 해제');
+    await waitText(page, '#rows tr:first-child', '에 해제');
+    await page.click('#lang');
     await page.click('#signout');
     await page.waitForSelector('#signin:not([hidden])');
     check(await page.evaluate(() => sessionStorage.length === 0), 'sign-out forgets the token');

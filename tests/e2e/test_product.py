@@ -217,6 +217,30 @@ def test_player_unlocks_with_code_from_message(p):
 
 
 @with_product
+def test_timeline_shows_why_and_who_locked_and_unlocked(p):
+    """History with reasons (issue 24): the lock's login says why and, once unlocked, when; the
+    account's events (guard's outbox → account.event → route history-events) say who."""
+    acct = account("timeline")
+    code = lock_and_get_code(p, acct)
+    tok = token("player", acct)
+    assert unlock(p, acct, tok, code)[0] == 200
+
+    def events():
+        st, body, _ = harness.http("GET", f"{p.url('history')}/v1/accounts/{acct}/events",
+                                   headers=auth(tok))
+        assert st == 200, (st, body)
+        return [(e["kind"], e["by"], e.get("change")) for e in body["events"]]
+    harness.wait_for(lambda: events()[:1] == [("unlocked", "player", None)], 60,
+                     what=f"{acct}'s unlock in history")
+    assert events() == [("unlocked", "player", None), ("locked", "policy", None),
+                        ("settings_changed", "player", "policy_changed"),
+                        ("settings_changed", "player", "contact_confirmed"),
+                        ("settings_changed", "player", "contact_change_requested")], events()
+    rows = [r for r in history_now(p, acct).values() if r["action"] == "lock"]
+    assert len(rows) == 1 and rows[0]["reasons"] and rows[0]["unlocked_at"], rows
+
+
+@with_product
 def test_wrong_code_refused_until_attempts_run_out(p):
     acct = account("wrong")
     code = lock_and_get_code(p, acct)

@@ -186,6 +186,13 @@ def test_topology_live_figures_dead_letters_and_replay():
     assert down["counters"]["retried"] >= 5 and down["counters"]["delivered"] == 0
     assert down["counters"]["answers"].get("503", 0) >= 5
     harness.wait_for(lambda: bus.route("orders-down")["lag"] >= 6, 10, what="lag of orders-down")
+    # the failing route says what failed last and since when; a delivering one does not
+    assert down["last_error"].startswith("HTTP 503"), down
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", down["failing_since"]), down
+    assert down["last_error_at"] >= down["failing_since"], down
+    ok = bus.route("orders-ok")
+    assert ok["failing_since"] is None and ok["last_error"] is None, ok
+    assert bad["last_error"].startswith("HTTP 400") and bad["failing_since"], bad
 
     # the dead letters: newest first, with the failure's status, attempts and answer
     status, dl, _ = bus.api("GET", "/v1/routes/orders-bad/dead-letters")

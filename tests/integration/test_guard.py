@@ -507,8 +507,11 @@ def test_messages_wait_for_the_publisher():
     # one warning for the failing streak, one line when it is over
     assert svc.log().count("messages wait and are retried") == 1, svc.log()
     assert "publishing messages again" in svc.log()
+    # messages to the player, and the account's events for its timeline in history
     assert all(e["auth"] == "Bearer dev-only-guard-producer-token" and
-               e["path"] == "/v1/topics/notification/events" for e in svc.publisher.events)
+               e["path"] in ("/v1/topics/notification/events", "/v1/topics/account.event/events")
+               for e in svc.publisher.events)
     ids = [e["ce_id"] for e in svc.publisher.events]
-    assert len(ids) == len(set(ids)) and all(e["event"]["dedupe_key"] == e["ce_id"]
-                                             for e in svc.publisher.events)
+    assert len(ids) == len(set(ids))
+    assert all(e["event"]["dedupe_key"] == e["ce_id"] for e in svc.publisher.events
+               if e["path"] == "/v1/topics/notification/events")

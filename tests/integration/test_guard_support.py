@@ -197,3 +197,149 @@ def test_console_files_and_config_json():
     assert st == 200 and body == {"guard_url": "", "history_url": PAGE_ORIGIN}
     assert harness.http("GET", svc.url + "/support/../main.c")[0] == 404
     assert harness.http("GET", svc.url + "/")[0] == 404
+
+
+def post(svc, path, body, tok):
+    return harness.http("POST", svc.url + path, body, headers=auth(tok) if tok else {})
+
+
+def status_locked(svc, account):
+    st, body, _ = harness.http("GET", f"{svc.url}/v1/accounts/{account}/status",
+                               headers=auth("dev-status-token"))
+    assert st == 200, (st, body)
+    return body["locked"]
+
+
+def test_lock_now_and_unlock_with_ticket_tell_the_player_and_the_timeline():
+    url = pg.fresh_db()
+    svc = start(url)
+    staff = token("staff", "carol")
+    set_policy(svc, "n1", "notify")
+    path = "/v1/support/accounts/n1/lock"
+    assert post(svc, path, {"ticket": "T-1"}, staff)[0] == 400  # reason_required
+    st, body, _ = post(svc, path, {"reason": "stolen", "ticket": "bad ticket!"}, staff)
+    assert st == 400 and body["error"] == "bad_ticket", (st, body)
+    assert post(svc, path, {"reason": "stolen"}, token("player", "n1"))[0] == 403
+    assert post(svc, path, {"reason": "stolen"}, None)[0] == 401
+    assert not status_locked(svc, "n1")
+    st, body, _ = post(svc, path, {"reason": "player called: phone stolen", "ticket": "T-1042"},
+                       staff)
+    assert st == 200 and body == {"account_id": "n1", "locked": True, "locked_by": "carol"}, body
+    assert status_locked(svc, "n1")
+    # the list shows the state, not the policy: locked now, policy still notify
+    found = get(svc, "/v1/support/accounts?prefix=n1", staff)[1]["accounts"]
+    assert found[0]["locked"] is True and found[0]["policy"] == "notify", found
+    # locking again is audited but is no second lock event
+    assert post(svc, path, {"reason": "again", "ticket": "T-1042"}, staff)[0] == 200
+    evs = get(svc, "/v1/support/accounts/n1/locks", staff)[1]["events"]
+    assert [(e["event"], e["actor"], e["staff"]) for e in evs] == [("locked", "staff", "carol")]
+    assert svc.publisher.wait("n1", "staff_lock", 2)[0]["params"]["staff"] == "carol"
+    # support unlocks with a ticket: the list no longer shows a lock
+    st, body, _ = post(svc, "/v1/support/accounts/n1/unlock",
+                       {"reason": "identity checked", "ticket": "T-1042"}, staff)
+    assert st == 200, body
+    assert not status_locked(svc, "n1")
+    found = get(svc, "/v1/support/accounts?prefix=n1", staff)[1]["accounts"]
+    assert found[0]["locked"] is False, found
+    audit = get(svc, "/v1/support/audit?account_id=n1", staff)[1]["entries"]
+    assert [(e["action"], e["ticket"]) for e in audit if e["actor"] == "staff"] == [
+        ("unlock", "T-1042"), ("lock", "T-1042"), ("lock", "T-1042")], audit
+    # the player's timeline: locked by support, unlocked by support, after the policy change
+    timeline = svc.publisher.wait("n1", "unlocked", 1, topic="account.event")
+    assert timeline[0]["by"] == "support" and timeline[0]["ts"].endswith("Z"), timeline
+    locked = svc.publisher.of("n1", "locked", topic="account.event")
+    assert [e["by"] for e in locked] == ["support"], locked
+    changed = svc.publisher.of("n1", "settings_changed", topic="account.event")
+    assert [(e["by"], e["change"]) for e in changed] == [("player", "policy_changed")], changed
+
+
+def test_lock_by_policy_and_unlock_by_code_reach_the_timeline():
+    url = pg.fresh_db()
+    svc = start(url)
+    set_policy(svc, "n2", "lock")
+    st, ev, _ = deliver(svc, "n2", "US")
+    assert st == 200
+    assert harness.http("POST", f"{svc.url}/v1/accounts/n2/unlock", {"code": sealed.unlock_code(ev)},
+                        headers=auth(token("player", "n2")))[0] == 200
+    svc.publisher.wait("n2", "unlocked", 1, topic="account.event")
+    locked = svc.publisher.of("n2", "locked", topic="account.event")
+    assert locked == [{"account_id": "n2", "kind": "locked", "by": "policy",
+                       "login_id": ev["login_id"], "ts": locked[0]["ts"]}], locked
+    assert svc.publisher.of("n2", "unlocked", topic="account.event")[0]["by"] == "player"
+
+
+def test_reset_policy_and_contacts():
+    url = pg.fresh_db()
+    svc = start(url)
+    staff = token("staff", "dave")
+    assert post(svc, "/v1/support/accounts/nobody/reset",
+                {"what": "policy", "reason": "x"}, staff)[0] == 404
+    set_policy(svc, "r1", "lock")
+    guard_api.set_contacts(svc.url, "r1", token("player", "r1"), {"email": "r1@example.com"},
+                           lambda ch: svc.publisher.contact_code("r1", ch))
+    path = "/v1/support/accounts/r1/reset"
+    assert post(svc, path, {"what": "password", "reason": "x"}, staff)[0] == 400
+    assert post(svc, path, {"what": "policy"}, staff)[0] == 400
+    assert post(svc, path, {"what": "policy", "reason": "x"}, token("player", "r1"))[0] == 403
+    st, body, _ = post(svc, path, {"what": "policy", "reason": "player locked out", "ticket":
+                                   "ZD-77"}, staff)
+    assert st == 200 and body == {"account_id": "r1", "reset": "policy", "by": "dave"}, body
+    acct = get(svc, "/v1/support/accounts/r1", staff)[1]
+    assert acct["policy"] == "none" and acct["contacts"]["email"] == "r1@example.com", acct
+    st, body, _ = post(svc, path, {"what": "contacts", "reason": "hijacked email",
+                                   "ticket": "ZD-78"}, staff)
+    assert st == 200, body
+    acct = get(svc, "/v1/support/accounts/r1", staff)[1]
+    assert acct["contacts"] == {"email": None, "phone": None}, acct
+    assert acct["channels"] == ["ingame"], acct
+    # the old address hears of the reset
+    told = [e for e in svc.publisher.wait("r1", "staff_reset", 2)
+            if e["params"] == {"staff": "dave", "what": "contacts"}]
+    assert told[0]["contacts"] == {"email": "r1@example.com"}, told
+    audit = get(svc, "/v1/support/audit?account_id=r1", staff)[1]["entries"]
+    assert [(e["action"], e["ticket"], e["staff"]) for e in audit if e["actor"] == "staff"] == [
+        ("contacts_reset", "ZD-78", "dave"), ("policy_reset", "ZD-77", "dave")], audit
+    svc.publisher.wait("r1", "settings_changed", 5, topic="account.event")
+    changes = [(e["by"], e["change"]) for e in
+               svc.publisher.of("r1", "settings_changed", topic="account.event")]
+    assert sorted(changes[-2:]) == [("support", "contacts_reset"), ("support", "policy_reset")], \
+        changes
+
+
+def test_retention_deletes_old_rows_in_batches_keeps_newer():
+    url = pg.fresh_db()
+    # batches of 2 rows: 5 old rows of a table take 3 statements
+    svc = start(url, retention={"interval_s": 1, "batch_rows": 2, "decisions_days": 30,
+                                "lock_events_days": 365, "audit_days": 100, "outbox_days": 7})
+    svc.publisher.fail = 1_000_000  # the outbox keeps its rows: only retention removes them
+    db = url.rsplit("/", 1)[1]
+    sql = []
+    for i, age in enumerate([400, 400, 400, 400, 400, 5]):
+        when = f"now() - interval '{age} days'"
+        sql.append(f"INSERT INTO guard.decisions (login_id, account_id, action, event, created_at) "
+                   f"VALUES ('l{i}', 'ret-1', 'notify', '{{}}', {when})")
+        sql.append(f"INSERT INTO guard.lock_events (ts, account_id, event, actor) "
+                   f"VALUES ({when}, 'ret-1', 'locked', 'policy')")
+        sql.append(f"INSERT INTO guard.audit (ts, staff, action, account_id, reason) "
+                   f"VALUES ({when}, 'bob', 'unlock', 'ret-1', 'r{i}')")
+        sql.append(f"INSERT INTO guard.outbox (event_id, event, created_at) "
+                   f"VALUES ('ret-e{i}', '{{}}', {when})")
+    # kept by their own retention: 40-day-old decision (30 days: gone), audit 50 days (100: kept)
+    sql.append("INSERT INTO guard.decisions (login_id, account_id, action, event, created_at) "
+               "VALUES ('l-40', 'ret-1', 'notify', '{}', now() - interval '40 days')")
+    sql.append("INSERT INTO guard.audit (ts, staff, action, account_id, reason) "
+               "VALUES (now() - interval '50 days', 'bob', 'unlock', 'ret-1', 'r-50')")
+    pg.cluster().psql(db, "; ".join(sql))
+
+    def rows(table, where="true"):
+        return int(pg.cluster().psql(db, f"SELECT count(*) FROM guard.{table} WHERE {where}")[0][0])
+
+    harness.wait_for(lambda: rows("decisions") == 1 and rows("lock_events") == 1 and
+                     rows("audit") == 2 and rows("outbox", "event_id LIKE 'ret-e%'") == 1,
+                     timeout=20, what="old rows deleted")
+    assert rows("decisions", "login_id = 'l5'") == 1
+    assert rows("audit", "reason IN ('r5', 'r-50')") == 2
+    assert rows("outbox", "event_id = 'ret-e5'") == 1
+    assert "retention: deleted 6 row(s) of guard.decisions older than 30 days" in svc.log()
+    # the account events the triggers queued for the rows inserted now stay in the outbox
+    assert rows("outbox", "topic = 'account.event'") >= 1

@@ -93,7 +93,8 @@ def test_stored_once_and_read_back():
     assert [r["id"] for r in body["logins"]] == [e["login_id"] for e in evs]
     first = body["logins"][0]
     assert first == {"id": evs[0]["login_id"], "ts": evs[0]["ts"], "ip": "11.2.3.4",
-                     "country": "DE", "server": "eu-1", "action": None}, first
+                     "country": "DE", "server": "eu-1", "action": None, "reasons": [],
+                     "unlocked_at": None}, first
     assert body["next_cursor"] is None
     # a restart applies no migration twice and keeps the data
     svc.stop()
@@ -242,6 +243,15 @@ def test_retention_drops_old_partitions():
     ahead = (now + datetime.timedelta(days=2)).strftime("logins_p%Y%m%d")
     assert ahead in parts, parts
     assert (now - datetime.timedelta(days=10)).strftime("logins_p%Y%m%d") not in parts
+    # the account's events are forgotten as old as the logins
+    for days in (10, 0):
+        assert deliver(svc, "account.event", {"account_id": "acct-r", "kind": "unlocked",
+                                              "by": "player", "ts": iso(
+                                                  now - datetime.timedelta(days=days))})[0] == 200
+
+    def events():
+        return int(pg.cluster().psql(dbname(url), "SELECT count(*) FROM history.events")[0][0])
+    harness.wait_for(lambda: events() == 1, timeout=15, what="old event forgotten")
     # This process had ensured that day's partition before retention dropped it: the insert
     # that skips ensuring fails, and the batch is retried with the partition ensured again.
     late = login(account="acct-r", ts=iso(now - datetime.timedelta(days=10)))
@@ -377,3 +387,70 @@ def test_batch_of_actions():
     assert status == 422 and body["error"] == "batch_refused", (status, body)
     body = get_logins(svc, "acct-ba", token("player", "acct-ba"))[1]
     assert {r["id"]: r["action"] for r in body["logins"]} == got  # nothing of it applied
+
+
+def get_events(svc, account, tok, **query):
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    return harness.http("GET", f"{svc.url}/v1/accounts/{account}/events" + ("?" + qs if qs else ""),
+                        headers={"Authorization": "Bearer " + tok} if tok else {})
+
+
+def test_reasons_per_login():
+    url = pg.fresh_db()
+    svc = start(url)
+    old, new, quiet = login(account="acct-w"), login(account="acct-w"), login(account="acct-w")
+    for ev in (old, new, quiet):
+        assert deliver(svc, "login.checked", ev)[0] == 200
+    # an action from guard before reasons: its one signal was "not a home country"
+    assert deliver(svc, "account.action", {"login_id": old["login_id"], "account_id": "acct-w",
+                                           "action": "notify"})[0] == 200
+    assert deliver(svc, "account.action", {"login_id": new["login_id"], "account_id": "acct-w",
+                                           "action": "kick",
+                                           "reasons": ["new_country", "impossible_travel"]})[0] == 200
+    status, body, _ = deliver(svc, "account.action", {"login_id": new["login_id"],
+                                                      "account_id": "acct-w", "action": "kick",
+                                                      "reasons": "abroad"})
+    assert status == 422 and body["error"] == "invalid_event", (status, body)
+    rows = {r["id"]: r for r in get_logins(svc, "acct-w", token("player", "acct-w"))[1]["logins"]}
+    assert rows[old["login_id"]]["reasons"] == ["abroad"]
+    assert rows[new["login_id"]]["reasons"] == ["new_country", "impossible_travel"]
+    assert rows[quiet["login_id"]]["reasons"] == [] and rows[quiet["login_id"]]["action"] is None
+
+
+def test_lock_unlock_and_settings_events_in_the_timeline():
+    url = pg.fresh_db()
+    svc = start(url)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lk = login(account="acct-t", ts=iso(now - datetime.timedelta(minutes=5)))
+    assert deliver(svc, "login.checked", lk)[0] == 200
+    assert deliver(svc, "account.action", {"login_id": lk["login_id"], "account_id": "acct-t",
+                                           "action": "lock", "reasons": ["abroad"]})[0] == 200
+    row = get_logins(svc, "acct-t", token("player", "acct-t"))[1]["logins"][0]
+    assert row["action"] == "lock" and row["unlocked_at"] is None, row
+    locked = {"account_id": "acct-t", "ts": lk["ts"], "kind": "locked", "by": "policy",
+              "login_id": lk["login_id"]}
+    unlocked = {"account_id": "acct-t", "ts": iso(now - datetime.timedelta(minutes=1)),
+                "kind": "unlocked", "by": "support"}
+    changed = {"account_id": "acct-t", "ts": iso(now), "kind": "settings_changed", "by": "player",
+               "change": "policy_changed"}
+    unlock_id = str(uuid.uuid4())
+    for ev, ce in ((locked, None), (unlocked, unlock_id), (unlocked, unlock_id), (changed, None)):
+        assert deliver(svc, "account.event", ev, ce_id=ce)[0] == 200
+    # the lock's login now says when it was lifted
+    row = get_logins(svc, "acct-t", token("player", "acct-t"))[1]["logins"][0]
+    assert row["unlocked_at"] == unlocked["ts"], row
+    status, body, _ = get_events(svc, "acct-t", token("player", "acct-t"))
+    assert status == 200, body
+    assert [(e["kind"], e["by"]) for e in body["events"]] == [
+        ("settings_changed", "player"), ("unlocked", "support"), ("locked", "policy")], body
+    assert body["events"][0]["change"] == "policy_changed"
+    assert body["events"][2]["login_id"] == lk["login_id"]
+    assert get_events(svc, "acct-t", token("player", "other"))[0] == 403
+    assert get_events(svc, "acct-t", None)[0] == 401
+    assert get_events(svc, "acct-t", token("staff", "s1"), limit=1)[1]["events"][0]["kind"] == \
+        "settings_changed"
+    assert get_events(svc, "acct-t", token("staff", "s1"), limit=0)[0] == 400
+    status, body, _ = deliver(svc, "account.event", dict(changed, kind="deleted"))
+    assert status == 422 and body["error"] == "invalid_event", (status, body)
+    status, body, _ = deliver(svc, "account.event", dict(changed, by="someone"))
+    assert status == 422, (status, body)

@@ -297,3 +297,19 @@ def test_alert_in_the_players_language_zone_and_with_the_answer_link():
     assert deliver(svc, "account.action", kick)[0] == 200
     msg = [m for m in received(gs)["messages"] if m["account_id"] == "n7"][-1]
     assert msg["kind"] == "not_me_ended" and "ended every session" in msg["text"], msg
+
+
+def test_retention_trims_the_sent_log():
+    url = pg.fresh_db()
+    gs = start_gamesim()
+    svc = start_notify(url, gs, retention={"interval_s": 1, "batch_rows": 2, "sent_days": 30})
+    db = url.rsplit("/", 1)[1]
+    values = ", ".join(f"('k{i}', 'ingame', 'acct-r', 'kicked', now() - interval '{age} days')"
+                       for i, age in enumerate([90, 90, 90, 31, 29, 0]))
+    pg.cluster().psql(db, "INSERT INTO notify.sent (dedupe_key, channel, account_id, kind, sent_at) "
+                          f"VALUES {values}")
+
+    def keys():
+        return sorted(r[0] for r in pg.cluster().psql(db, "SELECT dedupe_key FROM notify.sent"))
+    harness.wait_for(lambda: keys() == ["k4", "k5"], timeout=20, what="sent log trimmed")
+    assert "retention: deleted 4 row(s) of notify.sent older than 30 days" in svc.log()

@@ -31,7 +31,9 @@ class Product:
             config={"database_url": url, "batch_wait_ms": 5, "listen": f"127.0.0.1:{hport}",
                     "http": {"cors_origins": self.guard_url},
                     "web": {"guard_url": self.guard_url}})
-        self.publisher = guard_api.Publisher()  # guard's own messages: contact codes, notices
+        # guard's own messages (contact codes, notices) and its account events, which the bus's
+        # history-events route would deliver to history
+        self.publisher = guard_api.Publisher(forward=self._forward)
         self.guard = harness.ctx().start(
             "guard", env=dict(env, GUARD_DATABASE_URL=url), ready_path="/readyz",
             config={"database_url": url, "home_countries": "KR", "listen": f"127.0.0.1:{gport}",
@@ -48,11 +50,16 @@ class Product:
         return url + "/code"
 
     @staticmethod
-    def _post(url, topic, event):
+    def _post(url, topic, event, ce_id=None):
         body = json.dumps(event).encode()
-        headers = harness.delivery_headers(BUS, body, str(uuid.uuid4()), topic,
+        headers = harness.delivery_headers(BUS, body, ce_id or str(uuid.uuid4()), topic,
                                            {"ce-source": "test", "X-Bus-Route": "test"})
         return harness.http("POST", f"{url}/v1/deliveries/{topic}", raw=body, headers=headers)
+
+    def _forward(self, topic, ce_id, event):
+        if topic == "account.event":
+            st, body, _ = self._post(self.history_url, topic, event, ce_id)
+            assert st == 200, (st, body)
 
     def login(self, account, country, ip, minutes_ago=0, server="eu-1", to_guard=False):
         """Delivers a login.checked to history (and guard); returns guard's action or None."""
@@ -178,16 +185,27 @@ def test_support_console_find_and_unlock_with_reason():
     reason = "ID checked by phone, ticket 4711"
     browser.run("support", {"URL": p.guard_url + "/support/", "ACCOUNT": acct,
                             "STAFF_TOKEN": token("staff", "alice"), "STAFF": "alice",
-                            "PLAYER_TOKEN": token("player", acct), "REASON": reason})
+                            "PLAYER_TOKEN": token("player", acct), "REASON": reason,
+                            "TICKET": "ZD-4711"})
+    # the console unlocked, then locked it again and reset its policy
     st, status, _ = harness.http("GET", f"{p.guard_url}/v1/accounts/{acct}/status",
                                  headers=auth(token("staff", "st-sam")))
-    assert st == 200 and status["locked"] is False
+    assert st == 200 and status["locked"] is True
     st, body, _ = harness.http("GET", f"{p.guard_url}/v1/support/audit?account_id={acct}",
                                headers=auth(token("staff", "bob")))
-    assert st == 200 and [(e["actor"], e["staff"], e["action"], e["reason"])
-                          for e in body["entries"]][:2] == \
-        [("staff", "alice", "unlock", reason), ("player", None, "policy_changed",
-                                                'policy lock, channels ["ingame"], allowed none')]
+    assert st == 200 and [(e["actor"], e["staff"], e["action"], e["reason"], e["ticket"])
+                          for e in body["entries"]][:4] == [
+        ("staff", "alice", "policy_reset", "player asked to start over", "ZD-4711"),
+        ("staff", "alice", "lock", "player reports a stolen phone", "ZD-4711"),
+        ("staff", "alice", "unlock", reason, None),
+        ("player", None, "policy_changed", 'policy lock, channels ["ingame"], allowed none',
+         None)], body
+    # and the player's timeline in history tells it all, by whom
+    st, body, _ = harness.http("GET", f"{p.history_url}/v1/accounts/{acct}/events",
+                               headers=auth(token("player", acct)))
+    assert st == 200 and [(e["kind"], e["by"]) for e in body["events"]][:5] == [
+        ("settings_changed", "support"), ("locked", "support"), ("unlocked", "support"),
+        ("locked", "policy"), ("settings_changed", "player")], body
     # the player was told of the unlock
     assert p.publisher.wait(acct, "staff_unlock")[0]["params"] == {"staff": "alice"}
 

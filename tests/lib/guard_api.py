@@ -16,8 +16,12 @@ GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unl
 
 
 class Publisher:
-    def __init__(self):
+    def __init__(self, forward=None):
+        """forward(topic, ce_id, event), when given, is called with each accepted event before
+        it is acknowledged: a test's stand-in for the bus's routes (e.g. account.event to
+        history)."""
         self.events, self.lock, self.fail = [], threading.Lock(), 0
+        self.forward = forward
         self.url, _ = harness.ctx().serve(self._handle)
 
     def _handle(self, method, path, headers, body):
@@ -25,14 +29,21 @@ class Publisher:
             if self.fail > 0:
                 self.fail -= 1
                 return 503, {"error": "unavailable"}, {"Retry-After": "1"}
+        event = json.loads(body)
+        if self.forward:
+            topic = path.split("/")[3]  # /v1/topics/<topic>/events
+            self.forward(topic, headers.get("ce-id"), event)
+        with self.lock:
             self.events.append({"path": path, "auth": headers.get("authorization"),
-                                "ce_id": headers.get("ce-id"), "event": json.loads(body)})
+                                "ce_id": headers.get("ce-id"), "event": event})
         return 202, {"id": str(uuid.uuid4())}, {}
 
-    def of(self, account, kind=None):
+    def of(self, account, kind=None, topic="notification"):
+        """The events of account (of that kind) guard published to topic: notification (the
+        messages to the player) or account.event (the player's timeline)."""
         with self.lock:
             return [e["event"] for e in self.events if e["event"]["account_id"] == account and
-                    e["path"].startswith("/v1/topics/notification/") and
+                    e["path"] == f"/v1/topics/{topic}/events" and
                     (kind is None or e["event"].get("kind") == kind)]
 
     def actions(self, account):
@@ -41,9 +52,10 @@ class Publisher:
             return [e["event"] for e in self.events if e["event"]["account_id"] == account and
                     e["path"] == "/v1/topics/account.action/events"]
 
-    def wait(self, account, kind, n=1):
-        return harness.wait_for(lambda: len(self.of(account, kind)) >= n and
-                                self.of(account, kind), 15, what=f"{n} {kind} for {account}")
+    def wait(self, account, kind, n=1, topic="notification"):
+        return harness.wait_for(lambda: len(self.of(account, kind, topic)) >= n and
+                                self.of(account, kind, topic), 15,
+                                what=f"{n} {kind} for {account} on {topic}")
 
     def contact_code(self, account, channel, n=1):
         """The code of the n-th contact_code event of account for channel (waits for it)."""

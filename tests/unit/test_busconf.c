@@ -200,7 +200,8 @@ static void test_production_skips_development_producers(void **state)
     setenv("LOGIN_TOKEN_SHA256", "5b4a0a8b47b9d0a3bf1e4d5fb3fb3d8c47a2e4c4d4f1c8e3f8b0b8a1c2d3e4f5",
            1);
     setenv("BUS_SIGNING_SECRET", "0123456789abcdef0123456789abcdef-test", 1);
-    /* guard's producer token for the notification topic, as LOGIN_TOKEN_SHA256 */
+    /* guard's producer token for the notification and account.event topics, as
+     * LOGIN_TOKEN_SHA256 */
     setenv("GUARD_PUBLISHER_TOKEN_SHA256",
            "6c3f1b0e7a9d4c2b8e5f1a3d7c9b2e4f6a8d0c2e4b6f8a1c3e5d7b9f0a2c4e6d", 1);
     if (busconf_load("config/bus", SCHEMA, &c, err, sizeof err) != 0) {
@@ -210,7 +211,10 @@ static void test_production_skips_development_producers(void **state)
     assert_false(busconf_topic_allows(t, "dev-login-token"));
     assert_false(busconf_topic_allows(busconf_topic_find(c, "notification"),
                                       "dev-only-guard-producer-token"));
-    assert_int_equal(c->n_development_skipped, 2);
+    assert_false(busconf_topic_allows(busconf_topic_find(c, "account.event"),
+                                      "dev-only-guard-producer-token"));
+    /* login's, and guard's on notification and account.event */
+    assert_int_equal(c->n_development_skipped, 3);
     busconf_free(c);
     unsetenv("LOGIN_TOKEN_SHA256");
     unsetenv("GUARD_PUBLISHER_TOKEN_SHA256");

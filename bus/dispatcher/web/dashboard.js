@@ -4,7 +4,7 @@
 // DOM calls and textContent only (never HTML from strings); no inline script or style (the CSP
 // forbids them).
 import { api, token, saveToken, clearToken } from './api.js';
-import { drawGraph } from './graph.js';
+import { drawGraph, serviceOf, sinceText } from './graph.js';
 
 const POLL_MS = 2500;
 const TOPOLOGY_EVERY = 12; // polls between topology refreshes (routes change on reload)
@@ -100,7 +100,8 @@ function routeFigures(r) {
   const c = r.counters || {};
   return { delivered: c.delivered ?? 0, retried: c.retried ?? 0, failed: c.failed ?? 0,
     dead: c.dead_lettered ?? 0, inFlight: r.in_flight ?? 0, lag: r.lag ?? 0,
-    state: r.state || 'unknown' };
+    state: r.state || 'unknown', lastError: r.last_error || null,
+    lastErrorAt: r.last_error_at || null, failingSince: r.failing_since || null };
 }
 
 async function poll() {
@@ -145,6 +146,16 @@ function stateBadge(s) {
   return el('span', { class: `badge ${s}`, text });
 }
 
+// A failing route's last error and since when it fails; a route delivering again keeps its last
+// error, dated, in grey.
+function failure(f) {
+  if (!f.lastError) return '';
+  if (f.failingSince) {
+    return el('div', { class: 'sub error', text: `${f.lastError} · since ${sinceText(f.failingSince)}` });
+  }
+  return el('div', { class: 'sub', text: `last error ${sinceText(f.lastErrorAt)}: ${f.lastError}` });
+}
+
 function renderRoutes(routes) {
   const body = $('routes');
   const rows = [...routes].sort((a, b) => a.name.localeCompare(b.name)).map((route) => {
@@ -152,11 +163,11 @@ function renderRoutes(routes) {
     const open = el('button', { type: 'button', class: 'link route-name', text: route.name,
       title: `${route.topic} → ${route.endpoint}` });
     open.addEventListener('click', () => openDeadLetters(route.name));
-    const where = el('div', { class: 'sub mono', text: `${route.topic} → ${route.endpoint}` });
+    const where = el('div', { class: 'sub mono', text: `${route.topic} → ${serviceOf(routeConf(route.name) || route)}` });
     const num = (cls, v) => el('td', { class: `num ${cls}`, text: v });
     const tr = el('tr', { 'data-route': route.name, class: route.name === state.selected ? 'selected' : '' },
       el('td', {}, open, where),
-      el('td', {}, stateBadge(f.state)),
+      el('td', {}, stateBadge(f.state), failure(f)),
       num('rate', Number.isFinite(f.rate) ? f.rate.toFixed(1) : '–'),
       num('delivered', fmt(f.delivered)),
       num('retried', fmt(f.retried)),

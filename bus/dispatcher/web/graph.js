@@ -1,11 +1,16 @@
-// The topology as SVG, drawn by hand: topics (left) -> routes (middle) -> endpoints and the topics
-// routes write to (right: streaming outputs, dead-letter topics). No library; DOM calls only.
+// The topology as SVG, drawn by hand, as the flow runs: left to right, each topic once, then the
+// routes reading it, then the topics they write (a streaming route's output), then the routes
+// reading those, and so on (the README's diagram). A route names the service behind its endpoint
+// (the route's "service", else the endpoint's host:port); its dead-letter topic sits beside what
+// it writes. A failing route shows its last error and since when. No library; DOM calls only.
 const NS = 'http://www.w3.org/2000/svg';
-const COL_X = [16, 376, 736];
-const NODE_W = 288;
+const NODE_W = 196;
 const NODE_H = 40;
-const GAP = 14;
+const ROUTE_H = 54; // a route: name, service and figures, and its error while failing
+const COL_GAP = 44;
+const ROW_GAP = 12;
 const TOP = 34;
+const LEFT = 12;
 
 function svg(tag, attrs = {}, text) {
   const e = document.createElementNS(NS, tag);
@@ -18,93 +23,161 @@ function shorten(s, max) {
   return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
 }
 
-// One box with a title line and an optional second line; returns the group.
-function node(x, y, kind, title, sub, full) {
+// The service a route delivers to, as people name it.
+export function serviceOf(route) {
+  if (route.service) return route.service;
+  const m = /^https?:\/\/([^/]+)/.exec(route.endpoint || '');
+  return m ? m[1] : route.endpoint || '?';
+}
+
+// "since 14:02:11" (today) or "since 3 Dec 14:02" from an RFC 3339 time.
+export function sinceText(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString('en-GB')
+    : d.toLocaleString('en-GB', { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+}
+
+// One box with a title line and optional further lines; returns the group.
+function node(x, y, h, kind, lines, full) {
   const g = svg('g', { class: `node ${kind}`, transform: `translate(${x},${y})` });
-  g.append(svg('title', {}, full || title));
-  g.append(svg('rect', { width: NODE_W, height: NODE_H, rx: 7 }));
-  g.append(svg('text', { x: 12, y: sub ? 17 : 25, class: 'label' }, shorten(title, 38)));
-  if (sub) g.append(svg('text', { x: 12, y: 32, class: 'sub' }, shorten(sub, 44)));
+  g.append(svg('title', {}, full || lines[0].text));
+  g.append(svg('rect', { width: NODE_W, height: h, rx: 7 }));
+  const ys = lines.length === 1 ? [25] : lines.length === 2 ? [17, 32] : [16, 30, 45];
+  lines.forEach((l, i) => g.append(svg('text', { x: 10, y: ys[i], class: l.cls },
+    shorten(l.text, l.cls === 'label' ? 26 : 36))));
   return g;
 }
 
 function edge(from, to, kind) {
   const x1 = from.x + NODE_W;
-  const y1 = from.y + NODE_H / 2;
+  const y1 = from.y + from.h / 2;
   const x2 = to.x;
-  const y2 = to.y + NODE_H / 2;
+  const y2 = to.y + to.h / 2;
   const mx = (x1 + x2) / 2;
   return svg('path', { class: `edge ${kind}`, d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
     'marker-end': `url(#arrow-${kind})` });
 }
 
-// topology: GET /v1/topology; stats: route name -> {state, rate, lag} (may lack routes).
+// Depth of each topic in the flow: 0 for a topic no route writes (published from outside), else
+// one more than the deepest topic whose route writes it. Bounded: a cycle stops growing.
+function topicDepths(routes) {
+  const depth = new Map();
+  for (const r of routes) depth.set(r.topic, 0);
+  for (const r of routes) if (r.output && !depth.has(r.output)) depth.set(r.output, 0);
+  for (let pass = 0; pass < routes.length + 1; pass++) {
+    let changed = false;
+    for (const r of routes) {
+      if (!r.output) continue;
+      const d = Math.min(depth.get(r.topic) + 1, routes.length);
+      if (d > depth.get(r.output)) {
+        depth.set(r.output, d);
+        changed = true;
+      }
+    }
+    if (!changed) break;
+  }
+  return depth;
+}
+
+// topology: GET /v1/topology; stats: route name -> {state, rate, lag, lastError, failingSince}.
 export function drawGraph(container, topology, stats) {
   const routes = [...topology.routes].sort((a, b) =>
     a.topic.localeCompare(b.topic) || a.name.localeCompare(b.name));
-  const topicsIn = [...new Set(routes.map((r) => r.topic))];
   const partitions = new Map(topology.topics.map((t) => [t.name, t.partitions]));
+  const depth = topicDepths(routes);
 
-  // right column: one node per endpoint URL and per written topic, in route order
-  const targets = [];
-  const targetIndex = new Map();
-  const addTarget = (key, kind, title, sub) => {
-    if (!targetIndex.has(key)) {
-      targetIndex.set(key, targets.length);
-      targets.push({ key, kind, title, sub });
-    }
-    return targetIndex.get(key);
+  // columns: topics of depth d in 2d, routes reading them in 2d + 1; dead-letter topics (which no
+  // route reads) beside what their route writes
+  const cols = [];
+  const place = (col, item) => {
+    while (cols.length <= col) cols.push([]);
+    cols[col].push(item);
+    return item;
   };
+  const at = new Map(); // key -> placed item
+  const byDepth = [...depth.entries()].sort((a, b) => a[1] - b[1] || a[0].localeCompare(b[0]));
+  for (const [t, d] of byDepth) at.set(`t:${t}`, place(2 * d, { key: `t:${t}`, kind: 'topic', name: t }));
   for (const r of routes) {
-    addTarget(`e:${r.endpoint}`, 'endpoint', r.endpoint.replace(/^https?:\/\//, ''), 'endpoint');
-    if (r.output) addTarget(`t:${r.output}`, 'topic', r.output, 'output topic');
-    if (r.dead_letter) addTarget(`t:${r.dead_letter}`, 'topic dlq', r.dead_letter, 'dead-letter topic');
+    at.set(`r:${r.name}`, place(2 * depth.get(r.topic) + 1, { key: `r:${r.name}`, kind: 'route', route: r }));
   }
+  for (const r of routes) {
+    if (r.dead_letter && !at.has(`t:${r.dead_letter}`)) {
+      at.set(`t:${r.dead_letter}`, place(2 * depth.get(r.topic) + 2,
+        { key: `t:${r.dead_letter}`, kind: 'topic dlq', name: r.dead_letter }));
+    }
+  }
+  // within a column, follow the order of what feeds each node, to keep edges from crossing
+  const feeds = new Map();
+  for (const r of routes) {
+    feeds.set(`r:${r.name}`, `t:${r.topic}`);
+    if (r.output && !feeds.has(`t:${r.output}`)) feeds.set(`t:${r.output}`, `r:${r.name}`);
+    if (r.dead_letter && !feeds.has(`t:${r.dead_letter}`)) feeds.set(`t:${r.dead_letter}`, `r:${r.name}`);
+  }
+  let y0 = 0;
+  cols.forEach((col, c) => {
+    const rank = (it) => {
+      const f = at.get(feeds.get(it.key));
+      return (it.kind === 'topic dlq' ? 1e6 : 0) + (f && f.y !== undefined ? f.y : 0);
+    };
+    col.sort((a, b) => rank(a) - rank(b) || a.key.localeCompare(b.key));
+    let y = TOP;
+    for (const it of col) {
+      it.x = LEFT + c * (NODE_W + COL_GAP);
+      it.y = y;
+      it.h = it.kind === 'route' ? ROUTE_H : NODE_H;
+      y += it.h + ROW_GAP;
+    }
+    y0 = Math.max(y0, y);
+  });
 
-  const rows = Math.max(topicsIn.length, routes.length, targets.length, 1);
-  const height = TOP + rows * (NODE_H + GAP) + 8;
-  const width = COL_X[2] + NODE_W + 16;
+  const width = LEFT + Math.max(cols.length, 1) * (NODE_W + COL_GAP) - COL_GAP + LEFT;
+  const height = y0 + 4;
   const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width: '100%', role: 'img',
-    'aria-label': 'Topology: topics, routes, endpoints' });
-
+    'aria-label': 'The flow: topics, the routes reading them, the services they deliver to and the topics they write' });
   const defs = svg('defs');
-  for (const kind of ['in', 'out', 'stream', 'dlq']) {
+  for (const kind of ['in', 'stream', 'dlq']) {
     const m = svg('marker', { id: `arrow-${kind}`, viewBox: '0 0 10 10', refX: 9, refY: 5,
       markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
     m.append(svg('path', { d: 'M0,0 L10,5 L0,10 z', class: `arrowhead ${kind}` }));
     defs.append(m);
   }
   root.append(defs);
-  ['Topics', 'Routes', 'Endpoints and written topics'].forEach((h, i) =>
-    root.append(svg('text', { x: COL_X[i], y: 18, class: 'col-head' }, h)));
+  cols.forEach((_, c) => root.append(svg('text', { x: LEFT + c * (NODE_W + COL_GAP), y: 18,
+    class: 'col-head' }, c % 2 === 0 ? 'Topics' : 'Routes → service')));
 
-  const pos = (col, i) => ({ x: COL_X[col], y: TOP + i * (NODE_H + GAP) });
   const edges = svg('g', { class: 'edges' });
   const nodes = svg('g', { class: 'nodes' });
   root.append(edges, nodes);
-
-  topicsIn.forEach((t, i) => {
-    const p = pos(0, i);
-    const n = partitions.get(t);
-    nodes.append(node(p.x, p.y, 'topic', t, n ? `${n} partitions` : 'topic'));
-  });
-  targets.forEach((t, i) => {
-    const p = pos(2, i);
-    nodes.append(node(p.x, p.y, t.kind, t.title, t.sub, t.key.slice(2)));
-  });
-  routes.forEach((r, i) => {
-    const p = pos(1, i);
-    const st = stats.get(r.name);
-    const state = st ? st.state : 'unknown';
-    const rate = st && Number.isFinite(st.rate) ? `${st.rate.toFixed(1)}/s` : '–';
-    const sub = `${r.mode} · ${rate} · lag ${st ? st.lag : '–'}`;
-    const g = node(p.x, p.y, `route ${state}`, r.name, sub, `${r.name} (${state})`);
-    g.dataset.route = r.name;
-    nodes.append(g);
-    edges.append(edge(pos(0, topicsIn.indexOf(r.topic)), p, 'in'));
-    edges.append(edge(p, pos(2, targetIndex.get(`e:${r.endpoint}`)), 'out'));
-    if (r.output) edges.append(edge(p, pos(2, targetIndex.get(`t:${r.output}`)), 'stream'));
-    if (r.dead_letter) edges.append(edge(p, pos(2, targetIndex.get(`t:${r.dead_letter}`)), 'dlq'));
-  });
+  for (const col of cols) {
+    for (const it of col) {
+      if (it.kind !== 'route') {
+        const n = partitions.get(it.name);
+        const sub = it.kind === 'topic dlq' ? 'dead letters' : n ? `${n} partitions` : 'topic';
+        nodes.append(node(it.x, it.y, it.h, it.kind, [{ text: it.name, cls: 'label' },
+          { text: sub, cls: 'sub' }], it.name));
+        continue;
+      }
+      const r = it.route;
+      const st = stats.get(r.name);
+      const state = st ? st.state : 'unknown';
+      const rate = st && Number.isFinite(st.rate) ? `${st.rate.toFixed(1)}/s` : '–';
+      const service = serviceOf(r);
+      const lines = [{ text: r.name, cls: 'label' },
+        { text: `→ ${service} · ${rate} · lag ${st ? st.lag : '–'}`, cls: 'sub' }];
+      let full = `${r.name} (${state}, ${r.mode}): ${r.topic} → ${service} ${r.endpoint}`;
+      if (st && st.failingSince && st.lastError) {
+        lines.push({ text: `${st.lastError} · since ${sinceText(st.failingSince)}`, cls: 'error' });
+        full += `\nfailing since ${st.failingSince}: ${st.lastError}`;
+      }
+      const g = node(it.x, it.y, it.h, `route ${state}`, lines, full);
+      g.dataset.route = r.name;
+      nodes.append(g);
+      edges.append(edge(at.get(`t:${r.topic}`), it, 'in'));
+      if (r.output) edges.append(edge(it, at.get(`t:${r.output}`), 'stream'));
+      if (r.dead_letter) edges.append(edge(it, at.get(`t:${r.dead_letter}`), 'dlq'));
+    }
+  }
   container.replaceChildren(root);
 }

@@ -22,6 +22,7 @@ const enc = encodeURIComponent;
 export const api = {
   logins: (id, limit, cursor) =>
     history('GET', `/v1/accounts/${enc(id)}/logins?limit=${limit}${cursor ? `&cursor=${enc(cursor)}` : ''}`),
+  events: (id, limit) => history('GET', `/v1/accounts/${enc(id)}/events?limit=${limit}`),
   status: (id) => guard('GET', `/v1/accounts/${enc(id)}/status`),
   policy: (id) => guard('GET', `/v1/accounts/${enc(id)}/policy`),
   putPolicy: (id, p) => guard('PUT', `/v1/accounts/${enc(id)}/policy`, p),

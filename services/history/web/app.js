@@ -130,7 +130,7 @@ async function enter() {
   // The policy read proves the token is the account's; the rest follows only then.
   const ok = await loadSettings();
   if (!ok) return;
-  await Promise.all([loadStatus(), loadHistory()]);
+  await Promise.all([loadStatus(), loadHistory(), loadEvents()]);
 }
 
 // ---- status and unlock ----
@@ -172,6 +172,7 @@ async function onUnlock(ev) {
     setMsg('unlock-msg', '');
     showAlert(t('unlocked'), 'info');
     await loadStatus();
+    await refreshAfterUnlock();
     return;
   }
   if (r.status === 403 && err === 'wrong_code') {
@@ -212,14 +213,70 @@ function renderHistory() {
       el('td', { text: `${countryName(l.country)}${l.country && l.country !== 'ZZ' ? ` (${l.country})` : ''}` }),
       el('td', { class: 'mono', text: maskIp(l.ip) }),
       el('td', { text: l.server || '—' }),
-      el('td', {}, action
-        ? el('span', { class: `badge ${action}`, text: t(`action_${action}`) })
-        : el('span', { class: 'badge none', text: t('action_null') }))));
+      el('td', {}, loginAction(l))));
   }
   $('empty').hidden = state.logins.length > 0;
   $('newer').disabled = state.cursors.length <= 1;
   $('older').disabled = !state.next;
   $('page-no').textContent = t('page', { n: state.cursors.length });
+}
+
+// What guard did for a login and why (reason codes, in the reader's language); a lock that was
+// lifted since says when, instead of "Account locked" for ever.
+function loginAction(l) {
+  const action = l.action || null;
+  const lifted = action === 'lock' && l.unlocked_at;
+  const badge = el('span', {
+    class: lifted ? 'badge none' : `badge ${action || 'none'}`,
+    text: lifted ? t('action_lock_lifted', { date: formatTime(l.unlocked_at) })
+      : t(action ? `action_${action}` : 'action_null') });
+  const reasons = (l.reasons || []).map((c) => known(`reason_${c}`, c)).join(', ');
+  return reasons ? el('span', {}, badge, el('span', { class: 'reasons', text: reasons })) : badge;
+}
+
+// The text of key, or fallback when the page has none (a code newer than the page).
+function known(key, fallback) {
+  const text = t(key);
+  return text === key ? fallback : text;
+}
+
+// ---- account activity: locks, unlocks (by whom), settings changes ----
+
+// The unlock reaches history through the bus a moment later: the activity is read again (a few
+// times, a second apart) until it shows, then the lock's login with it.
+async function refreshAfterUnlock() {
+  const before = (state.events || []).filter((e) => e.kind === 'unlocked').length;
+  for (let i = 0; i < 8; i++) {
+    await new Promise((resolve) => { setTimeout(resolve, 1000); });
+    await loadEvents();
+    if ((state.events || []).filter((e) => e.kind === 'unlocked').length > before) break;
+  }
+  await loadHistory();
+}
+
+async function loadEvents() {
+  const r = await guarded(() => api.events(state.account, 10));
+  if (!r) return;
+  if (r.status !== 200) {
+    if (!handleAuthFailure(r)) showAlert(apiError(r));
+    return;
+  }
+  state.events = r.body.events || [];
+  renderEvents();
+}
+
+function renderEvents() {
+  const list = $('events');
+  const evs = state.events || [];
+  list.replaceChildren(...evs.map((e) => {
+    const what = e.kind === 'settings_changed'
+      ? t('ev_settings_changed', { change: known(`change_${e.change}`, e.change || '') })
+      : t(`ev_${e.kind}`);
+    return el('li', {}, el('span', { class: 'when', text: formatTime(e.ts) }),
+      el('span', { class: e.kind === 'locked' ? 'badge locked' : 'badge none', text: what }),
+      el('span', { class: 'by', text: t(`by_${e.by}`) }));
+  }));
+  $('events-empty').hidden = evs.length > 0;
 }
 
 // ---- settings ----
@@ -470,6 +527,7 @@ function renderLang() {
       tr.querySelector('button').textContent = t('remove');
     }
     renderHistory();
+    renderEvents();
     renderStatus();
   }
 }

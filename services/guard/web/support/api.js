@@ -26,5 +26,10 @@ export const api = {
   locks: (id) => guard('GET', `/v1/support/accounts/${enc(id)}/locks?limit=50`),
   audit: (id) => guard('GET', `/v1/support/audit?account_id=${enc(id)}`),
   logins: (id) => history('GET', `/v1/accounts/${enc(id)}/logins?limit=20`),
-  unlock: (id, reason) => guard('POST', `/v1/support/accounts/${enc(id)}/unlock`, { reason }),
+  unlock: (id, reason, ticket) =>
+    guard('POST', `/v1/support/accounts/${enc(id)}/unlock`, { reason, ticket: ticket || null }),
+  lock: (id, reason, ticket) =>
+    guard('POST', `/v1/support/accounts/${enc(id)}/lock`, { reason, ticket: ticket || null }),
+  reset: (id, what, reason, ticket) =>
+    guard('POST', `/v1/support/accounts/${enc(id)}/reset`, { what, reason, ticket: ticket || null }),
 };

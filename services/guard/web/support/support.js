@@ -1,5 +1,6 @@
-// The support console: sign in with a staff token, find an account, see its state, recent logins,
-// lock history and audit trail, unlock it with a reason. Served by guard (GET /support/), calls
+// The support console: sign in with a staff token, find an account, see its state, recent logins
+// (what guard did and why), lock history and settings changes; unlock it, lock it now, reset its
+// contacts or policy, each with a reason and a ticket reference. Served by guard (GET /support/), calls
 // guard and history (history's address comes from config.json). DOM calls and textContent only.
 import { t, applyStatic, setLang, currentLang, countryName, formatTime } from './i18n.js';
 import { api, loadConfig, session, saveSession, clearSession, tokenClaims } from './api.js';
@@ -129,10 +130,13 @@ function renderResults() {
     b.addEventListener('click', () => openAccount(id));
     return el('li', {}, b);
   };
+  // The state (locked or not) is the one colored badge; the policy is a neutral label, so an
+  // unlocked account whose policy is "lock" shows no red.
   for (const a of state.results) {
-    list.append(item(a.account_id, a.account_id, el('span', {
-      class: a.locked ? 'badge locked' : `badge ${a.policy}`,
-      text: a.locked ? t('state_locked') : t(`policy_${a.policy}`) })));
+    list.append(item(a.account_id, a.account_id, el('span', { class: 'badges' },
+      el('span', { class: a.locked ? 'badge locked' : 'badge ok',
+        text: a.locked ? t('state_locked') : t('state_ok') }),
+      el('span', { class: 'badge policy', text: t('policy_label', { policy: t(`policy_${a.policy}`) }) }))));
   }
   // An account that never changed its settings has no row in guard but may have logins.
   if (exact) list.append(item(state.query, t('open_exact', { id: state.query })));
@@ -154,7 +158,10 @@ async function openAccount(id) {
   state.account = id;
   showAlert('');
   setMsg('unlock-msg', '');
+  setMsg('action-msg', '');
   $('reason').value = '';
+  $('action-reason').value = '';
+  $('action-ticket').value = '';
   await loadAccount();
 }
 
@@ -171,6 +178,14 @@ async function loadAccount() {
     }
   }
   state.detail = d.body;
+  // the list shows what the account is now (after an unlock, a lock or a reset)
+  for (const a of state.results || []) {
+    if (a.account_id === id && d.body.known) {
+      a.locked = d.body.locked;
+      a.policy = d.body.policy;
+    }
+  }
+  renderResults();
   state.logins = l.body.logins || [];
   state.locks = k.body.events || [];
   state.audit = a.body.entries || [];
@@ -202,7 +217,7 @@ function renderAccount() {
   const contacts = [d.contacts && d.contacts.email, d.contacts && d.contacts.phone].filter(Boolean)
     .join(', ') || '—';
   $('facts').replaceChildren(
-    ...fact(t('f_policy'), el('span', { class: `badge ${d.policy}`, text: t(`policy_${d.policy}`) }),
+    ...fact(t('f_policy'), el('span', { class: 'badge policy', text: t(`policy_${d.policy}`) }),
       d.blocked_abroad ? ` ${t('blocked_abroad')}` : ''),
     ...fact(t('f_channels'), channelNames(d.channels || []) || '—'),
     ...fact(t('f_contacts'), contacts),
@@ -216,8 +231,7 @@ function renderAccount() {
     el('td', { text: `${countryName(l.country)} (${l.country || '?'})` }),
     el('td', { class: 'mono', text: l.ip || '' }),
     el('td', { text: l.server || '—' }),
-    el('td', {}, el('span', { class: `badge ${l.action || 'none'}`,
-      text: t(l.action ? `action_${l.action}` : 'action_null') })))));
+    el('td', {}, loginAction(l)))));
   $('logins-empty').hidden = state.logins.length > 0;
 
   $('locks').replaceChildren(...state.locks.map((e) => {
@@ -239,8 +253,26 @@ function renderAccount() {
     // staff actions, and the player's own settings changes (contacts, policy)
     el('td', { text: e.actor === 'player' ? t('by_player') : e.staff }),
     el('td', { text: auditAction(e.action) }),
-    el('td', { text: e.actor === 'player' ? playerReason(e.reason) : e.reason }))));
+    el('td', { text: e.actor === 'player' ? playerReason(e.reason) : e.reason }),
+    el('td', { class: 'mono', text: e.ticket || '—' }))));
   $('audit-empty').hidden = state.audit.length > 0;
+}
+
+// What guard did for a login and why; a lock that was lifted since says so (not "locked" forever).
+function loginAction(l) {
+  const lifted = l.action === 'lock' && l.unlocked_at;
+  const badge = el('span', { class: lifted ? 'badge policy' : `badge ${l.action || 'none'}`,
+    text: lifted ? t('action_lock_lifted', { date: formatTime(l.unlocked_at) })
+      : t(l.action ? `action_${l.action}` : 'action_null') });
+  const reasons = (l.reasons || []).map(reasonName).join(', ');
+  return reasons ? el('span', {}, badge, el('span', { class: 'reasons', text: reasons })) : badge;
+}
+
+// A reason code in the reader's language (a code the page does not know: as it is).
+function reasonName(code) {
+  const key = `reason_${code}`;
+  const text = t(key);
+  return text === key ? code : text;
 }
 
 function channelNames(list) {
@@ -286,20 +318,55 @@ async function onUnlock(ev) {
     $('reason').focus();
     return;
   }
-  const r = await request(() => api.unlock(state.account, reason));
+  const r = await request(() => api.unlock(state.account, reason, $('unlock-ticket').value.trim()));
   if (!r) return;
   if (r.status !== 200) {
-    setMsg('unlock-msg', r.body && r.body.error === 'reason_required' ? t('err_reason') : apiError(r),
-      'error');
+    setMsg('unlock-msg', noteError(r), 'error');
     return;
   }
   $('reason').value = '';
+  $('unlock-ticket').value = '';
   for (const a of state.results || []) {
     if (a.account_id === state.account) a.locked = false;
   }
   renderResults();
   await loadAccount();
   showAlert(t('unlocked'), 'info');
+}
+
+function noteError(r) {
+  const code = r.body && r.body.error;
+  if (code === 'reason_required') return t('err_reason');
+  if (code === 'bad_ticket') return t('err_ticket');
+  return apiError(r);
+}
+
+// Lock now, reset contacts, reset the policy: each with a reason and a ticket reference.
+async function onAction(ev) {
+  ev.preventDefault();
+  const what = $('action-what').value;
+  const reason = $('action-reason').value.trim();
+  const ticket = $('action-ticket').value.trim();
+  if (!reason) {
+    setMsg('action-msg', t('err_reason'), 'error');
+    $('action-reason').focus();
+    return;
+  }
+  const r = await request(() => (what === 'lock' ? api.lock(state.account, reason, ticket)
+    : api.reset(state.account, what, reason, ticket)));
+  if (!r) return;
+  if (r.status !== 200) {
+    setMsg('action-msg', r.status === 404 ? t('err_no_settings') : noteError(r), 'error');
+    return;
+  }
+  $('action-reason').value = '';
+  $('action-ticket').value = '';
+  setMsg('action-msg', t(`done_${what}`), 'ok');
+  for (const a of state.results || []) {
+    if (a.account_id === state.account && what === 'lock') a.locked = true;
+  }
+  renderResults();
+  await loadAccount();
 }
 
 // ---- language ----
@@ -324,6 +391,7 @@ async function main() {
   $('find-form').addEventListener('submit', onFind);
   $('list-locked').addEventListener('click', () => find('', true));
   $('unlock-form').addEventListener('submit', onUnlock);
+  $('action-form').addEventListener('submit', onAction);
   try {
     await loadConfig();
   } catch {
