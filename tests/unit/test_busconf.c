@@ -213,8 +213,10 @@ static void test_production_skips_development_producers(void **state)
                                       "dev-only-guard-producer-token"));
     assert_false(busconf_topic_allows(busconf_topic_find(c, "account.event"),
                                       "dev-only-guard-producer-token"));
-    /* login's, and guard's on notification and account.event */
-    assert_int_equal(c->n_development_skipped, 3);
+    assert_false(busconf_topic_allows(busconf_topic_find(c, "account.action"),
+                                      "dev-only-guard-producer-token"));
+    /* login's, and guard's on notification, account.event and account.action */
+    assert_int_equal(c->n_development_skipped, 4);
     busconf_free(c);
     unsetenv("LOGIN_TOKEN_SHA256");
     unsetenv("GUARD_PUBLISHER_TOKEN_SHA256");

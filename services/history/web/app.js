@@ -100,6 +100,8 @@ function showSignin() {
 
 function signOut(message) {
   clearSession();
+  // This tab forgets the player: the language chosen here goes with the token.
+  sessionStorage.removeItem('player.lang.chosen');
   state.account = null;
   showSignin();
   showAlert(message || '', 'error');
