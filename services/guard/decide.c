@@ -10,7 +10,7 @@
 #include "log.h"
 
 /* The outcome db_fail answers, for a delivery item. */
-static void item_db_fail(struct delivery_item *it, int rc, const char *err)
+void item_db_fail(struct delivery_item *it, int rc, const char *err)
 {
     if (rc == DB_EUNAVAILABLE) {
         delivery_item_fail(it, 503, "unavailable", "database unavailable; retry later");
@@ -231,12 +231,17 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         return;
     }
     it->status = 204;
+    char err[512];
+    int rc = throttle_login_ok(g, l.account, err, sizeof(err));
+    if (rc != DB_OK) {
+        item_db_fail(it, rc, err);
+        return;
+    }
     if (is_country_exempt(g, l.country)) {
         return;
     }
-    char err[512];
     json_t *row = NULL;
-    int rc = login_account_load(g, &l, &row, err, sizeof(err));
+    rc = login_account_load(g, &l, &row, err, sizeof(err));
     if (rc != DB_OK) {
         item_db_fail(it, rc, err);
         return;
