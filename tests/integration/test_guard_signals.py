@@ -194,3 +194,34 @@ def test_brute_force_off_and_status_without_ip():
     st, body, _ = status_as(svc, "o", STATUS_AUTH)
     assert st == 200 and body["locked"] is False
     assert verdict(svc, "o")[:2] == (False, "brute_force")
+
+
+def test_loginsim_guesses_until_guard_throttles():
+    """loginsim's password guesses (failed_share) go to login.failed while guard lets them try;
+    once the account is throttled, guard's status refuses them (brute_force). The recording
+    publisher hands each failed login to guard as the bus would, before answering 202."""
+    svc = start(pg.fresh_db(), **FAST, **{"brute_force.wait_increment_s": 60})
+    got = []
+
+    def publisher(method, path, headers, body):
+        ev = json.loads(body)
+        got.append((path, headers.get("authorization"), ev))
+        jsonschema.validate(ev, FAILED_SCHEMA)
+        st, answer, _ = deliver_failed(svc, ev, headers.get("ce-id"))
+        assert st == 204, (st, answer)
+        return 202, {"id": headers.get("ce-id")}, {}
+
+    url, _ = harness.ctx().serve(publisher)
+    p = harness.ctx().start("loginsim", http=False, config={
+        "publisher_url": url + "/v1/topics/login/events",
+        "failed_url": url + "/v1/topics/login.failed/events", "failed_share": 1,
+        "failed_accounts": 1, "rate": 50, "count": 10, "threads": 1, "status_url": svc.url,
+        "game_url": ""})
+    harness.wait_for(lambda: p.popen.poll() is not None, timeout=30, what="loginsim exit")
+    assert p.popen.returncode == 0, p.log()
+    assert len(got) == 3, got  # the threshold; then refused
+    assert all(path == "/v1/topics/login.failed/events" and a == "Bearer dev-login-token"
+               and e["account_id"] == "user-00001" and e["reason"] == "bad_password"
+               for path, a, e in got)
+    assert '"refused": 7' in p.log() and '"failed_logins": 3' in p.log(), p.log()
+    assert "refused by guard: brute_force" in p.log()
