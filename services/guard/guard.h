@@ -18,6 +18,8 @@
  *              lock history (GET /v1/support/...).
  *   outbox.c   messages guard sends on its own (contact codes, notices of changes and staff
  *              unlocks), written in the change's transaction and relayed to the publisher.
+ *   signals.c  what a login says beyond its country: new for the account, impossible travel
+ *              (guard.login_countries; country centroids), as reason codes.
  *   throttle.c failed logins (POST /v1/deliveries/login.failed) counted per account and per
  *              address, and the brute-force throttle the status API answers from memory.
  *
@@ -206,6 +208,24 @@ json_t *player_channels(const char *email, const char *phone);
  * publisher fails, rounds are spaced out (up to 5 s) and the failure is logged once. Main
  * thread only. */
 void outbox_flush(struct guard *g);
+
+/* ---- signals.c ---- */
+
+/* Why a login triggers the account's policy (account.action's "reasons"). */
+#define REASON_ABROAD 1u            /* "abroad": neither a home country nor allowed now */
+#define REASON_NEW_COUNTRY 2u       /* "new_country": not seen for this account in N days */
+#define REASON_IMPOSSIBLE_TRAVEL 4u /* "impossible_travel": too fast since the last login */
+
+/* Records the login (account, country, its ts) and sets *reasons to the signals it raises
+ * (REASON_NEW_COUNTRY, REASON_IMPOSSIBLE_TRAVEL) as configured. DB_OK or a db error. */
+int signals_check(struct guard *g, const char *account, const char *country, const char *ts,
+                  unsigned *reasons, char *err, size_t err_len);
+/* Great-circle distance between two countries' centroids in km; -1 when one has none. */
+double country_distance_km(const char *a, const char *b);
+/* The reason codes as a JSON array of strings (caller owns). */
+json_t *reasons_json(unsigned reasons);
+/* Forgets login countries older than the new-country window (main thread). */
+void signals_trim(struct guard *g);
 
 /* ---- throttle.c ---- */
 

@@ -87,6 +87,25 @@ static const struct config_def GUARD_CONFIG[] = {
     {"cache_max", CONFIG_INT, "1000000", 1, 100000000, 0, NULL,
      "Accounts kept in the status cache (the cache is emptied when full)"},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    {"signals.abroad", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "A login from a country that is neither a home country nor allowed by the account triggers "
+     "its policy (reason abroad); off, only the other signals do (a game played worldwide)"},
+    {"signals.new_country", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "A login from a country the account has not logged in from within "
+     "signals.new_country_days triggers its policy (reason new_country; not for home or allowed "
+     "countries, nor an account's first login)"},
+    {"signals.new_country_days", CONFIG_INT, "90", 1, 3650, 0, NULL,
+     "How long a country stays known to an account after its last login from there"},
+    {"signals.impossible_travel", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "A login whose country is too far from the previous login's for the time between them "
+     "triggers the account's policy (reason impossible_travel; country centroids; not for home "
+     "countries)"},
+    {"signals.impossible_travel_kmh", CONFIG_INT, "1000", 100, 100000, 0, NULL,
+     "Speed between two logins' countries above which the travel is impossible (an airliner "
+     "cruises at about 900 km/h)"},
+    {"signals.impossible_travel_min_km", CONFIG_INT, "500", 0, 20000, 0, NULL,
+     "Hops shorter than this (between country centroids) are never impossible travel: "
+     "neighbouring countries, border regions and nearby VPN exits"},
     {"brute_force", CONFIG_BOOL, "true", 0, 0, 0, NULL,
      "Count failed logins (topic login.failed) per account and per address and refuse logins "
      "for a while once a count reaches its threshold (status API: reason brute_force)"},
@@ -255,6 +274,7 @@ static void guard_run(struct app *app, void *ctx)
         if (app_now_ms() - trimmed_ms >= 60000) {
             trimmed_ms = app_now_ms();
             throttle_trim(g);
+            signals_trim(g);
         }
         if (app_now_ms() - geo_checked_ms < check_ms) {
             continue;

@@ -12,7 +12,7 @@ import jsonschema
 import guard_api
 import harness
 import pg
-from tokens import AUTH, BUS
+from tokens import AUTH, BUS, auth, token
 
 # The development service token of the status API (guard's default status_tokens).
 STATUS_AUTH = {"Authorization": "Bearer dev-status-token"}
@@ -225,3 +225,100 @@ def test_loginsim_guesses_until_guard_throttles():
                for path, a, e in got)
     assert '"refused": 7' in p.log() and '"failed_logins": 3' in p.log(), p.log()
     assert "refused by guard: brute_force" in p.log()
+
+
+ACTION_SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/account.action.json"))
+T0 = datetime.datetime(2026, 3, 1, 9, 0, tzinfo=datetime.timezone.utc)
+HOUR = datetime.timedelta(hours=1)
+
+
+def set_policy(svc, account, action, allowed=()):
+    st, body, _ = harness.http("PUT", f"{svc.url}/v1/accounts/{account}/policy",
+                               {"action": action, "channels": ["ingame"],
+                                "allowed_countries": list(allowed)},
+                               headers=auth(token("player", account)))
+    assert st == 200, (st, body)
+
+
+def decide(svc, account, country, at):
+    """The reasons guard acted on for a login from country at time at (None: it did nothing)."""
+    st, body, _ = deliver(svc, login(account, country, ts=at))
+    assert st in (200, 204), (st, body)
+    if st == 204:
+        return None
+    jsonschema.validate(body, ACTION_SCHEMA)
+    return body["reasons"]
+
+
+def test_abroad_is_a_reason_on_the_action():
+    svc = start(pg.fresh_db(), **{"signals.new_country": False})
+    set_policy(svc, "ab", "notify")
+    assert decide(svc, "ab", "KR", T0) is None
+    assert decide(svc, "ab", "US", T0 + 48 * HOUR) == ["abroad"]
+
+
+def test_new_country_for_the_account():
+    """A country the account has not logged in from within new_country_days; not its first login,
+    not a home or allowed country; the player's policy decides (none: nothing)."""
+    svc = start(pg.fresh_db(), **{"signals.abroad": False, "signals.impossible_travel": False,
+                                  "signals.new_country_days": 30})
+    set_policy(svc, "nc", "notify", allowed=["DE"])
+    assert decide(svc, "nc", "US", T0) is None                  # the first login: no history
+    assert decide(svc, "nc", "JP", T0 + 24 * HOUR) == ["new_country"]
+    assert decide(svc, "nc", "JP", T0 + 25 * HOUR) is None      # known now
+    assert decide(svc, "nc", "US", T0 + 26 * HOUR) is None      # seen a day ago
+    assert decide(svc, "nc", "US", T0 + 26 * HOUR) is None
+    assert decide(svc, "nc", "KR", T0 + 27 * HOUR) is None      # home
+    assert decide(svc, "nc", "DE", T0 + 28 * HOUR) is None      # allowed by the player
+    assert decide(svc, "nc", "JP", T0 + 24 * 40 * HOUR) == ["new_country"]  # 39 days later
+    set_policy(svc, "quiet", "none")
+    assert decide(svc, "quiet", "US", T0) is None
+    assert decide(svc, "quiet", "BR", T0 + 24 * HOUR) is None   # the player chose none
+    # switched off per deployment
+    off = start(pg.fresh_db(), **{"signals.abroad": False, "signals.new_country": False,
+                                  "signals.impossible_travel": False})
+    set_policy(off, "nc", "notify")
+    assert decide(off, "nc", "US", T0) is None
+    assert decide(off, "nc", "JP", T0 + 24 * HOUR) is None
+
+
+def test_impossible_travel_between_consecutive_logins():
+    svc = start(pg.fresh_db(), **{"signals.abroad": False, "signals.new_country": False})
+    set_policy(svc, "it", "kick")
+    assert decide(svc, "it", "US", T0) is None
+    # US to Japan (about 10,000 km between centroids) in an hour
+    assert decide(svc, "it", "JP", T0 + HOUR) == ["impossible_travel"]
+    # a real flight: Japan to Brazil in 30 hours (about 18,000 km, 600 km/h)
+    assert decide(svc, "it", "BR", T0 + 31 * HOUR) is None
+    # short hops are never travel: Belgium and the Netherlands (about 185 km) a minute apart
+    assert decide(svc, "it", "BE", T0 + 60 * HOUR) is None
+    assert decide(svc, "it", "NL", T0 + 60 * HOUR + datetime.timedelta(minutes=1)) is None
+    # home countries are recorded (the previous login) but never acted on
+    assert decide(svc, "it", "KR", T0 + 61 * HOUR) is None
+    assert decide(svc, "it", "DE", T0 + 62 * HOUR) == ["impossible_travel"]  # KR to DE in 1 h
+    # unknown addresses (ZZ) have no location
+    assert decide(svc, "it", "ZZ", T0 + 63 * HOUR) is None
+    # an allowed country still is impossible travel (the player may be elsewhere)
+    set_policy(svc, "trip", "notify", allowed=["JP"])
+    assert decide(svc, "trip", "US", T0) is None
+    assert decide(svc, "trip", "JP", T0 + HOUR) == ["impossible_travel"]
+    # the speed and the floor are per deployment
+    slow = start(pg.fresh_db(), **{"signals.abroad": False, "signals.new_country": False,
+                                   "signals.impossible_travel_kmh": 20000,
+                                   "signals.impossible_travel_min_km": 0})
+    set_policy(slow, "it", "kick")
+    assert decide(slow, "it", "US", T0) is None
+    assert decide(slow, "it", "JP", T0 + HOUR) is None               # 10,000 km/h allowed
+    assert decide(slow, "it", "CN", T0 + HOUR + datetime.timedelta(seconds=30)) \
+        == ["impossible_travel"]
+
+
+def test_signals_and_abroad_together_and_a_redelivery_same_answer():
+    svc = start(pg.fresh_db())
+    set_policy(svc, "all", "notify")
+    assert decide(svc, "all", "KR", T0) is None
+    ev = login("all", "US", ts=T0 + HOUR)
+    st, first, _ = deliver(svc, ev)
+    assert st == 200 and first["reasons"] == ["abroad", "new_country", "impossible_travel"], first
+    st, again, _ = deliver(svc, ev)  # the bus redelivers: the stored decision
+    assert st == 200 and again == first

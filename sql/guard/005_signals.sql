@@ -19,3 +19,15 @@ CREATE TABLE guard.failure_events (
     at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX failure_events_at ON guard.failure_events (at);
+
+-- The countries each account logged in from, with the last time (the login's own ts): whether a
+-- login's country is new for the account (not seen in signals.new_country_days) and where the
+-- account's previous login was (impossible travel). Logins from home countries are recorded too
+-- (they are the usual previous login). Trimmed past the new-country window.
+CREATE TABLE guard.login_countries (
+    account_id text NOT NULL,
+    country text NOT NULL,
+    last_at timestamptz NOT NULL,
+    PRIMARY KEY (account_id, country)
+);
+CREATE INDEX login_countries_last_at ON guard.login_countries (last_at);
