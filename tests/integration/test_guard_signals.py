@@ -322,3 +322,29 @@ def test_signals_and_abroad_together_and_a_redelivery_same_answer():
     assert st == 200 and first["reasons"] == ["abroad", "new_country", "impossible_travel"], first
     st, again, _ = deliver(svc, ev)  # the bus redelivers: the stored decision
     assert st == 200 and again == first
+
+
+def test_publisher_takes_login_failed_from_the_login_servers():
+    """config/bus/login.json declares login.failed with its schema and the login servers' token:
+    a failed login is accepted (202, on the topic), one without its reason is refused."""
+    ctx = harness.ctx()
+    broker = ctx.broker(topics={"login": 3, "login.failed": 3})
+    ctx.write_json("bus/login.json", json.load(open(harness.ROOT + "/config/bus/login.json")))
+    pub = ctx.start("bus-publisher", config={
+        "bootstrap": broker.bootstrap, "bus_config_dir": ctx.path("bus"),
+        "bus_schema": harness.ROOT + "/config/schema/bus.schema.json", "threads": 2},
+        ready_path="/readyz")
+    url = pub.url + "/v1/topics/login.failed/events"
+    login_servers = {"Authorization": "Bearer dev-login-token"}
+    st, body, _ = harness.http("POST", url, failed("acc-9"), headers=login_servers)
+    assert st == 202, (st, body)
+    no_reason = {k: v for k, v in failed("acc-9").items() if k != "reason"}
+    st, body, _ = harness.http("POST", url, no_reason, headers=login_servers)
+    assert 400 <= st < 500 and "error" in body, (st, body)
+    st, body, _ = harness.http("POST", url, failed("acc-9"),
+                               headers={"Authorization": "Bearer someone-else"})
+    assert st in (401, 403), (st, body)
+    msgs = harness.wait_for(
+        lambda: harness.kcat_consume(broker.bootstrap, "login.failed", 1, timeout=10) or None,
+        20, what="the failed login on its topic")
+    assert len(msgs) == 1

@@ -208,9 +208,10 @@ static void test_production_skips_development_producers(void **state)
     }
     const struct busconf_topic *t = busconf_topic_find(c, "login");
     assert_false(busconf_topic_allows(t, "dev-login-token"));
+    assert_false(busconf_topic_allows(busconf_topic_find(c, "login.failed"), "dev-login-token"));
     assert_false(busconf_topic_allows(busconf_topic_find(c, "notification"),
                                       "dev-only-guard-producer-token"));
-    assert_int_equal(c->n_development_skipped, 2);
+    assert_int_equal(c->n_development_skipped, 3); /* login, login.failed, notification */
     busconf_free(c);
     unsetenv("LOGIN_TOKEN_SHA256");
     unsetenv("GUARD_PUBLISHER_TOKEN_SHA256");
