@@ -238,7 +238,10 @@ static int guard_start(struct app *app, void *ctx)
         .ready_ctx = g->db,
         .cors_origins = cors,
     };
-    if (throttle_init(g, err, sizeof(err)) != DB_OK) {
+    int rc = throttle_init(g, err, sizeof(err));
+    if (rc == DB_EQUERY) { /* a migrations_dir without 005_signals.sql (an older release's) */
+        log_warn("failed-login counts not loaded (no throttle until they are): %s", err);
+    } else if (rc != DB_OK) {
         log_error("failed-login counts not loaded: %s", err);
         return 1;
     }
