@@ -237,7 +237,8 @@ void throttle_release(struct guard *g);
 long long throttle_wait(struct guard *g, const char *account, const char *ip);
 /* A successful login of account: its failure count cleared unless a wait still runs. */
 int throttle_login_ok(struct guard *g, const char *account, char *err, size_t err_len);
-/* Forgets counted event ids older than a day and counts past their window (main thread). */
+/* Forgets counted event ids older than a day, counts past their window and ended waits (main
+ * thread). */
 void throttle_trim(struct guard *g);
 /* POST /v1/deliveries/login.failed. */
 void throttle_routes(struct http_server *srv, struct guard *g);

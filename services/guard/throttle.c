@@ -67,24 +67,22 @@ static void key_of(char kind, const char *k, char *out, size_t len)
     snprintf(out, len, "%c:%s", kind, k);
 }
 
-/* Sets (until > now) or removes the entry of key. Call with t->mu held. */
+/* Refuses key until `until` (epoch ms) unless it already is until later; an until in the past
+ * changes nothing (an entry ends by expiring: a count answered by an earlier transaction, applied
+ * after a later one's wait, must not end that wait). Call with t->mu held. */
 static void entry_set_locked(struct throttle *t, const char *key, long long until)
 {
+    if (until <= now_ms()) {
+        return;
+    }
     struct throttle_entry **pp = &t->buckets[hash_str(key) % THROTTLE_BUCKETS];
     while (*pp && strcmp((*pp)->key, key) != 0) {
         pp = &(*pp)->next;
     }
     if (*pp) {
-        if (until > now_ms()) {
+        if (until > (*pp)->until) {
             (*pp)->until = until;
-        } else {
-            struct throttle_entry *e = *pp;
-            *pp = e->next;
-            free(e);
         }
-        return;
-    }
-    if (until <= now_ms()) {
         return;
     }
     size_t n = strlen(key);
@@ -164,6 +162,7 @@ long long throttle_wait(struct guard *g, const char *account, const char *ip)
         wait = w > wait ? w : wait;
     }
     pthread_mutex_unlock(&t->mu);
+    /* until and now both rounded down to the ms: never more than the configured wait */
     return (wait + 999) / 1000;
 }
 
@@ -175,7 +174,7 @@ int throttle_init(struct guard *g, char *err, size_t err_len)
     g->throttle = t;
     json_t *rows = NULL;
     int rc = db_exec(g->db,
-                     "SELECT kind, key, coalesce(ceil(extract(epoch FROM locked_until) * 1000), "
+                     "SELECT kind, key, coalesce(floor(extract(epoch FROM locked_until) * 1000), "
                      "0)::bigint::text AS until FROM guard.failures",
                      NULL, 0, &rows, NULL, err, err_len);
     if (rc != DB_OK) {
@@ -230,6 +229,24 @@ int throttle_login_ok(struct guard *g, const char *account, char *err, size_t er
 
 void throttle_trim(struct guard *g)
 {
+    struct throttle *t = g->throttle;
+    if (t) { /* waits that ended and were never asked about again */
+        long long now = now_ms();
+        pthread_mutex_lock(&t->mu);
+        for (unsigned i = 0; i < THROTTLE_BUCKETS; i++) {
+            struct throttle_entry **pp = &t->buckets[i];
+            while (*pp) {
+                if ((*pp)->until <= now) {
+                    struct throttle_entry *e = *pp;
+                    *pp = e->next;
+                    free(e);
+                } else {
+                    pp = &(*pp)->next;
+                }
+            }
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
     char err[512], reset[24];
     snprintf(reset, sizeof(reset), "%lld", config_int(g->cfg, "brute_force.reset_s"));
     const char *p[] = {reset};
@@ -293,7 +310,7 @@ static void count_failure(void *ctx, struct delivery_item *it)
         "(CASE f.kind WHEN 'account' THEN $4::int ELSE $5::int END)), $7::bigint)::int) "
         "WHEN f.last_at < now() - make_interval(secs => $8::int) THEN NULL "
         "ELSE f.locked_until END "
-        "RETURNING kind, key, failures, coalesce(ceil(extract(epoch FROM locked_until) * 1000), 0)"
+        "RETURNING kind, key, failures, coalesce(floor(extract(epoch FROM locked_until) * 1000), 0)"
         "::bigint::text AS until) "
         "SELECT kind, key, failures::text AS failures, until FROM up";
     json_t *rows = NULL;

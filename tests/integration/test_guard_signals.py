@@ -128,9 +128,11 @@ def test_wait_grows_by_increment_up_to_the_cap():
     v = verdict(svc, "v")
     assert 90 < v[2] <= 100, v
     fail_n(svc, "v", 3)  # 6 failures: 2 x 100
-    assert 190 < verdict(svc, "v")[2] <= 200
+    v = verdict(svc, "v")
+    assert 190 < v[2] <= 200, v
     fail_n(svc, "v", 3)  # 9 failures: 300, capped at 250
-    assert 240 < verdict(svc, "v")[2] <= 250
+    v = verdict(svc, "v")
+    assert 240 < v[2] <= 250, v
 
 
 def test_address_throttled_across_accounts():
