@@ -282,7 +282,8 @@ static void open_sessions(struct sim *s, struct http_client *hc, json_t *session
 }
 
 /* Publishes one failed login (a password guess against account from ip) to login.failed,
- * retrying 503, 429 and no answer under the same ce-id. */
+ * retrying 503, 429 and no answer under the same ce-id, three attempts at most (then logged and
+ * dropped: the simulated logins must not slow down for the attacker's). */
 static void publish_failed(struct sim *s, struct http_client *hc, const char *account,
                            const char *ip)
 {
@@ -296,6 +297,7 @@ static void publish_failed(struct sim *s, struct http_client *hc, const char *ac
                            "server", "loginsim-1", "reason", "bad_password");
     char *body = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
+    int attempts = 0;
     while (!s->stop) {
         struct http_result r;
         memset(&r, 0, sizeof(r));
@@ -311,11 +313,11 @@ static void publish_failed(struct sim *s, struct http_client *hc, const char *ac
             pthread_mutex_unlock(&s->mu);
             break;
         }
-        if (status == 503 || status == 429 || status == 0) {
-            wait_retry(s, wait_ms);
+        if ((status == 503 || status == 429 || status == 0) && ++attempts < 3) {
+            wait_retry(s, wait_ms); /* a few tries only: the logins must not wait for guesses */
             continue;
         }
-        log_warn("failed login refused by the publisher: status %d", status);
+        log_warn("failed login not published (status %d)", status);
         break;
     }
     free(body);
