@@ -284,6 +284,9 @@ if [ -x tools/seed.sh ] && [ -x bin/mktoken ]; then
 fi
 export LOGINSIM_DEMO_ACCOUNTS=${LOGINSIM_DEMO_ACCOUNTS-$DEMO_PLAYERS}
 export LOGINSIM_DEMO_SHARE=${LOGINSIM_DEMO_SHARE:-0.2}
+# An attacker guessing user-00001's password (a twentieth of the attempts, topic login.failed):
+# guard throttles the account within about two minutes (reason brute_force).
+export LOGINSIM_FAILED_SHARE=${LOGINSIM_FAILED_SHARE:-0.05}
 
 if [ "$LOGINSIM_RATE" != 0 ]; then
   start loginsim bin/loginsim
@@ -343,6 +346,8 @@ cat <<EOF
     curl -s -H 'Authorization: Bearer dev-only-gamesim-admin-token' \\
       'http://127.0.0.1:8109/v1/sessions?account_id=demo-kick-ko'
     grep 'refused by guard' var/log/loginsim.log
+  user-00001's password is being guessed (topic login.failed): within about two minutes guard
+  throttles it (the refusals above say brute_force; the status API gives retry_after).
 
 EOF
 

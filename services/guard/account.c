@@ -2,9 +2,9 @@
  *
  * An account's settings live in guard.accounts and guard.allowed. Login servers ask
  * GET /v1/accounts/{id}/status?ip= with a service token (status_tokens) and get admit/reason
- * from guard's own GeoIP lookup; the answer comes from an in-memory cache, write-through: every
- * change is committed to PostgreSQL first, then the cache entry is dropped (cache_drop) and
- * reloaded on the next read. */
+ * from guard's own GeoIP lookup and the brute-force throttle (throttle.c); the answer comes from an
+ * in-memory cache, write-through: every change is committed to PostgreSQL first, then the cache
+ * entry is dropped (cache_drop) and reloaded on the next read. */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -216,12 +216,16 @@ static int status_text(struct guard *g, const char *id, char **out, char *err, s
     return DB_OK;
 }
 
-/* Whether a login from country would be admitted now, by the status st (the cached JSON, parsed):
- * sets "admit", "reason" (null, "locked" or "blocked_abroad") and "retry_after" (null: the answer
- * changes only by the player's or support's action, not by waiting). */
-static void status_admit(struct guard *g, json_t *st, const char *country)
+/* Whether a login from ip (in country) would be admitted now, by the status st (the cached
+ * JSON, parsed) and the brute-force throttle: sets "admit", "reason" and "retry_after". Reasons,
+ * first that applies: "locked" and "blocked_abroad" (retry_after null: the answer changes only
+ * by the player's or support's action, not by waiting), then "brute_force" (retry_after: the
+ * seconds until logins of the account, or from the address, are admitted again). */
+static void status_admit(struct guard *g, json_t *st, const char *id, const char *ip,
+                         const char *country)
 {
     const char *reason = NULL;
+    long long wait = 0;
     if (json_is_true(json_object_get(st, "locked"))) {
         reason = "locked";
     } else if (json_is_true(json_object_get(st, "blocked_abroad"))) {
@@ -237,9 +241,13 @@ static void status_admit(struct guard *g, json_t *st, const char *country)
         }
         reason = ok ? NULL : "blocked_abroad";
     }
+    if (!reason) {
+        wait = throttle_wait(g, id, ip);
+        reason = wait > 0 ? "brute_force" : NULL;
+    }
     json_object_set_new(st, "admit", json_boolean(reason == NULL));
     json_object_set_new(st, "reason", reason ? json_string(reason) : json_null());
-    json_object_set_new(st, "retry_after", json_null());
+    json_object_set_new(st, "retry_after", wait > 0 ? json_integer(wait) : json_null());
 }
 
 /* The status API's caller: a status client (service token), or a player of that account or
@@ -317,7 +325,7 @@ static void handle_status(struct http_exchange *ex, void *arg)
     if (ip) {
         json_object_set_new(st, "ip", json_string(ip));
         json_object_set_new(st, "country", json_string(country));
-        status_admit(g, st, country);
+        status_admit(g, st, id, ip, country);
     }
     if (caller == 1) { /* a login server needs the verdict, not the player's settings or trips */
         json_object_del(st, "policy");

@@ -10,7 +10,7 @@
 #include "log.h"
 
 /* The outcome db_fail answers, for a delivery item. */
-static void item_db_fail(struct delivery_item *it, int rc, const char *err)
+void item_db_fail(struct delivery_item *it, int rc, const char *err)
 {
     if (rc == DB_EUNAVAILABLE) {
         delivery_item_fail(it, 503, "unavailable", "database unavailable; retry later");
@@ -112,8 +112,10 @@ static bool is_country_allowed(json_t *row, const char *country)
     return is_allowed;
 }
 
-/* Step 5: the account.action event of the login (caller owns), by the account's settings row. */
-static json_t *action_event_new(json_t *row, const struct login *l, json_t *ev, const char *policy)
+/* Step 5: the account.action event of the login (caller owns), by the account's settings row,
+ * with the reasons the policy acts on. */
+static json_t *action_event_new(json_t *row, const struct login *l, json_t *ev, const char *policy,
+                                unsigned reasons)
 {
     const char *ch = row_str(row, 0, "channels");
     json_error_t jerr;
@@ -125,6 +127,7 @@ static json_t *action_event_new(json_t *row, const struct login *l, json_t *ev, 
                   "ts", l->ts, "channels", channels ? channels : json_array(), "contacts", "email",
                   email ? json_string(email) : json_null(), "phone",
                   phone ? json_string(phone) : json_null());
+    json_object_set_new(out, "reasons", reasons_json(reasons));
     if (ev_str(ev, "server")) {
         json_object_set_new(out, "server", json_string(ev_str(ev, "server")));
     }
@@ -231,12 +234,24 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         return;
     }
     it->status = 204;
-    if (is_country_exempt(g, l.country)) {
+    char err[512];
+    int rc = throttle_login_ok(g, l.account, err, sizeof(err));
+    if (rc != DB_OK) {
+        item_db_fail(it, rc, err);
         return;
     }
-    char err[512];
+    unsigned reasons = 0;
+    bool is_exempt = is_country_exempt(g, l.country);
+    rc = signals_check(g, l.account, l.country, l.ts, &reasons, err, sizeof(err));
+    if (rc != DB_OK) {
+        item_db_fail(it, rc, err);
+        return;
+    }
+    if (is_exempt) { /* recorded (the next login's previous one), never acted on */
+        return;
+    }
     json_t *row = NULL;
-    int rc = login_account_load(g, &l, &row, err, sizeof(err));
+    rc = login_account_load(g, &l, &row, err, sizeof(err));
     if (rc != DB_OK) {
         item_db_fail(it, rc, err);
         return;
@@ -248,11 +263,16 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     }
     char policy[16];
     snprintf(policy, sizeof(policy), "%s", acct_policy(g, row));
-    if (is_country_allowed(row, l.country) || strcmp(policy, "none") == 0) {
+    if (is_country_allowed(row, l.country)) {
+        reasons &= ~REASON_NEW_COUNTRY; /* the player said they would be there */
+    } else if (config_bool(g->cfg, "signals.abroad")) {
+        reasons |= REASON_ABROAD;
+    }
+    if (reasons == 0 || strcmp(policy, "none") == 0) {
         json_decref(row);
         return;
     }
-    json_t *out = action_event_new(row, &l, it->event, policy);
+    json_t *out = action_event_new(row, &l, it->event, policy, reasons);
     json_decref(row);
     char code[CODE_LEN + 1] = "";
     if (strcmp(policy, "lock") == 0 && lock_code_add(g, l.account, out, code) != 0) {

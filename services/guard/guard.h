@@ -22,6 +22,10 @@
  *              and relayed to the publisher.
  *   answer.c   "was it you?": the one-time link every alert carries (sealed for notify) and the
  *              player's answer, GET/POST /v1/answers/{token}; support's view of the answers.
+ *   signals.c  what a login says beyond its country: new for the account, impossible travel
+ *              (guard.login_countries; country centroids), as reason codes.
+ *   throttle.c failed logins (POST /v1/deliveries/login.failed) counted per account and per
+ *              address, and the brute-force throttle the status API answers from memory.
  *
  * Threads: handlers run on the HTTP server's workers; the status cache is shared between them
  * behind g->mu. The outbox relay and GeoIP reloads run on the main thread only. */
@@ -60,6 +64,7 @@ struct status_client {
 };
 
 struct cache_entry; /* account.c */
+struct throttle;    /* throttle.c */
 struct webpage;
 
 /* The service: set up by main.c before the server starts, read-only afterwards except the
@@ -83,8 +88,10 @@ struct guard {
     /* the relay's state while the publisher fails (main thread only): no attempt before
      * outbox_retry_ms, the wait doubling up to 5 s; one warning per failing streak */
     long long outbox_retry_ms, outbox_wait_ms;
-    struct http_server *srv; /* main.c's */
-    struct webpage *page;    /* the support console's files (main.c) */
+    struct http_server *srv;   /* main.c's */
+    struct webpage *page;      /* the support console's files (main.c) */
+    struct throttle *throttle; /* throttle.c's (behind its own mutex) */
+    struct metric *m_throttled;
 };
 
 /* ---- request.c ---- */
@@ -137,6 +144,9 @@ void player_routes(struct http_server *srv, struct guard *g);
 
 /* POST /v1/deliveries/login.checked. */
 void decide_routes(struct http_server *srv, struct guard *g);
+/* A delivery item's outcome for a database error: 503 with Retry-After 1 while the database is
+ * unavailable, 500 (logged) otherwise. */
+void item_db_fail(struct delivery_item *it, int rc, const char *err);
 
 /* ---- unlock.c ---- */
 
@@ -219,5 +229,39 @@ json_t *player_channels(const char *email, const char *phone);
  * publisher fails, rounds are spaced out (up to 5 s) and the failure is logged once. Main
  * thread only. */
 void outbox_flush(struct guard *g);
+
+/* ---- signals.c ---- */
+
+/* Why a login triggers the account's policy (account.action's "reasons"). */
+#define REASON_ABROAD 1u            /* "abroad": neither a home country nor allowed now */
+#define REASON_NEW_COUNTRY 2u       /* "new_country": not seen for this account in N days */
+#define REASON_IMPOSSIBLE_TRAVEL 4u /* "impossible_travel": too fast since the last login */
+
+/* Records the login (account, country, its ts) and sets *reasons to the signals it raises
+ * (REASON_NEW_COUNTRY, REASON_IMPOSSIBLE_TRAVEL) as configured. DB_OK or a db error. */
+int signals_check(struct guard *g, const char *account, const char *country, const char *ts,
+                  unsigned *reasons, char *err, size_t err_len);
+/* Great-circle distance between two countries' centroids in km; -1 when one has none. */
+double country_distance_km(const char *a, const char *b);
+/* The reason codes as a JSON array of strings (caller owns). */
+json_t *reasons_json(unsigned reasons);
+/* Forgets login countries older than the new-country window (main thread). */
+void signals_trim(struct guard *g);
+
+/* ---- throttle.c ---- */
+
+/* The throttle's memory, filled from guard.failures (needs the database). DB_OK or a db error. */
+int throttle_init(struct guard *g, char *err, size_t err_len);
+void throttle_release(struct guard *g);
+/* Seconds a login of account (and from ip, when not NULL) is still refused for brute force; 0
+ * when admitted. */
+long long throttle_wait(struct guard *g, const char *account, const char *ip);
+/* A successful login of account: its failure count cleared unless a wait still runs. */
+int throttle_login_ok(struct guard *g, const char *account, char *err, size_t err_len);
+/* Forgets counted event ids older than a day, counts past their window and ended waits (main
+ * thread). */
+void throttle_trim(struct guard *g);
+/* POST /v1/deliveries/login.failed. */
+void throttle_routes(struct http_server *srv, struct guard *g);
 
 #endif

@@ -19,13 +19,15 @@
  * messages written in the change's transaction, published by the relay on the main thread to
  * the notification topic (outbox_flush).
  * Login servers: GET /v1/accounts/{id}/status?ip= with a service token (status_tokens), answering
- * admit/reason from guard's own GeoIP lookup; served from an in-memory cache (write-through:
- * every change is committed to PostgreSQL first, then the cache entry is dropped and reloaded).
- * Staff: POST /v1/support/accounts/{id}/unlock {"reason"}, GET /v1/support/audit?account_id=,
- * and for the support console GET /v1/support/accounts?prefix= (find), .../accounts/{id} (details)
- * and .../accounts/{id}/locks (lock history, guard.lock_events, written in the transaction of each
- * lock and unlock). The console's static files are served at /support/ (web.dir), with CORS for
- * the player page's origin (http.cors_origins). Tables live in the `guard` schema (sql/guard/). */
+ * admit/reason from guard's own GeoIP lookup and the brute-force throttle (failed logins arrive
+ * on POST /v1/deliveries/login.failed, route guard-failures; throttle.c); served from an in-memory
+ * cache (write-through: every change is committed to PostgreSQL first, then the cache entry is
+ * dropped and reloaded). Staff: POST /v1/support/accounts/{id}/unlock {"reason"}, GET
+ * /v1/support/audit?account_id=, and for the support console GET /v1/support/accounts?prefix=
+ * (find), .../accounts/{id} (details) and .../accounts/{id}/locks (lock history, guard.lock_events,
+ * written in the transaction of each lock and unlock). The console's static files are served at
+ * /support/ (web.dir), with CORS for the player page's origin (http.cors_origins). Tables live in
+ * the `guard` schema (sql/guard/). */
 #include <stdio.h>
 #include <string.h>
 
@@ -86,6 +88,41 @@ static const struct config_def GUARD_CONFIG[] = {
     {"cache_max", CONFIG_INT, "1000000", 1, 100000000, 0, NULL,
      "Accounts kept in the status cache (the cache is emptied when full)"},
     {"threads", CONFIG_INT, "4", 1, 64, 0, NULL, "HTTP worker threads"},
+    {"signals.abroad", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "A login from a country that is neither a home country nor allowed by the account triggers "
+     "its policy (reason abroad); off, only the other signals do (a game played worldwide)"},
+    {"signals.new_country", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "A login from a country the account has not logged in from within "
+     "signals.new_country_days triggers its policy (reason new_country; not for home or allowed "
+     "countries, nor an account's first login)"},
+    {"signals.new_country_days", CONFIG_INT, "90", 1, 3650, 0, NULL,
+     "How long a country stays known to an account after its last login from there"},
+    {"signals.impossible_travel", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "A login whose country is too far from the previous login's for the time between them "
+     "triggers the account's policy (reason impossible_travel; country centroids; not for home "
+     "countries)"},
+    {"signals.impossible_travel_kmh", CONFIG_INT, "1000", 100, 100000, 0, NULL,
+     "Speed between two logins' countries above which the travel is impossible (an airliner "
+     "cruises at about 900 km/h)"},
+    {"signals.impossible_travel_min_km", CONFIG_INT, "500", 0, 20000, 0, NULL,
+     "Hops shorter than this (between country centroids) are never impossible travel: "
+     "neighbouring countries, border regions and nearby VPN exits"},
+    {"brute_force", CONFIG_BOOL, "true", 0, 0, 0, NULL,
+     "Count failed logins (topic login.failed) per account and per address and refuse logins "
+     "for a while once a count reaches its threshold (status API: reason brute_force)"},
+    {"brute_force.account_failures", CONFIG_INT, "30", 0, 1000000, 0, NULL,
+     "Failed logins of one account that start its wait (Keycloak's failureFactor; 0 = no "
+     "per-account throttle)"},
+    {"brute_force.address_failures", CONFIG_INT, "100", 0, 1000000, 0, NULL,
+     "Failed logins from one address (any account) that start its wait (0 = no per-address "
+     "throttle; set it above the failures a shared NAT address sees)"},
+    {"brute_force.wait_increment_s", CONFIG_INT, "60", 1, 86400, 0, NULL,
+     "The wait after each threshold's worth of failures: increment x (failures / threshold) "
+     "(Keycloak's waitIncrementSeconds)"},
+    {"brute_force.max_wait_s", CONFIG_INT, "900", 1, 604800, 0, NULL,
+     "Longest wait (Keycloak's maxFailureWaitSeconds)"},
+    {"brute_force.reset_s", CONFIG_INT, "43200", 1, 31536000, 0, NULL,
+     "A count with no failure for this long starts again (Keycloak's maxDeltaTimeSeconds)"},
     {"http.cors_origins", CONFIG_STRING, "http://127.0.0.1:8102,http://localhost:8102", 0, 4096, 0,
      NULL,
      "Comma-separated origins whose pages may call this API from a browser (the player page at "
@@ -203,6 +240,9 @@ static int guard_prepare(struct app *app, void *ctx)
                         "Messages guard sent on its own, acknowledged by the bus", NULL);
     g->m_outbox_dropped = metrics_counter("guard_messages_dropped_total",
                                           "Messages the publisher refused for good (logged)", NULL);
+    g->m_throttled =
+        metrics_counter("guard_throttled_failures_total",
+                        "Failed logins that started or renewed a brute-force wait", NULL);
     g->http = http_client_new();
     return 0;
 }
@@ -227,6 +267,13 @@ static int guard_start(struct app *app, void *ctx)
         .ready_ctx = g->db,
         .cors_origins = cors,
     };
+    int rc = throttle_init(g, err, sizeof(err));
+    if (rc == DB_EQUERY) { /* a migrations_dir without 007_signals.sql (an older release's) */
+        log_warn("failed-login counts not loaded (no throttle until they are): %s", err);
+    } else if (rc != DB_OK) {
+        log_error("failed-login counts not loaded: %s", err);
+        return 1;
+    }
     struct http_server *srv = http_server_new(&opts);
     g->srv = srv;
     decide_routes(srv, g);
@@ -235,6 +282,7 @@ static int guard_start(struct app *app, void *ctx)
     unlock_routes(srv, g);
     support_routes(srv, g);
     answer_routes(srv, g);
+    throttle_routes(srv, g);
     webpage_serve(page, srv, "/support/", config_str(app->cfg, "web.dir"),
                   config_str(app->cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {
@@ -262,7 +310,7 @@ static void guard_run(struct app *app, void *ctx)
     struct guard *g = ctx;
     char err[512];
     long check_ms = (long)config_int(app->cfg, "geoip_reload_check_ms");
-    long long geo_checked_ms = app_now_ms();
+    long long geo_checked_ms = app_now_ms(), trimmed_ms = app_now_ms();
     long long retention_ms = 1000LL * config_int(app->cfg, "retention.interval_s");
     long long retained_ms = app_now_ms() - retention_ms;
     while (!app_wait_stop_for(app, (long)config_int(app->cfg, "outbox_interval_ms"))) {
@@ -271,6 +319,11 @@ static void guard_run(struct app *app, void *ctx)
             retained_ms = app_now_ms();
             retention_run(g->db, app->cfg, GUARD_RETENTION,
                           sizeof(GUARD_RETENTION) / sizeof(GUARD_RETENTION[0]));
+        }
+        if (app_now_ms() - trimmed_ms >= 60000) {
+            trimmed_ms = app_now_ms();
+            throttle_trim(g);
+            signals_trim(g);
         }
         if (app_now_ms() - geo_checked_ms < check_ms) {
             continue;
@@ -293,6 +346,7 @@ static void guard_release(struct app *app, void *ctx)
     geo_free(g->geo);
     http_client_free(g->http);
     cache_release(g);
+    throttle_release(g);
     seal_keys_free(g->seal);
     webpage_free(g->page);
 }

@@ -209,14 +209,15 @@ static void test_production_skips_development_producers(void **state)
     }
     const struct busconf_topic *t = busconf_topic_find(c, "login");
     assert_false(busconf_topic_allows(t, "dev-login-token"));
+    assert_false(busconf_topic_allows(busconf_topic_find(c, "login.failed"), "dev-login-token"));
     assert_false(busconf_topic_allows(busconf_topic_find(c, "notification"),
                                       "dev-only-guard-producer-token"));
     assert_false(busconf_topic_allows(busconf_topic_find(c, "account.event"),
                                       "dev-only-guard-producer-token"));
     assert_false(busconf_topic_allows(busconf_topic_find(c, "account.action"),
                                       "dev-only-guard-producer-token"));
-    /* login's, and guard's on notification, account.event and account.action */
-    assert_int_equal(c->n_development_skipped, 4);
+    /* login's and login.failed's, and guard's on notification, account.event and account.action */
+    assert_int_equal(c->n_development_skipped, 5);
     busconf_free(c);
     unsetenv("LOGIN_TOKEN_SHA256");
     unsetenv("GUARD_PUBLISHER_TOKEN_SHA256");

@@ -27,6 +27,14 @@
  * entry "account:en" (or ":ko") gives the language of that player's game client, which the
  * session carries.
  *
+ * Failed logins: a share failed_share of the attempts is an attacker guessing the password of one
+ * of the first failed_accounts accounts (user-00001 ..., from a home address): asked about like
+ * any login, and when guard admits the attempt it fails and is published to the topic
+ * login.failed (failed_url, the same producer token) with reason bad_password, one POST each. With
+ * make run's share (0.05 of 5 logins/s) the attacked account reaches guard's brute-force threshold
+ * (30) within about two minutes, after which guard refuses its logins (reason brute_force) until
+ * the wait ends.
+ *
  * batch > 1: like a busy login server, each sending thread gathers up to batch logins as they
  * fall due and POSTs them together to the topic's /batch endpoint when the last one is due (the
  * batch's ce-id header makes event i's id "<ce-id>-<i>", the same on every retry). */
@@ -80,6 +88,13 @@ static const struct config_def LOGINSIM_CONFIG[] = {
     {"demo_share", CONFIG_DOUBLE, "0", 0, 1, 0, NULL, "Share of logins by one of demo_accounts"},
     {"demo_abroad_share", CONFIG_DOUBLE, "0.5", 0, 1, 0, NULL,
      "Share of demo_accounts' logins from abroad"},
+    {"failed_share", CONFIG_DOUBLE, "0", 0, 1, 0, NULL,
+     "Share of login attempts that are password guesses against one of failed_accounts, published "
+     "to login.failed when guard lets them try (0 = none; make run: 0.05)"},
+    {"failed_accounts", CONFIG_INT, "1", 1, 1000000, 0, NULL,
+     "How many accounts the password guesses target (user-00001 ...)"},
+    {"failed_url", CONFIG_STRING, "http://127.0.0.1:8080/v1/topics/login.failed/events", 1, 4096, 0,
+     NULL, "Where failed logins are POSTed (with token)"},
     CONFIG_DEF_END,
 };
 
@@ -104,6 +119,7 @@ struct sim {
     volatile sig_atomic_t stop;
     pthread_mutex_t mu;
     long long sent, accepted, retried, failed, refused;
+    long long guesses;                   /* failed logins published (login.failed) */
     long long sessions, sessions_failed; /* game sessions opened / not taken by the game server */
     char **demo;                         /* demo_accounts */
     const char **demo_lang;              /* their languages ("ko", "en" or NULL) */
@@ -265,6 +281,72 @@ static void open_sessions(struct sim *s, struct http_client *hc, json_t *session
     }
 }
 
+/* Publishes one failed login (a password guess against account from ip) to login.failed,
+ * retrying 503, 429 and no answer under the same ce-id, three attempts at most (then logged and
+ * dropped: the simulated logins must not slow down for the attacker's). */
+static void publish_failed(struct sim *s, struct http_client *hc, const char *account,
+                           const char *ip)
+{
+    char auth[4200], ce_id[ID_UUID_LEN + 1], ts[32];
+    snprintf(auth, sizeof(auth), "Bearer %s", config_str(s->cfg, "token"));
+    id_uuid7(ce_id);
+    app_time_rfc3339(ts);
+    struct http_header_kv h[] = {
+        {"Content-Type", "application/json"}, {"Authorization", auth}, {"ce-id", ce_id}};
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s}", "account_id", account, "ip", ip, "ts", ts,
+                           "server", "loginsim-1", "reason", "bad_password");
+    char *body = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    int attempts = 0;
+    while (!s->stop) {
+        struct http_result r;
+        memset(&r, 0, sizeof(r));
+        int rc =
+            http_client_request(hc, "POST", config_str(s->cfg, "failed_url"), h, 3, body,
+                                strlen(body), (long)config_int(s->cfg, "timeout_ms"), 65536, &r);
+        int status = rc == 0 ? r.status : 0;
+        long wait_ms = r.retry_after ? atol(r.retry_after) * 1000 : 1000;
+        http_result_release(&r);
+        if (status >= 200 && status < 300) {
+            pthread_mutex_lock(&s->mu);
+            s->guesses++;
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        if ((status == 503 || status == 429 || status == 0) && ++attempts < 3) {
+            wait_retry(s, wait_ms); /* a few tries only: the logins must not wait for guesses */
+            continue;
+        }
+        log_warn("failed login not published (status %d)", status);
+        break;
+    }
+    free(body);
+}
+
+/* With probability failed_share: a password guess against one of failed_accounts, asked about
+ * and, when guard lets it try, published as failed. Returns whether the attempt was a guess. */
+static bool maybe_guess(struct sim *s, struct http_client *hc, unsigned long long *rng,
+                        bool asks_guard)
+{
+    if (rng_unit(rng) >= config_double(s->cfg, "failed_share")) {
+        return false;
+    }
+    char account[ACCOUNT_MAX], ip[32], country[3];
+    snprintf(account, ACCOUNT_MAX, "user-%05llu",
+             1 + (unsigned long long)(rng_next(rng) %
+                                      (unsigned long long)config_int(s->cfg, "failed_accounts")));
+    pick_ip(s, rng, 0, country, ip, sizeof(ip));
+    enum admission a = asks_guard ? ask_guard(s, hc, account, ip) : ADMIT;
+    if (a == ADMIT) {
+        publish_failed(s, hc, account, ip);
+    } else {
+        pthread_mutex_lock(&s->mu);
+        *(a == REFUSE ? &s->refused : &s->failed) += 1;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return true;
+}
+
 static void *worker(void *arg)
 {
     struct sim *s = arg;
@@ -316,6 +398,9 @@ static void *worker(void *arg)
         for (long long i = 0; i < k; i++) {
             char account[ACCOUNT_MAX], ip[32], session[ID_UUID_LEN + 1];
             const char *lang;
+            if (maybe_guess(s, hc, &rng, asks_guard)) {
+                continue;
+            }
             char *ev = login_json(s, &rng, accounts, account, ip, session, &lang);
             enum admission a = asks_guard ? ask_guard(s, hc, account, ip) : ADMIT;
             if (a == ADMIT) {
@@ -489,7 +574,7 @@ int main(int argc, char **argv)
             break;
         }
         pthread_mutex_lock(&s.mu);
-        long long done = s.accepted + s.failed + s.refused;
+        long long done = s.accepted + s.failed + s.refused + s.guesses;
         unsigned finished = s.finished;
         pthread_mutex_unlock(&s.mu);
         if (finished == n && config_double(app.cfg, "rate") > 0) {
@@ -519,9 +604,9 @@ int main(int argc, char **argv)
         s.failed++;
     }
     printf("{\"accepted\": %lld, \"refused\": %lld, \"failed\": %lld, \"retried\": %lld, "
-           "\"sessions\": %lld, \"sessions_failed\": %lld, "
+           "\"failed_logins\": %lld, \"sessions\": %lld, \"sessions_failed\": %lld, "
            "\"seconds\": %.3f, \"rate\": %.1f, \"target_rate\": %.1f}\n",
-           s.accepted, s.refused, s.failed, s.retried, s.sessions, s.sessions_failed, el,
+           s.accepted, s.refused, s.failed, s.retried, s.guesses, s.sessions, s.sessions_failed, el,
            el > 0 ? (double)s.accepted / el : 0.0, config_double(app.cfg, "rate"));
     fflush(stdout);
     pthread_mutex_destroy(&s.mu);
