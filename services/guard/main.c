@@ -150,6 +150,9 @@ static const struct config_def GUARD_CONFIG[] = {
      "Days the audit trail (staff actions, settings changes) is kept"},
     {"retention.outbox_days", CONFIG_INT, "7", 1, 36500, 0, NULL,
      "Days a message the publisher never took is kept before it is given up"},
+    {"retention.answers_days", CONFIG_INT, "90", 1, 36500, 0, NULL,
+     "Days an alert's \"was it you?\" row (and the player's answer) is kept; keep it longer than "
+     "answers.ttl_s, or a link still valid answers 404 instead of 410"},
     WEBPAGE_CONFIG_DEFS("services/guard/web/support", "the support console", "/support/"),
     {"web.history_url", CONFIG_STRING, "http://127.0.0.1:8102", 0, 256, 0, NULL,
      "Base URL of history as the staff's browser reaches it (given to the console in "
@@ -300,6 +303,7 @@ static const struct retention_table GUARD_RETENTION[] = {
     {"guard.lock_events", "ts", "retention.lock_events_days"},
     {"guard.audit", "ts", "retention.audit_days"},
     {"guard.outbox", "created_at", "retention.outbox_days"},
+    {"guard.answers", "created_at", "retention.answers_days"},
 };
 
 /* Until stopped: the outbox relayed every outbox_interval_ms, the GeoIP database checked for

@@ -310,7 +310,8 @@ def test_retention_deletes_old_rows_in_batches_keeps_newer():
     url = pg.fresh_db()
     # batches of 2 rows: 5 old rows of a table take 3 statements
     svc = start(url, retention={"interval_s": 1, "batch_rows": 2, "decisions_days": 30,
-                                "lock_events_days": 365, "audit_days": 100, "outbox_days": 7})
+                                "lock_events_days": 365, "audit_days": 100, "outbox_days": 7,
+                                "answers_days": 90})
     svc.publisher.fail = 1_000_000  # the outbox keeps its rows: only retention removes them
     db = url.rsplit("/", 1)[1]
     sql = []
@@ -324,6 +325,9 @@ def test_retention_deletes_old_rows_in_batches_keeps_newer():
                    f"VALUES ({when}, 'bob', 'unlock', 'ret-1', 'r{i}')")
         sql.append(f"INSERT INTO guard.outbox (event_id, event, created_at) "
                    f"VALUES ('ret-e{i}', '{{}}', {when})")
+        sql.append(f"INSERT INTO guard.answers (token_hash, account_id, login_id, action, country, "
+                   f"ip, login_ts, created_at, expires_at) VALUES ('h{i}', 'ret-1', 'l{i}', "
+                   f"'notify', 'US', '8.8.8.8', '2025-01-01T00:00:00Z', {when}, {when})")
     # kept by their own retention: 40-day-old decision (30 days: gone), audit 50 days (100: kept)
     sql.append("INSERT INTO guard.decisions (login_id, account_id, action, event, created_at) "
                "VALUES ('l-40', 'ret-1', 'notify', '{}', now() - interval '40 days')")
@@ -335,11 +339,13 @@ def test_retention_deletes_old_rows_in_batches_keeps_newer():
         return int(pg.cluster().psql(db, f"SELECT count(*) FROM guard.{table} WHERE {where}")[0][0])
 
     harness.wait_for(lambda: rows("decisions") == 1 and rows("lock_events") == 1 and
-                     rows("audit") == 2 and rows("outbox", "event_id LIKE 'ret-e%'") == 1,
+                     rows("audit") == 2 and rows("outbox", "event_id LIKE 'ret-e%'") == 1 and
+                     rows("answers") == 1,
                      timeout=20, what="old rows deleted")
     assert rows("decisions", "login_id = 'l5'") == 1
     assert rows("audit", "reason IN ('r5', 'r-50')") == 2
     assert rows("outbox", "event_id = 'ret-e5'") == 1
+    assert rows("answers", "token_hash = 'h5'") == 1
     assert "retention: deleted 6 row(s) of guard.decisions older than 30 days" in svc.log()
     # the account events the triggers queued for the rows inserted now stay in the outbox
     assert rows("outbox", "topic = 'account.event'") >= 1
