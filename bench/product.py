@@ -193,9 +193,9 @@ def action_times(bootstrap):
 
 def action_events(bootstrap):
     """{login_id: (ce-time in unix ms, the event)} of every account.action record."""
-    out = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", "account.action", "-o",
-                          "beginning", "-e", "-q", "-f", "%h\t%s\n"],
-                         capture_output=True, text=True, timeout=120).stdout
+    # harness.kcat logs in as the broker's admin (the product's broker requires SASL)
+    out = harness.kcat(["-C", "-b", bootstrap, "-t", "account.action", "-o", "beginning", "-e",
+                        "-q", "-f", "%h\t%s\n"], timeout=120).decode(errors="replace")
     times = {}
     for line in out.splitlines():
         if "\t" not in line:
