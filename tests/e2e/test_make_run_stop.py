@@ -64,23 +64,25 @@ class MakeRun:
 
 
 def ours(var):
-    """Processes of this worktree's product still alive: a binary of ROOT/bin, or anything
-    (PostgreSQL) whose command line names the run's state directory."""
+    """Processes of this `make run` still alive: anything whose command line or environment
+    names the run's state directory (RUN_VAR, which make hands down to every process run.sh
+    starts). Other tests running in parallel start the same binaries, but never with it."""
     left = []
-    bindir = os.path.join(ROOT, "bin") + "/"
+    mark = var.encode()
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            exe = os.readlink(f"/proc/{pid}/exe")
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            raw = open(f"/proc/{pid}/cmdline", "rb").read()
+            env = open(f"/proc/{pid}/environ", "rb").read()
             state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
         if state == "Z":
             continue
-        if exe.startswith(bindir) or var in cmd:
-            left.append(f"{pid} {cmd.strip()}")
+        if mark in raw or b"RUN_VAR=" + mark + b"\0" in env + b"\0":
+            cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+            left.append(f"{pid} {cmd}")
     return left
 
 

@@ -87,9 +87,18 @@ def _claim_block(nblocks):
         os.chmod(PORT_LOCK_DIR, 0o1777)
     except OSError:
         pass
+    # Least recently claimed first (a lock file's mtime is its last claim): a block released
+    # by one process is the last another takes, so a client a test left reconnecting to its old
+    # ports (a librdkafka producer not yet collected) meets no other test's server there.
     first = (os.getpid() * 7919) % nblocks
-    for i in range(nblocks):
-        b = (first + i) % nblocks
+
+    def last_claimed(b):
+        try:
+            return os.stat(os.path.join(PORT_LOCK_DIR, str(_PORT_LOW + b * _BLOCK))).st_mtime
+        except OSError:
+            return 0.0
+    order = sorted(range(nblocks), key=lambda b: (last_claimed(b), (b - first) % nblocks))
+    for b in order:
         if b in _PORTS["tried"]:
             continue
         try:
@@ -103,6 +112,10 @@ def _claim_block(nblocks):
             except OSError:
                 os.close(fd)
                 continue
+            try:
+                os.utime(fd)  # claimed now
+            except OSError:
+                pass
         _PORTS["tried"].add(b)
         _PORTS["blocks"].append((b, fd))
         while len(_PORTS["blocks"]) > _HELD_BLOCKS:
