@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "guard.h"
 #include "log.h"
 
@@ -224,9 +225,16 @@ static void decide_as_stored(struct guard *g, struct delivery_item *it, const st
  * event as its output (the stored one for a login already decided); 422 for an incomplete event;
  * 503 with Retry-After 1 while the database is unavailable, 500 on its errors (a
  * delivery_decide_fn; ctx is the guard). */
+/* What deciding a delivery's logins shares: the guard and the delivery's signals. */
+struct decide_ctx {
+    struct guard *g;
+    struct signals_batch *signals;
+};
+
 static void guard_decide(void *ctx, struct delivery_item *it)
 {
-    struct guard *g = ctx;
+    struct decide_ctx *dc = ctx;
+    struct guard *g = dc->g;
     struct login l;
     if (login_read(it, &l) != 0) {
         delivery_item_fail(it, 422, "invalid_event",
@@ -240,13 +248,8 @@ static void guard_decide(void *ctx, struct delivery_item *it)
         item_db_fail(it, rc, err);
         return;
     }
-    unsigned reasons = 0;
     bool is_exempt = is_country_exempt(g, l.country);
-    rc = signals_check(g, l.account, l.country, l.ts, &reasons, err, sizeof(err));
-    if (rc != DB_OK) {
-        item_db_fail(it, rc, err);
-        return;
-    }
+    unsigned reasons = signals_of(g, dc->signals, l.account, l.country, l.ts);
     if (is_exempt) { /* recorded (the next login's previous one), never acted on */
         return;
     }
@@ -310,6 +313,13 @@ static void guard_decide(void *ctx, struct delivery_item *it)
     it->output = out;
 }
 
+/* Leaves an item as it is (decided already, or to be set to 503 by delivery_decide_all). */
+static void decide_nothing(void *ctx, struct delivery_item *it)
+{
+    (void)ctx;
+    (void)it;
+}
+
 /* One login.checked event, or a batch of them (delivery.h: after an item to retry, the rest is
  * not decided). */
 static void handle_login(struct http_exchange *ex, void *arg)
@@ -323,7 +333,41 @@ static void handle_login(struct http_exchange *ex, void *arg)
     if (delivery_accept_any(ex, &rules, &b) != 0) {
         return;
     }
-    delivery_decide_all(&b, guard_decide, g);
+    /* the signals' rows of the delivery's accounts, in one statement */
+    const char **accounts = xcalloc(b.n, sizeof(*accounts));
+    size_t n = 0;
+    for (size_t i = 0; i < b.n; i++) {
+        struct login l;
+        if (login_read(&b.items[i], &l) == 0) {
+            accounts[n++] = l.account;
+        }
+    }
+    struct signals_batch signals;
+    char err[512];
+    int rc = signals_begin(g, accounts, n, &signals, err, sizeof(err));
+    free(accounts);
+    if (rc != DB_OK) {
+        item_db_fail(&b.items[0], rc, err); /* the rest is not decided: retried with it */
+        delivery_decide_all(&b, decide_nothing, NULL);
+        delivery_answer(ex, &b);
+        return;
+    }
+    struct decide_ctx dc = {.g = g, .signals = &signals};
+    delivery_decide_all(&b, guard_decide, &dc);
+    /* recorded only when every login is decided (none to retry, none refused): a delivery sent
+     * again must see the countries as this one did */
+    bool is_done = true;
+    for (size_t i = 0; i < b.n; i++) {
+        is_done = is_done && b.items[i].status >= 200 && b.items[i].status < 300;
+    }
+    if (is_done && (rc = signals_commit(g, &signals, err, sizeof(err))) != DB_OK) {
+        for (size_t i = 0; i < b.n; i++) { /* decisions are stored: a redelivery answers them */
+            json_decref(b.items[i].output);
+            b.items[i].output = NULL;
+            item_db_fail(&b.items[i], rc, err);
+        }
+    }
+    signals_batch_release(&signals);
     delivery_answer(ex, &b);
 }
 

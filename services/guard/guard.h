@@ -237,10 +237,32 @@ void outbox_flush(struct guard *g);
 #define REASON_NEW_COUNTRY 2u       /* "new_country": not seen for this account in N days */
 #define REASON_IMPOSSIBLE_TRAVEL 4u /* "impossible_travel": too fast since the last login */
 
-/* Records the login (account, country, its ts) and sets *reasons to the signals it raises
- * (REASON_NEW_COUNTRY, REASON_IMPOSSIBLE_TRAVEL) as configured. DB_OK or a db error. */
-int signals_check(struct guard *g, const char *account, const char *country, const char *ts,
-                  unsigned *reasons, char *err, size_t err_len);
+/* A delivery's logins as signals see them: the accounts' recorded countries, read in one
+ * statement before the first login is decided, and each login applied on top in order, so a
+ * batch costs two statements, not one per login. Nothing is written until signals_commit, which
+ * the caller runs only once every login of the delivery is decided: a delivery that is retried
+ * (or refused, then sent one event at a time) sees the same countries again, never its own. */
+struct signals_seen;
+struct signals_batch {
+    bool is_on;                /* either signal enabled */
+    json_t *rows;              /* the rows read (their strings are borrowed) */
+    struct signals_seen *seen; /* one per (account, country): read, or added by a login */
+    size_t n, cap;
+    unsigned *heads, n_heads; /* hash of account -> first of its entries (index + 1) */
+};
+/* Reads the recorded countries of the accounts (n of them; duplicates allowed; borrowed until
+ * signals_batch_release). DB_OK or a db error (sb is then empty and released). */
+int signals_begin(struct guard *g, const char *const *accounts, size_t n, struct signals_batch *sb,
+                  char *err, size_t err_len);
+/* The signals one login raises (REASON_NEW_COUNTRY, REASON_IMPOSSIBLE_TRAVEL) as configured,
+ * given the logins applied before it; the login is applied (strings borrowed). */
+unsigned signals_of(struct guard *g, struct signals_batch *sb, const char *account,
+                    const char *country, const char *ts);
+/* Records the applied logins in one statement. DB_OK or a db error. */
+int signals_commit(struct guard *g, struct signals_batch *sb, char *err, size_t err_len);
+void signals_batch_release(struct signals_batch *sb);
+/* The login's time in Unix seconds when ts is an RFC 3339 date-time, else -1. */
+double signals_time_of(const char *ts);
 /* Great-circle distance between two countries' centroids in km; -1 when one has none. */
 double country_distance_km(const char *a, const char *b);
 /* The reason codes as a JSON array of strings (caller owns). */

@@ -4,9 +4,12 @@
  * than signals.impossible_travel_min_km ignored).
  *
  * Every login (home countries included) is recorded in guard.login_countries, one row per account
- * and country with the last login's time; one statement reads the account's previous login and
- * when this country was last seen, and records this one (the reads see the rows as they were
- * before it). Locations are country centroids (below): an address's country is all guard knows
+ * and country with the last login's time. A delivery (up to a batch of logins) costs two
+ * statements: its accounts' rows are read before the first login is decided, each login is
+ * applied on top of them in order (the second login of an account in a batch sees the first),
+ * and what changed is written once every login of the delivery is decided (decide.c); a
+ * delivery retried, or refused and sent again one event at a time, sees the rows as they were
+ * the first time. Locations are country centroids (below): an address's country is all guard knows
  * (its GeoIP database is country-level), so distances are rough: neighbouring countries and big
  * countries' ends are within the minimum distance, and a VPN exit abroad looks like travel —
  * which is why the signal is a reason the player's policy acts on, not a verdict. */
@@ -14,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "alloc.h"
+#include "buf.h"
 #include "guard.h"
 #include "log.h"
 
@@ -95,61 +101,232 @@ double country_distance_km(const char *a, const char *b)
     return 2 * r * asin(sqrt(h < 1 ? h : 1));
 }
 
-int signals_check(struct guard *g, const char *account, const char *country, const char *ts,
-                  unsigned *reasons, char *err, size_t err_len)
+double signals_time_of(const char *ts)
 {
-    *reasons = 0;
-    bool is_new_on = config_bool(g->cfg, "signals.new_country");
-    bool is_travel_on = config_bool(g->cfg, "signals.impossible_travel");
-    if ((!is_new_on && !is_travel_on) || strcmp(country, "ZZ") == 0) {
+    /* YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), every field in range */
+    int y, mo, d, h, mi, sec, n = 0;
+    if (strlen(ts) > 40 ||
+        sscanf(ts, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
+        n != 19 || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        sec > 60) {
+        return -1;
+    }
+    const char *p = ts + n;
+    double frac = 0;
+    if (*p == '.') {
+        size_t digits = strspn(p + 1, "0123456789");
+        if (digits == 0) {
+            return -1;
+        }
+        frac = atof(p); /* ".123" */
+        p += 1 + digits;
+    }
+    long offset_s = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':' &&
+               strspn(p + 1, "0123456789") == 2 && strspn(p + 4, "0123456789") == 2) {
+        int oh = (p[1] - '0') * 10 + (p[2] - '0'), om = (p[4] - '0') * 10 + (p[5] - '0');
+        if (oh > 23 || om > 59) {
+            return -1;
+        }
+        offset_s = (*p == '-' ? -1 : 1) * (oh * 3600L + om * 60L);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p) {
+        return -1;
+    }
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || tm.tm_mday != d) { /* 31 April and the like roll over: refused */
+        return -1;
+    }
+    return (double)(t - offset_s) + frac;
+}
+
+/* One (account, country) as signals see it: the last login's time. */
+struct signals_seen {
+    const char *account;
+    char country[3];
+    double at;
+    bool is_dirty; /* set by a login of this delivery: to record */
+    unsigned next; /* the account's next entry (index + 1), 0 = none */
+};
+
+static unsigned account_hash(const char *s)
+{
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h;
+}
+
+/* The account's first entry (index + 1), 0 = none. */
+static unsigned *account_head(struct signals_batch *sb, const char *account)
+{
+    return &sb->heads[account_hash(account) & (sb->n_heads - 1)];
+}
+
+static struct signals_seen *seen_add(struct signals_batch *sb, const char *account,
+                                     const char *country, double at)
+{
+    if (sb->n == sb->cap) {
+        sb->cap = sb->cap ? sb->cap * 2 : 64;
+        sb->seen = xrealloc(sb->seen, sb->cap * sizeof(*sb->seen));
+    }
+    struct signals_seen *e = &sb->seen[sb->n++];
+    *e = (struct signals_seen){.account = account, .at = at};
+    snprintf(e->country, sizeof(e->country), "%s", country);
+    unsigned *head = account_head(sb, account);
+    e->next = *head;
+    *head = (unsigned)sb->n;
+    return e;
+}
+
+int signals_begin(struct guard *g, const char *const *accounts, size_t n, struct signals_batch *sb,
+                  char *err, size_t err_len)
+{
+    memset(sb, 0, sizeof(*sb));
+    sb->is_on = config_bool(g->cfg, "signals.new_country") ||
+                config_bool(g->cfg, "signals.impossible_travel");
+    if (!sb->is_on || n == 0) {
         return DB_OK;
     }
-    /* the login's own time when it reads as one (RFC 3339), else now */
-    bool is_ts = strlen(ts) >= 20 && strlen(ts) <= 40 && ts[4] == '-' && ts[7] == '-' &&
-                 (ts[10] == 'T' || ts[10] == 't') && ts[13] == ':' && ts[16] == ':' &&
-                 strspn(ts, "0123456789-:TtZz.+") == strlen(ts);
-    const char *p[] = {account, country, is_ts ? ts : NULL};
-    json_t *rows = NULL;
-    int rc = db_exec(
-        g->db,
-        "WITH prev AS (SELECT country, last_at FROM guard.login_countries WHERE account_id = $1 "
-        "ORDER BY last_at DESC LIMIT 1), "
-        "cur AS (SELECT last_at FROM guard.login_countries WHERE account_id = $1 AND country = "
-        "$2), "
-        "up AS (INSERT INTO guard.login_countries AS c (account_id, country, last_at) "
-        "VALUES ($1, $2, coalesce($3::timestamptz, now())) ON CONFLICT (account_id, country) "
-        "DO UPDATE SET last_at = greatest(c.last_at, excluded.last_at)) "
-        "SELECT (SELECT country FROM prev) AS prev_country, "
-        "(SELECT abs(extract(epoch FROM coalesce($3::timestamptz, now()) - last_at))::float8::text "
-        "FROM prev) "
-        "AS prev_gap_s, "
-        "(SELECT extract(epoch FROM coalesce($3::timestamptz, now()) - last_at)::float8::text "
-        "FROM cur) "
-        "AS seen_gap_s",
-        p, 3, &rows, NULL, err, err_len);
+    sb->n_heads = 64;
+    while (sb->n_heads < 2 * n) {
+        sb->n_heads *= 2;
+    }
+    sb->heads = xcalloc(sb->n_heads, sizeof(*sb->heads));
+    struct buf sql;
+    buf_init(&sql, 0);
+    buf_appends(&sql, "SELECT account_id, country, extract(epoch FROM last_at)::float8::text AS at "
+                      "FROM guard.login_countries WHERE account_id IN (");
+    for (size_t i = 0; i < n; i++) {
+        buf_appendf(&sql, "%s$%zu", i ? ", " : "", i + 1);
+    }
+    buf_appends(&sql, ")");
+    int rc = db_exec(g->db, sql.data, accounts, (int)n, &sb->rows, NULL, err, err_len);
+    buf_release(&sql);
     if (rc != DB_OK) {
+        signals_batch_release(sb);
         return rc;
     }
-    const char *prev = row_str(rows, 0, "prev_country");
-    const char *prev_gap = row_str(rows, 0, "prev_gap_s"),
-               *seen_gap = row_str(rows, 0, "seen_gap_s");
-    /* new: the account has logged in before (a first login has nothing to compare with), but not
-     * from here within the window */
-    if (is_new_on && prev &&
-        (!seen_gap ||
-         atof(seen_gap) > (double)config_int(g->cfg, "signals.new_country_days") * 86400.0)) {
-        *reasons |= REASON_NEW_COUNTRY;
-    }
-    if (is_travel_on && prev && prev_gap && strcmp(prev, country) != 0) {
-        double km = country_distance_km(prev, country);
-        double hours = atof(prev_gap) / 3600.0;
-        if (km >= (double)config_int(g->cfg, "signals.impossible_travel_min_km") &&
-            km > (double)config_int(g->cfg, "signals.impossible_travel_kmh") * hours) {
-            *reasons |= REASON_IMPOSSIBLE_TRAVEL;
+    for (size_t i = 0; i < json_array_size(sb->rows); i++) {
+        const char *account = row_str(sb->rows, i, "account_id"),
+                   *country = row_str(sb->rows, i, "country"), *at = row_str(sb->rows, i, "at");
+        if (account && country && at) {
+            seen_add(sb, account, country, atof(at));
         }
     }
-    json_decref(rows);
     return DB_OK;
+}
+
+unsigned signals_of(struct guard *g, struct signals_batch *sb, const char *account,
+                    const char *country, const char *ts)
+{
+    if (!sb->is_on || strcmp(country, "ZZ") == 0) {
+        return 0;
+    }
+    double at = signals_time_of(ts);
+    if (at < 0) { /* the login's own time when it reads as one, else now */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        at = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+    }
+    /* the account's previous login (its latest country) and this country's last login */
+    struct signals_seen *prev = NULL, *cur = NULL;
+    for (unsigned i = *account_head(sb, account); i; i = sb->seen[i - 1].next) {
+        struct signals_seen *e = &sb->seen[i - 1];
+        if (strcmp(e->account, account) != 0) {
+            continue; /* another account in the same hash bucket */
+        }
+        if (!prev || e->at > prev->at) {
+            prev = e;
+        }
+        if (strcmp(e->country, country) == 0) {
+            cur = e;
+        }
+    }
+    unsigned reasons = 0;
+    /* new: the account has logged in before (a first login has nothing to compare with), but not
+     * from here within the window */
+    if (config_bool(g->cfg, "signals.new_country") && prev &&
+        (!cur || at - cur->at > (double)config_int(g->cfg, "signals.new_country_days") * 86400.0)) {
+        reasons |= REASON_NEW_COUNTRY;
+    }
+    if (config_bool(g->cfg, "signals.impossible_travel") && prev &&
+        strcmp(prev->country, country) != 0) {
+        double km = country_distance_km(prev->country, country);
+        double hours = fabs(at - prev->at) / 3600.0;
+        if (km >= (double)config_int(g->cfg, "signals.impossible_travel_min_km") &&
+            km > (double)config_int(g->cfg, "signals.impossible_travel_kmh") * hours) {
+            reasons |= REASON_IMPOSSIBLE_TRAVEL;
+        }
+    }
+    /* applied: the next login of this delivery sees this one (cur may move: seen_add grows) */
+    if (!cur) {
+        seen_add(sb, account, country, at)->is_dirty = true;
+    } else if (at > cur->at) {
+        cur->at = at;
+        cur->is_dirty = true;
+    } else {
+        cur->is_dirty = true; /* recorded as the row already is (greatest wins) */
+    }
+    return reasons;
+}
+
+int signals_commit(struct guard *g, struct signals_batch *sb, char *err, size_t err_len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sb->n; i++) {
+        n += sb->seen[i].is_dirty;
+    }
+    if (n == 0) {
+        return DB_OK;
+    }
+    const char **p = xcalloc(3 * n, sizeof(*p));
+    char(*at)[32] = xcalloc(n, sizeof(*at));
+    struct buf sql;
+    buf_init(&sql, 0);
+    buf_appends(&sql,
+                "INSERT INTO guard.login_countries AS c (account_id, country, last_at) VALUES ");
+    size_t k = 0;
+    for (size_t i = 0; i < sb->n; i++) {
+        const struct signals_seen *e = &sb->seen[i];
+        if (!e->is_dirty) {
+            continue;
+        }
+        snprintf(at[k], sizeof(at[k]), "%.6f", e->at);
+        p[3 * k] = e->account;
+        p[3 * k + 1] = e->country;
+        p[3 * k + 2] = at[k];
+        buf_appendf(&sql, "%s($%zu, $%zu, to_timestamp($%zu::float8))", k ? ", " : "", 3 * k + 1,
+                    3 * k + 2, 3 * k + 3);
+        k++;
+    }
+    buf_appends(&sql, " ON CONFLICT (account_id, country) "
+                      "DO UPDATE SET last_at = greatest(c.last_at, excluded.last_at)");
+    int rc = db_exec(g->db, sql.data, p, (int)(3 * n), NULL, NULL, err, err_len);
+    buf_release(&sql);
+    free(at);
+    free(p);
+    return rc;
+}
+
+void signals_batch_release(struct signals_batch *sb)
+{
+    json_decref(sb->rows);
+    free(sb->seen);
+    free(sb->heads);
+    memset(sb, 0, sizeof(*sb));
 }
 
 void signals_trim(struct guard *g)

@@ -257,19 +257,7 @@ def test_status_fast_from_cache():
     assert per < limit, per
 
 
-BATCH_TYPE = "application/cloudevents-batch+json"
-
-
-def deliver_batch(svc, events, secret=BUS):
-    """POSTs events as one signed batch (CloudEvents batched content mode), as a route with
-    "batch" > 1 does."""
-    body = json.dumps([{"specversion": "1.0", "id": str(uuid.uuid4()), "type": "login.checked",
-                        "source": "ipcheck", "time": "2026-11-25T06:00:00Z",
-                        "traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "data": e}
-                       for e in events]).encode()
-    headers = harness.delivery_headers(secret, body, str(uuid.uuid4()), batch=True)
-    return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
-                        headers=headers)
+deliver_batch = guard_api.deliver_batch
 
 
 def test_batch_decides_each_login_and_redelivery_same_answer():

@@ -326,6 +326,35 @@ def test_signals_and_abroad_together_and_a_redelivery_same_answer():
     assert st == 200 and again == first
 
 
+def test_a_batch_sees_its_own_earlier_logins_and_records_nothing_unless_all_decided():
+    """A batch's logins are read and recorded once for the batch: the second login of an
+    account in it sees the first; a batch refused (or retried) records none of its logins, so
+    its events sent again one at a time are judged as they would have been."""
+    db = pg.fresh_db()
+    svc = start(db, **{"signals.abroad": False, "signals.new_country": False})
+    set_policy(svc, "bt", "kick")
+    us, jp = login("bt", "US", ts=T0), login("bt", "JP", ts=T0 + HOUR)
+    st, body, _ = guard_api.deliver_batch(svc, [us, jp, login("other", "DE", ts=T0)])
+    assert st == 200, (st, body)
+    assert body[0] is None and body[2] is None, body
+    assert body[1]["reasons"] == ["impossible_travel"], body
+    rows = pg.cluster().psql(db.rsplit("/", 1)[1], "SELECT account_id, country FROM "
+                             "guard.login_countries ORDER BY 1, 2")
+    assert [tuple(r) for r in rows] == [("bt", "JP"), ("bt", "US"), ("other", "DE")], rows
+    # refused whole: its good login is not recorded, and sent alone it is judged against US
+    set_policy(svc, "rb", "kick")
+    assert decide(svc, "rb", "US", T0) is None
+    br = login("rb", "BR", ts=T0 + HOUR)
+    st, body, _ = guard_api.deliver_batch(svc, [br, {"account_id": "rb"}])
+    assert st == 422 and body["error"] == "batch_refused", (st, body)
+    st, body, _ = deliver(svc, br)
+    assert st == 200 and body["reasons"] == ["impossible_travel"], (st, body)
+    # a login's own time, when it is no date (31 April), is the time guard sees it
+    odd = login("rb", "BR")
+    odd["ts"] = "2026-04-31T10:00:00Z"
+    assert deliver(svc, odd)[0] in (200, 204)
+
+
 def test_publisher_takes_login_failed_from_the_login_servers():
     """config/bus/login.json declares login.failed with its schema and the login servers' token:
     a failed login is accepted (202, on the topic), one without its reason is refused."""

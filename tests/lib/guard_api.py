@@ -10,6 +10,7 @@ import uuid
 
 import harness
 import sealed
+from tokens import BUS
 
 # Kinds of the messages guard sends on its own (beside account.action's).
 GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unlock")
@@ -79,3 +80,15 @@ def set_contacts(guard_url, account, tok, contacts, code_of):
                                    headers=headers)
         assert st == 200, (channel, st, body)
     return body
+
+
+def deliver_batch(svc, events, secret=BUS):
+    """POSTs login.checked events to guard as one signed batch (CloudEvents batched content
+    mode), as a route with "batch" > 1 does."""
+    body = json.dumps([{"specversion": "1.0", "id": str(uuid.uuid4()), "type": "login.checked",
+                        "source": "ipcheck", "time": "2026-11-25T06:00:00Z",
+                        "traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "data": e}
+                       for e in events]).encode()
+    headers = harness.delivery_headers(secret, body, str(uuid.uuid4()), batch=True)
+    return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
+                        headers=headers)
