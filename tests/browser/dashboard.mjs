@@ -2,7 +2,8 @@
 // a route's delivered counter moving while events are published (this script publishes through
 // the publisher with node's fetch, not from the page), a dead letter of the failing route
 // inspected, the endpoint fixed, the dead letters replayed and received; a route whose endpoint
-// answers 503 shown with its breaker open.
+// answers 503 shown with its breaker open; then the same page in Korean (the header's button),
+// remembered across a reload, and back in English.
 // Env: URL, ADMIN_TOKEN, PUBLISH_URL, PUBLISH_TOKEN, OK_ROUTE, BAD_ROUTE, DOWN_ROUTE, BAD_ENDPOINT,
 // RUN_ID.
 import { run, env, check, screenshot } from './browser.mjs';
@@ -120,4 +121,39 @@ await run(async (page) => {
   // a second replay has nothing left to send
   await page.click('#replay');
   await waitText(page, '#dlq-msg', 'Nothing to replay');
+
+  // in Korean: the header's button switches every text the page shows, including what is
+  // already drawn (the message, the states, the failing route's error and since when); the
+  // choice is remembered across a reload
+  check(await page.evaluate(() => document.documentElement.lang) === 'en', 'English first');
+  await page.click('#lang');
+  await page.waitForFunction(() => document.documentElement.lang === 'ko');
+  await waitText(page, '#dlq-msg', '다시 보낼 것이 없습니다');
+  await waitText(page, 'h1', '버스 대시보드');
+  await waitText(page, `#routes tr[data-route="${DOWN}"]`, '차단기 열림');
+  await waitText(page, `#routes tr[data-route="${OK}"]`, '정상');
+  await waitText(page, `#routes tr[data-route="${DOWN}"] .sub.error`, '부터');
+  await page.waitForSelector(`#graph g.route.breaker-open text.error:text-matches("HTTP 503.*[0-9]{2}:[0-9]{2}부터")`);
+  await page.waitForSelector('#graph svg text.col-head:text-is("토픽")');
+  await page.waitForSelector('#graph svg text.sub:text-matches("파티션 2개")');
+  await waitText(page, '#updated', '갱신');
+  await waitText(page, '#dlq', '토픽의 레코드');
+  await page.click(`#routes tr[data-route="${OK}"] button.route-name`);
+  await waitText(page, '#dlq-msg', '배달 못 한 메시지 토픽이 없습니다');
+  await screenshot(page, 'dashboard-ko');
+  await page.reload();
+  await page.waitForSelector('#app:not([hidden])');
+  check(await page.evaluate(() => document.documentElement.lang) === 'ko', 'Korean remembered');
+  await waitText(page, '#routes-title', '라우트');
+  await waitText(page, `#routes tr[data-route="${DOWN}"]`, '차단기 열림');
+  // a wrong token, in Korean
+  await page.click('#signout');
+  await page.fill('#token', 'not-the-token');
+  await page.click('#signin-form button[type=submit]');
+  await waitText(page, '#alert', '관리자 토큰이 아닙니다.');
+  // back to English
+  await page.click('#lang');
+  await page.waitForFunction(() => document.documentElement.lang === 'en');
+  await waitText(page, '#alert', 'This is not the admin token.');
+  await waitText(page, '#signin-title', 'Admin sign-in');
 });

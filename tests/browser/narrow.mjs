@@ -53,7 +53,8 @@ async function englishWords(page) {
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       const el = n.parentElement;
       if (!el || el.closest('[hidden]') || el.closest('script') || el.closest('style')) continue;
-      if (el.closest('.mono, code, pre')) continue; // addresses, ids: the data's own
+      // addresses, ids, an endpoint's own error message: the data's own
+      if (el.closest('.mono, code, pre, .verbatim')) continue;
       // the language switch names the other language in that language ("English"), as
       // language menus do
       if (el.closest('#lang')) continue;

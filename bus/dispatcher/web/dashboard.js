@@ -2,9 +2,11 @@
 // topology graph and the routes' live figures, polled every few seconds from GET /v1/routes
 // (rates are counter deltas between two polls), and a route's dead letters with replay.
 // DOM calls and textContent only (never HTML from strings); no inline script or style (the CSP
-// forbids them).
+// forbids them). Every text in the reader's language (i18n.js), switched by the header's button.
 import { api, token, saveToken, clearToken } from './api.js';
 import { drawGraph, serviceOf, sinceText } from './graph.js';
+import { t, applyStatic, setLang, currentLang, fmtNumber, clock, dateTime, stateText, errorText }
+  from './i18n.js';
 
 const POLL_MS = 2500;
 const TOPOLOGY_EVERY = 12; // polls between topology refreshes (routes change on reload)
@@ -13,7 +15,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   topology: null, needTopology: false, prev: null, prevAt: 0, stats: new Map(), timer: null,
   polls: 0,
-  selected: null, deadLetters: [],
+  selected: null, deadLetters: [], dlqRecords: null, routes: null, alert: null, msg: null,
 };
 
 function el(tag, props = {}, ...children) {
@@ -28,21 +30,35 @@ function el(tag, props = {}, ...children) {
   return e;
 }
 
+// The alert and the dead letters' message are kept as (key, vars) so a change of language
+// redraws them; text given as it is (the dispatcher's own message) stays.
 function showAlert(text, kind = 'error') {
+  state.alert = text ? { text, kind } : null;
   const a = $('alert');
   a.textContent = text || '';
   a.className = kind === 'info' ? 'alert info' : 'alert';
   a.hidden = !text;
 }
 
+function showAlertKey(key, vars = {}) {
+  showAlert(t(key, vars));
+  state.alert.key = key;
+  state.alert.vars = vars;
+}
+
 function setMsg(text, kind) {
+  state.msg = text ? { text, kind } : null;
   $('dlq-msg').textContent = text || '';
   $('dlq-msg').className = `msg ${kind || ''}`;
 }
 
-function fmt(n) {
-  return Number.isFinite(n) ? n.toLocaleString('en-US') : '–';
+function setMsgKey(key, vars = {}, kind = '') {
+  setMsg(t(key, vars), kind);
+  state.msg.key = key;
+  state.msg.vars = vars;
 }
+
+const fmt = fmtNumber;
 
 // Returns the answer, or null after handling what every call shares (network, token refused).
 async function request(fn) {
@@ -50,11 +66,11 @@ async function request(fn) {
   try {
     r = await fn();
   } catch {
-    showAlert('The dispatcher does not answer. Retrying…');
+    showAlertKey('err_network');
     return null;
   }
   if (r.status === 401 || r.status === 403) {
-    signOut(r.status === 403 ? 'This is not the admin token.' : 'Sign in with the admin token.');
+    signOut(r.status === 403 ? 'err_not_admin' : 'err_sign_in');
     return null;
   }
   return r;
@@ -62,6 +78,7 @@ async function request(fn) {
 
 // ---- sign in / out ----
 
+// why: the key of the text shown, or '' for none.
 function signOut(why) {
   clearToken();
   clearInterval(state.timer);
@@ -72,7 +89,8 @@ function signOut(why) {
   $('signout').hidden = true;
   $('updated').textContent = '';
   $('signin').hidden = false;
-  showAlert(why || '');
+  if (why) showAlertKey(why);
+  else showAlert('');
   $('token').focus();
 }
 
@@ -81,7 +99,7 @@ async function signIn(t) {
   const r = await request(api.topology);
   if (!r) return;
   if (r.status !== 200) {
-    showAlert(`The dispatcher answered ${r.status}.`);
+    showAlertKey('err_status', { status: r.status });
     return;
   }
   state.topology = r.body;
@@ -116,7 +134,7 @@ async function poll() {
   const r = await request(api.routes);
   if (!r) return;
   if (r.status !== 200) {
-    showAlert(`GET /v1/routes answered ${r.status}.`);
+    showAlertKey('err_routes_status', { status: r.status });
     return;
   }
   showAlert('');
@@ -136,24 +154,32 @@ async function poll() {
   state.prev = stats;
   state.prevAt = now;
   state.stats = stats;
-  renderRoutes(r.body.routes);
-  if (state.topology) drawGraph($('graph'), state.topology, stats);
-  $('updated').textContent = `Updated ${new Date().toLocaleTimeString('en-GB')}`;
+  state.routes = r.body.routes;
+  state.updatedAt = new Date();
+  renderLive();
+}
+
+// The routes' table, the graph and the time of the update, in the reader's language.
+function renderLive() {
+  if (!state.routes) return;
+  renderRoutes(state.routes);
+  if (state.topology) drawGraph($('graph'), state.topology, state.stats);
+  $('updated').textContent = t('updated', { time: clock(state.updatedAt) });
 }
 
 function stateBadge(s) {
-  const text = { running: 'running', retrying: 'retrying', 'breaker-open': 'breaker open' }[s] || s;
-  return el('span', { class: `badge ${s}`, text });
+  return el('span', { class: `badge ${s}`, text: stateText(s) });
 }
 
 // A failing route's last error and since when it fails; a route delivering again keeps its last
-// error, dated, in grey.
+// error, dated, in grey. The error is the endpoint's (or the transport's) words: shown verbatim.
 function failure(f) {
   if (!f.lastError) return '';
+  const error = el('span', { class: 'verbatim', text: errorText(f.lastError) });
   if (f.failingSince) {
-    return el('div', { class: 'sub error', text: `${f.lastError} · since ${sinceText(f.failingSince)}` });
+    return el('div', { class: 'sub error' }, error, ` · ${t('since', { time: sinceText(f.failingSince) })}`);
   }
-  return el('div', { class: 'sub', text: `last error ${sinceText(f.lastErrorAt)}: ${f.lastError}` });
+  return el('div', { class: 'sub' }, `${t('last_error', { time: sinceText(f.lastErrorAt) })} `, error);
 }
 
 function renderRoutes(routes) {
@@ -201,9 +227,11 @@ async function openDeadLetters(name) {
   setMsg('');
   if (!conf || !conf.dead_letter) {
     $('dlq-list').replaceChildren();
-    $('dlq-records').textContent = '0';
+    state.deadLetters = [];
+    state.dlqRecords = 0;
+    renderDlqHelp();
     $('dlq-empty').hidden = true;
-    setMsg('This route has no dead-letter topic: refused events are logged and skipped.');
+    setMsgKey('no_dlq_topic');
     return;
   }
   await loadDeadLetters();
@@ -212,26 +240,37 @@ async function openDeadLetters(name) {
 
 async function loadDeadLetters() {
   const name = state.selected;
-  setMsg('Loading…');
+  setMsgKey('loading');
   const r = await request(() => api.deadLetters(name));
   if (!r || name !== state.selected) return;
   if (r.status !== 200) {
-    setMsg((r.body && r.body.message) || `The dispatcher answered ${r.status}.`, 'error');
+    if (r.body && r.body.message) setMsg(r.body.message, 'error');
+    else setMsgKey('err_status', { status: r.status }, 'error');
     return;
   }
   setMsg('');
   state.deadLetters = r.body.dead_letters;
-  $('dlq-records').textContent = fmt(r.body.records);
+  state.dlqRecords = r.body.records;
+  renderDeadLetters();
+}
+
+function renderDlqHelp() {
+  $('dlq-help-2').textContent = state.dlqRecords === null ? ''
+    : t('dlq_help_2', { n: fmt(state.dlqRecords) });
+}
+
+function renderDeadLetters() {
+  renderDlqHelp();
   const rows = state.deadLetters.map((d, i) => {
     const show = el('button', { type: 'button', class: 'link mono', text: d.id || `#${d.offset}` });
     show.addEventListener('click', () => showDetail(i));
     const from = d.from && d.from.topic ? `${d.from.topic}[${d.from.partition}]@${d.from.offset}` : '';
     return el('tr', { 'data-id': d.id || '' },
-      el('td', { text: d.time ? new Date(d.time).toLocaleString('en-GB') : '' }),
+      el('td', { text: d.time ? dateTime(new Date(d.time)) : '' }),
       el('td', {}, show),
       el('td', { class: 'num', text: d.status === null ? '' : String(d.status) }),
       el('td', { class: 'num', text: d.attempts === null ? '' : String(d.attempts) }),
-      el('td', { class: 'reason', text: d.error || '' },
+      el('td', { class: 'reason' }, el('span', { class: 'verbatim', text: errorText(d.error || '') }),
         el('div', { class: 'sub mono', text: d.answer || '' })),
       el('td', { class: 'mono', text: from }));
   });
@@ -241,7 +280,7 @@ async function loadDeadLetters() {
 
 function showDetail(i) {
   const d = state.deadLetters[i];
-  $('detail-id').textContent = d.id || `offset ${d.offset}`;
+  $('detail-id').textContent = d.id || t('event_offset', { n: d.offset });
   $('detail-value').textContent = JSON.stringify(d.value, null, 2);
   $('detail-headers').textContent = JSON.stringify(d.headers, null, 2);
   $('dlq-detail').hidden = false;
@@ -250,17 +289,33 @@ function showDetail(i) {
 async function replay() {
   const name = state.selected;
   $('replay').disabled = true;
-  setMsg('Replaying…');
+  setMsgKey('replaying');
   const r = await request(() => api.replay(name));
   $('replay').disabled = false;
   if (!r) return;
   if (r.status !== 200) {
-    setMsg((r.body && r.body.message) || `The dispatcher answered ${r.status}.`, 'error');
+    if (r.body && r.body.message) setMsg(r.body.message, 'error');
+    else setMsgKey('err_status', { status: r.status }, 'error');
     return;
   }
   const n = r.body.replayed;
-  setMsg(n === 0 ? 'Nothing to replay: every dead letter was replayed before.'
-    : `Replayed ${n} dead letter${n === 1 ? '' : 's'} to ${r.body.to}.`, 'ok');
+  if (n === 0) setMsgKey('replay_none', {}, 'ok');
+  else setMsgKey(n === 1 ? 'replay_one' : 'replay_n', { n, to: r.body.to }, 'ok');
+}
+
+// ---- language ----
+
+function renderLang() {
+  applyStatic();
+  $('lang').textContent = t('lang_other');
+  $('lang').setAttribute('aria-label', t('lang_label'));
+  if (state.alert && state.alert.key) showAlertKey(state.alert.key, state.alert.vars);
+  if (state.msg && state.msg.key) setMsgKey(state.msg.key, state.msg.vars, state.msg.kind);
+  renderLive();
+  if (state.selected && !$('dlq').hidden) {
+    renderDlqHelp();
+    if (state.deadLetters.length) renderDeadLetters();
+  }
 }
 
 // ---- start ----
@@ -269,13 +324,17 @@ $('signin-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const t = $('token').value.trim();
   if (!t) {
-    showAlert('Paste the admin token first.');
+    showAlertKey('err_paste');
     return;
   }
   $('token').value = '';
   signIn(t);
 });
 $('signout').addEventListener('click', () => signOut(''));
+$('lang').addEventListener('click', () => {
+  setLang(currentLang() === 'en' ? 'ko' : 'en');
+  renderLang();
+});
 $('replay').addEventListener('click', replay);
 $('dlq-refresh').addEventListener('click', loadDeadLetters);
 $('dlq-close').addEventListener('click', () => {
@@ -284,5 +343,6 @@ $('dlq-close').addEventListener('click', () => {
   for (const tr of $('routes').querySelectorAll('tr')) tr.classList.remove('selected');
 });
 
+renderLang();
 if (token()) signIn(token());
 else signOut('');

@@ -3,6 +3,8 @@
 // reading those, and so on (the README's diagram). A route names the service behind its endpoint
 // (the route's "service", else the endpoint's host:port); its dead-letter topic sits beside what
 // it writes. A failing route shows its last error and since when. No library; DOM calls only.
+// Texts in the reader's language (i18n.js); names of topics, routes and services as they are.
+import { t, clock, shortDateTime, stateText, errorText } from './i18n.js';
 const NS = 'http://www.w3.org/2000/svg';
 const NODE_W = 196;
 const NODE_H = 40;
@@ -30,13 +32,12 @@ export function serviceOf(route) {
   return m ? m[1] : route.endpoint || '?';
 }
 
-// "since 14:02:11" (today) or "since 3 Dec 14:02" from an RFC 3339 time.
+// "14:02:11" (today) or "3 Dec 14:02" from an RFC 3339 time, in the reader's language.
 export function sinceText(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '';
   const today = new Date().toDateString() === d.toDateString();
-  return today ? d.toLocaleTimeString('en-GB')
-    : d.toLocaleString('en-GB', { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+  return today ? clock(d) : shortDateTime(d);
 }
 
 // One box with a title line and optional further lines; returns the group.
@@ -45,8 +46,19 @@ function node(x, y, h, kind, lines, full) {
   g.append(svg('title', {}, full || lines[0].text));
   g.append(svg('rect', { width: NODE_W, height: h, rx: 7 }));
   const ys = lines.length === 1 ? [25] : lines.length === 2 ? [17, 32] : [16, 30, 45];
-  lines.forEach((l, i) => g.append(svg('text', { x: 10, y: ys[i], class: l.cls },
-    shorten(l.text, l.cls === 'label' ? 26 : 36))));
+  lines.forEach((l, i) => {
+    const max = l.cls === 'label' ? 26 : 36;
+    const text = svg('text', { x: 10, y: ys[i], class: l.cls });
+    // a line may start with the data's own words (an endpoint's error), marked verbatim
+    if (l.verbatim) {
+      const v = shorten(l.verbatim, max);
+      text.append(svg('tspan', { class: 'verbatim' }, v));
+      if (v.length < max) text.append(document.createTextNode(shorten(l.text, max - v.length)));
+    } else {
+      text.textContent = shorten(l.text, max);
+    }
+    g.append(text);
+  });
   return g;
 }
 
@@ -135,7 +147,7 @@ export function drawGraph(container, topology, stats) {
   const width = LEFT + Math.max(cols.length, 1) * (NODE_W + COL_GAP) - COL_GAP + LEFT;
   const height = y0 + 4;
   const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, width: '100%', role: 'img',
-    'aria-label': 'The flow: topics, the routes reading them, the services they deliver to and the topics they write' });
+    'aria-label': t('graph_label') });
   const defs = svg('defs');
   for (const kind of ['in', 'stream', 'dlq']) {
     const m = svg('marker', { id: `arrow-${kind}`, viewBox: '0 0 10 10', refX: 9, refY: 5,
@@ -145,7 +157,7 @@ export function drawGraph(container, topology, stats) {
   }
   root.append(defs);
   cols.forEach((_, c) => root.append(svg('text', { x: LEFT + c * (NODE_W + COL_GAP), y: 18,
-    class: 'col-head' }, c % 2 === 0 ? 'Topics' : 'Routes → service')));
+    class: 'col-head' }, c % 2 === 0 ? t('col_topics') : t('col_routes'))));
 
   const edges = svg('g', { class: 'edges' });
   const nodes = svg('g', { class: 'nodes' });
@@ -154,7 +166,8 @@ export function drawGraph(container, topology, stats) {
     for (const it of col) {
       if (it.kind !== 'route') {
         const n = partitions.get(it.name);
-        const sub = it.kind === 'topic dlq' ? 'dead letters' : n ? `${n} partitions` : 'topic';
+        const sub = it.kind === 'topic dlq' ? t('dead_letters')
+          : n === 1 ? t('partition') : n ? t('partitions', { n }) : t('topic');
         nodes.append(node(it.x, it.y, it.h, it.kind, [{ text: it.name, cls: 'label' },
           { text: sub, cls: 'sub' }], it.name));
         continue;
@@ -162,14 +175,17 @@ export function drawGraph(container, topology, stats) {
       const r = it.route;
       const st = stats.get(r.name);
       const state = st ? st.state : 'unknown';
-      const rate = st && Number.isFinite(st.rate) ? `${st.rate.toFixed(1)}/s` : '–';
+      const rate = st && Number.isFinite(st.rate) ? t('per_second', { n: st.rate.toFixed(1) }) : '–';
       const service = serviceOf(r);
       const lines = [{ text: r.name, cls: 'label' },
-        { text: `→ ${service} · ${rate} · lag ${st ? st.lag : '–'}`, cls: 'sub' }];
-      let full = `${r.name} (${state}, ${r.mode}): ${r.topic} → ${service} ${r.endpoint}`;
+        { text: `→ ${service} · ${rate} · ${t('lag_short', { n: st ? st.lag : '–' })}`, cls: 'sub' }];
+      const mode = t(`mode_${r.mode}`) === `mode_${r.mode}` ? r.mode : t(`mode_${r.mode}`);
+      let full = `${r.name} (${stateText(state)}, ${mode}): ${r.topic} → ${service} ${r.endpoint}`;
       if (st && st.failingSince && st.lastError) {
-        lines.push({ text: `${st.lastError} · since ${sinceText(st.failingSince)}`, cls: 'error' });
-        full += `\nfailing since ${st.failingSince}: ${st.lastError}`;
+        const error = errorText(st.lastError);
+        lines.push({ verbatim: error, text: ` · ${t('since', { time: sinceText(st.failingSince) })}`,
+          cls: 'error' });
+        full += `\n${t('failing_title', { time: sinceText(st.failingSince), error })}`;
       }
       const g = node(it.x, it.y, it.h, `route ${state}`, lines, full);
       g.dataset.route = r.name;
