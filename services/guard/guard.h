@@ -26,6 +26,8 @@
  *              (guard.login_countries; country centroids), as reason codes.
  *   throttle.c failed logins (POST /v1/deliveries/login.failed) counted per account and per
  *              address, and the brute-force throttle the status API answers from memory.
+ *   contacts_api.c  the players' confirmed contacts for services (notify) holding a contacts
+ *              token: GET /v1/accounts/{id}/contacts.
  *
  * Threads: handlers run on the HTTP server's workers; the status cache is shared between them
  * behind g->mu. The outbox relay and GeoIP reloads run on the main thread only. */
@@ -285,5 +287,11 @@ int throttle_login_ok(struct guard *g, const char *account, char *err, size_t er
 void throttle_trim(struct guard *g);
 /* POST /v1/deliveries/login.failed. */
 void throttle_routes(struct http_server *srv, struct guard *g);
+
+/* ---- contacts_api.c ---- */
+
+/* GET /v1/accounts/{}/contacts for the clients in contacts_tokens; -1 (logged) when that list is
+ * malformed. */
+int contacts_routes(struct http_server *srv, struct guard *g);
 
 #endif

@@ -42,6 +42,10 @@
 /* SHA-256 of the development status token "dev-status-token" (docs/services/guard.md). */
 #define GUARD_DEV_STATUS_TOKENS                                                                    \
     "dev-login-servers:16c99ebb2810c6df9c889c569c0954f906ef282f9ac5b341b5a1288f7ad7b965"
+/* SHA-256 of notify's development contacts token "dev-only-notify-contacts-token" (notify's
+ * guard_contacts_token; docs/security.md). */
+#define GUARD_DEV_CONTACTS_TOKENS                                                                  \
+    "dev-notify:ebce0a879da5ff69d4fcb511848db8bf129f67cac67f1aa9b43055ede6439dff"
 /* guard's development producer token for the notification topic (config/bus/product.json). */
 #define GUARD_DEV_PUBLISHER_TOKEN "dev-only-guard-producer-token"
 
@@ -62,6 +66,11 @@ static const struct config_def GUARD_CONFIG[] = {
      NULL,
      "Service tokens of the status API, name:sha256hex[,name:sha256hex] (SHA-256 of each "
      "client's bearer token; the default holds the development token dev-status-token)"},
+    {"contacts_tokens", CONFIG_STRING, GUARD_DEV_CONTACTS_TOKENS, 1, 4096,
+     CONFIG_SECRET | CONFIG_KEY, NULL,
+     "Service tokens of the contacts API (GET /v1/accounts/{id}/contacts, the players' confirmed "
+     "contacts for notify), name:sha256hex[,name:sha256hex] (SHA-256 of each client's bearer "
+     "token; the default holds notify's development token dev-only-notify-contacts-token)"},
     {"geoip_db", CONFIG_STRING, "var/geoip/geo-whois-asn-country.mmdb", 1, 4096, 0, NULL,
      "MaxMind-format database giving the status API the country of ?ip= (as ipcheck's)"},
     {"geoip_reload_check_ms", CONFIG_INT, "5000", 50, 3600000, 0, NULL,
@@ -286,6 +295,9 @@ static int guard_start(struct app *app, void *ctx)
     support_routes(srv, g);
     answer_routes(srv, g);
     throttle_routes(srv, g);
+    if (contacts_routes(srv, g) != 0) {
+        return 1;
+    }
     webpage_serve(page, srv, "/support/", config_str(app->cfg, "web.dir"),
                   config_str(app->cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {

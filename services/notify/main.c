@@ -18,7 +18,16 @@
  * or not_me_ended. Development defaults: email written as
  * .eml files under outbox_dir (no smtp_url), SMS and in-game to gamesim. The unlock code arrives
  * sealed by guard (seal.h, seal_keys) and is opened only into the message to the player; it is
- * never logged. */
+ * never logged.
+ *
+ * Contacts: an event's "contacts" (guard's account.action and its own notifications carry the
+ * ones to use). A notification without "contacts" (a campaign's) is sent by email and SMS to the
+ * account's CONFIRMED contacts, asked of guard at send time (GET <guard_url>/v1/accounts/{id}/
+ * contacts with guard_contacts_token; guard's contacts_api.c), with the player's language when
+ * the event gives none. guard unreachable or failing: the channels needing a contact are not
+ * sent and the delivery is answered 503 (the bus retries it; what went out is not sent again).
+ * No confirmed contact for a channel: that channel is skipped, counted in
+ * notify_skipped_total{channel} and logged without any address. No contact is ever logged. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -43,6 +52,9 @@
 #include "smtp_client.h"
 
 #define ID_MAX 256
+/* notify's development token for guard's contacts API (guard's contacts_tokens holds its hash;
+ * docs/security.md). DEVELOPMENT ONLY: production sets NOTIFY_GUARD_CONTACTS_TOKEN. */
+#define NOTIFY_DEV_CONTACTS_TOKEN "dev-only-notify-contacts-token"
 
 static const struct config_def NOTIFY_CONFIG[] = {
     {"listen", CONFIG_STRING, "127.0.0.1:8104", 0, 256, 0, NULL, "HTTP listen address"},
@@ -71,6 +83,13 @@ static const struct config_def NOTIFY_CONFIG[] = {
      "CODE_SEAL_KEYS",
      "Keys that open the codes guard seals, kid:secret[,kid:secret] (every key opens: list the "
      "new key here before guard seals with it; the default is for development only)"},
+    {"guard_url", CONFIG_STRING, "http://127.0.0.1:8103", 1, 4096, 0, NULL,
+     "guard, asked for an account's confirmed contacts (GET /v1/accounts/{id}/contacts) when a "
+     "notification carries none (a campaign's)"},
+    {"guard_contacts_token", CONFIG_STRING, NOTIFY_DEV_CONTACTS_TOKEN, 1, 4096,
+     CONFIG_SECRET | CONFIG_KEY, NULL,
+     "notify's bearer token for guard's contacts API; guard's contacts_tokens holds its SHA-256 "
+     "(the default is the development token)"},
     RETENTION_CONFIG_DEFS,
     {"retention.sent_days", CONFIG_INT, "30", 8, 36500, 0, NULL,
      "Days the sent log is kept: it makes each message go out once, so it outlives the bus's "
@@ -85,13 +104,16 @@ struct notify {
     const char *bus_secret;
     struct seal_keys *seal; /* opens guard's sealed codes */
     struct metric *m_sent, *m_failed;
+    struct metric *m_skipped_email, *m_skipped_sms; /* no (confirmed) contact for the channel */
     struct http_server *srv;
 };
 
 struct message {
     const char *account, *kind, *lang, *email, *phone, *dedupe;
-    json_t *channels; /* borrowed */
-    json_t *params;   /* borrowed: template parameters */
+    bool lang_given;      /* the event named its language (else guard's, when asked) */
+    bool lookup_contacts; /* no "contacts" in the event: guard's confirmed ones are used */
+    json_t *channels;     /* borrowed */
+    json_t *params;       /* borrowed: template parameters */
 };
 
 /* Renders templates_dir/<kind>.<lang>.txt; *subject and *text heap strings. -1 when missing. */
@@ -232,22 +254,120 @@ static int post_json(struct notify *n, const char *url, json_t *body, char *err,
     return out;
 }
 
-/* Sends m on its channels not yet sent; answers the exchange. */
-static void deliver(struct notify *n, struct http_exchange *ex, const struct message *m)
+/* An account's confirmed contacts and language as guard answers them (heap strings or NULL). */
+struct contacts {
+    char *email, *phone, *lang;
+};
+
+static void contacts_clear(struct contacts *c)
 {
-    char *subject = NULL, *text = NULL;
-    if (render(n, m, &subject, &text) != 0) {
-        http_respond_error(ex, 422, "unknown_kind", NULL, "no template for kind \"%s\"", m->kind);
-        return;
+    char *all[] = {c->email, c->phone, c->lang};
+    for (size_t i = 0; i < 3; i++) {
+        if (all[i]) {
+            explicit_bzero(all[i], strlen(all[i]));
+            free(all[i]);
+        }
     }
-    int failed = 0, sent = 0;
+    memset(c, 0, sizeof(*c));
+}
+
+static char *nonempty_dup(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s && *s ? xstrdup(s) : NULL;
+}
+
+/* Asks guard for the account's confirmed contacts (GET <guard_url>/v1/accounts/{id}/contacts).
+ * 0 when guard answered (out filled; nothing for an account it refuses as invalid), -1 when it
+ * cannot be asked now (err says why, never a contact). */
+static int guard_contacts(struct notify *n, const char *account, struct contacts *out, char *err,
+                          size_t err_len)
+{
+    memset(out, 0, sizeof(*out));
+    struct buf url;
+    buf_init(&url, 8192);
+    buf_appendf(&url, "%s/v1/accounts/", config_str(n->cfg, "guard_url"));
+    for (const unsigned char *p = (const unsigned char *)account; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~", *p)) {
+            buf_append(&url, (const char *)p, 1);
+        } else {
+            buf_appendf(&url, "%%%02X", *p);
+        }
+    }
+    buf_appends(&url, "/contacts");
+    char *u = buf_take(&url, NULL);
+    char bearer[4200];
+    snprintf(bearer, sizeof(bearer), "Bearer %s", config_str(n->cfg, "guard_contacts_token"));
+    struct http_header_kv h[] = {{"Authorization", bearer}, {"Accept", "application/json"}};
+    struct http_result r;
+    memset(&r, 0, sizeof(r));
+    int rc = http_client_request(n->http, "GET", u, h, 2, NULL, 0,
+                                 (long)config_int(n->cfg, "provider_timeout_ms"), 16384, &r);
+    explicit_bzero(bearer, sizeof(bearer));
+    free(u);
+    int out_rc = 0;
+    if (rc != 0) {
+        snprintf(err, err_len, "guard: %s", r.error);
+        out_rc = -1;
+    } else if (r.status == 400) { /* an id guard cannot hold: it has no contact for it */
+        out_rc = 0;
+    } else if (r.status == 401 || r.status == 403) {
+        snprintf(err, err_len,
+                 "guard refused guard_contacts_token (%d): its contacts_tokens must "
+                 "hold the token's SHA-256",
+                 r.status);
+        out_rc = -1;
+    } else if (r.status != 200) {
+        snprintf(err, err_len, "guard answered %d", r.status);
+        out_rc = -1;
+    } else {
+        json_error_t jerr;
+        json_t *o = r.body ? json_loadb(r.body, r.body_len, 0, &jerr) : NULL;
+        if (!json_is_object(o)) {
+            snprintf(err, err_len, "guard's contacts answer is not a JSON object");
+            out_rc = -1;
+        } else {
+            out->email = nonempty_dup(o, "email");
+            out->phone = nonempty_dup(o, "phone");
+            out->lang = nonempty_dup(o, "lang");
+        }
+        json_decref(o);
+    }
+    if (r.body) {
+        explicit_bzero(r.body, r.body_len);
+    }
+    http_result_release(&r);
+    return out_rc;
+}
+
+static bool needs_contact(const struct message *m, const char *ch)
+{
+    return (strcmp(ch, "email") == 0 && (!m->email || !*m->email)) ||
+           (strcmp(ch, "sms") == 0 && (!m->phone || !*m->phone));
+}
+
+/* Sends m on its channels not yet sent; answers the exchange. A message without contacts gets
+ * the account's confirmed ones from guard first (only when a channel still to send needs one). */
+static void deliver(struct notify *n, struct http_exchange *ex, struct message *m)
+{
     char err[512];
+    const char *todo[3];
+    size_t n_todo = 0;
+    bool ask_guard = false;
     for (size_t i = 0; i < json_array_size(m->channels); i++) {
         const char *ch = json_string_value(json_array_get(m->channels, i));
         if (!ch || (strcmp(ch, "email") && strcmp(ch, "sms") && strcmp(ch, "ingame"))) {
             continue;
         }
-        const char *p[] = {m->dedupe, ch, m->account, m->kind};
+        bool listed = false;
+        for (size_t k = 0; k < n_todo; k++) {
+            listed = listed || strcmp(todo[k], ch) == 0;
+        }
+        if (listed) {
+            continue;
+        }
+        const char *p[] = {m->dedupe, ch, m->account};
         json_t *rows = NULL;
         int rc = db_exec(n->db,
                          "SELECT 1 FROM notify.sent WHERE dedupe_key = $1 AND channel = $2 "
@@ -255,15 +375,51 @@ static void deliver(struct notify *n, struct http_exchange *ex, const struct mes
                          p, 3, &rows, NULL, err, sizeof(err));
         if (rc != DB_OK) {
             log_warn("dedupe lookup failed: %s", err);
-            failed = 1;
-            break;
+            http_add_header(ex, "Retry-After", "1");
+            http_respond_error(ex, 503, "provider_unavailable", NULL,
+                               "a provider or the database failed; retry later");
+            return;
         }
         size_t seen = json_array_size(rows);
         json_decref(rows);
         if (seen) {
             continue;
         }
-        int r;
+        todo[n_todo++] = ch;
+        ask_guard = ask_guard || (m->lookup_contacts && needs_contact(m, ch));
+    }
+    struct contacts found = {0};
+    bool contacts_failed = false;
+    if (ask_guard) {
+        if (guard_contacts(n, m->account, &found, err, sizeof(err)) != 0) {
+            log_warn("%s for %s: confirmed contacts not read (retried): %s", m->kind, m->account,
+                     err);
+            metric_inc(n->m_failed);
+            contacts_failed = true;
+        } else {
+            m->email = m->email && *m->email ? m->email : found.email;
+            m->phone = m->phone && *m->phone ? m->phone : found.phone;
+            if (!m->lang_given && found.lang &&
+                (strcmp(found.lang, "ko") == 0 || strcmp(found.lang, "en") == 0)) {
+                m->lang = found.lang;
+            }
+        }
+    }
+    char *subject = NULL, *text = NULL;
+    if (render(n, m, &subject, &text) != 0) {
+        contacts_clear(&found);
+        http_respond_error(ex, 422, "unknown_kind", NULL, "no template for kind \"%s\"", m->kind);
+        return;
+    }
+    int failed = 0, sent = 0;
+    for (size_t i = 0; i < n_todo; i++) {
+        const char *ch = todo[i];
+        const char *p[] = {m->dedupe, ch, m->account, m->kind};
+        if (contacts_failed && needs_contact(m, ch)) {
+            failed = 1; /* guard could not be asked: this channel waits for the retry */
+            continue;
+        }
+        int r, rc;
         err[0] = '\0';
         if (strcmp(ch, "email") == 0) {
             r = send_email(n, m, subject, text, err, sizeof(err));
@@ -285,7 +441,9 @@ static void deliver(struct notify *n, struct http_exchange *ex, const struct mes
             json_decref(b);
         }
         if (r == 1) {
-            log_info("%s for %s: no %s address, channel skipped", m->kind, m->account, ch);
+            log_info("%s for %s: no %s%s contact, channel skipped", m->kind, m->account,
+                     m->lookup_contacts ? "confirmed " : "", strcmp(ch, "sms") == 0 ? "phone" : ch);
+            metric_inc(strcmp(ch, "sms") == 0 ? n->m_skipped_sms : n->m_skipped_email);
             continue;
         }
         if (r != 0) {
@@ -310,10 +468,12 @@ static void deliver(struct notify *n, struct http_exchange *ex, const struct mes
     }
     free(subject);
     free(text);
+    contacts_clear(&found);
     if (failed) {
         http_add_header(ex, "Retry-After", "1");
         http_respond_error(ex, 503, "provider_unavailable", NULL,
-                           "a provider or the database failed; retry later");
+                           contacts_failed ? "guard (contacts) or a provider failed; retry later"
+                                           : "a provider or the database failed; retry later");
         return;
     }
     http_respond_json(ex, 200, json_pack("{s:i}", "sent", sent));
@@ -410,6 +570,8 @@ static void handle_action(struct http_exchange *ex, void *arg)
         .lang = lang_of(n, ev),
         .email = str_or(contacts, "email", NULL),
         .phone = str_or(contacts, "phone", NULL),
+        .lang_given = *str_or(ev, "lang", "") != '\0',
+        .lookup_contacts = contacts == NULL,
         .dedupe = dedupe,
         .channels = json_is_array(channels) ? channels : NULL,
         .params = ev, /* country, ip, ts, code, server */
@@ -514,6 +676,8 @@ static void handle_notification(struct http_exchange *ex, void *arg)
         .lang = lang_of(n, ev),
         .email = str_or(contacts, "email", NULL),
         .phone = str_or(contacts, "phone", NULL),
+        .lang_given = *str_or(ev, "lang", "") != '\0',
+        .lookup_contacts = contacts == NULL,
         .dedupe = str_or(ev, "dedupe_key", http_header(ex, "ce-id")),
         .channels = channels,
         .params = json_is_object(params) ? params : ev,
@@ -540,6 +704,10 @@ static int notify_prepare(struct app *app, void *ctx)
     n->http = http_client_new();
     n->m_sent = metrics_counter("notify_sent_total", "Messages sent (per channel)", NULL);
     n->m_failed = metrics_counter("notify_failed_total", "Provider failures (retried)", NULL);
+    static const char SKIPPED_HELP[] =
+        "Messages not sent on a channel for want of a (confirmed) contact on it";
+    n->m_skipped_email = metrics_counter("notify_skipped_total", SKIPPED_HELP, "channel=\"email\"");
+    n->m_skipped_sms = metrics_counter("notify_skipped_total", SKIPPED_HELP, "channel=\"sms\"");
     return 0;
 }
 
