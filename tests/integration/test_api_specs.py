@@ -282,6 +282,8 @@ def test_authorized_answers_fit_their_specs():
          None),
         ("guard.yaml", "GET", "/v1/accounts/{id}/status", f"/v1/accounts/{acct}/status", player,
          None),
+        ("guard.yaml", "GET", "/v1/accounts/{id}/contacts", f"/v1/accounts/{acct}/contacts",
+         {"Authorization": "Bearer dev-only-notify-contacts-token"}, None),  # notify's (dev)
         ("guard.yaml", "GET", "/v1/support/accounts", "/v1/support/accounts?prefix=spec-", staff,
          None),
         ("guard.yaml", "GET", "/v1/support/accounts/{id}", f"/v1/support/accounts/{acct}", staff,

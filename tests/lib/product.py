@@ -143,7 +143,7 @@ class Product:
                       "publisher_url": f"http://127.0.0.1:{publisher_port}"},
             "notify": {"database_url": db_url, "outbox_dir": self.outbox,
                        "sms_url": urls["gamesim"] + "/v1/sms", "game_url": urls["gamesim"],
-                       "provider_timeout_ms": 2000},
+                       "guard_url": urls["guard"], "provider_timeout_ms": 2000},
             "campaign": {"database_url": db_url, "list_file": list_file},
         }
         for name in SERVICES:
