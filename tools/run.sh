@@ -338,7 +338,10 @@ cat <<EOF
 
   Demo players (config/demo/players.txt), logged in often, half of the time from abroad; each
   policy acts within a minute (Korean and English players: demo-<policy>-ko / -en):
-    demo-notify-ko   notify: an in-game message reaches the live session
+    demo-notify-ko   notify: an in-game message reaches the live session; its email is
+                     confirmed, so campaign password-2026 also reaches it by email
+                     (var/outbox/, To: demo-notify-ko@example.com; notify asks guard for the
+                     confirmed contacts)
     demo-kick-ko     kick: the session from abroad ends, and the player is told why
     demo-block-ko    block_abroad: logins from abroad are refused before they start
     demo-lock-ko     lock: the account is locked, its sessions end, later logins are refused

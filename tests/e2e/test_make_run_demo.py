@@ -3,7 +3,8 @@ config/demo/players.txt (one per policy, Korean and English) log in through logi
 guard before each login and opens the game session of each admitted one on gamesim. Seen from
 the game server and the login server: a kick ends a live session and says why, a lock ends the
 account's sessions, logins guard refuses (locked, blocked abroad) never start, and in-game
-messages reach live sessions. Every campaign of config/campaign/ runs, each on its own port.
+messages reach live sessions. Every campaign of config/campaign/ runs, each on its own port, and
+password-2026's email reaches the demo players whose email tools/seed.sh confirmed.
 
 Binds the product's fixed ports: run it in a network namespace of its own,
 `unshare -n sh -c 'ip link set lo up && make test TESTS=test_make_run_demo ASAN=0'`."""
@@ -79,10 +80,32 @@ def test_make_run_shows_every_action_within_a_minute():
                 "block_abroad refuses logins from abroad": lambda: refused("demo-block"),
                 "a locked account's logins are refused": lambda: refused("demo-lock"),
             }
+            outbox = os.path.join(var, "outbox")
+
+            def campaign_emails(account):
+                """The campaign's emails to the demo player's confirmed address (seeded by
+                tools/seed.sh): notify asked guard for it, the event carried none."""
+                out = []
+                for name in os.listdir(outbox) if os.path.isdir(outbox) else []:
+                    if not name.endswith(".eml"):
+                        continue
+                    with open(os.path.join(outbox, name), encoding="utf-8") as f:
+                        text = f.read()
+                    if f"To: {account}@example.com" in text and \
+                            "X-Notify-Kind: campaign_password" in text:
+                        out.append(text)
+                return out
+
+            want["a campaign's email reaches the confirmed address"] = lambda: \
+                campaign_emails("demo-notify-ko") and campaign_emails("demo-notify-en")
             for what, seen in want.items():
                 harness.wait_for(seen, 75 * harness.timeout_mult(), what=what, interval=1)
             took = time.monotonic() - t0
             print(f"every action seen {took:.0f} s after make run was up")
+            # once per player, in the player's language (guard's, given with the contacts)
+            assert len(campaign_emails("demo-notify-ko")) == 1
+            assert "비밀번호" in campaign_emails("demo-notify-ko")[0]
+            assert "set a new password" in campaign_emails("demo-notify-en")[0]
             # each player is told in the language of their game client (config/demo/players.txt)
             for s in ended("demo-kick", "kick") + ended("demo-lock", "lock"):
                 assert s["ended_at"] >= s["started_at"], s

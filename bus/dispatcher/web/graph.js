@@ -196,4 +196,12 @@ export function drawGraph(container, topology, stats) {
     }
   }
   container.replaceChildren(root);
+  // a line longer than its box (Korean text is wider than the English the lengths above were
+  // chosen for) is squeezed to fit
+  for (const text of root.querySelectorAll('g.node text')) {
+    if (text.getComputedTextLength() > NODE_W - 16) {
+      text.setAttribute('textLength', NODE_W - 16);
+      text.setAttribute('lengthAdjust', 'spacingAndGlyphs');
+    }
+  }
 }

@@ -103,7 +103,7 @@ const TEXT = {
     topic: '토픽',
     dead_letters: '배달 못 한 메시지',
     lag_short: '지연 {n}',
-    per_second: '초당 {n}',
+    per_second: '{n}/초',
     routes_title: '라우트',
     routes_help: '이 디스패처가 시작된 뒤의 누적 수치이며, 속도는 마지막 갱신(몇 초마다) 기준입니다. 라우트를 선택하면 배달 못 한 메시지를 볼 수 있습니다.',
     th_route: '라우트',
