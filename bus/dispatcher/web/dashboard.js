@@ -224,6 +224,7 @@ async function openDeadLetters(name) {
   const conf = routeConf(name);
   $('dlq-topic').textContent = conf && conf.dead_letter ? conf.dead_letter : '–';
   $('replay').disabled = !(conf && conf.dead_letter);
+  $('dlq-help').hidden = !(conf && conf.dead_letter); // nothing to describe without the topic
   setMsg('');
   if (!conf || !conf.dead_letter) {
     $('dlq-list').replaceChildren();
