@@ -184,3 +184,27 @@ def test_mktoken_mints_with_the_development_secret_only_in_development():
     rc, lines = run("mktoken", clean_env(AUTH_SECRET=STRONG), ["staff", "sam"])
     assert rc == 0 and lines[0].count(".") == 2, lines
 
+
+
+def test_production_refuses_the_development_contacts_tokens():
+    """Guard's contacts API (a campaign's email to the player's confirmed address) has tokens of
+    its own kind: production refuses notify's development token and guard's development list of
+    contacts clients, as it refuses the status tokens', and starts with real ones (from files)."""
+    ctx = harness.ctx()
+    seal = "k1:" + STRONG
+    base = dict(BUS_SIGNING_SECRET=STRONG, CODE_SEAL_KEYS=seal)
+    line = assert_refused("notify", clean_env(**base), "guard_contacts_token")
+    assert "development value" in line and "NOTIFY_GUARD_CONTACTS_TOKEN" in line, line
+    token_file = ctx.path("contacts.token")
+    with open(token_file, "w") as f:
+        f.write(STRONG + "\n")
+    rc, lines = run("notify", clean_env(NOTIFY_GUARD_CONTACTS_TOKEN_FILE=token_file, **base),
+                    ["--check-config"])
+    assert rc == 0, lines
+    guard = dict(base, AUTH_SECRET=STRONG, GUARD_STATUS_TOKENS="login:" + "ab" * 32)
+    line = assert_refused("guard", clean_env(**guard), "contacts_tokens")
+    assert "development value" in line and "GUARD_CONTACTS_TOKENS" in line, line
+    rc, lines = run("guard", clean_env(GUARD_CONTACTS_TOKENS="notify:" + "cd" * 32,
+                                       GUARD_PUBLISHER_TOKEN=STRONG, **guard),
+                    ["--check-config"])
+    assert rc == 0, lines
