@@ -34,8 +34,9 @@ static int parse_clients(const char *spec)
         if (!colon || name_len == 0 || name_len > STATUS_CLIENT_NAME_MAX ||
             hash_len != CRYPTO_SHA256_HEX_LEN || strspn(colon + 1, "0123456789abcdef") < hash_len ||
             n_contacts_clients == CONTACTS_CLIENTS_MAX) {
-            log_error("contacts_tokens: entry %d is not name:<64 lowercase hex digits> (at most %d)",
-                      n_contacts_clients + 1, CONTACTS_CLIENTS_MAX);
+            log_error(
+                "contacts_tokens: entry %d is not name:<64 lowercase hex digits> (at most %d)",
+                n_contacts_clients + 1, CONTACTS_CLIENTS_MAX);
             return -1;
         }
         struct status_client *c = &contacts_clients[n_contacts_clients++];
