@@ -89,5 +89,10 @@ example secrets.env 0600 <<'ENV'
 #AUTH_SECRET=
 #BUS_SIGNING_SECRET=
 #BUS_ADMIN_TOKEN=
+#CODE_SEAL_KEYS=kid:secret                    # guard seals codes, notify opens them
+#GUARD_STATUS_TOKENS=login-servers:<sha256 hex of their token>
+#GUARD_CONTACTS_TOKENS=notify:<sha256 hex of NOTIFY_GUARD_CONTACTS_TOKEN>
+#NOTIFY_GUARD_CONTACTS_TOKEN=
+#NOTIFY_SMTP_URL=smtps://user:password@smtp.internal:465
 ENV
 echo "install: $PREFIX/bin, $SHARE, $UNITDIR and $SYSCONFDIR/bus under '${DESTDIR:-/}'"

@@ -56,15 +56,6 @@
 #define CACHE_BUCKETS 65536u
 #define MAX_ALLOWED 64
 #define HOME_MAX 32
-#define STATUS_CLIENTS_MAX 32
-#define STATUS_CLIENT_NAME_MAX 64
-
-/* A client of the status API (a login server fleet): its name and its token's SHA-256 (hex). */
-struct status_client {
-    char name[STATUS_CLIENT_NAME_MAX + 1];
-    char sha256[CRYPTO_SHA256_HEX_LEN + 1];
-};
-
 struct cache_entry; /* account.c */
 struct throttle;    /* throttle.c */
 struct webpage;
@@ -73,9 +64,9 @@ struct webpage;
  * status cache (behind mu) and the relay's state (main thread only). */
 struct guard {
     struct db *db;
-    struct geo *geo; /* country of the status API's ?ip= */
-    struct status_client clients[STATUS_CLIENTS_MAX];
-    int n_clients;
+    struct geo *geo;                      /* country of the status API's ?ip= */
+    struct auth_clients status_clients;   /* status_tokens: login servers */
+    struct auth_clients contacts_clients; /* contacts_tokens: services sending messages */
     const struct config *cfg;
     const char *auth_secret, *bus_secret;
     struct seal_keys *seal; /* seals unlock codes for notify */
@@ -290,8 +281,7 @@ void throttle_routes(struct http_server *srv, struct guard *g);
 
 /* ---- contacts_api.c ---- */
 
-/* GET /v1/accounts/{}/contacts for the clients in contacts_tokens; -1 (logged) when that list is
- * malformed. */
-int contacts_routes(struct http_server *srv, struct guard *g);
+/* GET /v1/accounts/{}/contacts for the clients in contacts_tokens (g->contacts_clients). */
+void contacts_routes(struct http_server *srv, struct guard *g);
 
 #endif

@@ -170,31 +170,6 @@ static const struct config_def GUARD_CONFIG[] = {
     CONFIG_DEF_END,
 };
 
-/* Parses status_tokens ("name:sha256hex[,...]") into g->clients. */
-static int parse_status_clients(struct guard *g, const char *spec)
-{
-    const char *p = spec;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        const char *colon = memchr(p, ':', len);
-        size_t name_len = colon ? (size_t)(colon - p) : 0;
-        size_t hash_len = colon ? len - name_len - 1 : 0;
-        if (!colon || name_len == 0 || name_len > STATUS_CLIENT_NAME_MAX ||
-            hash_len != CRYPTO_SHA256_HEX_LEN || strspn(colon + 1, "0123456789abcdef") < hash_len ||
-            g->n_clients == STATUS_CLIENTS_MAX) {
-            log_error("status_tokens: entry %d is not name:<64 lowercase hex digits> (at most %d)",
-                      g->n_clients + 1, STATUS_CLIENTS_MAX);
-            return -1;
-        }
-        struct status_client *c = &g->clients[g->n_clients++];
-        memcpy(c->name, p, name_len);
-        memcpy(c->sha256, colon + 1, CRYPTO_SHA256_HEX_LEN);
-        p = end ? end + 1 : p + len;
-    }
-    return 0;
-}
-
 static int parse_home(struct guard *g, const char *list)
 {
     char tmp[1025];
@@ -233,8 +208,14 @@ static int guard_prepare(struct app *app, void *ctx)
         log_error("default_lang must be ko or en");
         return 1;
     }
-    if (parse_home(g, config_str(app->cfg, "home_countries")) != 0 ||
-        parse_status_clients(g, config_str(app->cfg, "status_tokens")) != 0) {
+    if (parse_home(g, config_str(app->cfg, "home_countries")) != 0) {
+        return 1;
+    }
+    if (auth_clients_parse(&g->status_clients, "status_tokens",
+                           config_str(app->cfg, "status_tokens"), err, sizeof(err)) != 0 ||
+        auth_clients_parse(&g->contacts_clients, "contacts_tokens",
+                           config_str(app->cfg, "contacts_tokens"), err, sizeof(err)) != 0) {
+        log_error("%s", err);
         return 1;
     }
     g->geo = geo_new(config_str(app->cfg, "geoip_db"), err, sizeof(err));
@@ -295,9 +276,7 @@ static int guard_start(struct app *app, void *ctx)
     support_routes(srv, g);
     answer_routes(srv, g);
     throttle_routes(srv, g);
-    if (contacts_routes(srv, g) != 0) {
-        return 1;
-    }
+    contacts_routes(srv, g);
     webpage_serve(page, srv, "/support/", config_str(app->cfg, "web.dir"),
                   config_str(app->cfg, "web.common_dir"));
     if (http_server_start(srv, err, sizeof(err)) != 0) {

@@ -176,6 +176,38 @@ static void test_expiry_and_claims(void **state)
     assert_int_equal(auth_verify(SECRET, tok, &id, err, sizeof(err)), -1);
 }
 
+/* Service clients: "name:sha256hex[,...]" parsed, a token found by its hash, anything else not. */
+static void test_service_clients(void **state)
+{
+    (void)state;
+    char ha[CRYPTO_SHA256_HEX_LEN + 1], hb[CRYPTO_SHA256_HEX_LEN + 1], spec[256], err[128];
+    crypto_sha256_hex("token-a", 7, ha);
+    crypto_sha256_hex("token-b", 7, hb);
+    snprintf(spec, sizeof spec, "fleet-a:%s,fleet-b:%s", ha, hb);
+    struct auth_clients cl;
+    assert_int_equal(auth_clients_parse(&cl, "status_tokens", spec, err, sizeof err), 0);
+    assert_int_equal(cl.n, 2);
+    assert_string_equal(auth_clients_find(&cl, "token-b")->name, "fleet-b");
+    assert_string_equal(auth_clients_find(&cl, "token-a")->name, "fleet-a");
+    assert_null(auth_clients_find(&cl, "token-c"));
+    assert_null(auth_clients_find(&cl, ""));
+    assert_null(auth_clients_find(&cl, NULL));
+    assert_null(auth_clients_find(&cl, ha)); /* the hash itself is no token */
+    assert_int_equal(auth_clients_parse(&cl, "k", "", err, sizeof err), 0);
+    assert_int_equal(cl.n, 0);
+    assert_null(auth_clients_find(&cl, "token-a"));
+    const char *bad[] = {
+        "nocolon",   ":abc", "name:ABCDEF",
+        "name:0123", "a:",   "x:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(auth_clients_parse(&cl, "contacts_tokens", bad[i], err, sizeof err), -1);
+        assert_non_null(strstr(err, "contacts_tokens: entry 1"));
+    }
+    snprintf(spec, sizeof spec, "ok:%s,:%s", ha, hb);
+    assert_int_equal(auth_clients_parse(&cl, "k", spec, err, sizeof err), -1);
+    assert_non_null(strstr(err, "entry 2"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_hand_built_valid_token),
         cmocka_unit_test(test_alg_none_refused),
         cmocka_unit_test(test_expiry_and_claims),
+        cmocka_unit_test(test_service_clients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
