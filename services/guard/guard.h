@@ -126,6 +126,11 @@ void cache_drop(struct guard *g, const char *id);
  * the caller. */
 int load_account(struct guard *g, const char *id, json_t **acct, json_t **allowed, char *err,
                  size_t err_len);
+/* A handler's load_account: 0 with *acct and *allowed (caller owns both), or -1 after answering
+ * the database error (db_fail), nothing loaded and body (the handler's request body, may be
+ * NULL) released. */
+int account_load_or_answer(struct guard *g, struct http_exchange *ex, const char *id, json_t *body,
+                           json_t **acct, json_t **allowed);
 /* The account's policy, or default_policy for an account that never set one (borrowed). */
 const char *acct_policy(struct guard *g, json_t *acct);
 /* The allowed countries as the API shows them; *expires is the earliest "until" (epoch s), 0
@@ -202,6 +207,9 @@ void answer_routes(struct http_server *srv, struct guard *g);
 /* The reason (required, 1-1000 characters) and ticket reference (optional, NULL when absent) of
  * a staff action's body b (both borrowed from b). Answers 400 itself and returns -1 when bad. */
 int staff_note(struct http_exchange *ex, json_t *b, const char **reason, const char **ticket);
+/* A staff action's body (caller owns) with its reason and ticket reference (borrowed from it,
+ * as staff_note), or NULL after answering 400. */
+json_t *staff_body(struct http_exchange *ex, const char **reason, const char **ticket);
 /* GET /v1/support/audit, /v1/support/accounts, .../accounts/{} and .../accounts/{}/locks;
  * POST .../accounts/{}/lock and .../accounts/{}/reset. */
 void support_routes(struct http_server *srv, struct guard *g);

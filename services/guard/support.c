@@ -135,17 +135,16 @@ static void handle_support_account(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *allowed, *extra = NULL;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc == DB_OK) {
-        const char *p[] = {id};
-        rc = db_exec(g->db, SQL_SUPPORT_ACCOUNT, p, 1, &extra, NULL, err, sizeof(err));
-        if (rc != DB_OK) {
-            json_decref(acct);
-            json_decref(allowed);
-        }
+    if (account_load_or_answer(g, ex, id, NULL, &acct, &allowed) != 0) {
+        return;
     }
+    char err[512];
+    const char *p[] = {id};
+    int rc = db_exec(g->db, SQL_SUPPORT_ACCOUNT, p, 1, &extra, NULL, err, sizeof(err));
     if (rc != DB_OK) {
+        json_decref(acct);
+        json_decref(allowed);
+        json_decref(extra);
         db_fail(ex, rc, err);
         return;
     }
@@ -225,6 +224,16 @@ int staff_note(struct http_exchange *ex, json_t *b, const char **reason, const c
     return 0;
 }
 
+json_t *staff_body(struct http_exchange *ex, const char **reason, const char **ticket)
+{
+    json_t *b = body_object(ex);
+    if (b && staff_note(ex, b, reason, ticket) != 0) {
+        json_decref(b);
+        b = NULL;
+    }
+    return b;
+}
+
 /* POST /v1/support/accounts/{id}/lock {"reason", "ticket"}: locks the account now (the player
  * can no longer log in; only support unlocks it: no code is sent). Recorded in the lock history
  * and the audit trail, told to the player. Locking a locked account changes nothing but is
@@ -237,23 +246,13 @@ static void handle_support_lock(struct http_exchange *ex, void *arg)
     if (!id) {
         return;
     }
-    json_t *b = body_object(ex);
     const char *reason, *ticket;
-    if (!b) {
-        return;
-    }
-    if (staff_note(ex, b, &reason, &ticket) != 0) {
-        json_decref(b);
-        return;
-    }
+    json_t *b = staff_body(ex, &reason, &ticket);
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
-        db_fail(ex, rc, err);
+    if (!b || account_load_or_answer(g, ex, id, b, &acct, &allowed) != 0) {
         return;
     }
+    char err[512];
     const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
     const char *p[] = {id, who.subject, reason, ticket};
     const char *p_acct[] = {id, config_str(g->cfg, "default_policy")};
@@ -273,7 +272,7 @@ static void handle_support_lock(struct http_exchange *ex, void *arg)
     struct outbox_msg msg;
     outbox_msg_init(&msg, &st[3], id, "staff_lock", player_channels(email, phone), email, phone,
                     json_pack("{s:s}", "staff", who.subject));
-    rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
+    int rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
     outbox_msg_release(&msg, 1);
     json_decref(acct);
     json_decref(allowed);
@@ -318,11 +317,7 @@ static void handle_support_reset(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
-        db_fail(ex, rc, err);
+    if (account_load_or_answer(g, ex, id, b, &acct, &allowed) != 0) {
         return;
     }
     if (json_array_size(acct) == 0) {
@@ -358,7 +353,8 @@ static void handle_support_reset(struct http_exchange *ex, void *arg)
     struct outbox_msg msg;
     outbox_msg_init(&msg, &st[3], id, "staff_reset", player_channels(email, phone), email, phone,
                     json_pack("{s:s, s:s}", "staff", who.subject, "what", what));
-    rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
+    char err[512];
+    int rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
     outbox_msg_release(&msg, 1);
     json_decref(acct);
     json_decref(allowed);
