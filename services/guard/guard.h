@@ -230,6 +230,11 @@ void outbox_msg_init(struct outbox_msg *m, struct db_stmt *st, const char *accou
 /* Builds an event (stolen) of another topic guard publishes (account.action) and the statement
  * that queues it (valid while m lives). */
 void outbox_event_init(struct outbox_msg *m, struct db_stmt *st, const char *topic, json_t *ev);
+/* As outbox_event_init, but the statement queues the event only while account is not locked
+ * (run it before the statement that locks: a lock's own event, so locking a locked account
+ * queues nothing). */
+void outbox_event_init_unless_locked(struct outbox_msg *m, struct db_stmt *st, const char *topic,
+                                     json_t *ev, const char *account);
 void outbox_msg_release(struct outbox_msg *m, size_t n);
 /* The channels that reach the player now: in-game, and the contacts in effect. */
 json_t *player_channels(const char *email, const char *phone);

@@ -64,6 +64,17 @@ void outbox_event_init(struct outbox_msg *m, struct db_stmt *st, const char *top
                            m->params, 3};
 }
 
+void outbox_event_init_unless_locked(struct outbox_msg *m, struct db_stmt *st, const char *topic,
+                                     json_t *ev, const char *account)
+{
+    outbox_event_init(m, st, topic, ev);
+    m->params[3] = account;
+    *st = (struct db_stmt){"INSERT INTO guard.outbox (event_id, event, topic) SELECT $1, $2, $3 "
+                           "WHERE NOT EXISTS (SELECT 1 FROM guard.accounts "
+                           "WHERE account_id = $4 AND locked)",
+                           m->params, 4};
+}
+
 void outbox_msg_release(struct outbox_msg *m, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
