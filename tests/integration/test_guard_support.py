@@ -352,34 +352,19 @@ def test_retention_deletes_old_rows_in_batches_keeps_newer():
     assert rows("outbox", "topic = 'account.event'") >= 1
 
 
-GS_AUTH = {"Authorization": "Bearer dev-only-gamesim-admin-token"}  # gamesim's development token
+
 ACTION_SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/account.action.json"))
 
 
 def test_lock_now_ends_live_sessions_once_and_tells_the_player_once():
     """Support's lock-now ends the account's live game sessions: guard queues an account.action
-    kick naming no session with the lock. Here the bus's routes are played by the test's
-    publisher, which hands each event guard publishes to a real gamesim (route gamesim-kick) and
-    a real notify (notify-actions, and the notifications): the sessions end with the reason, and
-    the player gets one notice (staff_lock), no message for the kick."""
+    kick naming no session with the lock. The bus's routes are played by the test's publisher,
+    which hands each event guard publishes to a real gamesim (route gamesim-kick) and a real
+    notify (notify-actions, and the notifications): the sessions end with the reason, and the
+    player gets one notice (staff_lock), no message for the kick."""
     url = pg.fresh_db()
-    gs = harness.ctx().start("gamesim", env={"BUS_SIGNING_SECRET": BUS})
-    notify = harness.ctx().start(
-        "notify", config={"database_url": url, "sms_url": f"{gs.url}/v1/sms", "game_url": gs.url,
-                          "provider_timeout_ms": 2000},
-        env={"BUS_SIGNING_SECRET": BUS, "NOTIFY_DATABASE_URL": url}, ready_path="/readyz")
-    routes = {"account.action": [f"{gs.url}/v1/kick", f"{notify.url}/v1/deliveries/account.action"],
-              "notification": [f"{notify.url}/v1/deliveries/notification"]}
-    delivered = []
-
-    def forward(topic, ce_id, event):
-        body = json.dumps(event).encode()
-        for target in routes.get(topic, []):
-            headers = harness.delivery_headers(BUS, body, ce_id, topic, {"ce-source": "guard"})
-            st, answer, _ = harness.http("POST", target, raw=body, headers=headers)
-            delivered.append((target, st, answer))
-
-    pub = guard_api.Publisher(forward=forward)
+    down = guard_api.Downstream(url)
+    pub = guard_api.Publisher(forward=down.forward)
     svc = start(url, publisher_url=pub.url)
     svc.publisher = pub
     staff = token("staff", "carol")
@@ -387,24 +372,18 @@ def test_lock_now_ends_live_sessions_once_and_tells_the_player_once():
     opened = [{"session_id": "a", "account_id": "sl1", "server": "kr-1"},
               {"session_id": "b", "account_id": "sl1", "lang": "en"},
               {"session_id": "c", "account_id": "sl2"}]
-    assert harness.http("POST", f"{gs.url}/v1/sessions", opened, headers=GS_AUTH)[0] == 201
-
-    def sessions(account):
-        st, body, _ = harness.http("GET", f"{gs.url}/v1/sessions?account_id={account}",
-                                   headers=GS_AUTH)
-        assert st == 200, (st, body)
-        return {s["session_id"]: s for s in body["sessions"]}
-
-    assert all(s["ended_at"] is None for s in sessions("sl1").values())
+    assert harness.http("POST", f"{down.gamesim.url}/v1/sessions", opened,
+                        headers=guard_api.GS_AUTH)[0] == 201
+    assert all(s["ended_at"] is None for s in down.sessions("sl1").values())
     st, body, _ = post(svc, "/v1/support/accounts/sl1/lock",
                        {"reason": "account takeover reported", "ticket": "T-77"}, staff)
     assert st == 200 and body["locked"] is True, (st, body)
-    ended = harness.wait_for(lambda: all(s["ended_at"] for s in sessions("sl1").values()) and
-                             sessions("sl1"), 15, what="sl1's sessions ended")
+    ended = harness.wait_for(lambda: all(s["ended_at"] for s in down.sessions("sl1").values())
+                             and down.sessions("sl1"), 15, what="sl1's sessions ended")
     assert {s["end_reason"] for s in ended.values()} == {"kick"}, ended
-    assert "고객 지원팀" in ended["a"]["end_message"], ended["a"]
+    assert "고객센터에서 계정을 잠가" in ended["a"]["end_message"], ended["a"]
     assert "support locked your account" in ended["b"]["end_message"], ended["b"]
-    assert sessions("sl2")["c"]["ended_at"] is None  # another account's session goes on
+    assert down.sessions("sl2")["c"]["ended_at"] is None  # another account's session goes on
     act = svc.publisher.actions("sl1")
     assert len(act) == 1, act
     jsonschema.validate(act[0], ACTION_SCHEMA)
@@ -418,14 +397,10 @@ def test_lock_now_ends_live_sessions_once_and_tells_the_player_once():
     # every delivery was taken; the player was told by the two staff_lock notices only (in-game:
     # the account has no contacts), never of the kick (notify sent it on no channel)
     def kinds():
-        st, got, _ = harness.http("GET", f"{gs.url}/v1/received", headers=GS_AUTH)
-        assert st == 200, (st, got)
-        return [m.get("kind") for m in got["messages"] if m["account_id"] == "sl1"]
+        return [m.get("kind") for m in down.ingame("sl1")]
     harness.wait_for(lambda: kinds().count("staff_lock") == 2, 15, what="2 staff_lock in-game")
-    assert kinds().count("staff_lock") == 2 and set(kinds()) <= {"staff_lock", "settings_changed"}, \
-        kinds()
-    assert all(st in (200, 204) for _, st, _ in delivered), delivered
-    kick_answers = [a for t, _, a in delivered if t.endswith("/deliveries/account.action")]
+    assert set(kinds()) <= {"staff_lock", "settings_changed"}, kinds()
+    assert all(st in (200, 204) for _, st, _ in down.delivered), down.delivered
+    kick_answers = [a for t, _, a in down.delivered if t.endswith("/deliveries/account.action")]
     assert kick_answers == [{"sent": 0}], kick_answers
-    st, got, _ = harness.http("GET", f"{gs.url}/v1/received", headers=GS_AUTH)
-    assert st == 200 and len(got["kicks"]) == 1, got
+    assert len(down.received()["kicks"]) == 1

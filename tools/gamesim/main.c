@@ -143,8 +143,8 @@ static void kick_message(json_t *ev, const char *action, bool en, char *out, siz
                           "You were disconnected: support locked your account. Contact support "
                           "to unlock it.")
                : snprintf(out, len,
-                          "고객 지원팀이 계정을 잠가 연결이 끊어졌습니다. 잠금 해제는 고객 "
-                          "지원팀에 문의하세요.");
+                          "고객센터에서 계정을 잠가 연결이 끊어졌습니다. 잠금 해제는 "
+                          "고객센터에 문의하세요.");
     } else if (strcmp(action, "lock") == 0) {
         n = en ? snprintf(out, len,
                           "Your account was locked after a login from %s that your security "
