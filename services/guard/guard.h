@@ -17,15 +17,16 @@
  *   support.c  the support console's API: the audit trail, find an account, its details and
  *              lock history (GET /v1/support/...), lock now and reset contacts or policy.
  *   retention  guard's growing tables trimmed in small batches (lib/retention.h, main.c).
- *   outbox.c   messages guard sends on its own (contact codes, notices of changes and staff
- *              unlocks, the account.action of a "not me"), written in the change's transaction
- *              and relayed to the publisher.
+ *   outbox.c   messages guard sends on its own (contact codes, notices of changes, staff actions
+ *              and brute-force throttling, the account.action of a "not me" or a support lock),
+ *              written in the change's transaction and relayed to the publisher.
  *   answer.c   "was it you?": the one-time link every alert carries (sealed for notify) and the
  *              player's answer, GET/POST /v1/answers/{token}; support's view of the answers.
  *   signals.c  what a login says beyond its country: new for the account, impossible travel
  *              (guard.login_countries; country centroids), as reason codes.
  *   throttle.c failed logins (POST /v1/deliveries/login.failed) counted per account and per
- *              address, and the brute-force throttle the status API answers from memory.
+ *              address, the brute-force throttle the status API answers from memory, and the
+ *              player's brute_force notice, once per episode.
  *
  * Threads: handlers run on the HTTP server's workers; the status cache is shared between them
  * behind g->mu. The outbox relay and GeoIP reloads run on the main thread only. */
@@ -91,7 +92,10 @@ struct guard {
     struct http_server *srv;   /* main.c's */
     struct webpage *page;      /* the support console's files (main.c) */
     struct throttle *throttle; /* throttle.c's (behind its own mutex) */
-    struct metric *m_throttled;
+    /* failed logins that started or renewed a wait, and waits that started an episode (the
+     * count reached its threshold), each labelled kind="account"|"address" */
+    struct metric *m_throttled_account, *m_throttled_address;
+    struct metric *m_throttle_starts_account, *m_throttle_starts_address;
 };
 
 /* ---- request.c ---- */

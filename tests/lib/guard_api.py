@@ -13,7 +13,8 @@ import sealed
 from tokens import BUS
 
 # Kinds of the messages guard sends on its own (beside account.action's).
-GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unlock")
+GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unlock",
+               "brute_force")
 GS_AUTH = {"Authorization": "Bearer dev-only-gamesim-admin-token"}  # gamesim's development token
 
 
