@@ -401,6 +401,10 @@ def test_lock_now_ends_live_sessions_once_and_tells_the_player_once():
     harness.wait_for(lambda: kinds().count("staff_lock") == 2, 15, what="2 staff_lock in-game")
     assert set(kinds()) <= {"staff_lock", "settings_changed"}, kinds()
     assert all(st in (200, 204) for _, st, _ in down.delivered), down.delivered
-    kick_answers = [a for t, _, a in down.delivered if t.endswith("/deliveries/account.action")]
-    assert kick_answers == [{"sent": 0}], kick_answers
+    notify_answers = [a for t, _, a in down.delivered
+                      if t == f"{down.notify.url}/v1/deliveries/account.action"]
+    assert notify_answers == [{"sent": 0}], notify_answers
+    # history took the kick (stored apart from the player's logins) and the lock for the timeline
+    assert [st for t, st, _ in down.delivered
+            if t == f"{down.history.url}/v1/deliveries/account.action"] == [200], down.delivered
     assert len(down.received()["kicks"]) == 1

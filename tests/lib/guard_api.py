@@ -10,7 +10,7 @@ import uuid
 
 import harness
 import sealed
-from tokens import BUS
+from tokens import AUTH, BUS
 
 # Kinds of the messages guard sends on its own (beside account.action's).
 GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unlock",
@@ -97,10 +97,11 @@ def deliver_batch(svc, events, secret=BUS):
 
 
 class Downstream:
-    """A real gamesim and a real notify (on db_url) behind a test's Publisher: forward() hands
-    each event guard publishes to them as the bus's routes would (account.action to gamesim-kick
-    and notify-actions, notification to notify), signed as the dispatcher signs, and records
-    (target, status, answer) in delivered. In-game messages reach gamesim."""
+    """A real gamesim, notify and history (on db_url) behind a test's Publisher: forward() hands
+    each event guard publishes to them as config/bus/product.json's routes would (account.action
+    to gamesim-kick, notify-actions and history-actions, notification to notify-messages,
+    account.event to history-events), signed as the dispatcher signs, and records (target,
+    status, answer) in delivered. In-game messages reach gamesim."""
 
     def __init__(self, db_url):
         ctx = harness.ctx()
@@ -110,9 +111,16 @@ class Downstream:
             "notify", config={"database_url": db_url, "sms_url": f"{gs}/v1/sms", "game_url": gs,
                               "provider_timeout_ms": 2000},
             env={"BUS_SIGNING_SECRET": BUS, "NOTIFY_DATABASE_URL": db_url}, ready_path="/readyz")
-        n = self.notify.url
-        self.routes = {"account.action": [f"{gs}/v1/kick", f"{n}/v1/deliveries/account.action"],
-                       "notification": [f"{n}/v1/deliveries/notification"]}
+        self.history = ctx.start(
+            "history", config={"database_url": db_url, "batch_wait_ms": 5,
+                               "maintenance_interval_s": 3600},
+            env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS, "HISTORY_DATABASE_URL": db_url},
+            ready_path="/readyz")
+        n, h = self.notify.url, self.history.url
+        self.routes = {"account.action": [f"{gs}/v1/kick", f"{n}/v1/deliveries/account.action",
+                                          f"{h}/v1/deliveries/account.action"],
+                       "notification": [f"{n}/v1/deliveries/notification"],
+                       "account.event": [f"{h}/v1/deliveries/account.event"]}
         self.delivered, self.lock = [], threading.Lock()
 
     def forward(self, topic, ce_id, event):
