@@ -297,13 +297,16 @@ static void count_failure(void *ctx, struct delivery_item *it)
     snprintf(reset, sizeof(reset), "%lld", config_int(g->cfg, "brute_force.reset_s"));
     char note_id[ID_UUID_LEN + 1];
     id_uuid7(note_id);
-    const char *p[] = {it->id, account, canon, na, nb, inc, max, reset, note_id};
+    /* a name nobody has (the login server says so) has no player to tell */
+    const char *is_told = strcmp(reason, "unknown_account") == 0 ? "false" : "true";
+    const char *p[] = {it->id, account, canon, na, nb, inc, max, reset, note_id, is_told};
     /* A threshold of 0 counts nothing of that kind. The new count n: 1 after a gap longer than
      * reset_s, else one more; at n >= threshold the wait is inc * (n / threshold), capped.
      * An account's count reaching its threshold (n = threshold: counts grow one at a time, so
      * this is once per episode) also queues, in the same statement, the brute_force notice to
      * the player: on every channel that reaches them (in-game and the contacts in effect, as
-     * player_channels), in their language, with the count and the wait in minutes. */
+     * player_channels), in their language, with the count and the wait in minutes; not when
+     * the failure that reaches it is for an unknown account. */
     static const char *sql =
         "WITH fresh AS (INSERT INTO guard.failure_events (id) VALUES ($1) "
         "ON CONFLICT DO NOTHING RETURNING id), "
@@ -337,11 +340,12 @@ static void count_failure(void *ctx, struct delivery_item *it)
         "|| CASE WHEN a.lang IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('lang', a.lang) "
         "END)::text "
         "FROM up LEFT JOIN guard.accounts a ON a.account_id = up.key "
-        "WHERE up.kind = 'account' AND up.failures = $4::int AND up.locked_until > now()) "
+        "WHERE up.kind = 'account' AND up.failures = $4::int AND up.locked_until > now() "
+        "AND $10::bool) "
         "SELECT kind, key, failures::text AS failures, until FROM up";
     json_t *rows = NULL;
     char err[512];
-    int rc = db_exec(g->db, sql, p, 9, &rows, NULL, err, sizeof(err));
+    int rc = db_exec(g->db, sql, p, 10, &rows, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         item_db_fail(it, rc, err);
         return;
@@ -366,12 +370,10 @@ static void count_failure(void *ctx, struct delivery_item *it)
                                                           : "brute_force.address_failures");
             bool is_start = atoll(row_str(rows, i, "failures")) == thr;
             char trace_id[33];
-            log_ev(
-                LOG_LEVEL_INFO, trace_id_of(it->traceparent, trace_id), it->id,
-                "brute force: %s %s throttled after %s failures (%s)%s", row_str(rows, i, "kind"),
-                row_str(rows, i, "key"), row_str(rows, i, "failures"), reason,
-                is_start ? (is_account ? ": a new episode, the player is told" : ": a new episode")
-                         : "");
+            log_ev(LOG_LEVEL_INFO, trace_id_of(it->traceparent, trace_id), it->id,
+                   "brute force: %s %s throttled after %s failures (%s)%s",
+                   row_str(rows, i, "kind"), row_str(rows, i, "key"), row_str(rows, i, "failures"),
+                   reason, is_start ? ": a new episode" : "");
             metric_inc(is_account ? g->m_throttled_account : g->m_throttled_address);
             if (is_start) {
                 metric_inc(is_account ? g->m_throttle_starts_account

@@ -218,12 +218,20 @@ def test_the_player_is_told_once_per_throttling_episode():
     set_settings(svc, "bx0", "ko")
     published_after(svc, "bx0", 1)
     assert not svc.publisher.of("bx0", "brute_force") and not svc.publisher.of("bx1", "brute_force")
+    # a name nobody has (the login server says unknown_account) is throttled, but nobody is told
+    for _ in range(3):
+        assert deliver_failed(svc, failed("nobody", reason="unknown_account"))[0] == 204
+    assert verdict(svc, "nobody")[:2] == (False, "brute_force")
+    set_settings(svc, "bx0", "en")
+    published_after(svc, "bx0", 2)
+    assert not svc.publisher.of("nobody", "brute_force")
     assert all(st in (200, 204) for _, st, _ in down.delivered), down.delivered
     # operators tell accounts from addresses: the episodes and the renewed waits, by kind
     metrics = harness.http("GET", f"{svc.url}/metrics")[1]
     metrics = metrics if isinstance(metrics, str) else metrics.decode()
-    # (bf's and bk's episodes; bf's address 11.2.3.4 reached 5 failures too, then 198.51.100.3)
-    assert 'guard_throttle_episodes_total{kind="account"} 3\n' in metrics, metrics
+    # (bf's two, bk's and nobody's episodes; bf's address 11.2.3.4 reached 5 failures too, then
+    # 198.51.100.3)
+    assert 'guard_throttle_episodes_total{kind="account"} 4\n' in metrics, metrics
     assert 'guard_throttle_episodes_total{kind="address"} 2\n' in metrics, metrics
     assert 'guard_throttled_failures_total{kind="address"}' in metrics, metrics
 
