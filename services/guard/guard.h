@@ -25,8 +25,7 @@
  *   signals.c  what a login says beyond its country: new for the account, impossible travel
  *              (guard.login_countries; country centroids), as reason codes.
  *   throttle.c failed logins (POST /v1/deliveries/login.failed) counted per account and per
- *              address, the brute-force throttle the status API answers from memory, and the
- *              player's brute_force notice, once per episode.
+ *              address, and the brute-force throttle the status API answers from memory.
  *
  * Threads: handlers run on the HTTP server's workers; the status cache is shared between them
  * behind g->mu. The outbox relay and GeoIP reloads run on the main thread only. */
@@ -287,7 +286,8 @@ json_t *reasons_json(unsigned reasons);
 /* Forgets login countries older than the new-country window (main thread). */
 void signals_trim(struct guard *g);
 
-/* ---- throttle.c ---- */
+/* ---- throttle.c ---- (an account's throttling episode also tells the player, once: the
+ * brute_force notice, queued by the statement that counts the failure) */
 
 /* The throttle's memory, filled from guard.failures (needs the database). DB_OK or a db error. */
 int throttle_init(struct guard *g, char *err, size_t err_len);
