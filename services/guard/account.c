@@ -117,6 +117,19 @@ int load_account(struct guard *g, const char *id, json_t **acct, json_t **allowe
     return rc;
 }
 
+int account_load_or_answer(struct guard *g, struct http_exchange *ex, const char *id, json_t *body,
+                           json_t **acct, json_t **allowed)
+{
+    char err[512];
+    int rc = load_account(g, id, acct, allowed, err, sizeof(err));
+    if (rc != DB_OK) {
+        json_decref(body);
+        db_fail(ex, rc, err);
+        return -1;
+    }
+    return 0;
+}
+
 const char *acct_policy(struct guard *g, json_t *acct)
 {
     const char *p = row_str(acct, 0, "policy");

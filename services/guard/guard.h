@@ -17,9 +17,9 @@
  *   support.c  the support console's API: the audit trail, find an account, its details and
  *              lock history (GET /v1/support/...), lock now and reset contacts or policy.
  *   retention  guard's growing tables trimmed in small batches (lib/retention.h, main.c).
- *   outbox.c   messages guard sends on its own (contact codes, notices of changes and staff
- *              unlocks, the account.action of a "not me"), written in the change's transaction
- *              and relayed to the publisher.
+ *   outbox.c   messages guard sends on its own (contact codes, notices of changes, staff actions
+ *              and brute-force throttling, the account.action of a "not me" or a support lock),
+ *              written in the change's transaction and relayed to the publisher.
  *   answer.c   "was it you?": the one-time link every alert carries (sealed for notify) and the
  *              player's answer, GET/POST /v1/answers/{token}; support's view of the answers.
  *   signals.c  what a login says beyond its country: new for the account, impossible travel
@@ -84,7 +84,10 @@ struct guard {
     struct http_server *srv;   /* main.c's */
     struct webpage *page;      /* the support console's files (main.c) */
     struct throttle *throttle; /* throttle.c's (behind its own mutex) */
-    struct metric *m_throttled;
+    /* failed logins that started or renewed a wait, and waits that started an episode (the
+     * count reached its threshold), each labelled kind="account"|"address" */
+    struct metric *m_throttled_account, *m_throttled_address;
+    struct metric *m_throttle_starts_account, *m_throttle_starts_address;
 };
 
 /* ---- request.c ---- */
@@ -119,6 +122,11 @@ void cache_drop(struct guard *g, const char *id);
  * the caller. */
 int load_account(struct guard *g, const char *id, json_t **acct, json_t **allowed, char *err,
                  size_t err_len);
+/* A handler's load_account: 0 with *acct and *allowed (caller owns both), or -1 after answering
+ * the database error (db_fail), nothing loaded and body (the handler's request body, may be
+ * NULL) released. */
+int account_load_or_answer(struct guard *g, struct http_exchange *ex, const char *id, json_t *body,
+                           json_t **acct, json_t **allowed);
 /* The account's policy, or default_policy for an account that never set one (borrowed). */
 const char *acct_policy(struct guard *g, json_t *acct);
 /* The allowed countries as the API shows them; *expires is the earliest "until" (epoch s), 0
@@ -195,6 +203,9 @@ void answer_routes(struct http_server *srv, struct guard *g);
 /* The reason (required, 1-1000 characters) and ticket reference (optional, NULL when absent) of
  * a staff action's body b (both borrowed from b). Answers 400 itself and returns -1 when bad. */
 int staff_note(struct http_exchange *ex, json_t *b, const char **reason, const char **ticket);
+/* A staff action's body (caller owns) with its reason and ticket reference (borrowed from it,
+ * as staff_note), or NULL after answering 400. */
+json_t *staff_body(struct http_exchange *ex, const char **reason, const char **ticket);
 /* GET /v1/support/audit, /v1/support/accounts, .../accounts/{} and .../accounts/{}/locks;
  * POST .../accounts/{}/lock and .../accounts/{}/reset. */
 void support_routes(struct http_server *srv, struct guard *g);
@@ -215,6 +226,11 @@ void outbox_msg_init(struct outbox_msg *m, struct db_stmt *st, const char *accou
 /* Builds an event (stolen) of another topic guard publishes (account.action) and the statement
  * that queues it (valid while m lives). */
 void outbox_event_init(struct outbox_msg *m, struct db_stmt *st, const char *topic, json_t *ev);
+/* As outbox_event_init, but the statement queues the event only while account is not locked
+ * (run it before the statement that locks: a lock's own event, so locking a locked account
+ * queues nothing). */
+void outbox_event_init_unless_locked(struct outbox_msg *m, struct db_stmt *st, const char *topic,
+                                     json_t *ev, const char *account);
 void outbox_msg_release(struct outbox_msg *m, size_t n);
 /* The channels that reach the player now: in-game, and the contacts in effect. */
 json_t *player_channels(const char *email, const char *phone);
@@ -263,7 +279,8 @@ json_t *reasons_json(unsigned reasons);
 /* Forgets login countries older than the new-country window (main thread). */
 void signals_trim(struct guard *g);
 
-/* ---- throttle.c ---- */
+/* ---- throttle.c ---- (an account's throttling episode also tells the player, once: the
+ * brute_force notice, queued by the statement that counts the failure) */
 
 /* The throttle's memory, filled from guard.failures (needs the database). DB_OK or a db error. */
 int throttle_init(struct guard *g, char *err, size_t err_len);

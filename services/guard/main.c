@@ -233,9 +233,18 @@ static int guard_prepare(struct app *app, void *ctx)
                         "Messages guard sent on its own, acknowledged by the bus", NULL);
     g->m_outbox_dropped = metrics_counter("guard_messages_dropped_total",
                                           "Messages the publisher refused for good (logged)", NULL);
-    g->m_throttled =
-        metrics_counter("guard_throttled_failures_total",
-                        "Failed logins that started or renewed a brute-force wait", NULL);
+    static const char THROTTLED_HELP[] =
+        "Failed logins that started or renewed a brute-force wait, of an account or an address";
+    static const char STARTS_HELP[] = "Brute-force throttling episodes started (a count reached "
+                                      "its threshold), of an account or an address";
+    g->m_throttled_account =
+        metrics_counter("guard_throttled_failures_total", THROTTLED_HELP, "kind=\"account\"");
+    g->m_throttled_address =
+        metrics_counter("guard_throttled_failures_total", THROTTLED_HELP, "kind=\"address\"");
+    g->m_throttle_starts_account =
+        metrics_counter("guard_throttle_episodes_total", STARTS_HELP, "kind=\"account\"");
+    g->m_throttle_starts_address =
+        metrics_counter("guard_throttle_episodes_total", STARTS_HELP, "kind=\"address\"");
     g->http = http_client_new();
     return 0;
 }

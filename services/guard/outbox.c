@@ -1,13 +1,15 @@
 /* outbox.c - messages guard sends on its own: the outbox (see guard.h).
  *
- * Contact codes, notices of settings changes and of staff unlocks are notification events
+ * Contact codes, notices of settings changes, of staff actions and of brute-force throttling
+ * (throttle.c queues that one in its counting statement) are notification events
  * (config/schema/events/notification.json), and the account.action that ends a player's sessions
- * after a "not me" answer (answer.c) goes to that topic; guard writes them to guard.outbox in the
- * transaction of the change they tell of, so a change is never committed without its message
- * nor a message sent for a change rolled back. The relay (outbox_flush, on the main thread)
- * POSTs them to the publisher's notification topic with guard's producer token and deletes each
- * row once the publisher acknowledged it (202). A row is published at least once: the event id
- * is also the event's dedupe_key, so notify sends a republished row once.
+ * after a "not me" answer (answer.c) or a support lock (support.c) goes to that topic; guard
+ * writes them to guard.outbox in the transaction of the change they tell of, so a change is
+ * never committed without its message nor a message sent for a change rolled back. The relay
+ * (outbox_flush, on the main thread) POSTs them to the publisher's notification topic with guard's
+ * producer token and deletes each row once the publisher acknowledged it (202). A row is published
+ * at least once: the event id is also the event's dedupe_key, so notify sends a republished row
+ * once.
  *
  * Rows with topic account.event are the account's locks, unlocks and settings changes for the
  * player's timeline in history, queued by triggers on guard.lock_events and guard.audit
@@ -62,6 +64,17 @@ void outbox_event_init(struct outbox_msg *m, struct db_stmt *st, const char *top
     m->params[2] = topic;
     *st = (struct db_stmt){"INSERT INTO guard.outbox (event_id, event, topic) VALUES ($1, $2, $3)",
                            m->params, 3};
+}
+
+void outbox_event_init_unless_locked(struct outbox_msg *m, struct db_stmt *st, const char *topic,
+                                     json_t *ev, const char *account)
+{
+    outbox_event_init(m, st, topic, ev);
+    m->params[3] = account;
+    *st = (struct db_stmt){"INSERT INTO guard.outbox (event_id, event, topic) SELECT $1, $2, $3 "
+                           "WHERE NOT EXISTS (SELECT 1 FROM guard.accounts "
+                           "WHERE account_id = $4 AND locked)",
+                           m->params, 4};
 }
 
 void outbox_msg_release(struct outbox_msg *m, size_t n)

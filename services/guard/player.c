@@ -103,10 +103,7 @@ static void handle_get_policy(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        db_fail(ex, rc, err);
+    if (account_load_or_answer(g, ex, id, NULL, &acct, &allowed) != 0) {
         return;
     }
     long long exp;
@@ -124,10 +121,11 @@ static void handle_get_policy(struct http_exchange *ex, void *arg)
     /* the player's language and zone (sql/guard/005): what every message to them uses */
     const char *p[] = {id, config_str(g->cfg, "default_lang")};
     json_t *lt = NULL;
-    rc = db_exec(g->db,
-                 "SELECT coalesce(a.lang, $2) AS lang, a.tz FROM (SELECT $1::text AS id) k "
-                 "LEFT JOIN guard.accounts a ON a.account_id = k.id",
-                 p, 2, &lt, NULL, err, sizeof(err));
+    char err[512];
+    int rc = db_exec(g->db,
+                     "SELECT coalesce(a.lang, $2) AS lang, a.tz FROM (SELECT $1::text AS id) k "
+                     "LEFT JOIN guard.accounts a ON a.account_id = k.id",
+                     p, 2, &lt, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         json_decref(lt);
         json_decref(out);
@@ -247,11 +245,7 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *cur_allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &cur_allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
-        db_fail(ex, rc, err);
+    if (account_load_or_answer(g, ex, id, b, &acct, &cur_allowed) != 0) {
         return;
     }
     json_t *new_channels = channels ? json_incref(channels) : json_pack("[s]", "ingame");
@@ -322,7 +316,8 @@ static void handle_put_policy(struct http_exchange *ex, void *arg)
     audit_player(&st[n++], p_audit);
     outbox_msg_init(&msg, &st[n++], id, "settings_changed", player_channels(email, phone), email,
                     phone, json_pack("{s:s}", "change", reason));
-    rc = db_exec_tx(g->db, st, n, err, sizeof(err));
+    char err[512];
+    int rc = db_exec_tx(g->db, st, n, err, sizeof(err));
     outbox_msg_release(&msg, 1);
     free(ch);
     json_decref(new_channels);
@@ -391,11 +386,7 @@ static void handle_put_contacts(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
-        db_fail(ex, rc, err);
+    if (account_load_or_answer(g, ex, id, b, &acct, &allowed) != 0) {
         return;
     }
     const char *cur[2] = {row_str(acct, 0, "email"), row_str(acct, 0, "phone")};
@@ -455,7 +446,8 @@ static void handle_put_contacts(struct http_exchange *ex, void *arg)
                                "ON CONFLICT (account_id) DO NOTHING",
                                p_row, 2};
     json_t *pending = json_array();
-    rc = DB_OK;
+    char err[512];
+    int rc = DB_OK;
     for (int c = 0; c < 2 && rc == DB_OK; c++) {
         if (!is_removal[c] && !is_request[c]) {
             continue;
@@ -596,11 +588,8 @@ static void handle_confirm_contact(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *allowed;
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
+    if (account_load_or_answer(g, ex, id, b, &acct, &allowed) != 0) {
         json_decref(rows);
-        db_fail(ex, rc, err);
         return;
     }
     const char *value = row_str(rows, 0, "value");
@@ -628,7 +617,7 @@ static void handle_confirm_contact(struct http_exchange *ex, void *arg)
     audit_player(&st[n++], p_audit);
     outbox_msg_init(&msg, &st[n++], id, "settings_changed", player_channels(email, phone), email,
                     phone, json_pack("{s:s}", "change", reason));
-    rc = db_exec_tx(g->db, st, n, err, sizeof(err));
+    int rc = db_exec_tx(g->db, st, n, err, sizeof(err));
     outbox_msg_release(&msg, 1);
     json_decref(rows);
     json_decref(acct);

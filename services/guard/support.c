@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "guard.h"
 #include "log.h"
 
@@ -135,17 +136,16 @@ static void handle_support_account(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *allowed, *extra = NULL;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc == DB_OK) {
-        const char *p[] = {id};
-        rc = db_exec(g->db, SQL_SUPPORT_ACCOUNT, p, 1, &extra, NULL, err, sizeof(err));
-        if (rc != DB_OK) {
-            json_decref(acct);
-            json_decref(allowed);
-        }
+    if (account_load_or_answer(g, ex, id, NULL, &acct, &allowed) != 0) {
+        return;
     }
+    char err[512];
+    const char *p[] = {id};
+    int rc = db_exec(g->db, SQL_SUPPORT_ACCOUNT, p, 1, &extra, NULL, err, sizeof(err));
     if (rc != DB_OK) {
+        json_decref(acct);
+        json_decref(allowed);
+        json_decref(extra);
         db_fail(ex, rc, err);
         return;
     }
@@ -225,10 +225,37 @@ int staff_note(struct http_exchange *ex, json_t *b, const char **reason, const c
     return 0;
 }
 
+json_t *staff_body(struct http_exchange *ex, const char **reason, const char **ticket)
+{
+    json_t *b = body_object(ex);
+    if (b && staff_note(ex, b, reason, ticket) != 0) {
+        json_decref(b);
+        b = NULL;
+    }
+    return b;
+}
+
+/* The account.action that ends every live session of an account support locks (caller owns): a
+ * kick naming no session (gamesim ends them all), reason support_lock. It tells no one
+ * ("channels" empty): the player hears of the lock once, by the staff_lock notice. There is no
+ * login: the login id names this lock, the country is unknown (ZZ), the address empty, the time
+ * now. */
+static json_t *support_lock_kick(const char *id)
+{
+    char login_id[32 + ID_UUID_LEN], ts[32], uuid[ID_UUID_LEN + 1];
+    id_uuid7(uuid);
+    snprintf(login_id, sizeof(login_id), "support-lock-%s", uuid);
+    app_time_rfc3339(ts);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:[s]}", "account_id", id, "action",
+                     ACTION_NAMES[ACTION_KICK], "login_id", login_id, "country", "ZZ", "ip", "",
+                     "ts", ts, "channels", "reasons", "support_lock");
+}
+
 /* POST /v1/support/accounts/{id}/lock {"reason", "ticket"}: locks the account now (the player
- * can no longer log in; only support unlocks it: no code is sent). Recorded in the lock history
- * and the audit trail, told to the player. Locking a locked account changes nothing but is
- * audited. */
+ * can no longer log in; only support unlocks it: no code is sent) and ends its live game
+ * sessions (an account.action kick queued with the lock). Recorded in the lock history and the
+ * audit trail, told to the player once (staff_lock). Locking a locked account changes nothing
+ * (no second kick: a locked account has no session to end) but is audited and told. */
 static void handle_support_lock(struct http_exchange *ex, void *arg)
 {
     struct guard *g = arg;
@@ -237,32 +264,23 @@ static void handle_support_lock(struct http_exchange *ex, void *arg)
     if (!id) {
         return;
     }
-    json_t *b = body_object(ex);
     const char *reason, *ticket;
-    if (!b) {
-        return;
-    }
-    if (staff_note(ex, b, &reason, &ticket) != 0) {
-        json_decref(b);
-        return;
-    }
+    json_t *b = staff_body(ex, &reason, &ticket);
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
-        db_fail(ex, rc, err);
+    if (!b || account_load_or_answer(g, ex, id, b, &acct, &allowed) != 0) {
         return;
     }
+    char err[512];
     const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
     const char *p[] = {id, who.subject, reason, ticket};
     const char *p_acct[] = {id, config_str(g->cfg, "default_policy")};
-    struct db_stmt st[4] = {
+    struct db_stmt st[5] = {
         /* in the lock history only when it was not locked already */
         {"INSERT INTO guard.lock_events (account_id, event, actor, staff, reason) "
          "SELECT $1, 'locked', 'staff', $2, $3 WHERE NOT EXISTS "
          "(SELECT 1 FROM guard.accounts WHERE account_id = $1 AND locked)",
          p, 3},
+        {NULL, NULL, 0}, /* the kick (below), before the lock it tests for */
         {"INSERT INTO guard.accounts (account_id, policy, locked) VALUES ($1, $2, true) "
          "ON CONFLICT (account_id) DO UPDATE SET locked = true, updated_at = now()",
          p_acct, 2},
@@ -270,11 +288,12 @@ static void handle_support_lock(struct http_exchange *ex, void *arg)
          "VALUES ($2, 'lock', $1, $3, $4)",
          p, 4},
     };
-    struct outbox_msg msg;
-    outbox_msg_init(&msg, &st[3], id, "staff_lock", player_channels(email, phone), email, phone,
+    struct outbox_msg msg[2];
+    outbox_event_init_unless_locked(&msg[0], &st[1], "account.action", support_lock_kick(id), id);
+    outbox_msg_init(&msg[1], &st[4], id, "staff_lock", player_channels(email, phone), email, phone,
                     json_pack("{s:s}", "staff", who.subject));
-    rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
-    outbox_msg_release(&msg, 1);
+    int rc = db_exec_tx(g->db, st, 5, err, sizeof(err));
+    outbox_msg_release(msg, 2);
     json_decref(acct);
     json_decref(allowed);
     json_decref(b);
@@ -318,11 +337,7 @@ static void handle_support_reset(struct http_exchange *ex, void *arg)
         return;
     }
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
-        db_fail(ex, rc, err);
+    if (account_load_or_answer(g, ex, id, b, &acct, &allowed) != 0) {
         return;
     }
     if (json_array_size(acct) == 0) {
@@ -358,7 +373,8 @@ static void handle_support_reset(struct http_exchange *ex, void *arg)
     struct outbox_msg msg;
     outbox_msg_init(&msg, &st[3], id, "staff_reset", player_channels(email, phone), email, phone,
                     json_pack("{s:s, s:s}", "staff", who.subject, "what", what));
-    rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
+    char err[512];
+    int rc = db_exec_tx(g->db, st, 4, err, sizeof(err));
     outbox_msg_release(&msg, 1);
     json_decref(acct);
     json_decref(allowed);

@@ -10,6 +10,13 @@
  * 30 failures, 60 s increments up to 15 min, counts forgotten after 12 h). A failure already
  * counted (same event id, guard.failure_events) is not counted again.
  *
+ * Throttling is noticed: an account's count reaching its threshold starts an episode, and the
+ * counting statement then also queues the player's brute_force notice in the outbox (once per
+ * episode: renewals, redeliveries and a wait that runs out while failures go on tell nothing;
+ * the episode ends when the count starts over). Metrics, labelled kind="account"|"address":
+ * guard_throttled_failures_total (each failure that starts or renews a wait) and
+ * guard_throttle_episodes_total (each episode started; docs/ops/alerts.yml alerts on bursts).
+ *
  * The status API reads the waits from memory (a table of keys refused until a time, filled from
  * the database at start, so a throttle outlives a restart): admit false, reason "brute_force",
  * retry_after the seconds left. A successful login (login.checked) after the wait clears the
@@ -288,9 +295,18 @@ static void count_failure(void *ctx, struct delivery_item *it)
     snprintf(inc, sizeof(inc), "%lld", config_int(g->cfg, "brute_force.wait_increment_s"));
     snprintf(max, sizeof(max), "%lld", config_int(g->cfg, "brute_force.max_wait_s"));
     snprintf(reset, sizeof(reset), "%lld", config_int(g->cfg, "brute_force.reset_s"));
-    const char *p[] = {it->id, account, canon, na, nb, inc, max, reset};
+    char note_id[ID_UUID_LEN + 1];
+    id_uuid7(note_id);
+    /* a name nobody has (the login server says so) has no player to tell */
+    const char *is_told = strcmp(reason, "unknown_account") == 0 ? "false" : "true";
+    const char *p[] = {it->id, account, canon, na, nb, inc, max, reset, note_id, is_told};
     /* A threshold of 0 counts nothing of that kind. The new count n: 1 after a gap longer than
-     * reset_s, else one more; at n >= threshold the wait is inc * (n / threshold), capped. */
+     * reset_s, else one more; at n >= threshold the wait is inc * (n / threshold), capped.
+     * An account's count reaching its threshold (n = threshold: counts grow one at a time, so
+     * this is once per episode) also queues, in the same statement, the brute_force notice to
+     * the player: on every channel that reaches them (in-game and the contacts in effect, as
+     * player_channels), in their language, with the count and the wait in minutes; not when
+     * the failure that reaches it is for an unknown account. */
     static const char *sql =
         "WITH fresh AS (INSERT INTO guard.failure_events (id) VALUES ($1) "
         "ON CONFLICT DO NOTHING RETURNING id), "
@@ -310,12 +326,26 @@ static void count_failure(void *ctx, struct delivery_item *it)
         "(CASE f.kind WHEN 'account' THEN $4::int ELSE $5::int END)), $7::bigint)::int) "
         "WHEN f.last_at < now() - make_interval(secs => $8::int) THEN NULL "
         "ELSE f.locked_until END "
-        "RETURNING kind, key, failures, coalesce(floor(extract(epoch FROM locked_until) * 1000), 0)"
-        "::bigint::text AS until) "
+        "RETURNING kind, key, failures, locked_until, "
+        "coalesce(floor(extract(epoch FROM locked_until) * 1000), 0)::bigint::text AS until), "
+        "note AS (INSERT INTO guard.outbox (event_id, event) "
+        "SELECT $9, (jsonb_build_object('account_id', up.key, 'kind', 'brute_force', "
+        "'channels', jsonb_build_array('ingame') "
+        "|| CASE WHEN a.email IS NULL THEN '[]'::jsonb ELSE '[\"email\"]'::jsonb END "
+        "|| CASE WHEN a.phone IS NULL THEN '[]'::jsonb ELSE '[\"sms\"]'::jsonb END, "
+        "'contacts', jsonb_strip_nulls(jsonb_build_object('email', a.email, 'phone', a.phone)), "
+        "'params', jsonb_build_object('failures', up.failures, 'wait_minutes', "
+        "greatest(1, ceil(extract(epoch FROM up.locked_until - now()) / 60))::int), "
+        "'dedupe_key', $9::text) "
+        "|| CASE WHEN a.lang IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('lang', a.lang) "
+        "END)::text "
+        "FROM up LEFT JOIN guard.accounts a ON a.account_id = up.key "
+        "WHERE up.kind = 'account' AND up.failures = $4::int AND up.locked_until > now() "
+        "AND $10::bool) "
         "SELECT kind, key, failures::text AS failures, until FROM up";
     json_t *rows = NULL;
     char err[512];
-    int rc = db_exec(g->db, sql, p, 8, &rows, NULL, err, sizeof(err));
+    int rc = db_exec(g->db, sql, p, 10, &rows, NULL, err, sizeof(err));
     if (rc != DB_OK) {
         item_db_fail(it, rc, err);
         return;
@@ -335,11 +365,20 @@ static void count_failure(void *ctx, struct delivery_item *it)
     for (size_t i = 0; i < json_array_size(rows); i++) {
         long long until = atoll(row_str(rows, i, "until"));
         if (until > now_ms()) {
+            bool is_account = strcmp(row_str(rows, i, "kind"), "account") == 0;
+            long long thr = config_int(g->cfg, is_account ? "brute_force.account_failures"
+                                                          : "brute_force.address_failures");
+            bool is_start = atoll(row_str(rows, i, "failures")) == thr;
             char trace_id[33];
             log_ev(LOG_LEVEL_INFO, trace_id_of(it->traceparent, trace_id), it->id,
-                   "brute force: %s %s throttled after %s failures (%s)", row_str(rows, i, "kind"),
-                   row_str(rows, i, "key"), row_str(rows, i, "failures"), reason);
-            metric_inc(g->m_throttled);
+                   "brute force: %s %s throttled after %s failures (%s)%s",
+                   row_str(rows, i, "kind"), row_str(rows, i, "key"), row_str(rows, i, "failures"),
+                   reason, is_start ? ": a new episode" : "");
+            metric_inc(is_account ? g->m_throttled_account : g->m_throttled_address);
+            if (is_start) {
+                metric_inc(is_account ? g->m_throttle_starts_account
+                                      : g->m_throttle_starts_address);
+            }
         }
     }
     json_decref(rows);

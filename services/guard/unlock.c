@@ -173,23 +173,13 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
     if (!id) {
         return;
     }
-    json_t *b = body_object(ex);
-    if (!b) {
-        return;
-    }
     const char *reason, *ticket;
-    if (staff_note(ex, b, &reason, &ticket) != 0) {
-        json_decref(b);
-        return;
-    }
+    json_t *b = staff_body(ex, &reason, &ticket);
     json_t *acct, *allowed;
-    char err[512];
-    int rc = load_account(g, id, &acct, &allowed, err, sizeof(err));
-    if (rc != DB_OK) {
-        json_decref(b);
-        db_fail(ex, rc, err);
+    if (!b || account_load_or_answer(g, ex, id, b, &acct, &allowed) != 0) {
         return;
     }
+    char err[512];
     const char *email = row_str(acct, 0, "email"), *phone = row_str(acct, 0, "phone");
     const char *p[] = {id, who.subject, reason, ticket};
     struct db_stmt st[5] = {
@@ -209,7 +199,7 @@ static void handle_support_unlock(struct http_exchange *ex, void *arg)
     struct outbox_msg msg;
     outbox_msg_init(&msg, &st[4], id, "staff_unlock", player_channels(email, phone), email, phone,
                     json_pack("{s:s}", "staff", who.subject));
-    rc = db_exec_tx(g->db, st, 5, err, sizeof(err));
+    int rc = db_exec_tx(g->db, st, 5, err, sizeof(err));
     outbox_msg_release(&msg, 1);
     json_decref(acct);
     json_decref(allowed);

@@ -18,9 +18,9 @@ from tokens import AUTH, BUS, auth, token
 STATUS_AUTH = {"Authorization": "Bearer dev-status-token"}
 
 
-def start(db_url, **cfg):
+def start(db_url, pub=None, **cfg):
     """guard on db_url (as test_guard.py's), its messages to a recording publisher."""
-    pub = guard_api.Publisher()
+    pub = pub or guard_api.Publisher()
     config = {"database_url": db_url, "home_countries": "KR", "publisher_url": pub.url}
     config.update(cfg)
     svc = harness.ctx().start("guard", config=config,
@@ -148,6 +148,92 @@ def test_address_throttled_across_accounts():
     for ip in ("2001:db8::1", "2001:0db8:0:0::1", "2001:DB8::1", "2001:db8:0::1", "2001:db8::1"):
         fail_n(svc2, "x" + uuid.uuid4().hex[:6], 1, ip=ip)
     assert verdict(svc2, "y", ip="2001:db8:0:0:0:0:0:1")[:2] == (False, "brute_force")
+
+
+NOTIFICATION_SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/notification.json"))
+
+
+def set_settings(svc, account, lang):
+    st, body, _ = harness.http("PUT", f"{svc.url}/v1/accounts/{account}/policy",
+                               {"action": "notify", "channels": ["ingame"], "lang": lang},
+                               headers=auth(token("player", account)))
+    assert st == 200, (st, body)
+
+
+def published_after(svc, account, n_changes):
+    """Waits for the player's n_changes-th settings_changed notice: guard's relay publishes its
+    outbox in order, so whatever guard queued before it has been published too."""
+    svc.publisher.wait(account, "settings_changed", n_changes)
+
+
+def test_the_player_is_told_once_per_throttling_episode():
+    """An account's count reaching brute_force.account_failures queues one brute_force notice
+    to the player (every channel that reaches them, their language) with the wait's start; the
+    failures that renew the wait, a redelivery, and a wait that runs out while failures go on
+    tell nothing more; after a successful login clears the count, the next episode is told
+    again. Here notify and gamesim are real: the message reaches the game in both languages."""
+    url = pg.fresh_db()
+    down = guard_api.Downstream(url)
+    svc = start(url, pub=guard_api.Publisher(forward=down.forward), **FAST,
+                **{"brute_force.wait_increment_s": 2})
+    set_settings(svc, "bf", "en")
+    guard_api.set_contacts(svc.url, "bf", token("player", "bf"), {"email": "bf@example.com"},
+                           lambda ch: svc.publisher.contact_code("bf", ch))
+    fail_n(svc, "bf", 2)
+    ev, eid = failed("bf"), str(uuid.uuid4())
+    assert deliver_failed(svc, ev, eid)[0] == 204  # the third: the wait starts
+    assert deliver_failed(svc, ev, eid)[0] == 204  # redelivered: not counted again
+    note = svc.publisher.wait("bf", "brute_force")[0]
+    jsonschema.validate(note, NOTIFICATION_SCHEMA)
+    assert note["channels"] == ["ingame", "email"] and note["lang"] == "en", note
+    assert note["contacts"] == {"email": "bf@example.com"}, note
+    assert note["params"] == {"failures": 3, "wait_minutes": 1}, note
+    assert verdict(svc, "bf")[:2] == (False, "brute_force")
+    fail_n(svc, "bf", 4)  # each renews the wait: the same episode
+    harness.wait_for(lambda: verdict(svc, "bf")[0], 15, what="the wait to end")
+    fail_n(svc, "bf", 1)  # the wait ran out, failures go on: still the same episode
+    assert verdict(svc, "bf")[:2] == (False, "brute_force")
+    set_settings(svc, "bf", "en")
+    published_after(svc, "bf", 2)  # (one for the contact, one for this change)
+    assert len(svc.publisher.of("bf", "brute_force")) == 1
+    # the message the player sees, in English, in the game (and by email: a channel notify has)
+    msgs = harness.wait_for(lambda: [m for m in down.ingame("bf") if m["kind"] == "brute_force"],
+                            15, what="brute_force in-game")
+    assert "3 failed sign-ins" in msgs[0]["text"] and "1 min" in msgs[0]["text"], msgs
+    assert "change it now" in msgs[0]["text"], msgs
+    # a successful login once the wait is over clears the count: the next episode is told
+    harness.wait_for(lambda: verdict(svc, "bf")[0], 15, what="the wait to end")
+    assert deliver(svc, login("bf", "KR"))[0] == 204
+    fail_n(svc, "bf", 3)
+    assert len(svc.publisher.wait("bf", "brute_force", 2)) == 2
+    # an address's throttle tells no player (it is not theirs); a Korean player reads Korean
+    set_settings(svc, "bk", "ko")
+    fail_n(svc, "bk", 3, ip="198.51.100.3")
+    msgs = harness.wait_for(lambda: [m for m in down.ingame("bk") if m["kind"] == "brute_force"],
+                            15, what="brute_force in Korean")
+    assert "로그인 실패가 3번" in msgs[0]["text"] and "1분" in msgs[0]["text"], msgs
+    for i in range(2):  # with bk's 3, five failures from the address: its wait starts
+        fail_n(svc, f"bx{i}", 1, ip="198.51.100.3")
+    assert verdict(svc, "anyone", ip="198.51.100.3")[:2] == (False, "brute_force")
+    set_settings(svc, "bx0", "ko")
+    published_after(svc, "bx0", 1)
+    assert not svc.publisher.of("bx0", "brute_force") and not svc.publisher.of("bx1", "brute_force")
+    # a name nobody has (the login server says unknown_account) is throttled, but nobody is told
+    for _ in range(3):
+        assert deliver_failed(svc, failed("nobody", reason="unknown_account"))[0] == 204
+    assert verdict(svc, "nobody")[:2] == (False, "brute_force")
+    set_settings(svc, "bx0", "en")
+    published_after(svc, "bx0", 2)
+    assert not svc.publisher.of("nobody", "brute_force")
+    assert all(st in (200, 204) for _, st, _ in down.delivered), down.delivered
+    # operators tell accounts from addresses: the episodes and the renewed waits, by kind
+    metrics = harness.http("GET", f"{svc.url}/metrics")[1]
+    metrics = metrics if isinstance(metrics, str) else metrics.decode()
+    # (bf's two, bk's and nobody's episodes; bf's address 11.2.3.4 reached 5 failures too, then
+    # 198.51.100.3)
+    assert 'guard_throttle_episodes_total{kind="account"} 4\n' in metrics, metrics
+    assert 'guard_throttle_episodes_total{kind="address"} 2\n' in metrics, metrics
+    assert 'guard_throttled_failures_total{kind="address"}' in metrics, metrics
 
 
 def test_throttle_ends_after_the_wait_and_a_success_clears_the_count():

@@ -9,6 +9,7 @@ import uuid
 
 import guard_api
 import harness
+import jsonschema
 import pg
 import sealed
 from tokens import AUTH, BUS, auth, token
@@ -349,3 +350,61 @@ def test_retention_deletes_old_rows_in_batches_keeps_newer():
     assert "retention: deleted 6 row(s) of guard.decisions older than 30 days" in svc.log()
     # the account events the triggers queued for the rows inserted now stay in the outbox
     assert rows("outbox", "topic = 'account.event'") >= 1
+
+
+
+ACTION_SCHEMA = json.load(open(harness.ROOT + "/config/schema/events/account.action.json"))
+
+
+def test_lock_now_ends_live_sessions_once_and_tells_the_player_once():
+    """Support's lock-now ends the account's live game sessions: guard queues an account.action
+    kick naming no session with the lock. The bus's routes are played by the test's publisher,
+    which hands each event guard publishes to a real gamesim (route gamesim-kick) and a real
+    notify (notify-actions, and the notifications): the sessions end with the reason, and the
+    player gets one notice (staff_lock), no message for the kick."""
+    url = pg.fresh_db()
+    down = guard_api.Downstream(url)
+    pub = guard_api.Publisher(forward=down.forward)
+    svc = start(url, publisher_url=pub.url)
+    svc.publisher = pub
+    staff = token("staff", "carol")
+    set_policy(svc, "sl1", "notify")
+    opened = [{"session_id": "a", "account_id": "sl1", "server": "kr-1"},
+              {"session_id": "b", "account_id": "sl1", "lang": "en"},
+              {"session_id": "c", "account_id": "sl2"}]
+    assert harness.http("POST", f"{down.gamesim.url}/v1/sessions", opened,
+                        headers=guard_api.GS_AUTH)[0] == 201
+    assert all(s["ended_at"] is None for s in down.sessions("sl1").values())
+    st, body, _ = post(svc, "/v1/support/accounts/sl1/lock",
+                       {"reason": "account takeover reported", "ticket": "T-77"}, staff)
+    assert st == 200 and body["locked"] is True, (st, body)
+    ended = harness.wait_for(lambda: all(s["ended_at"] for s in down.sessions("sl1").values())
+                             and down.sessions("sl1"), 15, what="sl1's sessions ended")
+    assert {s["end_reason"] for s in ended.values()} == {"kick"}, ended
+    assert "고객센터에서 계정을 잠가" in ended["a"]["end_message"], ended["a"]
+    assert "support locked your account" in ended["b"]["end_message"], ended["b"]
+    assert down.sessions("sl2")["c"]["ended_at"] is None  # another account's session goes on
+    act = svc.publisher.actions("sl1")
+    assert len(act) == 1, act
+    jsonschema.validate(act[0], ACTION_SCHEMA)
+    assert act[0]["action"] == "kick" and act[0]["reasons"] == ["support_lock"], act
+    assert "session_id" not in act[0] and act[0]["channels"] == [], act
+    # a retried lock (the account is locked already) is audited and told, but kicks nothing
+    assert post(svc, "/v1/support/accounts/sl1/lock",
+                {"reason": "account takeover reported", "ticket": "T-77"}, staff)[0] == 200
+    svc.publisher.wait("sl1", "staff_lock", 2)  # queued after the kick it would come with
+    assert len(svc.publisher.actions("sl1")) == 1, svc.publisher.actions("sl1")
+    # every delivery was taken; the player was told by the two staff_lock notices only (in-game:
+    # the account has no contacts), never of the kick (notify sent it on no channel)
+    def kinds():
+        return [m.get("kind") for m in down.ingame("sl1")]
+    harness.wait_for(lambda: kinds().count("staff_lock") == 2, 15, what="2 staff_lock in-game")
+    assert set(kinds()) <= {"staff_lock", "settings_changed"}, kinds()
+    assert all(st in (200, 204) for _, st, _ in down.delivered), down.delivered
+    notify_answers = [a for t, _, a in down.delivered
+                      if t == f"{down.notify.url}/v1/deliveries/account.action"]
+    assert notify_answers == [{"sent": 0}], notify_answers
+    # history took the kick (stored apart from the player's logins) and the lock for the timeline
+    assert [st for t, st, _ in down.delivered
+            if t == f"{down.history.url}/v1/deliveries/account.action"] == [200], down.delivered
+    assert len(down.received()["kicks"]) == 1

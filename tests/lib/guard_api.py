@@ -10,10 +10,12 @@ import uuid
 
 import harness
 import sealed
-from tokens import BUS
+from tokens import AUTH, BUS
 
 # Kinds of the messages guard sends on its own (beside account.action's).
-GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unlock")
+GUARD_KINDS = ("contact_code", "contact_changed", "settings_changed", "staff_unlock",
+               "brute_force")
+GS_AUTH = {"Authorization": "Bearer dev-only-gamesim-admin-token"}  # gamesim's development token
 
 
 class Publisher:
@@ -92,3 +94,55 @@ def deliver_batch(svc, events, secret=BUS):
     headers = harness.delivery_headers(secret, body, str(uuid.uuid4()), batch=True)
     return harness.http("POST", f"{svc.url}/v1/deliveries/login.checked", raw=body,
                         headers=headers)
+
+
+class Downstream:
+    """A real gamesim, notify and history (on db_url) behind a test's Publisher: forward() hands
+    each event guard publishes to them as config/bus/product.json's routes would (account.action
+    to gamesim-kick, notify-actions and history-actions, notification to notify-messages,
+    account.event to history-events), signed as the dispatcher signs, and records (target,
+    status, answer) in delivered. In-game messages reach gamesim."""
+
+    def __init__(self, db_url):
+        ctx = harness.ctx()
+        self.gamesim = ctx.start("gamesim", env={"BUS_SIGNING_SECRET": BUS})
+        gs = self.gamesim.url
+        self.notify = ctx.start(
+            "notify", config={"database_url": db_url, "sms_url": f"{gs}/v1/sms", "game_url": gs,
+                              "provider_timeout_ms": 2000},
+            env={"BUS_SIGNING_SECRET": BUS, "NOTIFY_DATABASE_URL": db_url}, ready_path="/readyz")
+        self.history = ctx.start(
+            "history", config={"database_url": db_url, "batch_wait_ms": 5,
+                               "maintenance_interval_s": 3600},
+            env={"AUTH_SECRET": AUTH, "BUS_SIGNING_SECRET": BUS, "HISTORY_DATABASE_URL": db_url},
+            ready_path="/readyz")
+        n, h = self.notify.url, self.history.url
+        self.routes = {"account.action": [f"{gs}/v1/kick", f"{n}/v1/deliveries/account.action",
+                                          f"{h}/v1/deliveries/account.action"],
+                       "notification": [f"{n}/v1/deliveries/notification"],
+                       "account.event": [f"{h}/v1/deliveries/account.event"]}
+        self.delivered, self.lock = [], threading.Lock()
+
+    def forward(self, topic, ce_id, event):
+        body = json.dumps(event).encode()
+        for target in self.routes.get(topic, []):
+            headers = harness.delivery_headers(BUS, body, ce_id, topic, {"ce-source": "guard"})
+            st, answer, _ = harness.http("POST", target, raw=body, headers=headers)
+            with self.lock:
+                self.delivered.append((target, st, answer))
+
+    def sessions(self, account):
+        """gamesim's sessions of account by session id."""
+        st, body, _ = harness.http("GET", f"{self.gamesim.url}/v1/sessions?account_id={account}",
+                                   headers=GS_AUTH)
+        assert st == 200, (st, body)
+        return {s["session_id"]: s for s in body["sessions"]}
+
+    def received(self):
+        st, body, _ = harness.http("GET", f"{self.gamesim.url}/v1/received", headers=GS_AUTH)
+        assert st == 200, (st, body)
+        return body
+
+    def ingame(self, account):
+        """The in-game messages notify sent to account, oldest first."""
+        return [m for m in self.received()["messages"] if m["account_id"] == account]

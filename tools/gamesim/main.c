@@ -7,8 +7,8 @@
  * POST /v1/kick      an account.action event (route gamesim-kick): kick, block_abroad and lock
  *                    are recorded as kicks and end the player's live session (kick,
  *                    block_abroad: the session the event names, or all of the account's when it
- *                    names none; lock: all of them) with a sentence saying why (200); notify needs
- *                    no kick (204).
+ *                    names none; lock: all of them) with a sentence saying why (200; "reasons"
+ *                    support_lock: support locked the account); notify needs no kick (204).
  * POST /v1/messages  an in-game message {"account_id", "text", ...} from notify (200): shown in
  *                    the account's live sessions (the answer and the record name them).
  * POST /v1/sms       an SMS {"to", "text", ...} from notify (the development SMS provider, 200).
@@ -130,8 +130,22 @@ static void kick_message(json_t *ev, const char *action, bool en, char *out, siz
 {
     const char *country = json_string_value(json_object_get(ev, "country"));
     country = country ? country : "?";
+    /* support locked the account (guard's support lock-now: a kick naming no login country) */
+    bool is_support_lock = false;
+    json_t *reasons = json_object_get(ev, "reasons");
+    for (size_t i = 0; i < json_array_size(reasons); i++) {
+        const char *r = json_string_value(json_array_get(reasons, i));
+        is_support_lock = is_support_lock || (r && strcmp(r, "support_lock") == 0);
+    }
     int n;
-    if (strcmp(action, "lock") == 0) {
+    if (is_support_lock) {
+        n = en ? snprintf(out, len,
+                          "You were disconnected: support locked your account. Contact support "
+                          "to unlock it.")
+               : snprintf(out, len,
+                          "고객센터에서 계정을 잠가 연결이 끊어졌습니다. 잠금 해제는 "
+                          "고객센터에 문의하세요.");
+    } else if (strcmp(action, "lock") == 0) {
         n = en ? snprintf(out, len,
                           "Your account was locked after a login from %s that your security "
                           "settings do not allow. Use the unlock code we sent you.",
