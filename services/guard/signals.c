@@ -151,6 +151,10 @@ double signals_time_of(const char *ts)
     return (double)(t - offset_s) + frac;
 }
 
+/* How stale the time of an account's latest country may be before a login from there again is
+ * written: travel speeds are computed with it, so it is small beside an hour's flight. */
+#define SIGNALS_REFRESH_S 300.0
+
 /* One (account, country) as signals see it: the last login's time. */
 struct signals_seen {
     const char *account;
@@ -271,14 +275,15 @@ unsigned signals_of(struct guard *g, struct signals_batch *sb, const char *accou
             reasons |= REASON_IMPOSSIBLE_TRAVEL;
         }
     }
-    /* applied: the next login of this delivery sees this one (cur may move: seen_add grows) */
+    /* applied: the next login of this delivery sees this one (cur may move: seen_add grows). A
+     * login older than the row's changes nothing; so does one from the account's latest country
+     * within SIGNALS_REFRESH_S of its time (most logins: a player at home again), which would
+     * only make a later trip look that much slower. */
     if (!cur) {
         seen_add(sb, account, country, at)->is_dirty = true;
-    } else if (at > cur->at) {
+    } else if (at > cur->at && (cur != prev || at - cur->at >= SIGNALS_REFRESH_S)) {
         cur->at = at;
         cur->is_dirty = true;
-    } else {
-        cur->is_dirty = true; /* recorded as the row already is (greatest wins) */
     }
     return reasons;
 }

@@ -219,8 +219,9 @@ def test_retention_deletes_whole_old_segments():
     _ok("create", boot, "age", 1, "segment.bytes=4096", "retention.ms=1000")
     for i in range(4):
         _ok("produce", boot, "age", 10, 200, f"a{i}-")
-    assert len(_segments(data, "age")) > 1
+    # (the closed segments may be gone already on a slow machine: the 1 s passes while producing)
     harness.wait_for(lambda: len(_segments(data, "age")) == 1, 15, what="aged segments deleted")
+    assert int(_segments(data, "age")[0][:20]) > 0, "the kept segment is not the first one"
 
 
 def test_sigkill_while_producing_keeps_every_acked_message_once_in_order():

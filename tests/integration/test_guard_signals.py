@@ -441,6 +441,33 @@ def test_a_batch_sees_its_own_earlier_logins_and_records_nothing_unless_all_deci
     assert deliver(svc, odd)[0] in (200, 204)
 
 
+def test_a_login_from_the_latest_country_within_five_minutes_is_not_written_again():
+    """Most logins are a player at home again: from the account's latest country within five
+    minutes of its recorded time, nothing is written (the time would only make a later trip look
+    that much slower); later, or after a login elsewhere, it is."""
+    db = pg.fresh_db()
+    svc = start(db, **{"signals.abroad": False, "signals.new_country": False})
+
+    def recorded():
+        rows = pg.cluster().psql(db.rsplit("/", 1)[1], "SELECT country, extract(epoch FROM "
+                                 "last_at)::bigint FROM guard.login_countries "
+                                 "WHERE account_id = 'rf' ORDER BY 1")
+        return {r[0]: int(r[1]) for r in rows}
+    t0 = int(T0.timestamp())
+    minute = datetime.timedelta(minutes=1)
+    assert decide(svc, "rf", "US", T0) is None
+    assert decide(svc, "rf", "US", T0 + 4 * minute) is None
+    assert recorded() == {"US": t0}
+    assert decide(svc, "rf", "US", T0 + 6 * minute) is None
+    assert recorded() == {"US": t0 + 360}
+    assert decide(svc, "rf", "CA", T0 + 20 * HOUR) is None   # elsewhere: written
+    assert decide(svc, "rf", "US", T0 + 20 * HOUR + minute) is None
+    assert recorded() == {"CA": t0 + 72000, "US": t0 + 72060}  # US was not the latest
+    # a login older than the row changes nothing
+    assert decide(svc, "rf", "US", T0 + HOUR) is None
+    assert recorded() == {"CA": t0 + 72000, "US": t0 + 72060}
+
+
 def test_publisher_takes_login_failed_from_the_login_servers():
     """config/bus/login.json declares login.failed with its schema and the login servers' token:
     a failed login is accepted (202, on the topic), one without its reason is refused."""
