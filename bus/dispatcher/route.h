@@ -23,6 +23,7 @@ struct route_env {
     struct kafka_producer *producer;
     unsigned max_pending_per_partition;
     const char *signing_secret; /* key list of routes without their own "secret" (never NULL) */
+    const char *instance_id;    /* this dispatcher's, in exactly-once routes' transactional.id */
 };
 
 struct route;

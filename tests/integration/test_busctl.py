@@ -104,11 +104,19 @@ def test_validators_agree_on_broken_variants():
         variant(lambda d: d["routes"].append({"name": "back", "topic": "b", "mode": "streaming",
                                               "output": "a",
                                               "endpoint": "http://127.0.0.1:1/y"})),
+        # exactly_once is for streaming routes only (a one-way route produces nothing)
+        variant(lambda d: (d["routes"][0].update(mode="one-way", exactly_once=True),
+                           d["routes"][0].pop("output"))),
     ]
     for i, doc in enumerate(meaning_broken):
         assert jsonschema_ok(doc), f"meaning variant {i}"
         ok, err = busctl_ok(doc)
         assert not ok, f"meaning variant {i}: busctl accepts it"
+    ok, err = busctl_ok(variant(lambda d: d["routes"][0].pop("mode") and
+                                d["routes"][0].update(exactly_once=True)))
+    assert not ok and "/routes/0/exactly_once: " in err and "only for streaming" in err, err
+    ok, err = busctl_ok(variant(lambda d: d["routes"][0].update(exactly_once=True)))
+    assert ok, err
 
 
 def _setup(routes, topics):

@@ -713,3 +713,96 @@ def test_batch_retried_when_the_endpoint_fails_then_recovers():
     assert failures["left"] == 0
     harness.wait_for(lambda: metric(disp, "bus_dispatcher_retried_total", 'route="flaky"') > 0,
                      10, what="retries counted")
+
+
+# ---- exactly once (docs/bus.md "Exactly once") ------------------------------------------------
+
+try:
+    import confluent_kafka as ck
+except ImportError:  # run by a Python without Debian's python3-confluent-kafka
+    ck = None
+
+
+def read_outputs(bootstrap, topic, want, isolation="read_committed", timeout=60):
+    """The values of topic read from the beginning by a fresh consumer with the given
+    isolation.level: until `want` arrived and then 2 s more without a new one (to catch any
+    duplicate), or until timeout."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time_ns()}",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                     "isolation.level": isolation, "enable.partition.eof": False})
+    c.subscribe([topic])
+    out = []
+    deadline = time.monotonic() + timeout * harness.timeout_mult()
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                out.append(json.loads(m.value()))
+                last = time.monotonic()
+            elif len(out) >= want and time.monotonic() - last > 2:
+                break
+    finally:
+        c.close()
+    return out
+
+
+def _sigkill_streaming(exactly_once, n=600):
+    """A streaming route (answer: one output per event) killed with SIGKILL mid-stream and
+    started again: returns (events, outputs read with read_committed, the restarted
+    dispatcher)."""
+    if ck is None:
+        raise harness.Skip("python3-confluent-kafka not importable by this Python")
+    ctx = harness.ctx()
+    broker = broker_with({"in": 3, "out": 3})
+    sink = Sink(lambda ev, h: (200, {"account_id": ev["account_id"], "from": ev["id"]}, None),
+                delay=lambda: 0.003)
+    url, _ = ctx.serve(sink)
+    extra = {"exactly_once": True} if exactly_once else {}
+    d = bus_config([topic("in"), topic("out")],
+                   [route("enrich", "in", url, mode="streaming", output="out", concurrency=8,
+                          **extra)])
+    disp = start_dispatcher(broker, d, instance_id="node-1")
+    evs = events(n, keys=50)
+    produce(broker, "in", evs)
+    harness.wait_for(lambda: sink.count() >= n // 4, 30, what="a quarter delivered")
+    assert sink.count() < n, "all delivered before the kill: the test proves nothing"
+    disp.signal(signal.SIGKILL)
+    disp.popen.wait()
+    disp = start_dispatcher(broker, d, name="bus-dispatcher-2", instance_id="node-1")
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    return evs, read_outputs(broker.bootstrap, "out", n), disp, sink
+
+
+# Embedded broker only: librdkafka's mock cluster (2.0.2) accepts the transactional calls but its
+# TxnOffsetCommit stores no offset and its EndTxn writes no commit/abort marker, so a
+# read_committed consumer sees the killed dispatcher's aborted outputs and the restarted one
+# starts over from the beginning of the input: the guarantee cannot hold there.
+@harness.one_broker
+def test_exactly_once_streaming_sigkill_mid_stream_then_restart():
+    evs, outs, disp, sink = _sigkill_streaming(True)
+    froms = [o["from"] for o in outs]
+    dups = sorted({f for f in froms if froms.count(f) > 1})
+    missing = sorted({e["id"] for e in evs} - set(froms))
+    assert not dups and not missing, f"{len(dups)} duplicated {dups[:5]}, " \
+        f"{len(missing)} missing {missing[:5]}"
+    assert len(outs) == len(evs)
+    harness.wait_for(lambda: metric(disp, "bus_dispatcher_transactions_total",
+                                    'outcome="committed"') > 0, 10,
+                     what="committed transactions counted")
+    _, body, _ = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)
+    st = [r for r in body["routes"] if r["name"] == "enrich"][0]
+    assert st["exactly_once"] is True and st["transactions"]["committed"] > 0
+    # the endpoint saw some events twice (the killed dispatcher's last transaction was
+    # aborted and its inputs delivered again): exactly once is about the output topic
+    print(f"deliveries: {sum(sink.seen.values())} for {len(evs)} events")
+
+
+def test_streaming_without_exactly_once_sigkill_is_at_least_once():
+    """The same crash without the option: nothing lost; duplicates may appear (not asserted:
+    whether the kill lands between a produce and its commit is luck)."""
+    evs, outs, _, _ = _sigkill_streaming(False)
+    froms = [o["from"] for o in outs]
+    assert not {e["id"] for e in evs} - set(froms)
+    print(f"outputs: {len(froms)} for {len(evs)} events "
+          f"({len(froms) - len(set(froms))} duplicates)")
