@@ -62,8 +62,8 @@ struct kafka_txn *kafka_txn_new(const char *bootstrap, json_t *props, const char
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    if (take_error(rd_kafka_init_transactions(rk, timeout_ms), "init transactions", err,
-                   err_len) != 0) {
+    if (take_error(rd_kafka_init_transactions(rk, timeout_ms), "init transactions", err, err_len) !=
+        0) {
         rd_kafka_destroy(rk);
         return NULL;
     }
@@ -86,11 +86,11 @@ int kafka_txn_send(struct kafka_txn *t, const char *topic, const void *key, size
     for (size_t i = 0; i < n_headers; i++) {
         rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
     }
-    rd_kafka_resp_err_t e =
-        rd_kafka_producev(t->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
-                          RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len),
-                          RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        t->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_headers_destroy(hdrs); /* still ours on failure */
         snprintf(err, err_len, "produce to %s: %s", topic, rd_kafka_err2str(e));
@@ -119,8 +119,8 @@ enum kafka_txn_outcome kafka_txn_abort(struct kafka_txn *t, int timeout_ms, char
 }
 
 enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consumer *c,
-                                        const int32_t *partitions, const int64_t *offsets,
-                                        size_t n, int timeout_ms, char *err, size_t err_len)
+                                        const int32_t *partitions, const int64_t *offsets, size_t n,
+                                        int timeout_ms, char *err, size_t err_len)
 {
     long long until = mono_ms() + timeout_ms;
     rd_kafka_error_t *e = NULL;
@@ -167,7 +167,8 @@ enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consum
     char aerr[256];
     long left = (long)(until - mono_ms());
     /* the abort gets at least a second even when the commit used the whole time-out */
-    if (kafka_txn_abort(t, left > 1000 ? (int)left : 1000, aerr, sizeof aerr) != KAFKA_TXN_ABORTED) {
+    if (kafka_txn_abort(t, left > 1000 ? (int)left : 1000, aerr, sizeof aerr) !=
+        KAFKA_TXN_ABORTED) {
         size_t len = strlen(err);
         snprintf(err + len, err_len - len, "; %s", aerr);
         return KAFKA_TXN_FATAL;

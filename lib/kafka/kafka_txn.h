@@ -41,8 +41,8 @@ enum kafka_txn_outcome {
  * metadata and commits, within timeout_ms (retriable failures are tried again until then). On
  * failure aborts the transaction; err says why. */
 enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consumer *c,
-                                        const int32_t *partitions, const int64_t *offsets,
-                                        size_t n, int timeout_ms, char *err, size_t err_len);
+                                        const int32_t *partitions, const int64_t *offsets, size_t n,
+                                        int timeout_ms, char *err, size_t err_len);
 /* Aborts the open transaction: KAFKA_TXN_ABORTED or KAFKA_TXN_FATAL. */
 enum kafka_txn_outcome kafka_txn_abort(struct kafka_txn *t, int timeout_ms, char *err,
                                        size_t err_len);
