@@ -822,6 +822,17 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
 #define ROUTE_TXN_TIMEOUT_MS 5000
 #define ROUTE_TXN_RETRY_MS 1000 /* between attempts to make the transactional producer */
 
+/* A transaction call's time-out: ROUTE_TXN_TIMEOUT_MS, or while stopping what is left until
+ * stop_by_ms (at least 500 ms: an abort needs a moment). */
+static int txn_timeout(const struct route *r)
+{
+    if (!atomic_load(&r->stop)) {
+        return ROUTE_TXN_TIMEOUT_MS;
+    }
+    long long left = r->stop_by_ms - app_now_ms();
+    return left < 500 ? 500 : left > ROUTE_TXN_TIMEOUT_MS ? ROUTE_TXN_TIMEOUT_MS : (int)left;
+}
+
 /* After an aborted transaction: every partition forgets what it took in (in flight: orphaned)
  * and reads again from its last committed offset, so every input whose outputs were aborted is
  * delivered again (the endpoint deduplicates by event id, as for any redelivery). */
@@ -893,8 +904,8 @@ static void txn_commit(struct route *r)
             free(offs);
             return;
         }
-        r->txn = kafka_txn_new(r->env->bootstrap, r->env->kafka_props, r->txn_id,
-                               ROUTE_TXN_TIMEOUT_MS, err, sizeof err);
+        r->txn = kafka_txn_new(r->env->bootstrap, r->env->kafka_props, r->txn_id, txn_timeout(r),
+                               err, sizeof err);
         if (r->txn == NULL) {
             log_warn("route %s: transactional producer %s not ready (%s): trying again", r->name,
                      r->txn_id, err);
@@ -917,12 +928,12 @@ static void txn_commit(struct route *r)
             }
         }
         if (is_sent) {
-            out = kafka_txn_commit(r->txn, r->consumer, ids, offs, n, ROUTE_TXN_TIMEOUT_MS, err,
+            out = kafka_txn_commit(r->txn, r->consumer, ids, offs, n, txn_timeout(r), err,
                                    sizeof err);
         } else {
             snprintf(err, sizeof err, "an output was not queued");
             char aerr[256];
-            out = kafka_txn_abort(r->txn, ROUTE_TXN_TIMEOUT_MS, aerr, sizeof aerr);
+            out = kafka_txn_abort(r->txn, txn_timeout(r), aerr, sizeof aerr);
         }
     }
     free(ids);

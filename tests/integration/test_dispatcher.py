@@ -806,3 +806,43 @@ def test_streaming_without_exactly_once_sigkill_is_at_least_once():
     assert not {e["id"] for e in evs} - set(froms)
     print(f"outputs: {len(froms)} for {len(evs)} events "
           f"({len(froms) - len(set(froms))} duplicates)")
+
+
+@harness.one_broker
+def test_exactly_once_route_fenced_mid_stream_aborts_rewinds_and_stays_exactly_once():
+    """Another producer takes the route's transactional.id (InitTransactions fences the
+    dispatcher's producer and aborts its open transaction) twice while events stream: the
+    route counts aborted transactions, makes a new producer, reads again from its last
+    committed offsets, and read_committed still sees every answer once. Embedded broker only
+    (see above)."""
+    if ck is None:
+        raise harness.Skip("python3-confluent-kafka not importable by this Python")
+    ctx = harness.ctx()
+    broker = broker_with({"in": 3, "out": 3})
+    sink = Sink(lambda ev, h: (200, {"account_id": ev["account_id"], "from": ev["id"]}, None),
+                delay=lambda: 0.003)
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("in"), topic("out")],
+                   [route("enrich", "in", url, mode="streaming", output="out", concurrency=8,
+                          exactly_once=True)])
+    disp = start_dispatcher(broker, d, instance_id="node-1")
+    evs = events(900, keys=50)
+    produce(broker, "in", evs[:300])
+    for fence in range(2):
+        harness.wait_for(lambda: sink.count() >= 100 + 300 * fence, 30, what="some delivered")
+        intruder = ck.Producer({"bootstrap.servers": broker.bootstrap,
+                                "transactional.id": "bus.route.enrich.node-1"})
+        intruder.init_transactions(20 * harness.timeout_mult())
+        intruder.flush(1)
+        produce(broker, "in", evs[300 * (fence + 1):300 * (fence + 2)])
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    harness.wait_for(lambda: metric(disp, "bus_dispatcher_transactions_total",
+                                    'outcome="aborted"') >= 1, 20,
+                     what="an aborted transaction counted")
+    outs = read_outputs(broker.bootstrap, "out", len(evs))
+    froms = [o["from"] for o in outs]
+    dups = sorted({f for f in froms if froms.count(f) > 1})
+    missing = sorted({e["id"] for e in evs} - set(froms))
+    assert not dups and not missing, f"{len(dups)} duplicated {dups[:5]}, " \
+        f"{len(missing)} missing {missing[:5]}"
+    assert "transaction aborted" in disp.log()
