@@ -11,6 +11,10 @@
 #  3. streaming hop: a streaming route (consume, POST, produce the 202 body to `out` with
 #     acks=all, commit after the ack) over the same backlog -> R_stream events/s.
 #     Target: R_stream / R_wrk >= 0.30.
+#  4. exactly-once streaming hop: the same route with "exactly_once": true (outputs and input
+#     offsets in one Kafka transaction per commit tick) over the same backlog -> R_eos events/s,
+#     and its cost: R_eos / R_stream, both measured in this run. Printed, no target (skipped on
+#     the mock, whose transactions are stubs: EOS=0 skips it anywhere).
 #
 # The broker is the product's own, bus-broker (data in a temporary folder, its default fsync
 # policy, topics created by busctl apply), or bus-mock with BROKER=mock, or the one
@@ -80,7 +84,10 @@ cat >"$TMP/bus/bench.json" <<JSON
   {"name": "oneway", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
    "concurrency": $CONCURRENCY, "ordering": "key"},
   {"name": "stream", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
-   "mode": "streaming", "output": "out", "concurrency": $CONCURRENCY, "ordering": "key"}]}
+   "mode": "streaming", "output": "out", "concurrency": $CONCURRENCY, "ordering": "key"},
+  {"name": "stream_eos", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
+   "mode": "streaming", "output": "out", "concurrency": $CONCURRENCY, "ordering": "key",
+   "exactly_once": true}]}
 JSON
 
 python3 - "$TMP" "$EVENTS" <<'PY'
@@ -240,3 +247,13 @@ start_dispatcher stream "$P2"
 STREAM_EPS=$(delivery_rate "http://127.0.0.1:$P2" stream "$IN_TOTAL")
 echo "streaming hop: dispatcher ${STREAM_EPS} events/s (consume, POST, produce, commit);" \
      "ratio $(ratio "$STREAM_EPS" "$WRK_RPS") (target >= 0.30)"
+kill -TERM "$DISP_PID"; wait "$DISP_PID" 2>/dev/null || true
+
+if [ "${EOS:-1}" = 1 ] && [ "$BROKER" != mock ]; then
+  P3=$(free_port)
+  start_dispatcher stream_eos "$P3"
+  EOS_EPS=$(delivery_rate "http://127.0.0.1:$P3" stream_eos "$IN_TOTAL")
+  echo "exactly-once streaming hop: dispatcher ${EOS_EPS} events/s (consume, POST, produce and" \
+       "commit in transactions); ratio to the streaming hop $(ratio "$EOS_EPS" "$STREAM_EPS")," \
+       "to wrk $(ratio "$EOS_EPS" "$WRK_RPS")"
+fi

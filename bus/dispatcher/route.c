@@ -10,7 +10,14 @@
  *   PRODUCING --a record failed-->                          WAITING (delivered again later)
  * "finished" marks the offset done in the partition's offset tracker; the contiguous prefix of
  * done offsets is committed. Callbacks from the pool and producer threads only queue a
- * completion and wake the route thread. */
+ * completion and wake the route thread.
+ *
+ * An exactly-once route (streaming, "exactly_once") does not produce outputs at the answer:
+ *   SENDING  --200/201/202 with outputs-->                  STAGED (offset done, outputs kept)
+ *   STAGED   --its offset in a committed transaction-->     freed
+ * and commits no offset itself: every commit tick one transaction carries the staged outputs of
+ * each partition's done prefix and that prefix's offsets (txn_commit); an aborted one rewinds
+ * every partition to its last committed offset (txn_rewind). */
 #include "route.h"
 
 #include <pthread.h>
