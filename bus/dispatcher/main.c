@@ -295,12 +295,13 @@ static void handle_topology(struct http_exchange *ex, void *ctx)
         }
         json_array_append_new(
             routes,
-            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:i, s:i, s:s, s:i, s:i}", "name",
-                      rc->name, "topic", rc->topic, "endpoint", rc->endpoint, "mode",
+            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:b, s:s?, s:s?, s:i, s:i, s:s, s:i, s:i}",
+                      "name", rc->name, "topic", rc->topic, "endpoint", rc->endpoint, "mode",
                       rc->mode == BUSCONF_STREAMING ? "streaming" : "one-way", "output", rc->output,
-                      "dead_letter", rc->dead_letter, "service", rc->service, "concurrency",
-                      rc->concurrency, "batch", rc->batch, "ordering", ORDERING_NAMES[rc->ordering],
-                      "timeout_ms", rc->timeout_ms, "max_attempts", rc->retry_max_attempts));
+                      "exactly_once", rc->is_exactly_once, "dead_letter", rc->dead_letter,
+                      "service", rc->service, "concurrency", rc->concurrency, "batch", rc->batch,
+                      "ordering", ORDERING_NAMES[rc->ordering], "timeout_ms", rc->timeout_ms,
+                      "max_attempts", rc->retry_max_attempts));
     }
     pthread_mutex_unlock(&d->lock);
     http_respond_json(ex, 200, json_pack("{s:o, s:o}", "topics", topics, "routes", routes));
