@@ -11,6 +11,13 @@
 #  3. streaming hop: a streaming route (consume, POST, produce the 202 body to `out` with
 #     acks=all, commit after the ack) over the same backlog -> R_stream events/s.
 #     Target: R_stream / R_wrk >= 0.30.
+#  4. exactly-once cost: two more streaming routes over the same backlog, side by side in one
+#     dispatcher, one of them with "exactly_once": true (outputs and input offsets in one Kafka
+#     transaction per commit tick). Both run at once, so the machine's other load hits both
+#     alike; each one's rate is its committed offsets (GET /v1/routes, refreshed every 0.5 s)
+#     over the same window, from the first commit of either to the moment one of them
+#     committed EVENTS: R_eos / R_plain. Printed, no target (skipped on the mock, whose
+#     transactions are stubs; EOS=0 skips it anywhere).
 #
 # The broker is the product's own, bus-broker (data in a temporary folder, its default fsync
 # policy, topics created by busctl apply), or bus-mock with BROKER=mock, or the one
@@ -80,6 +87,11 @@ cat >"$TMP/bus/bench.json" <<JSON
   {"name": "oneway", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
    "concurrency": $CONCURRENCY, "ordering": "key"},
   {"name": "stream", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
+   "mode": "streaming", "output": "out", "concurrency": $CONCURRENCY, "ordering": "key"},
+  {"name": "stream_eos", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
+   "mode": "streaming", "output": "out", "concurrency": $CONCURRENCY, "ordering": "key",
+   "exactly_once": true},
+  {"name": "stream_plain", "topic": "in", "endpoint": "http://127.0.0.1:$BASE_PORT/deliver",
    "mode": "streaming", "output": "out", "concurrency": $CONCURRENCY, "ordering": "key"}]}
 JSON
 
@@ -157,8 +169,39 @@ def rate(url, route, target):
         if c >= target:
             return (c - c0) / max(t - t0, 1e-6)
         time.sleep(0.05)
+def committed(url):
+    """{route: sum of its partitions' committed offsets} from GET /v1/routes."""
+    import json
+    req = urllib.request.Request(url + "/v1/routes",
+                                 headers={"Authorization": "Bearer dev-admin-token"})
+    try:
+        routes = json.loads(urllib.request.urlopen(req, timeout=5).read())["routes"]
+    except OSError:
+        return {}
+    return {r["name"]: sum(max(p["committed"], 0) for p in r["partitions"]) for r in routes}
+def race(url, a, b, target):
+    """Committed events/s of routes a and b over one window: from the first sample where
+    either committed anything to the first where either committed target."""
+    c0 = t0 = None
+    last, last_t = None, time.monotonic()
+    while True:
+        c, t = committed(url), time.monotonic()
+        ca, cb = c.get(a, 0), c.get(b, 0)
+        if (ca, cb) != last:
+            last, last_t = (ca, cb), t
+        elif t - last_t >= 30:
+            sys.exit(f"bench/dispatcher.sh: routes {a}, {b} stalled at {ca}, {cb}")
+        if c0 is None and (ca > 0 or cb > 0):
+            c0, t0 = (ca, cb), t
+        if ca >= target or cb >= target:
+            dt = max(t - t0, 1e-6)
+            return (ca - c0[0]) / dt, (cb - c0[1]) / dt
+        time.sleep(0.1)
 cmd = sys.argv[1]
-if cmd == "rate":
+if cmd == "race":
+    ra, rb = race(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+    print(f"{ra:.0f} {rb:.0f}")
+elif cmd == "rate":
     print(f"{rate(sys.argv[2], sys.argv[3], float(sys.argv[4])):.0f}")
 elif cmd == "wait":  # until TARGET deliveries or TIMEOUT seconds
     deadline = time.monotonic() + float(sys.argv[5])
@@ -240,3 +283,12 @@ start_dispatcher stream "$P2"
 STREAM_EPS=$(delivery_rate "http://127.0.0.1:$P2" stream "$IN_TOTAL")
 echo "streaming hop: dispatcher ${STREAM_EPS} events/s (consume, POST, produce, commit);" \
      "ratio $(ratio "$STREAM_EPS" "$WRK_RPS") (target >= 0.30)"
+kill -TERM "$DISP_PID"; wait "$DISP_PID" 2>/dev/null || true
+
+if [ "${EOS:-1}" = 1 ] && [ "$BROKER" != mock ]; then
+  P3=$(free_port)
+  start_dispatcher stream_plain,stream_eos "$P3"
+  read -r PLAIN_EPS EOS_EPS < <(python3 "$TMP/metrics.py" race "http://127.0.0.1:$P3" stream_plain stream_eos "$IN_TOTAL")
+  echo "exactly-once cost: side by side, streaming ${PLAIN_EPS} events/s, exactly-once" \
+       "streaming ${EOS_EPS} events/s (committed); ratio $(ratio "$EOS_EPS" "$PLAIN_EPS")"
+fi

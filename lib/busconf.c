@@ -272,6 +272,7 @@ static void load_route(struct loader *l, struct busconf *c, const char *file, si
     rt->mode =
         (mode != NULL && strcmp(mode, "streaming") == 0) ? BUSCONF_STREAMING : BUSCONF_ONE_WAY;
     rt->output = opt_str(r, "output");
+    rt->is_exactly_once = json_is_true(json_object_get(r, "exactly_once"));
     rt->concurrency = opt_int(r, "concurrency", 4);
     rt->batch = opt_int(r, "batch", 1);
     const char *ord = json_string_value(json_object_get(r, "ordering"));
@@ -308,6 +309,14 @@ static void load_route(struct loader *l, struct busconf *c, const char *file, si
     }
     if (rt->mode == BUSCONF_ONE_WAY && rt->output != NULL) {
         problem(l, file, ptr, "route %s: output is only for streaming routes", rt->name);
+    }
+    if (rt->mode == BUSCONF_ONE_WAY && rt->is_exactly_once) {
+        char ep[80];
+        snprintf(ep, sizeof ep, "%s/exactly_once", ptr);
+        problem(l, file, ep,
+                "route %s: exactly_once is only for streaming routes (a one-way route produces "
+                "nothing to commit with its input)",
+                rt->name);
     }
     if (rt->retry_max_ms < rt->retry_initial_ms) {
         problem(l, file, ptr, "route %s: retry.max_ms is below retry.initial_ms", rt->name);

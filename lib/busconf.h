@@ -54,7 +54,8 @@ struct busconf_route {
     char *topic;
     char *endpoint;
     enum busconf_mode mode;
-    char *output; /* streaming only, else NULL */
+    char *output;         /* streaming only, else NULL */
+    bool is_exactly_once; /* streaming only: outputs and input offsets in one transaction */
     int concurrency;
     int batch; /* most events per request (1 = one per request, CloudEvents binary mode) */
     enum busconf_ordering ordering;

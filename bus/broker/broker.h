@@ -167,6 +167,10 @@ int handle_sync_group(struct broker *b, struct reply *r, struct kr *q);
 int handle_heartbeat(struct broker *b, struct reply *r, struct kr *q);
 int handle_leave_group(struct broker *b, struct reply *r, struct kr *q);
 int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q);
+/* KIP-447's check of a TxnOffsetCommit v3: 0 when member mid (empty = not given) of group gid is
+ * in generation gen (-1 = not given), else UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION: a consumer
+ * that lost its partitions in a rebalance cannot commit them in a transaction. */
+int groups_check_generation(struct broker *b, const char *gid, const char *mid, int32_t gen);
 int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q);
 int handle_list_groups(struct broker *b, struct reply *r, struct kr *q);
 int handle_describe_groups(struct broker *b, struct reply *r, struct kr *q);

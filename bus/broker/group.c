@@ -589,6 +589,22 @@ void groups_topic_deleted(struct broker *b, const char *topic)
 /* ---- coordinator ---- */
 
 static struct group *group_find(struct groups *gs, const char *id, int create);
+static struct member *member_find(struct group *g, const char *id);
+
+int groups_check_generation(struct broker *b, const char *gid, const char *mid, int32_t gen)
+{
+    if (gen < 0 && !mid[0]) {
+        return 0; /* a producer that sent no group metadata (before KIP-447) */
+    }
+    struct group *g = group_find(b->groups, gid, 0);
+    if (mid[0] && (!g || !member_find(g, mid))) {
+        return KERR_UNKNOWN_MEMBER_ID;
+    }
+    if (gen >= 0 && (!g || gen != g->generation)) {
+        return KERR_ILLEGAL_GENERATION;
+    }
+    return 0;
+}
 
 int groups_delete(struct broker *b, const char *gid)
 {

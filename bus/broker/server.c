@@ -95,7 +95,9 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
 static void kw_kstr(struct kw *w, struct kstr s);
 
 /* The versions we implement: all non-flexible except ApiVersions v3 (whose response header stays
- * v0). librdkafka negotiates the highest version both sides support. */
+ * v0), SaslAuthenticate v2 and TxnOffsetCommit v3 (KIP-447: librdkafka sends the consumer's
+ * generation with the offsets only in v3). librdkafka negotiates the highest version both sides
+ * support. */
 static const struct api_def {
     int16_t key, min, max;
     const char *name;
@@ -132,7 +134,7 @@ static const struct api_def {
     {API_ADD_PARTITIONS_TO_TXN, 0, 1, "AddPartitionsToTxn", handle_add_partitions_to_txn},
     {API_ADD_OFFSETS_TO_TXN, 0, 1, "AddOffsetsToTxn", handle_add_offsets_to_txn},
     {API_END_TXN, 0, 1, "EndTxn", handle_end_txn},
-    {API_TXN_OFFSET_COMMIT, 0, 2, "TxnOffsetCommit", handle_txn_offset_commit},
+    {API_TXN_OFFSET_COMMIT, 0, 3, "TxnOffsetCommit", handle_txn_offset_commit},
 };
 #define N_APIS (sizeof APIS / sizeof APIS[0])
 
@@ -570,7 +572,8 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
         kr_init(&q, NULL, 0);
         q.err = 2;
     }
-    if ((key == API_API_VERSIONS && ver >= 3) || (key == API_SASL_AUTHENTICATE && ver >= 2)) {
+    if ((key == API_API_VERSIONS && ver >= 3) || (key == API_SASL_AUTHENTICATE && ver >= 2) ||
+        (key == API_TXN_OFFSET_COMMIT && ver >= 3)) {
         kr_skip_tagged(&q); /* request header v2 */
     }
     if (!sasl_may_serve(b, &c->sasl, key)) {

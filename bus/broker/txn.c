@@ -966,22 +966,57 @@ int handle_add_offsets_to_txn(struct broker *b, struct reply *r, struct kr *q)
     return 0;
 }
 
-/* TxnOffsetCommit v0-v2: transactional_id, group_id, producer_id, producer_epoch,
- * topics [name, partitions [partition, offset, leader_epoch (v2+), metadata]] ->
- * throttle, topics [name, partitions [partition, error]]. The offsets take effect at the
- * commit. */
+/* A string / array of a TxnOffsetCommit: compact (flexible) from v3 on. */
+static struct kstr toc_str(struct kr *q, int16_t v)
+{
+    return v >= 3 ? kr_compact_str(q) : kr_str(q);
+}
+
+static int32_t toc_array(struct kr *q, int16_t v, size_t min_elem_bytes)
+{
+    if (v < 3) {
+        return kr_array(q, min_elem_bytes);
+    }
+    uint64_t n1 = kr_uvarint(q);
+    if (q->err) {
+        return 0;
+    }
+    if (n1 == 0) {
+        return -1;
+    }
+    if (n1 - 1 > (q->len - q->pos) / (min_elem_bytes ? min_elem_bytes : 1)) {
+        q->err = 1;
+        return 0;
+    }
+    return (int32_t)(n1 - 1);
+}
+
+/* TxnOffsetCommit v0-v3: transactional_id, group_id, producer_id, producer_epoch,
+ * [v3: generation_id, member_id, group_instance_id], topics [name, partitions [partition,
+ * offset, leader_epoch (v2+), metadata]] -> throttle, topics [name, partitions [partition,
+ * error]]. v3 is flexible (compact strings and arrays, tagged fields; response header v1) and
+ * carries the consumer's group generation (KIP-447): a member that is not in the group's
+ * current generation gets ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID. The offsets take effect at
+ * the commit. */
 int handle_txn_offset_commit(struct broker *b, struct reply *r, struct kr *q)
 {
     int16_t v = r->api_version;
-    struct kstr id_s = kr_str(q);
-    struct kstr g_s = kr_str(q);
+    struct kstr id_s = toc_str(q, v);
+    struct kstr g_s = toc_str(q, v);
     int64_t pid = kr_i64(q);
     int16_t epoch = kr_i16(q);
-    int32_t nt = kr_array(q, 6);
+    int32_t gen = -1;
+    struct kstr m_s = {0};
+    if (v >= 3) {
+        gen = kr_i32(q);
+        m_s = kr_compact_str(q);
+        (void)kr_compact_str(q); /* group_instance_id (static membership: not served) */
+    }
+    int32_t nt = toc_array(q, v, 6);
     if (q->err) {
         return -1;
     }
-    char group[256];
+    char group[256], member[256] = "";
     struct txn *t;
     int16_t gerr = (int16_t)txn_authorize(b, r, id_s, pid, epoch, &t);
     if (!gerr && (kstr_copy(g_s, group, sizeof group) != 0 || !group[0])) {
@@ -990,18 +1025,34 @@ int handle_txn_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         gerr = KERR_GROUP_AUTHORIZATION_FAILED;
     } else if (!gerr && (t->state != T_ONGOING || group_index(t, group) < 0)) {
         gerr = TXN_INVALID_TXN_STATE; /* AddOffsetsToTxn comes first */
+    } else if (!gerr && m_s.ptr && kstr_copy(m_s, member, sizeof member) != 0) {
+        gerr = KERR_UNKNOWN_MEMBER_ID;
+    } else if (!gerr) {
+        gerr = (int16_t)groups_check_generation(b, group, member, gen);
     }
     struct kw *w = &r->w;
+    if (v >= 3) {
+        kw_uvarint(w, 0); /* response header v1: tagged fields */
+    }
     kw_i32(w, 0);
-    kw_i32(w, nt < 0 ? 0 : nt);
+    if (v >= 3) {
+        kw_uvarint(w, (uint64_t)(nt < 0 ? 0 : nt) + 1);
+    } else {
+        kw_i32(w, nt < 0 ? 0 : nt);
+    }
     size_t *accepted = NULL, n_accepted = 0;
     for (int32_t i = 0; i < nt && !q->err; i++) {
-        struct kstr tname = kr_str(q);
-        int32_t np = kr_array(q, 14);
-        kw_kstr_or_null(w, tname);
-        kw_i32(w, np < 0 ? 0 : np);
+        struct kstr tname = toc_str(q, v);
+        int32_t np = toc_array(q, v, 14);
         char topic[STORE_MAX_NAME + 1];
         int has_name = kstr_copy(tname, topic, sizeof topic) == 0;
+        if (v >= 3) {
+            kw_compact_str(w, has_name ? topic : "");
+            kw_uvarint(w, (uint64_t)(np < 0 ? 0 : np) + 1);
+        } else {
+            kw_kstr_or_null(w, tname);
+            kw_i32(w, np < 0 ? 0 : np);
+        }
         int may_read =
             gerr || np <= 0 || (has_name && reply_allowed(b, r, ACL_TOPIC, topic, ACL_READ));
         for (int32_t k = 0; k < np && !q->err; k++) {
@@ -1010,7 +1061,10 @@ int handle_txn_offset_commit(struct broker *b, struct reply *r, struct kr *q)
             if (v >= 2) {
                 (void)kr_i32(q); /* committed_leader_epoch */
             }
-            struct kstr meta_s = kr_str(q);
+            struct kstr meta_s = toc_str(q, v);
+            if (v >= 3) {
+                kr_skip_tagged(q);
+            }
             char meta[4096];
             int has_meta = kstr_copy(meta_s, meta, sizeof meta) == 0;
             int16_t err = gerr ? gerr : may_read ? 0 : KERR_TOPIC_AUTHORIZATION_FAILED;
@@ -1026,7 +1080,18 @@ int handle_txn_offset_commit(struct broker *b, struct reply *r, struct kr *q)
             }
             kw_i32(w, part);
             kw_i16(w, err);
+            if (v >= 3) {
+                kw_uvarint(w, 0); /* partition's tagged fields */
+            }
         }
+        if (v >= 3) {
+            kr_skip_tagged(q);
+            kw_uvarint(w, 0); /* topic's tagged fields */
+        }
+    }
+    if (v >= 3) {
+        kr_skip_tagged(q);
+        kw_uvarint(w, 0);
     }
     if (n_accepted && txns_save(b) != 0) {
         /* Kept in memory (they are for this transaction) but not durable: the producer is told
@@ -1037,6 +1102,12 @@ int handle_txn_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         }
     }
     free(accepted);
+    if (gerr == KERR_ILLEGAL_GENERATION || gerr == KERR_UNKNOWN_MEMBER_ID) {
+        log_warn("transaction %.*s: offsets of group %s refused (member %s, generation %d): %s",
+                 (int)(id_s.len > 0 ? id_s.len : 0), id_s.ptr ? id_s.ptr : "", group, member,
+                 (int)gen,
+                 gerr == KERR_ILLEGAL_GENERATION ? "not the group's generation" : "unknown member");
+    }
     return q->err ? -1 : 0;
 }
 

@@ -53,6 +53,11 @@ static const struct config_def defs[] = {
     {"routes", CONFIG_STRING, "", 0, 0, 0, NULL,
      "Comma-separated route names to run (empty = every route): to split routes between "
      "dispatcher processes."},
+    {"instance_id", CONFIG_STRING, "", 0, 200, 0, NULL,
+     "This dispatcher's name among those running the same routes, the same after a restart: "
+     "exactly-once routes use transactional.id bus.route.<route>.<instance_id>, so a restarted "
+     "dispatcher fences its predecessor and aborts the transaction it left open. Empty = "
+     "<hostname>:<port of listen>. Two dispatchers must not share one."},
     {"max_pending_per_partition", CONFIG_INT, "5000", 16, 100000, 0, NULL,
      "Events taken in but not finished per partition; beyond it the partition is paused."},
     {"http_connections", CONFIG_INT, "1024", 1, 65536, 0, NULL,
@@ -78,6 +83,7 @@ struct dispatcher {
     const struct config *cfg;
     const char *admin_token;
     struct route_env env;
+    char instance[400];   /* the default instance_id (env.instance_id) */
     pthread_mutex_t lock; /* guards routes and bus */
     struct route **routes;
     size_t n_routes;
@@ -289,12 +295,13 @@ static void handle_topology(struct http_exchange *ex, void *ctx)
         }
         json_array_append_new(
             routes,
-            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:i, s:i, s:s, s:i, s:i}", "name",
-                      rc->name, "topic", rc->topic, "endpoint", rc->endpoint, "mode",
+            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:b, s:s?, s:s?, s:i, s:i, s:s, s:i, s:i}",
+                      "name", rc->name, "topic", rc->topic, "endpoint", rc->endpoint, "mode",
                       rc->mode == BUSCONF_STREAMING ? "streaming" : "one-way", "output", rc->output,
-                      "dead_letter", rc->dead_letter, "service", rc->service, "concurrency",
-                      rc->concurrency, "batch", rc->batch, "ordering", ORDERING_NAMES[rc->ordering],
-                      "timeout_ms", rc->timeout_ms, "max_attempts", rc->retry_max_attempts));
+                      "exactly_once", rc->is_exactly_once, "dead_letter", rc->dead_letter,
+                      "service", rc->service, "concurrency", rc->concurrency, "batch", rc->batch,
+                      "ordering", ORDERING_NAMES[rc->ordering], "timeout_ms", rc->timeout_ms,
+                      "max_attempts", rc->retry_max_attempts));
     }
     pthread_mutex_unlock(&d->lock);
     http_respond_json(ex, 200, json_pack("{s:o, s:o}", "topics", topics, "routes", routes));
@@ -495,6 +502,16 @@ static int dispatcher_start(struct app *app, void *ctx)
     busconf_free(first);
     d->env.signing_secret = config_str(cfg, "signing_secret");
     d->env.bootstrap = config_str(cfg, "bootstrap");
+    d->env.instance_id = config_str(cfg, "instance_id");
+    if (d->env.instance_id[0] == '\0') {
+        char host[256] = "localhost";
+        (void)gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        const char *listen = config_str(cfg, "listen");
+        const char *port = strrchr(listen, ':');
+        snprintf(d->instance, sizeof d->instance, "%s:%s", host, port ? port + 1 : listen);
+        d->env.instance_id = d->instance;
+    }
     d->env.kafka_props = config_kafka(cfg);
     d->env.max_pending_per_partition = (unsigned)config_int(cfg, "max_pending_per_partition");
     d->env.pool = http_pool_new((unsigned)config_int(cfg, "http_connections"));

@@ -10,7 +10,14 @@
  *   PRODUCING --a record failed-->                          WAITING (delivered again later)
  * "finished" marks the offset done in the partition's offset tracker; the contiguous prefix of
  * done offsets is committed. Callbacks from the pool and producer threads only queue a
- * completion and wake the route thread. */
+ * completion and wake the route thread.
+ *
+ * An exactly-once route (streaming, "exactly_once") does not produce outputs at the answer:
+ *   SENDING  --200/201/202 with outputs-->                  STAGED (offset done, outputs kept)
+ *   STAGED   --its offset in a committed transaction-->     freed
+ * and commits no offset itself: every commit tick one transaction carries the staged outputs of
+ * each partition's done prefix and that prefix's offsets (txn_commit); an aborted one rewinds
+ * every partition to its last committed offset (txn_rewind). */
 #include "route.h"
 
 #include <pthread.h>
@@ -29,6 +36,7 @@
 #include "delivery.h"
 #include "ids.h"
 #include "kafka/kafka_consumer.h"
+#include "kafka/kafka_txn.h"
 #include "log.h"
 #include "metrics.h"
 #include "kafka/offset_tracker.h"
@@ -44,7 +52,9 @@
  * DELIVERY_BATCH_MAX events (~400 bytes each) the body stays below what endpoints accept. */
 #define ROUTE_BATCH_MAX_BYTES (DELIVERY_MAX_BODY_BYTES / 4)
 
-enum event_state { EV_WAITING, EV_SENDING, EV_PRODUCING };
+/* EV_STAGED (exactly-once routes only): answered, its outputs (answer) wait for the route's next
+ * transaction; its offset is finished in the tracker. */
+enum event_state { EV_WAITING, EV_SENDING, EV_PRODUCING, EV_STAGED };
 
 struct part;
 
@@ -63,6 +73,7 @@ struct event {
     bool is_batched;     /* SENDING in a batched request (which holds the delivery slot) */
     bool is_solo;        /* its batch was refused: delivered alone from now on */
     double sent_at_s;
+    json_t *answer;                 /* EV_STAGED: the outputs (object or array of objects) */
     char span[TRACEPARENT_LEN + 1]; /* the traceparent sent to the endpoint */
     struct event *prev, *next;      /* the partition's unfinished events, in offset order */
 };
@@ -79,6 +90,9 @@ struct part {
     int64_t queried_low;               /* the log start then (-1 never asked) */
     long long next_watermark_query_ms; /* when it may be asked again */
     int64_t next_offset;               /* offset after the last record taken in (-1 none yet) */
+    int64_t first_offset; /* of the first record taken in since assigned (-1 none): the group's
+                           * committed offset then, where an exactly-once route rewinds to while
+                           * it has committed nothing itself */
     bool is_paused_full;
     bool is_resume_pending; /* a resume whose seek failed: retried by the route loop */
     bool is_commit_failed;  /* the commit of `committed` failed: commit it again */
@@ -105,6 +119,7 @@ struct route {
     /* configuration (copied) */
     char *name, *topic, *endpoint, *output, *output_key, *dead_letter, *secret;
     bool is_streaming;
+    bool is_exactly_once;
     enum busconf_ordering ordering;
     int concurrency, batch, timeout_ms, retry_initial_ms, retry_max_ms, retry_max_attempts;
     json_t *raw;
@@ -146,6 +161,12 @@ struct route {
     struct metric *m_failed, *m_retried, *m_dead, *m_no_content, *m_seconds, *m_age, *m_in_flight,
         *m_lag, *m_breaker_open, *m_request_events;
     struct metric *m_delivered[600]; /* by status, created on first use */
+
+    /* exactly-once routes (route thread only) */
+    struct kafka_txn *txn;  /* NULL until made (again) */
+    char *txn_id;           /* its transactional.id */
+    long long txn_retry_ms; /* when making it may be tried again */
+    struct metric *m_txn_committed, *m_txn_aborted;
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -328,6 +349,7 @@ static void event_unlink(struct event *ev)
 
 static void event_free(struct event *ev)
 {
+    json_decref(ev->answer);
     kafka_record_free(ev->rec);
     free(ev);
 }
@@ -348,6 +370,9 @@ static void part_pop_finished(struct part *p)
 static void commit_part(struct route *r, struct part *p, bool is_sync)
 {
     part_pop_finished(p);
+    if (r->is_exactly_once) {
+        return; /* committed in the route's transactions (txn_commit) */
+    }
     if (p->next_commit >= 0 && (p->next_commit != p->committed || p->is_commit_failed)) {
         if (kafka_consumer_commit(r->consumer, p->id, p->next_commit, is_sync) == 0) {
             p->committed = p->next_commit;
@@ -366,11 +391,10 @@ static void on_commit_failed(void *opaque, int32_t partition, int64_t next_offse
     }
 }
 
-static void part_drop(struct route *r, struct part *p, bool is_commit)
+/* Forgets every event of the partition: those in flight become orphans (their callbacks still
+ * come; freed then, never committed), the others are freed. */
+static void part_clear(struct route *r, struct part *p)
 {
-    if (is_commit) {
-        commit_part(r, p, true);
-    }
     struct event *ev = p->head;
     while (ev) {
         struct event *next = ev->next;
@@ -389,7 +413,21 @@ static void part_drop(struct route *r, struct part *p, bool is_commit)
         }
         ev = next;
     }
+    p->head = p->tail = NULL;
+    p->n_events = 0;
     offset_tracker_release(&p->tracker);
+}
+
+static void txn_commit(struct route *r);
+
+static void part_drop(struct route *r, struct part *p, bool is_commit)
+{
+    if (is_commit && r->is_exactly_once) {
+        txn_commit(r); /* what is finished, in a transaction, before the partition goes */
+    } else if (is_commit) {
+        commit_part(r, p, true);
+    }
+    part_clear(r, p);
     free(p);
 }
 
@@ -405,6 +443,7 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
             p->id = ids[i];
             offset_tracker_init(&p->tracker, r->env->max_pending_per_partition + 2048);
             p->next_commit = p->committed = p->high_watermark = p->next_offset = -1;
+            p->first_offset = -1;
             p->queried_watermark = p->queried_low = -1;
             p->next_watermark_query_ms = 0;
             p->next = r->parts;
@@ -422,9 +461,12 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
                 continue;
             }
             struct part *p = *pp;
-            *pp = p->next;
             log_info("route %s: partition %d revoked", r->name, (int)ids[i]);
-            part_drop(r, p, true);
+            if (r->is_exactly_once) {
+                txn_commit(r); /* may rewind every partition: p is still in the list */
+            }
+            *pp = p->next;
+            part_drop(r, p, !r->is_exactly_once);
         }
     }
     r->is_dirty = true;
@@ -679,14 +721,11 @@ static void output_id(const struct route *r, const struct event *ev, size_t inde
     }
 }
 
-/* Streams a 200/201/202 answer (doc, stolen) to the output topic. Returns 0 when queued (or
- * nothing to queue), -1 when the answer is not a JSON object or array of objects. */
-static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
+/* Sends the outputs of ev's answer doc (an object or array of objects; borrowed): through the
+ * shared producer (counting ev->outstanding), or, with txn, in its open transaction. 0, or -1 at
+ * the first record not queued (has_produce_failed set). */
+static int send_outputs(struct route *r, struct event *ev, json_t *doc, struct kafka_txn *txn)
 {
-    if (!is_output(doc)) {
-        json_decref(doc);
-        return -1;
-    }
     size_t n = json_is_array(doc) ? json_array_size(doc) : 1;
     const char *in_id = kafka_record_header(ev->rec, "ce-id");
     struct trace span;
@@ -699,9 +738,6 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
     trace_format(&child, tp);
     char now[32];
     app_time_rfc3339(now);
-    ev->state = EV_PRODUCING;
-    ev->is_dead_letter = false;
-    ev->has_produce_failed = false;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_is_array(doc) ? json_array_get(doc, i) : doc;
         char *value = json_dumps(o, JSON_COMPACT);
@@ -726,7 +762,17 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
         if (in_id) {
             h[nh++] = HDR("causation-id", in_id);
         }
-        int rc = produce_one(r, ev, r->output, key, value, strlen(value), h, nh);
+        int rc;
+        if (txn) {
+            char err[256];
+            rc = kafka_txn_send(txn, r->output, key, key ? strlen(key) : 0, value, strlen(value), h,
+                                nh, err, sizeof err);
+            if (rc != 0) {
+                log_warn("route %s: %s", r->name, err);
+            }
+        } else {
+            rc = produce_one(r, ev, r->output, key, value, strlen(value), h, nh);
+        }
         free(value);
         if (rc == 0 && log_min_level <= LOG_LEVEL_DEBUG) {
             json_t *extra = json_pack("{s:s, s:s, s:s?}", "route", r->name, "topic", r->output,
@@ -737,9 +783,35 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
         }
         if (rc != 0) {
             ev->has_produce_failed = true;
-            break;
+            return -1;
         }
     }
+    return 0;
+}
+
+/* Streams a 200/201/202 answer (doc, stolen) to the output topic. Returns 0 when queued (or
+ * nothing to queue), -1 when the answer is not a JSON object or array of objects. An
+ * exactly-once route stages it instead: its outputs go out in the route's next transaction,
+ * with the input's offset (txn_commit). */
+static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
+{
+    if (!is_output(doc)) {
+        json_decref(doc);
+        return -1;
+    }
+    ev->is_dead_letter = false;
+    ev->has_produce_failed = false;
+    if (r->is_exactly_once) {
+        ev->state = EV_STAGED;
+        ev->answer = doc;
+        offset_tracker_finish(&ev->part->tracker, ev->rec->offset);
+        part_pop_finished(ev->part);
+        r->in_flight--;
+        r->is_dirty = true;
+        return 0;
+    }
+    ev->state = EV_PRODUCING;
+    (void)send_outputs(r, ev, doc, NULL);
     json_decref(doc);
     if (ev->outstanding == 0) {
         if (ev->has_produce_failed) {
@@ -750,6 +822,158 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
         r->in_flight--;
     }
     return 0;
+}
+
+/* ---- exactly once: the route's transactions ------------------------------------------------ */
+
+#define ROUTE_TXN_TIMEOUT_MS 5000
+#define ROUTE_TXN_RETRY_MS 1000 /* between attempts to make the transactional producer */
+
+/* A transaction call's time-out: ROUTE_TXN_TIMEOUT_MS, or while stopping what is left until
+ * stop_by_ms (at least 500 ms: an abort needs a moment). */
+static int txn_timeout(const struct route *r)
+{
+    if (!atomic_load(&r->stop)) {
+        return ROUTE_TXN_TIMEOUT_MS;
+    }
+    long long left = r->stop_by_ms - app_now_ms();
+    return left < 500 ? 500 : left > ROUTE_TXN_TIMEOUT_MS ? ROUTE_TXN_TIMEOUT_MS : (int)left;
+}
+
+/* After an aborted transaction: every partition forgets what it took in (in flight: orphaned)
+ * and reads again from its last committed offset, so every input whose outputs were aborted is
+ * delivered again (the endpoint deduplicates by event id, as for any redelivery). */
+static void txn_rewind(struct route *r)
+{
+    for (struct part *p = r->parts; p; p = p->next) {
+        int64_t at = p->committed >= 0 ? p->committed : p->first_offset;
+        part_clear(r, p);
+        offset_tracker_init(&p->tracker, r->env->max_pending_per_partition + 2048);
+        p->next_commit = -1;
+        p->is_commit_failed = false;
+        if (at < 0) {
+            continue; /* nothing taken in since assigned: nothing to read again */
+        }
+        /* next_offset = at: records fetched before the seek took effect are not taken */
+        p->next_offset = at;
+        kafka_consumer_pause(r->consumer, p->id);
+        p->is_paused_full = false;
+        p->is_resume_pending = true; /* part_resume seeks to next_offset, then resumes */
+        if (!r->is_breaker_open) {
+            part_resume(r, p);
+        } else if (kafka_consumer_seek(r->consumer, p->id, at) == 0) {
+            p->is_resume_pending = false; /* resumed when the breaker closes */
+        }
+        log_info("route %s: partition %d rewound to %lld", r->name, (int)p->id, (long long)at);
+    }
+    r->is_dirty = true;
+}
+
+/* One transaction: the outputs of the staged events whose offsets are committable (the finished
+ * prefix of each partition, in offset order) and those offsets. Staged events past a partition's
+ * prefix wait for the next one: a transaction never carries outputs of an input it does not
+ * commit. On failure it is aborted and the route rewinds (txn_rewind). */
+static void txn_commit(struct route *r)
+{
+    if (r->consumer == NULL) {
+        return;
+    }
+    int32_t *ids = NULL;
+    int64_t *offs = NULL;
+    size_t n = 0;
+    for (struct part *p = r->parts; p; p = p->next) {
+        part_pop_finished(p);
+        if (p->next_commit < 0) {
+            continue;
+        }
+        size_t n_out = 0;
+        for (struct event *ev = p->head; ev && ev->rec->offset < p->next_commit; ev = ev->next) {
+            n_out += ev->state == EV_STAGED;
+        }
+        if (p->next_commit != p->committed || n_out > 0) {
+            ids = xrealloc(ids, (n + 1) * sizeof *ids);
+            offs = xrealloc(offs, (n + 1) * sizeof *offs);
+            ids[n] = p->id;
+            offs[n] = p->next_commit;
+            n++;
+        }
+    }
+    if (n == 0) {
+        free(ids);
+        free(offs);
+        return;
+    }
+    long long now = app_now_ms();
+    char err[512];
+    if (r->txn == NULL) {
+        if (now < r->txn_retry_ms) {
+            free(ids);
+            free(offs);
+            return;
+        }
+        r->txn = kafka_txn_new(r->env->bootstrap, r->env->kafka_props, r->txn_id, txn_timeout(r),
+                               err, sizeof err);
+        if (r->txn == NULL) {
+            log_warn("route %s: transactional producer %s not ready (%s): trying again", r->name,
+                     r->txn_id, err);
+            r->txn_retry_ms = app_now_ms() + ROUTE_TXN_RETRY_MS;
+            free(ids);
+            free(offs);
+            return;
+        }
+    }
+    enum kafka_txn_outcome out = KAFKA_TXN_FATAL;
+    if (kafka_txn_begin(r->txn, err, sizeof err) == 0) {
+        bool is_sent = true;
+        for (struct part *p = r->parts; p && is_sent; p = p->next) {
+            for (struct event *ev = p->head;
+                 ev && p->next_commit >= 0 && ev->rec->offset < p->next_commit && is_sent;
+                 ev = ev->next) {
+                if (ev->state == EV_STAGED && send_outputs(r, ev, ev->answer, r->txn) != 0) {
+                    is_sent = false;
+                }
+            }
+        }
+        if (is_sent) {
+            out = kafka_txn_commit(r->txn, r->consumer, ids, offs, n, txn_timeout(r), err,
+                                   sizeof err);
+        } else {
+            snprintf(err, sizeof err, "an output was not queued");
+            char aerr[256];
+            out = kafka_txn_abort(r->txn, txn_timeout(r), aerr, sizeof aerr);
+        }
+    }
+    free(ids);
+    free(offs);
+    if (out == KAFKA_TXN_COMMITTED) {
+        metric_inc(r->m_txn_committed);
+        for (struct part *p = r->parts; p; p = p->next) {
+            if (p->next_commit < 0) {
+                continue;
+            }
+            p->committed = p->next_commit;
+            struct event *ev = p->head;
+            while (ev && ev->rec->offset < p->next_commit) {
+                struct event *next = ev->next;
+                if (ev->state == EV_STAGED) {
+                    event_unlink(ev);
+                    event_free(ev);
+                }
+                ev = next;
+            }
+            part_resume_if_room(r, p);
+        }
+        r->is_dirty = true;
+        return;
+    }
+    metric_inc(r->m_txn_aborted);
+    log_warn("route %s: transaction aborted (%s); reading again from the last committed offsets",
+             r->name, err);
+    if (out == KAFKA_TXN_FATAL) {
+        kafka_txn_free(r->txn); /* made again (fencing its predecessor) by the next commit */
+        r->txn = NULL;
+    }
+    txn_rewind(r);
 }
 
 /* ---- delivery ------------------------------------------------------------------------------ */
@@ -1310,6 +1534,9 @@ static long long schedule(struct route *r, struct keyset *ks)
             keyset_clear(ks);
         }
         for (struct event *ev = p->head; ev && has_room(r, limit); ev = ev->next) {
+            if (ev->state == EV_STAGED) {
+                continue; /* answered: its outputs wait for the transaction, in offset order */
+            }
             bool is_blocked = false;
             if (r->ordering == BUSCONF_ORDER_KEY && ev->key) {
                 is_blocked = keyset_test_add(ks, ev->key, ev->key_hash);
@@ -1342,6 +1569,9 @@ static void take_record(struct route *r, struct kafka_record *rec)
     if (p->next_offset >= 0 && rec->offset < p->next_offset) {
         kafka_record_free(rec); /* fetched again after a seek: already taken in */
         return;
+    }
+    if (p->first_offset < 0) {
+        p->first_offset = rec->offset;
     }
     if (offset_tracker_add(&p->tracker, rec->offset) != 0) {
         /* no room: read it again (from next_offset) once there is */
@@ -1454,7 +1684,7 @@ static void update_status(struct route *r)
         }
         int in_flight = 0;
         for (struct event *ev = p->head; ev; ev = ev->next) {
-            in_flight += ev->state != EV_WAITING;
+            in_flight += ev->state != EV_WAITING && ev->state != EV_STAGED;
             is_retrying |= ev->attempt > 0 && ev->state == EV_WAITING;
         }
         json_array_append_new(parts, json_pack("{s:i, s:I, s:I, s:I, s:i, s:i, s:b}", "partition",
@@ -1470,6 +1700,13 @@ static void update_status(struct route *r)
                            r->is_streaming ? "streaming" : "one-way", "output", r->output, "state",
                            state, "in_flight", r->in_flight, "sending", r->n_sending, "concurrency",
                            r->concurrency, "batch", r->batch, "partitions", parts);
+    json_object_set_new(st, "exactly_once", json_boolean(r->is_exactly_once));
+    if (r->is_exactly_once) {
+        json_object_set_new(st, "transactions",
+                            json_pack("{s:I, s:I}", "committed",
+                                      (json_int_t)metric_value(r->m_txn_committed), "aborted",
+                                      (json_int_t)metric_value(r->m_txn_aborted)));
+    }
     json_object_set_new(st, "last_error",
                         r->last_error_ms ? json_string(r->last_error) : json_null());
     json_object_set_new(st, "last_error_at", time_json(r->last_error_ms));
@@ -1545,6 +1782,9 @@ static void *route_main(void *arg)
                     part_resume(r, p);
                 }
             }
+            if (r->is_exactly_once) {
+                txn_commit(r);
+            }
             r->next_commit_ms = now + ROUTE_COMMIT_INTERVAL_MS;
         }
         if (now >= r->next_status_ms) {
@@ -1558,6 +1798,9 @@ static void *route_main(void *arg)
     for (struct part *p = r->parts; p; p = p->next) {
         commit_part(r, p, true);
     }
+    if (r->is_exactly_once) {
+        txn_commit(r);
+    }
     /* Leaving the group here, on the route's thread, so that every route leaves at once: the
      * revocation (on_rebalance, on this thread) commits the finished prefix and orphans what
      * is still in flight (never committed: delivered again by the next owner). */
@@ -1567,6 +1810,8 @@ static void *route_main(void *arg)
     long long left = r->stop_by_ms - app_now_ms();
     kafka_consumer_close(r->consumer, left > 0 ? (long)left : 0);
     r->consumer = NULL;
+    kafka_txn_free(r->txn);
+    r->txn = NULL;
     free(ks.slots);
     free(ks.hashes);
     free(ks.gens);
@@ -1584,6 +1829,7 @@ static void route_free_fields(struct route *r)
     free(r->output_key);
     free(r->dead_letter);
     free(r->secret);
+    free(r->txn_id);
     free(r->pend);
     json_decref(r->raw);
     json_decref(r->status);
@@ -1608,6 +1854,7 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
     r->topic = xstrdup(conf->topic);
     r->endpoint = xstrdup(conf->endpoint);
     r->is_streaming = conf->mode == BUSCONF_STREAMING;
+    r->is_exactly_once = r->is_streaming && conf->is_exactly_once;
     r->output = dup_or_null(conf->output);
     r->output_key = output_topic ? dup_or_null(output_topic->key) : NULL;
     r->dead_letter = dup_or_null(conf->dead_letter);
@@ -1659,6 +1906,23 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
                              "over the route's partitions.",
                              labels);
 
+    if (r->is_exactly_once) {
+        /* One transactional.id per route and dispatcher instance, the same after a restart: the
+         * restarted instance fences its predecessor and aborts what it left open. Two instances
+         * running the route have different ids; the group generation sent with the offsets
+         * (KIP-447) fences an instance that lost its partitions. */
+        char id[600];
+        snprintf(id, sizeof id, "bus.route.%s.%s", r->name, env->instance_id);
+        r->txn_id = xstrdup(id);
+        static const char txn_help[] =
+            "Transactions of exactly-once routes, by outcome (committed: outputs and input "
+            "offsets visible together; aborted: their inputs are delivered again).";
+        snprintf(labels, sizeof labels, "route=\"%s\",outcome=\"committed\"", r->name);
+        r->m_txn_committed = metrics_counter("bus_dispatcher_transactions_total", txn_help, labels);
+        snprintf(labels, sizeof labels, "route=\"%s\",outcome=\"aborted\"", r->name);
+        r->m_txn_aborted = metrics_counter("bus_dispatcher_transactions_total", txn_help, labels);
+        snprintf(labels, sizeof labels, "route=\"%s\"", r->name);
+    }
     char group[300];
     snprintf(group, sizeof group, "bus.route.%s", r->name);
     r->consumer = kafka_consumer_new(env->bootstrap, group, r->topic, env->kafka_props,
@@ -1676,7 +1940,8 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
         route_free_fields(r);
         return NULL;
     }
-    log_info("route %s: started (%s -> %s, group %s)", r->name, r->topic, r->endpoint, group);
+    log_info("route %s: started (%s -> %s, group %s%s%s)", r->name, r->topic, r->endpoint, group,
+             r->txn_id ? ", exactly once, transactional.id " : "", r->txn_id ? r->txn_id : "");
     return r;
 }
 

@@ -4,7 +4,9 @@
  * route never slows another and reloading one leaves the others alone. Deliveries go through the
  * shared http_pool; streaming outputs and dead letters through the shared producer. Their
  * completions come back on other threads and are queued to the route thread, which owns all
- * delivery state: scheduling (concurrency, ordering), retries, the breaker and commits. */
+ * delivery state: scheduling (concurrency, ordering), retries, the breaker and commits. An
+ * exactly-once route also owns a transactional producer (lib/kafka/kafka_txn.h) for its outputs
+ * and offsets (docs/bus.md "Exactly once"). */
 #ifndef ROUTE_H
 #define ROUTE_H
 
@@ -23,6 +25,7 @@ struct route_env {
     struct kafka_producer *producer;
     unsigned max_pending_per_partition;
     const char *signing_secret; /* key list of routes without their own "secret" (never NULL) */
+    const char *instance_id;    /* this dispatcher's, in exactly-once routes' transactional.id */
 };
 
 struct route;

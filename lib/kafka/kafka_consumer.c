@@ -26,6 +26,16 @@ struct kafka_consumer {
     rd_kafka_queue_t *close_queue; /* kafka_consumer_close's, kept with a handle left behind */
 };
 
+rd_kafka_t *kafka_consumer_rk(struct kafka_consumer *c)
+{
+    return c->rk;
+}
+
+const char *kafka_consumer_topic(const struct kafka_consumer *c)
+{
+    return c->topic;
+}
+
 void kafka_record_free(struct kafka_record *r)
 {
     if (r == NULL) {

@@ -194,6 +194,57 @@ def test_consume_transform_produce_commits_input_offsets_with_the_output():
     assert _read(boot, "out", "read_committed", want=6) == [f"out-in-{i}" for i in range(6)]
 
 
+def test_offsets_of_a_consumer_no_longer_in_the_group_are_refused_kip_447():
+    """TxnOffsetCommit v3 carries the consumer's member id and generation (librdkafka sends it
+    when the broker lists v3): a producer whose consumer lost its partitions (here: left the
+    group, another member joined) cannot commit them; its transaction aborts, nothing of it
+    is visible and the offsets the current member committed stay."""
+    _need_ck()
+    ctx = harness.ctx()
+    _, boot, _ = _start(ctx, topics="in:1,out:1")
+    src = ck.Producer({"bootstrap.servers": boot})
+    for i in range(4):
+        src.produce("in", value=f"in-{i}".encode())
+    assert src.flush(20) == 0
+    conf = {"bootstrap.servers": boot, "group.id": "z", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest"}
+    old = ck.Consumer(conf)
+    old.subscribe(["in"])
+    got = []
+    harness.wait_for(lambda: got.extend(m for m in old.consume(10, 0.2) if not m.error())
+                     or len(got) >= 4, 20, what="input read by the first member")
+    stale = old.consumer_group_metadata()
+    old.close()  # leaves the group: its member id and generation are gone
+    new = ck.Consumer(conf)
+    new.subscribe(["in"])
+    harness.wait_for(lambda: new.consume(1, 0.2) is not None and new.assignment(), 20,
+                     what="the second member assigned")
+    zombie = _producer(boot, "tx-zombie")
+    zombie.begin_transaction()
+    _produce(zombie, "out", ["from-the-zombie"])
+    refused = None
+    try:
+        zombie.send_offsets_to_transaction([ck.TopicPartition("in", 0, 4)], stale, 20)
+        zombie.commit_transaction(20)
+    except ck.KafkaException as e:
+        refused = e.args[0]
+    assert refused is not None, "offsets of a member no longer in the group were committed"
+    assert refused.code() in (ck.KafkaError.UNKNOWN_MEMBER_ID, ck.KafkaError.ILLEGAL_GENERATION), \
+        refused
+    if refused.txn_requires_abort():
+        zombie.abort_transaction(20)
+    # the current member's own transaction goes through
+    p = _producer(boot, "tx-current")
+    p.begin_transaction()
+    _produce(p, "out", ["from-the-member"])
+    p.send_offsets_to_transaction([ck.TopicPartition("in", 0, 2)], new.consumer_group_metadata(),
+                                  20)
+    p.commit_transaction(20)
+    assert new.committed([ck.TopicPartition("in", 0)], 10)[0].offset == 2
+    new.close()
+    assert _read(boot, "out", "read_committed", want=1) == ["from-the-member"]
+
+
 def test_transaction_past_its_timeout_is_aborted_and_its_producer_fenced():
     _need_ck()
     ctx = harness.ctx()

@@ -45,7 +45,9 @@ def jsonschema_ok(doc):
 
 def busctl_ok(doc, name="x.json"):
     ctx = harness.ctx()
-    d = ctx.path("v", str(len(os.listdir(ctx.tmp))), name)
+    # a directory of its own: busctl validates every file of the directory it is given (one
+    # shared with the previous variant's file would fail for that file's reason)
+    d = ctx.path("v", str(len(os.listdir(ctx.path("v", "x")[:-2]))), name)
     with open(d, "w") as f:
         json.dump(doc, f)
     rc, out, err = busctl("validate", os.path.dirname(d))
@@ -104,11 +106,19 @@ def test_validators_agree_on_broken_variants():
         variant(lambda d: d["routes"].append({"name": "back", "topic": "b", "mode": "streaming",
                                               "output": "a",
                                               "endpoint": "http://127.0.0.1:1/y"})),
+        # exactly_once is for streaming routes only (a one-way route produces nothing)
+        variant(lambda d: (d["routes"][0].update(mode="one-way", exactly_once=True),
+                           d["routes"][0].pop("output"))),
     ]
     for i, doc in enumerate(meaning_broken):
         assert jsonschema_ok(doc), f"meaning variant {i}"
         ok, err = busctl_ok(doc)
         assert not ok, f"meaning variant {i}: busctl accepts it"
+    ok, err = busctl_ok(variant(lambda d: d["routes"][0].pop("mode") and
+                                d["routes"][0].update(exactly_once=True)))
+    assert not ok and "/routes/0/exactly_once: " in err and "only for streaming" in err, err
+    ok, err = busctl_ok(variant(lambda d: d["routes"][0].update(exactly_once=True)))
+    assert ok, err
 
 
 def _setup(routes, topics):

@@ -713,3 +713,178 @@ def test_batch_retried_when_the_endpoint_fails_then_recovers():
     assert failures["left"] == 0
     harness.wait_for(lambda: metric(disp, "bus_dispatcher_retried_total", 'route="flaky"') > 0,
                      10, what="retries counted")
+
+
+# ---- exactly once (docs/bus.md "Exactly once") ------------------------------------------------
+
+try:
+    import confluent_kafka as ck
+except ImportError:  # run by a Python without Debian's python3-confluent-kafka
+    ck = None
+
+
+def read_outputs(bootstrap, topic, want, isolation="read_committed", timeout=60):
+    """The values of topic read from the beginning by a fresh consumer with the given
+    isolation.level: until `want` arrived and then 2 s more without a new one (to catch any
+    duplicate), or until timeout."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time_ns()}",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                     "isolation.level": isolation, "enable.partition.eof": False})
+    c.subscribe([topic])
+    out = []
+    deadline = time.monotonic() + timeout * harness.timeout_mult()
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                out.append(json.loads(m.value()))
+                last = time.monotonic()
+            elif len(out) >= want and time.monotonic() - last > 2:
+                break
+    finally:
+        c.close()
+    return out
+
+
+def _sigkill_streaming(exactly_once, n=600):
+    """A streaming route (answer: one output per event) killed with SIGKILL mid-stream and
+    started again: returns (events, outputs read with read_committed, the restarted
+    dispatcher)."""
+    if ck is None:
+        raise harness.Skip("python3-confluent-kafka not importable by this Python")
+    ctx = harness.ctx()
+    broker = broker_with({"in": 3, "out": 3})
+    sink = Sink(lambda ev, h: (200, {"account_id": ev["account_id"], "from": ev["id"]}, None),
+                delay=lambda: 0.003)
+    url, _ = ctx.serve(sink)
+    extra = {"exactly_once": True} if exactly_once else {}
+    d = bus_config([topic("in"), topic("out")],
+                   [route("enrich", "in", url, mode="streaming", output="out", concurrency=8,
+                          **extra)])
+    disp = start_dispatcher(broker, d, instance_id="node-1")
+    evs = events(n, keys=50)
+    produce(broker, "in", evs)
+    harness.wait_for(lambda: sink.count() >= n // 4, 30, what="a quarter delivered")
+    assert sink.count() < n, "all delivered before the kill: the test proves nothing"
+    disp.signal(signal.SIGKILL)
+    disp.popen.wait()
+    disp = start_dispatcher(broker, d, name="bus-dispatcher-2", instance_id="node-1")
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    return evs, read_outputs(broker.bootstrap, "out", n), disp, sink
+
+
+# Embedded broker only: librdkafka's mock cluster (2.0.2) accepts the transactional calls but its
+# TxnOffsetCommit stores no offset and its EndTxn writes no commit/abort marker, so a
+# read_committed consumer sees the killed dispatcher's aborted outputs and the restarted one
+# starts over from the beginning of the input: the guarantee cannot hold there.
+@harness.one_broker
+def test_exactly_once_streaming_sigkill_mid_stream_then_restart():
+    evs, outs, disp, sink = _sigkill_streaming(True)
+    froms = [o["from"] for o in outs]
+    dups = sorted({f for f in froms if froms.count(f) > 1})
+    missing = sorted({e["id"] for e in evs} - set(froms))
+    assert not dups and not missing, f"{len(dups)} duplicated {dups[:5]}, " \
+        f"{len(missing)} missing {missing[:5]}"
+    assert len(outs) == len(evs)
+    harness.wait_for(lambda: metric(disp, "bus_dispatcher_transactions_total",
+                                    'outcome="committed"') > 0, 10,
+                     what="committed transactions counted")
+    _, body, _ = harness.http("GET", disp.url + "/v1/routes", headers=ADMIN)
+    st = [r for r in body["routes"] if r["name"] == "enrich"][0]
+    assert st["exactly_once"] is True and st["transactions"]["committed"] > 0
+    # the endpoint saw some events twice (the killed dispatcher's last transaction was
+    # aborted and its inputs delivered again): exactly once is about the output topic
+    print(f"deliveries: {sum(sink.seen.values())} for {len(evs)} events")
+
+
+def test_streaming_without_exactly_once_sigkill_is_at_least_once():
+    """The same crash without the option: nothing lost; duplicates may appear (not asserted:
+    whether the kill lands between a produce and its commit is luck)."""
+    evs, outs, _, _ = _sigkill_streaming(False)
+    froms = [o["from"] for o in outs]
+    assert not {e["id"] for e in evs} - set(froms)
+    print(f"outputs: {len(froms)} for {len(evs)} events "
+          f"({len(froms) - len(set(froms))} duplicates)")
+
+
+@harness.one_broker
+def test_exactly_once_route_fenced_mid_stream_aborts_rewinds_and_stays_exactly_once():
+    """Another producer takes the route's transactional.id (InitTransactions fences the
+    dispatcher's producer and aborts its open transaction) twice while events stream: the
+    route counts aborted transactions, makes a new producer, reads again from its last
+    committed offsets, and read_committed still sees every answer once. Embedded broker only
+    (see above)."""
+    if ck is None:
+        raise harness.Skip("python3-confluent-kafka not importable by this Python")
+    ctx = harness.ctx()
+    broker = broker_with({"in": 3, "out": 3})
+    sink = Sink(lambda ev, h: (200, {"account_id": ev["account_id"], "from": ev["id"]}, None),
+                delay=lambda: 0.003)
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("in"), topic("out")],
+                   [route("enrich", "in", url, mode="streaming", output="out", concurrency=8,
+                          exactly_once=True)])
+    disp = start_dispatcher(broker, d, instance_id="node-1")
+    evs = events(900, keys=50)
+    produce(broker, "in", evs[:300])
+    for fence in range(2):
+        harness.wait_for(lambda: sink.count() >= 100 + 300 * fence, 30, what="some delivered")
+        intruder = ck.Producer({"bootstrap.servers": broker.bootstrap,
+                                "transactional.id": "bus.route.enrich.node-1"})
+        intruder.init_transactions(20 * harness.timeout_mult())
+        intruder.flush(1)
+        produce(broker, "in", evs[300 * (fence + 1):300 * (fence + 2)])
+    wait_all(sink, [e["id"] for e in evs], timeout=60)
+    harness.wait_for(lambda: metric(disp, "bus_dispatcher_transactions_total",
+                                    'outcome="aborted"') >= 1, 20,
+                     what="an aborted transaction counted")
+    outs = read_outputs(broker.bootstrap, "out", len(evs))
+    froms = [o["from"] for o in outs]
+    dups = sorted({f for f in froms if froms.count(f) > 1})
+    missing = sorted({e["id"] for e in evs} - set(froms))
+    assert not dups and not missing, f"{len(dups)} duplicated {dups[:5]}, " \
+        f"{len(missing)} missing {missing[:5]}"
+    assert "transaction aborted" in disp.log()
+
+
+@harness.one_broker
+def test_exactly_once_two_dispatchers_rebalance_then_one_killed():
+    """Two dispatchers (instance ids node-a, node-b) share an exactly-once route: the second
+    one joins mid-stream (the first commits its finished prefix in a transaction when its
+    partitions are revoked), then the first is killed (its open transaction is aborted by the
+    broker's transaction time-out, its partitions move to the survivor, which reads them again
+    from their last committed offsets). A read_committed consumer sees every answer once.
+    Embedded broker only (see above)."""
+    if ck is None:
+        raise harness.Skip("python3-confluent-kafka not importable by this Python")
+    ctx = harness.ctx()
+    broker = broker_with({"in": 4, "out": 3})
+    sink = Sink(lambda ev, h: (200, {"account_id": ev["account_id"], "from": ev["id"]}, None),
+                delay=lambda: 0.004)
+    url, _ = ctx.serve(sink)
+    d = bus_config([topic("in", 4), topic("out")],
+                   [route("shared", "in", url, mode="streaming", output="out", concurrency=4,
+                          exactly_once=True)])
+    a = start_dispatcher(broker, d, name="disp-a", instance_id="node-a")
+    evs = events(1200, keys=60)
+    produce(broker, "in", evs)
+    harness.wait_for(lambda: sink.count() >= 150, 30, what="some delivered by the first")
+    b = start_dispatcher(broker, d, name="disp-b", instance_id="node-b")
+
+    def owned(p):
+        _, body, _ = harness.http("GET", p.url + "/v1/routes", headers=ADMIN)
+        return len(body["routes"][0]["partitions"])
+    harness.wait_for(lambda: owned(a) > 0 and owned(b) > 0, 30,
+                     what="partitions split between both dispatchers")
+    assert sink.count() < len(evs), "all delivered before the kill: the test proves nothing"
+    a.signal(signal.SIGKILL)
+    a.popen.wait()
+    wait_all(sink, [e["id"] for e in evs], timeout=90)
+    outs = read_outputs(broker.bootstrap, "out", len(evs), timeout=90)
+    froms = [o["from"] for o in outs]
+    dups = sorted({f for f in froms if froms.count(f) > 1})
+    missing = sorted({e["id"] for e in evs} - set(froms))
+    assert not dups and not missing, f"{len(dups)} duplicated {dups[:5]}, " \
+        f"{len(missing)} missing {missing[:5]}"
+    assert "partition" in a.log() and "revoked" in a.log(), "the first never gave a partition up"

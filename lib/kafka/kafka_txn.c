@@ -1,0 +1,187 @@
+/* kafka_txn.c - the transactional producer (see kafka_txn.h). */
+#include "kafka/kafka_txn.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "kafka/kafka_conf.h"
+#include "log.h"
+
+struct kafka_txn {
+    rd_kafka_t *rk;
+};
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Takes e: 0 when NULL, else -1 with its text in err. */
+static int take_error(rd_kafka_error_t *e, const char *what, char *err, size_t err_len)
+{
+    if (e == NULL) {
+        return 0;
+    }
+    snprintf(err, err_len, "%s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    return -1;
+}
+
+struct kafka_txn *kafka_txn_new(const char *bootstrap, json_t *props, const char *transactional_id,
+                                int timeout_ms, char *err, size_t err_len)
+{
+    const char *const defaults[][2] = {
+        {"transactional.id", transactional_id},
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "5"},
+        /* A transaction left open by a crash holds read_committed consumers back until the same
+         * transactional.id starts again or this time-out aborts it. */
+        {"transaction.timeout.ms", "10000"},
+        {"message.timeout.ms", "10000"},
+        {"reconnect.backoff.max.ms", "500"},
+        {"socket.keepalive.enable", "true"},
+    };
+    rd_kafka_conf_t *conf =
+        kafka_conf_new("kafka transactional producer", bootstrap, defaults,
+                       sizeof defaults / sizeof defaults[0], props, err, err_len);
+    if (conf == NULL) {
+        return NULL;
+    }
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (rk == NULL) {
+        snprintf(err, err_len, "kafka transactional producer: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (take_error(rd_kafka_init_transactions(rk, timeout_ms), "init transactions", err, err_len) !=
+        0) {
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    struct kafka_txn *t = xcalloc(1, sizeof *t);
+    t->rk = rk;
+    return t;
+}
+
+int kafka_txn_begin(struct kafka_txn *t, char *err, size_t err_len)
+{
+    rd_kafka_poll(t->rk, 0); /* serves the handle's own events (errors, logs) */
+    return take_error(rd_kafka_begin_transaction(t->rk), "begin transaction", err, err_len);
+}
+
+int kafka_txn_send(struct kafka_txn *t, const char *topic, const void *key, size_t key_len,
+                   const void *value, size_t value_len, const struct kafka_header *headers,
+                   size_t n_headers, char *err, size_t err_len)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
+    for (size_t i = 0; i < n_headers; i++) {
+        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        t->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+        RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_END);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_headers_destroy(hdrs); /* still ours on failure */
+        snprintf(err, err_len, "produce to %s: %s", topic, rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+enum kafka_txn_outcome kafka_txn_abort(struct kafka_txn *t, int timeout_ms, char *err,
+                                       size_t err_len)
+{
+    long long until = mono_ms() + timeout_ms;
+    for (;;) {
+        long left = (long)(until - mono_ms());
+        rd_kafka_error_t *e = rd_kafka_abort_transaction(t->rk, left > 0 ? (int)left : 0);
+        if (e == NULL) {
+            return KAFKA_TXN_ABORTED;
+        }
+        bool is_again = rd_kafka_error_is_retriable(e) && mono_ms() < until;
+        snprintf(err, err_len, "abort: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        if (!is_again) {
+            return KAFKA_TXN_FATAL;
+        }
+    }
+}
+
+enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consumer *c,
+                                        const int32_t *partitions, const int64_t *offsets, size_t n,
+                                        int timeout_ms, char *err, size_t err_len)
+{
+    long long until = mono_ms() + timeout_ms;
+    rd_kafka_error_t *e = NULL;
+    const char *what = "send offsets";
+    if (n > 0) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+        for (size_t i = 0; i < n; i++) {
+            rd_kafka_topic_partition_list_add(l, kafka_consumer_topic(c), partitions[i])->offset =
+                offsets[i];
+        }
+        rd_kafka_consumer_group_metadata_t *meta =
+            rd_kafka_consumer_group_metadata(kafka_consumer_rk(c));
+        for (;;) {
+            long left = (long)(until - mono_ms());
+            e = rd_kafka_send_offsets_to_transaction(t->rk, l, meta, left > 0 ? (int)left : 0);
+            if (e == NULL || !rd_kafka_error_is_retriable(e) || mono_ms() >= until) {
+                break;
+            }
+            rd_kafka_error_destroy(e);
+        }
+        rd_kafka_consumer_group_metadata_destroy(meta);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    if (e == NULL) {
+        what = "commit";
+        for (;;) {
+            long left = (long)(until - mono_ms());
+            e = rd_kafka_commit_transaction(t->rk, left > 0 ? (int)left : 0);
+            if (e == NULL || !rd_kafka_error_is_retriable(e) || mono_ms() >= until) {
+                break;
+            }
+            rd_kafka_error_destroy(e);
+        }
+    }
+    if (e == NULL) {
+        return KAFKA_TXN_COMMITTED;
+    }
+    bool is_fatal = rd_kafka_error_is_fatal(e);
+    snprintf(err, err_len, "%s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    if (is_fatal) {
+        return KAFKA_TXN_FATAL;
+    }
+    char aerr[256];
+    long left = (long)(until - mono_ms());
+    /* the abort gets at least a second even when the commit used the whole time-out */
+    if (kafka_txn_abort(t, left > 1000 ? (int)left : 1000, aerr, sizeof aerr) !=
+        KAFKA_TXN_ABORTED) {
+        size_t len = strlen(err);
+        snprintf(err + len, err_len - len, "; %s", aerr);
+        return KAFKA_TXN_FATAL;
+    }
+    return KAFKA_TXN_ABORTED;
+}
+
+void kafka_txn_free(struct kafka_txn *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    rd_kafka_purge(t->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_destroy(t->rk);
+    free(t);
+}
