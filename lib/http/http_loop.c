@@ -80,7 +80,11 @@ struct http_loop {
     pthread_t thread;
     struct http_conn *conns; /* every open connection */
     struct http_conn *dead;  /* closed, waiting for their exchange's answer (singly linked) */
+    /* Pushed by the answering threads (a compare-and-swap per answer): padded onto a cache
+     * line of its own, away from the fields the loop reads on every event. */
+    char pad_answered0[64];
     _Atomic(struct http_exchange *) answered;
+    char pad_answered1[64];
     struct http_exchange *pending; /* exchanges held by handlers (loop thread only) */
     int64_t next_sweep_ms;
     char *scratch;
