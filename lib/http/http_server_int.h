@@ -133,6 +133,7 @@ struct http_exchange {
      * pending): the loop then only learns of it at its next wake-up for any reason, and a
      * request costs no wake-up. The loop keeps the socket open meanwhile (fd). */
     bool may_send_direct;
+    bool is_sending; /* the answering thread is writing resp (outside the lock), then pushes */
     int fd;
     size_t resp_off; /* bytes of resp already written by the answering thread */
     struct buf resp; /* the answer's bytes, built by whoever answers */
