@@ -26,7 +26,9 @@
 #     holds them.
 # Knobs: BIN (bin), DURATION (6s, one round), ROUNDS (5), CONNS (128), WRK_THREADS (2), THREADS
 # (publisher and baseline HTTP threads, 2), KCAT_EVENTS (200000), ATTACK (1; 0 skips 3.),
-# HOLD_SLOW (5000), HOLD_IDLE (10000).
+# HOLD_SLOW (5000), HOLD_IDLE (10000), BATCH (1; 0 skips 2.), SLOWLORIS (1; 0 skips 3.'s
+# slowloris rounds, keeping its idle ones): BATCH=0 SLOWLORIS=0 measures the two single-event
+# ratios of issue 20 in about a third of the time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Benches run in development mode (docs/security.md): development secrets are accepted.
@@ -169,6 +171,8 @@ echo "single (diagnostic): the bare server suspending and resuming every request
      "${SUSP_US} us per request: $(ratio "$SUSP_RPS" "$BASE_RPS") of the baseline; the publisher" \
      "$(ratio "$PUB_RPS" "$SUSP_RPS") of it"
 
+BATCH=${BATCH:-1}
+if [ "$BATCH" = 1 ]; then
 # The headers of a record the publisher wrote (its answer names partition and offset), for
 # kcat to produce the same records: -H name=value each.
 ANSWER=$(curl -s -X POST -H 'Content-Type: application/json' -H 'Authorization: Bearer dev-login-token' \
@@ -209,6 +213,7 @@ echo "batch: publisher ${BATCH_EPS} events/s (100 per request); kcat -P ${KCAT_E
 echo "batch: CPU per event: publisher ${BATCH_US} us; kcat -P ${KCAT_US} us"
 echo "batch (for reference): kcat -P without headers ${BARE_EPS} events/s, ${BARE_US} us per event;" \
      "ratio $(ratio "$BATCH_EPS" "$BARE_EPS")"
+fi
 
 # 3. Under attack (ATTACK=0 skips it): single events again, (a) with HOLD_SLOW slowloris
 #    connections open (a request line, then a header line per second, reopened when the server
@@ -235,7 +240,8 @@ hold() { # MODE N -> starts a holder, waits until N are open; sets HOLD_PID
 }
 unhold() { kill -TERM "$HOLD_PID" 2>/dev/null || true; wait "$HOLD_PID" 2>/dev/null || true; }
 open_conns() { curl -s "http://127.0.0.1:$PUB_PORT/metrics" | awk '/^http_connections_open/ {print $2}'; }
-if [ "$ATTACK" = 1 ]; then
+SLOWLORIS=${SLOWLORIS:-1}
+if [ "$ATTACK" = 1 ] && [ "$SLOWLORIS" = 1 ]; then
   CALM_RPS=0; SLOW_RPS=0; SLOW_FAIL=0; CALM_FAIL=0
   for _ in $(seq 1 "$ROUNDS"); do
     R=$(rps "http://127.0.0.1:$PUB_PORT/v1/topics/login/events" "$TMP/event.json")
@@ -258,6 +264,8 @@ if [ "$ATTACK" = 1 ]; then
        "${CALM_RPS} req/s; ratio $(ratio "$SLOW_RPS" "$CALM_RPS") (target >= 0.80);" \
        "failed requests: ${SLOW_FAIL} under attack, ${CALM_FAIL} without (target 0);" \
        "holder at the end of the last round (open, reopened): ${SLOW_STATUS}"
+fi
+if [ "$ATTACK" = 1 ]; then
   hold idle "$HOLD_IDLE"
   echo "attack: $(open_conns) connections open on the publisher with the idle holder"
   IDLE_RPS=0; IDLE_FAIL=0

@@ -80,7 +80,11 @@ struct http_loop {
     pthread_t thread;
     struct http_conn *conns; /* every open connection */
     struct http_conn *dead;  /* closed, waiting for their exchange's answer (singly linked) */
+    /* Pushed by the answering threads (a compare-and-swap per answer): padded onto a cache
+     * line of its own, away from the fields the loop reads on every event. */
+    char pad_answered0[64];
     _Atomic(struct http_exchange *) answered;
+    char pad_answered1[64];
     struct http_exchange *pending; /* exchanges held by handlers (loop thread only) */
     int64_t next_sweep_ms;
     char *scratch;
@@ -89,6 +93,7 @@ struct http_loop {
     /* Shutdown, set by http_loops_stop before it wakes the loop: */
     atomic_bool must_stop;
     int64_t grace_until_ms;
+    bool must_take;   /* loop thread: answers to take back before the next wait */
     bool is_stopping; /* loop thread: new asynchronous answers are forced at once */
     bool is_forced;
 };
@@ -342,8 +347,11 @@ static void conn_refuse(struct http_loop *l, struct http_conn *c, unsigned statu
 /* ---- requests ---- */
 
 /* Bytes came behind a request whose handler holds it: its answer must now go through the loop
- * (which sends it, then works through them). When it was sent directly already, the loop is
- * woken to take it back. */
+ * (which sends it, then works through them). When it was sent directly already and is on the
+ * answered stack, the loop takes it back before it waits again; while the answering thread is
+ * still sending it (outside the lock), that thread sees may_send_direct cleared when it pushes
+ * the exchange and wakes the loop. (This is the common case under load, not a rare one: the
+ * client's next request can arrive as soon as the answer left.) */
 static void conn_parked_input(struct http_loop *l, struct http_conn *c)
 {
     if (c->state != CS_HANDLER || !c->ex || c->in.len == 0) {
@@ -352,10 +360,10 @@ static void conn_parked_input(struct http_loop *l, struct http_conn *c)
     struct http_exchange *ex = c->ex;
     pthread_mutex_lock(&ex->lock);
     ex->may_send_direct = false;
-    bool is_answered = ex->is_answered;
+    bool is_pushed = ex->is_answered && !ex->is_sending;
     pthread_mutex_unlock(&ex->lock);
-    if (is_answered) {
-        wake_signal(&l->wake);
+    if (is_pushed) {
+        l->must_take = true;
     }
 }
 
@@ -919,6 +927,10 @@ static void *loop_main(void *arg)
         int64_t wait_ms = l->next_sweep_ms > now ? l->next_sweep_ms - now : 0;
         if (l->is_stopping) {
             wait_ms = wait_ms < 20 ? wait_ms : 20;
+        }
+        if (l->must_take) {
+            wait_ms = 0; /* conn_parked_input: an answer sent directly is on the stack */
+            l->must_take = false;
         }
         int n = epoll_wait(l->epfd, events, HTTP_EPOLL_EVENTS, (int)wait_ms);
         /* Answers sent directly by their answering threads first: a connection's next request

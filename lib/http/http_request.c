@@ -195,6 +195,12 @@ static int parse_framing(struct http_request *r, struct http_refusal *refusal)
     r->is_keep_alive = r->minor_version == 1;
     for (size_t i = 0; i < r->n_fields; i++) {
         const struct http_field *f = &r->fields[i];
+        /* Names of another length are not looked at (a strcasecmp per name and field was ~3% of
+         * the publisher's instructions per event, callgrind, 2026-12-07). */
+        size_t nlen = strlen(f->name);
+        if (nlen != 14 && nlen != 17 && nlen != 4 && nlen != 10 && nlen != 6) {
+            continue;
+        }
         if (strcasecmp(f->name, "Content-Length") == 0) {
             const char *v = f->value;
             size_t n = strspn(v, "0123456789");
@@ -325,8 +331,12 @@ int http_request_parse(struct http_request *r, char *head, size_t len, struct ht
 
 const char *http_request_field(const struct http_request *r, const char *name)
 {
+    /* The first byte first (| 0x20: equal for the two cases of a letter, so it never rejects a
+     * match): most fields differ there, and strcasecmp is a call. */
+    char c0 = (char)(name[0] | 0x20);
     for (size_t i = 0; i < r->n_fields; i++) {
-        if (strcasecmp(r->fields[i].name, name) == 0) {
+        const char *n = r->fields[i].name;
+        if ((char)(n[0] | 0x20) == c0 && strcasecmp(n, name) == 0) {
             return r->fields[i].value;
         }
     }

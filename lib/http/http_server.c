@@ -251,27 +251,42 @@ static void exchange_answer(struct http_exchange *ex, unsigned status, const cha
     ex->resp = resp;
     ex->status = status;
     ex->is_answered = true;
-    if (is_from_handler && ex->is_returned) {
-        /* Under the lock: the loop cannot be done with the exchange before it is pushed, and it
-         * keeps the socket open until then. */
-        atomic_fetch_add(&ex->server->n_waking, 1);
-        bool is_sent = false;
-        if (ex->may_send_direct) {
-            while (ex->resp_off < ex->resp.len) {
-                ssize_t n = send(ex->fd, ex->resp.data + ex->resp_off, ex->resp.len - ex->resp_off,
-                                 MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n > 0) {
-                    ex->resp_off += (size_t)n;
-                } else if (n < 0 && errno == EINTR) {
-                    continue;
-                } else {
-                    break; /* full or failed: the loop sends the rest or sees the error */
-                }
-            }
-            is_sent = ex->resp_off == ex->resp.len;
-        }
-        http_loop_deliver(ex, !is_sent);
+    if (!is_from_handler || !ex->is_returned) {
+        pthread_mutex_unlock(&ex->lock);
+        return;
     }
+    /* Counted before the lock is released: the loops are not freed (http_loops_stop) until the
+     * exchange is pushed and its loop woken. The loop keeps the socket open and the exchange
+     * alive until it takes it back from the stack, which it cannot before the push. */
+    atomic_fetch_add(&ex->server->n_waking, 1);
+    if (!ex->may_send_direct) {
+        http_loop_deliver(ex, true);
+        pthread_mutex_unlock(&ex->lock);
+        return;
+    }
+    /* The send happens outside the lock: it wakes the client, which may preempt this thread,
+     * and the loop locks the exchange when the client's next request arrives (it used to wait
+     * here for the whole send, with a context switch each time). Nobody else writes the socket
+     * meanwhile: the loop only does after it took the exchange back. */
+    ex->is_sending = true;
+    pthread_mutex_unlock(&ex->lock);
+    size_t off = ex->resp_off;
+    while (off < resp.len) {
+        ssize_t n = send(ex->fd, resp.data + off, resp.len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break; /* full or failed: the loop sends the rest or sees the error */
+        }
+    }
+    pthread_mutex_lock(&ex->lock);
+    ex->resp_off = off;
+    ex->is_sending = false;
+    /* Not sent whole, or bytes came behind the request meanwhile (conn_parked_input cleared
+     * may_send_direct): the loop must take the exchange back now, so it is woken. */
+    http_loop_deliver(ex, off != resp.len || !ex->may_send_direct);
     pthread_mutex_unlock(&ex->lock);
 }
 

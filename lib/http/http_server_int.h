@@ -85,13 +85,19 @@ struct http_server {
     struct http_loop *loops;
     unsigned n_loops; /* loops started */
     int listen_fd;
-    atomic_uint n_waking; /* threads between pushing an answer and waking its loop */
+    /* threads between pushing an answer and waking its loop: written twice per asynchronous
+     * answer by the answering thread, so padded onto a cache line of its own (the loops read
+     * the fields around it on every request) */
+    char pad_waking0[64];
+    atomic_uint n_waking;
+    char pad_waking1[64];
     unsigned port;
     struct metric *connections_total; /* accepted connections (reuse shows as few of them) */
     struct metric *connections_open;
     struct metric *refused[REFUSE_COUNT];
     struct metric *timed_out[TIMEOUT_COUNT];
-    atomic_uint n_open; /* connections open, all loops */
+    atomic_uint n_open; /* connections open, all loops (padded: written by every loop) */
+    char pad_open[64];
     struct client_table clients;
     char *cors[16]; /* allowed origins (exact match) */
     size_t n_cors;
@@ -127,6 +133,7 @@ struct http_exchange {
      * pending): the loop then only learns of it at its next wake-up for any reason, and a
      * request costs no wake-up. The loop keeps the socket open meanwhile (fd). */
     bool may_send_direct;
+    bool is_sending; /* the answering thread is writing resp (outside the lock), then pushes */
     int fd;
     size_t resp_off; /* bytes of resp already written by the answering thread */
     struct buf resp; /* the answer's bytes, built by whoever answers */

@@ -93,16 +93,29 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     log_warn("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
+/* mono_ms() for the delivery reports' bookkeeping: the coarse clock (a tick, 1-4 ms, is
+ * plenty against KAFKA_FAILURE_MEMORY_MS), read without a clock_gettime per report. */
+static long long mono_coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     struct kafka_producer *prod = opaque;
     if (prod && m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        atomic_store(&prod->last_ok_ms, mono_ms());
+        /* Stored only when it moved: the readers (health probes) share its cache line. */
+        long long now = mono_coarse_ms();
+        if (atomic_load_explicit(&prod->last_ok_ms, memory_order_relaxed) != now) {
+            atomic_store(&prod->last_ok_ms, now);
+        }
     } else if (prod && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
                m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
         atomic_store(&prod->last_fail_err, (int)m->err);
-        atomic_store(&prod->last_fail_ms, mono_ms());
+        atomic_store(&prod->last_fail_ms, mono_coarse_ms());
     }
     struct kafka_pending *p = m->_private;
     if (p == NULL) {
@@ -234,10 +247,11 @@ fail:
     return NULL;
 }
 
-int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t partition,
-                        const void *key, size_t key_len, const void *value, size_t value_len,
-                        const struct kafka_header *headers, size_t n_headers, kafka_delivery_fn cb,
-                        void *opaque)
+/* msgflags: RD_KAFKA_MSG_F_COPY, or 0 (the payload is borrowed until the delivery report). */
+static int producer_send(struct kafka_producer *p, const char *topic, int32_t partition,
+                         const void *key, size_t key_len, const void *value, size_t value_len,
+                         const struct kafka_header *headers, size_t n_headers, kafka_delivery_fn cb,
+                         void *opaque, int msgflags)
 {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
     for (size_t i = 0; i < n_headers; i++) {
@@ -249,7 +263,7 @@ int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t par
     pthread_rwlock_rdlock(&p->swap);
     rd_kafka_resp_err_t err =
         rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key_len),
+                          RD_KAFKA_V_MSGFLAGS(msgflags), RD_KAFKA_V_KEY(key, key_len),
                           RD_KAFKA_V_VALUE((void *)(uintptr_t)value, value_len),
                           RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(pend), RD_KAFKA_V_END);
     pthread_rwlock_unlock(&p->swap);
@@ -263,6 +277,24 @@ int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t par
         return map_err(err) == KAFKA_OK ? KAFKA_ERROR : map_err(err);
     }
     return KAFKA_OK;
+}
+
+int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t partition,
+                        const void *key, size_t key_len, const void *value, size_t value_len,
+                        const struct kafka_header *headers, size_t n_headers, kafka_delivery_fn cb,
+                        void *opaque)
+{
+    return producer_send(p, topic, partition, key, key_len, value, value_len, headers, n_headers,
+                         cb, opaque, RD_KAFKA_MSG_F_COPY);
+}
+
+int kafka_producer_send_borrowed(struct kafka_producer *p, const char *topic, int32_t partition,
+                                 const void *key, size_t key_len, const void *value,
+                                 size_t value_len, const struct kafka_header *headers,
+                                 size_t n_headers, kafka_delivery_fn cb, void *opaque)
+{
+    return producer_send(p, topic, partition, key, key_len, value, value_len, headers, n_headers,
+                         cb, opaque, 0);
 }
 
 int kafka_producer_flush(struct kafka_producer *p, int timeout_ms)

@@ -51,6 +51,14 @@ int kafka_producer_send(struct kafka_producer *p, const char *topic, int32_t par
                         const void *key, size_t key_len, const void *value, size_t value_len,
                         const struct kafka_header *headers, size_t n_headers, kafka_delivery_fn cb,
                         void *opaque);
+/* kafka_producer_send without the payload's copy: value is borrowed and must stay valid and
+ * unchanged until cb has returned (on KAFKA_OK; on failure it is not kept). For callers that hold
+ * the payload until the delivery report anyway (the publisher answers a request, and frees its
+ * body, only after it). Key and headers are still copied. */
+int kafka_producer_send_borrowed(struct kafka_producer *p, const char *topic, int32_t partition,
+                                 const void *key, size_t key_len, const void *value,
+                                 size_t value_len, const struct kafka_header *headers,
+                                 size_t n_headers, kafka_delivery_fn cb, void *opaque);
 /* Hooks run on the delivery thread around each wait for delivery reports: begin before it,
  * end after the last callback it ran (either may be NULL). Lets a caller treat the reports of
  * one wake-up as a batch (the publisher answers them in one sweep: http_defer_begin/end). Both

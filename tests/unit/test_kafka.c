@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -76,6 +77,61 @@ static void test_send_is_acknowledged_with_partition_and_offset(void **state)
     kafka_producer_free(p, 1000);
 }
 
+/* A borrowed payload: the caller's buffer until its report. Each report frees its own record's
+ * payload, and is checked against it, so a report that came twice, never, or for the wrong
+ * record fails here (and under ASan a read of a payload after its report would be caught). */
+struct borrowed {
+    struct reports *r;
+    char *payload;
+    int index;
+};
+
+static int borrowed_seen[8];
+
+static void on_borrowed_report(void *opaque, int status, const char *errstr, int32_t partition,
+                               int64_t offset)
+{
+    struct borrowed *b = opaque;
+    char want[32];
+    snprintf(want, sizeof want, "{\"n\":%d}", b->index);
+    assert_string_equal(b->payload, want); /* untouched until now */
+    borrowed_seen[b->index]++;
+    free(b->payload);
+    b->payload = NULL;
+    on_report(b->r, status, errstr, partition, offset);
+}
+
+static void test_borrowed_payload_is_kept_until_its_report(void **state)
+{
+    (void)state;
+    struct reports r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct kafka_producer *p = mock_producer(0, NULL, NULL);
+    struct borrowed b[8];
+    memset(borrowed_seen, 0, sizeof borrowed_seen);
+    for (int i = 0; i < 8; i++) {
+        b[i].r = &r;
+        b[i].index = i;
+        b[i].payload = malloc(32);
+        assert_non_null(b[i].payload);
+        snprintf(b[i].payload, 32, "{\"n\":%d}", i);
+        assert_int_equal(kafka_producer_send_borrowed(p, "t", -1, "k", 1, b[i].payload,
+                                                      strlen(b[i].payload), NULL, 0,
+                                                      on_borrowed_report, &b[i]),
+                         KAFKA_OK);
+    }
+    assert_int_equal(kafka_producer_flush(p, 10000), 0);
+    pthread_mutex_lock(&r.lock);
+    assert_int_equal(r.n_ok, 8);
+    assert_int_equal(r.n_err, 0);
+    assert_int_equal(r.last_offset, 7); /* one key: offsets 0..7 in order */
+    pthread_mutex_unlock(&r.lock);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(borrowed_seen[i], 1);
+        assert_null(b[i].payload);
+    }
+    kafka_producer_free(p, 1000);
+}
+
 static void test_queue_bound_refuses_with_queue_full(void **state)
 {
     (void)state;
@@ -136,6 +192,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_send_is_acknowledged_with_partition_and_offset),
+        cmocka_unit_test(test_borrowed_payload_is_kept_until_its_report),
         cmocka_unit_test(test_queue_bound_refuses_with_queue_full),
         cmocka_unit_test(test_bad_property_is_refused_naming_it),
         cmocka_unit_test(test_unreachable_broker_fails_delivery_within_timeout),
