@@ -227,6 +227,16 @@ def test_sessions_are_bounded_by_keep():
         assert harness.http("POST", f"{gs.url}/v1/sessions",
                             {"session_id": f"b{i}", "account_id": "p9"}, headers=GS_AUTH)[0] == 201
     assert sorted(sessions_of(gs, "p9")) == ["b2", "b3", "b4"]
+    # two accounts interleaved: the oldest goes whichever account it belongs to
+    assert harness.http("POST", f"{gs.url}/v1/sessions",
+                        {"session_id": "c0", "account_id": "q1"}, headers=GS_AUTH)[0] == 201
+    assert sorted(sessions_of(gs, "p9")) == ["b3", "b4"]
+    assert sorted(sessions_of(gs, "q1")) == ["c0"]
+    for i in (5, 6, 7):
+        assert harness.http("POST", f"{gs.url}/v1/sessions",
+                            {"session_id": f"b{i}", "account_id": "p9"}, headers=GS_AUTH)[0] == 201
+    assert sorted(sessions_of(gs, "q1")) == []
+    assert sorted(sessions_of(gs, "p9")) == ["b5", "b6", "b7"]
 
 
 def test_loginsim_opens_the_session_of_each_admitted_login():

@@ -8,8 +8,9 @@
  *   kick naming a session that is not open yet: kept in `early`; the open that follows
  *   goes straight to ended with that kick's reason and message.
  *
- * Sessions sit in one array, oldest first, indexed by id; kicks and messages look the account's
- * sessions up by walking the array (a stub's `keep` sessions, not a game server's million). */
+ * Sessions sit in one array, oldest first, indexed by id and by account (an account's own
+ * sessions, oldest first), so a kick or a message costs the account's few sessions, not a walk
+ * over all `keep` of them (a bench keeps a million). */
 #include "sessions.h"
 
 #include <pthread.h>
@@ -24,8 +25,9 @@
 struct sessions {
     pthread_mutex_t mu; /* guards everything below */
     size_t keep;
-    json_t *list;  /* session objects, oldest first */
-    json_t *by_id; /* session_id -> the same object */
+    json_t *list;       /* session objects, oldest first */
+    json_t *by_id;      /* session_id -> the same object */
+    json_t *by_account; /* account_id -> array of its session objects, oldest first */
     json_t *early; /* session_id -> {"reason", "ko", "en"}: kicks that came before their open */
 };
 
@@ -37,6 +39,7 @@ struct sessions *sessions_new(size_t keep)
     s->keep = keep;
     s->list = json_array();
     s->by_id = json_object();
+    s->by_account = json_object();
     s->early = json_object();
     return s;
 }
@@ -48,6 +51,7 @@ void sessions_free(struct sessions *s)
     }
     json_decref(s->list);
     json_decref(s->by_id);
+    json_decref(s->by_account);
     json_decref(s->early);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -68,6 +72,28 @@ static void end_one(json_t *session, const char *reason, const char *message_ko,
     json_object_set_new(session, "ended_at", json_string(now));
     json_object_set_new(session, "end_reason", json_string(reason));
     json_object_set_new(session, "end_message", message ? json_string(message) : json_null());
+}
+
+/* Drops the oldest session from the list and both indexes. */
+static void forget_oldest(struct sessions *s)
+{
+    json_t *old = json_array_get(s->list, 0);
+    json_object_del(s->by_id, json_string_value(json_object_get(old, "session_id")));
+    const char *account = json_string_value(json_object_get(old, "account_id"));
+    json_t *own = json_object_get(s->by_account, account);
+    size_t i;
+    json_t *session;
+    json_array_foreach(own, i, session)
+    {
+        if (session == old) {
+            json_array_remove(own, i);
+            break;
+        }
+    }
+    if (own && json_array_size(own) == 0) {
+        json_object_del(s->by_account, account);
+    }
+    json_array_remove(s->list, 0);
 }
 
 json_t *sessions_open(struct sessions *s, const char *session_id, const char *account_id,
@@ -94,10 +120,14 @@ json_t *sessions_open(struct sessions *s, const char *session_id, const char *ac
     }
     json_array_append(s->list, session);
     json_object_set(s->by_id, session_id, session);
+    json_t *own = json_object_get(s->by_account, account_id);
+    if (!own) {
+        own = json_array();
+        json_object_set_new(s->by_account, account_id, own);
+    }
+    json_array_append(own, session);
     while (json_array_size(s->list) > s->keep) {
-        json_t *old = json_array_get(s->list, 0);
-        json_object_del(s->by_id, json_string_value(json_object_get(old, "session_id")));
-        json_array_remove(s->list, 0);
+        forget_oldest(s);
     }
     json_t *copy = json_deep_copy(session);
     json_decref(session);
@@ -127,10 +157,9 @@ json_t *sessions_end(struct sessions *s, const char *account_id, const char *ses
     } else {
         size_t i;
         json_t *session;
-        json_array_foreach(s->list, i, session)
+        json_array_foreach(json_object_get(s->by_account, account_id), i, session)
         {
-            const char *owner = json_string_value(json_object_get(session, "account_id"));
-            if (owner && strcmp(owner, account_id) == 0 && is_live(session)) {
+            if (is_live(session)) {
                 end_one(session, reason, message_ko, message_en);
                 json_array_append(ended, json_object_get(session, "session_id"));
             }
@@ -148,10 +177,9 @@ json_t *sessions_deliver(struct sessions *s, const char *account_id, const char 
     pthread_mutex_lock(&s->mu);
     size_t i;
     json_t *session;
-    json_array_foreach(s->list, i, session)
+    json_array_foreach(json_object_get(s->by_account, account_id), i, session)
     {
-        const char *owner = json_string_value(json_object_get(session, "account_id"));
-        if (owner && strcmp(owner, account_id) == 0 && is_live(session)) {
+        if (is_live(session)) {
             json_t *msgs = json_object_get(session, "messages");
             json_array_append_new(msgs, json_pack("{s:s, s:s}", "at", now, "text", text));
             while (json_array_size(msgs) > SESSION_MESSAGES_MAX) {
@@ -170,12 +198,10 @@ json_t *sessions_list(struct sessions *s, const char *account_id)
     pthread_mutex_lock(&s->mu);
     size_t i;
     json_t *session;
-    json_array_foreach(s->list, i, session)
+    json_array_foreach(account_id ? json_object_get(s->by_account, account_id) : s->list, i,
+                       session)
     {
-        const char *owner = json_string_value(json_object_get(session, "account_id"));
-        if (!account_id || (owner && strcmp(owner, account_id) == 0)) {
-            json_array_append_new(out, json_deep_copy(session));
-        }
+        json_array_append_new(out, json_deep_copy(session));
     }
     pthread_mutex_unlock(&s->mu);
     return json_pack("{s:o}", "sessions", out);
@@ -200,6 +226,7 @@ void sessions_clear(struct sessions *s)
     pthread_mutex_lock(&s->mu);
     json_array_clear(s->list);
     json_object_clear(s->by_id);
+    json_object_clear(s->by_account);
     json_object_clear(s->early);
     pthread_mutex_unlock(&s->mu);
 }
