@@ -100,6 +100,7 @@ class Bench:
             cfg["ids_file"] = ids_file
         sim = self.ctx.start("loginsim", http=False, config=cfg, name=f"loginsim-{int(rate)}")
         c0, t0 = self.cpu([sim]), time.monotonic()
+        ev0 = self.p.request_events()
         c1, t1 = c0, t0
         samples = []
         while sim.popen.poll() is None:
@@ -112,6 +113,9 @@ class Bench:
             if line.startswith("{\"accepted\""):
                 summary = json.loads(line)
         cpu = {k: (c1.get(k, 0) - c0.get(k, 0)) / max(t1 - t0, 1e-9) * 100 for k in c1}
+        ev1 = self.p.request_events()
+        per_request = {r: (ev1[r][0] - ev0.get(r, [0, 0])[0]) /
+                       max(ev1[r][1] - ev0.get(r, [0, 0])[1], 1) for r in ev1}
         end = samples[-3:] if len(samples) >= 3 else samples
         routes = sorted({r for _, lag in samples for r in lag})
         end_lag = {r: statistics.mean(lag.get(r, 0) for _, lag in end) for r in routes}
@@ -122,7 +126,7 @@ class Bench:
         ok = achieved >= 0.97 * rate and summary.get("failed", 1) == 0 and \
             all(v <= rate for v in end_lag.values())
         return {"rate": rate, "achieved": achieved, "ok": ok, "end_lag": end_lag, "cpu": cpu,
-                "summary": summary, "samples": samples}
+                "summary": summary, "samples": samples, "per_request": per_request}
 
 
 def fmt_lag(d):
@@ -260,7 +264,9 @@ def main():
                   f"{'sustained' if r['ok'] else 'NOT sustained'}; lag at end: "
                   f"{fmt_lag(r['end_lag'])}; drained in "
                   f"{'%.1f s' % r['drain_s'] if r['drain_s'] is not None else '>120 s'}; "
-                  f"CPU: {fmt_cpu(r['cpu'], 20)}", flush=True)
+                  f"CPU: {fmt_cpu(r['cpu'], 20)}; events per delivery: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["per_request"].items())
+                              if k in ("guard", "history", "ipcheck")), flush=True)
             return r
 
         # Doubling from BENCH_START up (or halving down) to the first rate that fails (holds),

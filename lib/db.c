@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "buf.h"
 #include "log.h"
 #include "strmap.h"
 #include "banned.h"
@@ -729,4 +730,27 @@ out:
     }
     free(names);
     return rc;
+}
+
+void db_array_literal(struct buf *out, const char *const *items, size_t n)
+{
+    buf_appends(out, "{");
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            buf_appends(out, ",");
+        }
+        if (!items[i]) {
+            buf_appends(out, "NULL");
+            continue;
+        }
+        buf_appends(out, "\"");
+        for (const char *p = items[i]; *p; p++) {
+            if (*p == '"' || *p == '\\') {
+                buf_appends(out, "\\");
+            }
+            buf_append(out, p, 1);
+        }
+        buf_appends(out, "\"");
+    }
+    buf_appends(out, "}");
 }

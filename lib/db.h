@@ -60,6 +60,12 @@ struct db_stmt {
 };
 int db_exec_tx(struct db *d, const struct db_stmt *stmts, size_t n, char *err, size_t err_len);
 
+/* Appends the PostgreSQL array literal of n strings to out ({"a","b\"c"}: each element quoted,
+ * " and \ escaped; NULL elements are NULL), to pass a batch as one parameter ($1::text[]) to a
+ * statement whose text, and so its planning, does not grow with the batch (= ANY($1), unnest). */
+struct buf;
+void db_array_literal(struct buf *out, const char *const *items, size_t n);
+
 /* True when a connection can be made and answers SELECT 1 (for /readyz). */
 int db_ping(struct db *d);
 /* An http_ready_fn (http_server.h) for a process that is ready when its database is: ctx is the

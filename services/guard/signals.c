@@ -209,16 +209,15 @@ int signals_begin(struct guard *g, const char *const *accounts, size_t n, struct
         sb->n_heads *= 2;
     }
     sb->heads = xcalloc(sb->n_heads, sizeof(*sb->heads));
-    struct buf sql;
-    buf_init(&sql, 0);
-    buf_appends(&sql, "SELECT account_id, country, extract(epoch FROM last_at)::float8::text AS at "
-                      "FROM guard.login_countries WHERE account_id IN (");
-    for (size_t i = 0; i < n; i++) {
-        buf_appendf(&sql, "%s$%zu", i ? ", " : "", i + 1);
-    }
-    buf_appends(&sql, ")");
-    int rc = db_exec(g->db, sql.data, accounts, (int)n, &sb->rows, NULL, err, err_len);
-    buf_release(&sql);
+    struct buf list;
+    buf_init(&list, 0);
+    db_array_literal(&list, accounts, n);
+    const char *p[] = {list.data};
+    int rc = db_exec(g->db,
+                     "SELECT account_id, country, extract(epoch FROM last_at)::float8::text AS at "
+                     "FROM guard.login_countries WHERE account_id = ANY($1::text[])",
+                     p, 1, &sb->rows, NULL, err, err_len);
+    buf_release(&list);
     if (rc != DB_OK) {
         signals_batch_release(sb);
         return rc;
@@ -297,32 +296,43 @@ int signals_commit(struct guard *g, struct signals_batch *sb, char *err, size_t 
     if (n == 0) {
         return DB_OK;
     }
-    const char **p = xcalloc(3 * n, sizeof(*p));
+    /* three arrays of n (one statement whatever the batch's size: planned alike every time) */
+    const char **accounts = xcalloc(n, sizeof(*accounts)),
+               **countries = xcalloc(n, sizeof(*countries)), **ats = xcalloc(n, sizeof(*ats));
     char(*at)[32] = xcalloc(n, sizeof(*at));
-    struct buf sql;
-    buf_init(&sql, 0);
-    buf_appends(&sql,
-                "INSERT INTO guard.login_countries AS c (account_id, country, last_at) VALUES ");
     size_t k = 0;
     for (size_t i = 0; i < sb->n; i++) {
         const struct signals_seen *e = &sb->seen[i];
-        if (!e->is_dirty) {
-            continue;
+        if (e->is_dirty) {
+            snprintf(at[k], sizeof(at[k]), "%.6f", e->at);
+            accounts[k] = e->account;
+            countries[k] = e->country;
+            ats[k] = at[k];
+            k++;
         }
-        snprintf(at[k], sizeof(at[k]), "%.6f", e->at);
-        p[3 * k] = e->account;
-        p[3 * k + 1] = e->country;
-        p[3 * k + 2] = at[k];
-        buf_appendf(&sql, "%s($%zu, $%zu, to_timestamp($%zu::float8))", k ? ", " : "", 3 * k + 1,
-                    3 * k + 2, 3 * k + 3);
-        k++;
     }
-    buf_appends(&sql, " ON CONFLICT (account_id, country) "
-                      "DO UPDATE SET last_at = greatest(c.last_at, excluded.last_at)");
-    int rc = db_exec(g->db, sql.data, p, (int)(3 * n), NULL, NULL, err, err_len);
-    buf_release(&sql);
+    struct buf la, lc, lt;
+    buf_init(&la, 0);
+    buf_init(&lc, 0);
+    buf_init(&lt, 0);
+    db_array_literal(&la, accounts, n);
+    db_array_literal(&lc, countries, n);
+    db_array_literal(&lt, ats, n);
+    const char *p[] = {la.data, lc.data, lt.data};
+    int rc = db_exec(g->db,
+                     "INSERT INTO guard.login_countries AS c (account_id, country, last_at) "
+                     "SELECT acc, ctry, to_timestamp(t) FROM unnest($1::text[], $2::text[], "
+                     "$3::float8[]) AS u(acc, ctry, t) "
+                     "ON CONFLICT (account_id, country) "
+                     "DO UPDATE SET last_at = greatest(c.last_at, excluded.last_at)",
+                     p, 3, NULL, NULL, err, err_len);
+    buf_release(&la);
+    buf_release(&lc);
+    buf_release(&lt);
     free(at);
-    free(p);
+    free(ats);
+    free(countries);
+    free(accounts);
     return rc;
 }
 

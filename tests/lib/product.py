@@ -263,6 +263,21 @@ class Product:
                 out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
         return out
 
+    def request_events(self):
+        """{route: [events, requests]} delivered so far, from the dispatcher's
+        bus_dispatcher_request_events histogram (its _sum and _count)."""
+        st, text, _ = harness.http("GET", self.dispatcher.url + "/metrics")
+        out = {}
+        if st != 200 or not isinstance(text, str):
+            return out
+        for line in text.splitlines():
+            m = re.match(r'^bus_dispatcher_request_events_(sum|count)\{[^}]*route="([^"]+)"'
+                         r'[^}]*\}\s+(\S+)$', line)
+            if m:
+                pair = out.setdefault(m.group(2), [0.0, 0.0])
+                pair[0 if m.group(1) == "sum" else 1] += float(m.group(3))
+        return out
+
     def log_tail(self):
         return self.ctx.log_tail()
 
