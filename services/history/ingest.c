@@ -7,7 +7,8 @@
  * Logins: the handler copies each event's fields into a `struct pending` row, all rows of one
  * delivery tied to one `struct group` that holds the exchange, still open, and queues them.
  * Batcher threads take up to batch_max queued rows (waiting at most batch_wait_ms after the first
- * one for more), write them with one multi-row INSERT ... ON CONFLICT DO NOTHING in one
+ * one for more), write them with one INSERT ... SELECT FROM unnest (an array per column; the
+ * same statement whatever the batch's size) ON CONFLICT DO NOTHING in one
  * transaction, and only then set each row's outcome; whoever settles a group's last row answers
  * it: 200 {"stored":true} for a single delivery, 204 for a batch (also for duplicates: the row is
  * there), 503 + Retry-After when the database is unavailable (the bus retries; the insert is
@@ -366,32 +367,30 @@ answer:
  * frees the rows. */
 static void write_batch(struct ingest *in, struct pending *batch, unsigned n)
 {
-    struct buf sql;
-    struct buf tss;
     char err[512];
-    const char **params = xcalloc((size_t)n * INGEST_COLS, sizeof(*params));
-    const char *ts_param[1];
-
-    buf_init(&sql, 1 << 20);
-    buf_init(&tss, 1 << 20);
-    buf_appends(&sql, "INSERT INTO history.logins (id, ts, account_id, ip, country, server, "
-                      "session_id, client) VALUES ");
-    buf_appends(&tss, "{");
-    unsigned k = 0;
-    unsigned i = 0;
-    for (struct pending *p = batch; p; p = p->next, i++) {
-        buf_appends(&sql, i ? ",(" : "(");
-        for (int c = 0; c < INGEST_COLS; c++) {
-            params[k++] = p->f[c];
-            buf_appendf(&sql, "%s$%u%s", c ? "," : "", k, c == 1 ? "::timestamptz" : "");
+    /* one array per column (db_array_literal): the statement's text, and so its planning, is
+     * the same whatever the batch's size (a VALUES list of 8 parameters a row was planned anew
+     * for every size, up to 800 parameters) */
+    const char **col = xcalloc(n, sizeof(*col));
+    struct buf arrays[INGEST_COLS];
+    const char *params[INGEST_COLS];
+    for (int c = 0; c < INGEST_COLS; c++) {
+        unsigned i = 0;
+        for (struct pending *p = batch; p; p = p->next) {
+            col[i++] = p->f[c];
         }
-        buf_appendf(&sql, ")");
-        /* ts values are validated RFC 3339 (no quotes, commas or braces): a safe array literal */
-        buf_appendf(&tss, "%s%s", i ? "," : "", p->f[1]);
+        buf_init(&arrays[c], 0);
+        db_array_literal(&arrays[c], col, n);
+        params[c] = arrays[c].data;
     }
-    buf_appends(&sql, " ON CONFLICT DO NOTHING");
-    buf_appends(&tss, "}");
-    ts_param[0] = tss.data;
+    free(col);
+    const char *sql = "INSERT INTO history.logins (id, ts, account_id, ip, country, server, "
+                      "session_id, client) "
+                      "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], "
+                      "$5::text[], $6::text[], $7::text[], $8::text[]) "
+                      "ON CONFLICT DO NOTHING";
+    const char *ts_param[1] = {params[1]};
+    const int k = INGEST_COLS;
 
     bool known = true;
     for (struct pending *p = batch; p && known; p = p->next) {
@@ -399,7 +398,7 @@ static void write_batch(struct ingest *in, struct pending *batch, unsigned n)
     }
     int rc = DB_EQUERY;
     if (known) {
-        rc = db_exec(in->db, sql.data, params, (int)k, NULL, NULL, err, sizeof(err));
+        rc = db_exec(in->db, sql, params, k, NULL, NULL, err, sizeof(err));
         if (rc != DB_OK && rc != DB_EUNAVAILABLE) {
             /* e.g. retention dropped a partition this process had ensured: ensure and retry */
             log_warn("batch insert without ensuring partitions failed, retrying: %s", err);
@@ -410,7 +409,7 @@ static void write_batch(struct ingest *in, struct pending *batch, unsigned n)
     if (!known) {
         struct db_stmt stmts[2] = {
             {"SELECT history.ensure_partitions($1::timestamptz[])", ts_param, 1},
-            {sql.data, params, (int)k},
+            {sql, params, k},
         };
         rc = db_exec_tx(in->db, stmts, 2, err, sizeof(err));
         for (struct pending *p = batch; p && rc == DB_OK; p = p->next) {
@@ -445,9 +444,9 @@ static void write_batch(struct ingest *in, struct pending *batch, unsigned n)
         next = g->next_done;
         group_answer(g);
     }
-    free(params);
-    buf_release(&sql);
-    buf_release(&tss);
+    for (int c = 0; c < INGEST_COLS; c++) {
+        buf_release(&arrays[c]);
+    }
 }
 
 static void add_ms(struct timespec *t, unsigned ms)
