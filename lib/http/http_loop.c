@@ -86,6 +86,10 @@ struct http_loop {
     _Atomic(struct http_exchange *) answered;
     char pad_answered1[64];
     struct http_exchange *pending; /* exchanges held by handlers (loop thread only) */
+    /* Connections accepted by a sibling for this loop (loop_accept balances them), pushed with a
+     * compare-and-swap and taken at the next wake-up; n_conns counts them with the loop's own. */
+    _Atomic(struct http_conn *) adopted;
+    atomic_uint n_conns;
     int64_t next_sweep_ms;
     char *scratch;
     bool is_listening;
@@ -216,6 +220,7 @@ static void conn_close(struct http_loop *l, struct http_conn *c)
     metric_add(s->connections_open, -1);
     client_remove(&s->clients, c->addr);
     atomic_fetch_sub(&s->n_open, 1);
+    atomic_fetch_sub_explicit(&l->n_conns, 1, memory_order_relaxed);
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -668,6 +673,41 @@ static void addr_key(const struct sockaddr_storage *ss, unsigned char out[16])
     }
 }
 
+/* The loop a new connection goes to: the one with the fewest, this one on a tie. The listening
+ * socket wakes one loop per new connection (EPOLLEXCLUSIVE), often the same one for a whole burst
+ * of connections: every one of 128 connections opened at once by a client could land on one
+ * loop while the others idled. */
+static struct http_loop *loop_least_busy(struct http_loop *l)
+{
+    struct http_server *s = l->server;
+    struct http_loop *best = l;
+    unsigned least = atomic_load_explicit(&l->n_conns, memory_order_relaxed);
+    for (unsigned i = 0; i < s->n_loops && least > 0; i++) {
+        unsigned n = atomic_load_explicit(&s->loops[i].n_conns, memory_order_relaxed);
+        if (n < least) {
+            least = n;
+            best = &s->loops[i];
+        }
+    }
+    return best;
+}
+
+/* Links a new connection into the loop and its epoll set (counted in n_conns already). */
+static void conn_adopt(struct http_loop *l, struct http_conn *c)
+{
+    c->prev = NULL;
+    c->next = l->conns;
+    if (l->conns) {
+        l->conns->prev = c;
+    }
+    l->conns = c;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+        log_warn("http: epoll_ctl: %s", strerror(errno));
+        conn_close(l, c);
+    }
+}
+
 /* Counts a new connection against the caps; one over a cap is still accepted, to be answered
  * 503 when its head comes (closing it at once would look like a network fault to the client,
  * not accepting would look like a hang). */
@@ -711,16 +751,28 @@ static void loop_accept(struct http_loop *l)
             c->deadline_ms = c->limit_ms;
             metric_inc(s->refused[c->refused]);
         }
-        c->next = l->conns;
-        if (l->conns) {
-            l->conns->prev = c;
+        struct http_loop *to = loop_least_busy(l);
+        atomic_fetch_add_explicit(&to->n_conns, 1, memory_order_relaxed);
+        if (to == l) {
+            conn_adopt(l, c);
+        } else {
+            c->next = atomic_load_explicit(&to->adopted, memory_order_relaxed);
+            while (!atomic_compare_exchange_weak_explicit(
+                &to->adopted, &c->next, c, memory_order_release, memory_order_relaxed)) {
+            }
+            wake_signal(&to->wake);
         }
-        l->conns = c;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            log_warn("http: epoll_ctl: %s", strerror(errno));
-            conn_close(l, c);
-        }
+    }
+}
+
+/* Takes the connections a sibling accepted for this loop. */
+static void loop_adopt(struct http_loop *l)
+{
+    struct http_conn *c = atomic_exchange_explicit(&l->adopted, NULL, memory_order_acquire);
+    while (c) {
+        struct http_conn *next = c->next;
+        conn_adopt(l, c);
+        c = next;
     }
 }
 
@@ -940,6 +992,7 @@ static void *loop_main(void *arg)
             void *p = events[i].data.ptr;
             if (p == &l->wake) {
                 wake_drain(&l->wake);
+                loop_adopt(l);
                 loop_take_answers(l);
             } else if (p == &l->scratch) {
                 loop_accept(l);
@@ -990,6 +1043,7 @@ static void loop_release(struct http_loop *l)
         http_exchange_done(ex);
         ex = next;
     }
+    loop_adopt(l); /* handed over by a sibling after this loop's last look: closed below */
     while (l->conns) {
         struct http_conn *c = l->conns;
         if (c->ex && c->state == CS_HANDLER) {

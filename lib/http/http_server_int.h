@@ -8,7 +8,8 @@
  *
  * Each polling thread (struct http_loop) owns an epoll set with the shared listening socket
  * (EPOLLEXCLUSIVE: one loop is woken per new connection), its connections and its wake-up
- * (lib/wake.h). A connection (struct http_conn) belongs to one loop for its life; a request on it
+ * (lib/wake.h). The accepting loop gives a new connection (struct http_conn) to the loop with the
+ * fewest, which keeps it for its life; a request on it
  * (struct http_exchange) is parsed, routed and handed to its handler on that loop's thread. An
  * answer given on another thread is built there (the bytes of the whole response) and pushed on
  * the loop's answered stack; the loop sends it at its next wake-up: one write per answer, no
