@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 const char *crypto_lib_version(void)
 {
     return OpenSSL_version(OPENSSL_VERSION);
@@ -165,19 +167,15 @@ static void hmac_fetch(void)
     }
 }
 
-/* base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>")) into out. */
-static int webhook_mac(const char *key, size_t key_len, const char *id, long long timestamp,
-                       const void *body, size_t len, char out[CRYPTO_WEBHOOK_SIG_LEN + 1])
+/* An HMAC-SHA256 context holding one key of a list (its padded key hashed once), or NULL for a
+ * whsec_ key that does not decode. */
+static EVP_MAC_CTX *mac_new(const char *key, size_t key_len)
 {
     unsigned char raw[1024];
     int raw_len = key_bytes(key, key_len, raw, sizeof raw);
     if (raw_len <= 0) {
-        return -1;
+        return NULL;
     }
-    char head[64];
-    int head_len = snprintf(head, sizeof head, ".%lld.", timestamp);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    size_t md_len = 0;
     pthread_once(&hmac_once, hmac_fetch);
     EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_alg);
     if (!ctx) {
@@ -185,16 +183,62 @@ static int webhook_mac(const char *key, size_t key_len, const char *id, long lon
     }
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
                            OSSL_PARAM_construct_end()};
-    int ok = EVP_MAC_init(ctx, raw, (size_t)raw_len, params) == 1 &&
-             EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) == 1 &&
-             EVP_MAC_update(ctx, (const unsigned char *)head, (size_t)head_len) == 1 &&
-             EVP_MAC_update(ctx, body, len) == 1 && EVP_MAC_final(ctx, md, &md_len, sizeof md) == 1;
-    EVP_MAC_CTX_free(ctx);
+    if (EVP_MAC_init(ctx, raw, (size_t)raw_len, params) != 1) {
+        abort();
+    }
     OPENSSL_cleanse(raw, sizeof raw);
+    return ctx;
+}
+
+/* Writes ".<v>." (decimal) into out (at least 24 bytes); returns its length. */
+static size_t format_timestamp(long long v, char *out)
+{
+    char digits[24];
+    size_t i = sizeof digits;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    digits[--i] = '.';
+    do {
+        digits[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0) {
+        digits[--i] = '-';
+    }
+    digits[--i] = '.';
+    memcpy(out, digits + i, sizeof digits - i);
+    return sizeof digits - i;
+}
+
+/* base64(HMAC-SHA256(ctx's key, "<id>.<timestamp>.<body>")) into out. EVP_MAC_init without a
+ * key starts a new message with the key already set (OpenSSL's HMAC keeps the key's inner and
+ * outer states and copies them), whatever ctx signed before. */
+static void mac_message(EVP_MAC_CTX *ctx, const char *id, long long timestamp, const void *body,
+                        size_t len, char out[CRYPTO_WEBHOOK_SIG_LEN + 1])
+{
+    char head[32];
+    size_t head_len = format_timestamp(timestamp, head);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    size_t md_len = 0;
+    int ok = EVP_MAC_init(ctx, NULL, 0, NULL) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) == 1 &&
+             EVP_MAC_update(ctx, (const unsigned char *)head, head_len) == 1 &&
+             EVP_MAC_update(ctx, body, len) == 1 && EVP_MAC_final(ctx, md, &md_len, sizeof md) == 1;
     if (!ok || md_len != 32) {
         abort();
     }
     EVP_EncodeBlock((unsigned char *)out, md, 32);
+}
+
+/* One message under one key of a list (see mac_message); -1 for a bad whsec_ key. */
+static int webhook_mac(const char *key, size_t key_len, const char *id, long long timestamp,
+                       const void *body, size_t len, char out[CRYPTO_WEBHOOK_SIG_LEN + 1])
+{
+    EVP_MAC_CTX *ctx = mac_new(key, key_len);
+    if (!ctx) {
+        return -1;
+    }
+    mac_message(ctx, id, timestamp, body, len, out);
+    EVP_MAC_CTX_free(ctx);
     return 0;
 }
 
@@ -211,26 +255,76 @@ static size_t next_key(const char **p, const char **key)
     return (size_t)(*p - *key);
 }
 
-int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, const void *body,
-                        size_t len, char *out, size_t out_len)
+struct crypto_webhook_signer {
+    EVP_MAC_CTX *macs[CRYPTO_WEBHOOK_MAX_KEYS]; /* one per key, in the list's order */
+    int n_keys;
+};
+
+struct crypto_webhook_signer *crypto_webhook_signer_new(const char *keys)
 {
-    size_t used = 0;
-    int n_keys = 0;
+    struct crypto_webhook_signer *s = xcalloc(1, sizeof *s);
     const char *p = keys ? keys : "", *key;
     size_t key_len;
     while ((key_len = next_key(&p, &key)) > 0) {
-        char sig[CRYPTO_WEBHOOK_SIG_LEN + 1];
-        if (++n_keys > CRYPTO_WEBHOOK_MAX_KEYS ||
-            webhook_mac(key, key_len, id, timestamp, body, len, sig) != 0) {
-            return -1;
+        if (s->n_keys == CRYPTO_WEBHOOK_MAX_KEYS) {
+            goto fail;
         }
-        int n = snprintf(out + used, out_len - used, "%sv1,%s", used ? " " : "", sig);
-        if (n < 0 || (size_t)n >= out_len - used) {
-            return -1;
+        s->macs[s->n_keys] = mac_new(key, key_len);
+        if (!s->macs[s->n_keys]) {
+            goto fail;
         }
-        used += (size_t)n;
+        s->n_keys++;
     }
-    return n_keys > 0 ? 0 : -1;
+    if (s->n_keys == 0) {
+        goto fail;
+    }
+    return s;
+fail:
+    crypto_webhook_signer_free(s);
+    return NULL;
+}
+
+void crypto_webhook_signer_free(struct crypto_webhook_signer *s)
+{
+    if (!s) {
+        return;
+    }
+    for (int i = 0; i < s->n_keys; i++) {
+        EVP_MAC_CTX_free(s->macs[i]);
+    }
+    free(s);
+}
+
+int crypto_webhook_signer_sign(struct crypto_webhook_signer *s, const char *id, long long timestamp,
+                               const void *body, size_t len, char *out, size_t out_len)
+{
+    /* "v1,<sig>" per key, space-separated, and the NUL */
+    if (out_len < (size_t)s->n_keys * (CRYPTO_WEBHOOK_SIG_LEN + 4)) {
+        return -1;
+    }
+    char *o = out;
+    for (int i = 0; i < s->n_keys; i++) {
+        if (i > 0) {
+            *o++ = ' ';
+        }
+        memcpy(o, "v1,", 3);
+        mac_message(s->macs[i], id, timestamp, body, len, o + 3);
+        o += 3 + CRYPTO_WEBHOOK_SIG_LEN;
+    }
+    *o = '\0';
+    return 0;
+}
+
+int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, const void *body,
+                        size_t len, char *out, size_t out_len)
+{
+    struct crypto_webhook_signer *s = crypto_webhook_signer_new(keys);
+    if (!s) {
+        return -1;
+    }
+    int rc = crypto_webhook_signer_sign(s, id, timestamp, body, len, out, out_len);
+    crypto_webhook_signer_free(s);
+    return rc;
 }
 
 bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp, const void *body,

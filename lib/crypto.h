@@ -58,6 +58,18 @@ bool crypto_equal(const void *a, size_t a_len, const void *b, size_t b_len);
  * small (a list of k keys needs k * 48 bytes). */
 int crypto_webhook_sign(const char *keys, const char *id, long long timestamp, const void *body,
                         size_t len, char *out, size_t out_len);
+/* The same with the keys set up once: a signer holds each key's HMAC state (the padded key
+ * hashed), so that signing a message costs only hashing the message, for a sender that signs
+ * every message with one key list (the dispatcher signs every delivery).
+ * crypto_webhook_signer_new() returns NULL when keys holds no key, too many or a bad whsec_ key;
+ * crypto_webhook_signer_sign() writes what crypto_webhook_sign() writes, or returns -1 when out
+ * is too small. A signer is not thread-safe: one per thread (or behind the caller's lock).
+ * crypto_webhook_signer_free(NULL) is a no-op. */
+struct crypto_webhook_signer;
+struct crypto_webhook_signer *crypto_webhook_signer_new(const char *keys);
+int crypto_webhook_signer_sign(struct crypto_webhook_signer *s, const char *id, long long timestamp,
+                               const void *body, size_t len, char *out, size_t out_len);
+void crypto_webhook_signer_free(struct crypto_webhook_signer *s);
 /* True when header (may be NULL) holds a "v1," signature of (id, timestamp, body) under one of
  * keys. Constant-time comparison of each candidate. */
 bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp, const void *body,

@@ -118,6 +118,7 @@ struct completion {
 struct route {
     /* configuration (copied) */
     char *name, *topic, *endpoint, *output, *output_key, *dead_letter, *secret;
+    struct crypto_webhook_signer *signer; /* secret's keys, set up once (route thread only) */
     bool is_streaming;
     bool is_exactly_once;
     enum busconf_ordering ordering;
@@ -1045,12 +1046,11 @@ static long long sign_time(struct event **evs, size_t n)
 }
 
 /* The webhook-signature of a request (every key of the route's list). */
-static void sign(const struct route *r, const char *id, const char *ts, const void *body,
-                 size_t len, char out[ROUTE_SIGNATURE_MAX])
+static void sign(const struct route *r, const char *id, long long ts, const void *body, size_t len,
+                 char out[ROUTE_SIGNATURE_MAX])
 {
     /* The keys were checked when the route started (route_start), so this cannot fail. */
-    if (crypto_webhook_sign(r->secret, id, strtoll(ts, NULL, 10), body, len, out,
-                            ROUTE_SIGNATURE_MAX) != 0) {
+    if (crypto_webhook_signer_sign(r->signer, id, ts, body, len, out, ROUTE_SIGNATURE_MAX) != 0) {
         abort();
     }
 }
@@ -1090,8 +1090,9 @@ static void deliver(struct route *r, struct event *ev)
     h[n++] = (struct http_header_kv){"X-Bus-Offset", off};
     h[n++] = (struct http_header_kv){"X-Bus-Attempt", att};
     const char *id = event_id(ev, id_buf, sizeof id_buf);
-    snprintf(ts, sizeof ts, "%lld", sign_time(&ev, 1));
-    sign(r, id, ts, rec->value, rec->value_len, sig);
+    long long signed_s = sign_time(&ev, 1);
+    snprintf(ts, sizeof ts, "%lld", signed_s);
+    sign(r, id, signed_s, rec->value, rec->value_len, sig);
     h[n++] = (struct http_header_kv){"webhook-id", id};
     h[n++] = (struct http_header_kv){"webhook-timestamp", ts};
     h[n++] = (struct http_header_kv){"webhook-signature", sig};
@@ -1169,8 +1170,9 @@ static void deliver_batch(struct route *r, struct event **evs, size_t n)
     char count[24], ts[24], sig[ROUTE_SIGNATURE_MAX], id_buf[64];
     snprintf(count, sizeof count, "%zu", n);
     const char *id = event_id(evs[0], id_buf, sizeof id_buf);
-    snprintf(ts, sizeof ts, "%lld", sign_time(evs, n));
-    sign(r, id, ts, body.data, body.len, sig);
+    long long signed_s = sign_time(evs, n);
+    snprintf(ts, sizeof ts, "%lld", signed_s);
+    sign(r, id, signed_s, body.data, body.len, sig);
     struct http_header_kv h[8];
     size_t nh = 0;
     h[nh++] = (struct http_header_kv){"Content-Type", DELIVERY_BATCH_TYPE};
@@ -1829,6 +1831,7 @@ static void route_free_fields(struct route *r)
     free(r->output_key);
     free(r->dead_letter);
     free(r->secret);
+    crypto_webhook_signer_free(r->signer);
     free(r->txn_id);
     free(r->pend);
     json_decref(r->raw);
@@ -1840,15 +1843,16 @@ static void route_free_fields(struct route *r)
 struct route *route_start(const struct route_env *env, const struct busconf_route *conf,
                           const struct busconf_topic *output_topic, char *err, size_t err_len)
 {
-    char probe[ROUTE_SIGNATURE_MAX];
-    if (crypto_webhook_sign(conf->secret ? conf->secret : env->signing_secret, "probe", 0, "", 0,
-                            probe, sizeof probe) != 0) {
+    struct crypto_webhook_signer *signer =
+        crypto_webhook_signer_new(conf->secret ? conf->secret : env->signing_secret);
+    if (signer == NULL) {
         snprintf(err, err_len,
                  "its signing key list is empty, has more than %d keys or a bad whsec_ key",
                  CRYPTO_WEBHOOK_MAX_KEYS);
         return NULL;
     }
     struct route *r = xcalloc(1, sizeof *r);
+    r->signer = signer;
     r->env = env;
     r->name = xstrdup(conf->name);
     r->topic = xstrdup(conf->topic);

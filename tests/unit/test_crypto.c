@@ -87,6 +87,51 @@ static void test_webhook_sign_and_verify(void **state)
     assert_int_equal(crypto_webhook_sign("Jefe", "id", 7, "body", 4, sig, 20), -1);
 }
 
+/* A signer signs what crypto_webhook_sign signs, message after message (its keys are set up
+ * once and every message starts afresh from them), for one key, several and whsec_ keys. */
+static void test_webhook_signer(void **state)
+{
+    (void)state;
+    const char *lists[] = {"Jefe", "new-key  old-key", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                           "k1 k2 k3 k4 k5 k6 k7 k8"};
+    const char *bodies[] = {"body", "", "{\"test\": 2432232314}", "body"};
+    const long long stamps[] = {7, 0, 1614265330, -12};
+    for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+        struct crypto_webhook_signer *s = crypto_webhook_signer_new(lists[l]);
+        assert_non_null(s);
+        for (int round = 0; round < 3; round++) {
+            for (size_t m = 0; m < sizeof bodies / sizeof bodies[0]; m++) {
+                char want[512], got[512];
+                const char *id = m % 2 ? "msg_p5jXN8AQM9LWM0D4loKWxJek" : "id";
+                assert_int_equal(crypto_webhook_sign(lists[l], id, stamps[m], bodies[m],
+                                                     strlen(bodies[m]), want, sizeof want),
+                                 0);
+                assert_int_equal(crypto_webhook_signer_sign(s, id, stamps[m], bodies[m],
+                                                            strlen(bodies[m]), got, sizeof got),
+                                 0);
+                assert_string_equal(got, want);
+                assert_true(crypto_webhook_verify(lists[l], id, stamps[m], bodies[m],
+                                                  strlen(bodies[m]), got));
+            }
+        }
+        crypto_webhook_signer_free(s);
+    }
+    /* the known answers, through a signer that signed something else first */
+    struct crypto_webhook_signer *s = crypto_webhook_signer_new("Jefe");
+    char sig[256];
+    assert_int_equal(crypto_webhook_signer_sign(s, "other", 99, "x", 1, sig, sizeof sig), 0);
+    assert_int_equal(crypto_webhook_signer_sign(s, "id", 7, "body", 4, sig, sizeof sig), 0);
+    assert_string_equal(sig, "v1,WNt7vFu0W7pkrwahO3NN7FLnyYR7PXHGflR980k2+Io=");
+    assert_int_equal(crypto_webhook_signer_sign(s, "id", 7, "body", 4, sig, 20), -1);
+    crypto_webhook_signer_free(s);
+    /* no key, too many, a bad whsec_ key: no signer */
+    assert_null(crypto_webhook_signer_new("  "));
+    assert_null(crypto_webhook_signer_new(NULL));
+    assert_null(crypto_webhook_signer_new("k1 k2 k3 k4 k5 k6 k7 k8 k9"));
+    assert_null(crypto_webhook_signer_new("Jefe whsec_!!!!"));
+    crypto_webhook_signer_free(NULL);
+}
+
 static void test_equal(void **state)
 {
     (void)state;
@@ -104,6 +149,7 @@ int main(void)
         cmocka_unit_test(test_sha256_known_answers),
         cmocka_unit_test(test_hmac_sha256_rfc4231),
         cmocka_unit_test(test_webhook_sign_and_verify),
+        cmocka_unit_test(test_webhook_signer),
         cmocka_unit_test(test_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
