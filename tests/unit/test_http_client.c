@@ -709,6 +709,34 @@ static void test_native_keep_alive_reuse_and_bodies(void **state)
     http_pool_free(p);
 }
 
+/* A header name or value holding CR or LF would smuggle in headers of its own: refused at
+ * submission (no callback); the same request without it goes through. */
+static void test_native_refuses_header_injection(void **state)
+{
+    (void)state;
+    struct http_pool *p = http_pool_new(4);
+    char *u = raw_url("/cl");
+    struct pool_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct one_result o = {.w = &w};
+    struct http_header_kv bad_value[] = {{"ce-id", "abc"}, {"X-A", "1\r\nX-Injected: 1"}};
+    struct http_header_kv bad_name[] = {{"X-A\nX-Injected", "1"}};
+    struct http_header_kv lone_cr[] = {{"X-A", "1\r"}};
+    assert_int_equal(http_pool_submit(p, "POST", u, bad_value, 2, "{}", 2, 5000, 4096, on_one, &o),
+                     -1);
+    assert_int_equal(http_pool_submit(p, "POST", u, bad_name, 1, "{}", 2, 5000, 4096, on_one, &o),
+                     -1);
+    assert_int_equal(http_pool_submit(p, "POST", u, lone_cr, 1, "{}", 2, 5000, 4096, on_one, &o),
+                     -1);
+    struct http_header_kv good[] = {{"ce-id", "abc"}, {"X-A", "1"}};
+    assert_int_equal(http_pool_submit(p, "POST", u, good, 2, "{}", 2, 5000, 4096, on_one, &o), 0);
+    wait_done(&w, 1);
+    assert_int_equal(w.done, 1); /* only the good one came back */
+    assert_int_equal(o.r.status, 200);
+    http_result_release(&o.r);
+    free(u);
+    http_pool_free(p);
+}
+
 static void test_native_connection_close_and_http10(void **state)
 {
     (void)state;
@@ -902,6 +930,7 @@ int main(void)
     int failed = cmocka_run_group_tests(tests, setup, teardown);
     const struct CMUnitTest native_tests[] = {
         cmocka_unit_test(test_native_keep_alive_reuse_and_bodies),
+        cmocka_unit_test(test_native_refuses_header_injection),
         cmocka_unit_test(test_native_connection_close_and_http10),
         cmocka_unit_test(test_native_stale_keep_alive_is_retried),
         cmocka_unit_test(test_native_errors),
