@@ -38,18 +38,7 @@ const char *kafka_consumer_topic(const struct kafka_consumer *c)
 
 void kafka_record_free(struct kafka_record *r)
 {
-    if (r == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free((char *)r->headers[i].name);
-        free((void *)r->headers[i].value);
-    }
-    free(r->headers);
-    free(r->topic);
-    free(r->key);
-    free(r->value);
-    free(r);
+    free(r); /* one block: record_copy() */
 }
 
 const char *kafka_record_header(const struct kafka_record *r, const char *name)
@@ -203,35 +192,73 @@ fail:
     return NULL;
 }
 
+/* Copies what we keep of m into one heap block: the record, its header array, then topic,
+ * key, value and every header's name and value, each NUL-terminated (one allocation and one
+ * free per record, which the dispatcher takes in and frees for every event). */
 static struct kafka_record *record_copy(const rd_kafka_message_t *m)
 {
-    struct kafka_record *r = xcalloc(1, sizeof *r);
-    r->topic = xstrdup(rd_kafka_topic_name(m->rkt));
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    size_t topic_len = strlen(topic);
+    size_t key_len = m->key != NULL ? m->key_len : 0;
+    size_t value_len = m->payload ? m->len : 0;
+    rd_kafka_headers_t *hdrs = NULL;
+    size_t n = 0;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL) {
+        n = rd_kafka_header_cnt(hdrs);
+    }
+    size_t size = sizeof(struct kafka_record) + n * sizeof(struct kafka_header) + topic_len + 1 +
+                  key_len + 1 + value_len + 1;
+    const char *name;
+    const void *val;
+    size_t len;
+    size_t n_ok = 0;
+    for (; n_ok < n; n_ok++) {
+        if (rd_kafka_header_get_all(hdrs, n_ok, &name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            break;
+        }
+        size += strlen(name) + 1 + (val ? len : 0) + 1;
+    }
+    struct kafka_record *r = xmalloc(size);
+    memset(r, 0, sizeof *r);
+    struct kafka_header *headers = (struct kafka_header *)(r + 1);
+    char *at = (char *)(headers + n);
+    r->topic = at;
+    memcpy(at, topic, topic_len + 1);
+    at += topic_len + 1;
     r->partition = m->partition;
     r->offset = m->offset;
     r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
     if (m->key != NULL) {
-        r->key = xstrndup(m->key, m->key_len);
-        r->key_len = m->key_len;
+        r->key = at;
+        memcpy(at, m->key, key_len);
+        at[key_len] = '\0';
+        at += key_len + 1;
+        r->key_len = key_len;
     }
-    r->value = xstrndup(m->payload ? m->payload : "", m->payload ? m->len : 0);
-    r->value_len = m->payload ? m->len : 0;
-    rd_kafka_headers_t *hdrs = NULL;
-    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL) {
-        size_t n = rd_kafka_header_cnt(hdrs);
-        r->headers = xcalloc(n ? n : 1, sizeof *r->headers);
-        const char *name;
-        const void *val;
-        size_t len;
-        for (size_t i = 0; i < n; i++) {
-            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                break;
-            }
-            r->headers[r->n_headers].name = xstrdup(name);
-            r->headers[r->n_headers].value = xstrndup(val ? val : "", val ? len : 0);
-            r->headers[r->n_headers].len = val ? len : 0;
-            r->n_headers++;
+    r->value = at;
+    if (value_len > 0) {
+        memcpy(at, m->payload, value_len);
+    }
+    at[value_len] = '\0';
+    at += value_len + 1;
+    r->value_len = value_len;
+    r->headers = headers;
+    for (size_t i = 0; i < n_ok; i++) {
+        if (rd_kafka_header_get_all(hdrs, i, &name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            break; /* not after it answered the same index above */
         }
+        size_t name_len = strlen(name), val_len = val ? len : 0;
+        headers[i].name = at;
+        memcpy(at, name, name_len + 1);
+        at += name_len + 1;
+        headers[i].value = at;
+        if (val_len > 0) {
+            memcpy(at, val, val_len);
+        }
+        at[val_len] = '\0';
+        at += val_len + 1;
+        headers[i].len = val_len;
+        r->n_headers++;
     }
     return r;
 }

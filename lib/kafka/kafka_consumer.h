@@ -16,7 +16,8 @@
 
 #include "kafka/kafka.h"
 
-/* One consumed record, owned by the caller (kafka_record_free). */
+/* One consumed record, owned by the caller (kafka_record_free). One heap block with its strings
+ * and header array: free or replace none of its fields on its own. */
 struct kafka_record {
     char *topic;
     int32_t partition;
