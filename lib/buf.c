@@ -66,6 +66,30 @@ int buf_append(struct buf *b, const void *data, size_t n)
     return 0;
 }
 
+size_t buf_format_int(char out[BUF_INT_LEN], long long v)
+{
+    char digits[BUF_INT_LEN];
+    size_t i = sizeof digits;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0) {
+        digits[--i] = '-';
+    }
+    size_t n = sizeof digits - i;
+    memcpy(out, digits + i, n);
+    out[n] = '\0';
+    return n;
+}
+
+int buf_append_int(struct buf *b, long long v)
+{
+    char num[BUF_INT_LEN];
+    return buf_append(b, num, buf_format_int(num, v));
+}
+
 int buf_appends(struct buf *b, const char *s)
 {
     return buf_append(b, s, strlen(s));

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "buf.h"
 
 const char *crypto_lib_version(void)
 {
@@ -190,33 +191,16 @@ static EVP_MAC_CTX *mac_new(const char *key, size_t key_len)
     return ctx;
 }
 
-/* Writes ".<v>." (decimal) into out (at least 24 bytes); returns its length. */
-static size_t format_timestamp(long long v, char *out)
-{
-    char digits[24];
-    size_t i = sizeof digits;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    digits[--i] = '.';
-    do {
-        digits[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u > 0);
-    if (v < 0) {
-        digits[--i] = '-';
-    }
-    digits[--i] = '.';
-    memcpy(out, digits + i, sizeof digits - i);
-    return sizeof digits - i;
-}
-
 /* base64(HMAC-SHA256(ctx's key, "<id>.<timestamp>.<body>")) into out. EVP_MAC_init without a
  * key starts a new message with the key already set (OpenSSL's HMAC keeps the key's inner and
  * outer states and copies them), whatever ctx signed before. */
 static void mac_message(EVP_MAC_CTX *ctx, const char *id, long long timestamp, const void *body,
                         size_t len, char out[CRYPTO_WEBHOOK_SIG_LEN + 1])
 {
-    char head[32];
-    size_t head_len = format_timestamp(timestamp, head);
+    char head[BUF_INT_LEN + 2]; /* ".<timestamp>." */
+    head[0] = '.';
+    size_t head_len = 1 + buf_format_int(head + 1, timestamp);
+    head[head_len++] = '.';
     unsigned char md[EVP_MAX_MD_SIZE];
     size_t md_len = 0;
     int ok = EVP_MAC_init(ctx, NULL, 0, NULL) == 1 &&

@@ -1055,23 +1055,6 @@ static void sign(const struct route *r, const char *id, long long ts, const void
     }
 }
 
-/* The decimal text of v into buf: the header values of every delivery, without snprintf. */
-static void decimal(long long v, char buf[24])
-{
-    char digits[24];
-    size_t i = sizeof digits;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    digits[--i] = '\0';
-    do {
-        digits[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u > 0);
-    if (v < 0) {
-        digits[--i] = '-';
-    }
-    memcpy(buf, digits + i, sizeof digits - i);
-}
-
 static void deliver(struct route *r, struct event *ev)
 {
     struct kafka_record *rec = ev->rec;
@@ -1079,10 +1062,11 @@ static void deliver(struct route *r, struct event *ev)
     r->n_sending++;
     metric_observe(r->m_request_events, 1);
 
-    char part[24], off[24], att[24], ts[24], sig[ROUTE_SIGNATURE_MAX], id_buf[64];
-    decimal(rec->partition, part);
-    decimal(rec->offset, off);
-    decimal(ev->attempt, att);
+    char part[BUF_INT_LEN], off[BUF_INT_LEN], att[BUF_INT_LEN], ts[BUF_INT_LEN];
+    char sig[ROUTE_SIGNATURE_MAX], id_buf[64];
+    buf_format_int(part, rec->partition);
+    buf_format_int(off, rec->offset);
+    buf_format_int(att, ev->attempt);
     struct http_header_kv h[40];
     size_t n = 0;
     h[n++] = (struct http_header_kv){"Content-Type", "application/json"};
@@ -1108,7 +1092,7 @@ static void deliver(struct route *r, struct event *ev)
     h[n++] = (struct http_header_kv){"X-Bus-Attempt", att};
     const char *id = event_id(ev, id_buf, sizeof id_buf);
     long long signed_s = sign_time(&ev, 1);
-    decimal(signed_s, ts);
+    buf_format_int(ts, signed_s);
     sign(r, id, signed_s, rec->value, rec->value_len, sig);
     h[n++] = (struct http_header_kv){"webhook-id", id};
     h[n++] = (struct http_header_kv){"webhook-timestamp", ts};

@@ -929,14 +929,8 @@ static int append_header(struct buf *o, const char *name, const char *value)
 /* Appends "Content-Length: N\r\n" without printf (this runs once per delivery). */
 static int append_content_length(struct buf *o, size_t n)
 {
-    char digits[24];
-    size_t i = sizeof digits;
-    do {
-        digits[--i] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n > 0);
     int rc = buf_append(o, "Content-Length: ", 16);
-    rc |= buf_append(o, digits + i, sizeof digits - i);
+    rc |= buf_append_int(o, (long long)n);
     rc |= buf_append(o, "\r\n", 2);
     return rc;
 }

@@ -129,29 +129,16 @@ static size_t status_and_date(unsigned status, char *out)
     return line_len + date_len + 2;
 }
 
-/* Decimal text of v at the end of out[0..24); returns where it starts. */
-static const char *format_size(char out[24], size_t v)
-{
-    char *p = out + 23;
-    *p = '\0';
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    return p;
-}
-
 static void append_head(struct buf *out, unsigned status, const char *content_type, size_t len)
 {
     char lines[HTTP_HEAD_LINES_MAX];
     bool has_body = status != 204 && status != 304 && status >= 200;
     buf_append(out, lines, status_and_date(status, lines));
     if (has_body) {
-        char num[24];
         buf_appends(out, "Content-Type: ");
         buf_appends(out, content_type ? content_type : "application/json");
         buf_appends(out, "\r\nContent-Length: ");
-        buf_appends(out, format_size(num, len));
+        buf_append_int(out, (long long)len);
         buf_append(out, "\r\n", 2);
     }
 }

@@ -2,7 +2,9 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,10 +211,32 @@ static void test_alloc_wrappers(void **state)
     free(p);
 }
 
+/* buf_format_int and buf_append_int against printf's %lld, extremes included. */
+static void test_format_int_matches_printf(void **state)
+{
+    (void)state;
+    const long long vs[] = {
+        0, 1, -1, 9, 10, -10, 2147483647LL, -2147483648LL, 1733600000LL, LLONG_MAX, LLONG_MIN};
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+        char want[BUF_INT_LEN], got[BUF_INT_LEN];
+        int n = snprintf(want, sizeof want, "%lld", vs[i]);
+        assert_int_equal(buf_format_int(got, vs[i]), (size_t)n);
+        assert_string_equal(got, want);
+        struct buf b;
+        buf_init(&b, 0);
+        assert_int_equal(buf_append(&b, "x=", 2), 0);
+        assert_int_equal(buf_append_int(&b, vs[i]), 0);
+        assert_int_equal(b.len, 2 + (size_t)n);
+        assert_string_equal(b.data + 2, want);
+        buf_release(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_grows_and_stays_nul_terminated),
+        cmocka_unit_test(test_format_int_matches_printf),
         cmocka_unit_test(test_append_binary_with_nul_bytes),
         cmocka_unit_test(test_append_cap_refuses_and_keeps_content),
         cmocka_unit_test(test_appendf_short_and_long),
