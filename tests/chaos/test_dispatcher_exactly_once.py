@@ -35,21 +35,18 @@ def test_exactly_once_route_through_a_broker_kill_and_restart():
     at_kill = sink.count()
     assert at_kill < len(evs), "all delivered before the kill: the test proves nothing"
     broker.kill()
-    # the answers to what the dispatcher had fetched cannot be committed: the transaction fails
-    # (its commit times out after 5 s, or its outputs after message.timeout.ms, 10 s) and is
-    # aborted, usually 6-7 s after the kill. Once, in a full run under load, the transaction
-    # failed (librdkafka's "Current transaction failed", outputs timed out) and the route logged
-    # nothing more for 20 s: the abort may end only when the broker is back. Either line starts
-    # the broker again; the abort itself is checked after the restart.
-    harness.wait_for(lambda: "transaction aborted" in disp.log() or
-                     "Current transaction failed" in disp.log(), 30,
-                     what="a transaction failed while the broker is down")
+    # the answers to what the dispatcher had fetched cannot be committed: the transaction
+    # fails (after its 5 s time-out), is aborted and the route rewinds. Known to fail now and
+    # then under load: librdkafka's send_offsets_to_transaction ignores its time-out while the
+    # group coordinator is away (librdkafka issue 5456), and the route then waits in it until the
+    # broker is back. Starting the broker earlier is no cure: a commit that librdkafka resumes
+    # after the route gave it up duplicates outputs (see docs/bus.md, "Exactly once").
+    harness.wait_for(lambda: "transaction aborted" in disp.log(), 30,
+                     what="a transaction aborted while the broker is down")
     broker = ctx.start("bus-broker", config=bcfg, http=False, name="broker-2")
     harness.wait_for(lambda: harness.tcp_open(port) or not broker.alive(), 10, what="broker")
     td.wait_all(sink, [e["id"] for e in evs], timeout=90)
-    harness.wait_for(lambda: td.metric(disp, "bus_dispatcher_transactions_total",
-                                        'outcome="aborted"') >= 1, 30,
-                     what="the failed transaction counted as aborted")
+    assert td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="aborted"') >= 1
     outs = td.read_outputs(b.bootstrap, "out", len(evs), timeout=90)
     froms = [o["from"] for o in outs]
     dups = sorted({f for f in froms if froms.count(f) > 1})
