@@ -17,7 +17,9 @@
  *   STAGED   --its offset in a committed transaction-->     freed
  * and commits no offset itself: every commit tick one transaction carries the staged outputs of
  * each partition's done prefix and that prefix's offsets (txn_commit); an aborted one rewinds
- * every partition to its last committed offset (txn_rewind). */
+ * every partition to its last committed offset (txn_rewind). A transaction whose outcome is
+ * unknown (the producer given up mid-commit: the commit may still land) is settled by reading
+ * the committed offsets back once the next producer is ready (txn_settle). */
 #include "route.h"
 
 #include <pthread.h>
@@ -167,7 +169,8 @@ struct route {
     struct kafka_txn *txn;  /* NULL until made (again) */
     char *txn_id;           /* its transactional.id */
     long long txn_retry_ms; /* when making it may be tried again */
-    struct metric *m_txn_committed, *m_txn_aborted;
+    bool is_txn_unsettled;  /* a producer was given up mid-transaction: outcome unknown */
+    struct metric *m_txn_committed, *m_txn_aborted, *m_txn_settled;
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -870,6 +873,63 @@ static void txn_rewind(struct route *r)
     r->is_dirty = true;
 }
 
+/* After a producer was given up with its transaction's outcome unknown: a commit that timed out
+ * may still have landed, since librdkafka finishes a commit it sent. The new producer's
+ * InitTransactions has ended that transaction one way or the other (it fences the old producer
+ * and waits until what it left is committed or aborted), so the group's committed offsets now
+ * say which. Where they differ from what the route remembers, the commit landed: the route
+ * takes them and rewinds there, and no output goes out twice. 0 when settled, -1 when the
+ * offsets could not be read (tried again after ROUTE_TXN_RETRY_MS). */
+static int txn_settle(struct route *r)
+{
+    size_t n = 0;
+    for (struct part *p = r->parts; p; p = p->next) {
+        n++;
+    }
+    int32_t *ids = xcalloc(n ? n : 1, sizeof *ids);
+    int64_t *offs = xcalloc(n ? n : 1, sizeof *offs);
+    size_t i = 0;
+    for (struct part *p = r->parts; p; p = p->next) {
+        ids[i++] = p->id;
+    }
+    int rc = n ? kafka_consumer_committed(r->consumer, ids, n, txn_timeout(r), offs) : 0;
+    if (rc != 0) {
+        log_warn("route %s: the committed offsets could not be read back after a transaction "
+                 "was given up: trying again",
+                 r->name);
+        r->txn_retry_ms = app_now_ms() + ROUTE_TXN_RETRY_MS;
+    } else {
+        bool is_moved = false, is_late = false;
+        i = 0;
+        for (struct part *p = r->parts; p; p = p->next, i++) {
+            int64_t at = p->committed >= 0 ? p->committed : p->first_offset;
+            if (offs[i] < 0 || offs[i] == at) {
+                continue;
+            }
+            /* at -1: nothing taken in since assigned, maybe from an offset read before the
+             * commit landed: read from the committed one all the same */
+            if (at >= 0) {
+                log_warn("route %s: partition %d: the transaction given up had committed up to "
+                         "%lld (remembered %lld)",
+                         r->name, (int)p->id, (long long)offs[i], (long long)at);
+                is_late = true;
+            }
+            p->committed = offs[i];
+            is_moved = true;
+        }
+        r->is_txn_unsettled = false;
+        if (is_late) {
+            metric_inc(r->m_txn_settled);
+        }
+        if (is_moved) {
+            txn_rewind(r);
+        }
+    }
+    free(ids);
+    free(offs);
+    return rc;
+}
+
 /* One transaction: the outputs of the staged events whose offsets are committable (the finished
  * prefix of each partition, in offset order) and those offsets. Staged events past a partition's
  * prefix wait for the next one: a transaction never carries outputs of an input it does not
@@ -923,6 +983,15 @@ static void txn_commit(struct route *r)
             return;
         }
     }
+    if (r->is_txn_unsettled) {
+        /* what was chosen above may already be committed: chosen again next tick */
+        if (now >= r->txn_retry_ms) {
+            (void)txn_settle(r);
+        }
+        free(ids);
+        free(offs);
+        return;
+    }
     enum kafka_txn_outcome out = KAFKA_TXN_FATAL;
     if (kafka_txn_begin(r->txn, err, sizeof err) == 0) {
         bool is_sent = true;
@@ -973,6 +1042,7 @@ static void txn_commit(struct route *r)
     if (out == KAFKA_TXN_FATAL) {
         kafka_txn_free(r->txn); /* made again (fencing its predecessor) by the next commit */
         r->txn = NULL;
+        r->is_txn_unsettled = true; /* settled once the next producer is ready */
     }
     txn_rewind(r);
 }
@@ -1921,11 +1991,15 @@ struct route *route_start(const struct route_env *env, const struct busconf_rout
         r->txn_id = xstrdup(id);
         static const char txn_help[] =
             "Transactions of exactly-once routes, by outcome (committed: outputs and input "
-            "offsets visible together; aborted: their inputs are delivered again).";
+            "offsets visible together; aborted: their inputs are delivered again; late_commit: "
+            "given up (also counted as aborted) but committed after all, found when the "
+            "committed offsets were read back).";
         snprintf(labels, sizeof labels, "route=\"%s\",outcome=\"committed\"", r->name);
         r->m_txn_committed = metrics_counter("bus_dispatcher_transactions_total", txn_help, labels);
         snprintf(labels, sizeof labels, "route=\"%s\",outcome=\"aborted\"", r->name);
         r->m_txn_aborted = metrics_counter("bus_dispatcher_transactions_total", txn_help, labels);
+        snprintf(labels, sizeof labels, "route=\"%s\",outcome=\"late_commit\"", r->name);
+        r->m_txn_settled = metrics_counter("bus_dispatcher_transactions_total", txn_help, labels);
         snprintf(labels, sizeof labels, "route=\"%s\"", r->name);
     }
     char group[300];

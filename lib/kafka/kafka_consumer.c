@@ -418,6 +418,30 @@ int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition,
     return 0;
 }
 
+int kafka_consumer_committed(struct kafka_consumer *c, const int32_t *partitions, size_t n,
+                             int timeout_ms, int64_t *offsets)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_topic_partition_list_add(l, c->topic, partitions[i]);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_committed(c->rk, l, timeout_ms);
+    for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && i < l->cnt; i++) {
+        e = l->elems[i].err;
+    }
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_warn("kafka committed offsets of %s: %s", c->topic, rd_kafka_err2str(e));
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const rd_kafka_topic_partition_t *tp =
+                rd_kafka_topic_partition_list_find(l, c->topic, partitions[i]);
+            offsets[i] = tp && tp->offset >= 0 ? tp->offset : -1;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+}
+
 void kafka_consumer_close(struct kafka_consumer *c, long timeout_ms)
 {
     if (c == NULL) {

@@ -74,6 +74,11 @@ int64_t kafka_consumer_high_watermark(struct kafka_consumer *c, int32_t partitio
  * time-out (*low and *high untouched). */
 int kafka_consumer_query_watermarks(struct kafka_consumer *c, int32_t partition, int timeout_ms,
                                     int64_t *low, int64_t *high);
+/* The group's committed offsets (next offsets to read) of the n partitions of the topic, asked
+ * of the group coordinator now (blocks up to timeout_ms): offsets[i] = -1 where the group has
+ * none. Returns 0, or -1 on error or time-out (offsets untouched). */
+int kafka_consumer_committed(struct kafka_consumer *c, const int32_t *partitions, size_t n,
+                             int timeout_ms, int64_t *offsets);
 /* From now on every synchronous wait (commits, close) ends by by_ms (app_now_ms() time; 0 =
  * none): the owner's shutdown deadline. */
 void kafka_consumer_set_deadline(struct kafka_consumer *c, long long by_ms);

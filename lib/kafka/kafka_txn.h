@@ -39,14 +39,20 @@ enum kafka_txn_outcome {
 };
 /* Adds the n input offsets (partitions of c's topic, next offsets to read) with c's group
  * metadata and commits, within timeout_ms (retriable failures are tried again until then). On
- * failure aborts the transaction; err says why. */
+ * failure aborts the transaction; err says why. FATAL leaves the outcome unknown: a commit that
+ * timed out may still land (librdkafka finishes what it sent), so the owner reads the committed
+ * offsets back once a new producer with the same transactional.id is ready (its InitTransactions
+ * ends the old transaction one way or the other). The call returns within about timeout_ms +
+ * 1 s even while the group coordinator is away (librdkafka issue 5456: the producer is then
+ * given up, FATAL). */
 enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consumer *c,
                                         const int32_t *partitions, const int64_t *offsets, size_t n,
                                         int timeout_ms, char *err, size_t err_len);
 /* Aborts the open transaction: KAFKA_TXN_ABORTED or KAFKA_TXN_FATAL. */
 enum kafka_txn_outcome kafka_txn_abort(struct kafka_txn *t, int timeout_ms, char *err,
                                        size_t err_len);
-/* Drops whatever is queued and frees. NULL is a no-op. */
+/* Drops whatever is queued and frees (a producer given up in a call librdkafka has not returned
+ * from is freed by its helper thread when it does). NULL is a no-op. */
 void kafka_txn_free(struct kafka_txn *t);
 
 #endif

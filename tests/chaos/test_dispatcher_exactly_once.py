@@ -1,27 +1,43 @@
-"""An exactly-once streaming route (docs/bus.md "Exactly once") while its broker is killed
-(SIGKILL) mid-stream and started again on the same data: the transactions that fail meanwhile
-are aborted, the route reads again from its last committed offsets, and a read_committed
-consumer of the output still sees every answer exactly once."""
-import json
+"""An exactly-once streaming route (docs/bus.md "Exactly once") through broker faults; each test
+checks that a read_committed consumer of the output still sees every answer exactly once:
+- the broker killed (SIGKILL) mid-stream and started again on the same data: the transactions
+  that fail meanwhile are aborted or given up, and the route reads again from its last committed
+  offsets;
+- a transaction given up with its outcome unknown. A proxy between the clients and the embedded
+  broker (tests/lib/kafka_proxy.py) makes it happen every time. It holds the first EndTxn(commit)
+  back until the route, its commit timed out and its abort refused, drops the producer: the
+  commit then lands after all. Or it holds the first TxnOffsetCommit back 9 s:
+  librdkafka's send_offsets_to_transaction waits past its time-out (librdkafka issue 5456), and
+  the route gives the producer up at 5 s + 1 s. The route reads the committed offsets back once
+  its next producer is ready and rewinds past a commit that landed."""
 import os
 import sys
 
 import harness
+from kafka_proxy import KafkaProxy
 
 sys.path.insert(0, os.path.join(harness.ROOT, "tests", "integration"))
 import test_dispatcher as td  # noqa: E402  (its Sink, events, produce and readers)
 
 
-def test_exactly_once_route_through_a_broker_kill_and_restart():
+def start(n, proxy_args=None):
+    """The embedded broker (behind a proxy made with proxy_args, if given), an exactly-once
+    route "in" -> "out" and n events produced: a dict of ctx, proxy, broker (its process),
+    bcfg (its config), b (harness.Broker), disp, sink and evs."""
     if td.ck is None:
         raise harness.Skip("python3-confluent-kafka not importable by this Python")
     ctx = harness.ctx()
     port = harness.free_port()
     bcfg = {"listen": f"127.0.0.1:{port}", "data_dir": ctx.path("broker-data", "x")[:-2],
             "http.listen": f"127.0.0.1:{harness.free_port()}", "topics": "in:3,out:3"}
+    proxy = None
+    if proxy_args is not None:
+        proxy = KafkaProxy(port, port=harness.free_port(), **proxy_args).start()
+        ctx.servers.append(proxy)  # stopped by the context's cleanup
+        bcfg["advertised_port"] = proxy.port
     broker = ctx.start("bus-broker", config=bcfg, http=False, name="broker-1")
     harness.wait_for(lambda: harness.tcp_open(port) or not broker.alive(), 10, what="broker")
-    b = harness.Broker("embedded", f"127.0.0.1:{port}", broker)
+    b = harness.Broker("embedded", f"127.0.0.1:{proxy.port if proxy else port}", broker)
     sink = td.Sink(lambda ev, h: (200, {"account_id": ev["account_id"], "from": ev["id"]},
                                   None), delay=lambda: 0.005)
     url, _ = ctx.serve(sink)
@@ -29,30 +45,71 @@ def test_exactly_once_route_through_a_broker_kill_and_restart():
                       [td.route("enrich", "in", url, mode="streaming", output="out",
                                 concurrency=4, exactly_once=True)])
     disp = td.start_dispatcher(b, d, instance_id="node-1")
-    evs = td.events(1200, keys=50)
+    evs = td.events(n, keys=50)
     td.produce(b, "in", evs)
-    harness.wait_for(lambda: sink.count() >= 200, 30, what="some delivered")
-    at_kill = sink.count()
-    assert at_kill < len(evs), "all delivered before the kill: the test proves nothing"
-    broker.kill()
-    # the answers to what the dispatcher had fetched cannot be committed: the transaction
-    # fails (after its 5 s time-out), is aborted and the route rewinds. Known to fail now and
-    # then under load: librdkafka's send_offsets_to_transaction ignores its time-out while the
-    # group coordinator is away (librdkafka issue 5456), and the route then waits in it until the
-    # broker is back. Starting the broker earlier is no cure: a commit that librdkafka resumes
-    # after the route gave it up duplicates outputs (see docs/bus.md, "Exactly once").
-    harness.wait_for(lambda: "transaction aborted" in disp.log(), 30,
-                     what="a transaction aborted while the broker is down")
-    broker = ctx.start("bus-broker", config=bcfg, http=False, name="broker-2")
-    harness.wait_for(lambda: harness.tcp_open(port) or not broker.alive(), 10, what="broker")
+    return {"ctx": ctx, "proxy": proxy, "broker": broker, "bcfg": bcfg, "port": port, "b": b,
+            "disp": disp, "sink": sink, "evs": evs}
+
+
+def assert_exactly_once(sink, b, evs):
     td.wait_all(sink, [e["id"] for e in evs], timeout=90)
-    assert td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="aborted"') >= 1
     outs = td.read_outputs(b.bootstrap, "out", len(evs), timeout=90)
     froms = [o["from"] for o in outs]
     dups = sorted({f for f in froms if froms.count(f) > 1})
     missing = sorted({e["id"] for e in evs} - set(froms))
     assert not dups and not missing, f"{len(dups)} duplicated {dups[:5]}, " \
         f"{len(missing)} missing {missing[:5]}"
+
+
+def test_exactly_once_route_through_a_broker_kill_and_restart():
+    s = start(1200)
+    sink, disp, evs = s["sink"], s["disp"], s["evs"]
+    harness.wait_for(lambda: sink.count() >= 200, 30, what="some delivered")
+    at_kill = sink.count()
+    assert at_kill < len(evs), "all delivered before the kill: the test proves nothing"
+    s["broker"].kill()
+    # the answers to what the dispatcher had fetched cannot be committed: the transaction
+    # fails (after its 5 s time-out) and is aborted or given up, and the route rewinds. It is
+    # given up when send_offsets_to_transaction outlives its time-out, as librdkafka's does
+    # while the group coordinator is away (librdkafka issue 5456; docs/bus.md "Exactly once").
+    harness.wait_for(lambda: "transaction aborted" in disp.log(), 30,
+                     what="a transaction aborted while the broker is down")
+    broker = s["ctx"].start("bus-broker", config=s["bcfg"], http=False, name="broker-2")
+    harness.wait_for(lambda: harness.tcp_open(s["port"]) or not broker.alive(), 10,
+                     what="broker")
+    assert_exactly_once(sink, s["b"], evs)
     aborted = td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="aborted"')
+    assert aborted >= 1
     print(f"deliveries: {sum(sink.seen.values())} for {len(evs)} events; "
           f"transactions aborted: {aborted:.0f}")
+
+
+def test_a_commit_given_up_that_lands_later_is_not_repeated():
+    s = start(800, {"hold_commit": True})
+    proxy, disp, sink, b, evs = s["proxy"], s["disp"], s["sink"], s["b"], s["evs"]
+    harness.wait_for(proxy.held.is_set, 30, what="a transaction commit held by the proxy")
+    # the commit times out (5 s), the abort is refused, the producer is dropped: only then
+    # does the proxy let the commit through
+    harness.wait_for(lambda: "transaction aborted" in disp.log(), 30,
+                     what="the held transaction given up")
+    harness.wait_for(proxy.released.is_set, 15, what="the held commit sent to the broker")
+    assert proxy.end_txn_error == 0, f"the late commit did not land: {proxy.end_txn_error}"
+    assert_exactly_once(sink, b, evs)
+    # the route found the late commit by reading the committed offsets back (before the
+    # read-back, 16-18 of the 800 outputs came out twice)
+    assert td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="late_commit"') >= 1
+
+
+def test_offsets_unanswered_past_the_time_out_give_the_producer_up():
+    s = start(600, {"hold_offsets_s": 9})
+    proxy, disp, sink, b, evs = s["proxy"], s["disp"], s["sink"], s["b"], s["evs"]
+    harness.wait_for(proxy.held.is_set, 30, what="offsets held by the proxy")
+    # the route waits 5 s + 1 s, not the 9 s librdkafka would (before: until the answer)
+    harness.wait_for(lambda: "group coordinator is away" in disp.log(), 8,
+                     what="the producer given up while its offsets go unanswered")
+    assert not proxy.released.is_set(), "the offsets went through before the route gave up"
+    # once the offsets go through, librdkafka returns and the given-up producer is freed
+    harness.wait_for(lambda: "given-up call returned" in disp.log(), 20,
+                     what="the given-up producer freed")
+    assert_exactly_once(sink, b, evs)
+    assert td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="aborted"') >= 1
