@@ -71,7 +71,10 @@ int crypto_webhook_signer_sign(struct crypto_webhook_signer *s, const char *id, 
                                const void *body, size_t len, char *out, size_t out_len);
 void crypto_webhook_signer_free(struct crypto_webhook_signer *s);
 /* True when header (may be NULL) holds a "v1," signature of (id, timestamp, body) under one of
- * keys. Constant-time comparison of each candidate. */
+ * keys (up to CRYPTO_WEBHOOK_MAX_KEYS good ones; a bad whsec_ key is skipped). Constant-time
+ * comparison of each candidate. Each thread keeps the last list it was given set up (a signer,
+ * freed when the thread ends): a receiver checking every delivery against one list pays for
+ * hashing the message only. Thread-safe. */
 bool crypto_webhook_verify(const char *keys, const char *id, long long timestamp, const void *body,
                            size_t len, const char *header);
 

@@ -1,5 +1,6 @@
 /* test_crypto.c - SHA-256, HMAC-SHA256 (RFC 4231 vectors), Standard Webhooks signatures,
  * constant-time comparison. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,6 +133,53 @@ static void test_webhook_signer(void **state)
     crypto_webhook_signer_free(NULL);
 }
 
+/* A verifier keeps each thread's last key list set up: a list that changes is set up again, a bad
+ * whsec_ key in a list is skipped, and threads verifying under different lists at once do not
+ * see each other's (each thread's is freed when it ends: ASan's leak check). */
+struct verify_job {
+    const char *keys, *other;
+    int n_ok;
+};
+
+static void *verify_many(void *arg)
+{
+    struct verify_job *j = arg;
+    char sig[256], other_sig[256];
+    crypto_webhook_sign(j->keys, "id", 7, "body", 4, sig, sizeof sig);
+    crypto_webhook_sign(j->other, "id", 7, "body", 4, other_sig, sizeof other_sig);
+    for (int i = 0; i < 500; i++) {
+        j->n_ok += crypto_webhook_verify(j->keys, "id", 7, "body", 4, sig);
+        j->n_ok -= crypto_webhook_verify(j->keys, "id", 7, "body", 4, other_sig);
+    }
+    return NULL;
+}
+
+static void test_webhook_verifier_per_thread(void **state)
+{
+    (void)state;
+    char sig[256];
+    assert_int_equal(crypto_webhook_sign("b-key", "id", 7, "body", 4, sig, sizeof sig), 0);
+    assert_false(crypto_webhook_verify("a-key", "id", 7, "body", 4, sig));
+    assert_true(crypto_webhook_verify("b-key", "id", 7, "body", 4, sig));
+    assert_false(crypto_webhook_verify("a-key", "id", 7, "body", 4, sig));
+    assert_true(crypto_webhook_verify("whsec_!!!! b-key", "id", 7, "body", 4, sig));
+    assert_false(crypto_webhook_verify("whsec_!!!!", "id", 7, "body", 4, sig));
+    assert_false(crypto_webhook_verify("", "id", 7, "body", 4, sig));
+    /* eight good keys are read, bad ones not counted; a ninth is not */
+    assert_true(
+        crypto_webhook_verify("k1 whsec_!!!! k2 k3 k4 k5 k6 k7 b-key", "id", 7, "body", 4, sig));
+    assert_false(crypto_webhook_verify("k1 k2 k3 k4 k5 k6 k7 k8 b-key", "id", 7, "body", 4, sig));
+    struct verify_job jobs[2] = {{"a-key", "b-key", 0}, {"b-key old-key", "a-key", 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, verify_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(jobs[i].n_ok, 500);
+    }
+}
+
 static void test_equal(void **state)
 {
     (void)state;
@@ -150,6 +198,7 @@ int main(void)
         cmocka_unit_test(test_hmac_sha256_rfc4231),
         cmocka_unit_test(test_webhook_sign_and_verify),
         cmocka_unit_test(test_webhook_signer),
+        cmocka_unit_test(test_webhook_verifier_per_thread),
         cmocka_unit_test(test_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
