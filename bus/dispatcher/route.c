@@ -170,6 +170,14 @@ struct route {
     char *txn_id;           /* its transactional.id */
     long long txn_retry_ms; /* when making it may be tried again */
     bool is_txn_unsettled;  /* a producer was given up mid-transaction: outcome unknown */
+    /* a commit sent and not answered yet (KAFKA_TXN_PENDING): resumed each tick, no other
+     * transaction meanwhile; its partitions and offsets, and when it started */
+    bool is_txn_pending;
+    bool is_assigned_while_pending; /* offsets read at that assignment may predate the commit */
+    int32_t *pending_ids;
+    int64_t *pending_offs;
+    size_t n_pending;
+    long long txn_started_ms;
     struct metric *m_txn_committed, *m_txn_aborted, *m_txn_settled;
 };
 
@@ -454,6 +462,9 @@ static void on_rebalance(void *opaque, bool is_assigned, const int32_t *ids, siz
             r->parts = p;
             if (r->is_breaker_open) {
                 kafka_consumer_pause(r->consumer, p->id);
+            }
+            if (r->is_txn_pending) {
+                r->is_assigned_while_pending = true;
             }
             log_info("route %s: partition %d assigned", r->name, (int)ids[i]);
         } else {
@@ -832,6 +843,11 @@ static int stream_outputs(struct route *r, struct event *ev, json_t *doc)
 
 #define ROUTE_TXN_TIMEOUT_MS 5000
 #define ROUTE_TXN_RETRY_MS 1000 /* between attempts to make the transactional producer */
+/* A commit unanswered this long from its start is given up with its producer (the outcome is
+ * settled by the next one, txn_settle): a broker that answers late is waited for, one that
+ * does not answer on this connection is left behind. Below the transaction time-out (10 s by
+ * default), past which a broker that never got the commit aborts the transaction anyway. */
+#define ROUTE_TXN_RESUME_FOR_MS 8000
 
 /* A transaction call's time-out: ROUTE_TXN_TIMEOUT_MS, or while stopping what is left until
  * stop_by_ms (at least 500 ms: an abort needs a moment). */
@@ -930,6 +946,86 @@ static int txn_settle(struct route *r)
     return rc;
 }
 
+/* What a transaction's outcome does to the route (takes ids and offs, the n partitions and
+ * offsets it committed): committed, its staged outputs are freed; pending, it is kept to be
+ * resumed; aborted or given up, the route rewinds. */
+static void txn_end(struct route *r, enum kafka_txn_outcome out, int32_t *ids, int64_t *offs,
+                    size_t n, const char *err)
+{
+    if (out == KAFKA_TXN_PENDING) {
+        if (!r->is_txn_pending) {
+            log_warn("route %s: transaction commit not answered yet (%s): resuming it", r->name,
+                     err);
+            r->is_txn_pending = true;
+            r->pending_ids = ids;
+            r->pending_offs = offs;
+            r->n_pending = n;
+        }
+        return;
+    }
+    bool is_rewind = r->is_assigned_while_pending;
+    r->is_txn_pending = r->is_assigned_while_pending = false;
+    r->pending_ids = NULL;
+    r->pending_offs = NULL;
+    r->n_pending = 0;
+    if (out == KAFKA_TXN_COMMITTED) {
+        metric_inc(r->m_txn_committed);
+        for (size_t i = 0; i < n; i++) {
+            struct part *p = part_find(r, ids[i]);
+            if (p == NULL) {
+                continue; /* revoked while the commit was pending */
+            }
+            p->committed = offs[i];
+            struct event *ev = p->head;
+            while (ev && ev->rec->offset < offs[i]) {
+                struct event *next = ev->next;
+                if (ev->state == EV_STAGED) {
+                    event_unlink(ev);
+                    event_free(ev);
+                }
+                ev = next;
+            }
+            part_resume_if_room(r, p);
+        }
+        r->is_dirty = true;
+        if (is_rewind) {
+            /* a partition assigned meanwhile may have started below what this committed */
+            txn_rewind(r);
+        }
+    } else {
+        metric_inc(r->m_txn_aborted);
+        log_warn("route %s: transaction aborted (%s); reading again from the last committed "
+                 "offsets",
+                 r->name, err);
+        if (out == KAFKA_TXN_FATAL) {
+            kafka_txn_free(r->txn); /* made again (fencing its predecessor) by the next commit */
+            r->txn = NULL;
+            r->is_txn_unsettled = true; /* settled once the next producer is ready */
+        }
+        txn_rewind(r);
+    }
+    free(ids);
+    free(offs);
+}
+
+/* Carries on with the pending commit (txn_end), or gives its producer up once it has been
+ * unanswered for ROUTE_TXN_RESUME_FOR_MS. */
+static void txn_resume(struct route *r)
+{
+    char err[512];
+    enum kafka_txn_outcome out;
+    long long left = r->txn_started_ms + ROUTE_TXN_RESUME_FOR_MS - app_now_ms();
+    if (left <= 0) {
+        snprintf(err, sizeof err, "commit unanswered for %d ms: producer given up",
+                 ROUTE_TXN_RESUME_FOR_MS);
+        out = KAFKA_TXN_FATAL;
+    } else {
+        int timeout = txn_timeout(r);
+        out = kafka_txn_resume(r->txn, left < timeout ? (int)left : timeout, err, sizeof err);
+    }
+    txn_end(r, out, r->pending_ids, r->pending_offs, r->n_pending, err);
+}
+
 /* One transaction: the outputs of the staged events whose offsets are committable (the finished
  * prefix of each partition, in offset order) and those offsets. Staged events past a partition's
  * prefix wait for the next one: a transaction never carries outputs of an input it does not
@@ -937,6 +1033,10 @@ static int txn_settle(struct route *r)
 static void txn_commit(struct route *r)
 {
     if (r->consumer == NULL) {
+        return;
+    }
+    if (r->is_txn_pending) {
+        txn_resume(r);
         return;
     }
     int32_t *ids = NULL;
@@ -993,6 +1093,7 @@ static void txn_commit(struct route *r)
         return;
     }
     enum kafka_txn_outcome out = KAFKA_TXN_FATAL;
+    r->txn_started_ms = app_now_ms();
     if (kafka_txn_begin(r->txn, err, sizeof err) == 0) {
         bool is_sent = true;
         for (struct part *p = r->parts; p && is_sent; p = p->next) {
@@ -1013,38 +1114,7 @@ static void txn_commit(struct route *r)
             out = kafka_txn_abort(r->txn, txn_timeout(r), aerr, sizeof aerr);
         }
     }
-    free(ids);
-    free(offs);
-    if (out == KAFKA_TXN_COMMITTED) {
-        metric_inc(r->m_txn_committed);
-        for (struct part *p = r->parts; p; p = p->next) {
-            if (p->next_commit < 0) {
-                continue;
-            }
-            p->committed = p->next_commit;
-            struct event *ev = p->head;
-            while (ev && ev->rec->offset < p->next_commit) {
-                struct event *next = ev->next;
-                if (ev->state == EV_STAGED) {
-                    event_unlink(ev);
-                    event_free(ev);
-                }
-                ev = next;
-            }
-            part_resume_if_room(r, p);
-        }
-        r->is_dirty = true;
-        return;
-    }
-    metric_inc(r->m_txn_aborted);
-    log_warn("route %s: transaction aborted (%s); reading again from the last committed offsets",
-             r->name, err);
-    if (out == KAFKA_TXN_FATAL) {
-        kafka_txn_free(r->txn); /* made again (fencing its predecessor) by the next commit */
-        r->txn = NULL;
-        r->is_txn_unsettled = true; /* settled once the next producer is ready */
-    }
-    txn_rewind(r);
+    txn_end(r, out, ids, offs, n, err);
 }
 
 /* ---- delivery ------------------------------------------------------------------------------ */
@@ -1883,8 +1953,11 @@ static void *route_main(void *arg)
     long long left = r->stop_by_ms - app_now_ms();
     kafka_consumer_close(r->consumer, left > 0 ? (long)left : 0);
     r->consumer = NULL;
-    kafka_txn_free(r->txn);
+    kafka_txn_free(r->txn); /* a commit still pending may land: the group's offsets say */
     r->txn = NULL;
+    free(r->pending_ids);
+    free(r->pending_offs);
+    r->is_txn_pending = false;
     free(ks.slots);
     free(ks.hashes);
     free(ks.gens);

@@ -247,19 +247,68 @@ enum kafka_txn_outcome kafka_txn_abort(struct kafka_txn *t, int timeout_ms, char
     }
 }
 
+/* After the failed call `what` (e, taken): FATAL when e is fatal; otherwise the transaction is
+ * aborted: ABORTED, or FATAL when the abort fails too. err says why. */
+static enum kafka_txn_outcome fail(struct kafka_txn *t, rd_kafka_error_t *e, const char *what,
+                                   long long until, char *err, size_t err_len)
+{
+    bool is_fatal = rd_kafka_error_is_fatal(e);
+    snprintf(err, err_len, "%s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    if (is_fatal) {
+        return KAFKA_TXN_FATAL;
+    }
+    char aerr[256];
+    long left = (long)(until - mono_ms());
+    /* the abort gets at least a second even when the commit used the whole time-out */
+    if (kafka_txn_abort(t, left > 1000 ? (int)left : 1000, aerr, sizeof aerr) !=
+        KAFKA_TXN_ABORTED) {
+        size_t len = strlen(err);
+        snprintf(err + len, err_len - len, "; %s", aerr);
+        return KAFKA_TXN_FATAL;
+    }
+    return KAFKA_TXN_ABORTED;
+}
+
+/* Commits (or resumes the commit of) the open transaction, trying again until `until` while
+ * librdkafka says the failure is retriable; still unanswered then: PENDING. */
+static enum kafka_txn_outcome commit_by(struct kafka_txn *t, long long until, char *err,
+                                        size_t err_len)
+{
+    rd_kafka_error_t *e;
+    for (;;) {
+        long left = (long)(until - mono_ms());
+        e = rd_kafka_commit_transaction(t->rk, left > 0 ? (int)left : 0);
+        if (e == NULL || !rd_kafka_error_is_retriable(e) || mono_ms() >= until) {
+            break;
+        }
+        rd_kafka_error_destroy(e);
+    }
+    if (e == NULL) {
+        return KAFKA_TXN_COMMITTED;
+    }
+    if (rd_kafka_error_is_retriable(e)) {
+        /* sent and not answered yet: an abort now would be refused ("Conflicting
+         * commit_transaction API call is already in progress") */
+        snprintf(err, err_len, "commit: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return KAFKA_TXN_PENDING;
+    }
+    return fail(t, e, "commit", until, err, err_len);
+}
+
 enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consumer *c,
                                         const int32_t *partitions, const int64_t *offsets, size_t n,
                                         int timeout_ms, char *err, size_t err_len)
 {
     long long until = mono_ms() + timeout_ms;
-    rd_kafka_error_t *e = NULL;
-    const char *what = "send offsets";
     if (n > 0) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
         for (size_t i = 0; i < n; i++) {
             rd_kafka_topic_partition_list_add(l, kafka_consumer_topic(c), partitions[i])->offset =
                 offsets[i];
         }
+        rd_kafka_error_t *e;
         for (;;) {
             long left = (long)(until - mono_ms());
             bool is_stuck = false;
@@ -279,37 +328,21 @@ enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consum
             rd_kafka_error_destroy(e);
         }
         rd_kafka_topic_partition_list_destroy(l);
-    }
-    if (e == NULL) {
-        what = "commit";
-        for (;;) {
-            long left = (long)(until - mono_ms());
-            e = rd_kafka_commit_transaction(t->rk, left > 0 ? (int)left : 0);
-            if (e == NULL || !rd_kafka_error_is_retriable(e) || mono_ms() >= until) {
-                break;
-            }
-            rd_kafka_error_destroy(e);
+        if (e != NULL) {
+            return fail(t, e, "send offsets", until, err, err_len);
         }
     }
-    if (e == NULL) {
-        return KAFKA_TXN_COMMITTED;
-    }
-    bool is_fatal = rd_kafka_error_is_fatal(e);
-    snprintf(err, err_len, "%s: %s", what, rd_kafka_error_string(e));
-    rd_kafka_error_destroy(e);
-    if (is_fatal) {
+    return commit_by(t, until, err, err_len);
+}
+
+enum kafka_txn_outcome kafka_txn_resume(struct kafka_txn *t, int timeout_ms, char *err,
+                                        size_t err_len)
+{
+    if (t->is_stuck) {
+        snprintf(err, err_len, "commit: the producer was given up");
         return KAFKA_TXN_FATAL;
     }
-    char aerr[256];
-    long left = (long)(until - mono_ms());
-    /* the abort gets at least a second even when the commit used the whole time-out */
-    if (kafka_txn_abort(t, left > 1000 ? (int)left : 1000, aerr, sizeof aerr) !=
-        KAFKA_TXN_ABORTED) {
-        size_t len = strlen(err);
-        snprintf(err + len, err_len - len, "; %s", aerr);
-        return KAFKA_TXN_FATAL;
-    }
-    return KAFKA_TXN_ABORTED;
+    return commit_by(t, mono_ms() + timeout_ms, err, err_len);
 }
 
 void kafka_txn_free(struct kafka_txn *t)

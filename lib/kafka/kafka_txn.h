@@ -36,18 +36,23 @@ enum kafka_txn_outcome {
     KAFKA_TXN_COMMITTED = 0,
     KAFKA_TXN_ABORTED = 1, /* aborted: the producer may begin again */
     KAFKA_TXN_FATAL = 2,   /* fenced, or the abort itself failed: free it, make a new one */
+    KAFKA_TXN_PENDING = 3, /* the commit was sent and is not answered yet: kafka_txn_resume() */
 };
 /* Adds the n input offsets (partitions of c's topic, next offsets to read) with c's group
  * metadata and commits, within timeout_ms (retriable failures are tried again until then). On
- * failure aborts the transaction; err says why. FATAL leaves the outcome unknown: a commit that
- * timed out may still land (librdkafka finishes what it sent), so the owner reads the committed
- * offsets back once a new producer with the same transactional.id is ready (its InitTransactions
- * ends the old transaction one way or the other). The call returns within about timeout_ms +
- * 1 s even while the group coordinator is away (librdkafka issue 5456: the producer is then
- * given up, FATAL). */
+ * failure aborts the transaction; err says why. PENDING: the commit went out and is not
+ * answered yet; kafka_txn_resume() carries on with it (no other call until it ends). FATAL
+ * after the commit went out leaves the outcome unknown: the commit may still land (librdkafka
+ * or the broker finishes what was sent), so the owner reads the committed offsets back once a
+ * new producer with the same transactional.id is ready (its InitTransactions ends the old
+ * transaction one way or the other). The call returns within about timeout_ms + 1 s even while
+ * the group coordinator is away (librdkafka issue 5456: the producer is then given up, FATAL). */
 enum kafka_txn_outcome kafka_txn_commit(struct kafka_txn *t, struct kafka_consumer *c,
                                         const int32_t *partitions, const int64_t *offsets, size_t n,
                                         int timeout_ms, char *err, size_t err_len);
+/* Carries on with a PENDING commit for up to timeout_ms: any outcome of kafka_txn_commit. */
+enum kafka_txn_outcome kafka_txn_resume(struct kafka_txn *t, int timeout_ms, char *err,
+                                        size_t err_len);
 /* Aborts the open transaction: KAFKA_TXN_ABORTED or KAFKA_TXN_FATAL. */
 enum kafka_txn_outcome kafka_txn_abort(struct kafka_txn *t, int timeout_ms, char *err,
                                        size_t err_len);

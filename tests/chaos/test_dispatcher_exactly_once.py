@@ -3,13 +3,16 @@ checks that a read_committed consumer of the output still sees every answer exac
 - the broker killed (SIGKILL) mid-stream and started again on the same data: the transactions
   that fail meanwhile are aborted or given up, and the route reads again from its last committed
   offsets;
-- a transaction given up with its outcome unknown. A proxy between the clients and the embedded
-  broker (tests/lib/kafka_proxy.py) makes it happen every time. It holds the first EndTxn(commit)
-  back until the route, its commit timed out and its abort refused, drops the producer: the
-  commit then lands after all. Or it holds the first TxnOffsetCommit back 9 s:
-  librdkafka's send_offsets_to_transaction waits past its time-out (librdkafka issue 5456), and
-  the route gives the producer up at 5 s + 1 s. The route reads the committed offsets back once
-  its next producer is ready and rewinds past a commit that landed."""
+- a commit answered late (a proxy between the clients and the embedded broker,
+  tests/lib/kafka_proxy.py, holds the first EndTxn(commit) back 6.5 s): the route resumes it and
+  nothing is aborted or delivered twice;
+- a transaction given up with its outcome unknown. The proxy makes it happen every time. It
+  holds the first EndTxn(commit) back until the route, its commit unanswered 8 s after it
+  started, drops the producer: the commit then lands after all. Or it holds the first
+  TxnOffsetCommit back 9 s: librdkafka's send_offsets_to_transaction waits past its time-out
+  (librdkafka issue 5456), and the route gives the producer up at 5 s + 1 s. The route reads
+  the committed offsets back once its next producer is ready and rewinds past a commit that
+  landed."""
 import os
 import sys
 
@@ -88,10 +91,12 @@ def test_a_commit_given_up_that_lands_later_is_not_repeated():
     s = start(800, {"hold_commit": True})
     proxy, disp, sink, b, evs = s["proxy"], s["disp"], s["sink"], s["b"], s["evs"]
     harness.wait_for(proxy.held.is_set, 30, what="a transaction commit held by the proxy")
-    # the commit times out (5 s), the abort is refused, the producer is dropped: only then
-    # does the proxy let the commit through
-    harness.wait_for(lambda: "transaction aborted" in disp.log(), 30,
-                     what="the held transaction given up")
+    # the commit is not answered within 5 s: resumed, then given up with its producer 8 s after
+    # it started (before the broker's transaction time-out, 10 s); only then does the proxy let
+    # the commit through
+    harness.wait_for(lambda: "producer given up" in disp.log(), 30,
+                     what="the held commit resumed, then given up")
+    assert "resuming it" in disp.log(), disp.log()[-3000:]
     harness.wait_for(proxy.released.is_set, 15, what="the held commit sent to the broker")
     assert proxy.end_txn_error == 0, f"the late commit did not land: {proxy.end_txn_error}"
     assert_exactly_once(sink, b, evs)
@@ -113,3 +118,17 @@ def test_offsets_unanswered_past_the_time_out_give_the_producer_up():
                      what="the given-up producer freed")
     assert_exactly_once(sink, b, evs)
     assert td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="aborted"') >= 1
+
+
+def test_a_commit_answered_late_is_resumed_not_given_up():
+    s = start(600, {"hold_commit_s": 6.5})
+    proxy, disp, sink, b, evs = s["proxy"], s["disp"], s["sink"], s["b"], s["evs"]
+    harness.wait_for(proxy.held.is_set, 30, what="a transaction commit held by the proxy")
+    harness.wait_for(lambda: "resuming it" in disp.log(), 15,
+                     what="the commit unanswered after 5 s, resumed")
+    harness.wait_for(proxy.released.is_set, 15, what="the held commit let through")
+    assert_exactly_once(sink, b, evs)
+    # the resumed commit landed: nothing aborted, nothing rewound, nothing delivered twice
+    assert "transaction aborted" not in disp.log()
+    assert td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="aborted"') == 0
+    assert sum(sink.seen.values()) == len(evs), "events delivered again: the route rewound"

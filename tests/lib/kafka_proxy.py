@@ -9,11 +9,12 @@ connection. Only then is the EndTxn frame sent to the broker (what followed it i
 answer read (end_txn_error: the broker's error code, 0 when the commit landed) and the
 connection closed: a commit that the client gave up on lands after all.
 
-With hold_offsets_s=N instead, the first TxnOffsetCommit (api_key 28) is held back N seconds,
-and everything the client sends after it on that connection with it, then all of it goes
-through and the connection carries on: a group coordinator that does not answer for N seconds
-(librdkafka's send_offsets_to_transaction then waits past its own time-out, librdkafka issue
-5456).
+With hold_commit_s=N, that EndTxn(commit) is held back N seconds instead, and everything the
+client sends after it on that connection with it; then all of it goes through and the
+connection carries on: a coordinator that answers a commit N seconds late. hold_offsets_s=N does
+the same to the first TxnOffsetCommit (api_key 28): a group coordinator that does not answer
+for N seconds (librdkafka's send_offsets_to_transaction then waits past its own time-out,
+librdkafka issue 5456).
 
 The broker must advertise the proxy's port (the embedded broker's advertised_port) so that the
 clients' connections after the bootstrap go through the proxy too."""
@@ -27,11 +28,13 @@ TXN_OFFSET_COMMIT = 28
 
 
 class KafkaProxy:
-    def __init__(self, broker_port, hold_commit=True, hold_offsets_s=None, host="127.0.0.1",
-                 port=0):
+    def __init__(self, broker_port, hold_commit=True, hold_commit_s=None, hold_offsets_s=None,
+                 host="127.0.0.1", port=0):
         self.broker = (host, broker_port)
-        self.hold_commit = hold_commit
+        self.hold_commit = hold_commit or hold_commit_s is not None
         self.hold_offsets_s = hold_offsets_s
+        # held for this long, or (None) until the client closes the connection
+        self.hold_s = hold_offsets_s if hold_offsets_s is not None else hold_commit_s
         self.lsock = socket.create_server((host, port))
         self.port = self.lsock.getsockname()[1]
         self.held = threading.Event()  # the EndTxn(commit) was held back
@@ -113,9 +116,9 @@ class KafkaProxy:
                         break
                     frame, buf = buf[:4 + size], buf[4 + size:]
                     if self._take_hold(frame):
-                        if self.hold_offsets_s is not None:
+                        if self.hold_s is not None:
                             # held for a while, with what follows it, then all goes through
-                            time.sleep(self.hold_offsets_s)
+                            time.sleep(self.hold_s)
                             upstream.sendall(frame + buf)
                             buf = b""
                             self.released.set()
