@@ -1392,78 +1392,188 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
     return rc;
 }
 
+/* OffsetFetch's strings and arrays: compact from v6 on (the flexible versions). */
+static struct kstr of_read_str(struct kr *q, int is_flex)
+{
+    return is_flex ? kr_compact_str(q) : kr_str(q);
+}
+
+static int32_t of_read_array(struct kr *q, int is_flex, size_t min_elem_bytes)
+{
+    return is_flex ? kr_compact_array(q, min_elem_bytes) : kr_array(q, min_elem_bytes);
+}
+
+static void of_write_array_len(struct kw *w, int is_flex, int32_t n)
+{
+    if (is_flex) {
+        kw_uvarint(w, (uint64_t)n + 1);
+    } else {
+        kw_i32(w, n);
+    }
+}
+
+/* A string as the request gave it (null stays null). */
+static void of_write_kstr(struct kw *w, int is_flex, struct kstr s)
+{
+    if (!s.ptr) {
+        if (is_flex) {
+            kw_uvarint(w, 0);
+        } else {
+            kw_i16(w, -1);
+        }
+    } else if (is_flex) {
+        kw_uvarint(w, (uint64_t)s.len + 1);
+        kw_raw(w, s.ptr, (size_t)s.len);
+    } else {
+        kw_strn(w, s.ptr, (size_t)s.len);
+    }
+}
+
+/* One partition of the answer: index, offset, leader epoch (v5+), metadata, error. */
+static void of_write_partition(struct kw *w, int16_t v, int32_t part, int64_t offset,
+                               const char *meta, int16_t err)
+{
+    int is_flex = v >= 6;
+    kw_i32(w, part);
+    kw_i64(w, offset);
+    if (v >= 5) {
+        kw_i32(w, -1);
+    }
+    if (is_flex) {
+        kw_compact_str(w, meta);
+    } else {
+        kw_str(w, meta);
+    }
+    kw_i16(w, err);
+    if (is_flex) {
+        kw_uvarint(w, 0); /* partition's tagged fields */
+    }
+}
+
+/* v7's require_stable comes after the topics: read from a copy of the reader that skips them.
+ * A malformed list leaves it 0; the real pass then finds the same fault. */
+static int of_require_stable(const struct kr *q, int16_t v)
+{
+    if (v < 7) {
+        return 0;
+    }
+    struct kr scan = *q;
+    int32_t nt = kr_compact_array(&scan, 3);
+    for (int32_t i = 0; i < nt && !scan.err; i++) {
+        (void)kr_compact_str(&scan);
+        int32_t np = kr_compact_array(&scan, 4);
+        for (int32_t k = 0; k < np && !scan.err; k++) {
+            (void)kr_i32(&scan);
+        }
+        kr_skip_tagged(&scan);
+    }
+    int8_t is_stable = kr_i8(&scan);
+    return !scan.err && is_stable != 0;
+}
+
+/* OffsetFetch v1-v7: group_id, topics [name, partitions [index]] (null, v2+: every committed
+ * offset of the group), require_stable (v7) -> throttle (v3+), topics [name, partitions [index,
+ * offset, leader_epoch (v5+), metadata, error]], error (v2+). v6+ is flexible (compact strings
+ * and arrays, tagged fields; request header v2, response header v1). With require_stable
+ * (KIP-447) a partition an open transaction holds offsets for (txn_has_pending_offset) is
+ * answered UNSTABLE_OFFSET_COMMIT with offset -1, in the null-topics form too (as Kafka's
+ * GroupMetadataManager.getOffsets): the client retries until the transaction ends, instead of
+ * starting from the offset the transaction is about to replace. */
 int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
 {
     int16_t v = r->api_version;
+    int is_flex = v >= 6;
     char gid[256];
-    struct kstr g_s = kr_str(q);
+    struct kstr g_s = of_read_str(q, is_flex);
     int has_gid = kstr_copy(g_s, gid, sizeof gid) == 0;
     int may_describe = !has_gid || reply_allowed(b, r, ACL_GROUP, gid, ACL_DESCRIBE);
     if (!may_describe) {
         has_gid = 0; /* nothing of the group is shown */
     }
+    int is_stable_required = of_require_stable(q, v);
     struct kw *w = &r->w;
+    if (is_flex) {
+        kw_uvarint(w, 0); /* response header v1: tagged fields */
+    }
     if (v >= 3) {
         kw_i32(w, 0);
     }
-    int32_t nt = kr_array(q, 4);
+    int32_t nt = of_read_array(q, is_flex, is_flex ? 3 : 4);
     struct groups *gs = b->groups;
     if (nt < 0) {
         /* All committed offsets of the group, one topic entry per partition. */
-        size_t mark = kw_mark_i32(w);
+        struct kw all;
+        kw_init(&all);
         int32_t n = 0;
         for (size_t i = 0; has_gid && i < gs->n_offs; i++) {
             struct committed *c = &gs->offs[i];
             if (strcmp(c->group, gid) || !reply_may(b, r, ACL_TOPIC, c->topic, ACL_DESCRIBE)) {
                 continue;
             }
+            int is_unstable =
+                is_stable_required && txn_has_pending_offset(b, gid, c->topic, c->part);
             n++;
-            kw_str(w, c->topic);
-            kw_i32(w, 1);
-            kw_i32(w, c->part);
-            kw_i64(w, c->offset);
-            if (v >= 5) {
-                kw_i32(w, -1);
+            if (is_flex) {
+                kw_compact_str(&all, c->topic);
+            } else {
+                kw_str(&all, c->topic);
             }
-            kw_str(w, c->meta ? c->meta : "");
-            kw_i16(w, 0);
+            of_write_array_len(&all, is_flex, 1);
+            of_write_partition(&all, v, c->part, is_unstable ? -1 : c->offset,
+                               !is_unstable && c->meta ? c->meta : "",
+                               is_unstable ? KERR_UNSTABLE_OFFSET_COMMIT : 0);
+            if (is_flex) {
+                kw_uvarint(&all, 0); /* topic's tagged fields */
+            }
         }
-        kw_patch_i32(w, mark, n);
+        of_write_array_len(w, is_flex, n);
+        kw_raw(w, all.p, all.len);
+        kw_release(&all);
     } else {
-        kw_i32(w, nt);
+        of_write_array_len(w, is_flex, nt);
         for (int32_t i = 0; i < nt && !q->err; i++) {
-            struct kstr t_s = kr_str(q);
+            struct kstr t_s = of_read_str(q, is_flex);
             char topic[STORE_MAX_NAME + 1];
             int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
-            int32_t np = kr_array(q, 4);
-            if (t_s.ptr) {
-                kw_strn(w, t_s.ptr, (size_t)t_s.len);
-            } else {
-                kw_i16(w, -1);
-            }
-            kw_i32(w, np < 0 ? 0 : np);
+            int32_t np = of_read_array(q, is_flex, 4);
+            of_write_kstr(w, is_flex, t_s);
+            of_write_array_len(w, is_flex, np < 0 ? 0 : np);
             int may_topic = !has_topic || np <= 0 || !has_gid ||
                             reply_allowed(b, r, ACL_TOPIC, topic, ACL_DESCRIBE);
             for (int32_t k = 0; k < np && !q->err; k++) {
                 int32_t part = kr_i32(q);
-                struct committed *c =
-                    has_gid && has_topic && may_topic ? offset_find(gs, gid, topic, part) : NULL;
-                kw_i32(w, part);
-                kw_i64(w, c ? c->offset : -1);
-                if (v >= 5) {
-                    kw_i32(w, -1);
+                int is_known = has_gid && has_topic && may_topic;
+                struct committed *c = is_known ? offset_find(gs, gid, topic, part) : NULL;
+                int16_t err = !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
+                              : may_topic   ? 0
+                                            : KERR_TOPIC_AUTHORIZATION_FAILED;
+                if (!err && is_known && is_stable_required &&
+                    txn_has_pending_offset(b, gid, topic, part)) {
+                    err = KERR_UNSTABLE_OFFSET_COMMIT;
+                    c = NULL;
                 }
-                kw_str(w, c && c->meta ? c->meta : "");
-                kw_i16(w, !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
-                          : may_topic   ? 0
-                                        : KERR_TOPIC_AUTHORIZATION_FAILED);
+                of_write_partition(w, v, part, c ? c->offset : -1, c && c->meta ? c->meta : "",
+                                   err);
+            }
+            if (is_flex) {
+                kr_skip_tagged(q);
+                kw_uvarint(w, 0); /* topic's tagged fields */
             }
         }
+    }
+    if (v >= 7) {
+        (void)kr_i8(q); /* require_stable, read above */
+    }
+    if (is_flex) {
+        kr_skip_tagged(q);
     }
     if (v >= 2) {
         kw_i16(w, !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
                   : has_gid     ? 0
                                 : KERR_INVALID_GROUP_ID);
+    }
+    if (is_flex) {
+        kw_uvarint(w, 0);
     }
     return q->err ? -1 : 0;
 }

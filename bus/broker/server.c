@@ -95,9 +95,10 @@ static int handle_create_partitions(struct broker *b, struct reply *r, struct kr
 static void kw_kstr(struct kw *w, struct kstr s);
 
 /* The versions we implement: all non-flexible except ApiVersions v3 (whose response header stays
- * v0), SaslAuthenticate v2 and TxnOffsetCommit v3 (KIP-447: librdkafka sends the consumer's
- * generation with the offsets only in v3). librdkafka negotiates the highest version both sides
- * support. */
+ * v0), SaslAuthenticate v2, TxnOffsetCommit v3 (KIP-447: librdkafka sends the consumer's
+ * generation with the offsets only in v3) and OffsetFetch v6-v7 (KIP-447: v7's require_stable
+ * makes a read_committed consumer wait for a transaction's pending offsets). librdkafka
+ * negotiates the highest version both sides support. */
 static const struct api_def {
     int16_t key, min, max;
     const char *name;
@@ -108,7 +109,7 @@ static const struct api_def {
     {API_LIST_OFFSETS, 1, 5, "ListOffsets", handle_list_offsets},
     {API_METADATA, 0, 8, "Metadata", handle_metadata},
     {API_OFFSET_COMMIT, 2, 7, "OffsetCommit", handle_offset_commit},
-    {API_OFFSET_FETCH, 1, 5, "OffsetFetch", handle_offset_fetch},
+    {API_OFFSET_FETCH, 1, 7, "OffsetFetch", handle_offset_fetch},
     {API_FIND_COORDINATOR, 0, 2, "FindCoordinator", handle_find_coordinator},
     {API_JOIN_GROUP, 0, 5, "JoinGroup", handle_join_group},
     {API_HEARTBEAT, 0, 3, "Heartbeat", handle_heartbeat},
@@ -573,7 +574,7 @@ static int handle_frame(struct broker *b, struct conn *c, uint8_t *frame, size_t
         q.err = 2;
     }
     if ((key == API_API_VERSIONS && ver >= 3) || (key == API_SASL_AUTHENTICATE && ver >= 2) ||
-        (key == API_TXN_OFFSET_COMMIT && ver >= 3)) {
+        (key == API_TXN_OFFSET_COMMIT && ver >= 3) || (key == API_OFFSET_FETCH && ver >= 6)) {
         kr_skip_tagged(&q); /* request header v2 */
     }
     if (!sasl_may_serve(b, &c->sasl, key)) {

@@ -659,6 +659,26 @@ void txn_write_aborted(struct broker *b, struct kw *w, const struct partition *p
     kw_patch_i32(w, mark, n);
 }
 
+/* ---- pending consumer offsets (KIP-447) ---- */
+
+int txn_has_pending_offset(struct broker *b, const char *group, const char *topic, int32_t part)
+{
+    struct txns *ts = b->txns;
+    for (size_t i = 0; i < ts->n; i++) {
+        const struct txn *t = ts->list[i];
+        if (t->state != T_ONGOING && t->state != T_PREPARE_COMMIT) {
+            continue;
+        }
+        for (size_t k = 0; k < t->n_offs; k++) {
+            const struct toffset *o = &t->offs[k];
+            if (o->part == part && !strcmp(o->topic, topic) && !strcmp(o->group, group)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* ---- requests ---- */
 
 static void kw_kstr_or_null(struct kw *w, struct kstr s)
@@ -974,21 +994,7 @@ static struct kstr toc_str(struct kr *q, int16_t v)
 
 static int32_t toc_array(struct kr *q, int16_t v, size_t min_elem_bytes)
 {
-    if (v < 3) {
-        return kr_array(q, min_elem_bytes);
-    }
-    uint64_t n1 = kr_uvarint(q);
-    if (q->err) {
-        return 0;
-    }
-    if (n1 == 0) {
-        return -1;
-    }
-    if (n1 - 1 > (q->len - q->pos) / (min_elem_bytes ? min_elem_bytes : 1)) {
-        q->err = 1;
-        return 0;
-    }
-    return (int32_t)(n1 - 1);
+    return v >= 3 ? kr_compact_array(q, min_elem_bytes) : kr_array(q, min_elem_bytes);
 }
 
 /* TxnOffsetCommit v0-v3: transactional_id, group_id, producer_id, producer_epoch,

@@ -38,6 +38,13 @@ int64_t txn_lso(struct broker *b, const struct partition *p);
 void txn_write_aborted(struct broker *b, struct kw *w, const struct partition *p, int64_t from,
                        int64_t to);
 
+/* Whether a transaction holds offsets of (group, topic, part) that are not applied yet and will
+ * be: one ongoing (TxnOffsetCommit done, EndTxn not yet), or committing with those offsets not
+ * yet written. OffsetFetch v7 with require_stable answers such a partition
+ * UNSTABLE_OFFSET_COMMIT (KIP-447). An aborting transaction's offsets never apply: not
+ * pending. */
+int txn_has_pending_offset(struct broker *b, const char *group, const char *topic, int32_t part);
+
 int handle_add_partitions_to_txn(struct broker *b, struct reply *r, struct kr *q);
 int handle_add_offsets_to_txn(struct broker *b, struct reply *r, struct kr *q);
 int handle_end_txn(struct broker *b, struct reply *r, struct kr *q);

@@ -128,6 +128,22 @@ int32_t kr_array(struct kr *r, size_t min_elem_bytes)
     return n;
 }
 
+int32_t kr_compact_array(struct kr *r, size_t min_elem_bytes)
+{
+    uint64_t n1 = kr_uvarint(r);
+    if (r->err) {
+        return 0;
+    }
+    if (n1 == 0) {
+        return -1;
+    }
+    if (n1 - 1 > (r->len - r->pos) / (min_elem_bytes ? min_elem_bytes : 1)) {
+        r->err = 1;
+        return 0;
+    }
+    return (int32_t)(n1 - 1);
+}
+
 void kr_skip_tagged(struct kr *r)
 {
     uint64_t n = kr_uvarint(r);

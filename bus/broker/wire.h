@@ -55,6 +55,7 @@ enum kerr {
     KERR_NON_EMPTY_GROUP = 68,
     KERR_GROUP_ID_NOT_FOUND = 69,
     KERR_INVALID_RECORD = 87,
+    KERR_UNSTABLE_OFFSET_COMMIT = 88, /* retriable: an open transaction holds offsets (KIP-447) */
     KERR_UNKNOWN_SERVER_ERROR = -1,
 };
 
@@ -84,6 +85,8 @@ const uint8_t *kr_bytes(struct kr *r, int32_t *len);
 /* INT32 array length; -1 = null. Sets err when the count cannot fit in the bytes left (each
  * element takes at least min_elem_bytes), so callers may size allocations from it. */
 int32_t kr_array(struct kr *r, size_t min_elem_bytes);
+/* The same for a compact array (flexible versions): UVARINT count + 1, 0 = null (-1). */
+int32_t kr_compact_array(struct kr *r, size_t min_elem_bytes);
 void kr_skip_tagged(struct kr *r);
 /* Copies s into out (size n) as a C string; returns -1 when null, too long or containing NUL. */
 int kstr_copy(struct kstr s, char *out, size_t n);

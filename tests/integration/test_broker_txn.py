@@ -1,8 +1,9 @@
 """Transactions (KIP-98) in the embedded broker (bin/bus-broker), through librdkafka's
 transactional producer (python3-confluent-kafka): commit and abort, read_committed consumers
 that see committed records only, offsets committed with the transaction, abort on the
-transaction time-out, fencing, a SIGKILL of the broker mid-transaction, and the ACLs on
-transactional ids. docs/broker.md "Transactions"."""
+transaction time-out, fencing, a SIGKILL of the broker mid-transaction, the ACLs on
+transactional ids, and OffsetFetch v7's require_stable (KIP-447): a read_committed consumer
+does not read offsets a transaction is about to replace. docs/broker.md "Transactions"."""
 import datetime
 import json
 import os
@@ -485,4 +486,253 @@ def test_time_out_of_a_transaction_left_open_by_a_crash_counts_across_the_restar
     assert _read(boot, "orphan", "read_committed", idle_s=2) == []
     assert sorted(_read(boot, "orphan", "read_uncommitted", want=4)) == \
         [f"o-{i}" for i in range(4)]
+    del p
+
+
+# ---- OffsetFetch v6-v7 and require_stable (KIP-447) ----
+
+def _group_meta(boot, group):
+    """The group metadata of a consumer outside the group (no member id, no generation:
+    TxnOffsetCommit has nothing to check)."""
+    c = ck.Consumer({"bootstrap.servers": boot, "group.id": group})
+    meta = c.consumer_group_metadata()
+    c.close()
+    return meta
+
+
+def _pending_offsets(boot, txn_id, group, offsets):
+    """A transactional producer whose open transaction holds `offsets` ([(topic, partition,
+    offset)]) for group: TxnOffsetCommit done, EndTxn not yet. Returns the producer."""
+    p = _producer(boot, txn_id)
+    p.begin_transaction()
+    p.send_offsets_to_transaction([ck.TopicPartition(t, n, o) for t, n, o in offsets],
+                                  _group_meta(boot, group), 20 * harness.timeout_mult())
+    return p
+
+
+def _commit_plain(boot, group, offsets):
+    """Commits [(topic, partition, offset)] for group outside any transaction (no member)."""
+    c = ck.Consumer({"bootstrap.servers": boot, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[ck.TopicPartition(t, n, o) for t, n, o in offsets], asynchronous=False)
+    c.close()
+
+
+def test_committed_of_a_read_committed_consumer_waits_for_pending_transactional_offsets():
+    """librdkafka sends OffsetFetch v7 with require_stable when its isolation.level is
+    read_committed (the default): while an open transaction holds offsets for a partition of
+    the group, the broker answers UNSTABLE_OFFSET_COMMIT and librdkafka asks again until the
+    transaction ends, so committed() times out instead of answering the offset the transaction
+    is about to replace. read_uncommitted asks without the flag and gets the last committed
+    offset at once. After the commit the new offset is answered; after an abort the old one."""
+    _need_ck()
+    ctx = harness.ctx()
+    proc, boot, _ = _start(ctx, topics="src:2,dst:1")
+    _commit_plain(boot, "stable", [("src", 0, 2)])
+    readers = {iso: ck.Consumer({"bootstrap.servers": boot, "group.id": "stable",
+                                 "enable.auto.commit": False, "isolation.level": iso})
+               for iso in ("read_committed", "read_uncommitted")}
+
+    def committed(iso, timeout):
+        tps = readers[iso].committed([ck.TopicPartition("src", 0), ck.TopicPartition("src", 1)],
+                                     timeout * harness.timeout_mult())
+        assert all(tp.error is None for tp in tps), tps
+        return [tp.offset for tp in tps]
+
+    assert committed("read_committed", 10) == [2, ck.OFFSET_INVALID]
+    last = 2
+    for outcome, offset in (("commit", 7), ("abort", 12)):
+        p = _pending_offsets(boot, f"tx-stable-{outcome}", "stable", [("src", 0, offset)])
+        _produce(p, "dst", [outcome])
+        asked = _metric(proc, "bus_broker_requests_total", api="OffsetFetch")
+        try:
+            got = committed("read_committed", 2)
+            raise AssertionError(f"committed() answered {got} while a transaction held offsets")
+        except ck.KafkaException as e:
+            assert e.args[0].code() == ck.KafkaError._TIMED_OUT, e
+        # It was answered, and asked again: UNSTABLE_OFFSET_COMMIT is retriable.
+        assert _metric(proc, "bus_broker_requests_total", api="OffsetFetch") >= asked + 2
+        assert committed("read_uncommitted", 10) == [last, ck.OFFSET_INVALID]
+        if outcome == "commit":
+            p.commit_transaction(20 * harness.timeout_mult())
+            last = offset
+        else:
+            p.abort_transaction(20 * harness.timeout_mult())
+        assert committed("read_committed", 10) == [last, ck.OFFSET_INVALID], outcome
+        assert committed("read_uncommitted", 10) == [last, ck.OFFSET_INVALID], outcome
+    for c in readers.values():
+        c.close()
+    assert _read(boot, "dst", "read_committed", want=1) == ["commit"]
+
+
+def test_consumer_assigned_while_a_transaction_holds_offsets_starts_where_it_commits():
+    """The case KIP-447's require_stable is for: a partition changes hands while the previous
+    owner's transaction holds its offsets (TxnOffsetCommit done, EndTxn not yet). The new
+    owner's OffsetFetch is answered UNSTABLE_OFFSET_COMMIT until the transaction commits, then
+    it starts from the committed transaction's offset: nothing the transaction covered is read
+    again. (Answered with the older offset, as before v7, it started at 2.)"""
+    _need_ck()
+    ctx = harness.ctx()
+    proc, boot, _ = _start(ctx, topics="hand:1")
+    src = ck.Producer({"bootstrap.servers": boot})
+    for i in range(10):
+        src.produce("hand", value=f"h-{i}".encode(), partition=0)
+    assert src.flush(20) == 0
+    _commit_plain(boot, "handover", [("hand", 0, 2)])
+    p = _pending_offsets(boot, "tx-handover", "handover", [("hand", 0, 7)])
+    asked = _metric(proc, "bus_broker_requests_total", api="OffsetFetch")
+    c = ck.Consumer({"bootstrap.servers": boot, "group.id": "handover",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.subscribe(["hand"])
+    seen = []
+
+    def poll():
+        seen.extend(m.offset() for m in c.consume(10, 0.2) if not m.error())
+    # Assigned, and its offset fetch answered while the transaction is open (UNSTABLE_OFFSET_COMMIT:
+    # librdkafka asks again and reads nothing meanwhile).
+    harness.wait_for(lambda: poll() or (c.assignment() and _metric(
+        proc, "bus_broker_requests_total", api="OffsetFetch") >= asked + 1), 20,
+        what="the new owner's offset fetch")
+    p.commit_transaction(20 * harness.timeout_mult())
+    harness.wait_for(lambda: poll() or len(seen) >= 3, 20, what="records after the commit")
+    harness.wait_for(lambda: poll() or c.position([ck.TopicPartition("hand", 0)])[0].offset == 10,
+                     10, what="the consumer at the end")
+    c.close()
+    assert seen == [7, 8, 9], f"read from {seen[0]} while the transaction held offset 7: {seen}"
+
+
+def _uvarint_bytes(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7f) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def _offset_fetch(port, ver, group, topics, require_stable=False):
+    """OffsetFetch v`ver` by hand; topics [(name, [partitions])] or None (all). Returns
+    ({(topic, partition): (offset, metadata, error)}, top-level error), after checking that the
+    answer was read to its last byte (the flexible encoding round trip from v6 on)."""
+    flex = ver >= 6
+
+    def s(x):
+        b = x.encode()
+        return _uvarint_bytes(len(b) + 1) + b if flex else struct.pack(">h", len(b)) + b
+
+    def arr(items):
+        if items is None:
+            return _uvarint_bytes(0) if flex else struct.pack(">i", -1)
+        return (_uvarint_bytes(len(items) + 1) if flex else struct.pack(">i", len(items))) + \
+            b"".join(items)
+    tag = b"\x00" if flex else b""
+    body = s(group) + arr(None if topics is None else [
+        s(t) + arr([struct.pack(">i", n) for n in parts]) + tag for t, parts in topics])
+    if ver >= 7:
+        body += bytes([1 if require_stable else 0])
+    body += tag
+    hdr = struct.pack(">hhih", 9, ver, 77, 1) + b"t" + tag
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(hdr) + len(body)) + hdr + body)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+    assert len(buf) == 4 + struct.unpack(">i", buf[:4])[0]
+    assert struct.unpack(">i", buf[4:8])[0] == 77
+    b, pos = buf[8:], 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, b, pos)[0]
+        pos += struct.calcsize(fmt)
+        return v
+
+    def uv():
+        nonlocal pos
+        v, shift = 0, 0
+        while True:
+            c = b[pos]
+            pos += 1
+            v |= (c & 0x7f) << shift
+            if not c & 0x80:
+                return v
+            shift += 7
+
+    def rs():
+        nonlocal pos
+        n = uv() - 1 if flex else take(">h")
+        if n < 0:
+            return None
+        pos += n
+        return b[pos - n:pos].decode()
+
+    def ra():
+        return uv() - 1 if flex else take(">i")
+    if flex:
+        assert uv() == 0  # response header v1: no tagged fields
+    if ver >= 3:
+        assert take(">i") == 0
+    out = {}
+    for _ in range(ra()):
+        name = rs()
+        for _ in range(ra()):
+            part, off = take(">i"), take(">q")
+            if ver >= 5:
+                assert take(">i") == -1
+            meta, err = rs(), take(">h")
+            if flex:
+                assert uv() == 0
+            out[(name, part)] = (off, meta, err)
+        if flex:
+            assert uv() == 0
+    top = take(">h") if ver >= 2 else 0
+    if flex:
+        assert uv() == 0
+    assert pos == len(b), f"{len(b) - pos} bytes after the answer"
+    return out, top
+
+
+def test_offset_fetch_v6_v7_encoding_and_require_stable_at_the_byte_level():
+    """v7 with require_stable answers UNSTABLE_OFFSET_COMMIT (88) and offset -1 for a partition
+    an open transaction holds offsets for, and the last committed offset for the others (the
+    null-topics form too, per partition, as Kafka's coordinator does); without the flag, in v6
+    and in v1-v5 the last committed offsets are answered. The pending offsets survive a SIGKILL
+    of the broker (txn.state), and a new producer with the id aborts them."""
+    _need_ck()
+    ctx = harness.ctx()
+    port = harness.free_port()
+    proc, boot, data = _start(ctx, port=port, topics="rawt:2")
+    _commit_plain(boot, "rawg", [("rawt", 0, 3), ("rawt", 1, 4)])
+    stable = {("rawt", 0): (3, "", 0), ("rawt", 1): (4, "", 0)}
+    unstable = {("rawt", 0): (-1, "", 88), ("rawt", 1): (4, "", 0)}
+    both = [("rawt", [0, 1])]
+    for ver in (1, 2, 3, 4, 5, 6, 7):
+        assert _offset_fetch(port, ver, "rawg", both) == (stable, 0), ver
+    p = _pending_offsets(boot, "tx-raw", "rawg", [("rawt", 0, 9)])
+
+    def check_pending():
+        assert _offset_fetch(port, 7, "rawg", both, require_stable=True) == (unstable, 0)
+        assert _offset_fetch(port, 7, "rawg", None, require_stable=True) == (unstable, 0)
+        assert _offset_fetch(port, 7, "rawg", both) == (stable, 0)
+        assert _offset_fetch(port, 7, "rawg", None) == (stable, 0)
+        for ver in (1, 2, 3, 4, 5, 6):
+            assert _offset_fetch(port, ver, "rawg", both) == (stable, 0), ver
+        assert _offset_fetch(port, 6, "rawg", None) == (stable, 0)
+        # Another group's offsets of the same partition are not held.
+        assert _offset_fetch(port, 7, "other", [("rawt", [0])], require_stable=True) == \
+            ({("rawt", 0): (-1, "", 0)}, 0)
+    check_pending()
+    proc.kill()
+    proc, boot, _ = _start(ctx, data=data, port=port, topics="rawt:2")
+    check_pending()
+    p2 = _producer(boot, "tx-raw")  # aborts what the first producer left open
+    assert _offset_fetch(port, 7, "rawg", both, require_stable=True) == (stable, 0)
+    p2.begin_transaction()
+    p2.send_offsets_to_transaction([ck.TopicPartition("rawt", 1, 11)],
+                                   _group_meta(boot, "rawg"), 20 * harness.timeout_mult())
+    assert _offset_fetch(port, 7, "rawg", both, require_stable=True) == \
+        ({("rawt", 0): (3, "", 0), ("rawt", 1): (-1, "", 88)}, 0)
+    p2.commit_transaction(20 * harness.timeout_mult())
+    assert _offset_fetch(port, 7, "rawg", both, require_stable=True) == \
+        ({("rawt", 0): (3, "", 0), ("rawt", 1): (11, "", 0)}, 0)
     del p
