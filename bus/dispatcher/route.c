@@ -1008,6 +1008,29 @@ static void txn_end(struct route *r, enum kafka_txn_outcome out, int32_t *ids, i
     free(offs);
 }
 
+/* Whether the route has its transactional producer, made now when it has none (at most every
+ * ROUTE_TXN_RETRY_MS). Making it fences the predecessor with the same transactional.id and ends
+ * the transaction that one left open. */
+static bool txn_ready(struct route *r)
+{
+    if (r->txn != NULL) {
+        return true;
+    }
+    if (app_now_ms() < r->txn_retry_ms) {
+        return false;
+    }
+    char err[512];
+    r->txn = kafka_txn_new(r->env->bootstrap, r->env->kafka_props, r->txn_id, txn_timeout(r), err,
+                           sizeof err);
+    if (r->txn == NULL) {
+        log_warn("route %s: transactional producer %s not ready (%s): trying again", r->name,
+                 r->txn_id, err);
+        r->txn_retry_ms = app_now_ms() + ROUTE_TXN_RETRY_MS;
+        return false;
+    }
+    return true;
+}
+
 /* Carries on with the pending commit (txn_end), or gives its producer up once it has been
  * unanswered for ROUTE_TXN_RESUME_FOR_MS. */
 static void txn_resume(struct route *r)
@@ -1066,22 +1089,10 @@ static void txn_commit(struct route *r)
     }
     long long now = app_now_ms();
     char err[512];
-    if (r->txn == NULL) {
-        if (now < r->txn_retry_ms) {
-            free(ids);
-            free(offs);
-            return;
-        }
-        r->txn = kafka_txn_new(r->env->bootstrap, r->env->kafka_props, r->txn_id, txn_timeout(r),
-                               err, sizeof err);
-        if (r->txn == NULL) {
-            log_warn("route %s: transactional producer %s not ready (%s): trying again", r->name,
-                     r->txn_id, err);
-            r->txn_retry_ms = app_now_ms() + ROUTE_TXN_RETRY_MS;
-            free(ids);
-            free(offs);
-            return;
-        }
+    if (!txn_ready(r)) {
+        free(ids);
+        free(offs);
+        return;
     }
     if (r->is_txn_unsettled) {
         /* what was chosen above may already be committed: chosen again next tick */
@@ -1877,6 +1888,13 @@ static void *route_main(void *arg)
     ks.gen = 1;
     bool is_stopping = false;
     long long next_due = -1;
+    if (r->is_exactly_once) {
+        /* Before the first poll: a restarted instance fences its predecessor (same
+         * transactional.id) and aborts what it left open now, so the offsets its partitions
+         * start from are stable at once (a read_committed offset fetch waits while a
+         * transaction holds pending offsets, up to the transaction time-out). */
+        (void)txn_ready(r);
+    }
     for (;;) {
         long long now = app_now_ms();
         if (!is_stopping && atomic_load(&r->stop)) {

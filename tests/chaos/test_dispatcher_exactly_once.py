@@ -12,8 +12,12 @@ checks that a read_committed consumer of the output still sees every answer exac
   TxnOffsetCommit back 9 s: librdkafka's send_offsets_to_transaction waits past its time-out
   (librdkafka issue 5456), and the route gives the producer up at 5 s + 1 s. The route reads
   the committed offsets back once its next producer is ready and rewinds past a commit that
-  landed."""
+  landed;
+- the dispatcher killed while its commit never reached the broker: restarted, it fences its
+  predecessor before reading its offsets, so the transaction left open is aborted at once
+  rather than at its time-out."""
 import os
+import signal
 import sys
 
 import harness
@@ -51,7 +55,7 @@ def start(n, proxy_args=None):
     evs = td.events(n, keys=50)
     td.produce(b, "in", evs)
     return {"ctx": ctx, "proxy": proxy, "broker": broker, "bcfg": bcfg, "port": port, "b": b,
-            "disp": disp, "sink": sink, "evs": evs}
+            "d": d, "disp": disp, "sink": sink, "evs": evs}
 
 
 def assert_exactly_once(sink, b, evs):
@@ -132,3 +136,18 @@ def test_a_commit_answered_late_is_resumed_not_given_up():
     assert "transaction aborted" not in disp.log()
     assert td.metric(disp, "bus_dispatcher_transactions_total", 'outcome="aborted"') == 0
     assert sum(sink.seen.values()) == len(evs), "events delivered again: the route rewound"
+
+
+def test_a_restarted_dispatcher_fences_its_predecessor_before_reading_offsets():
+    s = start(600, {"drop_commit": True})
+    proxy, disp, sink, b, evs = s["proxy"], s["disp"], s["sink"], s["b"], s["evs"]
+    harness.wait_for(proxy.held.is_set, 30, what="a transaction commit held by the proxy")
+    # killed with its commit sent and never read: the transaction stays open on the broker with
+    # the offsets it carries pending, and a read_committed offset fetch waits on them
+    disp.signal(signal.SIGKILL)
+    disp.popen.wait()
+    disp = td.start_dispatcher(b, s["d"], name="bus-dispatcher-2", instance_id="node-1")
+    assert_exactly_once(sink, b, evs)
+    # ended by the restarted producer's InitTransactions, not by the broker's time-out (10 s):
+    # before the producer was made at the route's start, the restarted route waited for it
+    assert "aborted after its time-out" not in s["broker"].log(), s["broker"].log()[-2000:]

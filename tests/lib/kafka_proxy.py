@@ -9,7 +9,8 @@ connection. Only then is the EndTxn frame sent to the broker (what followed it i
 answer read (end_txn_error: the broker's error code, 0 when the commit landed) and the
 connection closed: a commit that the client gave up on lands after all.
 
-With hold_commit_s=N, that EndTxn(commit) is held back N seconds instead, and everything the
+With drop_commit=True, that EndTxn(commit) is never sent: a process killed after sending its
+commit, before the broker read it. With hold_commit_s=N, that EndTxn(commit) is held back N seconds instead, and everything the
 client sends after it on that connection with it; then all of it goes through and the
 connection carries on: a coordinator that answers a commit N seconds late. hold_offsets_s=N does
 the same to the first TxnOffsetCommit (api_key 28): a group coordinator that does not answer
@@ -29,9 +30,10 @@ TXN_OFFSET_COMMIT = 28
 
 class KafkaProxy:
     def __init__(self, broker_port, hold_commit=True, hold_commit_s=None, hold_offsets_s=None,
-                 host="127.0.0.1", port=0):
+                 drop_commit=False, host="127.0.0.1", port=0):
         self.broker = (host, broker_port)
-        self.hold_commit = hold_commit or hold_commit_s is not None
+        self.hold_commit = hold_commit or hold_commit_s is not None or drop_commit
+        self.drop_commit = drop_commit
         self.hold_offsets_s = hold_offsets_s
         # held for this long, or (None) until the client closes the connection
         self.hold_s = hold_offsets_s if hold_offsets_s is not None else hold_commit_s
@@ -128,7 +130,7 @@ class KafkaProxy:
                     upstream.sendall(frame)
         except OSError:
             pass
-        if held is None:
+        if held is None or self.drop_commit:
             _close(upstream)
             return
         # the client gave up the commit and closed: it lands now
