@@ -1475,7 +1475,7 @@ static int of_require_stable(const struct kr *q, int16_t v)
  * offset of the group), require_stable (v7) -> throttle (v3+), topics [name, partitions [index,
  * offset, leader_epoch (v5+), metadata, error]], error (v2+). v6+ is flexible (compact strings
  * and arrays, tagged fields; request header v2, response header v1). With require_stable
- * (KIP-447) a partition an open transaction holds offsets for (txn_has_pending_offset) is
+ * (KIP-447) a partition an open transaction holds offsets for (txn_pending_of_group) is
  * answered UNSTABLE_OFFSET_COMMIT with offset -1, in the null-topics form too (as Kafka's
  * GroupMetadataManager.getOffsets): the client retries until the transaction ends, instead of
  * starting from the offset the transaction is about to replace. */
@@ -1491,6 +1491,7 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
         has_gid = 0; /* nothing of the group is shown */
     }
     int is_stable_required = of_require_stable(q, v);
+    struct txn_pending *pend = is_stable_required && has_gid ? txn_pending_of_group(b, gid) : NULL;
     struct kw *w = &r->w;
     if (is_flex) {
         kw_uvarint(w, 0); /* response header v1: tagged fields */
@@ -1510,8 +1511,7 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
             if (strcmp(c->group, gid) || !reply_may(b, r, ACL_TOPIC, c->topic, ACL_DESCRIBE)) {
                 continue;
             }
-            int is_unstable =
-                is_stable_required && txn_has_pending_offset(b, gid, c->topic, c->part);
+            int is_unstable = txn_pending_has(pend, c->topic, c->part);
             n++;
             if (is_flex) {
                 kw_compact_str(&all, c->topic);
@@ -1547,8 +1547,7 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
                 int16_t err = !may_describe ? KERR_GROUP_AUTHORIZATION_FAILED
                               : may_topic   ? 0
                                             : KERR_TOPIC_AUTHORIZATION_FAILED;
-                if (!err && is_known && is_stable_required &&
-                    txn_has_pending_offset(b, gid, topic, part)) {
+                if (!err && is_known && txn_pending_has(pend, topic, part)) {
                     err = KERR_UNSTABLE_OFFSET_COMMIT;
                     c = NULL;
                 }
@@ -1575,6 +1574,7 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
     if (is_flex) {
         kw_uvarint(w, 0);
     }
+    txn_pending_free(pend);
     return q->err ? -1 : 0;
 }
 

@@ -661,8 +661,14 @@ void txn_write_aborted(struct broker *b, struct kw *w, const struct partition *p
 
 /* ---- pending consumer offsets (KIP-447) ---- */
 
-int txn_has_pending_offset(struct broker *b, const char *group, const char *topic, int32_t part)
+struct txn_pending {
+    const struct toffset **offs;
+    size_t n;
+};
+
+struct txn_pending *txn_pending_of_group(struct broker *b, const char *group)
 {
+    struct txn_pending *tp = NULL;
     struct txns *ts = b->txns;
     for (size_t i = 0; i < ts->n; i++) {
         const struct txn *t = ts->list[i];
@@ -670,13 +676,35 @@ int txn_has_pending_offset(struct broker *b, const char *group, const char *topi
             continue;
         }
         for (size_t k = 0; k < t->n_offs; k++) {
-            const struct toffset *o = &t->offs[k];
-            if (o->part == part && !strcmp(o->topic, topic) && !strcmp(o->group, group)) {
-                return 1;
+            if (strcmp(t->offs[k].group, group) != 0) {
+                continue;
             }
+            if (!tp) {
+                tp = xcalloc(1, sizeof *tp);
+            }
+            tp->offs = xrealloc(tp->offs, (tp->n + 1) * sizeof *tp->offs);
+            tp->offs[tp->n++] = &t->offs[k];
+        }
+    }
+    return tp;
+}
+
+int txn_pending_has(const struct txn_pending *tp, const char *topic, int32_t part)
+{
+    for (size_t i = 0; tp && i < tp->n; i++) {
+        if (tp->offs[i]->part == part && !strcmp(tp->offs[i]->topic, topic)) {
+            return 1;
         }
     }
     return 0;
+}
+
+void txn_pending_free(struct txn_pending *tp)
+{
+    if (tp) {
+        free(tp->offs);
+        free(tp);
+    }
 }
 
 /* ---- requests ---- */

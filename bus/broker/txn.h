@@ -38,12 +38,18 @@ int64_t txn_lso(struct broker *b, const struct partition *p);
 void txn_write_aborted(struct broker *b, struct kw *w, const struct partition *p, int64_t from,
                        int64_t to);
 
-/* Whether a transaction holds offsets of (group, topic, part) that are not applied yet and will
- * be: one ongoing (TxnOffsetCommit done, EndTxn not yet), or committing with those offsets not
- * yet written. OffsetFetch v7 with require_stable answers such a partition
- * UNSTABLE_OFFSET_COMMIT (KIP-447). An aborting transaction's offsets never apply: not
- * pending. */
-int txn_has_pending_offset(struct broker *b, const char *group, const char *topic, int32_t part);
+/* The offsets of group that transactions hold and have not applied yet, and will: those of one
+ * ongoing (TxnOffsetCommit done, EndTxn not yet), or committing with its offsets not yet
+ * written. OffsetFetch v7 with require_stable answers such a partition UNSTABLE_OFFSET_COMMIT
+ * (KIP-447). An aborting transaction's offsets never apply: not pending. Gathered once per
+ * request (NULL: none), so that a request listing many partitions costs one pass over the
+ * transactions, not one per partition; valid until the transactions change (free it before
+ * the request's handler returns). */
+struct txn_pending;
+struct txn_pending *txn_pending_of_group(struct broker *b, const char *group);
+/* Whether tp (may be NULL) holds an offset of (topic, part). */
+int txn_pending_has(const struct txn_pending *tp, const char *topic, int32_t part);
+void txn_pending_free(struct txn_pending *tp);
 
 int handle_add_partitions_to_txn(struct broker *b, struct reply *r, struct kr *q);
 int handle_add_offsets_to_txn(struct broker *b, struct reply *r, struct kr *q);
