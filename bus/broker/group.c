@@ -942,6 +942,23 @@ long long groups_next_deadline(struct broker *b)
     return d;
 }
 
+/* An OffsetCommit or OffsetFetch lists at most as many partitions as the broker may hold
+ * (max_partitions): each one listed is looked up among the committed offsets, so a request
+ * listing millions (16 MiB of them) would hold the event loop. Past it the request counts as
+ * malformed (the connection is closed, nothing is committed). Adds np to *n_listed; 1 when
+ * past the limit. */
+static int listed_too_many(const struct broker *b, long *n_listed, int32_t np, struct kr *q)
+{
+    *n_listed += np > 0 ? np : 0;
+    if (*n_listed <= b->opt.max_partitions) {
+        return 0;
+    }
+    log_warn("a request lists more than %ld partitions (max_partitions): refused",
+             b->opt.max_partitions);
+    q->err = 1;
+    return 1;
+}
+
 /* ---- handlers ---- */
 
 int handle_find_coordinator(struct broker *b, struct reply *r, struct kr *q)
@@ -1299,9 +1316,13 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
      * (a full disk), which the committer retries. */
     size_t *accepted_at = NULL;
     size_t n_accepted = 0, cap_accepted = 0;
+    long n_listed = 0;
     for (int32_t i = 0; i < nt && !q->err; i++) {
         struct kstr t_s = kr_str(q);
         int32_t np = kr_array(q, 14);
+        if (listed_too_many(b, &n_listed, np, q)) {
+            break;
+        }
         if (t_s.ptr) {
             kw_strn(w, t_s.ptr, (size_t)t_s.len);
         } else {
@@ -1344,7 +1365,7 @@ int handle_offset_commit(struct broker *b, struct reply *r, struct kr *q)
         }
     }
     int rc = q->err ? -1 : 0;
-    if (rec.len) {
+    if (rec.len && !q->err) { /* a malformed request commits nothing */
         size_t at = 0;
         struct stat st;
         off_t size_before = fstat(b->groups->fd, &st) == 0 ? st.st_size : -1;
@@ -1531,11 +1552,15 @@ int handle_offset_fetch(struct broker *b, struct reply *r, struct kr *q)
         kw_release(&all);
     } else {
         of_write_array_len(w, is_flex, nt);
+        long n_listed = 0;
         for (int32_t i = 0; i < nt && !q->err; i++) {
             struct kstr t_s = of_read_str(q, is_flex);
             char topic[STORE_MAX_NAME + 1];
             int has_topic = kstr_copy(t_s, topic, sizeof topic) == 0;
             int32_t np = of_read_array(q, is_flex, 4);
+            if (listed_too_many(b, &n_listed, np, q)) {
+                break;
+            }
             of_write_kstr(w, is_flex, t_s);
             of_write_array_len(w, is_flex, np < 0 ? 0 : np);
             int may_topic = !has_topic || np <= 0 || !has_gid ||

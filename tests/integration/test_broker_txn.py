@@ -736,3 +736,59 @@ def test_offset_fetch_v6_v7_encoding_and_require_stable_at_the_byte_level():
     assert _offset_fetch(port, 7, "rawg", both, require_stable=True) == \
         ({("rawt", 0): (3, "", 0), ("rawt", 1): (11, "", 0)}, 0)
     del p
+
+
+def _offset_commit_v2(port, group, topic, entries):
+    """OffsetCommit v2 by hand, as a consumer outside any generation (generation -1, no member):
+    entries [(partition, offset)]. Returns {(partition): error} in order, or raises
+    AssertionError("connection closed") when the broker closes the connection."""
+    s = lambda x: struct.pack(">h", len(x)) + x.encode()  # noqa: E731
+    parts = b"".join(struct.pack(">iq", p, o) + s("") for p, o in entries)
+    body = s(group) + struct.pack(">i", -1) + s("") + struct.pack(">q", -1) + \
+        struct.pack(">i", 1) + s(topic) + struct.pack(">i", len(entries)) + parts
+    hdr = struct.pack(">hhih", 8, 2, 78, 1) + b"t"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(hdr) + len(body)) + hdr + body)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+    b, pos = buf[8:], 0
+    n_topics = struct.unpack_from(">i", b, pos)[0]
+    assert n_topics == 1
+    pos += 4
+    pos += 2 + struct.unpack_from(">h", b, pos)[0]
+    n = struct.unpack_from(">i", b, pos)[0]
+    pos += 4
+    return [struct.unpack_from(">ih", b, pos + 6 * i)[1] for i in range(n)]
+
+
+def _closed(fn):
+    try:
+        fn()
+    except AssertionError as e:
+        return "connection closed" in str(e)
+    except ConnectionError:
+        return True
+    return False
+
+
+def test_offset_requests_listing_more_partitions_than_the_broker_may_hold_are_refused():
+    """An OffsetCommit or OffsetFetch lists at most max_partitions partitions (each one is looked
+    up among the committed offsets: a 16 MiB request listing millions held the event loop): past
+    it the connection is closed and nothing is committed; up to it the request is answered."""
+    ctx = harness.ctx()
+    proc, boot, _ = _start(ctx, max_partitions=20, topics="t:2")
+    port = int(boot.rsplit(":", 1)[1])
+    # at the limit: 20 entries (partitions 0 and 1, again and again) are committed
+    errs = _offset_commit_v2(port, "g", "t", [(i % 2, 5) for i in range(20)])
+    assert errs == [0] * 20
+    out, top = _offset_fetch(port, 5, "g", [("t", [i % 2 for i in range(20)])])
+    assert top == 0 and out[("t", 0)][0] == 5 and out[("t", 1)][0] == 5
+    # one past it: refused whole, the offsets stay
+    assert _closed(lambda: _offset_commit_v2(port, "g", "t", [(i % 2, 9) for i in range(21)]))
+    assert _closed(lambda: _offset_fetch(port, 5, "g", [("t", [0] * 10), ("t", [1] * 11)]))
+    out, _ = _offset_fetch(port, 7, "g", [("t", [0, 1])], require_stable=True)
+    assert out[("t", 0)][0] == 5 and out[("t", 1)][0] == 5
+    assert proc.alive()
