@@ -368,12 +368,9 @@ def _batch(attrs, pid=-1, epoch=-1, seq=-1):
     return head + struct.pack(">I", _crc32c(after_crc)) + after_crc
 
 
-def _produce_raw(port, batch, txn_id=None, topic=b"raw"):
-    """Produce v3 of one batch to partition 0; returns the partition's error code."""
-    tid = struct.pack(">h", -1) if txn_id is None else struct.pack(">h", len(txn_id)) + txn_id
-    body = tid + struct.pack(">hii", -1, 5000, 1) + struct.pack(">h", len(topic)) + topic + \
-        struct.pack(">iii", 1, 0, len(batch)) + batch
-    hdr = struct.pack(">hhih", 0, 3, 7, 1) + b"t"
+def _request(port, hdr, body):
+    """One request frame (header hdr, then body) on a new connection; returns the whole answer
+    frame, size included, or raises AssertionError("connection closed")."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(struct.pack(">i", len(hdr) + len(body)) + hdr + body)
         buf = b""
@@ -381,6 +378,15 @@ def _produce_raw(port, batch, txn_id=None, topic=b"raw"):
             chunk = s.recv(65536)
             assert chunk, "connection closed"
             buf += chunk
+    return buf
+
+
+def _produce_raw(port, batch, txn_id=None, topic=b"raw"):
+    """Produce v3 of one batch to partition 0; returns the partition's error code."""
+    tid = struct.pack(">h", -1) if txn_id is None else struct.pack(">h", len(txn_id)) + txn_id
+    body = tid + struct.pack(">hii", -1, 5000, 1) + struct.pack(">h", len(topic)) + topic + \
+        struct.pack(">iii", 1, 0, len(batch)) + batch
+    buf = _request(port, struct.pack(">hhih", 0, 3, 7, 1) + b"t", body)
     # size, corr, topics[1], name, partitions[1], index, error
     pos = 4 + 4 + 4
     (n,) = struct.unpack(">h", buf[pos:pos + 2])
@@ -629,14 +635,7 @@ def _offset_fetch(port, ver, group, topics, require_stable=False):
     if ver >= 7:
         body += bytes([1 if require_stable else 0])
     body += tag
-    hdr = struct.pack(">hhih", 9, ver, 77, 1) + b"t" + tag
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(struct.pack(">i", len(hdr) + len(body)) + hdr + body)
-        buf = b""
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed"
-            buf += chunk
+    buf = _request(port, struct.pack(">hhih", 9, ver, 77, 1) + b"t" + tag, body)
     assert len(buf) == 4 + struct.unpack(">i", buf[:4])[0]
     assert struct.unpack(">i", buf[4:8])[0] == 77
     b, pos = buf[8:], 0
@@ -746,14 +745,7 @@ def _offset_commit_v2(port, group, topic, entries):
     parts = b"".join(struct.pack(">iq", p, o) + s("") for p, o in entries)
     body = s(group) + struct.pack(">i", -1) + s("") + struct.pack(">q", -1) + \
         struct.pack(">i", 1) + s(topic) + struct.pack(">i", len(entries)) + parts
-    hdr = struct.pack(">hhih", 8, 2, 78, 1) + b"t"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(struct.pack(">i", len(hdr) + len(body)) + hdr + body)
-        buf = b""
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed"
-            buf += chunk
+    buf = _request(port, struct.pack(">hhih", 8, 2, 78, 1) + b"t", body)
     b, pos = buf[8:], 0
     n_topics = struct.unpack_from(">i", b, pos)[0]
     assert n_topics == 1
