@@ -113,7 +113,7 @@ struct txns {
 
 /* bus_broker_transactions_total{outcome}: commit, abort (every abort), timeout (aborts by the
  * coordinator after the time-out); bus_broker_transactions_open. */
-static struct metric *m_commit, *m_abort, *m_timeout, *m_open;
+static struct metric *m_commit, *m_abort, *m_timeout, *m_open, *m_unstable;
 
 static long long wall_ms(void)
 {
@@ -563,6 +563,11 @@ struct txns *txns_new(struct broker *b, char *err, size_t err_len)
     m_timeout = metrics_counter("bus_broker_transactions_total", help, "outcome=\"timeout\"");
     m_open = metrics_gauge("bus_broker_transactions_open", "Transactions open (ongoing or ending)",
                            NULL);
+    m_unstable = metrics_counter("bus_broker_unstable_offsets_total",
+                                 "Partitions an OffsetFetch with require_stable was answered "
+                                 "UNSTABLE_OFFSET_COMMIT (a transaction holds offsets not "
+                                 "committed yet; the consumer asks again)",
+                                 NULL);
     struct txns *ts = xcalloc(1, sizeof *ts);
     ts->path = xasprintf("%s/txn.state", b->opt.data_dir);
     if (txns_load(ts, err, err_len) != 0) {
@@ -693,6 +698,7 @@ int txn_pending_has(const struct txn_pending *tp, const char *topic, int32_t par
 {
     for (size_t i = 0; tp && i < tp->n; i++) {
         if (tp->offs[i]->part == part && !strcmp(tp->offs[i]->topic, topic)) {
+            metric_inc(m_unstable);
             return 1;
         }
     }

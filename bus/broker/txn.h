@@ -47,7 +47,8 @@ void txn_write_aborted(struct broker *b, struct kw *w, const struct partition *p
  * the request's handler returns). */
 struct txn_pending;
 struct txn_pending *txn_pending_of_group(struct broker *b, const char *group);
-/* Whether tp (may be NULL) holds an offset of (topic, part). */
+/* Whether tp (may be NULL) holds an offset of (topic, part); each hit is counted in
+ * bus_broker_unstable_offsets_total (the caller answers it UNSTABLE_OFFSET_COMMIT). */
 int txn_pending_has(const struct txn_pending *tp, const char *topic, int32_t part);
 void txn_pending_free(struct txn_pending *tp);
 

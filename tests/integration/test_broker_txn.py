@@ -550,6 +550,7 @@ def test_committed_of_a_read_committed_consumer_waits_for_pending_transactional_
         p = _pending_offsets(boot, f"tx-stable-{outcome}", "stable", [("src", 0, offset)])
         _produce(p, "dst", [outcome])
         asked = _metric(proc, "bus_broker_requests_total", api="OffsetFetch")
+        unstable = _metric(proc, "bus_broker_unstable_offsets_total")
         try:
             got = committed("read_committed", 2)
             raise AssertionError(f"committed() answered {got} while a transaction held offsets")
@@ -557,6 +558,7 @@ def test_committed_of_a_read_committed_consumer_waits_for_pending_transactional_
             assert e.args[0].code() == ck.KafkaError._TIMED_OUT, e
         # It was answered, and asked again: UNSTABLE_OFFSET_COMMIT is retriable.
         assert _metric(proc, "bus_broker_requests_total", api="OffsetFetch") >= asked + 2
+        assert _metric(proc, "bus_broker_unstable_offsets_total") >= unstable + 2
         assert committed("read_uncommitted", 10) == [last, ck.OFFSET_INVALID]
         if outcome == "commit":
             p.commit_transaction(20 * harness.timeout_mult())
