@@ -321,11 +321,20 @@ struct verifier {
 static pthread_once_t verifier_once = PTHREAD_ONCE_INIT;
 static pthread_key_t verifier_key;
 
+/* Wipes and frees the copy of the key list (a secret). */
+static void keys_free(char *keys)
+{
+    if (keys) {
+        OPENSSL_cleanse(keys, strlen(keys));
+        free(keys);
+    }
+}
+
 static void verifier_free(void *arg)
 {
     struct verifier *v = arg;
     crypto_webhook_signer_free(v->signer);
-    free(v->keys);
+    keys_free(v->keys);
     free(v);
 }
 
@@ -350,7 +359,7 @@ static struct crypto_webhook_signer *verifier_for(const char *keys)
         }
     }
     crypto_webhook_signer_free(v->signer);
-    free(v->keys);
+    keys_free(v->keys);
     v->keys = xstrdup(keys);
     v->signer = signer_make(keys, true);
     return v->signer;
