@@ -20,6 +20,10 @@ import urllib.request
 import harness
 
 ASAN = False
+# The product's fixed ports: one at a time with the other modules that bind them
+# (tests/run.py; test_make_run, test_make_run_stop). Without it, a full run once started this
+# module beside them and its PostgreSQL found port 55432 taken.
+SERIAL_GROUP = "make-in-tree"
 ROOT = harness.ROOT
 PORTS = [8080, 8081, 8101, 8102, 8103, 8104, 8105, 8106, 8109, 9092, 55432]
 GS_AUTH = {"Authorization": "Bearer dev-only-gamesim-admin-token"}
